@@ -1,0 +1,66 @@
+"""One hierarchy for every error and warning engine raises.
+
+Every input problem is an ``EngineInputError``, which is also a ``ValueError`` so that
+callers who catch ``ValueError`` keep working. Messages name the column, term or argument at
+fault. Kernels never see bad input: the thin Python layer validates first.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every exception raised by engine."""
+
+
+class EngineInputError(EngineError, ValueError):
+    """The user's input (data, formula, argument) cannot be used as given."""
+
+
+class FormulaError(EngineInputError):
+    """A formula that cannot be parsed or does not fit the data.
+
+    ``position`` is the 0-based character offset of the problem in ``formula`` when known.
+    """
+
+    def __init__(self, message: str, formula: str | None = None, position: int | None = None):
+        self.formula = formula
+        self.position = position
+        if formula is not None and position is not None:
+            message = f"{message}\n  {formula}\n  {' ' * position}^ (position {position})"
+        super().__init__(message)
+
+
+class DataError(EngineInputError):
+    """Data that cannot be used: missing column, non-finite values, no rows left, ..."""
+
+
+class ColumnNotFoundError(DataError):
+    """A column named in a formula or argument is not in the data."""
+
+
+class ModelSpecError(EngineInputError):
+    """A model that cannot be fitted as specified (too few rows, one-level factor, ...)."""
+
+
+class PriorError(EngineInputError):
+    """A prior that is malformed or refers to a parameter class the model does not have."""
+
+
+class ImputationError(EngineInputError):
+    """An imputation specification that cannot be used (unknown method, wrong shape, ...)."""
+
+
+class SamplerError(EngineError, RuntimeError):
+    """A sampler failed at run time (for example a non-finite log density at the start)."""
+
+
+class EngineWarning(UserWarning):
+    """Base class of engine's warnings."""
+
+
+class ConvergenceWarning(EngineWarning):
+    """R-hat above 1.01, low effective sample size, divergences, or max tree depth hit."""
+
+
+class DataWarning(EngineWarning):
+    """Rows dropped, predictors removed, or other changes engine made to the analysis data."""
