@@ -1,0 +1,511 @@
+"""Blocked Gibbs sampler for the Gaussian multilevel model of engine.multilevel (random intercepts).
+
+One iteration (all draws exact, from full conditionals):
+
+1. **Location block.** Given (tau, sigma) the location parameters theta = (gamma, r), gamma = (b0_c,
+   beta) the centred intercept and coefficients and r every random intercept, are Gaussian with
+   precision Q = W'W / sigma^2 + prior precision, W = [1, X_c, Z]. Random effects of a nested run of
+   groups (a *block*: school, school:class, deeper) have a precision whose graph is a tree plus the
+   edges to each level's ancestors; eliminating levels leaves-up (deepest group first) creates no
+   fill-in: each elimination updates only the level's ancestors and the dense q x q fixed block
+   (the Schur complement S = C - B'A^{-1}B of DESIGN.md, built one level at a time). gamma is
+   drawn from N(S^{-1} b_S, S^{-1}) with one q x q Cholesky factor and triangular solves, then every
+   level, roots first, from its scalar normal conditional given its ancestors and gamma (the
+   factorisation p(theta) = p(gamma) prod_l p(r_l | ancestors, gamma)). Cost per iteration
+   O(L (D^2 + D q + q^2) + K q + q^3), L levels, D nesting depth, K cells, from the cell sufficient
+   statistics: independent of N.
+
+   **Crossed factors.** Blocks that are not nested in one another (``(1 | a) + (1 | b)``) are drawn
+   one after the other, each *jointly with gamma* given the other blocks' current effects (whose
+   contribution per cell is constant, so it enters through the cell sums). Each step is an exact
+   conditional draw; the sweep is a valid blocked Gibbs sampler (mixing slower than a joint draw when
+   the crossed effects are strongly correlated).
+
+2. **Prior auxiliaries of gamma.** A Student-t prior t_nu(mu, s) on the intercept or a coefficient is
+   the normal scale mixture b | lambda ~ N(mu, s^2 lambda), lambda ~ IG(nu/2, nu/2); lambda | b ~
+   IG((nu + 1)/2, (nu + (b - mu)^2 / s^2) / 2). Normal priors are conjugate; flat priors add nothing.
+
+3. **Scales** tau_g (one per group) and sigma. Half-t_nu(0, A) (half-Cauchy: nu = 1) through the
+   scale mixture of inverse gammas (Wand et al. 2011, "Mean field variational Bayes for elaborate
+   distributions", Bayesian Analysis 6(4); Makalic & Schmidt 2016, "A simple sampler for the
+   horseshoe estimator", IEEE SPL 23(1)): tau^2 | a ~ IG(nu/2, nu/a), a ~ IG(1/2, 1/A^2), so with K
+   effects of sum of squares SS, tau^2 | a, r ~ IG((nu + K)/2, nu/a + SS/2) and a | tau^2 ~
+   IG((nu + 1)/2, nu/tau^2 + 1/A^2). sigma the same with N residuals and the residual sum of
+   squares from the cell sums. A flat prior on a scale gives tau^2 | r ~ IG((K - 1)/2, SS/2). Other
+   priors (half-normal, a Student-t or normal with non-zero location truncated at 0, exponential)
+   take one slice-sampling update (Neal 2003, "Slice sampling", Ann. Statist. 31(3), stepping out
+   and shrinkage) of log tau, which leaves the exact conditional invariant.
+
+Draws are reported in the canonical order of engine.multilevel.parameter_names (b_Intercept on the
+original scale, b0_c - xbar'beta), random effects in global level order (ranef_names). One Numba
+kernel runs a whole chain without the GIL, so chains run in threads.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from engine.errors import ModelSpecError, SamplerError
+from engine.multilevel import MultilevelModel
+
+_FLAT, _NORMAL, _STUDENT_T, _EXPONENTIAL = 0, 1, 2, 3
+
+
+class ChainResult(NamedTuple):
+    """One chain's kept draws.
+
+    draws: (n_kept, n_params) in the order of engine.multilevel.parameter_names(model);
+    ranef: (n_kept, L) random effects in the order of ranef_names(model) ((n_kept, 0) when not saved);
+    stats: sampler statistics per kept draw (Gibbs: none, an empty dict).
+    """
+
+    draws: np.ndarray
+    ranef: np.ndarray
+    stats: dict
+
+
+class GibbsInputs(NamedTuple):
+    """The arrays of one MultilevelModel arranged for the kernel, with gamma = (b0_c, beta) (q = has_intercept + p).
+
+    cell_w: (K, q) sums of w = (1, x_c) per cell; cell_wy: (K, q) sums of w y; wtw: (q, q); wty: (q,);
+    level_w: (L, q); gamma_family/nu/mu/scale: (q,) priors of gamma.
+    """
+
+    cell_w: np.ndarray
+    cell_wy: np.ndarray
+    wtw: np.ndarray
+    wty: np.ndarray
+    level_w: np.ndarray
+    gamma_family: np.ndarray
+    gamma_nu: np.ndarray
+    gamma_mu: np.ndarray
+    gamma_scale: np.ndarray
+
+
+def gibbs_inputs(model: MultilevelModel) -> GibbsInputs:
+    """Augment the model's sufficient statistics with the intercept column (when the model has one)."""
+    if model.has_intercept:
+        cell_w = np.column_stack([model.cell_n, model.cell_sum_x])
+        cell_wy = np.column_stack([model.cell_sum_y, model.cell_sum_xy])
+        p = model.n_coef
+        wtw = np.empty((p + 1, p + 1))
+        wtw[0, 0] = model.n_obs
+        wtw[0, 1:] = wtw[1:, 0] = model.sum_x
+        wtw[1:, 1:] = model.xtx
+        wty = np.concatenate([[model.sum_y], model.xty])
+        level_w = np.column_stack([model.level_n, model.level_sum_x])
+        ip = model.intercept_prior
+        family = np.concatenate([[int(ip[0])], model.b_prior_family]).astype(np.int64)
+        nu = np.concatenate([[ip[1]], model.b_prior_nu])
+        mu = np.concatenate([[ip[2]], model.b_prior_mu])
+        scale = np.concatenate([[ip[3]], model.b_prior_scale])
+    else:
+        cell_w, cell_wy = model.cell_sum_x, model.cell_sum_xy
+        wtw, wty, level_w = model.xtx, model.xty, model.level_sum_x
+        family, nu, mu, scale = model.b_prior_family, model.b_prior_nu, model.b_prior_mu, model.b_prior_scale
+    c = np.ascontiguousarray
+    return GibbsInputs(c(cell_w, dtype=np.float64), c(cell_wy, dtype=np.float64), c(wtw, dtype=np.float64),
+                       c(wty, dtype=np.float64), c(level_w, dtype=np.float64), c(family, dtype=np.int64),
+                       c(nu, dtype=np.float64), c(mu, dtype=np.float64), c(scale, dtype=np.float64))
+
+
+# ------------------------------------------------------------------------------ numba pieces
+
+
+@numba.njit(cache=True, nogil=True)
+def _inverse_gamma(rng, shape, rate):
+    """One draw of IG(shape, rate) (density proportional to x^(-shape-1) exp(-rate/x))."""
+    return rate / rng.standard_gamma(shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_scale_target(eta, n_effects, sum_squares, family, nu, mu, scale):
+    """log p(eta | effects) for eta = log tau, up to a constant: N(0, tau^2) effects, truncated prior, Jacobian."""
+    tau = np.exp(eta)
+    value = -n_effects * eta - 0.5 * sum_squares * np.exp(-2.0 * eta) + eta
+    if family == _NORMAL:
+        z = (tau - mu) / scale
+        value -= 0.5 * z * z
+    elif family == _STUDENT_T:
+        z = (tau - mu) / scale
+        value -= 0.5 * (nu + 1.0) * np.log1p(z * z / nu)
+    elif family == _EXPONENTIAL:
+        value -= tau / scale
+    return value
+
+
+@numba.njit(cache=True, nogil=True)
+def _slice_log_scale(rng, tau, n_effects, sum_squares, family, nu, mu, scale):
+    """One slice-sampling update of log tau (Neal 2003, stepping out with width 1, then shrinkage)."""
+    eta0 = np.log(tau)
+    log_level = _log_scale_target(eta0, n_effects, sum_squares, family, nu, mu, scale) - rng.standard_exponential()
+    width = 1.0
+    left = eta0 - width * rng.random()
+    right = left + width
+    steps = 60
+    while steps > 0 and _log_scale_target(left, n_effects, sum_squares, family, nu, mu, scale) > log_level:
+        left -= width
+        steps -= 1
+    steps = 60
+    while steps > 0 and _log_scale_target(right, n_effects, sum_squares, family, nu, mu, scale) > log_level:
+        right += width
+        steps -= 1
+    for _ in range(200):
+        eta = left + (right - left) * rng.random()
+        if _log_scale_target(eta, n_effects, sum_squares, family, nu, mu, scale) > log_level:
+            return np.exp(eta)
+        if eta < eta0:
+            left = eta
+        else:
+            right = eta
+    return tau  # shrinkage exhausted (interval collapsed on eta0): keep the current value
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_scale(rng, tau, aux, n_effects, sum_squares, family, nu, mu, scale):
+    """Draw a standard deviation tau of n_effects N(0, tau^2) effects from its full conditional.
+
+    Returns (tau, aux); aux is the inverse-gamma mixing variable of a half-t prior (else unchanged).
+    """
+    if family == _STUDENT_T and mu == 0.0:
+        aux = _inverse_gamma(rng, 0.5 * (nu + 1.0), nu / (tau * tau) + 1.0 / (scale * scale))
+        tau2 = _inverse_gamma(rng, 0.5 * (nu + n_effects), nu / aux + 0.5 * sum_squares)
+        return np.sqrt(tau2), aux
+    if family == _FLAT:
+        tau2 = _inverse_gamma(rng, 0.5 * (n_effects - 1.0), 0.5 * sum_squares)
+        return np.sqrt(tau2), aux
+    return _slice_log_scale(rng, tau, n_effects, sum_squares, family, nu, mu, scale), aux
+
+
+@numba.njit(cache=True, nogil=True)
+def _location_block(rng, block, draw_gamma, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
+                    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                    level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                    other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma):
+    """Draw (gamma, r of ``block``) | other blocks, tau, sigma (or r of ``block`` | gamma when not draw_gamma).
+
+    Updates gamma and r in place. Work arrays: other (K,), level_rhs/a_diag (L,), a_anc (L, D),
+    b_rows (L, q), c_mat (q, q), rhs_gamma (q,).
+    """
+    n_cells, n_groups = cell_levels.shape
+    q = gamma.shape[0]
+    inv_s2 = 1.0 / sigma2
+    # contribution of the other blocks' effects per cell (constant within a cell)
+    for k in range(n_cells):
+        total = 0.0
+        for g in range(n_groups):
+            if block_of_group[g] != block:
+                total += r[cell_levels[k, g]]
+        other[k] = total
+    # per-level response sums of this block, the fixed block's linear term
+    for g in range(n_groups):
+        if block_of_group[g] == block:
+            for v in range(level_offsets[g], level_offsets[g + 1]):
+                level_rhs[v] = 0.0
+    for a in range(q):
+        rhs_gamma[a] = wty[a]
+    for k in range(n_cells):
+        adjusted = cell_sum_y[k] - cell_n[k] * other[k]
+        for g in range(n_groups):
+            if block_of_group[g] == block:
+                level_rhs[cell_levels[k, g]] += adjusted
+        if other[k] != 0.0:
+            for a in range(q):
+                rhs_gamma[a] -= other[k] * cell_w[k, a]
+    for a in range(q):
+        rhs_gamma[a] = rhs_gamma[a] * inv_s2 + gamma_precision[a] * gamma_prior_mean[a]
+        for b in range(q):
+            c_mat[a, b] = wtw[a, b] * inv_s2
+        c_mat[a, a] += gamma_precision[a]
+    # initial rows of the random-effect precision (for the levels of this block)
+    for g in range(n_groups):
+        if block_of_group[g] != block:
+            continue
+        prior_precision = 1.0 / (tau[g] * tau[g])
+        for v in range(level_offsets[g], level_offsets[g + 1]):
+            nv = level_n[v] * inv_s2
+            a_diag[v] = nv + prior_precision
+            for j in range(depth[v]):
+                a_anc[v, j] = nv
+            for a in range(q):
+                b_rows[v, a] = level_w[v, a] * inv_s2
+            level_rhs[v] *= inv_s2
+    # eliminate leaves-up: deepest group of the block first
+    for g in range(n_groups - 1, -1, -1):
+        if block_of_group[g] != block:
+            continue
+        for v in range(level_offsets[g], level_offsets[g + 1]):
+            d = a_diag[v]
+            for j in range(depth[v]):
+                anc = ancestors[v, j]
+                factor = a_anc[v, j] / d
+                a_diag[anc] -= a_anc[v, j] * factor
+                for jj in range(j):
+                    a_anc[anc, jj] -= a_anc[v, jj] * factor
+                for a in range(q):
+                    b_rows[anc, a] -= b_rows[v, a] * factor
+                level_rhs[anc] -= level_rhs[v] * factor
+            if draw_gamma:
+                for a in range(q):
+                    scaled = b_rows[v, a] / d
+                    rhs_gamma[a] -= scaled * level_rhs[v]
+                    for b in range(a + 1):
+                        c_mat[a, b] -= scaled * b_rows[v, b]
+    # gamma ~ N(S^{-1} rhs, S^{-1}) with S = L L' (lower Cholesky; never an inverse)
+    if draw_gamma and q > 0:
+        for a in range(q):
+            for b in range(a):
+                c_mat[b, a] = c_mat[a, b]
+        chol = np.linalg.cholesky(c_mat)
+        # mean: solve L u = rhs, L' m = u; draw: m + L'^{-1} z  ->  solve L' x = u + z
+        u = np.empty(q)
+        for a in range(q):
+            s = rhs_gamma[a]
+            for b in range(a):
+                s -= chol[a, b] * u[b]
+            u[a] = s / chol[a, a]
+        for a in range(q):
+            u[a] += rng.standard_normal()
+        for a in range(q - 1, -1, -1):
+            s = u[a]
+            for b in range(a + 1, q):
+                s -= chol[b, a] * gamma[b]
+            gamma[a] = s / chol[a, a]
+    # random effects roots first: r_v | ancestors, gamma ~ N((rhs_v - A_v,anc r_anc - B_v gamma) / d_v, 1 / d_v)
+    for g in range(n_groups):
+        if block_of_group[g] != block:
+            continue
+        for v in range(level_offsets[g], level_offsets[g + 1]):
+            s = level_rhs[v]
+            for j in range(depth[v]):
+                s -= a_anc[v, j] * r[ancestors[v, j]]
+            for a in range(q):
+                s -= b_rows[v, a] * gamma[a]
+            d = a_diag[v]
+            r[v] = s / d + rng.standard_normal() / np.sqrt(d)
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual_sum_of_squares(gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, wtw, wty, yty):
+    """sum_i (y_i - w_i'gamma - c_i)^2 from the cell sums, c_i the sum of the row's random effects."""
+    q = gamma.shape[0]
+    n_cells, n_groups = cell_levels.shape
+    rss = yty
+    for a in range(q):
+        rss -= 2.0 * gamma[a] * wty[a]
+        for b in range(q):
+            rss += gamma[a] * wtw[a, b] * gamma[b]
+    for k in range(n_cells):
+        c = 0.0
+        for g in range(n_groups):
+            c += r[cell_levels[k, g]]
+        fitted = 0.0
+        for a in range(q):
+            fitted += gamma[a] * cell_w[k, a]
+        rss += -2.0 * c * (cell_sum_y[k] - fitted) + cell_n[k] * c * c
+    return max(rss, 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, save_ranef, has_intercept, x_means,
+                 cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty, yty, n_obs,
+                 level_n, level_w, level_offsets, depth, ancestors, block_of_group, n_blocks,
+                 gamma_family, gamma_nu, gamma_mu, gamma_scale,
+                 sd_family, sd_nu, sd_mu, sd_scale, sigma_prior, init_sd, init_sigma):
+    """Run one chain; returns (draws (n_kept, n_params), ranef (n_kept, L or 0))."""
+    q = gamma_family.shape[0]
+    n_groups = init_sd.shape[0]
+    n_total = level_n.shape[0]
+    n_cells = cell_n.shape[0]
+    max_depth = ancestors.shape[1]
+    n_kept = (n_iter - n_warmup + thin - 1) // thin
+    n_params = q + n_groups + 1
+    draws = np.empty((n_kept, n_params))
+    ranef = np.empty((n_kept, n_total if save_ranef else 0))
+
+    gamma = np.zeros(q)
+    r = np.zeros(n_total)
+    tau = init_sd.copy()
+    sigma = init_sigma
+    tau_aux = np.ones(n_groups)
+    sigma_aux = 1.0
+    mixing = np.ones(q)  # lambda of Student-t priors on gamma
+    gamma_precision = np.zeros(q)
+    gamma_prior_mean = np.zeros(q)
+    for a in range(q):
+        if gamma_family[a] != _FLAT:
+            gamma_prior_mean[a] = gamma_mu[a]
+    # work arrays of the location block
+    other = np.zeros(n_cells)
+    level_rhs = np.zeros(n_total)
+    a_diag = np.zeros(n_total)
+    a_anc = np.zeros((n_total, max_depth))
+    b_rows = np.zeros((n_total, q))
+    c_mat = np.zeros((q, q))
+    rhs_gamma = np.zeros(q)
+    level_ss = np.zeros(n_groups)
+
+    kept = 0
+    for iteration in range(n_iter):
+        for a in range(q):
+            if gamma_family[a] == _NORMAL:
+                gamma_precision[a] = 1.0 / (gamma_scale[a] * gamma_scale[a])
+            elif gamma_family[a] == _STUDENT_T:
+                gamma_precision[a] = 1.0 / (gamma_scale[a] * gamma_scale[a] * mixing[a])
+        sigma2 = sigma * sigma
+        for block in range(max(n_blocks, 1)):
+            _location_block(rng, block, True, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
+                            cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                            level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                            other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
+        for a in range(q):
+            if gamma_family[a] == _STUDENT_T:
+                z = (gamma[a] - gamma_mu[a]) / gamma_scale[a]
+                mixing[a] = _inverse_gamma(rng, 0.5 * (gamma_nu[a] + 1.0), 0.5 * (gamma_nu[a] + z * z))
+        if update_scales:
+            for g in range(n_groups):
+                ss = 0.0
+                for v in range(level_offsets[g], level_offsets[g + 1]):
+                    ss += r[v] * r[v]
+                level_ss[g] = ss
+                tau[g], tau_aux[g] = _draw_scale(rng, tau[g], tau_aux[g], float(level_offsets[g + 1] - level_offsets[g]),
+                                                 ss, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+            rss = _residual_sum_of_squares(gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, wtw, wty, yty)
+            sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, float(n_obs), rss, int(sigma_prior[0]),
+                                           sigma_prior[1], sigma_prior[2], sigma_prior[3])
+        if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
+            if has_intercept:
+                intercept = gamma[0]
+                for a in range(1, q):
+                    intercept -= x_means[a - 1] * gamma[a]
+                draws[kept, 0] = intercept
+                for a in range(1, q):
+                    draws[kept, a] = gamma[a]
+            else:
+                for a in range(q):
+                    draws[kept, a] = gamma[a]
+            for g in range(n_groups):
+                draws[kept, q + g] = tau[g]
+            draws[kept, q + n_groups] = sigma
+            if save_ranef:
+                for v in range(n_total):
+                    ranef[kept, v] = r[v]
+            kept += 1
+    return draws, ranef
+
+
+# --------------------------------------------------------------------------------- front end
+
+
+def _initial_scales(model: MultilevelModel, rng: np.random.Generator, init) -> tuple[np.ndarray, float]:
+    """Starting sd and sigma: from ``init`` (dict with "sd" (G,) and/or "sigma"), else dispersed
+    around the response's SD (random intercepts start at 0 and are drawn first, so no other start)."""
+    spread = float(np.std(model.y)) or 1.0
+    sd = spread * 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.n_groups))
+    sigma = spread * np.exp(rng.uniform(-0.5, 0.5))
+    if init is not None:
+        unknown = set(init) - {"sd", "sigma"}
+        if unknown:
+            raise ModelSpecError(f"init: unknown entries {sorted(unknown)}; the Gibbs sampler starts from 'sd' and 'sigma'")
+        if "sd" in init:
+            sd = np.asarray(init["sd"], dtype=np.float64).reshape(-1)
+            if sd.shape != (model.n_groups,) or not np.all(sd > 0):
+                raise ModelSpecError(f"init['sd'] must hold {model.n_groups} positive values")
+        if "sigma" in init:
+            sigma = float(init["sigma"])
+            if not sigma > 0:
+                raise ModelSpecError("init['sigma'] must be positive")
+    return np.ascontiguousarray(sd), float(sigma)
+
+
+def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.random.SeedSequence | int | None = None,
+                 init: dict | None = None, thin: int = 1, save_ranef: bool = True,
+                 update_scales: bool = True) -> ChainResult:
+    """Run one Gibbs chain of ``n_iter`` iterations, keeping every ``thin``-th after ``n_warmup``.
+
+    ``seed``: a numpy SeedSequence (engine.parallel.child_seeds gives one per chain) or an int.
+    ``init``: optional {"sd": (G,), "sigma": float} starting scales. ``update_scales=False`` holds
+    tau and sigma at their starting values (the location block alone: used to test exactness).
+    Returns ChainResult(draws (n_kept, n_params), ranef (n_kept, L), stats {}), n_kept =
+    ceil((n_iter - n_warmup) / thin).
+    """
+    if not isinstance(model, MultilevelModel):
+        raise ModelSpecError("sample_chain needs a MultilevelModel (engine.multilevel.build_model)")
+    n_iter, n_warmup, thin = int(n_iter), int(n_warmup), int(thin)
+    if n_warmup < 0 or n_iter <= n_warmup:
+        raise ModelSpecError(f"n_warmup must be in 0..n_iter-1 (got n_iter={n_iter}, n_warmup={n_warmup})")
+    if thin < 1:
+        raise ModelSpecError(f"thin must be a positive integer, got {thin}")
+    if model.n_groups == 0 and np.all(model.b_prior_family == _FLAT) and model.intercept_prior[0] == _FLAT:
+        pass  # ordinary Bayesian regression: proper posterior whenever X has full rank (checked when built)
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng = np.random.Generator(np.random.PCG64(sequence))
+    init_sd, init_sigma = _initial_scales(model, rng, init)
+    inputs = gibbs_inputs(model)
+    draws, ranef = _gibbs_chain(
+        rng, n_iter, n_warmup, thin, bool(update_scales), bool(save_ranef), bool(model.has_intercept),
+        np.ascontiguousarray(model.x_means, dtype=np.float64),
+        model.cell_n, model.cell_sum_y, inputs.cell_w, inputs.cell_wy, np.ascontiguousarray(model.cell_levels),
+        inputs.wtw, inputs.wty, float(model.yty), float(model.n_obs),
+        model.level_n, inputs.level_w, model.level_offsets, model.depth, model.ancestors, model.block_of_group,
+        int(model.n_blocks), inputs.gamma_family, inputs.gamma_nu, inputs.gamma_mu, inputs.gamma_scale,
+        model.sd_prior_family, model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale,
+        np.ascontiguousarray(model.sigma_prior, dtype=np.float64), init_sd, init_sigma,
+    )
+    if not np.all(np.isfinite(draws)):
+        raise SamplerError("the Gibbs sampler produced non-finite draws (check the data's scale and the priors)")
+    return ChainResult(draws, ranef, {})
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_ranef_kernel(rng, gamma_draws, tau_draws, sigma_draws, cell_n, cell_sum_y, cell_w, cell_wy, cell_levels,
+                       wtw, wty, level_n, level_w, level_offsets, depth, ancestors, block_of_group):
+    n_draws, q = gamma_draws.shape
+    n_total = level_n.shape[0]
+    n_cells = cell_n.shape[0]
+    out = np.empty((n_draws, n_total))
+    r = np.zeros(n_total)
+    other = np.zeros(n_cells)
+    level_rhs = np.zeros(n_total)
+    a_diag = np.zeros(n_total)
+    a_anc = np.zeros((n_total, ancestors.shape[1]))
+    b_rows = np.zeros((n_total, q))
+    c_mat = np.zeros((q, q))
+    rhs_gamma = np.zeros(q)
+    zeros = np.zeros(q)
+    for i in range(n_draws):
+        gamma = gamma_draws[i].copy()
+        _location_block(rng, 0, False, gamma, r, tau_draws[i], sigma_draws[i] ** 2, zeros, zeros,
+                        cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                        level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                        other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
+        out[i] = r
+    return out
+
+
+def draw_ranef(model: MultilevelModel, draws: np.ndarray, seed: np.random.SeedSequence | int | None = None) -> np.ndarray:
+    """Random intercepts drawn exactly from p(r | b, sd, sigma, y), one per row of ``draws``.
+
+    ``draws``: (n, n_params) in the canonical order (b_Intercept on the original scale, b..., sd...,
+    sigma), as a collapsed sampler produces them. Exact for nested groups (one block; the
+    leaves-up elimination of the location block with gamma fixed). Returns (n, L).
+    """
+    if model.n_blocks > 1:
+        raise ModelSpecError("draw_ranef: crossed grouping factors have no exact one-pass conditional draw; "
+                             "use the Gibbs sampler")
+    draws = np.asarray(draws, dtype=np.float64)
+    q = int(model.has_intercept) + model.n_coef
+    gamma = np.ascontiguousarray(draws[:, :q])
+    if model.has_intercept:  # back to the centred intercept b0_c = b_Intercept + xbar'beta
+        gamma[:, 0] = draws[:, 0] + draws[:, 1:q] @ model.x_means
+    tau = np.ascontiguousarray(draws[:, q:q + model.n_groups])
+    sigma = np.ascontiguousarray(draws[:, q + model.n_groups])
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng = np.random.Generator(np.random.PCG64(sequence))
+    inputs = gibbs_inputs(model)
+    return _draw_ranef_kernel(rng, gamma, tau, sigma, model.cell_n, model.cell_sum_y, inputs.cell_w, inputs.cell_wy,
+                              np.ascontiguousarray(model.cell_levels), inputs.wtw, inputs.wty, model.level_n,
+                              inputs.level_w, model.level_offsets, model.depth, model.ancestors, model.block_of_group)
