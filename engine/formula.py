@@ -534,6 +534,27 @@ class _TermBuilder:
             self.nodes.append(node)
         return self.labels.index(label)
 
+    def extract(self, node, checkonly: bool = False):
+        """R's ExtractVars: number the variables in order of appearance before expanding;
+        plain names in a removed part (``- b``) are not numbered there (calls are)."""
+        if isinstance(node, _Name):
+            if not checkonly:
+                self.variable(node)
+        elif isinstance(node, _Call):
+            self.variable(node)
+        elif isinstance(node, _Dot):
+            if not checkonly and self.dot_columns is not None:
+                for c in self.dot_columns:
+                    self.variable(_Name(c, node.pos))
+        elif isinstance(node, _Paren):
+            self.extract(node.expr, checkonly)
+        elif isinstance(node, _Unary):
+            self.extract(node.operand, checkonly or node.op == "-")
+        elif isinstance(node, _BinOp):
+            self.extract(node.left, checkonly)
+            if node.op != "^":
+                self.extract(node.right, checkonly or node.op == "-")
+
     def encode(self, node, sign: int = 1) -> list[frozenset]:
         if isinstance(node, (_Name, _Call)):
             return [frozenset([self.variable(node)])]
@@ -689,6 +710,7 @@ def _build_formula(text: str, lhs, rhs, dot_columns: tuple[str, ...] | None) -> 
         else:
             fixed_parts.append((sign, part))
     fixed_rhs = _join_sum(fixed_parts) if fixed_parts else _Num(1.0, "1", 0)
+    builder.extract(fixed_rhs)
     raw_terms = builder.encode(fixed_rhs)
     if response is not None:
         for t in raw_terms:
@@ -870,6 +892,8 @@ def _evaluate_column(column: pd.Series, name: str) -> _Variable:
             values = column.to_numpy(dtype=np.float64, copy=False)
         else:  # nullable extension dtypes: pd.NA -> NaN
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isfinite(values).all():  # one pass in the common case
+            return _Variable(name, "numeric", values=values, sources=(name,))
         missing = np.isnan(values)
         return _Variable(name, "numeric", values=values,
                          missing=missing if missing.any() else None, sources=(name,))
@@ -1009,33 +1033,37 @@ def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool)
     return table
 
 
-_BLOCK_BYTES = 1 << 20  # rows per block so that a block of X stays in L2 cache
+_BLOCK_BYTES = 1 << 20  # a block of rows of X this size stays in cache while its columns are written
 
 
 def _fill_design(X: np.ndarray, term_pieces: list[list[_Piece]], offsets: list[int],
                  rows: np.ndarray | None):
+    """Write every term's columns into X, block of rows by block of rows.
+
+    Numeric variables hold all rows of the data; ``rows`` (None when no row was dropped)
+    selects the kept ones block by block, so no full-length copy of a column is made.
+    Factor variables hold codes of the kept rows already.
+    """
     n, p = X.shape
     block = max(256, _BLOCK_BYTES // max(8 * p, 1))
     for start in range(0, n, block):
         stop = min(n, start + block)
+        index = slice(start, stop) if rows is None else rows[start:stop]
         for pieces, offset in zip(term_pieces, offsets):
             if len(pieces) == 1 and pieces[0].coding is None:
-                X[start:stop, offset] = pieces[0].variable.values[start:stop]
+                X[start:stop, offset] = pieces[0].variable.values[index]
                 continue
-            width = 1
             block_cols = None
             for piece in pieces:
                 if piece.coding is None:
-                    cols = piece.variable.values[start:stop, None]
+                    cols = piece.variable.values[index][:, None]
                 else:
                     cols = piece.coding[piece.variable.codes[start:stop]]
                 if block_cols is None:
                     block_cols = cols
                 else:  # first variable varies fastest
                     block_cols = (cols[:, :, None] * block_cols[:, None, :]).reshape(stop - start, -1)
-                width = block_cols.shape[1]
-            X[start:stop, offset:offset + width] = block_cols
-    del rows
+            X[start:stop, offset:offset + block_cols.shape[1]] = block_cols
 
 
 def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
@@ -1130,7 +1158,8 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
 
     # 4. Non-finite numbers in kept rows.
     for variable in variables:
-        if variable.kind == "numeric":
+        if variable.kind == "numeric" and (
+                variable.missing is not None or not np.isfinite(variable.values).all()):
             bad = np.isinf(variable.values)
             if bad.any() and bad[rows].any():
                 first = int(rows[np.flatnonzero(bad[rows])[0]])
@@ -1144,9 +1173,9 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     kept: list[_Variable] = []
     factors: dict[str, FactorInfo] = {}
     for index, variable in enumerate(variables):
-        if variable.kind == "numeric":
-            values = variable.values if not n_dropped else variable.values[rows]
-            kept.append(_Variable(variable.label, "numeric", values=values, sources=variable.sources))
+        if variable.kind == "numeric":  # all rows; _fill_design selects the kept ones
+            kept.append(_Variable(variable.label, "numeric", values=variable.values,
+                                  sources=variable.sources))
             continue
         codes = variable.codes if not n_dropped else variable.codes[rows]
         levels = variable.levels
@@ -1195,8 +1224,8 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     X = np.empty((n, len(column_names)), dtype=np.float64)
     if parsed.has_intercept:
         X[:, 0] = 1.0
-    _fill_design(X, term_pieces, offsets, rows)
-    y = np.array(kept[0].values, dtype=np.float64, copy=True)
+    _fill_design(X, term_pieces, offsets, rows if n_dropped else None)
+    y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
 
     # 7. Grouping factors.
     groups: list[GroupingFactor] = []
