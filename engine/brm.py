@@ -1,0 +1,424 @@
+"""``engine.brm`` and ``engine.brm_multiple``: Bayesian Gaussian multilevel models as brms fits them.
+
+The user-facing layer only: it validates the arguments, builds the model through the formula and
+model layers (``engine.formula.model_frame`` -> ``engine.multilevel.build_model``), runs one task
+per chain (per imputed data set and chain for ``brm_multiple``) through
+``engine.parallel.run_tasks`` with one child seed each, and wraps the draws in
+``engine.results.BrmFit``. Seeds: ``brm`` gives chain ``c`` the seed
+``SeedSequence(seed).spawn(chains)[c]``; ``brm_multiple`` gives data set ``k``
+``SeedSequence(seed).spawn(m)[k]`` and its chain ``c`` that sequence's ``spawn(chains)[c]``. The
+draws are therefore the same whatever executor or number of workers runs the tasks.
+
+Samplers (``sampler=``): ``"gibbs"`` (``engine.gibbs.sample_chain``, blocked Gibbs) and ``"nuts"``
+(``engine.nuts_multilevel.sample_chain``; ``marginalize=True`` integrates the random intercepts out
+and draws them afterwards). Extra keyword arguments go to the sampler (e.g. ``adapt_delta``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import sys
+import types
+import warnings
+from concurrent.futures import Executor
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, DataWarning, EngineInputError, ImputationError
+from .parallel import run_tasks
+from .results import BrmFit, BrmMultipleFit, GroupInfo, fit_exists, fit_paths, load_fit
+
+SAMPLERS = {"gibbs": "engine.gibbs", "nuts": "engine.nuts_multilevel"}
+
+__all__ = ["brm", "brm_multiple"]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise EngineInputError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise EngineInputError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _validate_run(sampler, chains, iter, warmup, thin, marginalize) -> tuple[str, int, int, int, int]:
+    if not isinstance(sampler, str) or sampler.lower() not in SAMPLERS:
+        raise EngineInputError(
+            f"unknown sampler {sampler!r}: choose one of {', '.join(repr(s) for s in SAMPLERS)}"
+        )
+    sampler = sampler.lower()
+    chains = _check_int("chains", chains, 1)
+    iter = _check_int("iter", iter, 1)
+    warmup = _check_int("warmup", warmup, 0)
+    thin = _check_int("thin", thin, 1)
+    if warmup >= iter:
+        raise EngineInputError(
+            f"warmup ({warmup}) must be smaller than iter ({iter}): iter counts the warm-up "
+            "iterations too, as in brms"
+        )
+    if thin > iter - warmup:
+        raise EngineInputError(f"thin ({thin}) exceeds the number of post-warmup iterations ({iter - warmup})")
+    if marginalize and sampler != "nuts":
+        raise EngineInputError(
+            "marginalize=True applies to sampler='nuts' only (the Gibbs sampler already draws the "
+            "random intercepts jointly with the fixed effects)"
+        )
+    return sampler, chains, iter, warmup, thin
+
+
+def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -> dict[str, Any]:
+    options = dict(options)
+    if sampler == "nuts":
+        options["marginalize"] = bool(marginalize)
+    return options
+
+
+# --------------------------------------------------------------------------- model building
+
+
+class _Prepared:
+    """What one data set contributes: the model arrays, the names and the bookkeeping."""
+
+    def __init__(self, formula: str, data: pd.DataFrame, prior, warn_dropped: bool = True, label: str = ""):
+        from . import multilevel
+        from .formula import model_frame
+
+        if not isinstance(data, pd.DataFrame):
+            raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+        frame = model_frame(formula, data, allow_random=True)
+        if not frame.groups:
+            raise EngineInputError(
+                f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
+                "multilevel models (use engine.ols for a model without groups)"
+            )
+        if frame.n_dropped and warn_dropped:
+            where = f" of {label}" if label else ""
+            warnings.warn(
+                f"Rows containing NAs were excluded from the model: {frame.n_dropped} of "
+                f"{frame.n_dropped + len(frame.y)} rows{where} dropped (missing values in the "
+                f"variables the formula uses).",
+                DataWarning,
+                stacklevel=4,
+            )
+        self.frame = frame
+        self.model = multilevel.build_model(frame, prior)
+        self.parameter_names = list(multilevel.parameter_names(self.model))
+        self.groups = [
+            GroupInfo(name, tuple(str(level) for level in levels))
+            for name, levels in zip(self.model.group_names, self.model.group_levels)
+        ]
+        self.ranef_names = list(multilevel.ranef_names(self.model))
+        self.priors = _prior_table(self.model)
+        self.nobs = int(len(frame.y))
+        self.n_dropped = int(frame.n_dropped)
+        self.data_hash = frame_hash(frame)
+
+
+def _prior_table(model) -> pd.DataFrame:
+    """brms' prior_summary table from the model layer."""
+    from . import priors as priors_module
+
+    return priors_module.prior_summary_table(model)
+
+
+def frame_hash(frame) -> str:
+    """SHA-256 fingerprint of the arrays a model is fitted to (response, design, names, groups)."""
+    digest = hashlib.sha256()
+    digest.update(frame.formula.encode())
+    digest.update("\x00".join(frame.column_names).encode())
+    digest.update(np.ascontiguousarray(frame.y, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(frame.X, dtype=np.float64).tobytes())
+    for group in frame.groups:
+        digest.update(group.name.encode())
+        digest.update(np.ascontiguousarray(group.codes, dtype=np.int64).tobytes())
+        digest.update("\x00".join(str(level) for level in group.levels).encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- chains
+
+
+def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict):
+    """One chain (a picklable task for any executor): the sampler's kept draws, thinned."""
+    module = importlib.import_module(SAMPLERS[sampler])
+    if "thin" in inspect.signature(module.sample_chain).parameters:
+        # the sampler thins itself (keeps post-warmup iterations 0, thin, 2 thin, ...), saving memory
+        result = module.sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+        keep = slice(None)
+    else:
+        result = module.sample_chain(model, n_iter, n_warmup, seed, **options)
+        keep = slice(None, None, thin)
+    draws = np.asarray(result.draws, dtype=np.float64)[keep]
+    ranef = np.asarray(result.ranef, dtype=np.float64)[keep]
+    stats = {name: np.asarray(values)[keep] for name, values in dict(result.stats or {}).items()}
+    return draws, ranef, stats
+
+
+def _stack(results: list, names: list[str], ranef_names: list[str]):
+    draws = np.stack([r[0] for r in results])
+    ranef = np.stack([r[1] for r in results])
+    if draws.shape[2] != len(names):
+        raise RuntimeError(f"sampler returned {draws.shape[2]} parameters, expected {len(names)}: {names}")
+    if ranef.shape[2] != len(ranef_names):
+        raise RuntimeError(f"sampler returned {ranef.shape[2]} random effects, expected {len(ranef_names)}")
+    stat_names = list(results[0][2]) if results else []
+    stats = {name: np.stack([np.asarray(r[2][name]) for r in results]) for name in stat_names}
+    return draws, ranef, stats
+
+
+def _seed_info(root: np.random.SeedSequence, chain_seeds: list[np.random.SeedSequence]) -> dict[str, Any]:
+    entropy = root.entropy
+    return {
+        "entropy": [int(e) for e in entropy] if isinstance(entropy, (list, tuple, np.ndarray)) else int(entropy),
+        "chain_spawn_keys": [list(int(k) for k in s.spawn_key) for s in chain_seeds],
+    }
+
+
+# --------------------------------------------------------------------------- file=
+
+
+def _reload(file, data_hash_now: str | None, formula: str) -> BrmFit:
+    fit = load_fit(file)
+    if fit.formula != formula:
+        warnings.warn(
+            f"reloaded the fit stored at {fit_paths(file)[0]!r}, fitted with formula {fit.formula!r}, "
+            f"not {formula!r}; delete the file to refit (brms' file= also reloads without refitting)",
+            DataWarning,
+            stacklevel=3,
+        )
+    elif data_hash_now is not None and fit.data_hash and fit.data_hash != data_hash_now:
+        warnings.warn(
+            f"reloaded the fit stored at {fit_paths(file)[0]!r}, but the data differ from those it was "
+            "fitted to (different fingerprint); delete the file to refit",
+            DataWarning,
+            stacklevel=3,
+        )
+    return fit
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def brm(
+    formula: str,
+    data: pd.DataFrame,
+    prior=None,
+    sampler: str = "gibbs",
+    chains: int = 4,
+    iter: int = 2000,
+    warmup: int = 1000,
+    thin: int = 1,
+    seed: int | np.random.SeedSequence | None = None,
+    executor: Executor | None = None,
+    file: str | os.PathLike | None = None,
+    marginalize: bool = False,
+    data_name: str | None = None,
+    **sampler_options,
+) -> BrmFit:
+    """Fit a Gaussian multilevel model with random intercepts, as ``brms::brm`` does.
+
+    ``formula``: R syntax with group-level intercepts, ``y ~ x + (1 | school/class)``;
+    ``prior``: ``engine.prior(...)`` or a list of them (default: brms' defaults); ``sampler``:
+    ``"gibbs"`` or ``"nuts"``; ``chains``, ``iter`` (including warm-up), ``warmup``, ``thin`` as
+    brms; ``seed``: one integer for the whole fit (chain ``c`` uses
+    ``SeedSequence(seed).spawn(chains)[c]``); ``executor``: any ``concurrent.futures.Executor``
+    (default: threads on the local cores); ``file``: save the fit as ``<file>.npz`` + ``<file>.json``
+    and reload it instead of refitting when it exists (a warning if the data or formula changed);
+    ``data_name``: the name printed after ``Data:`` (default ``"data"``).
+
+    Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
+    A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
+    """
+    sampler, chains, iter, warmup, thin = _validate_run(sampler, chains, iter, warmup, thin, marginalize)
+    if file is not None and fit_exists(file):
+        prepared_hash = None
+        try:
+            from .formula import model_frame
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                prepared_hash = frame_hash(model_frame(formula, data, allow_random=True))
+        except Exception:  # the stored fit is returned regardless, as brms does
+            prepared_hash = "unavailable"
+        return _reload(file, prepared_hash, formula)
+
+    prepared = _Prepared(formula, data, prior)
+    options = _sampler_options(sampler, marginalize, sampler_options)
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
+    tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
+    results = run_tasks(_run_chain, tasks, executor)
+    draws, ranef, stats = _stack(results, prepared.parameter_names, prepared.ranef_names)
+
+    fit = BrmFit(
+        formula=formula,
+        parameter_names=prepared.parameter_names,
+        draws_values=draws,
+        ranef_names=prepared.ranef_names,
+        ranef_values=ranef,
+        stats=stats,
+        groups=prepared.groups,
+        nobs=prepared.nobs,
+        data_name=data_name or "data",
+        chains=chains,
+        iter=iter,
+        warmup=warmup,
+        thin=thin,
+        sampler=sampler,
+        sampler_options=options,
+        priors=prepared.priors,
+        n_dropped=prepared.n_dropped,
+        seed_info=_seed_info(root, chain_seeds),
+        data_hash=prepared.data_hash,
+    )
+    fit.warn_convergence()
+    if file is not None:
+        fit.save(file)
+    return fit
+
+
+def _imputed_datasets(imp) -> list[pd.DataFrame]:
+    """The completed data sets of an ``engine.mice`` result (``.m``, ``.complete(k)``, k = 1..m as in
+    R) or a list of DataFrames."""
+    if isinstance(imp, pd.DataFrame):
+        raise ImputationError(
+            "brm_multiple needs several data sets (an engine.mice result or a list of DataFrames), "
+            "got one DataFrame; use engine.brm for a single data set"
+        )
+    if hasattr(imp, "complete") and hasattr(imp, "m"):
+        m = int(imp.m)
+        datasets = [imp.complete(k) for k in range(1, m + 1)]
+    elif isinstance(imp, Sequence) and not isinstance(imp, (str, bytes)):
+        datasets = list(imp)
+    else:
+        raise ImputationError(
+            f"imp must be an engine.mice result or a list of DataFrames, got {type(imp).__name__}"
+        )
+    if not datasets:
+        raise ImputationError("brm_multiple needs at least one data set, got none")
+    for k, frame in enumerate(datasets, start=1):
+        if not isinstance(frame, pd.DataFrame):
+            raise ImputationError(f"data set {k} is a {type(frame).__name__}, not a pandas DataFrame")
+    return datasets
+
+
+def brm_multiple(
+    formula: str,
+    imp,
+    prior=None,
+    sampler: str = "gibbs",
+    chains: int = 4,
+    iter: int = 2000,
+    warmup: int = 1000,
+    thin: int = 1,
+    seed: int | np.random.SeedSequence | None = None,
+    executor: Executor | None = None,
+    file: str | os.PathLike | None = None,
+    marginalize: bool = False,
+    data_name: str | None = None,
+    **sampler_options,
+) -> BrmMultipleFit:
+    """Fit the same model to every imputed data set and combine the draws, as ``brms::brm_multiple``.
+
+    ``imp``: an ``engine.mice`` result (its ``complete(k)`` data sets, k = 1..m) or a list of
+    DataFrames. All ``m * chains`` chains run through one ``run_tasks`` call so they spread over the
+    executor; data set ``k`` uses ``SeedSequence(seed).spawn(m)[k]`` and its chains that sequence's
+    children. The result stores ``chains * m`` chains (imputation-major). Its combined R-hat is
+    inflated by the differences between imputed data sets; ``fit.rhats`` (per imputation) and
+    ``fit.rhat_within`` give the within-imputation R-hats that the convergence warnings use.
+    Other arguments as ``brm``.
+    """
+    sampler, chains, iter, warmup, thin = _validate_run(sampler, chains, iter, warmup, thin, marginalize)
+    datasets = _imputed_datasets(imp)
+    m = len(datasets)
+    if file is not None and fit_exists(file):
+        try:
+            from .formula import model_frame
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                combined = hashlib.sha256()
+                for frame in datasets:
+                    combined.update(frame_hash(model_frame(formula, frame, allow_random=True)).encode())
+                prepared_hash = combined.hexdigest()
+        except Exception:
+            prepared_hash = "unavailable"
+        return _reload(file, prepared_hash, formula)
+
+    prepared = [_Prepared(formula, frame, prior, label=f"imputed data set {k}") for k, frame in enumerate(datasets, 1)]
+    first = prepared[0]
+    for k, p in enumerate(prepared[1:], start=2):
+        if p.parameter_names != first.parameter_names or p.ranef_names != first.ranef_names:
+            raise ImputationError(
+                f"imputed data set {k} gives different model parameters than data set 1 (for example a "
+                "factor level present in one and not the other); the data sets must share their columns "
+                "and levels"
+            )
+    options = _sampler_options(sampler, marginalize, sampler_options)
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    imputation_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(m)
+    chain_seeds = [s for imp_seed in imputation_seeds for s in imp_seed.spawn(chains)]
+    tasks = [
+        (sampler, prepared[k].model, iter, warmup, thin, chain_seeds[k * chains + c], options)
+        for k in range(m)
+        for c in range(chains)
+    ]
+    results = run_tasks(_run_chain, tasks, executor)
+    draws, ranef, stats = _stack(results, first.parameter_names, first.ranef_names)
+
+    combined = hashlib.sha256()
+    for p in prepared:
+        combined.update(p.data_hash.encode())
+    nobs = [p.nobs for p in prepared]
+    fit = BrmMultipleFit(
+        formula=formula,
+        parameter_names=first.parameter_names,
+        draws_values=draws,
+        ranef_names=first.ranef_names,
+        ranef_values=ranef,
+        stats=stats,
+        groups=first.groups,
+        nobs=nobs[0],
+        data_name=data_name or "data",
+        chains=chains,
+        iter=iter,
+        warmup=warmup,
+        thin=thin,
+        sampler=sampler,
+        sampler_options=options,
+        priors=first.priors,
+        n_dropped=int(sum(p.n_dropped for p in prepared)),
+        seed_info=_seed_info(root, chain_seeds),
+        data_hash=combined.hexdigest(),
+        chain_imputation=np.repeat(np.arange(m, dtype=np.int64), chains),
+        m=m,
+        nobs_per_imputation=nobs,
+    )
+    fit.warn_convergence()
+    if file is not None:
+        fit.save(file)
+    return fit
+
+
+class _CallableModule(types.ModuleType):
+    """``engine.brm`` names both this module and its function: once the module is imported, Python
+    binds the package attribute ``engine.brm`` to the module, so the module itself forwards calls to
+    :func:`brm` and ``engine.brm(formula, data, ...)`` works whichever was imported first."""
+
+    def __call__(self, *args, **kwargs):
+        return brm(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
