@@ -242,7 +242,7 @@ class _Parser:
             if token.kind == "op" and token.text == "~":
                 self.error("a formula has only one '~'")
             self.error(f"unexpected {token.text!r}")
-        if isinstance(rhs, _Bar):
+        if isinstance(rhs, _Bar) and not rhs.text:  # a bare "x | g", not "(x | g)"
             raise FormulaError(
                 "put a random-effect term in parentheses, e.g. (1 | g)", self.text, rhs.pos
             )

@@ -61,3 +61,281 @@ def test_bars_level_counts_on_full_data(grit):
     mf = model_frame("csize ~ male + (1 | schoolid/classid)", grit, allow_random=True)
     assert mf.n_dropped == 0
     assert [g.n_levels for g in mf.groups] == [16, 42]
+
+
+# ---------------------------------------------------------------------------------------------
+# R's names, term order and coding rule, derived by hand from R's terms.formula / model.matrix
+# (src/library/stats/src/model.c: TermCode and the no-intercept adjustment).
+# ---------------------------------------------------------------------------------------------
+
+R_CASES = [
+    # (formula, term labels, column names)
+    ("mathscore2 ~ male - 1", ["male"], ["male0", "male1"]),
+    ("mathscore2 ~ 0 + male + grit", ["male", "grit"], ["male0", "male1", "gritintervention"]),
+    ("mathscore2 ~ raven + 0 + male", ["raven", "male"], ["raven", "male0", "male1"]),
+    ("mathscore2 ~ -1 + wealth", ["wealth"], ["wealth1", "wealth2", "wealth3", "wealth4", "wealth5"]),
+    ("mathscore2 ~ male + 1", ["male"], ["(Intercept)", "male1"]),
+    ("mathscore2 ~ raven + raven:grit", ["raven", "raven:grit"],
+     ["(Intercept)", "raven", "raven:gritintervention"]),
+    ("mathscore2 ~ raven:grit", ["raven:grit"],
+     ["(Intercept)", "raven:gritcontrol", "raven:gritintervention"]),
+    ("mathscore2 ~ grit/raven", ["grit", "grit:raven"],
+     ["(Intercept)", "gritintervention", "gritcontrol:raven", "gritintervention:raven"]),
+    ("mathscore2 ~ grit:male", ["grit:male"],
+     ["(Intercept)", "gritcontrol:male0", "gritintervention:male0", "gritcontrol:male1",
+      "gritintervention:male1"]),
+    ("mathscore2 ~ grit*male", ["grit", "male", "grit:male"],
+     ["(Intercept)", "gritintervention", "male1", "gritintervention:male1"]),
+    ("mathscore2 ~ male + grit:male", ["male", "male:grit"],
+     ["(Intercept)", "male1", "male0:gritintervention", "male1:gritintervention"]),
+    ("mathscore2 ~ grit*male - grit", ["male", "grit:male"],
+     ["(Intercept)", "male1", "gritintervention:male0", "gritintervention:male1"]),
+    ("mathscore2 ~ raven*csize", ["raven", "csize", "raven:csize"],
+     ["(Intercept)", "raven", "csize", "raven:csize"]),
+    ("mathscore2 ~ raven*grit", ["raven", "grit", "raven:grit"],
+     ["(Intercept)", "raven", "gritintervention", "raven:gritintervention"]),
+    ("mathscore2 ~ csize + I(csize^2) + I(raven*2) + I(raven/2) + I((raven - 1)^2)",
+     ["csize", "I(csize^2)", "I(raven * 2)", "I(raven/2)", "I((raven - 1)^2)"],
+     ["(Intercept)", "csize", "I(csize^2)", "I(raven * 2)", "I(raven/2)", "I((raven - 1)^2)"]),
+    ("mathscore2 ~ grit*male*wealth",
+     ["grit", "male", "wealth", "grit:male", "grit:wealth", "male:wealth", "grit:male:wealth"],
+     ["(Intercept)", "gritintervention", "male1", "wealth2", "wealth3", "wealth4", "wealth5",
+      "gritintervention:male1",
+      "gritintervention:wealth2", "gritintervention:wealth3", "gritintervention:wealth4",
+      "gritintervention:wealth5",
+      "male1:wealth2", "male1:wealth3", "male1:wealth4", "male1:wealth5",
+      "gritintervention:male1:wealth2", "gritintervention:male1:wealth3",
+      "gritintervention:male1:wealth4", "gritintervention:male1:wealth5"]),
+    ("mathscore2 ~ (raven + csize + grit)^2 - raven:csize",
+     ["raven", "csize", "grit", "raven:grit", "csize:grit"],
+     ["(Intercept)", "raven", "csize", "gritintervention", "raven:gritintervention",
+      "csize:gritintervention"]),
+    ("mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit + grit_survey1 "
+     "+ age + wealth - 1",
+     ["male", "raven", "csize", "belief_survey1", "mathscore1", "grit", "grit_survey1", "age",
+      "wealth"],
+     ["male0", "male1", "raven", "csize", "belief_survey1", "mathscore1", "gritintervention",
+      "grit_survey1", "age", "wealth2", "wealth3", "wealth4", "wealth5"]),
+    ("mathscore2 ~ raven %in% grit", ["raven:grit"],
+     ["(Intercept)", "raven:gritcontrol", "raven:gritintervention"]),
+]
+
+
+@pytest.mark.parametrize("formula, labels, names", R_CASES, ids=[c[0] for c in R_CASES])
+def test_r_term_labels_and_column_names(grit, formula, labels, names):
+    mf = model_frame(formula, grit)
+    assert mf.term_labels == labels
+    assert mf.column_names == names
+    assert mf.X.shape == (mf.y.shape[0], len(names))
+    # assign: 0 for the intercept, then the term each column belongs to (the label whose
+    # variables are the longest prefixes of the column's pieces)
+    expected_assign = [0] if mf.has_intercept else []
+    for name in names[len(expected_assign):]:
+        pieces = name.split(":")
+        scores = [sum(map(len, label.split(":")))
+                  if len(label.split(":")) == len(pieces)
+                  and all(p.startswith(v) for p, v in zip(pieces, label.split(":"))) else -1
+                  for label in labels]
+        expected_assign.append(1 + int(np.argmax(scores)))
+    assert mf.assign.tolist() == expected_assign
+
+
+def test_interaction_values_first_factor_fastest(grit):
+    mf = model_frame("mathscore2 ~ grit:male + raven:wealth", grit)
+    kept = grit.iloc[mf.rows]
+    g = (kept["grit"] == "intervention").to_numpy(float)
+    m = (kept["male"] == "1").to_numpy(float)
+    col = {name: mf.X[:, j] for j, name in enumerate(mf.column_names)}
+    np.testing.assert_array_equal(col["gritcontrol:male0"], (1 - g) * (1 - m))
+    np.testing.assert_array_equal(col["gritintervention:male1"], g * m)
+    raven = kept["raven"].to_numpy(float)
+    for level in ["1", "2", "3", "4", "5"]:
+        np.testing.assert_array_equal(col[f"raven:wealth{level}"],
+                                      raven * (kept["wealth"] == level).to_numpy(float))
+
+
+def test_i_expressions_evaluated(grit):
+    mf = model_frame("mathscore2 ~ I(csize^2) + I(-raven + 2*csize) + I(2^-1*raven) + "
+                     "I(log(csize) - sqrt(csize)/3)", grit)
+    kept = grit.iloc[mf.rows]
+    csize, raven = kept["csize"].to_numpy(float), kept["raven"].to_numpy(float)
+    assert mf.column_names[1:] == ["I(csize^2)", "I(-raven + 2 * csize)", "I(2^-1 * raven)",
+                                   "I(log(csize) - sqrt(csize)/3)"]
+    np.testing.assert_allclose(mf.X[:, 1], csize ** 2, rtol=1e-15)
+    np.testing.assert_allclose(mf.X[:, 2], -raven + 2 * csize, rtol=1e-15)
+    np.testing.assert_allclose(mf.X[:, 3], 0.5 * raven, rtol=1e-15)
+    np.testing.assert_allclose(mf.X[:, 4], np.log(csize) - np.sqrt(csize) / 3, rtol=1e-15)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("I(x * 1e6)", "I(x * 1e+06)"), ("I(x + 100000)", "I(x + 1e+05)"), ("I(x + 10000)", "I(x + 10000)"),
+    ("I(x/0.5)", "I(x/0.5)"), ("I(x*0.001)", "I(x * 0.001)"), ("I(x - 2.50)", "I(x - 2.5)"),
+    ("I(x^2L)", "I(x^2L)"), ("I((x))", "I((x))"), ("log(x)", "log(x)"), ("`x`", "x"),
+])
+def test_deparse_names_as_r(text, name):
+    frame = pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, 2.0, 4.0]})
+    mf = model_frame(f"y ~ {text}", frame)
+    assert mf.column_names == ["(Intercept)", name]
+
+
+def test_response_expression_and_backquoted_names():
+    frame = pd.DataFrame({"my y": [1.0, 2.0, 3.0, 5.0], "a b": [1.0, 0.0, 4.0, 2.0]})
+    mf = model_frame("log(`my y`) ~ `a b`", frame)
+    assert mf.response_name == "log(`my y`)"
+    assert mf.column_names == ["(Intercept)", "`a b`"]
+    np.testing.assert_allclose(mf.y, np.log([1.0, 2.0, 3.0, 5.0]))
+
+
+def test_string_and_bool_factors_r_levels():
+    frame = pd.DataFrame({
+        "y": np.arange(8.0),
+        "s": ["b", "B", "a", "A", "b", "a", "c", "B"],
+        "flag": [True, False, True, True, False, False, True, True],
+        "obj": pd.Series(["z", "y", "z", "y", "z", "y", "z", "y"], dtype=object),
+    })
+    mf = model_frame("y ~ s + flag + obj", frame)
+    # R sorts strings in an English locale: a < A < b < B < c
+    assert mf.column_names == ["(Intercept)", "sA", "sb", "sB", "sc", "flagTRUE", "objz"]
+    assert mf.factors["s"].levels == ["a", "A", "b", "B", "c"]
+    np.testing.assert_array_equal(mf.X[:, 5], frame["flag"].to_numpy(float))
+    mf = model_frame("y ~ flag - 1", frame)
+    assert mf.column_names == ["flagFALSE", "flagTRUE"]
+
+
+def test_categorical_order_kept_and_unused_levels_dropped():
+    frame = pd.DataFrame({
+        "y": [1.0, 2.0, 3.0, 4.0, np.nan],
+        "f": pd.Categorical(["lo", "hi", "mid", "hi", "none"], categories=["none", "lo", "mid", "hi"]),
+    })
+    mf = model_frame("y ~ f", frame)
+    assert mf.column_names == ["(Intercept)", "fmid", "fhi"]  # "none" only in the dropped row
+    assert mf.factors["f"].levels == ["lo", "mid", "hi"]
+    assert mf.n_dropped == 1 and mf.rows.tolist() == [0, 1, 2, 3]
+
+
+def test_ordered_factor_polynomial_contrasts():
+    # R: contr.poly(4) -> .L, .Q, .C; values from R's contr.poly(4)
+    frame = pd.DataFrame({"y": np.arange(8.0),
+                          "o": pd.Categorical(list("abcdabcd"), categories=list("abcd"), ordered=True)})
+    mf = model_frame("y ~ o", frame)
+    assert mf.column_names == ["(Intercept)", "o.L", "o.Q", "o.C"]
+    linear = np.array([-3, -1, 1, 3]) / np.sqrt(20)
+    quadratic = np.array([1, -1, -1, 1]) / 2.0
+    cubic = np.array([-1, 3, -3, 1]) / np.sqrt(20)
+    np.testing.assert_allclose(mf.X[:4, 1:], np.column_stack([linear, quadratic, cubic]), atol=1e-15)
+
+
+def test_dot_expands_to_other_columns():
+    frame = pd.DataFrame({"y": [1.0, 2, 3, 4], "a": [1.0, 0, 2, 5], "g": ["u", "v", "u", "v"]})
+    mf = model_frame("y ~ .", frame)
+    assert mf.term_labels == ["a", "g"] and mf.column_names == ["(Intercept)", "a", "gv"]
+    mf = model_frame("y ~ . - a", frame)
+    assert mf.term_labels == ["g"]
+
+
+def test_fixed_formula_text_and_random_terms():
+    parsed = parse_formula("mathscore2 ~ male + raven + (1 | schoolid) + grit + (1|schoolid/classid)")
+    assert parsed.fixed_text == "mathscore2 ~ male + raven + grit"
+    assert [r.text for r in parsed.random_terms] == ["(1 | schoolid)", "(1|schoolid/classid)"]
+    assert parsed.random_terms[1].groups == ("schoolid", "schoolid:classid")
+    assert parse_formula("y ~ (1 | g)").fixed_text == "y ~ 1"
+    assert parse_formula("y ~ x - 1 + (1 | g)").fixed_text == "y ~ x - 1"
+
+
+def test_listwise_deletion_counts_grouping_and_i_columns():
+    frame = pd.DataFrame({
+        "y": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0],
+        "x": [1.0, 2.0, 3.0, np.nan, 5.0, 6.0, 7.0],
+        "z": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, np.nan],
+        "g": pd.Categorical(["a", "a", "b", "b", None, "c", "c"]),
+    })
+    mf = model_frame("y ~ I(x^2) + (1 | g)", frame, allow_random=True)
+    assert mf.rows.tolist() == [0, 1, 5, 6] and mf.n_dropped == 3
+    assert mf.groups[0].levels == ["a", "c"] and mf.groups[0].codes.tolist() == [0, 0, 1, 1]
+    mf = model_frame("y ~ z - z + x", frame)  # as R: every variable of the formula counts
+    assert mf.rows.tolist() == [0, 1, 4, 5]
+    # NaN made by I() is missing, as in R's model.frame
+    frame2 = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "x": [1.0, -1.0, 4.0, 9.0]})
+    mf = model_frame("y ~ sqrt(x)", frame2)
+    assert mf.rows.tolist() == [0, 2, 3] and mf.n_dropped == 1
+
+
+def test_nullable_and_integer_dtypes():
+    frame = pd.DataFrame({
+        "y": pd.array([1.0, 2.0, None, 4.0, 5.0], dtype="Float64"),
+        "k": pd.array([1, 2, 3, None, 5], dtype="Int64"),
+        "b": pd.array([True, False, True, True, None], dtype="boolean"),
+    })
+    mf = model_frame("y ~ k + b", frame)
+    assert mf.rows.tolist() == [0, 1] and mf.n_dropped == 3
+    np.testing.assert_array_equal(mf.X, [[1.0, 1.0, 1.0], [1.0, 2.0, 0.0]])
+
+
+def test_data_frame_not_modified(grit):
+    before = grit.copy(deep=True)
+    model_frame("mathscore2 ~ grit*male + I(csize^2) + wealth + (1 | schoolid/classid)", grit,
+                allow_random=True)
+    model_frame("mathscore2 ~ . - studentid", grit[["mathscore2", "male", "raven", "studentid"]])
+    pd.testing.assert_frame_equal(grit, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_column_named_with_suggestion(grit):
+    with pytest.raises(ColumnNotFoundError, match=r"'ravn'.*did you mean 'raven'"):
+        model_frame("mathscore2 ~ ravn + male", grit)
+    with pytest.raises(ColumnNotFoundError, match="'school'"):
+        model_frame("mathscore2 ~ male + (1 | school)", grit, allow_random=True)
+    with pytest.raises(ColumnNotFoundError, match="'csz'"):
+        model_frame("mathscore2 ~ I(csz^2)", grit)
+
+
+@pytest.mark.parametrize("text, position", [
+    ("y ~ x +", 7), ("y ~ (x + z", 10), ("y ~ x $ z", 6), ("y ~ x + + ", 10), ("y x", 2),
+    ("y ~ x ~ z", 6), ("y ~ x + 2", 8), ("y ~ foo(x)", 4), ("y ~ x + 1 | g", 4), ("", 0),
+    ("y ~ `x", 4), ("y ~ x:(1 | g)", 6), ("y ~ x^z", 6), ("y ~ (1 || g)", 7),
+])
+def test_syntax_errors_with_position(text, position):
+    with pytest.raises(FormulaError) as info:
+        parse_formula(text)
+    assert info.value.position == position
+    assert info.value.formula == text
+    assert f"position {position}" in str(info.value)
+
+
+def test_factor_response_rejected(grit):
+    with pytest.raises(ModelSpecError, match="response 'grit' is a factor"):
+        model_frame("grit ~ raven", grit)
+
+
+def test_one_level_factor_after_deletion():
+    frame = pd.DataFrame({"y": [1.0, 2.0, np.nan], "f": ["a", "a", "b"], "x": [1.0, 2.0, 3.0]})
+    with pytest.raises(ModelSpecError, match="factor 'f' has only one level"):
+        model_frame("y ~ x + f", frame)
+
+
+def test_no_rows_left():
+    frame = pd.DataFrame({"y": [1.0, np.nan], "x": [np.nan, 2.0]})
+    with pytest.raises(DataError, match="no rows left"):
+        model_frame("y ~ x", frame)
+
+
+def test_infinite_values_named():
+    frame = pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, np.inf, 3.0], "z": [0.0, 1.0, 2.0]})
+    with pytest.raises(DataError, match="column 'x' has non-finite values"):
+        model_frame("y ~ x", frame)
+    with pytest.raises(DataError, match=r"'I\(1/z\)'.*'z'"):
+        model_frame("y ~ I(1/z)", frame)
+    # an Inf only in a row dropped for a missing value is no error (R: na.omit first)
+    frame.loc[1, "y"] = np.nan
+    assert model_frame("y ~ x", frame).n_dropped == 1
+
+
+def test_random_terms_rules(grit):
+    with pytest.raises(FormulaError, match="random slopes not supported yet"):
+        model_frame("mathscore2 ~ raven + (raven | schoolid)", grit, allow_random=True)
+    with pytest.raises(FormulaError, match="no response"):
+        model_frame("~ raven", grit)
