@@ -339,3 +339,147 @@ def test_random_terms_rules(grit):
         model_frame("mathscore2 ~ raven + (raven | schoolid)", grit, allow_random=True)
     with pytest.raises(FormulaError, match="no response"):
         model_frame("~ raven", grit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against patsy (test-time reference) where its semantics equal R's: hierarchical formulas
+# (every margin of an interaction present), levels present after deletion, lower-case strings.
+# ---------------------------------------------------------------------------------------------
+
+patsy = pytest.importorskip("patsy")
+
+#: patsy prints I() with Python operators; R's deparse of the same expression
+PATSY_TO_R = {"I(x1 ** 2)": "I(x1^2)", "I(x1 * x2 + 1)": "I(x1 * x2 + 1)",
+              "I((x1 - x2) / 2)": "I((x1 - x2)/2)"}
+R_TO_PY = {"I(x1^2)": "I(x1**2)", "I(x1 * x2 + 1)": "I(x1*x2 + 1)", "I((x1 - x2)/2)": "I((x1 - x2)/2)"}
+
+
+def _patsy_key(name: str) -> frozenset:
+    if name == "Intercept":
+        return frozenset(["(Intercept)"])
+    name = PATSY_TO_R.get(name, name)
+    pieces = []
+    for piece in name.split(":") if not name.startswith("I(") else [name]:
+        if piece.endswith("]"):
+            var, level = piece[:-1].split("[", 1)
+            level = level[2:] if level.startswith("T.") else level
+            level = {"True": "TRUE", "False": "FALSE"}.get(level, level)
+            piece = var + level
+        pieces.append(piece)
+    return frozenset(pieces)
+
+
+def assert_matches_patsy(r_formula: str, py_formula: str, frame: pd.DataFrame):
+    mf = model_frame(r_formula, frame)
+    y_ref, x_ref = patsy.dmatrices(py_formula, frame, return_type="dataframe", NA_action="drop")
+    np.testing.assert_array_equal(mf.rows, frame.index.get_indexer(x_ref.index))
+    np.testing.assert_array_equal(mf.y, y_ref.iloc[:, 0].to_numpy())
+    ours = {frozenset(n.split(":")) if not n.startswith("I(") else frozenset([n]): mf.X[:, j]
+            for j, n in enumerate(mf.column_names)}
+    theirs = {_patsy_key(n): x_ref[n].to_numpy() for n in x_ref.columns}
+    assert set(ours) == set(theirs), (mf.column_names, list(x_ref.columns))
+    for key, values in ours.items():
+        np.testing.assert_allclose(values, theirs[key], rtol=1e-14, atol=0, err_msg=str(key))
+    assert mf.X.flags.c_contiguous
+    assert len(set(mf.assign.tolist()) - {0}) == len(mf.term_labels)
+
+
+def _frame(seed: int, n: int = 60, missing: float = 0.05) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "y": rng.normal(size=n),
+        "x1": rng.normal(size=n),
+        "x2": rng.uniform(1, 3, size=n),
+        "f1": pd.Categorical(rng.choice(["c", "a", "b"], n), categories=["c", "a", "b"]),
+        "f2": pd.Series(rng.choice(["lo", "hi"], n), dtype="str"),
+        "f3": rng.random(n) < 0.5,
+    })
+    for col in ["y", "x1", "x2", "f1", "f2"]:
+        frame.loc[rng.random(n) < missing, col] = None if col.startswith("f") else np.nan
+    return frame
+
+
+PATSY_FORMULAS = [
+    "y ~ x1 + x2", "y ~ f1", "y ~ f1 + f2 + x1", "y ~ f1*f2", "y ~ x1*f1", "y ~ x1*x2",
+    "y ~ f1*f2*f3", "y ~ x1*f1*f2", "y ~ 0 + f1", "y ~ 0 + f1 + f2", "y ~ 0 + x1 + f1*f2",
+    "y ~ (x1 + f1 + f2)^2", "y ~ f1 + f2 + f1:f2 + x1 + x1:f2", "y ~ I(x1^2) + f3*x2",
+    "y ~ I(x1 * x2 + 1) + I((x1 - x2)/2)", "y ~ -1 + f3 + x1:x2 + x1 + x2",
+]
+
+
+@pytest.mark.parametrize("formula", PATSY_FORMULAS)
+def test_matches_patsy(formula):
+    frame = _frame(7)
+    py = formula
+    for r_text, py_text in R_TO_PY.items():
+        py = py.replace(r_text, py_text)
+    py = py.replace("^2", "**2") if "I(" not in py else py
+    assert_matches_patsy(formula, py, frame)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def frames_and_formulas(draw):
+    """A random data frame (numeric, categorical, string, bool columns, missing values) and a
+    random hierarchical formula over some of its columns."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(12, 80))
+    n_numeric = draw(st.integers(0, 3))
+    kinds = draw(st.lists(st.sampled_from(["categorical", "string", "bool"]), min_size=0, max_size=3))
+    if n_numeric + len(kinds) == 0:
+        n_numeric = 1
+    columns = {"y": rng.normal(size=n) * draw(st.sampled_from([1e-3, 1.0, 1e4]))}
+    names = []
+    for j in range(n_numeric):
+        columns[f"x{j}"] = rng.normal(size=n) * 10.0 ** rng.integers(-3, 4)
+        names.append(f"x{j}")
+    for j, kind in enumerate(kinds):
+        name = f"f{j}"
+        k = int(rng.integers(2, 5))
+        if kind == "bool":
+            values = rng.random(n) < 0.5
+            values[:2] = [False, True]
+        else:
+            levels = list(rng.permutation(["a", "b", "c", "d", "e"])[:k])
+            codes = rng.integers(0, k, size=n)
+            codes[:k] = np.arange(k)  # every level in the first rows, which stay complete
+            raw = np.asarray(levels, dtype=object)[codes]
+            values = (pd.Categorical(raw, categories=levels) if kind == "categorical"
+                      else pd.Series(raw, dtype="str"))
+        columns[name] = values
+        names.append(name)
+    frame = pd.DataFrame(columns)
+    missing_rate = draw(st.sampled_from([0.0, 0.1]))
+    for col in ["y"] + [c for c in names if frame[c].dtype != bool]:
+        mask = rng.random(n) < missing_rate
+        mask[:6] = False
+        if mask.any():
+            frame.loc[mask, col] = np.nan if frame[col].dtype == float else None
+    # hierarchical formula: chosen interactions and all their margins
+    chosen = draw(st.lists(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True),
+                           min_size=1, max_size=3))
+    import itertools
+    terms = []
+    for combo in chosen:
+        for order in range(1, len(combo) + 1):
+            for sub in itertools.combinations(combo, order):
+                key = tuple(sorted(sub, key=names.index))
+                if key not in terms:
+                    terms.append(key)
+    terms.sort(key=len)
+    intercept = draw(st.booleans())
+    rhs = " + ".join(":".join(t) for t in terms)
+    return frame, ("y ~ " if intercept else "y ~ 0 + ") + rhs
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames_and_formulas())
+def test_property_random_frames_match_patsy(case):
+    frame, formula = case
+    before = frame.copy(deep=True)
+    assert_matches_patsy(formula, formula, frame)
+    pd.testing.assert_frame_equal(frame, before)
