@@ -1,0 +1,295 @@
+"""The No-U-Turn sampler with Stan's adaptation, for any Numba-compiled log density.
+
+    result = engine.nuts.sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000,
+                                seed=1, adapt_delta=0.8, max_treedepth=10, metric="diag")
+
+``logp_and_grad(position, *args) -> (log density, gradient)`` is a ``numba.njit`` function
+(``args``: a tuple of extra arguments, arrays typically, passed through unchanged). The pieces:
+
+- ``engine.nuts_metric``: diagonal / dense Euclidean metric, momentum, kinetic energy, Welford;
+- ``engine.nuts_integrator``: the leapfrog step;
+- ``engine.nuts_tree``: one multinomial NUTS transition (iterative tree building, Stan's extra
+  U-turn checks across merged subtrees, divergence at H − H0 > 1000);
+- ``engine.nuts_adaptation``: dual averaging, Stan's windowed metric schedule, step-size heuristic.
+
+This module assembles them into a chain kernel (one ``numba.njit`` loop over warm-up and sampling,
+so that no Python runs between transitions) and runs chains in parallel via
+``engine.parallel.run_tasks``, each from its own child seed (``engine.parallel.child_seeds``): the
+same seed gives the same draws whatever the executor or worker count.
+
+As in Stan/brms, ``iter`` counts all iterations *including* ``warmup``; ``iter − warmup`` draws
+are kept per chain. Sampler statistics per kept draw follow Stan's names (``stepsize``,
+``treedepth``, ``n_leapfrog``, ``divergent``, ``energy``, ``accept_stat``); E-BFMI per chain is
+Σ(E_t − E_{t−1})² / Σ(E_t − Ē)² (Betancourt 2016, "Diagnosing suboptimal cotangent
+disintegrations in Hamiltonian Monte Carlo").
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
+from engine.nuts_adaptation import (
+    adaptation_windows,
+    dual_averaging_restart,
+    dual_averaging_update,
+    initial_step_size,
+)
+from engine.nuts_metric import EuclideanMetric, regularised_metric, welford_update
+from engine.nuts_tree import make_workspace, nuts_transition
+from engine.parallel import child_seeds, run_tasks
+
+STAT_NAMES = ("stepsize", "treedepth", "n_leapfrog", "divergent", "energy", "accept_stat", "lp")
+
+# status codes returned by the chain kernel
+OK = 0
+STEP_SIZE_SEARCH_FAILED = 1
+
+
+@numba.njit(cache=True, nogil=True)
+def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adapt_delta,
+              max_treedepth, is_dense, window_first, window_last, step_size, workspace):
+    """Warm-up and sampling of one chain.
+
+    Returns (status, positions (n_iter, d), stats (n_iter, 7) in STAT_NAMES order, final step
+    size, final metric). Warm-up iterations are included in the outputs (the caller drops them).
+    """
+    dimension = initial_position.shape[0]
+    metric = EuclideanMetric(np.ones(dimension), np.eye(dimension), np.eye(dimension), is_dense)
+    position = initial_position.copy()
+    logp, gradient = logp_and_grad(position, *args)
+    positions = np.empty((n_iter, dimension))
+    stats = np.zeros((n_iter, 7))
+    # Stan sets mu from the user's step size before the heuristic runs
+    mu = math.log(10.0 * step_size)
+    step_size = initial_step_size(logp_and_grad, args, rng, position, logp, gradient, step_size, metric)
+    if step_size < 0.0:
+        return STEP_SIZE_SEARCH_FAILED, positions, stats, step_size, metric
+    dual_state = np.zeros(3)
+    welford_count = 0
+    welford_mean = np.zeros(dimension)
+    welford_m2 = np.zeros((dimension, dimension)) if is_dense else np.zeros((1, dimension))
+    window = 0
+    n_windows = window_first.shape[0]
+    for iteration in range(n_iter):
+        sample_logp, accept_stat, n_leapfrog, depth, divergent, energy = nuts_transition(
+            logp_and_grad, args, rng, position, logp, gradient, step_size, metric, max_treedepth, workspace
+        )
+        position = workspace.sample_position.copy()
+        gradient = workspace.sample_gradient.copy()
+        logp = sample_logp
+        positions[iteration] = position
+        stats[iteration, 0] = step_size
+        stats[iteration, 1] = depth
+        stats[iteration, 2] = n_leapfrog
+        stats[iteration, 3] = 1.0 if divergent else 0.0
+        stats[iteration, 4] = energy
+        stats[iteration, 5] = accept_stat
+        stats[iteration, 6] = logp
+        if iteration < n_warmup:
+            step_size = dual_averaging_update(dual_state, accept_stat, adapt_delta, mu)
+            if window < n_windows and iteration >= window_first[window]:
+                welford_count = welford_update(welford_count, welford_mean, welford_m2, position, is_dense)
+                if iteration == window_last[window]:
+                    metric = regularised_metric(welford_count, welford_m2, is_dense, dimension)
+                    welford_count = 0
+                    welford_mean[:] = 0.0
+                    welford_m2[:] = 0.0
+                    window += 1
+                    step_size = initial_step_size(
+                        logp_and_grad, args, rng, position, logp, gradient, step_size, metric
+                    )
+                    if step_size < 0.0:
+                        return STEP_SIZE_SEARCH_FAILED, positions, stats, step_size, metric
+                    mu = math.log(10.0 * step_size)
+                    dual_averaging_restart(dual_state)
+            if iteration == n_warmup - 1:
+                step_size = math.exp(dual_state[2])
+    return OK, positions, stats, step_size, metric
+
+
+@dataclass
+class NUTSResult:
+    """Draws and sampler statistics of a NUTS run.
+
+    draws: (chains, draws, dim); stats: name -> (chains, draws) for STAT_NAMES; warmup_stats the same
+    over warm-up iterations; step_size (chains,); inverse_metric (chains, dim) or (chains, dim, dim);
+    e_bfmi (chains,).
+    """
+
+    draws: np.ndarray
+    stats: dict
+    warmup_stats: dict
+    step_size: np.ndarray
+    inverse_metric: np.ndarray
+    e_bfmi: np.ndarray
+    parameter_names: list = field(default_factory=list)
+
+    @property
+    def n_divergent(self) -> int:
+        return int(self.stats["divergent"].sum())
+
+    def gradient_evaluations(self) -> int:
+        """Leapfrog steps (one gradient each) over warm-up and sampling, all chains."""
+        return int(self.stats["n_leapfrog"].sum() + self.warmup_stats["n_leapfrog"].sum())
+
+    def summary(self):
+        """mean, sd, quantiles, MCSE, R-hat, bulk and tail ESS per parameter (a DataFrame)."""
+        import pandas as pd
+
+        from engine import diagnostics
+
+        rows = []
+        for j, name in enumerate(self.parameter_names):
+            x = self.draws[:, :, j]
+            rows.append({
+                "parameter": name,
+                "mean": x.mean(),
+                "sd": x.std(ddof=1),
+                "q5": np.quantile(x, 0.05),
+                "q50": np.quantile(x, 0.5),
+                "q95": np.quantile(x, 0.95),
+                "mcse_mean": diagnostics.mcse_mean(x),
+                "rhat": diagnostics.rhat(x),
+                "ess_bulk": diagnostics.ess_bulk(x),
+                "ess_tail": diagnostics.ess_tail(x),
+            })
+        return pd.DataFrame(rows).set_index("parameter")
+
+
+def e_bfmi(energy: np.ndarray) -> float:
+    """Energy Bayesian fraction of missing information of one chain's energies."""
+    energy = np.asarray(energy, dtype=float)
+    if energy.size < 2:
+        return float("nan")
+    denominator = np.sum((energy - energy.mean()) ** 2)
+    return float(np.sum(np.diff(energy) ** 2) / denominator) if denominator > 0 else float("nan")
+
+
+def _is_numba_function(function) -> bool:
+    return isinstance(function, numba.core.registry.CPUDispatcher)
+
+
+def run_one_chain(logp_and_grad, args, seed, initial_position, n_iter, n_warmup, adapt_delta,
+                  max_treedepth, is_dense, step_size=1.0, trace_capacity=0):
+    """One chain from a SeedSequence; returns the kernel's outputs (status, positions, stats, ε, metric)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    windows = adaptation_windows(n_warmup)
+    first = np.array([w[0] for w in windows], dtype=np.int64)
+    last = np.array([w[1] for w in windows], dtype=np.int64)
+    workspace = make_workspace(initial_position.shape[0], max_treedepth, trace_capacity)
+    return run_chain(logp_and_grad, args, rng, np.ascontiguousarray(initial_position, dtype=np.float64),
+                     int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth), bool(is_dense),
+                     first, last, float(step_size), workspace)
+
+
+def validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains=1):
+    if not isinstance(chains, (int, np.integer)) or chains < 1:
+        raise EngineInputError(f"chains must be a positive integer, got {chains!r}")
+    if not isinstance(iter, (int, np.integer)) or iter < 1:
+        raise EngineInputError(f"iter must be a positive integer, got {iter!r}")
+    if not isinstance(warmup, (int, np.integer)) or warmup < 0 or warmup >= iter:
+        raise EngineInputError(f"warmup must be an integer in [0, iter), got warmup={warmup!r}, iter={iter!r}")
+    if not (0.0 < float(adapt_delta) < 1.0):
+        raise EngineInputError(f"adapt_delta must lie in (0, 1), got {adapt_delta!r}")
+    if not isinstance(max_treedepth, (int, np.integer)) or not (1 <= max_treedepth <= 30):
+        raise EngineInputError(f"max_treedepth must be an integer in 1..30, got {max_treedepth!r}")
+    if metric not in ("diag", "dense"):
+        raise EngineInputError(f"metric must be 'diag' or 'dense', got {metric!r}")
+
+
+def convergence_warnings(divergent: np.ndarray, treedepth: np.ndarray, max_treedepth: int,
+                         e_bfmi_values: np.ndarray) -> None:
+    """Stan's post-sampling warnings (divergences, max tree depth, low E-BFMI)."""
+    n_div = int(np.sum(divergent))
+    if n_div:
+        warnings.warn(
+            f"There were {n_div} divergent transitions after warmup. Increasing adapt_delta above "
+            "its current value may help (or reparameterise the model).",
+            ConvergenceWarning, stacklevel=3)
+    n_hit = int(np.sum(treedepth >= max_treedepth))
+    if n_hit:
+        warnings.warn(
+            f"There were {n_hit} transitions after warmup that exceeded the maximum treedepth "
+            f"({max_treedepth}). Increase max_treedepth above {max_treedepth}.",
+            ConvergenceWarning, stacklevel=3)
+    low = [i + 1 for i, v in enumerate(e_bfmi_values) if np.isfinite(v) and v < 0.3]
+    if low:
+        warnings.warn(f"E-BFMI below 0.3 in chain(s) {low}: the energy distribution is poorly explored.",
+                      ConvergenceWarning, stacklevel=3)
+
+
+def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, seed=None,
+           adapt_delta=0.8, max_treedepth=10, metric="diag", executor=None, args=(),
+           parameter_names=None, step_size=1.0) -> NUTSResult:
+    """Sample with NUTS and Stan's warm-up.
+
+    Parameters
+    ----------
+    logp_and_grad : numba.njit function ``(position (d,), *args) -> (float, gradient (d,))``.
+    initial_position : (d,) (all chains) or (chains, d).
+    iter, warmup : iterations per chain including warm-up, and warm-up (draws kept: iter − warmup).
+    seed : int, SeedSequence or None; chain c uses ``child_seeds(seed, chains)[c]``.
+    metric : "diag" (Stan's default) or "dense".
+    executor : a concurrent.futures.Executor for the chains (default: local threads).
+    """
+    validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains)
+    if not _is_numba_function(logp_and_grad):
+        raise EngineInputError("logp_and_grad must be a numba.njit-compiled function returning (logp, grad)")
+    if not isinstance(args, tuple):
+        raise EngineInputError("args must be a tuple of extra arguments for logp_and_grad")
+    init = np.asarray(initial_position, dtype=np.float64)
+    if init.ndim == 1:
+        init = np.broadcast_to(init, (chains, init.shape[0]))
+    if init.ndim != 2 or init.shape[0] != chains or init.shape[1] < 1:
+        raise EngineInputError(
+            f"initial_position must have shape (d,) or (chains, d); got {np.shape(initial_position)}")
+    if not np.all(np.isfinite(init)):
+        raise EngineInputError("initial_position has non-finite values")
+    dimension = init.shape[1]
+    for c in range(chains):
+        logp0, grad0 = logp_and_grad(np.ascontiguousarray(init[c]), *args)
+        grad0 = np.asarray(grad0)
+        if grad0.shape != (dimension,):
+            raise EngineInputError(
+                f"logp_and_grad returned a gradient of shape {grad0.shape}, expected ({dimension},)")
+        if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
+            raise SamplerError(f"log density or gradient not finite at the initial position of chain {c + 1}")
+    if parameter_names is None:
+        parameter_names = [f"x[{i}]" for i in range(dimension)]
+    seeds = child_seeds(seed, chains)
+    tasks = [(logp_and_grad, args, seeds[c], np.ascontiguousarray(init[c]), iter, warmup, adapt_delta,
+              max_treedepth, metric == "dense", step_size) for c in range(chains)]
+    outputs = run_tasks(run_one_chain, tasks, executor=executor)
+    return assemble_result(outputs, warmup, max_treedepth, metric == "dense", list(parameter_names))
+
+
+def assemble_result(outputs, warmup, max_treedepth, is_dense, parameter_names) -> NUTSResult:
+    """Stack per-chain kernel outputs into a NUTSResult, raising on failure and warning as Stan."""
+    for c, out in enumerate(outputs):
+        if out[0] == STEP_SIZE_SEARCH_FAILED:
+            raise SamplerError(
+                f"chain {c + 1}: the step-size search left (0, 1e7); the posterior may be improper "
+                "or the log density / gradient wrong")
+    draws = np.stack([out[1][warmup:] for out in outputs])
+    all_stats = np.stack([out[2] for out in outputs])  # (chains, iter, 7)
+    stats = {name: all_stats[:, warmup:, i] for i, name in enumerate(STAT_NAMES)}
+    warmup_stats = {name: all_stats[:, :warmup, i] for i, name in enumerate(STAT_NAMES)}
+    for name in ("treedepth", "n_leapfrog"):
+        stats[name] = stats[name].astype(np.int64)
+        warmup_stats[name] = warmup_stats[name].astype(np.int64)
+    stats["divergent"] = stats["divergent"].astype(bool)
+    warmup_stats["divergent"] = warmup_stats["divergent"].astype(bool)
+    step = np.array([out[3] for out in outputs])
+    if is_dense:
+        inverse_metric = np.stack([out[4].inverse_dense for out in outputs])
+    else:
+        inverse_metric = np.stack([out[4].inverse_diagonal for out in outputs])
+    bfmi = np.array([e_bfmi(stats["energy"][c]) for c in range(len(outputs))])
+    convergence_warnings(stats["divergent"], stats["treedepth"], max_treedepth, bfmi)
+    return NUTSResult(draws, stats, warmup_stats, step, inverse_metric, bfmi, parameter_names)
