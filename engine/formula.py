@@ -846,13 +846,15 @@ def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None) -> pd.
     return column
 
 
-_COLLATE_PUNCT = re.compile(r"[^0-9A-Za-z]")
-
-
 def _r_sort_key(text: str):
-    """An approximation of R's ``sort()`` of strings in an English UTF-8 locale (glibc):
-    letters compare case-insensitively first, then lower case before upper case."""
-    return (text.casefold(), text.swapcase())
+    """R's ``sort()`` of strings in an English UTF-8 locale (ICU / glibc 2.28+ collation), for
+    ASCII: punctuation and spaces < digits < letters; letters compare case-insensitively first,
+    then lower case before upper case (``a < A < b < B``; ``1_2 < 10_1``). The C locale would
+    sort by bytes instead; this is the locale R users normally run in."""
+    primary = tuple((0, ord(c)) if not c.isalnum() else (1, c) if c.isdigit() else (2, c.casefold())
+                    for c in text)
+    tertiary = tuple(1 if c.isupper() else 0 for c in text)
+    return primary, tertiary
 
 
 def _r_label(value) -> str:
@@ -1132,6 +1134,11 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         variables.append(variable)
 
     response = variables[0]
+    if response.logical:  # R's lm uses a logical response as 0/1
+        values = response.codes.astype(np.float64)
+        values[response.codes < 0] = np.nan
+        response = variables[0] = _Variable(response.label, "numeric", values=values,
+                                            missing=response.missing, sources=response.sources)
     if response.kind != "numeric":
         raise ModelSpecError(
             f"the response {parsed.response!r} is a factor ({len(response.levels)} levels); "

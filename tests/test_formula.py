@@ -202,6 +202,12 @@ def test_string_and_bool_factors_r_levels():
     assert mf.column_names == ["flagFALSE", "flagTRUE"]
 
 
+def test_r_string_collation():
+    from engine.formula import _r_sort_key
+    assert sorted(["10_24", "1_2", "1_10", "B", "b", "a_b", "ab", "a1", "A"], key=_r_sort_key) == [
+        "1_10", "1_2", "10_24", "A", "a_b", "a1", "ab", "b", "B"]
+
+
 def test_categorical_order_kept_and_unused_levels_dropped():
     frame = pd.DataFrame({
         "y": [1.0, 2.0, 3.0, 4.0, np.nan],
@@ -223,6 +229,16 @@ def test_ordered_factor_polynomial_contrasts():
     quadratic = np.array([1, -1, -1, 1]) / 2.0
     cubic = np.array([-1, 3, -3, 1]) / np.sqrt(20)
     np.testing.assert_allclose(mf.X[:4, 1:], np.column_stack([linear, quadratic, cubic]), atol=1e-15)
+    frame5 = pd.DataFrame({"y": np.arange(5.0),
+                           "o": pd.Categorical(list("abcde"), categories=list("abcde"), ordered=True)})
+    mf = model_frame("y ~ o", frame5)
+    assert mf.column_names == ["(Intercept)", "o.L", "o.Q", "o.C", "o^4"]
+    np.testing.assert_allclose(mf.X[:, 4], np.array([1, -4, 6, -4, 1]) / np.sqrt(70), atol=1e-15)
+
+
+def test_logical_response_is_zero_one():
+    frame = pd.DataFrame({"ok": [True, False, True, True], "x": [1.0, 2.0, 3.0, 4.0]})
+    np.testing.assert_array_equal(model_frame("ok ~ x", frame).y, [1.0, 0.0, 1.0, 1.0])
 
 
 def test_dot_expands_to_other_columns():
@@ -476,7 +492,7 @@ def frames_and_formulas(draw):
     return frame, ("y ~ " if intercept else "y ~ 0 + ") + rhs
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames_and_formulas())
 def test_property_random_frames_match_patsy(case):
     frame, formula = case
