@@ -233,7 +233,7 @@ class _Parser:
             if token.kind == "end":
                 self.error("formula has no '~'")
             self.error(f"unexpected {token.text!r}")
-        tilde = self.take()
+        self.take()
         if self.peek().kind == "end":
             self.error("nothing on the right of '~'")
         rhs = self.bar_expr()
@@ -246,7 +246,6 @@ class _Parser:
             raise FormulaError(
                 "put a random-effect term in parentheses, e.g. (1 | g)", self.text, rhs.pos
             )
-        del tilde
         return lhs, rhs
 
     def bar_expr(self):
@@ -722,8 +721,6 @@ def _build_formula(text: str, lhs, rhs, dot_columns: tuple[str, ...] | None) -> 
     terms = tuple(
         Term(tuple(sorted(t)), ":".join(builder.labels[v] for v in sorted(t))) for t in ordered)
     fixed_text = (_deparse(lhs) + " ~ " if lhs is not None else "~") + _deparse(fixed_rhs)
-    if lhs is None:
-        fixed_text = "~" + _deparse(fixed_rhs)
     return Formula(
         text=text,
         response=response,
@@ -945,8 +942,11 @@ def _evaluate_arith(node, columns: dict, label: str):
         return node.value
     if isinstance(node, _Name):
         variable = columns[node.name]
+        if variable.logical:  # R: TRUE/FALSE are 1/0 in arithmetic
+            return np.where(variable.codes < 0, np.nan, variable.codes.astype(np.float64))
         if variable.kind != "numeric":
-            raise DataError(f"column {node.name!r} in {label!r} is not numeric")
+            raise DataError(f"column {node.name!r} in {label!r} is a factor, not numeric; "
+                            "arithmetic in I() needs numbers")
         return variable.values
     if isinstance(node, _Paren):
         return _evaluate_arith(node.expr, columns, label)

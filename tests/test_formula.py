@@ -236,6 +236,13 @@ def test_ordered_factor_polynomial_contrasts():
     np.testing.assert_allclose(mf.X[:, 4], np.array([1, -4, 6, -4, 1]) / np.sqrt(70), atol=1e-15)
 
 
+def test_factor_inside_i_rejected_logical_allowed(grit):
+    with pytest.raises(DataError, match="'wealth' in 'I\\(wealth\\^2\\)' is a factor"):
+        model_frame("mathscore2 ~ I(wealth^2)", grit)
+    frame = pd.DataFrame({"y": [1.0, 2.0, 3.0], "flag": [True, False, True]})
+    np.testing.assert_array_equal(model_frame("y ~ I(flag*2)", frame).X[:, 1], [2.0, 0.0, 2.0])
+
+
 def test_logical_response_is_zero_one():
     frame = pd.DataFrame({"ok": [True, False, True, True], "x": [1.0, 2.0, 3.0, 4.0]})
     np.testing.assert_array_equal(model_frame("ok ~ x", frame).y, [1.0, 0.0, 1.0, 1.0])
