@@ -897,26 +897,27 @@ def _evaluate_column(column: pd.Series, name: str) -> _Variable:
         return _Variable(name, "numeric", values=values,
                          missing=missing if missing.any() else None, sources=(name,))
     if pd.api.types.is_string_dtype(dtype) or dtype == object:
-        missing = pd.isna(column).to_numpy()
-        present = column[~missing] if missing.any() else column
-        kinds = {type(v) for v in present.array} if dtype == object else {str}
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)  # hashing, no sort; NA -> -1
+        codes = np.asarray(codes, dtype=np.int64)
+        missing = codes < 0
+        missing_or_none = missing if missing.any() else None
+        values = list(uniques)
+        kinds = {type(v) for v in values}
         if kinds and all(issubclass(k, (bool, np.bool_)) for k in kinds):
-            codes = np.full(len(column), -1, dtype=np.int64)
-            codes[~missing] = np.asarray(present.to_numpy(), dtype=bool).astype(np.int64)
-            return _Variable(name, "factor", codes=codes, levels=["FALSE", "TRUE"], logical=True,
-                             missing=missing if missing.any() else None, sources=(name,))
+            truth = np.array([bool(v) for v in values] + [False], dtype=np.int64)
+            return _Variable(name, "factor", codes=np.where(missing, -1, truth[codes]),
+                             levels=["FALSE", "TRUE"], logical=True, missing=missing_or_none,
+                             sources=(name,))
         if not all(issubclass(k, str) for k in kinds):
             raise DataError(
                 f"column {name!r} mixes value types ({', '.join(sorted(k.__name__ for k in kinds))}); "
                 "convert it to numbers, strings or a categorical")
-        uniques, codes = np.unique(present.to_numpy(dtype=object).astype(str), return_inverse=True)
-        order = sorted(range(len(uniques)), key=lambda k: _r_sort_key(uniques[k]))
-        rank = np.empty(len(uniques), dtype=np.int64)
-        rank[order] = np.arange(len(uniques))
-        full_codes = np.full(len(column), -1, dtype=np.int64)
-        full_codes[~missing] = rank[codes]
-        return _Variable(name, "factor", codes=full_codes, levels=[str(uniques[k]) for k in order],
-                         missing=missing if missing.any() else None, sources=(name,))
+        order = sorted(range(len(values)), key=lambda k: _r_sort_key(values[k]))
+        rank = np.empty(len(values) + 1, dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        rank[-1] = -1  # codes of -1 (missing) stay -1
+        return _Variable(name, "factor", codes=rank[codes], levels=[str(values[k]) for k in order],
+                         missing=missing_or_none, sources=(name,))
     raise DataError(f"column {name!r} has type {dtype} which a formula cannot use; "
                     "convert it to numbers, strings, bool or a categorical")
 
@@ -1038,8 +1039,8 @@ def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool)
 _BLOCK_BYTES = 1 << 20  # a block of rows of X this size stays in cache while its columns are written
 
 
-def _fill_design(X: np.ndarray, term_pieces: list[list[_Piece]], offsets: list[int],
-                 rows: np.ndarray | None):
+def _fill_design(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]],
+                 offsets: list[int], rows: np.ndarray | None):
     """Write every term's columns into X, block of rows by block of rows.
 
     Numeric variables hold all rows of the data; ``rows`` (None when no row was dropped)
@@ -1051,6 +1052,8 @@ def _fill_design(X: np.ndarray, term_pieces: list[list[_Piece]], offsets: list[i
     for start in range(0, n, block):
         stop = min(n, start + block)
         index = slice(start, stop) if rows is None else rows[start:stop]
+        if intercept:  # written here so that X's pages are first touched block by block
+            X[start:stop, 0] = 1.0
         for pieces, offset in zip(term_pieces, offsets):
             if len(pieces) == 1 and pieces[0].coding is None:
                 X[start:stop, offset] = pieces[0].variable.values[index]
@@ -1229,9 +1232,7 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         term_pieces.append(pieces)
 
     X = np.empty((n, len(column_names)), dtype=np.float64)
-    if parsed.has_intercept:
-        X[:, 0] = 1.0
-    _fill_design(X, term_pieces, offsets, rows if n_dropped else None)
+    _fill_design(X, parsed.has_intercept, term_pieces, offsets, rows if n_dropped else None)
     y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
 
     # 7. Grouping factors.
