@@ -1,0 +1,688 @@
+"""Ordinary least squares as R's ``lm`` computes it, at the speed of one pass over the data.
+
+Model: y = X b + e, e ~ N(0, sigma^2 I), X of shape (n, p) with n >= p.
+
+Algorithm (never forming Q, never forming or inverting X'X):
+
+1. **Tall-skinny QR** (Demmel, Grigori, Hoemmen & Langou 2012, "Communication-optimal parallel and
+   sequential QR and LU factorizations", SIAM J. Sci. Comput. 34(1)). The augmented matrix
+   [X | Y] (Y = y, one column) is read once, in row blocks of ``BLOCK_ROWS`` rows that fit in the
+   L2 cache. Each block is copied column-wise into a buffer and Householder-factored *stacked under
+   the running triangular factor* (the structured "triangle on top of a block" step of LAPACK's
+   ``dtpqrt2``): reflector j touches row j of the triangle and the block's rows only. The
+   reflectors act on the Y columns as they go, so Q'y is accumulated without Q. Row chunks of
+   ``CHUNK_ROWS`` rows are factored independently (in threads when there are several; the kernels
+   release the GIL) and their triangles merged in chunk order, so results do not depend on the
+   number of workers.
+2. **R's rank decision on the small triangle.** The (p+1) x (p+1) triangle R0 of [X | y] satisfies
+   [X | y] = Q0 R0 with orthonormal Q0, so every column norm and every norm of a column's residual
+   after projecting out earlier columns is the same for R0 as for X. LINPACK ``dqrdc2`` as modified
+   for R (R's src/appl/dqrdc2.f: Householder with *limited* column pivoting) is run on R0's leading
+   p x p block: a column whose remaining norm falls below ``tol`` (1e-7) times its original norm is
+   moved to the right-hand edge and counted aliased; the other columns keep their order. The rank,
+   the pivot and the final triangle are those R's ``lm`` reports, up to rounding.
+3. Coefficients by back substitution on the leading rank x rank triangle; the covariance
+   sigma^2 R^-1 R^-T by triangular solves; residuals in one more pass (y - X b).
+
+The user-facing ``ols(formula, data)`` builds the design with ``engine.formula.model_frame`` and
+returns an ``OLSResults`` whose ``summary()`` prints exactly what R's ``print(summary(lm(...)))``
+prints (see ``engine.printing``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numba
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, DataWarning, ModelSpecError
+
+#: R's ``lm`` tolerance for the rank decision (``lm.fit(tol = 1e-7)``).
+QR_TOLERANCE = 1e-7
+#: Rows per cache block: (p + 1) x BLOCK_ROWS doubles stay in a 1-2 MB L2 cache for p <= 100.
+BLOCK_ROWS = 1024
+#: Rows per independently factored chunk (the unit of thread parallelism). Chunk boundaries
+#: depend on n only, never on the number of workers, so every run gives the same bits.
+CHUNK_ROWS = 65536
+
+# Reassociation lets LLVM vectorise the dot products; the order of summation is then fixed by the
+# compiled code, so results are still reproducible run to run on one machine.
+_FAST = {"reassoc", "contract"}
+
+
+# --------------------------------------------------------------------------------------------
+# Numba kernels
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _dot(a, b, n):
+    s = 0.0
+    for i in range(n):
+        s += a[i] * b[i]
+    return s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _axpy(alpha, x, y, n):
+    for i in range(n):
+        y[i] += alpha * x[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _norm2(x, start, stop):
+    """Euclidean norm of x[start:stop], scaled against overflow as BLAS dnrm2."""
+    scale = 0.0
+    for i in range(start, stop):
+        a = abs(x[i])
+        if a > scale:
+            scale = a
+    if scale == 0.0:
+        return 0.0
+    s = 0.0
+    for i in range(start, stop):
+        t = x[i] / scale
+        s += t * t
+    return scale * math.sqrt(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def _stack_householder(tri, block, n_rows):
+    """Householder-factor the matrix [tri; block] in place (LAPACK dtpqrt2's structured step).
+
+    tri:   (m, m) upper triangular, updated to the triangular factor of the stacked matrix.
+    block: (m, b) the block's rows stored column-wise (block[j, i] = row i, column j); only the
+           first ``n_rows`` entries of each column are used; overwritten by the reflectors.
+    Reflector j is H = I - tau v v' with v = (e_j on the triangle, block[j, :] below).
+    """
+    m = tri.shape[0]
+    for j in range(m):
+        vj = block[j]
+        sx = _dot(vj, vj, n_rows)
+        if sx == 0.0:
+            continue
+        alpha = tri[j, j]
+        norm = math.sqrt(alpha * alpha + sx)
+        beta = -norm if alpha >= 0.0 else norm
+        scale = 1.0 / (alpha - beta)
+        for i in range(n_rows):
+            vj[i] *= scale
+        tau = (beta - alpha) / beta
+        tri[j, j] = beta
+        for c in range(j + 1, m):
+            bc = block[c]
+            w = tri[j, c] + _dot(vj, bc, n_rows)
+            tw = tau * w
+            tri[j, c] -= tw
+            _axpy(-tw, vj, bc, n_rows)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tsqr_rows(X, Y, start, stop, block_rows):
+    """Triangular factor of [X | Y][start:stop] by row blocks; also the first non-finite row.
+
+    X: (n, p), Y: (n, q), both C-contiguous. Returns (tri (m, m) with m = p + q, bad_row) where
+    bad_row = -1 when every value read was finite (else the row index of the first bad value).
+    """
+    p = X.shape[1]
+    q = Y.shape[1]
+    m = p + q
+    tri = np.zeros((m, m))
+    # pad the leading dimension: a power-of-two row stride makes the column-wise writes below
+    # collide in the same L1 cache sets (4K aliasing)
+    block = np.empty((m, block_rows + 8))
+    bad_row = -1
+    i0 = start
+    while i0 < stop:
+        nb = min(block_rows, stop - i0)
+        for r in range(nb):
+            row = i0 + r
+            s = 0.0
+            for c in range(p):
+                v = X[row, c]
+                s += v * 0.0  # NaN or +-Inf times zero is NaN
+                block[c, r] = v
+            for c in range(q):
+                v = Y[row, c]
+                s += v * 0.0
+                block[p + c, r] = v
+            if s != 0.0 and bad_row < 0:
+                bad_row = row
+        _stack_householder(tri, block, nb)
+        i0 += nb
+    return tri, bad_row
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_triangles(tris):
+    """Triangular factor of the stacked triangles tris[0], tris[1], ... (in that order)."""
+    k, m, _ = tris.shape
+    tri = tris[0].copy()
+    block = np.empty((m, m))
+    for t in range(1, k):
+        for j in range(m):
+            for i in range(m):
+                block[j, i] = tris[t, i, j]
+        _stack_householder(tri, block, m)
+    return tri
+
+
+@numba.njit(cache=True, nogil=True)
+def _dqrdc2(cols, rhs, tol):
+    """R's LINPACK dqrdc2 (Householder QR with limited column pivoting), on columns.
+
+    cols: (p, n) the n x p matrix stored column-wise (cols[j, i] = x[i, j]); overwritten by R in
+          its upper triangle (cols[j, i], i <= j) and the reflectors below, as LINPACK does.
+    rhs:  (q, n) right-hand sides, stored the same way; receive every reflector (-> Q'y).
+    tol:  a column is aliased when its remaining norm is < tol * its original norm.
+    Returns (rank, pivot (0-based original column of each position), qraux).
+    Translated from R's src/appl/dqrdc2.f (Ihaka 1995, Ripley 1999): columns judged negligible
+    are cycled to the right-hand edge, the rest keep their order.
+    """
+    p, n = cols.shape
+    q = rhs.shape[0]
+    qraux = np.empty(p)
+    work1 = np.empty(p)
+    work2 = np.empty(p)
+    pivot = np.arange(p)
+    for j in range(p):
+        qraux[j] = _norm2(cols[j], 0, n)
+        work1[j] = qraux[j]
+        work2[j] = qraux[j] if qraux[j] != 0.0 else 1.0
+    lup = min(n, p)
+    k = p + 1  # Fortran's 1-based k
+    tmp = np.empty(n)
+    for l in range(lup):
+        # cycle negligible columns to the right-hand edge
+        while not (l + 1 >= k or qraux[l] >= work2[l] * tol):
+            tmp[:] = cols[l]
+            for j in range(l + 1, p):
+                cols[j - 1] = cols[j]
+            cols[p - 1] = tmp
+            pv = pivot[l]
+            t1 = qraux[l]
+            t2 = work1[l]
+            t3 = work2[l]
+            for j in range(l + 1, p):
+                pivot[j - 1] = pivot[j]
+                qraux[j - 1] = qraux[j]
+                work1[j - 1] = work1[j]
+                work2[j - 1] = work2[j]
+            pivot[p - 1] = pv
+            qraux[p - 1] = t1
+            work1[p - 1] = t2
+            work2[p - 1] = t3
+            k -= 1
+        if l == n - 1:
+            continue
+        xl = cols[l]
+        nrmxl = _norm2(xl, l, n)
+        if nrmxl == 0.0:
+            continue
+        if xl[l] != 0.0:
+            nrmxl = math.copysign(nrmxl, xl[l])
+        inv = 1.0 / nrmxl
+        for i in range(l, n):
+            xl[i] *= inv
+        xl[l] = 1.0 + xl[l]
+        for j in range(l + 1, p):
+            xj = cols[j]
+            s = 0.0
+            for i in range(l, n):
+                s += xl[i] * xj[i]
+            t = -s / xl[l]
+            for i in range(l, n):
+                xj[i] += t * xl[i]
+            if qraux[j] != 0.0:
+                tt = 1.0 - (abs(xj[l]) / qraux[j]) ** 2
+                tt = max(tt, 0.0)
+                if abs(tt) >= 1e-6:
+                    qraux[j] = qraux[j] * math.sqrt(tt)
+                else:
+                    qraux[j] = _norm2(xj, l + 1, n)
+                    work1[j] = qraux[j]
+        for r in range(q):
+            yr = rhs[r]
+            s = 0.0
+            for i in range(l, n):
+                s += xl[i] * yr[i]
+            t = -s / xl[l]
+            for i in range(l, n):
+                yr[i] += t * xl[i]
+        qraux[l] = xl[l]
+        xl[l] = -nrmxl
+    rank = min(k - 1, n)
+    return rank, pivot, qraux
+
+
+# --------------------------------------------------------------------------------------------
+# Python layer over the kernels
+# --------------------------------------------------------------------------------------------
+
+
+class PivotedQR(NamedTuple):
+    """R's pivoted QR of X, from the one-pass factorisation.
+
+    r:      (p, p) upper triangular factor of X[:, pivot] (rows >= rank: what dqrdc2 leaves).
+    qty:    (p, q) Q'Y in the pivoted basis (Q: the p orthonormal columns, never formed).
+    rank:   number of columns judged linearly independent (R's ``qr()$rank``).
+    pivot:  (p,) 0-based original column index at each position; the first ``rank`` are the
+            non-aliased columns in their original order, the aliased ones follow.
+    resid_ss: (q,) squared norm of the part of each Y column orthogonal to span(X's columns),
+            from the factorisation (R's sum of squared ``effects`` beyond the rank).
+    """
+
+    r: np.ndarray
+    qty: np.ndarray
+    rank: int
+    pivot: np.ndarray
+    resid_ss: np.ndarray
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)))
+    return _POOL
+
+
+def _as_2d(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    return a.reshape(-1, 1) if a.ndim == 1 else a
+
+
+def tsqr_triangle(X: np.ndarray, Y: np.ndarray, *, block_rows: int = BLOCK_ROWS,
+                  chunk_rows: int = CHUNK_ROWS, parallel: bool = True) -> np.ndarray:
+    """Upper triangular factor T ((p+q) x (p+q)) of [X | Y], read once in cache-sized blocks.
+
+    [X | Y] = Q0 T with Q0 orthonormal (never formed). Raises DataError on a non-finite value.
+    """
+    X = _as_2d(X)
+    Y = _as_2d(Y)
+    n = X.shape[0]
+    bounds = list(range(0, n, chunk_rows)) + [n]
+    spans = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)] or [(0, 0)]
+    if len(spans) == 1 or not parallel:
+        results = [_tsqr_rows(X, Y, a, b, block_rows) for a, b in spans]
+    else:
+        results = list(_pool().map(lambda s: _tsqr_rows(X, Y, s[0], s[1], block_rows), spans))
+    bad = [r[1] for r in results if r[1] >= 0]
+    if bad:
+        raise DataError(f"non-finite value (NaN or Inf) in the model matrix or response at row "
+                        f"{min(bad)} (0-based position among the rows used)")
+    if len(results) == 1:
+        return results[0][0]
+    return _merge_triangles(np.stack([r[0] for r in results]))
+
+
+def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TOLERANCE,
+               block_rows: int = BLOCK_ROWS, chunk_rows: int = CHUNK_ROWS,
+               parallel: bool = True) -> PivotedQR:
+    """R's ``qr(X, tol = 1e-7)`` (LINPACK dqrdc2 pivoting) with Q'Y, in one pass over X.
+
+    X: (n, p) with n >= p; Y: (n,) or (n, q) (default: no right-hand side).
+    """
+    X = _as_2d(X)
+    n, p = X.shape
+    Y = np.zeros((n, 0)) if Y is None else _as_2d(Y)
+    tri = tsqr_triangle(X, Y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
+    q = Y.shape[1]
+    cols = np.ascontiguousarray(tri[:p, :p].T)           # columns of the p x p leading block
+    rhs = np.ascontiguousarray(tri[:p, p:].T)            # (q, p): Q0'Y, first p rows
+    rank, pivot, _ = _dqrdc2(cols, rhs, float(tol))
+    r = np.triu(cols.T)
+    qty = rhs.T.copy()
+    # residual part of Y: the rows of Q'Y beyond the rank plus what lies outside Q0's span
+    tail = tri[p:, p:]
+    resid_ss = np.array([np.sum(qty[rank:, c] ** 2) + np.sum(tail[:, c] ** 2) for c in range(q)])
+    return PivotedQR(r, qty, int(rank), pivot.astype(np.int64), resid_ss)
+
+
+# --------------------------------------------------------------------------------------------
+# least squares on arrays
+# --------------------------------------------------------------------------------------------
+
+
+class LeastSquares(NamedTuple):
+    """Least-squares fit of y on X as R's ``lm.fit`` + ``summary.lm`` compute it (plain arrays).
+
+    Coefficient arrays are (p,) in X's column order with NaN for aliased columns; ``vcov`` is
+    (p, p) with NaN rows/columns for aliased columns. F-statistic fields are NaN when the model
+    has no terms besides the intercept (R then prints no R-squared/F line).
+    """
+
+    coef: np.ndarray
+    std_error: np.ndarray
+    t_value: np.ndarray
+    p_value: np.ndarray
+    vcov: np.ndarray
+    aliased: np.ndarray        # (p,) bool
+    rank: int
+    pivot: np.ndarray          # (p,) 0-based, R's qr()$pivot - 1
+    df_resid: int
+    sigma: float
+    rss: float
+    mss: float
+    r_squared: float
+    adj_r_squared: float
+    fvalue: float
+    f_numdf: float
+    f_pvalue: float
+    fitted: np.ndarray         # (n,)
+    resid: np.ndarray          # (n,)
+    has_intercept: bool
+    qr: PivotedQR
+    seconds_qr: float
+    seconds_resid: float
+
+
+def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(r, b, lower=False, check_finite=False)
+
+
+def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = None,
+                  tol: float = QR_TOLERANCE, block_rows: int = BLOCK_ROWS,
+                  chunk_rows: int = CHUNK_ROWS, parallel: bool = True) -> LeastSquares:
+    """Fit y = X b by the one-pass pivoted QR; every statistic of R's ``summary.lm``.
+
+    X: (n, p) float64 (C-contiguous avoids a copy), y: (n,). ``has_intercept`` decides R's
+    centred (True) or uncentred (False) R-squared and F; None = "X has a column of ones".
+    Raises ModelSpecError when n < p or p == 0, DataError on non-finite values.
+    """
+    import time
+
+    from scipy import stats
+
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
+    if X.ndim != 2:
+        raise ModelSpecError(f"X must be a 2-D array, got shape {X.shape}")
+    n, p = X.shape
+    if y.shape[0] != n:
+        raise ModelSpecError(f"y has {y.shape[0]} rows but X has {n}")
+    if p == 0:
+        raise ModelSpecError("the model has no coefficients (no intercept and no terms)")
+    if n == 0:
+        raise DataError("no rows to fit")
+    if n < p:
+        raise ModelSpecError(
+            f"fewer rows ({n}) than model coefficients ({p}): the coefficients are not "
+            "identifiable (R's lm would report the excess as NA; engine requires n >= p)")
+    if has_intercept is None:
+        has_intercept = bool(np.any(np.all(X == 1.0, axis=0)))
+    t0 = time.perf_counter()
+    qr = pivoted_qr(X, y, tol=tol, block_rows=block_rows, chunk_rows=chunk_rows,
+                    parallel=parallel)
+    k = qr.rank
+    coef_piv = _back_substitute(qr.r[:k, :k], qr.qty[:k, 0]) if k else np.zeros(0)
+    t1 = time.perf_counter()
+    kept = qr.pivot[:k]
+    coef0 = np.zeros(p)
+    coef0[kept] = coef_piv
+    fitted = X @ coef0
+    resid = y - fitted
+    t2 = time.perf_counter()
+
+    aliased = np.ones(p, dtype=bool)
+    aliased[kept] = False
+    coef = np.full(p, np.nan)
+    coef[kept] = coef_piv
+    rdf = n - k
+    rss = float(resid @ resid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        resvar = rss / rdf if rdf > 0 else (np.nan if rss == 0 else np.inf)
+        if has_intercept:
+            centred = fitted - fitted.mean()
+            mss = float(centred @ centred)
+        else:
+            mss = float(fitted @ fitted)
+        # covariance sigma^2 (R'R)^-1 = sigma^2 R^-1 R^-T, R^-1 by a triangular solve
+        rinv = _back_substitute(qr.r[:k, :k], np.eye(k)) if k else np.zeros((0, 0))
+        cov_piv = (rinv @ rinv.T) * resvar
+        vcov = np.full((p, p), np.nan)
+        vcov[np.ix_(kept, kept)] = cov_piv
+        se = np.full(p, np.nan)
+        se[kept] = np.sqrt(np.diag(cov_piv))
+        tval = coef / se
+        pval = np.full(p, np.nan)
+        pval[kept] = 2.0 * stats.t.sf(np.abs(tval[kept]), rdf) if rdf > 0 else np.nan
+        df_int = 1 if has_intercept else 0
+        if k != df_int:
+            r2 = mss / (mss + rss)
+            adj = 1.0 - (1.0 - r2) * ((n - df_int) / rdf) if rdf > 0 else np.nan
+            numdf = float(k - df_int)
+            fval = (mss / numdf) / resvar
+            fp = float(stats.f.sf(fval, numdf, rdf)) if rdf > 0 else np.nan
+        else:
+            r2 = adj = 0.0
+            numdf = fval = fp = np.nan
+    return LeastSquares(
+        coef=coef, std_error=se, t_value=tval, p_value=pval, vcov=vcov, aliased=aliased,
+        rank=k, pivot=qr.pivot, df_resid=rdf, sigma=float(np.sqrt(resvar)), rss=rss, mss=mss,
+        r_squared=float(r2), adj_r_squared=float(adj), fvalue=float(fval), f_numdf=float(numdf),
+        f_pvalue=float(fp), fitted=fitted, resid=resid, has_intercept=bool(has_intercept),
+        qr=qr, seconds_qr=t1 - t0, seconds_resid=t2 - t1)
+
+
+# --------------------------------------------------------------------------------------------
+# the user-facing fit: ols(formula, data)
+# --------------------------------------------------------------------------------------------
+
+
+def _r_row_names(index: pd.Index) -> list[str]:
+    """Row names as R shows them: a default 0..n-1 RangeIndex becomes R's 1..n."""
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        return [str(i + 1) for i in range(len(index))]
+    return [str(v) for v in index]
+
+
+@dataclass
+class OLSSummary:
+    """R's ``summary(lm(...))``: the coefficient table and fit statistics; prints as R does.
+
+    ``str(summary)`` (and ``print``) is exactly R's ``print(summary(fit))`` output.
+    """
+
+    fit: "OLSResults"
+    coefficients: pd.DataFrame      # Estimate, Std. Error, t value, Pr(>|t|); non-aliased rows
+    text: str = field(repr=False, default="")
+
+    def __str__(self) -> str:
+        return self.text[:-1] if self.text.endswith("\n") else self.text
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_pretty_(self, p, cycle):  # IPython
+        p.text(str(self))
+
+
+class OLSResults:
+    """A fitted linear model, R's ``lm`` object in Python.
+
+    Attributes (pandas objects are indexed by R's coefficient names; aliased coefficients NaN):
+    params, bse, tvalues, pvalues, vcov (DataFrame), sigma, df_resid, df_model, rank, rsquared,
+    rsquared_adj, fvalue, f_pvalue, nobs, n_dropped, resid, fitted (Series over the kept rows'
+    index labels), aliased (list of names), formula, call (R's call text), ssr, ess,
+    timings (seconds: model_frame, qr, residuals), model_frame (the ModelFrame).
+    """
+
+    def __init__(self, ls: LeastSquares, names: list[str], index: pd.Index, *, formula: str,
+                 call: list[str], n_dropped: int, model_frame=None,
+                 timings: dict | None = None):
+        self._ls = ls
+        self.column_names = list(names)
+        self.formula = formula
+        self.call_lines = list(call)
+        self.call = "\n".join(call)
+        idx = pd.Index(names)
+        self.params = pd.Series(ls.coef, index=idx, name="Estimate")
+        self.bse = pd.Series(ls.std_error, index=idx, name="Std. Error")
+        self.tvalues = pd.Series(ls.t_value, index=idx, name="t value")
+        self.pvalues = pd.Series(ls.p_value, index=idx, name="Pr(>|t|)")
+        self.vcov = pd.DataFrame(ls.vcov, index=idx, columns=idx)
+        self.aliased = [nm for nm, a in zip(names, ls.aliased) if a]
+        self.rank = ls.rank
+        self.sigma = ls.sigma
+        self.df_resid = ls.df_resid
+        self.df_model = ls.rank - (1 if ls.has_intercept else 0)
+        self.rsquared = ls.r_squared
+        self.rsquared_adj = ls.adj_r_squared
+        self.fvalue = ls.fvalue
+        self.f_pvalue = ls.f_pvalue
+        self.ssr = ls.rss
+        self.ess = ls.mss
+        self.nobs = int(ls.resid.shape[0])
+        self.n_dropped = int(n_dropped)
+        self.has_intercept = ls.has_intercept
+        self.resid = pd.Series(ls.resid, index=index, name="resid")
+        self.fitted = pd.Series(ls.fitted, index=index, name="fitted")
+        self.model_frame = model_frame
+        self.timings = dict(timings or {})
+
+    # R-style aliases
+    @property
+    def coefficients(self) -> pd.Series:
+        return self.params
+
+    @property
+    def residuals(self) -> pd.Series:
+        return self.resid
+
+    @property
+    def fittedvalues(self) -> pd.Series:
+        return self.fitted
+
+    def conf_int(self, level: float = 0.95) -> pd.DataFrame:
+        """Confidence intervals for the coefficients, as R's ``confint(fit, level = level)``."""
+        from scipy import stats
+
+        from .printing import format_number
+
+        if not 0.0 < level < 1.0:
+            raise ModelSpecError(f"level must lie strictly between 0 and 1, got {level!r}")
+        a = (1.0 - level) / 2.0
+        q = stats.t.ppf(1.0 - a, self.df_resid) if self.df_resid > 0 else np.nan
+        lo = self.params - q * self.bse
+        hi = self.params + q * self.bse
+        cols = [format_number(100 * a, 3).strip() + " %",
+                format_number(100 * (1 - a), 3).strip() + " %"]
+        return pd.DataFrame({cols[0]: lo.to_numpy(), cols[1]: hi.to_numpy()},
+                            index=self.params.index)
+
+    def summary(self) -> OLSSummary:
+        """R's ``summary(fit)``; ``print(fit.summary())`` prints what R prints."""
+        from .printing import summary_lm_text
+
+        ls = self._ls
+        keep = ~ls.aliased
+        table = np.column_stack([ls.coef, ls.std_error, ls.t_value, ls.p_value])
+        coefficients = pd.DataFrame(
+            table[keep], index=[n for n, k in zip(self.column_names, keep) if k],
+            columns=["Estimate", "Std. Error", "t value", "Pr(>|t|)"])
+        fitted = ls.fitted
+        if np.isfinite(ls.sigma) and ls.sigma ** 2 < (fitted.mean() ** 2 + (
+                fitted.var(ddof=1) if fitted.size > 1 else 0.0)) * 1e-30:
+            warnings.warn("essentially perfect fit: summary may be unreliable", DataWarning,
+                          stacklevel=2)
+        fstat = None
+        if np.isfinite(ls.f_numdf):
+            fstat = (ls.fvalue, ls.f_numdf, float(ls.df_resid))
+        text = summary_lm_text(
+            call_lines_=self.call_lines, residuals=ls.resid,
+            residual_names=_r_row_names(self.resid.index), rank=ls.rank,
+            df_resid=ls.df_resid, n_coef=len(self.column_names), coef_names=self.column_names,
+            coef_table=table, aliased=ls.aliased, sigma=ls.sigma, n_deleted=self.n_dropped,
+            r_squared=ls.r_squared, adj_r_squared=ls.adj_r_squared, fstatistic=fstat,
+            f_pvalue=ls.f_pvalue)
+        return OLSSummary(self, coefficients, text)
+
+    def __repr__(self) -> str:
+        from .printing import print_lm_text
+
+        return print_lm_text(self.call_lines, self.params.to_numpy(), self.column_names)[:-1]
+
+    def __str__(self) -> str:
+        return repr(self)
+
+
+def _call_text(formula: str, data_name: str) -> list[str]:
+    from .printing import call_lines
+
+    try:
+        return call_lines("lm", [("formula", formula), ("data", data_name)])
+    except ValueError:  # a formula our small R parser does not know: print it as given
+        return [f"lm(formula = {formula}, data = {data_name})"]
+
+
+def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
+        tol: float = QR_TOLERANCE) -> OLSResults:
+    """Fit a linear model by least squares, as R's ``lm(formula, data)``.
+
+    formula: an R formula (``"y ~ a + b"``, factors, ``a:b``, ``a*b``, ``I(x^2)``, ``- 1``).
+    data: a pandas DataFrame (never modified); rows with a missing value in any used column are
+    dropped (counted in ``n_dropped``). ``data_name`` is the name shown in the printed call
+    (R shows the data argument's expression, e.g. ``data = data2``).
+    Aliased (linearly dependent) columns, judged as R's ``lm`` does with tolerance ``tol``
+    (LINPACK dqrdc2's limited pivoting), get NaN coefficients and the fit goes on.
+    """
+    import time
+
+    from .formula import model_frame
+
+    t0 = time.perf_counter()
+    mf = model_frame(formula, data, allow_random=False)
+    t1 = time.perf_counter()
+    n, p = mf.X.shape
+    if n == 0:
+        raise DataError(f"no rows left after removing rows with missing values ({formula})")
+    if p == 0:
+        raise ModelSpecError(f"the model {formula!r} has no coefficients (no intercept, no terms)")
+    if n < p:
+        raise ModelSpecError(
+            f"fewer rows ({n}) than model coefficients ({p}) in {formula!r} after removing "
+            f"{mf.n_dropped} rows with missing values")
+    try:
+        ls = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept, tol=tol)
+    except DataError:
+        raise DataError(_non_finite_message(mf)) from None
+    index = data.index[mf.rows]
+    timings = {"model_frame": t1 - t0, "qr": ls.seconds_qr, "residuals": ls.seconds_resid}
+    return OLSResults(ls, mf.column_names, index, formula=mf.formula,
+                      call=_call_text(mf.formula, data_name), n_dropped=mf.n_dropped,
+                      model_frame=mf, timings=timings)
+
+
+def _non_finite_message(mf) -> str:
+    bad_y = ~np.isfinite(mf.y)
+    if bad_y.any():
+        return (f"the response {mf.response_name!r} has non-finite values (Inf or NaN) in "
+                f"{int(bad_y.sum())} rows")
+    bad = ~np.isfinite(mf.X).all(axis=0)
+    cols = [c for c, b in zip(mf.column_names, bad) if b]
+    return f"non-finite values (Inf or NaN) in model column(s) {', '.join(cols)}"
+
+
+class _CallableModule(type(math)):
+    """``engine.ols`` is both this module and the function: importing the submodule makes the
+    package attribute the module, so the module itself forwards calls to ``ols``."""
+
+    def __call__(self, *args, **kwargs):
+        return ols(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
