@@ -32,12 +32,20 @@ into column blocks so that no line reaches R's default width of 80 characters.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["format_brms_fit", "format_r_matrix", "group_title", "brms_note", "fit_print_parts"]
+__all__ = [
+    "format_brms_fit",
+    "format_r_matrix",
+    "group_title",
+    "brms_note",
+    "fit_print_parts",
+    "r_deparse_formula",
+]
 
 R_PRINT_WIDTH = 80  # getOption("width") in a non-interactive R session
 NO_DIGIT_COLUMNS = ("Bulk_ESS", "Tail_ESS")
@@ -200,6 +208,83 @@ def format_brms_fit(
 
 
 # ------------------------------------------------------------------------------------------
+# formulas as R deparses them (brms prints ``deparse(formula)`` with runs of spaces trimmed)
+
+_TOKEN = re.compile(
+    r"""\s+|(?P<tok>`[^`]*`|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"""
+    r"""|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?"""
+    r"""|[A-Za-z.][A-Za-z0-9._]*|%[^%]*%|\|\||&&|==|!=|<=|>=|::|<-|[~+\-*/^:|&!<>=$@()\[\],{}])"""
+)
+_SPACED = {"~", "+", "-", "*", "|", "||", "&", "&&", "==", "!=", "<", ">", "<=", ">=", "=", "<-"}
+_TIGHT = {"/", "^", ":", "$", "@", "::"}
+_UNARY = {"-", "+", "!", "~"}
+_OPENERS = {"(", "[", ",", "{"}
+
+
+def _r_number(token: str) -> str:
+    """A numeric literal as R deparses it: 15 significant digits, fixed unless scientific is shorter."""
+    if token.endswith("L"):
+        return token
+    value = float(token)
+    fixed = f"{value:.15g}"
+    if "e" in fixed:  # %g chose exponent form: rebuild R's e+XX layout
+        mantissa, exponent = fixed.split("e")
+        fixed_candidate = f"{value:.15f}".rstrip("0").rstrip(".")
+        scientific = f"{mantissa}e{int(exponent):+03d}"
+        return scientific if len(fixed_candidate) > len(scientific) else fixed_candidate
+    digits = fixed.lstrip("-").replace(".", "")
+    significant = digits.strip("0") or "0"
+    exponent = math.floor(math.log10(abs(value))) if value != 0 else 0
+    mantissa = significant[0] + ("." + significant[1:] if len(significant) > 1 else "")
+    scientific = f"{mantissa}e{exponent:+03d}"
+    return scientific if len(fixed) > len(scientific) else fixed
+
+
+def r_deparse_formula(formula: str) -> str:
+    """``formula`` spaced as R's ``deparse()`` writes it (as brms prints it).
+
+    Binary ``~ + - * | || == ...`` and ``=`` get one space on each side; ``: / ^ $`` none; unary
+    signs none; a comma is followed by one space; numbers are rewritten as R writes them
+    (``0.50`` -> ``0.5``, ``100000`` -> ``1e+05``); strings get double quotes.
+    Examples: ``y~x+(1|g)`` -> ``y ~ x + (1 | g)``; ``y ~ a / b`` -> ``y ~ a/b``.
+    """
+    tokens = []
+    position = 0
+    text = str(formula)
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise ValueError(f"cannot read the formula {text!r} at position {position}")
+        if match.group("tok") is not None:
+            tokens.append(match.group("tok"))
+        position = match.end()
+    out = []
+    previous = None
+    for token in tokens:
+        unary = token in _UNARY and (
+            previous is None or previous in _OPENERS or previous in _SPACED or previous in _TIGHT
+            or (previous in _UNARY and out and out[-1] == previous)
+        )
+        if unary:
+            out.append(token)
+        elif token in _SPACED or (token.startswith("%") and len(token) > 1):
+            out.append(f" {token} ")
+        elif token in _TIGHT:
+            out.append(token)
+        elif token == ",":
+            out.append(", ")
+        elif token[0].isdigit() or (token[0] == "." and len(token) > 1 and token[1].isdigit()):
+            out.append(_r_number(token))
+        elif token[0] == "'":
+            inner = token[1:-1].replace("\\'", "'").replace('"', '\\"')
+            out.append(f'"{inner}"')
+        else:
+            out.append(token)
+        previous = token
+    return "".join(out).strip()
+
+
+# ------------------------------------------------------------------------------------------
 # adapter for engine's results objects
 
 
@@ -233,7 +318,7 @@ def fit_print_parts(fit: Any) -> tuple[dict, list, pd.DataFrame, pd.DataFrame, N
     header = {
         "family": getattr(fit, "family", "gaussian"),
         "links": getattr(fit, "links", "mu = identity; sigma = identity"),
-        "formula": fit.formula,
+        "formula": r_deparse_formula(fit.formula),
         "data_name": getattr(fit, "data_name", "data"),
         "nobs": fit.nobs,
         "chains": n_chains,

@@ -131,3 +131,13 @@ def test_empty_sections_are_left_out_and_note_can_change(school):
 def test_missing_header_keys_are_named():
     with pytest.raises(KeyError, match="nobs"):
         format_brms_fit({"formula": "y ~ x", "chains": 4, "iter": 10, "warmup": 5}, [], None, None)
+
+
+def test_formula_is_spaced_as_r_deparses_it(fixtures_dir):
+    from engine.printing_brms import r_deparse_formula
+
+    lines = (fixtures_dir / "printing_brms" / "formula_deparse.tsv").read_text().splitlines()
+    assert len(lines) == 19
+    for line in lines:
+        given, deparsed = line.split("\t")
+        assert r_deparse_formula(given) == deparsed, given
