@@ -271,3 +271,18 @@ def test_summarise_draws_checks_names():
         D.summarise_draws(np.zeros((2, 10, 3)), ["a", "b"])
     table = D.summarise_draws(np.random.default_rng(0).normal(size=(2, 50)))
     assert isinstance(table, pd.DataFrame) and list(table.index) == ["p0"]
+
+
+def test_rank_based_diagnostics_ignore_monotone_transforms_and_chain_order():
+    # rank normalisation makes rhat, ess_bulk and ess_tail depend on the draws' ranks only
+    # (fold is around the median, so use a transform that keeps the order and the median's
+    # symmetry: a positive affine map); reordering the chains changes nothing either
+    rng = np.random.default_rng(11)
+    x = np.cumsum(rng.normal(size=(4, 600)), axis=1) * 0.05 + rng.normal(size=(4, 600))
+    y = 3.0 * x - 7.0
+    permuted = x[[2, 0, 3, 1]]
+    for function in (D.rhat, D.ess_bulk, D.ess_tail):
+        assert function(y) == pytest.approx(function(x), rel=1e-12)
+        assert function(permuted) == pytest.approx(function(x), rel=1e-12)
+    # bulk ESS depends on ranks alone, whatever the monotone map
+    assert D.ess_bulk(np.exp(x)) == pytest.approx(D.ess_bulk(x), rel=1e-12)
