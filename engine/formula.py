@@ -82,6 +82,10 @@ _FUNCTIONS = {
 }
 
 
+#: ``factor(x)`` / ``as.factor(x)``: a column used as a factor (numbers sorted numerically).
+_FACTOR_FUNCTIONS = ("factor", "as.factor")
+
+
 @dataclass(frozen=True)
 class _Token:
     kind: str  # "name", "number", "op", "end"
@@ -331,12 +335,16 @@ class _Parser:
 
     def call(self, name: _Token):
         func = name.text
-        if func != "I" and func not in _FUNCTIONS:
-            known = ", ".join(["I"] + sorted(_FUNCTIONS))
+        if func != "I" and func not in _FUNCTIONS and func not in _FACTOR_FUNCTIONS:
+            known = ", ".join(["I"] + sorted(_FUNCTIONS) + list(_FACTOR_FUNCTIONS))
             self.error(f"unknown function {func!r} in formula (supported: {known})", name.pos)
         self.expect("(")
         if self.at(")"):
             self.error(f"{func}() needs an argument")
+        if func in _FACTOR_FUNCTIONS:
+            token = self.peek()
+            if token.kind != "name" or self.tokens[self.i + 1].text != ")":
+                self.error(f"{func}() takes one column name", token.pos)
         arg = self.arith_sum()
         if self.at(","):
             self.error(f"{func}() takes one argument")
@@ -922,6 +930,19 @@ def _evaluate_column(column: pd.Series, name: str) -> _Variable:
                     "convert it to numbers, strings, bool or a categorical")
 
 
+def _as_factor(variable: _Variable, label: str) -> _Variable:
+    """R's ``factor(x)``: a factor stays as it is; numbers become levels in numeric order,
+    labelled as R's ``as.character`` prints them (``25``, ``0.5``)."""
+    if variable.kind == "factor":
+        return _Variable(**{**variable.__dict__, "label": label, "logical": False})
+    missing = variable.missing if variable.missing is not None else np.zeros(len(variable.values), bool)
+    uniques, inverse = np.unique(variable.values[~missing], return_inverse=True)
+    codes = np.full(len(variable.values), -1, dtype=np.int64)
+    codes[~missing] = inverse
+    return _Variable(label, "factor", codes=codes, levels=[_r_number(float(u)) for u in uniques],
+                     missing=variable.missing, sources=variable.sources)
+
+
 def _arith_sources(node, out: list[tuple[str, int]]):
     if isinstance(node, _Name):
         out.append((node.name, node.pos))
@@ -955,6 +976,8 @@ def _evaluate_arith(node, columns: dict, label: str):
         value = _evaluate_arith(node.operand, columns, label)
         return -value if node.op == "-" else value
     if isinstance(node, _Call):
+        if node.func in _FACTOR_FUNCTIONS:
+            raise DataError(f"{_deparse(node)} is a factor; arithmetic in {label!r} needs numbers")
         value = _evaluate_arith(node.args[0], columns, label)
         if node.func == "I":
             return value
@@ -1123,6 +1146,8 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
             variable = columns[node.name]
             if variable.label != label:
                 variable = _Variable(**{**variable.__dict__, "label": label})
+        elif isinstance(node, _Call) and node.func in _FACTOR_FUNCTIONS:
+            variable = _as_factor(columns[node.args[0].name], label)
         else:
             refs: list[tuple[str, int]] = []
             _arith_sources(node, refs)

@@ -506,3 +506,19 @@ def test_property_random_frames_match_patsy(case):
     before = frame.copy(deep=True)
     assert_matches_patsy(formula, formula, frame)
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_factor_function_on_numbers_and_factors(grit):
+    mf = model_frame("mathscore2 ~ factor(csize) + as.factor(male)", grit)
+    kept = grit.iloc[mf.rows]
+    sizes = np.unique(kept["csize"].to_numpy())  # numeric order, as R's factor() of numbers
+    assert mf.column_names == (["(Intercept)"] + [f"factor(csize){s}" for s in sizes[1:]]
+                               + ["as.factor(male)1"])
+    assert mf.term_labels == ["factor(csize)", "as.factor(male)"]
+    np.testing.assert_array_equal(mf.X[:, 1], (kept["csize"] == sizes[1]).to_numpy(float))
+    frame = pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "d": [0.5, 10.0, 2.0, 0.5]})
+    assert model_frame("y ~ factor(d)", frame).column_names == ["(Intercept)", "factor(d)2", "factor(d)10"]
+    with pytest.raises(FormulaError, match="one column name"):
+        parse_formula("y ~ factor(d + 1)")
+    with pytest.raises(DataError, match="is a factor"):
+        model_frame("y ~ I(factor(d) * 2)", frame)
