@@ -88,6 +88,68 @@ def test_summary_prints_as_r(grit, fixtures_dir, name):
     assert text == expected                    # and the call wraps where R wraps it
 
 
+@pytest.fixture(scope="module")
+def more_reference(fixtures_dir):
+    return json.loads((fixtures_dir / "lm" / "lm_more_reference.json").read_text())
+
+
+def _more_data(grit, name):
+    data2 = grit.assign(raven_twice=2.0 * grit["raven"])
+    if name == "data2":
+        return data2
+    cc = data2[data2[["mathscore2", "raven", "grit"]].notna().all(axis=1)]
+    if name == "small":  # first four complete rows of each arm, row names reset (lm_more_ref.R)
+        parts = [cc[cc["grit"] == "control"].head(4), cc[cc["grit"] == "intervention"].head(4)]
+        return pd.concat(parts).reset_index(drop=True)
+    return cc.head(3).reset_index(drop=True)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+MORE_MODELS = ["model3", "model4", "model1_m3", "model2_m3", "model3_m3", "model4_m3",
+               "interaction", "factor_by_factor", "no_marginal", "aliased", "long",
+               "intercept_only", "small", "tiny"]
+
+
+@pytest.mark.parametrize("name", MORE_MODELS)
+def test_further_models_match_r(grit, more_reference, fixtures_dir, name):
+    """The analysis' other models, the second outcome, interactions, I(), no intercept, an
+    aliased column, small samples: numbers to 1e-10 and the printed summary to the character."""
+    ref = more_reference[name]
+    fit = engine.ols(ref["formula"], _more_data(grit, ref["data"]), data_name=ref["data"])
+    assert list(fit.params.index) == _as_list(ref["terms"])
+    assert fit.aliased == _as_list(ref["aliased"])
+    assert fit.rank == ref["rank"] and fit.df_resid == ref["df_residual"]
+    assert fit.nobs == ref["nobs"] and fit.n_dropped == ref["n_deleted"]
+
+    def check(ours, theirs, floor):
+        theirs = np.array([np.nan if v is None else v for v in _as_list(theirs)], dtype=float)
+        ours = np.asarray(ours, dtype=float)
+        assert np.array_equal(np.isnan(ours), np.isnan(theirs))
+        ok = ~np.isnan(theirs)
+        err = np.abs(ours[ok] - theirs[ok])
+        floor = np.broadcast_to(np.asarray(floor, dtype=float), theirs.shape)[ok]
+        assert np.all(err <= RTOL_R * np.maximum(np.abs(theirs[ok]), floor)), (ours, theirs)
+
+    se = np.array([np.nan if v is None else v for v in _as_list(ref["std_error"])], dtype=float)
+    check(fit.params, ref["estimate"], np.nan_to_num(se))   # an estimate near 0: relative to SE
+    check(fit.bse, ref["std_error"], 0.0)
+    check(fit.tvalues, ref["t_value"], 1.0)
+    check(fit.pvalues, ref["p_value"], 0.0)
+    check([fit.sigma, fit.rsquared, fit.rsquared_adj], [ref["sigma"], ref["r_squared"],
+                                                        ref["adj_r_squared"]], 0.0)
+    if ref["fstatistic"] is None:
+        assert np.isnan(fit.fvalue)
+    else:
+        check([fit.fvalue, fit.f_pvalue], [ref["fstatistic"], ref["f_p_value"]], 0.0)
+        assert fit.df_model == ref["f_df1"]
+    check(quantile7(fit.resid.to_numpy()), ref["residual_quantiles"], 1.0)
+    expected = (fixtures_dir / "lm" / f"more_{name}_summary.txt").read_text(encoding="utf-8")
+    assert str(fit.summary()) + "\n" == expected
+
+
 def test_results_are_labelled_by_the_data_index(grit):
     data = grit.set_index(grit.index + 1000)
     fit = engine.ols(MODELS["model2"], data)
