@@ -522,3 +522,30 @@ def test_factor_function_on_numbers_and_factors(grit):
         parse_formula("y ~ factor(d + 1)")
     with pytest.raises(DataError, match="is a factor"):
         model_frame("y ~ I(factor(d) * 2)", frame)
+
+
+def test_brms_reference_formula(grit):
+    # the formula of /work/shared/reference/brms/brms_ref.R (brms printed 1180 observations, 16 schools)
+    formula = ("mathscore2 ~ 1 + male + raven + csize + belief_survey1 + mathscore1 + grit "
+               "+ (1 | schoolid)")
+    mf = model_frame(formula, grit, allow_random=True)
+    assert mf.nobs == 1180 and mf.n_dropped == 319
+    assert mf.column_names == ["(Intercept)", "male1", "raven", "csize", "belief_survey1",
+                               "mathscore1", "gritintervention"]
+    (school,) = mf.groups
+    assert school.name == "schoolid" and school.n_levels == 16
+    assert school.levels == [str(k) for k in range(1, 17)]
+    assert mf.fixed_formula == ("mathscore2 ~ 1 + male + raven + csize + belief_survey1 + "
+                                "mathscore1 + grit")
+    assert [r.text for r in mf.random_terms] == ["(1 | schoolid)"]
+
+
+@pytest.mark.parametrize("formula, names", [
+    ("y ~ 1", ["(Intercept)"]), ("y ~ 0", []), ("y ~ -1", []), ("y ~ x - 1 + 1", ["(Intercept)", "x"]),
+    ("y ~ x + x", ["(Intercept)", "x"]), ("y ~ (x)", ["(Intercept)", "x"]), ("y ~ x - x", ["(Intercept)"]),
+])
+def test_intercept_and_duplicate_terms(formula, names):
+    frame = pd.DataFrame({"y": [1.0, 2.0, 3.0], "x": [1.0, 5.0, 2.0]})
+    mf = model_frame(formula, frame)
+    assert mf.column_names == names and mf.X.shape == (3, len(names))
+    assert mf.has_intercept == ("(Intercept)" in names)
