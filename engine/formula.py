@@ -29,6 +29,7 @@ DataFrame the way R's ``model.frame`` + ``model.matrix`` do for ``lm``:
   :class:`GroupingFactor` s (brms names; the levels of ``g1:g2`` are the labels ``"<g1>_<g2>"``
   sorted as R sorts strings, as brms does).
 
+``factor(x)`` / ``as.factor(x)`` use a column as a factor (numbers as levels in numeric order).
 ``I(...)`` and the functions ``log exp sqrt abs log2 log10 log1p expm1`` are evaluated by a small
 arithmetic evaluator over numpy arrays (``+ - * / ^``, parentheses, numbers); nothing is passed
 to ``eval``. Names inside ``I()`` are printed as R's ``deparse`` prints them (``I(x * 2)``,
