@@ -1,0 +1,232 @@
+"""Benchmark: min bulk ESS per second for the nested multilevel model, engine vs brms (and others).
+
+Model (issue 4): ``mathscore2 ~ 1 + male + raven + csize + belief_survey1 + mathscore1 + grit +
+(1 | schoolid/classid)`` on the study's complete cases (1,180 rows), priors normal(0, 10) on the
+Intercept and b, cauchy(0, 10) on the SDs and sigma; 4 chains x 2000 iterations, 1000 warm-up.
+
+ESS per second = min bulk ESS over all parameters (b_*, sd_*, sigma; engine.diagnostics, as R
+posterior) / sampler seconds (warm-up + sampling, summed over chains). Compile time (Numba first
+call / cache load; Stan's C++ compile for brms) is excluded and reported apart.
+
+Samplers are entries of ``SAMPLERS``: (label, function(model, chains, n_iter, n_warmup, seed) ->
+Run). Engine entries run chains one after another in this process and time each. brms runs in R
+where ``Rscript`` with brms is installed (adapt_delta 0.95, as the reference fits), PyMC/nutpie
+where importable; otherwise the table says they are absent.
+
+The scaling table simulates data with the study's structure (about 29 students per class, 2.6
+classes per school, the same six covariates) for N = 1,500, 15,000 and 150,000 and reports the
+sufficient-statistics pass (build_model, the only O(N) step) apart from sampling.
+
+    python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import tempfile
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+from common import print_table, r_package_versions, rscript_available, run_rscript
+
+from engine.datasets import load_grit
+from engine.diagnostics import summarise_draws
+from engine.formula import model_frame
+from engine.multilevel import build_model, nested_frame, parameter_names
+from engine.priors import prior
+
+FORMULA = "mathscore2 ~ 1 + male + raven + csize + belief_survey1 + mathscore1 + grit + (1 | schoolid/classid)"
+VARIABLES = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1", "grit", "schoolid", "classid"]
+PRIORS = [prior("normal(0, 10)", "Intercept"), prior("normal(0, 10)", "b"),
+          prior("cauchy(0, 10)", "sd"), prior("cauchy(0, 10)", "sigma")]
+SEED = 4387510
+
+
+class Run(NamedTuple):
+    """One sampler's result: draws (chains, draws, params) in parameter_names order, seconds."""
+
+    draws: np.ndarray
+    sampler_seconds: float  # warm-up + sampling, summed over chains
+    compile_seconds: float  # reported apart (nan when not applicable)
+    note: str = ""
+
+
+# ------------------------------------------------------------------------------ engine entries
+
+
+def engine_entry(module_name: str, **options) -> Callable:
+    """A SAMPLERS function for an engine sampler module with the model-layer contract's sample_chain."""
+
+    def run(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:
+        module = importlib.import_module(module_name)
+        start = time.perf_counter()
+        module.sample_chain(model, 30, 10, np.random.SeedSequence(0), **options)  # compile / cache load
+        first_call = time.perf_counter() - start
+        draws, seconds = [], 0.0
+        for child in np.random.SeedSequence(seed).spawn(chains):
+            start = time.perf_counter()
+            result = module.sample_chain(model, n_iter, n_warmup, child, **options)
+            seconds += time.perf_counter() - start
+            draws.append(result.draws)
+        return Run(np.stack(draws), seconds, first_call)
+
+    return run
+
+
+# -------------------------------------------------------------------------------- brms (R)
+
+BRMS_CODE = r"""
+{preamble}
+d <- read.csv("{path}")
+for (v in c("male", "grit", "schoolid", "classid")) d[[v]] <- factor(d[[v]])
+pri <- c(prior(normal(0, 10), class = Intercept), prior(normal(0, 10), class = b),
+         prior(cauchy(0, 10), class = sd), prior(cauchy(0, 10), class = sigma))
+t0 <- proc.time()[["elapsed"]]
+fit0 <- brm({formula}, data = d, family = gaussian, prior = pri, chains = 0, seed = {seed})
+cat("COMPILE", proc.time()[["elapsed"]] - t0, "\n")
+fit <- update(fit0, recompile = FALSE, chains = {chains}, cores = {cores}, iter = {iter}, warmup = {warmup},
+              seed = {seed}, control = list(adapt_delta = 0.95), refresh = 0)
+el <- rstan::get_elapsed_time(fit$fit)
+cat("SAMPLER", sum(el), "\n")
+dr <- posterior::as_draws_df(fit)
+keep <- grep("^(b_|sd_|sigma$)", names(dr), value = TRUE)
+write.csv(as.data.frame(dr)[, c(keep, ".chain")], "{out}", row.names = FALSE)
+"""
+
+
+def brms_entry(model, chains: int, n_iter: int, n_warmup: int, seed: int, data=None) -> Run:
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as folder:
+        path, out = os.path.join(folder, "data.csv"), os.path.join(folder, "draws.csv")
+        data.to_csv(path, index=False)
+        from common import brms_preamble
+
+        code = BRMS_CODE.format(preamble=brms_preamble(), path=path, out=out, formula=FORMULA, seed=seed,
+                                chains=chains, cores=min(chains, os.cpu_count() or 1), iter=n_iter, warmup=n_warmup)
+        stdout, _ = run_rscript(code, timeout=3600)
+        values = dict(line.split()[:2] for line in stdout.splitlines() if line.startswith(("COMPILE", "SAMPLER")))
+        table = pd.read_csv(out)
+    names = parameter_names(model)
+    draws = np.stack([table[table[".chain"] == c][names].to_numpy() for c in sorted(table[".chain"].unique())])
+    return Run(draws, float(values["SAMPLER"]), float(values["COMPILE"]), "adapt_delta 0.95")
+
+
+def pymc_entry(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:  # pragma: no cover - optional
+    raise NotImplementedError("PyMC/nutpie entry: install pymc and nutpie to compare")
+
+
+SAMPLERS: list[tuple[str, Callable]] = [
+    ("engine gibbs", engine_entry("engine.gibbs")),
+    # the NUTS helper adds: ("engine nuts", engine_entry("engine.nuts_multilevel")),
+    #                       ("engine nuts collapsed", engine_entry("engine.nuts_multilevel", marginalize=True)),
+]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def study_data():
+    data = load_grit()[VARIABLES].dropna()
+    return data
+
+
+def min_bulk_ess(draws: np.ndarray, names: list[str]) -> tuple[float, str, float]:
+    """(min bulk ESS, which parameter, max R-hat) of (chains, draws, params)."""
+    summary = summarise_draws(draws, names)
+    worst = summary["ess_bulk"].idxmin()
+    return float(summary["ess_bulk"].min()), str(worst), float(summary["rhat"].max())
+
+
+def simulate_study_like(n: int, seed: int = 1):
+    """Data shaped like the study: ~29 students per class, ~2.6 classes per school, six covariates."""
+    rng = np.random.default_rng(seed)
+    n_classes = max(2, round(n / 28.8))
+    n_schools = max(2, round(n_classes / 2.6))
+    klass = np.sort(rng.integers(0, n_classes, n))
+    klass = np.unique(klass, return_inverse=True)[1]
+    school = (klass * n_schools) // (klass.max() + 1)
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n), rng.integers(20, 40, n),
+                         rng.normal(size=n), rng.normal(size=n), (school % 2).astype(float)])
+    y = (X @ [0.2, 0.0, 0.4, -0.01, 0.0, 0.27, 0.3] + 0.15 * rng.normal(size=school.max() + 1)[school]
+         + 0.2 * rng.normal(size=klass.max() + 1)[klass] + 0.78 * rng.normal(size=n))
+    names = ["(Intercept)", "male1", "raven", "csize", "belief_survey1", "mathscore1", "gritintervention"]
+    return nested_frame(y, X, names, school, klass)
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-r", action="store_true", help="skip brms even when installed")
+    parser.add_argument("--quick", action="store_true", help="scaling table with 1 chain of 1000 iterations")
+    parser.add_argument("--scaling-only", action="store_true")
+    args = parser.parse_args()
+    chains, n_iter, n_warmup = 4, 2000, 1000
+
+    data = study_data()
+    model = build_model(model_frame(FORMULA, data, allow_random=True), PRIORS)
+    names = parameter_names(model)
+    print(f"nested model on the study's complete cases: N = {model.n_obs}, {model.n_levels[0]} schools, "
+          f"{model.n_levels[1]} classes; {chains} chains x {n_iter} iterations ({n_warmup} warm-up)")
+
+    rows = []
+    if not args.scaling_only:
+        entries = list(SAMPLERS)
+        if args.no_r:
+            print("brms: skipped (--no-r)")
+        elif rscript_available(["brms"]):
+            versions = r_package_versions(["brms", "rstan"])
+            print("brms:", ", ".join(f"{k} {v}" for k, v in versions.items()))
+            entries.append(("brms (NUTS)", lambda m, c, i, w, s: brms_entry(m, c, i, w, s, data=data)))
+        else:
+            print("brms: absent (Rscript with brms not installed) -- no brms column")
+        for package in ("nutpie", "pymc"):
+            try:
+                importlib.import_module(package)
+                print(f"{package}: installed but no entry written yet")
+            except ImportError:
+                print(f"{package}: absent")
+        for label, function in entries:
+            try:
+                run = function(model, chains, n_iter, n_warmup, SEED)
+            except Exception as error:  # a broken peer must not hide the other rows
+                print(f"{label}: failed ({type(error).__name__}: {error})")
+                continue
+            ess, worst, rhat = min_bulk_ess(run.draws, names)
+            rows.append({"sampler": label, "min bulk ESS": round(ess), "(param)": worst, "max R-hat": round(rhat, 3),
+                         "sampler s": round(run.sampler_seconds, 3), "ESS/s": round(ess / run.sampler_seconds, 1),
+                         "compile s": round(run.compile_seconds, 2), "note": run.note})
+        peer = next((r for r in rows if r["sampler"].startswith("brms")), None)
+        for row in rows:
+            row["vs brms"] = f"{row['ESS/s'] / peer['ESS/s']:.0f}x" if peer else "n/a"
+        print_table(rows, ["sampler", "min bulk ESS", "(param)", "max R-hat", "sampler s", "ESS/s", "vs brms",
+                           "compile s", "note"])
+        if peer is None:
+            print("(no brms run: brms reference points measured on this project's machine: 12-24 ESS/s, "
+                  "compile 53-134 s; the goal is Gibbs >= 50x)")
+
+    # scaling in N (Gibbs; the O(N) pass apart)
+    scale_chains, scale_iter, scale_warmup = (1, 1000, 500) if args.quick else (chains, n_iter, n_warmup)
+    scaling = []
+    for n in (1_500, 15_000, 150_000):
+        frame = simulate_study_like(n)
+        start = time.perf_counter()
+        sim_model = build_model(frame, PRIORS)
+        build_seconds = time.perf_counter() - start
+        run = engine_entry("engine.gibbs")(sim_model, scale_chains, scale_iter, scale_warmup, SEED)
+        ess, worst, rhat = min_bulk_ess(run.draws, parameter_names(sim_model))
+        scaling.append({"N": n, "schools": int(sim_model.n_levels[0]), "classes": int(sim_model.n_levels[1]),
+                        "build s (O(N) pass)": round(build_seconds, 3), "sampler s": round(run.sampler_seconds, 3),
+                        "s per 1000 iter per chain": round(run.sampler_seconds / scale_chains / scale_iter * 1000, 4),
+                        "min bulk ESS": round(ess), "ESS/s": round(ess / run.sampler_seconds, 1)})
+    print(f"\nscaling (engine gibbs, {scale_chains} chain(s) x {scale_iter} iterations, groups grow with N):")
+    print_table(scaling, list(scaling[0]))
+
+
+if __name__ == "__main__":
+    main()
