@@ -160,10 +160,19 @@ def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed,
     else:
         result = module.sample_chain(model, n_iter, n_warmup, seed, **options)
         keep = slice(None, None, thin)
-    draws = np.asarray(result.draws, dtype=np.float64)[keep]
+    raw_draws = np.asarray(result.draws, dtype=np.float64)
+    draws = raw_draws[keep]
     ranef = np.asarray(result.ranef, dtype=np.float64)[keep]
-    stats = {name: np.asarray(values)[keep] for name, values in dict(result.stats or {}).items()}
-    return draws, ranef, stats
+    # per-draw statistics (one value per kept iteration) are thinned with the draws; anything else
+    # (per-chain totals such as NUTS' warm-up gradient count) is kept whole
+    stats, chain_stats = {}, {}
+    for name, values in dict(result.stats or {}).items():
+        values = np.asarray(values)
+        if values.ndim >= 1 and values.shape[0] == raw_draws.shape[0]:
+            stats[name] = values[keep]
+        else:
+            chain_stats[name] = values
+    return draws, ranef, stats, chain_stats
 
 
 def _stack(results: list, names: list[str], ranef_names: list[str]):
@@ -173,9 +182,9 @@ def _stack(results: list, names: list[str], ranef_names: list[str]):
         raise RuntimeError(f"sampler returned {draws.shape[2]} parameters, expected {len(names)}: {names}")
     if ranef.shape[2] != len(ranef_names):
         raise RuntimeError(f"sampler returned {ranef.shape[2]} random effects, expected {len(ranef_names)}")
-    stat_names = list(results[0][2]) if results else []
-    stats = {name: np.stack([np.asarray(r[2][name]) for r in results]) for name in stat_names}
-    return draws, ranef, stats
+    stats = {name: np.stack([np.asarray(r[2][name]) for r in results]) for name in results[0][2]}
+    chain_stats = {name: np.stack([np.asarray(r[3][name]) for r in results]) for name in results[0][3]}
+    return draws, ranef, stats, chain_stats
 
 
 def _seed_info(root: np.random.SeedSequence, chain_seeds: list[np.random.SeedSequence]) -> dict[str, Any]:
@@ -260,7 +269,7 @@ def brm(
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
     results = run_tasks(_run_chain, tasks, executor)
-    draws, ranef, stats = _stack(results, prepared.parameter_names, prepared.ranef_names)
+    draws, ranef, stats, chain_stats = _stack(results, prepared.parameter_names, prepared.ranef_names)
 
     fit = BrmFit(
         formula=formula,
@@ -269,6 +278,7 @@ def brm(
         ranef_names=prepared.ranef_names,
         ranef_values=ranef,
         stats=stats,
+        chain_stats=chain_stats,
         groups=prepared.groups,
         nobs=prepared.nobs,
         data_name=data_name or "data",
@@ -376,7 +386,7 @@ def brm_multiple(
         for c in range(chains)
     ]
     results = run_tasks(_run_chain, tasks, executor)
-    draws, ranef, stats = _stack(results, first.parameter_names, first.ranef_names)
+    draws, ranef, stats, chain_stats = _stack(results, first.parameter_names, first.ranef_names)
 
     combined = hashlib.sha256()
     for p in prepared:
@@ -389,6 +399,7 @@ def brm_multiple(
         ranef_names=first.ranef_names,
         ranef_values=ranef,
         stats=stats,
+        chain_stats=chain_stats,
         groups=first.groups,
         nobs=nobs[0],
         data_name=data_name or "data",

@@ -9,7 +9,7 @@ Saved format (``BrmFit.save(path)`` / ``load_fit(path)``), documented so that ot
 
 - ``<path>.npz`` (``numpy.savez_compressed``, no pickled objects): ``draws`` (chains, draws, params)
   float64; ``ranef`` (chains, draws, levels) float64; ``stat__<name>`` (chains, draws) for each
-  sampler statistic; ``chain_imputation`` (chains,) int64 (the imputed data set each chain used;
+  per-draw sampler statistic; ``chainstat__<name>`` (chains, ...) for per-chain ones; ``chain_imputation`` (chains,) int64 (the imputed data set each chain used;
   all 0 for ``brm``).
 - ``<path>.json``: metadata (UTF-8 JSON): ``format`` ("engine-brmfit"), ``format_version``,
   ``engine_version``, ``kind`` ("brm" or "brm_multiple"), ``formula``, ``family``, ``links``,
@@ -39,6 +39,7 @@ FORMAT_VERSION = 1
 SUMMARY_COLUMNS = ["Estimate", "Est.Error", "l-95% CI", "u-95% CI", "Rhat", "Bulk_ESS", "Tail_ESS"]
 RHAT_THRESHOLD = 1.01
 ESS_PER_CHAIN = 100
+EBFMI_THRESHOLD = 0.2  # rstan's check_energy threshold
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class BrmFit:
     family: str = "gaussian"
     links: tuple[tuple[str, str], ...] = (("mu", "identity"), ("sigma", "identity"))
     chain_imputation: np.ndarray | None = None
+    chain_stats: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (chains, ...)
     _cache: dict = field(default_factory=dict, repr=False)
 
     kind = "brm"
@@ -188,6 +190,18 @@ class BrmFit:
             return None
         return int(np.sum(np.asarray(self.stats["divergent"]) != 0))
 
+    def ebfmi(self) -> np.ndarray | None:
+        """Energy Bayesian fraction of missing information per chain (Betancourt 2016), as rstan's
+        ``get_bfmi``: mean squared energy difference over the energy's variance; None without an
+        ``energy`` statistic (Gibbs)."""
+        if "energy" not in self.stats:
+            return None
+        energy = np.asarray(self.stats["energy"], dtype=np.float64)
+        if energy.shape[1] < 2:
+            return np.full(energy.shape[0], np.nan)
+        numerator = np.sum(np.diff(energy, axis=1) ** 2, axis=1) / energy.shape[1]
+        return numerator / np.var(energy, axis=1, ddof=1)
+
     # ------------------------------------------------------------- summaries
     def summary(self, prob: float = 0.95) -> pd.DataFrame:
         """Estimate, Est.Error, l-95% CI, u-95% CI, Rhat, Bulk_ESS, Tail_ESS per parameter (index:
@@ -234,7 +248,7 @@ class BrmFit:
         """Messages (rstan's wording) for R-hat above 1.01 and bulk/tail ESS below 100 per chain;
         divergent transitions and max tree depth hits for NUTS."""
         table = self.summary()
-        return _convergence_messages(table, self.n_chains_total, self.stats, self.sampler_options)
+        return _convergence_messages(table, self.n_chains_total, self.stats, self.sampler_options, self.ebfmi())
 
     def warn_convergence(self) -> None:
         for message in self.diagnostics_warnings():
@@ -296,6 +310,8 @@ class BrmFit:
         }
         for name, values in self.stats.items():
             arrays[f"stat__{name}"] = np.asarray(values)
+        for name, values in self.chain_stats.items():
+            arrays[f"chainstat__{name}"] = np.asarray(values)
         # write to temporaries then rename, so a crash never leaves a half-written fit behind
         tmp_npz = npz_path + ".tmp.npz"
         np.savez_compressed(tmp_npz, **arrays)
@@ -362,12 +378,34 @@ class BrmMultipleFit(BrmFit):
         """Largest within-imputation R-hat per parameter."""
         return self.rhats.max(axis=0).rename("Rhat_within")
 
+    def within_imputation_table(self) -> pd.DataFrame:
+        """Rows: parameters (brms labels); columns ``max`` (largest within-imputation R-hat) and
+        ``imp1`` .. ``impm`` (R-hat of each imputed data set's own chains)."""
+        rhats = self.rhats
+        table = pd.DataFrame({"max": rhats.max(axis=0)})
+        for k in rhats.index:
+            table[f"imp{k}"] = rhats.loc[k]
+        table.index = pd.Index([brms_label(name) for name in rhats.columns])
+        return table
+
+    def __str__(self) -> str:
+        from .printing_brms import format_brms_fit, format_r_matrix
+
+        text = format_brms_fit(self)
+        section = (
+            "\nWithin-imputation Rhat (each imputed data set's own chains; the Rhat above also\n"
+            "reflects differences between the imputed data sets, as brms' brm_multiple warns):\n"
+        )
+        return text + section + format_r_matrix(self.within_imputation_table()) + "\n"
+
     def diagnostics_warnings(self) -> list[str]:
         long = self.imputation_summary()
         within = long.groupby("parameter", sort=False).agg(
             Rhat=("Rhat", "max"), Bulk_ESS=("Bulk_ESS", "min"), Tail_ESS=("Tail_ESS", "min")
         )
-        messages = _convergence_messages(within, self.chains, self.stats, self.sampler_options, within_imputation=True)
+        messages = _convergence_messages(
+            within, self.chains, self.stats, self.sampler_options, self.ebfmi(), within_imputation=True
+        )
         return messages
 
     def _metadata(self) -> dict[str, Any]:
@@ -385,6 +423,7 @@ def _convergence_messages(
     n_chains: int,
     stats: dict[str, np.ndarray],
     sampler_options: dict[str, Any],
+    ebfmi: np.ndarray | None = None,
     within_imputation: bool = False,
 ) -> list[str]:
     messages = []
@@ -407,6 +446,13 @@ def _convergence_messages(
                 f"There were {hits} transitions after warmup that exceeded the maximum treedepth. "
                 f"Increase max_treedepth above {max_depth}. See\n"
                 "https://mc-stan.org/misc/warnings.html#maximum-treedepth-exceeded"
+            )
+    if ebfmi is not None:
+        low = int(np.sum(np.asarray(ebfmi) < EBFMI_THRESHOLD))
+        if low:
+            messages.append(
+                f"There were {low} chains where the estimated Bayesian Fraction of Missing Information "
+                "was low. See\nhttps://mc-stan.org/misc/warnings.html#bfmi-low"
             )
     rhat = table["Rhat"].to_numpy(dtype=float)
     if rhat.size and (np.any(np.isnan(rhat)) or np.nanmax(rhat) > RHAT_THRESHOLD):
@@ -487,6 +533,9 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
         ranef = np.array(arrays["ranef"])
         chain_imputation = np.array(arrays["chain_imputation"])
         stats = {key[len("stat__"):]: np.array(arrays[key]) for key in arrays.files if key.startswith("stat__")}
+        chain_stats = {
+            key[len("chainstat__"):]: np.array(arrays[key]) for key in arrays.files if key.startswith("chainstat__")
+        }
     priors = pd.DataFrame.from_records(meta.get("prior_summary", []), columns=meta.get("prior_columns") or None)
     common = dict(
         formula=meta["formula"],
@@ -511,6 +560,7 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
         family=meta.get("family", "gaussian"),
         links=tuple(tuple(link) for link in meta.get("links", [["mu", "identity"], ["sigma", "identity"]])),
         chain_imputation=chain_imputation,
+        chain_stats=chain_stats,
     )
     if meta.get("kind") == "brm_multiple":
         return BrmMultipleFit(
