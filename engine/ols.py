@@ -386,10 +386,24 @@ class LeastSquares(NamedTuple):
     seconds_resid: float
 
 
-def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from scipy.linalg import solve_triangular
+@numba.njit(cache=True, nogil=True)
+def _solve_upper(r, b):
+    """Solve r x = b by back substitution; r (k, k) upper triangular, b (k, q)."""
+    k, q = b.shape
+    x = np.empty((k, q))
+    for c in range(q):
+        for i in range(k - 1, -1, -1):
+            s = b[i, c]
+            for j in range(i + 1, k):
+                s -= r[i, j] * x[j, c]
+            x[i, c] = s / r[i, i]
+    return x
 
-    return solve_triangular(r, b, lower=False, check_finite=False)
+
+def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
+    b2 = np.ascontiguousarray(b, dtype=np.float64)
+    out = _solve_upper(np.ascontiguousarray(r, dtype=np.float64), b2.reshape(b2.shape[0], -1))
+    return out.reshape(b2.shape)
 
 
 def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = None,
@@ -403,7 +417,7 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
     """
     import time
 
-    from scipy import stats
+    from scipy import special
 
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
@@ -457,14 +471,14 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         se[kept] = np.sqrt(np.diag(cov_piv))
         tval = coef / se
         pval = np.full(p, np.nan)
-        pval[kept] = 2.0 * stats.t.sf(np.abs(tval[kept]), rdf) if rdf > 0 else np.nan
+        pval[kept] = 2.0 * special.stdtr(rdf, -np.abs(tval[kept])) if rdf > 0 else np.nan
         df_int = 1 if has_intercept else 0
         if k != df_int:
             r2 = mss / (mss + rss)
             adj = 1.0 - (1.0 - r2) * ((n - df_int) / rdf) if rdf > 0 else np.nan
             numdf = float(k - df_int)
             fval = (mss / numdf) / resvar
-            fp = float(stats.f.sf(fval, numdf, rdf)) if rdf > 0 else np.nan
+            fp = float(special.fdtrc(numdf, rdf, fval)) if rdf > 0 else np.nan
         else:
             r2 = adj = 0.0
             numdf = fval = fp = np.nan
