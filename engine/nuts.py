@@ -3,8 +3,17 @@
     result = engine.nuts.sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000,
                                 seed=1, adapt_delta=0.8, max_treedepth=10, metric="diag")
 
-``logp_and_grad(position, *args) -> (log density, gradient)`` is a ``numba.njit`` function
-(``args``: a tuple of extra arguments, arrays typically, passed through unchanged). The pieces:
+``logp_and_grad`` is a ``numba.njit`` function returning (log density, gradient (d,)), called either
+as ``logp_and_grad(position)`` or, when ``data`` / ``index`` are given, as
+``logp_and_grad(position, data, index)`` with ``data`` a float64 and ``index`` an int64 1-D array
+(pack a model's arrays into these two; close over small constants instead if you prefer).
+
+**Compile once.** The kernels take the log density as a Numba *first-class function* of one fixed
+signature, ``(float64[::1], float64[::1], int64[::1]) -> (float64, float64[::1])``
+(:data:`LOGP_SIGNATURE`), handed over as a function pointer (:class:`LogDensity`). So the whole
+sampler (tree building, adaptation, chain loop) is compiled once and cached on disk by Numba;
+a new target costs only its own compilation (plus a tiny adapter for other call forms), not a new
+specialisation of the sampler. The indirect call costs a few nanoseconds per gradient. The pieces:
 
 - ``engine.nuts_metric``: diagonal / dense Euclidean metric, momentum, kinetic energy, Welford;
 - ``engine.nuts_integrator``: the leapfrog step;
@@ -33,6 +42,9 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from numba import types
+from numba.experimental.function_type import _get_wrapper_address
+
 from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
 from engine.nuts_adaptation import (
     adaptation_windows,
@@ -44,6 +56,57 @@ from engine.nuts_metric import EuclideanMetric, regularised_metric, welford_upda
 from engine.nuts_tree import make_workspace, nuts_transition
 from engine.parallel import child_seeds, run_tasks
 
+LOGP_SIGNATURE = types.Tuple((types.float64, types.float64[::1]))(
+    types.float64[::1], types.float64[::1], types.int64[::1])
+
+
+class LogDensity(types.WrapperAddressProtocol):
+    """A compiled log density of signature LOGP_SIGNATURE, passed to the kernels as a function pointer.
+
+    Numba types it as ``FunctionType(LOGP_SIGNATURE)`` whatever the function, which is what lets the
+    sampler kernels be compiled once and cached. Calling it from Python calls the function.
+    """
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher  # keeps the compiled code alive
+        dispatcher.compile(LOGP_SIGNATURE.args)
+        self._address = _get_wrapper_address(dispatcher, LOGP_SIGNATURE)
+
+    def __wrapper_address__(self):
+        return self._address
+
+    def signature(self):
+        return LOGP_SIGNATURE
+
+    def __call__(self, position, data, index):
+        return self.dispatcher(position, data, index)
+
+
+NO_DATA = np.zeros(0)
+NO_INDEX = np.zeros(0, dtype=np.int64)
+
+
+def log_density(function, with_data: bool) -> LogDensity:
+    """Adapt a user's njit function (``f(x)`` or ``f(x, data, index)``) to LOGP_SIGNATURE."""
+    if with_data:
+        @numba.njit(error_model="numpy")
+        def adapted(position, data, index):
+            logp, gradient = function(position, data, index)
+            return float(logp), np.ascontiguousarray(gradient)
+    else:
+        @numba.njit(error_model="numpy")
+        def adapted(position, data, index):
+            logp, gradient = function(position)
+            return float(logp), np.ascontiguousarray(gradient)
+    try:
+        return LogDensity(adapted)
+    except numba.core.errors.TypingError as error:
+        form = "(position, data, index)" if with_data else "(position)"
+        raise EngineInputError(
+            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: {error}"
+        ) from None
+
+
 STAT_NAMES = ("stepsize", "treedepth", "n_leapfrog", "divergent", "energy", "accept_stat", "lp")
 
 # status codes returned by the chain kernel
@@ -51,7 +114,7 @@ OK = 0
 STEP_SIZE_SEARCH_FAILED = 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adapt_delta,
               max_treedepth, is_dense, window_first, window_last, step_size, workspace):
     """Warm-up and sampling of one chain.
@@ -177,6 +240,7 @@ def _is_numba_function(function) -> bool:
 
 def run_one_chain(logp_and_grad, args, seed, initial_position, n_iter, n_warmup, adapt_delta,
                   max_treedepth, is_dense, step_size=1.0, trace_capacity=0):
+    """``logp_and_grad``: a LogDensity; ``args``: (data float64 (m,), index int64 (k,))."""
     """One chain from a SeedSequence; returns the kernel's outputs (status, positions, stats, ε, metric)."""
     rng = np.random.Generator(np.random.PCG64(seed))
     windows = adaptation_windows(n_warmup)
@@ -225,13 +289,15 @@ def convergence_warnings(divergent: np.ndarray, treedepth: np.ndarray, max_treed
 
 
 def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, seed=None,
-           adapt_delta=0.8, max_treedepth=10, metric="diag", executor=None, args=(),
+           adapt_delta=0.8, max_treedepth=10, metric="diag", executor=None, data=None, index=None,
            parameter_names=None, step_size=1.0) -> NUTSResult:
     """Sample with NUTS and Stan's warm-up.
 
     Parameters
     ----------
-    logp_and_grad : numba.njit function ``(position (d,), *args) -> (float, gradient (d,))``.
+    logp_and_grad : numba.njit function ``(position (d,)) -> (float, gradient (d,))``, or
+        ``(position, data, index)`` when ``data`` (float64 1-D) or ``index`` (int64 1-D) is given,
+        or a LogDensity.
     initial_position : (d,) (all chains) or (chains, d).
     iter, warmup : iterations per chain including warm-up, and warm-up (draws kept: iter − warmup).
     seed : int, SeedSequence or None; chain c uses ``child_seeds(seed, chains)[c]``.
@@ -239,10 +305,14 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     executor : a concurrent.futures.Executor for the chains (default: local threads).
     """
     validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains)
-    if not _is_numba_function(logp_and_grad):
-        raise EngineInputError("logp_and_grad must be a numba.njit-compiled function returning (logp, grad)")
-    if not isinstance(args, tuple):
-        raise EngineInputError("args must be a tuple of extra arguments for logp_and_grad")
+    with_data = data is not None or index is not None
+    data = NO_DATA if data is None else np.ascontiguousarray(data, dtype=np.float64).reshape(-1)
+    index = NO_INDEX if index is None else np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
+    args = (data, index)
+    if not isinstance(logp_and_grad, LogDensity):
+        if not _is_numba_function(logp_and_grad):
+            raise EngineInputError("logp_and_grad must be a numba.njit-compiled function returning (logp, grad)")
+        logp_and_grad = log_density(logp_and_grad, with_data)
     init = np.asarray(initial_position, dtype=np.float64)
     if init.ndim == 1:
         init = np.broadcast_to(init, (chains, init.shape[0]))

@@ -79,7 +79,7 @@ def adaptation_windows(
     return windows
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def dual_averaging_update(state, accept_stat, target, mu):
     """One dual-averaging step; ``state`` = [t, s̄, x̄] updated in place; returns the new ε_t."""
     state[0] += 1.0
@@ -93,14 +93,14 @@ def dual_averaging_update(state, accept_stat, target, mu):
     return math.exp(x)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def dual_averaging_restart(state):
     state[0] = 0.0
     state[1] = 0.0
     state[2] = 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _one_step_log_acceptance(logp_and_grad, args, rng, position, logp, gradient, step_size, metric):
     momentum = draw_momentum(rng, metric, position.shape[0])
     initial_energy = -logp + kinetic_energy(momentum, metric)
@@ -113,7 +113,7 @@ def _one_step_log_acceptance(logp_and_grad, args, rng, position, logp, gradient,
     return initial_energy - energy
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def initial_step_size(logp_and_grad, args, rng, position, logp, gradient, step_size, metric):
     """Stan's heuristic; returns ε (or -1.0 when ε left (0, 1e7), which the caller reports)."""
     if step_size == 0.0 or step_size > 1e7 or math.isnan(step_size):

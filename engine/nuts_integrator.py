@@ -10,9 +10,9 @@ Stan's ``expl_leapfrog``):
 It is symplectic and time-reversible, so the energy error stays bounded for stable step sizes
 (Leimkuhler & Reich 2004; Neal 2011, "MCMC using Hamiltonian dynamics", sec. 2.3).
 
-``logp_and_grad(position, *args) -> (log density, gradient)`` is any Numba-compiled function;
-it is passed as a first-class function so that one kernel serves every target (Numba compiles
-the kernel once per target function).
+``logp_and_grad(position, *args) -> (log density, gradient)`` is a Numba first-class function of
+the fixed signature engine.nuts.LOGP_SIGNATURE (``args`` = (data, index)), so one compiled, cached
+kernel serves every target.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numba
 from engine.nuts_metric import velocity
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def leapfrog_step(logp_and_grad, args, position, momentum, gradient, step_size, metric):
     """One leapfrog step; returns (position, momentum, log density, gradient), all new arrays."""
     half = 0.5 * step_size

@@ -46,7 +46,7 @@ def unit_metric(dimension: int, is_dense: bool) -> EuclideanMetric:
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def velocity(momentum, metric):
     """p♯ = M⁻¹ p (shape (d,))."""
     if metric.is_dense:
@@ -54,7 +54,7 @@ def velocity(momentum, metric):
     return metric.inverse_diagonal * momentum
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def kinetic_energy(momentum, metric):
     """½ pᵀ M⁻¹ p."""
     sharp = velocity(momentum, metric)
@@ -64,7 +64,7 @@ def kinetic_energy(momentum, metric):
     return 0.5 * total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def draw_momentum(rng, metric, dimension):
     """p ~ N(0, M), drawing ``dimension`` standard normals from ``rng`` (always that many, in order)."""
     z = rng.standard_normal(dimension)
@@ -81,7 +81,7 @@ def draw_momentum(rng, metric, dimension):
     return p
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def dot(a, b):
     """aᵀb as a plain loop (the same summation order everywhere it is used)."""
     total = 0.0
@@ -90,7 +90,7 @@ def dot(a, b):
     return total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def welford_update(count, mean, second_moment, x, is_dense):
     """Add draw ``x`` to running moments; returns the new count (mean, second_moment updated in place).
 
@@ -112,7 +112,7 @@ def welford_update(count, mean, second_moment, x, is_dense):
     return count
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def regularised_metric(count, second_moment, is_dense, dimension):
     """Stan's regularised estimate (n/(n+5))·var + 1e-3·5/(n+5) as a new EuclideanMetric."""
     n = float(count)

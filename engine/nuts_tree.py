@@ -107,7 +107,7 @@ def make_workspace(dimension: int, max_treedepth: int, trace_capacity: int = 0) 
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def log_sum_exp(a, b):
     """log(exp(a) + exp(b)) without overflow; -inf absorbs."""
     if a == -np.inf:
@@ -119,13 +119,13 @@ def log_sum_exp(a, b):
     return b + math.log1p(math.exp(a - b))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def no_u_turn(p_sharp_minus, p_sharp_plus, rho):
     """Generalised criterion: the (sub)trajectory keeps going while both ends move along rho."""
     return dot(p_sharp_plus, rho) > 0.0 and dot(p_sharp_minus, rho) > 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric, initial_energy,
                   edge_position, edge_momentum, edge_gradient, edge_logp, workspace, n_leapfrog_before):
     """Integrate 2^depth leapfrog steps from the edge state, sampling a proposal on the way.
@@ -216,7 +216,7 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     return True, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_size, metric,
                     max_treedepth, workspace):
     """One NUTS step from (position, logp, gradient).

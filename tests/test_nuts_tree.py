@@ -6,16 +6,15 @@ import pytest
 from engine.nuts_metric import EuclideanMetric, kinetic_energy, velocity, draw_momentum
 from engine.nuts_integrator import leapfrog_step
 from engine.nuts_tree import make_workspace, nuts_transition, log_sum_exp
-from tests.nuts_targets import correlated_covariance, gaussian_logp_and_grad
+from tests.nuts_targets import GAUSSIAN as gaussian_logp_and_grad, correlated_covariance, gaussian_args
 from tests.reference_nuts import transition as reference_transition
 
 
 def _setup(dimension, correlation):
     cov = correlated_covariance(dimension, correlation)
-    precision = np.linalg.inv(cov)
     mean = np.arange(dimension, dtype=float)
     metric = EuclideanMetric(np.linspace(0.5, 3.0, dimension), np.eye(dimension), np.eye(dimension), False)
-    return (mean, precision), metric
+    return gaussian_args(mean, cov), metric
 
 
 CASES = [  # (dimension, correlation, step size, max depth, seed)
@@ -34,7 +33,7 @@ def test_iterative_builder_matches_recursive_reference(dimension, correlation, s
     args, metric = _setup(dimension, correlation)
     init_rng = np.random.default_rng(100 + seed)
     for repeat in range(5):
-        q0 = args[0] + 3.0 * init_rng.standard_normal(dimension)
+        q0 = np.arange(dimension, dtype=float) + 3.0 * init_rng.standard_normal(dimension)
         logp0, grad0 = gaussian_logp_and_grad(q0, *args)
         ws = make_workspace(dimension, max_depth, trace_capacity=2 ** max_depth)
         rng_fast = np.random.Generator(np.random.PCG64([seed, repeat]))
@@ -62,7 +61,7 @@ def test_cases_exercise_divergence_max_depth_and_uturns():
         args, metric = _setup(dimension, correlation)
         ws = make_workspace(dimension, max_depth)
         rng = np.random.Generator(np.random.PCG64(seed))
-        q0 = args[0] + 1.0
+        q0 = np.arange(dimension, dtype=float) + 1.0
         logp0, grad0 = gaussian_logp_and_grad(q0, *args)
         for _ in range(5):
             _, _, n, depth, divergent, _ = nuts_transition(
@@ -73,7 +72,7 @@ def test_cases_exercise_divergence_max_depth_and_uturns():
 
 def test_leapfrog_matches_analytic_harmonic_oscillator():
     """Standard normal, unit metric: the leapfrog map is linear with a known matrix per step."""
-    args = (np.zeros(1), np.eye(1))
+    args = gaussian_args(np.zeros(1), np.eye(1))
     metric = EuclideanMetric(np.ones(1), np.eye(1), np.eye(1), False)
     q, p = np.array([1.0]), np.array([0.5])
     eps = 0.1
