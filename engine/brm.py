@@ -53,7 +53,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _validate_run(sampler, chains, iter, warmup, thin, marginalize) -> tuple[str, int, int, int, int]:
+def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_name) -> tuple[str, int, int, int, int]:
     if not isinstance(sampler, str) or sampler.lower() not in SAMPLERS:
         raise EngineInputError(
             f"unknown sampler {sampler!r}: choose one of {', '.join(repr(s) for s in SAMPLERS)}"
@@ -70,6 +70,11 @@ def _validate_run(sampler, chains, iter, warmup, thin, marginalize) -> tuple[str
         )
     if thin > iter - warmup:
         raise EngineInputError(f"thin ({thin}) exceeds the number of post-warmup iterations ({iter - warmup})")
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise EngineInputError(f"seed must be a non-negative integer, a numpy SeedSequence or None, got {seed!r}")
+    if data_name is not None and not isinstance(data_name, str):
+        raise EngineInputError(f"data_name must be a string, got {type(data_name).__name__}")
     if marginalize and sampler != "nuts":
         raise EngineInputError(
             "marginalize=True applies to sampler='nuts' only (the Gibbs sampler already draws the "
@@ -91,7 +96,7 @@ def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -
 class _Prepared:
     """What one data set contributes: the model arrays, the names and the bookkeeping."""
 
-    def __init__(self, formula: str, data: pd.DataFrame, prior, warn_dropped: bool = True, label: str = ""):
+    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3):
         from . import multilevel
         from .formula import model_frame
 
@@ -103,14 +108,14 @@ class _Prepared:
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
                 "multilevel models (use engine.ols for a model without groups)"
             )
-        if frame.n_dropped and warn_dropped:
+        if frame.n_dropped:
             where = f" of {label}" if label else ""
             warnings.warn(
                 f"Rows containing NAs were excluded from the model: {frame.n_dropped} of "
                 f"{frame.n_dropped + len(frame.y)} rows{where} dropped (missing values in the "
                 f"variables the formula uses).",
                 DataWarning,
-                stacklevel=4,
+                stacklevel=stacklevel + 1,  # point at the user's call of brm / brm_multiple
             )
         self.frame = frame
         self.model = multilevel.build_model(frame, prior)
@@ -250,7 +255,9 @@ def brm(
     Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
     A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
     """
-    sampler, chains, iter, warmup, thin = _validate_run(sampler, chains, iter, warmup, thin, marginalize)
+    sampler, chains, iter, warmup, thin = _validate_run(
+        sampler, chains, iter, warmup, thin, marginalize, seed, data_name
+    )
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -350,7 +357,9 @@ def brm_multiple(
     ``fit.rhat_within`` give the within-imputation R-hats that the convergence warnings use.
     Other arguments as ``brm``.
     """
-    sampler, chains, iter, warmup, thin = _validate_run(sampler, chains, iter, warmup, thin, marginalize)
+    sampler, chains, iter, warmup, thin = _validate_run(
+        sampler, chains, iter, warmup, thin, marginalize, seed, data_name
+    )
     datasets = _imputed_datasets(imp)
     m = len(datasets)
     if file is not None and fit_exists(file):
@@ -367,7 +376,9 @@ def brm_multiple(
             prepared_hash = "unavailable"
         return _reload(file, prepared_hash, formula)
 
-    prepared = [_Prepared(formula, frame, prior, label=f"imputed data set {k}") for k, frame in enumerate(datasets, 1)]
+    prepared = []
+    for k, frame in enumerate(datasets, start=1):
+        prepared.append(_Prepared(formula, frame, prior, label=f"imputed data set {k}"))
     first = prepared[0]
     for k, p in enumerate(prepared[1:], start=2):
         if p.parameter_names != first.parameter_names or p.ranef_names != first.ranef_names:

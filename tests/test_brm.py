@@ -3,6 +3,7 @@ file=, bad input, print layout."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,7 @@ def test_school_fit_bookkeeping(school_fit, complete_cases):
     fit, caught = school_fit
     dropped = [w for w in caught if issubclass(w.category, DataWarning)]
     assert len(dropped) == 1 and "319 of 1499 rows" in str(dropped[0].message)
+    assert dropped[0].filename == __file__  # the warning points at the user's call
     assert fit.nobs == len(complete_cases) == 1180 and fit.n_dropped == 319
     assert fit.draws.shape == (4000, 9 + 3)
     assert fit.draws_array().shape == (4, 1000, 9)
@@ -240,6 +242,9 @@ def test_file_saves_then_reloads_without_refitting(tmp_path, complete_cases, mon
         (dict(sampler="metropolis"), EngineInputError, "unknown sampler"),
         (dict(thin=0), EngineInputError, "thin"),
         (dict(marginalize=True), EngineInputError, "marginalize"),
+        (dict(seed=1.5), EngineInputError, "seed"),
+        (dict(seed=-1), EngineInputError, "seed"),
+        (dict(data_name=3), EngineInputError, "data_name"),
     ],
 )
 def test_bad_run_arguments(complete_cases, kwargs, error, match):
@@ -345,3 +350,28 @@ def test_nuts_sampler_through_brm(complete_cases):
         se = np.hypot(ours.loc[name, "Est.Error"] / np.sqrt(ours.loc[name, "Bulk_ESS"]),
                       ref.loc[name, "Est.Error"] / np.sqrt(ref.loc[name, "Bulk_ESS"]))
         assert abs(ours.loc[name, "Estimate"] - ref.loc[name, "Estimate"]) <= 5 * se + 0.01 * abs(ref.loc[name, "Estimate"]), name
+
+
+def test_nested_model_with_the_study_priors(complete_cases):
+    priors = [
+        engine.prior("normal(0, 10)", class_="Intercept"),
+        engine.prior("normal(0, 10)", class_="b"),
+        engine.prior("cauchy(0, 10)", class_="sd"),
+        engine.prior("cauchy(0, 10)", class_="sigma"),
+    ]
+    nested = SCHOOL.replace("(1 | schoolid)", "(1 | schoolid/classid)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = engine.brm(nested, complete_cases, prior=priors, chains=2, iter=600, warmup=200, seed=4)
+    assert fit.parameter_names[-3:] == ["sd_schoolid__Intercept", "sd_schoolid:classid__Intercept", "sigma"]
+    assert [(g.name, g.n_levels) for g in fit.groups] == [("schoolid", 16), ("schoolid:classid", 41)]
+    assert fit.ranef_values.shape == (2, 400, 16 + 41)
+    assert any(name.startswith("r_schoolid:classid[") for name in fit.ranef_names)
+    table = fit.prior_summary()
+    by_class = table.groupby("class")["prior"].agg(set)
+    assert by_class["b"] == {"normal(0, 10)"} and by_class["Intercept"] == {"normal(0, 10)"}
+    assert by_class["sd"] == {"cauchy(0, 10)"} and by_class["sigma"] == {"cauchy(0, 10)"}
+    assert (fit.draws["sd_schoolid:classid__Intercept"] > 0).all()
+    if importlib.util.find_spec("engine.printing_brms") is not None:
+        text = str(fit)
+        assert text.index("~schoolid (Number of levels: 16)") < text.index("~schoolid:classid (Number of levels: 41)")
