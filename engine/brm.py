@@ -83,10 +83,23 @@ def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_n
     return sampler, chains, iter, warmup, thin
 
 
+_RESERVED = {"model", "n_iter", "n_warmup", "seed", "thin"}
+
+
 def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments for the sampler's ``sample_chain``, checked against its signature here
+    (a misspelt option fails before any chain starts, naming the options there are)."""
     options = dict(options)
     if sampler == "nuts":
         options["marginalize"] = bool(marginalize)
+    module = importlib.import_module(SAMPLERS[sampler])
+    accepted = [name for name in inspect.signature(module.sample_chain).parameters if name not in _RESERVED]
+    unknown = [name for name in options if name not in accepted]
+    if unknown:
+        raise EngineInputError(
+            f"sampler {sampler!r} has no option {unknown[0]!r}"
+            + (f"; its options: {', '.join(n for n in accepted if n != 'marginalize')}" if accepted else "")
+        )
     return options
 
 
@@ -258,6 +271,7 @@ def brm(
     sampler, chains, iter, warmup, thin = _validate_run(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
+    options = _sampler_options(sampler, marginalize, sampler_options)
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -271,7 +285,6 @@ def brm(
         return _reload(file, prepared_hash, formula)
 
     prepared = _Prepared(formula, data, prior)
-    options = _sampler_options(sampler, marginalize, sampler_options)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
@@ -360,6 +373,7 @@ def brm_multiple(
     sampler, chains, iter, warmup, thin = _validate_run(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
+    options = _sampler_options(sampler, marginalize, sampler_options)
     datasets = _imputed_datasets(imp)
     m = len(datasets)
     if file is not None and fit_exists(file):
@@ -387,7 +401,6 @@ def brm_multiple(
                 "factor level present in one and not the other); the data sets must share their columns "
                 "and levels"
             )
-    options = _sampler_options(sampler, marginalize, sampler_options)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     imputation_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(m)
     chain_seeds = [s for imp_seed in imputation_seeds for s in imp_seed.spawn(chains)]

@@ -245,6 +245,7 @@ def test_file_saves_then_reloads_without_refitting(tmp_path, complete_cases, mon
         (dict(seed=1.5), EngineInputError, "seed"),
         (dict(seed=-1), EngineInputError, "seed"),
         (dict(data_name=3), EngineInputError, "data_name"),
+        (dict(adapt_delta=0.95), EngineInputError, "sampler 'gibbs' has no option 'adapt_delta'"),
     ],
 )
 def test_bad_run_arguments(complete_cases, kwargs, error, match):
