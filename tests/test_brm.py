@@ -376,3 +376,14 @@ def test_nested_model_with_the_study_priors(complete_cases):
     if importlib.util.find_spec("engine.printing_brms") is not None:
         text = str(fit)
         assert text.index("~schoolid (Number of levels: 16)") < text.index("~schoolid:classid (Number of levels: 41)")
+
+
+def test_thin_keeps_every_thin_th_post_warmup_draw(complete_cases):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = engine.brm(SCHOOL, complete_cases, chains=2, iter=310, warmup=10, seed=12)
+        thinned = engine.brm(SCHOOL, complete_cases, chains=2, iter=310, warmup=10, thin=3, seed=12)
+    assert thinned.draws_array().shape == (2, 100, 9)
+    np.testing.assert_array_equal(thinned.draws_array(), full.draws_array()[:, ::3])
+    np.testing.assert_array_equal(thinned.ranef_values, full.ranef_values[:, ::3])
+    assert thinned.thin == 3
