@@ -1,0 +1,513 @@
+"""Numba kernels of the univariate imputation methods (R mice's ``mice.impute.*``).
+
+Each kernel is a pure function of arrays: the design of the observed rows (``x_obs``, n_obs x p,
+intercept column included where the method has one), the observed target values, the design of
+the rows to impute, and the random numbers it needs, drawn beforehand by the caller from the
+imputation's own ``numpy.random.Generator`` (so a slow reference given the same numbers must make
+the same choices, which the tests check). Sources: van Buuren (2018), *Flexible Imputation of
+Missing Data*, 2nd ed., sec. 3.2 (Bayesian linear regression, Rubin 1987 p. 167), 3.4 (predictive
+mean matching, type-1 matching, 5 donors), 3.5 (logistic/multinomial with augmentation, White,
+Daniel & Royston 2010); the behaviour of mice 3.15's ``norm.draw``, ``matchindex``,
+``mice.impute.logreg``, ``mice.impute.polyreg`` and MASS's ``predict.lda(method = "debiased")``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: mice's ridge: added as ``ridge * diag(X'X)`` when X'X cannot be factored (estimice).
+RIDGE = 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# Small dense linear algebra (p <= a few hundred): Cholesky with a failure flag, triangular solves
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_lower(a):
+    """Lower Cholesky factor of the symmetric matrix ``a`` (p x p); ok=False when a pivot is not
+    clearly positive (relative to the diagonal entry), i.e. the matrix is (nearly) singular."""
+    p = a.shape[0]
+    chol = np.zeros((p, p))
+    for j in range(p):
+        s = a[j, j]
+        for k in range(j):
+            s -= chol[j, k] * chol[j, k]
+        if not (s > 1e-12 * abs(a[j, j])) or not (s > 0.0):
+            return chol, False
+        d = np.sqrt(s)
+        chol[j, j] = d
+        for i in range(j + 1, p):
+            t = a[i, j]
+            for k in range(j):
+                t -= chol[i, k] * chol[j, k]
+            chol[i, j] = t / d
+    return chol, True
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_with_ridge(a, ridge):
+    """Cholesky of ``a``; if it fails, of ``a + ridge * diag(a)`` (mice's fallback). Returns (L, ridged)."""
+    chol, ok = cholesky_lower(a)
+    if ok:
+        return chol, False
+    b = a.copy()
+    for j in range(a.shape[0]):
+        b[j, j] += ridge * a[j, j] + 1e-300
+    chol, ok = cholesky_lower(b)
+    if not ok:  # a zero column: lift its diagonal so that its coefficient is 0
+        for j in range(a.shape[0]):
+            if b[j, j] <= 0.0:
+                b[j, j] = 1.0
+        chol, ok = cholesky_lower(b)
+    return chol, True
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_lower(chol, b):
+    """Solve L x = b (forward substitution)."""
+    p = chol.shape[0]
+    x = np.empty(p)
+    for i in range(p):
+        s = b[i]
+        for k in range(i):
+            s -= chol[i, k] * x[k]
+        x[i] = s / chol[i, i]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_upper_t(chol, b):
+    """Solve L' x = b (back substitution with the transpose of the lower factor)."""
+    p = chol.shape[0]
+    x = np.empty(p)
+    for i in range(p - 1, -1, -1):
+        s = b[i]
+        for k in range(i + 1, p):
+            s -= chol[k, i] * x[k]
+        x[i] = s / chol[i, i]
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# mice's remove.lindep
+
+
+@numba.njit(cache=True, nogil=True)
+def lindep_keep(x, y, eps, maxcor):
+    """Predictors of x (n, p) to keep for target y (n,), as mice's ``remove.lindep``.
+
+    The eigen-decomposition runs only when the cheap bound fails: lambda_min >= 1/trace(C^-1) and
+    lambda_max <= k for a k x k correlation matrix C, so lambda_min/lambda_max >= eps is certain
+    when 1/(k trace(C^-1)) >= eps (trace(C^-1) from its Cholesky factor)."""
+    n, p = x.shape
+    keep = np.zeros(p, dtype=np.bool_)
+    if n < 2:
+        return keep
+    ym = 0.0
+    for i in range(n):
+        ym += y[i]
+    ym /= n
+    yss = 0.0
+    for i in range(n):
+        yss += (y[i] - ym) ** 2
+    if yss / (n - 1) < eps:
+        return keep
+    means = np.zeros(p)
+    for i in range(n):
+        for j in range(p):
+            means[j] += x[i, j]
+    means /= n
+    xc = np.empty((n, p))
+    for i in range(n):
+        for j in range(p):
+            xc[i, j] = x[i, j] - means[j]
+    ss = np.zeros(p)
+    sxy = np.zeros(p)
+    for i in range(n):
+        for j in range(p):
+            ss[j] += xc[i, j] * xc[i, j]
+            sxy[j] += xc[i, j] * (y[i] - ym)
+    for j in range(p):
+        if ss[j] / (n - 1) > eps:
+            r = sxy[j] / np.sqrt(ss[j] * yss)
+            keep[j] = r < maxcor
+    if p == 1:
+        keep[0] = True  # as mice
+        return keep
+    idx = np.flatnonzero(keep)
+    k = idx.shape[0]
+    if k < 2:
+        return keep
+    corr = np.zeros((k, k))
+    for i in range(n):
+        for a in range(k):
+            va = xc[i, idx[a]]
+            if va != 0.0:
+                for b in range(a + 1):
+                    corr[a, b] += va * xc[i, idx[b]]
+    for a in range(k):
+        for b in range(a + 1):
+            corr[a, b] /= np.sqrt(ss[idx[a]] * ss[idx[b]])
+            corr[b, a] = corr[a, b]
+    chol, ok = cholesky_lower(corr)
+    if ok:
+        trace_inv = 0.0
+        for j in range(k):
+            e = np.zeros(k)
+            e[j] = 1.0
+            col = solve_lower(chol, e)
+            for i in range(k):
+                trace_inv += col[i] * col[i]
+        if 1.0 / (k * trace_inv) >= eps:
+            return keep
+    live = np.arange(k)
+    while live.shape[0] > 1:
+        sub = np.empty((live.shape[0], live.shape[0]))
+        for a in range(live.shape[0]):
+            for b in range(live.shape[0]):
+                sub[a, b] = corr[live[a], live[b]]
+        evals, evecs = np.linalg.eigh(sub)
+        if evals[0] / evals[-1] >= eps:
+            break
+        drop = np.argmax(np.abs(evecs[:, 0]))
+        keep[idx[live[drop]]] = False
+        live = np.concatenate((live[:drop], live[drop + 1:]))
+    return keep
+
+
+# --------------------------------------------------------------------------------------------
+# Bayesian linear regression draw (norm, pmm)
+
+
+@numba.njit(cache=True, nogil=True)
+def bayes_linear_draw(x_obs, y_obs, z, chisq, ridge):
+    """One draw of (beta*, sigma*) from the posterior of y = X beta + e under a flat prior.
+
+    Rubin (1987, p. 167), as mice's ``.norm.draw``: beta_hat = (X'X)^-1 X'y (ridge only if X'X is
+    singular), sigma*^2 = RSS / chisq with chisq ~ chi2(max(n - p, 1)), beta* = beta_hat +
+    sigma* L^-T z where X'X = L L' (so cov(beta*) = sigma*^2 (X'X)^-1), z ~ N(0, I_p).
+    Shapes: x_obs (n, p), y_obs (n,), z (p,). Returns (beta_hat, beta_star, sigma_star, ridged).
+    """
+    xtx = x_obs.T @ x_obs
+    xty = x_obs.T @ y_obs
+    chol, ridged = cholesky_with_ridge(xtx, ridge)
+    beta_hat = solve_upper_t(chol, solve_lower(chol, xty))
+    resid = y_obs - x_obs @ beta_hat
+    rss = 0.0
+    for i in range(resid.shape[0]):
+        rss += resid[i] * resid[i]
+    sigma_star = np.sqrt(rss / chisq)
+    beta_star = beta_hat + sigma_star * solve_upper_t(chol, z)
+    return beta_hat, beta_star, sigma_star, ridged
+
+
+# --------------------------------------------------------------------------------------------
+# Predictive mean matching: sort once, binary search, k nearest with random tie-breaking
+
+
+@numba.njit(cache=True, nogil=True)
+def pmm_match(yhat_obs, yhat_mis, donors, u_pick, u_tie):
+    """Donor (index into the observed cases) for every case to impute.
+
+    The donor pool of a target t is the ``donors`` observed cases whose predictions are closest to
+    t; when the k-th smallest distance d_k is shared by several cases, which of them enter the pool
+    is random (per target). Drawing one of the pool uniformly is then: j = floor(u_pick * k); the
+    j-th of the n_less cases with distance < d_k if j < n_less, else a uniform pick
+    (``u_tie``) among the n_tie cases at distance exactly d_k. Cost O((n_obs + n_mis) log n_obs + n_mis k):
+    one stable sort of yhat_obs, a binary search and a local expansion per target.
+    Shapes: yhat_obs (n_obs,), yhat_mis (n_mis,), u_pick, u_tie (n_mis,) uniforms in [0, 1).
+    """
+    n_obs = yhat_obs.shape[0]
+    k = min(donors, n_obs)
+    order = np.argsort(yhat_obs, kind="mergesort")
+    sorted_vals = yhat_obs[order]
+    out = np.empty(yhat_mis.shape[0], dtype=np.int64)
+    for i in range(yhat_mis.shape[0]):
+        t = yhat_mis[i]
+        hi = np.searchsorted(sorted_vals, t)
+        lo = hi - 1
+        d_k = 0.0
+        for _ in range(k):  # take the k nearest by merging outward from t
+            if lo < 0:
+                d_k = abs(sorted_vals[hi] - t)
+                hi += 1
+            elif hi >= n_obs:
+                d_k = abs(sorted_vals[lo] - t)
+                lo -= 1
+            else:
+                d_lo = abs(sorted_vals[lo] - t)
+                d_hi = abs(sorted_vals[hi] - t)
+                if d_lo <= d_hi:
+                    d_k = d_lo
+                    lo -= 1
+                else:
+                    d_k = d_hi
+                    hi += 1
+        # window of all cases with distance <= d_k
+        a = lo + 1
+        while a > 0 and abs(sorted_vals[a - 1] - t) <= d_k:
+            a -= 1
+        b = hi - 1
+        while b < n_obs - 1 and abs(sorted_vals[b + 1] - t) <= d_k:
+            b += 1
+        # the strictly closer cases form a contiguous sub-window [a2, b2]
+        a2 = a
+        while a2 <= b and abs(sorted_vals[a2] - t) == d_k:
+            a2 += 1
+        b2 = b
+        while b2 >= a2 and abs(sorted_vals[b2] - t) == d_k:
+            b2 -= 1
+        n_less = b2 - a2 + 1 if b2 >= a2 else 0
+        n_tie = (b - a + 1) - n_less
+        j = int(u_pick[i] * k)
+        if j >= k:
+            j = k - 1
+        if j < n_less:
+            pos = a2 + j
+        else:
+            m = int(u_tie[i] * n_tie)
+            if m >= n_tie:
+                m = n_tie - 1
+            n_left_ties = a2 - a  # ties below t come first, then those above
+            pos = a + m if m < n_left_ties else b2 + 1 + (m - n_left_ties)
+        out[i] = order[pos]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Logistic regression (logreg) and multinomial logit (polyreg)
+
+
+@numba.njit(cache=True, nogil=True)
+def logistic_irls(x, y, w, maxit, tol):
+    """Weighted logistic regression by IRLS (R's ``glm.fit``: start mu = (w y + 1/2)/(w + 1),
+    stop when |dev - dev_old| / (|dev| + 0.1) < tol). Shapes: x (n, p), y (n,) in {0, 1}, w (n,).
+    Returns (beta (p,), L (p, p) lower Cholesky factor of X'WX at the estimate, converged)."""
+    n, p = x.shape
+    eta = np.empty(n)
+    for i in range(n):
+        mu0 = (w[i] * y[i] + 0.5) / (w[i] + 1.0)
+        eta[i] = np.log(mu0 / (1.0 - mu0))
+    beta = np.zeros(p)
+    dev_old = np.inf
+    converged = False
+    chol = np.eye(p)
+    for _ in range(maxit):
+        mu = 1.0 / (1.0 + np.exp(-eta))
+        wx = np.empty((n, p))
+        zw = np.empty(n)
+        for i in range(n):
+            var = max(mu[i] * (1.0 - mu[i]), 1e-12)
+            wi = w[i] * var
+            z = eta[i] + (y[i] - mu[i]) / var
+            sw = np.sqrt(wi)
+            for j in range(p):
+                wx[i, j] = sw * x[i, j]
+            zw[i] = sw * z
+        xtwx = wx.T @ wx
+        chol, _ = cholesky_with_ridge(xtwx, 1e-10)
+        beta = solve_upper_t(chol, solve_lower(chol, wx.T @ zw))
+        eta = x @ beta
+        dev = 0.0
+        for i in range(n):
+            mu_i = 1.0 / (1.0 + np.exp(-eta[i]))
+            mu_i = min(max(mu_i, 1e-300), 1.0 - 1e-16)
+            if y[i] > 0.5:
+                dev -= 2.0 * w[i] * np.log(mu_i)
+            else:
+                dev -= 2.0 * w[i] * np.log(1.0 - mu_i)
+        if abs(dev - dev_old) / (abs(dev) + 0.1) < tol:
+            converged = True
+            break
+        dev_old = dev
+    # information matrix at the final estimate
+    mu = 1.0 / (1.0 + np.exp(-eta))
+    wx = np.empty((n, p))
+    for i in range(n):
+        sw = np.sqrt(w[i] * max(mu[i] * (1.0 - mu[i]), 1e-12))
+        for j in range(p):
+            wx[i, j] = sw * x[i, j]
+    chol, _ = cholesky_with_ridge(wx.T @ wx, 1e-10)
+    return beta, chol, converged
+
+
+@numba.njit(cache=True, nogil=True)
+def _multinom_probs(x, beta):
+    """Softmax probabilities (n, K) of the linear predictors x @ beta (beta (p, K), column 0 zero)."""
+    eta = x @ beta
+    n, k = eta.shape
+    probs = np.empty((n, k))
+    for i in range(n):
+        mx = eta[i, 0]
+        for c in range(1, k):
+            mx = max(mx, eta[i, c])
+        s = 0.0
+        for c in range(k):
+            probs[i, c] = np.exp(eta[i, c] - mx)
+            s += probs[i, c]
+        for c in range(k):
+            probs[i, c] /= s
+    return probs
+
+
+@numba.njit(cache=True, nogil=True)
+def _multinom_loglik(probs, y, w):
+    ll = 0.0
+    for i in range(y.shape[0]):
+        ll += w[i] * np.log(max(probs[i, y[i]], 1e-300))
+    return ll
+
+
+@numba.njit(cache=True, nogil=True)
+def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
+    """Weighted multinomial logit by Newton-Raphson with step halving (the MLE that R's
+    ``nnet::multinom`` approaches by BFGS). Class 0 is the reference (its coefficients are 0).
+    Shapes: x (n, p), y (n,) int codes in [0, K), w (n,), beta0 (p, K) start. Returns beta (p, K)."""
+    n, p = x.shape
+    k1 = n_classes - 1
+    beta = beta0.copy()
+    probs = _multinom_probs(x, beta)
+    ll = _multinom_loglik(probs, y, w)
+    q = p * k1
+    for _ in range(maxit):
+        grad = np.zeros(q)
+        for i in range(n):
+            for a in range(k1):
+                r = w[i] * ((1.0 if y[i] == a + 1 else 0.0) - probs[i, a + 1])
+                for j in range(p):
+                    grad[a * p + j] += r * x[i, j]
+        hess = np.zeros((q, q))
+        wx = np.empty((n, p))
+        for a in range(k1):
+            for b in range(a + 1):
+                for i in range(n):
+                    pa = probs[i, a + 1]
+                    wab = w[i] * pa * ((1.0 if a == b else 0.0) - probs[i, b + 1])
+                    for j in range(p):
+                        wx[i, j] = wab * x[i, j]
+                block = x.T @ wx
+                for j in range(p):
+                    for l in range(p):
+                        hess[a * p + j, b * p + l] = block[j, l]
+                        hess[b * p + l, a * p + j] = block[j, l]
+        chol, _ = cholesky_with_ridge(hess, 1e-8)
+        step = solve_upper_t(chol, solve_lower(chol, grad))
+        scale = 1.0
+        improved = False
+        new_beta = beta.copy()
+        new_probs = probs
+        new_ll = ll
+        for _h in range(30):
+            for a in range(k1):
+                for j in range(p):
+                    new_beta[j, a + 1] = beta[j, a + 1] + scale * step[a * p + j]
+            new_probs = _multinom_probs(x, new_beta)
+            new_ll = _multinom_loglik(new_probs, y, w)
+            if new_ll >= ll - 1e-12 * abs(ll):
+                improved = True
+                break
+            scale *= 0.5
+        if not improved:
+            break
+        change = new_ll - ll
+        beta = new_beta
+        probs = new_probs
+        ll = new_ll
+        if abs(change) < tol * (abs(ll) + tol):
+            break
+    return beta
+
+
+@numba.njit(cache=True, nogil=True)
+def draw_categories(probs, u):
+    """Class per row drawn from the row's probabilities with one uniform each (mice's
+    ``1 + sum(u > cumsum(p))``). Shapes: probs (n, K), u (n,). Returns int codes (n,)."""
+    n, k = probs.shape
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        c = 0
+        acc = probs[i, 0]
+        while c < k - 1 and u[i] > acc:
+            c += 1
+            acc += probs[i, c]
+        out[i] = c
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plain numpy pieces (small p x p problems; LAPACK does the work)
+
+
+def augment(x: np.ndarray, y_codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mice's ``augment()`` (White, Daniel & Royston 2010) against perfect prediction.
+
+    For every predictor j and class c, two pseudo-rows with predictor j at mean +- sd/2 (the other
+    predictors at their means, all clipped to the observed range), target c, each with weight
+    (p + 1) / (2 p K). ``x``: observed rows without intercept (n, p). Returns (x_aug, y_aug, w_aug)
+    for the observed plus 2pK pseudo rows.
+    """
+    n, p = x.shape
+    if p == 0:
+        return x, y_codes, np.ones(n)
+    classes = np.unique(y_codes)
+    k = classes.shape[0]
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0, ddof=1) if n > 1 else np.zeros(p)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    n_rows = 2 * p * k
+    pseudo = np.tile(mean, (n_rows, 1))
+    row = 0
+    for j in range(p):
+        for _c in range(k):
+            pseudo[row, j] += 0.5 * sd[j]
+            pseudo[row + 1, j] -= 0.5 * sd[j]
+            row += 2
+    pseudo = np.clip(pseudo, lo, hi)
+    y_pseudo = np.tile(np.repeat(classes, 2), p)
+    x_aug = np.vstack([x, pseudo])
+    y_aug = np.concatenate([y_codes, y_pseudo.astype(y_codes.dtype)])
+    w_aug = np.concatenate([np.ones(n), np.full(n_rows, (p + 1) / n_rows)])
+    return x_aug, y_aug, w_aug
+
+
+def lda_posterior(x_obs: np.ndarray, y_obs: np.ndarray, n_classes: int, x_mis: np.ndarray) -> np.ndarray:
+    """Posterior class probabilities of MASS's ``lda`` + ``predict(method = "debiased")``.
+
+    Priors: observed class proportions; common within-class covariance S (divisor N - g); the
+    debiased discriminant score of class c is f * (x - m_c)' S^-1 (x - m_c) / 2 - log(prior_c)
+    + d / n_c with f = (N - g - d - 1)/(N - g), d = min(p, g - 1) (Ripley 1996, sec. 2.4). Directions
+    in which S has (relative) eigenvalue below 1e-8 are dropped, so constant-within-class dummies
+    do not break the fit. Classes absent among the observed get probability 0.
+    Shapes: x_obs (N, p), y_obs (N,) codes, x_mis (n, p). Returns (n, n_classes).
+    """
+    present = np.unique(y_obs)
+    g = present.shape[0]
+    n_obs, p = x_obs.shape
+    out = np.zeros((x_mis.shape[0], n_classes))
+    if g == 1 or p == 0:
+        counts = np.bincount(y_obs, minlength=n_classes).astype(float)
+        out[:] = counts / counts.sum()
+        return out
+    means = np.vstack([x_obs[y_obs == c].mean(axis=0) for c in present])
+    counts = np.array([np.sum(y_obs == c) for c in present], dtype=float)
+    centred = x_obs - means[np.searchsorted(present, y_obs)]
+    within = centred.T @ centred / max(n_obs - g, 1)
+    scale = np.sqrt(np.maximum(np.diag(within), 1e-300))
+    corr = within / np.outer(scale, scale)
+    evals, evecs = np.linalg.eigh(corr)
+    keep = evals > 1e-8 * evals.max()
+    sphere = (evecs[:, keep] / np.sqrt(evals[keep])) / scale[:, None]  # S^-1/2 on kept directions
+    zm = means @ sphere
+    zx = x_mis @ sphere
+    d = min(int(keep.sum()), g - 1)
+    factor = (n_obs - g - d - 1) / (n_obs - g) if n_obs - g > 0 else 1.0
+    prior = counts / counts.sum()
+    dist = 0.5 * (zm**2).sum(axis=1)[None, :] - zx @ zm.T  # class-dependent part of |zx - zm|^2 / 2
+    dist = factor * dist - (np.log(prior) - d / counts)[None, :]
+    dist -= dist.min(axis=1, keepdims=True)
+    post = np.exp(-dist)
+    post /= post.sum(axis=1, keepdims=True)
+    out[:, present] = post
+    return out

@@ -1,0 +1,737 @@
+"""Multiple imputation by chained equations, as R's ``mice`` 3.x does it (van Buuren &
+Groothuis-Oudshoorn 2011, J. Stat. Softw. 45(3); van Buuren 2018, *Flexible Imputation of Missing
+Data*, 2nd ed., ch. 4).
+
+``imp = mice(data, m=5, maxit=5, seed=1)`` imputes every column with missing values from the
+other columns (factors enter as treatment dummies), sweeping the columns in ``visit_sequence``
+``maxit`` times per imputation, each of the ``m`` imputations in its own random stream
+(``engine.parallel.child_seeds``) and run through ``engine.parallel.run_tasks`` so the results do
+not depend on the executor or the number of workers. Then ``imp.complete(k)``, ``imp.fit(fn)`` and
+``engine.pool(fits)``.
+
+As mice does: starting values are random draws from each column's observed values
+(``initialize.imp``); before sampling, constant columns and collinear columns (|r| >= 0.999,
+``find.collinear``, the one with more missing values goes) are removed as predictors and not
+imputed (``edit.setup``); before every univariate fit, predictors that are constant (var < 1e-4),
+nearly identical to the target (r >= 0.99) or linearly dependent (eigenvalue ratio < 1e-4 of their
+correlation matrix) are dropped (``remove.lindep``). Everything removed is listed in
+``imp.logged_events``. The method kernels live in ``engine.impute_methods`` and ``engine.cart``.
+
+Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` on a factor with
+more than two levels scales the categories by the first canonical variate of the centred dummies
+(mice's ``quantify`` uses the second uncentred one); ``polyreg`` fits the multinomial MLE by Newton
+steps rather than ``nnet``'s BFGS; ``cart`` trees are pre-pruned at cp (see ``engine.cart``);
+``polr`` is not implemented (an ordered factor that needs it raises ImputationError).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import cart as _cart
+from . import impute_methods as _im
+from .errors import DataWarning, ImputationError
+from .parallel import child_seeds, run_tasks
+
+#: Every method name engine knows (mice's names); "" leaves a column as it is.
+KNOWN_METHODS = ("pmm", "norm", "logreg", "polyreg", "lda", "cart", "mean", "sample", "polr", "")
+NUMERIC_ONLY = ("norm", "mean")
+FACTOR_ONLY = ("logreg", "polyreg", "lda", "polr")
+DEFAULT_METHOD = ("pmm", "logreg", "polyreg", "polr")
+DONORS = 5
+LINDEP_EPS = 1e-4
+LINDEP_MAXCOR = 0.99
+COLLINEAR_THRESHOLD = 0.999
+CART_MIN_BUCKET = 5
+CART_CP = 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# BLAS threads: the imputations already run in parallel, and the matrices are small (p <= a few
+# hundred), where a multithreaded OpenBLAS spends far more time synchronising than computing
+# (measured: 0.9 s instead of 0.02 s for one 150 x 150 eigh on a busy 2-core machine). Limit the
+# loaded OpenBLAS libraries (NumPy's and SciPy's, which Numba's linalg uses) to one thread while
+# mice runs, and restore them afterwards (what threadpoolctl does, with ctypes only).
+
+_BLAS_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+               ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+               ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+class _SingleThreadedBlas:
+    """Context manager: OpenBLAS libraries loaded in this process use one thread inside."""
+
+    def __enter__(self):
+        self._saved = []
+        try:
+            import ctypes
+
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+            for path in sorted(paths):
+                lib = ctypes.CDLL(path)
+                for get_name, set_name in _BLAS_NAMES:
+                    if hasattr(lib, get_name) and hasattr(lib, set_name):
+                        before = int(getattr(lib, get_name)())
+                        getattr(lib, set_name)(1)
+                        self._saved.append((getattr(lib, set_name), before))
+                        break
+        except Exception:  # pragma: no cover - no /proc or no OpenBLAS: leave BLAS as it is
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        for setter, before in self._saved:
+            try:
+                setter(before)
+            except Exception:  # pragma: no cover
+                pass
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Column description and the picklable setup shared by the imputation tasks
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    is_factor: bool
+    levels: tuple  # factor levels (labels, original objects); () for numerics
+    ordered: bool
+    kind: str  # "numeric", "categorical", "bool", "object"
+    dtype: Any
+
+
+@dataclass
+class _Setup:
+    """Arrays every imputation task needs (plain numpy, picklable for remote executors)."""
+
+    values: np.ndarray  # (n, ncol) float64: numerics, or factor codes 0..L-1; NaN where missing
+    missing: np.ndarray  # (n, ncol) bool
+    is_factor: np.ndarray  # (ncol,) bool
+    n_levels: np.ndarray  # (ncol,) int
+    design_start: np.ndarray  # (ncol,) first design column of each data column
+    design_stop: np.ndarray
+    design_names: list
+    column_names: list
+    methods: list  # per column
+    predictor_design_cols: list  # per column: int array of design columns of its predictors
+    visit: list  # column indices in visiting order (only imputed ones)
+    maxit: int
+
+
+def _column_info(name: str, series: pd.Series) -> ColumnInfo:
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return ColumnInfo(name, True, tuple(dtype.categories), bool(dtype.ordered), "categorical", dtype)
+    if pd.api.types.is_bool_dtype(dtype):
+        return ColumnInfo(name, True, (False, True), False, "bool", dtype)
+    if pd.api.types.is_numeric_dtype(dtype):
+        return ColumnInfo(name, False, (), False, "numeric", dtype)
+    if pd.api.types.is_string_dtype(dtype) or dtype == object:
+        observed = series.dropna()
+        try:
+            levels = tuple(sorted(pd.unique(observed)))
+        except TypeError as exc:
+            raise ImputationError(f"column {name!r} mixes value types that cannot be ordered as levels") from exc
+        return ColumnInfo(name, True, levels, False, "object", dtype)
+    raise ImputationError(f"column {name!r} has dtype {dtype}, which mice cannot impute "
+                          "(use numeric, categorical, bool or string columns)")
+
+
+def _column_values(info: ColumnInfo, series: pd.Series) -> np.ndarray:
+    if not info.is_factor:
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if info.kind == "categorical":
+        codes = series.cat.codes.to_numpy().astype(float)
+        codes[codes < 0] = np.nan
+        return codes
+    lookup = {level: i for i, level in enumerate(info.levels)}
+    return np.array([np.nan if pd.isna(v) else float(lookup[v]) for v in series.to_numpy(dtype=object)])
+
+
+def _default_method(info: ColumnInfo, default_method: Sequence[str]) -> str:
+    """mice's ``make.method``: numeric, binary factor, unordered factor, ordered factor."""
+    if not info.is_factor:
+        return default_method[0]
+    if len(info.levels) == 2:
+        return default_method[1]
+    if info.ordered:
+        return default_method[3]
+    return default_method[2]
+
+
+def _check_method(info: ColumnInfo, method: str) -> None:
+    if method not in KNOWN_METHODS:
+        raise ImputationError(
+            f"unknown imputation method {method!r} for column {info.name!r}; "
+            f"known methods: {', '.join(repr(m) for m in KNOWN_METHODS)}"
+        )
+    if method in NUMERIC_ONLY and info.is_factor:
+        raise ImputationError(f"method {method!r} needs a numeric column, but {info.name!r} is a factor "
+                              f"({len(info.levels)} levels); use 'pmm', 'cart', 'polyreg' or 'lda'")
+    if method in FACTOR_ONLY and not info.is_factor:
+        raise ImputationError(f"method {method!r} needs a factor column, but {info.name!r} is numeric; "
+                              "use 'pmm', 'norm' or 'cart' (or make the column categorical)")
+    if method == "logreg" and len(info.levels) != 2:
+        raise ImputationError(f"method 'logreg' needs a two-level factor, but {info.name!r} has "
+                              f"{len(info.levels)} levels; use 'polyreg' or 'lda'")
+    if method == "polr":
+        raise ImputationError(f"method 'polr' (ordered factor {info.name!r}) is not implemented yet; "
+                              "choose 'polyreg', 'lda', 'pmm' or 'cart' for this column")
+
+
+def _find_collinear(values: np.ndarray, nmis: np.ndarray, threshold: float) -> list[int]:
+    """mice's ``find.collinear``: order columns by number missing, drop any column whose pairwise
+    correlation with an earlier one is >= threshold in absolute value. Returns column positions."""
+    order = np.argsort(nmis, kind="stable")
+    frame = pd.DataFrame(values[:, order])
+    with np.errstate(all="ignore"):
+        corr = frame.corr(min_periods=2).to_numpy()
+    hit = np.triu(np.abs(np.nan_to_num(corr)) >= threshold, k=1)
+    return [int(order[j]) for j in range(len(order)) if hit[:, j].any()]
+
+
+def remove_lindep(x_obs: np.ndarray, y_obs: np.ndarray, eps: float = LINDEP_EPS,
+                  maxcor: float = LINDEP_MAXCOR) -> np.ndarray:
+    """mice's ``remove.lindep``: which predictors (columns of x_obs) to keep. Shapes (n, p), (n,).
+
+    Drops all when var(y) < eps; else predictors with var <= eps or cor(x, y) >= maxcor, then, while
+    the smallest/largest eigenvalue of the kept predictors' correlation matrix is < eps, the one
+    with the largest weight in the smallest eigenvector (kernel ``_im.lindep_keep``)."""
+    if x_obs.shape[1] == 0:
+        return np.zeros(0, dtype=bool)
+    return _im.lindep_keep(np.ascontiguousarray(x_obs, dtype=float), np.ascontiguousarray(y_obs, dtype=float),
+                           eps, maxcor)
+
+
+# --------------------------------------------------------------------------------------------
+# One univariate imputation step per method (Python layer around the kernels)
+
+
+def _with_intercept(x: np.ndarray) -> np.ndarray:
+    out = np.empty((x.shape[0], x.shape[1] + 1))
+    out[:, 0] = 1.0
+    out[:, 1:] = x
+    return out
+
+
+def quantify(y_codes: np.ndarray, x_obs: np.ndarray) -> np.ndarray:
+    """Numeric scores for factor codes (for pmm on a factor): the first canonical variate of the
+    centred class dummies against the centred predictors, standardised (optimal scaling)."""
+    classes, inverse = np.unique(y_codes.astype(np.int64), return_inverse=True)
+    if classes.size < 2 or x_obs.shape[1] == 0:
+        return y_codes.astype(float)
+    dummies = np.zeros((y_codes.shape[0], classes.size - 1))
+    rows = inverse > 0
+    dummies[np.flatnonzero(rows), inverse[rows] - 1] = 1.0
+    yc = dummies - dummies.mean(axis=0)
+    xc = x_obs - x_obs.mean(axis=0)
+    qy, ry = np.linalg.qr(yc)
+    ux, sx, _ = np.linalg.svd(xc, full_matrices=False)
+    ux = ux[:, sx > 1e-10 * max(sx.max(initial=0.0), 1e-300)]
+    if ux.shape[1] == 0:
+        return y_codes.astype(float)
+    u, _, _ = np.linalg.svd(qy.T @ ux, full_matrices=False)
+    from scipy.linalg import solve_triangular
+
+    coef = solve_triangular(ry, u[:, 0])
+    scores = yc @ coef
+    sd = scores.std(ddof=1)
+    return (scores - scores.mean()) / (sd if sd > 0 else 1.0)
+
+
+def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor):
+    ynum = quantify(y_obs, x_obs) if is_factor else y_obs
+    xo = _with_intercept(x_obs)
+    xm = _with_intercept(x_mis)
+    p = xo.shape[1]
+    z = rng.standard_normal(p)
+    chisq = rng.chisquare(max(xo.shape[0] - p, 1))
+    beta_hat, beta_star, _, _ = _im.bayes_linear_draw(xo, ynum, z, chisq, _im.RIDGE)
+    yhat_obs = xo @ beta_hat
+    yhat_mis = xm @ beta_star
+    n_mis = xm.shape[0]
+    idx = _im.pmm_match(yhat_obs, yhat_mis, DONORS, rng.random(n_mis), rng.random(n_mis))
+    return y_obs[idx]
+
+
+def _impute_norm(y_obs, x_obs, x_mis, rng, is_factor):
+    xo = _with_intercept(x_obs)
+    xm = _with_intercept(x_mis)
+    p = xo.shape[1]
+    z = rng.standard_normal(p)
+    chisq = rng.chisquare(max(xo.shape[0] - p, 1))
+    _, beta_star, sigma_star, _ = _im.bayes_linear_draw(xo, y_obs, z, chisq, _im.RIDGE)
+    return xm @ beta_star + rng.standard_normal(xm.shape[0]) * sigma_star
+
+
+def _impute_mean(y_obs, x_obs, x_mis, rng, is_factor):
+    return np.full(x_mis.shape[0], y_obs.mean())
+
+
+def _impute_sample(y_obs, x_obs, x_mis, rng, is_factor):
+    return y_obs[rng.integers(0, y_obs.shape[0], size=x_mis.shape[0])]
+
+
+def _impute_logreg(y_obs, x_obs, x_mis, rng, is_factor):
+    codes = y_obs.astype(np.int64)
+    present = np.unique(codes)
+    if present.size == 1:
+        return np.full(x_mis.shape[0], float(present[0]))
+    x_aug, y_aug, w_aug = _im.augment(x_obs, codes, 2)
+    xa = _with_intercept(x_aug)
+    beta, chol, _ = _im.logistic_irls(xa, y_aug.astype(float), w_aug, 25, 1e-8)
+    beta_star = beta + _im.solve_upper_t(chol, rng.standard_normal(xa.shape[1]))
+    eta = _with_intercept(x_mis) @ beta_star
+    prob = 1.0 / (1.0 + np.exp(-eta))
+    return (rng.random(x_mis.shape[0]) <= prob).astype(float)
+
+
+def _present_classes(y_obs):
+    codes = y_obs.astype(np.int64)
+    present, local = np.unique(codes, return_inverse=True)
+    return present, local.astype(np.int64)
+
+
+def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, warm=None):
+    """Multinomial logit on the augmented observed cases; classes drawn from the fitted
+    probabilities (mice does not draw the parameters here). ``warm``: a dict holding the previous
+    sweep's estimate, used as the Newton start when the design has the same shape (same MLE,
+    fewer steps)."""
+    present, local = _present_classes(y_obs)
+    if present.size == 1:
+        return np.full(x_mis.shape[0], float(present[0]))
+    x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size)
+    xa = _with_intercept(x_aug)
+    beta0 = np.zeros((xa.shape[1], present.size))
+    if warm is not None and warm.get("beta") is not None and warm["beta"].shape == beta0.shape:
+        beta0 = warm["beta"]
+    beta = _im.multinom_newton(xa, y_aug.astype(np.int64), w_aug, present.size, beta0, 100, 1e-10)
+    if warm is not None:
+        warm["beta"] = beta
+    probs = _im._multinom_probs(_with_intercept(x_mis), beta)
+    drawn = _im.draw_categories(probs, rng.random(x_mis.shape[0]))
+    return present[drawn].astype(float)
+
+
+def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor):
+    present, local = _present_classes(y_obs)
+    if present.size == 1:
+        return np.full(x_mis.shape[0], float(present[0]))
+    post = _im.lda_posterior(x_obs, local, present.size, x_mis)
+    drawn = _im.draw_categories(np.ascontiguousarray(post), rng.random(x_mis.shape[0]))
+    return present[drawn].astype(float)
+
+
+def _impute_cart(y_obs, x_obs, x_mis, rng, is_factor):
+    n_classes = 0
+    target = y_obs
+    if is_factor:
+        present, local = _present_classes(y_obs)
+        if present.size == 1:
+            return np.full(x_mis.shape[0], float(present[0]))
+        n_classes = present.size
+        target = local.astype(float)
+    if x_obs.shape[1] == 0:
+        x_obs = np.ones((x_obs.shape[0], 1))
+        x_mis = np.ones((x_mis.shape[0], 1))
+    feature, threshold, left, right, n_nodes, leaf_of_row = _cart.grow_tree(
+        x_obs, target, n_classes, 3 * CART_MIN_BUCKET, CART_MIN_BUCKET, CART_CP, 30)
+    leaves = _cart.predict_leaves(feature, threshold, left, right, x_mis)
+    donors = _cart.leaf_donors(leaf_of_row, n_nodes, leaves, rng.random(x_mis.shape[0]))
+    return y_obs[donors]
+
+
+_IMPUTERS: dict[str, Callable] = {
+    "pmm": _impute_pmm, "norm": _impute_norm, "mean": _impute_mean, "sample": _impute_sample,
+    "logreg": _impute_logreg, "polyreg": _impute_polyreg, "lda": _impute_lda, "cart": _impute_cart,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The chained-equations sampler for one imputation
+
+
+def _build_design(setup: _Setup, values: np.ndarray) -> np.ndarray:
+    n = values.shape[0]
+    design = np.zeros((n, len(setup.design_names)))
+    for j in range(values.shape[1]):
+        _write_design(setup, design, values, j, slice(None))
+    return design
+
+
+def _write_design(setup: _Setup, design: np.ndarray, values: np.ndarray, j: int, rows) -> None:
+    a, b = setup.design_start[j], setup.design_stop[j]
+    if a == b:
+        return
+    v = values[rows, j]
+    if not setup.is_factor[j]:
+        design[rows, a] = v
+        return
+    codes = np.where(np.isnan(v), -1, v).astype(np.int64)
+    block = np.zeros((codes.shape[0], b - a))
+    hit = codes >= 1
+    block[np.flatnonzero(hit), codes[hit] - 1] = 1.0
+    design[rows, a:b] = block
+
+
+def _run_imputation(setup: _Setup, seed: np.random.SeedSequence):
+    """Initial draws then ``maxit`` sweeps for one imputation; returns (imputed values per visited
+    column, chain means (ncol_visit, maxit), chain variances, logged removals)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    values = setup.values.copy()
+    for j in setup.visit:  # initialize.imp: random draws from the observed values
+        mis = setup.missing[:, j]
+        observed = values[~mis, j]
+        values[mis, j] = observed[rng.integers(0, observed.shape[0], size=int(mis.sum()))]
+    design = _build_design(setup, values)
+    n_visit = len(setup.visit)
+    chain_mean = np.full((n_visit, setup.maxit), np.nan)
+    chain_var = np.full((n_visit, setup.maxit), np.nan)
+    events = []
+    warm: dict[int, dict] = {}
+    for iteration in range(setup.maxit):
+        for v, j in enumerate(setup.visit):
+            mis = setup.missing[:, j]
+            obs = ~mis
+            cols = setup.predictor_design_cols[j]
+            x = design[:, cols]
+            x_obs = np.ascontiguousarray(x[obs])
+            x_mis = np.ascontiguousarray(x[mis])
+            y_obs = np.ascontiguousarray(values[obs, j])
+            keep = remove_lindep(x_obs, y_obs)
+            if not keep.all():
+                dropped = [setup.design_names[c] for c in np.asarray(cols)[~keep]]
+                events.append((iteration + 1, setup.column_names[j], setup.methods[j], ", ".join(dropped)))
+                x_obs = np.ascontiguousarray(x_obs[:, keep])
+                x_mis = np.ascontiguousarray(x_mis[:, keep])
+            if setup.methods[j] == "polyreg":
+                imputed = _impute_polyreg(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}))
+            else:
+                imputed = _IMPUTERS[setup.methods[j]](y_obs, x_obs, x_mis, rng, bool(setup.is_factor[j]))
+            values[mis, j] = imputed
+            _write_design(setup, design, values, j, mis)
+            shown = imputed + 1.0 if setup.is_factor[j] else imputed  # R's as.integer of a factor
+            chain_mean[v, iteration] = shown.mean()
+            chain_var[v, iteration] = shown.var(ddof=1) if shown.shape[0] > 1 else np.nan
+    imputations = [values[setup.missing[:, j], j].copy() for j in setup.visit]
+    return imputations, chain_mean, chain_var, events
+
+
+# --------------------------------------------------------------------------------------------
+# User layer
+
+
+class MiceFits(list):
+    """The m complete-data fits of ``MiceResult.fit`` (a list); ``.pool()`` applies Rubin's rules."""
+
+    def pool(self, dfcom: float | None = None):
+        from .pool import pool
+
+        return pool(self, dfcom=dfcom)
+
+
+@dataclass
+class MiceResult:
+    """Multiply imputed data (R's ``mids``).
+
+    ``imp[col]``: (n_missing, m) array of the imputed values of a column (factor level labels for
+    factors); ``where``: missing-value mask (DataFrame of bool); ``chain_means[col]`` /
+    ``chain_vars[col]``: DataFrames (iterations x imputations) of the mean / variance of the imputed
+    values after each sweep (factor codes counted from 1, as R's ``as.integer``); ``method``,
+    ``predictor_matrix``, ``visit_sequence`` as used; ``logged_events``: what was removed and why.
+    """
+
+    data: pd.DataFrame
+    m: int
+    maxit: int
+    method: dict
+    predictor_matrix: pd.DataFrame
+    visit_sequence: list
+    where: pd.DataFrame
+    imp: dict
+    chain_means: dict
+    chain_vars: dict
+    logged_events: pd.DataFrame
+    seed: Any = None
+    _columns: dict = field(default_factory=dict, repr=False)
+    _codes: dict = field(default_factory=dict, repr=False)
+
+    def complete(self, action: int | str = 1, include: bool = False) -> pd.DataFrame:
+        """The k-th completed data set (``k = 0``: the original data), or ``"long"``: all of them
+        stacked with ``.imp`` (imputation number) and ``.id`` (row, 1-based unless the data has
+        its own index) in front, as mice's ``complete(imp, "long", include)``."""
+        if isinstance(action, str):
+            if action != "long":
+                raise ImputationError(f"complete(): action must be an imputation number or 'long', got {action!r}")
+            ks = range(0 if include else 1, self.m + 1)
+            ids = (np.arange(1, len(self.data) + 1) if isinstance(self.data.index, pd.RangeIndex)
+                   else self.data.index.to_numpy())
+            frames = []
+            for k in ks:
+                frame = self.complete(k).reset_index(drop=True)
+                frame.insert(0, ".id", ids)
+                frame.insert(0, ".imp", k)
+                frames.append(frame)
+            return pd.concat(frames, ignore_index=True)
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+            raise ImputationError(f"complete(): action must be an imputation number or 'long', got {action!r}")
+        k = int(action)
+        if not 0 <= k <= self.m:
+            raise ImputationError(f"complete(): imputation number must be in 0..{self.m}, got {k}")
+        out = self.data.copy()
+        if k == 0:
+            return out
+        for name, codes in self._codes.items():
+            info = self._columns[name]
+            mask = self.where[name].to_numpy()
+            filled = codes[:, k - 1]
+            if info.is_factor:
+                if info.kind == "categorical":
+                    all_codes = out[name].cat.codes.to_numpy().copy()
+                    all_codes[mask] = filled.astype(np.int64)
+                    out[name] = pd.Categorical.from_codes(all_codes, dtype=info.dtype)
+                else:
+                    col = out[name].to_numpy(dtype=object).copy()
+                    col[mask] = [info.levels[int(c)] for c in filled]
+                    out[name] = pd.Series(col, index=out.index).astype(info.dtype) if info.kind == "bool" \
+                        else pd.Series(col, index=out.index, dtype=info.dtype)
+            else:
+                col = out[name].to_numpy(dtype=float, na_value=np.nan).copy()
+                col[mask] = filled
+                series = pd.Series(col, index=out.index, name=name)
+                if pd.api.types.is_integer_dtype(info.dtype) and np.all(np.isfinite(col)) and np.all(col == np.round(col)):
+                    series = series.astype(info.dtype)
+                out[name] = series
+        return out
+
+    def fit(self, function: Callable[[pd.DataFrame], Any], executor: Executor | None = None) -> MiceFits:
+        """Apply ``function`` (e.g. ``lambda d: engine.ols(formula, d)``) to each completed data set
+        (R's ``with(imp, ...)``); returns the m fits as a list with ``.pool()``."""
+        fits = run_tasks(lambda k: function(self.complete(k)), [(k,) for k in range(1, self.m + 1)], executor)
+        return MiceFits(fits)
+
+    def __repr__(self) -> str:
+        methods = " ".join(f"{k}={v!r}" for k, v in self.method.items())
+        return (f"Class: mids (engine)\nNumber of multiple imputations: {self.m}\n"
+                f"Iterations: {self.maxit}\nImputation methods: {methods}\n"
+                f"Logged events: {len(self.logged_events)}")
+
+
+def _normalise_methods(method, infos: list[ColumnInfo], nmis: np.ndarray, default_method) -> list[str]:
+    names = [i.name for i in infos]
+    result = [_default_method(i, default_method) if nmis[j] > 0 else "" for j, i in enumerate(infos)]
+    given: dict[int, str] = {}
+    if method is None:
+        pass
+    elif isinstance(method, str):
+        given = {j: method for j in range(len(infos)) if nmis[j] > 0}
+    elif isinstance(method, (dict, pd.Series)):
+        for name, meth in dict(method).items():
+            if name not in names:
+                raise ImputationError(f"method given for column {name!r}, which is not in the data")
+            given[names.index(name)] = meth
+    elif isinstance(method, (list, tuple)):
+        if len(method) != len(infos):
+            raise ImputationError(f"method has {len(method)} entries but the data has {len(infos)} columns")
+        given = dict(enumerate(method))
+    else:
+        raise ImputationError(f"method must be None, a string, a dict or a list, got {type(method).__name__}")
+    for j, meth in given.items():
+        if not isinstance(meth, str):
+            raise ImputationError(f"method for column {names[j]!r} must be a string, got {meth!r}")
+        if meth:
+            _check_method(infos[j], meth)
+        result[j] = meth if nmis[j] > 0 else ""
+    for j, info in enumerate(infos):
+        if result[j]:
+            _check_method(info, result[j])
+    return result
+
+
+def _normalise_predictor_matrix(predictor_matrix, names: list[str]) -> np.ndarray:
+    ncol = len(names)
+    if predictor_matrix is None:
+        pred = np.ones((ncol, ncol), dtype=np.int64)
+        np.fill_diagonal(pred, 0)
+        return pred
+    if isinstance(predictor_matrix, pd.DataFrame):
+        if set(predictor_matrix.index) != set(names) or set(predictor_matrix.columns) != set(names) \
+                or predictor_matrix.shape != (ncol, ncol):
+            raise ImputationError(
+                f"predictor_matrix must have the data's {ncol} columns as both rows and columns; "
+                f"got shape {predictor_matrix.shape}"
+            )
+        matrix = predictor_matrix.loc[names, names].to_numpy()
+    else:
+        matrix = np.asarray(predictor_matrix)
+        if matrix.shape != (ncol, ncol):
+            raise ImputationError(
+                f"predictor_matrix has shape {matrix.shape}, expected ({ncol}, {ncol}) for the data's columns"
+            )
+    if not np.isin(matrix, (0, 1)).all():
+        raise ImputationError("predictor_matrix entries must be 0 or 1")
+    pred = matrix.astype(np.int64).copy()
+    np.fill_diagonal(pred, 0)
+    return pred
+
+
+def mice(
+    data: pd.DataFrame,
+    m: int = 5,
+    maxit: int = 5,
+    method: str | dict | Sequence[str] | None = None,
+    default_method: Sequence[str] = DEFAULT_METHOD,
+    predictor_matrix: pd.DataFrame | np.ndarray | None = None,
+    visit_sequence: Sequence[str] | None = None,
+    seed: int | np.random.SeedSequence | None = None,
+    executor: Executor | None = None,
+) -> MiceResult:
+    """Multivariate imputation by chained equations (R's ``mice()``); see the module docstring.
+
+    ``method``: one name for every incomplete column, a dict column -> name, or a list per column
+    (``""`` leaves a column as it is); unset columns get ``default_method`` = (numeric, two-level
+    factor, unordered factor, ordered factor) methods. ``predictor_matrix``: (ncol x ncol) 0/1, row
+    = target, column = predictor (default: all others). ``visit_sequence``: column names in visiting
+    order (default: left to right). ``seed``: the m imputations use independent streams spawned
+    from it. ``executor``: any ``concurrent.futures.Executor`` (default: local threads).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ImputationError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if isinstance(m, (bool, np.bool_)) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ImputationError(f"m (the number of imputations) must be an integer >= 1, got {m!r}")
+    if isinstance(maxit, (bool, np.bool_)) or not isinstance(maxit, (int, np.integer)) or maxit < 0:
+        raise ImputationError(f"maxit must be an integer >= 0, got {maxit!r}")
+    if isinstance(default_method, str) or len(default_method) != 4:
+        raise ImputationError("default_method must give 4 methods: numeric, two-level factor, "
+                              f"unordered factor, ordered factor; got {default_method!r}")
+    if len(set(map(str, data.columns))) != data.shape[1]:
+        raise ImputationError("data has duplicated column names")
+    data = data.copy()
+    names = [str(c) for c in data.columns]
+    data.columns = names
+    n, ncol = data.shape
+    if n == 0 or ncol == 0:
+        raise ImputationError("data has no rows or no columns")
+    infos = [_column_info(name, data[name]) for name in names]
+    values = np.column_stack([_column_values(info, data[info.name]) for info in infos])
+    missing = np.isnan(values)
+    nmis = missing.sum(axis=0)
+    methods = _normalise_methods(method, infos, nmis, default_method)
+    for j, info in enumerate(infos):
+        if nmis[j] == n and methods[j]:
+            raise ImputationError(f"column {info.name!r} is entirely missing; it cannot be imputed "
+                                  "(drop it or set its method to '')")
+    pred = _normalise_predictor_matrix(predictor_matrix, names)
+    if visit_sequence is None:
+        visit_names = names
+    else:
+        if isinstance(visit_sequence, str):
+            visit_sequence = [visit_sequence]
+        unknown = [v for v in visit_sequence if v not in names]
+        if unknown:
+            raise ImputationError(f"visit_sequence names column(s) not in the data: {unknown}")
+        visit_names = list(visit_sequence)
+
+    events: list[tuple] = []
+    # edit.setup: constant columns, then collinear columns
+    for j, info in enumerate(infos):
+        observed = values[~missing[:, j], j]
+        constant = observed.size > 1 and np.var(observed, ddof=1) < 1000 * np.finfo(float).eps
+        if observed.size == 1:
+            constant = True
+        if constant and (pred[:, j].any() or methods[j]):
+            pred[:, j] = 0
+            if methods[j]:
+                pred[j, :] = 0
+                methods[j] = ""
+            events.append((0, info.name, "constant", info.name))
+    is_predictor = pred.any(axis=0)
+    if is_predictor.any():
+        cols = np.flatnonzero(is_predictor)
+        for pos in _find_collinear(values[:, cols], nmis[cols], COLLINEAR_THRESHOLD):
+            j = int(cols[pos])
+            pred[:, j] = 0
+            if methods[j]:
+                pred[j, :] = 0
+                methods[j] = ""
+            events.append((0, names[j], "collinear", names[j]))
+    # a column with missing values that is not imputed cannot be a predictor
+    for j in range(ncol):
+        if nmis[j] > 0 and not methods[j] and pred[:, j].any():
+            pred[:, j] = 0
+            events.append((0, names[j], "not imputed", names[j]))
+    if any(e[0] == 0 for e in events):
+        removed = ", ".join(f"{e[1]} ({e[2]})" for e in events)
+        warnings.warn(f"mice removed these columns as predictors (and left them unimputed if "
+                      f"incomplete): {removed}; see logged_events", DataWarning, stacklevel=2)
+
+    # design columns: numerics 1, factors L - 1 treatment dummies
+    design_start = np.zeros(ncol, dtype=np.int64)
+    design_stop = np.zeros(ncol, dtype=np.int64)
+    design_names: list[str] = []
+    for j, info in enumerate(infos):
+        design_start[j] = len(design_names)
+        if info.is_factor:
+            design_names.extend(f"{info.name}{lev}" for lev in info.levels[1:])
+        else:
+            design_names.append(info.name)
+        design_stop[j] = len(design_names)
+    predictor_design_cols = []
+    for j in range(ncol):
+        cols = [np.arange(design_start[k], design_stop[k]) for k in range(ncol) if pred[j, k]]
+        predictor_design_cols.append(np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64))
+    visit = [names.index(v) for v in visit_names if methods[names.index(v)] and nmis[names.index(v)] > 0]
+
+    setup = _Setup(values=values, missing=missing, is_factor=np.array([i.is_factor for i in infos]),
+                   n_levels=np.array([len(i.levels) for i in infos]), design_start=design_start,
+                   design_stop=design_stop, design_names=design_names, column_names=names,
+                   methods=methods, predictor_design_cols=predictor_design_cols, visit=visit,
+                   maxit=int(maxit))
+    seeds = child_seeds(seed, int(m))
+    with _SingleThreadedBlas():
+        results = run_tasks(_run_imputation, [(setup, s) for s in seeds], executor)
+
+    codes = {}
+    imp = {}
+    chain_means = {}
+    chain_vars = {}
+    iterations = pd.Index(np.arange(1, maxit + 1), name="iteration")
+    imputations = pd.Index(np.arange(1, m + 1), name="imputation")
+    for v, j in enumerate(visit):
+        name = names[j]
+        stacked = np.column_stack([res[0][v] for res in results])
+        codes[name] = stacked
+        if infos[j].is_factor:
+            labels = np.array(infos[j].levels, dtype=object)[stacked.astype(np.int64)]
+            imp[name] = pd.DataFrame(labels, index=data.index[missing[:, j]], columns=imputations)
+        else:
+            imp[name] = pd.DataFrame(stacked, index=data.index[missing[:, j]], columns=imputations)
+        chain_means[name] = pd.DataFrame(np.column_stack([res[1][v] for res in results]),
+                                         index=iterations, columns=imputations)
+        chain_vars[name] = pd.DataFrame(np.column_stack([res[2][v] for res in results]),
+                                        index=iterations, columns=imputations)
+    for i, res in enumerate(results):
+        for it, dep, meth, out in res[3]:
+            events.append((it, dep, meth, out, i + 1))
+    logged = pd.DataFrame(
+        [(e[0], e[4] if len(e) > 4 else 0, e[1], e[2], e[3]) for e in events],
+        columns=["it", "im", "dep", "meth", "out"],
+    )
+    return MiceResult(
+        data=data, m=int(m), maxit=int(maxit), method=dict(zip(names, methods)),
+        predictor_matrix=pd.DataFrame(pred, index=names, columns=names),
+        visit_sequence=[names[j] for j in visit], where=pd.DataFrame(missing, index=data.index, columns=names),
+        imp=imp, chain_means=chain_means, chain_vars=chain_vars, logged_events=logged, seed=seed,
+        _columns={i.name: i for i in infos}, _codes=codes,
+    )
