@@ -21,10 +21,11 @@ import importlib
 import inspect
 import os
 import sys
+import threading
 import types
 import warnings
-from concurrent.futures import Executor
-from typing import Any, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -213,6 +214,58 @@ def _seed_info(root: np.random.SeedSequence, chain_seeds: list[np.random.SeedSeq
     }
 
 
+class _ChainCounter:
+    """Calls ``report(done, total)`` as chains finish (thread-safe); used only with thread executors,
+    where the task function may close over it (process or cluster executors get the plain task)."""
+
+    def __init__(self, report: Callable[[int, int], None], total: int):
+        self.report, self.total, self.done = report, total, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, *task):
+        result = _run_chain(*task)
+        with self._lock:
+            self.done += 1
+            self.report(self.done, self.total)
+        return result
+
+
+def _progress_reporter(progress, label: str, total: int):
+    """(report function or None, closer) for ``progress``: a callable ``f(done, total)``; True, or None
+    when stderr is a terminal, for engine.progress's line on stderr; False for silence."""
+    if callable(progress):
+        return progress, lambda: None
+    if progress is False:
+        return None, lambda: None
+    if progress is None and not getattr(sys.stderr, "isatty", lambda: False)():
+        return None, lambda: None
+    try:
+        from .progress import Progress
+    except ImportError:  # pragma: no cover - progress lines are a convenience
+        return None, lambda: None
+    bar = Progress(label, total=total, enabled=True)
+
+    def report(done: int, _total: int) -> None:
+        bar.advance(done - bar.done)
+
+    return report, bar.finish
+
+
+def _run_chains(tasks: list[tuple], executor: Executor | None, progress, label: str) -> list:
+    """All chain tasks through engine.parallel.run_tasks, reporting progress per finished chain."""
+    report, close = _progress_reporter(progress, label, len(tasks))
+    try:
+        if report is None:
+            return run_tasks(_run_chain, tasks, executor)
+        if executor is None or isinstance(executor, ThreadPoolExecutor):
+            return run_tasks(_ChainCounter(report, len(tasks)), tasks, executor)
+        results = run_tasks(_run_chain, tasks, executor)
+        report(len(tasks), len(tasks))
+        return results
+    finally:
+        close()
+
+
 # --------------------------------------------------------------------------- file=
 
 
@@ -252,6 +305,7 @@ def brm(
     file: str | os.PathLike | None = None,
     marginalize: bool = False,
     data_name: str | None = None,
+    progress: bool | Callable[[int, int], None] | None = None,
     **sampler_options,
 ) -> BrmFit:
     """Fit a Gaussian multilevel model with random intercepts, as ``brms::brm`` does.
@@ -263,7 +317,9 @@ def brm(
     ``SeedSequence(seed).spawn(chains)[c]``); ``executor``: any ``concurrent.futures.Executor``
     (default: threads on the local cores); ``file``: save the fit as ``<file>.npz`` + ``<file>.json``
     and reload it instead of refitting when it exists (a warning if the data or formula changed);
-    ``data_name``: the name printed after ``Data:`` (default ``"data"``).
+    ``data_name``: the name printed after ``Data:`` (default ``"data"``); ``progress``: a line on
+    stderr as chains finish (default: when stderr is a terminal), False for none, or a callable
+    ``f(chains_done, chains_total)``.
 
     Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
     A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
@@ -288,7 +344,7 @@ def brm(
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
-    results = run_tasks(_run_chain, tasks, executor)
+    results = _run_chains(tasks, executor, progress, f"brm ({sampler}): chains")
     draws, ranef, stats, chain_stats = _stack(results, prepared.parameter_names, prepared.ranef_names)
 
     fit = BrmFit(
@@ -358,6 +414,7 @@ def brm_multiple(
     file: str | os.PathLike | None = None,
     marginalize: bool = False,
     data_name: str | None = None,
+    progress: bool | Callable[[int, int], None] | None = None,
     **sampler_options,
 ) -> BrmMultipleFit:
     """Fit the same model to every imputed data set and combine the draws, as ``brms::brm_multiple``.
@@ -409,7 +466,7 @@ def brm_multiple(
         for k in range(m)
         for c in range(chains)
     ]
-    results = run_tasks(_run_chain, tasks, executor)
+    results = _run_chains(tasks, executor, progress, f"brm_multiple ({sampler}): {m} data sets x {chains} chains")
     draws, ranef, stats, chain_stats = _stack(results, first.parameter_names, first.ranef_names)
 
     combined = hashlib.sha256()

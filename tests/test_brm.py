@@ -387,3 +387,14 @@ def test_thin_keeps_every_thin_th_post_warmup_draw(complete_cases):
     np.testing.assert_array_equal(thinned.draws_array(), full.draws_array()[:, ::3])
     np.testing.assert_array_equal(thinned.ranef_values, full.ranef_values[:, ::3])
     assert thinned.thin == 3
+
+
+def test_progress_callback_counts_finished_chains(complete_cases):
+    calls = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = engine.brm(SCHOOL, complete_cases, chains=3, iter=60, warmup=20, seed=2,
+                         progress=lambda done, total: calls.append((done, total)))
+        silent = engine.brm(SCHOOL, complete_cases, chains=3, iter=60, warmup=20, seed=2, progress=False)
+    assert sorted(calls) == [(1, 3), (2, 3), (3, 3)]
+    np.testing.assert_array_equal(fit.draws_array(), silent.draws_array())
