@@ -84,7 +84,8 @@ class GibbsInputs(NamedTuple):
     """The arrays of one MultilevelModel arranged for the kernel, with gamma = (b0_c, beta) (q = has_intercept + p).
 
     cell_w: (K, q) sums of w = (1, x_c) per cell; cell_wy: (K, q) sums of w y; wtw: (q, q); wty: (q,);
-    level_w: (L, q); gamma_family/nu/mu/scale: (q,) priors of gamma.
+    level_w: (L, q); gamma_family/nu/mu/scale: (q,) priors of gamma; level_size (L,), size_offsets
+    (G + 1,), size_value (S,), size_count (S,): each group's distinct level sizes (for the collapsed step).
     """
 
     cell_w: np.ndarray
@@ -96,6 +97,26 @@ class GibbsInputs(NamedTuple):
     gamma_nu: np.ndarray
     gamma_mu: np.ndarray
     gamma_scale: np.ndarray
+    level_size: np.ndarray
+    size_offsets: np.ndarray
+    size_value: np.ndarray
+    size_count: np.ndarray
+
+
+def _distinct_level_sizes(model: MultilevelModel):
+    """Per group, the distinct level sizes n (size_value, size_count, offsets (G + 1,)) and each level's index."""
+    level_size = np.zeros(model.n_levels_total, dtype=np.int64)
+    values, counts, offsets = [], [], [0]
+    for g in range(model.n_groups):
+        lo, hi = model.level_offsets[g], model.level_offsets[g + 1]
+        distinct, inverse, count = np.unique(model.level_n[lo:hi], return_inverse=True, return_counts=True)
+        level_size[lo:hi] = offsets[-1] + inverse.reshape(-1)
+        values.append(distinct)
+        counts.append(count.astype(np.float64))
+        offsets.append(offsets[-1] + len(distinct))
+    value = np.concatenate(values) if values else np.zeros(0)
+    count = np.concatenate(counts) if counts else np.zeros(0)
+    return level_size, np.array(offsets, dtype=np.int64), value.astype(np.float64), count
 
 
 def gibbs_inputs(model: MultilevelModel) -> GibbsInputs:
@@ -120,9 +141,11 @@ def gibbs_inputs(model: MultilevelModel) -> GibbsInputs:
         wtw, wty, level_w = model.xtx, model.xty, model.level_sum_x
         family, nu, mu, scale = model.b_prior_family, model.b_prior_nu, model.b_prior_mu, model.b_prior_scale
     c = np.ascontiguousarray
+    level_size, size_offsets, size_value, size_count = _distinct_level_sizes(model)
     return GibbsInputs(c(cell_w, dtype=np.float64), c(cell_wy, dtype=np.float64), c(wtw, dtype=np.float64),
                        c(wty, dtype=np.float64), c(level_w, dtype=np.float64), c(family, dtype=np.int64),
-                       c(nu, dtype=np.float64), c(mu, dtype=np.float64), c(scale, dtype=np.float64))
+                       c(nu, dtype=np.float64), c(mu, dtype=np.float64), c(scale, dtype=np.float64),
+                       level_size, size_offsets, size_value, size_count)
 
 
 # ------------------------------------------------------------------------------ numba pieces
@@ -166,28 +189,36 @@ def _log_scale_target(eta, mode, first, second, family, nu, mu, scale):
 
 
 @numba.njit(cache=True, nogil=True)
-def _log_collapsed_target(eta, means, variances, family, nu, mu, scale):
-    """log p(eta = log tau | rest) with the group's effects integrated out: level means of the
-    partial residuals are independent N(0, tau^2 + sigma^2 / n_v); prior and Jacobian added."""
+def _log_collapsed_target(eta, counts, sums_of_squares, variances, family, nu, mu, scale):
+    """log p(eta = log tau | rest) with the group's effects integrated out, prior and Jacobian added.
+
+    The level means m_v of the partial residuals are independent N(0, tau^2 + sigma^2 / n_v); levels
+    of equal size n share a variance, so the sum runs over the distinct sizes (count, sum of m_v^2,
+    variance sigma^2 / n per size): O(distinct sizes) per evaluation, however many levels.
+    """
     tau2 = np.exp(2.0 * eta)
     value = 0.0
-    for v in range(means.shape[0]):
-        total = tau2 + variances[v]
-        value -= 0.5 * (np.log(total) + means[v] * means[v] / total)
+    for s in range(counts.shape[0]):
+        total = tau2 + variances[s]
+        value -= 0.5 * (counts[s] * np.log(total) + sums_of_squares[s] / total)
     return value + eta + _log_scale_prior(np.exp(eta), family, nu, mu, scale)
 
 
 @numba.njit(cache=True, nogil=True)
 def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels, level_offsets,
-                          level_n, level_total, family, nu, mu, scale):
+                          level_n, level_total, level_size, size_offsets, size_value, size_count, size_work,
+                          family, nu, mu, scale):
     """Draw (tau_g, r_g) jointly given everything else: tau_g from its distribution with r_g
     integrated out (one slice update of log tau_g), then r_g | tau_g from its Gaussian conditional.
 
     Given the other terms, level v's effect sees only the mean partial residual m_v (n_v rows):
     m_v | r_v ~ N(r_v, sigma^2 / n_v), r_v ~ N(0, tau^2). A blocked Gibbs step of the pair (van Dyk
     & Park 2008, partially collapsed Gibbs): exact, and free of the tau-r dependence.
+    level_size: (L,) index of each level's size among its group's distinct sizes (size_offsets,
+    size_value n, size_count levels of that size); size_work: (S,) work array.
     """
     lo, hi = level_offsets[g], level_offsets[g + 1]
+    s_lo, s_hi = size_offsets[g], size_offsets[g + 1]
     n_cells, n_groups = cell_levels.shape
     q = gamma.shape[0]
     for v in range(lo, hi):
@@ -201,28 +232,32 @@ def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cel
         for a in range(q):
             fitted += gamma[a] * cell_w[k, a]
         level_total[cell_levels[k, g]] += cell_sum_y[k] - fitted - cell_n[k] * others
-    means = np.empty(hi - lo)
-    variances = np.empty(hi - lo)
+    for s in range(s_lo, s_hi):
+        size_work[s] = 0.0
     for v in range(lo, hi):
-        means[v - lo] = level_total[v] / level_n[v]
-        variances[v - lo] = sigma2 / level_n[v]
+        level_total[v] /= level_n[v]  # now the level mean m_v
+        size_work[level_size[v]] += level_total[v] * level_total[v]
+    counts = size_count[s_lo:s_hi]
+    sums_of_squares = size_work[s_lo:s_hi]
+    variances = sigma2 / size_value[s_lo:s_hi]
     # slice update of log tau_g on the collapsed target (Neal 2003)
     eta0 = np.log(tau[g])
-    log_level = _log_collapsed_target(eta0, means, variances, family, nu, mu, scale) - rng.standard_exponential()
+    log_level = _log_collapsed_target(eta0, counts, sums_of_squares, variances, family, nu, mu, scale) \
+        - rng.standard_exponential()
     left = eta0 - rng.random()
     right = left + 1.0
     steps = 60
-    while steps > 0 and _log_collapsed_target(left, means, variances, family, nu, mu, scale) > log_level:
+    while steps > 0 and _log_collapsed_target(left, counts, sums_of_squares, variances, family, nu, mu, scale) > log_level:
         left -= 1.0
         steps -= 1
     steps = 60
-    while steps > 0 and _log_collapsed_target(right, means, variances, family, nu, mu, scale) > log_level:
+    while steps > 0 and _log_collapsed_target(right, counts, sums_of_squares, variances, family, nu, mu, scale) > log_level:
         right += 1.0
         steps -= 1
     eta_new = eta0
     for _ in range(200):
         eta = left + (right - left) * rng.random()
-        if _log_collapsed_target(eta, means, variances, family, nu, mu, scale) > log_level:
+        if _log_collapsed_target(eta, counts, sums_of_squares, variances, family, nu, mu, scale) > log_level:
             eta_new = eta
             break
         if eta < eta0:
@@ -232,8 +267,9 @@ def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cel
     tau2 = np.exp(2.0 * eta_new)
     tau[g] = np.exp(eta_new)
     for v in range(lo, hi):
-        shrink = tau2 / (tau2 + variances[v - lo])
-        r[v] = shrink * means[v - lo] + np.sqrt(shrink * variances[v - lo]) * rng.standard_normal()
+        variance = sigma2 / level_n[v]
+        shrink = tau2 / (tau2 + variance)
+        r[v] = shrink * level_total[v] + np.sqrt(shrink * variance) * rng.standard_normal()
 
 
 @numba.njit(cache=True, nogil=True)
@@ -452,7 +488,8 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
                  cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty, yty, n_obs,
                  level_n, level_w, level_offsets, depth, ancestors, block_of_group, n_blocks,
                  gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                 sd_family, sd_nu, sd_mu, sd_scale, sigma_prior, init_sd, init_sigma):
+                 sd_family, sd_nu, sd_mu, sd_scale, sigma_prior, init_sd, init_sigma,
+                 level_size, size_offsets, size_value, size_count):
     """Run one chain; returns (draws (n_kept, n_params), ranef (n_kept, L or 0))."""
     q = gamma_family.shape[0]
     n_groups = init_sd.shape[0]
@@ -484,7 +521,7 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
     b_rows = np.zeros((n_total, q))
     c_mat = np.zeros((q, q))
     rhs_gamma = np.zeros(q)
-    level_ss = np.zeros(n_groups)
+    size_work = np.zeros(size_value.shape[0])
 
     kept = 0
     for iteration in range(n_iter):
@@ -508,12 +545,12 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
                 ss = 0.0
                 for v in range(level_offsets[g], level_offsets[g + 1]):
                     ss += r[v] * r[v]
-                level_ss[g] = ss
                 tau[g], tau_aux[g] = _draw_scale(rng, tau[g], tau_aux[g], float(level_offsets[g + 1] - level_offsets[g]),
                                                  ss, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
                 if collapse:
                     _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels,
-                                          level_offsets, level_n, level_rhs, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+                                          level_offsets, level_n, level_rhs, level_size, size_offsets, size_value,
+                                          size_count, size_work, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
                 if interweave:
                     _interweave_scale(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels,
                                       level_offsets, level_n, level_rhs, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
@@ -601,6 +638,7 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
         int(model.n_blocks), inputs.gamma_family, inputs.gamma_nu, inputs.gamma_mu, inputs.gamma_scale,
         model.sd_prior_family, model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale,
         np.ascontiguousarray(model.sigma_prior, dtype=np.float64), init_sd, init_sigma,
+        inputs.level_size, inputs.size_offsets, inputs.size_value, inputs.size_count,
     )
     if not np.all(np.isfinite(draws)):
         raise SamplerError("the Gibbs sampler produced non-finite draws (check the data's scale and the priors)")
