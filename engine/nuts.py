@@ -323,7 +323,12 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
         raise EngineInputError("initial_position has non-finite values")
     dimension = init.shape[1]
     for c in range(chains):
-        logp0, grad0 = logp_and_grad(np.ascontiguousarray(init[c]), *args)
+        try:
+            logp0, grad0 = logp_and_grad(np.ascontiguousarray(init[c]), *args)
+        except (ValueError, IndexError, ZeroDivisionError) as error:
+            raise EngineInputError(
+                f"logp_and_grad failed at the initial position of chain {c + 1} (dimension {dimension}): {error}"
+            ) from None
         grad0 = np.asarray(grad0)
         if grad0.shape != (dimension,):
             raise EngineInputError(
