@@ -398,3 +398,13 @@ def test_progress_callback_counts_finished_chains(complete_cases):
         silent = engine.brm(SCHOOL, complete_cases, chains=3, iter=60, warmup=20, seed=2, progress=False)
     assert sorted(calls) == [(1, 3), (2, 3), (3, 3)]
     np.testing.assert_array_equal(fit.draws_array(), silent.draws_array())
+
+
+def test_brm_multiple_on_an_engine_mice_result(grit):
+    imp = engine.mice(grit[VARS], m=2, maxit=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = engine.brm_multiple(SCHOOL, imp, chains=2, iter=300, warmup=100, seed=3)
+        by_list = engine.brm_multiple(SCHOOL, [imp.complete(1), imp.complete(2)], chains=2, iter=300, warmup=100, seed=3)
+    assert fit.m == 2 and fit.nobs == 1499 and fit.n_dropped == 0  # every row kept once imputed
+    np.testing.assert_array_equal(fit.draws_array(), by_list.draws_array())
