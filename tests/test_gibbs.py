@@ -123,6 +123,19 @@ def test_location_block_with_flat_priors_and_no_intercept():
     _assert_matches_gaussian(np.column_stack([result.draws[:, :2], result.ranef]), mean, cov)
 
 
+def test_model_without_groups_is_bayesian_regression():
+    rng = np.random.default_rng(6)
+    n = 50
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(size=n)])
+    y = X @ [1.0, -0.5, 0.25] + 0.8 * rng.normal(size=n)
+    model = build_model(SimpleFrame(y, X, ["(Intercept)", "a", "b"], True, []), NORMAL_PRIORS)
+    assert model.n_blocks == 0 and model.n_cells == 1 and parameter_names(model) == ["b_Intercept", "b_a", "b_b", "sigma"]
+    mean, cov = _dense_location_posterior(model, [], 0.8)
+    result = sample_chain(model, 15000, 0, np.random.SeedSequence(2), init={"sigma": 0.8}, update_scales=False)
+    _assert_matches_gaussian(result.draws[:, :3], mean, cov)
+    assert result.ranef.shape == (15000, 0)
+
+
 def test_crossed_blocks_target_the_joint_gaussian():
     rng = np.random.default_rng(8)
     n = 120
@@ -263,6 +276,35 @@ def test_simulation_based_calibration_nested_model():
     ranks = np.array(ranks)  # 0..99: 100 values, 10 equal bins
     names = ["b_Intercept", "b_x", "sd_school", "sd_class", "sigma", "r_school[1]", "r_class[1_1]"]
     for j, name in enumerate(names):
+        counts = np.bincount(ranks[:, j] // 10, minlength=10)
+        p_value = stats.chisquare(counts).pvalue
+        assert p_value > 1e-3, f"{name}: ranks not uniform (chi-square p = {p_value:.2g}, counts {counts.tolist()})"
+
+
+@pytest.mark.slow
+def test_simulation_based_calibration_crossed_intercept_only():
+    """SBC for crossed factors (two blocks drawn in turn with the intercept), no covariates."""
+    priors = [prior("normal(0, 2)", "Intercept"), prior("student_t(3, 0, 1)", "sd", group="a"),
+              prior("exponential(2)", "sd", group="b"), prior("normal(0, 1)", "sigma")]
+    rng = np.random.default_rng(2018)
+    seeds = np.random.SeedSequence(2018).spawn(200)
+    a, b = np.repeat(np.arange(4), 12), np.tile(np.arange(6), 8)
+    n = a.size
+    groups = [SimpleGroup("a", a, [str(i) for i in range(4)], 4), SimpleGroup("b", b, [str(i) for i in range(6)], 6)]
+    n_kept, thin = 99, 20
+    ranks = []
+    for rep in range(200):
+        b0 = 2.0 * rng.normal()
+        tau_a, tau_b = abs(stats.t.rvs(3, random_state=rng)), rng.exponential(0.5)
+        sigma = abs(rng.normal())
+        ua, ub = tau_a * rng.normal(size=4), tau_b * rng.normal(size=6)
+        y = b0 + ua[a] + ub[b] + sigma * rng.normal(size=n)
+        model = build_model(SimpleFrame(y, np.ones((n, 1)), ["(Intercept)"], True, groups), priors)
+        result = sample_chain(model, 300 + n_kept * thin, 300, seeds[rep], thin=thin)
+        draws = np.column_stack([result.draws, result.ranef[:, [0, 4]]])
+        ranks.append((draws < np.array([b0, tau_a, tau_b, sigma, ua[0], ub[0]])).sum(axis=0))
+    ranks = np.array(ranks)
+    for j, name in enumerate(["b_Intercept", "sd_a", "sd_b", "sigma", "r_a[0]", "r_b[0]"]):
         counts = np.bincount(ranks[:, j] // 10, minlength=10)
         p_value = stats.chisquare(counts).pvalue
         assert p_value > 1e-3, f"{name}: ranks not uniform (chi-square p = {p_value:.2g}, counts {counts.tolist()})"
