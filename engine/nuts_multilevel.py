@@ -41,7 +41,7 @@ import math
 import numba
 import numpy as np
 
-from engine.errors import ModelSpecError, SamplerError
+from engine.errors import EngineInputError, ModelSpecError, SamplerError
 from engine.gibbs import ChainResult, draw_ranef, gibbs_inputs
 from engine.multilevel import MultilevelModel
 from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain, validate_options
@@ -373,7 +373,10 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
     """
     if not isinstance(model, MultilevelModel):
         raise ModelSpecError("sample_chain needs a MultilevelModel (engine.multilevel.build_model)")
-    validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
+    try:
+        validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
+    except EngineInputError as error:  # the model layer's samplers raise ModelSpecError (as engine.gibbs)
+        raise ModelSpecError(str(error)) from None
     if marginalize and model.n_groups == 0:
         marginalize = False  # nothing to integrate out: both densities coincide
     args = collapsed_args(model) if marginalize else noncentred_args(model)
