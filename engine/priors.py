@@ -151,6 +151,8 @@ def prior(spec: str, class_: str = "b", group: str | None = None, coef: str | No
         raise PriorError(f"prior on class {class_!r} takes no 'coef' (got {coef!r})")
     if class_ == "sd" and coef not in (None, "", "Intercept"):
         raise PriorError(f"prior on class 'sd' with coef {coef!r}: only random intercepts ('Intercept') are modelled")
+    if class_ == "sd" and not group:
+        coef = ""  # sd with coef "Intercept" but no group: every group's intercept SD, i.e. the class-wide prior
     return Prior(canonical, class_, coef or "", group or "", family, nu, mu, scale, "user")
 
 

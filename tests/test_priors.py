@@ -122,3 +122,6 @@ def test_user_priors_precedence_and_table():
     raven = table[(table["class"] == "b") & (table["coef"] == "raven")]
     assert raven["source"].item() == "user" and raven["prior"].item() == "student_t(5, 0, 1)"
     assert table["lb"].tolist().count("0") == 6  # sd rows and sigma
+    # coef="Intercept" without a group is the class-wide sd prior (never silently dropped)
+    again = resolve_priors([prior("normal(0, 3)", "sd", coef="Intercept")], y, [], ["g"], True)
+    assert [p.spec for p in again.sd] == ["normal(0, 3)"]
