@@ -27,7 +27,10 @@ _LAZY = {
     "load_grit": "engine.datasets",
     "load_grit_raw": "engine.datasets",
 }
-_SUBMODULES = {"datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "printing"}
+_SUBMODULES = {
+    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "nuts_multilevel", "printing",
+    "printing_brms", "multilevel", "priors", "results", "parallel", "progress", "report", "replicate",
+}
 
 
 def __getattr__(name: str):
