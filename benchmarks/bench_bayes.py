@@ -76,6 +76,32 @@ def engine_entry(module_name: str, **options) -> Callable:
     return run
 
 
+def nuts_entry(**options) -> Callable:
+    """engine.nuts_multilevel chains (timing includes the exact random-effect draws of the collapsed
+    sampler); the note gives gradient evaluations (leapfrog steps, warm-up included) per effective
+    draw of the worst parameter, and post-warm-up divergences."""
+
+    def run(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:
+        from engine import nuts_multilevel
+
+        start = time.perf_counter()
+        nuts_multilevel.sample_chain(model, 30, 10, np.random.SeedSequence(0), **options)  # compile / cache load
+        first_call = time.perf_counter() - start
+        draws, seconds, gradients, divergent = [], 0.0, 0, 0
+        for child in np.random.SeedSequence(seed).spawn(chains):
+            start = time.perf_counter()
+            result = nuts_multilevel.sample_chain(model, n_iter, n_warmup, child, **options)
+            seconds += time.perf_counter() - start
+            draws.append(result.draws)
+            gradients += int(result.stats["n_leapfrog"].sum() + result.stats["n_leapfrog_warmup"][0])
+            divergent += int(result.stats["divergent"].sum())
+        ess = min_bulk_ess(np.stack(draws), parameter_names(model))[0]
+        note = f"adapt_delta {options.get('adapt_delta', 0.8)}; {gradients / ess:.0f} gradients/ESS; {divergent} divergent"
+        return Run(np.stack(draws), seconds, first_call, note)
+
+    return run
+
+
 # -------------------------------------------------------------------------------- brms (R)
 
 BRMS_CODE = r"""
@@ -115,14 +141,10 @@ def brms_entry(model, chains: int, n_iter: int, n_warmup: int, seed: int, data=N
     return Run(draws, float(values["SAMPLER"]), float(values["COMPILE"]), "adapt_delta 0.95")
 
 
-def pymc_entry(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:  # pragma: no cover - optional
-    raise NotImplementedError("PyMC/nutpie entry: install pymc and nutpie to compare")
-
-
 SAMPLERS: list[tuple[str, Callable]] = [
     ("engine gibbs", engine_entry("engine.gibbs")),
-    # the NUTS helper adds: ("engine nuts", engine_entry("engine.nuts_multilevel")),
-    #                       ("engine nuts collapsed", engine_entry("engine.nuts_multilevel", marginalize=True)),
+    ("engine nuts", nuts_entry(adapt_delta=0.95)),
+    ("engine nuts collapsed", nuts_entry(marginalize=True, adapt_delta=0.95)),
 ]
 
 
@@ -185,10 +207,10 @@ def main() -> None:
             entries.append(("brms (NUTS)", lambda m, c, i, w, s: brms_entry(m, c, i, w, s, data=data)))
         else:
             print("brms: absent (Rscript with brms not installed) -- no brms column")
-        for package in ("nutpie", "pymc"):
+        for package in ("nutpie", "pymc", "numpyro"):
             try:
                 importlib.import_module(package)
-                print(f"{package}: installed but no entry written yet")
+                print(f"{package}: installed, but this script has no {package} entry yet (not compared)")
             except ImportError:
                 print(f"{package}: absent")
         for label, function in entries:

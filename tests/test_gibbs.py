@@ -177,13 +177,16 @@ def test_draw_ranef_given_fixed_effects_is_the_exact_conditional():
 
 def _scale_conditional_moments(n_effects, ss, log_prior):
     """Mean and SD of tau under p(tau | effects) ∝ tau^-K exp(-SS / (2 tau^2)) prior(tau) on (0, inf)."""
-    def density(t):
-        return np.exp(-n_effects * np.log(t) - ss / (2 * t * t) + log_prior(t) + norm)
+    def log_kernel(t):
+        return -n_effects * np.log(t) - ss / (2 * t * t) + log_prior(t)
 
-    norm = 0.0
     grid = np.linspace(1e-3, 20, 20001)
-    norm = -np.max(-n_effects * np.log(grid) - ss / (2 * grid**2) + log_prior(grid))
-    mass = integrate.quad(density, 0, np.inf, limit=200, points=None)[0]
+    offset = np.max(log_kernel(grid))  # keeps exp() in range
+
+    def density(t):
+        return np.exp(log_kernel(t) - offset)
+
+    mass = integrate.quad(density, 0, np.inf, limit=200)[0]
     m1 = integrate.quad(lambda t: t * density(t), 0, np.inf, limit=200)[0] / mass
     m2 = integrate.quad(lambda t: t * t * density(t), 0, np.inf, limit=200)[0] / mass
     return m1, np.sqrt(m2 - m1 * m1)
