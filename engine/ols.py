@@ -562,8 +562,12 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
     kept = qr.pivot[:k]
     coef0 = np.zeros(p)
     coef0[kept] = coef_piv
-    fitted = X @ coef0
-    resid = y - fitted
+    if k == n:  # exact interpolation: R's residuals (Q2 Q2' y with Q2 empty) are exactly zero
+        fitted = y.copy()
+        resid = np.zeros(n)
+    else:
+        fitted = X @ coef0
+        resid = y - fitted
     t2 = time.perf_counter()
 
     aliased = np.ones(p, dtype=bool)

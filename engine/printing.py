@@ -462,11 +462,14 @@ def coefmat_text(table: np.ndarray, row_names: Sequence[str], col_names: Sequenc
                  digits: int = max(3, R_DIGITS - 2), signif_legend: bool = True,
                  dig_tst: int | None = None, eps_pvalue: float = DBL_EPSILON,
                  na_print: str = "NA", has_pvalue: bool | None = None,
-                 signif_stars_on: bool = True) -> str:
+                 signif_stars_on: bool = True, is_na: np.ndarray | None = None) -> str:
     """R's ``printCoefmat`` for the usual layout: estimate and standard error columns, one test
     statistic column, then (when the last column's name starts with "Pr(" or "p-v") p-values.
 
-    table: (k, nc) float array, NaN = NA. Returns the printed text (ends with a newline).
+    table: (k, nc) float array. NaN entries print as ``na_print`` where ``is_na`` (same shape)
+    is True -- R's NA, e.g. aliased coefficients -- and as "NaN" elsewhere (R's NaN, e.g. a
+    standard error with no residual degrees of freedom); ``is_na=None`` treats every NaN as NA.
+    Returns the printed text (ends with a newline).
     """
     x = np.asarray(table, dtype=float)
     nr, nc = x.shape
@@ -517,10 +520,11 @@ def coefmat_text(table: np.ndarray, row_names: Sequence[str], col_names: Sequenc
         texts = format_real([x[i, j] for i, j in fix], max(1, digits - 1))
         for (i, j), s in zip(fix, texts):
             cf[i][j] = s
+    true_na = ina if is_na is None else (ina & np.asarray(is_na, dtype=bool))
     for i in range(nr):
         for j in range(nc):
             if ina[i, j]:
-                cf[i][j] = na_print
+                cf[i][j] = na_print if true_na[i, j] else "NaN"
     stars = None
     if has_pvalue:
         okp = ok[:, nc - 1]
@@ -861,10 +865,12 @@ def summary_lm_text(*, call_lines_: Sequence[str], residuals: np.ndarray,
             out.append(f"\nCoefficients: ({nsingular} not defined because of singularities)\n")
         else:
             out.append("\nCoefficients:\n")
+        is_na = np.repeat(np.asarray(aliased, dtype=bool)[:, None], 4, axis=1)
         out.append(coefmat_text(coef_table, coef_names,
                                 ["Estimate", "Std. Error", "t value", "Pr(>|t|)"],
-                                digits=digits))
-    out.append("\nResidual standard error: " + format_number(signif(sigma, digits))
+                                digits=digits, is_na=is_na))
+    sigma_text = "NaN" if math.isnan(sigma) else format_number(signif(sigma, digits))
+    out.append("\nResidual standard error: " + sigma_text
                + " on " + str(int(rdf)) + " degrees of freedom")
     out.append("\n")
     mess = naprint_omit(n_deleted)

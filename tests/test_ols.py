@@ -432,3 +432,54 @@ def test_errors_name_the_culprit(grit):
         least_squares(np.ones((2, 3)), np.ones(2))
     with pytest.raises(DataError, match="non-finite"):
         least_squares(np.array([[1.0, np.nan], [1.0, 2.0], [1.0, 3.0]]), np.ones(3))
+
+
+# ---------------------------------------------------------------------------------------------
+# printing corner cases against R (tests/fixtures/lm/lm_edge_ref.R)
+# ---------------------------------------------------------------------------------------------
+
+
+def _edge_data():
+    i = np.arange(1, 31, dtype=float)
+    j = np.arange(1, 21, dtype=float)
+    many = pd.DataFrame({"y": np.sin(j) + j / 10})
+    for k in range(1, 16):
+        many[f"x{k}"] = np.sin(k * j + k)
+    long_a = "a_rather_long_predictor_name_for_column_blocks"
+    long_b = "another_quite_long_predictor_name_here"
+    return {
+        "scales": pd.DataFrame({"y": 1e6 * np.sin(i) + 3e9 * i / 1e4, "x": i / 1e4,
+                                "z": np.cos(i)}),
+        "long_names": pd.DataFrame({"y": np.sin(i) + np.cos(2 * i) / 2, long_a: np.cos(i),
+                                    long_b: np.sin(3 * i)}),
+        "many": many,
+        "nostars": pd.DataFrame({"y": np.sin(i), "x": np.cos(7 * i)}),
+        "fac": pd.DataFrame({"y": np.sin(i) + np.tile([0.0, 1.0, 3.0], 10),
+                             "f": np.tile(["b", "a", "c"], 10), "x": np.cos(i)}),
+        "perfect": pd.DataFrame({"y": [1.0, 2.0, 4.0], "x": [1.0, 2.0, 3.0],
+                                 "z": [0.0, 1.0, 5.0]}),
+        "alias": pd.DataFrame({"y": [1.0, 2.0, 4.0, 3.0], "x": [1.0, 2.0, 3.0, 4.0]}),
+    }
+
+
+EDGE_CASES = {
+    "scales": ("y ~ x + z", "scales"),                       # scientific notation in the table
+    "long_names": ("y ~ a_rather_long_predictor_name_for_column_blocks"
+                   " + another_quite_long_predictor_name_here", "long_names"),  # column blocks
+    "many_residuals": ("y ~ .", "many"),                     # rdf 4: 20 residuals, wrapped
+    "no_stars": ("y ~ x", "nostars"),                        # no p < 0.1: no stars, no legend
+    "factor_no_intercept": ("y ~ 0 + f + x", "fac"),         # all levels, string sorted
+    "factor_sorted": ("y ~ f * x", "fac"),
+    "perfect": ("y ~ x + z", "perfect"),                     # no residual df: NaN, not NA
+    "alias_small": ("y ~ x + I(2 * x)", "alias"),           # NA row, print.lm with NA
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_printing_corner_cases_match_r(fixtures_dir, name):
+    formula, data_name = EDGE_CASES[name]
+    fit = engine.ols(formula, _edge_data()[data_name], data_name=data_name)
+    summary = (fixtures_dir / "lm" / f"edge_{name}_summary.txt").read_text(encoding="utf-8")
+    printed = (fixtures_dir / "lm" / f"edge_{name}_print.txt").read_text(encoding="utf-8")
+    assert str(fit.summary()) + "\n" == summary
+    assert repr(fit) + "\n" == printed
