@@ -9,8 +9,10 @@ Algorithm (never forming Q, never forming or inverting X'X):
    [X | Y] (Y = y, one column) is read once, in row blocks of ``BLOCK_ROWS`` rows that fit in the
    L2 cache. Each block is copied column-wise into a buffer and Householder-factored *stacked under
    the running triangular factor* (the structured "triangle on top of a block" step of LAPACK's
-   ``dtpqrt2``): reflector j touches row j of the triangle and the block's rows only. The
-   reflectors act on the Y columns as they go, so Q'y is accumulated without Q. Row chunks of
+   ``dtpqrt``): reflector j touches row j of the triangle and the block's rows only. Reflectors
+   are applied four at a time in the compact WY form (Schreiber & Van Loan 1989), so the block is
+   streamed twice per four columns. The reflectors act on the Y columns as they go, so Q'y is
+   accumulated without Q. Row chunks of
    ``CHUNK_ROWS`` rows are factored independently (in threads when there are several; the kernels
    release the GIL) and their triangles merged in chunk order, so results do not depend on the
    number of workers.
@@ -23,6 +25,11 @@ Algorithm (never forming Q, never forming or inverting X'X):
    the pivot and the final triangle are those R's ``lm`` reports, up to rounding.
 3. Coefficients by back substitution on the leading rank x rank triangle; the covariance
    sigma^2 R^-1 R^-T by triangular solves; residuals in one more pass (y - X b).
+
+Numerical notes: the rank decision sees the same remaining norms as R's up to rounding, so only a
+column within rounding of the 1e-7 threshold could be judged differently. Values are not rescaled:
+columns beyond ~1e150 in magnitude overflow (reported as a DataError), as do NaN and Inf. Tests
+compare the kernel with ``_dqrdc2`` run directly on X (R's own computation) and with statsmodels.
 
 The user-facing ``ols(formula, data)`` builds the design with ``engine.formula.model_frame`` and
 returns an ``OLSResults`` whose ``summary()`` prints exactly what R's ``print(summary(lm(...)))``

@@ -270,10 +270,12 @@ def test_blocking_and_threads_do_not_change_the_fit():
         fit = least_squares(X, y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
         np.testing.assert_allclose(fit.coef, base.coef, rtol=1e-11)
         np.testing.assert_allclose(fit.std_error, base.std_error, rtol=1e-11)
-    # threads: bit-for-bit the same on repeated runs
+    # threads: bit-for-bit the same on repeated runs and as the serial run of the same chunks
     a = least_squares(X, y, block_rows=128, chunk_rows=1000, parallel=True)
     b = least_squares(X, y, block_rows=128, chunk_rows=1000, parallel=True)
+    c = least_squares(X, y, block_rows=128, chunk_rows=1000, parallel=False)
     assert np.array_equal(a.coef, b.coef) and np.array_equal(a.qr.r, b.qr.r)
+    assert np.array_equal(a.coef, c.coef) and np.array_equal(a.std_error, c.std_error)
 
 
 def test_exactly_collinear_column_is_na_and_the_fit_goes_on(grit):
