@@ -163,11 +163,12 @@ def min_bulk_ess(draws: np.ndarray, names: list[str]) -> tuple[float, str, float
     return float(summary["ess_bulk"].min()), str(worst), float(summary["rhat"].max())
 
 
-def simulate_study_like(n: int, seed: int = 1):
-    """Data shaped like the study: ~29 students per class, ~2.6 classes per school, six covariates."""
+def simulate_study_like(n: int, seed: int = 1, n_classes: int | None = None, n_schools: int | None = None):
+    """Data shaped like the study: ~29 students per class, ~2.6 classes per school, six covariates
+    (or the given numbers of classes and schools, for growing N at fixed groups)."""
     rng = np.random.default_rng(seed)
-    n_classes = max(2, round(n / 28.8))
-    n_schools = max(2, round(n_classes / 2.6))
+    n_classes = n_classes or max(2, round(n / 28.8))
+    n_schools = n_schools or max(2, round(n_classes / 2.6))
     klass = np.sort(rng.integers(0, n_classes, n))
     klass = np.unique(klass, return_inverse=True)[1]
     school = (klass * n_schools) // (klass.max() + 1)
@@ -234,19 +235,26 @@ def main() -> None:
 
     # scaling in N (Gibbs; the O(N) pass apart)
     scale_chains, scale_iter, scale_warmup = (1, 1000, 500) if args.quick else (chains, n_iter, n_warmup)
+    for fixed_groups in (False, True):
+        scaling_table(fixed_groups, scale_chains, scale_iter, scale_warmup)
+
+
+def scaling_table(fixed_groups: bool, chains: int, n_iter: int, n_warmup: int) -> None:
+    """Gibbs at N = 1,500 / 15,000 / 150,000: groups growing with N, or the study's 16 schools and 41 classes."""
     scaling = []
     for n in (1_500, 15_000, 150_000):
-        frame = simulate_study_like(n)
+        frame = simulate_study_like(n, n_classes=41, n_schools=16) if fixed_groups else simulate_study_like(n)
         start = time.perf_counter()
         sim_model = build_model(frame, PRIORS)
         build_seconds = time.perf_counter() - start
-        run = engine_entry("engine.gibbs")(sim_model, scale_chains, scale_iter, scale_warmup, SEED)
+        run = engine_entry("engine.gibbs")(sim_model, chains, n_iter, n_warmup, SEED)
         ess, worst, rhat = min_bulk_ess(run.draws, parameter_names(sim_model))
         scaling.append({"N": n, "schools": int(sim_model.n_levels[0]), "classes": int(sim_model.n_levels[1]),
                         "build s (O(N) pass)": round(build_seconds, 3), "sampler s": round(run.sampler_seconds, 3),
-                        "s per 1000 iter per chain": round(run.sampler_seconds / scale_chains / scale_iter * 1000, 4),
+                        "s per 1000 iter per chain": round(run.sampler_seconds / chains / n_iter * 1000, 4),
                         "min bulk ESS": round(ess), "ESS/s": round(ess / run.sampler_seconds, 1)})
-    print(f"\nscaling (engine gibbs, {scale_chains} chain(s) x {scale_iter} iterations, groups grow with N):")
+    shape = "the study's 16 schools and 41 classes" if fixed_groups else "groups grow with N"
+    print(f"\nscaling (engine gibbs, {chains} chain(s) x {n_iter} iterations, {shape}):")
     print_table(scaling, list(scaling[0]))
 
 

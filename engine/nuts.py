@@ -6,14 +6,23 @@
 ``logp_and_grad`` is a ``numba.njit`` function returning (log density, gradient (d,)), called either
 as ``logp_and_grad(position)`` or, when ``data`` / ``index`` are given, as
 ``logp_and_grad(position, data, index)`` with ``data`` a float64 and ``index`` an int64 1-D array
-(pack a model's arrays into these two; close over small constants instead if you prefer).
+(pack a model's arrays into these two; close over small constants instead if you prefer)::
+
+    @numba.njit
+    def logp_and_grad(x):          # a standard normal in 3 dimensions
+        return -0.5 * (x @ x), -x
+
+    fit = engine.nuts.sample(logp_and_grad, np.zeros(3), seed=1)
+    fit.draws.shape                # (4, 1000, 3); fit.stats["divergent"], fit.e_bfmi, fit.summary()
 
 **Compile once.** The kernels take the log density as a Numba *first-class function* of one fixed
 signature, ``(float64[::1], float64[::1], int64[::1]) -> (float64, float64[::1])``
 (:data:`LOGP_SIGNATURE`), handed over as a function pointer (:class:`LogDensity`). So the whole
 sampler (tree building, adaptation, chain loop) is compiled once and cached on disk by Numba;
 a new target costs only its own compilation (plus a tiny adapter for other call forms), not a new
-specialisation of the sampler. The indirect call costs a few nanoseconds per gradient. The pieces:
+specialisation of the sampler. The indirect call costs a few nanoseconds per gradient. (The
+function pointer comes from ``numba.experimental.function_type._get_wrapper_address``, Numba's own
+helper for first-class functions; checked with Numba 0.68.) The pieces:
 
 - ``engine.nuts_metric``: diagonal / dense Euclidean metric, momentum, kinetic energy, Welford;
 - ``engine.nuts_integrator``: the leapfrog step;
