@@ -22,7 +22,6 @@ import inspect
 import os
 import sys
 import threading
-import types
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -504,13 +503,6 @@ def brm_multiple(
     return fit
 
 
-class _CallableModule(types.ModuleType):
-    """``engine.brm`` names both this module and its function: once the module is imported, Python
-    binds the package attribute ``engine.brm`` to the module, so the module itself forwards calls to
-    :func:`brm` and ``engine.brm(formula, data, ...)`` works whichever was imported first."""
+from ._callable_module import make_module_callable  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return brm(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, "brm")
