@@ -379,13 +379,14 @@ class BrmMultipleFit(BrmFit):
         return self.rhats.max(axis=0).rename("Rhat_within")
 
     def within_imputation_table(self) -> pd.DataFrame:
-        """Rows: parameters (brms labels); columns ``max`` (largest within-imputation R-hat) and
+        """Rows: parameters (brms names, which stay unique across grouping factors, unlike the
+        per-block labels); columns ``max`` (largest within-imputation R-hat) and
         ``imp1`` .. ``impm`` (R-hat of each imputed data set's own chains)."""
         rhats = self.rhats
         table = pd.DataFrame({"max": rhats.max(axis=0)})
         for k in rhats.index:
             table[f"imp{k}"] = rhats.loc[k]
-        table.index = pd.Index([brms_label(name) for name in rhats.columns])
+        table.index = pd.Index(list(rhats.columns))
         return table
 
     def __str__(self) -> str:
