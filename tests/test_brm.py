@@ -323,8 +323,8 @@ def test_prints_of_multiple_and_reloaded_fits(tmp_path, complete_cases):
     header = lines[start + 2].split()
     assert header == ["max", "imp1", "imp2", "imp3"]
     rows = [line.split()[0] for line in lines[start + 3:]]
-    assert rows == ["Intercept", "male1", "raven", "csize", "belief_survey1", "mathscore1",
-                    "gritintervention", "sd(Intercept)", "sigma"]
+    assert rows == ["b_Intercept", "b_male1", "b_raven", "b_csize", "b_belief_survey1", "b_mathscore1",
+                    "b_gritintervention", "sd_schoolid__Intercept", "sigma"]
 
 
 def test_nuts_sampler_through_brm(complete_cases):
