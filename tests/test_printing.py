@@ -220,3 +220,29 @@ def test_call_wraps_like_r_deparse():
         assert len(line[: line.rstrip(" +").rfind(" ")]) <= 60
     assert all(line.startswith("    ") for line in lines[1:])
     assert " ".join(" ".join(lines).split()) == "lm(formula = y ~ " + terms + ", data = d)"
+
+
+# --- R's own output on random and tie-prone values (tests/fixtures/lm/format_ref.R) -----------
+
+
+@pytest.fixture(scope="module")
+def format_reference(fixtures_dir):
+    return json.loads((fixtures_dir / "lm" / "format_reference.json").read_text())
+
+
+def test_format_matches_r_on_random_vectors(format_reference):
+    for case in format_reference["format"]:
+        assert rp.format_real(case["x"], case["digits"][0]) == case["format"], case
+
+
+def test_round_signif_formatc_match_r(format_reference):
+    for case in format_reference["rounding"]:
+        x, d = case["x"][0], case["digits"][0]
+        assert rp.round_half(x, d) == case["round"][0], case
+        assert rp.signif(x, max(d, 1)) == case["signif"][0], case
+        assert rp.format_c(x, digits=max(d, 1)) == case["formatC"][0], case
+
+
+def test_format_pval_matches_r(format_reference):
+    for case in format_reference["pval"]:
+        assert rp.format_pval(case["p"], case["digits"][0]) == case["format"], case
