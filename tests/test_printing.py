@@ -246,3 +246,10 @@ def test_round_signif_formatc_match_r(format_reference):
 def test_format_pval_matches_r(format_reference):
     for case in format_reference["pval"]:
         assert rp.format_pval(case["p"], case["digits"][0]) == case["format"], case
+
+
+def test_call_deparse_matches_r(fixtures_dir):
+    cases = json.loads((fixtures_dir / "lm" / "deparse_reference.json").read_text())
+    for case in cases:
+        lines = rp.call_lines("lm", [("formula", case["formula"][0]), ("data", case["data"][0])])
+        assert lines == case["lines"], case
