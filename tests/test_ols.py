@@ -485,3 +485,29 @@ def test_printing_corner_cases_match_r(fixtures_dir, name):
     printed = (fixtures_dir / "lm" / f"edge_{name}_print.txt").read_text(encoding="utf-8")
     assert str(fit.summary()) + "\n" == summary
     assert repr(fit) + "\n" == printed
+
+
+def test_rank_decisions_match_r_on_nearly_collinear_designs(fixtures_dir):
+    """R's lm.fit on designs with a column collinear up to a relative perturbation eps
+    (0 ... 1e-3): the same rank, pivot and NA pattern; coefficients and standard errors agree to
+    the accuracy the conditioning allows (1e-13 x cond)."""
+    cases = json.loads((fixtures_dir / "lm" / "alias_reference.json").read_text())
+    for case in cases:
+        cs, n, p = case["case"], case["n"], case["p"]
+        i = np.arange(1, n + 1, dtype=float)
+        X = np.column_stack([np.ones(n)] + [np.sin(0.7 * k * i + cs) for k in range(1, p + 1)])
+        xw = X @ np.asarray(case["w"], dtype=float)
+        wave = np.cos(3 * i + cs)
+        extra = xw + case["eps"] * np.sqrt(np.sum(xw ** 2)) * wave / np.sqrt(np.sum(wave ** 2))
+        X = np.insert(X, case["pos"] - 1, extra, axis=1)
+        y = np.sin(1.3 * i) + np.cos(cs * i)
+        fit = least_squares(X, y)
+        assert fit.rank == case["rank"], case
+        assert list(fit.pivot + 1) == case["pivot"], case
+        coef = np.array([np.nan if v is None else v for v in case["coef"]])
+        se = np.array([np.nan if v is None else v for v in case["se"]])
+        assert np.array_equal(np.isnan(fit.coef), np.isnan(coef)), case
+        kept = ~np.isnan(coef)
+        tol = 1e-13 * np.linalg.cond(X[:, kept])
+        assert np.all(np.abs(fit.coef[kept] - coef[kept]) <= tol * np.abs(coef[kept])), case
+        assert np.all(np.abs(fit.std_error[kept] - se[kept]) <= tol * se[kept]), case
