@@ -90,6 +90,36 @@ def solve_upper_t(chol, b):
     return x
 
 
+@numba.njit(cache=True, nogil=True)
+def crossprod(x):
+    """X'X (p x p) by rows, skipping zero entries: imputation designs are mostly factor dummies,
+    so this beats a dense (and, on a busy machine, thread-contended) BLAS call."""
+    n, p = x.shape
+    out = np.zeros((p, p))
+    for i in range(n):
+        for a in range(p):
+            va = x[i, a]
+            if va != 0.0:
+                for b in range(a + 1):
+                    out[a, b] += va * x[i, b]
+    for a in range(p):
+        for b in range(a):
+            out[b, a] = out[a, b]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def crossprod_xy(x, y):
+    """X'y (p,) for x (n, p), y (n,)."""
+    n, p = x.shape
+    out = np.zeros(p)
+    for i in range(n):
+        yi = y[i]
+        for a in range(p):
+            out[a] += x[i, a] * yi
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # mice's remove.lindep
 
@@ -98,9 +128,9 @@ def solve_upper_t(chol, b):
 def lindep_keep(x, y, eps, maxcor):
     """Predictors of x (n, p) to keep for target y (n,), as mice's ``remove.lindep``.
 
-    The eigen-decomposition runs only when the cheap bound fails: lambda_min >= 1/trace(C^-1) and
-    lambda_max <= k for a k x k correlation matrix C, so lambda_min/lambda_max >= eps is certain
-    when 1/(k trace(C^-1)) >= eps (trace(C^-1) from its Cholesky factor)."""
+    Exactly dependent predictors are removed first by a Cholesky pass (see below); then, while the
+    smallest/largest eigenvalue ratio of the kept predictors' correlation matrix is below eps, the
+    predictor with the largest weight in the smallest eigenvector is dropped, as mice does."""
     n, p = x.shape
     keep = np.zeros(p, dtype=np.bool_)
     if n < 2:
@@ -140,29 +170,44 @@ def lindep_keep(x, y, eps, maxcor):
     k = idx.shape[0]
     if k < 2:
         return keep
+    xk = np.empty((n, k))
+    for i in range(n):
+        for a in range(k):
+            xk[i, a] = xc[i, idx[a]]
     corr = np.zeros((k, k))
     for i in range(n):
         for a in range(k):
-            va = xc[i, idx[a]]
-            if va != 0.0:
+            va = xk[i, a]
+            if va != 0.0:  # dummies are mostly zero
                 for b in range(a + 1):
-                    corr[a, b] += va * xc[i, idx[b]]
+                    corr[a, b] += va * xk[i, b]
     for a in range(k):
         for b in range(a + 1):
             corr[a, b] /= np.sqrt(ss[idx[a]] * ss[idx[b]])
             corr[b, a] = corr[a, b]
-    chol, ok = cholesky_lower(corr)
-    if ok:
-        trace_inv = 0.0
-        for j in range(k):
-            e = np.zeros(k)
-            e[j] = 1.0
-            col = solve_lower(chol, e)
-            for i in range(k):
-                trace_inv += col[i] * col[i]
-        if 1.0 / (k * trace_inv) >= eps:
-            return keep
-    live = np.arange(k)
+    # exact (numerical) dependencies first: Cholesky in column order, skipping any column whose
+    # residual variance given the kept earlier ones is below 1e-8. Dropping a member of an exact
+    # dependency leaves the predictors' column space, hence every linear fit, unchanged; it avoids
+    # one eigen-decomposition per dropped column (nested factors such as class within school give
+    # dozens). mice's eigenvalue rule then handles the near-dependencies that remain.
+    chol = np.zeros((k, k))
+    live_flag = np.ones(k, dtype=np.bool_)
+    for a in range(k):
+        s = corr[a, a]
+        for c in range(a):
+            s -= chol[a, c] * chol[a, c]
+        if s < 1e-8:
+            live_flag[a] = False
+            keep[idx[a]] = False
+            continue  # its row of chol stays zero, so it drops out of later sums
+        d = np.sqrt(s)
+        chol[a, a] = d
+        for b in range(a + 1, k):
+            t = corr[b, a]
+            for c in range(a):
+                t -= chol[b, c] * chol[a, c]
+            chol[b, a] = t / d
+    live = np.flatnonzero(live_flag)
     while live.shape[0] > 1:
         sub = np.empty((live.shape[0], live.shape[0]))
         for a in range(live.shape[0]):
@@ -190,8 +235,8 @@ def bayes_linear_draw(x_obs, y_obs, z, chisq, ridge):
     sigma* L^-T z where X'X = L L' (so cov(beta*) = sigma*^2 (X'X)^-1), z ~ N(0, I_p).
     Shapes: x_obs (n, p), y_obs (n,), z (p,). Returns (beta_hat, beta_star, sigma_star, ridged).
     """
-    xtx = x_obs.T @ x_obs
-    xty = x_obs.T @ y_obs
+    xtx = crossprod(x_obs)
+    xty = crossprod_xy(x_obs, y_obs)
     chol, ridged = cholesky_with_ridge(xtx, ridge)
     beta_hat = solve_upper_t(chol, solve_lower(chol, xty))
     resid = y_obs - x_obs @ beta_hat

@@ -226,28 +226,34 @@ def _with_intercept(x: np.ndarray) -> np.ndarray:
 
 
 def quantify(y_codes: np.ndarray, x_obs: np.ndarray) -> np.ndarray:
-    """Numeric scores for factor codes (for pmm on a factor): the first canonical variate of the
-    centred class dummies against the centred predictors, standardised (optimal scaling)."""
+    """Numeric scores for factor codes (for pmm on a factor): optimal scaling by the first
+    canonical variate of the centred class dummies against the predictors, standardised.
+
+    With X1 = [1, x] = Q R and centred dummies Yc, the canonical weights a maximise
+    a'Yc'P Yc a / a'Yc'Yc a (P the projection on X1): a generalized eigenproblem of size
+    (classes - 1), solved through the Cholesky factors of X1'X1 and Yc'Yc."""
+    from scipy.linalg import eigh as _eigh
+
     classes, inverse = np.unique(y_codes.astype(np.int64), return_inverse=True)
     if classes.size < 2 or x_obs.shape[1] == 0:
         return y_codes.astype(float)
-    dummies = np.zeros((y_codes.shape[0], classes.size - 1))
+    n = y_codes.shape[0]
+    dummies = np.zeros((n, classes.size - 1))
     rows = inverse > 0
     dummies[np.flatnonzero(rows), inverse[rows] - 1] = 1.0
     yc = dummies - dummies.mean(axis=0)
-    xc = x_obs - x_obs.mean(axis=0)
-    qy, ry = np.linalg.qr(yc)
-    ux, sx, _ = np.linalg.svd(xc, full_matrices=False)
-    ux = ux[:, sx > 1e-10 * max(sx.max(initial=0.0), 1e-300)]
-    if ux.shape[1] == 0:
-        return y_codes.astype(float)
-    u, _, _ = np.linalg.svd(qy.T @ ux, full_matrices=False)
-    from scipy.linalg import solve_triangular
-
-    coef = solve_triangular(ry, u[:, 0])
-    scores = yc @ coef
+    x1 = _with_intercept(x_obs)
+    chol, _ = _im.cholesky_with_ridge(_im.crossprod(x1), _im.RIDGE)
+    cross = x1.T @ yc  # (p + 1, classes - 1)
+    b = np.column_stack([_im.solve_lower(chol, np.ascontiguousarray(cross[:, c])) for c in range(cross.shape[1])])
+    explained = b.T @ b
+    total = yc.T @ yc
+    evals, evecs = _eigh(explained, total)
+    scores = yc @ evecs[:, -1]
     sd = scores.std(ddof=1)
-    return (scores - scores.mean()) / (sd if sd > 0 else 1.0)
+    if not np.isfinite(sd) or sd <= 0:
+        return y_codes.astype(float)
+    return (scores - scores.mean()) / sd
 
 
 def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor):
@@ -735,3 +741,16 @@ def mice(
         imp=imp, chain_means=chain_means, chain_vars=chain_vars, logged_events=logged, seed=seed,
         _columns={i.name: i for i in infos}, _codes=codes,
     )
+
+
+class _CallableModule(type(math)):
+    """``engine.mice`` is both this module and the function: importing the submodule makes the
+    package attribute the module, so the module itself forwards calls to ``mice`` (as engine.ols)."""
+
+    def __call__(self, *args, **kwargs):
+        return mice(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -288,3 +288,16 @@ class PooledSummary(pd.DataFrame):
 
     def to_r_string(self) -> str:
         return format_r_data_frame(self)
+
+
+class _CallableModule(type(math)):
+    """``engine.pool`` is both this module and the function: importing the submodule makes the
+    package attribute the module, so the module itself forwards calls to ``pool`` (as engine.ols)."""
+
+    def __call__(self, *args, **kwargs):
+        return pool(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule
