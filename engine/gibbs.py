@@ -46,8 +46,19 @@ One iteration (all draws exact, from full conditionals):
    update in between depends on it. Alternatively (``interweave=True``) the ASIS step of Yu & Meng
    (2011, "To center or not to center", JCGS 20(3)): tau_g drawn given the non-centred effects
    r_g / tau_g, under which the likelihood is Gaussian in tau_g. Both are exact conditional
-   draws; on the study's nested model the bulk ESS of sd_schoolid rises from about 130 (centred
-   only) to about 390 (ASIS) and 860 (collapsed) per 4,000 draws.
+   draws.
+
+5. **Top-level SD with the whole nested block integrated out** (``collapse=True``). For a block of
+   nested groups, (tau_top, all the block's effects) is drawn jointly given gamma, sigma and the
+   deeper SDs: one leaves-up elimination with gamma fixed leaves each top level j with the
+   Gaussian factor exp(-A_j u^2 / 2 + B_j u) of its integrated subtree, so log tau_top takes one
+   slice update under prod_j (1 + A_j tau^2)^(-1/2) exp(B_j^2 tau^2 / (2 (1 + A_j tau^2))) times its
+   prior (O(J) per evaluation), and the block's effects are redrawn from their exact conditional.
+   This removes the school/class split dependence (u_j + v_k pinned by the class means).
+
+On the study's nested model (4 chains x 1,000 kept draws) the minimum bulk ESS (sd_schoolid) is
+about 130 with centred updates only, 390 with ASIS, 860 with step 4 and about 2,100 with steps 4 + 5
+(the default); with 150,000 simulated students in the same 16 schools / 41 classes, 300 -> 1,500.
 
 Draws are reported in the canonical order of engine.multilevel.parameter_names (b_Intercept on the
 original scale, b0_c - xbar'beta), random effects in global level order (ranef_names). One Numba
@@ -355,14 +366,16 @@ def _draw_scale(rng, tau, aux, n_effects, sum_squares, family, nu, mu, scale):
 
 
 @numba.njit(cache=True, nogil=True)
-def _location_block(rng, block, draw_gamma, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
+def _location_block(rng, block, draw_gamma, eliminate_only, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
                     cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
                     level_n, level_w, level_offsets, depth, ancestors, block_of_group,
                     other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma):
     """Draw (gamma, r of ``block``) | other blocks, tau, sigma (or r of ``block`` | gamma when not draw_gamma).
 
     Updates gamma and r in place. Work arrays: other (K,), level_rhs/a_diag (L,), a_anc (L, D),
-    b_rows (L, q), c_mat (q, q), rhs_gamma (q,).
+    b_rows (L, q), c_mat (q, q), rhs_gamma (q,). ``eliminate_only``: stop after the leaves-up
+    elimination (no draws); a_diag, level_rhs and b_rows of the block's top levels then hold each
+    top level's Gaussian factor with its whole subtree integrated out (used by _collapsed_top_step).
     """
     n_cells, n_groups = cell_levels.shape
     q = gamma.shape[0]
@@ -428,6 +441,8 @@ def _location_block(rng, block, draw_gamma, gamma, r, tau, sigma2, gamma_precisi
                     rhs_gamma[a] -= scaled * level_rhs[v]
                     for b in range(a + 1):
                         c_mat[a, b] -= scaled * b_rows[v, b]
+    if eliminate_only:
+        return
     # gamma ~ N(S^{-1} rhs, S^{-1}) with S = L L' (lower Cholesky; never an inverse)
     if draw_gamma and q > 0:
         for a in range(q):
@@ -460,6 +475,77 @@ def _location_block(rng, block, draw_gamma, gamma, r, tau, sigma2, gamma_precisi
                 s -= b_rows[v, a] * gamma[a]
             d = a_diag[v]
             r[v] = s / d + rng.standard_normal() / np.sqrt(d)
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_subtree_target(eta, precisions, linears, family, nu, mu, scale):
+    """log p(eta = log tau_top | gamma, sigma, deeper SDs) with the block's effects integrated out.
+
+    Top level j carries the Gaussian factor exp(-A_j u^2 / 2 + B_j u) of its integrated subtree;
+    with u ~ N(0, tau^2): (1 + A_j tau^2)^(-1/2) exp(B_j^2 tau^2 / (2 (1 + A_j tau^2))).
+    """
+    tau2 = np.exp(2.0 * eta)
+    value = 0.0
+    for j in range(precisions.shape[0]):
+        denominator = 1.0 + precisions[j] * tau2
+        value += -0.5 * np.log(denominator) + 0.5 * linears[j] * linears[j] * tau2 / denominator
+    return value + eta + _log_scale_prior(np.exp(eta), family, nu, mu, scale)
+
+
+@numba.njit(cache=True, nogil=True)
+def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q,
+                        cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                        level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                        other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma, family, nu, mu, scale):
+    """Draw (tau_top, every effect of a nested block) | gamma, sigma, the deeper SDs, other blocks.
+
+    tau of the block's top group (schools) from its conditional with *all* the block's effects
+    (schools and the classes within them) integrated out -- one leaves-up elimination with gamma
+    fixed gives each school's integrated Gaussian factor (A_j, B_j); one slice update of log tau
+    costs O(J) per evaluation -- then the block's effects from their Gaussian conditional (a second
+    elimination and the roots-first draw). Removes the school/class split dependence that slows
+    the per-level steps when classes pin u_j + v_k tightly (large N).
+    """
+    lo, hi = level_offsets[g_top], level_offsets[g_top + 1]
+    _location_block(rng, block, False, True, gamma, r, tau, sigma2, zeros_q, zeros_q,
+                    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                    level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                    other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
+    q = gamma.shape[0]
+    precisions = np.empty(hi - lo)
+    linears = np.empty(hi - lo)
+    prior_precision = 1.0 / (tau[g_top] * tau[g_top])
+    for j in range(lo, hi):
+        precisions[j - lo] = max(a_diag[j] - prior_precision, 0.0)
+        value = level_rhs[j]
+        for a in range(q):
+            value -= b_rows[j, a] * gamma[a]
+        linears[j - lo] = value
+    eta0 = np.log(tau[g_top])
+    log_level = _log_subtree_target(eta0, precisions, linears, family, nu, mu, scale) - rng.standard_exponential()
+    left = eta0 - rng.random()
+    right = left + 1.0
+    steps = 60
+    while steps > 0 and _log_subtree_target(left, precisions, linears, family, nu, mu, scale) > log_level:
+        left -= 1.0
+        steps -= 1
+    steps = 60
+    while steps > 0 and _log_subtree_target(right, precisions, linears, family, nu, mu, scale) > log_level:
+        right += 1.0
+        steps -= 1
+    for _ in range(200):
+        eta = left + (right - left) * rng.random()
+        if _log_subtree_target(eta, precisions, linears, family, nu, mu, scale) > log_level:
+            tau[g_top] = np.exp(eta)
+            break
+        if eta < eta0:
+            left = eta
+        else:
+            right = eta
+    _location_block(rng, block, False, False, gamma, r, tau, sigma2, zeros_q, zeros_q,
+                    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                    level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                    other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -522,6 +608,7 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
     c_mat = np.zeros((q, q))
     rhs_gamma = np.zeros(q)
     size_work = np.zeros(size_value.shape[0])
+    zeros_q = np.zeros(q)
 
     kept = 0
     for iteration in range(n_iter):
@@ -532,7 +619,7 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
                 gamma_precision[a] = 1.0 / (gamma_scale[a] * gamma_scale[a] * mixing[a])
         sigma2 = sigma * sigma
         for block in range(max(n_blocks, 1)):
-            _location_block(rng, block, True, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
+            _location_block(rng, block, True, False, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
                             cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
                             level_n, level_w, level_offsets, depth, ancestors, block_of_group,
                             other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
@@ -554,6 +641,15 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
                 if interweave:
                     _interweave_scale(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels,
                                       level_offsets, level_n, level_rhs, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+            if collapse:
+                for g in range(n_groups):
+                    if (g == 0 or block_of_group[g] != block_of_group[g - 1]) and g + 1 < n_groups \
+                            and block_of_group[g + 1] == block_of_group[g]:
+                        _collapsed_top_step(rng, block_of_group[g], g, gamma, r, tau, sigma2, zeros_q,
+                                            cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
+                                            level_n, level_w, level_offsets, depth, ancestors, block_of_group,
+                                            other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma,
+                                            sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
             rss = _residual_sum_of_squares(gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, wtw, wty, yty)
             sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, float(n_obs), rss, int(sigma_prior[0]),
                                            sigma_prior[1], sigma_prior[2], sigma_prior[3])
@@ -663,7 +759,7 @@ def _draw_ranef_kernel(rng, gamma_draws, tau_draws, sigma_draws, cell_n, cell_su
     zeros = np.zeros(q)
     for i in range(n_draws):
         gamma = gamma_draws[i].copy()
-        _location_block(rng, 0, False, gamma, r, tau_draws[i], sigma_draws[i] ** 2, zeros, zeros,
+        _location_block(rng, 0, False, False, gamma, r, tau_draws[i], sigma_draws[i] ** 2, zeros, zeros,
                         cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
                         level_n, level_w, level_offsets, depth, ancestors, block_of_group,
                         other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)

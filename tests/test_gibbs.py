@@ -238,6 +238,27 @@ def test_same_seed_same_draws_and_argument_checks():
         sample_chain(model, 100, 10, 1, init={"sd": [1.0, -1.0, 1.0]})
 
 
+def test_mixing_variants_target_the_same_posterior():
+    """Centred-only, collapsed (default) and interweaving updates of the SDs: same posterior means/SDs."""
+    rng = np.random.default_rng(3)
+    school, klass = np.repeat(np.arange(5), 12), np.repeat(np.arange(15), 4)
+    x = rng.normal(size=60)
+    y = 0.3 + 0.5 * x + 0.4 * rng.normal(size=5)[school] + 0.3 * rng.normal(size=15)[klass] + 0.8 * rng.normal(size=60)
+    priors = [prior("student_t(5, 0, 1)", "Intercept"), prior("normal(0, 1)", "b"),
+              prior("student_t(3, 0, 1)", "sd", group="schoolid"), prior("normal(0, 0.5)", "sd", group="schoolid:classid"),
+              prior("student_t(3, 0, 1)", "sigma")]
+    model = build_model(nested_frame(y, np.column_stack([np.ones(60), x]), ["(Intercept)", "x"], school, klass), priors)
+    variants = {"centred": dict(collapse=False), "collapsed": {}, "interweave": dict(collapse=False, interweave=True)}
+    draws = {name: np.stack([sample_chain(model, 25000, 500, s, save_ranef=False, **options).draws
+                             for s in np.random.SeedSequence(12).spawn(2)]) for name, options in variants.items()}
+    base = draws["centred"]
+    for name in ("collapsed", "interweave"):
+        for j in range(model.n_params):
+            a, b = base[:, :, j], draws[name][:, :, j]
+            assert abs(a.mean() - b.mean()) < 4.5 * np.hypot(mcse_mean(a), mcse_mean(b)), (name, j)
+            assert abs(a.std() - b.std()) < 4.5 * np.hypot(mcse_sd(a), mcse_sd(b)), (name, j)
+
+
 # ------------------------------------------------------------------------ calibration (SBC)
 
 
