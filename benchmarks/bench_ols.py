@@ -11,6 +11,8 @@ above 1 means engine is faster) and the coefficient error ||b - beta|| / ||beta|
 - engine kernel: ``engine.ols.least_squares`` (one-pass TSQR + R's dqrdc2 rank rule on the
   triangle, coefficients, residuals, every summary statistic); its QR part is shown apart.
 - engine.ols(formula, DataFrame): the same plus ``model_frame`` (formula -> X); shown apart.
+- R's lm.fit and lm(formula, data) when Rscript is installed, timed inside R on R's own draw of
+  the same construction (R's random numbers, so the same conditioning, not the same numbers).
 - numpy.linalg.lstsq (LAPACK gelsd, SVD based), scipy.linalg.qr(mode="economic") +
   solve_triangular (forms Q), Cholesky of X'X (normal equations: the speed floor, but the error
   grows with the square of the condition number), statsmodels OLS (pinv).
@@ -35,7 +37,8 @@ import pandas as pd
 import scipy
 import scipy.linalg
 
-from common import REPO_ROOT, print_table, ratio, timed  # noqa: F401  (puts the repo on sys.path)
+from common import (  # noqa: F401  (importing common puts the repo on sys.path)
+    REPO_ROOT, print_table, ratio, rscript_available, run_rscript, timed)
 
 import engine  # noqa: E402
 from engine.ols import least_squares  # noqa: E402
@@ -92,6 +95,42 @@ def fit_statsmodels(X, y):
     return np.asarray(sm.OLS(y, X).fit().params)
 
 
+R_CODE = """
+set.seed(20240601); n <- {n}; p <- {p}
+q <- qr.Q(qr(matrix(rnorm((p - 1)^2), p - 1)))
+mix <- q %*% diag(10^seq(0, -5, length.out = p - 1)) %*% t(q)
+X <- cbind(1, matrix(rnorm(n * (p - 1)), n) %*% mix)
+beta <- runif(p, -2, 2); y <- drop(X %*% beta)
+err <- function(b) sqrt(sum((b - beta)^2)) / sqrt(sum(beta^2))
+reps <- {reps}
+t1 <- system.time(for (r in 1:reps) fit <- lm.fit(X, y))[["elapsed"]] / reps
+d <- data.frame(X[, -1]); names(d) <- paste0("x", 1:(p - 1)); d$y <- y
+f <- as.formula(paste("y ~", paste(names(d)[1:(p - 1)], collapse = " + ")))
+t2 <- system.time(for (r in 1:reps) fit2 <- lm(f, data = d))[["elapsed"]] / reps
+cat("RESULT", t1, err(fit$coefficients), t2, err(coef(fit2)), "\n")
+cat("BLAS", extSoftVersion()[["BLAS"]], La_library(), "\n")
+"""
+
+
+def r_rows(n: int, p: int, t_engine: float) -> list[dict]:
+    """R's lm.fit (LINPACK dqrdc2) and lm(formula, data) on R's own draw of the same design
+    (same construction and conditioning, R's random numbers); timed inside R."""
+    reps = 1 if n * p > 5_000_000 else 200  # mean of 200 calls (R's timer ticks in ms)
+    try:
+        stdout, _ = run_rscript(R_CODE.format(n=n, p=p, reps=reps), timeout=900)
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        print(f"R peer skipped: {exc}")
+        return []
+    result = next(line.split()[1:] for line in stdout.splitlines() if line.startswith("RESULT"))
+    blas = next((line[5:] for line in stdout.splitlines() if line.startswith("BLAS")), "?")
+    print(f"R peer BLAS/LAPACK: {blas.strip()}")
+    t_fit, e_fit, t_lm, e_lm = (float(v) for v in result)
+    return [{"method": "R lm.fit (own draw, in R)", "seconds": t_fit,
+             "vs engine": ratio(t_fit, t_engine), "coef rel. error": e_fit},
+            {"method": "R lm(formula, data) (in R)", "seconds": t_lm,
+             "vs engine": ratio(t_lm, t_engine), "coef rel. error": e_lm}]
+
+
 def cold_compile_seconds() -> float:
     """First call in a fresh process with an empty Numba cache folder (a cold compile)."""
     code = (
@@ -111,7 +150,7 @@ def cold_compile_seconds() -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def run_size(n: int, p: int, skip_statsmodels: bool) -> None:
+def run_size(n: int, p: int, skip_statsmodels: bool, with_r: bool = True) -> None:
     print(f"\n== n = {n:,}, p = {p} ==", flush=True)
     X, y, beta = design(n, p)
     repeat = 2 if n * p > 5_000_000 else 20  # best of 2 (statsmodels: 1) for the large case
@@ -159,6 +198,8 @@ def run_size(n: int, p: int, skip_statsmodels: bool) -> None:
         b, seconds = timed(fn, X, y, repeat=reps)
         rows.append({"method": label, "seconds": seconds, "vs engine": ratio(seconds, t_engine),
                      "coef rel. error": err(b)})
+    if with_r and rscript_available():
+        rows.extend(r_rows(n, p, t_engine))
     print_table(rows, ["method", "seconds", "vs engine", "coef rel. error"])
     lstsq_s = next(r["seconds"] for r in rows if r["method"] == "numpy.linalg.lstsq")
     print(f"engine kernel vs numpy lstsq: {ratio(lstsq_s, t_engine)} faster "
@@ -170,6 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="1500x7,1000000x50",
                         help="comma-separated n x p list (default: 1500x7,1000000x50)")
     parser.add_argument("--skip-statsmodels", action="store_true")
+    parser.add_argument("--skip-r", action="store_true", help="do not time R's lm (Rscript)")
     args = parser.parse_args(argv)
     print(blas_report())
     print(f"numba {__import__('numba').__version__}; engine block {engine.ols.BLOCK_ROWS} rows, "
@@ -187,7 +229,7 @@ def main(argv=None) -> int:
           f"(n = {X.shape[0]:,}, p = 5)")
     for size in args.sizes.split(","):
         n, p = (int(v) for v in size.lower().split("x"))
-        run_size(n, p, args.skip_statsmodels)
+        run_size(n, p, args.skip_statsmodels, with_r=not args.skip_r)
     return 0
 
 
