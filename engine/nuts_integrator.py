@@ -19,15 +19,38 @@ from __future__ import annotations
 
 import numba
 
-from engine.nuts_metric import velocity
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, step_size, metric):
+    """One leapfrog step updating position, momentum and gradient in place; returns the new log density."""
+    d = position.shape[0]
+    half = 0.5 * step_size
+    for i in range(d):
+        momentum[i] = momentum[i] + half * gradient[i]
+    if metric.is_dense:
+        inverse = metric.inverse_dense
+        for i in range(d):
+            total = 0.0
+            for j in range(d):
+                total += inverse[i, j] * momentum[j]
+            position[i] = position[i] + step_size * total
+    else:
+        for i in range(d):
+            position[i] = position[i] + step_size * (metric.inverse_diagonal[i] * momentum[i])
+    new_logp, new_gradient = logp_and_grad(position, *args)
+    for i in range(d):
+        gradient[i] = new_gradient[i]
+        momentum[i] = momentum[i] + half * new_gradient[i]
+    return new_logp
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def leapfrog_step(logp_and_grad, args, position, momentum, gradient, step_size, metric):
-    """One leapfrog step; returns (position, momentum, log density, gradient), all new arrays."""
-    half = 0.5 * step_size
-    momentum_half = momentum + half * gradient
-    new_position = position + step_size * velocity(momentum_half, metric)
-    new_logp, new_gradient = logp_and_grad(new_position, *args)
-    new_momentum = momentum_half + half * new_gradient
+    """One leapfrog step on copies; returns (position, momentum, log density, gradient), all new arrays."""
+    new_position = position.copy()
+    new_momentum = momentum.copy()
+    new_gradient = gradient.copy()
+    new_logp = leapfrog_step_in_place(logp_and_grad, args, new_position, new_momentum, new_gradient,
+                                      step_size, metric)
     return new_position, new_momentum, new_logp, new_gradient

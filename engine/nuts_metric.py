@@ -47,20 +47,41 @@ def unit_metric(dimension: int, is_dense: bool) -> EuclideanMetric:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def velocity_into(momentum, metric, out):
+    """out ← M⁻¹ p without allocating (the one place the product is computed, so every caller
+    gets bit-identical results)."""
+    d = momentum.shape[0]
+    if metric.is_dense:
+        inverse = metric.inverse_dense
+        for i in range(d):
+            total = 0.0
+            for j in range(d):
+                total += inverse[i, j] * momentum[j]
+            out[i] = total
+    else:
+        for i in range(d):
+            out[i] = metric.inverse_diagonal[i] * momentum[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def velocity(momentum, metric):
     """p♯ = M⁻¹ p (shape (d,))."""
-    if metric.is_dense:
-        return metric.inverse_dense @ momentum
-    return metric.inverse_diagonal * momentum
+    out = np.empty(momentum.shape[0])
+    velocity_into(momentum, metric, out)
+    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def kinetic_energy(momentum, metric):
-    """½ pᵀ M⁻¹ p."""
-    sharp = velocity(momentum, metric)
+    """½ pᵀ M⁻¹ p (no allocation with the diagonal metric)."""
     total = 0.0
-    for i in range(momentum.shape[0]):
-        total += momentum[i] * sharp[i]
+    if metric.is_dense:
+        sharp = velocity(momentum, metric)
+        for i in range(momentum.shape[0]):
+            total += momentum[i] * sharp[i]
+    else:
+        for i in range(momentum.shape[0]):
+            total += momentum[i] * (metric.inverse_diagonal[i] * momentum[i])
     return 0.5 * total
 
 

@@ -43,8 +43,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from engine.nuts_integrator import leapfrog_step
-from engine.nuts_metric import dot, draw_momentum, kinetic_energy, velocity
+from engine.nuts_integrator import leapfrog_step_in_place
+from engine.nuts_metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
 
 MAX_ENERGY_ERROR = 1000.0
 
@@ -83,6 +83,9 @@ class TreeWorkspace(NamedTuple):
     sample_position: np.ndarray
     sample_momentum: np.ndarray
     sample_gradient: np.ndarray
+    # scratch vectors for momentum sums (no allocation inside the tree)
+    merged_rho: np.ndarray  # (d,)
+    seam_rho: np.ndarray  # (d,)
     # optional trace of every leapfrog state, in integration order (capacity 0: no trace)
     trace_position: np.ndarray  # (capacity, d)
     trace_log_weight: np.ndarray  # (capacity,)
@@ -103,7 +106,7 @@ def make_workspace(dimension: int, max_treedepth: int, trace_capacity: int = 0) 
         z(d), z((4, d)), z(d), z(d), z(d),
         z(depth), z(depth), z((depth, d)), z((depth, d)), z((depth, d)), z((depth, d)),
         z((depth, 4, d)),
-        z(d), z(d), z(d), z((trace_capacity, d)), z(trace_capacity),
+        z(d), z(d), z(d), z(d), z(d), z((trace_capacity, d)), z(trace_capacity),
     )
 
 
@@ -141,14 +144,12 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     log_weight = -np.inf
     proposal_logp = -np.inf
     position, momentum, gradient, logp = edge_position, edge_momentum, edge_gradient, edge_logp
+    dimension = position.shape[0]
+    merged_rho = ws.merged_rho
+    seam_rho = ws.seam_rho
     n_leaves = 1 << depth
     for leaf in range(n_leaves):
-        position, momentum, logp, gradient = leapfrog_step(
-            logp_and_grad, args, position, momentum, gradient, signed_step, metric
-        )
-        edge_position[:] = position
-        edge_momentum[:] = momentum
-        edge_gradient[:] = gradient
+        logp = leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, signed_step, metric)
         n_leapfrog += 1
         energy = -logp + kinetic_energy(momentum, metric)
         if math.isnan(energy):
@@ -162,12 +163,11 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
         if energy - initial_energy > MAX_ENERGY_ERROR:
             return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, True
         # the leaf is the current subtree of size 1
-        sharp = velocity(momentum, metric)
+        velocity_into(momentum, metric, ws.current_ends[SHARP_END])
         ws.current_rho[:] = momentum
         ws.current_ends[BEGIN, :] = momentum
         ws.current_ends[END, :] = momentum
-        ws.current_ends[SHARP_BEGIN, :] = sharp
-        ws.current_ends[SHARP_END, :] = sharp
+        ws.current_ends[SHARP_BEGIN, :] = ws.current_ends[SHARP_END]
         ws.proposal_position[:] = position
         ws.proposal_momentum[:] = momentum
         ws.proposal_gradient[:] = gradient
@@ -189,14 +189,17 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
                 proposal_logp = ws.left_proposal_logp[level]
             left_ends = ws.left_ends[level]
             left_rho = ws.left_rho[level]
-            merged_rho = left_rho + ws.current_rho
+            for i in range(dimension):
+                merged_rho[i] = left_rho[i] + ws.current_rho[i]
             persist = no_u_turn(left_ends[SHARP_BEGIN], ws.current_ends[SHARP_END], merged_rho)
-            persist = persist and no_u_turn(
-                left_ends[SHARP_BEGIN], ws.current_ends[SHARP_BEGIN], left_rho + ws.current_ends[BEGIN]
-            )
-            persist = persist and no_u_turn(
-                left_ends[SHARP_END], ws.current_ends[SHARP_END], ws.current_rho + left_ends[END]
-            )
+            if persist:
+                for i in range(dimension):
+                    seam_rho[i] = left_rho[i] + ws.current_ends[BEGIN, i]
+                persist = no_u_turn(left_ends[SHARP_BEGIN], ws.current_ends[SHARP_BEGIN], seam_rho)
+            if persist:
+                for i in range(dimension):
+                    seam_rho[i] = ws.current_rho[i] + left_ends[END, i]
+                persist = no_u_turn(left_ends[SHARP_END], ws.current_ends[SHARP_END], seam_rho)
             ws.current_rho[:] = merged_rho
             ws.current_ends[BEGIN, :] = left_ends[BEGIN]
             ws.current_ends[SHARP_BEGIN, :] = left_ends[SHARP_BEGIN]
@@ -293,14 +296,17 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
             ws.sample_gradient[:] = ws.proposal_gradient
             sample_logp = proposal_logp
         log_sum_weight = log_sum_exp(log_sum_weight, subtree_log_weight)
-        ws.rho[:] = ws.rho_backward + ws.rho_forward
+        for i in range(dimension):
+            ws.rho[i] = ws.rho_backward[i] + ws.rho_forward[i]
         persist = no_u_turn(ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_FWD], ws.rho)
-        persist = persist and no_u_turn(
-            ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_BCK], ws.rho_backward + ws.ends[P_FWD_BCK]
-        )
-        persist = persist and no_u_turn(
-            ws.ends[P_SHARP_BCK_FWD], ws.ends[P_SHARP_FWD_FWD], ws.rho_forward + ws.ends[P_BCK_FWD]
-        )
+        if persist:
+            for i in range(dimension):
+                ws.seam_rho[i] = ws.rho_backward[i] + ws.ends[P_FWD_BCK, i]
+            persist = no_u_turn(ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_BCK], ws.seam_rho)
+        if persist:
+            for i in range(dimension):
+                ws.seam_rho[i] = ws.rho_forward[i] + ws.ends[P_BCK_FWD, i]
+            persist = no_u_turn(ws.ends[P_SHARP_BCK_FWD], ws.ends[P_SHARP_FWD_FWD], ws.seam_rho)
         if not persist:
             break
     accept_stat = sum_metropolis / n_leapfrog if n_leapfrog > 0 else 0.0
