@@ -224,10 +224,13 @@ class RealFormat:
     exponent: int
 
 
-def format_info(values: Iterable[float], digits: int = R_DIGITS, nsmall: int = 0) -> RealFormat:
+def format_info(values: Iterable[float], digits: int = R_DIGITS, nsmall: int = 0,
+                scientific_notation: bool | None = None) -> RealFormat:
     """R's ``formatReal``: one common format for a vector, as ``format(x, digits)`` chooses it.
 
-    Fixed notation is used whenever its width is not larger than scientific notation's.
+    Fixed notation is used whenever its width is not larger than scientific notation's
+    (``scipen = 0``); ``scientific_notation=False``/``True`` forces one of them as R's
+    ``format(scientific = )`` does.
     """
     naflag = posinf = neginf = False
     neg = 0
@@ -268,7 +271,8 @@ def format_info(values: Iterable[float], digits: int = R_DIGITS, nsmall: int = 0
         e = 2 if (mxl > 100 or mnl <= -99) else 1
         d = mxns - 1
         w = neg + (d > 0) + d + 4 + e
-        if wF <= w:  # scipen = 0
+        scipen = 0 if scientific_notation is None else (-10**6 if scientific_notation else 10**6)
+        if wF <= w + scipen:
             e = 0
             if nsmall > rgt:
                 rgt = nsmall
@@ -299,10 +303,10 @@ def encode_real(x: float, fmt: RealFormat, na: str = "NA") -> str:
 
 
 def format_real(values: Iterable[float], digits: int = R_DIGITS, nsmall: int = 0,
-                na: str = "NA") -> list[str]:
+                na: str = "NA", scientific: bool | None = None) -> list[str]:
     """R's ``format(x, digits = digits)`` for a double vector: common format, common width."""
     values = [float(v) for v in values]
-    fmt = format_info(values, digits, nsmall)
+    fmt = format_info(values, digits, nsmall, scientific)
     return [encode_real(v, fmt, na) for v in values]
 
 

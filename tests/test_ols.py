@@ -384,6 +384,7 @@ def test_conf_int_and_vcov_match_statsmodels(grit):
         np.testing.assert_allclose(ci.to_numpy(), ref.conf_int(alpha=1 - level), rtol=1e-10)
     assert list(fit.conf_int().columns) == ["2.5 %", "97.5 %"]
     assert list(fit.conf_int(0.9).columns) == ["5 %", "95 %"]
+    assert list(fit.conf_int(0.999).columns) == ["0.05 %", "99.95 %"]  # R's confint labels
 
 
 # ---------------------------------------------------------------------------------------------

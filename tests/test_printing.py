@@ -43,6 +43,12 @@ def test_format_real(values, digits, expected):
     assert rp.format_real(values, digits) == expected
 
 
+def test_format_scientific_argument():
+    # format(123456789, scientific = TRUE); format(1e-10, scientific = FALSE)
+    assert rp.format_real([123456789.0], scientific=True) == ["1.234568e+08"]
+    assert rp.format_real([1e-10], scientific=False) == ["0.0000000001"]
+
+
 def test_scientific_digits_and_rounding_width():
     assert rp.scientific(123.456, 7) == (0, 2, 6, False)
     assert rp.scientific(-0.00120, 7) == (1, -3, 2, False)
