@@ -408,35 +408,57 @@ def _multinom_loglik(probs, y, w):
 @numba.njit(cache=True, nogil=True)
 def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
     """Weighted multinomial logit by Newton-Raphson with step halving (the MLE that R's
-    ``nnet::multinom`` approaches by BFGS). Class 0 is the reference (its coefficients are 0).
+    ``nnet::multinom`` approaches by BFGS; same relative tolerance 1e-8 on the log likelihood).
+    Class 0 is the reference (its coefficients are 0).
+
+    The Hessian block of classes (a, b) is X' diag(w_i p_ia (d_ab - p_ib)) X; with the row outer
+    products x_i x_i' stored once as an (n, p(p+1)/2) matrix, all blocks of one Newton step are a
+    single product of that matrix with the (n, pairs) weight matrix.
     Shapes: x (n, p), y (n,) int codes in [0, K), w (n,), beta0 (p, K) start. Returns beta (p, K)."""
     n, p = x.shape
     k1 = n_classes - 1
+    n_tri = p * (p + 1) // 2
+    outer = np.empty((n, n_tri))
+    for i in range(n):
+        q = 0
+        for j in range(p):
+            for l in range(j + 1):
+                outer[i, q] = x[i, j] * x[i, l]
+                q += 1
+    n_pairs = k1 * (k1 + 1) // 2
     beta = beta0.copy()
     probs = _multinom_probs(x, beta)
     ll = _multinom_loglik(probs, y, w)
-    q = p * k1
+    q_dim = p * k1
+    weights = np.empty((n, n_pairs))
     for _ in range(maxit):
-        grad = np.zeros(q)
+        grad = np.zeros(q_dim)
         for i in range(n):
             for a in range(k1):
                 r = w[i] * ((1.0 if y[i] == a + 1 else 0.0) - probs[i, a + 1])
                 for j in range(p):
                     grad[a * p + j] += r * x[i, j]
-        hess = np.zeros((q, q))
-        wx = np.empty((n, p))
+        for i in range(n):
+            pair = 0
+            for a in range(k1):
+                for b in range(a + 1):
+                    weights[i, pair] = w[i] * probs[i, a + 1] * ((1.0 if a == b else 0.0) - probs[i, b + 1])
+                    pair += 1
+        blocks = outer.T @ weights  # (n_tri, n_pairs)
+        hess = np.zeros((q_dim, q_dim))
+        pair = 0
         for a in range(k1):
             for b in range(a + 1):
-                for i in range(n):
-                    pa = probs[i, a + 1]
-                    wab = w[i] * pa * ((1.0 if a == b else 0.0) - probs[i, b + 1])
-                    for j in range(p):
-                        wx[i, j] = wab * x[i, j]
-                block = x.T @ wx
+                q = 0
                 for j in range(p):
-                    for l in range(p):
-                        hess[a * p + j, b * p + l] = block[j, l]
-                        hess[b * p + l, a * p + j] = block[j, l]
+                    for l in range(j + 1):
+                        v = blocks[q, pair]
+                        hess[a * p + j, b * p + l] = v
+                        hess[a * p + l, b * p + j] = v
+                        hess[b * p + l, a * p + j] = v
+                        hess[b * p + j, a * p + l] = v
+                        q += 1
+                pair += 1
         chol, _ = cholesky_with_ridge(hess, 1e-8)
         step = solve_upper_t(chol, solve_lower(chol, grad))
         scale = 1.0

@@ -322,7 +322,7 @@ def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, warm=None):
     beta0 = np.zeros((xa.shape[1], present.size))
     if warm is not None and warm.get("beta") is not None and warm["beta"].shape == beta0.shape:
         beta0 = warm["beta"]
-    beta = _im.multinom_newton(xa, y_aug.astype(np.int64), w_aug, present.size, beta0, 100, 1e-10)
+    beta = _im.multinom_newton(xa, y_aug.astype(np.int64), w_aug, present.size, beta0, 100, 1e-8)
     if warm is not None:
         warm["beta"] = beta
     probs = _im._multinom_probs(_with_intercept(x_mis), beta)

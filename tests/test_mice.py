@@ -326,3 +326,23 @@ def test_pooled_estimate_agrees_with_statsmodels_mice():
     estimates = np.array(estimates)
     mc_error = np.sqrt(ours.b[j] / m + estimates.var(ddof=1) / m)
     assert abs(ours.estimate[j] - estimates.mean()) < 4 * mc_error, (ours.estimate[j], estimates.mean(), mc_error)
+
+
+def test_multinomial_and_logistic_fits_match_statsmodels():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(1)
+    n = 800
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    eta = np.column_stack([np.zeros(n), x @ [0.2, 1, -1, 0.5], x @ [-0.3, 0.5, 0.5, -1]])
+    prob = np.exp(eta) / np.exp(eta).sum(axis=1, keepdims=True)
+    y = (rng.random(n)[:, None] > np.cumsum(prob, axis=1)).sum(axis=1)
+    beta = im.multinom_newton(x, y, np.ones(n), 3, np.zeros((4, 3)), 100, 1e-12)
+    np.testing.assert_allclose(beta[:, 1:], sm.MNLogit(y, x).fit(disp=0, tol=1e-12).params, atol=1e-8)
+    yb = (y > 0).astype(float)
+    w = rng.uniform(0.5, 2.0, size=n)
+    coef, chol, converged = im.logistic_irls(x, yb, w, 25, 1e-10)
+    ref = sm.GLM(yb, x, family=sm.families.Binomial(), var_weights=w).fit(tol=1e-12)
+    assert converged
+    np.testing.assert_allclose(coef, ref.params, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.inv(chol @ chol.T), ref.cov_params(), rtol=1e-6)
