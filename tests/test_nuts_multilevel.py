@@ -206,6 +206,8 @@ def test_nested_model_nuts_collapsed_and_gibbs_agree(study):
     _agree(nuts, gibbs_draws, names, label="nuts vs gibbs")
     _agree(collapsed, gibbs_draws, names, label="collapsed vs gibbs")
     _agree(collapsed_ranef, gibbs_ranef, [f"r[{i}]" for i in range(model.n_levels_total)], label="ranef")
+    dense, _, _ = _chains(model, sample_chain, 10, marginalize=True, adapt_delta=0.95, metric="dense")
+    _agree(dense, gibbs_draws, names, label="collapsed dense-metric vs gibbs")
     # the collapsed sampler works in q + 3 dimensions: short trajectories
     assert np.mean([r.stats["n_leapfrog"].mean() for r in results]) < 20
 
@@ -223,3 +225,19 @@ def test_sample_chain_contract():
     np.testing.assert_array_equal(result.ranef, again.ranef)
     with pytest.raises(ModelSpecError):
         sample_chain(model, 100, 100, seed=1)
+
+
+def test_model_without_groups_is_bayesian_regression():
+    """No grouping factor: both variants coincide; weak priors give the least-squares fit."""
+    rng = np.random.default_rng(0)
+    n = 200
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    y = X @ [1.0, 2.0] + rng.normal(size=n)
+    model = build_model(SimpleFrame(y, X, ["(Intercept)", "x"], True, []))
+    a = sample_chain(model, 1000, 500, seed=1)
+    b = sample_chain(model, 1000, 500, seed=1, marginalize=True)
+    np.testing.assert_array_equal(a.draws, b.draws)
+    assert a.ranef.shape == (500, 0)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    posterior_sd = a.draws[:, :2].std(0)
+    assert np.all(np.abs(a.draws[:, :2].mean(0) - beta) < 0.3 * posterior_sd)
