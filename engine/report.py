@@ -84,14 +84,20 @@ def forest_plot(effects: list):
     """Treatment effect with its 95% interval in every model, one row each (top to bottom)."""
     import matplotlib.pyplot as plt
 
-    labels = [f"{e['model']} ({e['method']})" for e in effects]
+    labels = [str(e["model"]) for e in effects]
     est = np.array([e["estimate"] for e in effects], dtype=float)
     lo = np.array([e["lower"] for e in effects], dtype=float)
     hi = np.array([e["upper"] for e in effects], dtype=float)
     rows = np.arange(len(effects))[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(effects) + 1.2))
-    ax.hlines(rows, lo, hi, color="#3465a4", lw=2)
-    ax.plot(est, rows, "o", color="#204a87")
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(effects) + 1.6))
+    methods = list(dict.fromkeys(str(e["method"]) for e in effects))
+    colours = ["#204a87", "#ce5c00", "#4e9a06", "#75507b", "#a40000"]
+    for i, method in enumerate(methods):
+        mask = np.array([str(e["method"]) == method for e in effects])
+        colour = colours[i % len(colours)]
+        ax.hlines(rows[mask], lo[mask], hi[mask], color=colour, lw=2)
+        ax.plot(est[mask], rows[mask], "o", color=colour, label=method)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_yticks(rows)
     ax.set_yticklabels(labels)
@@ -208,7 +214,7 @@ h3{margin-bottom:.3em}
 pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:.8em;overflow-x:auto;font-size:12.5px;line-height:1.3}
 table.effects{border-collapse:collapse;margin:1em 0;font-size:14px}
 table.effects th,table.effects td{border-bottom:1px solid #ddd;padding:.3em .8em;text-align:right}
-table.effects th:first-child,table.effects td:first-child,table.effects td:nth-child(2){text-align:left}
+table.effects th:first-child,table.effects td:first-child,table.effects th:nth-child(2),table.effects td:nth-child(2){text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em}
 nav ul{columns:2}
