@@ -125,3 +125,13 @@ def test_user_priors_precedence_and_table():
     # coef="Intercept" without a group is the class-wide sd prior (never silently dropped)
     again = resolve_priors([prior("normal(0, 3)", "sd", coef="Intercept")], y, [], ["g"], True)
     assert [p.spec for p in again.sd] == ["normal(0, 3)"]
+
+
+def test_nested_user_prior_summary_prints_as_brms(fixtures_dir):
+    """brms 2.18's prior_summary for user priors on a nested model (fixture made with brm(empty = TRUE))."""
+    user = [prior("normal(0, 10)", "Intercept"), prior("normal(0, 10)", "b"),
+            prior("cauchy(0, 10)", "sd"), prior("cauchy(0, 10)", "sigma")]
+    resolved = resolve_priors(user, np.zeros(3), ["male1", "raven"], ["schoolid", "schoolid:classid"], True)
+    text = format_prior_summary(prior_summary_table(resolved))
+    expected = (fixtures_dir / "priors" / "brms_nested_user_priors.txt").read_text()
+    assert [line.rstrip() for line in text.splitlines()] == [line.rstrip() for line in expected.splitlines()]
