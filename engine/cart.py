@@ -34,8 +34,18 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
     """
     n, p = x.shape
     order = np.empty((p, n), dtype=np.int64)
+    xs = np.empty((p, n))  # feature values in each feature's order: the scans read memory in sequence
+    ys = np.empty((p, n))  # target in each feature's order
+    column = np.empty(n)
     for j in range(p):
-        order[j] = np.argsort(x[:, j], kind="mergesort")
+        for i in range(n):
+            column[i] = x[i, j]
+        order[j] = np.argsort(column, kind="mergesort")
+        for t in range(n):
+            xs[j, t] = column[order[j, t]]
+            ys[j, t] = y[order[j, t]]
+    buffer_x = np.empty(n)
+    buffer_y = np.empty(n)
     max_nodes = 2 * n + 1
     feature = np.full(max_nodes, -1, dtype=np.int64)
     threshold = np.zeros(max_nodes)
@@ -95,15 +105,14 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                 if n_classes == 0:
                     left_sum = 0.0
                     for t in range(s, e - 1):
-                        i = order[j, t]
-                        left_sum += y[i]
+                        left_sum += ys[j, t]
                         nl = t - s + 1
                         if nl < min_bucket:
                             continue
                         if m - nl < min_bucket:
                             break
-                        xv = x[i, j]
-                        xn = x[order[j, t + 1], j]
+                        xv = xs[j, t]
+                        xn = xs[j, t + 1]
                         if xn <= xv:
                             continue
                         right_sum = total - left_sum
@@ -117,8 +126,7 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                     left_sq = 0.0
                     right_sq = sum_sq
                     for t in range(s, e - 1):
-                        i = order[j, t]
-                        c = y_codes[i]
+                        c = int(ys[j, t])
                         left_sq += 2.0 * left_counts[c] + 1.0
                         right_count = counts[c] - left_counts[c]
                         right_sq -= 2.0 * right_count - 1.0
@@ -128,8 +136,8 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                             continue
                         if m - nl < min_bucket:
                             break
-                        xv = x[i, j]
-                        xn = x[order[j, t + 1], j]
+                        xv = xs[j, t]
+                        xn = xs[j, t + 1]
                         if xn <= xv:
                             continue
                         nr = m - nl
@@ -157,12 +165,18 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                 i = order[j, t]
                 if goes_left[i]:
                     order[j, a] = i
+                    xs[j, a] = xs[j, t]
+                    ys[j, a] = ys[j, t]
                     a += 1
                 else:
                     buffer[b] = i
+                    buffer_x[b] = xs[j, t]
+                    buffer_y[b] = ys[j, t]
                     b += 1
             for t in range(b):
                 order[j, a + t] = buffer[t]
+                xs[j, a + t] = buffer_x[t]
+                ys[j, a + t] = buffer_y[t]
         feature[node] = best_j
         threshold[node] = best_thr
         for child, cs, ce in ((n_nodes, s, s + n_left), (n_nodes + 1, s + n_left, e)):
