@@ -818,14 +818,6 @@ def _non_finite_message(mf) -> str:
     return f"non-finite values (Inf or NaN) in model column(s) {', '.join(cols)}"
 
 
-class _CallableModule(type(math)):
-    """``engine.ols`` is both this module and the function: importing the submodule makes the
-    package attribute the module, so the module itself forwards calls to ``ols``."""
+from ._callable_module import make_module_callable  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return ols(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, "ols")
