@@ -129,7 +129,7 @@ def run_ols(data: pd.DataFrame, outcome: Outcome) -> None:
         outcome.numbers["ols"][name] = _ols_numbers(fit)
         ci = fit.conf_int(0.95)
         outcome.effects.append({
-            "model": f"OLS {name}", "method": "OLS, complete cases",
+            "model": f"OLS {name} ({formula.split('~')[0].strip()})", "method": "OLS, complete cases",
             "outcome": formula.split("~")[0].strip(),
             "estimate": float(fit.params[TREATMENT]), "std_error": float(fit.bse[TREATMENT]),
             "lower": float(ci.loc[TREATMENT].iloc[0]), "upper": float(ci.loc[TREATMENT].iloc[1]),
