@@ -374,9 +374,13 @@ def test_school_model_agrees_with_brms_reference(fixtures_dir):
     reference = pd.read_csv(fixtures_dir / "brms" / "brms_school_draws.csv")
     model = build_model(model_frame(STUDY_FORMULA, load_grit(), allow_random=True))
     assert model.n_obs == 1180
+    _agrees_with_brms(model, reference, 4387510)
+
+
+def _agrees_with_brms(model, reference, seed):
     names = parameter_names(model)
     assert names == [c for c in reference.columns if not c.startswith(".")]
-    chains = [sample_chain(model, 2000, 1000, s, save_ranef=False).draws for s in np.random.SeedSequence(4387510).spawn(4)]
+    chains = [sample_chain(model, 2000, 1000, s, save_ranef=False).draws for s in np.random.SeedSequence(seed).spawn(4)]
     ours = np.stack(chains)  # (chains, draws, params)
     theirs = np.stack([reference[reference[".chain"] == c][names].to_numpy() for c in range(1, 5)])
     for j, name in enumerate(names):
@@ -387,6 +391,19 @@ def test_school_model_agrees_with_brms_reference(fixtures_dir):
         sd_gap = abs(a.std(ddof=1) - b.std(ddof=1))
         sd_tol = 4.0 * np.hypot(mcse_sd(a), mcse_sd(b)) + 0.01 * b.std(ddof=1)
         assert sd_gap < sd_tol, f"{name}: sd {a.std(ddof=1):.4f} vs brms {b.std(ddof=1):.4f}"
+
+
+def test_nested_model_agrees_with_brms_reference(fixtures_dir):
+    """brms 2.18 on (1 | schoolid/classid), normal(0, 10) / cauchy(0, 10) priors (fixtures/gibbs)."""
+    from engine.datasets import load_grit
+    from engine.formula import model_frame
+
+    reference = pd.read_csv(fixtures_dir / "gibbs" / "brms_nested_draws.csv")
+    formula = STUDY_FORMULA.replace("(1 | schoolid)", "(1 | schoolid/classid)")
+    priors = [prior("normal(0, 10)", "Intercept"), prior("normal(0, 10)", "b"),
+              prior("cauchy(0, 10)", "sd"), prior("cauchy(0, 10)", "sigma")]
+    model = build_model(model_frame(formula, load_grit(), allow_random=True), priors)
+    _agrees_with_brms(model, reference, 20261130)
 
 
 def test_runs_100000_students_in_2500_classes_in_500_schools():
