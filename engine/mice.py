@@ -66,11 +66,14 @@ _BLAS_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_thr
                ("openblas_get_num_threads", "openblas_set_num_threads"))
 
 
-class _SingleThreadedBlas:
-    """Context manager: OpenBLAS libraries loaded in this process use one thread inside."""
+_BLAS_CONTROLS: list | None = None
 
-    def __enter__(self):
-        self._saved = []
+
+def _blas_controls() -> list:
+    """(get, set) thread-count functions of every OpenBLAS library loaded (found once)."""
+    global _BLAS_CONTROLS
+    if _BLAS_CONTROLS is None:
+        controls = []
         try:
             import ctypes
 
@@ -80,12 +83,26 @@ class _SingleThreadedBlas:
                 lib = ctypes.CDLL(path)
                 for get_name, set_name in _BLAS_NAMES:
                     if hasattr(lib, get_name) and hasattr(lib, set_name):
-                        before = int(getattr(lib, get_name)())
-                        getattr(lib, set_name)(1)
-                        self._saved.append((getattr(lib, set_name), before))
+                        controls.append((getattr(lib, get_name), getattr(lib, set_name)))
                         break
         except Exception:  # pragma: no cover - no /proc or no OpenBLAS: leave BLAS as it is
-            pass
+            controls = []
+        _BLAS_CONTROLS = controls
+    return _BLAS_CONTROLS
+
+
+class _SingleThreadedBlas:
+    """Context manager: OpenBLAS libraries loaded in this process use one thread inside."""
+
+    def __enter__(self):
+        self._saved = []
+        for getter, setter in _blas_controls():
+            try:
+                before = int(getter())
+                setter(1)
+                self._saved.append((setter, before))
+            except Exception:  # pragma: no cover
+                pass
         return self
 
     def __exit__(self, *exc):
