@@ -461,6 +461,11 @@ def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
                 pair += 1
         chol, _ = cholesky_with_ridge(hess, 1e-8)
         step = solve_upper_t(chol, solve_lower(chol, grad))
+        # Newton decrement: the predicted gain of this step; when it is below the tolerance the
+        # step is taken and the iteration stops (saves the confirming extra step)
+        decrement = 0.0
+        for q in range(q_dim):
+            decrement += grad[q] * step[q]
         scale = 1.0
         improved = False
         new_beta = beta.copy()
@@ -482,7 +487,7 @@ def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
         beta = new_beta
         probs = new_probs
         ll = new_ll
-        if abs(change) < tol * (abs(ll) + tol):
+        if abs(change) < tol * (abs(ll) + tol) or 0.5 * decrement < tol * (abs(ll) + tol):
             break
     return beta
 
