@@ -90,6 +90,10 @@ class LogDensity(types.WrapperAddressProtocol):
     def __call__(self, position, data, index):
         return self.dispatcher(position, data, index)
 
+    def __reduce__(self):
+        # a function pointer is meaningless in another process: rebuild (recompile) it there
+        return (LogDensity, (self.dispatcher,))
+
 
 NO_DATA = np.zeros(0)
 NO_INDEX = np.zeros(0, dtype=np.int64)

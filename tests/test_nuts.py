@@ -182,3 +182,17 @@ def test_bad_input_raises_clear_errors():
         sample(GAUSSIAN, np.zeros(3), data=data, index=index)
     with pytest.raises(SamplerError, match="not finite"):
         sample(_funnel, np.array([-1000.0, 0.0, 1.0]))
+
+
+def test_log_density_survives_pickling_for_process_executors():
+    import pickle
+
+    from engine.nuts import log_density
+
+    adapted = log_density(_hierarchical_normal, with_data=False)
+    restored = pickle.loads(pickle.dumps(adapted))
+    x = np.linspace(-1, 1, 9)
+    expected_logp, expected_grad = _hierarchical_normal(x)
+    logp, grad = restored(x, np.zeros(0), np.zeros(0, dtype=np.int64))
+    assert logp == expected_logp
+    np.testing.assert_array_equal(grad, expected_grad)
