@@ -106,50 +106,47 @@ def forest_plot(effects: list):
     return fig
 
 
-def trace_plot(trace: BayesTrace, max_params: int = 12):
-    """Draws against iteration, one panel per parameter, one colour per chain."""
+def _parameter_panels(trace: BayesTrace, max_params: int, cols: int = 3):
+    """A figure with one panel per parameter (at most ``max_params``); yields (axis, index)."""
     import matplotlib.pyplot as plt
 
     k = min(len(trace.names), max_params)
-    cols = 3
-    rows = int(np.ceil(k / cols))
+    rows = max(int(np.ceil(k / cols)), 1)
     fig, axes = plt.subplots(rows, cols, figsize=(11, 2.0 * rows), squeeze=False)
+    panels = []
     for i in range(rows * cols):
         ax = axes[i // cols][i % cols]
         if i >= k:
             ax.axis("off")
             continue
-        for c in range(trace.draws.shape[0]):
-            ax.plot(trace.draws[c, :, i], lw=0.4, alpha=0.7)
         ax.set_title(trace.names[i], fontsize=9)
         ax.tick_params(labelsize=7)
+        panels.append((ax, i))
+    return fig, panels
+
+
+def trace_plot(trace: BayesTrace, max_params: int = 12):
+    """Draws against iteration, one panel per parameter, one colour per chain."""
+    fig, panels = _parameter_panels(trace, max_params)
+    for ax, i in panels:
+        for c in range(trace.draws.shape[0]):
+            ax.plot(trace.draws[c, :, i], lw=0.4, alpha=0.7)
     fig.tight_layout()
     return fig
 
 
 def rank_plot(trace: BayesTrace, max_params: int = 12, bins: int = 20):
     """Rank histograms per chain (Vehtari et al. 2021): flat when the chains mix."""
-    import matplotlib.pyplot as plt
-
     chains, draws, _ = trace.draws.shape
-    k = min(len(trace.names), max_params)
-    cols = 3
-    rows = int(np.ceil(k / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.0 * rows), squeeze=False)
+    fig, panels = _parameter_panels(trace, max_params)
     edges = np.linspace(0, chains * draws, bins + 1)
-    for i in range(rows * cols):
-        ax = axes[i // cols][i % cols]
-        if i >= k:
-            ax.axis("off")
-            continue
+    for ax, i in panels:
         flat = trace.draws[:, :, i].reshape(-1)
         ranks = np.argsort(np.argsort(flat, kind="mergesort"), kind="mergesort").reshape(chains, draws)
         for c in range(chains):
             counts, _ = np.histogram(ranks[c], bins=edges)
             ax.step(np.arange(bins), counts, where="mid", lw=0.9)
         ax.axhline(draws / bins, color="grey", lw=0.8, ls="--")
-        ax.set_title(trace.names[i], fontsize=9)
-        ax.tick_params(labelsize=7)
     fig.tight_layout()
     return fig
 
