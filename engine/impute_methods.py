@@ -411,20 +411,30 @@ def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
     ``nnet::multinom`` approaches by BFGS; same relative tolerance 1e-8 on the log likelihood).
     Class 0 is the reference (its coefficients are 0).
 
-    The Hessian block of classes (a, b) is X' diag(w_i p_ia (d_ab - p_ib)) X; with the row outer
-    products x_i x_i' stored once as an (n, p(p+1)/2) matrix, all blocks of one Newton step are a
-    single product of that matrix with the (n, pairs) weight matrix.
+    The Hessian block of classes (a, b) is X' diag(w_i p_ia (d_ab - p_ib)) X, accumulated row by
+    row over the row's nonzero entries only (imputation designs are mostly zero dummies), for all
+    class pairs at once, into the lower triangle (p(p+1)/2 entries) of each block.
     Shapes: x (n, p), y (n,) int codes in [0, K), w (n,), beta0 (p, K) start. Returns beta (p, K)."""
     n, p = x.shape
     k1 = n_classes - 1
     n_tri = p * (p + 1) // 2
-    outer = np.empty((n, n_tri))
+    # nonzero pattern of each row (CSR-like): positions and values
+    nz_count = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
-        q = 0
+        c = 0
         for j in range(p):
-            for l in range(j + 1):
-                outer[i, q] = x[i, j] * x[i, l]
-                q += 1
+            if x[i, j] != 0.0:
+                c += 1
+        nz_count[i + 1] = nz_count[i] + c
+    nz_col = np.empty(nz_count[n], dtype=np.int64)
+    nz_val = np.empty(nz_count[n])
+    for i in range(n):
+        c = nz_count[i]
+        for j in range(p):
+            if x[i, j] != 0.0:
+                nz_col[c] = j
+                nz_val[c] = x[i, j]
+                c += 1
     n_pairs = k1 * (k1 + 1) // 2
     beta = beta0.copy()
     probs = _multinom_probs(x, beta)
@@ -444,7 +454,17 @@ def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
                 for b in range(a + 1):
                     weights[i, pair] = w[i] * probs[i, a + 1] * ((1.0 if a == b else 0.0) - probs[i, b + 1])
                     pair += 1
-        blocks = outer.T @ weights  # (n_tri, n_pairs)
+        blocks = np.zeros((n_tri, n_pairs))
+        for i in range(n):
+            for u in range(nz_count[i], nz_count[i + 1]):
+                j = nz_col[u]
+                base = j * (j + 1) // 2
+                xj = nz_val[u]
+                for v in range(nz_count[i], u + 1):
+                    prod = xj * nz_val[v]
+                    q = base + nz_col[v]
+                    for pair in range(n_pairs):
+                        blocks[q, pair] += prod * weights[i, pair]
         hess = np.zeros((q_dim, q_dim))
         pair = 0
         for a in range(k1):
