@@ -87,6 +87,22 @@ def _add_location_and_scale_priors(theta, grad, q, n_groups, gamma_family, gamma
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _quadratic_terms(gamma, wtw, wty, yty):
+    """(Σ r², WᵀW γ) with r = y − Wγ over all rows: yᵀy − 2γᵀWᵀy + γᵀWᵀWγ (plain loops: q is small,
+    and a BLAS call per evaluation costs more than the arithmetic)."""
+    q = gamma.shape[0]
+    wtw_gamma = np.zeros(q)
+    total = yty
+    for i in range(q):
+        acc = 0.0
+        for j in range(q):
+            acc += wtw[i, j] * gamma[j]
+        wtw_gamma[i] = acc
+        total += gamma[i] * (acc - 2.0 * wty[i])
+    return total, wtw_gamma
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def noncentred_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell_levels, level_group,
                              wtw, wty, yty, n_obs, gamma_family, gamma_nu, gamma_mu, gamma_scale,
                              sd_family, sd_nu, sd_mu, sd_scale, sigma_prior):
@@ -101,8 +117,7 @@ def noncentred_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cel
     r = np.empty(n_levels)
     for l in range(n_levels):
         r[l] = tau[level_group[l]] * z[l]
-    wtw_gamma = wtw @ gamma
-    rss = yty - 2.0 * (gamma @ wty) + gamma @ wtw_gamma
+    rss, wtw_gamma = _quadratic_terms(gamma, wtw, wty, yty)
     grad_rss_gamma = 2.0 * (wtw_gamma - wty)
     grad_rss_r = np.zeros(n_levels)
     for k in range(n_cells):
@@ -150,8 +165,7 @@ def collapsed_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell
     v = math.exp(2.0 * theta[q + n_groups])  # σ²
     t = math.exp(2.0 * theta[q + n_groups - 1])  # τ_low²
     u = math.exp(2.0 * theta[q]) if two_levels else 0.0  # τ_top²
-    wtw_gamma = wtw @ gamma
-    total_ss = yty - 2.0 * (gamma @ wty) + gamma @ wtw_gamma  # Σ r² over all rows
+    total_ss, wtw_gamma = _quadratic_terms(gamma, wtw, wty, yty)  # Σ r² over all rows
     # minus twice the log likelihood: F = Σ_k f_k + Σ_j g_j (+ N log 2π)
     F = total_ss / v
     dF_dgamma = 2.0 * (wtw_gamma - wty) / v
