@@ -12,7 +12,7 @@ from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
 from engine.nuts import sample
 from engine.nuts_metric import EuclideanMetric
 from engine.nuts_tree import make_workspace, nuts_transition
-from tests.nuts_targets import GAUSSIAN, correlated_covariance, gaussian_args
+from nuts_targets import GAUSSIAN, correlated_covariance, gaussian_args
 
 Z = 4.0  # z-score bound on MCSE-scaled errors (fixed seeds; every parameter and statistic tested)
 

@@ -12,7 +12,7 @@ from engine.nuts_adaptation import (
     initial_step_size,
 )
 from engine.nuts_metric import EuclideanMetric, regularised_metric, welford_update
-from tests.nuts_targets import GAUSSIAN, gaussian_args
+from nuts_targets import GAUSSIAN, gaussian_args
 
 
 def test_window_schedule_for_1000_warmup_matches_stan():
