@@ -102,6 +102,8 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
         best_thr = 0.0
         if m >= min_split and depth[node] < max_depth and loss > 1e-12 * max(root_loss, 1e-300):
             for j in range(p):
+                if xs[j, s] == xs[j, e - 1]:
+                    continue  # constant in this node (often a dummy deep in the tree): no split
                 if n_classes == 0:
                     left_sum = 0.0
                     for t in range(s, e - 1):

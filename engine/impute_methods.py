@@ -170,20 +170,28 @@ def lindep_keep(x, y, eps, maxcor):
     k = idx.shape[0]
     if k < 2:
         return keep
+    # correlations from uncentred cross-products, skipping zeros (dummies are mostly zero; centring
+    # would make every entry nonzero): S_ab = sum x_a x_b - n m_a m_b
     xk = np.empty((n, k))
     for i in range(n):
         for a in range(k):
-            xk[i, a] = xc[i, idx[a]]
+            xk[i, a] = x[i, idx[a]]
     corr = np.zeros((k, k))
+    nz = np.empty(k, dtype=np.int64)
     for i in range(n):
+        cnt = 0
         for a in range(k):
+            if xk[i, a] != 0.0:
+                nz[cnt] = a
+                cnt += 1
+        for u in range(cnt):
+            a = nz[u]
             va = xk[i, a]
-            if va != 0.0:  # dummies are mostly zero
-                for b in range(a + 1):
-                    corr[a, b] += va * xk[i, b]
+            for v in range(u + 1):
+                corr[a, nz[v]] += va * xk[i, nz[v]]
     for a in range(k):
         for b in range(a + 1):
-            corr[a, b] /= np.sqrt(ss[idx[a]] * ss[idx[b]])
+            corr[a, b] = (corr[a, b] - n * means[idx[a]] * means[idx[b]]) / np.sqrt(ss[idx[a]] * ss[idx[b]])
             corr[b, a] = corr[a, b]
     # exact (numerical) dependencies first: Cholesky in column order, skipping any column whose
     # residual variance given the kept earlier ones is below 1e-8. Dropping a member of an exact
@@ -213,9 +221,10 @@ def lindep_keep(x, y, eps, maxcor):
         for a in range(live.shape[0]):
             for b in range(live.shape[0]):
                 sub[a, b] = corr[live[a], live[b]]
-        evals, evecs = np.linalg.eigh(sub)
+        evals = np.linalg.eigvalsh(sub)  # eigenvalues only: the usual case needs no vectors
         if evals[0] / evals[-1] >= eps:
             break
+        evals, evecs = np.linalg.eigh(sub)
         drop = np.argmax(np.abs(evecs[:, 0]))
         keep[idx[live[drop]]] = False
         live = np.concatenate((live[:drop], live[drop + 1:]))
