@@ -91,6 +91,15 @@ def solve_upper_t(chol, b):
 
 
 @numba.njit(cache=True, nogil=True)
+def gather(source, rows, cols, out):
+    """out[a, b] = source[rows[a], cols[b]] into a preallocated (len(rows), len(cols)) array."""
+    for a in range(rows.shape[0]):
+        r = rows[a]
+        for b in range(cols.shape[0]):
+            out[a, b] = source[r, cols[b]]
+
+
+@numba.njit(cache=True, nogil=True)
 def crossprod(x):
     """X'X (p x p) by rows, skipping zero entries: imputation designs are mostly factor dummies,
     so this beats a dense (and, on a busy machine, thread-contended) BLAS call."""
@@ -149,16 +158,16 @@ def lindep_keep(x, y, eps, maxcor):
         for j in range(p):
             means[j] += x[i, j]
     means /= n
-    xc = np.empty((n, p))
-    for i in range(n):
-        for j in range(p):
-            xc[i, j] = x[i, j] - means[j]
+    # no n x p temporaries: large allocations page-fault under the process-wide memory lock,
+    # which serialises the imputations' threads
     ss = np.zeros(p)
     sxy = np.zeros(p)
     for i in range(n):
+        yi = y[i] - ym
         for j in range(p):
-            ss[j] += xc[i, j] * xc[i, j]
-            sxy[j] += xc[i, j] * (y[i] - ym)
+            d = x[i, j] - means[j]
+            ss[j] += d * d
+            sxy[j] += d * yi
     for j in range(p):
         if ss[j] / (n - 1) > eps:
             r = sxy[j] / np.sqrt(ss[j] * yss)
@@ -172,23 +181,22 @@ def lindep_keep(x, y, eps, maxcor):
         return keep
     # correlations from uncentred cross-products, skipping zeros (dummies are mostly zero; centring
     # would make every entry nonzero): S_ab = sum x_a x_b - n m_a m_b
-    xk = np.empty((n, k))
-    for i in range(n):
-        for a in range(k):
-            xk[i, a] = x[i, idx[a]]
     corr = np.zeros((k, k))
     nz = np.empty(k, dtype=np.int64)
+    nz_val = np.empty(k)
     for i in range(n):
         cnt = 0
         for a in range(k):
-            if xk[i, a] != 0.0:
+            va = x[i, idx[a]]
+            if va != 0.0:
                 nz[cnt] = a
+                nz_val[cnt] = va
                 cnt += 1
         for u in range(cnt):
             a = nz[u]
-            va = xk[i, a]
+            va = nz_val[u]
             for v in range(u + 1):
-                corr[a, nz[v]] += va * xk[i, nz[v]]
+                corr[a, nz[v]] += va * nz_val[v]
     for a in range(k):
         for b in range(a + 1):
             corr[a, b] = (corr[a, b] - n * means[idx[a]] * means[idx[b]]) / np.sqrt(ss[idx[a]] * ss[idx[b]])
@@ -198,13 +206,37 @@ def lindep_keep(x, y, eps, maxcor):
     # dependency leaves the predictors' column space, hence every linear fit, unchanged; it avoids
     # one eigen-decomposition per dropped column (nested factors such as class within school give
     # dozens). mice's eigenvalue rule then handles the near-dependencies that remain.
+    # A column whose residual variance given the kept earlier ones is below eps * lambda_max
+    # certifies lambda_min / lambda_max < eps (mice would drop a column), so such columns go in
+    # the same pass; lambda_max from a few power iterations (a slight underestimate is harmless:
+    # the eigenvalue rule below still checks the rest). This keeps LAPACK calls, which serialise
+    # across threads, to about one per fit.
+    vec = np.ones(k) / np.sqrt(k)
+    lam_max = 1.0
+    for _ in range(30):
+        w_vec = np.zeros(k)  # explicit loops: a BLAS call here would take OpenBLAS's lock
+        for a in range(k):
+            t = 0.0
+            for b in range(k):
+                t += corr[a, b] * vec[b]
+            w_vec[a] = t
+        norm = np.sqrt(np.sum(w_vec * w_vec))
+        if norm == 0.0:
+            break
+        new_lam = np.sum(vec * w_vec)
+        vec = w_vec / norm
+        if abs(new_lam - lam_max) < 1e-3 * new_lam:
+            lam_max = new_lam
+            break
+        lam_max = new_lam
+    drop_below = max(1e-8, eps * lam_max)
     chol = np.zeros((k, k))
     live_flag = np.ones(k, dtype=np.bool_)
     for a in range(k):
         s = corr[a, a]
         for c in range(a):
             s -= chol[a, c] * chol[a, c]
-        if s < 1e-8:
+        if s < drop_below:
             live_flag[a] = False
             keep[idx[a]] = False
             continue  # its row of chol stays zero, so it drops out of later sums

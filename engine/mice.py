@@ -423,15 +423,19 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence):
     chain_var = np.full((n_visit, setup.maxit), np.nan)
     events = []
     warm: dict[int, dict] = {}
+    buffers: dict[int, tuple] = {}
     for iteration in range(setup.maxit):
         for v, j in enumerate(setup.visit):
             mis = setup.missing[:, j]
             obs = ~mis
             cols = setup.predictor_design_cols[j]
-            x = design[:, cols]
-            x_obs = np.ascontiguousarray(x[obs])
-            x_mis = np.ascontiguousarray(x[mis])
-            y_obs = np.ascontiguousarray(values[obs, j])
+            if j not in buffers:  # per-column buffers, reused every sweep (no big allocations)
+                obs_rows, mis_rows = np.flatnonzero(obs), np.flatnonzero(mis)
+                buffers[j] = (obs_rows, mis_rows, np.empty((obs_rows.size, cols.size)),
+                              np.empty((mis_rows.size, cols.size)), np.ascontiguousarray(values[obs, j]))
+            obs_rows, mis_rows, x_obs, x_mis, y_obs = buffers[j]
+            _im.gather(design, obs_rows, cols, x_obs)
+            _im.gather(design, mis_rows, cols, x_mis)
             keep = remove_lindep(x_obs, y_obs)
             if not keep.all():
                 dropped = [setup.design_names[c] for c in np.asarray(cols)[~keep]]
