@@ -10,20 +10,22 @@ call / cache load; Stan's C++ compile for brms) is excluded and reported apart.
 
 Samplers are entries of ``SAMPLERS``: (label, function(model, chains, n_iter, n_warmup, seed) ->
 Run). Engine entries run chains one after another in this process and time each. brms runs in R
-where ``Rscript`` with brms is installed (adapt_delta 0.95, as the reference fits), PyMC/nutpie
-where importable; otherwise the table says they are absent.
+where ``Rscript`` with brms is installed (adapt_delta 0.95, as the reference fits), nutpie on
+the same model in PyMC where importable (or under ``--nutpie-python``); otherwise the table says they are absent.
 
 The scaling table simulates data with the study's structure (about 29 students per class, 2.6
 classes per school, the same six covariates) for N = 1,500, 15,000 and 150,000 and reports the
 sufficient-statistics pass (build_model, the only O(N) step) apart from sampling.
 
-    python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only]
+    python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only] [--no-scaling] [--nutpie-python PY]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import sys
 import os
 import tempfile
 import time
@@ -141,6 +143,28 @@ def brms_entry(model, chains: int, n_iter: int, n_warmup: int, seed: int, data=N
     return Run(draws, float(values["SAMPLER"]), float(values["COMPILE"]), "adapt_delta 0.95")
 
 
+def nutpie_entry(python: str) -> Callable:
+    """A SAMPLERS function running nutpie (PyMC model, numba backend) under interpreter ``python``
+    (benchmarks/nutpie_peer.py), since nutpie and PyMC pin their own numba."""
+
+    def run(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:
+        import subprocess
+
+        with tempfile.TemporaryDirectory() as folder:
+            source, target = os.path.join(folder, "in.npz"), os.path.join(folder, "out.npz")
+            np.savez(source, y=model.y, X_c=model.X_c, x_means=model.x_means,
+                     school=model.group_codes[:, 0], klass=model.group_codes[:, 1])
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nutpie_peer.py")
+            subprocess.run([python, script, source, target, str(chains), str(n_iter), str(n_warmup), str(seed)],
+                           check=True, capture_output=True, text=True)
+            out = np.load(target)
+            note = (f"nutpie {out['nutpie_version']}, pymc {out['pymc_version']}, target_accept 0.95, "
+                    f"{int(out['divergences'])} divergences")
+            return Run(out["draws"], float(out["sampler_seconds"]), float(out["compile_seconds"]), note)
+
+    return run
+
+
 SAMPLERS: list[tuple[str, Callable]] = [
     ("engine gibbs", engine_entry("engine.gibbs")),
     ("engine nuts", nuts_entry(adapt_delta=0.95)),
@@ -188,6 +212,8 @@ def main() -> None:
     parser.add_argument("--no-r", action="store_true", help="skip brms even when installed")
     parser.add_argument("--quick", action="store_true", help="scaling table with 1 chain of 1000 iterations")
     parser.add_argument("--scaling-only", action="store_true")
+    parser.add_argument("--nutpie-python", help="a Python interpreter with pymc and nutpie (default: this one, if it has them)")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
     args = parser.parse_args()
     chains, n_iter, n_warmup = 4, 2000, 1000
 
@@ -208,12 +234,17 @@ def main() -> None:
             entries.append(("brms (NUTS)", lambda m, c, i, w, s: brms_entry(m, c, i, w, s, data=data)))
         else:
             print("brms: absent (Rscript with brms not installed) -- no brms column")
-        for package in ("nutpie", "pymc", "numpyro"):
-            try:
-                importlib.import_module(package)
-                print(f"{package}: installed, but this script has no {package} entry yet (not compared)")
-            except ImportError:
-                print(f"{package}: absent")
+        nutpie_python = args.nutpie_python
+        if nutpie_python is None and all(importlib.util.find_spec(p) for p in ("nutpie", "pymc")):
+            nutpie_python = sys.executable
+        if nutpie_python:
+            entries.append(("nutpie (PyMC)", nutpie_entry(nutpie_python)))
+        else:
+            print("nutpie/pymc: absent (pass --nutpie-python with an interpreter that has them)")
+        if importlib.util.find_spec("numpyro"):
+            print("numpyro: installed, but this script has no numpyro entry (not compared)")
+        else:
+            print("numpyro: absent")
         for label, function in entries:
             try:
                 run = function(model, chains, n_iter, n_warmup, SEED)
@@ -233,6 +264,8 @@ def main() -> None:
             print("(no brms run: brms reference points measured on this project's machine: 12-24 ESS/s, "
                   "compile 53-134 s; the goal is Gibbs >= 50x)")
 
+    if args.no_scaling:
+        return
     # scaling in N (Gibbs; the O(N) pass apart)
     scale_chains, scale_iter, scale_warmup = (1, 1000, 500) if args.quick else (chains, n_iter, n_warmup)
     for fixed_groups in (False, True):
