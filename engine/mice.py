@@ -385,6 +385,52 @@ _IMPUTERS: dict[str, Callable] = {
 # The chained-equations sampler for one imputation
 
 
+def _build_design_from(values, design_start, design_stop, infos, width) -> np.ndarray:
+    """The design (n x width) of complete data columns (incomplete entries left 0)."""
+    design = np.zeros((values.shape[0], width))
+    for j, info in enumerate(infos):
+        a, b = design_start[j], design_stop[j]
+        if a == b:
+            continue
+        v = values[:, j]
+        if not info.is_factor:
+            design[:, a] = np.nan_to_num(v)
+            continue
+        codes = np.where(np.isnan(v), -1, v).astype(np.int64)
+        hit = codes >= 1
+        design[np.flatnonzero(hit), a + codes[hit] - 1] = 1.0
+    return design
+
+
+def _exactly_dependent(x: np.ndarray, columns: tuple) -> set:
+    """Columns (their labels in ``columns``) of x that are exact linear combinations of earlier
+    columns and the intercept: in-order Cholesky of the correlation matrix, residual variance
+    below 1e-8 (the first pass of ``impute_methods.lindep_keep``). Constant columns count too."""
+    if x.shape[1] == 0:
+        return set()
+    xc = x - x.mean(axis=0)
+    ss = np.sqrt((xc**2).sum(axis=0))
+    constant = ss <= 1e-12 * max(1.0, float(np.abs(x).max(initial=0.0)))
+    ss[constant] = 1.0
+    xs = xc / ss
+    corr = xs.T @ xs
+    k = corr.shape[0]
+    chol = np.zeros((k, k))
+    dependent = set()
+    for a in range(k):
+        if constant[a]:
+            dependent.add(columns[a])
+            continue
+        s = corr[a, a] - chol[a, :a] @ chol[a, :a]
+        if s < 1e-8:
+            dependent.add(columns[a])
+            continue
+        d = np.sqrt(s)
+        chol[a, a] = d
+        chol[a + 1:, a] = (corr[a + 1:, a] - chol[a + 1:, :a] @ chol[a, :a]) / d
+    return dependent
+
+
 def _build_design(setup: _Setup, values: np.ndarray) -> np.ndarray:
     n = values.shape[0]
     design = np.zeros((n, len(setup.design_names)))
@@ -714,11 +760,33 @@ def mice(
         else:
             design_names.append(info.name)
         design_stop[j] = len(design_names)
+    visit = [names.index(v) for v in visit_names if methods[names.index(v)] and nmis[names.index(v)] > 0]
+    # Exact linear dependencies among the complete predictors (class dummies against school
+    # dummies, treatment and class size, ...) hold in every sweep and on every subset of rows, so
+    # remove.lindep would find them at every visit; find them once (same in-order rule as the
+    # kernel's first pass) and leave those design columns out. Per distinct set of predictors.
+    complete_design = np.zeros(len(design_names), dtype=bool)
+    for k in range(ncol):
+        if nmis[k] == 0:
+            complete_design[design_start[k]:design_stop[k]] = True
+    full_design = None
+    redundant_cache: dict[tuple, set] = {}
     predictor_design_cols = []
     for j in range(ncol):
         cols = [np.arange(design_start[k], design_stop[k]) for k in range(ncol) if pred[j, k]]
-        predictor_design_cols.append(np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64))
-    visit = [names.index(v) for v in visit_names if methods[names.index(v)] and nmis[names.index(v)] > 0]
+        cols = np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
+        if methods[j] and nmis[j] > 0 and cols.size > 1:
+            complete_cols = tuple(int(c) for c in cols if complete_design[c])
+            if complete_cols not in redundant_cache:
+                if full_design is None:
+                    full_design = _build_design_from(values, design_start, design_stop, infos, len(design_names))
+                redundant_cache[complete_cols] = _exactly_dependent(full_design[:, list(complete_cols)], complete_cols)
+                for c in sorted(redundant_cache[complete_cols]):
+                    events.append((0, "(all)", "dependent", design_names[c]))
+            redundant = redundant_cache[complete_cols]
+            if redundant:
+                cols = np.array([c for c in cols if int(c) not in redundant], dtype=np.int64)
+        predictor_design_cols.append(cols)
 
     setup = _Setup(values=values, missing=missing, is_factor=np.array([i.is_factor for i in infos]),
                    n_levels=np.array([len(i.levels) for i in infos]), design_start=design_start,
