@@ -21,7 +21,11 @@ Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` o
 more than two levels scales the categories by the first canonical variate of the centred dummies
 (mice's ``quantify`` uses the second uncentred one); ``polyreg`` fits the multinomial MLE by Newton
 steps rather than ``nnet``'s BFGS; ``cart`` trees are pre-pruned at cp (see ``engine.cart``);
-``polr`` is not implemented (an ordered factor that needs it raises ImputationError).
+``polr`` is not implemented (an ordered factor that needs it raises ImputationError);
+``remove.lindep`` first drops, in column order, predictors whose residual variance given the
+earlier kept ones is below max(1e-8, 1e-4 * largest eigenvalue) (mice would drop one of them too,
+by its eigenvector rule; the fitted column space is the same for exact dependencies), and exact
+dependencies among complete predictors are found once before sampling (logged as "dependent").
 """
 
 from __future__ import annotations
