@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import inspect
 import os
-import sys
 import threading
 import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, DataWarning, EngineInputError, ImputationError
+from .progress import progress_reporter
 from .parallel import run_tasks
 from .results import BrmFit, BrmMultipleFit, GroupInfo, fit_exists, fit_paths, load_fit
 
@@ -229,30 +229,9 @@ class _ChainCounter:
         return result
 
 
-def _progress_reporter(progress, label: str, total: int):
-    """(report function or None, closer) for ``progress``: a callable ``f(done, total)``; True, or None
-    when stderr is a terminal, for engine.progress's line on stderr; False for silence."""
-    if callable(progress):
-        return progress, lambda: None
-    if progress is False:
-        return None, lambda: None
-    if progress is None and not getattr(sys.stderr, "isatty", lambda: False)():
-        return None, lambda: None
-    try:
-        from .progress import Progress
-    except ImportError:  # pragma: no cover - progress lines are a convenience
-        return None, lambda: None
-    bar = Progress(label, total=total, enabled=True)
-
-    def report(done: int, _total: int) -> None:
-        bar.advance(done - bar.done)
-
-    return report, bar.finish
-
-
 def _run_chains(tasks: list[tuple], executor: Executor | None, progress, label: str) -> list:
     """All chain tasks through engine.parallel.run_tasks, reporting progress per finished chain."""
-    report, close = _progress_reporter(progress, label, len(tasks))
+    report, close = progress_reporter(progress, label, len(tasks))
     try:
         if report is None:
             return run_tasks(_run_chain, tasks, executor)

@@ -30,9 +30,9 @@ dependencies among complete predictors are found once before sampling (logged as
 
 from __future__ import annotations
 
-import math
+import itertools
 import warnings
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -43,6 +43,7 @@ from . import cart as _cart
 from . import impute_methods as _im
 from .errors import DataWarning, ImputationError
 from .parallel import child_seeds, run_tasks
+from .progress import progress_reporter
 
 #: Every method name engine knows (mice's names); "" leaves a column as it is.
 KNOWN_METHODS = ("pmm", "norm", "logreg", "polyreg", "lda", "cart", "mean", "sample", "polr", "")
@@ -458,9 +459,10 @@ def _write_design(setup: _Setup, design: np.ndarray, values: np.ndarray, j: int,
     design[rows, a:b] = block
 
 
-def _run_imputation(setup: _Setup, seed: np.random.SeedSequence):
+def _run_imputation(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None):
     """Initial draws then ``maxit`` sweeps for one imputation; returns (imputed values per visited
-    column, chain means (ncol_visit, maxit), chain variances, logged removals)."""
+    column, chain means (ncol_visit, maxit), chain variances, logged removals). ``sweep_done()``, if
+    given, is called after every sweep (progress reporting; it never affects the draws)."""
     rng = np.random.Generator(np.random.PCG64(seed))
     values = setup.values.copy()
     for j in setup.visit:  # initialize.imp: random draws from the observed values
@@ -501,6 +503,8 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence):
             shown = imputed + 1.0 if setup.is_factor[j] else imputed  # R's as.integer of a factor
             chain_mean[v, iteration] = shown.mean()
             chain_var[v, iteration] = shown.var(ddof=1) if shown.shape[0] > 1 else np.nan
+        if sweep_done is not None:
+            sweep_done()
     imputations = [values[setup.missing[:, j], j].copy() for j in setup.visit]
     return imputations, chain_mean, chain_var, events
 
@@ -673,6 +677,7 @@ def mice(
     visit_sequence: Sequence[str] | None = None,
     seed: int | np.random.SeedSequence | None = None,
     executor: Executor | None = None,
+    progress=None,
 ) -> MiceResult:
     """Multivariate imputation by chained equations (R's ``mice()``); see the module docstring.
 
@@ -682,6 +687,8 @@ def mice(
     = target, column = predictor (default: all others). ``visit_sequence``: column names in visiting
     order (default: left to right). ``seed``: the m imputations use independent streams spawned
     from it. ``executor``: any ``concurrent.futures.Executor`` (default: local threads).
+    ``progress``: a line with the sweeps done and an ETA on stderr (``None``: only when stderr is a
+    terminal; ``True``; ``False``) or a callable ``f(done, total)``.
     """
     if not isinstance(data, pd.DataFrame):
         raise ImputationError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -798,8 +805,21 @@ def mice(
                    methods=methods, predictor_design_cols=predictor_design_cols, visit=visit,
                    maxit=int(maxit))
     seeds = child_seeds(seed, int(m))
-    with _SingleThreadedBlas():
-        results = run_tasks(_run_imputation, [(setup, s) for s in seeds], executor)
+    # Progress per finished sweep, where the sweeps run in this process (threads); a remote executor
+    # reports once at the end.
+    total_sweeps = int(m) * max(int(maxit), 1)
+    report, close_progress = progress_reporter(progress, "mice", total_sweeps)
+    sweep_done = None
+    if report is not None and (executor is None or isinstance(executor, ThreadPoolExecutor)):
+        finished = itertools.count(1)
+        sweep_done = lambda: report(next(finished), total_sweeps)  # noqa: E731 - count() is thread-safe under the GIL
+    try:
+        with _SingleThreadedBlas():
+            results = run_tasks(_run_imputation, [(setup, s, sweep_done) for s in seeds], executor)
+        if report is not None:
+            report(total_sweeps, total_sweeps)
+    finally:
+        close_progress()
 
     codes = {}
     imp = {}
@@ -836,14 +856,6 @@ def mice(
     )
 
 
-class _CallableModule(type(math)):
-    """``engine.mice`` is both this module and the function: importing the submodule makes the
-    package attribute the module, so the module itself forwards calls to ``mice`` (as engine.ols)."""
+from ._callable_module import make_module_callable  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return mice(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, "mice")

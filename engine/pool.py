@@ -290,14 +290,6 @@ class PooledSummary(pd.DataFrame):
         return format_r_data_frame(self)
 
 
-class _CallableModule(type(math)):
-    """``engine.pool`` is both this module and the function: importing the submodule makes the
-    package attribute the module, so the module itself forwards calls to ``pool`` (as engine.ols)."""
+from ._callable_module import make_module_callable  # noqa: E402
 
-    def __call__(self, *args, **kwargs):
-        return pool(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, "pool")

@@ -59,3 +59,23 @@ class Progress:
             else:
                 self.stream.write("\r" + " " * 79 + "\r")
             self.stream.flush()
+
+
+def progress_reporter(progress, label: str, total: int):
+    """(report function or None, closer) for a ``progress=`` argument of engine's long steps.
+
+    ``progress`` may be a callable ``f(done, total)`` (called as work finishes), ``True`` (a line
+    on stderr), ``None`` (a line on stderr only when stderr is a terminal) or ``False`` (silence).
+    """
+    if callable(progress):
+        return progress, lambda: None
+    if progress is False:
+        return None, lambda: None
+    if progress is None and not getattr(sys.stderr, "isatty", lambda: False)():
+        return None, lambda: None
+    bar = Progress(label, total=total, enabled=True)
+
+    def report(done: int, _total: int) -> None:
+        bar.advance(done - bar.done)
+
+    return report, bar.finish

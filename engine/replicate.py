@@ -25,7 +25,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,7 +142,8 @@ def run_mice(data: pd.DataFrame, settings: Settings, outcome: Outcome):
     from .report import ImputationTrace
 
     t0 = time.perf_counter()
-    imp = mice(data, m=5, maxit=settings.mice_maxit, default_method=MICE_DEFAULT_METHOD, seed=settings.seed)
+    imp = mice(data, m=5, maxit=settings.mice_maxit, default_method=MICE_DEFAULT_METHOD, seed=settings.seed,
+               progress=False if settings.quiet else None)
     outcome.timings["mice_seconds"] = time.perf_counter() - t0
     _log(settings, f"imputation: 52 columns, m = 5, maxit = {settings.mice_maxit}: "
                    f"{outcome.timings['mice_seconds']:.1f} s")
@@ -220,7 +220,8 @@ def run_bayes(imp, settings: Settings, outcome: Outcome) -> None:
     for index, (name, formula, priors) in enumerate(specs):
         t0 = time.perf_counter()
         fit = brm_multiple(formula, imp, prior=priors, sampler=settings.sampler, chains=chains,
-                           iter=n_iter, warmup=warmup, seed=settings.seed + index, data_name="imputed data")
+                           iter=n_iter, warmup=warmup, seed=settings.seed + index, data_name="imputed data",
+                           progress=False if settings.quiet else None)
         seconds = time.perf_counter() - t0
         outcome.timings[f"bayes_{index}_seconds"] = seconds
         _log(settings, f"{name}: {settings.sampler}, 5 imputations x {chains} chains x {n_iter} iterations: "
