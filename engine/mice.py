@@ -509,6 +509,14 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None
     return imputations, chain_mean, chain_var, events
 
 
+def _imputation_task(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None):
+    """``_run_imputation`` with single-threaded BLAS in whichever process runs it: a worker process
+    of a remote executor must not use multi-threaded BLAS, whose summation order differs and
+    would change the draws (same seed, same imputations, whatever the executor)."""
+    with _SingleThreadedBlas():
+        return _run_imputation(setup, seed, sweep_done)
+
+
 # --------------------------------------------------------------------------------------------
 # User layer
 
@@ -815,7 +823,7 @@ def mice(
         sweep_done = lambda: report(next(finished), total_sweeps)  # noqa: E731 - count() is thread-safe under the GIL
     try:
         with _SingleThreadedBlas():
-            results = run_tasks(_run_imputation, [(setup, s, sweep_done) for s in seeds], executor)
+            results = run_tasks(_imputation_task, [(setup, s, sweep_done) for s in seeds], executor)
         if report is not None:
             report(total_sweeps, total_sweeps)
     finally:
