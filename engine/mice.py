@@ -82,6 +82,11 @@ def _blas_controls() -> list:
         try:
             import ctypes
 
+            # Load every BLAS the imputation may touch (numpy's and scipy's) before looking, since
+            # the controls are found once per process: one loaded later would keep its threads.
+            import numpy.linalg  # noqa: F401
+            import scipy.linalg  # noqa: F401
+
             with open("/proc/self/maps") as maps:
                 paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
             for path in sorted(paths):
