@@ -241,7 +241,10 @@ def run_bayes(imp, settings: Settings, outcome: Outcome) -> None:
             "rhat": float(row["Rhat"]), "ess_bulk": float(row["Bulk_ESS"]),
         })
         names = list(fit.parameter_names)
-        outcome.bayes_traces.append(BayesTrace(name, np.asarray(fit.draws_array()), names))
+        # Chains of one imputed data set: pooled over imputations, the rank plots would show the
+        # (expected) differences between imputations rather than how the chains mix.
+        outcome.bayes_traces.append(BayesTrace(f"{name}: the {chains} chains of imputed data set 1",
+                                               np.asarray(fit.imputation_draws(0)), names))
 
 
 def effects_table(effects: list) -> str:
