@@ -216,6 +216,25 @@ def _log_collapsed_target(eta, counts, sums_of_squares, variances, family, nu, m
 
 
 @numba.njit(cache=True, nogil=True)
+def _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, lo, hi, level_total):
+    """level_total[v] for the levels v in [lo, hi) of group g: the sum over level v's rows of y minus
+    the fixed part (gamma'w) and every other group's effect, from the per-cell sums."""
+    n_cells, n_groups = cell_levels.shape
+    q = gamma.shape[0]
+    for v in range(lo, hi):
+        level_total[v] = 0.0
+    for k in range(n_cells):
+        others = 0.0
+        for h in range(n_groups):
+            if h != g:
+                others += r[cell_levels[k, h]]
+        fitted = 0.0
+        for a in range(q):
+            fitted += gamma[a] * cell_w[k, a]
+        level_total[cell_levels[k, g]] += cell_sum_y[k] - fitted - cell_n[k] * others
+
+
+@numba.njit(cache=True, nogil=True)
 def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels, level_offsets,
                           level_n, level_total, level_size, size_offsets, size_value, size_count, size_work,
                           family, nu, mu, scale):
@@ -230,19 +249,7 @@ def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cel
     """
     lo, hi = level_offsets[g], level_offsets[g + 1]
     s_lo, s_hi = size_offsets[g], size_offsets[g + 1]
-    n_cells, n_groups = cell_levels.shape
-    q = gamma.shape[0]
-    for v in range(lo, hi):
-        level_total[v] = 0.0
-    for k in range(n_cells):
-        others = 0.0
-        for h in range(n_groups):
-            if h != g:
-                others += r[cell_levels[k, h]]
-        fitted = 0.0
-        for a in range(q):
-            fitted += gamma[a] * cell_w[k, a]
-        level_total[cell_levels[k, g]] += cell_sum_y[k] - fitted - cell_n[k] * others
+    _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, lo, hi, level_total)
     for s in range(s_lo, s_hi):
         size_work[s] = 0.0
     for v in range(lo, hi):
@@ -322,19 +329,7 @@ def _interweave_scale(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w,
     parametrisation), and it breaks the tau-r dependence that slows centred Gibbs when tau is small.
     """
     lo, hi = level_offsets[g], level_offsets[g + 1]
-    n_cells, n_groups = cell_levels.shape
-    q = gamma.shape[0]
-    for v in range(lo, hi):
-        level_total[v] = 0.0
-    for k in range(n_cells):
-        others = 0.0
-        for h in range(n_groups):
-            if h != g:
-                others += r[cell_levels[k, h]]
-        fitted = 0.0
-        for a in range(q):
-            fitted += gamma[a] * cell_w[k, a]
-        level_total[cell_levels[k, g]] += cell_sum_y[k] - fitted - cell_n[k] * others
+    _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, lo, hi, level_total)
     old = tau[g]
     precision = 0.0
     linear = 0.0
