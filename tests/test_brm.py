@@ -410,11 +410,25 @@ def test_brm_multiple_on_an_engine_mice_result(grit):
     np.testing.assert_array_equal(fit.draws_array(), by_list.draws_array())
 
 
+def _assert_nuts_agree_with_gibbs_per_imputation(fits, names):
+    """Within each imputed data set, every mean and SD of the NUTS and collapsed-NUTS fits lies
+    within 4 combined Monte Carlo SEs of the Gibbs fit's."""
+    for k in range(fits["gibbs"].m):
+        reference = fits["gibbs"].imputation_draws(k)
+        for label in ("nuts", "collapsed"):
+            ours = fits[label].imputation_draws(k)
+            for j, name in enumerate(names):
+                a, b = ours[:, :, j], reference[:, :, j]
+                tol = 4.0 * np.hypot(diagnostics.mcse_mean(a), diagnostics.mcse_mean(b))
+                assert abs(a.mean() - b.mean()) < tol, f"{label} imputation {k + 1} {name}: mean"
+                tol = 4.0 * np.hypot(diagnostics.mcse_sd(a), diagnostics.mcse_sd(b))
+                assert abs(a.std(ddof=1) - b.std(ddof=1)) < tol, f"{label} imputation {k + 1} {name}: sd"
+
+
 def test_brm_multiple_samplers_agree_on_r_imputations(fixtures_dir):
     """On the five data sets R's mice completed, NUTS, collapsed NUTS and Gibbs agree within each
     imputation (4 combined Monte Carlo SEs on every mean and SD); the draws are combined as brms'
     brm_multiple does (chains x m)."""
-    from engine import diagnostics
     from engine.datasets import as_r_factor
 
     long = pd.read_csv(fixtures_dir / "mice" / "mice_pmm_completed_long.csv")
@@ -435,22 +449,12 @@ def test_brm_multiple_samplers_agree_on_r_imputations(fixtures_dir):
         assert fit.m == 5 and fit.draws_array().shape[0] == 10
         assert fit.nobs == 1499
     names = fits["gibbs"].parameter_names
-    for k in range(5):
-        reference = fits["gibbs"].imputation_draws(k)
-        for label in ("nuts", "collapsed"):
-            ours = fits[label].imputation_draws(k)
-            for j, name in enumerate(names):
-                a, b = ours[:, :, j], reference[:, :, j]
-                tol = 4.0 * np.hypot(diagnostics.mcse_mean(a), diagnostics.mcse_mean(b))
-                assert abs(a.mean() - b.mean()) < tol, f"{label} imputation {k + 1} {name}: mean"
-                tol = 4.0 * np.hypot(diagnostics.mcse_sd(a), diagnostics.mcse_sd(b))
-                assert abs(a.std(ddof=1) - b.std(ddof=1)) < tol, f"{label} imputation {k + 1} {name}: sd"
+    _assert_nuts_agree_with_gibbs_per_imputation(fits, names)
 
 
 def test_nested_model_samplers_agree_over_engine_imputations():
     """The nested model (schoolid/classid, the analysis' priors) over five data sets imputed by
     engine.mice: NUTS and collapsed NUTS agree with Gibbs within each imputation."""
-    from engine import diagnostics
     from engine.datasets import load_grit
 
     columns = ["mathscore1", "mathscore2", "male", "raven", "csize", "belief_survey1", "grit",
@@ -471,13 +475,4 @@ def test_nested_model_samplers_agree_over_engine_imputations():
         }
     names = fits["gibbs"].parameter_names
     assert "sd_schoolid:classid__Intercept" in names
-    for k in range(5):
-        reference = fits["gibbs"].imputation_draws(k)
-        for label in ("nuts", "collapsed"):
-            ours = fits[label].imputation_draws(k)
-            for j, name in enumerate(names):
-                a, b = ours[:, :, j], reference[:, :, j]
-                tol = 4.0 * np.hypot(diagnostics.mcse_mean(a), diagnostics.mcse_mean(b))
-                assert abs(a.mean() - b.mean()) < tol, f"{label} imputation {k + 1} {name}: mean"
-                tol = 4.0 * np.hypot(diagnostics.mcse_sd(a), diagnostics.mcse_sd(b))
-                assert abs(a.std(ddof=1) - b.std(ddof=1)) < tol, f"{label} imputation {k + 1} {name}: sd"
+    _assert_nuts_agree_with_gibbs_per_imputation(fits, names)
