@@ -415,24 +415,29 @@ def matrix_text(cells: Sequence[Sequence[str]], row_names: Sequence[str],
     return "\n".join(lines) + "\n"
 
 
+def _named_fields_text(fields: Sequence[str], names: Sequence[str], width: int, gap: int) -> str:
+    """R's layout of a named vector whose entries are already formatted: names right-justified
+    over the fields, as many per line as fit in ``width``; every field followed by the gap."""
+    w = max([len(s) for s in fields] + [len(s) for s in names])
+    per_line = max(1, width // (w + gap))
+    out = []
+    for start in range(0, len(fields), per_line):
+        stop = min(len(fields), start + per_line)
+        if start:
+            out.append("\n")
+        out.append("".join(names[k].rjust(w) + " " * gap for k in range(start, stop)) + "\n")
+        out.append("".join(fields[k].rjust(w) + " " * gap for k in range(start, stop)))
+    out.append("\n")
+    return "".join(out)
+
+
 def named_vector_text(values: Sequence[float], names: Sequence[str], digits: int = R_DIGITS,
                       width: int = R_WIDTH, gap: int = 1) -> str:
     """R's ``print`` of a named double vector: names right-justified over the values, as many
     per line as fit in ``width``; every field followed by the gap. Ends with a newline."""
     fmt = format_info(values, digits)
-    w = max([fmt.width] + [len(s) for s in names])
-    per_line = max(1, width // (w + gap))
-    out = []
-    n = len(values)
-    for start in range(0, n, per_line):
-        stop = min(n, start + per_line)
-        if start:
-            out.append("\n")
-        out.append("".join(names[k].rjust(w) + " " * gap for k in range(start, stop)) + "\n")
-        out.append("".join(encode_real(float(values[k]), fmt).rjust(w) + " " * gap
-                           for k in range(start, stop)))
-    out.append("\n")
-    return "".join(out)
+    fields = [encode_real(float(v), fmt).rjust(fmt.width) for v in values]
+    return _named_fields_text(fields, names, width, gap)
 
 
 # --------------------------------------------------------------------------------------------
@@ -895,18 +900,7 @@ def summary_lm_text(*, call_lines_: Sequence[str], residuals: np.ndarray,
 def named_strings_text(values: Sequence[str], names: Sequence[str], width: int = R_WIDTH,
                        gap: int = 1) -> str:
     """R's ``print.default`` of a named character vector with ``quote = FALSE``."""
-    w = max([len(s) for s in values] + [len(s) for s in names])
-    per_line = max(1, width // (w + gap))
-    out = []
-    n = len(values)
-    for start in range(0, n, per_line):
-        stop = min(n, start + per_line)
-        if start:
-            out.append("\n")
-        out.append("".join(names[k].rjust(w) + " " * gap for k in range(start, stop)) + "\n")
-        out.append("".join(values[k].rjust(w) + " " * gap for k in range(start, stop)))
-    out.append("\n")
-    return "".join(out)
+    return _named_fields_text(list(values), names, width, gap)
 
 
 def print_lm_text(call_lines_: Sequence[str], coef: Sequence[float], names: Sequence[str],
