@@ -14,9 +14,12 @@ reduction is at least ``cp`` times the root's loss. rpart additionally prunes ba
 cost-complexity falls below cp after growing and scales the class-tree cp by misclassification
 risk; those refinements are not reproduced (the leaves differ at most in splits worth < cp).
 
-Algorithm: each feature's case order is sorted once; a node owns a contiguous range of every
-sorted list, and a split partitions the ranges stably, so a tree costs O(n p depth) after the
-initial O(p n log n) sorts. Shapes: x (n, p) float64, y (n,) float64 (class codes as floats).
+Algorithm: a 0/1 feature (a dummy of a factor predictor: most of mice's design) has a single
+candidate split, so its statistics come from one pass over the node's rows and each row's list of
+ones; every other feature's case order is sorted once, a node owns a contiguous range of every
+sorted list, and a split partitions the ranges stably. A tree costs O(n (p_cont + ones per row)
+depth) after the initial O(p_cont n log n) sorts. Shapes: x (n, p) float64, y (n,) float64 (class
+codes as floats).
 """
 
 from __future__ import annotations
@@ -31,19 +34,64 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
 
     Returns (feature, threshold, left, right, n_nodes, leaf_of_row): node arrays (feature -1 for a
     leaf; a case goes left when x[feature] < threshold) and the leaf of every training row.
+
+    Features whose values are all 0 or 1 (the dummies of factor predictors: most of mice's design)
+    have one candidate split, x < 0.5; their split statistics come from the node's rows and each
+    row's list of ones (a dummy block has one 1 per row), and they need no sorted order. The other
+    features keep sorted case lists, partitioned stably at every split. Candidates are compared in
+    feature order and a later one must gain strictly more, so ties go to the first feature.
     """
     n, p = x.shape
-    order = np.empty((p, n), dtype=np.int64)
-    xs = np.empty((p, n))  # feature values in each feature's order: the scans read memory in sequence
-    ys = np.empty((p, n))  # target in each feature's order
-    column = np.empty(n)
+    # --- feature kinds: 0/1 features vs the rest
+    is_binary = np.ones(p, dtype=np.bool_)
+    for i in range(n):
+        for j in range(p):
+            v = x[i, j]
+            if v != 0.0 and v != 1.0:
+                is_binary[j] = False
+    slot = np.empty(p, dtype=np.int64)  # position among the binary or among the sorted features
+    n_bin = 0
+    n_cont = 0
     for j in range(p):
+        if is_binary[j]:
+            slot[j] = n_bin
+            n_bin += 1
+        else:
+            slot[j] = n_cont
+            n_cont += 1
+    cont_features = np.empty(n_cont, dtype=np.int64)
+    for j in range(p):
+        if not is_binary[j]:
+            cont_features[slot[j]] = j
+    # each row's binary features equal to 1 (CSR: ones_start[i]..ones_start[i + 1] in ones_slot)
+    ones_start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        count = 0
+        for j in range(p):
+            if is_binary[j] and x[i, j] == 1.0:
+                count += 1
+        ones_start[i + 1] = ones_start[i] + count
+    ones_slot = np.empty(ones_start[n], dtype=np.int64)
+    for i in range(n):
+        t = ones_start[i]
+        for j in range(p):
+            if is_binary[j] and x[i, j] == 1.0:
+                ones_slot[t] = slot[j]
+                t += 1
+    # --- sorted case lists of the other features
+    order = np.empty((n_cont, n), dtype=np.int64)
+    xs = np.empty((n_cont, n))  # feature values in each feature's order: the scans read memory in sequence
+    ys = np.empty((n_cont, n))  # target in each feature's order
+    column = np.empty(n)
+    for f in range(n_cont):
+        j = cont_features[f]
         for i in range(n):
             column[i] = x[i, j]
-        order[j] = np.argsort(column, kind="mergesort")
+        order[f] = np.argsort(column, kind="mergesort")
         for t in range(n):
-            xs[j, t] = column[order[j, t]]
-            ys[j, t] = y[order[j, t]]
+            xs[f, t] = column[order[f, t]]
+            ys[f, t] = y[order[f, t]]
+    rows = np.arange(n)  # every node owns rows[start:end]
     buffer_x = np.empty(n)
     buffer_y = np.empty(n)
     max_nodes = 2 * n + 1
@@ -64,6 +112,9 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
             y_codes[i] = int(y[i])
     counts = np.zeros(n_cls)
     left_counts = np.zeros(n_cls)
+    ones_count = np.zeros(n_bin)  # per binary feature: cases in the node with x = 1
+    ones_sum = np.zeros(n_bin)  # their target sum (regression)
+    ones_class = np.zeros((n_bin, n_cls))  # their class counts (classification)
 
     end[0] = n
     n_nodes = 1
@@ -82,14 +133,15 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
             total = 0.0
             total_sq = 0.0
             for t in range(s, e):
-                v = y[order[0, t]]
+                v = y[rows[t]]
                 total += v
                 total_sq += v * v
             loss = total_sq - total * total / m
+            sum_sq = 0.0
         else:
             counts[:] = 0.0
             for t in range(s, e):
-                counts[y_codes[order[0, t]]] += 1.0
+                counts[y_codes[rows[t]]] += 1.0
             sum_sq = 0.0
             for c in range(n_cls):
                 sum_sq += counts[c] * counts[c]
@@ -101,20 +153,60 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
         best_j = -1
         best_thr = 0.0
         if m >= min_split and depth[node] < max_depth and loss > 1e-12 * max(root_loss, 1e-300):
+            if n_bin > 0:
+                ones_count[:] = 0.0
+                if n_classes == 0:
+                    ones_sum[:] = 0.0
+                else:
+                    ones_class[:, :] = 0.0
+                for t in range(s, e):
+                    i = rows[t]
+                    for u in range(ones_start[i], ones_start[i + 1]):
+                        b = ones_slot[u]
+                        ones_count[b] += 1.0
+                        if n_classes == 0:
+                            ones_sum[b] += y[i]
+                        else:
+                            ones_class[b, y_codes[i]] += 1.0
             for j in range(p):
-                if xs[j, s] == xs[j, e - 1]:
-                    continue  # constant in this node (often a dummy deep in the tree): no split
+                if is_binary[j]:
+                    b = slot[j]
+                    nr = ones_count[b]
+                    nl = m - nr
+                    if nl < min_bucket or nr < min_bucket:
+                        continue
+                    if n_classes == 0:
+                        right_sum = ones_sum[b]
+                        left_sum = total - right_sum
+                        gain = left_sum * left_sum / nl + right_sum * right_sum / nr - total * total / m
+                    else:
+                        left_sq = 0.0
+                        right_sq = 0.0
+                        for c in range(n_cls):
+                            rc = ones_class[b, c]
+                            lc = counts[c] - rc
+                            left_sq += lc * lc
+                            right_sq += rc * rc
+                        gain = loss - (nl - left_sq / nl) - (nr - right_sq / nr)
+                    if gain > best_gain:
+                        best_gain = gain
+                        best_j = j
+                        best_thr = 0.5
+                    continue
+                f = slot[j]
+                if xs[f, s] == xs[f, e - 1]:
+                    continue  # constant in this node: no split
                 if n_classes == 0:
                     left_sum = 0.0
                     for t in range(s, e - 1):
-                        left_sum += ys[j, t]
+                        left_sum += ys[f, t]
                         nl = t - s + 1
                         if nl < min_bucket:
                             continue
                         if m - nl < min_bucket:
                             break
-                        xv = xs[j, t]
-                        xn = xs[j, t + 1]
+                        xv = xs[f, t]
+                        xn = xs[f, t + 1]
                         if xn <= xv:
                             continue
                         right_sum = total - left_sum
@@ -128,7 +220,7 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                     left_sq = 0.0
                     right_sq = sum_sq
                     for t in range(s, e - 1):
-                        c = int(ys[j, t])
+                        c = int(ys[f, t])
                         left_sq += 2.0 * left_counts[c] + 1.0
                         right_count = counts[c] - left_counts[c]
                         right_sq -= 2.0 * right_count - 1.0
@@ -138,8 +230,8 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                             continue
                         if m - nl < min_bucket:
                             break
-                        xv = xs[j, t]
-                        xn = xs[j, t + 1]
+                        xv = xs[f, t]
+                        xn = xs[f, t + 1]
                         if xn <= xv:
                             continue
                         nr = m - nl
@@ -150,35 +242,47 @@ def grow_tree(x, y, n_classes, min_split, min_bucket, cp, max_depth):
                             best_thr = 0.5 * (xv + xn)
         if best_j < 0 or best_gain < cp * root_loss:
             for t in range(s, e):
-                leaf_of_row[order[0, t]] = node
+                leaf_of_row[rows[t]] = node
             continue
-        # split: partition every feature's range stably into left then right
+        # split: partition the node's rows and every sorted list stably into left then right
         n_left = 0
         for t in range(s, e):
-            i = order[best_j, t]
+            i = rows[t]
             flag = x[i, best_j] < best_thr
             goes_left[i] = flag
             if flag:
                 n_left += 1
-        for j in range(p):
+        a = s
+        b = 0
+        for t in range(s, e):
+            i = rows[t]
+            if goes_left[i]:
+                rows[a] = i
+                a += 1
+            else:
+                buffer[b] = i
+                b += 1
+        for t in range(b):
+            rows[a + t] = buffer[t]
+        for f in range(n_cont):
             a = s
             b = 0
             for t in range(s, e):
-                i = order[j, t]
+                i = order[f, t]
                 if goes_left[i]:
-                    order[j, a] = i
-                    xs[j, a] = xs[j, t]
-                    ys[j, a] = ys[j, t]
+                    order[f, a] = i
+                    xs[f, a] = xs[f, t]
+                    ys[f, a] = ys[f, t]
                     a += 1
                 else:
                     buffer[b] = i
-                    buffer_x[b] = xs[j, t]
-                    buffer_y[b] = ys[j, t]
+                    buffer_x[b] = xs[f, t]
+                    buffer_y[b] = ys[f, t]
                     b += 1
             for t in range(b):
-                order[j, a + t] = buffer[t]
-                xs[j, a + t] = buffer_x[t]
-                ys[j, a + t] = buffer_y[t]
+                order[f, a + t] = buffer[t]
+                xs[f, a + t] = buffer_x[t]
+                ys[f, a + t] = buffer_y[t]
         feature[node] = best_j
         threshold[node] = best_thr
         for child, cs, ce in ((n_nodes, s, s + n_left), (n_nodes + 1, s + n_left, e)):
