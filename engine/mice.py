@@ -15,13 +15,16 @@ As mice does: starting values are random draws from each column's observed value
 imputed (``edit.setup``); before every univariate fit, predictors that are constant (var < 1e-4),
 nearly identical to the target (r >= 0.99) or linearly dependent (eigenvalue ratio < 1e-4 of their
 correlation matrix) are dropped (``remove.lindep``). Everything removed is listed in
-``imp.logged_events``. The method kernels live in ``engine.impute_methods`` and ``engine.cart``.
+``imp.logged_events``. The method kernels live in ``engine.impute_methods``, ``engine.cart`` and
+``engine.polr``.
 
 Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` on a factor with
 more than two levels scales the categories by the first canonical variate of the centred dummies
 (mice's ``quantify`` uses the second uncentred one); ``polyreg`` fits the multinomial MLE by Newton
 steps rather than ``nnet``'s BFGS; ``cart`` trees are pre-pruned at cp (see ``engine.cart``);
-``polr`` is not implemented (an ordered factor that needs it raises ImputationError);
+``polr`` (``engine.polr``) fits the proportional-odds MLE by Newton steps rather than MASS's BFGS,
+keeps the factor's level order (mice 3.15's ``augment`` re-sorts the labels alphabetically) and
+always logs its fall-backs to ``polyreg`` (mice's ``polr.to.loggedEvents = TRUE``);
 ``remove.lindep`` first drops, in column order, predictors whose residual variance given the
 earlier kept ones is below max(1e-8, 1e-4 * largest eigenvalue) (mice would drop one of them too,
 by its eigenvector rule; the fitted column space is the same for exact dependencies), and exact
@@ -41,6 +44,7 @@ import pandas as pd
 
 from . import cart as _cart
 from . import impute_methods as _im
+from . import polr as _polr
 from .errors import DataWarning, ImputationError
 from .parallel import child_seeds, run_tasks
 from .progress import progress_reporter
@@ -212,9 +216,6 @@ def _check_method(info: ColumnInfo, method: str) -> None:
     if method == "logreg" and len(info.levels) != 2:
         raise ImputationError(f"method 'logreg' needs a two-level factor, but {info.name!r} has "
                               f"{len(info.levels)} levels; use 'polyreg' or 'lda'")
-    if method == "polr":
-        raise ImputationError(f"method 'polr' (ordered factor {info.name!r}) is not implemented yet; "
-                              "choose 'polyreg', 'lda', 'pmm' or 'cart' for this column")
 
 
 def _find_collinear(values: np.ndarray, nmis: np.ndarray, threshold: float) -> list[int]:
@@ -357,6 +358,38 @@ def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, warm=None):
     return present[drawn].astype(float)
 
 
+def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, warm=None, events=None):
+    """Proportional-odds logit (``engine.polr``) on the augmented observed cases, classes drawn
+    from the fitted probabilities with one uniform each (mice does not draw the parameters here).
+    As mice 3.15, where MASS::polr fails (fewer than 3 observed classes, no convergence) the
+    multinomial logit of ``polyreg`` is used instead; each fall-back adds mice's message to
+    ``events`` (a list). ``warm``: a dict holding the previous sweep's estimates (Newton start)."""
+    present, local = _present_classes(y_obs)
+    if present.size == 1:
+        return np.full(x_mis.shape[0], float(present[0]))
+    fit = None
+    if present.size >= 3:
+        x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size)
+        y_aug = y_aug.astype(np.int64)
+        beta0 = zeta0 = None
+        previous = warm.get("polr") if warm is not None else None
+        if previous is not None and previous[0].shape == (x_aug.shape[1],) and previous[1].shape == (present.size - 1,):
+            beta0, zeta0 = previous
+        fit = _polr.fit_polr(x_aug, y_aug, w_aug, present.size, beta0, zeta0, maxit=100, tol=1e-10)
+        if not fit.converged:
+            fit = None
+        elif warm is not None:
+            warm["polr"] = (fit.beta, fit.zeta)
+    if fit is None:
+        if events is not None:
+            events.append("polr falls back to multinom")
+        return _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor,
+                               warm.setdefault("multinom", {}) if warm is not None else None)
+    probs = _polr.predict_probabilities(x_mis, fit.beta, fit.zeta)
+    drawn = _im.draw_categories(probs, rng.random(x_mis.shape[0]))
+    return present[drawn].astype(float)
+
+
 def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor):
     present, local = _present_classes(y_obs)
     if present.size == 1:
@@ -388,6 +421,7 @@ def _impute_cart(y_obs, x_obs, x_mis, rng, is_factor):
 _IMPUTERS: dict[str, Callable] = {
     "pmm": _impute_pmm, "norm": _impute_norm, "mean": _impute_mean, "sample": _impute_sample,
     "logreg": _impute_logreg, "polyreg": _impute_polyreg, "lda": _impute_lda, "cart": _impute_cart,
+    "polr": _impute_polr,
 }
 
 
@@ -501,6 +535,10 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None
                 x_mis = np.ascontiguousarray(x_mis[:, keep])
             if setup.methods[j] == "polyreg":
                 imputed = _impute_polyreg(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}))
+            elif setup.methods[j] == "polr":
+                notes: list[str] = []
+                imputed = _impute_polr(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}), notes)
+                events.extend((iteration + 1, setup.column_names[j], "polr", note) for note in notes)
             else:
                 imputed = _IMPUTERS[setup.methods[j]](y_obs, x_obs, x_mis, rng, bool(setup.is_factor[j]))
             values[mis, j] = imputed
