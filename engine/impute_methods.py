@@ -138,11 +138,20 @@ def crossprod_xy(x, y):
 
 @numba.njit(cache=True, nogil=True)
 def lindep_keep(x, y, eps, maxcor):
-    """Predictors of x (n, p) to keep for target y (n,), as mice's ``remove.lindep``.
+    """Predictors of x (n, p) to keep for target y (n,), as mice's ``remove.lindep``. Returns
+    keep (p,) bool.
 
-    Exactly dependent predictors are removed first by a Cholesky pass (see below); then, while the
+    None when var(y) < eps; else predictors with var > eps and cor(x, y) < maxcor. Exactly dependent
+    predictors are then removed by a Cholesky pass in column order (see below); then, while the
     smallest/largest eigenvalue ratio of the kept predictors' correlation matrix is below eps, the
-    predictor with the largest weight in the smallest eigenvector is dropped, as mice does."""
+    predictor with the largest weight in the smallest eigenvector is dropped, as mice does.
+
+    Steps: correlations from sparse/dense cross-products (``_lindep_correlations``), the Cholesky
+    pass (``_lindep_cholesky_pass``), then the eigenvalue rule with only the extreme eigenpairs
+    computed (``_lindep_eigen_drops``, LAPACK through ``engine.lapack``). Each kernel does its work
+    in the same arithmetic order as a plain implementation, and the eigenvalue decisions are those
+    of exact eigenvalues of a matrix within a few ulps (as numpy's eigh), so only ties at rounding
+    level could be decided differently."""
     n, p = x.shape
     keep = np.zeros(p, dtype=np.bool_)
     if n < 2:

@@ -106,6 +106,12 @@ def cholesky_pass_drops_nothing(x, keep, eps=EPS, margin=2.0):
 # lindep_keep
 
 
+def lindep_keep(x, y, eps, maxcor):
+    """The kernel on C-ordered arrays, as engine.mice.remove_lindep calls it (one compiled
+    signature)."""
+    return im.lindep_keep(np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float), eps, maxcor)
+
+
 def test_lindep_keep_equals_literal_mice_rule_on_planted_near_dependencies():
     rng = np.random.default_rng(20240611)
     compared = dropped = multi_round = 0
@@ -120,7 +126,7 @@ def test_lindep_keep_equals_literal_mice_rule_on_planted_near_dependencies():
         # not meaningful for any implementation: skip such draws
         if any(abs(ratio / EPS - 1.0) < 0.01 or margin < 1.01 for ratio, margin in rounds):
             continue
-        kernel = im.lindep_keep(x, y, EPS, MAXCOR)
+        kernel = lindep_keep(x, y, EPS, MAXCOR)
         np.testing.assert_array_equal(kernel, reference)
         compared += 1
         dropped += int((start & ~reference).any())
@@ -144,7 +150,7 @@ def test_lindep_keep_exact_dependencies_keep_the_column_space():
                              base[:, 2] - base[:, 3], base[:, 4], full_dummies.sum(axis=1) * 2.0 + base[:, 0]])
         x = x[:, rng.permutation(x.shape[1])]
         y = rng.standard_normal(n)
-        kernel = im.lindep_keep(x, y, EPS, MAXCOR)
+        kernel = lindep_keep(x, y, EPS, MAXCOR)
         reference = literal_remove_lindep(x, y)
         xc = x - x.mean(axis=0)
         rank = np.linalg.matrix_rank
@@ -161,27 +167,41 @@ def test_lindep_keep_edge_cases():
     y = rng.standard_normal(n)
     # k = 2: nearly collinear (ratio ~ 5e-6 < eps) -> the later one goes; well conditioned -> both
     near = a + 3e-3 * rng.standard_normal(n)
-    np.testing.assert_array_equal(im.lindep_keep(np.column_stack([a, near]), y, EPS, MAXCOR), [True, False])
-    np.testing.assert_array_equal(im.lindep_keep(np.column_stack([a, b]), y, EPS, MAXCOR), [True, True])
+    np.testing.assert_array_equal(lindep_keep(np.column_stack([a, near]), y, EPS, MAXCOR), [True, False])
+    np.testing.assert_array_equal(lindep_keep(np.column_stack([a, b]), y, EPS, MAXCOR), [True, True])
     # duplicated, constant and all-zero columns; a predictor too correlated with y
     x = np.column_stack([a, a, np.ones(n), np.zeros(n), b, y + 1e-3 * a])
-    np.testing.assert_array_equal(im.lindep_keep(x, y, EPS, MAXCOR), [True, False, False, False, True, False])
+    np.testing.assert_array_equal(lindep_keep(x, y, EPS, MAXCOR), [True, False, False, False, True, False])
     # (mice's rule drops one of the two copies too; which one is a rounding tie in its eigenvector)
     assert literal_remove_lindep(x, y).sum() == 2
     # constant target: nothing; all predictors constant: nothing; one predictor: kept (as mice)
-    assert not im.lindep_keep(x, np.full(n, 2.0), EPS, MAXCOR).any()
-    assert not im.lindep_keep(np.ones((n, 3)), y, EPS, MAXCOR).any()
-    np.testing.assert_array_equal(im.lindep_keep(np.ones((n, 1)), y, EPS, MAXCOR), [True])
-    assert not im.lindep_keep(x[:1], y[:1], EPS, MAXCOR).any()
+    assert not lindep_keep(x, np.full(n, 2.0), EPS, MAXCOR).any()
+    assert not lindep_keep(np.ones((n, 3)), y, EPS, MAXCOR).any()
+    np.testing.assert_array_equal(lindep_keep(np.ones((n, 1)), y, EPS, MAXCOR), [True])
+    assert not lindep_keep(x[:1], y[:1], EPS, MAXCOR).any()
     # every column a copy of the first: one survives
-    np.testing.assert_array_equal(im.lindep_keep(np.column_stack([a] * 4), y, EPS, MAXCOR), [True, False, False, False])
+    np.testing.assert_array_equal(lindep_keep(np.column_stack([a] * 4), y, EPS, MAXCOR), [True, False, False, False])
     # a singular block of dummies (all levels plus their sum) among 60 columns
     factor = rng.integers(0, 5, n)
     dummies = np.column_stack([factor == level for level in range(5)]).astype(float)
     wide = np.column_stack([rng.standard_normal((n, 50)), dummies, dummies.sum(axis=1), dummies[:, :2] * 3.0])
-    keep = im.lindep_keep(wide, y, EPS, MAXCOR)
+    keep = lindep_keep(wide, y, EPS, MAXCOR)
     centred = wide - wide.mean(axis=0)
     assert np.linalg.matrix_rank(centred[:, keep]) == keep.sum() == np.linalg.matrix_rank(centred)
+
+
+def test_lindep_fallback_round_by_full_eigh_matches_reference():
+    """The full eigen-decomposition round (used should LAPACK's bisection or inverse iteration
+    fail) picks the literal rule's column."""
+    rng = np.random.default_rng(13)
+    x, y = design_with_near_dependencies(rng)
+    live = np.flatnonzero(literal_remove_lindep(x, y, eps=0.0))
+    corr = np.corrcoef(x[:, live], rowvar=False)
+    values, vectors = np.linalg.eigh(corr)
+    assert values[0] / values[-1] < EPS
+    positions = np.arange(live.size)
+    assert im._lindep_drop_by_eigh(corr, positions, EPS) == np.argmax(np.abs(vectors[:, 0]))
+    assert im._lindep_drop_by_eigh(corr, positions, values[0] / values[-1] / 2) == -1
 
 
 def test_lindep_correlations_equal_numpy_corrcoef():
