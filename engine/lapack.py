@@ -10,7 +10,9 @@ reference: https://www.netlib.org/lapack/explore-html/, routines of the same nam
 - ``tridiagonalize``: ``dsytrd``, Householder reduction A = Q T Q' (4/3 m^3 flops, the only cubic
   step);
 - ``tridiagonal_eigenvalue``: ``dstebz``, the i-th smallest eigenvalue of T by bisection (Sturm
-  counts, O(m) per step), to full accuracy with ``abstol = 2 * safe minimum``;
+  counts, O(m) per step), to within ulp * max|T| (LAPACK's default tolerance);
+- ``tridiagonal_count_below``: the Sturm count itself (number of eigenvalues of T below x), in
+  Numba, as LAPACK's ``dlaebz`` computes it;
 - ``tridiagonal_eigenvector``: ``dstein``, its eigenvector of T by inverse iteration;
 - ``apply_q``: ``dormtr``, back-transformation z -> Q z.
 
@@ -22,8 +24,10 @@ on import and then loads the cached machine code, which links against them.
 
 Arrays are passed as ``arr.ctypes``. A symmetric matrix is its own transpose, so a C-ordered array
 can be handed to Fortran as is; the Householder vectors ``dsytrd`` leaves in it are only read back
-by ``dormtr``, with the same ``uplo``. The routines do not take OpenBLAS's threads for these sizes,
-need no Python object and run with the GIL released.
+by ``dormtr``, with the same ``uplo``. The calls need no Python object and run with the GIL
+released; ``dsytrd`` and ``dpotrf`` call BLAS, so callers in threads should limit OpenBLAS to one
+thread (``engine.mice`` does while it runs). Workspace is allocated per call at O(m) (O(m * 8)
+for ``dsytrd``), never O(m^2).
 """
 
 from __future__ import annotations
