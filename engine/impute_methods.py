@@ -364,7 +364,8 @@ def _lindep_eigen_drops(corr, live_flag, eps):
             for b in range(m):
                 buf[a * m + b] = corr[live[a], live[b]]
         d, e, tau, info = tridiagonalize(buf, m)
-        if info != 0:
+        if info != 0 or not np.all(np.isfinite(d)) or not np.all(np.isfinite(e[:m - 1])):
+            # (non-finite correlations, from overflowing data: eigh raises, as numpy's does)
             drop = _lindep_drop_by_eigh(corr, live, eps)
         else:
             below, lam_max_bound = _lindep_ratio_below(d, e, eps)

@@ -181,6 +181,9 @@ def test_lindep_keep_edge_cases():
     assert not lindep_keep(x[:1], y[:1], EPS, MAXCOR).any()
     # every column a copy of the first: one survives
     np.testing.assert_array_equal(lindep_keep(np.column_stack([a] * 4), y, EPS, MAXCOR), [True, False, False, False])
+    # cross-products that overflow: an error as from numpy's eigh, not a hang or a silent result
+    with pytest.raises(np.linalg.LinAlgError):
+        lindep_keep(np.column_stack([a * 1e200, b * 1e200, a]), y, EPS, MAXCOR)
     # a singular block of dummies (all levels plus their sum) among 60 columns
     factor = rng.integers(0, 5, n)
     dummies = np.column_stack([factor == level for level in range(5)]).astype(float)
