@@ -123,6 +123,17 @@ def test_integer_weights_equal_replicated_cases():
     assert weighted.loglik == pytest.approx(replicated.loglik, rel=1e-12)
 
 
+def test_any_feasible_start_reaches_the_same_maximum():
+    """Warm starts (mice reuses the previous sweep's estimates) change the path, not the MLE."""
+    x, y = simulate(np.random.default_rng(10), 300)
+    cold = polr.fit_polr(x, y)
+    for beta0, zeta0 in [(cold.beta + 0.3, cold.zeta - 0.2), (np.array([-2.0, 2.0, -1.0]), np.array([-4.0, 0.0, 4.0]))]:
+        warm = polr.fit_polr(x, y, beta0=beta0, zeta0=zeta0)
+        assert warm.converged
+        np.testing.assert_allclose(warm.beta, cold.beta, rtol=1e-8)
+        np.testing.assert_allclose(warm.zeta, cold.zeta, rtol=1e-8)
+
+
 def test_no_predictors_gives_marginal_cumulative_logits():
     y = np.repeat([0, 1, 2, 3], [10, 25, 5, 20])
     fit = polr.fit_polr(np.zeros((60, 0)), y)
@@ -200,6 +211,23 @@ def test_draws_follow_mice_rule_and_fitted_probabilities():
         freq = np.bincount(classes, minlength=4) / draws
         se = np.sqrt(probs[r] * (1 - probs[r]) / draws)
         assert np.all(np.abs(freq - probs[r]) < 4.5 * se)
+
+
+def test_impute_polr_is_fit_on_augmented_data_then_one_uniform_per_case():
+    """mice.impute.polr step by step: augment the observed cases, weighted polr fit, fitted
+    probabilities of the missing cases, class 1 + #{u > cumsum(p)} with the stream's uniforms.
+    Classes absent among the observed (code 1 here) are never imputed."""
+    rng = np.random.default_rng(12)
+    x, y = simulate(rng, 250)
+    y = np.where(y == 1, 0, y).astype(float)  # observed classes 0, 2, 3
+    x_mis = rng.normal(size=(40, 3))
+    imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(99), True, {}, [])
+    local = np.searchsorted([0, 2, 3], y.astype(int))
+    x_aug, y_aug, w_aug = im.augment(x, local, 3)
+    fit = polr.fit_polr(x_aug, y_aug, w_aug)
+    u = np.random.default_rng(99).random(40)
+    expected = np.array([0, 2, 3])[(u[:, None] > np.cumsum(polr.predict_probabilities(x_mis, fit.beta, fit.zeta), axis=1)).sum(axis=1)]
+    np.testing.assert_array_equal(imputed, expected.astype(float))
 
 
 def test_impute_polr_follows_a_strong_predictor():
