@@ -457,9 +457,16 @@ def bayes_linear_draw(x_obs, y_obs, z, chisq, ridge):
     sigma* L^-T z where X'X = L L' (so cov(beta*) = sigma*^2 (X'X)^-1), z ~ N(0, I_p).
     Shapes: x_obs (n, p), y_obs (n,), z (p,). Returns (beta_hat, beta_star, sigma_star, ridged).
     """
-    xtx = crossprod(x_obs)
+    chol, ridged = cholesky_with_ridge(crossprod(x_obs), ridge)
+    beta_hat, beta_star, sigma_star = bayes_linear_draw_given_cholesky(x_obs, y_obs, chol, z, chisq)
+    return beta_hat, beta_star, sigma_star, ridged
+
+
+@numba.njit(cache=True, nogil=True)
+def bayes_linear_draw_given_cholesky(x_obs, y_obs, chol, z, chisq):
+    """``bayes_linear_draw`` with the (ridged) Cholesky factor L of X'X already at hand (pmm on a
+    factor needs it for ``quantify`` too). Returns (beta_hat, beta_star, sigma_star)."""
     xty = crossprod_xy(x_obs, y_obs)
-    chol, ridged = cholesky_with_ridge(xtx, ridge)
     beta_hat = solve_upper_t(chol, solve_lower(chol, xty))
     resid = y_obs - x_obs @ beta_hat
     rss = 0.0
@@ -467,7 +474,7 @@ def bayes_linear_draw(x_obs, y_obs, z, chisq, ridge):
         rss += resid[i] * resid[i]
     sigma_star = np.sqrt(rss / chisq)
     beta_star = beta_hat + sigma_star * solve_upper_t(chol, z)
-    return beta_hat, beta_star, sigma_star, ridged
+    return beta_hat, beta_star, sigma_star
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,22 +761,25 @@ def draw_categories(probs, u):
 # Plain numpy pieces (small p x p problems; LAPACK does the work)
 
 
-def augment(x: np.ndarray, y_codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def augment(x: np.ndarray, y_codes: np.ndarray, n_classes: int,
+            x_other: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """mice's ``augment()`` (White, Daniel & Royston 2010) against perfect prediction.
 
     For every predictor j and class c, two pseudo-rows with predictor j at mean +- sd/2 (the other
-    predictors at their means, all clipped to the observed range), target c, each with weight
-    (p + 1) / (2 p K). ``x``: observed rows without intercept (n, p). Returns (x_aug, y_aug, w_aug)
-    for the observed plus 2pK pseudo rows.
+    predictors at their means, all clipped to the predictor's range), target c, each with weight
+    (p + 1) / (2 p K). ``x``: observed rows without intercept (n, p); ``x_other``: the predictors of
+    the rows whose target is missing (m, p): as in mice, the means, sds and ranges come from all
+    n + m rows. Returns (x_aug, y_aug, w_aug) for the observed plus 2pK pseudo rows.
     """
     n, p = x.shape
     if p == 0:
         return x, y_codes, np.ones(n)
     classes = np.unique(y_codes)
     k = classes.shape[0]
-    mean = x.mean(axis=0)
-    sd = x.std(axis=0, ddof=1) if n > 1 else np.zeros(p)
-    lo, hi = x.min(axis=0), x.max(axis=0)
+    rows = x if x_other is None or x_other.shape[0] == 0 else np.vstack([x, x_other])
+    mean = rows.mean(axis=0)
+    sd = rows.std(axis=0, ddof=1) if rows.shape[0] > 1 else np.zeros(p)
+    lo, hi = rows.min(axis=0), rows.max(axis=0)
     n_rows = 2 * p * k
     pseudo = np.tile(mean, (n_rows, 1))
     row = 0
@@ -784,44 +794,3 @@ def augment(x: np.ndarray, y_codes: np.ndarray, n_classes: int) -> tuple[np.ndar
     y_aug = np.concatenate([y_codes, y_pseudo.astype(y_codes.dtype)])
     w_aug = np.concatenate([np.ones(n), np.full(n_rows, (p + 1) / n_rows)])
     return x_aug, y_aug, w_aug
-
-
-def lda_posterior(x_obs: np.ndarray, y_obs: np.ndarray, n_classes: int, x_mis: np.ndarray) -> np.ndarray:
-    """Posterior class probabilities of MASS's ``lda`` + ``predict(method = "debiased")``.
-
-    Priors: observed class proportions; common within-class covariance S (divisor N - g); the
-    debiased discriminant score of class c is f * (x - m_c)' S^-1 (x - m_c) / 2 - log(prior_c)
-    + d / n_c with f = (N - g - d - 1)/(N - g), d = min(p, g - 1) (Ripley 1996, sec. 2.4). Directions
-    in which S has (relative) eigenvalue below 1e-8 are dropped, so constant-within-class dummies
-    do not break the fit. Classes absent among the observed get probability 0.
-    Shapes: x_obs (N, p), y_obs (N,) codes, x_mis (n, p). Returns (n, n_classes).
-    """
-    present = np.unique(y_obs)
-    g = present.shape[0]
-    n_obs, p = x_obs.shape
-    out = np.zeros((x_mis.shape[0], n_classes))
-    if g == 1 or p == 0:
-        counts = np.bincount(y_obs, minlength=n_classes).astype(float)
-        out[:] = counts / counts.sum()
-        return out
-    means = np.vstack([x_obs[y_obs == c].mean(axis=0) for c in present])
-    counts = np.array([np.sum(y_obs == c) for c in present], dtype=float)
-    centred = x_obs - means[np.searchsorted(present, y_obs)]
-    within = centred.T @ centred / max(n_obs - g, 1)
-    scale = np.sqrt(np.maximum(np.diag(within), 1e-300))
-    corr = within / np.outer(scale, scale)
-    evals, evecs = np.linalg.eigh(corr)
-    keep = evals > 1e-8 * evals.max()
-    sphere = (evecs[:, keep] / np.sqrt(evals[keep])) / scale[:, None]  # S^-1/2 on kept directions
-    zm = means @ sphere
-    zx = x_mis @ sphere
-    d = min(int(keep.sum()), g - 1)
-    factor = (n_obs - g - d - 1) / (n_obs - g) if n_obs - g > 0 else 1.0
-    prior = counts / counts.sum()
-    dist = 0.5 * (zm**2).sum(axis=1)[None, :] - zx @ zm.T  # class-dependent part of |zx - zm|^2 / 2
-    dist = factor * dist - (np.log(prior) - d / counts)[None, :]
-    dist -= dist.min(axis=1, keepdims=True)
-    post = np.exp(-dist)
-    post /= post.sum(axis=1, keepdims=True)
-    out[:, present] = post
-    return out

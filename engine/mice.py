@@ -15,8 +15,8 @@ As mice does: starting values are random draws from each column's observed value
 imputed (``edit.setup``); before every univariate fit, predictors that are constant (var < 1e-4),
 nearly identical to the target (r >= 0.99) or linearly dependent (eigenvalue ratio < 1e-4 of their
 correlation matrix) are dropped (``remove.lindep``). Everything removed is listed in
-``imp.logged_events``. The method kernels live in ``engine.impute_methods``, ``engine.cart`` and
-``engine.polr``.
+``imp.logged_events``. The method kernels live in ``engine.impute_methods``, ``engine.cart``,
+``engine.lda`` and ``engine.polr``.
 
 Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` on a factor with
 more than two levels scales the categories by the first canonical variate of the centred dummies
@@ -29,6 +29,11 @@ always logs its fall-backs to ``polyreg`` (mice's ``polr.to.loggedEvents = TRUE`
 earlier kept ones is below max(1e-8, 1e-4 * largest eigenvalue) (mice would drop one of them too,
 by its eigenvector rule; the fitted column space is the same for exact dependencies), and exact
 dependencies among complete predictors are found once before sampling (logged as "dependent").
+When the eigenvalue rule drops two or more predictors, engine recomputes the eigenvectors of the
+remaining ones each time, as ``remove.lindep`` intends; mice 3.15 indexes the reduced matrix with a
+logical vector one element short (``cx[keep[keep], keep[keep]]``), which R recycles, so after the
+first drop R can pick a different predictor. ``augment`` (logreg, polyreg, polr) takes the
+predictor means, sds and ranges over all rows, as mice does.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import pandas as pd
 
 from . import cart as _cart
 from . import impute_methods as _im
+from . import lda as _lda
 from . import polr as _polr
 from .errors import DataWarning, ImputationError
 from .parallel import child_seeds, run_tasks
@@ -253,25 +259,24 @@ def _with_intercept(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantify(y_codes: np.ndarray, x_obs: np.ndarray) -> np.ndarray:
+def quantify(y_codes: np.ndarray, x1: np.ndarray, chol: np.ndarray) -> np.ndarray:
     """Numeric scores for factor codes (for pmm on a factor): optimal scaling by the first
     canonical variate of the centred class dummies against the predictors, standardised.
 
-    With X1 = [1, x] = Q R and centred dummies Yc, the canonical weights a maximise
+    With X1 = [1, x] (n, p + 1) and centred dummies Yc, the canonical weights a maximise
     a'Yc'P Yc a / a'Yc'Yc a (P the projection on X1): a generalized eigenproblem of size
-    (classes - 1), solved through the Cholesky factors of X1'X1 and Yc'Yc."""
+    (classes - 1), solved through ``chol``, the (ridged) Cholesky factor of X1'X1 (the one pmm's
+    regression draw uses), and Yc'Yc."""
     from scipy.linalg import eigh as _eigh
 
     classes, inverse = np.unique(y_codes.astype(np.int64), return_inverse=True)
-    if classes.size < 2 or x_obs.shape[1] == 0:
+    if classes.size < 2 or x1.shape[1] <= 1:
         return y_codes.astype(float)
     n = y_codes.shape[0]
     dummies = np.zeros((n, classes.size - 1))
     rows = inverse > 0
     dummies[np.flatnonzero(rows), inverse[rows] - 1] = 1.0
     yc = dummies - dummies.mean(axis=0)
-    x1 = _with_intercept(x_obs)
-    chol, _ = _im.cholesky_with_ridge(_im.crossprod(x1), _im.RIDGE)
     cross = x1.T @ yc  # (p + 1, classes - 1)
     b = np.column_stack([_im.solve_lower(chol, np.ascontiguousarray(cross[:, c])) for c in range(cross.shape[1])])
     explained = b.T @ b
@@ -285,13 +290,14 @@ def quantify(y_codes: np.ndarray, x_obs: np.ndarray) -> np.ndarray:
 
 
 def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor):
-    ynum = quantify(y_obs, x_obs) if is_factor else y_obs
     xo = _with_intercept(x_obs)
     xm = _with_intercept(x_mis)
+    chol, _ = _im.cholesky_with_ridge(_im.crossprod(xo), _im.RIDGE)
+    ynum = quantify(y_obs, xo, chol) if is_factor else y_obs
     p = xo.shape[1]
     z = rng.standard_normal(p)
     chisq = rng.chisquare(max(xo.shape[0] - p, 1))
-    beta_hat, beta_star, _, _ = _im.bayes_linear_draw(xo, ynum, z, chisq, _im.RIDGE)
+    beta_hat, beta_star, _ = _im.bayes_linear_draw_given_cholesky(xo, ynum, chol, z, chisq)
     yhat_obs = xo @ beta_hat
     yhat_mis = xm @ beta_star
     n_mis = xm.shape[0]
@@ -322,7 +328,7 @@ def _impute_logreg(y_obs, x_obs, x_mis, rng, is_factor):
     present = np.unique(codes)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
-    x_aug, y_aug, w_aug = _im.augment(x_obs, codes, 2)
+    x_aug, y_aug, w_aug = _im.augment(x_obs, codes, 2, x_mis)
     xa = _with_intercept(x_aug)
     beta, chol, _ = _im.logistic_irls(xa, y_aug.astype(float), w_aug, 25, 1e-8)
     beta_star = beta + _im.solve_upper_t(chol, rng.standard_normal(xa.shape[1]))
@@ -345,7 +351,7 @@ def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, warm=None):
     present, local = _present_classes(y_obs)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
-    x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size)
+    x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size, x_mis)
     xa = _with_intercept(x_aug)
     beta0 = np.zeros((xa.shape[1], present.size))
     if warm is not None and warm.get("beta") is not None and warm["beta"].shape == beta0.shape:
@@ -369,7 +375,7 @@ def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, warm=None, events=None):
         return np.full(x_mis.shape[0], float(present[0]))
     fit = None
     if present.size >= 3:
-        x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size)
+        x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size, x_mis)
         y_aug = y_aug.astype(np.int64)
         beta0 = zeta0 = None
         previous = warm.get("polr") if warm is not None else None
@@ -394,7 +400,7 @@ def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor):
     present, local = _present_classes(y_obs)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
-    post = _im.lda_posterior(x_obs, local, present.size, x_mis)
+    post = _lda.lda_posterior(x_obs, local, present.size, x_mis)
     drawn = _im.draw_categories(np.ascontiguousarray(post), rng.random(x_mis.shape[0]))
     return present[drawn].astype(float)
 

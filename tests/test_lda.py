@@ -79,3 +79,15 @@ def test_absent_class_single_class_and_constant_predictor():
     post_c = lda.lda_posterior(with_constant, y, 3, np.column_stack([x[:5], np.full(5, 3.0)]))
     np.testing.assert_allclose(post_c, lda.lda_posterior(x, y, 3, x[:5]), atol=1e-12)
     assert np.all(np.isfinite(post_c))
+
+
+def test_lda_posterior_matches_normal_theory():
+    rng = np.random.default_rng(8)
+    n = 4000
+    y = rng.integers(0, 2, size=n)
+    x = rng.normal(size=(n, 2)) + np.where(y[:, None] == 1, 1.0, 0.0)
+    post = lda.lda_posterior(x, y, 2, np.array([[0.5, 0.5], [2.0, 2.0]]))
+    # true posterior with equal priors, unit covariance: logit = (x - 0.5)'(1, 1)
+    prior = np.bincount(y) / n
+    true_logit = np.array([0.0, 3.0]) + np.log(prior[1] / prior[0])
+    np.testing.assert_allclose(np.log(post[:, 1] / post[:, 0]), true_logit, atol=0.15)

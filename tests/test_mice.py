@@ -106,18 +106,6 @@ def test_remove_lindep_drops_constant_and_collinear():
     assert not remove_lindep(x, np.ones(200)).any()  # constant target: no predictors
 
 
-def test_lda_posterior_matches_normal_theory():
-    rng = np.random.default_rng(8)
-    n = 4000
-    y = rng.integers(0, 2, size=n)
-    x = rng.normal(size=(n, 2)) + np.where(y[:, None] == 1, 1.0, 0.0)
-    post = im.lda_posterior(x, y, 2, np.array([[0.5, 0.5], [2.0, 2.0]]))
-    # true posterior with equal priors, unit covariance: logit = (x - 0.5)'(1, 1)
-    prior = np.bincount(y) / n
-    true_logit = np.array([0.0, 3.0]) + np.log(prior[1] / prior[0])
-    np.testing.assert_allclose(np.log(post[:, 1] / post[:, 0]), true_logit, atol=0.15)
-
-
 # ------------------------------------------------------------------ imputations
 
 def small_frame(seed=0, n=300):

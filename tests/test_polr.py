@@ -69,6 +69,7 @@ def r_polr(fixtures_dir):
     return {
         "data": pd.read_csv(folder / "polr_data.csv"),
         "augmented": pd.read_csv(folder / "polr_augmented.csv"),
+        "augmented_missing": pd.read_csv(folder / "polr_augmented_missing.csv"),
         "coefficients": pd.read_csv(folder / "polr_coefficients.csv"),
         "fitted": pd.read_csv(folder / "polr_fitted.csv").to_numpy(),
     }
@@ -110,6 +111,23 @@ def test_engine_augment_reproduces_mice_augment(r_polr):
     np.testing.assert_allclose(x_aug, reference[["x1", "x2", "x3"]].to_numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_array_equal(y_aug, reference["y"].to_numpy() - 1)
     np.testing.assert_allclose(w_aug, reference["w"].to_numpy(), rtol=1e-14)
+
+
+def test_engine_augment_takes_predictor_moments_from_all_rows(r_polr):
+    """With missing targets, mice's augment() centres and scales its pseudo-rows by the predictors
+    of all rows (observed and missing targets): engine's pseudo-rows equal R's for rows 241-300
+    missing (fixture made by make_augment_missing_fixture.R)."""
+    data = r_polr["data"]
+    x = data[["x1", "x2", "x3"]].to_numpy()
+    observed = np.arange(len(data)) < 240
+    x_aug, y_aug, w_aug = im.augment(x[observed], data["y"].to_numpy()[observed] - 1, 5, x[~observed])
+    reference = r_polr["augmented_missing"]
+    n_obs = int(observed.sum())
+    np.testing.assert_allclose(x_aug[n_obs:], reference[["x1", "x2", "x3"]].to_numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(y_aug[n_obs:], reference["y"].to_numpy() - 1)
+    np.testing.assert_allclose(w_aug[n_obs:], reference["w"].to_numpy(), rtol=1e-14)
+    observed_only, *_ = im.augment(x[observed], data["y"].to_numpy()[observed] - 1, 5)
+    assert np.abs(observed_only[n_obs:] - x_aug[n_obs:]).max() > 1e-3  # the moments do differ here
 
 
 def test_integer_weights_equal_replicated_cases():
@@ -223,7 +241,7 @@ def test_impute_polr_is_fit_on_augmented_data_then_one_uniform_per_case():
     x_mis = rng.normal(size=(40, 3))
     imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(99), True, {}, [])
     local = np.searchsorted([0, 2, 3], y.astype(int))
-    x_aug, y_aug, w_aug = im.augment(x, local, 3)
+    x_aug, y_aug, w_aug = im.augment(x, local, 3, x_mis)
     fit = polr.fit_polr(x_aug, y_aug, w_aug)
     u = np.random.default_rng(99).random(40)
     expected = np.array([0, 2, 3])[(u[:, None] > np.cumsum(polr.predict_probabilities(x_mis, fit.beta, fit.zeta), axis=1)).sum(axis=1)]
