@@ -132,6 +132,31 @@ def crossprod_xy(x, y):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def row_nonzeros(x):
+    """The nonzero entries of x (n, p) row by row (CSR): (start (n + 1,), col (nnz,), val (nnz,)),
+    row i's entries at start[i]:start[i + 1]. Imputation designs are mostly zero dummies, so the
+    Newton kernels (multinomial, proportional odds) accumulate their Hessians over these only."""
+    n, p = x.shape
+    start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        count = 0
+        for j in range(p):
+            if x[i, j] != 0.0:
+                count += 1
+        start[i + 1] = start[i] + count
+    col = np.empty(start[n], dtype=np.int64)
+    val = np.empty(start[n])
+    for i in range(n):
+        t = start[i]
+        for j in range(p):
+            if x[i, j] != 0.0:
+                col[t] = j
+                val[t] = x[i, j]
+                t += 1
+    return start, col, val
+
+
 # --------------------------------------------------------------------------------------------
 # mice's remove.lindep
 
@@ -647,23 +672,7 @@ def multinom_newton(x, y, w, n_classes, beta0, maxit, tol):
     n, p = x.shape
     k1 = n_classes - 1
     n_tri = p * (p + 1) // 2
-    # nonzero pattern of each row (CSR-like): positions and values
-    nz_count = np.zeros(n + 1, dtype=np.int64)
-    for i in range(n):
-        c = 0
-        for j in range(p):
-            if x[i, j] != 0.0:
-                c += 1
-        nz_count[i + 1] = nz_count[i] + c
-    nz_col = np.empty(nz_count[n], dtype=np.int64)
-    nz_val = np.empty(nz_count[n])
-    for i in range(n):
-        c = nz_count[i]
-        for j in range(p):
-            if x[i, j] != 0.0:
-                nz_col[c] = j
-                nz_val[c] = x[i, j]
-                c += 1
+    nz_count, nz_col, nz_val = row_nonzeros(x)
     n_pairs = k1 * (k1 + 1) // 2
     beta = beta0.copy()
     probs = _multinom_probs(x, beta)

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 from .errors import DataError
-from .impute_methods import cholesky_with_ridge, solve_lower, solve_upper_t
+from .impute_methods import cholesky_with_ridge, row_nonzeros, solve_lower, solve_upper_t
 
 
 class PolrFit(NamedTuple):
@@ -207,20 +207,7 @@ def polr_newton(x, y, w, beta0, zeta0, maxit, tol):
     increasing. Returns (beta, zeta, loglik, iterations, converged)."""
     n, p = x.shape
     q = zeta0.shape[0]
-    nz_start = np.zeros(n + 1, dtype=np.int64)
-    for i in range(n):
-        c = 0
-        for j in range(p):
-            if x[i, j] != 0.0:
-                c += 1
-        nz_start[i + 1] = nz_start[i] + c
-    nz_col = np.empty(nz_start[n], dtype=np.int64)
-    for i in range(n):
-        c = nz_start[i]
-        for j in range(p):
-            if x[i, j] != 0.0:
-                nz_col[c] = j
-                c += 1
+    nz_start, nz_col, _ = row_nonzeros(x)
     beta = beta0.copy()
     zeta = zeta0.copy()
     ll = polr_loglik(x, y, w, beta, zeta)
