@@ -18,9 +18,11 @@ correlation matrix) are dropped (``remove.lindep``). Everything removed is liste
 ``imp.logged_events``. The method kernels live in ``engine.impute_methods``, ``engine.cart``,
 ``engine.lda`` and ``engine.polr``.
 
-Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` on a factor with
-more than two levels scales the categories by the first canonical variate of the centred dummies
-(mice's ``quantify`` uses the second uncentred one); ``polyreg`` fits the multinomial MLE by Newton
+Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` on a factor scales
+the categories by the first canonical variate of the centred dummies against the predictors, the
+same scores up to sign and scale as mice >= 3.16's ``quantify`` (second uncentred variate; pmm's
+matching does not change under either), while mice <= 3.15 matched on the integer codes
+(``quantify=False``); ``polyreg`` fits the multinomial MLE by Newton
 steps rather than ``nnet``'s BFGS; ``cart`` trees are pre-pruned at cp (see ``engine.cart``);
 ``polr`` (``engine.polr``) fits the proportional-odds MLE by Newton steps rather than MASS's BFGS,
 keeps the factor's level order (mice 3.15's ``augment`` re-sorts the labels alphabetically) and
@@ -164,6 +166,7 @@ class _Setup:
     predictor_design_cols: list  # per column: int array of design columns of its predictors
     visit: list  # column indices in visiting order (only imputed ones)
     maxit: int
+    quantify: bool = True  # pmm on a factor: optimal scaling (True) or the integer codes
 
 
 def _column_info(name: str, series: pd.Series) -> ColumnInfo:
@@ -289,11 +292,19 @@ def quantify(y_codes: np.ndarray, x1: np.ndarray, chol: np.ndarray) -> np.ndarra
     return (scores - scores.mean()) / sd
 
 
-def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor, scale_factor=True):
+    """Predictive mean matching (type 1, ``DONORS`` donors). A factor target is matched on its
+    optimally scaled categories (``quantify``; mice >= 3.16, ``quantify = TRUE``) or, with
+    ``scale_factor=False``, on its integer codes 1..L (mice <= 3.15)."""
     xo = _with_intercept(x_obs)
     xm = _with_intercept(x_mis)
     chol, _ = _im.cholesky_with_ridge(_im.crossprod(xo), _im.RIDGE)
-    ynum = quantify(y_obs, xo, chol) if is_factor else y_obs
+    if not is_factor:
+        ynum = y_obs
+    elif scale_factor:
+        ynum = quantify(y_obs, xo, chol)
+    else:
+        ynum = y_obs + 1.0  # R's as.integer(y): codes 1..L
     p = xo.shape[1]
     z = rng.standard_normal(p)
     chisq = rng.chisquare(max(xo.shape[0] - p, 1))
@@ -541,6 +552,8 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None
                 x_mis = np.ascontiguousarray(x_mis[:, keep])
             if setup.methods[j] == "polyreg":
                 imputed = _impute_polyreg(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}))
+            elif setup.methods[j] == "pmm":
+                imputed = _impute_pmm(y_obs, x_obs, x_mis, rng, bool(setup.is_factor[j]), setup.quantify)
             elif setup.methods[j] == "polr":
                 notes: list[str] = []
                 imputed = _impute_polr(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}), notes)
@@ -735,6 +748,7 @@ def mice(
     seed: int | np.random.SeedSequence | None = None,
     executor: Executor | None = None,
     progress=None,
+    quantify: bool = True,
 ) -> MiceResult:
     """Multivariate imputation by chained equations (R's ``mice()``); see the module docstring.
 
@@ -745,7 +759,10 @@ def mice(
     order (default: left to right). ``seed``: the m imputations use independent streams spawned
     from it. ``executor``: any ``concurrent.futures.Executor`` (default: local threads).
     ``progress``: a line with the sweeps done and an ETA on stderr (``None``: only when stderr is a
-    terminal; ``True``; ``False``) or a callable ``f(done, total)``.
+    terminal; ``True``; ``False``) or a callable ``f(done, total)``. ``quantify``: ``pmm`` on a factor
+    matches on its categories scaled by the first canonical variate against the predictors (mice
+    >= 3.16's ``quantify = TRUE``, the default) or, with ``False``, on its integer codes (mice <= 3.15,
+    the version of this project's R references).
     """
     if not isinstance(data, pd.DataFrame):
         raise ImputationError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -753,6 +770,8 @@ def mice(
         raise ImputationError(f"m (the number of imputations) must be an integer >= 1, got {m!r}")
     if isinstance(maxit, (bool, np.bool_)) or not isinstance(maxit, (int, np.integer)) or maxit < 0:
         raise ImputationError(f"maxit must be an integer >= 0, got {maxit!r}")
+    if not isinstance(quantify, (bool, np.bool_)):
+        raise ImputationError(f"quantify must be True or False, got {quantify!r}")
     if isinstance(default_method, str) or len(default_method) != 4:
         raise ImputationError("default_method must give 4 methods: numeric, two-level factor, "
                               f"unordered factor, ordered factor; got {default_method!r}")
@@ -860,7 +879,7 @@ def mice(
                    n_levels=np.array([len(i.levels) for i in infos]), design_start=design_start,
                    design_stop=design_stop, design_names=design_names, column_names=names,
                    methods=methods, predictor_design_cols=predictor_design_cols, visit=visit,
-                   maxit=int(maxit))
+                   maxit=int(maxit), quantify=bool(quantify))
     seeds = child_seeds(seed, int(m))
     # Progress per finished sweep, where the sweeps run in this process (threads); a remote executor
     # reports once at the end.

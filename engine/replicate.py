@@ -142,8 +142,10 @@ def run_mice(data: pd.DataFrame, settings: Settings, outcome: Outcome):
     from .report import ImputationTrace
 
     t0 = time.perf_counter()
+    # quantify=False: pmm on the factor columns matches on their integer codes, as the mice of the
+    # analysis (and of the project's R references, 3.15) did; mice >= 3.16 scales them first
     imp = mice(data, m=5, maxit=settings.mice_maxit, default_method=MICE_DEFAULT_METHOD, seed=settings.seed,
-               progress=False if settings.quiet else None)
+               progress=False if settings.quiet else None, quantify=False)
     outcome.timings["mice_seconds"] = time.perf_counter() - t0
     _log(settings, f"imputation: 52 columns, m = 5, maxit = {settings.mice_maxit}: "
                    f"{outcome.timings['mice_seconds']:.1f} s")

@@ -61,6 +61,62 @@ def test_pmm_ties_are_broken_at_random_per_case():
     assert abs(counts.mean() - 40) < 1e-9 and counts.max() < 80
 
 
+def _factor_target(seed=21, n=300):
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.normal(size=n), (rng.random(n) < 0.4).astype(float), rng.normal(size=n)])
+    latent = 1.2 * x[:, 0] - 0.8 * x[:, 1] + rng.normal(scale=0.8, size=n)
+    codes = np.digitize(latent, [-1.0, 0.0, 1.0]).astype(float)  # 4 classes, 0..3
+    rng.shuffle(codes[:40])  # some noise in the class order
+    return x, codes
+
+
+def test_quantify_scores_are_mices_uncentred_second_canonical_variate():
+    """mice >= 3.16's quantify: cancor(dummies of all levels, [1, x], no centring), the second
+    variate (the first is the constant pair), scaled. Written here from the definition, by QR + SVD;
+    engine's scores must be the same vector up to sign (pmm's matching is invariant to it)."""
+    x, codes = _factor_target()
+    x1 = np.column_stack([np.ones(len(codes)), x])
+    dummies = (codes[:, None] == np.arange(4)).astype(float)
+    q_y, _ = np.linalg.qr(dummies)
+    q_x, _ = np.linalg.qr(x1)
+    u, sv, _ = np.linalg.svd(q_y.T @ q_x)
+    assert sv[0] == pytest.approx(1.0, abs=1e-12)  # the trivial constant pair
+    reference = q_y @ u[:, 1]
+    reference = (reference - reference.mean()) / reference.std(ddof=1)
+    chol, _ = im.cholesky_with_ridge(im.crossprod(x1), im.RIDGE)
+    scores = engine.mice.quantify(codes, x1, chol)
+    assert abs(np.corrcoef(scores, reference)[0, 1]) == pytest.approx(1.0, abs=1e-12)
+    assert scores.std(ddof=1) == pytest.approx(1.0) and abs(scores.mean()) < 1e-12
+
+
+def test_pmm_on_factor_codes_when_quantify_is_off():
+    """quantify=False (mice <= 3.15): the regression draw is on the codes 1..L and the donors are
+    matched on it: reproduced step by step with the same random numbers."""
+    from engine import mice as mice_module
+
+    x, codes = _factor_target()
+    observed = np.arange(len(codes)) >= 60
+    x_obs, x_mis, y_obs = x[observed], x[~observed], codes[observed]
+    imputed = mice_module._impute_pmm(y_obs, x_obs, x_mis, np.random.default_rng(5), True, scale_factor=False)
+    rng = np.random.default_rng(5)
+    xo = np.column_stack([np.ones(len(y_obs)), x_obs])
+    xm = np.column_stack([np.ones(len(x_mis)), x_mis])
+    z = rng.standard_normal(xo.shape[1])
+    chisq = rng.chisquare(len(y_obs) - xo.shape[1])
+    beta_hat, beta_star, _, _ = im.bayes_linear_draw(xo, y_obs + 1.0, z, chisq, im.RIDGE)
+    donors = im.pmm_match(xo @ beta_hat, xm @ beta_star, 5, rng.random(len(x_mis)), rng.random(len(x_mis)))
+    np.testing.assert_array_equal(imputed, y_obs[donors])
+    scaled = mice_module._impute_pmm(y_obs, x_obs, x_mis, np.random.default_rng(5), True)
+    assert not np.array_equal(scaled, imputed)  # the option changes the draws
+    data = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 2], "f": pd.Categorical(codes.astype(int))})
+    data.loc[~observed, "f"] = np.nan
+    for flag in (True, False):
+        completed = mice(data, m=1, maxit=2, method={"f": "pmm"}, quantify=flag, seed=3).complete(1)
+        assert completed["f"].notna().all() and set(completed["f"].cat.categories) == {0, 1, 2, 3}
+    with pytest.raises(ImputationError, match="quantify"):
+        mice(data, m=1, quantify="yes")
+
+
 def test_bayes_linear_draw_moments():
     rng = np.random.default_rng(5)
     n, p = 60, 3
