@@ -255,6 +255,17 @@ def remove_lindep(x_obs: np.ndarray, y_obs: np.ndarray, eps: float = LINDEP_EPS,
 # One univariate imputation step per method (Python layer around the kernels)
 
 
+@dataclass
+class _StepState:
+    """What a univariate method may keep between sweeps or report for one column: ``warm``, the
+    column's previous estimates (Newton starts); ``notes``, messages for the logged events (the
+    caller adds them); ``quantify``, mice()'s option for pmm on a factor."""
+
+    warm: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    quantify: bool = True
+
+
 def _with_intercept(x: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], x.shape[1] + 1))
     out[:, 0] = 1.0
@@ -292,16 +303,16 @@ def quantify(y_codes: np.ndarray, x1: np.ndarray, chol: np.ndarray) -> np.ndarra
     return (scores - scores.mean()) / sd
 
 
-def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor, scale_factor=True):
+def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     """Predictive mean matching (type 1, ``DONORS`` donors). A factor target is matched on its
     optimally scaled categories (``quantify``; mice >= 3.16, ``quantify = TRUE``) or, with
-    ``scale_factor=False``, on its integer codes 1..L (mice <= 3.15)."""
+    ``step.quantify`` False, on its integer codes 1..L (mice <= 3.15)."""
     xo = _with_intercept(x_obs)
     xm = _with_intercept(x_mis)
     chol, _ = _im.cholesky_with_ridge(_im.crossprod(xo), _im.RIDGE)
     if not is_factor:
         ynum = y_obs
-    elif scale_factor:
+    elif step is None or step.quantify:
         ynum = quantify(y_obs, xo, chol)
     else:
         ynum = y_obs + 1.0  # R's as.integer(y): codes 1..L
@@ -316,7 +327,7 @@ def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor, scale_factor=True):
     return y_obs[idx]
 
 
-def _impute_norm(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_norm(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     xo = _with_intercept(x_obs)
     xm = _with_intercept(x_mis)
     p = xo.shape[1]
@@ -326,15 +337,15 @@ def _impute_norm(y_obs, x_obs, x_mis, rng, is_factor):
     return xm @ beta_star + rng.standard_normal(xm.shape[0]) * sigma_star
 
 
-def _impute_mean(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_mean(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     return np.full(x_mis.shape[0], y_obs.mean())
 
 
-def _impute_sample(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_sample(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     return y_obs[rng.integers(0, y_obs.shape[0], size=x_mis.shape[0])]
 
 
-def _impute_logreg(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_logreg(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     codes = y_obs.astype(np.int64)
     present = np.unique(codes)
     if present.size == 1:
@@ -354,33 +365,35 @@ def _present_classes(y_obs):
     return present, local.astype(np.int64)
 
 
-def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, warm=None):
+def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     """Multinomial logit on the augmented observed cases; classes drawn from the fitted
-    probabilities (mice does not draw the parameters here). ``warm``: a dict holding the previous
+    probabilities (mice does not draw the parameters here). ``step.warm`` holds the previous
     sweep's estimate, used as the Newton start when the design has the same shape (same MLE,
     fewer steps)."""
+    warm = step.warm if step is not None else {}
     present, local = _present_classes(y_obs)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
     x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size, x_mis)
     xa = _with_intercept(x_aug)
     beta0 = np.zeros((xa.shape[1], present.size))
-    if warm is not None and warm.get("beta") is not None and warm["beta"].shape == beta0.shape:
+    if warm.get("beta") is not None and warm["beta"].shape == beta0.shape:
         beta0 = warm["beta"]
     beta = _im.multinom_newton(xa, y_aug.astype(np.int64), w_aug, present.size, beta0, 100, 1e-8)
-    if warm is not None:
-        warm["beta"] = beta
+    warm["beta"] = beta
     probs = _im._multinom_probs(_with_intercept(x_mis), beta)
     drawn = _im.draw_categories(probs, rng.random(x_mis.shape[0]))
     return present[drawn].astype(float)
 
 
-def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, warm=None, events=None):
+def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     """Proportional-odds logit (``engine.polr``) on the augmented observed cases, classes drawn
     from the fitted probabilities with one uniform each (mice does not draw the parameters here).
     As mice 3.15, where MASS::polr fails (fewer than 3 observed classes, no convergence) the
     multinomial logit of ``polyreg`` is used instead; each fall-back adds mice's message to
-    ``events`` (a list). ``warm``: a dict holding the previous sweep's estimates (Newton start)."""
+    ``step.notes``. ``step.warm`` holds the previous sweep's estimates (Newton start)."""
+    step = step if step is not None else _StepState()
+    warm = step.warm
     present, local = _present_classes(y_obs)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
@@ -389,25 +402,23 @@ def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, warm=None, events=None):
         x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size, x_mis)
         y_aug = y_aug.astype(np.int64)
         beta0 = zeta0 = None
-        previous = warm.get("polr") if warm is not None else None
+        previous = warm.get("polr")
         if previous is not None and previous[0].shape == (x_aug.shape[1],) and previous[1].shape == (present.size - 1,):
             beta0, zeta0 = previous
         fit = _polr.fit_polr(x_aug, y_aug, w_aug, present.size, beta0, zeta0, maxit=100, tol=1e-10)
         if not fit.converged:
             fit = None
-        elif warm is not None:
+        else:
             warm["polr"] = (fit.beta, fit.zeta)
     if fit is None:
-        if events is not None:
-            events.append("polr falls back to multinom")
-        return _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor,
-                               warm.setdefault("multinom", {}) if warm is not None else None)
+        step.notes.append("polr falls back to multinom")
+        return _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, _StepState(warm=warm.setdefault("multinom", {})))
     probs = _polr.predict_probabilities(x_mis, fit.beta, fit.zeta)
     drawn = _im.draw_categories(probs, rng.random(x_mis.shape[0]))
     return present[drawn].astype(float)
 
 
-def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     present, local = _present_classes(y_obs)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
@@ -416,7 +427,7 @@ def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor):
     return present[drawn].astype(float)
 
 
-def _impute_cart(y_obs, x_obs, x_mis, rng, is_factor):
+def _impute_cart(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     n_classes = 0
     target = y_obs
     if is_factor:
@@ -550,16 +561,9 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None
                 events.append((iteration + 1, setup.column_names[j], setup.methods[j], ", ".join(dropped)))
                 x_obs = np.ascontiguousarray(x_obs[:, keep])
                 x_mis = np.ascontiguousarray(x_mis[:, keep])
-            if setup.methods[j] == "polyreg":
-                imputed = _impute_polyreg(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}))
-            elif setup.methods[j] == "pmm":
-                imputed = _impute_pmm(y_obs, x_obs, x_mis, rng, bool(setup.is_factor[j]), setup.quantify)
-            elif setup.methods[j] == "polr":
-                notes: list[str] = []
-                imputed = _impute_polr(y_obs, x_obs, x_mis, rng, True, warm.setdefault(j, {}), notes)
-                events.extend((iteration + 1, setup.column_names[j], "polr", note) for note in notes)
-            else:
-                imputed = _IMPUTERS[setup.methods[j]](y_obs, x_obs, x_mis, rng, bool(setup.is_factor[j]))
+            step = _StepState(warm=warm.setdefault(j, {}), quantify=setup.quantify)
+            imputed = _IMPUTERS[setup.methods[j]](y_obs, x_obs, x_mis, rng, bool(setup.is_factor[j]), step)
+            events.extend((iteration + 1, setup.column_names[j], setup.methods[j], note) for note in step.notes)
             values[mis, j] = imputed
             _write_design(setup, design, values, j, mis)
             shown = imputed + 1.0 if setup.is_factor[j] else imputed  # R's as.integer of a factor

@@ -97,7 +97,8 @@ def test_pmm_on_factor_codes_when_quantify_is_off():
     x, codes = _factor_target()
     observed = np.arange(len(codes)) >= 60
     x_obs, x_mis, y_obs = x[observed], x[~observed], codes[observed]
-    imputed = mice_module._impute_pmm(y_obs, x_obs, x_mis, np.random.default_rng(5), True, scale_factor=False)
+    imputed = mice_module._impute_pmm(y_obs, x_obs, x_mis, np.random.default_rng(5), True,
+                                        mice_module._StepState(quantify=False))
     rng = np.random.default_rng(5)
     xo = np.column_stack([np.ones(len(y_obs)), x_obs])
     xm = np.column_stack([np.ones(len(x_mis)), x_mis])

@@ -239,7 +239,7 @@ def test_impute_polr_is_fit_on_augmented_data_then_one_uniform_per_case():
     x, y = simulate(rng, 250)
     y = np.where(y == 1, 0, y).astype(float)  # observed classes 0, 2, 3
     x_mis = rng.normal(size=(40, 3))
-    imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(99), True, {}, [])
+    imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(99), True)
     local = np.searchsorted([0, 2, 3], y.astype(int))
     x_aug, y_aug, w_aug = im.augment(x, local, 3, x_mis)
     fit = polr.fit_polr(x_aug, y_aug, w_aug)
@@ -253,7 +253,7 @@ def test_impute_polr_follows_a_strong_predictor():
     x = rng.normal(size=(400, 1))
     y = np.digitize(3.0 * x[:, 0] + rng.logistic(size=400), [-2.0, 0.0, 2.0]).astype(float)
     x_mis = np.array([[-3.0]] * 200 + [[3.0]] * 200)
-    imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(8), True, {}, [])
+    imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(8), True)
     assert set(np.unique(imputed)) <= {0.0, 1.0, 2.0, 3.0}
     assert np.mean(imputed[:200] == 0) > 0.9 and np.mean(imputed[200:] == 3) > 0.9
 
@@ -311,7 +311,7 @@ def test_polr_falls_back_to_polyreg_when_it_cannot_fit():
     assert imp.complete(1)["y"].cat.ordered
     # one observed class: mice's setup drops the column as constant; the method itself imputes it
     single = mice_module._impute_polr(np.full(20, 2.0), np.random.default_rng(1).normal(size=(20, 2)),
-                                      np.zeros((5, 2)), np.random.default_rng(2), True, {}, [])
+                                      np.zeros((5, 2)), np.random.default_rng(2), True)
     np.testing.assert_array_equal(single, np.full(5, 2.0))
     # an explicit polr on a two-level factor works the same way (mice allows it)
     binary = data.assign(b=pd.Categorical(np.where(data["x"] > 0, "yes", "no")).astype(object))
@@ -330,9 +330,9 @@ def test_polr_non_convergence_falls_back(monkeypatch):
     rng = np.random.default_rng(9)
     x = rng.normal(size=(200, 2))
     y = rng.integers(0, 4, size=200).astype(float)
-    events: list[str] = []
-    imputed = mice_module._impute_polr(y, x, rng.normal(size=(30, 2)), np.random.default_rng(1), True, {}, events)
-    assert events == ["polr falls back to multinom"]
+    step = mice_module._StepState()
+    imputed = mice_module._impute_polr(y, x, rng.normal(size=(30, 2)), np.random.default_rng(1), True, step)
+    assert step.notes == ["polr falls back to multinom"]
     assert set(np.unique(imputed)) <= {0.0, 1.0, 2.0, 3.0}
 
 
