@@ -54,7 +54,7 @@ from . import impute_methods as _im
 from . import lda as _lda
 from . import polr as _polr
 from .errors import DataWarning, ImputationError
-from .parallel import child_seeds, run_tasks
+from .parallel import child_seeds, default_workers, run_tasks
 from .progress import progress_reporter
 
 #: Every method name engine knows (mice's names); "" leaves a column as it is.
@@ -741,6 +741,18 @@ def _normalise_predictor_matrix(predictor_matrix, names: list[str]) -> np.ndarra
     return pred
 
 
+def _imputation_threads(m: int) -> int:
+    """Local threads for the m imputations (when no executor is given): one per imputation while
+    that stays within 8 per core, so that the cores share all of them evenly: five imputations on
+    two cores take 2.5 imputation-times instead of the 3 of one thread per core (measured: 3.1-3.5 s
+    against 3.7-3.9 s on the study's 52 columns). One thread per core beyond that, inline on one
+    core. The draws do not depend on it (every imputation has its own stream)."""
+    cores = default_workers()
+    if cores <= 1:
+        return 1
+    return m if m <= 8 * cores else cores
+
+
 def mice(
     data: pd.DataFrame,
     m: int = 5,
@@ -895,7 +907,8 @@ def mice(
         sweep_done = lambda: report(next(finished), total_sweeps)  # noqa: E731 - count() is thread-safe under the GIL
     try:
         with _SingleThreadedBlas():
-            results = run_tasks(_imputation_task, [(setup, s, sweep_done) for s in seeds], executor)
+            results = run_tasks(_imputation_task, [(setup, s, sweep_done) for s in seeds], executor,
+                                max_workers=_imputation_threads(int(m)))
         if report is not None:
             report(total_sweeps, total_sweeps)
     finally:
