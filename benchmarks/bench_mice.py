@@ -62,15 +62,20 @@ def engine_run(data, config):
         return engine.mice(data, m=5, maxit=5, default_method=("cart", "lda", "pmm", "polr"), seed=4387510)
 
 
-def statsmodels_run(data, m=5, maxit=5):
-    from statsmodels.imputation.mice import MICEData
-
+def _as_codes(data):
+    """The frame statsmodels' MICEData can take: factors as float codes, NaN where missing."""
     numeric = data.copy()
     for col in numeric.columns:
         if isinstance(numeric[col].dtype, pd.CategoricalDtype):
             codes = numeric[col].cat.codes.astype(float)
             numeric[col] = codes.where(codes >= 0)
-    numeric = numeric.astype(float)
+    return numeric.astype(float)
+
+
+def statsmodels_run(data, m=5, maxit=5):
+    from statsmodels.imputation.mice import MICEData
+
+    numeric = _as_codes(data)
     np.random.seed(4387510)
     completed = []
     with warnings.catch_warnings():
@@ -86,12 +91,7 @@ def statsmodels_one_sweep(data):
     """(seconds to set up one MICEData chain, seconds for one update_all(1) sweep)."""
     from statsmodels.imputation.mice import MICEData
 
-    numeric = data.copy()
-    for col in numeric.columns:
-        if isinstance(numeric[col].dtype, pd.CategoricalDtype):
-            codes = numeric[col].cat.codes.astype(float)
-            numeric[col] = codes.where(codes >= 0)
-    numeric = numeric.astype(float)
+    numeric = _as_codes(data)
     np.random.seed(4387510)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
