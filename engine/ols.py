@@ -85,6 +85,18 @@ def _axpy(alpha, x, y, n):
 
 
 @numba.njit(cache=True, nogil=True)
+def _apply_reflector(v, target, start, stop):
+    """target[start:stop] -= (v'target / v[start]) v over start:stop: LINPACK dqrdc2's application of
+    the Householder reflector stored in v (v[start] = 1 + |x|/norm), to a column or a right-hand side."""
+    s = 0.0
+    for i in range(start, stop):
+        s += v[i] * target[i]
+    t = -s / v[start]
+    for i in range(start, stop):
+        target[i] += t * v[i]
+
+
+@numba.njit(cache=True, nogil=True)
 def _norm2(x, start, stop):
     """Euclidean norm of x[start:stop], scaled against overflow as BLAS dnrm2."""
     scale = 0.0
@@ -348,12 +360,7 @@ def _dqrdc2(cols, rhs, tol):
         xl[l] = 1.0 + xl[l]
         for j in range(l + 1, p):
             xj = cols[j]
-            s = 0.0
-            for i in range(l, n):
-                s += xl[i] * xj[i]
-            t = -s / xl[l]
-            for i in range(l, n):
-                xj[i] += t * xl[i]
+            _apply_reflector(xl, xj, l, n)
             if qraux[j] != 0.0:
                 tt = 1.0 - (abs(xj[l]) / qraux[j]) ** 2
                 tt = max(tt, 0.0)
@@ -363,13 +370,7 @@ def _dqrdc2(cols, rhs, tol):
                     qraux[j] = _norm2(xj, l + 1, n)
                     work1[j] = qraux[j]
         for r in range(q):
-            yr = rhs[r]
-            s = 0.0
-            for i in range(l, n):
-                s += xl[i] * yr[i]
-            t = -s / xl[l]
-            for i in range(l, n):
-                yr[i] += t * xl[i]
+            _apply_reflector(xl, rhs[r], l, n)
         qraux[l] = xl[l]
         xl[l] = -nrmxl
     rank = min(k - 1, n)
