@@ -45,8 +45,8 @@ from engine.errors import EngineInputError, ModelSpecError, SamplerError
 from engine.gibbs import ChainResult, draw_ranef, gibbs_inputs
 from engine.multilevel import MultilevelModel
 from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain, validate_options
-from engine.nuts_adaptation import adaptation_windows
-from engine.nuts_tree import make_workspace
+from engine.hmc.adaptation import adaptation_windows
+from engine.hmc.tree import make_workspace
 
 FLAT, NORMAL, STUDENT_T, EXPONENTIAL = 0, 1, 2, 3
 

@@ -24,7 +24,7 @@ F(u) - F(l) = F(u) F(-l) (1 - exp(l - u)), which keeps full relative precision i
 Imputation (van Buuren 2018, *Flexible Imputation of Missing Data*, 2nd ed., sec. 3.5-3.6; mice
 3.15 ``mice.impute.polr``): fit on the observed cases plus ``augment()``'s weighted pseudo-rows,
 without drawing the parameters, then one uniform per missing case picks the class
-``1 + #{j : u > cumsum(p)_j}`` (``engine.impute_methods.draw_categories``).
+``1 + #{j : u > cumsum(p)_j}`` (``engine.impute.logistic.draw_categories``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from .errors import DataError
-from .impute_methods import cholesky_with_ridge, row_nonzeros, solve_lower, solve_upper_t
+from ..errors import DataError
+from .._linalg import cholesky_with_ridge, row_nonzeros, solve_lower, solve_upper_t
 
 
 class PolrFit(NamedTuple):

@@ -32,8 +32,8 @@ import math
 import numba
 import numpy as np
 
-from engine.nuts_integrator import leapfrog_step
-from engine.nuts_metric import draw_momentum, kinetic_energy
+from engine.hmc.integrator import leapfrog_step
+from engine.hmc.metric import draw_momentum, kinetic_energy
 
 DUAL_AVERAGING_GAMMA = 0.05
 DUAL_AVERAGING_T0 = 10.0

@@ -43,8 +43,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from engine.nuts_integrator import leapfrog_step_in_place
-from engine.nuts_metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
+from engine.hmc.integrator import leapfrog_step_in_place
+from engine.hmc.metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
 
 MAX_ENERGY_ERROR = 1000.0
 

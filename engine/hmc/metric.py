@@ -29,6 +29,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine._linalg import solve_upper_t
+
 
 class EuclideanMetric(NamedTuple):
     """The inverse metric M⁻¹ (posterior covariance estimate), diagonal or dense."""
@@ -91,15 +93,8 @@ def draw_momentum(rng, metric, dimension):
     z = rng.standard_normal(dimension)
     if not metric.is_dense:
         return z / np.sqrt(metric.inverse_diagonal)
-    # back substitution: solve Cᵀ p = z with C lower triangular
-    c = metric.inverse_dense_cholesky
-    p = np.empty(dimension)
-    for i in range(dimension - 1, -1, -1):
-        s = z[i]
-        for j in range(i + 1, dimension):
-            s -= c[j, i] * p[j]
-        p[i] = s / c[i, i]
-    return p
+    # Cᵀ p = z with C the lower Cholesky factor of M⁻¹, so that Cov(p) = (C Cᵀ)⁻¹ = M
+    return solve_upper_t(metric.inverse_dense_cholesky, z)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
