@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
+from .formula_kernels import DesignProgram, fill_design, nan_inf_scan
 
 __all__ = [
     "Formula",
@@ -900,6 +901,7 @@ class _Variable:
     logical: bool = False
     missing: np.ndarray | None = None  # bool mask or None (no missing)
     sources: tuple[str, ...] = ()  # data columns it reads
+    has_inf: bool = False  # numeric: holds +-Inf somewhere (on all rows)
 
 
 def _close_matches(name: str, columns) -> str:
@@ -912,14 +914,19 @@ def _close_matches(name: str, columns) -> str:
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None) -> pd.Series:
-    if name not in data.columns:
+def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None):
+    """The values of column ``name`` (a numpy array or pandas ExtensionArray, never copied)."""
+    try:
+        loc = data.columns.get_loc(name)
+    except (KeyError, TypeError, pd.errors.InvalidIndexError):
+        loc = None
+    if loc is None:
         raise ColumnNotFoundError(
             f"column {name!r} (in formula {formula!r}) is not in the data{_close_matches(name, data.columns)}")
-    column = data[name]
-    if isinstance(column, pd.DataFrame):
+    if not isinstance(loc, (int, np.integer)):
         raise DataError(f"the data has more than one column named {name!r}")
-    return column
+    getter = getattr(data, "_get_column_array", None)  # pandas >= 1.4: no Series is built
+    return getter(loc) if getter is not None else data.iloc[:, loc].array
 
 
 def _r_sort_key(text: str):
@@ -943,40 +950,62 @@ def _r_label(value) -> str:
     return str(value)
 
 
-def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str) -> _Variable:
-    levels = [_r_label(c) for c in categories]
+@functools.lru_cache(maxsize=1024)
+def _category_labels(categories: tuple, categories_dtype) -> tuple[str, ...]:
+    # keyed by the categories in order (equal unordered CategoricalDtypes may order them apart)
+    return tuple(_r_label(c) for c in categories)
+
+
+def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str,
+                       dtype: pd.CategoricalDtype | None = None) -> _Variable:
+    if dtype is not None:  # the labels of a categorical's levels, computed once per dtype
+        categories = dtype.categories
+        levels = list(_category_labels(tuple(categories.tolist()), categories.dtype))
+    else:
+        levels = [_r_label(c) for c in categories]
     codes = np.asarray(codes, dtype=np.int64)
     missing = codes < 0
     return _Variable(label, "factor", codes=codes, levels=levels, ordered=ordered,
                      missing=missing if missing.any() else None)
 
 
-def _evaluate_column(column: pd.Series, name: str) -> _Variable:
+def _numeric_variable(name: str, values: np.ndarray, sources: tuple[str, ...]) -> _Variable:
+    """A numeric variable; its NaN rows (missing) and whether it holds an Inf, in one pass."""
+    has_nan, has_inf = nan_inf_scan(values)
+    missing = np.isnan(values) if has_nan else None
+    return _Variable(name, "numeric", values=values, missing=missing, sources=sources,
+                     has_inf=bool(has_inf))
+
+
+def _evaluate_column(column, name: str) -> _Variable:
+    """A data column (numpy array or ExtensionArray) as a model variable, on all rows."""
     dtype = column.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        variable = _factor_from_codes(column.cat.codes.to_numpy(), dtype.categories,
-                                      bool(dtype.ordered), name)
+        variable = _factor_from_codes(column.codes, dtype.categories, bool(dtype.ordered), name,
+                                      dtype)
         variable.sources = (name,)
         return variable
     if pd.api.types.is_bool_dtype(dtype):
-        values = column.to_numpy(dtype=object) if column.hasnans else column.to_numpy()
-        missing = pd.isna(column).to_numpy()
+        if isinstance(column, np.ndarray):  # numpy bool: no missing values
+            return _Variable(name, "factor", codes=column.astype(np.int64), levels=["FALSE", "TRUE"],
+                             logical=True, sources=(name,))
+        missing = np.asarray(pd.isna(column), dtype=bool)
+        values = column.to_numpy(dtype=object)
         codes = np.where(missing, -1, 0).astype(np.int64)
         codes[~missing] = np.asarray(values[~missing], dtype=bool).astype(np.int64)
         return _Variable(name, "factor", codes=codes, levels=["FALSE", "TRUE"], logical=True,
                          missing=missing if missing.any() else None, sources=(name,))
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
-        if isinstance(dtype, np.dtype):
-            values = column.to_numpy(dtype=np.float64, copy=False)
+        if isinstance(column, np.ndarray):
+            values = column.astype(np.float64, copy=False)
         else:  # nullable extension dtypes: pd.NA -> NaN
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.isfinite(values).all():  # one pass in the common case
-            return _Variable(name, "numeric", values=values, sources=(name,))
-        missing = np.isnan(values)
-        return _Variable(name, "numeric", values=values,
-                         missing=missing if missing.any() else None, sources=(name,))
+        return _numeric_variable(name, values, (name,))
     if pd.api.types.is_string_dtype(dtype) or dtype == object:
-        codes, uniques = pd.factorize(column, use_na_sentinel=True)  # hashing, no sort; NA -> -1
+        # hashing of the object array (no sort; NaN/None/pd.NA -> -1); factorizing the object
+        # array directly is faster than through the string ExtensionArray
+        objects = column if isinstance(column, np.ndarray) else column.to_numpy(dtype=object)
+        codes, uniques = pd.factorize(objects, use_na_sentinel=True)
         codes = np.asarray(codes, dtype=np.int64)
         missing = codes < 0
         missing_or_none = missing if missing.any() else None
@@ -1093,14 +1122,28 @@ class _Piece:
     names: list[str]
 
 
+@functools.lru_cache(maxsize=256)
+def _coding_matrix(k: int, full: bool, ordered: bool) -> np.ndarray:
+    """A factor's coding matrix (k levels): indicators, polynomial or treatment contrasts;
+    one read-only object per kind, so designs share it."""
+    if full:
+        matrix = np.eye(k)
+    elif ordered:
+        matrix = _poly_contrasts(k)[0]
+    else:
+        matrix = np.ascontiguousarray(np.eye(k)[:, 1:])
+    matrix.flags.writeable = False
+    return matrix
+
+
 def _factor_piece(variable: _Variable, full: bool) -> _Piece:
     k = len(variable.levels)
+    matrix = _coding_matrix(k, full, bool(variable.ordered) and not full)
     if full:
-        return _Piece(variable, np.eye(k), [variable.label + lev for lev in variable.levels])
+        return _Piece(variable, matrix, [variable.label + lev for lev in variable.levels])
     if variable.ordered:
-        matrix, suffixes = _poly_contrasts(k)
-        return _Piece(variable, matrix, [variable.label + s for s in suffixes])
-    return _Piece(variable, np.eye(k)[:, 1:], [variable.label + lev for lev in variable.levels[1:]])
+        return _Piece(variable, matrix, [variable.label + s for s in _poly_contrasts(k)[1]])
+    return _Piece(variable, matrix, [variable.label + lev for lev in variable.levels[1:]])
 
 
 def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool) -> list[dict]:
@@ -1128,41 +1171,6 @@ def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool)
             if done:
                 break
     return table
-
-
-_BLOCK_BYTES = 1 << 20  # a block of rows of X this size stays in cache while its columns are written
-
-
-def _fill_design(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]],
-                 offsets: list[int], rows: np.ndarray | None):
-    """Write every term's columns into X, block of rows by block of rows.
-
-    Numeric variables hold all rows of the data; ``rows`` (None when no row was dropped)
-    selects the kept ones block by block, so no full-length copy of a column is made.
-    Factor variables hold codes of the kept rows already.
-    """
-    n, p = X.shape
-    block = max(256, _BLOCK_BYTES // max(8 * p, 1))
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        index = slice(start, stop) if rows is None else rows[start:stop]
-        if intercept:  # written here so that X's pages are first touched block by block
-            X[start:stop, 0] = 1.0
-        for pieces, offset in zip(term_pieces, offsets):
-            if len(pieces) == 1 and pieces[0].coding is None:
-                X[start:stop, offset] = pieces[0].variable.values[index]
-                continue
-            block_cols = None
-            for piece in pieces:
-                if piece.coding is None:
-                    cols = piece.variable.values[index][:, None]
-                else:
-                    cols = piece.coding[piece.variable.codes[start:stop]]
-                if block_cols is None:
-                    block_cols = cols
-                else:  # first variable varies fastest
-                    block_cols = (cols[:, :, None] * block_cols[:, None, :]).reshape(stop - start, -1)
-            X[start:stop, offset:offset + block_cols.shape[1]] = block_cols
 
 
 def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
@@ -1257,8 +1265,7 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
 
     # 4. Non-finite numbers in kept rows.
     for variable in everything:
-        if variable.kind == "numeric" and (
-                variable.missing is not None or not np.isfinite(variable.values).all()):
+        if variable.kind == "numeric" and variable.has_inf:
             bad = np.isinf(variable.values)
             if bad.any() and bad[rows].any():
                 first = int(rows[np.flatnonzero(bad[rows])[0]])
@@ -1354,9 +1361,7 @@ def _evaluate_variable(label: str, node, columns: dict, n_rows: int) -> _Variabl
         value = _evaluate_arith(node, columns, label)
     values = np.broadcast_to(np.asarray(value, dtype=np.float64), (n_rows,))
     values = np.ascontiguousarray(values)
-    missing = np.isnan(values)
-    return _Variable(label, "numeric", values=values, missing=missing if missing.any() else None,
-                     sources=tuple(dict.fromkeys(r for r, _ in refs)))
+    return _numeric_variable(label, values, tuple(dict.fromkeys(r for r, _ in refs)))
 
 
 def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
@@ -1394,7 +1399,6 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
         column_names.append("(Intercept)")
         assign.append(0)
     term_pieces: list[list[_Piece]] = []
-    offsets: list[int] = []
     for j, term in enumerate(terms, start=1):
         pieces = []
         for v in term.variables:
@@ -1406,13 +1410,125 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
         names = [""]
         for piece in pieces:  # first variable varies fastest
             names = [f"{prefix}:{name}" if prefix else name for name in piece.names for prefix in names]
-        offsets.append(len(column_names))
         column_names.extend(names)
         assign.extend([j] * len(names))
         term_pieces.append(pieces)
     X = np.empty((rows.shape[0], len(column_names)), dtype=np.float64)
-    _fill_design(X, has_intercept, term_pieces, offsets, rows if n_dropped else None)
+    _fill(X, has_intercept, term_pieces, rows)
     return X, column_names, assign
+
+
+#: Rows per task when the design is written by several threads (results do not depend on it).
+_FILL_CHUNK_ROWS = 1 << 16
+
+
+def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray):
+    """Write every term's columns into X with one kernel call (engine.formula_kernels):
+    numeric variables are read on all rows through ``rows``, factors by their codes on the kept
+    rows and their coding matrices; large designs are written by row chunks in threads."""
+    numeric_index: dict[int, int] = {}
+    numeric: list[np.ndarray] = []
+    factor_index: dict[int, int] = {}
+    codes: list[np.ndarray] = []
+    codings: list[np.ndarray] = []
+    coding_index: dict[int, int] = {}
+    shape = []
+    for pieces in term_pieces:
+        slots = []
+        for piece in pieces:
+            if piece.coding is None:
+                key = id(piece.variable.values)
+                if key not in numeric_index:
+                    numeric_index[key] = len(numeric)
+                    numeric.append(piece.variable.values)
+                slots.append((numeric_index[key], -1, 0, 0))
+            else:
+                key = id(piece.variable.codes)
+                if key not in factor_index:
+                    factor_index[key] = len(codes)
+                    codes.append(piece.variable.codes)
+                ckey = id(piece.coding)
+                if ckey not in coding_index:
+                    coding_index[ckey] = len(codings)
+                    codings.append(piece.coding)
+                slots.append((factor_index[key], coding_index[ckey], *piece.coding.shape))
+        shape.append(tuple(slots))
+    n_all = numeric[0].shape[0] if numeric else 0
+    numeric_2d, picks = _stack_rows(numeric, n_all)
+    sizes = tuple(c.size for c in codings)
+    program = _design_program(intercept, tuple(shape), tuple(picks), sizes)
+    codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
+    coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
+    n = X.shape[0]
+    if n <= 2 * _FILL_CHUNK_ROWS:
+        fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, n)
+        return
+    from .ols import _pool  # the thread pool of the least-squares kernels
+
+    spans = [(a, min(n, a + _FILL_CHUNK_ROWS)) for a in range(0, n, _FILL_CHUNK_ROWS)]
+    list(_pool().map(
+        lambda s: fill_design(X, numeric_2d, rows, codes_2d, coding, program, s[0], s[1]), spans))
+
+
+@functools.lru_cache(maxsize=512)
+def _design_program(intercept: bool, shape: tuple, picks: tuple, sizes: tuple) -> DesignProgram:
+    """The kernel's program for terms of the given shape (per term, per variable: numeric
+    (slot, -1, 0, 0) or factor (slot, coding, levels, columns)); ``picks`` maps numeric slots to
+    rows of the numeric array, ``sizes`` are the coding matrices' sizes (their offsets)."""
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]) if sizes else [0]
+    start = [0]
+    kind: list[int] = []
+    source: list[int] = []
+    offset: list[int] = []
+    width: list[int] = []
+    column: list[int] = []
+    if intercept:
+        start.append(0)
+    for slots in shape:
+        n_cols = 1
+        for slot in slots:
+            n_cols *= 1 if slot[1] < 0 else slot[3]
+        for c in range(n_cols):  # first variable varies fastest
+            rest = c
+            for slot, coding, _, m in slots:
+                if coding < 0:
+                    kind.append(0)
+                    source.append(picks[slot])
+                    offset.append(0)
+                    width.append(0)
+                    column.append(0)
+                else:
+                    kind.append(1)
+                    source.append(slot)
+                    offset.append(int(offsets[coding]))
+                    width.append(m)
+                    column.append(rest % m)
+                    rest //= m
+            start.append(len(kind))
+    as_int = functools.partial(np.asarray, dtype=np.int64)
+    return DesignProgram(as_int(start), as_int(kind), as_int(source), as_int(offset),
+                         as_int(width), as_int(column))
+
+
+def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]]:
+    """The vectors as rows of one (k, n) C-contiguous float64 array, and the row of each: a view
+    when they are rows of one array already (a DataFrame's float64 block: no copy), else a stack."""
+    if not arrays:
+        return np.zeros((0, n)), []
+    owner = arrays[0].base
+    if (isinstance(owner, np.ndarray) and owner.dtype == np.float64 and owner.flags.c_contiguous
+            and all(a.base is owner and a.dtype == np.float64 and a.flags.c_contiguous
+                    and a.shape == (n,) for a in arrays)):
+        base = owner.ctypes.data
+        offsets = [(a.ctypes.data - base) // 8 for a in arrays]
+        first = min(offsets)
+        if n > 0 and all((o - first) % n == 0 for o in offsets):
+            k = (max(offsets) - first) // n + 1
+            view = owner.reshape(-1)[first:first + k * n].reshape(k, n)
+            return view, [(o - first) // n for o in offsets]
+    if len(arrays) == 1:
+        return np.ascontiguousarray(arrays[0]).reshape(1, n), [0]
+    return np.stack(arrays), list(range(len(arrays)))
 
 
 def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
