@@ -36,6 +36,7 @@ __all__ = [
     "Bar",
     "BinOp",
     "Call",
+    "Const",
     "Dot",
     "Index",
     "Missing",
@@ -61,6 +62,9 @@ __all__ = [
 # names
 # ----------------------------------------------------------------------------------------------
 
+_CONSTANTS = frozenset({
+    "TRUE", "FALSE", "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_",
+})
 _RESERVED = frozenset({
     "if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE", "NULL",
     "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in",
@@ -214,6 +218,8 @@ def tokenize(text: str) -> list[Token]:
 
 @dataclass(frozen=True)
 class Name:
+    """A symbol (``quoted``: written in backquotes, which only the formula's ``.`` cares about)."""
+
     name: str
     pos: int
     quoted: bool = field(default=False, compare=False)
@@ -221,6 +227,8 @@ class Name:
 
 @dataclass(frozen=True)
 class Num:
+    """A numeric constant: its value and source text (``2L`` is an integer)."""
+
     value: float
     text: str
     pos: int
@@ -228,7 +236,17 @@ class Num:
 
 @dataclass(frozen=True)
 class Str:
+    """A string constant (escapes resolved)."""
+
     value: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class Const:
+    """One of R's constants written as a word: ``TRUE``, ``FALSE``, ``NULL``, ``NA``, ``Inf`` ..."""
+
+    text: str
     pos: int
 
 
@@ -248,18 +266,19 @@ class Missing:
 
 @dataclass(frozen=True)
 class Call:
-    """``func(args)``; ``tags`` holds each argument's name or None (empty: no names)."""
+    """``func(args)``; ``tags`` holds each argument's name or None (empty: no names); ``end``
+    is the position of the closing parenthesis."""
 
     func: str
     args: tuple
     pos: int
     tags: tuple = ()
-    end: int = field(default=-1, compare=False)  # position of the closing ")"
+    end: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True)
 class Index:
-    """``obj[args]`` (``double``: ``obj[[args]]``); ``pos`` is the "[" position."""
+    """``obj[args]``, or ``obj[[args]]`` when ``double``; ``pos`` is the bracket's position."""
 
     obj: object
     args: tuple
@@ -270,13 +289,18 @@ class Index:
 
 @dataclass(frozen=True)
 class Paren:
+    """``(expr)``; ``end`` is the position of the closing parenthesis."""
+
     expr: object
     pos: int
-    end: int = field(default=-1, compare=False)  # position of the closing ")"
+    end: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True)
 class Unary:
+    """A prefix operator: ``-x``, ``+x``, ``!x``, ``~x`` (``pos``: the operator's position;
+    R's unary minus binds tighter than ``:`` and looser than ``^``)."""
+
     op: str
     operand: object
     pos: int
@@ -284,6 +308,8 @@ class Unary:
 
 @dataclass(frozen=True)
 class BinOp:
+    """A binary operator; ``pos`` is the operator's position."""
+
     op: str
     left: object
     right: object
@@ -368,6 +394,8 @@ class _Parser:
             left = Num(float(token.text.rstrip("L")), token.text, token.pos)
         elif token.kind == "string":
             left = Str(token.text, token.pos)
+        elif token.kind == "name" and not token.quoted and token.text in _CONSTANTS:
+            left = Const(token.text, token.pos)
         elif token.kind == "name":
             left = Name(token.text, token.pos, token.quoted)
         else:
@@ -473,6 +501,8 @@ class _FormulaReader:
         if isinstance(node, BinOp) and node.op == "||":
             self.error("'||' (uncorrelated random effects) is not supported", node.pos)
         if isinstance(node, BinOp) and node.op == "|":
+            if isinstance(node.left, BinOp) and node.left.op in ("|", "||"):
+                self.error("unexpected '|'", node.pos)  # a | b | c: the second bar is extra
             return Bar(self.term(node.left), self.term(node.right), start(node), "")
         return self.term(node)
 
@@ -510,7 +540,8 @@ class _FormulaReader:
         if not node.args or isinstance(node.args[0], Missing):
             self.error(f"{func}() needs an argument", node.end if not node.args else node.args[0].pos)
         if len(node.args) > 1:
-            self.error(f"{func}() takes one argument", start(node.args[1]))
+            comma = self.text.rfind(",", 0, start(node.args[1]))
+            self.error(f"{func}() takes one argument", comma)
         if node.tags:
             self.error(f"{func}() takes one argument without a name", node.pos)
         (arg,) = node.args
@@ -618,6 +649,8 @@ class _Deparser:
             self.put(f"{int(e.value)}L" if e.text.endswith("L") else r_number(e.value))
         elif isinstance(e, Str):
             self.put(r_string(e.value))
+        elif isinstance(e, Const):
+            self.put(e.text)
         elif isinstance(e, Dot):
             self.put(".")
         elif isinstance(e, Missing):

@@ -8,7 +8,8 @@
   (src/main/printvector.c).
 - ``data_frame_text``: ``print.data.frame`` (base/R/format.R ``format.data.frame``, then
   ``print.matrix``): every numeric column formatted on its own by ``format()`` (7 digits),
-  integer columns as integers, logicals as ``TRUE``/``FALSE``, row names ``1..n``.
+  integer columns as integers, logicals as ``TRUE``/``FALSE``, a missing string as ``<NA>``,
+  row names ``1..n``.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _column_texts(column: pd.Series, digits: int) -> list[str]:
         return [t.rjust(width) for t in texts]
     if pd.api.types.is_numeric_dtype(column):
         return format_real(column.to_numpy(dtype=float), digits)
-    return ["NA" if pd.isna(v) else str(v) for v in column]
+    return ["<NA>" if pd.isna(v) else str(v) for v in column]
 
 
 def data_frame_text(frame: pd.DataFrame, digits: int = R_DIGITS, width: int = R_WIDTH) -> str:
