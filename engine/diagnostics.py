@@ -40,6 +40,7 @@ from scipy import special
 from scipy.stats import rankdata
 
 from engine.errors import EngineInputError
+from engine.rcompat.language import r_number
 from engine.rcompat.quantile import quantile7_rows as _quantile7
 
 __all__ = [
@@ -439,5 +440,5 @@ def summarise_draws(
 
 
 def _percent(prob: float) -> str:
-    """posterior's quantile names: q2.5, q97.5, q5, ..."""
-    return f"{prob * 100:g}"
+    """posterior's quantile names, ``paste0("q", probs * 100)``: q2.5, q97.5, q5, ..."""
+    return r_number(prob * 100)

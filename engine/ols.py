@@ -715,7 +715,7 @@ class OLSResults:
         """Confidence intervals for the coefficients, as R's ``confint(fit, level = level)``."""
         from scipy import stats
 
-        from .rcompat.numbers import format_real
+        from .rcompat.numbers import format_percent
 
         if not 0.0 < level < 1.0:
             raise ModelSpecError(f"level must lie strictly between 0 and 1, got {level!r}")
@@ -723,9 +723,7 @@ class OLSResults:
         q = stats.t.ppf(1.0 - a, self.df_resid) if self.df_resid > 0 else np.nan
         lo = self.params - q * self.bse
         hi = self.params + q * self.bse
-        # R: paste(format(100 * c(a, 1 - a), trim = TRUE, scientific = FALSE, digits = 3), "%")
-        cols = [t.strip() + " %" for t in format_real([100 * a, 100 * (1 - a)], 3,
-                                                          scientific=False)]
+        cols = format_percent([a, 1 - a], 3)
         return pd.DataFrame({cols[0]: lo.to_numpy(), cols[1]: hi.to_numpy()},
                             index=self.params.index)
 

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import EngineInputError
+from .rcompat.numbers import format_percent
 from .rcompat.print_pool import mipo_text, pooled_summary_text
 
 __all__ = ["LAMBDA_FLOOR", "PooledResult", "PooledSummary", "barnard_rubin_df", "pool"]
@@ -140,19 +141,13 @@ class PooledResult:
         }
         if conf_int:
             crit = stats.t.ppf((1.0 + conf_level) / 2.0, self.df)
-            lo_name = _percent_label((1.0 - conf_level) / 2.0)
-            hi_name = _percent_label((1.0 + conf_level) / 2.0)
+            lo_name, hi_name = format_percent([(1.0 - conf_level) / 2.0, (1.0 + conf_level) / 2.0])
             table[lo_name] = self.estimate - crit * se
             table[hi_name] = self.estimate + crit * se
         return PooledSummary(table)
 
     def __repr__(self) -> str:
         return mipo_text(self.pooled, self.m)
-
-
-def _percent_label(prob: float) -> str:
-    """R's ``paste(format(100 * probs, trim = TRUE, digits = 3), "%")``."""
-    return f"{float(f'{100 * prob:.3g}'):g} %"
 
 
 def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:

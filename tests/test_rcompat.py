@@ -185,6 +185,13 @@ def test_data_frame_printing_matches_r(reference):
     # includes the 79- and 80-character cases: a block stays shorter than the width
     for case in reference["frames"]:
         assert rcompat.data_frame_text(_frame(case)) == case["printed"][0]
+        assert rcompat.data_frame_text(_frame(case), row_names=False) == case["printed_no_row_names"][0]
+
+
+def test_confint_labels_match_r(reference):
+    for case in reference["percent"]:
+        level = _double(case["level"][0])
+        assert rcompat.format_percent([(1 - level) / 2, 1 - (1 - level) / 2]) == case["labels"], case
 
 
 def test_matrix_blocks_stay_below_width():

@@ -14,7 +14,8 @@ What lives where:
   double), ``r_string``.
 - :mod:`~engine.rcompat.numbers`: ``format()`` of doubles (``formatReal``: ``format_real``,
   ``format_info``, ``encode_real``, ``scientific``, ``format_number``), ``signif``, ``round``
-  (``round_half``), ``zapsmall``, ``formatC`` (``format_c``), ``format.pval``, ``sprintf("%.nf")``.
+  (``round_half``), ``zapsmall``, ``formatC`` (``format_c``), ``format.pval``, ``sprintf("%.nf")``, ``confint``'s
+  percent labels (``format_percent``).
 - :mod:`~engine.rcompat.layout`: the 80-column matrix-block printer (``matrix_text``), named
   vectors (``named_vector_text``, ``named_strings_text``), ``print.data.frame``
   (``data_frame_text``).
@@ -36,7 +37,8 @@ from .language import (call_lines, deparse, deparse_lines, parse, r_name, r_numb
                        read_formula, tokenize)
 from .layout import data_frame_text, matrix_text, named_strings_text, named_vector_text
 from .numbers import (DBL_EPSILON, R_DIGITS, R_WIDTH, RealFormat, encode_real, format_c,
-                      format_info, format_number, format_pval, format_real, round_half,
+                      format_info, format_number, format_percent, format_pval, format_real,
+                      round_half,
                       scientific, signif, sprintf_fixed, zapsmall)
 from .print_lm import (SIGNIF_LEGEND, coefmat_text, naprint_omit, print_lm_text, signif_stars,
                        summary_lm_text)
@@ -48,7 +50,7 @@ parse_r = parse
 __all__ = [
     "DBL_EPSILON", "R_DIGITS", "R_WIDTH", "RealFormat", "SIGNIF_LEGEND", "abbreviate",
     "call_lines", "coefmat_text", "data_frame_text", "deparse", "deparse_lines", "encode_real",
-    "format_c", "format_info", "format_number", "format_pval", "format_real", "matrix_text",
+    "format_c", "format_info", "format_number", "format_percent", "format_pval", "format_real", "matrix_text",
     "named_strings_text", "named_vector_text", "naprint_omit", "parse", "parse_r",
     "print_lm_text", "quantile7", "quantile7_rows", "r_name", "r_number", "r_string",
     "read_formula", "round_half", "scientific", "signif", "signif_stars", "sprintf_fixed",

@@ -110,10 +110,12 @@ def _column_texts(column: pd.Series, digits: int) -> list[str]:
     return ["<NA>" if pd.isna(v) else str(v) for v in column]
 
 
-def data_frame_text(frame: pd.DataFrame, digits: int = R_DIGITS, width: int = R_WIDTH) -> str:
-    """A DataFrame as R's ``print.data.frame`` prints it (row names 1..n; no trailing newline)."""
+def data_frame_text(frame: pd.DataFrame, digits: int = R_DIGITS, width: int = R_WIDTH,
+                    row_names: bool = True) -> str:
+    """A DataFrame as R's ``print.data.frame(x, row.names = row_names)`` prints it (row names
+    1..n, or none: every line then starts with the column gap); no trailing newline."""
     cells_by_column = [_column_texts(frame[name], digits) for name in frame.columns]
     n_rows = len(frame)
     cells = [[column[i] for column in cells_by_column] for i in range(n_rows)]
-    row_names = [str(i + 1) for i in range(n_rows)]
-    return matrix_text(cells, row_names, [str(name) for name in frame.columns], width=width)[:-1]
+    labels = [str(i + 1) if row_names else "" for i in range(n_rows)]
+    return matrix_text(cells, labels, [str(name) for name in frame.columns], width=width)[:-1]

@@ -12,6 +12,7 @@ Each function names the R function (and source file of R 4.2) whose behaviour it
 - ``format_c``: ``formatC(x, digits, format = "g")`` (C's ``%*.*g``).
 - ``sprintf_fixed``: ``sprintf("%.*f", digits, x)`` with R's ``NA``/``Inf`` texts.
 - ``format_pval``: ``format.pval`` (base/R/format.R).
+- ``format_percent``: the interval labels of ``confint`` (stats' and mice's ``format.perc``).
 
 R's options are taken at their defaults: ``digits = 7``, ``scipen = 0``, ``width = 80``,
 ``OutDec = "."``. Missing values are NaN (R's NA).
@@ -35,6 +36,7 @@ __all__ = [
     "format_c",
     "format_info",
     "format_number",
+    "format_percent",
     "format_pval",
     "format_real",
     "round_half",
@@ -393,3 +395,10 @@ def sprintf_fixed(value: Any, digits: int) -> str:
     if math.isinf(value):
         return "Inf" if value > 0 else "-Inf"
     return f"{value:.{digits}f}"
+
+
+def format_percent(probs: Sequence[float], digits: int = 3) -> list[str]:
+    """The labels ``confint`` gives interval bounds: ``paste(format(100 * probs, trim = TRUE,
+    scientific = FALSE, digits = digits), "%")`` (stats and mice ``format.perc``)."""
+    return [text.strip() + " %" for text in
+            format_real([100.0 * float(p) for p in probs], digits, scientific=False)]

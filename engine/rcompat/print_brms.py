@@ -40,7 +40,7 @@ import pandas as pd
 
 from ..errors import MissingFieldError, PrintError
 from .language import deparse_lines, parse
-from .layout import matrix_text
+from .layout import data_frame_text, matrix_text
 from .numbers import R_WIDTH, sprintf_fixed
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "brms_note",
     "fit_print_parts",
     "r_deparse_formula",
+    "format_prior_summary",
 ]
 
 NO_DIGIT_COLUMNS = ("Bulk_ESS", "Tail_ESS")
@@ -193,6 +194,12 @@ def r_deparse_formula(formula: str) -> str:
     """
     lines = deparse_lines(parse(str(formula), what="formula"))
     return re.sub(r"[ \t\r\n]+", " ", "".join(lines)).strip()
+
+
+def format_prior_summary(table: pd.DataFrame, width: int = R_WIDTH) -> str:
+    """brms' ``print.brmsprior`` of a prior table: ``print.data.frame(x, row.names = FALSE)``
+    (every column, the first too, after one space; blocks shorter than ``width``)."""
+    return data_frame_text(table, width=width, row_names=False)
 
 
 # ------------------------------------------------------------------------------------------
