@@ -26,7 +26,9 @@ Layout, from brms 2.18's ``print.brmssummary`` and ``print_format``::
 does this module.) Each table is a character matrix: numbers through C's ``sprintf("%.2f")``, the
 ESS columns through ``"%.0f"``, then R's ``print(quote = FALSE, right = TRUE)``: row names
 left-aligned, columns right-aligned to the wider of name and values, one space apart, and split
-into column blocks so that no line reaches R's default width of 80 characters.
+into column blocks so that no line reaches R's default width of 80 characters
+(:func:`engine.rcompat.layout.matrix_text`). The prior table prints as brms'
+``print.brmsprior`` prints it (``format_prior_summary``).
 """
 
 from __future__ import annotations
@@ -185,12 +187,12 @@ def format_brms_fit(
 # formulas as R deparses them (brms prints ``deparse(formula)`` with runs of spaces trimmed)
 
 def r_deparse_formula(formula: str) -> str:
-    """``formula`` spaced as R's ``deparse()`` writes it (as brms prints it).
+    """``formula`` as brms prints it: R's ``deparse()`` (:mod:`engine.rcompat.language`), the
+    lines joined and runs of white space trimmed to one space (brms' ``formula2str(space =
+    "trim")``).
 
-    Binary ``~ + - * | || == ...`` and ``=`` get one space on each side; ``: / ^ $`` none; unary
-    signs none; a comma is followed by one space; numbers are rewritten as R writes them
-    (``0.50`` -> ``0.5``, ``100000`` -> ``1e+05``); strings get double quotes.
-    Examples: ``y~x+(1|g)`` -> ``y ~ x + (1 | g)``; ``y ~ a / b`` -> ``y ~ a/b``.
+    Examples: ``y~x+(1|g)`` -> ``y ~ x + (1 | g)``; ``y ~ a / b`` -> ``y ~ a/b``;
+    ``y ~ 0.50 + 100000`` -> ``y ~ 0.5 + 1e+05``; ``I(a == 'b')`` -> ``I(a == "b")``.
     """
     lines = deparse_lines(parse(str(formula), what="formula"))
     return re.sub(r"[ \t\r\n]+", " ", "".join(lines)).strip()
