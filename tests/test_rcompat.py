@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 
 from engine import rcompat
-from engine.errors import FormulaError, RSyntaxError
+from engine.errors import FormulaError, PrintError, RSyntaxError
 from engine.rcompat import language
 
 
@@ -95,6 +95,10 @@ def test_syntax_errors_are_formula_errors_with_positions():
         language.parse('x == "a')
     with pytest.raises(RSyntaxError, match="unexpected 'y'"):
         language.parse("x y")
+    with pytest.raises(RSyntaxError, match="must be a string"):
+        language.parse(3)
+    with pytest.raises(PrintError, match="not an R expression"):
+        language.deparse(3.5)
 
 
 def test_read_formula_builds_bars_and_dots():

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Collection, Sequence
 
-from ..errors import FormulaError, RSyntaxError
+from ..errors import FormulaError, PrintError, RSyntaxError
 from .numbers import format_number
 
 __all__ = [
@@ -168,6 +168,8 @@ def tokenize(text: str) -> list[Token]:
 
     Raises RSyntaxError (a FormulaError) at the position of a character R cannot read.
     """
+    if not isinstance(text, str):
+        raise RSyntaxError(f"R source must be a string, not {type(text).__name__}")
     tokens: list[Token] = []
     i, n = 0, len(text)
     while i < n:
@@ -683,7 +685,7 @@ class _Deparser:
             self.args(e.args, e.tags)
             self.put("]]" if e.double else "]")
         else:
-            raise TypeError(f"not an R expression node: {e!r}")
+            raise PrintError(f"cannot deparse {e!r}: not an R expression node")
 
     def args(self, args, tags):
         state = [False]
