@@ -14,8 +14,8 @@ What lives where:
   double), ``r_string``.
 - :mod:`~engine.rcompat.numbers`: ``format()`` of doubles (``formatReal``: ``format_real``,
   ``format_info``, ``encode_real``, ``scientific``, ``format_number``), ``signif``, ``round``
-  (``round_half``), ``zapsmall``, ``formatC`` (``format_c``), ``format.pval``, ``sprintf("%.nf")``, ``confint``'s
-  percent labels (``format_percent``).
+  (``round_half``), ``zapsmall``, ``formatC`` (``format_c``), ``format.pval``,
+  ``sprintf("%.nf")`` (``sprintf_fixed``), ``confint``'s percent labels (``format_percent``).
 - :mod:`~engine.rcompat.layout`: the 80-column matrix-block printer (``matrix_text``), named
   vectors (``named_vector_text``, ``named_strings_text``), ``print.data.frame``
   (``data_frame_text``).
@@ -24,7 +24,7 @@ What lives where:
 - Printers, each built only on the modules above: :mod:`~engine.rcompat.print_lm`
   (``print.summary.lm``, ``print.lm``, ``printCoefmat``), :mod:`~engine.rcompat.print_pool`
   (mice's ``print.mipo`` and pooled summaries), :mod:`~engine.rcompat.print_brms` (brms'
-  ``print.brmssummary``, its matrices and formula line).
+  ``print.brmssummary``, its matrices and formula line, ``print.brmsprior``).
 
 Every function names the R function and source file it reproduces; tests compare with output
 of R 4.2.2 stored in ``tests/fixtures`` beside the R scripts that made it.
@@ -50,8 +50,8 @@ parse_r = parse
 __all__ = [
     "DBL_EPSILON", "R_DIGITS", "R_WIDTH", "RealFormat", "SIGNIF_LEGEND", "abbreviate",
     "call_lines", "coefmat_text", "data_frame_text", "deparse", "deparse_lines", "encode_real",
-    "format_c", "format_info", "format_number", "format_percent", "format_pval", "format_real", "matrix_text",
-    "named_strings_text", "named_vector_text", "naprint_omit", "parse", "parse_r",
+    "format_c", "format_info", "format_number", "format_percent", "format_pval", "format_real",
+    "matrix_text", "named_strings_text", "named_vector_text", "naprint_omit", "parse", "parse_r",
     "print_lm_text", "quantile7", "quantile7_rows", "r_name", "r_number", "r_string",
     "read_formula", "round_half", "scientific", "signif", "signif_stars", "sprintf_fixed",
     "summary_lm_text", "tokenize", "zapsmall",
