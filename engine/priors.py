@@ -31,6 +31,14 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import PriorError
+from engine.rcompat.language import r_number
+from engine.rcompat.numbers import round_half
+
+__all__ = [
+    "CLASSES", "EXPONENTIAL", "FLAT", "NORMAL", "POSITIVE_CLASSES", "STUDENT_T", "Prior",
+    "ResolvedPriors", "default_priors", "parse_prior_spec", "prior", "prior_summary_table",
+    "r_mad", "r_round", "resolve_priors",
+]
 
 # Family codes shared with the samplers (engine.multilevel, engine.gibbs, engine.nuts_multilevel).
 FLAT = 0
@@ -70,11 +78,8 @@ class Prior:
 
 
 def _format_number(value: float) -> str:
-    """A number as R's ``as.character`` writes it for short decimals (2.5, -0.1, 10, 3)."""
-    value = float(value)
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.15g}"
+    """A number as R's ``as.character`` writes it in brms' prior text (``2.5``, ``-0.1``, ``10``)."""
+    return r_number(float(value))
 
 
 def _parse_arguments(text: str, spec: str) -> list[float]:
@@ -160,8 +165,8 @@ def prior(spec: str, class_: str = "b", group: str | None = None, coef: str | No
 
 
 def r_round(value: float, digits: int = 1) -> float:
-    """R's ``round(x, digits)`` (IEC 60559: the nearest representable, ties to even decimal)."""
-    return float(np.round(value, digits))
+    """R's ``round(x, digits)`` (the R >= 4.0.0 algorithm of src/nmath/fround.c)."""
+    return round_half(float(value), digits)
 
 
 def r_mad(values: np.ndarray) -> float:
@@ -319,28 +324,3 @@ def prior_summary_table(model_or_priors) -> pd.DataFrame:
         for p in rows
     ]
     return pd.DataFrame.from_records(records, columns=_SUMMARY_COLUMNS)
-
-
-def format_prior_summary(table: pd.DataFrame, width: int = 80) -> str:
-    """The table printed as R prints a data.frame (right-justified columns, wrapped at ``width``)."""
-    columns = list(table.columns)
-    cells = {c: [str(v) for v in table[c]] for c in columns}
-    widths = {c: max([len(c)] + [len(v) for v in cells[c]]) for c in columns}
-    n_rows = len(table)
-    label_width = 0  # print(row.names = FALSE): every column, the first too, after one space
-    chunks, current, used = [], [], label_width
-    for c in columns:
-        needed = widths[c] + 1
-        if current and used + needed > width:
-            chunks.append(current)
-            current, used = [], label_width
-        current.append(c)
-        used += needed
-    if current:
-        chunks.append(current)
-    lines = []
-    for chunk in chunks:
-        lines.append("".join(" " + c.rjust(widths[c]) for c in chunk))
-        for i in range(n_rows):
-            lines.append("".join(" " + cells[c][i].rjust(widths[c]) for c in chunk))
-    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Results of ``engine.brm`` / ``engine.brm_multiple``: posterior draws with brms' names, summaries,
 diagnostics, and a portable on-disk format.
 
-A results object holds numbers only; ``engine.printing_brms`` formats them the way brms prints a
+A results object holds numbers only; ``engine.rcompat.print_brms`` formats them the way brms prints a
 fit. Shapes: ``draws_array()`` is ``(chains, draws, parameters)``, the random effects
 ``(chains, draws, levels)``, sampler statistics ``(chains, draws)`` each.
 
@@ -33,6 +33,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConvergenceWarning, DataError
+
+__all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "brms_label", "fit_exists", "fit_paths",
+           "load_fit", "summarise_array"]
 
 FORMAT_NAME = "engine-brmfit"
 FORMAT_VERSION = 1
@@ -256,7 +259,7 @@ class BrmFit:
 
     # -------------------------------------------------------------- printing
     def __str__(self) -> str:
-        from .printing_brms import format_brms_fit
+        from .rcompat.print_brms import format_brms_fit
 
         return format_brms_fit(self)
 
@@ -390,7 +393,7 @@ class BrmMultipleFit(BrmFit):
         return table
 
     def __str__(self) -> str:
-        from .printing_brms import format_brms_fit, format_r_matrix
+        from .rcompat.print_brms import format_brms_fit, format_r_matrix
 
         text = format_brms_fit(self)
         section = (

@@ -10,12 +10,13 @@ from engine.priors import (
     NORMAL,
     STUDENT_T,
     default_priors,
-    format_prior_summary,
     prior,
     prior_summary_table,
     r_mad,
     resolve_priors,
 )
+
+from engine.rcompat.print_brms import format_prior_summary
 
 STUDY_COEFS = ["male1", "raven", "csize", "belief_survey1", "mathscore1", "gritintervention"]
 

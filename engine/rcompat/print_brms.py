@@ -26,7 +26,9 @@ Layout, from brms 2.18's ``print.brmssummary`` and ``print_format``::
 does this module.) Each table is a character matrix: numbers through C's ``sprintf("%.2f")``, the
 ESS columns through ``"%.0f"``, then R's ``print(quote = FALSE, right = TRUE)``: row names
 left-aligned, columns right-aligned to the wider of name and values, one space apart, and split
-into column blocks so that no line reaches R's default width of 80 characters.
+into column blocks so that no line reaches R's default width of 80 characters
+(:func:`engine.rcompat.layout.matrix_text`). The prior table prints as brms'
+``print.brmsprior`` prints it (``format_prior_summary``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import MissingFieldError, PrintError
+from .language import deparse_lines, parse
+from .layout import data_frame_text, matrix_text
+from .numbers import R_WIDTH, sprintf_fixed
+
 __all__ = [
     "format_brms_fit",
     "format_r_matrix",
@@ -45,54 +52,23 @@ __all__ = [
     "brms_note",
     "fit_print_parts",
     "r_deparse_formula",
+    "format_prior_summary",
 ]
 
-R_PRINT_WIDTH = 80  # getOption("width") in a non-interactive R session
 NO_DIGIT_COLUMNS = ("Bulk_ESS", "Tail_ESS")
 
 
-def _r_sprintf(value: Any, digits: int) -> str:
-    """C/R ``sprintf("%.{digits}f")``; NaN (posterior's NA) prints as R's ``NA``."""
-    if value is None:
-        return "NA"
-    value = float(value)
-    if math.isnan(value):
-        return "NA"
-    if math.isinf(value):
-        return "Inf" if value > 0 else "-Inf"
-    return f"{value:.{digits}f}"
-
-
-def format_r_matrix(table: pd.DataFrame, digits: int = 2, width: int = R_PRINT_WIDTH) -> str:
+def format_r_matrix(table: pd.DataFrame, digits: int = 2, width: int = R_WIDTH) -> str:
     """brms' ``print_format``: a numeric table rounded and printed as R prints a character matrix.
 
     Columns named in ``NO_DIGIT_COLUMNS`` (the ESS) are printed with no decimals, the others with
     ``digits``. Lines are joined with "\\n", with no trailing newline.
     """
     columns = [str(column) for column in table.columns]
-    rows = [str(label) for label in table.index]
-    cells = []
-    for column_name, column in zip(columns, table.columns):
-        places = 0 if column_name in NO_DIGIT_COLUMNS else digits
-        cells.append([_r_sprintf(value, places) for value in table[column].tolist()])
-    col_widths = [max([len(name)] + [len(text) for text in values]) for name, values in zip(columns, cells)]
-    label_width = max([len(label) for label in rows], default=0)
-    lines: list[str] = []
-    n_cols = len(columns)
-    first = 0
-    # R's printMatrix: add columns (each with its one-space gap) while the line stays below width
-    while first < n_cols:
-        line_width = label_width + col_widths[first] + 1
-        last = first + 1
-        while last < n_cols and line_width + col_widths[last] + 1 < width:
-            line_width += col_widths[last] + 1
-            last += 1
-        block = range(first, last)
-        lines.append(" " * label_width + "".join(" " + columns[j].rjust(col_widths[j]) for j in block))
-        for i, label in enumerate(rows):
-            lines.append(label.ljust(label_width) + "".join(" " + cells[j][i].rjust(col_widths[j]) for j in block))
-        first = last
-    return "\n".join(lines)
+    places = [0 if name in NO_DIGIT_COLUMNS else digits for name in columns]
+    cells = [[sprintf_fixed(value, p) for value, p in zip(row, places)]
+             for row in table.itertuples(index=False, name=None)]
+    return matrix_text(cells, [str(label) for label in table.index], columns, width=width)[:-1]
 
 
 def group_title(group: str, n_levels: int) -> str:
@@ -124,7 +100,7 @@ def _header_lines(header: Mapping[str, Any]) -> list[str]:
     required = ("formula", "nobs", "chains", "iter", "warmup")
     missing = [key for key in required if key not in header]
     if missing:
-        raise KeyError(f"header is missing {', '.join(missing)} (needs {', '.join(required)})")
+        raise MissingFieldError(f"header is missing {', '.join(missing)} (needs {', '.join(required)})")
     thin = int(header.get("thin", 1))
     chains, iterations, warmup = int(header["chains"]), int(header["iter"]), int(header["warmup"])
     total = math.ceil((iterations - warmup) / thin * chains)
@@ -149,7 +125,7 @@ def _blocks(group_blocks: Sequence[Sequence[Any]]) -> list[tuple[str, pd.DataFra
             title, frame = block
             out.append((str(title), frame))
         else:
-            raise ValueError("each group block is (title, DataFrame) or (group, n_levels, DataFrame)")
+            raise PrintError("each group block is (title, DataFrame) or (group, n_levels, DataFrame)")
     return out
 
 
@@ -182,7 +158,7 @@ def format_brms_fit(
     """
     if not isinstance(header, Mapping):
         if group_blocks is not None or population is not None or family is not None:
-            raise TypeError("pass either a fit object alone or header and tables")
+            raise PrintError("pass either a fit object alone or header and tables")
         header, group_blocks, population, family, note = fit_print_parts(header)
     lines = _header_lines(header)
     blocks = _blocks(group_blocks or [])
@@ -210,78 +186,22 @@ def format_brms_fit(
 # ------------------------------------------------------------------------------------------
 # formulas as R deparses them (brms prints ``deparse(formula)`` with runs of spaces trimmed)
 
-_TOKEN = re.compile(
-    r"""\s+|(?P<tok>`[^`]*`|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"""
-    r"""|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?"""
-    r"""|[A-Za-z.][A-Za-z0-9._]*|%[^%]*%|\|\||&&|==|!=|<=|>=|::|<-|[~+\-*/^:|&!<>=$@()\[\],{}])"""
-)
-_SPACED = {"~", "+", "-", "*", "|", "||", "&", "&&", "==", "!=", "<", ">", "<=", ">=", "=", "<-"}
-_TIGHT = {"/", "^", ":", "$", "@", "::"}
-_UNARY = {"-", "+", "!", "~"}
-_OPENERS = {"(", "[", ",", "{"}
-
-
-def _r_number(token: str) -> str:
-    """A numeric literal as R deparses it: 15 significant digits, fixed unless scientific is shorter."""
-    if token.endswith("L"):
-        return token
-    value = float(token)
-    fixed = f"{value:.15g}"
-    if "e" in fixed:  # %g chose exponent form: rebuild R's e+XX layout
-        mantissa, exponent = fixed.split("e")
-        fixed_candidate = f"{value:.15f}".rstrip("0").rstrip(".")
-        scientific = f"{mantissa}e{int(exponent):+03d}"
-        return scientific if len(fixed_candidate) > len(scientific) else fixed_candidate
-    digits = fixed.lstrip("-").replace(".", "")
-    significant = digits.strip("0") or "0"
-    exponent = math.floor(math.log10(abs(value))) if value != 0 else 0
-    mantissa = significant[0] + ("." + significant[1:] if len(significant) > 1 else "")
-    scientific = f"{mantissa}e{exponent:+03d}"
-    return scientific if len(fixed) > len(scientific) else fixed
-
-
 def r_deparse_formula(formula: str) -> str:
-    """``formula`` spaced as R's ``deparse()`` writes it (as brms prints it).
+    """``formula`` as brms prints it: R's ``deparse()`` (:mod:`engine.rcompat.language`), the
+    lines joined and runs of white space trimmed to one space (brms' ``formula2str(space =
+    "trim")``).
 
-    Binary ``~ + - * | || == ...`` and ``=`` get one space on each side; ``: / ^ $`` none; unary
-    signs none; a comma is followed by one space; numbers are rewritten as R writes them
-    (``0.50`` -> ``0.5``, ``100000`` -> ``1e+05``); strings get double quotes.
-    Examples: ``y~x+(1|g)`` -> ``y ~ x + (1 | g)``; ``y ~ a / b`` -> ``y ~ a/b``.
+    Examples: ``y~x+(1|g)`` -> ``y ~ x + (1 | g)``; ``y ~ a / b`` -> ``y ~ a/b``;
+    ``y ~ 0.50 + 100000`` -> ``y ~ 0.5 + 1e+05``; ``I(a == 'b')`` -> ``I(a == "b")``.
     """
-    tokens = []
-    position = 0
-    text = str(formula)
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None:
-            raise ValueError(f"cannot read the formula {text!r} at position {position}")
-        if match.group("tok") is not None:
-            tokens.append(match.group("tok"))
-        position = match.end()
-    out = []
-    previous = None
-    for token in tokens:
-        unary = token in _UNARY and (
-            previous is None or previous in _OPENERS or previous in _SPACED or previous in _TIGHT
-            or (previous in _UNARY and out and out[-1] == previous)
-        )
-        if unary:
-            out.append(token)
-        elif token in _SPACED or (token.startswith("%") and len(token) > 1):
-            out.append(f" {token} ")
-        elif token in _TIGHT:
-            out.append(token)
-        elif token == ",":
-            out.append(", ")
-        elif token[0].isdigit() or (token[0] == "." and len(token) > 1 and token[1].isdigit()):
-            out.append(_r_number(token))
-        elif token[0] == "'":
-            inner = token[1:-1].replace("\\'", "'").replace('"', '\\"')
-            out.append(f'"{inner}"')
-        else:
-            out.append(token)
-        previous = token
-    return "".join(out).strip()
+    lines = deparse_lines(parse(str(formula), what="formula"))
+    return re.sub(r"[ \t\r\n]+", " ", "".join(lines)).strip()
+
+
+def format_prior_summary(table: pd.DataFrame, width: int = R_WIDTH) -> str:
+    """brms' ``print.brmsprior`` of a prior table: ``print.data.frame(x, row.names = FALSE)``
+    (every column, the first too, after one space; blocks shorter than ``width``)."""
+    return data_frame_text(table, width=width, row_names=False)
 
 
 # ------------------------------------------------------------------------------------------

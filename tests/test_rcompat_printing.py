@@ -1,4 +1,4 @@
-"""R's number formatting (engine.printing) against R's documented and printed output.
+"""R's number formatting (engine.rcompat) against R's documented and printed output.
 
 Expected strings are R 4.2's output for the call shown in each comment (examples from R's help
 pages and the R sources' comments, and the lm fixtures printed by R 4.2.2)."""
@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from engine import printing as rp
+from engine import rcompat as rp
 
 
 # --- format() -----------------------------------------------------------------------------------

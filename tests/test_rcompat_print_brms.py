@@ -1,4 +1,4 @@
-"""engine.printing_brms against brms 2.18's printed output (character for character)."""
+"""engine.rcompat.print_brms against brms 2.18's printed output (character for character)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from engine.diagnostics import summarise_draws
-from engine.printing_brms import format_brms_fit, format_r_matrix, group_title
+from engine.rcompat.print_brms import format_brms_fit, format_r_matrix, group_title
 
 COLUMNS = ["Estimate", "Est.Error", "l-95% CI", "u-95% CI", "Rhat", "Bulk_ESS", "Tail_ESS"]
 SCHOOL_FORMULA = "mathscore2 ~ 1 + male + raven + csize + belief_survey1 + mathscore1 + grit + (1 | schoolid)"
@@ -134,7 +134,7 @@ def test_missing_header_keys_are_named():
 
 
 def test_formula_is_spaced_as_r_deparses_it(fixtures_dir):
-    from engine.printing_brms import r_deparse_formula
+    from engine.rcompat.print_brms import r_deparse_formula
 
     lines = (fixtures_dir / "printing_brms" / "formula_deparse.tsv").read_text().splitlines()
     assert len(lines) == 19
