@@ -28,8 +28,8 @@ _LAZY = {
     "load_grit_raw": "engine.datasets",
 }
 _SUBMODULES = {
-    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "nuts_multilevel", "printing",
-    "printing_brms", "multilevel", "priors", "results", "parallel", "progress", "report", "replicate",
+    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "printing",
+    "printing_brms", "multilevel", "priors", "parallel", "progress", "report", "replicate",
 }
 
 

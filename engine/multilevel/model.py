@@ -37,7 +37,7 @@ import numba
 import numpy as np
 
 from engine.errors import ModelSpecError
-from engine.priors import ResolvedPriors, resolve_priors
+from engine.multilevel.priors import ResolvedPriors, resolve_priors
 
 
 class MultilevelModel(NamedTuple):
@@ -237,15 +237,30 @@ def _is_nested(inner: np.ndarray, outer: np.ndarray, n_inner: int) -> tuple[bool
 # ------------------------------------------------------------------------------------- build
 
 
-def build_model(model_frame, priors=None) -> MultilevelModel:
-    """A MultilevelModel from a ModelFrame (engine.formula.model_frame(..., allow_random=True)) and priors.
+class _FixedDesign(NamedTuple):
+    y: np.ndarray
+    X_c: np.ndarray
+    x_means: np.ndarray
+    coef_names: tuple
+    has_intercept: bool
 
-    ``model_frame`` needs the fields y, X, column_names, has_intercept, response_name and groups
-    (each with name, codes, levels, n_levels); ``priors``: engine.prior(...) objects (a list), or None
-    for brms' defaults. Raises ModelSpecError for a grouping factor with fewer than two levels or a
-    rank-deficient fixed-effects design under a flat prior; PriorError for a prior on a class, group or
-    coefficient the model does not have.
-    """
+
+class _GroupStructure(NamedTuple):
+    group_names: tuple
+    group_codes: np.ndarray
+    n_levels: np.ndarray
+    level_offsets: np.ndarray
+    level_group: np.ndarray
+    nested: np.ndarray
+    block_of_group: np.ndarray
+    n_blocks: int
+    parent: np.ndarray
+    depth: np.ndarray
+    ancestors: np.ndarray
+
+
+def _fixed_design(model_frame) -> _FixedDesign:
+    """Response and centred non-intercept columns (brms centres them when there is an intercept)."""
     y = np.ascontiguousarray(model_frame.y, dtype=np.float64)
     X = np.asarray(model_frame.X, dtype=np.float64)
     n = y.shape[0]
@@ -261,11 +276,13 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
     X_raw = np.ascontiguousarray(X[:, keep]) if keep else np.zeros((n, 0))
     x_means = X_raw.mean(axis=0) if (has_intercept and n) else np.zeros(X_raw.shape[1])
     X_c = np.ascontiguousarray(X_raw - x_means)
-    p = X_c.shape[1]
     if n < 2:
         raise ModelSpecError(f"the model needs at least 2 observations, got {n}")
+    return _FixedDesign(y, X_c, x_means, coef_names, has_intercept)
 
-    groups = list(getattr(model_frame, "groups", []) or [])
+
+def _group_codes(groups: list, n: int) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """(names, codes (n, G), n_levels (G,)) of the grouping factors, checked."""
     group_names = tuple(g.name for g in groups)
     if len(set(group_names)) != len(group_names):
         raise ModelSpecError(f"grouping factors appear twice: {', '.join(group_names)}")
@@ -284,12 +301,17 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
         if np.any(used == 0):
             raise ModelSpecError(f"grouping factor {g.name!r} has levels without observations "
                                  f"(e.g. {g.levels[int(np.argmin(used))]!r}); drop unused levels first")
+    return group_names, group_codes, n_levels
+
+
+def _group_structure(groups: list, n: int) -> _GroupStructure:
+    """Levels, nesting (group g nested in g - 1 -> same block, parent map), depths and ancestors."""
+    group_names, group_codes, n_levels = _group_codes(groups, n)
+    n_groups = len(groups)
     level_offsets = np.zeros(n_groups + 1, dtype=np.int64)
     level_offsets[1:] = np.cumsum(n_levels)
     n_total = int(level_offsets[-1])
     level_group = np.repeat(np.arange(n_groups, dtype=np.int64), n_levels)
-
-    # nesting: group g nested in g - 1 -> same block, parent map
     nested = np.zeros(n_groups, dtype=bool)
     block_of_group = np.zeros(n_groups, dtype=np.int64)
     parent = np.full(n_total, -1, dtype=np.int64)
@@ -308,7 +330,6 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
         else:
             block += 1
         block_of_group[g] = block
-    n_blocks = block + 1
     max_depth = max(1, int(depth.max(initial=0)))
     ancestors = np.full((n_total, max_depth), -1, dtype=np.int64)
     for level in range(n_total):
@@ -316,12 +337,21 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
         while a >= 0:
             ancestors[level, depth[a]] = a
             a = parent[a]
+    return _GroupStructure(group_names, group_codes, n_levels, level_offsets, level_group, nested, block_of_group,
+                           block + 1, parent, depth, ancestors)
 
-    # cells and sufficient statistics (the one pass over the rows)
-    cell_of_row, cell_codes = _cells(group_codes, n_levels)
+
+def _sufficient_statistics(design: _FixedDesign, structure: _GroupStructure) -> dict:
+    """Cells and every per-cell, per-level and total sum (the one pass over the rows)."""
+    n_groups = len(structure.group_names)
+    n_total = int(structure.level_offsets[-1])
+    p = design.X_c.shape[1]
+    cell_of_row, cell_codes = _cells(structure.group_codes, structure.n_levels)
     n_cells = cell_codes.shape[0]
-    cell_levels = np.ascontiguousarray(cell_codes + level_offsets[:-1][None, :]) if n_groups else cell_codes
-    cell_n, cell_sum_y, cell_sum_yy, cell_sum_x, cell_sum_xy, cell_sum_xx = _cell_sums(y, X_c, cell_of_row, n_cells)
+    cell_levels = (np.ascontiguousarray(cell_codes + structure.level_offsets[:-1][None, :]) if n_groups
+                   else cell_codes)
+    cell_n, cell_sum_y, cell_sum_yy, cell_sum_x, cell_sum_xy, cell_sum_xx = _cell_sums(
+        design.y, design.X_c, cell_of_row, n_cells)
     level_n = np.zeros(n_total)
     level_sum_y = np.zeros(n_total)
     level_sum_x = np.zeros((n_total, p))
@@ -330,31 +360,38 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
         np.add.at(level_n, idx, cell_n)
         np.add.at(level_sum_y, idx, cell_sum_y)
         np.add.at(level_sum_x, idx, cell_sum_x)
-    xtx = cell_sum_xx.sum(axis=0)
-    xty = cell_sum_xy.sum(axis=0)
-    sum_x = cell_sum_x.sum(axis=0)
-    sum_y = float(cell_sum_y.sum())
-    yty = float(cell_sum_yy.sum())
+    return dict(
+        n_cells=n_cells, cell_of_row=cell_of_row, cell_levels=cell_levels, cell_n=cell_n, cell_sum_y=cell_sum_y,
+        cell_sum_yy=cell_sum_yy, cell_sum_x=cell_sum_x, cell_sum_xy=cell_sum_xy, cell_sum_xx=cell_sum_xx,
+        level_n=level_n, level_sum_y=level_sum_y, level_sum_x=level_sum_x, xtx=cell_sum_xx.sum(axis=0),
+        xty=cell_sum_xy.sum(axis=0), sum_x=cell_sum_x.sum(axis=0), sum_y=float(cell_sum_y.sum()),
+        yty=float(cell_sum_yy.sum()),
+    )
 
-    resolved = resolve_priors(priors, y, coef_names, group_names, has_intercept)
-    b_prior_family = np.array([pr.family for pr in resolved.b], dtype=np.int64)
-    b_prior_nu = np.array([pr.nu for pr in resolved.b], dtype=np.float64)
-    b_prior_mu = np.array([pr.mu for pr in resolved.b], dtype=np.float64)
-    b_prior_scale = np.array([pr.scale for pr in resolved.b], dtype=np.float64)
+
+def _prior_arrays(resolved: ResolvedPriors) -> dict:
+    """The resolved priors as the arrays of MultilevelModel (family codes, nu, mu, scale)."""
+    def arrays(rows, prefix):
+        return {f"{prefix}_family": np.array([pr.family for pr in rows], dtype=np.int64),
+                f"{prefix}_nu": np.array([pr.nu for pr in rows], dtype=np.float64),
+                f"{prefix}_mu": np.array([pr.mu for pr in rows], dtype=np.float64),
+                f"{prefix}_scale": np.array([pr.scale for pr in rows], dtype=np.float64)}
+
+    out = {**arrays(resolved.b, "b_prior"), **arrays(resolved.sd, "sd_prior")}
     if resolved.intercept is not None:
         ip = resolved.intercept
-        intercept_prior = np.array([ip.family, ip.nu, ip.mu, ip.scale], dtype=np.float64)
+        out["intercept_prior"] = np.array([ip.family, ip.nu, ip.mu, ip.scale], dtype=np.float64)
     else:
-        intercept_prior = np.array([0.0, np.inf, 0.0, np.inf])
-    sd_prior_family = np.array([pr.family for pr in resolved.sd], dtype=np.int64)
-    sd_prior_nu = np.array([pr.nu for pr in resolved.sd], dtype=np.float64)
-    sd_prior_mu = np.array([pr.mu for pr in resolved.sd], dtype=np.float64)
-    sd_prior_scale = np.array([pr.scale for pr in resolved.sd], dtype=np.float64)
+        out["intercept_prior"] = np.array([0.0, np.inf, 0.0, np.inf])
     sp = resolved.sigma
-    sigma_prior = np.array([sp.family, sp.nu, sp.mu, sp.scale], dtype=np.float64)
+    out["sigma_prior"] = np.array([sp.family, sp.nu, sp.mu, sp.scale], dtype=np.float64)
+    return out
 
-    # a flat prior on b needs a full-rank design (with the intercept when there is one)
-    if p and np.any(b_prior_family == 0):
+
+def _check_identified(stats: dict, b_prior_family: np.ndarray, has_intercept: bool, n: int) -> None:
+    """A flat prior on b needs a full-rank design (with the intercept when there is one)."""
+    xtx, sum_x = stats["xtx"], stats["sum_x"]
+    if xtx.shape[0] and np.any(b_prior_family == 0):
         gram = xtx.copy()
         if has_intercept:
             gram = np.block([[np.array([[float(n)]]), sum_x[None, :]], [sum_x[:, None], xtx]])
@@ -364,53 +401,50 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
             raise ModelSpecError("the population-level design is rank deficient (aliased columns); "
                                  "with flat priors on b the posterior is improper: remove the aliased terms")
 
+
+def build_model(model_frame, priors=None) -> MultilevelModel:
+    """A MultilevelModel from a ModelFrame (engine.formula.model_frame(..., allow_random=True)) and priors.
+
+    ``model_frame`` needs the fields y, X, column_names, has_intercept, response_name and groups
+    (each with name, codes, levels, n_levels); ``priors``: engine.prior(...) objects (a list), or None
+    for brms' defaults. Raises ModelSpecError for a grouping factor with fewer than two levels or a
+    rank-deficient fixed-effects design under a flat prior; PriorError for a prior on a class, group or
+    coefficient the model does not have.
+
+    Steps: the fixed design (_fixed_design), the grouping structure (_group_structure), the
+    sufficient statistics (_sufficient_statistics), the priors (resolve_priors, _prior_arrays) and
+    the identification check (_check_identified).
+    """
+    design = _fixed_design(model_frame)
+    n = design.y.shape[0]
+    groups = list(getattr(model_frame, "groups", []) or [])
+    structure = _group_structure(groups, n)
+    stats = _sufficient_statistics(design, structure)
+    resolved = resolve_priors(priors, design.y, design.coef_names, structure.group_names, design.has_intercept)
+    prior_arrays = _prior_arrays(resolved)
+    _check_identified(stats, prior_arrays["b_prior_family"], design.has_intercept, n)
     return MultilevelModel(
         response_name=str(getattr(model_frame, "response_name", "y")),
-        coef_names=coef_names,
-        has_intercept=has_intercept,
-        group_names=group_names,
+        coef_names=design.coef_names,
+        has_intercept=design.has_intercept,
+        group_names=structure.group_names,
         group_levels=tuple(tuple(str(v) for v in g.levels) for g in groups),
         n_obs=n,
-        y=y,
-        X_c=X_c,
-        x_means=x_means,
-        group_codes=group_codes,
-        n_levels=n_levels,
-        level_offsets=level_offsets,
-        level_group=level_group,
-        nested=nested,
-        block_of_group=block_of_group,
-        n_blocks=n_blocks,
-        parent=parent,
-        depth=depth,
-        ancestors=ancestors,
-        n_cells=n_cells,
-        cell_of_row=cell_of_row,
-        cell_levels=cell_levels,
-        cell_n=cell_n,
-        cell_sum_y=cell_sum_y,
-        cell_sum_yy=cell_sum_yy,
-        cell_sum_x=cell_sum_x,
-        cell_sum_xy=cell_sum_xy,
-        cell_sum_xx=cell_sum_xx,
-        level_n=level_n,
-        level_sum_y=level_sum_y,
-        level_sum_x=level_sum_x,
-        xtx=xtx,
-        xty=xty,
-        sum_x=sum_x,
-        sum_y=sum_y,
-        yty=yty,
-        b_prior_family=b_prior_family,
-        b_prior_nu=b_prior_nu,
-        b_prior_mu=b_prior_mu,
-        b_prior_scale=b_prior_scale,
-        intercept_prior=intercept_prior,
-        sd_prior_family=sd_prior_family,
-        sd_prior_nu=sd_prior_nu,
-        sd_prior_mu=sd_prior_mu,
-        sd_prior_scale=sd_prior_scale,
-        sigma_prior=sigma_prior,
+        y=design.y,
+        X_c=design.X_c,
+        x_means=design.x_means,
+        group_codes=structure.group_codes,
+        n_levels=structure.n_levels,
+        level_offsets=structure.level_offsets,
+        level_group=structure.level_group,
+        nested=structure.nested,
+        block_of_group=structure.block_of_group,
+        n_blocks=structure.n_blocks,
+        parent=structure.parent,
+        depth=structure.depth,
+        ancestors=structure.ancestors,
+        **stats,
+        **prior_arrays,
         priors=resolved,
     )
 

@@ -32,7 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConvergenceWarning, DataError
+from engine.errors import ConvergenceWarning, DataError, EngineInputError
+
+__all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "summarise_array", "brms_label", "load_fit", "fit_paths",
+           "fit_exists", "SUMMARY_COLUMNS"]
 
 FORMAT_NAME = "engine-brmfit"
 FORMAT_VERSION = 1
@@ -77,7 +80,7 @@ def summarise_array(array: np.ndarray, names: list[str], prob: float = 0.95) -> 
     ``prob`` quantile interval (R's type-7 quantiles); Rhat, Bulk_ESS and Tail_ESS are the
     rank-normalised diagnostics of Vehtari et al. (2021) from ``engine.diagnostics``.
     """
-    from .diagnostics import summarise_draws
+    from engine.diagnostics import summarise_draws
 
     lower, upper = (1 - prob) / 2, 1 - (1 - prob) / 2
     table = summarise_draws(array, names=list(names), probs=(lower, upper))
@@ -207,7 +210,7 @@ class BrmFit:
         """Estimate, Est.Error, l-95% CI, u-95% CI, Rhat, Bulk_ESS, Tail_ESS per parameter (index:
         brms names ``b_Intercept``, ..., ``sd_<group>__Intercept``, ``sigma``)."""
         if not 0 < prob < 1:
-            raise ValueError(f"prob must lie in (0, 1), got {prob!r}")
+            raise EngineInputError(f"prob must lie in (0, 1), got {prob!r}")
         key = ("summary", prob)
         if key not in self._cache:
             self._cache[key] = summarise_array(self.draws_values, self.parameter_names, prob)
@@ -256,7 +259,7 @@ class BrmFit:
 
     # -------------------------------------------------------------- printing
     def __str__(self) -> str:
-        from .printing_brms import format_brms_fit
+        from engine.printing_brms import format_brms_fit
 
         return format_brms_fit(self)
 
@@ -268,7 +271,7 @@ class BrmFit:
 
     # ------------------------------------------------------------ save/load
     def _metadata(self) -> dict[str, Any]:
-        from . import __version__
+        from engine import __version__
 
         return {
             "format": FORMAT_NAME,
@@ -350,7 +353,7 @@ class BrmMultipleFit(BrmFit):
     def imputation_draws(self, k: int) -> np.ndarray:
         """Draws (chains, draws, params) of imputed data set ``k`` (0-based)."""
         if not 0 <= k < self.m:
-            raise IndexError(f"imputation index {k} out of range for m = {self.m}")
+            raise EngineInputError(f"imputation index {k} out of range for m = {self.m}")
         return self.draws_values[self._chain_imputation() == k]
 
     def imputation_summary(self) -> pd.DataFrame:
@@ -390,7 +393,7 @@ class BrmMultipleFit(BrmFit):
         return table
 
     def __str__(self) -> str:
-        from .printing_brms import format_brms_fit, format_r_matrix
+        from engine.printing_brms import format_brms_fit, format_r_matrix
 
         text = format_brms_fit(self)
         section = (
