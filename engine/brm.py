@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, EngineInputError, ImputationError, ModelSpecError, SamplerError
+from .errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError
 from .progress import progress_reporter
 from .parallel import run_tasks
 from .multilevel.layout import describe, frame_hash
@@ -100,7 +100,8 @@ def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -
 class _Prepared:
     """What one data set contributes: the model arrays, the names and the bookkeeping."""
 
-    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3):
+    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3,
+                 sample_prior: str = "no"):
         from .formula import model_frame
 
         if not isinstance(data, pd.DataFrame):
@@ -111,9 +112,6 @@ class _Prepared:
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
                 "multilevel models (use engine.ols for a model without groups)"
             )
-        slopes = [bar.text for bar in frame.random_terms if not bar.intercept_only]
-        if slopes:  # the model layer fits random intercepts only so far
-            raise ModelSpecError(f"brm fits random intercepts (1 | g) only so far, not {slopes[0]}")
         if frame.n_dropped:
             where = f" of {label}" if label else ""
             warnings.warn(
@@ -124,7 +122,7 @@ class _Prepared:
                 stacklevel=stacklevel + 1,  # point at the user's call of brm / brm_multiple
             )
         self.frame = frame
-        layout = describe(frame, prior)
+        layout = describe(frame, prior, sample_prior)
         self.model = layout.model
         self.parameter_names = layout.parameter_names
         self.groups = layout.groups
@@ -247,11 +245,13 @@ def brm(
     marginalize: bool = False,
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    sample_prior: str = "no",
     **sampler_options,
 ) -> BrmFit:
-    """Fit a Gaussian multilevel model with random intercepts, as ``brms::brm`` does.
+    """Fit a Gaussian multilevel model with random intercepts and slopes, as ``brms::brm`` does.
 
-    ``formula``: R syntax with group-level intercepts, ``y ~ x + (1 | school/class)``;
+    ``formula``: R syntax with group-level terms, ``y ~ x + (1 | school/class)``, ``y ~ x + (1 + x | g)``,
+    ``(x || g)``;
     ``prior``: ``engine.prior(...)`` or a list of them (default: brms' defaults); ``sampler``:
     ``"gibbs"`` or ``"nuts"``; ``chains``, ``iter`` (including warm-up), ``warmup``, ``thin`` as
     brms; ``seed``: one integer for the whole fit (chain ``c`` uses
@@ -260,7 +260,8 @@ def brm(
     and reload it instead of refitting when it exists (a warning if the data or formula changed);
     ``data_name``: the name printed after ``Data:`` (default ``"data"``); ``progress``: a line on
     stderr as chains finish (default: when stderr is a terminal), False for none, or a callable
-    ``f(chains_done, chains_total)``.
+    ``f(chains_done, chains_total)``; ``sample_prior``: ``"no"`` or ``"only"`` (draws from the prior
+    alone, as brms; needs proper priors).
 
     Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
     A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
@@ -269,6 +270,8 @@ def brm(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
     options = _sampler_options(sampler, marginalize, sampler_options)
+    if sample_prior not in ("no", "only"):
+        raise EngineInputError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -281,7 +284,7 @@ def brm(
             prepared_hash = "unavailable"
         return _reload(file, prepared_hash, formula)
 
-    prepared = _Prepared(formula, data, prior)
+    prepared = _Prepared(formula, data, prior, sample_prior=sample_prior)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]

@@ -543,10 +543,14 @@ def gibbs_data(model: MultilevelModel) -> GibbsData:
 
 
 def _initial_scales(model: MultilevelModel, rng: np.random.Generator, init) -> tuple[np.ndarray, float]:
-    """Starting sd and sigma: from ``init`` (dict with "sd" (G,) and/or "sigma"), else dispersed
-    around the response's SD (random intercepts start at 0 and are drawn first, so no other start)."""
+    """Starting sd and sigma: from ``init`` (dict with "sd" (S,) and/or "sigma"), else dispersed
+    around the response's SD (divided by a slope column's SD for a slope's sd; random effects start
+    at 0 and are drawn first, so no other start)."""
     spread = float(np.std(model.y)) or 1.0
-    sd = spread * 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.n_groups))
+    sd = spread * 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.n_sd))
+    if model.has_slopes:
+        column_sd = np.std(model.Z, axis=0)
+        sd = sd / np.where(column_sd > 0, column_sd, 1.0)
     sigma = spread * np.exp(rng.uniform(-0.5, 0.5))
     if init is not None:
         unknown = set(init) - {"sd", "sigma"}
@@ -554,8 +558,8 @@ def _initial_scales(model: MultilevelModel, rng: np.random.Generator, init) -> t
             raise ModelSpecError(f"init: unknown entries {sorted(unknown)}; the Gibbs sampler starts from 'sd' and 'sigma'")
         if "sd" in init:
             sd = np.asarray(init["sd"], dtype=np.float64).reshape(-1)
-            if sd.shape != (model.n_groups,) or not np.all(sd > 0):
-                raise ModelSpecError(f"init['sd'] must hold {model.n_groups} positive values")
+            if sd.shape != (model.n_sd,) or not np.all(sd > 0):
+                raise ModelSpecError(f"init['sd'] must hold {model.n_sd} positive values")
         if "sigma" in init:
             sigma = float(init["sigma"])
             if not sigma > 0:
@@ -574,6 +578,7 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
     ``collapse`` (default) and ``interweave``: after each centred update of a group SD, one more
     exact update of it, jointly with the group's effects with those integrated out (collapse), or
     in the non-centred parametrisation (ASIS, interweave). They change no distribution, only mixing.
+    A model with random slopes runs engine.gibbs_slopes (collapse and interweave do not apply).
     Returns ChainResult(draws (n_kept, n_params), ranef (n_kept, L), stats {}), n_kept =
     ceil((n_iter - n_warmup) / thin).
     """
@@ -589,6 +594,14 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.Generator(np.random.PCG64(sequence))
     init_sd, init_sigma = _initial_scales(model, rng, init)
+    if model.has_slopes:
+        from engine.gibbs_slopes import run_slopes_chain, slopes_data
+
+        draws, ranef = run_slopes_chain(rng, n_iter, n_warmup, thin, bool(update_scales), bool(save_ranef),
+                                        slopes_data(model), np.ascontiguousarray(init_sd), init_sigma)
+        if not np.all(np.isfinite(draws)):
+            raise SamplerError("the Gibbs sampler produced non-finite draws (check the data's scale and the priors)")
+        return ChainResult(draws, ranef, {})
     draws, ranef = _gibbs_chain(rng, GibbsSettings(n_iter, n_warmup, thin, bool(update_scales), bool(interweave),
                                                    bool(collapse), bool(save_ranef)),
                                 gibbs_data(model), init_sd, init_sigma)

@@ -294,6 +294,9 @@ def _label(name: str) -> str:
         return name[2:]
     if name.startswith("sd_") and "__" in name:
         return f"sd({name.rsplit('__', 1)[1]})"
+    if name.startswith("cor_") and name.count("__") >= 2:
+        first, second = name.split("__")[-2:]
+        return f"cor({first},{second})"
     return name
 
 
@@ -333,6 +336,7 @@ def fit_print_parts(fit: Any) -> tuple[dict, list, pd.DataFrame, pd.DataFrame, N
     for group in getattr(fit, "groups", []):
         prefix = f"sd_{group.name}__"
         rows = [name for name in names if name.startswith(prefix)]
+        rows += [name for name in names if name.startswith(f"cor_{group.name}__")]  # brms: sd rows, then cor
         if rows:
             group_blocks.append((group_title(group.name, group.n_levels), _relabel(table.loc[rows])))
             used.update(rows)

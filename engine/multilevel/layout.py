@@ -46,12 +46,17 @@ def frame_hash(frame) -> str:
         digest.update(group.name.encode())
         digest.update(np.ascontiguousarray(group.codes, dtype=np.int64).tobytes())
         digest.update("\x00".join(str(level) for level in group.levels).encode())
+    for effect in getattr(frame, "random_effects", ()) or ():
+        if list(effect.coef_names) != ["(Intercept)"]:  # slopes: their design too
+            digest.update(effect.group.encode())
+            digest.update("\x00".join(effect.coef_names).encode())
+            digest.update(np.ascontiguousarray(effect.Z, dtype=np.float64).tobytes())
     return digest.hexdigest()
 
 
-def describe(frame, priors=None) -> ModelLayout:
+def describe(frame, priors=None, sample_prior: str = "no") -> ModelLayout:
     """Build the model of ``frame`` (a ModelFrame with groups) under ``priors`` and describe it."""
-    model = build_model(frame, priors)
+    model = build_model(frame, priors, sample_prior=sample_prior)
     groups = [GroupInfo(name, tuple(str(level) for level in levels))
               for name, levels in zip(model.group_names, model.group_levels)]
     return ModelLayout(model, list(parameter_names(model)), list(ranef_names(model)), groups,

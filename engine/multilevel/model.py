@@ -36,7 +36,7 @@ from typing import NamedTuple, Sequence
 import numba
 import numpy as np
 
-from engine.errors import ModelSpecError
+from engine.errors import ModelSpecError, PriorError
 from engine.multilevel.priors import ResolvedPriors, resolve_priors
 
 
@@ -92,6 +92,18 @@ class MultilevelModel(NamedTuple):
         sd_prior_family: (G,) int64, sd_prior_nu, sd_prior_mu, sd_prior_scale: (G,) float64
         sigma_prior: (4,) float64            [family, nu, mu, scale]
         priors: engine.priors.ResolvedPriors (for prior_summary)
+    Random-effect terms (random intercepts and slopes; S = sum_g q_g coefficient SDs, T terms)
+        terms: tuple[RandomTerm, ...] (T,)   group index, brms coefficient names, correlated, offset, size
+        group_dims: (G,) int64               q_g coefficients per level of group g (1: random intercept)
+        group_coef_names: tuple (G,)         each group's coefficient names ("Intercept", "Days")
+        has_slopes: bool                     some group has q_g > 1 (then the sd priors are per coefficient,
+                                             sd_prior_* of length S, and the cell cross-products below exist)
+        z_offsets: (G + 1,) int64            group g's columns in Z (and in u after the q_fix fixed columns)
+        Z: (n, sum q_g) float64              random design (R's model.matrix of each bar's left side)
+        cell_uu: (K, Q, Q), cell_uy: (K, Q)  cross-products of u = (1, x_c, Z) per cell (Q = q_fix + sum q_g;
+                                             (K, 0, 0) and (K, 0) without slopes)
+        cor_eta: (T,) float64                LKJ shape of each correlated term (nan for uncorrelated ones)
+        family, link: str                    response family and link ("gaussian", "identity")
     """
 
     response_name: str
@@ -141,6 +153,17 @@ class MultilevelModel(NamedTuple):
     sd_prior_scale: np.ndarray
     sigma_prior: np.ndarray
     priors: ResolvedPriors
+    terms: tuple = ()
+    group_dims: np.ndarray | None = None
+    group_coef_names: tuple = ()
+    has_slopes: bool = False
+    z_offsets: np.ndarray | None = None
+    Z: np.ndarray | None = None
+    cell_uu: np.ndarray | None = None
+    cell_uy: np.ndarray | None = None
+    cor_eta: np.ndarray | None = None
+    family: str = "gaussian"
+    link: str = "identity"
 
     @property
     def n_coef(self) -> int:
@@ -156,26 +179,62 @@ class MultilevelModel(NamedTuple):
         return int(self.level_offsets[-1])
 
     @property
+    def n_sd(self) -> int:
+        """S: group-level standard deviations (one per coefficient of every group)."""
+        return sum(t.size for t in self.terms) if self.terms else self.n_groups
+
+    @property
+    def n_cor(self) -> int:
+        """Correlations of the correlated terms (q (q - 1) / 2 each)."""
+        return sum(t.size * (t.size - 1) // 2 for t in self.terms if t.correlated and t.size > 1)
+
+    @property
     def n_params(self) -> int:
         """Length of the canonical draw vector (see parameter_names)."""
-        return int(self.has_intercept) + self.n_coef + self.n_groups + 1
+        return int(self.has_intercept) + self.n_coef + self.n_sd + self.n_cor + 1
+
+
+class RandomTerm(NamedTuple):
+    """One group-level term in the model layer: ``group`` (index into group_names), ``coef_names``
+    (brms' names: "Intercept", "Days"), ``correlated`` (an LKJ-distributed correlation matrix; False
+    for ``||`` terms and single coefficients), ``offset`` (its first coefficient in the group's
+    vector) and ``size`` (q_t)."""
+
+    group: int
+    coef_names: tuple
+    correlated: bool
+    offset: int
+    size: int
 
 
 # ----------------------------------------------------------------------------------- names
 
 
+def _group_coefs(model: MultilevelModel) -> tuple:
+    return model.group_coef_names or tuple(("Intercept",) for _ in model.group_names)
+
+
 def parameter_names(model: MultilevelModel) -> list[str]:
-    """brms names of the canonical draw vector: b_Intercept, b_<col>..., sd_<g>__Intercept..., sigma."""
+    """brms names of the canonical draw vector: b_Intercept, b_<col>..., sd_<g>__<coef>... (every
+    group, its coefficients in order), cor_<g>__<a>__<b>... (pairs (0,1), (0,2), (1,2), ... of each
+    correlated term, as brms), sigma."""
     names = ["b_Intercept"] if model.has_intercept else []
     names += [f"b_{c}" for c in model.coef_names]
-    names += [f"sd_{g}__Intercept" for g in model.group_names]
+    names += [f"sd_{g}__{c}" for g, coefs in zip(model.group_names, _group_coefs(model)) for c in coefs]
+    for term in model.terms:
+        if term.correlated and term.size > 1:
+            g = model.group_names[term.group]
+            c = term.coef_names
+            names += [f"cor_{g}__{c[j]}__{c[i]}" for i in range(1, term.size) for j in range(i)]
     names.append("sigma")
     return names
 
 
 def ranef_names(model: MultilevelModel) -> list[str]:
-    """brms names of the random effects in global level order: r_schoolid[1,Intercept], r_schoolid:classid[1_1,Intercept]."""
-    return [f"r_{g}[{level},Intercept]" for g, levels in zip(model.group_names, model.group_levels) for level in levels]
+    """brms names of the random effects: per group, per coefficient, per level (r_Subject[308,Intercept],
+    r_Subject[309,Intercept], ..., r_Subject[308,Days], ...); random intercepts in global level order."""
+    return [f"r_{g}[{level},{c}]" for g, levels, coefs in zip(model.group_names, model.group_levels, _group_coefs(model))
+            for c in coefs for level in levels]
 
 
 # ------------------------------------------------------------------------- sufficient statistics
@@ -369,6 +428,130 @@ def _sufficient_statistics(design: _FixedDesign, structure: _GroupStructure) -> 
     )
 
 
+class _RandomDesign(NamedTuple):
+    groups: list
+    terms: tuple
+    group_dims: np.ndarray
+    group_coef_names: tuple
+    z_offsets: np.ndarray
+    Z: np.ndarray
+    cor_groups: tuple
+
+
+def _brms_coef_name(name: str) -> str:
+    return "Intercept" if name == "(Intercept)" else name
+
+
+class _InterceptEffect(NamedTuple):
+    """A random intercept (1 | g) in the form of engine.formula.RandomEffect (frames without random_effects)."""
+
+    group: str
+    codes: np.ndarray
+    levels: list
+    Z: np.ndarray
+    coef_names: list
+    correlated: bool
+    bar_text: str
+
+
+def _random_design(model_frame, n: int, general: bool = False) -> _RandomDesign | None:
+    """The group-level terms with slopes (ModelFrame.random_effects), one group per distinct grouping
+    factor with the coefficients of all its terms; None when every term is a random intercept of
+    its own grouping factor (then ModelFrame.groups, as before) unless ``general``."""
+    effects = list(getattr(model_frame, "random_effects", ()) or ())
+    if not effects and general:
+        effects = [_InterceptEffect(g.name, np.asarray(g.codes), list(g.levels), np.ones((n, 1)), ["(Intercept)"], True,
+                                    f"(1 | {g.name})") for g in (getattr(model_frame, "groups", []) or [])]
+    names = [e.group for e in effects]
+    intercepts_only = all(list(e.coef_names) == ["(Intercept)"] for e in effects) and len(set(names)) == len(names)
+    if not effects or (intercepts_only and not general):
+        return None
+    order = list(dict.fromkeys(names))
+    groups, terms, dims, coef_names, blocks, cor_groups = [], [], [], [], [], []
+    for g, name in enumerate(order):
+        mine = [e for e in effects if e.group == name]
+        first = mine[0]
+        groups.append(SimpleGroup(name, np.asarray(first.codes, dtype=np.int64), list(first.levels), len(first.levels)))
+        offset, coefs = 0, []
+        for e in mine:
+            if not np.array_equal(np.asarray(e.codes), np.asarray(first.codes)):
+                raise ModelSpecError(f"terms {first.bar_text} and {e.bar_text} give grouping factor {name!r} different levels")
+            Z = np.asarray(e.Z, dtype=np.float64)
+            if Z.ndim != 2 or Z.shape != (n, len(e.coef_names)):
+                raise ModelSpecError(f"term {e.bar_text}: its design must have {n} rows and one column per coefficient")
+            term_coefs = tuple(_brms_coef_name(c) for c in e.coef_names)
+            for c in term_coefs:
+                if c in coefs:
+                    raise ModelSpecError(f"grouping factor {name!r} has coefficient {c!r} in more than one term "
+                                         f"({e.bar_text}); duplicated group-level effects are not allowed (as in brms)")
+            correlated = bool(e.correlated) and len(term_coefs) > 1
+            terms.append(RandomTerm(g, term_coefs, correlated, offset, len(term_coefs)))
+            if correlated and name not in cor_groups:
+                cor_groups.append(name)
+            coefs.extend(term_coefs)
+            blocks.append(Z)
+            offset += len(term_coefs)
+        dims.append(offset)
+        coef_names.append(tuple(coefs))
+    z_offsets = np.concatenate([[0], np.cumsum(dims)]).astype(np.int64)
+    return _RandomDesign(groups, tuple(terms), np.array(dims, dtype=np.int64), tuple(coef_names), z_offsets,
+                         np.ascontiguousarray(np.column_stack(blocks)), tuple(cor_groups))
+
+
+def _check_random_design(random: _RandomDesign) -> None:
+    """Identification of the slopes: enough rows per level for q_g coefficients; no slope column that
+    is constant within every level of a group with a random intercept (it would alias the intercept)."""
+    for g, group in enumerate(random.groups):
+        q = int(random.group_dims[g])
+        counts = np.bincount(group.codes, minlength=group.n_levels)
+        if q > 1 and np.all(counts < q):
+            raise ModelSpecError(f"grouping factor {group.name!r}: {q} coefficients per level "
+                                 f"({', '.join(random.group_coef_names[g])}) but no level has {q} observations")
+        if "Intercept" not in random.group_coef_names[g]:
+            continue
+        block = random.Z[:, random.z_offsets[g]:random.z_offsets[g + 1]]
+        for j, name in enumerate(random.group_coef_names[g]):
+            if name == "Intercept":
+                continue
+            column = block[:, j]
+            low = np.full(group.n_levels, np.inf)
+            high = np.full(group.n_levels, -np.inf)
+            np.minimum.at(low, group.codes, column)
+            np.maximum.at(high, group.codes, column)
+            spread = np.abs(column).max(initial=0.0)
+            if np.all(high - low <= 1e-12 * max(spread, 1.0)):
+                raise ModelSpecError(f"random slope {name!r} is constant within every level of {group.name!r}: it is "
+                                     f"not identified beside the random intercept; drop it from the term")
+
+
+@numba.njit(cache=True)
+def _cell_cross_products(U, y, cell_of_row, n_cells):
+    """Per cell sum u u' (K, Q, Q) and sum u y (K, Q) in one pass (O(N Q^2))."""
+    n, m = U.shape
+    uu = np.zeros((n_cells, m, m))
+    uy = np.zeros((n_cells, m))
+    for i in range(n):
+        k = cell_of_row[i]
+        for a in range(m):
+            ua = U[i, a]
+            uy[k, a] += ua * y[i]
+            for b in range(a + 1):
+                uu[k, a, b] += ua * U[i, b]
+    for k in range(n_cells):
+        for a in range(m):
+            for b in range(a):
+                uu[k, b, a] = uu[k, a, b]
+    return uu, uy
+
+
+def _slope_statistics(design: _FixedDesign, random: _RandomDesign, cell_of_row: np.ndarray, n_cells: int) -> dict:
+    n = design.y.shape[0]
+    columns = ([np.ones((n, 1))] if design.has_intercept else []) + [design.X_c, random.Z]
+    U = np.ascontiguousarray(np.column_stack(columns))
+    cell_uu, cell_uy = _cell_cross_products(U, design.y, cell_of_row, n_cells)
+    return dict(cell_uu=cell_uu, cell_uy=cell_uy)
+
+
 def _prior_arrays(resolved: ResolvedPriors) -> dict:
     """The resolved priors as the arrays of MultilevelModel (family codes, nu, mu, scale)."""
     def arrays(rows, prefix):
@@ -402,7 +585,20 @@ def _check_identified(stats: dict, b_prior_family: np.ndarray, has_intercept: bo
                                  "with flat priors on b the posterior is improper: remove the aliased terms")
 
 
-def build_model(model_frame, priors=None) -> MultilevelModel:
+def _prior_only(model: MultilevelModel) -> MultilevelModel:
+    """The model without its likelihood (brms' ``sample_prior = "only"``): every data statistic the
+    samplers of the general (slopes) representation read is zero, so they draw from the prior."""
+    flat = [name for name, family in zip(model.coef_names, model.b_prior_family) if family == 0]
+    if flat or model.sigma_prior[0] == 0 or np.any(model.sd_prior_family == 0) \
+            or (model.has_intercept and model.intercept_prior[0] == 0):
+        what = f"class 'b' ({', '.join(flat)})" if flat else "a flat prior"
+        raise PriorError(f"sample_prior='only' needs proper priors on every parameter, but {what} has a flat "
+                         "prior (as brms: set e.g. prior('normal(0, 10)', class_='b'))")
+    return model._replace(cell_uu=np.zeros_like(model.cell_uu), cell_uy=np.zeros_like(model.cell_uy), yty=0.0,
+                          n_obs=0)
+
+
+def build_model(model_frame, priors=None, sample_prior: str = "no") -> MultilevelModel:
     """A MultilevelModel from a ModelFrame (engine.formula.model_frame(..., allow_random=True)) and priors.
 
     ``model_frame`` needs the fields y, X, column_names, has_intercept, response_name and groups
@@ -413,17 +609,39 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
 
     Steps: the fixed design (_fixed_design), the grouping structure (_group_structure), the
     sufficient statistics (_sufficient_statistics), the priors (resolve_priors, _prior_arrays) and
-    the identification check (_check_identified).
+    the identification check (_check_identified). ``sample_prior="only"``: the prior alone (brms'
+    option of that name; needs proper priors): the model in its general representation with zero
+    data statistics (_prior_only).
     """
+    if sample_prior not in ("no", "only"):
+        raise ModelSpecError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
     design = _fixed_design(model_frame)
     n = design.y.shape[0]
-    groups = list(getattr(model_frame, "groups", []) or [])
+    random = _random_design(model_frame, n, general=sample_prior == "only")
+    groups = list(getattr(model_frame, "groups", []) or []) if random is None else random.groups
     structure = _group_structure(groups, n)
     stats = _sufficient_statistics(design, structure)
-    resolved = resolve_priors(priors, design.y, design.coef_names, structure.group_names, design.has_intercept)
+    if random is None:
+        resolved = resolve_priors(priors, design.y, design.coef_names, structure.group_names, design.has_intercept)
+        slopes = dict(terms=tuple(RandomTerm(g, ("Intercept",), False, 0, 1) for g in range(len(groups))),
+                      group_dims=np.ones(len(groups), dtype=np.int64),
+                      group_coef_names=tuple(("Intercept",) for _ in groups), has_slopes=False,
+                      z_offsets=np.arange(len(groups) + 1, dtype=np.int64), Z=np.ones((n, len(groups))),
+                      cell_uu=np.zeros((stats["n_cells"], 0, 0)), cell_uy=np.zeros((stats["n_cells"], 0)),
+                      cor_eta=np.full(len(groups), np.nan))
+    else:
+        _check_random_design(random)
+        resolved = resolve_priors(priors, design.y, design.coef_names, structure.group_names, design.has_intercept,
+                                  random.group_coef_names, random.cor_groups)
+        cor_eta = {p.group: p.nu for p in resolved.cor}
+        slopes = dict(terms=random.terms, group_dims=random.group_dims, group_coef_names=random.group_coef_names,
+                      has_slopes=True, z_offsets=random.z_offsets, Z=random.Z,
+                      cor_eta=np.array([cor_eta[structure.group_names[t.group]] if t.correlated else np.nan
+                                        for t in random.terms]),
+                      **_slope_statistics(design, random, stats["cell_of_row"], stats["n_cells"]))
     prior_arrays = _prior_arrays(resolved)
     _check_identified(stats, prior_arrays["b_prior_family"], design.has_intercept, n)
-    return MultilevelModel(
+    model = MultilevelModel(
         response_name=str(getattr(model_frame, "response_name", "y")),
         coef_names=design.coef_names,
         has_intercept=design.has_intercept,
@@ -446,7 +664,9 @@ def build_model(model_frame, priors=None) -> MultilevelModel:
         **stats,
         **prior_arrays,
         priors=resolved,
+        **slopes,
     )
+    return _prior_only(model) if sample_prior == "only" else model
 
 
 # ------------------------------------------------------------------- building inputs by hand

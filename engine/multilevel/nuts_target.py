@@ -413,6 +413,8 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
         validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     except EngineInputError as error:  # the model layer's samplers raise ModelSpecError (as engine.gibbs)
         raise ModelSpecError(str(error)) from None
+    if model.has_slopes:
+        raise ModelSpecError("NUTS does not handle random slopes (or sample_prior='only') yet: use sampler='gibbs'")
     if marginalize and model.n_groups == 0:
         marginalize = False  # nothing to integrate out: both densities coincide
     args = collapsed_args(model) if marginalize else noncentred_args(model)

@@ -34,7 +34,7 @@ import pandas as pd
 from engine.errors import PriorError
 
 __all__ = [
-    "PriorFamily", "FLAT", "NORMAL", "STUDENT_T", "EXPONENTIAL", "CLASSES", "Prior", "ResolvedPriors",
+    "PriorFamily", "FLAT", "NORMAL", "STUDENT_T", "EXPONENTIAL", "LKJ", "CLASSES", "Prior", "ResolvedPriors",
     "prior", "parse_prior_spec", "default_priors", "resolve_priors", "prior_summary_table",
     "format_prior_summary", "r_round", "r_mad",
 ]
@@ -47,6 +47,7 @@ class PriorFamily(enum.IntEnum):
     NORMAL = 1
     STUDENT_T = 2  # cauchy(mu, s) is student_t(1, mu, s)
     EXPONENTIAL = 3  # exponential(rate): stored with scale = 1 / rate, mu = 0, nu = 0
+    LKJ = 4  # lkj(eta) on a correlation matrix: stored with nu = eta (brms prints lkj_corr_cholesky(eta), class L)
 
 
 # plain ints of the enum, for Numba kernels (compiled in as constants)
@@ -54,11 +55,12 @@ FLAT = int(PriorFamily.FLAT)
 NORMAL = int(PriorFamily.NORMAL)
 STUDENT_T = int(PriorFamily.STUDENT_T)
 EXPONENTIAL = int(PriorFamily.EXPONENTIAL)
+LKJ = int(PriorFamily.LKJ)
 
-CLASSES = ("b", "Intercept", "sd", "sigma")
+CLASSES = ("b", "Intercept", "sd", "cor", "sigma")
 POSITIVE_CLASSES = ("sd", "sigma")
 
-_FAMILY_ARITY = {"normal": 2, "student_t": 3, "cauchy": 2, "exponential": 1}
+_FAMILY_ARITY = {"normal": 2, "student_t": 3, "cauchy": 2, "exponential": 1, "lkj": 1, "lkj_corr_cholesky": 1}
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z_0-9]*)\s*\((.*)\)\s*$")
 
 
@@ -141,6 +143,11 @@ def parse_prior_spec(spec: str) -> tuple[int, float, float, float, str]:
         family = STUDENT_T
         if nu <= 0:
             raise PriorError(f"prior {spec!r}: degrees of freedom must be positive, got {_format_number(nu)}")
+    elif name in ("lkj", "lkj_corr_cholesky"):
+        (eta,) = arguments
+        if eta <= 0:
+            raise PriorError(f"prior {spec!r}: the LKJ shape eta must be positive, got {_format_number(eta)}")
+        return LKJ, float(eta), 0.0, 1.0, f"lkj_corr_cholesky({_format_number(eta)})"
     else:  # exponential(rate)
         (rate,) = arguments
         if rate <= 0:
@@ -157,17 +164,24 @@ def prior(spec: str, class_: str = "b", group: str | None = None, coef: str | No
     Validated at once (family, arguments, class); whether the model has the class, group or
     coefficient is checked when the model is built.
     """
+    if class_ == "L":  # brms 2.18's name of the correlation class (the Cholesky factor)
+        class_ = "cor"
     if class_ not in CLASSES:
         raise PriorError(f"unknown prior class {class_!r}; the Gaussian multilevel model has {', '.join(CLASSES)}")
     family, nu, mu, scale, canonical = parse_prior_spec(spec)
+    if (family == LKJ) != (class_ == "cor"):
+        raise PriorError(f"prior {spec!r} on class {class_!r}: lkj(eta) is the prior of class 'cor' "
+                         "(correlations of random effects), and the only one")
+    if class_ == "cor" and coef not in (None, ""):
+        raise PriorError(f"prior on class 'cor' takes no 'coef' (got {coef!r}); use group=")
     if family == EXPONENTIAL and class_ not in POSITIVE_CLASSES:
         raise PriorError(f"prior {spec!r} on class {class_!r}: exponential priors are for 'sd' and 'sigma' only")
-    if group is not None and class_ != "sd":
-        raise PriorError(f"prior on class {class_!r}: 'group' applies to class 'sd' only")
+    if group is not None and class_ not in ("sd", "cor"):
+        raise PriorError(f"prior on class {class_!r}: 'group' applies to class 'sd' or 'cor' only")
     if class_ in ("Intercept", "sigma") and coef not in (None, ""):
         raise PriorError(f"prior on class {class_!r} takes no 'coef' (got {coef!r})")
-    if class_ == "sd" and coef not in (None, "", "Intercept"):
-        raise PriorError(f"prior on class 'sd' with coef {coef!r}: only random intercepts ('Intercept') are modelled")
+    if class_ == "sd" and coef not in (None, "", "Intercept") and not group:
+        raise PriorError(f"prior on class 'sd' with coef {coef!r}: name its grouping factor too (group=...)")
     if class_ == "sd" and not group:
         coef = ""  # sd with coef "Intercept" but no group: every group's intercept SD, i.e. the class-wide prior
     return Prior(canonical, class_, coef or "", group or "", family, nu, mu, scale, "user")
@@ -215,7 +229,9 @@ class ResolvedPriors:
     """The prior of every parameter of one model, and the table brms' prior_summary prints.
 
     ``b``: one Prior per non-intercept column (in design order); ``intercept``: Prior or None;
-    ``sd``: one Prior per grouping factor; ``sigma``: Prior; ``table``: the prior_summary rows.
+    ``sd``: one Prior per group-level coefficient (groups in order, each group's coefficients in
+    order; one per group for random intercepts); ``sigma``: Prior; ``table``: the prior_summary
+    rows; ``cor``: one LKJ Prior per group with correlated coefficients (in ``cor_groups`` order).
     """
 
     b: tuple[Prior, ...]
@@ -223,6 +239,7 @@ class ResolvedPriors:
     sd: tuple[Prior, ...]
     sigma: Prior
     table: tuple[Prior, ...]
+    cor: tuple[Prior, ...] = ()
 
 
 def _as_prior_list(priors) -> list[Prior]:
@@ -239,14 +256,21 @@ def _as_prior_list(priors) -> list[Prior]:
     raise PriorError(f"priors must be engine.prior(...) objects or a list of them, got {type(priors).__name__}")
 
 
-def resolve_priors(priors, y: np.ndarray, coef_names: Sequence[str], group_names: Sequence[str], has_intercept: bool) -> ResolvedPriors:
+def resolve_priors(priors, y: np.ndarray, coef_names: Sequence[str], group_names: Sequence[str], has_intercept: bool,
+                   group_coefs: Sequence[Sequence[str]] | None = None, cor_groups: Sequence[str] = ()) -> ResolvedPriors:
     """Combine the user's priors with brms' defaults, the most specific statement winning.
 
     Order of precedence, as in brms: coefficient/group specific > class-wide > default. A prior
     that names a class, coefficient or group the model does not have raises PriorError naming it.
+    ``group_coefs``: each group's coefficient names (brms: "Intercept", "Days"; default: intercepts
+    only); ``cor_groups``: the groups with correlated coefficients (an LKJ prior each; brms 2.18
+    default lkj(1), listed as class L, lkj_corr_cholesky(1)).
     """
     user = _as_prior_list(priors)
     coef_names, group_names = list(coef_names), list(group_names)
+    group_coefs = [("Intercept",)] * len(group_names) if group_coefs is None else [tuple(c) for c in group_coefs]
+    coefs_of = dict(zip(group_names, group_coefs))
+    cor_groups = list(cor_groups)
     seen: set[tuple[str, str, str]] = set()
     for p in user:
         key = (p.class_, p.coef, p.group)
@@ -270,6 +294,16 @@ def resolve_priors(priors, y: np.ndarray, coef_names: Sequence[str], group_names
             if p.group and p.group not in group_names:
                 raise PriorError(f"prior on class 'sd': the model has no grouping factor {p.group!r} "
                                  f"(groups: {', '.join(group_names)})")
+            if p.group and p.coef and p.coef not in coefs_of[p.group]:
+                raise PriorError(f"prior on class 'sd': grouping factor {p.group!r} has no coefficient {p.coef!r} "
+                                 f"(its coefficients: {', '.join(coefs_of[p.group])})")
+        elif p.class_ == "cor":
+            if not cor_groups:
+                raise PriorError("prior on class 'cor': no group-level term of the model has correlated "
+                                 "coefficients (a term such as (1 + x | g))")
+            if p.group and p.group not in cor_groups:
+                raise PriorError(f"prior on class 'cor': grouping factor {p.group!r} has no correlated coefficients "
+                                 f"(groups with correlations: {', '.join(cor_groups)})")
 
     defaults = {d.class_: d for d in default_priors(y, coef_names, group_names, has_intercept)}
 
@@ -295,21 +329,33 @@ def resolve_priors(priors, y: np.ndarray, coef_names: Sequence[str], group_names
     if has_intercept:
         intercept = find("Intercept") or defaults["Intercept"]
         table.append(intercept)
+    cor_priors: list[Prior] = []
+    if cor_groups:
+        default_cor = Prior("lkj_corr_cholesky(1)", "cor", family=LKJ, nu=1.0, scale=1.0, source="default")
+        cor_class = find("cor") or default_cor
+        table.append(cor_class)
+        by_group = {}
+        for name in sorted(cor_groups):
+            by_group[name] = find("cor", group=name) or replace(cor_class, group=name, source="(vectorized)")
+            table.append(by_group[name])
+        cor_priors = [by_group[name] for name in cor_groups]
     sd_priors: list[Prior] = []
     if group_names:
         sd_class = find("sd") or defaults["sd"]
         table.append(sd_class)
+        by_key = {}
         for name in sorted(group_names):
             group_prior = find("sd", group=name)
             group_row = group_prior or replace(sd_class, group=name, source="(vectorized)")
-            coef_prior = find("sd", coef="Intercept", group=name)
-            coef_row = coef_prior or replace(group_row, coef="Intercept", source="(vectorized)")
-            table.extend([group_row, coef_row])
-        by_name = {row.group: row for row in table if row.class_ == "sd" and row.coef == "Intercept"}
-        sd_priors = [by_name[name] for name in group_names]
+            table.append(group_row)
+            for coef in sorted(coefs_of[name]):
+                coef_prior = find("sd", coef=coef, group=name)
+                by_key[name, coef] = coef_prior or replace(group_row, coef=coef, source="(vectorized)")
+                table.append(by_key[name, coef])
+        sd_priors = [by_key[name, coef] for name in group_names for coef in coefs_of[name]]
     sigma = find("sigma") or defaults["sigma"]
     table.append(sigma)
-    return ResolvedPriors(tuple(b_priors), intercept, tuple(sd_priors), sigma, tuple(table))
+    return ResolvedPriors(tuple(b_priors), intercept, tuple(sd_priors), sigma, tuple(table), tuple(cor_priors))
 
 
 # -------------------------------------------------------------------------------- summaries
@@ -330,7 +376,7 @@ def prior_summary_table(model_or_priors) -> pd.DataFrame:
         rows = _as_prior_list(model_or_priors)
     records = [
         {
-            "prior": p.spec, "class": p.class_, "coef": p.coef, "group": p.group, "resp": "", "dpar": "",
+            "prior": p.spec, "class": "L" if p.class_ == "cor" else p.class_, "coef": p.coef, "group": p.group, "resp": "", "dpar": "",
             "nlpar": "", "lb": "0" if p.lower_bound is not None else "", "ub": "", "source": p.source,
         }
         for p in rows

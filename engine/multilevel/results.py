@@ -241,6 +241,81 @@ class BrmFit:
             index=pd.Index(self.ranef_names),
         )
 
+    def _group_coefs(self, group: str) -> list[str]:
+        prefix = f"sd_{group}__"
+        return [n[len(prefix):] for n in self.parameter_names if n.startswith(prefix)]
+
+    def _flat(self, name: str) -> np.ndarray:
+        """All draws (chains stacked) of a parameter or a random effect, by brms name."""
+        if name in self.parameter_names:
+            return self.draws_values[:, :, self.parameter_names.index(name)].reshape(-1)
+        return self.ranef_values[:, :, self.ranef_names.index(name)].reshape(-1)
+
+    @staticmethod
+    def _stats(values: np.ndarray, prob: float) -> list[float]:
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        return [float(values.mean()), float(values.std(ddof=1)), float(np.quantile(values, lo)),
+                float(np.quantile(values, hi))]
+
+    def coef(self, prob: float = 0.95) -> dict[str, pd.DataFrame]:
+        """brms' ``coef()``: per grouping factor, each level's coefficients b + r (population-level
+        coefficients without a random part: b alone), summarised as Estimate, Est.Error, Q2.5, Q97.5.
+        Returns {group: DataFrame (rows: levels; columns: MultiIndex (coefficient, statistic))}."""
+        if not 0 < prob < 1:
+            raise EngineInputError(f"prob must lie in (0, 1), got {prob!r}")
+        lo, hi = 100 * (1 - prob) / 2, 100 * (1 - (1 - prob) / 2)
+        stat_names = ["Estimate", "Est.Error", f"Q{lo:g}", f"Q{hi:g}"]
+        fixed = [n[2:] for n in self.parameter_names if n.startswith("b_")]
+        out = {}
+        for group in self.groups:
+            random = set(self._group_coefs(group.name))
+            rows = []
+            for level in group.levels:
+                row = []
+                for c in fixed:
+                    values = self._flat(f"b_{c}")
+                    if c in random:
+                        values = values + self._flat(f"r_{group.name}[{level},{c}]")
+                    row += self._stats(values, prob)
+                rows.append(row)
+            columns = pd.MultiIndex.from_product([fixed, stat_names])
+            out[group.name] = pd.DataFrame(rows, index=pd.Index(list(group.levels)), columns=columns)
+        return out
+
+    def varcorr(self, prob: float = 0.95) -> dict[str, dict[str, pd.DataFrame]]:
+        """brms' ``VarCorr()``: per grouping factor ``{"sd": DataFrame (rows: coefficients; Estimate,
+        Est.Error, Q2.5, Q97.5), "cor": posterior-mean correlation matrix, "cov": posterior-mean
+        covariance matrix}``, and ``"residual__"`` with the sd of sigma."""
+        if not 0 < prob < 1:
+            raise EngineInputError(f"prob must lie in (0, 1), got {prob!r}")
+        lo, hi = 100 * (1 - prob) / 2, 100 * (1 - (1 - prob) / 2)
+        stat_names = ["Estimate", "Est.Error", f"Q{lo:g}", f"Q{hi:g}"]
+        out = {}
+        for group in self.groups:
+            coefs = self._group_coefs(group.name)
+            sds = [self._flat(f"sd_{group.name}__{c}") for c in coefs]
+            q = len(coefs)
+            cor = np.eye(q)
+            cov = np.empty((q, q))
+            for a in range(q):
+                for b in range(q):
+                    if a == b:
+                        r = np.ones_like(sds[a])
+                    else:
+                        name = f"cor_{group.name}__{coefs[min(a, b)]}__{coefs[max(a, b)]}"
+                        r = self._flat(name) if name in self.parameter_names else np.zeros_like(sds[a])
+                        cor[a, b] = r.mean()
+                    cov[a, b] = float(np.mean(sds[a] * sds[b] * r))
+            out[group.name] = {
+                "sd": pd.DataFrame([self._stats(v, prob) for v in sds], index=pd.Index(coefs), columns=stat_names),
+                "cor": pd.DataFrame(cor, index=coefs, columns=coefs),
+                "cov": pd.DataFrame(cov, index=coefs, columns=coefs),
+            }
+        if "sigma" in self.parameter_names:
+            out["residual__"] = {"sd": pd.DataFrame([self._stats(self._flat("sigma"), prob)],
+                                                    index=pd.Index(["Intercept"]), columns=stat_names)}
+        return out
+
     def prior_summary(self) -> pd.DataFrame:
         """The priors used, one row per parameter class/coefficient/group, as brms'
         ``prior_summary()`` (columns prior, class, coef, group, lb, ub, source)."""
