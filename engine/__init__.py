@@ -28,8 +28,8 @@ _LAZY = {
     "load_grit_raw": "engine.datasets",
 }
 _SUBMODULES = {
-    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "nuts_multilevel", "rcompat",
-    "multilevel", "priors", "results", "parallel", "progress", "report", "replicate",
+    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "hmc", "impute", "rcompat",
+    "multilevel", "priors", "parallel", "progress", "report", "replicate",
 }
 
 

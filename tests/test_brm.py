@@ -24,7 +24,7 @@ from engine.errors import (
     PriorError,
 )
 from engine.parallel import child_seeds
-from engine.results import BrmMultipleFit, load_fit
+from engine.multilevel.results import BrmMultipleFit, load_fit
 
 SCHOOL = "mathscore2 ~ 1 + male + raven + csize + belief_survey1 + mathscore1 + grit + (1 | schoolid)"
 VARS = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1", "grit", "schoolid", "classid"]
@@ -331,7 +331,7 @@ def test_nuts_sampler_through_brm(complete_cases):
     """sampler="nuts" (collapsed): same names and layout, Stan's per-draw statistics, same seed ->
     same draws on any executor, and agreement with the brms reference's posterior means in the
     loose sense a short run allows (within 5 posterior SDs / sqrt(ESS) + 1%)."""
-    pytest.importorskip("engine.nuts_multilevel")
+    pytest.importorskip("engine.multilevel.nuts_target")
     kwargs = dict(sampler="nuts", marginalize=True, chains=2, iter=300, warmup=150, seed=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -144,7 +144,7 @@ def format_brms_fit(
         ``chains``, ``iter``, ``warmup`` and optionally ``thin`` (1), ``family`` ("gaussian"),
         ``links`` (text, mapping or pairs; default "mu = identity; sigma = identity"),
         ``data_name`` ("data"), ``sampler`` ("sampling(NUTS)"), ``algorithm`` ("sampling").
-        A results object (``engine.results.BrmFit``) may be passed instead of all five
+        A results object (``engine.multilevel.results.BrmFit``) may be passed instead of all five
         arguments: its parts are taken by :func:`fit_print_parts`.
     group_blocks : per grouping factor, ``(title, table)`` with a title such as
         ``group_title("schoolid", 16)``, or ``(group, n_levels, table)``.
@@ -214,6 +214,9 @@ def _label(name: str) -> str:
         return name[2:]
     if name.startswith("sd_") and "__" in name:
         return f"sd({name.rsplit('__', 1)[1]})"
+    if name.startswith("cor_") and name.count("__") >= 2:
+        first, second = name.split("__")[-2:]
+        return f"cor({first},{second})"
     return name
 
 
@@ -224,7 +227,7 @@ def _relabel(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_print_parts(fit: Any) -> tuple[dict, list, pd.DataFrame, pd.DataFrame, None]:
-    """Header and tables of an ``engine.results.BrmFit`` (or any object with ``summary()``,
+    """Header and tables of an ``engine.multilevel.results.BrmFit`` (or any object with ``summary()``,
     ``groups`` (objects with ``name`` and ``n_levels``), ``formula``, ``nobs``, ``chains``, ``iter``,
     ``warmup``, ``thin``, ``sampler``, ``family``, ``links``, ``data_name``).
 
@@ -253,6 +256,7 @@ def fit_print_parts(fit: Any) -> tuple[dict, list, pd.DataFrame, pd.DataFrame, N
     for group in getattr(fit, "groups", []):
         prefix = f"sd_{group.name}__"
         rows = [name for name in names if name.startswith(prefix)]
+        rows += [name for name in names if name.startswith(f"cor_{group.name}__")]  # brms: sd rows, then cor
         if rows:
             group_blocks.append((group_title(group.name, group.n_levels), _relabel(table.loc[rows])))
             used.update(rows)

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import ConvergenceWarning, DataError
+from engine.errors import ConvergenceWarning, DataError, EngineInputError
 
-__all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "brms_label", "fit_exists", "fit_paths",
-           "load_fit", "summarise_array"]
+__all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "summarise_array", "brms_label", "load_fit", "fit_paths",
+           "fit_exists", "SUMMARY_COLUMNS"]
 
 FORMAT_NAME = "engine-brmfit"
 FORMAT_VERSION = 1
@@ -80,7 +80,7 @@ def summarise_array(array: np.ndarray, names: list[str], prob: float = 0.95) -> 
     ``prob`` quantile interval (R's type-7 quantiles); Rhat, Bulk_ESS and Tail_ESS are the
     rank-normalised diagnostics of Vehtari et al. (2021) from ``engine.diagnostics``.
     """
-    from .diagnostics import summarise_draws
+    from engine.diagnostics import summarise_draws
 
     lower, upper = (1 - prob) / 2, 1 - (1 - prob) / 2
     table = summarise_draws(array, names=list(names), probs=(lower, upper))
@@ -210,7 +210,7 @@ class BrmFit:
         """Estimate, Est.Error, l-95% CI, u-95% CI, Rhat, Bulk_ESS, Tail_ESS per parameter (index:
         brms names ``b_Intercept``, ..., ``sd_<group>__Intercept``, ``sigma``)."""
         if not 0 < prob < 1:
-            raise ValueError(f"prob must lie in (0, 1), got {prob!r}")
+            raise EngineInputError(f"prob must lie in (0, 1), got {prob!r}")
         key = ("summary", prob)
         if key not in self._cache:
             self._cache[key] = summarise_array(self.draws_values, self.parameter_names, prob)
@@ -241,6 +241,81 @@ class BrmFit:
             index=pd.Index(self.ranef_names),
         )
 
+    def _group_coefs(self, group: str) -> list[str]:
+        prefix = f"sd_{group}__"
+        return [n[len(prefix):] for n in self.parameter_names if n.startswith(prefix)]
+
+    def _flat(self, name: str) -> np.ndarray:
+        """All draws (chains stacked) of a parameter or a random effect, by brms name."""
+        if name in self.parameter_names:
+            return self.draws_values[:, :, self.parameter_names.index(name)].reshape(-1)
+        return self.ranef_values[:, :, self.ranef_names.index(name)].reshape(-1)
+
+    @staticmethod
+    def _stats(values: np.ndarray, prob: float) -> list[float]:
+        lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
+        return [float(values.mean()), float(values.std(ddof=1)), float(np.quantile(values, lo)),
+                float(np.quantile(values, hi))]
+
+    def coef(self, prob: float = 0.95) -> dict[str, pd.DataFrame]:
+        """brms' ``coef()``: per grouping factor, each level's coefficients b + r (population-level
+        coefficients without a random part: b alone), summarised as Estimate, Est.Error, Q2.5, Q97.5.
+        Returns {group: DataFrame (rows: levels; columns: MultiIndex (coefficient, statistic))}."""
+        if not 0 < prob < 1:
+            raise EngineInputError(f"prob must lie in (0, 1), got {prob!r}")
+        lo, hi = 100 * (1 - prob) / 2, 100 * (1 - (1 - prob) / 2)
+        stat_names = ["Estimate", "Est.Error", f"Q{lo:g}", f"Q{hi:g}"]
+        fixed = [n[2:] for n in self.parameter_names if n.startswith("b_")]
+        out = {}
+        for group in self.groups:
+            random = set(self._group_coefs(group.name))
+            rows = []
+            for level in group.levels:
+                row = []
+                for c in fixed:
+                    values = self._flat(f"b_{c}")
+                    if c in random:
+                        values = values + self._flat(f"r_{group.name}[{level},{c}]")
+                    row += self._stats(values, prob)
+                rows.append(row)
+            columns = pd.MultiIndex.from_product([fixed, stat_names])
+            out[group.name] = pd.DataFrame(rows, index=pd.Index(list(group.levels)), columns=columns)
+        return out
+
+    def varcorr(self, prob: float = 0.95) -> dict[str, dict[str, pd.DataFrame]]:
+        """brms' ``VarCorr()``: per grouping factor ``{"sd": DataFrame (rows: coefficients; Estimate,
+        Est.Error, Q2.5, Q97.5), "cor": posterior-mean correlation matrix, "cov": posterior-mean
+        covariance matrix}``, and ``"residual__"`` with the sd of sigma."""
+        if not 0 < prob < 1:
+            raise EngineInputError(f"prob must lie in (0, 1), got {prob!r}")
+        lo, hi = 100 * (1 - prob) / 2, 100 * (1 - (1 - prob) / 2)
+        stat_names = ["Estimate", "Est.Error", f"Q{lo:g}", f"Q{hi:g}"]
+        out = {}
+        for group in self.groups:
+            coefs = self._group_coefs(group.name)
+            sds = [self._flat(f"sd_{group.name}__{c}") for c in coefs]
+            q = len(coefs)
+            cor = np.eye(q)
+            cov = np.empty((q, q))
+            for a in range(q):
+                for b in range(q):
+                    if a == b:
+                        r = np.ones_like(sds[a])
+                    else:
+                        name = f"cor_{group.name}__{coefs[min(a, b)]}__{coefs[max(a, b)]}"
+                        r = self._flat(name) if name in self.parameter_names else np.zeros_like(sds[a])
+                        cor[a, b] = r.mean()
+                    cov[a, b] = float(np.mean(sds[a] * sds[b] * r))
+            out[group.name] = {
+                "sd": pd.DataFrame([self._stats(v, prob) for v in sds], index=pd.Index(coefs), columns=stat_names),
+                "cor": pd.DataFrame(cor, index=coefs, columns=coefs),
+                "cov": pd.DataFrame(cov, index=coefs, columns=coefs),
+            }
+        if "sigma" in self.parameter_names:
+            out["residual__"] = {"sd": pd.DataFrame([self._stats(self._flat("sigma"), prob)],
+                                                    index=pd.Index(["Intercept"]), columns=stat_names)}
+        return out
+
     def prior_summary(self) -> pd.DataFrame:
         """The priors used, one row per parameter class/coefficient/group, as brms'
         ``prior_summary()`` (columns prior, class, coef, group, lb, ub, source)."""
@@ -259,7 +334,7 @@ class BrmFit:
 
     # -------------------------------------------------------------- printing
     def __str__(self) -> str:
-        from .rcompat.print_brms import format_brms_fit
+        from engine.rcompat.print_brms import format_brms_fit
 
         return format_brms_fit(self)
 
@@ -271,7 +346,7 @@ class BrmFit:
 
     # ------------------------------------------------------------ save/load
     def _metadata(self) -> dict[str, Any]:
-        from . import __version__
+        from engine import __version__
 
         return {
             "format": FORMAT_NAME,
@@ -353,7 +428,7 @@ class BrmMultipleFit(BrmFit):
     def imputation_draws(self, k: int) -> np.ndarray:
         """Draws (chains, draws, params) of imputed data set ``k`` (0-based)."""
         if not 0 <= k < self.m:
-            raise IndexError(f"imputation index {k} out of range for m = {self.m}")
+            raise EngineInputError(f"imputation index {k} out of range for m = {self.m}")
         return self.draws_values[self._chain_imputation() == k]
 
     def imputation_summary(self) -> pd.DataFrame:
@@ -393,7 +468,7 @@ class BrmMultipleFit(BrmFit):
         return table
 
     def __str__(self) -> str:
-        from .rcompat.print_brms import format_brms_fit, format_r_matrix
+        from engine.rcompat.print_brms import format_brms_fit, format_r_matrix
 
         text = format_brms_fit(self)
         section = (

@@ -25,7 +25,7 @@ With a_k = σ² + n_k τ_low², s_k = Σ_cell residual, the determinant lemma an
 and the analytic gradient follows by the chain rule through (s_k, a_k, A_j, B_j). NUTS runs on
 θ = (gamma, log τ, log σ) only (q + G + 1 dimensions, no funnel); afterwards the random intercepts
 are drawn exactly, per kept draw, from their Gaussian conditional p(r | gamma, τ, σ, y)
-(``engine.gibbs.draw_ranef``, the leaves-up elimination of the Gibbs location block). Deeper
+(``engine.multilevel.location.draw_ranef``, the leaves-up elimination of the location block). Deeper
 nesting or crossed factors raise ModelSpecError with ``marginalize=True``.
 
 Priors are the model layer's (engine.priors family codes: flat, normal, student_t (cauchy: ν = 1),
@@ -41,14 +41,38 @@ import math
 import numba
 import numpy as np
 
+from typing import NamedTuple
+
 from engine.errors import EngineInputError, ModelSpecError, SamplerError
-from engine.gibbs import ChainResult, draw_ranef, gibbs_inputs
-from engine.multilevel import MultilevelModel
+from engine.multilevel.location import PriorArrays, draw_ranef, location_inputs
+from engine.multilevel.model import MultilevelModel
+from engine.multilevel.priors import EXPONENTIAL, NORMAL, STUDENT_T
+from engine.multilevel.sampler import ChainResult, register_sampler, thin_stats
 from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain, validate_options
 from engine.hmc.adaptation import adaptation_windows
 from engine.hmc.tree import make_workspace
 
-FLAT, NORMAL, STUDENT_T, EXPONENTIAL = 0, 1, 2, 3
+__all__ = ["NUTS", "NutsSampler", "sample_chain", "noncentred_logp_and_grad", "collapsed_logp_and_grad",
+           "noncentred_args", "collapsed_args", "DensityData"]
+
+
+class DensityData(NamedTuple):
+    """The sufficient statistics and priors both densities read (K cells, q = len(gamma), G groups).
+
+    cell_n, cell_sum_y: (K,); cell_w: (K, q); wtw: (q, q); wty: (q,); yty, n_obs: floats;
+    gamma_prior: PriorArrays (q,); sd_prior: PriorArrays (G,); sigma_prior: (4,) [family, nu, mu, scale].
+    """
+
+    cell_n: np.ndarray
+    cell_sum_y: np.ndarray
+    cell_w: np.ndarray
+    wtw: np.ndarray
+    wty: np.ndarray
+    yty: float
+    n_obs: float
+    gamma_prior: PriorArrays
+    sd_prior: PriorArrays
+    sigma_prior: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -66,9 +90,12 @@ def log_prior(x, family, nu, mu, scale):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_location_and_scale_priors(theta, grad, q, n_groups, gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                                   sd_family, sd_nu, sd_mu, sd_scale, sigma_prior):
-    """Log priors of gamma, τ (on log τ, with Jacobian) and σ; gradient added into ``grad``."""
+def _add_location_and_scale_priors(theta, grad, q, n_groups, dens):
+    """Log priors of gamma, τ (on log τ, with Jacobian) and σ; gradient added into ``grad`` (dens: DensityData)."""
+    gamma_family, gamma_nu, gamma_mu, gamma_scale = (dens.gamma_prior.family, dens.gamma_prior.nu,
+                                                     dens.gamma_prior.mu, dens.gamma_prior.scale)
+    sd_family, sd_nu, sd_mu, sd_scale = dens.sd_prior.family, dens.sd_prior.nu, dens.sd_prior.mu, dens.sd_prior.scale
+    sigma_prior = dens.sigma_prior
     total = 0.0
     for j in range(q):
         lp, d = log_prior(theta[j], gamma_family[j], gamma_nu[j], gamma_mu[j], gamma_scale[j])
@@ -103,10 +130,11 @@ def _quadratic_terms(gamma, wtw, wty, yty):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def noncentred_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell_levels, level_group,
-                             wtw, wty, yty, n_obs, gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                             sd_family, sd_nu, sd_mu, sd_scale, sigma_prior):
-    """Log posterior (up to a constant) and gradient in θ = (gamma (q), log τ (G), log σ, z (L))."""
+def noncentred_logp_and_grad(theta, q, n_groups, cell_levels, level_group, dens):
+    """Log posterior (up to a constant) and gradient in θ = (gamma (q), log τ (G), log σ, z (L));
+    cell_levels (K, G), level_group (L,), dens: DensityData."""
+    cell_n, cell_sum_y, cell_w, wtw, wty = dens.cell_n, dens.cell_sum_y, dens.cell_w, dens.wtw, dens.wty
+    yty, n_obs = dens.yty, dens.n_obs
     n_levels = level_group.shape[0]
     n_cells = cell_n.shape[0]
     gamma = theta[:q]
@@ -145,20 +173,18 @@ def noncentred_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cel
         grad[q + n_groups + 1 + l] = d_r * tau[g] - z[l]
         grad[q + g] += d_r * r[l]
         logp -= 0.5 * z[l] * z[l]
-    logp += _add_location_and_scale_priors(theta, grad, q, n_groups, gamma_family, gamma_nu, gamma_mu,
-                                           gamma_scale, sd_family, sd_nu, sd_mu, sd_scale, sigma_prior)
+    logp += _add_location_and_scale_priors(theta, grad, q, n_groups, dens)
     return logp, grad
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def collapsed_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell_top, n_top,
-                            wtw, wty, yty, n_obs, gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                            sd_family, sd_nu, sd_mu, sd_scale, sigma_prior):
+def collapsed_logp_and_grad(theta, q, n_groups, cell_top, n_top, dens):
     """Marginal log posterior (random intercepts integrated out) and gradient in θ = (gamma, log τ, log σ).
 
     n_groups is 1 (cells = that factor's levels, τ_low = τ_1) or 2 (nested: cells = inner levels,
-    cell_top[k] the outer level of cell k, τ_top = τ_1, τ_low = τ_2).
+    cell_top[k] the outer level of cell k, τ_top = τ_1, τ_low = τ_2); dens: DensityData.
     """
+    cell_n, cell_sum_y, cell_w, wtw, wty, yty = dens.cell_n, dens.cell_sum_y, dens.cell_w, dens.wtw, dens.wty, dens.yty
     n_cells = cell_n.shape[0]
     gamma = theta[:q]
     two_levels = n_groups == 2
@@ -222,8 +248,7 @@ def collapsed_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell
     grad[q + n_groups - 1] = -0.5 * dF_dt * 2.0 * t
     if two_levels:
         grad[q] = -0.5 * dF_du * 2.0 * u
-    logp += _add_location_and_scale_priors(theta, grad, q, n_groups, gamma_family, gamma_nu, gamma_mu,
-                                           gamma_scale, sd_family, sd_nu, sd_mu, sd_scale, sigma_prior)
+    logp += _add_location_and_scale_priors(theta, grad, q, n_groups, dens)
     return logp, grad
 
 
@@ -238,7 +263,8 @@ def collapsed_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _unpack_data(data, q, n_groups, n_cells):
+def _unpack_data(data, q, n_groups, n_cells, gamma_family, sd_family):
+    """The DensityData viewed in the packed ``data`` (no copies)."""
     o = 2
     cell_n = data[o:o + n_cells]
     o += n_cells
@@ -259,8 +285,9 @@ def _unpack_data(data, q, n_groups, n_cells):
     sd_scale = data[o + 2 * n_groups:o + 3 * n_groups]
     o += 3 * n_groups
     sigma_prior = data[o:o + 4]
-    return (cell_n, cell_sum_y, cell_w, wtw, wty, data[0], data[1], gamma_nu, gamma_mu, gamma_scale,
-            sd_nu, sd_mu, sd_scale, sigma_prior)
+    return DensityData(cell_n, cell_sum_y, cell_w, wtw, wty, data[0], data[1],
+                       PriorArrays(gamma_family, gamma_nu, gamma_mu, gamma_scale),
+                       PriorArrays(sd_family, sd_nu, sd_mu, sd_scale), sigma_prior)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -274,11 +301,8 @@ def noncentred_log_density(theta, data, index):
     o += n_levels
     gamma_family = index[o:o + q]
     sd_family = index[o + q:o + q + n_groups]
-    (cell_n, cell_sum_y, cell_w, wtw, wty, yty, n_obs, gamma_nu, gamma_mu, gamma_scale,
-     sd_nu, sd_mu, sd_scale, sigma_prior) = _unpack_data(data, q, n_groups, n_cells)
-    return noncentred_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell_levels, level_group,
-                                    wtw, wty, yty, n_obs, gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                                    sd_family, sd_nu, sd_mu, sd_scale, sigma_prior)
+    dens = _unpack_data(data, q, n_groups, n_cells, gamma_family, sd_family)
+    return noncentred_logp_and_grad(theta, q, n_groups, cell_levels, level_group, dens)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -290,11 +314,8 @@ def collapsed_log_density(theta, data, index):
     o += n_cells
     gamma_family = index[o:o + q]
     sd_family = index[o + q:o + q + n_groups]
-    (cell_n, cell_sum_y, cell_w, wtw, wty, yty, n_obs, gamma_nu, gamma_mu, gamma_scale,
-     sd_nu, sd_mu, sd_scale, sigma_prior) = _unpack_data(data, q, n_groups, n_cells)
-    return collapsed_logp_and_grad(theta, q, n_groups, cell_n, cell_sum_y, cell_w, cell_top, n_top,
-                                   wtw, wty, yty, n_obs, gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                                   sd_family, sd_nu, sd_mu, sd_scale, sigma_prior)
+    dens = _unpack_data(data, q, n_groups, n_cells, gamma_family, sd_family)
+    return collapsed_logp_and_grad(theta, q, n_groups, cell_top, n_top, dens)
 
 
 _LOG_DENSITIES = {}
@@ -309,18 +330,18 @@ def _log_density(marginalize: bool) -> LogDensity:
 
 def _packed_data(model: MultilevelModel, inputs) -> np.ndarray:
     parts = [np.array([float(model.yty), float(model.n_obs)]), model.cell_n, model.cell_sum_y,
-             inputs.cell_w.reshape(-1), inputs.wtw.reshape(-1), inputs.wty, inputs.gamma_nu, inputs.gamma_mu,
-             inputs.gamma_scale, model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale, model.sigma_prior]
+             inputs.cell_w.reshape(-1), inputs.wtw.reshape(-1), inputs.wty, inputs.gamma_prior.nu,
+             inputs.gamma_prior.mu, inputs.gamma_prior.scale, model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale, model.sigma_prior]
     return np.ascontiguousarray(np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts]))
 
 
 def noncentred_args(model: MultilevelModel) -> tuple:
     """(data, index) of noncentred_log_density for ``model``."""
-    inputs = gibbs_inputs(model)
+    inputs = location_inputs(model)
     q = int(model.has_intercept) + model.n_coef
     header = [q, model.n_groups, model.n_cells, model.n_levels_total]
     index = np.concatenate([np.array(header), np.asarray(model.cell_levels).reshape(-1),
-                            np.asarray(model.level_group).reshape(-1), inputs.gamma_family,
+                            np.asarray(model.level_group).reshape(-1), inputs.gamma_prior.family,
                             np.asarray(model.sd_prior_family).reshape(-1)]).astype(np.int64)
     return _packed_data(model, inputs), np.ascontiguousarray(index)
 
@@ -336,10 +357,10 @@ def check_collapsible(model: MultilevelModel) -> None:
 def collapsed_args(model: MultilevelModel) -> tuple:
     """(data, index) of collapsed_log_density for ``model`` (one factor or two nested)."""
     check_collapsible(model)
-    inputs = gibbs_inputs(model)
+    inputs = location_inputs(model)
     q = int(model.has_intercept) + model.n_coef
     header = [q, model.n_groups, model.n_cells, int(model.n_levels[0])]
-    index = np.concatenate([np.array(header), np.asarray(model.cell_levels)[:, 0], inputs.gamma_family,
+    index = np.concatenate([np.array(header), np.asarray(model.cell_levels)[:, 0], inputs.gamma_prior.family,
                             np.asarray(model.sd_prior_family).reshape(-1)]).astype(np.int64)
     return _packed_data(model, inputs), np.ascontiguousarray(index)
 
@@ -377,13 +398,14 @@ def to_canonical(model: MultilevelModel, theta_draws: np.ndarray) -> np.ndarray:
 
 def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, marginalize: bool = False,
                  adapt_delta: float = 0.8, max_treedepth: int = 10, metric: str = "diag", init=None,
-                 save_ranef: bool = True) -> ChainResult:
+                 save_ranef: bool = True, thin: int = 1) -> ChainResult:
     """One NUTS chain for the multilevel model (the contract of interfaces.md).
 
     Returns ChainResult(draws (n_iter − n_warmup, n_params) canonical, ranef (n_iter − n_warmup, L),
     stats {name: (n_iter − n_warmup,)} with Stan's names plus ``n_leapfrog_warmup`` (a length-1 array:
     gradient evaluations spent in warm-up)). ``init``: optional unconstrained start θ.
-    Sampler warnings (divergences, tree depth) are the caller's to raise from the stats.
+    Sampler warnings (divergences, tree depth) are the caller's to raise from the stats. ``thin``:
+    keep post-warm-up iterations 0, thin, 2 thin, ... (the per-draw statistics with them).
     """
     if not isinstance(model, MultilevelModel):
         raise ModelSpecError("sample_chain needs a MultilevelModel (engine.multilevel.build_model)")
@@ -391,6 +413,8 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
         validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     except EngineInputError as error:  # the model layer's samplers raise ModelSpecError (as engine.gibbs)
         raise ModelSpecError(str(error)) from None
+    if model.has_slopes:
+        raise ModelSpecError("NUTS does not handle random slopes (or sample_prior='only') yet: use sampler='gibbs'")
     if marginalize and model.n_groups == 0:
         marginalize = False  # nothing to integrate out: both densities coincide
     args = collapsed_args(model) if marginalize else noncentred_args(model)
@@ -434,4 +458,19 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
     out_stats["divergent"] = out_stats["divergent"].astype(bool)
     out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
     out_stats["final_stepsize"] = np.array([step_size])
-    return ChainResult(draws, ranef, out_stats)
+    keep = slice(None, None, int(thin))
+    return ChainResult(draws[keep], ranef[keep], thin_stats(out_stats, draws.shape[0], keep))
+
+
+class NutsSampler:
+    """NUTS on the multilevel model as an engine.multilevel.sampler.Sampler (``sampler="nuts"``)."""
+
+    name = "nuts"
+    options = {"marginalize": False, "adapt_delta": 0.8, "max_treedepth": 10, "metric": "diag", "init": None,
+               "save_ranef": True}
+
+    def run_chain(self, model, n_iter, n_warmup, seed, thin=1, **options) -> ChainResult:
+        return sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+
+
+NUTS = register_sampler(NutsSampler())
