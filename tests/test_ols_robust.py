@@ -1,0 +1,257 @@
+"""engine.ols(vcov=, cluster=) against R 4.2.2's sandwich 3.0-2 and clubSandwich 0.5.8 (fixtures in
+tests/fixtures/cluster/, made by the R scripts there) and statsmodels (simulated designs)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import engine
+from engine.datasets import load_grit
+from engine.errors import ColumnNotFoundError, DataError, DataWarning, ModelSpecError
+from engine.robust import cluster_scores
+
+RTOL = 1e-10
+MODEL1 = "mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit"
+CLUSTER = {"school": "schoolid", "class": "classid", "twoway": ["schoolid", "classid"]}
+CONTROLS = ("raven", "mathscore1", "verbalscore1", "belief_survey1", "grit_survey1")
+
+
+@pytest.fixture(scope="module")
+def grit():
+    return load_grit()
+
+
+@pytest.fixture(scope="module")
+def paper_data(grit):
+    """The paper's Stata do-file: controls mean-imputed over all 1,499 rows, named <x>_c."""
+    data = grit.copy()
+    for name in CONTROLS:
+        data[name + "_c"] = data[name].fillna(data[name].mean())
+    return data
+
+
+@pytest.fixture(scope="module")
+def sandwich_ref(fixtures_dir):
+    return json.loads((fixtures_dir / "cluster" / "cluster_reference.json").read_text())["model1"]
+
+
+@pytest.fixture(scope="module")
+def extra_ref(fixtures_dir):
+    return json.loads((fixtures_dir / "cluster" / "cluster_extra_reference.json").read_text())
+
+
+def _kw(key: str) -> dict:
+    kind, _, dim = key.partition("_")
+    return {"vcov": kind, "cluster": CLUSTER[dim]} if dim else {"vcov": kind}
+
+
+def _assert_vcov(fit, reference):
+    V = fit.vcov.to_numpy()
+    R = np.asarray(reference, dtype=float)
+    assert V.shape == R.shape
+    assert np.max(np.abs(V - R)) <= RTOL * np.max(np.abs(R))
+    np.testing.assert_allclose(fit.bse.to_numpy(), np.sqrt(np.diag(R)), rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("key", ["HC0", "HC1", "HC2", "HC3", "CR0_school", "CR1_school",
+                                 "CR1_class", "CR1_twoway"])
+def test_model1_matches_sandwich(grit, sandwich_ref, key):
+    fit = engine.ols(MODEL1, grit, **_kw(key))
+    assert list(fit.params.index) == sandwich_ref["names"]
+    _assert_vcov(fit, sandwich_ref["vcov"][key])
+
+
+def test_cluster_alone_means_cr1(grit, sandwich_ref):
+    fit = engine.ols(MODEL1, grit, cluster="schoolid")
+    assert fit.cov_type == "CR1"
+    _assert_vcov(fit, sandwich_ref["vcov"]["CR1_school"])
+
+
+@pytest.mark.parametrize("model", ["factors_model", "paper_spec"])
+@pytest.mark.parametrize("key", ["HC0", "HC1", "HC2", "HC3", "CR0_school", "CR1_school",
+                                 "CR2_school", "CR0_class", "CR1_class", "CR2_class",
+                                 "CR0_twoway", "CR1_twoway", "CR2_twoway"])
+def test_more_models_match_sandwich_and_clubsandwich(grit, paper_data, extra_ref, model, key):
+    """Factors, an interaction and I() (rows dropped); the paper's specification. CR2 one-way is
+    clubSandwich's vcovCR; two-way CR2 is sandwich's vcovCL(type = "HC2")."""
+    ref = extra_ref[model]
+    data = paper_data if model == "paper_spec" else grit
+    fit = engine.ols(ref["formula"], data, **_kw(key))
+    assert list(fit.params.index) == ref["names"]
+    assert fit.nobs == ref["nobs"]
+    np.testing.assert_allclose(fit.params.to_numpy(), ref["coef"], rtol=RTOL)
+    _assert_vcov(fit, ref["vcov"][key])
+
+
+def test_cr2_with_cluster_fixed_effects_matches_clubsandwich(grit, extra_ref):
+    """School dummies make I - H_gg singular within schools: clubSandwich's power-0 convention."""
+    ref = extra_ref["fixed_effect_model"]
+    for key, cluster in (("CR2_school", "schoolid"), ("CR2_class", "classid")):
+        fit = engine.ols(ref["formula"], grit, vcov="CR2", cluster=cluster)
+        assert list(fit.params.index) == ref["names"]
+        _assert_vcov(fit, ref[key])
+
+
+def test_paper_specification(paper_data, extra_ref):
+    """grit 0.3107 on 1,347 students, SE clustered by school; t on G - 1 = 15 df as Stata."""
+    ref = extra_ref["paper_spec"]
+    fit = engine.ols(ref["formula"], paper_data, cluster="schoolid")
+    assert fit.nobs == 1347 and fit.df_inference == ref["n_clusters_school"] - 1 == 15
+    assert round(float(fit.params["gritintervention"]), 4) == 0.3107
+    np.testing.assert_allclose(fit.bse.to_numpy(), ref["CR1_school_se"], rtol=RTOL)
+    np.testing.assert_allclose(fit.pvalues.to_numpy(), ref["CR1_school_p"], rtol=RTOL)
+    np.testing.assert_allclose(fit.conf_int().to_numpy(), ref["CR1_school_ci"], rtol=RTOL)
+    text = str(fit.summary())
+    assert "cluster-robust CR1" in text and "schoolid (16 clusters)" in text
+    assert "on 15 degrees of freedom" in text
+    assert "F-statistic:" in text and "on 8 and 15 DF" in text
+
+
+def _simulated(seed: int, n: int = 300, groups: int = 12):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, groups, n)
+    x1 = rng.normal(size=n) + 0.3 * rng.normal(size=groups)[g]
+    x2 = rng.normal(size=n)
+    f = rng.choice(["a", "b", "c"], n)
+    y = 1 + 0.5 * x1 - x2 + (f == "b") + rng.normal(size=groups)[g] + rng.normal(size=n) * (1 + np.abs(x1))
+    return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "f": f, "g": g})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_agrees_with_statsmodels(seed):
+    """HC0-HC3 and one-way CR1 (statsmodels' cluster with its default corrections, t on G - 1),
+    with the Wald F of the slopes."""
+    data = _simulated(seed)
+    formula = "y ~ x1 + x2 + f + x1:f"
+    for kind in ("HC0", "HC1", "HC2", "HC3", "CR1"):
+        fit = engine.ols(formula, data, vcov=kind, cluster="g" if kind == "CR1" else None)
+        mf = fit.model_frame
+        if kind == "CR1":
+            ref = sm.OLS(mf.y, mf.X).fit(cov_type="cluster", cov_kwds={"groups": data["g"].to_numpy()},
+                                         use_t=True)
+        else:
+            ref = sm.OLS(mf.y, mf.X).fit(cov_type=kind, use_t=True)
+        np.testing.assert_allclose(fit.vcov.to_numpy(), ref.cov_params(), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(fit.pvalues.to_numpy(), ref.pvalues, rtol=1e-9)
+        np.testing.assert_allclose(fit.conf_int().to_numpy(), ref.conf_int(), rtol=1e-10)
+        np.testing.assert_allclose(fit.fvalue, ref.fvalue, rtol=1e-10)
+        np.testing.assert_allclose(fit.f_pvalue, ref.f_pvalue, rtol=1e-8)
+
+
+def test_cluster_column_outside_formula_and_dropped_rows():
+    """Rows the model drops for missing values leave the clusters too; the cluster column may
+    have missing values in those rows only."""
+    data = _simulated(4)
+    data.loc[[3, 10, 50], "x2"] = np.nan
+    data["g2"] = data["g"].astype(float)
+    data.loc[[3, 50], "g2"] = np.nan  # only where the model drops the row anyway
+    fit = engine.ols("y ~ x1 + x2", data, vcov="CR0", cluster="g2")
+    kept = data.dropna(subset=["x2"])
+    direct = engine.ols("y ~ x1 + x2", kept, vcov="CR0", cluster="g")
+    assert fit.nobs == len(data) - 3
+    np.testing.assert_allclose(fit.vcov.to_numpy(), direct.vcov.to_numpy(), rtol=1e-12)
+    assert data["g2"].isna().sum() == 2  # the user's data is not modified
+
+
+def test_string_and_categorical_clusters_agree():
+    data = _simulated(5)
+    data["gs"] = "school-" + data["g"].astype(str)
+    data["gc"] = pd.Categorical(data["g"])
+    base = engine.ols("y ~ x1", data, cluster="g").vcov.to_numpy()
+    for col in ("gs", "gc"):
+        np.testing.assert_allclose(engine.ols("y ~ x1", data, cluster=col).vcov.to_numpy(), base,
+                                   rtol=1e-13)
+
+
+def test_two_way_with_identical_dimensions_reduces_to_one_way():
+    """Inclusion-exclusion: clustering by (g, g) gives M_g + M_g - M_g = M_g (CR0)."""
+    data = _simulated(6)
+    data["h"] = data["g"]
+    one = engine.ols("y ~ x1 + x2", data, vcov="CR0", cluster="g").vcov.to_numpy()
+    two = engine.ols("y ~ x1 + x2", data, vcov="CR0", cluster=["g", "h"]).vcov.to_numpy()
+    np.testing.assert_allclose(two, one, rtol=1e-12)
+
+
+def test_scores_add_over_row_partitions():
+    """The meat is a sum over rows: score matrices of disjoint row blocks add up."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(50, 3))
+    w = rng.normal(size=50)
+    codes = rng.integers(0, 6, 50)
+    whole = cluster_scores(X, w, codes, 6)
+    parts = cluster_scores(X[:20], w[:20], codes[:20], 6) + cluster_scores(X[20:], w[20:], codes[20:], 6)
+    np.testing.assert_allclose(parts, whole, rtol=1e-13)
+    slow = np.array([(X[codes == g] * w[codes == g, None]).sum(axis=0) for g in range(6)])
+    np.testing.assert_allclose(whole, slow, rtol=1e-13)
+
+
+def test_aliased_columns_are_nan_and_the_rest_as_the_reduced_model():
+    data = _simulated(8)
+    data["x3"] = 2 * data["x1"]
+    fit = engine.ols("y ~ x1 + x2 + x3", data, vcov="HC3")
+    assert np.isnan(fit.bse["x3"]) and np.isnan(fit.vcov.loc["x3"]).all()
+    reduced = engine.ols("y ~ x1 + x2", data, vcov="HC3")
+    np.testing.assert_allclose(fit.vcov.loc[["(Intercept)", "x1", "x2"], ["(Intercept)", "x1", "x2"]],
+                               reduced.vcov, rtol=1e-10)
+
+
+def test_default_is_unchanged(grit):
+    plain = engine.ols(MODEL1, grit)
+    assert plain.cov_type == "nonrobust" and plain.df_inference == plain.df_resid
+    assert "Standard errors:" not in str(plain.summary())
+
+
+def test_hc_summary_names_the_covariance(grit):
+    text = str(engine.ols(MODEL1, grit, vcov="HC3").summary())
+    assert "Standard errors: heteroskedasticity-consistent HC3" in text
+    assert "on 1173 degrees of freedom" in text
+
+
+def test_leverage_one_gives_nan_with_warning_as_sandwich():
+    """A dummy for one row has hat value 1: sandwich warns naming the row and returns NaN."""
+    data = _simulated(9, n=40)
+    data["one"] = 0.0
+    data.loc[4, "one"] = 1.0
+    for kind in ("HC2", "HC3"):
+        with pytest.warns(DataWarning, match=r"hat values are close to 1 as for observations 5 "):
+            fit = engine.ols("y ~ x1 + one", data, vcov=kind)
+        assert np.isnan(fit.vcov.to_numpy()).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = engine.ols("y ~ x1 + one", data, vcov="HC0")  # HC0 needs no hat values
+    assert np.isfinite(fit.bse).all()
+
+
+def test_bad_arguments():
+    data = _simulated(10, n=40)
+    with pytest.raises(ModelSpecError, match="HC4"):
+        engine.ols("y ~ x1", data, vcov="HC4")
+    with pytest.raises(ModelSpecError, match="needs cluster="):
+        engine.ols("y ~ x1", data, vcov="CR2")
+    with pytest.raises(ModelSpecError, match="not clustered"):
+        engine.ols("y ~ x1", data, vcov="HC1", cluster="g")
+    with pytest.raises(ColumnNotFoundError, match="'school'"):
+        engine.ols("y ~ x1", data, cluster="school")
+    with pytest.raises(ModelSpecError, match="column name"):
+        engine.ols("y ~ x1", data, cluster=3)
+
+
+def test_cluster_with_missing_values_among_kept_rows():
+    data = _simulated(11, n=40)
+    data["gm"] = data["g"].astype(float)
+    data.loc[7, "gm"] = np.nan
+    with pytest.raises(DataError, match=r"cluster column 'gm' has missing values in 1 of the 40 rows"):
+        engine.ols("y ~ x1", data, cluster="gm")
+
+
+def test_one_cluster_is_an_error():
+    data = _simulated(12, n=40)
+    data["one"] = "A"
+    with pytest.raises(ModelSpecError, match=r"cluster column 'one' has only one cluster"):
+        engine.ols("y ~ x1", data, cluster=["g", "one"])
