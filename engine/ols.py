@@ -760,6 +760,16 @@ class OLSResults:
         return pd.DataFrame({cols[0]: lo.to_numpy(), cols[1]: hi.to_numpy()},
                             index=self.params.index)
 
+    def predict(self, newdata: pd.DataFrame | None = None, interval: str | None = None,
+                level: float = 0.95, robust: bool = False) -> pd.DataFrame:
+        """R's ``predict(fit, newdata, se.fit = TRUE, interval, level)``: a DataFrame with
+        ``fit``, ``se_fit`` (and ``lwr``, ``upr`` for ``interval="confidence"`` or
+        ``"prediction"``); see :mod:`engine.ols_predict` (``robust``: use ``vcov=``'s covariance,
+        which R's predict.lm ignores)."""
+        from .ols_predict import predict_ols
+
+        return predict_ols(self, newdata, interval=interval, level=level, robust=robust)
+
     def summary(self) -> OLSSummary:
         """R's ``summary(fit)``; ``print(fit.summary())`` prints what R prints."""
         from .printing import summary_lm_text
