@@ -660,6 +660,9 @@ class OLSResults:
     rsquared_adj, fvalue, f_pvalue, nobs, n_dropped, resid, fitted (Series over the kept rows'
     index labels), aliased (list of names), formula, call (R's call text), ssr, ess,
     timings (seconds: model_frame, qr, residuals), model_frame (the ModelFrame).
+    With ``ols(vcov=, cluster=)``: cov_type, robust (engine.robust.RobustCovariance) and
+    df_inference (the t and F degrees of freedom) describe the covariance bse, tvalues, pvalues,
+    vcov, fvalue and conf_int() use. ``predict()`` as R's predict.lm.
     """
 
     def __init__(self, ls: LeastSquares, names: list[str], index: pd.Index, *, formula: str,
@@ -726,6 +729,8 @@ class OLSResults:
         if ls.has_intercept:
             test &= np.asarray([nm != "(Intercept)" for nm in self.column_names])
         fval, q = wald_f(ls.coef, V, test)
+        if robust.clusters is not None and q > robust.df:
+            fval = float("nan")  # the clustered meat has rank < q: no Wald F (Stata reports none)
         self.fvalue = fval  # robust Wald F on (q, df_inference) degrees of freedom
         self.f_pvalue = float(special.fdtrc(q, robust.df, fval)) if q else float("nan")
 

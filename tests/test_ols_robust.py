@@ -255,3 +255,31 @@ def test_one_cluster_is_an_error():
     data["one"] = "A"
     with pytest.raises(ModelSpecError, match=r"cluster column 'one' has only one cluster"):
         engine.ols("y ~ x1", data, cluster=["g", "one"])
+
+
+def test_replicate_prints_the_paper_specification(grit, extra_ref, capsys):
+    """replicate's paper-specification block: the printed model, its numbers and closing-table row."""
+    from engine.replicate import PAPER_FORMULA, TREATMENT, Outcome, effects_table, run_paper_spec
+
+    outcome = Outcome()
+    run_paper_spec(grit, outcome)
+    ref = extra_ref["paper_spec"]
+    assert PAPER_FORMULA == ref["formula"]
+    numbers = outcome.numbers["paper_spec"]
+    assert numbers["nobs"] == 1347 and numbers["vcov"] == "CR1" and numbers["df_inference"] == 15
+    se = dict(zip(ref["names"], ref["CR1_school_se"]))
+    assert numbers["std_error"][TREATMENT] == pytest.approx(se[TREATMENT], rel=RTOL)
+    (row,) = outcome.effects
+    assert round(row["estimate"], 4) == 0.3107 and row["std_error"] == pytest.approx(se[TREATMENT], rel=RTOL)
+    assert "0.3107" in effects_table(outcome.effects)
+    assert "clustered by schoolid (16 clusters)" in capsys.readouterr().out
+    assert "raven_c" not in grit.columns  # the user's data is not modified
+
+
+def test_no_wald_f_with_more_slopes_than_cluster_df():
+    """Stata reports no F when the slopes outnumber G - 1: the clustered meat has too low a rank."""
+    data = _simulated(13, n=60, groups=3)
+    fit = engine.ols("y ~ x1 + x2 + f", data, cluster="g")
+    assert fit.df_inference == 2 and np.isnan(fit.fvalue) and np.isnan(fit.f_pvalue)
+    assert "F-statistic:   NaN on 4 and 2 DF" in str(fit.summary())
+    assert np.isfinite(engine.ols("y ~ x1", data, cluster="g").fvalue)
