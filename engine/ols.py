@@ -716,8 +716,14 @@ class OLSResults:
         V = np.full((p, p), np.nan)
         V[np.ix_(kept, kept)] = robust.vcov
         se = np.full(p, np.nan)
-        se[kept] = np.sqrt(np.diag(robust.vcov))
+        diag = np.diag(robust.vcov)
+        if (diag < 0).any():  # multiway inclusion-exclusion need not be positive semi-definite
+            bad = [self.column_names[j] for j, d in zip(kept, diag) if d < 0]
+            warnings.warn(f"the {robust.kind} multiway cluster-robust covariance has negative "
+                          f"variances for {', '.join(bad)}: their standard errors are NaN",
+                          DataWarning, stacklevel=4)
         with np.errstate(divide="ignore", invalid="ignore"):
+            se[kept] = np.sqrt(diag)
             t = ls.coef / se
         pv = np.full(p, np.nan)
         pv[kept] = 2.0 * special.stdtr(robust.df, -np.abs(t[kept]))
