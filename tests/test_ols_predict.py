@@ -213,3 +213,22 @@ def test_bad_arguments(ref, fit_data, new_data):
         fit.predict(new_data, level=95)
     with pytest.raises(DataError, match="DataFrame"):
         fit.predict(new_data.to_dict())
+
+
+def test_study_data_matches_predict_lm(fx):
+    """Model 1 + wealth + an interaction + I() on the study data (pandas categoricals as
+    load_grit makes them), predicted for its first 40 rows, several with missing predictors."""
+    from engine.datasets import load_grit
+
+    ref = json.loads((fx / "predict_grit_reference.json").read_text())
+    data = load_grit()
+    fit = engine.ols(ref["formula"], data)
+    assert fit.df_resid == ref["df"]
+    conf = fit.predict(data.iloc[:40], interval="confidence")
+    pred = fit.predict(data.iloc[:40], interval="prediction", level=0.9)
+    for got, key in ((conf["fit"], "fit"), (conf["se_fit"], "se_fit"), (conf["lwr"], "conf_lwr"),
+                     (conf["upr"], "conf_upr"), (pred["lwr"], "pred90_lwr"), (pred["upr"], "pred90_upr")):
+        want = _values(ref[key])
+        assert np.isnan(want).any() and not np.isnan(want).all()
+        np.testing.assert_array_equal(np.isnan(got.to_numpy()), np.isnan(want))
+        np.testing.assert_allclose(got.to_numpy()[~np.isnan(want)], want[~np.isnan(want)], rtol=RTOL)
