@@ -68,6 +68,10 @@ class ColumnNotFoundError(DataError):
     """A column named in a formula or argument is not in the data."""
 
 
+class NewFactorLevelError(DataError):
+    """New data has a factor level the model was not fitted with (R: "factor f has new level z")."""
+
+
 class ModelSpecError(EngineInputError):
     """A model that cannot be fitted as specified (too few rows, one-level factor, ...)."""
 

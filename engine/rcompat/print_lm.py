@@ -159,11 +159,12 @@ def summary_lm_text(*, call_lines_: Sequence[str], residuals: np.ndarray,
                     coef_names: Sequence[str], coef_table: np.ndarray, aliased: Sequence[bool],
                     sigma: float, n_deleted: int, r_squared: float, adj_r_squared: float,
                     fstatistic: tuple[float, float, float] | None, f_pvalue: float,
-                    digits: int = max(3, R_DIGITS - 3)) -> str:
+                    digits: int = max(3, R_DIGITS - 3), vcov_note: str | None = None) -> str:
     """The text of R's ``print(summary(lm(...)))`` (stats/R/lm.R ``print.summary.lm``).
 
     coef_table: (n_coef, 4) estimate, std. error, t value, p-value for every coefficient in
-    model-matrix order, NaN in the rows of aliased coefficients.
+    model-matrix order, NaN in the rows of aliased coefficients. vcov_note: a line printed above
+    "Residual standard error" naming a robust covariance (engine's addition; R prints none).
     """
     out = ["\nCall:\n", "\n".join(call_lines_), "\n\n"]
     out.append("Residuals:\n")
@@ -190,6 +191,8 @@ def summary_lm_text(*, call_lines_: Sequence[str], residuals: np.ndarray,
                                 ["Estimate", "Std. Error", "t value", "Pr(>|t|)"],
                                 digits=digits, is_na=is_na))
     sigma_text = "NaN" if math.isnan(sigma) else format_number(signif(sigma, digits))
+    if vcov_note:
+        out.append("\n" + vcov_note)
     out.append("\nResidual standard error: " + sigma_text
                + " on " + str(int(rdf)) + " degrees of freedom")
     out.append("\n")
