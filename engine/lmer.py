@@ -45,9 +45,9 @@ import scipy.optimize
 import scipy.sparse
 
 from engine import formula as _formula
-from engine.errors import ColumnNotFoundError, ConvergenceWarning, ModelSpecError
-from engine.lmer_kernels import (CrossBlocks, back_solve_t, cross_quadratic, cross_times, forward_solve,
-                                 scaled_cross, schur_update)
+from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
+from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
+                                 forward_solve, profiled_criterion, scaled_cross, schur_update)
 
 SINGULAR_TOL = 1e-4
 _TRACE = None
@@ -120,7 +120,7 @@ def _bar_groups(bar) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
+def _terms_from_frame(mf, data: pd.DataFrame, formula: str, bars=None) -> list[ReTerm]:
     """Random-effect terms of a model frame, before lme4's reordering."""
     n = mf.nobs
     rows = np.asarray(mf.rows)
@@ -156,13 +156,90 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
                 for c in range(Z.shape[1]):
                     terms.append(ReTerm(name, codes, levels, np.ascontiguousarray(Z[:, c:c + 1]), [cn[c]]))
         return terms
-    for bar in mf.random_terms:
-        if not bar.intercept_only:
-            raise ModelSpecError(f"random slopes in {bar.text!r} need the formula layer's random_effects")
+    kept = data.iloc[rows] if len(rows) != len(data) else data
+    for bar in (bars if bars is not None else mf.random_terms):
+        if bar.intercept_only:
+            Z, cn = np.ones((n, 1)), ["(Intercept)"]
+        else:  # the bar's left side as a model matrix on the kept rows (R's model.matrix)
+            lhs = bar.text.strip()
+            lhs = lhs[1:-1] if lhs.startswith("(") and lhs.endswith(")") else lhs
+            lhs = lhs.split("|", 1)[0]
+            sub = _formula.model_frame(f"{mf.response_name} ~ {lhs}", kept)
+            if sub.nobs != n:
+                raise ModelSpecError(f"random-effect term {bar.text!r}: its variables have missing values")
+            Z, cn = np.ascontiguousarray(sub.X, dtype=np.float64), list(sub.column_names)
         for name, cols in _bar_groups(bar):
             codes, levels = group_codes(cols)
-            terms.append(ReTerm(name, codes, levels, np.ones((n, 1)), ["(Intercept)"]))
+            terms.append(ReTerm(name, codes, levels, Z, cn))
     return terms
+
+
+def _slope_fallback(formula: str, data: pd.DataFrame):
+    """Until the formula layer builds random slopes itself (``ModelFrame.random_effects``), the
+    frame is made with each slope bar's left side replaced by 1, on the rows where the slope
+    variables are present (lme4 drops rows missing any model variable); the slopes' columns are
+    then built from the bars' own text (``_terms_from_frame``)."""
+    if "random_effects" in getattr(_formula.ModelFrame, "__dataclass_fields__", {}):
+        return formula, data
+    parsed = _formula.parse_formula(formula)
+    keep = None
+    for bar in parsed.random_terms:
+        if bar.intercept_only:
+            continue
+        inner = bar.text.strip()[1:-1] if bar.text.strip().startswith("(") else bar.text
+        lhs, rhs = inner.split("|", 1)
+        cols = sorted({c for g in bar.group_columns for c in g})
+        sub = _formula.model_frame(f"{parsed.response} ~ {lhs} + {' + '.join(cols)}", data)
+        rows = np.asarray(sub.rows)
+        keep = rows if keep is None else np.intersect1d(keep, rows)
+        for pattern in (" + " + bar.text, bar.text + " + "):
+            if pattern in formula:
+                formula = formula.replace(pattern, "", 1)
+                break
+        else:
+            raise FormulaError(f"cannot separate the random-effect term {bar.text!r}", formula, bar.pos)
+    if keep is not None and len(keep) != len(data):
+        data = data.iloc[keep]
+    return formula, data
+
+
+def expand_double_verts(formula: str, display: bool = False) -> str:
+    """lme4's ``expandDoubleVerts``: ``(x || g)`` -> ``((1 | g) + (0 + x | g))``, one
+    uncorrelated term per column of the left side (its intercept first, if it has one).
+    ``display=True`` keeps lme4's outer parentheses (as its summary prints the formula); without
+    them the text is what the formula parser reads."""
+    while "||" in formula:
+        k = formula.index("||")
+        depth, start = 0, None
+        for i in range(k - 1, -1, -1):
+            if formula[i] == ")":
+                depth += 1
+            elif formula[i] == "(":
+                if depth == 0:
+                    start = i
+                    break
+                depth -= 1
+        if start is None:
+            raise FormulaError("'||' must be inside parentheses: (x || g)", formula, k)
+        depth, end = 0, None
+        for i in range(k + 2, len(formula)):
+            if formula[i] == "(":
+                depth += 1
+            elif formula[i] == ")":
+                if depth == 0:
+                    end = i
+                    break
+                depth -= 1
+        if end is None:
+            raise FormulaError("unbalanced parentheses", formula, k)
+        lhs = formula[start + 1:k].strip()
+        grp = formula[k + 2:end].strip()
+        parsed = _formula.parse_formula(f"~ {lhs}")
+        parts = (["(1 | " + grp + ")"] if parsed.has_intercept else []) + [
+            f"(0 + {lab} | {grp})" for lab in parsed.term_labels]
+        text = " + ".join(parts)
+        formula = formula[:start] + ("(" + text + ")" if display else text) + formula[end + 1:]
+    return formula
 
 
 def _lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
@@ -220,6 +297,8 @@ class _Stats:
     XaXa: np.ndarray  # (p+1, p+1)
     rest_terms: list  # (term index, column offset, q, nlev) of later terms
     qmax: int
+    moments: Moments = None
+    layout: Layout = None
 
 
 def _bincount_blocks(codes, left, right, nlev):
@@ -288,7 +367,19 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         ZXa2 = np.zeros((0, p + 1))
         cross = CrossBlocks(np.zeros(n1 + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
                             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    return _Stats(n, p, q1, n1, A1, ZXa1, Q2, A22, ZXa2, cross, Xa.T @ Xa, rest, qmax)
+    qs = [t.q for t in terms]
+    theta_start = np.concatenate([[0], np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]]).astype(np.int64)
+    col_term = np.zeros(Q2, dtype=np.int64)
+    col_start = np.zeros(Q2, dtype=np.int64)
+    for (k, o, q, nl) in rest:
+        idx = np.arange(q * nl)
+        col_term[o:o + q * nl] = k
+        col_start[o:o + q * nl] = o + (idx // q) * q
+    XaXa = Xa.T @ Xa
+    moments = Moments(np.ascontiguousarray(A1), np.ascontiguousarray(ZXa1), np.ascontiguousarray(A22),
+                      np.ascontiguousarray(ZXa2), np.ascontiguousarray(XaXa))
+    layout = Layout(theta_start, np.asarray(qs, dtype=np.int64), col_term, col_start)
+    return _Stats(n, p, q1, n1, A1, ZXa1, Q2, A22, ZXa2, cross, XaXa, rest, qmax, moments, layout)
 
 
 @dataclass
@@ -449,7 +540,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         nfev[0] += 1
         if _TRACE is not None:
             _TRACE.append(nfev[0])
-        return _criterion_from(stats, _factorize(stats, np.asarray(th, dtype=float), layout), reml)
+        return profiled_criterion(np.asarray(th, dtype=float), stats.moments, stats.cross, stats.layout,
+                                  stats.n, reml)
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     opts = {"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000, "maxls": 50}
@@ -692,10 +784,13 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     """
     if not isinstance(data, pd.DataFrame):
         raise ModelSpecError("lmer(): data must be a pandas DataFrame")
-    mf = _formula.model_frame(formula, data, allow_random=True)
-    if not mf.random_terms:
+    display_formula = expand_double_verts(formula, display=True)
+    formula = expand_double_verts(formula)
+    frame_formula, data = _slope_fallback(formula, data)
+    mf = _formula.model_frame(frame_formula, data, allow_random=True)
+    if not _formula.parse_formula(formula).random_terms:
         raise ModelSpecError(f"no random effects terms specified in formula {formula!r}")
-    terms = _lme4_order(_terms_from_frame(mf, data, formula))
+    terms = _lme4_order(_terms_from_frame(mf, data, formula, _formula.parse_formula(formula).random_terms))
     n = mf.nobs
     for t in terms:
         if t.nlev >= n:
@@ -711,7 +806,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise ModelSpecError("fixed-effect model matrix is rank deficient; drop the aliased terms "
                              f"among {mf.column_names}")
-    frame_args = (formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
+    frame_args = (display_formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
     return _fit_stats(frame_args, reml=bool(REML))
 
 
@@ -719,8 +814,13 @@ def _fit_stats(frame_args, reml: bool, theta0=None) -> LmerFit:
     formula, response_name, names, X, y, terms = frame_args
     stats = _sufficient_stats(terms, X, y)
     layout, lower = _theta_layout([t.q for t in terms])
-    theta, crit, nfev, ok = _optimize(stats, layout, lower, reml, theta0)
-    f = _factorize(stats, theta, layout)
+    from engine.mice import _SingleThreadedBlas  # one home for the OpenBLAS thread limit
+
+    # Many tiny BLAS calls (L-BFGS-B's, the small factors'): a threaded OpenBLAS spends more time
+    # waking threads than computing on a shared machine.
+    with _SingleThreadedBlas():
+        theta, crit, nfev, ok = _optimize(stats, layout, lower, reml, theta0)
+        f = _factorize(stats, theta, layout)
     p, n = stats.p, stats.n
     R = f.R
     RX = R[:p, :p]

@@ -175,3 +175,179 @@ def back_solve_t(L, b):
             s -= L[j, i] * x[j]
         x[i] = s / L[i, i]
     return x
+
+
+class Layout(NamedTuple):
+    """Where each term's factor lives: theta_start (K,), term_q (K,) for the K terms (term 0 is
+    the leading block); for the trailing block's Q2 columns, col_term (Q2,) the term index
+    (into the K terms), col_start (Q2,) the first column of the column's level block."""
+
+    theta_start: np.ndarray
+    term_q: np.ndarray
+    col_term: np.ndarray
+    col_start: np.ndarray
+
+
+class Moments(NamedTuple):
+    """Sufficient statistics: A1 (n1, q1, q1) = Z1_j'Z1_j, ZXa1 (n1, q1, m) = Z1_j'[X y],
+    A22 (Q2, Q2) = Z2'Z2, ZXa2 (Q2, m) = Z2'[X y], XaXa (m, m) = [X y]'[X y] (m = p + 1)."""
+
+    A1: np.ndarray
+    ZXa1: np.ndarray
+    A22: np.ndarray
+    ZXa2: np.ndarray
+    XaXa: np.ndarray
+
+
+@numba.njit(cache=True)
+def _chol_inplace(A):
+    """Lower Cholesky of a small SPD matrix in place; False if not positive definite."""
+    n = A.shape[0]
+    for j in range(n):
+        s = A[j, j]
+        for k in range(j):
+            s -= A[j, k] * A[j, k]
+        if not s > 0.0:
+            return False
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, n):
+            t = A[i, j]
+            for k in range(j):
+                t -= A[i, k] * A[j, k]
+            A[i, j] = t / d
+        for i in range(j):
+            A[i, j] = 0.0
+    return True
+
+
+@numba.njit(cache=True)
+def term_factors(theta, lay):
+    """(K, qmax, qmax) lower-triangular T_k from theta (lme4's column-major lower triangles)."""
+    K = lay.term_q.shape[0]
+    qmax = 1
+    for k in range(K):
+        qmax = max(qmax, lay.term_q[k])
+    T = np.zeros((K, qmax, qmax))
+    for k in range(K):
+        q = lay.term_q[k]
+        i = lay.theta_start[k]
+        for c in range(q):
+            for r in range(c, q):
+                T[k, r, c] = theta[i]
+                i += 1
+    return T
+
+
+@numba.njit(cache=True)
+def profiled_criterion(theta, mo, cb, lay, n, reml):
+    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
+    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails."""
+    T = term_factors(theta, lay)
+    n1, q1, m = mo.ZXa1.shape
+    p = m - 1
+    T1 = np.ascontiguousarray(T[0, :q1, :q1])
+    L1 = np.empty((n1, q1, q1))
+    R1 = np.empty((n1, q1, m))
+    gram = mo.XaXa.copy()
+    ld = 0.0
+    M = np.empty((q1, q1))
+    for j in range(n1):
+        # M = T1' A_j T1 + I
+        for a in range(q1):
+            for b in range(q1):
+                s = 0.0
+                for c in range(a, q1):
+                    for d in range(b, q1):
+                        s += T1[c, a] * mo.A1[j, c, d] * T1[d, b]
+                M[a, b] = s + (1.0 if a == b else 0.0)
+        if not _chol_inplace(M):
+            return np.inf
+        for a in range(q1):
+            ld += 2.0 * np.log(M[a, a])
+            for b in range(q1):
+                L1[j, a, b] = M[a, b]
+        # R1_j = L^{-1} T1' ZXa_j
+        for k in range(m):
+            for a in range(q1):
+                s = 0.0
+                for c in range(a, q1):
+                    s += T1[c, a] * mo.ZXa1[j, c, k]
+                for b in range(a):
+                    s -= M[a, b] * R1[j, b, k]
+                R1[j, a, k] = s / M[a, a]
+        for k in range(m):
+            for l in range(k, m):
+                s = 0.0
+                for a in range(q1):
+                    s += R1[j, a, k] * R1[j, a, l]
+                gram[k, l] -= s
+    Q2 = mo.A22.shape[0]
+    if Q2 > 0:
+        # S = Lambda2' A22 Lambda2 + I, R2 = Lambda2' ZXa2 (Lambda2 block diagonal)
+        B = np.empty((Q2, Q2))
+        for c in range(Q2):
+            t = lay.col_term[c]
+            c0 = lay.col_start[c]
+            r = c - c0
+            q = lay.term_q[t]
+            for i in range(Q2):
+                s = 0.0
+                for a in range(r, q):
+                    s += mo.A22[i, c0 + a] * T[t, a, r]
+                B[i, c] = s
+        S = np.empty((Q2, Q2))
+        R2 = np.empty((Q2, m))
+        for c in range(Q2):
+            t = lay.col_term[c]
+            c0 = lay.col_start[c]
+            r = c - c0
+            q = lay.term_q[t]
+            for i in range(Q2):
+                s = 0.0
+                for a in range(r, q):
+                    s += T[t, a, r] * B[c0 + a, i]
+                S[c, i] = s
+            S[c, c] += 1.0
+            for k in range(m):
+                s = 0.0
+                for a in range(r, q):
+                    s += T[t, a, r] * mo.ZXa2[c0 + a, k]
+                R2[c, k] = s
+        Tk = np.ascontiguousarray(T[1:])
+        W = scaled_cross(cb, T1, Tk, L1)
+        schur_update(cb, W, S, R1, R2)
+        if Q2 <= 48:
+            if not _chol_inplace(S):
+                return np.inf
+            L2 = S
+        else:
+            for i in range(Q2):  # LAPACK reads the lower triangle
+                for jj in range(i + 1, Q2):
+                    S[i, jj] = S[jj, i]
+            if not np.all(np.isfinite(S)):
+                return np.inf
+            # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
+            L2 = np.linalg.cholesky(S)
+        for i in range(Q2):
+            ld += 2.0 * np.log(L2[i, i])
+        R2s = forward_solve(L2, R2)
+        for k in range(m):
+            for l in range(k, m):
+                s = 0.0
+                for i in range(Q2):
+                    s += R2s[i, k] * R2s[i, l]
+                gram[k, l] -= s
+    for k in range(m):
+        for l in range(k):
+            gram[k, l] = gram[l, k]
+    if not _chol_inplace(gram):
+        return np.inf
+    pwrss = gram[p, p] * gram[p, p]
+    if reml:
+        ldrx = 0.0
+        for k in range(p):
+            ldrx += 2.0 * np.log(gram[k, k])
+        nmp = n - p
+        return ld + ldrx + nmp * (1.0 + np.log(2.0 * np.pi * pwrss / nmp))
+    return ld + n * (1.0 + np.log(2.0 * np.pi * pwrss / n))
