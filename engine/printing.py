@@ -914,3 +914,31 @@ def print_lm_text(call_lines_: Sequence[str], coef: Sequence[float], names: Sequ
         out.append("No coefficients\n")
     out.append("\n")
     return "".join(out)
+
+
+def abbreviate(name: str, minlength: int = 4) -> str:
+    """R's ``abbreviate(name, minlength)`` (base/R/abbreviate.R, method "left.kept", ASCII):
+    drop lower-case vowels from the right (not the first character), then lower-case letters
+    from the right, until at most ``minlength`` characters remain; spaces are dropped first."""
+    if len(name) <= minlength:
+        return name
+    x = name.strip()
+    if len(x) <= minlength:
+        return x
+    chars = list(x)
+    # drop lower case vowels, from the end, not the first character of a word
+    def is_first(i):
+        return i == 0 or chars[i - 1] == " "
+    i = len(chars) - 1
+    while len(chars) > minlength and i > 0:
+        if chars[i] in "aeiou" and not is_first(i):
+            del chars[i]
+        i -= 1
+    i = len(chars) - 1
+    while len(chars) > minlength and i > 0:
+        if chars[i].islower() and not is_first(i):
+            del chars[i]
+        i -= 1
+    if len(chars) > minlength:
+        chars = [c for c in chars if c != " "]
+    return "".join(chars)
