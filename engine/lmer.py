@@ -810,7 +810,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     return _fit_stats(frame_args, reml=bool(REML))
 
 
-def _fit_stats(frame_args, reml: bool, theta0=None) -> LmerFit:
+def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None) -> LmerFit:
+    """Fit (or, with ``theta_fixed``, evaluate every estimate at that theta, as lme4's
+    ``devFunOnly`` path does: used to check the algebra against lme4 at lme4's own theta)."""
     formula, response_name, names, X, y, terms = frame_args
     stats = _sufficient_stats(terms, X, y)
     layout, lower = _theta_layout([t.q for t in terms])
@@ -819,7 +821,12 @@ def _fit_stats(frame_args, reml: bool, theta0=None) -> LmerFit:
     # Many tiny BLAS calls (L-BFGS-B's, the small factors'): a threaded OpenBLAS spends more time
     # waking threads than computing on a shared machine.
     with _SingleThreadedBlas():
-        theta, crit, nfev, ok = _optimize(stats, layout, lower, reml, theta0)
+        if theta_fixed is None:
+            theta, crit, nfev, ok = _optimize(stats, layout, lower, reml, theta0)
+        else:
+            theta = np.asarray(theta_fixed, dtype=float)
+            crit = float(profiled_criterion(theta, stats.moments, stats.cross, stats.layout, stats.n, reml))
+            nfev, ok = 1, True
         f = _factorize(stats, theta, layout)
     p, n = stats.p, stats.n
     R = f.R
@@ -858,3 +865,71 @@ def _fit_stats(frame_args, reml: bool, theta0=None) -> LmerFit:
     if not ok:
         warnings.warn("lmer: the optimiser did not report convergence", ConvergenceWarning, stacklevel=3)
     return fit
+
+
+# ------------------------------------------------------------------------------------------------
+# likelihood-ratio tests (lme4's anova.merMod)
+# ------------------------------------------------------------------------------------------------
+
+
+class AnovaTable(pd.DataFrame):
+    """lme4's ``anova(m1, m2, ...)`` table; prints as R does (``heading`` lines first)."""
+
+    _metadata = ["heading"]
+
+    @property
+    def _constructor(self):
+        return AnovaTable
+
+    def __str__(self) -> str:
+        from engine.printing_lme4 import anova_text
+
+        return anova_text(self, self.heading)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) -> AnovaTable:
+    """Likelihood-ratio comparison of nested lmer fits, as ``lme4::anova(m1, m2, ...)``.
+
+    REML fits are refitted by ML first (with lme4's message "refitting model(s) with ML (instead
+    of REML)"); models are sorted by their number of parameters; Chisq = 2 * max(0, diff(logLik)),
+    Df = diff(npar), Pr(>Chisq) from the chi-squared upper tail. Returns the table (columns npar,
+    AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)), one row per model (``names`` or MODEL1...).
+    """
+    import scipy.stats
+
+    if len(fits) < 2:
+        raise ModelSpecError("anova() compares two or more lmer fits")
+    for k, f in enumerate(fits):
+        if not isinstance(f, LmerFit):
+            raise ModelSpecError(f"anova(): argument {k + 1} is not an lmer fit")
+    if len({f.nobs for f in fits}) > 1:
+        raise ModelSpecError("models were not all fitted to the same size of dataset")
+    names = list(names) if names is not None else [f"MODEL{k + 1}" for k in range(len(fits))]
+    mods = list(fits)
+    if refit and any(f.reml for f in mods):
+        import sys
+
+        print("refitting model(s) with ML (instead of REML)", file=sys.stderr)
+        mods = [f.refit_ml() for f in mods]
+    order = sorted(range(len(mods)), key=lambda k: mods[k].n_params)  # R's order(): stable
+    mods = [mods[k] for k in order]
+    names = [names[k] for k in order]
+    ll = np.array([m.loglik for m in mods])
+    npar = np.array([m.n_params for m in mods], dtype=float)
+    chisq = np.concatenate([[np.nan], 2 * np.maximum(0, np.diff(ll))])
+    dfc = np.concatenate([[np.nan], np.diff(npar)])
+    with np.errstate(invalid="ignore"):
+        pv = np.where(dfc == 0, np.nan, scipy.stats.chi2.sf(chisq, dfc))
+    table = AnovaTable({"npar": npar, "AIC": [m.aic for m in mods], "BIC": [m.bic for m in mods],
+                        "logLik": ll, "deviance": -2 * ll, "Chisq": chisq, "Df": dfc, "Pr(>Chisq)": pv},
+                       index=names)
+    table.heading = ["Data: data", "Models:"] + [f"{n}: {m.formula}" for n, m in zip(names, mods)]
+    return table
+
+
+from ._callable_module import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, "lmer")
