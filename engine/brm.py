@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, EngineInputError, ImputationError
+from .errors import DataError, DataWarning, EngineInputError, ImputationError, ModelSpecError
 from .progress import progress_reporter
 from .parallel import run_tasks
 from .results import BrmFit, BrmMultipleFit, GroupInfo, fit_exists, fit_paths, load_fit
@@ -121,6 +121,9 @@ class _Prepared:
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
                 "multilevel models (use engine.ols for a model without groups)"
             )
+        slopes = [bar.text for bar in frame.random_terms if not bar.intercept_only]
+        if slopes:  # the model layer fits random intercepts only so far
+            raise ModelSpecError(f"brm fits random intercepts (1 | g) only so far, not {slopes[0]}")
         if frame.n_dropped:
             where = f" of {label}" if label else ""
             warnings.warn(

@@ -25,9 +25,13 @@ DataFrame the way R's ``model.frame`` + ``model.matrix`` do for ``lm``:
   order; string columns are factors with levels sorted as R's ``sort()`` sorts them in an English
   locale (case-insensitive first, lower case before upper case on ties); bool columns are R
   logicals: factor with levels ``FALSE``, ``TRUE`` (column ``xTRUE``).
-* Random-intercept bars ``(1 | g)``, ``(1 | g1/g2)`` (= ``(1 | g1) + (1 | g1:g2)``) become
-  :class:`GroupingFactor` s (brms names; the levels of ``g1:g2`` are the labels ``"<g1>_<g2>"``
-  sorted as R sorts strings, as brms does).
+* Random-effect bars (lme4's ``findbars`` / ``mkReTrms``): ``(1 + x | g)``, ``(x | g)`` (intercept
+  implied), ``(0 + x | g)``, ``(x || g)`` (= ``(1 | g) + (0 + x | g)``, one term per term of the
+  left side, as lme4's ``expandDoubleVerts``), ``(x | g1/g2)`` (= ``(x | g1) + (x | g1:g2)``)
+  become :class:`RandomEffect` s: the grouping factor and the left side's ``model.matrix`` on the
+  kept rows (factors by treatment contrasts, ``(0 + f | g)`` all levels). Grouping factors carry
+  brms names (the levels of ``g1:g2`` are the labels ``"<g1>_<g2>"`` sorted as R sorts strings,
+  as brms does); the random-intercept bars' ones are also listed as :class:`GroupingFactor` s.
 
 ``factor(x)`` / ``as.factor(x)`` use a column as a factor (numbers as levels in numeric order).
 ``I(...)`` and the functions ``log exp sqrt abs log2 log10 log1p expm1`` are evaluated by a small
@@ -56,6 +60,7 @@ __all__ = [
     "Formula",
     "GroupingFactor",
     "ModelFrame",
+    "RandomEffect",
     "RandomTerm",
     "Term",
     "model_frame",
@@ -192,6 +197,7 @@ class _Bar:
     rhs: object
     pos: int
     text: str  # the source text of the whole "( ... | ... )"
+    double: bool = False  # "||": uncorrelated random effects
 
 
 class _Parser:
@@ -256,12 +262,10 @@ class _Parser:
     def bar_expr(self):
         start = self.peek().pos
         left = self.sum_expr()
-        if self.at("||"):
-            self.error("'||' (uncorrelated random effects) is not supported")
-        if self.at("|"):
-            self.take()
+        if self.at("|", "||"):
+            double = self.take().text == "||"
             right = self.sum_expr()
-            return _Bar(left, right, start, "")
+            return _Bar(left, right, start, "", double)
         return left
 
     def sum_expr(self):
@@ -328,7 +332,7 @@ class _Parser:
             close = self.expect(")")
             if isinstance(inner, _Bar):
                 return _Bar(inner.lhs, inner.rhs, open_paren.pos,
-                            self.text[open_paren.pos:close.pos + 1])
+                            self.text[open_paren.pos:close.pos + 1], inner.double)
             return _Paren(inner, open_paren.pos)
         if token.kind == "end":
             self.error("formula ends unexpectedly")
@@ -461,7 +465,7 @@ def _deparse(node) -> str:
             return f"{_deparse(node.left)}{node.op}{_deparse(node.right)}"
         return f"{_deparse(node.left)} {node.op} {_deparse(node.right)}"
     if isinstance(node, _Bar):
-        return f"({_deparse(node.lhs)} | {_deparse(node.rhs)})"
+        return f"({_deparse(node.lhs)} {'||' if node.double else '|'} {_deparse(node.rhs)})"
     raise TypeError(node)  # pragma: no cover
 
 
@@ -484,11 +488,14 @@ class Term:
 
 @dataclass(frozen=True)
 class RandomTerm:
-    """A random-effect bar ``(lhs | groups)``.
+    """A random-effect bar ``(lhs | groups)`` or ``(lhs || groups)``.
 
     ``groups`` are the expanded grouping factors (``(1 | a/b)`` -> ``("a", "a:b")``),
     ``group_columns`` the data columns of each (``(("a",), ("a", "b"))``).
-    ``intercept_only`` is False for random slopes, which are not supported yet.
+    ``intercept_only`` is True for ``(1 | g)``. ``lhs`` holds the left side as one-sided
+    formulas, one per independent block: ``(x | g)`` -> ``(~x,)``; ``(x || g)`` -> ``(~1, ~0+x)``
+    as lme4's ``expandDoubleVerts`` expands it (one block per term of the left side, a factor's
+    indicator columns staying together in one block); ``correlated`` is False for ``||``.
     """
 
     text: str
@@ -496,6 +503,8 @@ class RandomTerm:
     group_columns: tuple[tuple[str, ...], ...]
     intercept_only: bool
     pos: int
+    correlated: bool = True
+    lhs: tuple = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -682,16 +691,42 @@ def _group_columns(node, text: str) -> list[tuple[str, ...]]:
         "a grouping factor must be a column, 'g1:g2' or 'g1/g2'", text, getattr(node, "pos", 0))
 
 
+def _bar_blocks(bar: _Bar, text: str) -> tuple:
+    """The left side of a bar as one-sided formulas (lme4's ``mkReTrms`` evaluates
+    ``model.matrix(~lhs, fr)``; ``findbars`` first expands ``||`` as ``expandDoubleVerts``:
+    ``(a + b || g)`` -> ``(1 | g) + (0 + a | g) + (0 + b | g)``, one block per term label)."""
+    whole = _build_formula(text, None, bar.lhs, None)
+    if whole.has_dot:
+        raise FormulaError("'.' cannot be used in a random-effect term", text, bar.pos)
+    if whole.random_terms:
+        raise FormulaError("a random-effect term cannot contain another one", text, bar.pos)
+    if not whole.terms and not whole.has_intercept:
+        raise FormulaError(
+            f"random-effect term {bar.text or _deparse(bar)} has no coefficients", text, bar.pos)
+    if not bar.double:
+        return (whole,)
+    blocks = []
+    if whole.has_intercept:
+        blocks.append(_build_formula(text, None, _Num(1.0, "1", bar.pos), None))
+    for label in whole.term_labels:  # lme4 pastes "0+<label>" and parses it again
+        block_text = "~0+" + label
+        _, rhs = _Parser(block_text).parse()
+        blocks.append(_build_formula(block_text, None, rhs, None))
+    return tuple(blocks)
+
+
 def _random_term(bar: _Bar, text: str) -> RandomTerm:
     groups = _group_columns(bar.rhs, text)
-    lhs = bar.lhs.expr if isinstance(bar.lhs, _Paren) else bar.lhs
-    intercept_only = isinstance(lhs, _Num) and lhs.value == 1.0
+    blocks = _bar_blocks(bar, text)
+    intercept_only = all(not b.terms and b.has_intercept for b in blocks)
     return RandomTerm(
         text=bar.text or _deparse(bar),
         groups=tuple(":".join(g) for g in groups),
         group_columns=tuple(groups),
         intercept_only=intercept_only,
         pos=bar.pos,
+        correlated=not bar.double,
+        lhs=blocks,
     )
 
 
@@ -780,6 +815,36 @@ class GroupingFactor:
 
 
 @dataclass(frozen=True)
+class RandomEffect:
+    """One random-effect term after expansion: coefficients ``coef_names`` vary by ``group``.
+
+    lme4's ``mkReTrms`` block for one bar and one grouping factor: ``Z`` is
+    ``model.matrix(~lhs, fr)`` on the kept rows (R's coding rules and column names, treatment
+    contrasts; ``(0 + f | g)`` gives one column per level), so the block's random-effect design
+    is the row-wise Kronecker product of the indicators of ``codes`` with ``Z``. ``||`` bars are
+    expanded first as lme4's ``expandDoubleVerts`` does (one term per term of the left side),
+    ``g1/g2`` into ``g1`` and ``g1:g2``. Terms come in the order written (bars left to right; for
+    one bar, ``||`` blocks outer, nesting levels inner); lme4 then sorts them by number of levels.
+    ``group`` and ``levels`` follow brms (``"g1:g2"``, levels ``"<g1>_<g2>"`` sorted as R sorts
+    strings); lme4 names the same factor ``g2:g1`` with levels ``"<g1>:<g2>"``.
+    """
+
+    group: str                      # grouping factor name as brms writes it: "Subject", "schoolid:classid"
+    group_columns: tuple[str, ...]  # data columns combined
+    codes: np.ndarray               # (n,) int64, 0-based level per kept row
+    levels: list[str]               # level labels (as GroupingFactor.levels)
+    Z: np.ndarray                   # (n, q) float64, C-contiguous: the bar's left-side design on kept rows
+    coef_names: list[str]           # R's column names of the left side: ["(Intercept)", "Days"]
+    correlated: bool                # False when the term came from `||`
+    bar_text: str                   # the bar as written, e.g. "(Days | Subject)"
+    term_index: int                 # position of the bar in the formula (0-based), before expansion
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+
+@dataclass(frozen=True)
 class FactorInfo:
     """How a factor variable entered the model (for printing, prediction)."""
 
@@ -790,7 +855,11 @@ class FactorInfo:
 
 @dataclass(frozen=True)
 class ModelFrame:
-    """The data of a model after listwise deletion: response, fixed design, grouping factors.
+    """The data of a model after listwise deletion: response, fixed design, random-effect terms.
+
+    ``random_effects`` holds every random-effect term after expansion (:class:`RandomEffect`);
+    ``groups`` the grouping factors: one per bar and level of nesting when every bar is
+    ``(1 | g)``, else each distinct grouping factor once.
 
     See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns;
     ``assign[j]`` is the term index of column j (0 = intercept, terms numbered from 1).
@@ -811,6 +880,7 @@ class ModelFrame:
     random_terms: tuple[RandomTerm, ...] = ()
     factors: dict = field(default_factory=dict)  # variable label -> FactorInfo
     n_original: int = 0
+    random_effects: tuple[RandomEffect, ...] = ()  # every expanded random-effect term, as written
 
     @property
     def nobs(self) -> int:
@@ -1099,8 +1169,11 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     """Evaluate ``formula`` on ``data`` as R's ``lm`` does (model.frame + model.matrix).
 
     Returns a :class:`ModelFrame` with y (n,), X (n, p) C-contiguous float64, R's column names,
-    ``assign``, term labels, the kept rows (0-based positions) and the grouping factors of the
-    random-intercept bars. ``data`` is never modified.
+    ``assign``, term labels, the kept rows (0-based positions), the random-effect terms with
+    their designs (``random_effects``, lme4's ``mkReTrms`` blocks) and, for the random-intercept
+    bars, their grouping factors (``groups``). Rows with a missing value in any variable of the
+    formula, the bars' left sides and grouping columns included, are dropped (R's ``model.frame``
+    of the whole formula, as lme4's ``lFormula`` builds it). ``data`` is never modified.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -1113,10 +1186,6 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         raise FormulaError(
             f"random-effect term {bar.text} is not allowed here (lm/ols fits fixed effects only; "
             "use engine.brm for multilevel models)", text, bar.pos)
-    for bar in parsed.random_terms:
-        if not bar.intercept_only:
-            raise FormulaError(
-                f"random slopes not supported yet: {bar.text} (only (1 | g) is)", text, bar.pos)
     if parsed.has_dot:
         lhs_columns: list[tuple[str, int]] = []
         _arith_sources(parsed._lhs, lhs_columns)
@@ -1128,6 +1197,15 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     column_refs: list[tuple[str, int]] = []
     for node in parsed._variable_nodes:
         _arith_sources(node, column_refs)
+    bar_variables: dict[str, object] = {}  # label -> node of the bars' left-side variables
+    for bar in parsed.random_terms:
+        for block in bar.lhs:
+            for label, node in zip(block.variables, block._variable_nodes):
+                if label not in bar_variables:
+                    bar_variables[label] = node
+                    refs: list[tuple[str, int]] = []
+                    _arith_sources(node, refs)
+                    column_refs.extend((c, bar.pos) for c, _ in refs)
     group_columns = []
     for bar in parsed.random_terms:
         for cols in bar.group_columns:
@@ -1140,28 +1218,9 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         if name not in columns:
             columns[name] = _evaluate_column(_column(data, name, text, pos), name)
 
-    # 2. The model's variables (response first).
-    variables: list[_Variable] = []
-    for label, node in zip(parsed.variables, parsed._variable_nodes):
-        if isinstance(node, _Name):
-            variable = columns[node.name]
-            if variable.label != label:
-                variable = _Variable(**{**variable.__dict__, "label": label})
-        elif isinstance(node, _Call) and node.func in _FACTOR_FUNCTIONS:
-            variable = _as_factor(columns[node.args[0].name], label)
-        else:
-            refs: list[tuple[str, int]] = []
-            _arith_sources(node, refs)
-            with np.errstate(all="ignore"):
-                value = _evaluate_arith(node, columns, label)
-            values = np.broadcast_to(np.asarray(value, dtype=np.float64), (len(data),))
-            values = np.ascontiguousarray(values)
-            missing = np.isnan(values)
-            variable = _Variable(label, "numeric", values=values,
-                                 missing=missing if missing.any() else None,
-                                 sources=tuple(dict.fromkeys(r for r, _ in refs)))
-        variables.append(variable)
-
+    # 2. The model's variables (response first), then those only in the bars.
+    variables = [_evaluate_variable(label, node, columns, len(data))
+                 for label, node in zip(parsed.variables, parsed._variable_nodes)]
     response = variables[0]
     if response.logical:  # R's lm uses a logical response as 0/1
         values = response.codes.astype(np.float64)
@@ -1172,17 +1231,21 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         raise ModelSpecError(
             f"the response {parsed.response!r} is a factor ({len(response.levels)} levels); "
             "only a numeric response is supported")
+    by_label = {v.label: v for v in variables}
+    extra = [_evaluate_variable(label, node, columns, len(data))
+             for label, node in bar_variables.items() if label not in by_label]
+    everything = variables + extra
 
     # 3. Listwise deletion over every variable and grouping column.
     n_original = len(data)
     missing = np.zeros(n_original, dtype=bool)
-    for variable in list(variables) + [columns[c] for c in group_columns]:
+    for variable in everything + [columns[c] for c in group_columns]:
         if variable.missing is not None:
             missing |= variable.missing
     n_dropped = int(missing.sum())
     if n_dropped == n_original:
         counts = sorted(
-            ((int(v.missing.sum()), v.label) for v in variables + [columns[c] for c in group_columns]
+            ((int(v.missing.sum()), v.label) for v in everything + [columns[c] for c in group_columns]
              if v.missing is not None), reverse=True)
         detail = ", ".join(f"{label!r} ({count} missing)" for count, label in counts[:5])
         raise DataError(
@@ -1193,7 +1256,7 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     n = rows.shape[0]
 
     # 4. Non-finite numbers in kept rows.
-    for variable in variables:
+    for variable in everything:
         if variable.kind == "numeric" and (
                 variable.missing is not None or not np.isfinite(variable.values).all()):
             bad = np.isinf(variable.values)
@@ -1208,35 +1271,126 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     # 5. Subset to the kept rows, drop unused factor levels.
     kept: list[_Variable] = []
     factors: dict[str, FactorInfo] = {}
-    for index, variable in enumerate(variables):
-        if variable.kind == "numeric":  # all rows; _fill_design selects the kept ones
-            kept.append(_Variable(variable.label, "numeric", values=variable.values,
-                                  sources=variable.sources))
-            continue
-        codes = variable.codes if not n_dropped else variable.codes[rows]
-        levels = variable.levels
-        if not variable.logical:
-            present = np.bincount(codes, minlength=len(levels)) > 0
-            if not present.all():
-                remap = np.cumsum(present) - 1
-                codes = remap[codes]
-                levels = [lev for lev, keep in zip(levels, present) if keep]
-            if len(levels) < 2 and index > 0:
-                raise ModelSpecError(
-                    f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
-                    f"{n} rows used{' after removing rows with missing values' if n_dropped else ''}; "
-                    "a factor needs at least two levels")
-        kept.append(_Variable(variable.label, "factor", codes=np.ascontiguousarray(codes),
-                              levels=list(levels), ordered=variable.ordered, logical=variable.logical))
-        factors[variable.label] = FactorInfo(list(levels), variable.ordered, variable.logical)
+    for index, variable in enumerate(everything):
+        variable = _kept_variable(variable, rows, n_dropped, check_levels=index > 0)
+        kept.append(variable)
+        if variable.kind == "factor" and index < len(variables):
+            factors[variable.label] = FactorInfo(list(variable.levels), variable.ordered,
+                                                 variable.logical)
+    kept_by_label = {v.label: v for v in kept}
 
     # 6. Columns of each term (R's factors table and model.matrix).
     terms = parsed.terms
+    X, column_names, assign = _design_matrix(terms, parsed.has_intercept, kept, rows, n_dropped)
+    y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
+
+    # 7. Random-effect terms (lme4's mkReTrms blocks) and grouping factors.
+    factor_cache: dict[str, GroupingFactor] = {}
+
+    def grouping(name: str, cols: tuple[str, ...]) -> GroupingFactor:
+        if name not in factor_cache:
+            factor_cache[name] = _grouping_factor(name, cols, columns, rows, n_dropped)
+        return factor_cache[name]
+
+    random_effects: list[RandomEffect] = []
+    for term_index, bar in enumerate(parsed.random_terms):
+        for block in bar.lhs:
+            block_vars = [kept_by_label[label] for label in block.variables]
+            Z, coef_names, _ = _design_matrix(block.terms, block.has_intercept, block_vars, rows,
+                                              n_dropped)
+            for name, cols in zip(bar.groups, bar.group_columns):
+                factor = grouping(name, cols)
+                random_effects.append(RandomEffect(
+                    group=name, group_columns=tuple(cols), codes=factor.codes,
+                    levels=factor.levels, Z=Z, coef_names=coef_names, correlated=bar.correlated,
+                    bar_text=bar.text, term_index=term_index))
+    groups: list[GroupingFactor] = []
+    if all(bar.intercept_only for bar in parsed.random_terms):
+        seen: set[str] = set()
+        for bar in parsed.random_terms:
+            for name, cols in zip(bar.groups, bar.group_columns):
+                if name in seen:
+                    raise FormulaError(f"grouping factor {name!r} appears twice", text, bar.pos)
+                seen.add(name)
+                groups.append(grouping(name, cols))
+    else:  # with slopes: each grouping factor once (the terms are in random_effects)
+        for bar in parsed.random_terms:
+            for name, cols in zip(bar.groups, bar.group_columns):
+                if name not in {g.name for g in groups}:
+                    groups.append(grouping(name, cols))
+
+    return ModelFrame(
+        formula=text,
+        response_name=parsed.response,
+        y=y,
+        X=X,
+        column_names=column_names,
+        assign=np.asarray(assign, dtype=np.int64),
+        term_labels=[t.label for t in terms],
+        has_intercept=parsed.has_intercept,
+        rows=rows,
+        n_dropped=n_dropped,
+        groups=groups,
+        fixed_formula=parsed.fixed_text,
+        random_terms=parsed.random_terms,
+        factors=factors,
+        n_original=n_original,
+        random_effects=tuple(random_effects),
+    )
+
+
+def _evaluate_variable(label: str, node, columns: dict, n_rows: int) -> _Variable:
+    """One variable of the formula (a column, ``factor(x)``, ``I(expr)``, ``log(x)``) on all rows."""
+    if isinstance(node, _Name):
+        variable = columns[node.name]
+        if variable.label != label:
+            variable = _Variable(**{**variable.__dict__, "label": label})
+        return variable
+    if isinstance(node, _Call) and node.func in _FACTOR_FUNCTIONS:
+        return _as_factor(columns[node.args[0].name], label)
+    refs: list[tuple[str, int]] = []
+    _arith_sources(node, refs)
+    with np.errstate(all="ignore"):
+        value = _evaluate_arith(node, columns, label)
+    values = np.broadcast_to(np.asarray(value, dtype=np.float64), (n_rows,))
+    values = np.ascontiguousarray(values)
+    missing = np.isnan(values)
+    return _Variable(label, "numeric", values=values, missing=missing if missing.any() else None,
+                     sources=tuple(dict.fromkeys(r for r, _ in refs)))
+
+
+def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
+                   check_levels: bool) -> _Variable:
+    """A variable on the kept rows: numeric values stay on all rows (``_fill_design`` selects
+    the kept ones); factor codes are subset and unused levels dropped (R's drop.unused.levels)."""
+    if variable.kind == "numeric":
+        return _Variable(variable.label, "numeric", values=variable.values, sources=variable.sources)
+    codes = variable.codes if not n_dropped else variable.codes[rows]
+    levels = variable.levels
+    if not variable.logical:
+        present = np.bincount(codes, minlength=len(levels)) > 0
+        if not present.all():
+            remap = np.cumsum(present) - 1
+            codes = remap[codes]
+            levels = [lev for lev, keep in zip(levels, present) if keep]
+        if len(levels) < 2 and check_levels:
+            raise ModelSpecError(
+                f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
+                f"{len(rows)} rows used{' after removing rows with missing values' if n_dropped else ''}; "
+                "a factor needs at least two levels")
+    return _Variable(variable.label, "factor", codes=np.ascontiguousarray(codes),
+                     levels=list(levels), ordered=variable.ordered, logical=variable.logical)
+
+
+def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Variable],
+                   rows: np.ndarray, n_dropped: int):
+    """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
+    X (n, p) C-contiguous float64, column names and assign."""
     is_factor = [v.kind == "factor" for v in kept]
-    table = _term_codes(terms, is_factor, parsed.has_intercept)
+    table = _term_codes(terms, is_factor, has_intercept)
     column_names: list[str] = []
     assign: list[int] = []
-    if parsed.has_intercept:
+    if has_intercept:
         column_names.append("(Intercept)")
         assign.append(0)
     term_pieces: list[list[_Piece]] = []
@@ -1256,38 +1410,9 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         column_names.extend(names)
         assign.extend([j] * len(names))
         term_pieces.append(pieces)
-
-    X = np.empty((n, len(column_names)), dtype=np.float64)
-    _fill_design(X, parsed.has_intercept, term_pieces, offsets, rows if n_dropped else None)
-    y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
-
-    # 7. Grouping factors.
-    groups: list[GroupingFactor] = []
-    seen: set[str] = set()
-    for bar in parsed.random_terms:
-        for name, cols in zip(bar.groups, bar.group_columns):
-            if name in seen:
-                raise FormulaError(f"grouping factor {name!r} appears twice", text, bar.pos)
-            seen.add(name)
-            groups.append(_grouping_factor(name, cols, columns, rows, n_dropped))
-
-    return ModelFrame(
-        formula=text,
-        response_name=parsed.response,
-        y=y,
-        X=X,
-        column_names=column_names,
-        assign=np.asarray(assign, dtype=np.int64),
-        term_labels=[t.label for t in terms],
-        has_intercept=parsed.has_intercept,
-        rows=rows,
-        n_dropped=n_dropped,
-        groups=groups,
-        fixed_formula=parsed.fixed_text,
-        random_terms=parsed.random_terms,
-        factors=factors,
-        n_original=n_original,
-    )
+    X = np.empty((rows.shape[0], len(column_names)), dtype=np.float64)
+    _fill_design(X, has_intercept, term_pieces, offsets, rows if n_dropped else None)
+    return X, column_names, assign
 
 
 def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
