@@ -120,12 +120,11 @@ def _bar_groups(bar) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-def _terms_from_frame(mf, data: pd.DataFrame, formula: str, bars=None) -> list[ReTerm]:
-    """Random-effect terms of a model frame, before lme4's reordering."""
+def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
+    """Random-effect terms of a model frame (``ModelFrame.random_effects``), before lme4's
+    reordering, with lme4's names and levels of the grouping factors."""
     n = mf.nobs
     rows = np.asarray(mf.rows)
-    random_effects = getattr(mf, "random_effects", None)
-    terms: list[ReTerm] = []
     cache: dict = {}
 
     def group_codes(cols):
@@ -139,68 +138,20 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str, bars=None) -> list[R
                 cache[key] = _interaction(parts)
         return cache[key]
 
-    if random_effects:
-        bars = {}
-        for bar in mf.random_terms:
-            for name, cols in _bar_groups(bar):
-                bars[(bar.text, tuple(sorted(cols)))] = (name, cols)
-        for re_ in random_effects:
-            cols = tuple(re_.group_columns)
-            name, cols_ordered = bars.get((re_.bar_text, tuple(sorted(cols))), (":".join(cols), cols))
-            codes, levels = group_codes(cols_ordered)
-            Z = np.ascontiguousarray(np.asarray(re_.Z, dtype=np.float64).reshape(n, -1))
-            cn = list(re_.coef_names)
-            if getattr(re_, "correlated", True) or Z.shape[1] == 1:
-                terms.append(ReTerm(name, codes, levels, Z, cn))
-            else:  # (x || g): one scalar term per column, as lme4's expandDoubleVerts
-                for c in range(Z.shape[1]):
-                    terms.append(ReTerm(name, codes, levels, np.ascontiguousarray(Z[:, c:c + 1]), [cn[c]]))
-        return terms
-    kept = data.iloc[rows] if len(rows) != len(data) else data
-    for bar in (bars if bars is not None else mf.random_terms):
-        if bar.intercept_only:
-            Z, cn = np.ones((n, 1)), ["(Intercept)"]
-        else:  # the bar's left side as a model matrix on the kept rows (R's model.matrix)
-            lhs = bar.text.strip()
-            lhs = lhs[1:-1] if lhs.startswith("(") and lhs.endswith(")") else lhs
-            lhs = lhs.split("|", 1)[0]
-            sub = _formula.model_frame(f"{mf.response_name} ~ {lhs}", kept)
-            if sub.nobs != n:
-                raise ModelSpecError(f"random-effect term {bar.text!r}: its variables have missing values")
-            Z, cn = np.ascontiguousarray(sub.X, dtype=np.float64), list(sub.column_names)
+    bars = {}
+    for bar in mf.random_terms:
         for name, cols in _bar_groups(bar):
-            codes, levels = group_codes(cols)
-            terms.append(ReTerm(name, codes, levels, Z, cn))
+            bars[(bar.text, tuple(sorted(cols)))] = (name, cols)
+    terms: list[ReTerm] = []
+    for re_ in mf.random_effects:
+        cols = tuple(re_.group_columns)
+        name, cols_ordered = bars.get((re_.bar_text, tuple(sorted(cols))), (":".join(cols), cols))
+        codes, levels = group_codes(cols_ordered)
+        Z = np.ascontiguousarray(np.asarray(re_.Z, dtype=np.float64).reshape(n, -1))
+        # (x || g) arrives expanded (expandDoubleVerts): one term per term of the left side,
+        # correlated within itself (a factor's columns), as lme4
+        terms.append(ReTerm(name, codes, levels, Z, list(re_.coef_names)))
     return terms
-
-
-def _slope_fallback(formula: str, data: pd.DataFrame):
-    """Until the formula layer builds random slopes itself (``ModelFrame.random_effects``), the
-    frame is made with each slope bar's left side replaced by 1, on the rows where the slope
-    variables are present (lme4 drops rows missing any model variable); the slopes' columns are
-    then built from the bars' own text (``_terms_from_frame``)."""
-    if "random_effects" in getattr(_formula.ModelFrame, "__dataclass_fields__", {}):
-        return formula, data
-    parsed = _formula.parse_formula(formula)
-    keep = None
-    for bar in parsed.random_terms:
-        if bar.intercept_only:
-            continue
-        inner = bar.text.strip()[1:-1] if bar.text.strip().startswith("(") else bar.text
-        lhs, rhs = inner.split("|", 1)
-        cols = sorted({c for g in bar.group_columns for c in g})
-        sub = _formula.model_frame(f"{parsed.response} ~ {lhs} + {' + '.join(cols)}", data)
-        rows = np.asarray(sub.rows)
-        keep = rows if keep is None else np.intersect1d(keep, rows)
-        for pattern in (" + " + bar.text, bar.text + " + "):
-            if pattern in formula:
-                formula = formula.replace(pattern, "", 1)
-                break
-        else:
-            raise FormulaError(f"cannot separate the random-effect term {bar.text!r}", formula, bar.pos)
-    if keep is not None and len(keep) != len(data):
-        data = data.iloc[keep]
-    return formula, data
 
 
 def expand_double_verts(formula: str, display: bool = False) -> str:
@@ -786,11 +737,10 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
         raise ModelSpecError("lmer(): data must be a pandas DataFrame")
     display_formula = expand_double_verts(formula, display=True)
     formula = expand_double_verts(formula)
-    frame_formula, data = _slope_fallback(formula, data)
-    mf = _formula.model_frame(frame_formula, data, allow_random=True)
-    if not _formula.parse_formula(formula).random_terms:
+    mf = _formula.model_frame(formula, data, allow_random=True)
+    if not mf.random_effects:
         raise ModelSpecError(f"no random effects terms specified in formula {formula!r}")
-    terms = _lme4_order(_terms_from_frame(mf, data, formula, _formula.parse_formula(formula).random_terms))
+    terms = _lme4_order(_terms_from_frame(mf, data, formula))
     n = mf.nobs
     for t in terms:
         if t.nlev >= n:
