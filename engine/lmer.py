@@ -27,8 +27,11 @@ random effects), updated from the sparse Z1'Z_rest blocks (``engine.lmer_kernels
 (pupils in classes in schools) and crossed ones (InstEval's students x lecturers) go the same way;
 the dense block is the part that fill-in makes dense for crossed designs.
 
-theta is optimised by scipy's L-BFGS-B under lme4's bounds from lme4's start (diagonals 1,
-off-diagonals 0), then polished by bounded Powell when the gradient test is not met. Singular
+theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by scipy's
+L-BFGS-B (finite-difference gradients) then Newton steps on a central-difference Hessian when one
+evaluation is cheap, by scipy's COBYQA (derivative-free quadratic models) when the dense trailing
+block has 200 or more random effects (the choice depends on the design only, so results do not
+depend on timing). Singular
 (boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta below 1e-4).
 """
 
@@ -50,6 +53,7 @@ from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cro
                                  forward_solve, profiled_criterion, scaled_cross, schur_update)
 
 SINGULAR_TOL = 1e-4
+_COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
 _TRACE = None
 
 
@@ -327,7 +331,9 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         col_term[o:o + q * nl] = k
         col_start[o:o + q * nl] = o + (idx // q) * q
     XaXa = Xa.T @ Xa
-    moments = Moments(np.ascontiguousarray(A1), np.ascontiguousarray(ZXa1), np.ascontiguousarray(A22),
+    nz_i, nz_j = np.nonzero(A22)
+    moments = Moments(np.ascontiguousarray(A1), np.ascontiguousarray(ZXa1), nz_i.astype(np.int64),
+                      nz_j.astype(np.int64), np.ascontiguousarray(A22[nz_i, nz_j]),
                       np.ascontiguousarray(ZXa2), np.ascontiguousarray(XaXa))
     layout = Layout(theta_start, np.asarray(qs, dtype=np.int64), col_term, col_start)
     return _Stats(n, p, q1, n1, A1, ZXa1, Q2, A22, ZXa2, cross, XaXa, rest, qmax, moments, layout)
@@ -494,6 +500,17 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         return profiled_criterion(np.asarray(th, dtype=float), stats.moments, stats.cross, stats.layout,
                                   stats.n, reml)
 
+    theta0 = np.asarray(theta0, dtype=float)
+    if stats.Q2 >= _COBYQA_MIN_Q2:
+        # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
+        # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
+        # L-BFGS-B; its own overhead (~ms per step) does not matter there.
+        res = scipy.optimize.minimize(
+            fun, theta0, method="COBYQA",
+            bounds=scipy.optimize.Bounds(np.where(np.isfinite(lower), lower, -np.inf), np.full(len(lower), np.inf)),
+            options={"initial_tr_radius": 0.5, "final_tr_radius": 1e-7, "maxfev": 100 * (len(lower) + 1) ** 2})
+        x = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
+        return x, fun(x), nfev[0], bool(res.success)
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     opts = {"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000, "maxls": 50}
     res = scipy.optimize.minimize(fun, np.asarray(theta0, dtype=float), method="L-BFGS-B", bounds=bounds,

@@ -73,7 +73,7 @@ def scaled_cross(cb, T1, Tk, L1):
 
 @numba.njit(cache=True)
 def schur_update(cb, W, S, R1, R2):
-    """S -= sum_j W_j' W_j and R2 -= sum_j W_j' R1_j (in place).
+    """S -= sum_j W_j' W_j (lower triangle only) and R2 -= sum_j W_j' R1_j (in place).
 
     S (Q2, Q2) the trailing block Lambda2' Z2'Z2 Lambda2 + I; R1 (n1, q1, m) the leading
     block's solved right-hand sides L1_j^{-1} T1' Z1_j'[X y]; R2 (Q2, m) Lambda2' Z2'[X y].
@@ -81,6 +81,22 @@ def schur_update(cb, W, S, R1, R2):
     q1 = R1.shape[1]
     m = R1.shape[2]
     n1 = cb.jptr.shape[0] - 1
+    scalar = q1 == 1
+    for p in range(cb.q.shape[0]):
+        if cb.q[p] != 1:
+            scalar = False
+    if scalar:  # every block 1 x 1 (random intercepts): W is a vector, a tight loop
+        for j in range(n1):
+            lo = cb.jptr[j]
+            hi = cb.jptr[j + 1]
+            for pa in range(lo, hi):
+                wa = W[cb.off[pa]]
+                ca = cb.col0[pa]
+                for k in range(m):
+                    R2[ca, k] -= wa * R1[j, 0, k]
+                for pb in range(lo, pa + 1):
+                    S[ca, cb.col0[pb]] -= wa * W[cb.off[pb]]
+        return
     for j in range(n1):
         lo = cb.jptr[j]
         hi = cb.jptr[j + 1]
@@ -94,7 +110,7 @@ def schur_update(cb, W, S, R1, R2):
                     for t in range(q1):
                         s += W[oa + t * qa + r] * R1[j, t, k]
                     R2[ca + r, k] -= s
-            for pb in range(lo, hi):
+            for pb in range(lo, pa + 1):  # lower triangle (pairs of j are sorted by column)
                 qb = cb.q[pb]
                 ob = cb.off[pb]
                 cbb = cb.col0[pb]
@@ -190,11 +206,15 @@ class Layout(NamedTuple):
 
 class Moments(NamedTuple):
     """Sufficient statistics: A1 (n1, q1, q1) = Z1_j'Z1_j, ZXa1 (n1, q1, m) = Z1_j'[X y],
-    A22 (Q2, Q2) = Z2'Z2, ZXa2 (Q2, m) = Z2'[X y], XaXa (m, m) = [X y]'[X y] (m = p + 1)."""
+    Z2'Z2 as its nonzeros (A22_i, A22_j, A22_v: (nnz,) each; it is sparse: the later terms'
+    own blocks plus their crossings), ZXa2 (Q2, m) = Z2'[X y], XaXa (m, m) = [X y]'[X y]
+    (m = p + 1)."""
 
     A1: np.ndarray
     ZXa1: np.ndarray
-    A22: np.ndarray
+    A22_i: np.ndarray
+    A22_j: np.ndarray
+    A22_v: np.ndarray
     ZXa2: np.ndarray
     XaXa: np.ndarray
 
@@ -282,33 +302,33 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
                 for a in range(q1):
                     s += R1[j, a, k] * R1[j, a, l]
                 gram[k, l] -= s
-    Q2 = mo.A22.shape[0]
+    Q2 = mo.ZXa2.shape[0]
     if Q2 > 0:
-        # S = Lambda2' A22 Lambda2 + I, R2 = Lambda2' ZXa2 (Lambda2 block diagonal)
-        B = np.empty((Q2, Q2))
+        # S = Lambda2' Z2'Z2 Lambda2 + I from the nonzeros of Z2'Z2 (Lambda2 block diagonal:
+        # Lambda2[c0 + a, c0 + r] = T[a, r] for a >= r within a level's block)
+        S = np.zeros((Q2, Q2))
         for c in range(Q2):
-            t = lay.col_term[c]
-            c0 = lay.col_start[c]
-            r = c - c0
-            q = lay.term_q[t]
-            for i in range(Q2):
-                s = 0.0
-                for a in range(r, q):
-                    s += mo.A22[i, c0 + a] * T[t, a, r]
-                B[i, c] = s
-        S = np.empty((Q2, Q2))
+            S[c, c] = 1.0
+        for e in range(mo.A22_v.shape[0]):
+            i = mo.A22_i[e]
+            jc = mo.A22_j[e]
+            v = mo.A22_v[e]
+            ti = lay.col_term[i]
+            ci = lay.col_start[i]
+            ai = i - ci
+            tj = lay.col_term[jc]
+            cj = lay.col_start[jc]
+            aj = jc - cj
+            for r in range(ai + 1):
+                w = T[ti, ai, r] * v
+                for rr in range(aj + 1):
+                    S[ci + r, cj + rr] += w * T[tj, aj, rr]
         R2 = np.empty((Q2, m))
         for c in range(Q2):
             t = lay.col_term[c]
             c0 = lay.col_start[c]
             r = c - c0
             q = lay.term_q[t]
-            for i in range(Q2):
-                s = 0.0
-                for a in range(r, q):
-                    s += T[t, a, r] * B[c0 + a, i]
-                S[c, i] = s
-            S[c, c] += 1.0
             for k in range(m):
                 s = 0.0
                 for a in range(r, q):
