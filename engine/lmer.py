@@ -27,9 +27,9 @@ random effects), updated from the sparse Z1'Z_rest blocks (``engine.lmer_kernels
 (pupils in classes in schools) and crossed ones (InstEval's students x lecturers) go the same way;
 the dense block is the part that fill-in makes dense for crossed designs.
 
-theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by scipy's
-L-BFGS-B (finite-difference gradients) then Newton steps on a central-difference Hessian when one
-evaluation is cheap, by scipy's COBYQA (derivative-free quadratic models) when the dense trailing
+theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by a
+compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
+Hessian when one evaluation is cheap, by scipy's COBYQA (derivative-free quadratic models) when the dense trailing
 block has 200 or more random effects (the choice depends on the design only, so results do not
 depend on timing). Singular
 (boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta below 1e-4).
@@ -50,7 +50,8 @@ import scipy.sparse
 from engine import formula as _formula
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
-                                 forward_solve, profiled_criterion, scaled_cross, schur_update)
+                                 forward_solve, minimize_bounded, profiled_criterion, scaled_cross,
+                                 schur_update)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -477,8 +478,11 @@ def _newton_polish(fun, x, fx, lower, max_iter: int = 3):
             xn[free] -= t * step
             xn = np.where(np.isfinite(lower), np.maximum(xn, lower), xn)
             fn = fun(xn)
-            if fn < fx:
-                x, fx, improved = xn, fn, True
+            # a short Newton step is taken also when the change is at rounding level: there the
+            # quadratic model (gradient well above its error) is more accurate than f itself
+            small = np.max(np.abs(t * step)) < 1e-4
+            if fn < fx or (small and fn <= fx + 1e-12 * (1.0 + abs(fx))):
+                x, fx, improved = xn, min(fn, fx) if not small else fn, True
                 break
             t *= 0.5
         if not improved or np.max(np.abs(t * step)) < 1e-9:
@@ -487,8 +491,9 @@ def _newton_polish(fun, x, fx, lower, max_iter: int = 3):
 
 
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
-    """Minimise the profiled criterion over theta: L-BFGS-B from lme4's start under lme4's
-    bounds, then ``_newton_polish``."""
+    """Minimise the profiled criterion over theta from lme4's start under lme4's bounds:
+    compiled projected BFGS (``lmer_kernels.minimize_bounded``), then ``_newton_polish``; COBYQA
+    for designs with a large dense block."""
     if theta0 is None:
         theta0 = np.where(np.isfinite(lower), 1.0, 0.0)
     nfev = [0]
@@ -511,14 +516,17 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             options={"initial_tr_radius": 0.5, "final_tr_radius": 1e-7, "maxfev": 100 * (len(lower) + 1) ** 2})
         x = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
         return x, fun(x), nfev[0], bool(res.success)
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    opts = {"ftol": 1e-11, "gtol": 1e-6, "maxiter": 1000, "maxls": 50}
-    res = scipy.optimize.minimize(fun, np.asarray(theta0, dtype=float), method="L-BFGS-B", bounds=bounds,
-                                  options=opts)
-    x = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
-    # theta_i = 0 is a stationary point of the criterion (it depends on T T'), so a first long
-    # step onto the bound can stall there: probe the interior and restart if it is lower.
-    fx = res.fun
+    lo = np.where(np.isfinite(lower), lower, -np.inf)
+
+    def run(start):
+        x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross, stats.layout,
+                                    stats.n, reml, 500)
+        nfev[0] += k
+        return x, fx
+
+    x, fx = run(theta0)
+    # theta_i = 0 is a stationary point of the criterion (it depends on T T'), so a step onto
+    # the bound can stall there: probe the interior and restart if it is lower.
     for _round in range(3):
         at_zero = [i for i in range(len(x)) if lower[i] == 0 and x[i] < SINGULAR_TOL]
         best = None
@@ -531,12 +539,9 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
                     best = (xt, ft)
         if best is None:
             break
-        res = scipy.optimize.minimize(fun, best[0], method="L-BFGS-B", bounds=bounds, options=opts)
-        x = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
-        fx = res.fun
+        x, fx = run(best[0])
     x, fx = _newton_polish(fun, x, fun(x), lower)
-    ok = bool(res.success) or "ABNORMAL" in str(res.message).upper()
-    return x, fx, nfev[0], ok
+    return x, fx, nfev[0], bool(np.isfinite(fx))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -371,3 +371,113 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
         nmp = n - p
         return ld + ldrx + nmp * (1.0 + np.log(2.0 * np.pi * pwrss / nmp))
     return ld + n * (1.0 + np.log(2.0 * np.pi * pwrss / n))
+
+
+@numba.njit(cache=True)
+def _fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
+    """Central differences (one-sided at a bound); h = 1e-6 * max(1, |x_i|)."""
+    k = x.shape[0]
+    g = np.zeros(k)
+    xt = x.copy()
+    for i in range(k):
+        h = 1e-6 * max(1.0, abs(x[i]))
+        if x[i] - h >= lower[i]:
+            xt[i] = x[i] + h
+            fp = profiled_criterion(xt, mo, cb, lay, n, reml)
+            xt[i] = x[i] - h
+            fm = profiled_criterion(xt, mo, cb, lay, n, reml)
+            g[i] = (fp - fm) / (2.0 * h)
+        else:
+            xt[i] = x[i] + h
+            fp = profiled_criterion(xt, mo, cb, lay, n, reml)
+            g[i] = (fp - fx) / h
+        xt[i] = x[i]
+    return g
+
+
+@numba.njit(cache=True)
+def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
+    """Projected BFGS on the profiled criterion under the lower bounds (finite-difference
+    gradients, Armijo backtracking along the projected path), all in compiled code so that a
+    small model's fit costs a few milliseconds. The first step is at most 1 long (theta is on
+    the scale of relative standard deviations), so that it cannot jump onto a bound far away.
+    Returns (theta, criterion, evaluations)."""
+    k = x0.shape[0]
+    x = x0.copy()
+    for i in range(k):
+        x[i] = max(x[i], lower[i])
+    fx = profiled_criterion(x, mo, cb, lay, n, reml)
+    nfev = 1
+    g = _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
+    nfev += 2 * k
+    H = np.eye(k)
+    first = True
+    for it in range(maxit):
+        free = np.ones(k, dtype=np.bool_)
+        for i in range(k):
+            if x[i] <= lower[i] and g[i] > 0.0:
+                free[i] = False
+        d = np.zeros(k)
+        for i in range(k):
+            if free[i]:
+                s = 0.0
+                for j in range(k):
+                    if free[j]:
+                        s -= H[i, j] * g[j]
+                d[i] = s
+        gd = 0.0
+        for i in range(k):
+            gd += g[i] * d[i]
+        if not gd < 0.0:
+            for i in range(k):
+                d[i] = -g[i] if free[i] else 0.0
+            gd = 0.0
+            for i in range(k):
+                gd += g[i] * d[i]
+        dn = np.sqrt(np.sum(d * d))
+        if dn == 0.0:
+            break
+        if first and dn > 1.0:
+            d = d / dn
+            gd = gd / dn
+        t = 1.0
+        accepted = False
+        xn = x.copy()
+        fn = fx
+        for _ls in range(40):
+            for i in range(k):
+                xn[i] = max(x[i] + t * d[i], lower[i])
+            fn = profiled_criterion(xn, mo, cb, lay, n, reml)
+            nfev += 1
+            dec = 0.0
+            for i in range(k):
+                dec += g[i] * (xn[i] - x[i])
+            if fn <= fx + 1e-4 * dec:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            break
+        gn = _fd_gradient(xn, fn, lower, mo, cb, lay, n, reml)
+        nfev += 2 * k
+        s = xn - x
+        y = gn - g
+        sy = np.sum(s * y)
+        if first and sy > 0.0:
+            H = np.eye(k) * (sy / np.sum(y * y))
+        first = False
+        if sy > 1e-14:
+            Hy = H @ y
+            yHy = np.sum(y * Hy)
+            H = H + ((sy + yHy) / (sy * sy)) * np.outer(s, s) - (np.outer(Hy, s) + np.outer(s, Hy)) / sy
+        df = fx - fn
+        x = xn
+        fx = fn
+        g = gn
+        pg = 0.0
+        for i in range(k):
+            if not (x[i] <= lower[i] and g[i] > 0.0):
+                pg = max(pg, abs(g[i]))
+        if pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9):
+            break
+    return x, fx, nfev
