@@ -26,6 +26,8 @@ _LAZY = {
     "prior": "engine.priors",
     "load_grit": "engine.datasets",
     "load_grit_raw": "engine.datasets",
+    "lmer": "engine.lmer",
+    "anova": "engine.lmer",
 }
 _SUBMODULES = {
     "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "hmc", "impute", "rcompat",
