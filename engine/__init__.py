@@ -24,6 +24,9 @@ _LAZY = {
     "brm": "engine.brm",
     "brm_multiple": "engine.brm",
     "prior": "engine.priors",
+    "loo": "engine.loo",
+    "waic": "engine.loo",
+    "loo_compare": "engine.loo",
     "load_grit": "engine.datasets",
     "load_grit_raw": "engine.datasets",
 }
