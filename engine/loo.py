@@ -267,7 +267,7 @@ def _select_tail(lw, tail_len, work):
 
 
 @numba.njit(cache=True, nogil=True)
-def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, chains_buf, rho):
+def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_buf, rho):
     """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major). Returns
     (elpd_loo, mcse, p_loo, k, n_eff, r_eff, tail_len, status)."""
     s = ll.shape[0]
@@ -279,11 +279,18 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, chains_buf, rh
         if ll[i] < min_ll:
             min_ll = ll[i]
     status = 0
-    # relative efficiency of exp(ll) (scale-free, so exp(ll - max) avoids overflow)
+    # e = exp(ll - max): the likelihood up to a constant; r_eff, lpd and (on the fast path) every
+    # weight are built from it, so a column costs S exponentials besides the GPD fit
+    e = work2
+    sum_e = 0.0
+    for i in range(s):
+        e[i] = math.exp(ll[i] - max_ll)
+        sum_e += e[i]
     if np.isnan(r_eff_given):
+        # relative efficiency of exp(ll) (the ESS is scale-free, so exp(ll - max) avoids overflow)
         for c in range(n_chains):
             for t in range(n_draws):
-                chains_buf[c, t] = math.exp(ll[c * n_draws + t] - max_ll)
+                chains_buf[c, t] = e[c * n_draws + t]
         ess, ok = _ess_rfun(chains_buf, rho)
         if not ok:
             return np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, 0, 1
@@ -295,6 +302,8 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, chains_buf, rh
         lw[i] = min_ll - ll[i]
     tail_len = int(math.ceil(min(0.2 * s, 3.0 * math.sqrt(s / r_eff))))
     k = np.inf
+    smoothed = False
+    tail_idx = np.empty(0, np.int64)
     if tail_len >= MIN_TAIL:
         tail_idx, cutoff = _select_tail(lw, tail_len, work)
         tail = np.empty(tail_len)
@@ -309,6 +318,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, chains_buf, rh
                 x[j] = math.exp(tail[j]) - exp_cutoff
             k, sigma = _gpdfit(x)
             if np.isfinite(k):
+                smoothed = True
                 for j in range(tail_len):
                     p = (j + 1 - 0.5) / tail_len
                     if np.isnan(sigma) or sigma <= 0:
@@ -318,26 +328,13 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, chains_buf, rh
                     lw[tail_idx[j]] = math.log(q + exp_cutoff)
     else:
         status = 2
-    # truncate at the largest raw log weight (0 after the shift) and shift back
-    shift = -min_ll
-    for i in range(s):
-        if lw[i] > 0:
-            lw[i] = 0.0
-        lw[i] += shift
-    norm = _logsumexp(lw)
-    for i in range(s):
-        lw[i] -= norm
-        work[i] = ll[i] + lw[i]
-    elpd = _logsumexp(work)
-    lpd = _logsumexp(ll) - math.log(s)
+    lpd = max_ll + math.log(sum_e) - math.log(s)
+    spread = max_ll - min_ll
+    if smoothed and spread < FAST_SPREAD:
+        elpd, var_rel, sum_w2 = _fast_sums(ll, e, lw, tail_idx, spread, max_ll, work)
+    else:
+        elpd, var_rel, sum_w2 = _exact_sums(ll, lw, min_ll, work)
     # Monte Carlo SE (loo's mcse_elpd), relative to E_epd = exp(elpd) so nothing under/overflows
-    var_rel = 0.0
-    sum_w2 = 0.0
-    for i in range(s):
-        w2 = math.exp(2.0 * lw[i])
-        sum_w2 += w2
-        d = math.exp(ll[i] - elpd) - 1.0
-        var_rel += w2 * d * d
     sd_rel = math.sqrt(var_rel)
     count = 0
     mean = 0.0
@@ -354,6 +351,84 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, chains_buf, rh
     mcse = math.sqrt(var_elpd / r_eff)
     n_eff = r_eff / sum_w2
     return elpd, mcse, lpd - elpd, k, n_eff, r_eff, tail_len, status
+
+
+FAST_SPREAD = 600.0  # max(ll) - min(ll) below which exp(min - max) / e cannot underflow
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact_sums(ll, lw, min_ll, work):
+    """elpd_loo, sum w^2 (lik/E - 1)^2 and sum w^2 as loo computes them (one exp per weight):
+    truncate at the largest raw log weight, normalise, log-sum-exp of ll + lw."""
+    s = ll.shape[0]
+    shift = -min_ll
+    for i in range(s):
+        if lw[i] > 0:
+            lw[i] = 0.0
+        lw[i] += shift
+    norm = _logsumexp(lw)
+    for i in range(s):
+        lw[i] -= norm
+        work[i] = ll[i] + lw[i]
+    elpd = _logsumexp(work)
+    var_rel = 0.0
+    sum_w2 = 0.0
+    for i in range(s):
+        w2 = math.exp(2.0 * lw[i])
+        sum_w2 += w2
+        d = math.exp(ll[i] - elpd) - 1.0
+        var_rel += w2 * d * d
+    return elpd, var_rel, sum_w2
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, mark):
+    """The same sums without an exp per draw. Off the tail the raw weight is
+    exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw, so only the tail's
+    smoothed weights need exponentials (equal to the exact path up to rounding)."""
+    s = ll.shape[0]
+    t_len = tail_idx.shape[0]
+    for i in range(s):
+        mark[i] = 0.0
+    c0 = math.exp(-spread)
+    w_tail = np.empty(t_len)
+    sum_tail = 0.0
+    for j in range(t_len):
+        i = tail_idx[j]
+        mark[i] = 1.0
+        v = lw[i]
+        if v > 0:  # truncation at the largest raw log weight
+            v = 0.0
+        w_tail[j] = math.exp(v)
+        sum_tail += w_tail[j]
+    sum_inv = 0.0
+    for i in range(s):
+        if mark[i] == 0.0:
+            sum_inv += 1.0 / e[i]
+    total = c0 * sum_inv + sum_tail
+    # elpd = max + log(sum w e): off the tail w e = c0 / total for every draw
+    acc = (s - t_len) * c0 / total
+    for j in range(t_len):
+        acc += w_tail[j] / total * e[tail_idx[j]]
+    elpd = max_ll + math.log(acc)
+    scale = math.exp(max_ll - elpd)  # lik / E_epd = e * scale
+    var_rel = 0.0
+    sum_w2 = 0.0
+    cw = c0 / total
+    for i in range(s):
+        if mark[i] == 0.0:
+            w = cw / e[i]
+            w2 = w * w
+            sum_w2 += w2
+            d = e[i] * scale - 1.0
+            var_rel += w2 * d * d
+    for j in range(t_len):
+        w = w_tail[j] / total
+        w2 = w * w
+        sum_w2 += w2
+        d = e[tail_idx[j]] * scale - 1.0
+        var_rel += w2 * d * d
+    return elpd, var_rel, sum_w2
 
 
 BLOCK = 16  # observations copied together out of the (S, N) array: contiguous reads of 16 doubles
@@ -377,10 +452,11 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
                 buf[j, i] = flat[i, lo + j]
         lw = np.empty(s)
         work = np.empty(s)
+        work2 = np.empty(s)
         chains_buf = np.empty((n_chains, n_draws))
         rho = np.empty(n_draws)
         for j in range(width):
-            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, lw, work, chains_buf, rho)
+            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, lw, work, work2, chains_buf, rho)
             out_elpd[lo + j] = res[0]
             out_mcse[lo + j] = res[1]
             out_p[lo + j] = res[2]

@@ -138,7 +138,8 @@ def loo(ll_array: np.ndarray, r_eff: np.ndarray | None = None) -> dict[str, np.n
         e = np.exp(elpd[i])
         sd = np.sqrt(np.sum(w**2 * (np.exp(ll[:, i]) - e) ** 2))
         z = e + sd * zn
-        mcse[i] = np.sqrt(np.var(np.log(z[z > 0]), ddof=1) / r_eff[i])
+        zpos = z[z > 0]  # R's var() of fewer than two values is NA
+        mcse[i] = np.sqrt(np.var(np.log(zpos), ddof=1) / r_eff[i]) if zpos.size > 1 else np.nan
         n_eff[i] = r_eff[i] / np.sum(w**2)
     return {"elpd_loo": elpd, "p_loo": p_loo, "pareto_k": k, "mcse_elpd_loo": mcse, "n_eff": n_eff,
             "r_eff": r_eff, "tail_len": tail_len}
