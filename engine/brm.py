@@ -142,6 +142,9 @@ class _Prepared:
         self.nobs = int(len(frame.y))
         self.n_dropped = int(frame.n_dropped)
         self.data_hash = frame_hash(frame)
+        from .predict_brm import design_from_frame
+
+        self.design = design_from_frame(formula, frame, data)  # what predictions / log_lik / loo need
 
 
 def _prior_table(model) -> pd.DataFrame:
@@ -347,6 +350,7 @@ def brm(
         seed_info=_seed_info(root, chain_seeds),
         data_hash=prepared.data_hash,
     )
+    fit.design = prepared.design
     fit.warn_convergence()
     if file is not None:
         fit.save(file)
@@ -476,6 +480,8 @@ def brm_multiple(
         m=m,
         nobs_per_imputation=nobs,
     )
+    fit.design = first.design  # brms predicts from the first imputed data set
+    fit.designs = [p.design for p in prepared]
     fit.warn_convergence()
     if file is not None:
         fit.save(file)

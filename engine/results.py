@@ -10,14 +10,16 @@ Saved format (``BrmFit.save(path)`` / ``load_fit(path)``), documented so that ot
 - ``<path>.npz`` (``numpy.savez_compressed``, no pickled objects): ``draws`` (chains, draws, params)
   float64; ``ranef`` (chains, draws, levels) float64; ``stat__<name>`` (chains, draws) for each
   per-draw sampler statistic; ``chainstat__<name>`` (chains, ...) for per-chain ones; ``chain_imputation`` (chains,) int64 (the imputed data set each chain used;
-  all 0 for ``brm``).
+  all 0 for ``brm``); optional ``design__y``, ``design__X``, ``design__group_codes``,
+  ``design__data<j>`` (the data predictions need, ``engine.predict_brm.design_to_arrays``).
 - ``<path>.json``: metadata (UTF-8 JSON): ``format`` ("engine-brmfit"), ``format_version``,
   ``engine_version``, ``kind`` ("brm" or "brm_multiple"), ``formula``, ``family``, ``links``,
   ``parameter_names``, ``ranef_names``, ``groups`` (name, n_levels, levels), ``nobs``,
   ``n_dropped``, ``data_name``, ``chains`` (per data set), ``iter``, ``warmup``, ``thin``,
   ``sampler``, ``sampler_options``, ``prior_summary`` (records), ``seed`` (root entropy and the
   spawn key of every chain's seed sequence), ``data_hash`` (SHA-256 of the model's arrays),
-  ``n_imputations``, ``nobs_per_imputation``, ``created``.
+  ``n_imputations``, ``nobs_per_imputation``, ``created``; optional ``design`` (column names,
+  groups, data columns). Files without the optional design load as before (no predictions).
 """
 
 from __future__ import annotations
@@ -140,8 +142,70 @@ class BrmFit:
     chain_imputation: np.ndarray | None = None
     chain_stats: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (chains, ...)
     _cache: dict = field(default_factory=dict, repr=False)
+    design: Any = field(default=None, repr=False)  # engine.predict_brm.FitDesign: the data predictions need
 
     kind = "brm"
+
+    # ------------------------------------------------- after the fit (engine.predict_brm, engine.loo)
+    def posterior_linpred(self, newdata=None, **kwargs) -> np.ndarray:
+        """Linear-predictor draws (draws, rows); arguments as ``engine.predict_brm.posterior_linpred``."""
+        from .predict_brm import posterior_linpred
+
+        return posterior_linpred(self, newdata, **kwargs)
+
+    def posterior_epred(self, newdata=None, **kwargs) -> np.ndarray:
+        """Expected-response draws (draws, rows), as brms' ``posterior_epred``."""
+        from .predict_brm import posterior_epred
+
+        return posterior_epred(self, newdata, **kwargs)
+
+    def posterior_predict(self, newdata=None, **kwargs) -> np.ndarray:
+        """Posterior predictive draws (draws, rows), as brms' ``posterior_predict``."""
+        from .predict_brm import posterior_predict
+
+        return posterior_predict(self, newdata, **kwargs)
+
+    def fitted(self, newdata=None, **kwargs) -> pd.DataFrame:
+        """brms' ``fitted()``: Estimate, Est.Error, Q2.5, Q97.5 of the expected response per row."""
+        from .predict_brm import fitted
+
+        return fitted(self, newdata, **kwargs)
+
+    def predict(self, newdata=None, **kwargs) -> pd.DataFrame:
+        """brms' ``predict()``: Estimate, Est.Error, Q2.5, Q97.5 of the posterior predictive per row."""
+        from .predict_brm import predict
+
+        return predict(self, newdata, **kwargs)
+
+    def log_lik(self, newdata=None, as_array: bool = False, **kwargs) -> np.ndarray:
+        """Pointwise log-likelihood (draws, observations), or (chains, draws, observations) with
+        ``as_array=True`` (the shape ``engine.loo`` takes)."""
+        from .predict_brm import log_lik
+
+        values = log_lik(self, newdata, **kwargs)
+        if as_array:
+            if kwargs.get("ndraws") is not None or kwargs.get("draw_ids") is not None:
+                raise ValueError("as_array=True needs every draw (no ndraws / draw_ids)")
+            values = values.reshape(self.draws_values.shape[0], self.draws_values.shape[1], -1)
+        return values
+
+    def bayes_R2(self, **kwargs):
+        """Bayesian R-squared as brms' ``bayes_R2`` (one row ``R2``: Estimate, Est.Error, Q2.5, Q97.5)."""
+        from .predict_brm import bayes_R2
+
+        return bayes_R2(self, **kwargs)
+
+    def loo(self, **kwargs):
+        """PSIS-LOO of this fit (``engine.loo``)."""
+        from .loo import loo
+
+        return loo(self, **kwargs)
+
+    def waic(self, **kwargs):
+        """WAIC of this fit (``engine.waic``)."""
+        from .loo import waic
+
+        return waic(self, **kwargs)
 
     # ----------------------------------------------------------------- draws
     @property
@@ -312,15 +376,26 @@ class BrmFit:
             arrays[f"stat__{name}"] = np.asarray(values)
         for name, values in self.chain_stats.items():
             arrays[f"chainstat__{name}"] = np.asarray(values)
+        meta = self._metadata()
+        arrays.update(self._design_arrays(meta))
         # write to temporaries then rename, so a crash never leaves a half-written fit behind
         tmp_npz = npz_path + ".tmp.npz"
         np.savez_compressed(tmp_npz, **arrays)
         tmp_json = json_path + ".tmp"
         with open(tmp_json, "w", encoding="utf-8") as handle:
-            json.dump(self._metadata(), handle, indent=1)
+            json.dump(meta, handle, indent=1)
         os.replace(tmp_npz, npz_path)
         os.replace(tmp_json, json_path)
         return npz_path, json_path
+
+    def _design_arrays(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Optional ``design__*`` arrays and ``meta["design"]`` (readers that predate them ignore both)."""
+        if self.design is None:
+            return {}
+        from .predict_brm import design_to_arrays
+
+        arrays, meta["design"] = design_to_arrays(self.design)
+        return arrays
 
     def _chain_imputation(self) -> np.ndarray:
         if self.chain_imputation is None:
@@ -537,6 +612,11 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
         chain_stats = {
             key[len("chainstat__"):]: np.array(arrays[key]) for key in arrays.files if key.startswith("chainstat__")
         }
+        design = None
+        if "design" in meta and "design__y" in arrays.files:
+            from .predict_brm import design_from_arrays
+
+            design = design_from_arrays(arrays, meta["design"])
     priors = pd.DataFrame.from_records(meta.get("prior_summary", []), columns=meta.get("prior_columns") or None)
     common = dict(
         formula=meta["formula"],
@@ -562,6 +642,7 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
         links=tuple(tuple(link) for link in meta.get("links", [["mu", "identity"], ["sigma", "identity"]])),
         chain_imputation=chain_imputation,
         chain_stats=chain_stats,
+        design=design,
     )
     if meta.get("kind") == "brm_multiple":
         return BrmMultipleFit(
