@@ -207,6 +207,18 @@ class BrmFit:
 
         return waic(self, **kwargs)
 
+    def pp_check(self, kind: str = "dens_overlay", ndraws: int | None = None, **kwargs):
+        """Posterior predictive check as a matplotlib Figure (``engine.ppcheck.pp_check``)."""
+        from .ppcheck import pp_check
+
+        return pp_check(self, kind=kind, ndraws=ndraws, **kwargs)
+
+    def to_arviz(self, **kwargs):
+        """ArviZ InferenceData of this fit (``engine.ppcheck.to_arviz``; needs ArviZ)."""
+        from .ppcheck import to_arviz
+
+        return to_arviz(self, **kwargs)
+
     # ----------------------------------------------------------------- draws
     @property
     def n_chains_total(self) -> int:
