@@ -53,7 +53,7 @@ from scipy.special import ndtri
 
 from .errors import DataError, EngineInputError, ImportanceSamplingWarning
 
-__all__ = ["loo", "waic", "loo_compare", "relative_eff", "LooResult", "WaicResult", "K_HELP"]
+__all__ = ["loo", "waic", "loo_compare", "loo_multiple", "relative_eff", "LooResult", "WaicResult", "LooMultipleResult", "K_HELP"]
 
 K_HELP = "See help('pareto-k-diagnostic') for details."
 K_GOOD, K_OK, K_BAD = 0.5, 0.7, 1.0  # loo 2.5.1: (-Inf, 0.5] good, (0.5, 0.7] ok, (0.7, 1] bad, >1 very bad
@@ -764,6 +764,8 @@ def loo(x, r_eff=None, *, chain_id=None, model_name: str | None = None) -> LooRe
     observation. Warns (``ImportanceSamplingWarning``, loo's text) when some k > 0.7 ("too high")
     or 0.5 < k <= 0.7 ("slightly high"), and when tails are too short to fit.
     """
+    if getattr(x, "kind", None) == "brm_multiple":
+        return loo_multiple(x, r_eff=r_eff)
     arr = _as_loglik_array(x, chain_id)
     n_chains, n_draws, n_obs = arr.shape
     r_eff_vec = _r_eff_vector(r_eff, n_obs)
@@ -884,6 +886,76 @@ def loo_compare(*models, names: list[str] | None = None) -> pd.DataFrame:
     for key in est:
         cols += [key, f"se_{key}"]
     return table[cols]
+
+
+
+@dataclass(eq=False)
+class LooMultipleResult:
+    """PSIS-LOO of a ``brm_multiple`` fit: one LOO per imputed data set and their combination.
+
+    - ``per_imputation``: list of LooResult (data set k's log-likelihood under data set k's chains);
+    - ``table``: one row per imputation (1..m): elpd_loo, se_elpd_loo, p_loo, se_p_loo, looic,
+      se_looic, and the number of Pareto k above 0.7;
+    - ``estimates``: the combination, indexed elpd_loo, p_loo, looic with Estimate and SE:
+      Estimate = mean over imputations; SE by Rubin's rules,
+      ``SE^2 = mean(SE_k^2) + (1 + 1/m) var_k(Estimate_k)`` (within plus between imputations).
+
+    brms has no LOO for brm_multiple fits (brms issue #997). Each data set's LOO is exact PSIS-LOO
+    for that completed data set; pooling them by Rubin's rules treats elpd as the estimand of each
+    completed-data analysis (as for any scalar estimate; Rubin 1987, ch. 3). The between-imputation
+    part reflects that imputed values differ across data sets (and imputed responses enter the
+    likelihood). Compare models fitted to the same imputations data set by data set
+    (``loo_compare(a.per_imputation[k], b.per_imputation[k])``) or on ``estimates``.
+    """
+
+    per_imputation: list
+    table: pd.DataFrame
+    estimates: pd.DataFrame
+
+    @property
+    def m(self) -> int:
+        return len(self.per_imputation)
+
+    def __str__(self) -> str:
+        text = [f"PSIS-LOO of {self.m} imputed data sets (combined by Rubin's rules):", "", _estimates_text(self.estimates), ""]
+        from .printing import matrix_text
+
+        tab = self.table
+        cells = [[*_fr(row[:-1], 1), str(int(row[-1]))] for row in tab.to_numpy()]
+        text.append("Per imputed data set:")
+        text.append(matrix_text(cells, [str(i) for i in tab.index], list(tab.columns)).rstrip("\n"))
+        return "\n".join(text) + "\n"
+
+    __repr__ = __str__
+
+
+def loo_multiple(fit, **kwargs) -> LooMultipleResult:
+    """PSIS-LOO per imputed data set of an ``engine.brm_multiple`` fit and their combination
+    (see ``LooMultipleResult``); ``kwargs`` go to ``loo`` (e.g. ``r_eff``)."""
+    from .predict_brm import imputation_fit
+
+    results = []
+    for k in range(int(fit.m)):
+        sub = imputation_fit(fit, k)
+        results.append(loo(sub.log_lik(as_array=True), model_name=f"imputation {k + 1}", **kwargs))
+    m = len(results)
+    rows = []
+    for r in results:
+        row = {}
+        for key in r.estimates.index:
+            row[key] = float(r.estimates.loc[key, "Estimate"])
+            row[f"se_{key}"] = float(r.estimates.loc[key, "SE"])
+        row["n_k_above_0.7"] = int(np.sum(r.pareto_k > K_OK))
+        rows.append(row)
+    table = pd.DataFrame(rows, index=pd.RangeIndex(1, m + 1, name="imputation"))
+    pooled = {}
+    for key in results[0].estimates.index:
+        est = table[key].to_numpy()
+        se = table[f"se_{key}"].to_numpy()
+        between = est.var(ddof=1) if m > 1 else 0.0
+        pooled[key] = [float(est.mean()), float(math.sqrt(np.mean(se**2) + (1 + 1 / m) * between))]
+    estimates = pd.DataFrame.from_dict(pooled, orient="index", columns=["Estimate", "SE"])
+    return LooMultipleResult(per_imputation=results, table=table, estimates=estimates)
 
 
 from ._callable_module import make_module_callable  # noqa: E402

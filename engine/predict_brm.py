@@ -549,13 +549,13 @@ def bayes_R2(fit, summary=True, probs=(0.025, 0.975), re_formula=None, ndraws=No
 # ----------------------------------------------------------------------------- saving
 
 
-def design_to_arrays(design: FitDesign) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def design_to_arrays(design: FitDesign, prefix: str = "design") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The design as npz arrays (no objects: strings as unicode arrays) and JSON metadata, for
     ``BrmFit.save``: arrays ``design__y``, ``design__X``, ``design__group_codes``, ``design__data<j>``."""
     arrays = {
-        "design__y": np.asarray(design.y, np.float64),
-        "design__X": np.asarray(design.X, np.float64),
-        "design__group_codes": np.asarray(design.group_codes, np.int64),
+        f"{prefix}__y": np.asarray(design.y, np.float64),
+        f"{prefix}__X": np.asarray(design.X, np.float64),
+        f"{prefix}__group_codes": np.asarray(design.group_codes, np.int64),
     }
     columns = []
     data = design.data if design.data is not None else pd.DataFrame()
@@ -566,14 +566,14 @@ def design_to_arrays(design: FitDesign) -> tuple[dict[str, np.ndarray], dict[str
             entry["kind"] = "categorical"
             entry["categories"] = [c.item() if hasattr(c, "item") else c for c in series.cat.categories]
             entry["ordered"] = bool(series.cat.ordered)
-            arrays[f"design__data{j}"] = series.cat.codes.to_numpy(np.int64)
+            arrays[f"{prefix}__data{j}"] = series.cat.codes.to_numpy(np.int64)
         elif series.dtype.kind in "fiub":
             entry["kind"] = "numeric"
             entry["dtype"] = series.dtype.str
-            arrays[f"design__data{j}"] = series.to_numpy()
+            arrays[f"{prefix}__data{j}"] = series.to_numpy()
         else:
             entry["kind"] = "string"
-            arrays[f"design__data{j}"] = series.astype(str).to_numpy(dtype=str)
+            arrays[f"{prefix}__data{j}"] = series.astype(str).to_numpy(dtype=str)
         columns.append(entry)
     meta = {
         "formula": design.formula,
@@ -587,11 +587,11 @@ def design_to_arrays(design: FitDesign) -> tuple[dict[str, np.ndarray], dict[str
     return arrays, meta
 
 
-def design_from_arrays(arrays, meta: dict[str, Any]) -> FitDesign:
+def design_from_arrays(arrays, meta: dict[str, Any], prefix: str = "design") -> FitDesign:
     """Inverse of ``design_to_arrays`` (``arrays``: the opened npz)."""
     cols = {}
     for j, entry in enumerate(meta.get("data_columns", [])):
-        values = np.array(arrays[f"design__data{j}"])
+        values = np.array(arrays[f"{prefix}__data{j}"])
         if entry["kind"] == "categorical":
             cols[entry["name"]] = pd.Categorical.from_codes(values, categories=entry["categories"], ordered=entry["ordered"])
         elif entry["kind"] == "numeric":
@@ -600,13 +600,36 @@ def design_from_arrays(arrays, meta: dict[str, Any]) -> FitDesign:
             cols[entry["name"]] = values.astype(object)
     return FitDesign(
         formula=meta["formula"],
-        y=np.array(arrays["design__y"]),
-        X=np.array(arrays["design__X"]),
+        y=np.array(arrays[f"{prefix}__y"]),
+        X=np.array(arrays[f"{prefix}__X"]),
         column_names=list(meta["column_names"]),
         group_names=list(meta["group_names"]),
-        group_codes=np.array(arrays["design__group_codes"]),
+        group_codes=np.array(arrays[f"{prefix}__group_codes"]),
         group_levels=[list(lv) for lv in meta["group_levels"]],
         group_columns=[tuple(c) for c in meta["group_columns"]],
         data=pd.DataFrame(cols),
         response_columns=tuple(meta.get("response_columns", ())),
+    )
+
+
+def imputation_fit(fit, k: int):
+    """A BrmFit view of imputed data set ``k`` (0-based) of a ``brm_multiple`` fit: that data set's
+    chains and its own design (for its log-likelihood)."""
+    from .results import BrmFit
+
+    designs = getattr(fit, "designs", None)
+    if not designs:
+        raise EngineInputError(
+            "this brm_multiple fit does not carry its imputed data sets; refit it to get per-imputation "
+            "log-likelihoods and LOO"
+        )
+    if not 0 <= k < len(designs):
+        raise EngineInputError(f"imputation index {k} out of range for m = {len(designs)}")
+    sel = fit._chain_imputation() == k
+    return BrmFit(
+        formula=fit.formula, parameter_names=list(fit.parameter_names), draws_values=fit.draws_values[sel],
+        ranef_names=list(fit.ranef_names), ranef_values=fit.ranef_values[sel],
+        stats={name: np.asarray(v)[sel] for name, v in fit.stats.items()}, groups=fit.groups,
+        nobs=designs[k].nobs, data_name=fit.data_name, chains=int(sel.sum()), iter=fit.iter, warmup=fit.warmup,
+        thin=fit.thin, sampler=fit.sampler, family=fit.family, design=designs[k],
     )

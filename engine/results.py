@@ -431,6 +431,7 @@ class BrmMultipleFit(BrmFit):
 
     m: int = 1
     nobs_per_imputation: list[int] = field(default_factory=list)
+    designs: list = field(default_factory=list, repr=False)  # FitDesign of every imputed data set
 
     kind = "brm_multiple"
 
@@ -495,6 +496,24 @@ class BrmMultipleFit(BrmFit):
             within, self.chains, self.stats, self.sampler_options, self.ebfmi(), within_imputation=True
         )
         return messages
+
+    def _design_arrays(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        arrays = super()._design_arrays(meta)
+        if self.designs:
+            from .predict_brm import design_to_arrays
+
+            meta["designs"] = []
+            for k, design in enumerate(self.designs):
+                more, info = design_to_arrays(design, prefix=f"design{k}")
+                arrays.update(more)
+                meta["designs"].append(info)
+        return arrays
+
+    def loo(self, **kwargs):
+        """PSIS-LOO per imputed data set and their combination (``engine.loo.loo_multiple``)."""
+        from .loo import loo_multiple
+
+        return loo_multiple(self, **kwargs)
 
     def _metadata(self) -> dict[str, Any]:
         meta = super()._metadata()
@@ -629,6 +648,11 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
             from .predict_brm import design_from_arrays
 
             design = design_from_arrays(arrays, meta["design"])
+        designs = []
+        if "designs" in meta and "design0__y" in arrays.files:
+            from .predict_brm import design_from_arrays
+
+            designs = [design_from_arrays(arrays, info, prefix=f"design{k}") for k, info in enumerate(meta["designs"])]
     priors = pd.DataFrame.from_records(meta.get("prior_summary", []), columns=meta.get("prior_columns") or None)
     common = dict(
         formula=meta["formula"],
@@ -658,6 +682,7 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
     )
     if meta.get("kind") == "brm_multiple":
         return BrmMultipleFit(
-            **common, m=int(meta["n_imputations"]), nobs_per_imputation=list(meta.get("nobs_per_imputation", []))
+            **common, m=int(meta["n_imputations"]), nobs_per_imputation=list(meta.get("nobs_per_imputation", [])),
+            designs=designs,
         )
     return BrmFit(**common)

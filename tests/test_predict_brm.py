@@ -223,3 +223,39 @@ def test_posterior_predict_pit_is_uniform():
     narrow = epred + 0.5 * fit.draws["sigma"].to_numpy()[:, None] * np.random.default_rng(2).standard_normal(epred.shape)
     pit_bad = (narrow < held["y"].to_numpy()[None, :]).mean(axis=0)
     assert stats.kstest(pit_bad, "uniform").pvalue < 1e-4
+
+
+def test_brm_multiple_loo_per_imputation_and_pooled(tmp_path):
+    rng = np.random.default_rng(4)
+    base = simulate(rng, 12, 8)
+    sets = [base.assign(y=base["y"] + rng.normal(0, 0.3, len(base)) * (base.index % 5 == 0)) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = engine.brm_multiple("y ~ x + (1 | g)", sets, chains=2, iter=300, warmup=100, seed=3)
+        result = engine.loo(fit)
+        again = load_fit(fit.save(tmp_path / "m")[0])
+        result_again = again.loo()
+    assert result.m == 3 and list(result.table.index) == [1, 2, 3]
+    for k in range(3):
+        # data set k's likelihood under data set k's chains, computed here from the draws
+        sel = fit.chain_imputation == k
+        draws = fit.draws_values[sel].reshape(-1, fit.draws_values.shape[2])
+        ranef = fit.ranef_values[sel].reshape(-1, fit.ranef_values.shape[2])
+        names = fit.parameter_names
+        d = sets[k]
+        eta = draws[:, [names.index("b_Intercept")]] + draws[:, [names.index("b_x")]] * d["x"].to_numpy()
+        eta = eta + ranef[:, d["g"].to_numpy() - 1]
+        ll = stats.norm.logpdf(d["y"].to_numpy(), eta, draws[:, [names.index("sigma")]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            direct = engine.loo(ll.reshape(2, 200, -1))
+        np.testing.assert_allclose(result.per_imputation[k].pointwise["elpd_loo"], direct.pointwise["elpd_loo"], rtol=1e-10)
+        assert result.table.loc[k + 1, "elpd_loo"] == pytest.approx(direct.elpd_loo, rel=1e-12)
+    est = result.table["elpd_loo"].to_numpy()
+    se = result.table["se_elpd_loo"].to_numpy()
+    assert result.estimates.loc["elpd_loo", "Estimate"] == pytest.approx(est.mean())
+    assert result.estimates.loc["elpd_loo", "SE"] == pytest.approx(np.sqrt(np.mean(se**2) + (1 + 1 / 3) * est.var(ddof=1)))
+    pd.testing.assert_frame_equal(result_again.table, result.table)
+    assert "Per imputed data set" in str(result)
+    # predictions of a brm_multiple fit use the first data set, as brms
+    np.testing.assert_array_equal(fit.design.y, sets[0]["y"].to_numpy())
