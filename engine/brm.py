@@ -131,6 +131,9 @@ class _Prepared:
         self.nobs = layout.nobs
         self.n_dropped = layout.n_dropped
         self.data_hash = layout.data_hash
+        from .multilevel.predict import design_from_frame
+
+        self.design = design_from_frame(formula, frame, data)  # what predictions / log_lik / loo need
 
 
 # --------------------------------------------------------------------------- chains
@@ -313,6 +316,7 @@ def brm(
         seed_info=_seed_info(root, chain_seeds),
         data_hash=prepared.data_hash,
     )
+    fit.design = prepared.design
     fit.warn_convergence()
     if file is not None:
         fit.save(file)
@@ -442,6 +446,8 @@ def brm_multiple(
         m=m,
         nobs_per_imputation=nobs,
     )
+    fit.design = first.design  # brms predicts from the first imputed data set
+    fit.designs = [p.design for p in prepared]
     fit.warn_convergence()
     if file is not None:
         fit.save(file)

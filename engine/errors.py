@@ -98,3 +98,7 @@ class ConvergenceWarning(EngineWarning):
 
 class DataWarning(EngineWarning):
     """Rows dropped, predictors removed, or other changes engine made to the analysis data."""
+
+
+class ImportanceSamplingWarning(EngineWarning):
+    """PSIS-LOO / WAIC diagnostics as R's loo warns: Pareto k too high, tails too short, p_waic > 0.4."""

@@ -10,14 +10,16 @@ Saved format (``BrmFit.save(path)`` / ``load_fit(path)``), documented so that ot
 - ``<path>.npz`` (``numpy.savez_compressed``, no pickled objects): ``draws`` (chains, draws, params)
   float64; ``ranef`` (chains, draws, levels) float64; ``stat__<name>`` (chains, draws) for each
   per-draw sampler statistic; ``chainstat__<name>`` (chains, ...) for per-chain ones; ``chain_imputation`` (chains,) int64 (the imputed data set each chain used;
-  all 0 for ``brm``).
+  all 0 for ``brm``); optional ``design__y``, ``design__X``, ``design__group_codes``,
+  ``design__data<j>`` (the data predictions need, ``engine.multilevel.predict.design_to_arrays``).
 - ``<path>.json``: metadata (UTF-8 JSON): ``format`` ("engine-brmfit"), ``format_version``,
   ``engine_version``, ``kind`` ("brm" or "brm_multiple"), ``formula``, ``family``, ``links``,
   ``parameter_names``, ``ranef_names``, ``groups`` (name, n_levels, levels), ``nobs``,
   ``n_dropped``, ``data_name``, ``chains`` (per data set), ``iter``, ``warmup``, ``thin``,
   ``sampler``, ``sampler_options``, ``prior_summary`` (records), ``seed`` (root entropy and the
   spawn key of every chain's seed sequence), ``data_hash`` (SHA-256 of the model's arrays),
-  ``n_imputations``, ``nobs_per_imputation``, ``created``.
+  ``n_imputations``, ``nobs_per_imputation``, ``created``; optional ``design`` (column names,
+  groups, data columns). Files without the optional design load as before (no predictions).
 """
 
 from __future__ import annotations
@@ -143,8 +145,82 @@ class BrmFit:
     chain_imputation: np.ndarray | None = None
     chain_stats: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (chains, ...)
     _cache: dict = field(default_factory=dict, repr=False)
+    design: Any = field(default=None, repr=False)  # engine.multilevel.predict.FitDesign: the data predictions need
 
     kind = "brm"
+
+    # ------------------------------------------------- after the fit (engine.multilevel.predict, engine.loo)
+    def posterior_linpred(self, newdata=None, **kwargs) -> np.ndarray:
+        """Linear-predictor draws (draws, rows); arguments as ``engine.multilevel.predict.posterior_linpred``."""
+        from .predict import posterior_linpred
+
+        return posterior_linpred(self, newdata, **kwargs)
+
+    def posterior_epred(self, newdata=None, **kwargs) -> np.ndarray:
+        """Expected-response draws (draws, rows), as brms' ``posterior_epred``."""
+        from .predict import posterior_epred
+
+        return posterior_epred(self, newdata, **kwargs)
+
+    def posterior_predict(self, newdata=None, **kwargs) -> np.ndarray:
+        """Posterior predictive draws (draws, rows), as brms' ``posterior_predict``."""
+        from .predict import posterior_predict
+
+        return posterior_predict(self, newdata, **kwargs)
+
+    def fitted(self, newdata=None, **kwargs) -> pd.DataFrame:
+        """brms' ``fitted()``: Estimate, Est.Error, Q2.5, Q97.5 of the expected response per row."""
+        from .predict import fitted
+
+        return fitted(self, newdata, **kwargs)
+
+    def predict(self, newdata=None, **kwargs) -> pd.DataFrame:
+        """brms' ``predict()``: Estimate, Est.Error, Q2.5, Q97.5 of the posterior predictive per row."""
+        from .predict import predict
+
+        return predict(self, newdata, **kwargs)
+
+    def log_lik(self, newdata=None, as_array: bool = False, **kwargs) -> np.ndarray:
+        """Pointwise log-likelihood (draws, observations), or (chains, draws, observations) with
+        ``as_array=True`` (the shape ``engine.loo`` takes)."""
+        from .predict import log_lik
+
+        values = log_lik(self, newdata, **kwargs)
+        if as_array:
+            if kwargs.get("ndraws") is not None or kwargs.get("draw_ids") is not None:
+                raise ValueError("as_array=True needs every draw (no ndraws / draw_ids)")
+            values = values.reshape(self.draws_values.shape[0], self.draws_values.shape[1], -1)
+        return values
+
+    def bayes_R2(self, **kwargs):
+        """Bayesian R-squared as brms' ``bayes_R2`` (one row ``R2``: Estimate, Est.Error, Q2.5, Q97.5)."""
+        from .predict import bayes_R2
+
+        return bayes_R2(self, **kwargs)
+
+    def loo(self, **kwargs):
+        """PSIS-LOO of this fit (``engine.loo``)."""
+        from engine.loo import loo
+
+        return loo(self, **kwargs)
+
+    def waic(self, **kwargs):
+        """WAIC of this fit (``engine.waic``)."""
+        from engine.loo import waic
+
+        return waic(self, **kwargs)
+
+    def pp_check(self, kind: str = "dens_overlay", ndraws: int | None = None, **kwargs):
+        """Posterior predictive check as a matplotlib Figure (``engine.multilevel.ppcheck.pp_check``)."""
+        from .ppcheck import pp_check
+
+        return pp_check(self, kind=kind, ndraws=ndraws, **kwargs)
+
+    def to_arviz(self, **kwargs):
+        """ArviZ InferenceData of this fit (``engine.multilevel.ppcheck.to_arviz``; needs ArviZ)."""
+        from .ppcheck import to_arviz
+
+        return to_arviz(self, **kwargs)
 
     # ----------------------------------------------------------------- draws
     @property
@@ -390,15 +466,26 @@ class BrmFit:
             arrays[f"stat__{name}"] = np.asarray(values)
         for name, values in self.chain_stats.items():
             arrays[f"chainstat__{name}"] = np.asarray(values)
+        meta = self._metadata()
+        arrays.update(self._design_arrays(meta))
         # write to temporaries then rename, so a crash never leaves a half-written fit behind
         tmp_npz = npz_path + ".tmp.npz"
         np.savez_compressed(tmp_npz, **arrays)
         tmp_json = json_path + ".tmp"
         with open(tmp_json, "w", encoding="utf-8") as handle:
-            json.dump(self._metadata(), handle, indent=1)
+            json.dump(meta, handle, indent=1)
         os.replace(tmp_npz, npz_path)
         os.replace(tmp_json, json_path)
         return npz_path, json_path
+
+    def _design_arrays(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Optional ``design__*`` arrays and ``meta["design"]`` (readers that predate them ignore both)."""
+        if self.design is None:
+            return {}
+        from .predict import design_to_arrays
+
+        arrays, meta["design"] = design_to_arrays(self.design)
+        return arrays
 
     def _chain_imputation(self) -> np.ndarray:
         if self.chain_imputation is None:
@@ -422,6 +509,7 @@ class BrmMultipleFit(BrmFit):
 
     m: int = 1
     nobs_per_imputation: list[int] = field(default_factory=list)
+    designs: list = field(default_factory=list, repr=False)  # FitDesign of every imputed data set
 
     kind = "brm_multiple"
 
@@ -486,6 +574,24 @@ class BrmMultipleFit(BrmFit):
             within, self.chains, self.stats, self.sampler_options, self.ebfmi(), within_imputation=True
         )
         return messages
+
+    def _design_arrays(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        arrays = super()._design_arrays(meta)
+        if self.designs:
+            from .predict import design_to_arrays
+
+            meta["designs"] = []
+            for k, design in enumerate(self.designs):
+                more, info = design_to_arrays(design, prefix=f"design{k}")
+                arrays.update(more)
+                meta["designs"].append(info)
+        return arrays
+
+    def loo(self, **kwargs):
+        """PSIS-LOO per imputed data set and their combination (``engine.loo.loo_multiple``)."""
+        from engine.loo import loo_multiple
+
+        return loo_multiple(self, **kwargs)
 
     def _metadata(self) -> dict[str, Any]:
         meta = super()._metadata()
@@ -615,6 +721,16 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
         chain_stats = {
             key[len("chainstat__"):]: np.array(arrays[key]) for key in arrays.files if key.startswith("chainstat__")
         }
+        design = None
+        if "design" in meta and "design__y" in arrays.files:
+            from .predict import design_from_arrays
+
+            design = design_from_arrays(arrays, meta["design"])
+        designs = []
+        if "designs" in meta and "design0__y" in arrays.files:
+            from .predict import design_from_arrays
+
+            designs = [design_from_arrays(arrays, info, prefix=f"design{k}") for k, info in enumerate(meta["designs"])]
     priors = pd.DataFrame.from_records(meta.get("prior_summary", []), columns=meta.get("prior_columns") or None)
     common = dict(
         formula=meta["formula"],
@@ -640,9 +756,11 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
         links=tuple(tuple(link) for link in meta.get("links", [["mu", "identity"], ["sigma", "identity"]])),
         chain_imputation=chain_imputation,
         chain_stats=chain_stats,
+        design=design,
     )
     if meta.get("kind") == "brm_multiple":
         return BrmMultipleFit(
-            **common, m=int(meta["n_imputations"]), nobs_per_imputation=list(meta.get("nobs_per_imputation", []))
+            **common, m=int(meta["n_imputations"]), nobs_per_imputation=list(meta.get("nobs_per_imputation", [])),
+            designs=designs,
         )
     return BrmFit(**common)
