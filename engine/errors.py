@@ -64,3 +64,13 @@ class ConvergenceWarning(EngineWarning):
 
 class DataWarning(EngineWarning):
     """Rows dropped, predictors removed, or other changes engine made to the analysis data."""
+
+
+class CacheError(DataError):
+    """A saved fit (``file=``) that is corrupt, tampered with or inconsistent; the message says
+    which files to delete so that the model is refitted."""
+
+
+class OutputPathError(EngineInputError):
+    """An output path (``file=``, ``--report``, ``--json``) that cannot be written, found before
+    any work starts."""

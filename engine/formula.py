@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
+from .validate import warn_nans_produced
 
 __all__ = [
     "Formula",
@@ -760,7 +761,10 @@ def parse_formula(formula: str) -> Formula:
         return formula
     if not isinstance(formula, str):
         raise FormulaError(f"a formula must be a string, not {type(formula).__name__}")
-    return _parse_cached(formula)
+    try:
+        return _parse_cached(formula)
+    except RecursionError:
+        raise FormulaError(f"the formula is nested too deeply to parse ({len(formula)} characters)") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -982,7 +986,9 @@ def _evaluate_arith(node, columns: dict, label: str):
         value = _evaluate_arith(node.args[0], columns, label)
         if node.func == "I":
             return value
-        return _FUNCTIONS[node.func](np.asarray(value, dtype=np.float64))
+        result = _FUNCTIONS[node.func](np.asarray(value, dtype=np.float64))
+        warn_nans_produced(_deparse(node), value, result)
+        return result
     if isinstance(node, _BinOp):
         left = _evaluate_arith(node.left, columns, label)
         right = _evaluate_arith(node.right, columns, label)

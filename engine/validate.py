@@ -1,0 +1,234 @@
+"""Up-front checks shared by the public entry points (one home for each).
+
+Every check raises an ``engine.errors`` exception naming the argument, column or file at fault
+*before* any work starts, so that a kernel never sees input it cannot handle and a long run never
+fails at its end (an unwritable output path used to be found only after sampling). The entry
+points call these at their top; the checks never modify the user's data.
+
+- :func:`check_seed`: ``None``, a ``numpy.random.SeedSequence`` or a non-negative integer
+  (numpy's own message for ``seed=-1`` named neither the argument nor the function);
+- :func:`check_output_path`: the directory of an output file exists (or can be created) and is
+  writable, and the path is not a directory;
+- :func:`check_mice_values`: no ±Inf and no value so large that its square overflows in an
+  imputation model (R's ``lm.fit`` stops with "NA/NaN/Inf in 'x'" on the first);
+- :func:`arrays_checksum`, :func:`read_fit_cache`: the fit cache written by ``BrmFit.save`` is
+  read back only when its schema version, the shapes and counts implied by its settings and a
+  SHA-256 checksum of its arrays all agree; anything else is a :class:`~engine.errors.CacheError`
+  that says which files to delete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from .errors import CacheError, DataError, DataWarning, EngineInputError, OutputPathError
+
+#: mice's imputation models square and cross-multiply the data (normal equations, ridge,
+#: Cholesky): a magnitude above this overflows float64 there, so it is refused up front.
+MICE_MAX_ABS = 1e150
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def check_seed(seed: Any, name: str = "seed", where: str = "") -> None:
+    """``seed`` must be None, a SeedSequence, or an integer >= 0 (not a bool)."""
+    if seed is None or isinstance(seed, np.random.SeedSequence):
+        return
+    prefix = f"{where}: " if where else ""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise EngineInputError(
+            f"{prefix}{name} must be a non-negative integer, a numpy SeedSequence or None, got {seed!r}")
+    if seed < 0:
+        raise EngineInputError(f"{prefix}{name} must be a non-negative integer, got {int(seed)}")
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
+    """An output file (or, with ``directory=True``, an output folder) can be written at ``path``.
+
+    The nearest existing ancestor must be a writable directory (missing folders below it are
+    created later by the writer, as ``BrmFit.save`` and the report do); a file path must not be an
+    existing directory, a folder path must not be an existing file.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise OutputPathError(f"{what} must be a non-empty path, got {path!r}")
+    target = os.path.abspath(os.fspath(path))
+    if os.path.isdir(target) and not directory:
+        raise OutputPathError(f"{what} {os.fspath(path)!r} is a directory, not a file name")
+    if os.path.exists(target) and directory and not os.path.isdir(target):
+        raise OutputPathError(f"{what} {os.fspath(path)!r} exists and is not a directory")
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        raise OutputPathError(f"{what} {os.fspath(path)!r} is not writable")
+    ancestor = target if (directory and os.path.isdir(target)) else os.path.dirname(target)
+    while ancestor and not os.path.exists(ancestor):
+        parent = os.path.dirname(ancestor)
+        if parent == ancestor:
+            break
+        ancestor = parent
+    if not os.path.isdir(ancestor):
+        raise OutputPathError(
+            f"{what} {os.fspath(path)!r} cannot be created: {ancestor!r} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {os.fspath(path)!r} cannot be written: no permission to write in {ancestor!r}")
+
+
+# --------------------------------------------------------------------------- mice data
+
+
+def check_mice_values(values: np.ndarray, names: list[str]) -> None:
+    """``values``: (n, ncol) the data as mice codes them (NaN = missing). Refuses ±Inf and
+    magnitudes above MICE_MAX_ABS, naming the columns (engine never imputes from or into them)."""
+    finite = np.isfinite(values) | np.isnan(values)
+    infinite = [names[j] for j in np.flatnonzero(~finite.all(axis=0))]
+    if infinite:
+        raise DataError(
+            f"mice: column(s) {infinite} contain Inf or -Inf; mice treats them as observed values "
+            "and no imputation model can use them (R's lm.fit stops with \"NA/NaN/Inf in 'x'\"): "
+            "set them to NaN to impute them, or drop the rows")
+    with np.errstate(invalid="ignore"):
+        huge = np.nanmax(np.abs(values), axis=0, initial=0.0) > MICE_MAX_ABS
+    if huge.any():
+        columns = [names[j] for j in np.flatnonzero(huge)]
+        raise DataError(
+            f"mice: column(s) {columns} contain values larger than {MICE_MAX_ABS:g} in magnitude, which "
+            "overflow in the imputation models (their squares exceed the float64 range); rescale them")
+
+
+# --------------------------------------------------------------------------- the fit cache
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays of a saved fit (names, dtypes, shapes and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _delete_hint(npz_path: str, json_path: str) -> str:
+    return f"delete {npz_path} and {json_path} to refit the model"
+
+
+def _int_field(meta: dict, key: str, minimum: int, fail) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        fail(f"its {key!r} is {value!r}, not an integer >= {minimum}")
+    return value
+
+
+def read_fit_cache(npz_path: str, json_path: str, format_name: str, format_version: int):
+    """Read and check a saved fit; returns (metadata dict, arrays dict name -> ndarray).
+
+    Checked: the JSON parses to an object of format ``format_name`` and a known schema version;
+    the npz opens without pickle and holds the arrays the metadata implies, with the shapes its
+    settings imply ((chains [x m], ceil((iter - warmup) / thin), parameters)); finite draws; and,
+    when the file records one (every file engine writes since schema 2), the SHA-256 checksum of
+    the arrays. Anything else raises CacheError naming the files to delete.
+    """
+
+    def fail(reason: str):
+        raise CacheError(f"the saved fit {json_path} / {npz_path} cannot be used: {reason}; "
+                         f"{_delete_hint(npz_path, json_path)}")
+
+    try:
+        with open(json_path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        fail(f"its metadata does not read as JSON ({type(error).__name__}: {error})")
+    if not isinstance(meta, dict):
+        fail("its metadata is not a JSON object")
+    if meta.get("format") != format_name:
+        fail(f"it is not an engine fit file (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        fail(f"its schema version is {version!r}")
+    if version > format_version:
+        raise CacheError(
+            f"{json_path} was written by a newer engine (format version {version}); this engine "
+            f"reads up to version {format_version}: upgrade engine, or {_delete_hint(npz_path, json_path)}")
+    try:
+        with np.load(npz_path, allow_pickle=False) as stored:
+            if not hasattr(stored, "files"):
+                fail("its array file is not an .npz archive")
+            arrays = {key: np.array(stored[key]) for key in stored.files}
+    except CacheError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        fail(f"its array file does not read ({type(error).__name__}: {error})")
+    _check_fit_contents(meta, arrays, fail)
+    recorded = meta.get("arrays_sha256")
+    if recorded is not None and recorded != arrays_checksum(arrays):
+        fail("the checksum of its arrays does not match the one recorded when it was saved "
+             "(the files were modified or mixed up)")
+    if recorded is None and version >= 2:
+        fail("its metadata has no checksum of the arrays")
+    return meta, arrays
+
+
+def _check_fit_contents(meta: dict, arrays: dict, fail) -> None:
+    for key in ("formula", "data_name", "sampler"):
+        if not isinstance(meta.get(key), str):
+            fail(f"its {key!r} is {meta.get(key)!r}, not a string")
+    for key in ("parameter_names", "ranef_names", "groups"):
+        if not isinstance(meta.get(key), list):
+            fail(f"its {key!r} is missing or not a list")
+    for group in meta["groups"]:
+        if not (isinstance(group, dict) and isinstance(group.get("name"), str)
+                and isinstance(group.get("levels"), list)):
+            fail("its 'groups' entries are malformed")
+    chains = _int_field(meta, "chains", 1, fail)
+    iter_ = _int_field(meta, "iter", 1, fail)
+    warmup = _int_field(meta, "warmup", 0, fail)
+    thin = _int_field(meta, "thin", 1, fail)
+    _int_field(meta, "nobs", 0, fail)
+    if warmup >= iter_:
+        fail(f"its warmup ({warmup}) is not below iter ({iter_})")
+    chains_total = chains
+    if meta.get("kind") == "brm_multiple":
+        chains_total = chains * _int_field(meta, "n_imputations", 1, fail)
+    per_chain = math.ceil((iter_ - warmup) / thin)
+    for key in ("draws", "ranef", "chain_imputation"):
+        if key not in arrays:
+            fail(f"its array file has no {key!r}")
+    n_par = len(meta["parameter_names"])
+    n_ranef = len(meta["ranef_names"])
+    expected = {"draws": (chains_total, per_chain, n_par), "ranef": (chains_total, per_chain, n_ranef),
+                "chain_imputation": (chains_total,)}
+    for key, shape in expected.items():
+        if arrays[key].shape != shape:
+            fail(f"its {key!r} array has shape {arrays[key].shape}, but its settings (chains, iter, "
+                 f"warmup, thin, names) imply {shape}")
+    for key, value in arrays.items():
+        if key.startswith("stat__") and value.shape[:2] != (chains_total, per_chain):
+            fail(f"its {key!r} array has shape {value.shape}, expected ({chains_total}, {per_chain})")
+    for key in ("draws", "ranef"):
+        if arrays[key].dtype.kind != "f":
+            fail(f"its {key!r} array has dtype {arrays[key].dtype}, not float")
+        if not np.isfinite(arrays[key]).all():
+            fail(f"its {key!r} array has non-finite values")
+
+
+# --------------------------------------------------------------------------- formulas
+
+
+def warn_nans_produced(label: str, value, result) -> None:
+    """R's warning "In log(x) : NaNs produced" when a function of a formula turns numbers into NaN
+    (the rows are then dropped as missing, as R's model.frame does)."""
+    result = np.asarray(result)
+    if result.dtype.kind == "f" and np.isnan(result).any():
+        value = np.broadcast_to(np.asarray(value, dtype=np.float64), result.shape)
+        if (np.isnan(result) & ~np.isnan(value)).any():
+            warnings.warn(f"In {label} : NaNs produced", DataWarning, stacklevel=2)
