@@ -31,6 +31,7 @@ import pandas as pd
 from .errors import DataError, DataWarning, EngineInputError, ImputationError
 from .progress import progress_reporter
 from .parallel import run_tasks
+from .validate import check_brm_frame, check_fit_file
 from .results import BrmFit, BrmMultipleFit, GroupInfo, fit_exists, fit_paths, load_fit
 
 SAMPLERS = {"gibbs": "engine.gibbs", "nuts": "engine.nuts_multilevel"}
@@ -116,6 +117,7 @@ class _Prepared:
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         frame = model_frame(formula, data, allow_random=True)
+        check_brm_frame(frame, label)
         if not frame.groups:
             raise EngineInputError(
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
@@ -306,6 +308,7 @@ def brm(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
     options = _sampler_options(sampler, marginalize, sampler_options)
+    check_fit_file(file)
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -411,6 +414,7 @@ def brm_multiple(
     options = _sampler_options(sampler, marginalize, sampler_options)
     datasets = _imputed_datasets(imp)
     m = len(datasets)
+    check_fit_file(file)
     if file is not None and fit_exists(file):
         try:
             from .formula import model_frame

@@ -75,8 +75,8 @@ def _as_chains(x, name: str = "x") -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == bool:
         arr = arr.astype(float)
-    if not (np.issubdtype(arr.dtype, np.number)):
-        raise EngineInputError(f"{name} must be numeric draws, got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.number)) or np.iscomplexobj(arr):
+        raise EngineInputError(f"{name} must be real numeric draws, got dtype {arr.dtype}")
     arr = np.asarray(arr, dtype=float)
     if arr.ndim == 1:
         arr = arr[None, :]

@@ -64,6 +64,7 @@ from engine.nuts_adaptation import (
 from engine.nuts_metric import EuclideanMetric, regularised_metric, welford_update
 from engine.nuts_tree import make_workspace, nuts_transition
 from engine.parallel import child_seeds, run_tasks
+from engine.validate import check_seed
 
 LOGP_SIGNATURE = types.Tuple((types.float64, types.float64[::1]))(
     types.float64[::1], types.float64[::1], types.int64[::1])
@@ -395,6 +396,7 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     executor : a concurrent.futures.Executor for the chains (default: local threads).
     """
     validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains)
+    check_seed(seed, where="nuts.sample")
     with_data = data is not None or index is not None
     data = NO_DATA if data is None else np.ascontiguousarray(data, dtype=np.float64).reshape(-1)
     index = NO_INDEX if index is None else np.ascontiguousarray(index, dtype=np.int64).reshape(-1)

@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import EngineInputError
+from .validate import check_pool_inputs
 
 #: mice floors lambda at this value before computing the Barnard-Rubin df.
 LAMBDA_FLOOR = 1e-4
@@ -174,6 +175,7 @@ def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:
             )
     estimates = np.vstack([p.to_numpy() for p, _, _ in parts])
     std_errors = np.vstack([s.to_numpy() for _, s, _ in parts])
+    check_pool_inputs(estimates, std_errors, terms)
     if dfcom is None:
         dfcom = parts[0][2] if parts[0][2] is not None else math.inf
     dfcom = float(dfcom)

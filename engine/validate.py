@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 import warnings
 import zipfile
 from typing import Any
@@ -57,8 +58,8 @@ def check_seed(seed: Any, name: str = "seed", where: str = "") -> None:
 def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     """An output file (or, with ``directory=True``, an output folder) can be written at ``path``.
 
-    The nearest existing ancestor must be a writable directory (missing folders below it are
-    created later by the writer, as ``BrmFit.save`` and the report do); a file path must not be an
+    Missing folders are created now (the writer would create them later, as ``BrmFit.save`` and
+    the report do) and a probe file is written and removed there; a file path must not be an
     existing directory, a folder path must not be an existing file.
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
@@ -70,17 +71,18 @@ def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
         raise OutputPathError(f"{what} {os.fspath(path)!r} exists and is not a directory")
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise OutputPathError(f"{what} {os.fspath(path)!r} is not writable")
-    ancestor = target if (directory and os.path.isdir(target)) else os.path.dirname(target)
-    while ancestor and not os.path.exists(ancestor):
-        parent = os.path.dirname(ancestor)
-        if parent == ancestor:
-            break
-        ancestor = parent
-    if not os.path.isdir(ancestor):
+    folder = target if directory else os.path.dirname(target)
+    try:  # the writer would create the folders anyway; a probe file proves they are writable
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".engine-write-test-", dir=folder)
+        os.close(handle)
+        os.remove(probe)
+    except (FileExistsError, NotADirectoryError):
         raise OutputPathError(
-            f"{what} {os.fspath(path)!r} cannot be created: {ancestor!r} is a file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {os.fspath(path)!r} cannot be written: no permission to write in {ancestor!r}")
+            f"{what} {os.fspath(path)!r} cannot be written: a part of {folder!r} is a file, not a directory") from None
+    except OSError as error:
+        raise OutputPathError(
+            f"{what} {os.fspath(path)!r} cannot be written: {error.strerror or error} ({folder!r})") from None
 
 
 # --------------------------------------------------------------------------- mice data
@@ -232,3 +234,116 @@ def warn_nans_produced(label: str, value, result) -> None:
         value = np.broadcast_to(np.asarray(value, dtype=np.float64), result.shape)
         if (np.isnan(result) & ~np.isnan(value)).any():
             warnings.warn(f"In {label} : NaNs produced", DataWarning, stacklevel=2)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+def check_pool_inputs(estimates: np.ndarray, std_errors: np.ndarray, terms: list) -> None:
+    """(m, p) estimates and standard errors of the fits: real numbers, SEs not negative."""
+    for what, values in (("estimate", estimates), ("standard error", std_errors)):
+        if np.iscomplexobj(values):
+            raise EngineInputError(f"pool(): the {what}s must be real numbers, got complex values")
+    with np.errstate(invalid="ignore"):
+        negative = std_errors < 0
+    if negative.any():
+        i, j = (int(v) for v in np.argwhere(negative)[0])
+        raise EngineInputError(
+            f"pool(): fit {i} has a negative standard error ({float(std_errors[i, j])!r}) for term "
+            f"{terms[j]!r}; standard errors cannot be negative")
+
+
+# --------------------------------------------------------------------------- data files
+
+
+def read_data_file(reader, path: str, kind: str, **options):
+    """``reader(path, **options)`` (pandas' read_csv / read_stata) with its parser errors turned into
+    a DataError naming the file (a garbage file used to raise pandas', struct's or codecs' errors)."""
+    import pandas as pd
+
+    try:
+        frame = reader(path, **options)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, EOFError,
+            OSError, IndexError, KeyError, TypeError, OverflowError, MemoryError) as error:
+        raise DataError(f"{path!r} cannot be read as a {kind} file ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    except Exception as error:  # struct.error and other parser internals
+        if type(error).__module__ in ("struct", "zlib", "gzip", "_struct", "_csv", "csv"):
+            raise DataError(f"{path!r} cannot be read as a {kind} file ({type(error).__name__}: {error})") from None
+        raise
+    return frame
+
+
+def check_numeric_columns(frame, columns, source: str) -> None:
+    """The named columns of ``frame`` are numeric (or boolean); a column read as text names its
+    first non-numeric value (it used to fail much later as "the response is a factor")."""
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        if values.dtype.kind in "biuf":
+            continue
+        import pandas as pd
+
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numbers.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"column {column!r} of {source} must be numeric but has text, e.g. {values.iloc[row]!r} "
+                f"in data row {row + 1}")
+
+
+# --------------------------------------------------------------------------- brm
+
+
+#: the samplers work on cross-products of the design and the response (X'X, X'y, y'y): columns
+#: beyond these magnitudes under- or overflow there, so they are refused with a clear message.
+BRM_MIN_ABS, BRM_MAX_ABS = 1e-150, 1e150
+
+
+def check_fit_file(file) -> None:
+    """brm's ``file=``: an existing saved fit is reloaded (and checked then); otherwise the place it
+    will be written must be writable, checked before any chain runs (the fit used to be lost)."""
+    if file is None:
+        return
+    from .results import fit_exists, fit_paths
+
+    if not isinstance(file, (str, os.PathLike)) or not os.fspath(file):
+        raise OutputPathError(f"file= must be a non-empty path, got {file!r}")
+    if fit_exists(file):
+        return
+    for path in fit_paths(file):
+        check_output_path(path, "file=")
+
+
+def check_brm_frame(frame, label: str = "") -> None:
+    """Response and population-level columns of a brm model frame: magnitudes the samplers can use,
+    and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``)."""
+    from .errors import ModelSpecError
+
+    where = f" ({label})" if label else ""
+    names = list(frame.column_names)
+    if "Intercept" in names:
+        raise ModelSpecError(
+            f"a population-level predictor is named 'Intercept'{where}, which clashes with brms' "
+            "intercept parameter b_Intercept; rename the column (brms reserves the name too)")
+    y = np.asarray(frame.y, dtype=np.float64)
+    if y.size and np.isfinite(y).all():
+        big = float(np.max(np.abs(y)))
+        if big > BRM_MAX_ABS:
+            raise DataError(
+                f"the response {frame.response_name!r}{where} reaches {big:.3g} in magnitude, beyond the "
+                f"{BRM_MAX_ABS:g} the samplers' sums of squares can hold; rescale it")
+    X = np.asarray(frame.X, dtype=np.float64)
+    if X.size == 0 or not np.isfinite(X).all():
+        return  # non-finite values are reported by the model layer
+    big = np.max(np.abs(X), axis=0)
+    for j, name in enumerate(names):
+        if name == "(Intercept)" or big[j] == 0.0:
+            continue
+        if big[j] > BRM_MAX_ABS or big[j] < BRM_MIN_ABS:
+            raise DataError(
+                f"the population-level column {name!r}{where} has largest magnitude {big[j]:.3g}, outside "
+                f"[{BRM_MIN_ABS:g}, {BRM_MAX_ABS:g}] where the samplers' cross-products neither under- "
+                "nor overflow; rescale it (its coefficient scales inversely)")
