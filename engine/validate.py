@@ -347,3 +347,35 @@ def check_brm_frame(frame, label: str = "") -> None:
                 f"the population-level column {name!r}{where} has largest magnitude {big[j]:.3g}, outside "
                 f"[{BRM_MIN_ABS:g}, {BRM_MAX_ABS:g}] where the samplers' cross-products neither under- "
                 "nor overflow; rescale it (its coefficient scales inversely)")
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def check_replicate_options(settings) -> None:
+    """``python -m engine replicate``'s options, before anything runs: the seed, the data file
+    (exists, is a file), and the output paths (--json file, --report folder) writable."""
+    check_seed(settings.seed, name="--seed")
+    if settings.data is not None:
+        if not os.path.exists(settings.data):
+            raise DataError(f"--data: data file not found: {settings.data!r}")
+        if not os.path.isfile(settings.data):
+            raise DataError(f"--data: {settings.data!r} is not a file")
+        if not os.access(settings.data, os.R_OK):
+            raise DataError(f"--data: {settings.data!r} is not readable")
+    if settings.json_path is not None:
+        check_output_path(settings.json_path, "--json")
+    if settings.report_dir is not None:
+        check_output_path(settings.report_dir, "--report", directory=True)
+
+
+def report_cli_error(error: BaseException, program: str) -> int:
+    """Print an engine error as R-like short lines on stderr; returns the exit status (2)."""
+    import sys
+
+    lines = str(error).splitlines() or [""]
+    sys.stderr.write(f"{program}: error: {type(error).__name__}: {lines[0]}\n")
+    for line in lines[1:3]:  # a FormulaError's formula and caret
+        sys.stderr.write(f"  {line}\n")
+    sys.stderr.flush()
+    return 2
