@@ -86,6 +86,8 @@ def load_grit_raw(path: str | os.PathLike | None = None) -> pd.DataFrame:
             f"the grit data at {path or data_path()!r} lacks required column(s): {', '.join(missing)}"
         )
     check_numeric_columns(frame, REQUIRED_COLUMNS, os.fspath(path or data_path()))
+    if len(frame) == 0:
+        raise DataError(f"the grit data at {path!r} has no data rows")
     return frame
 
 

@@ -420,6 +420,8 @@ def summarise_draws(
     DataFrame indexed by name with columns ``mean, sd, q2.5, q97.5, rhat, ess_bulk, ess_tail``
     (the quantile column names follow ``probs``).
     """
+    if np.iscomplexobj(draws):
+        raise EngineInputError("draws must be real numeric draws, got complex values")
     arr = np.asarray(draws, dtype=float)
     if arr.ndim == 2:
         arr = arr[:, :, None]

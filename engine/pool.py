@@ -83,6 +83,7 @@ def _fit_parts(fit: Any, index: int) -> tuple[pd.Series, pd.Series, float | None
         df_resid = getattr(fit, "df_residual", None)
     if callable(df_resid):
         df_resid = df_resid()
+    check_pool_inputs(params.to_numpy(), bse.to_numpy(), list(params.index), index)  # before casting
     return params.astype(float), bse.astype(float), (None if df_resid is None else float(df_resid))
 
 

@@ -318,7 +318,7 @@ class BrmFit:
         np.savez_compressed(tmp_npz, **arrays)
         tmp_json = json_path + ".tmp"
         meta = self._metadata()
-        meta["arrays_sha256"] = arrays_checksum(arrays)
+        meta["arrays_sha256"] = arrays_checksum(arrays, meta)
         with open(tmp_json, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
         os.replace(tmp_npz, npz_path)

@@ -26,6 +26,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -110,9 +111,18 @@ def check_mice_values(values: np.ndarray, names: list[str]) -> None:
 # --------------------------------------------------------------------------- the fit cache
 
 
-def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the arrays of a saved fit (names, dtypes, shapes and bytes, in name order)."""
+#: the metadata whose values the checksum covers too (what the draws mean and how many there are)
+CHECKSUM_FIELDS = ("kind", "formula", "parameter_names", "ranef_names", "groups", "nobs", "chains", "iter",
+                   "warmup", "thin", "sampler", "n_imputations")
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
+    """SHA-256 over the arrays of a saved fit (names, dtypes, shapes and bytes, in name order) and
+    the CHECKSUM_FIELDS of its metadata (as canonical JSON)."""
     digest = hashlib.sha256()
+    if meta is not None:
+        fields = {key: meta.get(key) for key in CHECKSUM_FIELDS}
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     for key in sorted(arrays):
         value = np.ascontiguousarray(arrays[key])
         digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
@@ -168,13 +178,13 @@ def read_fit_cache(npz_path: str, json_path: str, format_name: str, format_versi
             arrays = {key: np.array(stored[key]) for key in stored.files}
     except CacheError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as error:
         fail(f"its array file does not read ({type(error).__name__}: {error})")
     _check_fit_contents(meta, arrays, fail)
     recorded = meta.get("arrays_sha256")
-    if recorded is not None and recorded != arrays_checksum(arrays):
-        fail("the checksum of its arrays does not match the one recorded when it was saved "
-             "(the files were modified or mixed up)")
+    if recorded is not None and recorded != arrays_checksum(arrays, meta):
+        fail("the checksum of its draws and settings does not match the one recorded when it was "
+             "saved (the files were modified or mixed up)")
     if recorded is None and version >= 2:
         fail("its metadata has no checksum of the arrays")
     return meta, arrays
@@ -239,18 +249,24 @@ def warn_nans_produced(label: str, value, result) -> None:
 # --------------------------------------------------------------------------- pool
 
 
-def check_pool_inputs(estimates: np.ndarray, std_errors: np.ndarray, terms: list) -> None:
-    """(m, p) estimates and standard errors of the fits: real numbers, SEs not negative."""
-    for what, values in (("estimate", estimates), ("standard error", std_errors)):
+def check_pool_inputs(estimates, std_errors, terms: list, fit: int | None = None) -> None:
+    """Estimates and standard errors of the fits ((m, p), or (p,) of fit ``fit``): real numbers,
+    standard errors not negative (checked before they are cast to float)."""
+    where = f"fit {fit} has " if fit is not None else ""
+    estimates, std_errors = np.asarray(estimates), np.asarray(std_errors)
+    for what, values in (("estimates", estimates), ("standard errors", std_errors)):
         if np.iscomplexobj(values):
-            raise EngineInputError(f"pool(): the {what}s must be real numbers, got complex values")
+            raise EngineInputError(f"pool(): {where}complex {what}; they must be real numbers")
+    if std_errors.dtype.kind not in "biuf":
+        return  # non-numeric: the cast to float reports it
     with np.errstate(invalid="ignore"):
-        negative = std_errors < 0
+        negative = np.atleast_2d(std_errors) < 0
     if negative.any():
         i, j = (int(v) for v in np.argwhere(negative)[0])
+        i = fit if fit is not None else i
         raise EngineInputError(
-            f"pool(): fit {i} has a negative standard error ({float(std_errors[i, j])!r}) for term "
-            f"{terms[j]!r}; standard errors cannot be negative")
+            f"pool(): fit {i} has a negative standard error ({float(np.atleast_2d(std_errors)[0 if fit is not None else i, j])!r}) "
+            f"for term {terms[j]!r}; standard errors cannot be negative")
 
 
 # --------------------------------------------------------------------------- data files
