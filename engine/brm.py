@@ -31,7 +31,7 @@ import pandas as pd
 from .errors import DataError, DataWarning, EngineInputError, ImputationError
 from .progress import progress_reporter
 from .parallel import run_tasks
-from .validate import check_brm_frame, check_fit_file
+from .validate import check_brm_frame, check_fit_file, sampler_failures
 from .results import BrmFit, BrmMultipleFit, GroupInfo, fit_exists, fit_paths, load_fit
 
 SAMPLERS = {"gibbs": "engine.gibbs", "nuts": "engine.nuts_multilevel"}
@@ -173,13 +173,14 @@ def frame_hash(frame) -> str:
 def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict):
     """One chain (a picklable task for any executor): the sampler's kept draws, thinned."""
     module = importlib.import_module(SAMPLERS[sampler])
-    if "thin" in inspect.signature(module.sample_chain).parameters:
-        # the sampler thins itself (keeps post-warmup iterations 0, thin, 2 thin, ...), saving memory
-        result = module.sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
-        keep = slice(None)
-    else:
-        result = module.sample_chain(model, n_iter, n_warmup, seed, **options)
-        keep = slice(None, None, thin)
+    with sampler_failures(sampler):  # a numerical failure inside a kernel: SamplerError, not LinAlgError
+        if "thin" in inspect.signature(module.sample_chain).parameters:
+            # the sampler thins itself (keeps post-warmup iterations 0, thin, 2 thin, ...), saving memory
+            result = module.sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+            keep = slice(None)
+        else:
+            result = module.sample_chain(model, n_iter, n_warmup, seed, **options)
+            keep = slice(None, None, thin)
     raw_draws = np.asarray(result.draws, dtype=np.float64)
     draws = raw_draws[keep]
     ranef = np.asarray(result.ranef, dtype=np.float64)[keep]

@@ -114,10 +114,11 @@ def log_density(function, with_data: bool) -> LogDensity:
             return float(logp), np.ascontiguousarray(gradient)
     try:
         return LogDensity(adapted)
-    except numba.core.errors.TypingError as error:
+    except Exception as error:  # TypingError, or a lowering error (float("a")): the user's code
         form = "(position, data, index)" if with_data else "(position)"
         raise EngineInputError(
-            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: {error}"
+            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from None
 
 
@@ -172,10 +173,11 @@ def guarded_density(function, with_data: bool) -> LogDensity:
 
     try:
         return LogDensity(guarded)
-    except numba.core.errors.TypingError as error:
+    except Exception as error:  # TypingError, or a lowering error (float("a")): the user's code
         form = "(position, data, index)" if with_data else "(position)"
         raise EngineInputError(
-            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: {error}"
+            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from None
 
 

@@ -307,8 +307,15 @@ def write_outputs(outcome: Outcome, settings: Settings) -> None:
         _log(settings, f"report written to {path}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a two-line error (the message, then where to find help) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(python -m engine replicate --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="engine", description="engine: multilevel statistics, Numba-fast.")
+    parser = _Parser(prog="engine", description="engine: multilevel statistics, Numba-fast.")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("replicate", help="re-run the grit analysis (OLS, mice, brms) and print every table")
     rep.add_argument("--data", help="a copy of Sample2_Data (CSV or Stata .dta); default: the shipped data")

@@ -19,6 +19,7 @@ points call these at their top; the checks never modify the user's data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -345,6 +346,10 @@ def check_brm_frame(frame, label: str = "") -> None:
             f"a population-level predictor is named 'Intercept'{where}, which clashes with brms' "
             "intercept parameter b_Intercept; rename the column (brms reserves the name too)")
     y = np.asarray(frame.y, dtype=np.float64)
+    if y.size > 1 and np.isfinite(y).all() and np.all(y == y[0]):
+        raise ModelSpecError(
+            f"the response {frame.response_name!r}{where} is constant ({y[0]:g} in all {y.size} rows): "
+            "the likelihood is unbounded as sigma goes to 0, so the posterior cannot be sampled")
     if y.size and np.isfinite(y).all():
         big = float(np.max(np.abs(y)))
         if big > BRM_MAX_ABS:
@@ -395,3 +400,17 @@ def report_cli_error(error: BaseException, program: str) -> int:
         sys.stderr.write(f"  {line}\n")
     sys.stderr.flush()
     return 2
+
+
+@contextlib.contextmanager
+def sampler_failures(sampler: str):
+    """Numerical failures inside a sampler's kernels (a Cholesky factor of a matrix that lost
+    positive definiteness, a division by zero) as a SamplerError naming the sampler."""
+    from .errors import SamplerError
+
+    try:
+        yield
+    except (np.linalg.LinAlgError, ZeroDivisionError, FloatingPointError, OverflowError) as error:
+        raise SamplerError(
+            f"the {sampler} sampler failed numerically ({type(error).__name__}: {error}); the data may be "
+            "degenerate (a constant or nearly constant response, extreme scales)") from None

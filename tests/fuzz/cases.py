@@ -381,10 +381,16 @@ def brm_cases() -> list[Case]:
     add("file_under_a_file", lambda: brm(file=_write("plain.txt", b"x") + "/fit"), E.OutputPathError)
     add("nuts_seed_negative", lambda: brm(sampler="nuts", seed=-2), E.EngineInputError, "seed")
 
-    def constant():
-        return brm(data=d.assign(y=np.ones(len(d))), iter=60, warmup=30)
-    add("constant_response_fits", constant,
-        check=lambda fit, w: np.testing.assert_allclose(fit.fixef()["Estimate"].iloc[0], 1.0, atol=1e-6))
+    add("constant_response", lambda: brm(data=d.assign(y=np.ones(len(d)))), E.ModelSpecError, "constant")
+    add("constant_response_nuts", lambda: brm(data=d.assign(y=np.full(len(d), 2.5)), sampler="nuts"),
+        E.ModelSpecError, "constant")
+    add("nearly_constant_response_long_run", lambda: brm(data=d.assign(y=1.0 + 1e-13 * d.x), iter=400, warmup=200),
+        check=lambda fit, w: np.testing.assert_equal(np.isfinite(fit.draws_array()).all(), True))
+
+    def fits_ordinary():
+        return brm(iter=200, warmup=100)
+    add("ordinary_fit_runs", fits_ordinary,
+        check=lambda fit, w: np.testing.assert_equal(np.isfinite(fit.draws_array()).all(), True))
 
     add("brm_multiple_frame", lambda: engine.brm_multiple("y ~ x + (1 | g)", d, **BRM), E.ImputationError)
     add("brm_multiple_empty", lambda: engine.brm_multiple("y ~ x + (1 | g)", [], **BRM), E.ImputationError)
