@@ -846,6 +846,9 @@ def _non_finite_message(mf) -> str:
                 f"{int(bad_y.sum())} rows")
     bad = ~np.isfinite(mf.X).all(axis=0)
     cols = [c for c, b in zip(mf.column_names, bad) if b]
+    if not cols:  # every value finite: the factorisation's sums overflowed
+        return ("the least-squares factorisation overflowed: the model's values are too large in magnitude "
+                "(rescale the response or the columns)")
     return f"non-finite values (Inf or NaN) in model column(s) {', '.join(cols)}"
 
 
