@@ -33,6 +33,7 @@ from .parallel import run_tasks
 from .multilevel.layout import describe, frame_hash
 from .multilevel.results import BrmFit, BrmMultipleFit, fit_exists, fit_paths, load_fit
 from .multilevel.sampler import get_sampler
+from .validate import check_brm_frame, check_fit_file, sampler_failures
 
 __all__ = ["brm", "brm_multiple"]
 
@@ -107,6 +108,7 @@ class _Prepared:
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         frame = model_frame(formula, data, allow_random=True)
+        check_brm_frame(frame, label)
         if not frame.groups:
             raise EngineInputError(
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
@@ -142,7 +144,8 @@ class _Prepared:
 def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict):
     """One chain (a picklable task for any executor): the sampler's kept draws (it thins itself:
     post-warmup iterations 0, thin, 2 thin, ...)."""
-    result = get_sampler(sampler).run_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+    with sampler_failures(sampler):  # a numerical failure inside a kernel: SamplerError, not LinAlgError
+        result = get_sampler(sampler).run_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
     draws = np.asarray(result.draws, dtype=np.float64)
     ranef = np.asarray(result.ranef, dtype=np.float64)
     # per-draw statistics (one value per kept iteration) go with the draws; anything else
@@ -275,6 +278,7 @@ def brm(
     options = _sampler_options(sampler, marginalize, sampler_options)
     if sample_prior not in ("no", "only"):
         raise EngineInputError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
+    check_fit_file(file)
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -381,6 +385,7 @@ def brm_multiple(
     options = _sampler_options(sampler, marginalize, sampler_options)
     datasets = _imputed_datasets(imp)
     m = len(datasets)
+    check_fit_file(file)
     if file is not None and fit_exists(file):
         try:
             from .formula import model_frame

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError
+from .validate import check_numeric_columns, read_data_file
 
 CITATION = (
     "Alan, S., Boneva, T. & Ertac, S. (2019). Ever Failed, Try Again, Succeed Better: Results from "
@@ -57,7 +58,7 @@ def _read(path: str | os.PathLike | None) -> pd.DataFrame:
         raise DataError(f"data file not found: {path!r}")
     lower = path.lower()
     if lower.endswith(".dta"):
-        frame = pd.read_stata(path, convert_categoricals=False)
+        frame = read_data_file(pd.read_stata, path, "Stata .dta", convert_categoricals=False)
         # Stata stores float32; upcast as R's haven does so numbers equal the CSV's.
         for col in frame.columns:
             if frame[col].dtype == np.float32:
@@ -69,7 +70,7 @@ def _read(path: str | os.PathLike | None) -> pd.DataFrame:
                 frame[col] = values.astype(np.int64)
         return frame
     if lower.endswith((".csv", ".txt", ".csv.gz")):
-        return pd.read_csv(path)
+        return read_data_file(pd.read_csv, path, "CSV")
     raise DataError(f"unsupported data file type for {path!r}: expected .csv or .dta")
 
 
@@ -84,6 +85,9 @@ def load_grit_raw(path: str | os.PathLike | None = None) -> pd.DataFrame:
         raise ColumnNotFoundError(
             f"the grit data at {path or data_path()!r} lacks required column(s): {', '.join(missing)}"
         )
+    check_numeric_columns(frame, REQUIRED_COLUMNS, os.fspath(path or data_path()))
+    if len(frame) == 0:
+        raise DataError(f"the grit data at {path!r} has no data rows")
     return frame
 
 

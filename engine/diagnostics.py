@@ -77,8 +77,8 @@ def _as_chains(x, name: str = "x") -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == bool:
         arr = arr.astype(float)
-    if not (np.issubdtype(arr.dtype, np.number)):
-        raise EngineInputError(f"{name} must be numeric draws, got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.number)) or np.iscomplexobj(arr):
+        raise EngineInputError(f"{name} must be real numeric draws, got dtype {arr.dtype}")
     arr = np.asarray(arr, dtype=float)
     if arr.ndim == 1:
         arr = arr[None, :]
@@ -407,6 +407,8 @@ def summarise_draws(
     DataFrame indexed by name with columns ``mean, sd, q2.5, q97.5, rhat, ess_bulk, ess_tail``
     (the quantile column names follow ``probs``).
     """
+    if np.iscomplexobj(draws):
+        raise EngineInputError("draws must be real numeric draws, got complex values")
     arr = np.asarray(draws, dtype=float)
     if arr.ndim == 2:
         arr = arr[:, :, None]

@@ -102,3 +102,13 @@ class DataWarning(EngineWarning):
 
 class ImportanceSamplingWarning(EngineWarning):
     """PSIS-LOO / WAIC diagnostics as R's loo warns: Pareto k too high, tails too short, p_waic > 0.4."""
+
+
+class CacheError(DataError):
+    """A saved fit (``file=``) that is corrupt, tampered with or inconsistent; the message says
+    which files to delete so that the model is refitted."""
+
+
+class OutputPathError(EngineInputError):
+    """An output path (``file=``, ``--report``, ``--json``) that cannot be written, found before
+    any work starts."""

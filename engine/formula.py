@@ -63,8 +63,10 @@ from .rcompat.language import Num as _Num
 from .rcompat.language import Paren as _Paren
 from .rcompat.language import Unary as _Unary
 from .rcompat.language import deparse as _deparse
+from .rcompat.language import deep_recursion
 from .rcompat.language import r_number as _r_number
 from .rcompat.language import read_formula
+from .validate import warn_nans_produced
 
 __all__ = [
     "Formula",
@@ -430,7 +432,11 @@ def parse_formula(formula: str) -> Formula:
         return formula
     if not isinstance(formula, str):
         raise FormulaError(f"a formula must be a string, not {type(formula).__name__}")
-    return _parse_cached(formula)
+    try:
+        with deep_recursion():  # the parser and the term algebra recurse once per operator
+            return _parse_cached(formula)
+    except RecursionError:
+        raise FormulaError(f"the formula is nested too deeply to parse ({len(formula)} characters)") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -715,7 +721,9 @@ def _evaluate_arith(node, columns: dict, label: str):
         value = _evaluate_arith(node.args[0], columns, label)
         if node.func == "I":
             return value
-        return _FUNCTIONS[node.func](np.asarray(value, dtype=np.float64))
+        result = _FUNCTIONS[node.func](np.asarray(value, dtype=np.float64))
+        warn_nans_produced(_deparse(node), value, result)
+        return result
     if isinstance(node, _BinOp):
         left = _evaluate_arith(node.left, columns, label)
         right = _evaluate_arith(node.right, columns, label)

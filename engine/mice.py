@@ -59,6 +59,7 @@ from ._linalg import SingleThreadedBlas, cholesky_with_ridge, crossprod, gather,
 from .errors import DataWarning, ImputationError
 from .parallel import child_seeds, default_workers, run_tasks
 from .progress import progress_reporter
+from .validate import check_mice_values, check_seed
 
 #: Every method name engine knows (mice's names); "" leaves a column as it is.
 KNOWN_METHODS = ("pmm", "norm", "logreg", "polyreg", "lda", "cart", "mean", "sample", "polr", "")
@@ -726,6 +727,7 @@ def mice(
         raise ImputationError(f"maxit must be an integer >= 0, got {maxit!r}")
     if not isinstance(quantify, (bool, np.bool_)):
         raise ImputationError(f"quantify must be True or False, got {quantify!r}")
+    check_seed(seed, where="mice")
     if isinstance(default_method, str) or len(default_method) != 4:
         raise ImputationError("default_method must give 4 methods: numeric, two-level factor, "
                               f"unordered factor, ordered factor; got {default_method!r}")
@@ -739,6 +741,7 @@ def mice(
         raise ImputationError("data has no rows or no columns")
     infos = [_column_info(name, data[name]) for name in names]
     values = np.column_stack([_column_values(info, data[info.name]) for info in infos])
+    check_mice_values(values, names)
     missing = np.isnan(values)
     nmis = missing.sum(axis=0)
     methods = _normalise_methods(method, infos, nmis, default_method)

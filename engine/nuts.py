@@ -64,6 +64,7 @@ from engine.hmc.adaptation import (
 from engine.hmc.metric import EuclideanMetric, regularised_metric, welford_update
 from engine.hmc.tree import make_workspace, nuts_transition
 from engine.parallel import child_seeds, run_tasks
+from engine.validate import check_seed
 
 LOGP_SIGNATURE = types.Tuple((types.float64, types.float64[::1]))(
     types.float64[::1], types.float64[::1], types.int64[::1])
@@ -113,10 +114,70 @@ def log_density(function, with_data: bool) -> LogDensity:
             return float(logp), np.ascontiguousarray(gradient)
     try:
         return LogDensity(adapted)
-    except numba.core.errors.TypingError as error:
+    except Exception as error:  # TypingError, or a lowering error (float("a")): the user's code
         form = "(position, data, index)" if with_data else "(position)"
         raise EngineInputError(
-            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: {error}"
+            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
+
+
+# A user's density is called through a function pointer, which cannot carry an exception (one
+# raised there used to kill the process) and whose gradient the kernels write without bounds
+# checks. So sample() wraps it in a *guarded* adapter that never raises and always returns a
+# gradient of the position's length, and reports what went wrong in STATUS_SLOTS int64 slots
+# appended to the chain's own copy of ``index``: [code, detail, iteration]. The chain kernel
+# writes the iteration and stops when the code is set (engine.validate.density_failure_message).
+STATUS_SLOTS = 3
+DENSITY_RAISED, DENSITY_GRADIENT_LENGTH, DENSITY_NAN, DENSITY_GRADIENT_NOT_FINITE = 1, 2, 3, 4
+
+
+def guarded_density(function, with_data: bool) -> LogDensity:
+    """A never-raising LogDensity over a user's njit function (see STATUS_SLOTS)."""
+    if with_data:
+        @numba.njit(error_model="numpy")
+        def call(position, data, index):
+            return function(position, data, index)
+    else:
+        @numba.njit(error_model="numpy")
+        def call(position, data, index):
+            return function(position)
+
+    @numba.njit(error_model="numpy")
+    def guarded(position, data, index):
+        slot = index.shape[0] - STATUS_SLOTS
+        d = position.shape[0]
+        if index[slot] != 0:  # failed before: never call it again
+            return np.nan, np.zeros(d)
+        try:
+            raw_logp, raw_gradient = call(position, data, index[:slot])
+            logp = float(raw_logp)
+            gradient = np.ascontiguousarray(raw_gradient)
+        except Exception:
+            index[slot] = DENSITY_RAISED
+            return np.nan, np.zeros(d)
+        if gradient.shape[0] != d:
+            index[slot] = DENSITY_GRADIENT_LENGTH
+            index[slot + 1] = gradient.shape[0]
+            return np.nan, np.zeros(d)
+        if math.isnan(logp) or logp == np.inf:
+            index[slot] = DENSITY_NAN
+            return np.nan, np.zeros(d)
+        if logp > -np.inf:
+            for i in range(d):
+                if not math.isfinite(gradient[i]):
+                    index[slot] = DENSITY_GRADIENT_NOT_FINITE
+                    index[slot + 1] = i
+                    return np.nan, np.zeros(d)
+        return logp, gradient
+
+    try:
+        return LogDensity(guarded)
+    except Exception as error:  # TypingError, or a lowering error (float("a")): the user's code
+        form = "(position, data, index)" if with_data else "(position)"
+        raise EngineInputError(
+            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from None
 
 
@@ -125,15 +186,18 @@ STAT_NAMES = ("stepsize", "treedepth", "n_leapfrog", "divergent", "energy", "acc
 # status codes returned by the chain kernel
 OK = 0
 STEP_SIZE_SEARCH_FAILED = 1
+DENSITY_FAILED = 2
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adapt_delta,
-              max_treedepth, is_dense, window_first, window_last, step_size, workspace):
+              max_treedepth, is_dense, window_first, window_last, step_size, workspace, status_slot=-1):
     """Warm-up and sampling of one chain.
 
     Returns (status, positions (n_iter, d), stats (n_iter, 7) in STAT_NAMES order, final step
     size, final metric). Warm-up iterations are included in the outputs (the caller drops them).
+    ``status_slot`` >= 0: a guarded density's status slot in ``args[1]`` (see STATUS_SLOTS); the
+    kernel records the iteration there and stops with DENSITY_FAILED once it is set.
     """
     dimension = initial_position.shape[0]
     metric = EuclideanMetric(np.ones(dimension), np.eye(dimension), np.eye(dimension), is_dense)
@@ -144,6 +208,8 @@ def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adap
     # Stan sets mu from the user's step size before the heuristic runs
     mu = math.log(10.0 * step_size)
     step_size = initial_step_size(logp_and_grad, args, rng, position, logp, gradient, step_size, metric)
+    if status_slot >= 0 and args[1][status_slot] != 0:
+        return DENSITY_FAILED, positions, stats, step_size, metric
     if step_size < 0.0:
         return STEP_SIZE_SEARCH_FAILED, positions, stats, step_size, metric
     dual_state = np.zeros(3)
@@ -153,9 +219,13 @@ def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adap
     window = 0
     n_windows = window_first.shape[0]
     for iteration in range(n_iter):
+        if status_slot >= 0:
+            args[1][status_slot + 2] = iteration
         sample_logp, accept_stat, n_leapfrog, depth, divergent, energy = nuts_transition(
             logp_and_grad, args, rng, position, logp, gradient, step_size, metric, max_treedepth, workspace
         )
+        if status_slot >= 0 and args[1][status_slot] != 0:
+            return DENSITY_FAILED, positions, stats, step_size, metric
         position = workspace.sample_position.copy()
         gradient = workspace.sample_gradient.copy()
         logp = sample_logp
@@ -180,6 +250,8 @@ def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adap
                     step_size = initial_step_size(
                         logp_and_grad, args, rng, position, logp, gradient, step_size, metric
                     )
+                    if status_slot >= 0 and args[1][status_slot] != 0:
+                        return DENSITY_FAILED, positions, stats, step_size, metric
                     if step_size < 0.0:
                         return STEP_SIZE_SEARCH_FAILED, positions, stats, step_size, metric
                     mu = math.log(10.0 * step_size)
@@ -252,17 +324,25 @@ def _is_numba_function(function) -> bool:
 
 
 def run_one_chain(logp_and_grad, args, seed, initial_position, n_iter, n_warmup, adapt_delta,
-                  max_treedepth, is_dense, step_size=1.0, trace_capacity=0):
+                  max_treedepth, is_dense, step_size=1.0, trace_capacity=0, guarded=False):
     """``logp_and_grad``: a LogDensity; ``args``: (data float64 (m,), index int64 (k,))."""
-    """One chain from a SeedSequence; returns the kernel's outputs (status, positions, stats, ε, metric)."""
+    """One chain from a SeedSequence; returns the kernel's outputs (status, positions, stats, ε, metric)
+    and, for a guarded density (``guarded``), its status slots [code, detail, iteration]."""
+    status_slot = -1
+    if guarded:  # this chain's own status slots, after a copy of the user's index
+        args = (args[0], np.concatenate([args[1], np.array([0, 0, -1], dtype=np.int64)]))
+        status_slot = args[1].shape[0] - STATUS_SLOTS
     rng = np.random.Generator(np.random.PCG64(seed))
     windows = adaptation_windows(n_warmup)
     first = np.array([w[0] for w in windows], dtype=np.int64)
     last = np.array([w[1] for w in windows], dtype=np.int64)
     workspace = make_workspace(initial_position.shape[0], max_treedepth, trace_capacity)
-    return run_chain(logp_and_grad, args, rng, np.ascontiguousarray(initial_position, dtype=np.float64),
-                     int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth), bool(is_dense),
-                     first, last, float(step_size), workspace)
+    out = run_chain(logp_and_grad, args, rng, np.ascontiguousarray(initial_position, dtype=np.float64),
+                    int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth), bool(is_dense),
+                    first, last, float(step_size), workspace, status_slot)
+    if guarded:
+        return out + (args[1][status_slot:].copy(),)
+    return out
 
 
 def validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains=1):
@@ -318,14 +398,22 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     executor : a concurrent.futures.Executor for the chains (default: local threads).
     """
     validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains)
+    check_seed(seed, where="nuts.sample")
     with_data = data is not None or index is not None
     data = NO_DATA if data is None else np.ascontiguousarray(data, dtype=np.float64).reshape(-1)
     index = NO_INDEX if index is None else np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
     args = (data, index)
-    if not isinstance(logp_and_grad, LogDensity):
+    if isinstance(logp_and_grad, LogDensity):
+        user_density = logp_and_grad
+        guarded = getattr(logp_and_grad, "_guarded", None)
+        if guarded is None:  # compiled once per LogDensity
+            guarded = logp_and_grad._guarded = guarded_density(logp_and_grad.dispatcher, True)
+    else:
         if not _is_numba_function(logp_and_grad):
             raise EngineInputError("logp_and_grad must be a numba.njit-compiled function returning (logp, grad)")
-        logp_and_grad = log_density(logp_and_grad, with_data)
+        user_density = log_density(logp_and_grad, with_data)
+        guarded = guarded_density(logp_and_grad, with_data)
+    logp_and_grad = user_density
     init = np.asarray(initial_position, dtype=np.float64)
     if init.ndim == 1:
         init = np.broadcast_to(init, (chains, init.shape[0]))
@@ -338,7 +426,7 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     for c in range(chains):
         try:
             logp0, grad0 = logp_and_grad(np.ascontiguousarray(init[c]), *args)
-        except (ValueError, IndexError, ZeroDivisionError) as error:
+        except Exception as error:  # checked here, in Python, where an exception can propagate
             raise EngineInputError(
                 f"logp_and_grad failed at the initial position of chain {c + 1} (dimension {dimension}): {error}"
             ) from None
@@ -351,10 +439,31 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     if parameter_names is None:
         parameter_names = [f"x[{i}]" for i in range(dimension)]
     seeds = child_seeds(seed, chains)
-    tasks = [(logp_and_grad, args, seeds[c], np.ascontiguousarray(init[c]), iter, warmup, adapt_delta,
-              max_treedepth, metric == "dense", step_size) for c in range(chains)]
+    tasks = [(guarded, args, seeds[c], np.ascontiguousarray(init[c]), iter, warmup, adapt_delta,
+              max_treedepth, metric == "dense", step_size, 0, True) for c in range(chains)]
     outputs = run_tasks(run_one_chain, tasks, executor=executor)
+    for c, out in enumerate(outputs):
+        if out[0] == DENSITY_FAILED:
+            raise SamplerError(_density_failure(c, out[5], warmup, dimension))
     return assemble_result(outputs, warmup, max_treedepth, metric == "dense", list(parameter_names))
+
+
+def _density_failure(chain: int, status: np.ndarray, warmup: int, dimension: int) -> str:
+    """The message for a guarded density's status slots [code, detail, iteration] (0-based)."""
+    code, detail, iteration = (int(v) for v in status)
+    if iteration < 0:
+        when = "in the initial step-size search"
+    elif iteration < warmup:
+        when = f"at warm-up iteration {iteration + 1}"
+    else:
+        when = f"at iteration {iteration + 1} (sampling iteration {iteration - warmup + 1})"
+    what = {
+        DENSITY_RAISED: "raised an exception",
+        DENSITY_GRADIENT_LENGTH: f"returned a gradient of length {detail}, expected {dimension}",
+        DENSITY_NAN: "returned a log density of NaN or +inf (return -inf outside the support)",
+        DENSITY_GRADIENT_NOT_FINITE: f"returned a non-finite gradient (element {detail}) with a finite log density",
+    }.get(code, f"failed (status {code})")
+    return f"chain {chain + 1}: logp_and_grad {what} {when}; sampling stopped"
 
 
 def assemble_result(outputs, warmup, max_treedepth, is_dense, parameter_names) -> NUTSResult:

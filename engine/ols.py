@@ -463,6 +463,14 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     X = _as_2d(X)
     n, p = X.shape
     Y = np.zeros((n, 0)) if Y is None else _as_2d(Y)
+    # columns of extreme magnitude are scaled by powers of 4 first (exact), so that the cross
+    # products inside the factorisation neither underflow nor overflow and the rank decision is
+    # scale-invariant, as R's dnrm2-based dqrdc2 (a slope on x * 1e-200 is estimated, not aliased)
+    x_scale, y_scale = _column_scales(X), _column_scales(Y)
+    if x_scale is not None:
+        X = X / x_scale
+    if y_scale is not None:
+        Y = Y / y_scale
     tri = tsqr_triangle(X, Y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
     q = Y.shape[1]
     cols = np.ascontiguousarray(tri[:p, :p].T)           # columns of the p x p leading block
@@ -473,7 +481,28 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     # residual part of Y: the rows of Q'Y beyond the rank plus what lies outside Q0's span
     tail = tri[p:, p:]
     resid_ss = np.array([np.sum(qty[rank:, c] ** 2) + np.sum(tail[:, c] ** 2) for c in range(q)])
+    with np.errstate(over="ignore"):  # X P = Q (R_s D_P), Q'Y = (Q'Y_s) D_Y
+        if x_scale is not None:
+            r = r * x_scale[pivot][None, :]
+        if y_scale is not None:
+            qty = qty * y_scale[None, :]
+            resid_ss = resid_ss * y_scale ** 2
     return PivotedQR(r, qty, int(rank), pivot.astype(np.int64), resid_ss)
+
+
+def _column_scales(a: np.ndarray) -> np.ndarray | None:
+    """Per-column powers of 4 bringing each column's largest magnitude near 1 where it lies outside
+    [2^-200, 2^200]; None when every column is inside (ordinary data are used as given, bit for bit)."""
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        big = np.maximum(np.max(a, axis=0), -np.min(a, axis=0))
+    extreme = np.isfinite(big) & (big > 0) & ((big < 2.0 ** -200) | (big > 2.0 ** 200))
+    if not extreme.any():
+        return None
+    scale = np.ones(a.shape[1])
+    scale[extreme] = np.ldexp(1.0, (2 * np.round(np.log2(big[extreme]) / 2)).astype(np.int64))
+    return scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,8 +615,8 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
     coef = np.full(p, np.nan)
     coef[kept] = coef_piv
     rdf = n - k
-    rss = float(resid @ resid)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # R: Inf, no warning
+        rss = float(resid @ resid)
         resvar = rss / rdf if rdf > 0 else (np.nan if rss == 0 else np.inf)
         if has_intercept:
             centred = fitted - fitted.mean()
@@ -605,7 +634,8 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         pval = np.full(p, np.nan)
         pval[kept] = 2.0 * special.stdtr(rdf, -np.abs(tval[kept])) if rdf > 0 else np.nan
         df_int = 1 if has_intercept else 0
-        if k != df_int:
+        if k != df_int:  # numpy scalars: an exact fit (mss + rss = 0, resvar = 0) gives R's NaN
+            mss, rss, resvar = np.float64(mss), np.float64(rss), np.float64(resvar)
             r2 = mss / (mss + rss)
             adj = 1.0 - (1.0 - r2) * ((n - df_int) / rdf) if rdf > 0 else np.nan
             numdf = float(k - df_int)
@@ -917,6 +947,9 @@ def _non_finite_message(mf) -> str:
                 f"{int(bad_y.sum())} rows")
     bad = ~np.isfinite(mf.X).all(axis=0)
     cols = [c for c, b in zip(mf.column_names, bad) if b]
+    if not cols:  # every value finite: the factorisation's sums overflowed
+        return ("the least-squares factorisation overflowed: the model's values are too large in magnitude "
+                "(rescale the response or the columns)")
     return f"non-finite values (Inf or NaN) in model column(s) {', '.join(cols)}"
 
 

@@ -35,6 +35,7 @@ from .rcompat.numbers import format_percent
 from .rcompat.print_pool import mipo_text, pooled_summary_text
 
 __all__ = ["LAMBDA_FLOOR", "PooledResult", "PooledSummary", "barnard_rubin_df", "pool"]
+from .validate import check_pool_inputs
 
 #: mice floors lambda at this value before computing the Barnard-Rubin df.
 LAMBDA_FLOOR = 1e-4
@@ -86,6 +87,7 @@ def _fit_parts(fit: Any, index: int) -> tuple[pd.Series, pd.Series, float | None
         df_resid = getattr(fit, "df_residual", None)
     if callable(df_resid):
         df_resid = df_resid()
+    check_pool_inputs(params.to_numpy(), bse.to_numpy(), list(params.index), index)  # before casting
     return params.astype(float), bse.astype(float), (None if df_resid is None else float(df_resid))
 
 
@@ -172,6 +174,7 @@ def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:
             )
     estimates = np.vstack([p.to_numpy() for p, _, _ in parts])
     std_errors = np.vstack([s.to_numpy() for _, s, _ in parts])
+    check_pool_inputs(estimates, std_errors, terms)
     if dfcom is None:
         dfcom = parts[0][2] if parts[0][2] is not None else math.inf
     dfcom = float(dfcom)

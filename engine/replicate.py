@@ -338,8 +338,15 @@ def write_outputs(outcome: Outcome, settings: Settings) -> None:
         _log(settings, f"report written to {path}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a two-line error (the message, then where to find help) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(python -m engine replicate --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="engine", description="engine: multilevel statistics, Numba-fast.")
+    parser = _Parser(prog="engine", description="engine: multilevel statistics, Numba-fast.")
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("replicate", help="re-run the grit analysis (OLS, mice, brms) and print every table")
     rep.add_argument("--data", help="a copy of Sample2_Data (CSV or Stata .dta); default: the shipped data")
@@ -349,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", dest="json_path", help="write every number as JSON to this file")
     rep.add_argument("--report", dest="report_dir", help="write an HTML report (index.html) into this folder")
     rep.add_argument("--quiet", action="store_true", help="no progress or timing lines on stderr")
+    rep.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
 
 
@@ -360,10 +368,19 @@ def _short_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from .errors import EngineError
+    from .validate import check_replicate_options, report_cli_error
+
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _short_warning
     settings = Settings(data=args.data, seed=args.seed, sampler=args.sampler, quick=args.quick,
                         json_path=args.json_path, report_dir=args.report_dir, quiet=args.quiet)
-    outcome = run(settings)
-    write_outputs(outcome, settings)
+    try:  # an engine error is one line on stderr and exit status 2; --debug shows the traceback
+        check_replicate_options(settings)
+        outcome = run(settings)
+        write_outputs(outcome, settings)
+    except EngineError as error:
+        if args.debug:
+            raise
+        return report_cli_error(error, "engine replicate")
     return 0

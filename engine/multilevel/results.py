@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.errors import ConvergenceWarning, DataError, EngineInputError
+from engine.errors import CacheError, ConvergenceWarning, DataError, EngineInputError
+from engine.validate import arrays_checksum, read_fit_cache
 
 __all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "summarise_array", "brms_label", "load_fit", "fit_paths",
            "fit_exists", "SUMMARY_COLUMNS"]
 
 FORMAT_NAME = "engine-brmfit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the JSON records arrays_sha256 (engine.validate.arrays_checksum)
 SUMMARY_COLUMNS = ["Estimate", "Est.Error", "l-95% CI", "u-95% CI", "Rhat", "Bulk_ESS", "Tail_ESS"]
 RHAT_THRESHOLD = 1.01
 ESS_PER_CHAIN = 100
@@ -472,6 +473,7 @@ class BrmFit:
         tmp_npz = npz_path + ".tmp.npz"
         np.savez_compressed(tmp_npz, **arrays)
         tmp_json = json_path + ".tmp"
+        meta["arrays_sha256"] = arrays_checksum(arrays, meta)
         with open(tmp_json, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
         os.replace(tmp_npz, npz_path)
@@ -704,33 +706,31 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
     npz_path, json_path = fit_paths(path)
     if not (os.path.exists(npz_path) and os.path.exists(json_path)):
         raise DataError(f"no saved fit at {os.fspath(path)!r} (expected {npz_path} and {json_path})")
-    with open(json_path, encoding="utf-8") as handle:
-        meta = json.load(handle)
-    if meta.get("format") != FORMAT_NAME:
-        raise DataError(f"{json_path} is not an engine fit file (format {meta.get('format')!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise DataError(
-            f"{json_path} was written by a newer engine (format version {meta['format_version']}); "
-            f"this engine reads up to version {FORMAT_VERSION}"
-        )
-    with np.load(npz_path, allow_pickle=False) as arrays:
-        draws = np.array(arrays["draws"])
-        ranef = np.array(arrays["ranef"])
-        chain_imputation = np.array(arrays["chain_imputation"])
-        stats = {key[len("stat__"):]: np.array(arrays[key]) for key in arrays.files if key.startswith("stat__")}
-        chain_stats = {
-            key[len("chainstat__"):]: np.array(arrays[key]) for key in arrays.files if key.startswith("chainstat__")
-        }
-        design = None
-        if "design" in meta and "design__y" in arrays.files:
+    # every check (schema, shapes implied by the settings, checksum) in one place: CacheError
+    meta, arrays = read_fit_cache(npz_path, json_path, FORMAT_NAME, FORMAT_VERSION)
+    draws = arrays["draws"]
+    ranef = arrays["ranef"]
+    chain_imputation = arrays["chain_imputation"]
+    stats = {key[len("stat__"):]: value for key, value in arrays.items() if key.startswith("stat__")}
+    chain_stats = {key[len("chainstat__"):]: value for key, value in arrays.items() if key.startswith("chainstat__")}
+    design = None
+    designs = []
+    try:
+        if "design" in meta and "design__y" in arrays:
             from .predict import design_from_arrays
 
             design = design_from_arrays(arrays, meta["design"])
-        designs = []
-        if "designs" in meta and "design0__y" in arrays.files:
+        if "designs" in meta and "design0__y" in arrays:
             from .predict import design_from_arrays
 
             designs = [design_from_arrays(arrays, info, prefix=f"design{k}") for k, info in enumerate(meta["designs"])]
+        return _fit_from_cache(meta, draws, ranef, chain_imputation, stats, chain_stats, design, designs)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CacheError(f"the saved fit {json_path} / {npz_path} cannot be used: its metadata is malformed "
+                         f"({type(error).__name__}: {error}); delete both files to refit the model") from None
+
+
+def _fit_from_cache(meta, draws, ranef, chain_imputation, stats, chain_stats, design, designs) -> BrmFit:
     priors = pd.DataFrame.from_records(meta.get("prior_summary", []), columns=meta.get("prior_columns") or None)
     common = dict(
         formula=meta["formula"],

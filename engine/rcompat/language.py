@@ -25,7 +25,9 @@ formula layer reads them with :func:`read_formula`), the ``Call:`` line of ``pri
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Collection, Sequence
 
@@ -72,6 +74,29 @@ _RESERVED = frozenset({
 # R's isValidName in a UTF-8 locale: a letter, or "." not followed by a digit, then letters,
 # digits, "." and "_"
 _SYNTACTIC = re.compile(r"(?:[^\W\d_]|\.(?!\d))[\w.]*|\.", re.UNICODE)
+
+
+#: Python frames allowed while reading or writing R's trees: the parser, the formula layer's term
+#: algebra and the deparser recurse once per operator of a chain (``a + b + ...``), about two frames
+#: a term, so Python's default of 1000 would stop near 450 terms where R has no such limit.
+DEEP_RECURSION_LIMIT = 4000
+
+
+@contextlib.contextmanager
+def deep_recursion():
+    """Lift Python's recursion limit to :data:`DEEP_RECURSION_LIMIT` for the enclosed tree walk (a
+    formula of some 1,800 terms); deeper trees still raise RecursionError, which the callers turn
+    into a clear FormulaError. (Python 3.11 runs Python-to-Python calls without C recursion, so
+    the higher limit cannot overflow the C stack.)"""
+    old = sys.getrecursionlimit()
+    if old >= DEEP_RECURSION_LIMIT:
+        yield
+        return
+    sys.setrecursionlimit(DEEP_RECURSION_LIMIT)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def r_name(name: str) -> str:
@@ -703,14 +728,16 @@ class _Deparser:
 def deparse(node) -> str:
     """R's ``deparse()`` of an expression on one line (the labels of model terms)."""
     d = _Deparser(None)
-    d.node(node)
+    with deep_recursion():
+        d.node(node)
     return d.buf
 
 
 def deparse_lines(node, width_cutoff: int = 60) -> list[str]:
     """R's ``deparse(expr, width.cutoff)``: the lines R would print for this expression."""
     d = _Deparser(width_cutoff)
-    d.node(node)
+    with deep_recursion():
+        d.node(node)
     d.writeline()
     return d.lines
 

@@ -1,0 +1,509 @@
+"""Hand-written bad and edge-case inputs for the public API, in this process (see harness.py).
+
+Each case names the engine error class it must raise, or checks R's answer (R outputs in
+tests/fixtures/fuzz/, with the R script that made them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import engine
+from engine import diagnostics, errors
+from engine.multilevel.results import load_fit
+from tests.fuzz.harness import Case
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fuzz"
+TMP = Path(tempfile.mkdtemp(prefix="engine-fuzz-"))
+
+E = errors
+
+
+# ------------------------------------------------------------------ small data
+
+
+def lm_data() -> tuple[np.ndarray, np.ndarray]:
+    """The R script's data: i = 1..20, x = sin(i), y = x + cos(3 i)."""
+    i = np.arange(1, 21, dtype=float)
+    x = np.sin(i)
+    return x, x + np.cos(3 * i)
+
+
+def frame(**columns) -> pd.DataFrame:
+    x, y = lm_data()
+    base = {"y": y, "x": x}
+    base.update(columns)
+    return pd.DataFrame(base)
+
+
+def mice_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    n = 30
+    d = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.normal(size=n)})
+    d.loc[[1, 4, 7], "a"] = np.nan
+    d.loc[[2, 9], "b"] = np.nan
+    return d
+
+
+def ml_frame(n_groups: int = 6, per: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(n_groups), per)
+    x = rng.normal(size=g.size)
+    y = 0.5 * x + rng.normal(size=n_groups)[g] + rng.normal(size=g.size)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+BRM = dict(chains=1, iter=40, warmup=20, seed=1, progress=False)
+
+
+def brm(formula="y ~ x + (1 | g)", data=None, **kwargs):
+    options = dict(BRM)
+    options.update(kwargs)
+    return engine.brm(formula, ml_frame() if data is None else data, **options)
+
+
+@lru_cache(maxsize=None)
+def _r_lm() -> dict:
+    return json.loads((FIXTURES / "lm_edge_cases.json").read_text())
+
+
+def _num(v):
+    return float(v) if not isinstance(v, str) else float({"Inf": "inf", "-Inf": "-inf", "NaN": "nan", "NA": "nan"}[v])
+
+
+def r_lm_check(key: str, exact_noise: bool = False):
+    """engine.ols equals R's summary(lm) on the R script's case ``key``: estimates (rel 1e-9),
+    standard errors and t values (same infinities; finite ones rel 1e-7) and R's warnings. For an
+    exact fit R's standard errors are rounding noise (~1e-16): engine's must be that small too."""
+    expected = _r_lm()[key]
+
+    def check(fit, caught):
+        summary = fit.summary()
+        table = summary.coefficients
+        est = table["Estimate"].to_numpy()
+        np.testing.assert_allclose(est, [_num(v) for v in expected["estimate"]], rtol=1e-9, atol=1e-12)
+        assert fit._ls.rank == expected["rank"]
+        for column, name in (("Std. Error", "std_error"), ("t value", "t_value")):
+            got = table[column].to_numpy()
+            want = np.array([_num(v) for v in expected[name]])
+            if exact_noise:
+                if column == "Std. Error":
+                    assert np.all(np.abs(got) < 1e-12), got
+                continue
+            assert np.array_equal(np.isinf(got), np.isinf(want)), (column, got, want)
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=1e-7, atol=1e-12)
+        messages = [str(w.message) for w in caught] + [str(w.message) for w in _summary_warnings(fit)]
+        for message in expected["warnings"]:
+            assert any(message in m for m in messages), (message, messages)
+        str(summary)  # prints
+    return check
+
+
+def _summary_warnings(fit):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit.summary()
+    return caught
+
+
+def r_log_check(fit, caught):
+    expected = _r_lm()["log_negative"]
+    np.testing.assert_allclose(fit.params.to_numpy(), expected["estimate"], rtol=1e-9)
+    assert fit.nobs == expected["nobs"] if hasattr(fit, "nobs") else True
+    assert any("NaNs produced" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+# ------------------------------------------------------------------ ols
+
+
+def ols_cases() -> list[Case]:
+    x, y = lm_data()
+    ok = frame()
+    c = []
+    add = lambda name, run, expect=None, match=None, check=None: c.append(  # noqa: E731
+        Case(name, "ols", run, expect, match, check))
+    add("formula_not_string", lambda: engine.ols(5, ok), E.FormulaError)
+    add("formula_none", lambda: engine.ols(None, ok), E.FormulaError)
+    add("formula_empty", lambda: engine.ols("", ok), E.FormulaError)
+    add("formula_no_rhs", lambda: engine.ols("y ~", ok), E.FormulaError)
+    add("formula_trailing_plus", lambda: engine.ols("y ~ x +", ok), E.FormulaError)
+    add("formula_open_paren", lambda: engine.ols("y ~ (x", ok), E.FormulaError)
+    add("formula_close_paren", lambda: engine.ols("y ~ x)", ok), E.FormulaError)
+    add("formula_no_tilde", lambda: engine.ols("y x", ok), E.FormulaError)
+    add("formula_unknown_function", lambda: engine.ols("y ~ foo(x)", ok), E.FormulaError)
+    add("formula_deep_parens_5000", lambda: engine.ols("y ~ " + "(" * 5000 + "x" + ")" * 5000, ok), E.FormulaError)
+    add("formula_deep_unary_5000", lambda: engine.ols("y ~ I(" + "-" * 5000 + "x)", ok), E.FormulaError)
+    add("formula_plus_chain_3000", lambda: engine.ols("y ~ " + " + ".join(["x"] * 3000), ok), E.FormulaError, "deeply")
+    add("formula_plus_chain_500", lambda: engine.ols("y ~ " + " + ".join(["x"] * 500), ok), None, None,
+        lambda fit, w: np.testing.assert_allclose(fit.params.to_numpy(), engine.ols("y ~ x", ok).params.to_numpy()))
+    add("formula_random_term", lambda: engine.ols("y ~ x + (1 | g)", frame(g=np.arange(20) % 4)), E.EngineInputError)
+    add("column_missing", lambda: engine.ols("y ~ z", ok), E.ColumnNotFoundError, "z")
+    add("response_missing", lambda: engine.ols("w ~ x", ok), E.ColumnNotFoundError, "w")
+    add("data_not_frame", lambda: engine.ols("y ~ x", [[1, 2]]), E.DataError)
+    add("data_dict", lambda: engine.ols("y ~ x", {"y": y, "x": x}), E.DataError)
+    add("data_empty", lambda: engine.ols("y ~ x", pd.DataFrame({"y": [], "x": []})), E.DataError)
+    add("response_all_nan", lambda: engine.ols("y ~ x", frame(y=np.full(20, np.nan))), E.DataError)
+    add("x_inf", lambda: engine.ols("y ~ x", frame(x=np.where(np.arange(20) == 3, np.inf, x))), E.DataError, "x")
+    add("y_inf", lambda: engine.ols("y ~ x", frame(y=np.where(np.arange(20) == 3, -np.inf, y))), E.DataError, "y")
+    add("x_overflow_1e308_square", lambda: engine.ols("y ~ I(x^2)", frame(x=x * 1e308)), E.DataError, r"I\(x\^2\)")
+    add("response_text", lambda: engine.ols("y ~ x", frame(y=["a"] * 20)), E.EngineInputError)
+    add("fewer_rows_than_coefficients", lambda: engine.ols("y ~ x", frame().iloc[:1]), E.ModelSpecError)
+    add("no_coefficients", lambda: engine.ols("y ~ 0", ok), E.ModelSpecError)
+    add("conf_level_2", lambda: engine.ols("y ~ x", ok).conf_int(2.0), E.ModelSpecError)
+    add("constant_response", lambda: engine.ols("y ~ x", frame(y=np.ones(20))), check=r_lm_check("constant_y", True))
+    add("exact_fit", lambda: engine.ols("y ~ x", frame(y=1 + 2 * x)), check=r_lm_check("exact_fit", True))
+    add("x_times_1e-160", lambda: engine.ols("y ~ x", frame(x=x * 1e-160)), check=r_lm_check("x_1e_160"))
+    add("x_times_1e-200", lambda: engine.ols("y ~ x", frame(x=x * 1e-200)), check=r_lm_check("x_1e_200"))
+    add("x_times_1e-300", lambda: engine.ols("y ~ x", frame(x=x * 1e-300)), check=r_lm_check("x_1e_300"))
+    add("x_times_1e250", lambda: engine.ols("y ~ x", frame(x=x * 1e250)), check=r_lm_check("x_1e250"))
+    add("y_times_1e200", lambda: engine.ols("y ~ x", frame(y=y * 1e200)), check=r_lm_check("y_1e200"))
+    add("plain", lambda: engine.ols("y ~ x", ok), check=r_lm_check("plain"))
+    add("log_of_negative", lambda: engine.ols("y ~ log(x)", ok), check=r_log_check)
+
+    def unchanged():
+        d = frame(x=x * 1e-200)
+        before = d.copy()
+        engine.ols("y ~ x", d)
+        pd.testing.assert_frame_equal(d, before)
+        return d
+    add("data_not_modified", unchanged, check=lambda d, w: None)
+    return c
+
+
+# ------------------------------------------------------------------ mice
+
+
+def _with(d: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
+    d = d.copy()
+    d.loc[row, column] = value
+    return d
+
+
+def mice_cases() -> list[Case]:
+    d = mice_frame()
+    run = lambda data=None, **kw: engine.mice(d if data is None else data, **{"m": 2, "maxit": 1, "seed": 1, **kw})  # noqa: E731
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "mice", f, expect, match, check))  # noqa: E731
+    add("data_not_frame", lambda: engine.mice(d.to_numpy()), E.ImputationError)
+    add("m_zero", lambda: run(m=0), E.ImputationError, "m ")
+    add("m_negative", lambda: run(m=-3), E.ImputationError)
+    add("m_float", lambda: run(m=1.5), E.ImputationError)
+    add("m_bool", lambda: run(m=True), E.ImputationError)
+    add("maxit_negative", lambda: run(maxit=-1), E.ImputationError)
+    add("seed_negative", lambda: run(seed=-1), E.EngineInputError, "seed")
+    add("seed_text", lambda: run(seed="abc"), E.EngineInputError, "seed")
+    add("seed_float", lambda: run(seed=1.5), E.EngineInputError, "seed")
+    add("method_unknown", lambda: run(method="magic"), E.ImputationError)
+    add("method_dict_unknown_column", lambda: run(method={"zz": "pmm"}), E.ImputationError)
+    add("method_list_wrong_length", lambda: run(method=["pmm"]), E.ImputationError)
+    add("predictor_matrix_wrong_shape", lambda: run(predictor_matrix=np.ones((2, 2))), E.ImputationError)
+    add("visit_sequence_unknown", lambda: run(visit_sequence=["a", "nope"]), E.ImputationError)
+    add("quantify_text", lambda: run(quantify="yes"), E.ImputationError)
+    add("default_method_short", lambda: run(default_method=("pmm",)), E.ImputationError)
+    add("empty_frame", lambda: engine.mice(pd.DataFrame()), E.ImputationError)
+    add("duplicated_columns", lambda: engine.mice(pd.DataFrame([[1.0, np.nan], [2.0, 3.0]], columns=["a", "a"])), E.ImputationError)
+    add("all_missing_column", lambda: run(_with(d, "c", slice(None), np.nan)), E.ImputationError, "c")
+    add("inf_in_predictor", lambda: run(_with(d, "c", 3, np.inf)), E.DataError, "'c'")
+    add("minus_inf_in_target", lambda: run(_with(d, "a", 3, -np.inf)), E.DataError, "'a'")
+    add("inf_in_target_norm", lambda: run(_with(d, "a", 3, np.inf), method="norm"), E.DataError, "'a'")
+    add("huge_1e300_predictor", lambda: run(_with(d, "c", 3, 1e300)), E.DataError, "'c'")
+    add("huge_1e200_target", lambda: run(_with(d, "b", 0, -1e200)), E.DataError, "'b'")
+
+    def same_draws():
+        first = run(seed=7).complete(1)
+        second = run(seed=7).complete(1)
+        pd.testing.assert_frame_equal(first, second)
+        return first
+    add("same_seed_same_draws", same_draws, check=lambda r, w: None)
+
+    def unchanged():
+        data = _with(d, "c", 3, 1e-250)  # tiny but finite: used as given
+        before = data.copy()
+        result = run(data)
+        pd.testing.assert_frame_equal(data, before)
+        return result
+    add("tiny_values_used_and_data_not_modified", unchanged,
+        check=lambda r, w: np.testing.assert_equal(np.isfinite(r.complete(1).to_numpy()).all(), True))
+    return c
+
+
+# ------------------------------------------------------------------ pool
+
+
+class _Fit:
+    def __init__(self, est, se, df=20.0):
+        self.params = pd.Series(est, index=[f"t{j}" for j in range(len(est))], dtype=float if not np.iscomplexobj(est) else complex)
+        self.bse = pd.Series(se, index=self.params.index)
+        self.df_resid = df
+
+
+def pool_cases() -> list[Case]:
+    good = [_Fit([1.0, 2.0], [0.1, 0.2]), _Fit([1.1, 2.1], [0.1, 0.2]), _Fit([0.9, 1.8], [0.12, 0.25])]
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "pool", f, expect, match, check))  # noqa: E731
+    add("empty", lambda: engine.pool([]), E.EngineInputError)
+    add("one_fit", lambda: engine.pool(good[:1]), E.EngineInputError)
+    add("not_fits", lambda: engine.pool([1, 2, 3]), E.EngineInputError)
+    add("negative_se", lambda: engine.pool(good[:2] + [_Fit([1.0, 2.0], [-0.1, 0.2])]), E.EngineInputError, "negative")
+    add("mismatched_terms", lambda: engine.pool([good[0], _Fit([1.0], [0.1])]), E.EngineInputError)
+    add("dfcom_zero", lambda: engine.pool(good, dfcom=0), E.EngineInputError)
+    add("dfcom_negative", lambda: engine.pool(good, dfcom=-5), E.EngineInputError)
+    add("dfcom_nan", lambda: engine.pool(good, dfcom=float("nan")), E.EngineInputError)
+    add("complex_estimates", lambda: engine.pool([_Fit(np.array([1 + 1j]), [0.1])] * 3), E.EngineInputError)
+    add("no_se_no_vcov", lambda: engine.pool([type("F", (), {"params": pd.Series([1.0])})()] * 2), E.EngineInputError)
+
+    def rubin():
+        return engine.pool(good)
+
+    def check(result, caught):  # Rubin's rules by hand
+        est = np.array([[1.0, 2.0], [1.1, 2.1], [0.9, 1.8]])
+        se = np.array([[0.1, 0.2], [0.1, 0.2], [0.12, 0.25]])
+        t = (se ** 2).mean(0) + (1 + 1 / 3) * est.var(0, ddof=1)
+        np.testing.assert_allclose(result.t, t, rtol=1e-12)
+    add("rubin_rules", rubin, check=check)
+    return c
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def diagnostics_cases() -> list[Case]:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 100))
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "diagnostics", f, expect, match, check))  # noqa: E731
+    for fname in ("rhat", "ess_bulk", "ess_tail", "mcse_mean", "mcse_sd", "rhat_basic", "ess_basic"):
+        f = getattr(diagnostics, fname)
+        add(f"{fname}_complex", lambda f=f: f(x + 1j), E.EngineInputError, "real")
+        add(f"{fname}_text", lambda f=f: f(np.array([["a", "b"], ["c", "d"]])), E.EngineInputError)
+        add(f"{fname}_3d", lambda f=f: f(np.zeros((2, 3, 4))), E.EngineInputError)
+        add(f"{fname}_empty", lambda f=f: f(np.zeros((0, 5))), E.EngineInputError)
+        # posterior's answer for draws with a non-finite value or all equal: NA
+        add(f"{fname}_nan_gives_na", lambda f=f: f(np.where(np.arange(400).reshape(4, 100) == 5, np.nan, x)),
+            check=lambda r, w: np.testing.assert_equal(np.isnan(r), True))
+        add(f"{fname}_constant_gives_na", lambda f=f: f(np.ones((4, 100))),
+            check=lambda r, w: np.testing.assert_equal(np.isnan(r), True))
+    add("quantile_prob_1.5", lambda: diagnostics.ess_quantile(x, 1.5), E.EngineInputError)
+    add("mcse_quantile_prob_negative", lambda: diagnostics.mcse_quantile(x, -0.1), E.EngineInputError)
+    add("summarise_complex", lambda: diagnostics.summarise_draws(x[:, :, None] + 1j), E.EngineInputError)
+    return c
+
+
+# ------------------------------------------------------------------ datasets
+
+
+def _mkdir(name: str) -> str:
+    path = TMP / name
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+def _write(name: str, content: bytes) -> str:
+    path = TMP / name
+    path.write_bytes(content)
+    return str(path)
+
+
+def datasets_cases() -> list[Case]:
+    load = engine.datasets.load_grit
+    raw = engine.datasets.load_grit_raw()
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "datasets", f, expect, match, check))  # noqa: E731
+    add("missing_file", lambda: load(str(TMP / "nope.csv")), E.DataError, "not found")
+    add("directory", lambda: load(str(TMP)), E.DataError)
+    add("unsupported_extension", lambda: load(_write("d.xlsx", b"abc")), E.DataError, "unsupported")
+    add("garbage_csv_binary", lambda: load(_write("g.csv", b"\x00\x01\xff\xfe garbage,,,\n\xff")), E.DataError, "g.csv")
+    add("garbage_csv_text", lambda: load(_write("t.csv", b"hello world\nthis is not, data\n")), E.ColumnNotFoundError)
+    add("empty_csv", lambda: load(_write("e.csv", b"")), E.DataError)
+    add("garbage_dta", lambda: load(_write("g.dta", b"\x00\x01\x02garbage,,,\n\xff\xfe")), E.DataError, "g.dta")
+    add("truncated_dta", lambda: load(_write("tr.dta", Path(engine.datasets.data_path("Sample2_Data.dta")).read_bytes()[:3000])), E.DataError)
+    add("garbage_gz", lambda: load(_write("g.csv.gz", b"\x1f\x8b\x08garbage")), E.DataError)
+
+    def text_column():
+        d = raw.astype({"raven": object})
+        d.loc[3, "raven"] = "n/a-text"
+        path = str(TMP / "text.csv")
+        d.to_csv(path, index=False)
+        return load(path)
+    add("text_in_numeric_column", text_column, E.DataError, "raven")
+
+    def missing_column():
+        path = str(TMP / "short.csv")
+        raw.drop(columns=["grit"]).to_csv(path, index=False)
+        return load(path)
+    add("missing_required_column", missing_column, E.ColumnNotFoundError, "grit")
+    add("header_only", lambda: load(_write("h.csv", (",".join(raw.columns) + "\n").encode())), E.DataError, "no data rows")
+    add("shipped_copy_loads", lambda: load(), check=lambda r, w: np.testing.assert_equal(r.shape, (1499, 52)))
+    return c
+
+
+# ------------------------------------------------------------------ brm
+
+
+def brm_cases() -> list[Case]:
+    d = ml_frame()
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "brm", f, expect, match, check))  # noqa: E731
+    add("no_group_term", lambda: brm("y ~ x"), E.EngineInputError, "group")
+    add("data_not_frame", lambda: brm(data=d.to_numpy()), E.DataError)
+    add("sampler_unknown", lambda: brm(sampler="metropolis"), E.EngineInputError, "sampler")
+    add("chains_zero", lambda: brm(chains=0), E.EngineInputError, "chains")
+    add("iter_below_warmup", lambda: brm(iter=10, warmup=20), E.EngineInputError, "warmup")
+    add("thin_zero", lambda: brm(thin=0), E.EngineInputError, "thin")
+    add("thin_too_large", lambda: brm(thin=100), E.EngineInputError, "thin")
+    add("seed_negative", lambda: brm(seed=-1), E.EngineInputError, "seed")
+    add("seed_text", lambda: brm(seed="x"), E.EngineInputError, "seed")
+    add("unknown_option", lambda: brm(colour="red"), E.EngineInputError, "colour")
+    add("marginalize_gibbs", lambda: brm(marginalize=True), E.EngineInputError, "marginalize")
+    add("data_name_number", lambda: brm(data_name=5), E.EngineInputError, "data_name")
+    add("prior_garbage", lambda: brm(prior="abc"), E.PriorError)
+    add("prior_unknown_family", lambda: brm(prior=engine.prior("banana(1)")), E.PriorError)
+    add("group_column_missing", lambda: brm("y ~ x + (1 | h)"), E.ColumnNotFoundError, "h")
+    add("response_missing", lambda: brm("w ~ x + (1 | g)"), E.ColumnNotFoundError, "w")
+    add("predictor_named_Intercept", lambda: brm("y ~ Intercept + (1 | g)", d.rename(columns={"x": "Intercept"})),
+        E.ModelSpecError, "Intercept")
+    add("response_1e200", lambda: brm(data=d.assign(y=d.y * 1e200)), E.DataError, "'y'")
+    add("predictor_1e-200", lambda: brm(data=d.assign(x=d.x * 1e-200)), E.DataError, "'x'")
+    add("predictor_inf", lambda: brm(data=d.assign(x=np.where(np.arange(len(d)) == 2, np.inf, d.x))), E.DataError)
+    add("deep_formula", lambda: brm("y ~ " + "(" * 5000 + "x" + ")" * 5000 + " + (1 | g)"), E.FormulaError)
+    add("file_in_unwritable_place", lambda: brm(file="/proc/no-such-dir/fit"), E.OutputPathError, "file=")
+    add("file_is_directory", lambda: brm(file=_mkdir("adir.npz")), E.OutputPathError, "directory")
+    add("file_under_a_file", lambda: brm(file=_write("plain.txt", b"x") + "/fit"), E.OutputPathError)
+    add("nuts_seed_negative", lambda: brm(sampler="nuts", seed=-2), E.EngineInputError, "seed")
+
+    add("constant_response", lambda: brm(data=d.assign(y=np.ones(len(d)))), E.ModelSpecError, "constant")
+    add("constant_response_nuts", lambda: brm(data=d.assign(y=np.full(len(d), 2.5)), sampler="nuts"),
+        E.ModelSpecError, "constant")
+    add("nearly_constant_response_long_run", lambda: brm(data=d.assign(y=1.0 + 1e-13 * d.x), iter=400, warmup=200),
+        check=lambda fit, w: np.testing.assert_equal(np.isfinite(fit.draws_array()).all(), True))
+
+    def fits_ordinary():
+        return brm(iter=200, warmup=100)
+    add("ordinary_fit_runs", fits_ordinary,
+        check=lambda fit, w: np.testing.assert_equal(np.isfinite(fit.draws_array()).all(), True))
+
+    add("brm_multiple_frame", lambda: engine.brm_multiple("y ~ x + (1 | g)", d, **BRM), E.ImputationError)
+    add("brm_multiple_empty", lambda: engine.brm_multiple("y ~ x + (1 | g)", [], **BRM), E.ImputationError)
+    add("brm_multiple_not_frames", lambda: engine.brm_multiple("y ~ x + (1 | g)", [1, 2], **BRM), E.EngineInputError)
+    add("brm_multiple_seed_negative", lambda: engine.brm_multiple("y ~ x + (1 | g)", [d, d], **{**BRM, "seed": -1}),
+        E.EngineInputError, "seed")
+    add("brm_multiple_file_unwritable", lambda: engine.brm_multiple("y ~ x + (1 | g)", [d, d], file="/proc/x/y", **BRM),
+        E.OutputPathError)
+    return c
+
+
+# ------------------------------------------------------------------ the fit cache
+
+
+@lru_cache(maxsize=None)
+def saved_fit() -> str:
+    """A small fit saved once; each tampering case works on its own copy."""
+    path = str(TMP / "base_fit")
+    brm(file=path)
+    return path
+
+
+def _copy_fit(name: str) -> tuple[str, str, str]:
+    import shutil
+
+    base = saved_fit()
+    target = str(TMP / name)
+    shutil.copyfile(base + ".npz", target + ".npz")
+    shutil.copyfile(base + ".json", target + ".json")
+    return target, target + ".npz", target + ".json"
+
+
+def _edit_json(name: str, change) -> str:
+    target, _, json_path = _copy_fit(name)
+    meta = json.loads(Path(json_path).read_text())
+    change(meta)
+    Path(json_path).write_text(json.dumps(meta))
+    return target
+
+
+def _replace_array(name: str, key: str, transform) -> str:
+    target, npz_path, _ = _copy_fit(name)
+    with np.load(npz_path) as stored:
+        arrays = {k: np.array(stored[k]) for k in stored.files}
+    arrays[key] = transform(arrays[key])
+    with open(npz_path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return target
+
+
+def cache_cases() -> list[Case]:
+    load = load_fit
+    c = []
+    add = lambda name, f, expect=E.CacheError, match=None, check=None: c.append(Case(name, "cache", f, expect, match, check))  # noqa: E731
+    add("json_garbage", lambda: load(_edit_text("jg", "{not json")), match="delete")
+    add("json_list", lambda: load(_edit_text("jl", "[1, 2]")))
+    add("json_empty", lambda: load(_edit_text("je", "")))
+    add("json_binary", lambda: load(_edit_text("jb", b"\xff\xfe\x00")))
+    add("format_wrong", lambda: load(_edit_json("fw", lambda m: m.update(format="other"))))
+    add("version_future", lambda: load(_edit_json("vf", lambda m: m.update(format_version=99))), match="newer")
+    add("version_text", lambda: load(_edit_json("vt", lambda m: m.update(format_version="two"))))
+    add("iter_edited", lambda: load(_edit_json("ie", lambda m: m.update(iter=m["iter"] - 300))))
+    add("iter_edited_consistent_shape", lambda: load(_edit_json("ic", lambda m: m.update(iter=m["iter"] + 20, warmup=m["warmup"] + 20))))
+    add("chains_edited", lambda: load(_edit_json("ce", lambda m: m.update(chains=3))))
+    add("thin_zero", lambda: load(_edit_json("tz", lambda m: m.update(thin=0))))
+    add("names_dropped", lambda: load(_edit_json("nd", lambda m: m.update(parameter_names=m["parameter_names"][:-1]))))
+    add("formula_missing", lambda: load(_edit_json("fm", lambda m: m.pop("formula"))))
+    add("groups_malformed", lambda: load(_edit_json("gm", lambda m: m.update(groups=[5]))))
+    add("checksum_removed", lambda: load(_edit_json("cr", lambda m: m.pop("arrays_sha256"))))
+    add("prior_table_malformed", lambda: load(_edit_json("pm", lambda m: m.update(prior_summary=7))))
+    add("npz_garbage", lambda: load(_edit_npz("ng", b"PK\x03\x04garbage")))
+    add("npz_empty", lambda: load(_edit_npz("ne", b"")))
+    add("npz_pickle", lambda: load(_edit_npz("np", _pickled_npz())))
+    add("draws_nan", lambda: load(_replace_array("dn", "draws", lambda a: np.full_like(a, np.nan))), match="non-finite|checksum")
+    add("draws_changed", lambda: load(_replace_array("dc", "draws", lambda a: a + 1.0)), match="checksum")
+    add("draws_reshaped", lambda: load(_replace_array("dr", "draws", lambda a: a[:, :-1])))
+    add("draws_key_missing", lambda: load(_replace_array_drop("dk", "draws")))
+    add("reload_via_brm", lambda: brm(file=_edit_json("rb", lambda m: m.update(iter=m["iter"] - 300))))
+    add("valid_cache_loads", lambda: load(saved_fit()), expect=None,
+        check=lambda fit, w: np.testing.assert_equal(fit.ndraws, 20))
+    return c
+
+
+def _edit_text(name: str, content) -> str:
+    target, _, json_path = _copy_fit(name)
+    Path(json_path).write_bytes(content if isinstance(content, bytes) else content.encode())
+    return target
+
+
+def _edit_npz(name: str, content: bytes) -> str:
+    target, npz_path, _ = _copy_fit(name)
+    Path(npz_path).write_bytes(content)
+    return target
+
+
+def _replace_array_drop(name: str, key: str) -> str:
+    target, npz_path, _ = _copy_fit(name)
+    with np.load(npz_path) as stored:
+        arrays = {k: np.array(stored[k]) for k in stored.files if k != key}
+    with open(npz_path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return target
+
+
+def _pickled_npz() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, draws=np.array([object()], dtype=object), ranef=np.zeros(1), chain_imputation=np.zeros(1))
+    return buffer.getvalue()
+
+
+def all_cases() -> list[Case]:
+    return (ols_cases() + mice_cases() + pool_cases() + diagnostics_cases() + datasets_cases()
+            + brm_cases() + cache_cases())
