@@ -7,6 +7,24 @@ fault. Kernels never see bad input: the thin Python layer validates first.
 
 from __future__ import annotations
 
+__all__ = [
+    "ColumnNotFoundError",
+    "ConvergenceWarning",
+    "DataError",
+    "DataWarning",
+    "EngineError",
+    "EngineInputError",
+    "EngineWarning",
+    "FormulaError",
+    "ImputationError",
+    "MissingFieldError",
+    "ModelSpecError",
+    "PrintError",
+    "PriorError",
+    "RSyntaxError",
+    "SamplerError",
+]
+
 
 class EngineError(Exception):
     """Base class of every exception raised by engine."""
@@ -28,6 +46,18 @@ class FormulaError(EngineInputError):
         if formula is not None and position is not None:
             message = f"{message}\n  {formula}\n  {' ' * position}^ (position {position})"
         super().__init__(message)
+
+
+class RSyntaxError(FormulaError):
+    """R source text (a formula, an expression, a call) that R's grammar cannot read."""
+
+
+class PrintError(EngineInputError):
+    """Arguments that a printer (``engine.rcompat``) cannot print as R prints them."""
+
+
+class MissingFieldError(PrintError, KeyError):
+    """A printer's header or table lacks a field it needs (also a ``KeyError``)."""
 
 
 class DataError(EngineInputError):

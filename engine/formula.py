@@ -25,9 +25,13 @@ DataFrame the way R's ``model.frame`` + ``model.matrix`` do for ``lm``:
   order; string columns are factors with levels sorted as R's ``sort()`` sorts them in an English
   locale (case-insensitive first, lower case before upper case on ties); bool columns are R
   logicals: factor with levels ``FALSE``, ``TRUE`` (column ``xTRUE``).
-* Random-intercept bars ``(1 | g)``, ``(1 | g1/g2)`` (= ``(1 | g1) + (1 | g1:g2)``) become
-  :class:`GroupingFactor` s (brms names; the levels of ``g1:g2`` are the labels ``"<g1>_<g2>"``
-  sorted as R sorts strings, as brms does).
+* Random-effect bars (lme4's ``findbars`` / ``mkReTrms``): ``(1 + x | g)``, ``(x | g)`` (intercept
+  implied), ``(0 + x | g)``, ``(x || g)`` (= ``(1 | g) + (0 + x | g)``, one term per term of the
+  left side, as lme4's ``expandDoubleVerts``), ``(x | g1/g2)`` (= ``(x | g1) + (x | g1:g2)``)
+  become :class:`RandomEffect` s: the grouping factor and the left side's ``model.matrix`` on the
+  kept rows (factors by treatment contrasts, ``(0 + f | g)`` all levels). Grouping factors carry
+  brms names (the levels of ``g1:g2`` are the labels ``"<g1>_<g2>"`` sorted as R sorts strings,
+  as brms does); the random-intercept bars' ones are also listed as :class:`GroupingFactor` s.
 
 ``factor(x)`` / ``as.factor(x)`` use a column as a factor (numbers as levels in numeric order).
 ``I(...)`` and the functions ``log exp sqrt abs log2 log10 log1p expm1`` are evaluated by a small
@@ -43,19 +47,30 @@ from __future__ import annotations
 
 import difflib
 import functools
-import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
+from .formula_kernels import DesignProgram, fill_design, nan_inf_scan
+from .rcompat.language import Bar as _Bar
+from .rcompat.language import BinOp as _BinOp
+from .rcompat.language import Call as _Call
+from .rcompat.language import Dot as _Dot
+from .rcompat.language import Name as _Name
+from .rcompat.language import Num as _Num
+from .rcompat.language import Paren as _Paren
+from .rcompat.language import Unary as _Unary
+from .rcompat.language import deparse as _deparse
+from .rcompat.language import r_number as _r_number
+from .rcompat.language import read_formula
 
 __all__ = [
     "Formula",
     "GroupingFactor",
     "ModelFrame",
+    "RandomEffect",
     "RandomTerm",
     "Term",
     "model_frame",
@@ -63,18 +78,9 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------------------
-# Tokens
+# Syntax: the formula is read by engine.rcompat.language (the one R parser); its nodes are
+# used below under the names this module has always used.
 # ----------------------------------------------------------------------------------------------
-
-_NAME_START = re.compile(r"[A-Za-z.]")
-_NAME_RE = re.compile(r"[A-Za-z.][A-Za-z0-9._]*")
-_NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?")
-_SYNTACTIC_NAME = re.compile(r"^(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*$|^\.$")
-_R_RESERVED = {
-    "if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE", "NULL",
-    "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in",
-}
-_OPERATORS = ("%in%", "||", "~", "+", "-", "*", "/", "^", ":", "(", ")", "|", ",")
 
 #: Functions allowed as variables (``log(x)``) and inside ``I()``; all vectorised numpy ufuncs.
 _FUNCTIONS = {
@@ -87,382 +93,15 @@ _FUNCTIONS = {
 _FACTOR_FUNCTIONS = ("factor", "as.factor")
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "name", "number", "op", "end"
-    text: str
-    pos: int
-    quoted: bool = False
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if ch == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise FormulaError("unterminated backquoted name", text, i)
-            if end == i + 1:
-                raise FormulaError("empty backquoted name", text, i)
-            tokens.append(_Token("name", text[i + 1:end], i, quoted=True))
-            i = end + 1
-            continue
-        number = _NUMBER_RE.match(text, i)
-        if number and (ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit())):
-            tokens.append(_Token("number", number.group(), i))
-            i = number.end()
-            continue
-        if _NAME_START.match(ch):
-            name = _NAME_RE.match(text, i)
-            tokens.append(_Token("name", name.group(), i))
-            i = name.end()
-            continue
-        for op in _OPERATORS:
-            if text.startswith(op, i):
-                tokens.append(_Token("op", op, i))
-                i += len(op)
-                break
-        else:
-            if ch == "%":
-                raise FormulaError("unsupported %op% operator (only %in% is supported)", text, i)
-            raise FormulaError(f"unexpected character {ch!r}", text, i)
-    tokens.append(_Token("end", "", n))
-    return tokens
-
-
-# ----------------------------------------------------------------------------------------------
-# Syntax tree
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Name:
-    name: str
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Num:
-    value: float
-    text: str
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Dot:
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Call:  # I(expr), log(x), ...: a variable of the model; args are arithmetic trees
-    func: str
-    args: tuple
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Paren:
-    expr: object
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Unary:
-    op: str
-    operand: object
-    pos: int
-
-
-@dataclass(frozen=True)
-class _BinOp:
-    op: str
-    left: object
-    right: object
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Bar:
-    lhs: object
-    rhs: object
-    pos: int
-    text: str  # the source text of the whole "( ... | ... )"
-
-
 class _Parser:
-    """Recursive descent over R's precedences (?Syntax): ``~`` < ``|`` < binary ``+ -`` <
-    ``* /`` < ``%in%`` < ``:`` < unary ``+ -`` < ``^``."""
+    """The formula's (lhs, rhs) trees: :func:`engine.rcompat.language.read_formula` with the
+    functions this module evaluates."""
 
     def __init__(self, text: str):
         self.text = text
-        self.tokens = _tokenize(text)
-        self.i = 0
 
-    # helpers
-    def peek(self) -> _Token:
-        return self.tokens[self.i]
-
-    def take(self) -> _Token:
-        token = self.tokens[self.i]
-        self.i += 1
-        return token
-
-    def at(self, *ops: str) -> bool:
-        token = self.peek()
-        return token.kind == "op" and token.text in ops
-
-    def expect(self, op: str) -> _Token:
-        token = self.peek()
-        if not (token.kind == "op" and token.text == op):
-            found = "end of formula" if token.kind == "end" else repr(token.text)
-            raise FormulaError(f"expected {op!r}, found {found}", self.text, token.pos)
-        return self.take()
-
-    def error(self, message: str, pos: int | None = None):
-        raise FormulaError(message, self.text, self.peek().pos if pos is None else pos)
-
-    # formula level
     def parse(self):
-        if self.peek().kind == "end":
-            self.error("empty formula")
-        lhs = None
-        if not self.at("~"):
-            lhs = self.bar_expr()
-        if not self.at("~"):
-            token = self.peek()
-            if token.kind == "end":
-                self.error("formula has no '~'")
-            self.error(f"unexpected {token.text!r}")
-        self.take()
-        if self.peek().kind == "end":
-            self.error("nothing on the right of '~'")
-        rhs = self.bar_expr()
-        token = self.peek()
-        if token.kind != "end":
-            if token.kind == "op" and token.text == "~":
-                self.error("a formula has only one '~'")
-            self.error(f"unexpected {token.text!r}")
-        if isinstance(rhs, _Bar) and not rhs.text:  # a bare "x | g", not "(x | g)"
-            raise FormulaError(
-                "put a random-effect term in parentheses, e.g. (1 | g)", self.text, rhs.pos
-            )
-        return lhs, rhs
-
-    def bar_expr(self):
-        start = self.peek().pos
-        left = self.sum_expr()
-        if self.at("||"):
-            self.error("'||' (uncorrelated random effects) is not supported")
-        if self.at("|"):
-            self.take()
-            right = self.sum_expr()
-            return _Bar(left, right, start, "")
-        return left
-
-    def sum_expr(self):
-        left = self.product_expr()
-        while self.at("+", "-"):
-            op = self.take()
-            right = self.product_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def product_expr(self):
-        left = self.in_expr()
-        while self.at("*", "/"):
-            op = self.take()
-            right = self.in_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def in_expr(self):
-        left = self.colon_expr()
-        while self.at("%in%"):
-            op = self.take()
-            right = self.colon_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def colon_expr(self):
-        left = self.unary_expr()
-        while self.at(":"):
-            op = self.take()
-            right = self.unary_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def unary_expr(self):
-        if self.at("+", "-"):
-            op = self.take()
-            return _Unary(op.text, self.unary_expr(), op.pos)
-        return self.power_expr()
-
-    def power_expr(self):
-        base = self.atom()
-        if self.at("^"):
-            op = self.take()
-            exponent = self.unary_expr()  # right associative, as R's ^
-            return _BinOp("^", base, exponent, op.pos)
-        return base
-
-    def atom(self):
-        token = self.peek()
-        if token.kind == "number":
-            self.take()
-            return _Num(_number_value(token.text), token.text, token.pos)
-        if token.kind == "name":
-            self.take()
-            if not token.quoted and token.text == ".":
-                return _Dot(token.pos)
-            if self.at("(") and not token.quoted:
-                return self.call(token)
-            return _Name(token.text, token.pos)
-        if self.at("("):
-            open_paren = self.take()
-            inner = self.bar_expr()
-            close = self.expect(")")
-            if isinstance(inner, _Bar):
-                return _Bar(inner.lhs, inner.rhs, open_paren.pos,
-                            self.text[open_paren.pos:close.pos + 1])
-            return _Paren(inner, open_paren.pos)
-        if token.kind == "end":
-            self.error("formula ends unexpectedly")
-        self.error(f"unexpected {token.text!r}")
-
-    def call(self, name: _Token):
-        func = name.text
-        if func != "I" and func not in _FUNCTIONS and func not in _FACTOR_FUNCTIONS:
-            known = ", ".join(["I"] + sorted(_FUNCTIONS) + list(_FACTOR_FUNCTIONS))
-            self.error(f"unknown function {func!r} in formula (supported: {known})", name.pos)
-        self.expect("(")
-        if self.at(")"):
-            self.error(f"{func}() needs an argument")
-        if func in _FACTOR_FUNCTIONS:
-            token = self.peek()
-            if token.kind != "name" or self.tokens[self.i + 1].text != ")":
-                self.error(f"{func}() takes one column name", token.pos)
-        arg = self.arith_sum()
-        if self.at(","):
-            self.error(f"{func}() takes one argument")
-        self.expect(")")
-        return _Call(func, (arg,), name.pos)
-
-    # arithmetic inside I() and functions: * / ^ are arithmetic here
-    def arith_sum(self):
-        left = self.arith_product()
-        while self.at("+", "-"):
-            op = self.take()
-            left = _BinOp(op.text, left, self.arith_product(), op.pos)
-        return left
-
-    def arith_product(self):
-        left = self.arith_unary()
-        while self.at("*", "/"):
-            op = self.take()
-            left = _BinOp(op.text, left, self.arith_unary(), op.pos)
-        return left
-
-    def arith_unary(self):
-        if self.at("+", "-"):
-            op = self.take()
-            return _Unary(op.text, self.arith_unary(), op.pos)
-        return self.arith_power()
-
-    def arith_power(self):
-        base = self.arith_atom()
-        if self.at("^"):
-            op = self.take()
-            return _BinOp("^", base, self.arith_unary(), op.pos)
-        return base
-
-    def arith_atom(self):
-        token = self.peek()
-        if token.kind == "number":
-            self.take()
-            return _Num(_number_value(token.text), token.text, token.pos)
-        if token.kind == "name":
-            self.take()
-            if self.at("(") and not token.quoted:
-                return self.call(token)
-            if not token.quoted and token.text == ".":
-                self.error("'.' cannot be used inside I()", token.pos)
-            return _Name(token.text, token.pos)
-        if self.at("("):
-            open_paren = self.take()
-            inner = self.arith_sum()
-            self.expect(")")
-            return _Paren(inner, open_paren.pos)
-        if token.kind == "end":
-            self.error("formula ends unexpectedly")
-        self.error(f"unexpected {token.text!r} in arithmetic expression")
-
-
-def _number_value(text: str) -> float:
-    return float(text[:-1] if text.endswith("L") else text)
-
-
-# ----------------------------------------------------------------------------------------------
-# R's deparse (labels of variables and terms are what R prints)
-# ----------------------------------------------------------------------------------------------
-
-
-def _r_number(value: float) -> str:
-    """R's ``as.character`` / ``deparse`` of a double: up to 15 significant digits, fixed
-    notation unless scientific is narrower (R's formatReal with scipen = 0)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "0"
-    for digits in range(1, 16):
-        sci = f"{value:.{digits - 1}e}"
-        if float(sci) == float(f"{value:.14e}"):
-            break
-    mantissa, exponent = sci.split("e")
-    if "." in mantissa:
-        mantissa = mantissa.rstrip("0").rstrip(".")
-    exp_int = int(exponent)
-    sci_text = f"{mantissa}e{'-' if exp_int < 0 else '+'}{abs(exp_int):02d}"
-    sig = len(mantissa.replace("-", "").replace(".", ""))
-    decimals = max(0, sig - 1 - exp_int)
-    fixed_text = f"{value:.{decimals}f}"
-    return sci_text if len(fixed_text) > len(sci_text) else fixed_text
-
-
-def _r_name(name: str) -> str:
-    if _SYNTACTIC_NAME.match(name) and name not in _R_RESERVED:
-        return name
-    return "`" + name.replace("`", "\\`") + "`"
-
-
-def _deparse(node) -> str:
-    if isinstance(node, _Name):
-        return _r_name(node.name)
-    if isinstance(node, _Num):
-        if node.text.endswith("L"):
-            return f"{int(node.value)}L"
-        return _r_number(node.value)
-    if isinstance(node, _Dot):
-        return "."
-    if isinstance(node, _Call):
-        return f"{node.func}(" + ", ".join(_deparse(a) for a in node.args) + ")"
-    if isinstance(node, _Paren):
-        return "(" + _deparse(node.expr) + ")"
-    if isinstance(node, _Unary):
-        return node.op + _deparse(node.operand)
-    if isinstance(node, _BinOp):
-        if node.op in ("/", "^", ":"):  # R's PP_BINARY2: no spaces
-            return f"{_deparse(node.left)}{node.op}{_deparse(node.right)}"
-        return f"{_deparse(node.left)} {node.op} {_deparse(node.right)}"
-    if isinstance(node, _Bar):
-        return f"({_deparse(node.lhs)} | {_deparse(node.rhs)})"
-    raise TypeError(node)  # pragma: no cover
+        return read_formula(self.text, _FUNCTIONS, _FACTOR_FUNCTIONS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,11 +123,14 @@ class Term:
 
 @dataclass(frozen=True)
 class RandomTerm:
-    """A random-effect bar ``(lhs | groups)``.
+    """A random-effect bar ``(lhs | groups)`` or ``(lhs || groups)``.
 
     ``groups`` are the expanded grouping factors (``(1 | a/b)`` -> ``("a", "a:b")``),
     ``group_columns`` the data columns of each (``(("a",), ("a", "b"))``).
-    ``intercept_only`` is False for random slopes, which are not supported yet.
+    ``intercept_only`` is True for ``(1 | g)``. ``lhs`` holds the left side as one-sided
+    formulas, one per independent block: ``(x | g)`` -> ``(~x,)``; ``(x || g)`` -> ``(~1, ~0+x)``
+    as lme4's ``expandDoubleVerts`` expands it (one block per term of the left side, a factor's
+    indicator columns staying together in one block); ``correlated`` is False for ``||``.
     """
 
     text: str
@@ -496,6 +138,8 @@ class RandomTerm:
     group_columns: tuple[tuple[str, ...], ...]
     intercept_only: bool
     pos: int
+    correlated: bool = True
+    lhs: tuple = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -682,16 +326,42 @@ def _group_columns(node, text: str) -> list[tuple[str, ...]]:
         "a grouping factor must be a column, 'g1:g2' or 'g1/g2'", text, getattr(node, "pos", 0))
 
 
+def _bar_blocks(bar: _Bar, text: str) -> tuple:
+    """The left side of a bar as one-sided formulas (lme4's ``mkReTrms`` evaluates
+    ``model.matrix(~lhs, fr)``; ``findbars`` first expands ``||`` as ``expandDoubleVerts``:
+    ``(a + b || g)`` -> ``(1 | g) + (0 + a | g) + (0 + b | g)``, one block per term label)."""
+    whole = _build_formula(text, None, bar.lhs, None)
+    if whole.has_dot:
+        raise FormulaError("'.' cannot be used in a random-effect term", text, bar.pos)
+    if whole.random_terms:
+        raise FormulaError("a random-effect term cannot contain another one", text, bar.pos)
+    if not whole.terms and not whole.has_intercept:
+        raise FormulaError(
+            f"random-effect term {bar.text or _deparse(bar)} has no coefficients", text, bar.pos)
+    if not bar.double:
+        return (whole,)
+    blocks = []
+    if whole.has_intercept:
+        blocks.append(_build_formula(text, None, _Num(1.0, "1", bar.pos), None))
+    for label in whole.term_labels:  # lme4 pastes "0+<label>" and parses it again
+        block_text = "~0+" + label
+        _, rhs = _Parser(block_text).parse()
+        blocks.append(_build_formula(block_text, None, rhs, None))
+    return tuple(blocks)
+
+
 def _random_term(bar: _Bar, text: str) -> RandomTerm:
     groups = _group_columns(bar.rhs, text)
-    lhs = bar.lhs.expr if isinstance(bar.lhs, _Paren) else bar.lhs
-    intercept_only = isinstance(lhs, _Num) and lhs.value == 1.0
+    blocks = _bar_blocks(bar, text)
+    intercept_only = all(not b.terms and b.has_intercept for b in blocks)
     return RandomTerm(
         text=bar.text or _deparse(bar),
         groups=tuple(":".join(g) for g in groups),
         group_columns=tuple(groups),
         intercept_only=intercept_only,
         pos=bar.pos,
+        correlated=not bar.double,
+        lhs=blocks,
     )
 
 
@@ -780,6 +450,36 @@ class GroupingFactor:
 
 
 @dataclass(frozen=True)
+class RandomEffect:
+    """One random-effect term after expansion: coefficients ``coef_names`` vary by ``group``.
+
+    lme4's ``mkReTrms`` block for one bar and one grouping factor: ``Z`` is
+    ``model.matrix(~lhs, fr)`` on the kept rows (R's coding rules and column names, treatment
+    contrasts; ``(0 + f | g)`` gives one column per level), so the block's random-effect design
+    is the row-wise Kronecker product of the indicators of ``codes`` with ``Z``. ``||`` bars are
+    expanded first as lme4's ``expandDoubleVerts`` does (one term per term of the left side),
+    ``g1/g2`` into ``g1`` and ``g1:g2``. Terms come in the order written (bars left to right; for
+    one bar, ``||`` blocks outer, nesting levels inner); lme4 then sorts them by number of levels.
+    ``group`` and ``levels`` follow brms (``"g1:g2"``, levels ``"<g1>_<g2>"`` sorted as R sorts
+    strings); lme4 names the same factor ``g2:g1`` with levels ``"<g1>:<g2>"``.
+    """
+
+    group: str                      # grouping factor name as brms writes it: "Subject", "schoolid:classid"
+    group_columns: tuple[str, ...]  # data columns combined
+    codes: np.ndarray               # (n,) int64, 0-based level per kept row
+    levels: list[str]               # level labels (as GroupingFactor.levels)
+    Z: np.ndarray                   # (n, q) float64, C-contiguous: the bar's left-side design on kept rows
+    coef_names: list[str]           # R's column names of the left side: ["(Intercept)", "Days"]
+    correlated: bool                # False when the term came from `||`
+    bar_text: str                   # the bar as written, e.g. "(Days | Subject)"
+    term_index: int                 # position of the bar in the formula (0-based), before expansion
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+
+@dataclass(frozen=True)
 class FactorInfo:
     """How a factor variable entered the model (for printing, prediction)."""
 
@@ -790,7 +490,11 @@ class FactorInfo:
 
 @dataclass(frozen=True)
 class ModelFrame:
-    """The data of a model after listwise deletion: response, fixed design, grouping factors.
+    """The data of a model after listwise deletion: response, fixed design, random-effect terms.
+
+    ``random_effects`` holds every random-effect term after expansion (:class:`RandomEffect`);
+    ``groups`` the grouping factors: one per bar and level of nesting when every bar is
+    ``(1 | g)``, else each distinct grouping factor once.
 
     See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns;
     ``assign[j]`` is the term index of column j (0 = intercept, terms numbered from 1).
@@ -811,6 +515,7 @@ class ModelFrame:
     random_terms: tuple[RandomTerm, ...] = ()
     factors: dict = field(default_factory=dict)  # variable label -> FactorInfo
     n_original: int = 0
+    random_effects: tuple[RandomEffect, ...] = ()  # every expanded random-effect term, as written
 
     @property
     def nobs(self) -> int:
@@ -830,6 +535,7 @@ class _Variable:
     logical: bool = False
     missing: np.ndarray | None = None  # bool mask or None (no missing)
     sources: tuple[str, ...] = ()  # data columns it reads
+    has_inf: bool = False  # numeric: holds +-Inf somewhere (on all rows)
 
 
 def _close_matches(name: str, columns) -> str:
@@ -842,14 +548,19 @@ def _close_matches(name: str, columns) -> str:
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None) -> pd.Series:
-    if name not in data.columns:
+def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None):
+    """The values of column ``name`` (a numpy array or pandas ExtensionArray, never copied)."""
+    try:
+        loc = data.columns.get_loc(name)
+    except (KeyError, TypeError, pd.errors.InvalidIndexError):
+        loc = None
+    if loc is None:
         raise ColumnNotFoundError(
             f"column {name!r} (in formula {formula!r}) is not in the data{_close_matches(name, data.columns)}")
-    column = data[name]
-    if isinstance(column, pd.DataFrame):
+    if not isinstance(loc, (int, np.integer)):
         raise DataError(f"the data has more than one column named {name!r}")
-    return column
+    getter = getattr(data, "_get_column_array", None)  # pandas >= 1.4: no Series is built
+    return getter(loc) if getter is not None else data.iloc[:, loc].array
 
 
 def _r_sort_key(text: str):
@@ -873,40 +584,62 @@ def _r_label(value) -> str:
     return str(value)
 
 
-def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str) -> _Variable:
-    levels = [_r_label(c) for c in categories]
+@functools.lru_cache(maxsize=1024)
+def _category_labels(categories: tuple, categories_dtype) -> tuple[str, ...]:
+    # keyed by the categories in order (equal unordered CategoricalDtypes may order them apart)
+    return tuple(_r_label(c) for c in categories)
+
+
+def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str,
+                       dtype: pd.CategoricalDtype | None = None) -> _Variable:
+    if dtype is not None:  # the labels of a categorical's levels, computed once per dtype
+        categories = dtype.categories
+        levels = list(_category_labels(tuple(categories.tolist()), categories.dtype))
+    else:
+        levels = [_r_label(c) for c in categories]
     codes = np.asarray(codes, dtype=np.int64)
     missing = codes < 0
     return _Variable(label, "factor", codes=codes, levels=levels, ordered=ordered,
                      missing=missing if missing.any() else None)
 
 
-def _evaluate_column(column: pd.Series, name: str) -> _Variable:
+def _numeric_variable(name: str, values: np.ndarray, sources: tuple[str, ...]) -> _Variable:
+    """A numeric variable; its NaN rows (missing) and whether it holds an Inf, in one pass."""
+    has_nan, has_inf = nan_inf_scan(values)
+    missing = np.isnan(values) if has_nan else None
+    return _Variable(name, "numeric", values=values, missing=missing, sources=sources,
+                     has_inf=bool(has_inf))
+
+
+def _evaluate_column(column, name: str) -> _Variable:
+    """A data column (numpy array or ExtensionArray) as a model variable, on all rows."""
     dtype = column.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        variable = _factor_from_codes(column.cat.codes.to_numpy(), dtype.categories,
-                                      bool(dtype.ordered), name)
+        variable = _factor_from_codes(column.codes, dtype.categories, bool(dtype.ordered), name,
+                                      dtype)
         variable.sources = (name,)
         return variable
     if pd.api.types.is_bool_dtype(dtype):
-        values = column.to_numpy(dtype=object) if column.hasnans else column.to_numpy()
-        missing = pd.isna(column).to_numpy()
+        if isinstance(column, np.ndarray):  # numpy bool: no missing values
+            return _Variable(name, "factor", codes=column.astype(np.int64), levels=["FALSE", "TRUE"],
+                             logical=True, sources=(name,))
+        missing = np.asarray(pd.isna(column), dtype=bool)
+        values = column.to_numpy(dtype=object)
         codes = np.where(missing, -1, 0).astype(np.int64)
         codes[~missing] = np.asarray(values[~missing], dtype=bool).astype(np.int64)
         return _Variable(name, "factor", codes=codes, levels=["FALSE", "TRUE"], logical=True,
                          missing=missing if missing.any() else None, sources=(name,))
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
-        if isinstance(dtype, np.dtype):
-            values = column.to_numpy(dtype=np.float64, copy=False)
+        if isinstance(column, np.ndarray):
+            values = column.astype(np.float64, copy=False)
         else:  # nullable extension dtypes: pd.NA -> NaN
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.isfinite(values).all():  # one pass in the common case
-            return _Variable(name, "numeric", values=values, sources=(name,))
-        missing = np.isnan(values)
-        return _Variable(name, "numeric", values=values,
-                         missing=missing if missing.any() else None, sources=(name,))
+        return _numeric_variable(name, values, (name,))
     if pd.api.types.is_string_dtype(dtype) or dtype == object:
-        codes, uniques = pd.factorize(column, use_na_sentinel=True)  # hashing, no sort; NA -> -1
+        # hashing of the object array (no sort; NaN/None/pd.NA -> -1); factorizing the object
+        # array directly is faster than through the string ExtensionArray
+        objects = column if isinstance(column, np.ndarray) else column.to_numpy(dtype=object)
+        codes, uniques = pd.factorize(objects, use_na_sentinel=True)
         codes = np.asarray(codes, dtype=np.int64)
         missing = codes < 0
         missing_or_none = missing if missing.any() else None
@@ -1023,14 +756,28 @@ class _Piece:
     names: list[str]
 
 
+@functools.lru_cache(maxsize=256)
+def _coding_matrix(k: int, full: bool, ordered: bool) -> np.ndarray:
+    """A factor's coding matrix (k levels): indicators, polynomial or treatment contrasts;
+    one read-only object per kind, so designs share it."""
+    if full:
+        matrix = np.eye(k)
+    elif ordered:
+        matrix = _poly_contrasts(k)[0]
+    else:
+        matrix = np.ascontiguousarray(np.eye(k)[:, 1:])
+    matrix.flags.writeable = False
+    return matrix
+
+
 def _factor_piece(variable: _Variable, full: bool) -> _Piece:
     k = len(variable.levels)
+    matrix = _coding_matrix(k, full, bool(variable.ordered) and not full)
     if full:
-        return _Piece(variable, np.eye(k), [variable.label + lev for lev in variable.levels])
+        return _Piece(variable, matrix, [variable.label + lev for lev in variable.levels])
     if variable.ordered:
-        matrix, suffixes = _poly_contrasts(k)
-        return _Piece(variable, matrix, [variable.label + s for s in suffixes])
-    return _Piece(variable, np.eye(k)[:, 1:], [variable.label + lev for lev in variable.levels[1:]])
+        return _Piece(variable, matrix, [variable.label + s for s in _poly_contrasts(k)[1]])
+    return _Piece(variable, matrix, [variable.label + lev for lev in variable.levels[1:]])
 
 
 def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool) -> list[dict]:
@@ -1060,47 +807,15 @@ def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool)
     return table
 
 
-_BLOCK_BYTES = 1 << 20  # a block of rows of X this size stays in cache while its columns are written
-
-
-def _fill_design(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]],
-                 offsets: list[int], rows: np.ndarray | None):
-    """Write every term's columns into X, block of rows by block of rows.
-
-    Numeric variables hold all rows of the data; ``rows`` (None when no row was dropped)
-    selects the kept ones block by block, so no full-length copy of a column is made.
-    Factor variables hold codes of the kept rows already.
-    """
-    n, p = X.shape
-    block = max(256, _BLOCK_BYTES // max(8 * p, 1))
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        index = slice(start, stop) if rows is None else rows[start:stop]
-        if intercept:  # written here so that X's pages are first touched block by block
-            X[start:stop, 0] = 1.0
-        for pieces, offset in zip(term_pieces, offsets):
-            if len(pieces) == 1 and pieces[0].coding is None:
-                X[start:stop, offset] = pieces[0].variable.values[index]
-                continue
-            block_cols = None
-            for piece in pieces:
-                if piece.coding is None:
-                    cols = piece.variable.values[index][:, None]
-                else:
-                    cols = piece.coding[piece.variable.codes[start:stop]]
-                if block_cols is None:
-                    block_cols = cols
-                else:  # first variable varies fastest
-                    block_cols = (cols[:, :, None] * block_cols[:, None, :]).reshape(stop - start, -1)
-            X[start:stop, offset:offset + block_cols.shape[1]] = block_cols
-
-
 def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
     """Evaluate ``formula`` on ``data`` as R's ``lm`` does (model.frame + model.matrix).
 
     Returns a :class:`ModelFrame` with y (n,), X (n, p) C-contiguous float64, R's column names,
-    ``assign``, term labels, the kept rows (0-based positions) and the grouping factors of the
-    random-intercept bars. ``data`` is never modified.
+    ``assign``, term labels, the kept rows (0-based positions), the random-effect terms with
+    their designs (``random_effects``, lme4's ``mkReTrms`` blocks) and, for the random-intercept
+    bars, their grouping factors (``groups``). Rows with a missing value in any variable of the
+    formula, the bars' left sides and grouping columns included, are dropped (R's ``model.frame``
+    of the whole formula, as lme4's ``lFormula`` builds it). ``data`` is never modified.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
@@ -1113,10 +828,6 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         raise FormulaError(
             f"random-effect term {bar.text} is not allowed here (lm/ols fits fixed effects only; "
             "use engine.brm for multilevel models)", text, bar.pos)
-    for bar in parsed.random_terms:
-        if not bar.intercept_only:
-            raise FormulaError(
-                f"random slopes not supported yet: {bar.text} (only (1 | g) is)", text, bar.pos)
     if parsed.has_dot:
         lhs_columns: list[tuple[str, int]] = []
         _arith_sources(parsed._lhs, lhs_columns)
@@ -1128,6 +839,15 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     column_refs: list[tuple[str, int]] = []
     for node in parsed._variable_nodes:
         _arith_sources(node, column_refs)
+    bar_variables: dict[str, object] = {}  # label -> node of the bars' left-side variables
+    for bar in parsed.random_terms:
+        for block in bar.lhs:
+            for label, node in zip(block.variables, block._variable_nodes):
+                if label not in bar_variables:
+                    bar_variables[label] = node
+                    refs: list[tuple[str, int]] = []
+                    _arith_sources(node, refs)
+                    column_refs.extend((c, bar.pos) for c, _ in refs)
     group_columns = []
     for bar in parsed.random_terms:
         for cols in bar.group_columns:
@@ -1140,28 +860,9 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         if name not in columns:
             columns[name] = _evaluate_column(_column(data, name, text, pos), name)
 
-    # 2. The model's variables (response first).
-    variables: list[_Variable] = []
-    for label, node in zip(parsed.variables, parsed._variable_nodes):
-        if isinstance(node, _Name):
-            variable = columns[node.name]
-            if variable.label != label:
-                variable = _Variable(**{**variable.__dict__, "label": label})
-        elif isinstance(node, _Call) and node.func in _FACTOR_FUNCTIONS:
-            variable = _as_factor(columns[node.args[0].name], label)
-        else:
-            refs: list[tuple[str, int]] = []
-            _arith_sources(node, refs)
-            with np.errstate(all="ignore"):
-                value = _evaluate_arith(node, columns, label)
-            values = np.broadcast_to(np.asarray(value, dtype=np.float64), (len(data),))
-            values = np.ascontiguousarray(values)
-            missing = np.isnan(values)
-            variable = _Variable(label, "numeric", values=values,
-                                 missing=missing if missing.any() else None,
-                                 sources=tuple(dict.fromkeys(r for r, _ in refs)))
-        variables.append(variable)
-
+    # 2. The model's variables (response first), then those only in the bars.
+    variables = [_evaluate_variable(label, node, columns, len(data))
+                 for label, node in zip(parsed.variables, parsed._variable_nodes)]
     response = variables[0]
     if response.logical:  # R's lm uses a logical response as 0/1
         values = response.codes.astype(np.float64)
@@ -1172,17 +873,21 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         raise ModelSpecError(
             f"the response {parsed.response!r} is a factor ({len(response.levels)} levels); "
             "only a numeric response is supported")
+    by_label = {v.label: v for v in variables}
+    extra = [_evaluate_variable(label, node, columns, len(data))
+             for label, node in bar_variables.items() if label not in by_label]
+    everything = variables + extra
 
     # 3. Listwise deletion over every variable and grouping column.
     n_original = len(data)
     missing = np.zeros(n_original, dtype=bool)
-    for variable in list(variables) + [columns[c] for c in group_columns]:
+    for variable in everything + [columns[c] for c in group_columns]:
         if variable.missing is not None:
             missing |= variable.missing
     n_dropped = int(missing.sum())
     if n_dropped == n_original:
         counts = sorted(
-            ((int(v.missing.sum()), v.label) for v in variables + [columns[c] for c in group_columns]
+            ((int(v.missing.sum()), v.label) for v in everything + [columns[c] for c in group_columns]
              if v.missing is not None), reverse=True)
         detail = ", ".join(f"{label!r} ({count} missing)" for count, label in counts[:5])
         raise DataError(
@@ -1193,9 +898,8 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     n = rows.shape[0]
 
     # 4. Non-finite numbers in kept rows.
-    for variable in variables:
-        if variable.kind == "numeric" and (
-                variable.missing is not None or not np.isfinite(variable.values).all()):
+    for variable in everything:
+        if variable.kind == "numeric" and variable.has_inf:
             bad = np.isinf(variable.values)
             if bad.any() and bad[rows].any():
                 first = int(rows[np.flatnonzero(bad[rows])[0]])
@@ -1208,68 +912,53 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     # 5. Subset to the kept rows, drop unused factor levels.
     kept: list[_Variable] = []
     factors: dict[str, FactorInfo] = {}
-    for index, variable in enumerate(variables):
-        if variable.kind == "numeric":  # all rows; _fill_design selects the kept ones
-            kept.append(_Variable(variable.label, "numeric", values=variable.values,
-                                  sources=variable.sources))
-            continue
-        codes = variable.codes if not n_dropped else variable.codes[rows]
-        levels = variable.levels
-        if not variable.logical:
-            present = np.bincount(codes, minlength=len(levels)) > 0
-            if not present.all():
-                remap = np.cumsum(present) - 1
-                codes = remap[codes]
-                levels = [lev for lev, keep in zip(levels, present) if keep]
-            if len(levels) < 2 and index > 0:
-                raise ModelSpecError(
-                    f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
-                    f"{n} rows used{' after removing rows with missing values' if n_dropped else ''}; "
-                    "a factor needs at least two levels")
-        kept.append(_Variable(variable.label, "factor", codes=np.ascontiguousarray(codes),
-                              levels=list(levels), ordered=variable.ordered, logical=variable.logical))
-        factors[variable.label] = FactorInfo(list(levels), variable.ordered, variable.logical)
+    for index, variable in enumerate(everything):
+        variable = _kept_variable(variable, rows, n_dropped, check_levels=index > 0)
+        kept.append(variable)
+        if variable.kind == "factor" and index < len(variables):
+            factors[variable.label] = FactorInfo(list(variable.levels), variable.ordered,
+                                                 variable.logical)
+    kept_by_label = {v.label: v for v in kept}
 
     # 6. Columns of each term (R's factors table and model.matrix).
     terms = parsed.terms
-    is_factor = [v.kind == "factor" for v in kept]
-    table = _term_codes(terms, is_factor, parsed.has_intercept)
-    column_names: list[str] = []
-    assign: list[int] = []
-    if parsed.has_intercept:
-        column_names.append("(Intercept)")
-        assign.append(0)
-    term_pieces: list[list[_Piece]] = []
-    offsets: list[int] = []
-    for j, term in enumerate(terms, start=1):
-        pieces = []
-        for v in term.variables:
-            variable = kept[v]
-            if variable.kind == "numeric":
-                pieces.append(_Piece(variable, None, [variable.label]))
-            else:
-                pieces.append(_factor_piece(variable, table[j - 1][v] == 2))
-        names = [""]
-        for piece in pieces:  # first variable varies fastest
-            names = [f"{prefix}:{name}" if prefix else name for name in piece.names for prefix in names]
-        offsets.append(len(column_names))
-        column_names.extend(names)
-        assign.extend([j] * len(names))
-        term_pieces.append(pieces)
-
-    X = np.empty((n, len(column_names)), dtype=np.float64)
-    _fill_design(X, parsed.has_intercept, term_pieces, offsets, rows if n_dropped else None)
+    X, column_names, assign = _design_matrix(terms, parsed.has_intercept, kept, rows, n_dropped)
     y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
 
-    # 7. Grouping factors.
+    # 7. Random-effect terms (lme4's mkReTrms blocks) and grouping factors.
+    factor_cache: dict[str, GroupingFactor] = {}
+
+    def grouping(name: str, cols: tuple[str, ...]) -> GroupingFactor:
+        if name not in factor_cache:
+            factor_cache[name] = _grouping_factor(name, cols, columns, rows, n_dropped)
+        return factor_cache[name]
+
+    random_effects: list[RandomEffect] = []
+    for term_index, bar in enumerate(parsed.random_terms):
+        for block in bar.lhs:
+            block_vars = [kept_by_label[label] for label in block.variables]
+            Z, coef_names, _ = _design_matrix(block.terms, block.has_intercept, block_vars, rows,
+                                              n_dropped)
+            for name, cols in zip(bar.groups, bar.group_columns):
+                factor = grouping(name, cols)
+                random_effects.append(RandomEffect(
+                    group=name, group_columns=tuple(cols), codes=factor.codes,
+                    levels=factor.levels, Z=Z, coef_names=coef_names, correlated=bar.correlated,
+                    bar_text=bar.text, term_index=term_index))
     groups: list[GroupingFactor] = []
-    seen: set[str] = set()
-    for bar in parsed.random_terms:
-        for name, cols in zip(bar.groups, bar.group_columns):
-            if name in seen:
-                raise FormulaError(f"grouping factor {name!r} appears twice", text, bar.pos)
-            seen.add(name)
-            groups.append(_grouping_factor(name, cols, columns, rows, n_dropped))
+    if all(bar.intercept_only for bar in parsed.random_terms):
+        seen: set[str] = set()
+        for bar in parsed.random_terms:
+            for name, cols in zip(bar.groups, bar.group_columns):
+                if name in seen:
+                    raise FormulaError(f"grouping factor {name!r} appears twice", text, bar.pos)
+                seen.add(name)
+                groups.append(grouping(name, cols))
+    else:  # with slopes: each grouping factor once (the terms are in random_effects)
+        for bar in parsed.random_terms:
+            for name, cols in zip(bar.groups, bar.group_columns):
+                if name not in {g.name for g in groups}:
+                    groups.append(grouping(name, cols))
 
     return ModelFrame(
         formula=text,
@@ -1287,7 +976,193 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         random_terms=parsed.random_terms,
         factors=factors,
         n_original=n_original,
+        random_effects=tuple(random_effects),
     )
+
+
+def _evaluate_variable(label: str, node, columns: dict, n_rows: int) -> _Variable:
+    """One variable of the formula (a column, ``factor(x)``, ``I(expr)``, ``log(x)``) on all rows."""
+    if isinstance(node, _Name):
+        variable = columns[node.name]
+        if variable.label != label:
+            variable = _Variable(**{**variable.__dict__, "label": label})
+        return variable
+    if isinstance(node, _Call) and node.func in _FACTOR_FUNCTIONS:
+        return _as_factor(columns[node.args[0].name], label)
+    refs: list[tuple[str, int]] = []
+    _arith_sources(node, refs)
+    with np.errstate(all="ignore"):
+        value = _evaluate_arith(node, columns, label)
+    values = np.broadcast_to(np.asarray(value, dtype=np.float64), (n_rows,))
+    values = np.ascontiguousarray(values)
+    return _numeric_variable(label, values, tuple(dict.fromkeys(r for r, _ in refs)))
+
+
+def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
+                   check_levels: bool) -> _Variable:
+    """A variable on the kept rows: numeric values stay on all rows (``_fill_design`` selects
+    the kept ones); factor codes are subset and unused levels dropped (R's drop.unused.levels)."""
+    if variable.kind == "numeric":
+        return _Variable(variable.label, "numeric", values=variable.values, sources=variable.sources)
+    codes = variable.codes if not n_dropped else variable.codes[rows]
+    levels = variable.levels
+    if not variable.logical:
+        present = np.bincount(codes, minlength=len(levels)) > 0
+        if not present.all():
+            remap = np.cumsum(present) - 1
+            codes = remap[codes]
+            levels = [lev for lev, keep in zip(levels, present) if keep]
+        if len(levels) < 2 and check_levels:
+            raise ModelSpecError(
+                f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
+                f"{len(rows)} rows used{' after removing rows with missing values' if n_dropped else ''}; "
+                "a factor needs at least two levels")
+    return _Variable(variable.label, "factor", codes=np.ascontiguousarray(codes),
+                     levels=list(levels), ordered=variable.ordered, logical=variable.logical)
+
+
+def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Variable],
+                   rows: np.ndarray, n_dropped: int):
+    """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
+    X (n, p) C-contiguous float64, column names and assign."""
+    is_factor = [v.kind == "factor" for v in kept]
+    table = _term_codes(terms, is_factor, has_intercept)
+    column_names: list[str] = []
+    assign: list[int] = []
+    if has_intercept:
+        column_names.append("(Intercept)")
+        assign.append(0)
+    term_pieces: list[list[_Piece]] = []
+    for j, term in enumerate(terms, start=1):
+        pieces = []
+        for v in term.variables:
+            variable = kept[v]
+            if variable.kind == "numeric":
+                pieces.append(_Piece(variable, None, [variable.label]))
+            else:
+                pieces.append(_factor_piece(variable, table[j - 1][v] == 2))
+        names = [""]
+        for piece in pieces:  # first variable varies fastest
+            names = [f"{prefix}:{name}" if prefix else name for name in piece.names for prefix in names]
+        column_names.extend(names)
+        assign.extend([j] * len(names))
+        term_pieces.append(pieces)
+    X = np.empty((rows.shape[0], len(column_names)), dtype=np.float64)
+    _fill(X, has_intercept, term_pieces, rows)
+    return X, column_names, assign
+
+
+#: Rows per task when the design is written by several threads (results do not depend on it).
+_FILL_CHUNK_ROWS = 1 << 16
+
+
+def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray):
+    """Write every term's columns into X with one kernel call (engine.formula_kernels):
+    numeric variables are read on all rows through ``rows``, factors by their codes on the kept
+    rows and their coding matrices; large designs are written by row chunks in threads."""
+    numeric_index: dict[int, int] = {}
+    numeric: list[np.ndarray] = []
+    factor_index: dict[int, int] = {}
+    codes: list[np.ndarray] = []
+    codings: list[np.ndarray] = []
+    coding_index: dict[int, int] = {}
+    shape = []
+    for pieces in term_pieces:
+        slots = []
+        for piece in pieces:
+            if piece.coding is None:
+                key = id(piece.variable.values)
+                if key not in numeric_index:
+                    numeric_index[key] = len(numeric)
+                    numeric.append(piece.variable.values)
+                slots.append((numeric_index[key], -1, 0, 0))
+            else:
+                key = id(piece.variable.codes)
+                if key not in factor_index:
+                    factor_index[key] = len(codes)
+                    codes.append(piece.variable.codes)
+                ckey = id(piece.coding)
+                if ckey not in coding_index:
+                    coding_index[ckey] = len(codings)
+                    codings.append(piece.coding)
+                slots.append((factor_index[key], coding_index[ckey], *piece.coding.shape))
+        shape.append(tuple(slots))
+    n_all = numeric[0].shape[0] if numeric else 0
+    numeric_2d, picks = _stack_rows(numeric, n_all)
+    sizes = tuple(c.size for c in codings)
+    program = _design_program(intercept, tuple(shape), tuple(picks), sizes)
+    codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
+    coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
+    n = X.shape[0]
+    if n <= 2 * _FILL_CHUNK_ROWS:
+        fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, n)
+        return
+    from .ols import _pool  # the thread pool of the least-squares kernels
+
+    spans = [(a, min(n, a + _FILL_CHUNK_ROWS)) for a in range(0, n, _FILL_CHUNK_ROWS)]
+    list(_pool().map(
+        lambda s: fill_design(X, numeric_2d, rows, codes_2d, coding, program, s[0], s[1]), spans))
+
+
+@functools.lru_cache(maxsize=512)
+def _design_program(intercept: bool, shape: tuple, picks: tuple, sizes: tuple) -> DesignProgram:
+    """The kernel's program for terms of the given shape (per term, per variable: numeric
+    (slot, -1, 0, 0) or factor (slot, coding, levels, columns)); ``picks`` maps numeric slots to
+    rows of the numeric array, ``sizes`` are the coding matrices' sizes (their offsets)."""
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]) if sizes else [0]
+    start = [0]
+    kind: list[int] = []
+    source: list[int] = []
+    offset: list[int] = []
+    width: list[int] = []
+    column: list[int] = []
+    if intercept:
+        start.append(0)
+    for slots in shape:
+        n_cols = 1
+        for slot in slots:
+            n_cols *= 1 if slot[1] < 0 else slot[3]
+        for c in range(n_cols):  # first variable varies fastest
+            rest = c
+            for slot, coding, _, m in slots:
+                if coding < 0:
+                    kind.append(0)
+                    source.append(picks[slot])
+                    offset.append(0)
+                    width.append(0)
+                    column.append(0)
+                else:
+                    kind.append(1)
+                    source.append(slot)
+                    offset.append(int(offsets[coding]))
+                    width.append(m)
+                    column.append(rest % m)
+                    rest //= m
+            start.append(len(kind))
+    as_int = functools.partial(np.asarray, dtype=np.int64)
+    return DesignProgram(as_int(start), as_int(kind), as_int(source), as_int(offset),
+                         as_int(width), as_int(column))
+
+
+def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]]:
+    """The vectors as rows of one (k, n) C-contiguous float64 array, and the row of each: a view
+    when they are rows of one array already (a DataFrame's float64 block: no copy), else a stack."""
+    if not arrays:
+        return np.zeros((0, n)), []
+    owner = arrays[0].base
+    if (isinstance(owner, np.ndarray) and owner.dtype == np.float64 and owner.flags.c_contiguous
+            and all(a.base is owner and a.dtype == np.float64 and a.flags.c_contiguous
+                    and a.shape == (n,) for a in arrays)):
+        base = owner.ctypes.data
+        offsets = [(a.ctypes.data - base) // 8 for a in arrays]
+        first = min(offsets)
+        if n > 0 and all((o - first) % n == 0 for o in offsets):
+            k = (max(offsets) - first) // n + 1
+            view = owner.reshape(-1)[first:first + k * n].reshape(k, n)
+            return view, [(o - first) // n for o in offsets]
+    if len(arrays) == 1:
+        return np.ascontiguousarray(arrays[0]).reshape(1, n), [0]
+    return np.stack(arrays), list(range(len(arrays)))
 
 
 def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):

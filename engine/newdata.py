@@ -128,7 +128,7 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
     ``newdata`` is never modified.
     """
     from .formula import (_FACTOR_FUNCTIONS, _as_factor, _Call, _evaluate_arith,
-                          _evaluate_column, _Name, _arith_sources)
+                          _column, _evaluate_column, _Name)
 
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
@@ -141,10 +141,7 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
     m = len(newdata)
     columns = {}
     for name in terms.predictor_columns:
-        column = newdata[name]
-        if isinstance(column, pd.DataFrame):
-            raise DataError(f"newdata has more than one column named {name!r}")
-        columns[name] = _evaluate_column(column, name)
+        columns[name] = _evaluate_column(_column(newdata, name, parsed.text, None), name)
 
     # every variable a term uses: numeric values (m,) or codes on the fit's levels (m,)
     used = sorted({v for term in parsed.terms for v in term.variables})

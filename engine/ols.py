@@ -33,7 +33,7 @@ compare the kernel with ``_dqrdc2`` run directly on X (R's own computation) and 
 
 The user-facing ``ols(formula, data)`` builds the design with ``engine.formula.model_frame`` and
 returns an ``OLSResults`` whose ``summary()`` prints exactly what R's ``print(summary(lm(...)))``
-prints (see ``engine.printing``).
+prints (see ``engine.rcompat``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, ModelSpecError
+from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError
+
+__all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",
+           "ols", "pivoted_qr", "tsqr_triangle"]
 
 #: R's ``lm`` tolerance for the rank decision (``lm.fit(tol = 1e-7)``).
 QR_TOLERANCE = 1e-7
@@ -757,7 +760,7 @@ class OLSResults:
         """Confidence intervals for the coefficients, as R's ``confint(fit, level = level)``."""
         from scipy import stats
 
-        from .printing import format_real
+        from .rcompat.numbers import format_percent
 
         if not 0.0 < level < 1.0:
             raise ModelSpecError(f"level must lie strictly between 0 and 1, got {level!r}")
@@ -765,9 +768,7 @@ class OLSResults:
         q = stats.t.ppf(1.0 - a, self.df_inference) if self.df_inference > 0 else np.nan
         lo = self.params - q * self.bse
         hi = self.params + q * self.bse
-        # R: paste(format(100 * c(a, 1 - a), trim = TRUE, scientific = FALSE, digits = 3), "%")
-        cols = [t.strip() + " %" for t in format_real([100 * a, 100 * (1 - a)], 3,
-                                                          scientific=False)]
+        cols = format_percent([a, 1 - a], 3)
         return pd.DataFrame({cols[0]: lo.to_numpy(), cols[1]: hi.to_numpy()},
                             index=self.params.index)
 
@@ -783,7 +784,7 @@ class OLSResults:
 
     def summary(self) -> OLSSummary:
         """R's ``summary(fit)``; ``print(fit.summary())`` prints what R prints."""
-        from .printing import summary_lm_text
+        from .rcompat.print_lm import summary_lm_text
 
         ls = self._ls
         keep = ~ls.aliased
@@ -810,7 +811,7 @@ class OLSResults:
         return OLSSummary(self, coefficients, text)
 
     def __repr__(self) -> str:
-        from .printing import print_lm_text
+        from .rcompat.print_lm import print_lm_text
 
         return print_lm_text(self.call_lines, self.params.to_numpy(), self.column_names)[:-1]
 
@@ -818,13 +819,27 @@ class OLSResults:
         return repr(self)
 
 
-def _call_text(formula: str, data_name: str) -> list[str]:
-    from .printing import call_lines
+def _call_text(formula: str, data) -> list[str]:
+    """R's printed call ``lm(formula = ..., data = ...)``, deparsed from the formula layer's own
+    parse of the formula."""
+    from .formula import parse_formula
+    from .rcompat.language import call_lines, formula_node
+
+    parsed = parse_formula(formula)
+    return call_lines("lm", [("formula", formula_node(parsed._lhs, parsed._rhs)),
+                             ("data", data)])
+
+
+def _data_node(data_name: str):
+    """``data_name`` as the R expression the printed call shows."""
+    from .rcompat.language import parse
 
     try:
-        return call_lines("lm", [("formula", formula), ("data", data_name)])
-    except ValueError:  # a formula our small R parser does not know: print it as given
-        return [f"lm(formula = {formula}, data = {data_name})"]
+        return parse(data_name, what="data_name")
+    except FormulaError as error:
+        raise EngineInputError(
+            f"data_name must be an R expression such as 'data2', got {data_name!r}: {error}"
+        ) from None
 
 
 def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
@@ -851,6 +866,7 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
     from .formula import model_frame
     from .robust import check_cluster_columns, check_vcov_arguments
 
+    data_node = _data_node(data_name)
     kind, cluster_names = check_vcov_arguments(vcov, cluster)
     if cluster_names:
         if not isinstance(data, pd.DataFrame):
@@ -890,7 +906,7 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
         robust = robust_covariance(kind, Xk, ls.resid, ls.qr.r[:k, :k], clusters, row_index=index)
         timings["robust_vcov"] = time.perf_counter() - t2
     return OLSResults(ls, mf.column_names, index, formula=mf.formula,
-                      call=_call_text(mf.formula, data_name), n_dropped=mf.n_dropped,
+                      call=_call_text(mf.formula, data_node), n_dropped=mf.n_dropped,
                       model_frame=mf, timings=timings, robust=robust,
                       data_columns=[str(c) for c in data.columns])
 

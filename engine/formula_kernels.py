@@ -1,0 +1,93 @@
+"""Numba kernels of the model frame (engine.formula): missing-value scan and design fill.
+
+The design matrix X (n, p), C-contiguous float64 (the layout ``engine.ols.least_squares`` reads
+without a copy), is written once, block of rows by block of rows, from
+
+* ``numeric`` (k, N): the numeric variables on *all* N rows of the data, one per row of the
+  array (a view of the DataFrame's own float64 block when the layout allows, else a stack);
+  ``rows`` (n,) selects the kept rows;
+* ``codes`` (f, n): the factors' 0-based level codes on the kept rows;
+* ``coding``: the factors' coding matrices (contrasts or indicators, R's ``contr.treatment``
+  / ``contr.poly``), flattened row-major one after another;
+* a :class:`DesignProgram`: column j of X is the product of the factors
+  ``start[j]:start[j + 1]`` of the program, each a numeric variable (``kind`` 0: the value
+  ``numeric[source, rows[i]]``) or one column of a factor's coding (``kind`` 1: the value
+  ``coding[offset + codes[source, i] * width + column]``). An empty product is the intercept.
+
+This is R's ``model.matrix`` (src/library/stats/src/model.c, ``modelmatrix``): a term's columns
+are the row-wise Kronecker product of its variables' columns, first variable varying fastest;
+the program lists that product column by column, so the kernel has no per-term logic.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+#: Rows per block of X written together (each block's columns stay in cache while written).
+FILL_BLOCK_ROWS = 512
+
+
+class DesignProgram(NamedTuple):
+    """Column j of X = prod over t in start[j]:start[j + 1] of factor t (see module docstring)."""
+
+    start: np.ndarray   # (p + 1,) int64
+    kind: np.ndarray    # (m,) int64: 0 numeric, 1 coded factor
+    source: np.ndarray  # (m,) int64: row of `numeric` (kind 0) or of `codes` (kind 1)
+    offset: np.ndarray  # (m,) int64: start of the factor's coding matrix in `coding`
+    width: np.ndarray   # (m,) int64: columns of that coding matrix
+    column: np.ndarray  # (m,) int64: which of its columns
+
+
+@numba.njit(cache=True, nogil=True)
+def nan_inf_scan(values):
+    """(any NaN, any +-Inf) of a float64 vector in one pass, without temporaries."""
+    has_nan = False
+    has_inf = False
+    for i in range(values.shape[0]):
+        v = values[i]
+        if v != v:
+            has_nan = True
+        elif v - v != 0.0:  # +-Inf (v - v is NaN)
+            has_inf = True
+    return has_nan, has_inf
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row):
+    """Write rows start_row:stop_row of X from the program (see the module docstring)."""
+    p = X.shape[1]
+    block = FILL_BLOCK_ROWS
+    b0 = start_row
+    while b0 < stop_row:
+        b1 = min(stop_row, b0 + block)
+        for j in range(p):
+            t0 = program.start[j]
+            t1 = program.start[j + 1]
+            if t1 == t0:  # intercept
+                for i in range(b0, b1):
+                    X[i, j] = 1.0
+            elif t1 == t0 + 1 and program.kind[t0] == 0:  # a numeric column: gather
+                src = numeric[program.source[t0]]
+                for i in range(b0, b1):
+                    X[i, j] = src[rows[i]]
+            elif t1 == t0 + 1:  # one factor's coding column: table lookup
+                cod = codes[program.source[t0]]
+                off = program.offset[t0]
+                w = program.width[t0]
+                c = program.column[t0]
+                for i in range(b0, b1):
+                    X[i, j] = coding[off + cod[i] * w + c]
+            else:  # an interaction: product of its pieces
+                for i in range(b0, b1):
+                    v = 1.0
+                    for t in range(t0, t1):
+                        if program.kind[t] == 0:
+                            v *= numeric[program.source[t], rows[i]]
+                        else:
+                            v *= coding[program.offset[t] + codes[program.source[t], i]
+                                        * program.width[t] + program.column[t]]
+                    X[i, j] = v
+        b0 = b1

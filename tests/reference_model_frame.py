@@ -1,0 +1,1328 @@
+"""R / Wilkinson model formulas over pandas DataFrames, written from scratch.
+
+``parse_formula("y ~ a*b + I(x^2) + (1 | g1/g2)")`` reads the text into a small syntax tree and the
+term structure R's ``terms.formula`` builds; ``model_frame(formula, data)`` evaluates it on a
+DataFrame the way R's ``model.frame`` + ``model.matrix`` do for ``lm``:
+
+* Term algebra (R's ``terms.formula``, src/library/stats/src/model.c): ``+`` union, ``-`` removal,
+  ``a:b`` interaction, ``a*b = a + b + a:b``, ``a/b = a + a:b``, ``b %in% a``, ``(a + b)^2`` all
+  terms up to order 2; ``1`` / ``0`` / ``-1`` intercept; ``.`` all other columns. Terms are
+  sorted by order (main effects, then two-way, ...), within an order as first created. Variables
+  (a column, ``I(expr)``, ``log(x)``) are numbered by first appearance, response first; a term's
+  label lists its variables in that order (``y ~ b:a`` has the term ``b:a``).
+* Coding (Chambers & Hastie 1992, *Statistical Models in S*, sec. 2.4.1; R's ``TermCode`` and
+  ``modelmatrix``): in a term T a factor f is coded by contrasts when T without f is empty or is
+  contained in a term that precedes T, and by one indicator per level otherwise. Without an
+  intercept the first factor of the first term that has a factor is coded by indicators.
+  Contrasts are treatment contrasts (first level is the reference) for unordered factors and
+  orthonormal polynomial contrasts (``.L``, ``.Q``, ``.C``, ``^4`` ...) for ordered categoricals,
+  as R's default ``contrasts`` option. A term's columns are the row-wise Kronecker product of its
+  variables' columns, first variable varying fastest, named ``a:b`` from the pieces
+  (``gritintervention:male1``).
+* Data (R's ``lm``: ``na.omit``, ``drop.unused.levels = TRUE``): rows with a missing value in any
+  variable of the formula (response, predictors, the columns inside ``I()``, grouping columns) are
+  dropped; levels absent after deletion are dropped. Categorical columns keep their category
+  order; string columns are factors with levels sorted as R's ``sort()`` sorts them in an English
+  locale (case-insensitive first, lower case before upper case on ties); bool columns are R
+  logicals: factor with levels ``FALSE``, ``TRUE`` (column ``xTRUE``).
+* Random-intercept bars ``(1 | g)``, ``(1 | g1/g2)`` (= ``(1 | g1) + (1 | g1:g2)``) become
+  :class:`GroupingFactor` s (brms names; the levels of ``g1:g2`` are the labels ``"<g1>_<g2>"``
+  sorted as R sorts strings, as brms does).
+
+``factor(x)`` / ``as.factor(x)`` use a column as a factor (numbers as levels in numeric order).
+``I(...)`` and the functions ``log exp sqrt abs log2 log10 log1p expm1`` are evaluated by a small
+arithmetic evaluator over numpy arrays (``+ - * / ^``, parentheses, numbers); nothing is passed
+to ``eval``. Names inside ``I()`` are printed as R's ``deparse`` prints them (``I(x * 2)``,
+``I(csize^2)``, ``I(x/2)``).
+
+The design matrix is built in one preallocated C-contiguous float64 array, block of rows by block
+of rows so that each block stays in cache while all of its columns are written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
+
+__all__ = [
+    "Formula",
+    "GroupingFactor",
+    "ModelFrame",
+    "RandomTerm",
+    "Term",
+    "model_frame",
+    "parse_formula",
+]
+
+# ----------------------------------------------------------------------------------------------
+# Tokens
+# ----------------------------------------------------------------------------------------------
+
+_NAME_START = re.compile(r"[A-Za-z.]")
+_NAME_RE = re.compile(r"[A-Za-z.][A-Za-z0-9._]*")
+_NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?")
+_SYNTACTIC_NAME = re.compile(r"^(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*$|^\.$")
+_R_RESERVED = {
+    "if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE", "NULL",
+    "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in",
+}
+_OPERATORS = ("%in%", "||", "~", "+", "-", "*", "/", "^", ":", "(", ")", "|", ",")
+
+#: Functions allowed as variables (``log(x)``) and inside ``I()``; all vectorised numpy ufuncs.
+_FUNCTIONS = {
+    "log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, "log2": np.log2,
+    "log10": np.log10, "log1p": np.log1p, "expm1": np.expm1,
+}
+
+
+#: ``factor(x)`` / ``as.factor(x)``: a column used as a factor (numbers sorted numerically).
+_FACTOR_FUNCTIONS = ("factor", "as.factor")
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "name", "number", "op", "end"
+    text: str
+    pos: int
+    quoted: bool = False
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch == "`":
+            end = text.find("`", i + 1)
+            if end < 0:
+                raise FormulaError("unterminated backquoted name", text, i)
+            if end == i + 1:
+                raise FormulaError("empty backquoted name", text, i)
+            tokens.append(_Token("name", text[i + 1:end], i, quoted=True))
+            i = end + 1
+            continue
+        number = _NUMBER_RE.match(text, i)
+        if number and (ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit())):
+            tokens.append(_Token("number", number.group(), i))
+            i = number.end()
+            continue
+        if _NAME_START.match(ch):
+            name = _NAME_RE.match(text, i)
+            tokens.append(_Token("name", name.group(), i))
+            i = name.end()
+            continue
+        for op in _OPERATORS:
+            if text.startswith(op, i):
+                tokens.append(_Token("op", op, i))
+                i += len(op)
+                break
+        else:
+            if ch == "%":
+                raise FormulaError("unsupported %op% operator (only %in% is supported)", text, i)
+            raise FormulaError(f"unexpected character {ch!r}", text, i)
+    tokens.append(_Token("end", "", n))
+    return tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# Syntax tree
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Name:
+    name: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Num:
+    value: float
+    text: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Dot:
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Call:  # I(expr), log(x), ...: a variable of the model; args are arithmetic trees
+    func: str
+    args: tuple
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Paren:
+    expr: object
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Unary:
+    op: str
+    operand: object
+    pos: int
+
+
+@dataclass(frozen=True)
+class _BinOp:
+    op: str
+    left: object
+    right: object
+    pos: int
+
+
+@dataclass(frozen=True)
+class _Bar:
+    lhs: object
+    rhs: object
+    pos: int
+    text: str  # the source text of the whole "( ... | ... )"
+
+
+class _Parser:
+    """Recursive descent over R's precedences (?Syntax): ``~`` < ``|`` < binary ``+ -`` <
+    ``* /`` < ``%in%`` < ``:`` < unary ``+ -`` < ``^``."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    # helpers
+    def peek(self) -> _Token:
+        return self.tokens[self.i]
+
+    def take(self) -> _Token:
+        token = self.tokens[self.i]
+        self.i += 1
+        return token
+
+    def at(self, *ops: str) -> bool:
+        token = self.peek()
+        return token.kind == "op" and token.text in ops
+
+    def expect(self, op: str) -> _Token:
+        token = self.peek()
+        if not (token.kind == "op" and token.text == op):
+            found = "end of formula" if token.kind == "end" else repr(token.text)
+            raise FormulaError(f"expected {op!r}, found {found}", self.text, token.pos)
+        return self.take()
+
+    def error(self, message: str, pos: int | None = None):
+        raise FormulaError(message, self.text, self.peek().pos if pos is None else pos)
+
+    # formula level
+    def parse(self):
+        if self.peek().kind == "end":
+            self.error("empty formula")
+        lhs = None
+        if not self.at("~"):
+            lhs = self.bar_expr()
+        if not self.at("~"):
+            token = self.peek()
+            if token.kind == "end":
+                self.error("formula has no '~'")
+            self.error(f"unexpected {token.text!r}")
+        self.take()
+        if self.peek().kind == "end":
+            self.error("nothing on the right of '~'")
+        rhs = self.bar_expr()
+        token = self.peek()
+        if token.kind != "end":
+            if token.kind == "op" and token.text == "~":
+                self.error("a formula has only one '~'")
+            self.error(f"unexpected {token.text!r}")
+        if isinstance(rhs, _Bar) and not rhs.text:  # a bare "x | g", not "(x | g)"
+            raise FormulaError(
+                "put a random-effect term in parentheses, e.g. (1 | g)", self.text, rhs.pos
+            )
+        return lhs, rhs
+
+    def bar_expr(self):
+        start = self.peek().pos
+        left = self.sum_expr()
+        if self.at("||"):
+            self.error("'||' (uncorrelated random effects) is not supported")
+        if self.at("|"):
+            self.take()
+            right = self.sum_expr()
+            return _Bar(left, right, start, "")
+        return left
+
+    def sum_expr(self):
+        left = self.product_expr()
+        while self.at("+", "-"):
+            op = self.take()
+            right = self.product_expr()
+            left = _BinOp(op.text, left, right, op.pos)
+        return left
+
+    def product_expr(self):
+        left = self.in_expr()
+        while self.at("*", "/"):
+            op = self.take()
+            right = self.in_expr()
+            left = _BinOp(op.text, left, right, op.pos)
+        return left
+
+    def in_expr(self):
+        left = self.colon_expr()
+        while self.at("%in%"):
+            op = self.take()
+            right = self.colon_expr()
+            left = _BinOp(op.text, left, right, op.pos)
+        return left
+
+    def colon_expr(self):
+        left = self.unary_expr()
+        while self.at(":"):
+            op = self.take()
+            right = self.unary_expr()
+            left = _BinOp(op.text, left, right, op.pos)
+        return left
+
+    def unary_expr(self):
+        if self.at("+", "-"):
+            op = self.take()
+            return _Unary(op.text, self.unary_expr(), op.pos)
+        return self.power_expr()
+
+    def power_expr(self):
+        base = self.atom()
+        if self.at("^"):
+            op = self.take()
+            exponent = self.unary_expr()  # right associative, as R's ^
+            return _BinOp("^", base, exponent, op.pos)
+        return base
+
+    def atom(self):
+        token = self.peek()
+        if token.kind == "number":
+            self.take()
+            return _Num(_number_value(token.text), token.text, token.pos)
+        if token.kind == "name":
+            self.take()
+            if not token.quoted and token.text == ".":
+                return _Dot(token.pos)
+            if self.at("(") and not token.quoted:
+                return self.call(token)
+            return _Name(token.text, token.pos)
+        if self.at("("):
+            open_paren = self.take()
+            inner = self.bar_expr()
+            close = self.expect(")")
+            if isinstance(inner, _Bar):
+                return _Bar(inner.lhs, inner.rhs, open_paren.pos,
+                            self.text[open_paren.pos:close.pos + 1])
+            return _Paren(inner, open_paren.pos)
+        if token.kind == "end":
+            self.error("formula ends unexpectedly")
+        self.error(f"unexpected {token.text!r}")
+
+    def call(self, name: _Token):
+        func = name.text
+        if func != "I" and func not in _FUNCTIONS and func not in _FACTOR_FUNCTIONS:
+            known = ", ".join(["I"] + sorted(_FUNCTIONS) + list(_FACTOR_FUNCTIONS))
+            self.error(f"unknown function {func!r} in formula (supported: {known})", name.pos)
+        self.expect("(")
+        if self.at(")"):
+            self.error(f"{func}() needs an argument")
+        if func in _FACTOR_FUNCTIONS:
+            token = self.peek()
+            if token.kind != "name" or self.tokens[self.i + 1].text != ")":
+                self.error(f"{func}() takes one column name", token.pos)
+        arg = self.arith_sum()
+        if self.at(","):
+            self.error(f"{func}() takes one argument")
+        self.expect(")")
+        return _Call(func, (arg,), name.pos)
+
+    # arithmetic inside I() and functions: * / ^ are arithmetic here
+    def arith_sum(self):
+        left = self.arith_product()
+        while self.at("+", "-"):
+            op = self.take()
+            left = _BinOp(op.text, left, self.arith_product(), op.pos)
+        return left
+
+    def arith_product(self):
+        left = self.arith_unary()
+        while self.at("*", "/"):
+            op = self.take()
+            left = _BinOp(op.text, left, self.arith_unary(), op.pos)
+        return left
+
+    def arith_unary(self):
+        if self.at("+", "-"):
+            op = self.take()
+            return _Unary(op.text, self.arith_unary(), op.pos)
+        return self.arith_power()
+
+    def arith_power(self):
+        base = self.arith_atom()
+        if self.at("^"):
+            op = self.take()
+            return _BinOp("^", base, self.arith_unary(), op.pos)
+        return base
+
+    def arith_atom(self):
+        token = self.peek()
+        if token.kind == "number":
+            self.take()
+            return _Num(_number_value(token.text), token.text, token.pos)
+        if token.kind == "name":
+            self.take()
+            if self.at("(") and not token.quoted:
+                return self.call(token)
+            if not token.quoted and token.text == ".":
+                self.error("'.' cannot be used inside I()", token.pos)
+            return _Name(token.text, token.pos)
+        if self.at("("):
+            open_paren = self.take()
+            inner = self.arith_sum()
+            self.expect(")")
+            return _Paren(inner, open_paren.pos)
+        if token.kind == "end":
+            self.error("formula ends unexpectedly")
+        self.error(f"unexpected {token.text!r} in arithmetic expression")
+
+
+def _number_value(text: str) -> float:
+    return float(text[:-1] if text.endswith("L") else text)
+
+
+# ----------------------------------------------------------------------------------------------
+# R's deparse (labels of variables and terms are what R prints)
+# ----------------------------------------------------------------------------------------------
+
+
+def _r_number(value: float) -> str:
+    """R's ``as.character`` / ``deparse`` of a double: up to 15 significant digits, fixed
+    notation unless scientific is narrower (R's formatReal with scipen = 0)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    for digits in range(1, 16):
+        sci = f"{value:.{digits - 1}e}"
+        if float(sci) == float(f"{value:.14e}"):
+            break
+    mantissa, exponent = sci.split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    exp_int = int(exponent)
+    sci_text = f"{mantissa}e{'-' if exp_int < 0 else '+'}{abs(exp_int):02d}"
+    sig = len(mantissa.replace("-", "").replace(".", ""))
+    decimals = max(0, sig - 1 - exp_int)
+    fixed_text = f"{value:.{decimals}f}"
+    return sci_text if len(fixed_text) > len(sci_text) else fixed_text
+
+
+def _r_name(name: str) -> str:
+    if _SYNTACTIC_NAME.match(name) and name not in _R_RESERVED:
+        return name
+    return "`" + name.replace("`", "\\`") + "`"
+
+
+def _deparse(node) -> str:
+    if isinstance(node, _Name):
+        return _r_name(node.name)
+    if isinstance(node, _Num):
+        if node.text.endswith("L"):
+            return f"{int(node.value)}L"
+        return _r_number(node.value)
+    if isinstance(node, _Dot):
+        return "."
+    if isinstance(node, _Call):
+        return f"{node.func}(" + ", ".join(_deparse(a) for a in node.args) + ")"
+    if isinstance(node, _Paren):
+        return "(" + _deparse(node.expr) + ")"
+    if isinstance(node, _Unary):
+        return node.op + _deparse(node.operand)
+    if isinstance(node, _BinOp):
+        if node.op in ("/", "^", ":"):  # R's PP_BINARY2: no spaces
+            return f"{_deparse(node.left)}{node.op}{_deparse(node.right)}"
+        return f"{_deparse(node.left)} {node.op} {_deparse(node.right)}"
+    if isinstance(node, _Bar):
+        return f"({_deparse(node.lhs)} | {_deparse(node.rhs)})"
+    raise TypeError(node)  # pragma: no cover
+
+
+# ----------------------------------------------------------------------------------------------
+# Term algebra (R's terms.formula)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """One model term: its variables (indices into ``Formula.variables``) and R's label."""
+
+    variables: tuple[int, ...]
+    label: str
+
+    @property
+    def order(self) -> int:
+        return len(self.variables)
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """A random-effect bar ``(lhs | groups)``.
+
+    ``groups`` are the expanded grouping factors (``(1 | a/b)`` -> ``("a", "a:b")``),
+    ``group_columns`` the data columns of each (``(("a",), ("a", "b"))``).
+    ``intercept_only`` is False for random slopes, which are not supported yet.
+    """
+
+    text: str
+    groups: tuple[str, ...]
+    group_columns: tuple[tuple[str, ...], ...]
+    intercept_only: bool
+    pos: int
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A parsed formula: syntax only, no data.
+
+    ``variables`` are the variable labels in order of first appearance (response first when
+    there is one); ``terms`` the fixed-effect terms sorted as R sorts them; ``has_dot`` says the
+    right-hand side uses ``.`` (the terms then depend on the data: see ``model_frame``).
+    """
+
+    text: str
+    response: str | None
+    variables: tuple[str, ...]
+    terms: tuple[Term, ...]
+    has_intercept: bool
+    random_terms: tuple[RandomTerm, ...]
+    has_dot: bool
+    fixed_text: str  # the formula without its random-effect bars, as R would print it
+    _lhs: object = field(repr=False, compare=False, default=None)
+    _rhs: object = field(repr=False, compare=False, default=None)
+    _variable_nodes: tuple = field(repr=False, compare=False, default=())
+
+    @property
+    def term_labels(self) -> list[str]:
+        return [t.label for t in self.terms]
+
+
+class _TermBuilder:
+    """Evaluates the right-hand side into an ordered list of variable sets (R's EncodeVars)."""
+
+    def __init__(self, text: str, dot_columns: tuple[str, ...] | None):
+        self.text = text
+        self.dot_columns = dot_columns
+        self.labels: list[str] = []
+        self.nodes: list[object] = []
+        self.intercept = True
+        self.has_dot = False
+
+    def variable(self, node) -> int:
+        label = _deparse(node)
+        if label not in self.labels:
+            self.labels.append(label)
+            self.nodes.append(node)
+        return self.labels.index(label)
+
+    def extract(self, node, checkonly: bool = False):
+        """R's ExtractVars: number the variables in order of appearance before expanding;
+        plain names in a removed part (``- b``) are not numbered there (calls are)."""
+        if isinstance(node, _Name):
+            if not checkonly:
+                self.variable(node)
+        elif isinstance(node, _Call):
+            self.variable(node)
+        elif isinstance(node, _Dot):
+            if not checkonly and self.dot_columns is not None:
+                for c in self.dot_columns:
+                    self.variable(_Name(c, node.pos))
+        elif isinstance(node, _Paren):
+            self.extract(node.expr, checkonly)
+        elif isinstance(node, _Unary):
+            self.extract(node.operand, checkonly or node.op == "-")
+        elif isinstance(node, _BinOp):
+            self.extract(node.left, checkonly)
+            if node.op != "^":
+                self.extract(node.right, checkonly or node.op == "-")
+
+    def encode(self, node, sign: int = 1) -> list[frozenset]:
+        if isinstance(node, (_Name, _Call)):
+            return [frozenset([self.variable(node)])]
+        if isinstance(node, _Num):
+            if node.value in (0.0, 1.0):
+                # "+1"/"-0" ask for the intercept, "+0"/"-1" remove it (the last one wins).
+                self.intercept = (node.value == 1.0) == (sign == 1)
+                return []
+            raise FormulaError(
+                f"invalid model term {node.text!r}: only 0 and 1 (intercept) may appear as numbers",
+                self.text, node.pos)
+        if isinstance(node, _Dot):
+            self.has_dot = True
+            if self.dot_columns is None:
+                return []
+            return [frozenset([self.variable(_Name(c, node.pos))]) for c in self.dot_columns]
+        if isinstance(node, _Paren):
+            return self.encode(node.expr, sign)
+        if isinstance(node, _Bar):
+            raise FormulaError(
+                "a random-effect term (... | g) can only be added to the formula with '+'",
+                self.text, node.pos)
+        if isinstance(node, _Unary):
+            if node.op == "+":
+                return self.encode(node.operand, sign)
+            self.encode(node.operand, -sign)  # removing from nothing leaves nothing
+            return []
+        if isinstance(node, _BinOp):
+            op = node.op
+            if op == "+":
+                return _unique(self.encode(node.left, sign) + self.encode(node.right, sign))
+            if op == "-":
+                left = self.encode(node.left, sign)
+                right = set(self.encode(node.right, -sign))
+                return [t for t in left if t not in right]
+            if op in (":", "*", "/", "%in%", "^"):
+                left = self.product_operand(node.left, node)
+                if op == "^":
+                    power = self.power(node.right)
+                    right = left
+                    for _ in range(power - 1):
+                        right = _unique([a | b for a in left for b in right])
+                    return right
+                right = self.product_operand(node.right, node)
+                if op == ":":
+                    return _unique([a | b for a in left for b in right])
+                if op == "*":
+                    return _unique(left + right + [a | b for a in left for b in right])
+                if op == "/":
+                    whole = frozenset().union(*left) if left else frozenset()
+                    return _unique(left + [whole | b for b in right])
+                whole = frozenset().union(*right) if right else frozenset()  # %in%
+                return _unique([a | whole for a in left])
+        raise FormulaError("invalid model term", self.text, getattr(node, "pos", 0))
+
+    def product_operand(self, node, parent) -> list[frozenset]:
+        inner = node.expr if isinstance(node, _Paren) else node
+        if isinstance(inner, _Num):
+            raise FormulaError(
+                f"a number cannot be an operand of {parent.op!r}", self.text, inner.pos)
+        terms = self.encode(node)
+        return [t for t in terms if t]
+
+    def power(self, node) -> int:
+        inner = node.expr if isinstance(node, _Paren) else node
+        if isinstance(inner, _Num) and inner.value >= 1 and inner.value == int(inner.value):
+            return int(inner.value)
+        raise FormulaError("the power of a formula term must be a positive integer",
+                           self.text, getattr(inner, "pos", 0))
+
+
+def _unique(terms: list[frozenset]) -> list[frozenset]:
+    seen: set = set()
+    out = []
+    for t in terms:
+        if t and t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def _split_sum(node, sign: int = 1) -> list[tuple[int, object]]:
+    """The top-level summands of ``node`` with their signs (to take random bars out)."""
+    if isinstance(node, _BinOp) and node.op in ("+", "-"):
+        right_sign = sign if node.op == "+" else -sign
+        return _split_sum(node.left, sign) + _split_sum(node.right, right_sign)
+    return [(sign, node)]
+
+
+def _join_sum(parts: list[tuple[int, object]]):
+    node = None
+    for sign, part in parts:
+        if node is None:
+            node = part if sign == 1 else _Unary("-", part, 0)
+        else:
+            node = _BinOp("+" if sign == 1 else "-", node, part, 0)
+    return node
+
+
+def _group_columns(node, text: str) -> list[tuple[str, ...]]:
+    """Expand the right side of a bar: a -> [a]; a/b -> [a, a:b]; a:b -> [a:b]."""
+    if isinstance(node, _Paren):
+        return _group_columns(node.expr, text)
+    if isinstance(node, _Name):
+        return [(node.name,)]
+    if isinstance(node, _BinOp) and node.op == ":":
+        left = _group_columns(node.left, text)
+        right = _group_columns(node.right, text)
+        if len(left) == 1 and len(right) == 1:
+            return [left[0] + right[0]]
+    if isinstance(node, _BinOp) and node.op == "/":
+        left = _group_columns(node.left, text)
+        right = _group_columns(node.right, text)
+        if len(right) == 1:
+            return left + [left[-1] + right[0]]
+    raise FormulaError(
+        "a grouping factor must be a column, 'g1:g2' or 'g1/g2'", text, getattr(node, "pos", 0))
+
+
+def _random_term(bar: _Bar, text: str) -> RandomTerm:
+    groups = _group_columns(bar.rhs, text)
+    lhs = bar.lhs.expr if isinstance(bar.lhs, _Paren) else bar.lhs
+    intercept_only = isinstance(lhs, _Num) and lhs.value == 1.0
+    return RandomTerm(
+        text=bar.text or _deparse(bar),
+        groups=tuple(":".join(g) for g in groups),
+        group_columns=tuple(groups),
+        intercept_only=intercept_only,
+        pos=bar.pos,
+    )
+
+
+def _build_formula(text: str, lhs, rhs, dot_columns: tuple[str, ...] | None) -> Formula:
+    builder = _TermBuilder(text, dot_columns)
+    response = None
+    if lhs is not None:
+        if isinstance(lhs, _Bar):
+            raise FormulaError("a random-effect term cannot be the response", text, lhs.pos)
+        inner = lhs.expr if isinstance(lhs, _Paren) else lhs
+        if not isinstance(inner, (_Name, _Call)):
+            raise FormulaError(
+                "the response must be one column or I(expression)", text, getattr(inner, "pos", 0))
+        builder.variable(inner)
+        response = builder.labels[0]
+    summands = _split_sum(rhs)
+    random_terms = []
+    fixed_parts = []
+    for sign, part in summands:
+        if isinstance(part, _Bar):
+            if sign != 1:
+                raise FormulaError("a random-effect term cannot be removed with '-'", text, part.pos)
+            random_terms.append(_random_term(part, text))
+        else:
+            fixed_parts.append((sign, part))
+    fixed_rhs = _join_sum(fixed_parts) if fixed_parts else _Num(1.0, "1", 0)
+    builder.extract(fixed_rhs)
+    raw_terms = builder.encode(fixed_rhs)
+    if response is not None:
+        for t in raw_terms:
+            if t == frozenset([0]):
+                raise FormulaError(
+                    f"the response {response!r} also appears on the right-hand side", text, 0)
+    # R: sort by order, stable; label a term by its variables in order of appearance.
+    ordered = sorted(raw_terms, key=len)
+    terms = tuple(
+        Term(tuple(sorted(t)), ":".join(builder.labels[v] for v in sorted(t))) for t in ordered)
+    fixed_text = (_deparse(lhs) + " ~ " if lhs is not None else "~") + _deparse(fixed_rhs)
+    return Formula(
+        text=text,
+        response=response,
+        variables=tuple(builder.labels),
+        terms=terms,
+        has_intercept=builder.intercept,
+        random_terms=tuple(random_terms),
+        has_dot=builder.has_dot,
+        fixed_text=fixed_text,
+        _lhs=lhs,
+        _rhs=rhs,
+        _variable_nodes=tuple(builder.nodes),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str) -> Formula:
+    lhs, rhs = _Parser(text).parse()
+    return _build_formula(text, lhs, rhs, None)
+
+
+def parse_formula(formula: str) -> Formula:
+    """Parse formula text (syntax and term structure only; no data).
+
+    Raises FormulaError with the 0-based position of the problem on bad syntax.
+    """
+    if isinstance(formula, Formula):
+        return formula
+    if not isinstance(formula, str):
+        raise FormulaError(f"a formula must be a string, not {type(formula).__name__}")
+    return _parse_cached(formula)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model frame
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupingFactor:
+    """A random-intercept grouping factor on the kept rows (brms naming)."""
+
+    name: str
+    codes: np.ndarray  # (n,) int64, 0-based level index per kept row
+    levels: list[str]
+    n_levels: int
+    columns: tuple[str, ...] = ()  # data columns combined ("schoolid", "classid")
+
+
+@dataclass(frozen=True)
+class FactorInfo:
+    """How a factor variable entered the model (for printing, prediction)."""
+
+    levels: list[str]
+    ordered: bool
+    logical: bool
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """The data of a model after listwise deletion: response, fixed design, grouping factors.
+
+    See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns;
+    ``assign[j]`` is the term index of column j (0 = intercept, terms numbered from 1).
+    """
+
+    formula: str
+    response_name: str
+    y: np.ndarray
+    X: np.ndarray
+    column_names: list[str]
+    assign: np.ndarray
+    term_labels: list[str]
+    has_intercept: bool
+    rows: np.ndarray
+    n_dropped: int
+    groups: list[GroupingFactor]
+    fixed_formula: str = ""
+    random_terms: tuple[RandomTerm, ...] = ()
+    factors: dict = field(default_factory=dict)  # variable label -> FactorInfo
+    n_original: int = 0
+
+    @property
+    def nobs(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class _Variable:
+    """A variable evaluated on all rows of the data."""
+
+    label: str
+    kind: str  # "numeric" | "factor"
+    values: np.ndarray | None = None  # float64 (numeric)
+    codes: np.ndarray | None = None  # int64, -1 = missing (factor)
+    levels: list[str] | None = None
+    ordered: bool = False
+    logical: bool = False
+    missing: np.ndarray | None = None  # bool mask or None (no missing)
+    sources: tuple[str, ...] = ()  # data columns it reads
+
+
+def _close_matches(name: str, columns) -> str:
+    names = [str(c) for c in columns]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not close:
+        lower = {c.lower(): c for c in names}
+        if name.lower() in lower:
+            close = [lower[name.lower()]]
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None) -> pd.Series:
+    if name not in data.columns:
+        raise ColumnNotFoundError(
+            f"column {name!r} (in formula {formula!r}) is not in the data{_close_matches(name, data.columns)}")
+    column = data[name]
+    if isinstance(column, pd.DataFrame):
+        raise DataError(f"the data has more than one column named {name!r}")
+    return column
+
+
+def _r_sort_key(text: str):
+    """R's ``sort()`` of strings in an English UTF-8 locale (ICU / glibc 2.28+ collation), for
+    ASCII: punctuation and spaces < digits < letters; letters compare case-insensitively first,
+    then lower case before upper case (``a < A < b < B``; ``1_2 < 10_1``). The C locale would
+    sort by bytes instead; this is the locale R users normally run in."""
+    primary = tuple((0, ord(c)) if not c.isalnum() else (1, c) if c.isdigit() else (2, c.casefold())
+                    for c in text)
+    tertiary = tuple(1 if c.isupper() else 0 for c in text)
+    return primary, tertiary
+
+
+def _r_label(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return _r_number(float(value))
+    return str(value)
+
+
+def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str) -> _Variable:
+    levels = [_r_label(c) for c in categories]
+    codes = np.asarray(codes, dtype=np.int64)
+    missing = codes < 0
+    return _Variable(label, "factor", codes=codes, levels=levels, ordered=ordered,
+                     missing=missing if missing.any() else None)
+
+
+def _evaluate_column(column: pd.Series, name: str) -> _Variable:
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        variable = _factor_from_codes(column.cat.codes.to_numpy(), dtype.categories,
+                                      bool(dtype.ordered), name)
+        variable.sources = (name,)
+        return variable
+    if pd.api.types.is_bool_dtype(dtype):
+        values = column.to_numpy(dtype=object) if column.hasnans else column.to_numpy()
+        missing = pd.isna(column).to_numpy()
+        codes = np.where(missing, -1, 0).astype(np.int64)
+        codes[~missing] = np.asarray(values[~missing], dtype=bool).astype(np.int64)
+        return _Variable(name, "factor", codes=codes, levels=["FALSE", "TRUE"], logical=True,
+                         missing=missing if missing.any() else None, sources=(name,))
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        if isinstance(dtype, np.dtype):
+            values = column.to_numpy(dtype=np.float64, copy=False)
+        else:  # nullable extension dtypes: pd.NA -> NaN
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isfinite(values).all():  # one pass in the common case
+            return _Variable(name, "numeric", values=values, sources=(name,))
+        missing = np.isnan(values)
+        return _Variable(name, "numeric", values=values,
+                         missing=missing if missing.any() else None, sources=(name,))
+    if pd.api.types.is_string_dtype(dtype) or dtype == object:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)  # hashing, no sort; NA -> -1
+        codes = np.asarray(codes, dtype=np.int64)
+        missing = codes < 0
+        missing_or_none = missing if missing.any() else None
+        values = list(uniques)
+        kinds = {type(v) for v in values}
+        if kinds and all(issubclass(k, (bool, np.bool_)) for k in kinds):
+            truth = np.array([bool(v) for v in values] + [False], dtype=np.int64)
+            return _Variable(name, "factor", codes=np.where(missing, -1, truth[codes]),
+                             levels=["FALSE", "TRUE"], logical=True, missing=missing_or_none,
+                             sources=(name,))
+        if not all(issubclass(k, str) for k in kinds):
+            raise DataError(
+                f"column {name!r} mixes value types ({', '.join(sorted(k.__name__ for k in kinds))}); "
+                "convert it to numbers, strings or a categorical")
+        order = sorted(range(len(values)), key=lambda k: _r_sort_key(values[k]))
+        rank = np.empty(len(values) + 1, dtype=np.int64)
+        rank[order] = np.arange(len(values))
+        rank[-1] = -1  # codes of -1 (missing) stay -1
+        return _Variable(name, "factor", codes=rank[codes], levels=[str(values[k]) for k in order],
+                         missing=missing_or_none, sources=(name,))
+    raise DataError(f"column {name!r} has type {dtype} which a formula cannot use; "
+                    "convert it to numbers, strings, bool or a categorical")
+
+
+def _as_factor(variable: _Variable, label: str) -> _Variable:
+    """R's ``factor(x)``: a factor stays as it is; numbers become levels in numeric order,
+    labelled as R's ``as.character`` prints them (``25``, ``0.5``)."""
+    if variable.kind == "factor":
+        return _Variable(**{**variable.__dict__, "label": label, "logical": False})
+    missing = variable.missing if variable.missing is not None else np.zeros(len(variable.values), bool)
+    uniques, inverse = np.unique(variable.values[~missing], return_inverse=True)
+    codes = np.full(len(variable.values), -1, dtype=np.int64)
+    codes[~missing] = inverse
+    return _Variable(label, "factor", codes=codes, levels=[_r_number(float(u)) for u in uniques],
+                     missing=variable.missing, sources=variable.sources)
+
+
+def _arith_sources(node, out: list[tuple[str, int]]):
+    if isinstance(node, _Name):
+        out.append((node.name, node.pos))
+    elif isinstance(node, _Call):
+        for a in node.args:
+            _arith_sources(a, out)
+    elif isinstance(node, _Paren):
+        _arith_sources(node.expr, out)
+    elif isinstance(node, _Unary):
+        _arith_sources(node.operand, out)
+    elif isinstance(node, _BinOp):
+        _arith_sources(node.left, out)
+        _arith_sources(node.right, out)
+
+
+def _evaluate_arith(node, columns: dict, label: str):
+    """Evaluate an arithmetic tree; returns a float64 array or a Python float."""
+    if isinstance(node, _Num):
+        return node.value
+    if isinstance(node, _Name):
+        variable = columns[node.name]
+        if variable.logical:  # R: TRUE/FALSE are 1/0 in arithmetic
+            return np.where(variable.codes < 0, np.nan, variable.codes.astype(np.float64))
+        if variable.kind != "numeric":
+            raise DataError(f"column {node.name!r} in {label!r} is a factor, not numeric; "
+                            "arithmetic in I() needs numbers")
+        return variable.values
+    if isinstance(node, _Paren):
+        return _evaluate_arith(node.expr, columns, label)
+    if isinstance(node, _Unary):
+        value = _evaluate_arith(node.operand, columns, label)
+        return -value if node.op == "-" else value
+    if isinstance(node, _Call):
+        if node.func in _FACTOR_FUNCTIONS:
+            raise DataError(f"{_deparse(node)} is a factor; arithmetic in {label!r} needs numbers")
+        value = _evaluate_arith(node.args[0], columns, label)
+        if node.func == "I":
+            return value
+        return _FUNCTIONS[node.func](np.asarray(value, dtype=np.float64))
+    if isinstance(node, _BinOp):
+        left = _evaluate_arith(node.left, columns, label)
+        right = _evaluate_arith(node.right, columns, label)
+        if node.op == "+":
+            return left + right
+        if node.op == "-":
+            return left - right
+        if node.op == "*":
+            return left * right
+        if node.op == "/":
+            return np.true_divide(left, right)
+        if node.op == "^":
+            if isinstance(right, float) and right == 2.0:
+                return left * left
+            return np.power(np.asarray(left, dtype=np.float64), right)
+    raise DataError(f"cannot evaluate {label!r}")  # pragma: no cover
+
+
+def _poly_contrasts(k: int) -> tuple[np.ndarray, list[str]]:
+    """R's ``contr.poly(k)``: orthonormal polynomial contrasts on scores 1..k (QR of the
+    Vandermonde matrix; the columns are the normalised Q columns 2..k, sign as in R)."""
+    scores = np.arange(1, k + 1, dtype=np.float64)
+    centred = scores - scores.mean()
+    vander = np.vander(centred, k, increasing=True)
+    q, r = np.linalg.qr(vander)
+    z = q * np.diag(r)  # R: qr.qy(QR, diag(diag(QR$qr))), i.e. Q scaled by R's diagonal
+    z = z / np.sqrt((z * z).sum(axis=0))
+    names = [".L", ".Q", ".C"] + [f"^{d}" for d in range(4, k)]
+    return np.ascontiguousarray(z[:, 1:]), names[: k - 1]
+
+
+@dataclass
+class _Piece:
+    """A variable's columns within one term: numeric vector or factor coding matrix."""
+
+    variable: _Variable
+    coding: np.ndarray | None  # (levels, m) for factors
+    names: list[str]
+
+
+def _factor_piece(variable: _Variable, full: bool) -> _Piece:
+    k = len(variable.levels)
+    if full:
+        return _Piece(variable, np.eye(k), [variable.label + lev for lev in variable.levels])
+    if variable.ordered:
+        matrix, suffixes = _poly_contrasts(k)
+        return _Piece(variable, matrix, [variable.label + s for s in suffixes])
+    return _Piece(variable, np.eye(k)[:, 1:], [variable.label + lev for lev in variable.levels[1:]])
+
+
+def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool) -> list[dict]:
+    """R's factors table: for each term, variable -> 1 (contrasts) or 2 (indicators)."""
+    table = []
+    for j, term in enumerate(terms):
+        codes = {}
+        for v in term.variables:
+            rest = frozenset(term.variables) - {v}
+            if not rest:
+                codes[v] = 1
+            elif any(rest <= frozenset(terms[i].variables) for i in range(j)):
+                codes[v] = 1
+            else:
+                codes[v] = 2
+        table.append(codes)
+    if not intercept:
+        done = False
+        for j, term in enumerate(terms):
+            for v in term.variables:
+                if is_factor[v]:
+                    table[j][v] = 2
+                    done = True
+                    break
+            if done:
+                break
+    return table
+
+
+_BLOCK_BYTES = 1 << 20  # a block of rows of X this size stays in cache while its columns are written
+
+
+def _fill_design(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]],
+                 offsets: list[int], rows: np.ndarray | None):
+    """Write every term's columns into X, block of rows by block of rows.
+
+    Numeric variables hold all rows of the data; ``rows`` (None when no row was dropped)
+    selects the kept ones block by block, so no full-length copy of a column is made.
+    Factor variables hold codes of the kept rows already.
+    """
+    n, p = X.shape
+    block = max(256, _BLOCK_BYTES // max(8 * p, 1))
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        index = slice(start, stop) if rows is None else rows[start:stop]
+        if intercept:  # written here so that X's pages are first touched block by block
+            X[start:stop, 0] = 1.0
+        for pieces, offset in zip(term_pieces, offsets):
+            if len(pieces) == 1 and pieces[0].coding is None:
+                X[start:stop, offset] = pieces[0].variable.values[index]
+                continue
+            block_cols = None
+            for piece in pieces:
+                if piece.coding is None:
+                    cols = piece.variable.values[index][:, None]
+                else:
+                    cols = piece.coding[piece.variable.codes[start:stop]]
+                if block_cols is None:
+                    block_cols = cols
+                else:  # first variable varies fastest
+                    block_cols = (cols[:, :, None] * block_cols[:, None, :]).reshape(stop - start, -1)
+            X[start:stop, offset:offset + block_cols.shape[1]] = block_cols
+
+
+def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
+    """Evaluate ``formula`` on ``data`` as R's ``lm`` does (model.frame + model.matrix).
+
+    Returns a :class:`ModelFrame` with y (n,), X (n, p) C-contiguous float64, R's column names,
+    ``assign``, term labels, the kept rows (0-based positions) and the grouping factors of the
+    random-intercept bars. ``data`` is never modified.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    parsed = parse_formula(formula)
+    text = parsed.text
+    if parsed.response is None:
+        raise FormulaError("the formula has no response (write 'y ~ ...')", text, 0)
+    if parsed.random_terms and not allow_random:
+        bar = parsed.random_terms[0]
+        raise FormulaError(
+            f"random-effect term {bar.text} is not allowed here (lm/ols fits fixed effects only; "
+            "use engine.brm for multilevel models)", text, bar.pos)
+    for bar in parsed.random_terms:
+        if not bar.intercept_only:
+            raise FormulaError(
+                f"random slopes not supported yet: {bar.text} (only (1 | g) is)", text, bar.pos)
+    if parsed.has_dot:
+        lhs_columns: list[tuple[str, int]] = []
+        _arith_sources(parsed._lhs, lhs_columns)
+        used = {c for c, _ in lhs_columns}
+        dot_columns = tuple(str(c) for c in data.columns if str(c) not in used)
+        parsed = _build_formula(text, parsed._lhs, parsed._rhs, dot_columns)
+
+    # 1. Every data column the formula reads, evaluated once on all rows.
+    column_refs: list[tuple[str, int]] = []
+    for node in parsed._variable_nodes:
+        _arith_sources(node, column_refs)
+    group_columns = []
+    for bar in parsed.random_terms:
+        for cols in bar.group_columns:
+            for c in cols:
+                if c not in group_columns:
+                    group_columns.append(c)
+                    column_refs.append((c, bar.pos))
+    columns: dict[str, _Variable] = {}
+    for name, pos in column_refs:
+        if name not in columns:
+            columns[name] = _evaluate_column(_column(data, name, text, pos), name)
+
+    # 2. The model's variables (response first).
+    variables: list[_Variable] = []
+    for label, node in zip(parsed.variables, parsed._variable_nodes):
+        if isinstance(node, _Name):
+            variable = columns[node.name]
+            if variable.label != label:
+                variable = _Variable(**{**variable.__dict__, "label": label})
+        elif isinstance(node, _Call) and node.func in _FACTOR_FUNCTIONS:
+            variable = _as_factor(columns[node.args[0].name], label)
+        else:
+            refs: list[tuple[str, int]] = []
+            _arith_sources(node, refs)
+            with np.errstate(all="ignore"):
+                value = _evaluate_arith(node, columns, label)
+            values = np.broadcast_to(np.asarray(value, dtype=np.float64), (len(data),))
+            values = np.ascontiguousarray(values)
+            missing = np.isnan(values)
+            variable = _Variable(label, "numeric", values=values,
+                                 missing=missing if missing.any() else None,
+                                 sources=tuple(dict.fromkeys(r for r, _ in refs)))
+        variables.append(variable)
+
+    response = variables[0]
+    if response.logical:  # R's lm uses a logical response as 0/1
+        values = response.codes.astype(np.float64)
+        values[response.codes < 0] = np.nan
+        response = variables[0] = _Variable(response.label, "numeric", values=values,
+                                            missing=response.missing, sources=response.sources)
+    if response.kind != "numeric":
+        raise ModelSpecError(
+            f"the response {parsed.response!r} is a factor ({len(response.levels)} levels); "
+            "only a numeric response is supported")
+
+    # 3. Listwise deletion over every variable and grouping column.
+    n_original = len(data)
+    missing = np.zeros(n_original, dtype=bool)
+    for variable in list(variables) + [columns[c] for c in group_columns]:
+        if variable.missing is not None:
+            missing |= variable.missing
+    n_dropped = int(missing.sum())
+    if n_dropped == n_original:
+        counts = sorted(
+            ((int(v.missing.sum()), v.label) for v in variables + [columns[c] for c in group_columns]
+             if v.missing is not None), reverse=True)
+        detail = ", ".join(f"{label!r} ({count} missing)" for count, label in counts[:5])
+        raise DataError(
+            f"no rows left after removing rows with missing values (n = {n_original}); "
+            f"columns with missing values: {detail or 'none'}")
+    rows = np.flatnonzero(~missing) if n_dropped else np.arange(n_original, dtype=np.int64)
+    rows = rows.astype(np.int64, copy=False)
+    n = rows.shape[0]
+
+    # 4. Non-finite numbers in kept rows.
+    for variable in variables:
+        if variable.kind == "numeric" and (
+                variable.missing is not None or not np.isfinite(variable.values).all()):
+            bad = np.isinf(variable.values)
+            if bad.any() and bad[rows].any():
+                first = int(rows[np.flatnonzero(bad[rows])[0]])
+                what = (f"column {variable.label!r}" if variable.sources == (variable.label,)
+                        else f"{variable.label!r} (from column(s) {', '.join(map(repr, variable.sources))})")
+                raise DataError(
+                    f"{what} has non-finite values (Inf) in the rows used, first at row "
+                    f"{first} (0-based position); remove or recode them")
+
+    # 5. Subset to the kept rows, drop unused factor levels.
+    kept: list[_Variable] = []
+    factors: dict[str, FactorInfo] = {}
+    for index, variable in enumerate(variables):
+        if variable.kind == "numeric":  # all rows; _fill_design selects the kept ones
+            kept.append(_Variable(variable.label, "numeric", values=variable.values,
+                                  sources=variable.sources))
+            continue
+        codes = variable.codes if not n_dropped else variable.codes[rows]
+        levels = variable.levels
+        if not variable.logical:
+            present = np.bincount(codes, minlength=len(levels)) > 0
+            if not present.all():
+                remap = np.cumsum(present) - 1
+                codes = remap[codes]
+                levels = [lev for lev, keep in zip(levels, present) if keep]
+            if len(levels) < 2 and index > 0:
+                raise ModelSpecError(
+                    f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
+                    f"{n} rows used{' after removing rows with missing values' if n_dropped else ''}; "
+                    "a factor needs at least two levels")
+        kept.append(_Variable(variable.label, "factor", codes=np.ascontiguousarray(codes),
+                              levels=list(levels), ordered=variable.ordered, logical=variable.logical))
+        factors[variable.label] = FactorInfo(list(levels), variable.ordered, variable.logical)
+
+    # 6. Columns of each term (R's factors table and model.matrix).
+    terms = parsed.terms
+    is_factor = [v.kind == "factor" for v in kept]
+    table = _term_codes(terms, is_factor, parsed.has_intercept)
+    column_names: list[str] = []
+    assign: list[int] = []
+    if parsed.has_intercept:
+        column_names.append("(Intercept)")
+        assign.append(0)
+    term_pieces: list[list[_Piece]] = []
+    offsets: list[int] = []
+    for j, term in enumerate(terms, start=1):
+        pieces = []
+        for v in term.variables:
+            variable = kept[v]
+            if variable.kind == "numeric":
+                pieces.append(_Piece(variable, None, [variable.label]))
+            else:
+                pieces.append(_factor_piece(variable, table[j - 1][v] == 2))
+        names = [""]
+        for piece in pieces:  # first variable varies fastest
+            names = [f"{prefix}:{name}" if prefix else name for name in piece.names for prefix in names]
+        offsets.append(len(column_names))
+        column_names.extend(names)
+        assign.extend([j] * len(names))
+        term_pieces.append(pieces)
+
+    X = np.empty((n, len(column_names)), dtype=np.float64)
+    _fill_design(X, parsed.has_intercept, term_pieces, offsets, rows if n_dropped else None)
+    y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
+
+    # 7. Grouping factors.
+    groups: list[GroupingFactor] = []
+    seen: set[str] = set()
+    for bar in parsed.random_terms:
+        for name, cols in zip(bar.groups, bar.group_columns):
+            if name in seen:
+                raise FormulaError(f"grouping factor {name!r} appears twice", text, bar.pos)
+            seen.add(name)
+            groups.append(_grouping_factor(name, cols, columns, rows, n_dropped))
+
+    return ModelFrame(
+        formula=text,
+        response_name=parsed.response,
+        y=y,
+        X=X,
+        column_names=column_names,
+        assign=np.asarray(assign, dtype=np.int64),
+        term_labels=[t.label for t in terms],
+        has_intercept=parsed.has_intercept,
+        rows=rows,
+        n_dropped=n_dropped,
+        groups=groups,
+        fixed_formula=parsed.fixed_text,
+        random_terms=parsed.random_terms,
+        factors=factors,
+        n_original=n_original,
+    )
+
+
+def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
+    """Codes (on kept rows) and labels of one grouping column, as R's factor() makes them."""
+    if variable.kind == "factor":
+        codes = variable.codes if not n_dropped else variable.codes[rows]
+        present = np.bincount(codes, minlength=len(variable.levels)) > 0
+        remap = np.cumsum(present) - 1
+        return remap[codes], [lev for lev, keep in zip(variable.levels, present) if keep]
+    values = variable.values if not n_dropped else variable.values[rows]
+    uniques, codes = np.unique(values, return_inverse=True)  # factor(numeric): numeric order
+    return codes.astype(np.int64), [_r_number(float(u)) for u in uniques]
+
+
+def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.ndarray,
+                     n_dropped: int) -> GroupingFactor:
+    codes, levels = _group_labels(columns[cols[0]], rows, n_dropped)
+    if len(cols) == 1:
+        return GroupingFactor(name, np.ascontiguousarray(codes, dtype=np.int64), levels,
+                              len(levels), cols)
+    # brms: paste(g1, g2, sep = "_") then factor(): levels sorted as strings.
+    parts = [(codes, levels)] + [_group_labels(columns[c], rows, n_dropped) for c in cols[1:]]
+    combined = np.zeros(len(codes), dtype=np.int64)
+    for part_codes, part_levels in parts:
+        combined = combined * len(part_levels) + part_codes
+    uniques, inverse = np.unique(combined, return_inverse=True)
+    labels = []
+    for u in uniques:
+        pieces = []
+        for part_codes, part_levels in reversed(parts):
+            pieces.append(part_levels[u % len(part_levels)])
+            u //= len(part_levels)
+        labels.append("_".join(reversed(pieces)))
+    order = sorted(range(len(labels)), key=lambda k: _r_sort_key(labels[k]))
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels))
+    return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
+                          [labels[k] for k in order], len(labels), cols)
