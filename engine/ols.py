@@ -931,8 +931,9 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
 
         t2 = time.perf_counter()
         k = ls.rank
-        robust = robust_covariance(kind, mf.X[:, ls.pivot[:k]], ls.resid, ls.qr.r[:k, :k],
-                                   clusters, row_names=_r_row_names(index))
+        kept = ls.pivot[:k]
+        Xk = mf.X if k == p and np.array_equal(kept, np.arange(p)) else mf.X[:, kept]
+        robust = robust_covariance(kind, Xk, ls.resid, ls.qr.r[:k, :k], clusters, row_index=index)
         timings["robust_vcov"] = time.perf_counter() - t2
     return OLSResults(ls, mf.column_names, index, formula=mf.formula,
                       call=_call_text(mf.formula, data_node), n_dropped=mf.n_dropped,

@@ -42,6 +42,7 @@ def predict_ols(fit, newdata: pd.DataFrame | None = None, interval: str | None =
 
     from .newdata import fitted_terms, new_design
     from .ols import _back_substitute
+    from .robust import leverages
 
     if interval not in INTERVALS:
         raise ModelSpecError(
@@ -80,8 +81,7 @@ def predict_ols(fit, newdata: pd.DataFrame | None = None, interval: str | None =
             df = fit.robust.df
         else:
             rinv = _back_substitute(ls.qr.r[:k, :k], np.eye(k)) if k else np.zeros((0, 0))
-            Z = Xk @ rinv
-            ip = np.einsum("ij,ij->i", Z, Z) * res_var
+            ip = leverages(Xk, rinv)[1] * res_var
     out = {"fit": predictor, "se_fit": np.sqrt(ip)}
     if interval is not None:
         if interval == "prediction" and newdata is None:

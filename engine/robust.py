@@ -30,11 +30,12 @@ freedom for CR2 are not computed).
 
 Computation (never forming or inverting X'X): with R the triangle of the pivoted QR of X restricted
 to the rank k kept columns, (X'X)^-1 = R^-1 R^-T, the leverages are the squared row norms of
-X R^-1, and with S = U R^-1 (U: the G x k matrix of scores s_g') V = T'T for T = S R^-T. The
-scores are a sum over rows (:func:`cluster_scores`), so a partitioned data set can add its
+X R^-1, and with U the G x k matrix of scores s_g' and the meat M = U'U, V = R^-1 (R^-T M R^-1) R^-T
+(k x k products only). The scores are a sum over rows (:func:`cluster_scores`), so a partitioned data set can add its
 partitions' score matrices (or, when no cluster spans two partitions, their meats U'U).
-For CR2 the cluster's block of X R^-1, Q_g = W_g diag(d) Z' (thin SVD), gives
-(I - Q_g Q_g')^(-1/2) = I + W_g diag((1 - d^2)^(-1/2) - 1) W_g' at O(n_g k^2) per cluster.
+For CR2 the cluster's block of X R^-1, Q_g, with Q_g'Q_g = Z diag(d^2) Z', gives
+(I - Q_g Q_g')^(-1/2) e_g = e_g + Q_g Z diag(((1 - d^2)^(-1/2) - 1) / d^2) Z' Q_g' e_g at
+O(n_g k^2 + k^3) per cluster (:func:`_cr2_adjust`), never an n_g x n_g matrix.
 
 Shapes: X (n, k) kept columns in pivot order, resid (n,), codes (n,) int64 in 0..G-1.
 """
@@ -204,16 +205,85 @@ def cluster_scores(X: np.ndarray, w: np.ndarray, codes: np.ndarray | None,
     return _cluster_scores(X, w, np.ascontiguousarray(codes, dtype=np.int64), int(n_clusters))
 
 
+@numba.njit(cache=True, nogil=True)
+def _times_matrix(X, A):
+    """X @ A for a tall X (n, k) and a small A (k, m), row by row (no BLAS threads for a
+    k x k right factor, which are slower than this loop on a busy machine)."""
+    n, k = X.shape
+    m = A.shape[1]
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            s = 0.0
+            for c in range(k):
+                s += X[i, c] * A[c, j]
+            out[i, j] = s
+    return out
+
+
 def _sandwich(scores: np.ndarray, rinv: np.ndarray) -> np.ndarray:
-    """(X'X)^-1 (U'U) (X'X)^-1 = T'T with T = U R^-1 R^-T; scores U (G, k), rinv (k, k)."""
-    T = (scores @ rinv) @ rinv.T
-    return T.T @ T
+    """(X'X)^-1 M (X'X)^-1 with M = U'U (the meat, a sum over clusters of s_g s_g') and
+    (X'X)^-1 = R^-1 R^-T: R^-1 (R^-T M R^-1) R^-T, k x k products only. scores U (G, k)."""
+    meat = scores.T @ scores
+    inner = rinv.T @ meat @ rinv
+    V = rinv @ inner @ rinv.T
+    return (V + V.T) / 2.0
 
 
 def leverages(Xk: np.ndarray, rinv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Q = X R^-1 (n, k), whose orthonormal columns span X's, and the hat values h (n,)."""
-    Q = Xk @ rinv
+    Q = _times_matrix(np.ascontiguousarray(Xk, dtype=np.float64),
+                      np.ascontiguousarray(rinv, dtype=np.float64))
     return Q, np.einsum("ij,ij->i", Q, Q)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cr2_adjust(Q, resid, order, starts, tol, out):
+    """out[i] = ((I - Q_g Q_g')^(-1/2) e_g)_i for the clusters whose rows are
+    order[starts[g]:starts[g + 1]].
+
+    With Q_g'Q_g = Z diag(d2) Z' (k x k, eigh), (I - Q_g Q_g')^(-1/2) e = e + Q_g c with
+    c = Z diag(f(d2) / d2) Z' Q_g'e and f(x) = (1 - x)^(-1/2) - 1 = expm1(-log1p(-x) / 2); where
+    1 - d2 <= tol clubSandwich's power 0 gives f = -1; as d2 -> 0, f(d2) / d2 -> 1/2.
+    O(n_g k^2 + k^3) per cluster, no n_g x n_g matrix.
+    """
+    k = Q.shape[1]
+    C = np.empty((k, k))
+    b = np.empty(k)
+    for g in range(starts.shape[0] - 1):
+        lo = starts[g]
+        hi = starts[g + 1]
+        C[:, :] = 0.0
+        b[:] = 0.0
+        for r in range(lo, hi):
+            i = order[r]
+            e = resid[i]
+            for a in range(k):
+                qa = Q[i, a]
+                b[a] += qa * e
+                for c in range(a, k):
+                    C[a, c] += qa * Q[i, c]
+        for a in range(k):
+            for c in range(a):
+                C[a, c] = C[c, a]
+        d2, Z = np.linalg.eigh(C)
+        zb = Z.T @ b
+        for j in range(k):
+            x = d2[j]
+            if x <= 1e-12:
+                ratio = 0.5
+            elif 1.0 - x > tol:
+                ratio = math.expm1(-0.5 * math.log1p(-x)) / x
+            else:
+                ratio = -1.0 / x
+            zb[j] *= ratio
+        coef = Z @ zb
+        for r in range(lo, hi):
+            i = order[r]
+            s = 0.0
+            for a in range(k):
+                s += Q[i, a] * coef[a]
+            out[i] = resid[i] + s
 
 
 def _cr2_residuals(Q: np.ndarray, h: np.ndarray, resid: np.ndarray, codes: np.ndarray,
@@ -228,14 +298,10 @@ def _cr2_residuals(Q: np.ndarray, h: np.ndarray, resid: np.ndarray, codes: np.nd
         out[single] = np.where(ok, resid[single] / np.sqrt(np.where(ok, one_minus, 1.0)), 0.0)
     multi = np.flatnonzero(~single)
     if multi.size:
-        order = multi[np.argsort(codes[multi], kind="stable")]
-        bounds = np.flatnonzero(np.diff(codes[order])) + 1
-        for rows in np.split(order, bounds):
-            W, d, _ = np.linalg.svd(Q[rows], full_matrices=False)
-            lam = 1.0 - d * d  # eigenvalues of I - H_gg in span(W); 1 elsewhere
-            factor = np.where(lam > CR2_EIGEN_TOL, 1.0 / np.sqrt(np.maximum(lam, CR2_EIGEN_TOL)), 0.0)
-            e = resid[rows]
-            out[rows] = e + W @ ((factor - 1.0) * (W.T @ e))
+        order = np.ascontiguousarray(multi[np.argsort(codes[multi], kind="stable")], dtype=np.int64)
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(codes[order])) + 1, [order.size]])
+        _cr2_adjust(np.ascontiguousarray(Q), resid, order, starts.astype(np.int64),
+                    CR2_EIGEN_TOL, out)
     return out
 
 
@@ -251,12 +317,12 @@ def _combined_codes(clusters: Clusters, dims: tuple[int, ...]) -> tuple[np.ndarr
 
 def robust_covariance(kind: str, Xk: np.ndarray, resid: np.ndarray, r: np.ndarray,
                       clusters: Clusters | None = None,
-                      row_names: Sequence[str] | None = None) -> RobustCovariance:
+                      row_index: pd.Index | None = None) -> RobustCovariance:
     """The robust covariance ``kind`` of the coefficients of the kept columns ``Xk`` (n, k).
 
     r: (k, k) upper triangular with Xk = Q r (the fit's pivoted QR, leading rank x rank block).
-    resid: (n,) the fit's residuals. clusters: for CR types. row_names: R's row names of the rows
-    (for the hat-value warning).
+    resid: (n,) the fit's residuals. clusters: for CR types. row_index: the rows' index labels
+    (R's row names in the hat-value warning).
     """
     from .ols import _back_substitute
 
@@ -272,7 +338,10 @@ def robust_covariance(kind: str, Xk: np.ndarray, resid: np.ndarray, r: np.ndarra
             with np.errstate(divide="ignore", invalid="ignore"):
                 w = resid / np.sqrt(1.0 - h) if kind == "HC2" else resid / (1.0 - h)
             if near_one.size:
-                ids = [row_names[i] if row_names is not None else str(i + 1) for i in near_one[:10]]
+                from .ols import _r_row_names
+
+                names = _r_row_names(row_index if row_index is not None else pd.RangeIndex(n))
+                ids = [names[i] for i in near_one[:10]]
                 if near_one.size > 10:
                     ids.append("...")
                 warnings.warn(
