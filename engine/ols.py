@@ -816,6 +816,8 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
 
     from .formula import model_frame
 
+    if not isinstance(data_name, str):
+        raise ModelSpecError(f"data_name must be a string, got {type(data_name).__name__}")
     t0 = time.perf_counter()
     mf = model_frame(formula, data, allow_random=False)
     t1 = time.perf_counter()

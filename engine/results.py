@@ -520,6 +520,8 @@ def fit_exists(path: str | os.PathLike) -> bool:
 
 def load_fit(path: str | os.PathLike) -> BrmFit:
     """Read a fit written by ``BrmFit.save`` (no pickle: ``numpy.load(allow_pickle=False)``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"load_fit() needs a file path, got {type(path).__name__}")
     npz_path, json_path = fit_paths(path)
     if not (os.path.exists(npz_path) and os.path.exists(json_path)):
         raise DataError(f"no saved fit at {os.fspath(path)!r} (expected {npz_path} and {json_path})")
