@@ -17,7 +17,11 @@ Saved format (``BrmFit.save(path)`` / ``load_fit(path)``), documented so that ot
   ``n_dropped``, ``data_name``, ``chains`` (per data set), ``iter``, ``warmup``, ``thin``,
   ``sampler``, ``sampler_options``, ``prior_summary`` (records), ``seed`` (root entropy and the
   spawn key of every chain's seed sequence), ``data_hash`` (SHA-256 of the model's arrays),
-  ``n_imputations``, ``nobs_per_imputation``, ``created``.
+  ``n_imputations``, ``nobs_per_imputation``, ``created``; since format version 2
+  ``arrays_sha256``, the SHA-256 of the arrays and the settings that give them their meaning
+  (``engine.validate.arrays_checksum``). ``load_fit`` checks the schema version, the shapes the
+  settings imply and the checksum, and raises ``engine.errors.CacheError`` (which files to delete)
+  on anything else (``engine.validate.read_fit_cache``); version-1 files (no checksum) still load.
 """
 
 from __future__ import annotations
