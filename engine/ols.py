@@ -498,7 +498,8 @@ def _column_scales(a: np.ndarray) -> np.ndarray | None:
     if not extreme.any():
         return None
     scale = np.ones(a.shape[1])
-    scale[extreme] = np.ldexp(1.0, (2 * np.round(np.log2(big[extreme]) / 2)).astype(np.int64))
+    # floor, not round: 2^(2 floor(log2(big) / 2)) <= big stays finite even for big near 1.8e308
+    scale[extreme] = np.ldexp(1.0, (2 * np.floor(np.log2(big[extreme]) / 2)).astype(np.int64))
     return scale
 
 

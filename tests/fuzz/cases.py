@@ -168,6 +168,8 @@ def ols_cases() -> list[Case]:
     add("x_times_1e250", lambda: engine.ols("y ~ x", frame(x=x * 1e250)), check=r_lm_check("x_1e250"))
     add("y_times_1e200", lambda: engine.ols("y ~ x", frame(y=y * 1e200)), check=r_lm_check("y_1e200"))
     add("plain", lambda: engine.ols("y ~ x", ok), check=r_lm_check("plain"))
+    add("y_one_value_1e308", lambda: engine.ols("y ~ x", frame(y=np.where(np.arange(20) == 0, 1e308, y))),
+        check=r_lm_check("y_one_1e308"))
     add("log_of_negative", lambda: engine.ols("y ~ log(x)", ok), check=r_log_check)
 
     def unchanged():
