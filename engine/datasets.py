@@ -53,6 +53,8 @@ def data_path(name: str = "Sample2_Data.csv") -> str:
 def _read(path: str | os.PathLike | None) -> pd.DataFrame:
     if path is None:
         path = data_path()
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"data file not found: {path!r}")

@@ -74,7 +74,10 @@ _EPS = np.finfo(float).eps
 
 def _as_chains(x, name: str = "x") -> np.ndarray:
     """Validate one variable's draws; return a float array (chains, draws)."""
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError as error:  # ragged nested lists
+        raise EngineInputError(f"{name} must be an array of draws (chains, draws): {error}") from None
     if arr.dtype == bool:
         arr = arr.astype(float)
     if not (np.issubdtype(arr.dtype, np.number)) or np.iscomplexobj(arr):

@@ -114,7 +114,7 @@ def _column_info(name: str, series: pd.Series) -> ColumnInfo:
         return ColumnInfo(name, True, tuple(dtype.categories), bool(dtype.ordered), "categorical", dtype)
     if pd.api.types.is_bool_dtype(dtype):
         return ColumnInfo(name, True, (False, True), False, "bool", dtype)
-    if pd.api.types.is_numeric_dtype(dtype):
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
         return ColumnInfo(name, False, (), False, "numeric", dtype)
     if pd.api.types.is_string_dtype(dtype) or dtype == object:
         observed = series.dropna()

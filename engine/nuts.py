@@ -64,7 +64,7 @@ from engine.hmc.adaptation import (
 from engine.hmc.metric import EuclideanMetric, regularised_metric, welford_update
 from engine.hmc.tree import make_workspace, nuts_transition
 from engine.parallel import child_seeds, run_tasks
-from engine.validate import check_seed
+from engine.validate import as_array, check_seed
 
 LOGP_SIGNATURE = types.Tuple((types.float64, types.float64[::1]))(
     types.float64[::1], types.float64[::1], types.int64[::1])
@@ -352,7 +352,8 @@ def validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains=1)
         raise EngineInputError(f"iter must be a positive integer, got {iter!r}")
     if not isinstance(warmup, (int, np.integer)) or warmup < 0 or warmup >= iter:
         raise EngineInputError(f"warmup must be an integer in [0, iter), got warmup={warmup!r}, iter={iter!r}")
-    if not (0.0 < float(adapt_delta) < 1.0):
+    if isinstance(adapt_delta, (str, bytes, bool)) or not isinstance(adapt_delta, (int, float, np.number)) \
+            or not (0.0 < float(adapt_delta) < 1.0):
         raise EngineInputError(f"adapt_delta must lie in (0, 1), got {adapt_delta!r}")
     if not isinstance(max_treedepth, (int, np.integer)) or not (1 <= max_treedepth <= 30):
         raise EngineInputError(f"max_treedepth must be an integer in 1..30, got {max_treedepth!r}")
@@ -400,8 +401,8 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     validate_options(iter, warmup, adapt_delta, max_treedepth, metric, chains)
     check_seed(seed, where="nuts.sample")
     with_data = data is not None or index is not None
-    data = NO_DATA if data is None else np.ascontiguousarray(data, dtype=np.float64).reshape(-1)
-    index = NO_INDEX if index is None else np.ascontiguousarray(index, dtype=np.int64).reshape(-1)
+    data = NO_DATA if data is None else as_array(data, np.float64, "data").reshape(-1)
+    index = NO_INDEX if index is None else as_array(index, np.int64, "index").reshape(-1)
     args = (data, index)
     if isinstance(logp_and_grad, LogDensity):
         user_density = logp_and_grad
@@ -414,7 +415,7 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
         user_density = log_density(logp_and_grad, with_data)
         guarded = guarded_density(logp_and_grad, with_data)
     logp_and_grad = user_density
-    init = np.asarray(initial_position, dtype=np.float64)
+    init = as_array(initial_position, np.float64, "initial_position")
     if init.ndim == 1:
         init = np.broadcast_to(init, (chains, init.shape[0]))
     if init.ndim != 2 or init.shape[0] != chains or init.shape[1] < 1:

@@ -501,7 +501,8 @@ def _column_scales(a: np.ndarray) -> np.ndarray | None:
     if not extreme.any():
         return None
     scale = np.ones(a.shape[1])
-    scale[extreme] = np.ldexp(1.0, (2 * np.round(np.log2(big[extreme]) / 2)).astype(np.int64))
+    # floor, not round: 2^(2 floor(log2(big) / 2)) <= big stays finite even for big near 1.8e308
+    scale[extreme] = np.ldexp(1.0, (2 * np.floor(np.log2(big[extreme]) / 2)).astype(np.int64))
     return scale
 
 
@@ -896,6 +897,8 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
     from .formula import model_frame
     from .robust import check_cluster_columns, check_vcov_arguments
 
+    if not isinstance(data_name, str):
+        raise ModelSpecError(f"data_name must be a string, got {type(data_name).__name__}")
     data_node = _data_node(data_name)
     kind, cluster_names = check_vcov_arguments(vcov, cluster)
     if cluster_names:

@@ -160,6 +160,8 @@ def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:
     the complete-data df (default: the first fit's residual df; ``math.inf`` for large samples,
     which is also used when the fits carry no residual df).
     """
+    if isinstance(fits, (str, bytes, pd.DataFrame)) or not hasattr(fits, "__iter__"):
+        raise EngineInputError(f"pool() needs a list of fitted models, got {type(fits).__name__}")
     fits = list(fits)
     m = len(fits)
     if m < 2:

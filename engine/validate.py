@@ -414,3 +414,17 @@ def sampler_failures(sampler: str):
         raise SamplerError(
             f"the {sampler} sampler failed numerically ({type(error).__name__}: {error}); the data may be "
             "degenerate (a constant or nearly constant response, extreme scales)") from None
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def as_array(value, dtype, name: str) -> np.ndarray:
+    """``value`` as a C-contiguous array of ``dtype``; an EngineInputError naming the argument when
+    it does not convert (text, ragged lists, complex numbers for a real array)."""
+    if np.iscomplexobj(value) and np.dtype(dtype).kind != "c":
+        raise EngineInputError(f"{name} must hold real numbers, got complex values")
+    try:
+        return np.ascontiguousarray(value, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise EngineInputError(f"{name} must be an array of {np.dtype(dtype).name} numbers: {error}") from None

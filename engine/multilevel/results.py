@@ -19,7 +19,12 @@ Saved format (``BrmFit.save(path)`` / ``load_fit(path)``), documented so that ot
   ``sampler``, ``sampler_options``, ``prior_summary`` (records), ``seed`` (root entropy and the
   spawn key of every chain's seed sequence), ``data_hash`` (SHA-256 of the model's arrays),
   ``n_imputations``, ``nobs_per_imputation``, ``created``; optional ``design`` (column names,
-  groups, data columns). Files without the optional design load as before (no predictions).
+  groups, data columns). Files without the optional design load as before (no predictions);
+  since format version 2
+  ``arrays_sha256``, the SHA-256 of the arrays and the settings that give them their meaning
+  (``engine.validate.arrays_checksum``). ``load_fit`` checks the schema version, the shapes the
+  settings imply and the checksum, and raises ``engine.errors.CacheError`` (which files to delete)
+  on anything else (``engine.validate.read_fit_cache``); version-1 files (no checksum) still load.
 """
 
 from __future__ import annotations
@@ -703,6 +708,8 @@ def fit_exists(path: str | os.PathLike) -> bool:
 
 def load_fit(path: str | os.PathLike) -> BrmFit:
     """Read a fit written by ``BrmFit.save`` (no pickle: ``numpy.load(allow_pickle=False)``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"load_fit() needs a file path, got {type(path).__name__}")
     npz_path, json_path = fit_paths(path)
     if not (os.path.exists(npz_path) and os.path.exists(json_path)):
         raise DataError(f"no saved fit at {os.fspath(path)!r} (expected {npz_path} and {json_path})")

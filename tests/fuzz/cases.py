@@ -169,6 +169,8 @@ def ols_cases() -> list[Case]:
     add("x_times_1e250", lambda: engine.ols("y ~ x", frame(x=x * 1e250)), check=r_lm_check("x_1e250"))
     add("y_times_1e200", lambda: engine.ols("y ~ x", frame(y=y * 1e200)), check=r_lm_check("y_1e200"))
     add("plain", lambda: engine.ols("y ~ x", ok), check=r_lm_check("plain"))
+    add("y_one_value_1e308", lambda: engine.ols("y ~ x", frame(y=np.where(np.arange(20) == 0, 1e308, y))),
+        check=r_lm_check("y_one_1e308"))
     add("log_of_negative", lambda: engine.ols("y ~ log(x)", ok), check=r_log_check)
 
     def unchanged():
@@ -504,6 +506,46 @@ def _pickled_npz() -> bytes:
     return buffer.getvalue()
 
 
+def _normal():
+    import numba
+
+    @numba.njit
+    def normal(x):
+        return -0.5 * (x @ x), -x
+    return normal
+
+
+def argument_type_cases() -> list[Case]:
+    """Arguments of the wrong type anywhere (these used to raise numpy's or Python's own errors)."""
+    c = []
+    add = lambda area, name, f, expect, match=None: c.append(Case(name, area, f, expect, match))  # noqa: E731
+    add("nuts", "init_text", lambda: engine.nuts.sample(_normal(), ["a", "b"]), E.EngineInputError, "initial_position")
+    add("nuts", "init_complex", lambda: engine.nuts.sample(_normal(), np.zeros(2) + 1j), E.EngineInputError, "initial_position")
+    add("nuts", "data_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), data=["a"]), E.EngineInputError, "data")
+    add("nuts", "index_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), index=["a"]), E.EngineInputError, "index")
+    add("nuts", "adapt_delta_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), adapt_delta="x"), E.EngineInputError)
+    add("nuts", "iter_float", lambda: engine.nuts.sample(_normal(), np.zeros(2), iter=100.0), E.EngineInputError, "iter")
+    add("diagnostics", "ragged_lists", lambda: diagnostics.rhat([[1.0, 2.0], [1.0]]), E.EngineInputError)
+    add("diagnostics", "none", lambda: diagnostics.ess_bulk(None), E.EngineInputError)
+    add("pool", "not_a_list", lambda: engine.pool(5), E.EngineInputError)
+    add("pool", "a_frame", lambda: engine.pool(pd.DataFrame({"a": [1]})), E.EngineInputError)
+    add("pool", "nones", lambda: engine.pool([None, None]), E.EngineInputError)
+    add("cache", "path_none", lambda: engine.results.load_fit(None), E.DataError)
+    add("cache", "path_missing", lambda: engine.results.load_fit(str(TMP / "none")), E.DataError, "no saved fit")
+    add("datasets", "path_number", lambda: engine.datasets.load_grit(123), E.DataError)
+    add("ols", "data_name_number", lambda: engine.ols("y ~ x", frame(), data_name=5), E.ModelSpecError, "data_name")
+    add("ols", "complex_column", lambda: engine.ols("y ~ x", frame(x=np.zeros(20) + 1j)), E.DataError, "'x'")
+    add("ols", "datetime_column", lambda: engine.ols("y ~ t", frame(t=pd.date_range("2020", periods=20))), E.DataError, "'t'")
+    add("mice", "complex_column", lambda: engine.mice(mice_frame().assign(c=1 + 1j), m=1, maxit=1), E.ImputationError, "'c'")
+    add("mice", "datetime_column", lambda: engine.mice(mice_frame().assign(c=pd.date_range("2020", periods=30)), m=1),
+        E.ImputationError, "'c'")
+    add("brm", "chains_float", lambda: brm(chains=1.5), E.EngineInputError, "chains")
+    add("brm", "one_level_group", lambda: brm(data=ml_frame().assign(g=1)), E.ModelSpecError, "level")
+    add("brm", "brm_multiple_text", lambda: engine.brm_multiple("y ~ x + (1 | g)", "abc", **BRM), E.ImputationError)
+    add("brm", "prior_number", lambda: engine.prior(5), E.PriorError)
+    return c
+
+
 def all_cases() -> list[Case]:
     return (ols_cases() + mice_cases() + pool_cases() + diagnostics_cases() + datasets_cases()
-            + brm_cases() + cache_cases())
+            + brm_cases() + cache_cases() + argument_type_cases())
