@@ -34,7 +34,6 @@ _LAZY = {
 _SUBMODULES = {
     "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "nuts_multilevel", "printing",
     "printing_brms", "multilevel", "priors", "results", "parallel", "progress", "report", "replicate",
-    "predict_brm", "ppcheck",
 }
 
 
