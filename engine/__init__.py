@@ -7,6 +7,7 @@ The public API (imported lazily so that ``import engine`` stays fast):
   equations and Rubin's rules with Barnard-Rubin degrees of freedom, as R's mice.
 - ``engine.brm(formula, data, ...)``, ``engine.brm_multiple(formula, imp, ...)``,
   ``engine.prior(...)``: Bayesian multilevel models (Gibbs or NUTS), brms-style results.
+- ``engine.loo(fit_or_log_lik)``, ``engine.waic``, ``engine.loo_compare``: PSIS-LOO as R's loo 2.5.1.
 - ``engine.datasets.load_grit()``: the study data (Alan, Boneva & Ertac 2019).
 """
 

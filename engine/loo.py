@@ -528,6 +528,11 @@ def _as_loglik_array(x: Any, chain_id=None, name: str = "log_lik") -> np.ndarray
         return _as_loglik_array(arr, None, name)
     if isinstance(x, (pd.DataFrame, pd.Series)):
         x = x.to_numpy()
+    if not isinstance(x, (np.ndarray, list, tuple, np.generic, float, int)):
+        raise EngineInputError(
+            f"{name}: a {type(x).__name__} has no log-likelihood; pass an engine.brm / brm_multiple fit or "
+            "an array of shape (chains, draws, observations)"
+        )
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):

@@ -184,8 +184,10 @@ def test_bad_input():
         loo_compare(loo(good, r_eff=1))
     with pytest.raises(EngineInputError, match="same number of data points"):
         loo_compare(loo(good, r_eff=1), loo(good[:, :, :3], r_eff=1))
-    with pytest.raises(EngineInputError, match="numeric array"):
+    with pytest.raises(EngineInputError, match="str has no log-likelihood"):
         loo("not an array")
+    with pytest.raises(EngineInputError, match="numeric array"):
+        loo([["a", "b"], ["c", "d"]])
     original = good.copy()
     loo(good)
     assert np.array_equal(good, original)  # the user's array is never modified
