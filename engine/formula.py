@@ -950,17 +950,26 @@ def _r_label(value) -> str:
     return str(value)
 
 
-@functools.lru_cache(maxsize=1024)
-def _category_labels(categories: tuple, categories_dtype) -> tuple[str, ...]:
-    # keyed by the categories in order (equal unordered CategoricalDtypes may order them apart)
-    return tuple(_r_label(c) for c in categories)
+_CATEGORY_LABELS: dict[int, tuple] = {}  # id(dtype) -> (dtype, labels): a DataFrame keeps its dtypes
+
+
+def _category_labels(dtype: pd.CategoricalDtype) -> list[str]:
+    """R's labels of a categorical's levels, computed once per dtype object (keyed by identity:
+    equal unordered CategoricalDtypes may list their categories in different orders)."""
+    hit = _CATEGORY_LABELS.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return list(hit[1])
+    labels = tuple(_r_label(c) for c in dtype.categories)
+    if len(_CATEGORY_LABELS) > 4096:
+        _CATEGORY_LABELS.clear()
+    _CATEGORY_LABELS[id(dtype)] = (dtype, labels)
+    return list(labels)
 
 
 def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str,
                        dtype: pd.CategoricalDtype | None = None) -> _Variable:
     if dtype is not None:  # the labels of a categorical's levels, computed once per dtype
-        categories = dtype.categories
-        levels = list(_category_labels(tuple(categories.tolist()), categories.dtype))
+        levels = _category_labels(dtype)
     else:
         levels = [_r_label(c) for c in categories]
     codes = np.asarray(codes, dtype=np.int64)
@@ -980,6 +989,9 @@ def _numeric_variable(name: str, values: np.ndarray, sources: tuple[str, ...]) -
 def _evaluate_column(column, name: str) -> _Variable:
     """A data column (numpy array or ExtensionArray) as a model variable, on all rows."""
     dtype = column.dtype
+    if type(column) is np.ndarray and dtype.kind in "fiu":  # the common case, without dtype tests
+        values = column if dtype == np.float64 else column.astype(np.float64)
+        return _numeric_variable(name, values, (name,))
     if isinstance(dtype, pd.CategoricalDtype):
         variable = _factor_from_codes(column.codes, dtype.categories, bool(dtype.ordered), name,
                                       dtype)
@@ -1173,6 +1185,36 @@ def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool)
     return table
 
 
+@functools.lru_cache(maxsize=256)
+def _formula_plan(text: str, dot_columns: tuple[str, ...] | None):
+    """What a formula needs from the data, worked out once per formula (and, with ``.``, per
+    set of other columns): the term structure, the columns read (with a position for errors),
+    the variables only in the bars' left sides and the grouping columns."""
+    parsed = _parse_cached(text)
+    if dot_columns is not None:
+        parsed = _build_formula(text, parsed._lhs, parsed._rhs, dot_columns)
+    column_refs: list[tuple[str, int]] = []
+    for node in parsed._variable_nodes:
+        _arith_sources(node, column_refs)
+    bar_variables: dict[str, object] = {}  # label -> node of the bars' left-side variables
+    for bar in parsed.random_terms:
+        for block in bar.lhs:
+            for label, node in zip(block.variables, block._variable_nodes):
+                if label not in bar_variables:
+                    bar_variables[label] = node
+                    refs: list[tuple[str, int]] = []
+                    _arith_sources(node, refs)
+                    column_refs.extend((c, bar.pos) for c, _ in refs)
+    group_columns = []
+    for bar in parsed.random_terms:
+        for cols in bar.group_columns:
+            for c in cols:
+                if c not in group_columns:
+                    group_columns.append(c)
+                    column_refs.append((c, bar.pos))
+    return parsed, tuple(column_refs), tuple(bar_variables.items()), tuple(group_columns)
+
+
 def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
     """Evaluate ``formula`` on ``data`` as R's ``lm`` does (model.frame + model.matrix).
 
@@ -1194,33 +1236,15 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         raise FormulaError(
             f"random-effect term {bar.text} is not allowed here (lm/ols fits fixed effects only; "
             "use engine.brm for multilevel models)", text, bar.pos)
+    dot_columns = None
     if parsed.has_dot:
         lhs_columns: list[tuple[str, int]] = []
         _arith_sources(parsed._lhs, lhs_columns)
         used = {c for c, _ in lhs_columns}
         dot_columns = tuple(str(c) for c in data.columns if str(c) not in used)
-        parsed = _build_formula(text, parsed._lhs, parsed._rhs, dot_columns)
-
     # 1. Every data column the formula reads, evaluated once on all rows.
-    column_refs: list[tuple[str, int]] = []
-    for node in parsed._variable_nodes:
-        _arith_sources(node, column_refs)
-    bar_variables: dict[str, object] = {}  # label -> node of the bars' left-side variables
-    for bar in parsed.random_terms:
-        for block in bar.lhs:
-            for label, node in zip(block.variables, block._variable_nodes):
-                if label not in bar_variables:
-                    bar_variables[label] = node
-                    refs: list[tuple[str, int]] = []
-                    _arith_sources(node, refs)
-                    column_refs.extend((c, bar.pos) for c, _ in refs)
-    group_columns = []
-    for bar in parsed.random_terms:
-        for cols in bar.group_columns:
-            for c in cols:
-                if c not in group_columns:
-                    group_columns.append(c)
-                    column_refs.append((c, bar.pos))
+    parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
+    bar_variables = dict(bar_items)
     columns: dict[str, _Variable] = {}
     for name, pos in column_refs:
         if name not in columns:

@@ -38,6 +38,7 @@ prints (see ``engine.printing``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -670,12 +671,7 @@ class OLSResults:
         self.formula = formula
         self.call_lines = list(call)
         self.call = "\n".join(call)
-        idx = pd.Index(names)
-        self.params = pd.Series(ls.coef, index=idx, name="Estimate")
-        self.bse = pd.Series(ls.std_error, index=idx, name="Std. Error")
-        self.tvalues = pd.Series(ls.t_value, index=idx, name="t value")
-        self.pvalues = pd.Series(ls.p_value, index=idx, name="Pr(>|t|)")
-        self.vcov = pd.DataFrame(ls.vcov, index=idx, columns=idx)
+        self._index = index  # the pandas objects below are built on first access
         self.aliased = [nm for nm, a in zip(names, ls.aliased) if a]
         self.rank = ls.rank
         self.sigma = ls.sigma
@@ -690,10 +686,41 @@ class OLSResults:
         self.nobs = int(ls.resid.shape[0])
         self.n_dropped = int(n_dropped)
         self.has_intercept = ls.has_intercept
-        self.resid = pd.Series(ls.resid, index=index, name="resid")
-        self.fitted = pd.Series(ls.fitted, index=index, name="fitted")
         self.model_frame = model_frame
         self.timings = dict(timings or {})
+
+    # pandas views of the fit, built on first access (building them is most of a small fit's time)
+    @functools.cached_property
+    def _names(self) -> pd.Index:
+        return pd.Index(self.column_names)
+
+    @functools.cached_property
+    def params(self) -> pd.Series:
+        return pd.Series(self._ls.coef, index=self._names, name="Estimate")
+
+    @functools.cached_property
+    def bse(self) -> pd.Series:
+        return pd.Series(self._ls.std_error, index=self._names, name="Std. Error")
+
+    @functools.cached_property
+    def tvalues(self) -> pd.Series:
+        return pd.Series(self._ls.t_value, index=self._names, name="t value")
+
+    @functools.cached_property
+    def pvalues(self) -> pd.Series:
+        return pd.Series(self._ls.p_value, index=self._names, name="Pr(>|t|)")
+
+    @functools.cached_property
+    def vcov(self) -> pd.DataFrame:
+        return pd.DataFrame(self._ls.vcov, index=self._names, columns=self._names)
+
+    @functools.cached_property
+    def resid(self) -> pd.Series:
+        return pd.Series(self._ls.resid, index=self._index, name="resid")
+
+    @functools.cached_property
+    def fitted(self) -> pd.Series:
+        return pd.Series(self._ls.fitted, index=self._index, name="fitted")
 
     # R-style aliases
     @property
@@ -762,6 +789,11 @@ class OLSResults:
         return repr(self)
 
 
+@functools.lru_cache(maxsize=256)
+def _call_lines(formula: str, data_name: str) -> tuple[str, ...]:
+    return tuple(_call_text(formula, data_name))
+
+
 def _call_text(formula: str, data_name: str) -> list[str]:
     from .printing import call_lines
 
@@ -802,10 +834,10 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
         ls = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept, tol=tol)
     except DataError:
         raise DataError(_non_finite_message(mf)) from None
-    index = data.index[mf.rows]
+    index = data.index[mf.rows] if mf.n_dropped else data.index
     timings = {"model_frame": t1 - t0, "qr": ls.seconds_qr, "residuals": ls.seconds_resid}
     return OLSResults(ls, mf.column_names, index, formula=mf.formula,
-                      call=_call_text(mf.formula, data_name), n_dropped=mf.n_dropped,
+                      call=list(_call_lines(mf.formula, data_name)), n_dropped=mf.n_dropped,
                       model_frame=mf, timings=timings)
 
 
