@@ -1442,14 +1442,10 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
     return X, column_names, assign
 
 
-#: Rows per task when the design is written by several threads (results do not depend on it).
-_FILL_CHUNK_ROWS = 1 << 16
-
-
 def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray):
     """Write every term's columns into X with one kernel call (engine.formula_kernels):
     numeric variables are read on all rows through ``rows``, factors by their codes on the kept
-    rows and their coding matrices; large designs are written by row chunks in threads."""
+    rows and their coding matrices."""
     numeric_index: dict[int, int] = {}
     numeric: list[np.ndarray] = []
     factor_index: dict[int, int] = {}
@@ -1483,15 +1479,8 @@ def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows:
     program = _design_program(intercept, tuple(shape), tuple(picks), sizes)
     codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
     coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
-    n = X.shape[0]
-    if n <= 2 * _FILL_CHUNK_ROWS:
-        fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, n)
-        return
-    from .ols import _pool  # the thread pool of the least-squares kernels
-
-    spans = [(a, min(n, a + _FILL_CHUNK_ROWS)) for a in range(0, n, _FILL_CHUNK_ROWS)]
-    list(_pool().map(
-        lambda s: fill_design(X, numeric_2d, rows, codes_2d, coding, program, s[0], s[1]), spans))
+    # one thread: threads writing a fresh array contend for its page faults (measured slower)
+    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0])
 
 
 @functools.lru_cache(maxsize=512)
@@ -1540,7 +1529,8 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
     if not arrays:
         return np.zeros((0, n)), []
     owner = arrays[0].base
-    if (isinstance(owner, np.ndarray) and owner.dtype == np.float64 and owner.flags.c_contiguous
+    if (isinstance(owner, np.ndarray) and owner.dtype == np.float64
+            and (owner.flags.c_contiguous or owner.flags.f_contiguous)
             and all(a.base is owner and a.dtype == np.float64 and a.flags.c_contiguous
                     and a.shape == (n,) for a in arrays)):
         base = owner.ctypes.data
@@ -1548,7 +1538,8 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
         first = min(offsets)
         if n > 0 and all((o - first) % n == 0 for o in offsets):
             k = (max(offsets) - first) // n + 1
-            view = owner.reshape(-1)[first:first + k * n].reshape(k, n)
+            flat = (owner if owner.flags.c_contiguous else owner.T).reshape(-1)  # memory order
+            view = flat[first:first + k * n].reshape(k, n)
             return view, [(o - first) // n for o in offsets]
     if len(arrays) == 1:
         return np.ascontiguousarray(arrays[0]).reshape(1, n), [0]

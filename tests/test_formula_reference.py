@@ -108,3 +108,21 @@ def test_listed_formulas_match_reference(formula):
         frame = _frame(seed, 60, 0.05 * seed, seed % 2 == 0).drop(columns=["g", "h"]
                                                                    if formula.startswith("y ~ .") else [])
         assert_same_frame(formula, frame)
+
+
+def test_columns_of_one_block_read_in_place():
+    """Numeric columns stored in one 2-D block (a DataFrame built from an array) are read
+    through a view of the block, in any order and subset; values still match the reference."""
+    from engine.formula import _column, _stack_rows
+
+    rng = np.random.default_rng(3)
+    numbers = rng.normal(size=(50, 5))
+    numbers[7, 2] = np.nan
+    frame = pd.DataFrame(numbers, columns=list("abcde")).assign(y=rng.normal(size=50))
+    arrays = [_column(frame, c, "", 0) for c in "ecb"]
+    view, picks = _stack_rows(arrays, 50)
+    assert np.shares_memory(view, arrays[0])
+    for pick, array in zip(picks, arrays):
+        np.testing.assert_array_equal(view[pick], array)
+    for formula in ["y ~ e + c + b", "y ~ c:e + a + d:b:e", "y ~ I(a * 2) + e"]:
+        assert_same_frame(formula, frame)
