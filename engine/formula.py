@@ -1285,7 +1285,6 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
             f"columns with missing values: {detail or 'none'}")
     rows = np.flatnonzero(~missing) if n_dropped else np.arange(n_original, dtype=np.int64)
     rows = rows.astype(np.int64, copy=False)
-    n = rows.shape[0]
 
     # 4. Non-finite numbers in kept rows.
     for variable in everything:

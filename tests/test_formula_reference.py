@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import reference_model_frame as reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import reference_model_frame as reference
 from engine.errors import EngineInputError
 from engine.formula import model_frame
 
