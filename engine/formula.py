@@ -1391,8 +1391,8 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
                    check_levels: bool) -> _Variable:
     """A variable on the kept rows: numeric values stay on all rows (``_fill_design`` selects
     the kept ones); factor codes are subset and unused levels dropped (R's drop.unused.levels)."""
-    if variable.kind == "numeric":
-        return _Variable(variable.label, "numeric", values=variable.values, sources=variable.sources)
+    if variable.kind == "numeric":  # values stay on all rows
+        return variable
     codes = variable.codes if not n_dropped else variable.codes[rows]
     levels = variable.levels
     if not variable.logical:
