@@ -39,8 +39,12 @@ arithmetic evaluator over numpy arrays (``+ - * / ^``, parentheses, numbers); no
 to ``eval``. Names inside ``I()`` are printed as R's ``deparse`` prints them (``I(x * 2)``,
 ``I(csize^2)``, ``I(x/2)``).
 
-The design matrix is built in one preallocated C-contiguous float64 array, block of rows by block
-of rows so that each block stays in cache while all of its columns are written.
+The design matrix is written once into its final C-contiguous float64 array (the layout
+``engine.ols.least_squares`` reads without a copy) by one Numba kernel
+(``engine.formula_kernels.fill_design``), block of rows by block of rows: numeric columns are read
+in place (a view of the DataFrame's float64 block where the layout allows), factors and
+interactions from integer codes and small coding tables. What depends only on the formula (the
+term structure, the columns read, the kernel's column program) is cached per formula text.
 """
 
 from __future__ import annotations
