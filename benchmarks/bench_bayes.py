@@ -84,7 +84,7 @@ def nuts_entry(**options) -> Callable:
     draw of the worst parameter, and post-warm-up divergences."""
 
     def run(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:
-        from engine import nuts_multilevel
+        from engine.multilevel import nuts_target as nuts_multilevel
 
         start = time.perf_counter()
         nuts_multilevel.sample_chain(model, 30, 10, np.random.SeedSequence(0), **options)  # compile / cache load

@@ -24,12 +24,17 @@ _LAZY = {
     "brm": "engine.brm",
     "brm_multiple": "engine.brm",
     "prior": "engine.priors",
+    "loo": "engine.loo",
+    "waic": "engine.loo",
+    "loo_compare": "engine.loo",
     "load_grit": "engine.datasets",
     "load_grit_raw": "engine.datasets",
+    "lmer": "engine.lmer",
+    "anova": "engine.lmer",
 }
 _SUBMODULES = {
-    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "nuts_multilevel", "printing",
-    "printing_brms", "multilevel", "priors", "results", "parallel", "progress", "report", "replicate",
+    "datasets", "errors", "formula", "diagnostics", "gibbs", "nuts", "hmc", "impute", "rcompat",
+    "multilevel", "priors", "parallel", "progress", "report", "replicate",
 }
 
 

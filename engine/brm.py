@@ -4,21 +4,20 @@ The user-facing layer only: it validates the arguments, builds the model through
 model layers (``engine.formula.model_frame`` -> ``engine.multilevel.build_model``), runs one task
 per chain (per imputed data set and chain for ``brm_multiple``) through
 ``engine.parallel.run_tasks`` with one child seed each, and wraps the draws in
-``engine.results.BrmFit``. Seeds: ``brm`` gives chain ``c`` the seed
+``engine.multilevel.results.BrmFit``. Seeds: ``brm`` gives chain ``c`` the seed
 ``SeedSequence(seed).spawn(chains)[c]``; ``brm_multiple`` gives data set ``k``
 ``SeedSequence(seed).spawn(m)[k]`` and its chain ``c`` that sequence's ``spawn(chains)[c]``. The
 draws are therefore the same whatever executor or number of workers runs the tasks.
 
-Samplers (``sampler=``): ``"gibbs"`` (``engine.gibbs.sample_chain``, blocked Gibbs) and ``"nuts"``
-(``engine.nuts_multilevel.sample_chain``; ``marginalize=True`` integrates the random intercepts out
-and draws them afterwards). Extra keyword arguments go to the sampler (e.g. ``adapt_delta``).
+Samplers (``sampler=``): the registered ``engine.multilevel.sampler.Sampler`` objects, ``"gibbs"``
+(``engine.gibbs``, blocked Gibbs) and ``"nuts"`` (``engine.multilevel.nuts_target``;
+``marginalize=True`` integrates the random intercepts out and draws them afterwards). Extra keyword
+arguments go to the sampler (e.g. ``adapt_delta``), checked against the options it declares.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import os
 import threading
 import warnings
@@ -28,12 +27,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, EngineInputError, ImputationError, ModelSpecError
+from .errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError
 from .progress import progress_reporter
 from .parallel import run_tasks
-from .results import BrmFit, BrmMultipleFit, GroupInfo, fit_exists, fit_paths, load_fit
-
-SAMPLERS = {"gibbs": "engine.gibbs", "nuts": "engine.nuts_multilevel"}
+from .multilevel.layout import describe, frame_hash
+from .multilevel.results import BrmFit, BrmMultipleFit, fit_exists, fit_paths, load_fit
+from .multilevel.sampler import get_sampler
 
 __all__ = ["brm", "brm_multiple"]
 
@@ -54,11 +53,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 
 def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_name) -> tuple[str, int, int, int, int]:
-    if not isinstance(sampler, str) or sampler.lower() not in SAMPLERS:
-        raise EngineInputError(
-            f"unknown sampler {sampler!r}: choose one of {', '.join(repr(s) for s in SAMPLERS)}"
-        )
-    sampler = sampler.lower()
+    sampler = get_sampler(sampler).name
     chains = _check_int("chains", chains, 1)
     iter = _check_int("iter", iter, 1)
     warmup = _check_int("warmup", warmup, 0)
@@ -75,25 +70,21 @@ def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_n
             raise EngineInputError(f"seed must be a non-negative integer, a numpy SeedSequence or None, got {seed!r}")
     if data_name is not None and not isinstance(data_name, str):
         raise EngineInputError(f"data_name must be a string, got {type(data_name).__name__}")
-    if marginalize and sampler != "nuts":
+    if marginalize and "marginalize" not in get_sampler(sampler).options:
         raise EngineInputError(
-            "marginalize=True applies to sampler='nuts' only (the Gibbs sampler already draws the "
-            "random intercepts jointly with the fixed effects)"
+            f"marginalize=True applies to sampler='nuts' only (sampler {sampler!r} has no such option; "
+            "the Gibbs sampler already draws the random intercepts jointly with the fixed effects)"
         )
     return sampler, chains, iter, warmup, thin
 
 
-_RESERVED = {"model", "n_iter", "n_warmup", "seed", "thin"}
-
-
 def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments for the sampler's ``sample_chain``, checked against its signature here
+    """The keyword arguments for the sampler's ``run_chain``, checked against the options it declares
     (a misspelt option fails before any chain starts, naming the options there are)."""
     options = dict(options)
-    if sampler == "nuts":
+    accepted = list(get_sampler(sampler).options)
+    if "marginalize" in accepted:
         options["marginalize"] = bool(marginalize)
-    module = importlib.import_module(SAMPLERS[sampler])
-    accepted = [name for name in inspect.signature(module.sample_chain).parameters if name not in _RESERVED]
     unknown = [name for name in options if name not in accepted]
     if unknown:
         raise EngineInputError(
@@ -109,8 +100,8 @@ def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -
 class _Prepared:
     """What one data set contributes: the model arrays, the names and the bookkeeping."""
 
-    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3):
-        from . import multilevel
+    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3,
+                 sample_prior: str = "no"):
         from .formula import model_frame
 
         if not isinstance(data, pd.DataFrame):
@@ -121,9 +112,6 @@ class _Prepared:
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
                 "multilevel models (use engine.ols for a model without groups)"
             )
-        slopes = [bar.text for bar in frame.random_terms if not bar.intercept_only]
-        if slopes:  # the model layer fits random intercepts only so far
-            raise ModelSpecError(f"brm fits random intercepts (1 | g) only so far, not {slopes[0]}")
         if frame.n_dropped:
             where = f" of {label}" if label else ""
             warnings.warn(
@@ -134,63 +122,36 @@ class _Prepared:
                 stacklevel=stacklevel + 1,  # point at the user's call of brm / brm_multiple
             )
         self.frame = frame
-        self.model = multilevel.build_model(frame, prior)
-        self.parameter_names = list(multilevel.parameter_names(self.model))
-        self.groups = [
-            GroupInfo(name, tuple(str(level) for level in levels))
-            for name, levels in zip(self.model.group_names, self.model.group_levels)
-        ]
-        self.ranef_names = list(multilevel.ranef_names(self.model))
-        self.priors = _prior_table(self.model)
-        self.nobs = int(len(frame.y))
-        self.n_dropped = int(frame.n_dropped)
-        self.data_hash = frame_hash(frame)
+        layout = describe(frame, prior, sample_prior)
+        self.model = layout.model
+        self.parameter_names = layout.parameter_names
+        self.groups = layout.groups
+        self.ranef_names = layout.ranef_names
+        self.priors = layout.priors
+        self.nobs = layout.nobs
+        self.n_dropped = layout.n_dropped
+        self.data_hash = layout.data_hash
+        from .multilevel.predict import design_from_frame
 
-
-def _prior_table(model) -> pd.DataFrame:
-    """brms' prior_summary table from the model layer."""
-    from . import priors as priors_module
-
-    return priors_module.prior_summary_table(model)
-
-
-def frame_hash(frame) -> str:
-    """SHA-256 fingerprint of the arrays a model is fitted to (response, design, names, groups)."""
-    digest = hashlib.sha256()
-    digest.update(frame.formula.encode())
-    digest.update("\x00".join(frame.column_names).encode())
-    digest.update(np.ascontiguousarray(frame.y, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(frame.X, dtype=np.float64).tobytes())
-    for group in frame.groups:
-        digest.update(group.name.encode())
-        digest.update(np.ascontiguousarray(group.codes, dtype=np.int64).tobytes())
-        digest.update("\x00".join(str(level) for level in group.levels).encode())
-    return digest.hexdigest()
+        self.design = design_from_frame(formula, frame, data)  # what predictions / log_lik / loo need
 
 
 # --------------------------------------------------------------------------- chains
 
 
 def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict):
-    """One chain (a picklable task for any executor): the sampler's kept draws, thinned."""
-    module = importlib.import_module(SAMPLERS[sampler])
-    if "thin" in inspect.signature(module.sample_chain).parameters:
-        # the sampler thins itself (keeps post-warmup iterations 0, thin, 2 thin, ...), saving memory
-        result = module.sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
-        keep = slice(None)
-    else:
-        result = module.sample_chain(model, n_iter, n_warmup, seed, **options)
-        keep = slice(None, None, thin)
-    raw_draws = np.asarray(result.draws, dtype=np.float64)
-    draws = raw_draws[keep]
-    ranef = np.asarray(result.ranef, dtype=np.float64)[keep]
-    # per-draw statistics (one value per kept iteration) are thinned with the draws; anything else
+    """One chain (a picklable task for any executor): the sampler's kept draws (it thins itself:
+    post-warmup iterations 0, thin, 2 thin, ...)."""
+    result = get_sampler(sampler).run_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+    draws = np.asarray(result.draws, dtype=np.float64)
+    ranef = np.asarray(result.ranef, dtype=np.float64)
+    # per-draw statistics (one value per kept iteration) go with the draws; anything else
     # (per-chain totals such as NUTS' warm-up gradient count) is kept whole
     stats, chain_stats = {}, {}
     for name, values in dict(result.stats or {}).items():
         values = np.asarray(values)
-        if values.ndim >= 1 and values.shape[0] == raw_draws.shape[0]:
-            stats[name] = values[keep]
+        if values.ndim >= 1 and values.shape[0] == draws.shape[0]:
+            stats[name] = values
         else:
             chain_stats[name] = values
     return draws, ranef, stats, chain_stats
@@ -200,9 +161,9 @@ def _stack(results: list, names: list[str], ranef_names: list[str]):
     draws = np.stack([r[0] for r in results])
     ranef = np.stack([r[1] for r in results])
     if draws.shape[2] != len(names):
-        raise RuntimeError(f"sampler returned {draws.shape[2]} parameters, expected {len(names)}: {names}")
+        raise SamplerError(f"sampler returned {draws.shape[2]} parameters, expected {len(names)}: {names}")
     if ranef.shape[2] != len(ranef_names):
-        raise RuntimeError(f"sampler returned {ranef.shape[2]} random effects, expected {len(ranef_names)}")
+        raise SamplerError(f"sampler returned {ranef.shape[2]} random effects, expected {len(ranef_names)}")
     stats = {name: np.stack([np.asarray(r[2][name]) for r in results]) for name in results[0][2]}
     chain_stats = {name: np.stack([np.asarray(r[3][name]) for r in results]) for name in results[0][3]}
     return draws, ranef, stats, chain_stats
@@ -287,11 +248,13 @@ def brm(
     marginalize: bool = False,
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    sample_prior: str = "no",
     **sampler_options,
 ) -> BrmFit:
-    """Fit a Gaussian multilevel model with random intercepts, as ``brms::brm`` does.
+    """Fit a Gaussian multilevel model with random intercepts and slopes, as ``brms::brm`` does.
 
-    ``formula``: R syntax with group-level intercepts, ``y ~ x + (1 | school/class)``;
+    ``formula``: R syntax with group-level terms, ``y ~ x + (1 | school/class)``, ``y ~ x + (1 + x | g)``,
+    ``(x || g)``;
     ``prior``: ``engine.prior(...)`` or a list of them (default: brms' defaults); ``sampler``:
     ``"gibbs"`` or ``"nuts"``; ``chains``, ``iter`` (including warm-up), ``warmup``, ``thin`` as
     brms; ``seed``: one integer for the whole fit (chain ``c`` uses
@@ -300,7 +263,8 @@ def brm(
     and reload it instead of refitting when it exists (a warning if the data or formula changed);
     ``data_name``: the name printed after ``Data:`` (default ``"data"``); ``progress``: a line on
     stderr as chains finish (default: when stderr is a terminal), False for none, or a callable
-    ``f(chains_done, chains_total)``.
+    ``f(chains_done, chains_total)``; ``sample_prior``: ``"no"`` or ``"only"`` (draws from the prior
+    alone, as brms; needs proper priors).
 
     Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
     A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
@@ -309,6 +273,8 @@ def brm(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
     options = _sampler_options(sampler, marginalize, sampler_options)
+    if sample_prior not in ("no", "only"):
+        raise EngineInputError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -321,7 +287,7 @@ def brm(
             prepared_hash = "unavailable"
         return _reload(file, prepared_hash, formula)
 
-    prepared = _Prepared(formula, data, prior)
+    prepared = _Prepared(formula, data, prior, sample_prior=sample_prior)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
@@ -350,6 +316,7 @@ def brm(
         seed_info=_seed_info(root, chain_seeds),
         data_hash=prepared.data_hash,
     )
+    fit.design = prepared.design
     fit.warn_convergence()
     if file is not None:
         fit.save(file)
@@ -479,6 +446,8 @@ def brm_multiple(
         m=m,
         nobs_per_imputation=nobs,
     )
+    fit.design = first.design  # brms predicts from the first imputed data set
+    fit.designs = [p.design for p in prepared]
     fit.warn_convergence()
     if file is not None:
         fit.save(file)

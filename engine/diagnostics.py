@@ -40,6 +40,8 @@ from scipy import special
 from scipy.stats import rankdata
 
 from engine.errors import EngineInputError
+from engine.rcompat.language import r_number
+from engine.rcompat.quantile import quantile7_rows as _quantile7
 
 __all__ = [
     "rhat",
@@ -126,21 +128,6 @@ def _rank_normalize(x: np.ndarray) -> np.ndarray:
     size = c * n
     u = (ranks - _RANK_OFFSET) / (size - 2.0 * _RANK_OFFSET + 1.0)
     return special.ndtri(u).reshape(p, c, n)
-
-
-def _quantile7(flat: np.ndarray, prob: float) -> np.ndarray:
-    """R's quantile(type = 7) of each row of a (P, S) array, computed as R computes it."""
-    s = flat.shape[1]
-    ordered = np.sort(flat, axis=1)
-    index = 1.0 + max(s - 1, 0) * prob  # 1-based, as in R
-    lo = math.floor(index)
-    hi = math.ceil(index)
-    low = ordered[:, lo - 1]
-    high = ordered[:, hi - 1]
-    h = index - lo
-    if index > lo:
-        return np.where(high != low, (1.0 - h) * low + h * high, low)
-    return low.copy()
 
 
 def _median(flat: np.ndarray) -> np.ndarray:
@@ -453,5 +440,5 @@ def summarise_draws(
 
 
 def _percent(prob: float) -> str:
-    """posterior's quantile names: q2.5, q97.5, q5, ..."""
-    return f"{prob * 100:g}"
+    """posterior's quantile names, ``paste0("q", probs * 100)``: q2.5, q97.5, q5, ..."""
+    return r_number(prob * 100)

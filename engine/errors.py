@@ -7,6 +7,24 @@ fault. Kernels never see bad input: the thin Python layer validates first.
 
 from __future__ import annotations
 
+__all__ = [
+    "ColumnNotFoundError",
+    "ConvergenceWarning",
+    "DataError",
+    "DataWarning",
+    "EngineError",
+    "EngineInputError",
+    "EngineWarning",
+    "FormulaError",
+    "ImputationError",
+    "MissingFieldError",
+    "ModelSpecError",
+    "PrintError",
+    "PriorError",
+    "RSyntaxError",
+    "SamplerError",
+]
+
 
 class EngineError(Exception):
     """Base class of every exception raised by engine."""
@@ -30,12 +48,28 @@ class FormulaError(EngineInputError):
         super().__init__(message)
 
 
+class RSyntaxError(FormulaError):
+    """R source text (a formula, an expression, a call) that R's grammar cannot read."""
+
+
+class PrintError(EngineInputError):
+    """Arguments that a printer (``engine.rcompat``) cannot print as R prints them."""
+
+
+class MissingFieldError(PrintError, KeyError):
+    """A printer's header or table lacks a field it needs (also a ``KeyError``)."""
+
+
 class DataError(EngineInputError):
     """Data that cannot be used: missing column, non-finite values, no rows left, ..."""
 
 
 class ColumnNotFoundError(DataError):
     """A column named in a formula or argument is not in the data."""
+
+
+class NewFactorLevelError(DataError):
+    """New data has a factor level the model was not fitted with (R: "factor f has new level z")."""
 
 
 class ModelSpecError(EngineInputError):
@@ -64,3 +98,7 @@ class ConvergenceWarning(EngineWarning):
 
 class DataWarning(EngineWarning):
     """Rows dropped, predictors removed, or other changes engine made to the analysis data."""
+
+
+class ImportanceSamplingWarning(EngineWarning):
+    """PSIS-LOO / WAIC diagnostics as R's loo warns: Pareto k too high, tails too short, p_waic > 0.4."""

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +58,17 @@ import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
 from .formula_kernels import DesignProgram, fill_design, nan_inf_scan
+from .rcompat.language import Bar as _Bar
+from .rcompat.language import BinOp as _BinOp
+from .rcompat.language import Call as _Call
+from .rcompat.language import Dot as _Dot
+from .rcompat.language import Name as _Name
+from .rcompat.language import Num as _Num
+from .rcompat.language import Paren as _Paren
+from .rcompat.language import Unary as _Unary
+from .rcompat.language import deparse as _deparse
+from .rcompat.language import r_number as _r_number
+from .rcompat.language import read_formula
 
 __all__ = [
     "Formula",
@@ -73,18 +82,9 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------------------
-# Tokens
+# Syntax: the formula is read by engine.rcompat.language (the one R parser); its nodes are
+# used below under the names this module has always used.
 # ----------------------------------------------------------------------------------------------
-
-_NAME_START = re.compile(r"[A-Za-z.]")
-_NAME_RE = re.compile(r"[A-Za-z.][A-Za-z0-9._]*")
-_NUMBER_RE = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?L?")
-_SYNTACTIC_NAME = re.compile(r"^(?:[A-Za-z]|\.(?![0-9]))[A-Za-z0-9._]*$|^\.$")
-_R_RESERVED = {
-    "if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE", "NULL",
-    "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in",
-}
-_OPERATORS = ("%in%", "||", "~", "+", "-", "*", "/", "^", ":", "(", ")", "|", ",")
 
 #: Functions allowed as variables (``log(x)``) and inside ``I()``; all vectorised numpy ufuncs.
 _FUNCTIONS = {
@@ -97,381 +97,15 @@ _FUNCTIONS = {
 _FACTOR_FUNCTIONS = ("factor", "as.factor")
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "name", "number", "op", "end"
-    text: str
-    pos: int
-    quoted: bool = False
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if ch == "`":
-            end = text.find("`", i + 1)
-            if end < 0:
-                raise FormulaError("unterminated backquoted name", text, i)
-            if end == i + 1:
-                raise FormulaError("empty backquoted name", text, i)
-            tokens.append(_Token("name", text[i + 1:end], i, quoted=True))
-            i = end + 1
-            continue
-        number = _NUMBER_RE.match(text, i)
-        if number and (ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit())):
-            tokens.append(_Token("number", number.group(), i))
-            i = number.end()
-            continue
-        if _NAME_START.match(ch):
-            name = _NAME_RE.match(text, i)
-            tokens.append(_Token("name", name.group(), i))
-            i = name.end()
-            continue
-        for op in _OPERATORS:
-            if text.startswith(op, i):
-                tokens.append(_Token("op", op, i))
-                i += len(op)
-                break
-        else:
-            if ch == "%":
-                raise FormulaError("unsupported %op% operator (only %in% is supported)", text, i)
-            raise FormulaError(f"unexpected character {ch!r}", text, i)
-    tokens.append(_Token("end", "", n))
-    return tokens
-
-
-# ----------------------------------------------------------------------------------------------
-# Syntax tree
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Name:
-    name: str
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Num:
-    value: float
-    text: str
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Dot:
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Call:  # I(expr), log(x), ...: a variable of the model; args are arithmetic trees
-    func: str
-    args: tuple
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Paren:
-    expr: object
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Unary:
-    op: str
-    operand: object
-    pos: int
-
-
-@dataclass(frozen=True)
-class _BinOp:
-    op: str
-    left: object
-    right: object
-    pos: int
-
-
-@dataclass(frozen=True)
-class _Bar:
-    lhs: object
-    rhs: object
-    pos: int
-    text: str  # the source text of the whole "( ... | ... )"
-    double: bool = False  # "||": uncorrelated random effects
-
-
 class _Parser:
-    """Recursive descent over R's precedences (?Syntax): ``~`` < ``|`` < binary ``+ -`` <
-    ``* /`` < ``%in%`` < ``:`` < unary ``+ -`` < ``^``."""
+    """The formula's (lhs, rhs) trees: :func:`engine.rcompat.language.read_formula` with the
+    functions this module evaluates."""
 
     def __init__(self, text: str):
         self.text = text
-        self.tokens = _tokenize(text)
-        self.i = 0
 
-    # helpers
-    def peek(self) -> _Token:
-        return self.tokens[self.i]
-
-    def take(self) -> _Token:
-        token = self.tokens[self.i]
-        self.i += 1
-        return token
-
-    def at(self, *ops: str) -> bool:
-        token = self.peek()
-        return token.kind == "op" and token.text in ops
-
-    def expect(self, op: str) -> _Token:
-        token = self.peek()
-        if not (token.kind == "op" and token.text == op):
-            found = "end of formula" if token.kind == "end" else repr(token.text)
-            raise FormulaError(f"expected {op!r}, found {found}", self.text, token.pos)
-        return self.take()
-
-    def error(self, message: str, pos: int | None = None):
-        raise FormulaError(message, self.text, self.peek().pos if pos is None else pos)
-
-    # formula level
     def parse(self):
-        if self.peek().kind == "end":
-            self.error("empty formula")
-        lhs = None
-        if not self.at("~"):
-            lhs = self.bar_expr()
-        if not self.at("~"):
-            token = self.peek()
-            if token.kind == "end":
-                self.error("formula has no '~'")
-            self.error(f"unexpected {token.text!r}")
-        self.take()
-        if self.peek().kind == "end":
-            self.error("nothing on the right of '~'")
-        rhs = self.bar_expr()
-        token = self.peek()
-        if token.kind != "end":
-            if token.kind == "op" and token.text == "~":
-                self.error("a formula has only one '~'")
-            self.error(f"unexpected {token.text!r}")
-        if isinstance(rhs, _Bar) and not rhs.text:  # a bare "x | g", not "(x | g)"
-            raise FormulaError(
-                "put a random-effect term in parentheses, e.g. (1 | g)", self.text, rhs.pos
-            )
-        return lhs, rhs
-
-    def bar_expr(self):
-        start = self.peek().pos
-        left = self.sum_expr()
-        if self.at("|", "||"):
-            double = self.take().text == "||"
-            right = self.sum_expr()
-            return _Bar(left, right, start, "", double)
-        return left
-
-    def sum_expr(self):
-        left = self.product_expr()
-        while self.at("+", "-"):
-            op = self.take()
-            right = self.product_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def product_expr(self):
-        left = self.in_expr()
-        while self.at("*", "/"):
-            op = self.take()
-            right = self.in_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def in_expr(self):
-        left = self.colon_expr()
-        while self.at("%in%"):
-            op = self.take()
-            right = self.colon_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def colon_expr(self):
-        left = self.unary_expr()
-        while self.at(":"):
-            op = self.take()
-            right = self.unary_expr()
-            left = _BinOp(op.text, left, right, op.pos)
-        return left
-
-    def unary_expr(self):
-        if self.at("+", "-"):
-            op = self.take()
-            return _Unary(op.text, self.unary_expr(), op.pos)
-        return self.power_expr()
-
-    def power_expr(self):
-        base = self.atom()
-        if self.at("^"):
-            op = self.take()
-            exponent = self.unary_expr()  # right associative, as R's ^
-            return _BinOp("^", base, exponent, op.pos)
-        return base
-
-    def atom(self):
-        token = self.peek()
-        if token.kind == "number":
-            self.take()
-            return _Num(_number_value(token.text), token.text, token.pos)
-        if token.kind == "name":
-            self.take()
-            if not token.quoted and token.text == ".":
-                return _Dot(token.pos)
-            if self.at("(") and not token.quoted:
-                return self.call(token)
-            return _Name(token.text, token.pos)
-        if self.at("("):
-            open_paren = self.take()
-            inner = self.bar_expr()
-            close = self.expect(")")
-            if isinstance(inner, _Bar):
-                return _Bar(inner.lhs, inner.rhs, open_paren.pos,
-                            self.text[open_paren.pos:close.pos + 1], inner.double)
-            return _Paren(inner, open_paren.pos)
-        if token.kind == "end":
-            self.error("formula ends unexpectedly")
-        self.error(f"unexpected {token.text!r}")
-
-    def call(self, name: _Token):
-        func = name.text
-        if func != "I" and func not in _FUNCTIONS and func not in _FACTOR_FUNCTIONS:
-            known = ", ".join(["I"] + sorted(_FUNCTIONS) + list(_FACTOR_FUNCTIONS))
-            self.error(f"unknown function {func!r} in formula (supported: {known})", name.pos)
-        self.expect("(")
-        if self.at(")"):
-            self.error(f"{func}() needs an argument")
-        if func in _FACTOR_FUNCTIONS:
-            token = self.peek()
-            if token.kind != "name" or self.tokens[self.i + 1].text != ")":
-                self.error(f"{func}() takes one column name", token.pos)
-        arg = self.arith_sum()
-        if self.at(","):
-            self.error(f"{func}() takes one argument")
-        self.expect(")")
-        return _Call(func, (arg,), name.pos)
-
-    # arithmetic inside I() and functions: * / ^ are arithmetic here
-    def arith_sum(self):
-        left = self.arith_product()
-        while self.at("+", "-"):
-            op = self.take()
-            left = _BinOp(op.text, left, self.arith_product(), op.pos)
-        return left
-
-    def arith_product(self):
-        left = self.arith_unary()
-        while self.at("*", "/"):
-            op = self.take()
-            left = _BinOp(op.text, left, self.arith_unary(), op.pos)
-        return left
-
-    def arith_unary(self):
-        if self.at("+", "-"):
-            op = self.take()
-            return _Unary(op.text, self.arith_unary(), op.pos)
-        return self.arith_power()
-
-    def arith_power(self):
-        base = self.arith_atom()
-        if self.at("^"):
-            op = self.take()
-            return _BinOp("^", base, self.arith_unary(), op.pos)
-        return base
-
-    def arith_atom(self):
-        token = self.peek()
-        if token.kind == "number":
-            self.take()
-            return _Num(_number_value(token.text), token.text, token.pos)
-        if token.kind == "name":
-            self.take()
-            if self.at("(") and not token.quoted:
-                return self.call(token)
-            if not token.quoted and token.text == ".":
-                self.error("'.' cannot be used inside I()", token.pos)
-            return _Name(token.text, token.pos)
-        if self.at("("):
-            open_paren = self.take()
-            inner = self.arith_sum()
-            self.expect(")")
-            return _Paren(inner, open_paren.pos)
-        if token.kind == "end":
-            self.error("formula ends unexpectedly")
-        self.error(f"unexpected {token.text!r} in arithmetic expression")
-
-
-def _number_value(text: str) -> float:
-    return float(text[:-1] if text.endswith("L") else text)
-
-
-# ----------------------------------------------------------------------------------------------
-# R's deparse (labels of variables and terms are what R prints)
-# ----------------------------------------------------------------------------------------------
-
-
-def _r_number(value: float) -> str:
-    """R's ``as.character`` / ``deparse`` of a double: up to 15 significant digits, fixed
-    notation unless scientific is narrower (R's formatReal with scipen = 0)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "0"
-    for digits in range(1, 16):
-        sci = f"{value:.{digits - 1}e}"
-        if float(sci) == float(f"{value:.14e}"):
-            break
-    mantissa, exponent = sci.split("e")
-    if "." in mantissa:
-        mantissa = mantissa.rstrip("0").rstrip(".")
-    exp_int = int(exponent)
-    sci_text = f"{mantissa}e{'-' if exp_int < 0 else '+'}{abs(exp_int):02d}"
-    sig = len(mantissa.replace("-", "").replace(".", ""))
-    decimals = max(0, sig - 1 - exp_int)
-    fixed_text = f"{value:.{decimals}f}"
-    return sci_text if len(fixed_text) > len(sci_text) else fixed_text
-
-
-def _r_name(name: str) -> str:
-    if _SYNTACTIC_NAME.match(name) and name not in _R_RESERVED:
-        return name
-    return "`" + name.replace("`", "\\`") + "`"
-
-
-def _deparse(node) -> str:
-    if isinstance(node, _Name):
-        return _r_name(node.name)
-    if isinstance(node, _Num):
-        if node.text.endswith("L"):
-            return f"{int(node.value)}L"
-        return _r_number(node.value)
-    if isinstance(node, _Dot):
-        return "."
-    if isinstance(node, _Call):
-        return f"{node.func}(" + ", ".join(_deparse(a) for a in node.args) + ")"
-    if isinstance(node, _Paren):
-        return "(" + _deparse(node.expr) + ")"
-    if isinstance(node, _Unary):
-        return node.op + _deparse(node.operand)
-    if isinstance(node, _BinOp):
-        if node.op in ("/", "^", ":"):  # R's PP_BINARY2: no spaces
-            return f"{_deparse(node.left)}{node.op}{_deparse(node.right)}"
-        return f"{_deparse(node.left)} {node.op} {_deparse(node.right)}"
-    if isinstance(node, _Bar):
-        return f"({_deparse(node.lhs)} {'||' if node.double else '|'} {_deparse(node.rhs)})"
-    raise TypeError(node)  # pragma: no cover
+        return read_formula(self.text, _FUNCTIONS, _FACTOR_FUNCTIONS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -991,7 +625,11 @@ def _numeric_variable(name: str, values: np.ndarray, sources: tuple[str, ...]) -
 
 
 def _evaluate_column(column, name: str) -> _Variable:
-    """A data column (numpy array or ExtensionArray) as a model variable, on all rows."""
+    """A data column (numpy array, ExtensionArray or Series) as a model variable, on all rows."""
+    if isinstance(column, pd.Series):
+        column = column.array
+        if isinstance(column, pd.arrays.NumpyExtensionArray):
+            column = column.to_numpy()
     dtype = column.dtype
     if type(column) is np.ndarray and dtype.kind in "fiu":  # the common case, without dtype tests
         values = column if dtype == np.float64 else column.astype(np.float64)

@@ -2,18 +2,11 @@
 
 One iteration (all draws exact, from full conditionals):
 
-1. **Location block.** Given (tau, sigma) the location parameters theta = (gamma, r), gamma = (b0_c,
-   beta) the centred intercept and coefficients and r every random intercept, are Gaussian with
-   precision Q = W'W / sigma^2 + prior precision, W = [1, X_c, Z]. Random effects of a nested run of
-   groups (a *block*: school, school:class, deeper) have a precision whose graph is a tree plus the
-   edges to each level's ancestors; eliminating levels leaves-up (deepest group first) creates no
-   fill-in: each elimination updates only the level's ancestors and the dense q x q fixed block
-   (the Schur complement S = C - B'A^{-1}B of DESIGN.md, built one level at a time). gamma is
-   drawn from N(S^{-1} b_S, S^{-1}) with one q x q Cholesky factor and triangular solves, then every
-   level, roots first, from its scalar normal conditional given its ancestors and gamma (the
-   factorisation p(theta) = p(gamma) prod_l p(r_l | ancestors, gamma)). Cost per iteration
-   O(L (D^2 + D q + q^2) + K q + q^3), L levels, D nesting depth, K cells, from the cell sufficient
-   statistics: independent of N.
+1. **Location block** (engine.multilevel.location). Given (tau, sigma) the location parameters
+   theta = (gamma, r), gamma = (b0_c, beta) the centred intercept and coefficients and r every random
+   intercept, are Gaussian; one leaves-up elimination over each nested block of groups draws them
+   jointly and exactly from the cell sufficient statistics. Cost per iteration
+   O(L (D^2 + D q + q^2) + K q + q^3), L levels, D nesting depth, K cells: independent of N.
 
    **Crossed factors.** Blocks that are not nested in one another (``(1 | a) + (1 | b)``) are drawn
    one after the other, each *jointly with gamma* given the other blocks' current effects (whose
@@ -73,48 +66,68 @@ import numba
 import numpy as np
 
 from engine.errors import ModelSpecError, SamplerError
-from engine.multilevel import MultilevelModel
+from engine.multilevel.location import (
+    LocationData,
+    PriorArrays,
+    _location_block,
+    location_data,
+    location_inputs,
+    make_work,
+)
+from engine.multilevel.model import MultilevelModel
+from engine.multilevel.priors import EXPONENTIAL as _EXPONENTIAL
+from engine.multilevel.priors import FLAT as _FLAT
+from engine.multilevel.priors import NORMAL as _NORMAL
+from engine.multilevel.priors import STUDENT_T as _STUDENT_T
+from engine.multilevel.sampler import ChainResult, register_sampler
 
-_FLAT, _NORMAL, _STUDENT_T, _EXPONENTIAL = 0, 1, 2, 3
+__all__ = ["GIBBS", "GibbsSampler", "sample_chain"]
 
 
-class ChainResult(NamedTuple):
-    """One chain's kept draws.
+class LevelSizes(NamedTuple):
+    """Each group's distinct level sizes (for the collapsed SD step): level_size (L,) index of each
+    level's size among its group's sizes; size_offsets (G + 1,); size_value (S,) the sizes n;
+    size_count (S,) how many levels have that size."""
 
-    draws: (n_kept, n_params) in the order of engine.multilevel.parameter_names(model);
-    ranef: (n_kept, L) random effects in the order of ranef_names(model) ((n_kept, 0) when not saved);
-    stats: sampler statistics per kept draw (Gibbs: none, an empty dict).
-    """
-
-    draws: np.ndarray
-    ranef: np.ndarray
-    stats: dict
-
-
-class GibbsInputs(NamedTuple):
-    """The arrays of one MultilevelModel arranged for the kernel, with gamma = (b0_c, beta) (q = has_intercept + p).
-
-    cell_w: (K, q) sums of w = (1, x_c) per cell; cell_wy: (K, q) sums of w y; wtw: (q, q); wty: (q,);
-    level_w: (L, q); gamma_family/nu/mu/scale: (q,) priors of gamma; level_size (L,), size_offsets
-    (G + 1,), size_value (S,), size_count (S,): each group's distinct level sizes (for the collapsed step).
-    """
-
-    cell_w: np.ndarray
-    cell_wy: np.ndarray
-    wtw: np.ndarray
-    wty: np.ndarray
-    level_w: np.ndarray
-    gamma_family: np.ndarray
-    gamma_nu: np.ndarray
-    gamma_mu: np.ndarray
-    gamma_scale: np.ndarray
     level_size: np.ndarray
     size_offsets: np.ndarray
     size_value: np.ndarray
     size_count: np.ndarray
 
 
-def _distinct_level_sizes(model: MultilevelModel):
+class GibbsSettings(NamedTuple):
+    """What one chain does: iterations, warm-up, thinning and which optional exact steps run."""
+
+    n_iter: int
+    n_warmup: int
+    thin: int
+    update_scales: bool
+    interweave: bool
+    collapse: bool
+    save_ranef: bool
+
+
+class GibbsData(NamedTuple):
+    """Everything the chain kernel reads besides its settings and starting scales.
+
+    location: engine.multilevel.location.LocationData; sizes: LevelSizes; yty, n_obs: floats;
+    x_means: (p,); has_intercept: bool; n_blocks: int; gamma_prior: PriorArrays (q,);
+    sd_prior: PriorArrays (G,); sigma_prior: (4,) [family, nu, mu, scale].
+    """
+
+    location: LocationData
+    sizes: LevelSizes
+    yty: float
+    n_obs: float
+    x_means: np.ndarray
+    has_intercept: bool
+    n_blocks: int
+    gamma_prior: PriorArrays
+    sd_prior: PriorArrays
+    sigma_prior: np.ndarray
+
+
+def _distinct_level_sizes(model: MultilevelModel) -> LevelSizes:
     """Per group, the distinct level sizes n (size_value, size_count, offsets (G + 1,)) and each level's index."""
     level_size = np.zeros(model.n_levels_total, dtype=np.int64)
     values, counts, offsets = [], [], [0]
@@ -127,36 +140,7 @@ def _distinct_level_sizes(model: MultilevelModel):
         offsets.append(offsets[-1] + len(distinct))
     value = np.concatenate(values) if values else np.zeros(0)
     count = np.concatenate(counts) if counts else np.zeros(0)
-    return level_size, np.array(offsets, dtype=np.int64), value.astype(np.float64), count
-
-
-def gibbs_inputs(model: MultilevelModel) -> GibbsInputs:
-    """Augment the model's sufficient statistics with the intercept column (when the model has one)."""
-    if model.has_intercept:
-        cell_w = np.column_stack([model.cell_n, model.cell_sum_x])
-        cell_wy = np.column_stack([model.cell_sum_y, model.cell_sum_xy])
-        p = model.n_coef
-        wtw = np.empty((p + 1, p + 1))
-        wtw[0, 0] = model.n_obs
-        wtw[0, 1:] = wtw[1:, 0] = model.sum_x
-        wtw[1:, 1:] = model.xtx
-        wty = np.concatenate([[model.sum_y], model.xty])
-        level_w = np.column_stack([model.level_n, model.level_sum_x])
-        ip = model.intercept_prior
-        family = np.concatenate([[int(ip[0])], model.b_prior_family]).astype(np.int64)
-        nu = np.concatenate([[ip[1]], model.b_prior_nu])
-        mu = np.concatenate([[ip[2]], model.b_prior_mu])
-        scale = np.concatenate([[ip[3]], model.b_prior_scale])
-    else:
-        cell_w, cell_wy = model.cell_sum_x, model.cell_sum_xy
-        wtw, wty, level_w = model.xtx, model.xty, model.level_sum_x
-        family, nu, mu, scale = model.b_prior_family, model.b_prior_nu, model.b_prior_mu, model.b_prior_scale
-    c = np.ascontiguousarray
-    level_size, size_offsets, size_value, size_count = _distinct_level_sizes(model)
-    return GibbsInputs(c(cell_w, dtype=np.float64), c(cell_wy, dtype=np.float64), c(wtw, dtype=np.float64),
-                       c(wty, dtype=np.float64), c(level_w, dtype=np.float64), c(family, dtype=np.int64),
-                       c(nu, dtype=np.float64), c(mu, dtype=np.float64), c(scale, dtype=np.float64),
-                       level_size, size_offsets, size_value, size_count)
+    return LevelSizes(level_size, np.array(offsets, dtype=np.int64), value.astype(np.float64), count)
 
 
 # ------------------------------------------------------------------------------ numba pieces
@@ -216,9 +200,10 @@ def _log_collapsed_target(eta, counts, sums_of_squares, variances, family, nu, m
 
 
 @numba.njit(cache=True, nogil=True)
-def _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, lo, hi, level_total):
+def _level_partial_residual_sums(g, gamma, r, data, lo, hi, level_total):
     """level_total[v] for the levels v in [lo, hi) of group g: the sum over level v's rows of y minus
-    the fixed part (gamma'w) and every other group's effect, from the per-cell sums."""
+    the fixed part (gamma'w) and every other group's effect, from the per-cell sums (data: LocationData)."""
+    cell_n, cell_sum_y, cell_w, cell_levels = data.cell_n, data.cell_sum_y, data.cell_w, data.cell_levels
     n_cells, n_groups = cell_levels.shape
     q = gamma.shape[0]
     for v in range(lo, hi):
@@ -235,21 +220,22 @@ def _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_l
 
 
 @numba.njit(cache=True, nogil=True)
-def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels, level_offsets,
-                          level_n, level_total, level_size, size_offsets, size_value, size_count, size_work,
-                          family, nu, mu, scale):
+def _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, data, sizes, level_total, size_work, sd_prior):
     """Draw (tau_g, r_g) jointly given everything else: tau_g from its distribution with r_g
     integrated out (one slice update of log tau_g), then r_g | tau_g from its Gaussian conditional.
 
     Given the other terms, level v's effect sees only the mean partial residual m_v (n_v rows):
     m_v | r_v ~ N(r_v, sigma^2 / n_v), r_v ~ N(0, tau^2). A blocked Gibbs step of the pair (van Dyk
     & Park 2008, partially collapsed Gibbs): exact, and free of the tau-r dependence.
-    level_size: (L,) index of each level's size among its group's distinct sizes (size_offsets,
-    size_value n, size_count levels of that size); size_work: (S,) work array.
+    data: LocationData; sizes: LevelSizes; level_total (L,), size_work (S,) work arrays; sd_prior:
+    PriorArrays of the group SDs.
     """
+    level_offsets, level_n = data.level_offsets, data.level_n
+    level_size, size_offsets, size_value, size_count = sizes.level_size, sizes.size_offsets, sizes.size_value, sizes.size_count
+    family, nu, mu, scale = sd_prior.family[g], sd_prior.nu[g], sd_prior.mu[g], sd_prior.scale[g]
     lo, hi = level_offsets[g], level_offsets[g + 1]
     s_lo, s_hi = size_offsets[g], size_offsets[g + 1]
-    _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, lo, hi, level_total)
+    _level_partial_residual_sums(g, gamma, r, data, lo, hi, level_total)
     for s in range(s_lo, s_hi):
         size_work[s] = 0.0
     for v in range(lo, hi):
@@ -318,8 +304,7 @@ def _slice_log_scale(rng, tau, mode, first, second, family, nu, mu, scale):
 
 
 @numba.njit(cache=True, nogil=True)
-def _interweave_scale(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels, level_offsets,
-                      level_n, level_total, family, nu, mu, scale):
+def _interweave_scale(rng, g, gamma, r, tau, sigma2, data, level_total, sd_prior):
     """ASIS step for tau_g (Yu & Meng 2011): redraw tau_g given the non-centred effects r_g / tau_g.
 
     With u = r_g / tau_g fixed (prior N(0, 1), free of tau_g), the likelihood is Gaussian in tau_g:
@@ -328,8 +313,10 @@ def _interweave_scale(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w,
     that likelihood and the prior; then r_g = tau_g' u. Exact (a Gibbs step in the non-centred
     parametrisation), and it breaks the tau-r dependence that slows centred Gibbs when tau is small.
     """
+    level_offsets, level_n = data.level_offsets, data.level_n
+    family, nu, mu, scale = sd_prior.family[g], sd_prior.nu[g], sd_prior.mu[g], sd_prior.scale[g]
     lo, hi = level_offsets[g], level_offsets[g + 1]
-    _level_partial_residual_sums(g, gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, lo, hi, level_total)
+    _level_partial_residual_sums(g, gamma, r, data, lo, hi, level_total)
     old = tau[g]
     precision = 0.0
     linear = 0.0
@@ -361,118 +348,6 @@ def _draw_scale(rng, tau, aux, n_effects, sum_squares, family, nu, mu, scale):
 
 
 @numba.njit(cache=True, nogil=True)
-def _location_block(rng, block, draw_gamma, eliminate_only, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
-                    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                    level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                    other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma):
-    """Draw (gamma, r of ``block``) | other blocks, tau, sigma (or r of ``block`` | gamma when not draw_gamma).
-
-    Updates gamma and r in place. Work arrays: other (K,), level_rhs/a_diag (L,), a_anc (L, D),
-    b_rows (L, q), c_mat (q, q), rhs_gamma (q,). ``eliminate_only``: stop after the leaves-up
-    elimination (no draws); a_diag, level_rhs and b_rows of the block's top levels then hold each
-    top level's Gaussian factor with its whole subtree integrated out (used by _collapsed_top_step).
-    """
-    n_cells, n_groups = cell_levels.shape
-    q = gamma.shape[0]
-    inv_s2 = 1.0 / sigma2
-    # contribution of the other blocks' effects per cell (constant within a cell)
-    for k in range(n_cells):
-        total = 0.0
-        for g in range(n_groups):
-            if block_of_group[g] != block:
-                total += r[cell_levels[k, g]]
-        other[k] = total
-    # per-level response sums of this block, the fixed block's linear term
-    for g in range(n_groups):
-        if block_of_group[g] == block:
-            for v in range(level_offsets[g], level_offsets[g + 1]):
-                level_rhs[v] = 0.0
-    for a in range(q):
-        rhs_gamma[a] = wty[a]
-    for k in range(n_cells):
-        adjusted = cell_sum_y[k] - cell_n[k] * other[k]
-        for g in range(n_groups):
-            if block_of_group[g] == block:
-                level_rhs[cell_levels[k, g]] += adjusted
-        if other[k] != 0.0:
-            for a in range(q):
-                rhs_gamma[a] -= other[k] * cell_w[k, a]
-    for a in range(q):
-        rhs_gamma[a] = rhs_gamma[a] * inv_s2 + gamma_precision[a] * gamma_prior_mean[a]
-        for b in range(q):
-            c_mat[a, b] = wtw[a, b] * inv_s2
-        c_mat[a, a] += gamma_precision[a]
-    # initial rows of the random-effect precision (for the levels of this block)
-    for g in range(n_groups):
-        if block_of_group[g] != block:
-            continue
-        prior_precision = 1.0 / (tau[g] * tau[g])
-        for v in range(level_offsets[g], level_offsets[g + 1]):
-            nv = level_n[v] * inv_s2
-            a_diag[v] = nv + prior_precision
-            for j in range(depth[v]):
-                a_anc[v, j] = nv
-            for a in range(q):
-                b_rows[v, a] = level_w[v, a] * inv_s2
-            level_rhs[v] *= inv_s2
-    # eliminate leaves-up: deepest group of the block first
-    for g in range(n_groups - 1, -1, -1):
-        if block_of_group[g] != block:
-            continue
-        for v in range(level_offsets[g], level_offsets[g + 1]):
-            d = a_diag[v]
-            for j in range(depth[v]):
-                anc = ancestors[v, j]
-                factor = a_anc[v, j] / d
-                a_diag[anc] -= a_anc[v, j] * factor
-                for jj in range(j):
-                    a_anc[anc, jj] -= a_anc[v, jj] * factor
-                for a in range(q):
-                    b_rows[anc, a] -= b_rows[v, a] * factor
-                level_rhs[anc] -= level_rhs[v] * factor
-            if draw_gamma:
-                for a in range(q):
-                    scaled = b_rows[v, a] / d
-                    rhs_gamma[a] -= scaled * level_rhs[v]
-                    for b in range(a + 1):
-                        c_mat[a, b] -= scaled * b_rows[v, b]
-    if eliminate_only:
-        return
-    # gamma ~ N(S^{-1} rhs, S^{-1}) with S = L L' (lower Cholesky; never an inverse)
-    if draw_gamma and q > 0:
-        for a in range(q):
-            for b in range(a):
-                c_mat[b, a] = c_mat[a, b]
-        chol = np.linalg.cholesky(c_mat)
-        # mean: solve L u = rhs, L' m = u; draw: m + L'^{-1} z  ->  solve L' x = u + z
-        u = np.empty(q)
-        for a in range(q):
-            s = rhs_gamma[a]
-            for b in range(a):
-                s -= chol[a, b] * u[b]
-            u[a] = s / chol[a, a]
-        for a in range(q):
-            u[a] += rng.standard_normal()
-        for a in range(q - 1, -1, -1):
-            s = u[a]
-            for b in range(a + 1, q):
-                s -= chol[b, a] * gamma[b]
-            gamma[a] = s / chol[a, a]
-    # random effects roots first: r_v | ancestors, gamma ~ N((rhs_v - A_v,anc r_anc - B_v gamma) / d_v, 1 / d_v)
-    for g in range(n_groups):
-        if block_of_group[g] != block:
-            continue
-        for v in range(level_offsets[g], level_offsets[g + 1]):
-            s = level_rhs[v]
-            for j in range(depth[v]):
-                s -= a_anc[v, j] * r[ancestors[v, j]]
-            for a in range(q):
-                s -= b_rows[v, a] * gamma[a]
-            d = a_diag[v]
-            r[v] = s / d + rng.standard_normal() / np.sqrt(d)
-
-
-@numba.njit(cache=True, nogil=True)
 def _log_subtree_target(eta, precisions, linears, family, nu, mu, scale):
     """log p(eta = log tau_top | gamma, sigma, deeper SDs) with the block's effects integrated out.
 
@@ -488,10 +363,7 @@ def _log_subtree_target(eta, precisions, linears, family, nu, mu, scale):
 
 
 @numba.njit(cache=True, nogil=True)
-def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q,
-                        cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                        level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                        other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma, family, nu, mu, scale):
+def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q, data, work, sd_prior):
     """Draw (tau_top, every effect of a nested block) | gamma, sigma, the deeper SDs, other blocks.
 
     tau of the block's top group (schools) from its conditional with *all* the block's effects
@@ -499,13 +371,13 @@ def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q,
     fixed gives each school's integrated Gaussian factor (A_j, B_j); one slice update of log tau
     costs O(J) per evaluation -- then the block's effects from their Gaussian conditional (a second
     elimination and the roots-first draw). Removes the school/class split dependence that slows
-    the per-level steps when classes pin u_j + v_k tightly (large N).
+    the per-level steps when classes pin u_j + v_k tightly (large N). data: LocationData; work:
+    LocationWork; sd_prior: PriorArrays of the group SDs.
     """
-    lo, hi = level_offsets[g_top], level_offsets[g_top + 1]
-    _location_block(rng, block, False, True, gamma, r, tau, sigma2, zeros_q, zeros_q,
-                    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                    level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                    other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
+    family, nu, mu, scale = sd_prior.family[g_top], sd_prior.nu[g_top], sd_prior.mu[g_top], sd_prior.scale[g_top]
+    a_diag, level_rhs, b_rows = work.a_diag, work.level_rhs, work.b_rows
+    lo, hi = data.level_offsets[g_top], data.level_offsets[g_top + 1]
+    _location_block(rng, block, False, True, gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
     q = gamma.shape[0]
     precisions = np.empty(hi - lo)
     linears = np.empty(hi - lo)
@@ -537,15 +409,14 @@ def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q,
             left = eta
         else:
             right = eta
-    _location_block(rng, block, False, False, gamma, r, tau, sigma2, zeros_q, zeros_q,
-                    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                    level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                    other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
+    _location_block(rng, block, False, False, gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual_sum_of_squares(gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, wtw, wty, yty):
-    """sum_i (y_i - w_i'gamma - c_i)^2 from the cell sums, c_i the sum of the row's random effects."""
+def _residual_sum_of_squares(gamma, r, data, yty):
+    """sum_i (y_i - w_i'gamma - c_i)^2 from the cell sums (data: LocationData), c_i the sum of the
+    row's random effects."""
+    cell_n, cell_sum_y, cell_w, cell_levels, wtw, wty = data.cell_n, data.cell_sum_y, data.cell_w, data.cell_levels, data.wtw, data.wty
     q = gamma.shape[0]
     n_cells, n_groups = cell_levels.shape
     rss = yty
@@ -565,18 +436,20 @@ def _residual_sum_of_squares(gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collapse, save_ranef, has_intercept, x_means,
-                 cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty, yty, n_obs,
-                 level_n, level_w, level_offsets, depth, ancestors, block_of_group, n_blocks,
-                 gamma_family, gamma_nu, gamma_mu, gamma_scale,
-                 sd_family, sd_nu, sd_mu, sd_scale, sigma_prior, init_sd, init_sigma,
-                 level_size, size_offsets, size_value, size_count):
-    """Run one chain; returns (draws (n_kept, n_params), ranef (n_kept, L or 0))."""
+def _gibbs_chain(rng, settings, data, init_sd, init_sigma):
+    """Run one chain (settings: GibbsSettings; data: GibbsData; init_sd (G,), init_sigma);
+    returns (draws (n_kept, n_params), ranef (n_kept, L or 0))."""
+    n_iter, n_warmup, thin = settings.n_iter, settings.n_warmup, settings.thin
+    update_scales, interweave, collapse, save_ranef = (settings.update_scales, settings.interweave,
+                                                        settings.collapse, settings.save_ranef)
+    location, sizes, sd_prior, sigma_prior = data.location, data.sizes, data.sd_prior, data.sigma_prior
+    gamma_family, gamma_nu, gamma_mu, gamma_scale = (data.gamma_prior.family, data.gamma_prior.nu,
+                                                     data.gamma_prior.mu, data.gamma_prior.scale)
+    level_offsets, block_of_group = location.level_offsets, location.block_of_group
+    x_means, n_blocks = data.x_means, data.n_blocks
     q = gamma_family.shape[0]
     n_groups = init_sd.shape[0]
-    n_total = level_n.shape[0]
-    n_cells = cell_n.shape[0]
-    max_depth = ancestors.shape[1]
+    n_total = location.level_n.shape[0]
     n_kept = (n_iter - n_warmup + thin - 1) // thin
     n_params = q + n_groups + 1
     draws = np.empty((n_kept, n_params))
@@ -594,15 +467,8 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
     for a in range(q):
         if gamma_family[a] != _FLAT:
             gamma_prior_mean[a] = gamma_mu[a]
-    # work arrays of the location block
-    other = np.zeros(n_cells)
-    level_rhs = np.zeros(n_total)
-    a_diag = np.zeros(n_total)
-    a_anc = np.zeros((n_total, max_depth))
-    b_rows = np.zeros((n_total, q))
-    c_mat = np.zeros((q, q))
-    rhs_gamma = np.zeros(q)
-    size_work = np.zeros(size_value.shape[0])
+    work = make_work(location, q)  # work arrays of the location block
+    size_work = np.zeros(sizes.size_value.shape[0])
     zeros_q = np.zeros(q)
 
     kept = 0
@@ -615,9 +481,7 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
         sigma2 = sigma * sigma
         for block in range(max(n_blocks, 1)):
             _location_block(rng, block, True, False, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
-                            cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                            level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                            other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
+                            location, work)
         for a in range(q):
             if gamma_family[a] == _STUDENT_T:
                 z = (gamma[a] - gamma_mu[a]) / gamma_scale[a]
@@ -628,28 +492,24 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
                 for v in range(level_offsets[g], level_offsets[g + 1]):
                     ss += r[v] * r[v]
                 tau[g], tau_aux[g] = _draw_scale(rng, tau[g], tau_aux[g], float(level_offsets[g + 1] - level_offsets[g]),
-                                                 ss, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+                                                 ss, sd_prior.family[g], sd_prior.nu[g], sd_prior.mu[g],
+                                                 sd_prior.scale[g])
                 if collapse:
-                    _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels,
-                                          level_offsets, level_n, level_rhs, level_size, size_offsets, size_value,
-                                          size_count, size_work, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+                    _collapsed_scale_step(rng, g, gamma, r, tau, sigma2, location, sizes, work.level_rhs, size_work,
+                                          sd_prior)
                 if interweave:
-                    _interweave_scale(rng, g, gamma, r, tau, sigma2, cell_n, cell_sum_y, cell_w, cell_levels,
-                                      level_offsets, level_n, level_rhs, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+                    _interweave_scale(rng, g, gamma, r, tau, sigma2, location, work.level_rhs, sd_prior)
             if collapse:
                 for g in range(n_groups):
                     if (g == 0 or block_of_group[g] != block_of_group[g - 1]) and g + 1 < n_groups \
                             and block_of_group[g + 1] == block_of_group[g]:
-                        _collapsed_top_step(rng, block_of_group[g], g, gamma, r, tau, sigma2, zeros_q,
-                                            cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                                            level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                                            other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma,
-                                            sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
-            rss = _residual_sum_of_squares(gamma, r, cell_n, cell_sum_y, cell_w, cell_levels, wtw, wty, yty)
-            sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, float(n_obs), rss, int(sigma_prior[0]),
+                        _collapsed_top_step(rng, block_of_group[g], g, gamma, r, tau, sigma2, zeros_q, location, work,
+                                            sd_prior)
+            rss = _residual_sum_of_squares(gamma, r, location, data.yty)
+            sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, data.n_obs, rss, int(sigma_prior[0]),
                                            sigma_prior[1], sigma_prior[2], sigma_prior[3])
         if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
-            if has_intercept:
+            if data.has_intercept:
                 intercept = gamma[0]
                 for a in range(1, q):
                     intercept -= x_means[a - 1] * gamma[a]
@@ -672,11 +532,25 @@ def _gibbs_chain(rng, n_iter, n_warmup, thin, update_scales, interweave, collaps
 # --------------------------------------------------------------------------------- front end
 
 
+def gibbs_data(model: MultilevelModel) -> GibbsData:
+    """The model's arrays arranged for _gibbs_chain."""
+    inputs = location_inputs(model)
+    return GibbsData(location_data(model, inputs), _distinct_level_sizes(model), float(model.yty),
+                     float(model.n_obs), np.ascontiguousarray(model.x_means, dtype=np.float64),
+                     bool(model.has_intercept), int(model.n_blocks), inputs.gamma_prior,
+                     PriorArrays(model.sd_prior_family, model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale),
+                     np.ascontiguousarray(model.sigma_prior, dtype=np.float64))
+
+
 def _initial_scales(model: MultilevelModel, rng: np.random.Generator, init) -> tuple[np.ndarray, float]:
-    """Starting sd and sigma: from ``init`` (dict with "sd" (G,) and/or "sigma"), else dispersed
-    around the response's SD (random intercepts start at 0 and are drawn first, so no other start)."""
+    """Starting sd and sigma: from ``init`` (dict with "sd" (S,) and/or "sigma"), else dispersed
+    around the response's SD (divided by a slope column's SD for a slope's sd; random effects start
+    at 0 and are drawn first, so no other start)."""
     spread = float(np.std(model.y)) or 1.0
-    sd = spread * 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.n_groups))
+    sd = spread * 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.n_sd))
+    if model.has_slopes:
+        column_sd = np.std(model.Z, axis=0)
+        sd = sd / np.where(column_sd > 0, column_sd, 1.0)
     sigma = spread * np.exp(rng.uniform(-0.5, 0.5))
     if init is not None:
         unknown = set(init) - {"sd", "sigma"}
@@ -684,8 +558,8 @@ def _initial_scales(model: MultilevelModel, rng: np.random.Generator, init) -> t
             raise ModelSpecError(f"init: unknown entries {sorted(unknown)}; the Gibbs sampler starts from 'sd' and 'sigma'")
         if "sd" in init:
             sd = np.asarray(init["sd"], dtype=np.float64).reshape(-1)
-            if sd.shape != (model.n_groups,) or not np.all(sd > 0):
-                raise ModelSpecError(f"init['sd'] must hold {model.n_groups} positive values")
+            if sd.shape != (model.n_sd,) or not np.all(sd > 0):
+                raise ModelSpecError(f"init['sd'] must hold {model.n_sd} positive values")
         if "sigma" in init:
             sigma = float(init["sigma"])
             if not sigma > 0:
@@ -704,6 +578,7 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
     ``collapse`` (default) and ``interweave``: after each centred update of a group SD, one more
     exact update of it, jointly with the group's effects with those integrated out (collapse), or
     in the non-centred parametrisation (ASIS, interweave). They change no distribution, only mixing.
+    A model with random slopes runs engine.gibbs_slopes (collapse and interweave do not apply).
     Returns ChainResult(draws (n_kept, n_params), ranef (n_kept, L), stats {}), n_kept =
     ceil((n_iter - n_warmup) / thin).
     """
@@ -719,69 +594,30 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.Generator(np.random.PCG64(sequence))
     init_sd, init_sigma = _initial_scales(model, rng, init)
-    inputs = gibbs_inputs(model)
-    draws, ranef = _gibbs_chain(
-        rng, n_iter, n_warmup, thin, bool(update_scales), bool(interweave), bool(collapse), bool(save_ranef), bool(model.has_intercept),
-        np.ascontiguousarray(model.x_means, dtype=np.float64),
-        model.cell_n, model.cell_sum_y, inputs.cell_w, inputs.cell_wy, np.ascontiguousarray(model.cell_levels),
-        inputs.wtw, inputs.wty, float(model.yty), float(model.n_obs),
-        model.level_n, inputs.level_w, model.level_offsets, model.depth, model.ancestors, model.block_of_group,
-        int(model.n_blocks), inputs.gamma_family, inputs.gamma_nu, inputs.gamma_mu, inputs.gamma_scale,
-        model.sd_prior_family, model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale,
-        np.ascontiguousarray(model.sigma_prior, dtype=np.float64), init_sd, init_sigma,
-        inputs.level_size, inputs.size_offsets, inputs.size_value, inputs.size_count,
-    )
+    if model.has_slopes:
+        from engine.gibbs_slopes import run_slopes_chain, slopes_data
+
+        draws, ranef = run_slopes_chain(rng, n_iter, n_warmup, thin, bool(update_scales), bool(save_ranef),
+                                        slopes_data(model), np.ascontiguousarray(init_sd), init_sigma)
+        if not np.all(np.isfinite(draws)):
+            raise SamplerError("the Gibbs sampler produced non-finite draws (check the data's scale and the priors)")
+        return ChainResult(draws, ranef, {})
+    draws, ranef = _gibbs_chain(rng, GibbsSettings(n_iter, n_warmup, thin, bool(update_scales), bool(interweave),
+                                                   bool(collapse), bool(save_ranef)),
+                                gibbs_data(model), init_sd, init_sigma)
     if not np.all(np.isfinite(draws)):
         raise SamplerError("the Gibbs sampler produced non-finite draws (check the data's scale and the priors)")
     return ChainResult(draws, ranef, {})
 
 
-@numba.njit(cache=True, nogil=True)
-def _draw_ranef_kernel(rng, gamma_draws, tau_draws, sigma_draws, cell_n, cell_sum_y, cell_w, cell_wy, cell_levels,
-                       wtw, wty, level_n, level_w, level_offsets, depth, ancestors, block_of_group):
-    n_draws, q = gamma_draws.shape
-    n_total = level_n.shape[0]
-    n_cells = cell_n.shape[0]
-    out = np.empty((n_draws, n_total))
-    r = np.zeros(n_total)
-    other = np.zeros(n_cells)
-    level_rhs = np.zeros(n_total)
-    a_diag = np.zeros(n_total)
-    a_anc = np.zeros((n_total, ancestors.shape[1]))
-    b_rows = np.zeros((n_total, q))
-    c_mat = np.zeros((q, q))
-    rhs_gamma = np.zeros(q)
-    zeros = np.zeros(q)
-    for i in range(n_draws):
-        gamma = gamma_draws[i].copy()
-        _location_block(rng, 0, False, False, gamma, r, tau_draws[i], sigma_draws[i] ** 2, zeros, zeros,
-                        cell_n, cell_sum_y, cell_w, cell_wy, cell_levels, wtw, wty,
-                        level_n, level_w, level_offsets, depth, ancestors, block_of_group,
-                        other, level_rhs, a_diag, a_anc, b_rows, c_mat, rhs_gamma)
-        out[i] = r
-    return out
+class GibbsSampler:
+    """The blocked Gibbs sampler as an engine.multilevel.sampler.Sampler (``sampler="gibbs"``)."""
+
+    name = "gibbs"
+    options = {"init": None, "save_ranef": True, "update_scales": True, "collapse": True, "interweave": False}
+
+    def run_chain(self, model, n_iter, n_warmup, seed, thin=1, **options) -> ChainResult:
+        return sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
 
 
-def draw_ranef(model: MultilevelModel, draws: np.ndarray, seed: np.random.SeedSequence | int | None = None) -> np.ndarray:
-    """Random intercepts drawn exactly from p(r | b, sd, sigma, y), one per row of ``draws``.
-
-    ``draws``: (n, n_params) in the canonical order (b_Intercept on the original scale, b..., sd...,
-    sigma), as a collapsed sampler produces them. Exact for nested groups (one block; the
-    leaves-up elimination of the location block with gamma fixed). Returns (n, L).
-    """
-    if model.n_blocks > 1:
-        raise ModelSpecError("draw_ranef: crossed grouping factors have no exact one-pass conditional draw; "
-                             "use the Gibbs sampler")
-    draws = np.asarray(draws, dtype=np.float64)
-    q = int(model.has_intercept) + model.n_coef
-    gamma = np.ascontiguousarray(draws[:, :q])
-    if model.has_intercept:  # back to the centred intercept b0_c = b_Intercept + xbar'beta
-        gamma[:, 0] = draws[:, 0] + draws[:, 1:q] @ model.x_means
-    tau = np.ascontiguousarray(draws[:, q:q + model.n_groups])
-    sigma = np.ascontiguousarray(draws[:, q + model.n_groups])
-    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    rng = np.random.Generator(np.random.PCG64(sequence))
-    inputs = gibbs_inputs(model)
-    return _draw_ranef_kernel(rng, gamma, tau, sigma, model.cell_n, model.cell_sum_y, inputs.cell_w, inputs.cell_wy,
-                              np.ascontiguousarray(model.cell_levels), inputs.wtw, inputs.wty, model.level_n,
-                              inputs.level_w, model.level_offsets, model.depth, model.ancestors, model.block_of_group)
+GIBBS = register_sampler(GibbsSampler())

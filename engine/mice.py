@@ -15,16 +15,16 @@ As mice does: starting values are random draws from each column's observed value
 imputed (``edit.setup``); before every univariate fit, predictors that are constant (var < 1e-4),
 nearly identical to the target (r >= 0.99) or linearly dependent (eigenvalue ratio < 1e-4 of their
 correlation matrix) are dropped (``remove.lindep``). Everything removed is listed in
-``imp.logged_events``. The method kernels live in ``engine.impute_methods``, ``engine.cart``,
-``engine.lda`` and ``engine.polr``.
+``imp.logged_events``. The method kernels live in ``engine.impute`` (one module per method family:
+``linear`` for norm/pmm, ``logistic`` for logreg/polyreg, ``polr``, ``lda``, ``cart``, and ``lindep``).
 
 Known differences from R: random numbers differ (NumPy PCG64 streams); ``pmm`` on a factor scales
 the categories by the first canonical variate of the centred dummies against the predictors, the
 same scores up to sign and scale as mice >= 3.16's ``quantify`` (second uncentred variate; pmm's
 matching does not change under either), while mice <= 3.15 matched on the integer codes
 (``quantify=False``); ``polyreg`` fits the multinomial MLE by Newton
-steps rather than ``nnet``'s BFGS; ``cart`` trees are pre-pruned at cp (see ``engine.cart``);
-``polr`` (``engine.polr``) fits the proportional-odds MLE by Newton steps rather than MASS's BFGS,
+steps rather than ``nnet``'s BFGS; ``cart`` trees are pre-pruned at cp (see ``engine.impute.cart``);
+``polr`` (``engine.impute.polr``) fits the proportional-odds MLE by Newton steps rather than MASS's BFGS,
 keeps the factor's level order (mice 3.15's ``augment`` re-sorts the labels alphabetically) and
 always logs its fall-backs to ``polyreg`` (mice's ``polr.to.loggedEvents = TRUE``);
 ``remove.lindep`` first drops, in column order, predictors whose residual variance given the
@@ -49,10 +49,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import cart as _cart
-from . import impute_methods as _im
-from . import lda as _lda
-from . import polr as _polr
+from .impute import cart as _cart
+from .impute import lda as _lda
+from .impute import lindep as _lindep
+from .impute import linear as _linear
+from .impute import logistic as _logistic
+from .impute import polr as _polr
+from ._linalg import SingleThreadedBlas, cholesky_with_ridge, crossprod, gather, solve_lower, solve_upper_t
 from .errors import DataWarning, ImputationError
 from .parallel import child_seeds, default_workers, run_tasks
 from .progress import progress_reporter
@@ -69,71 +72,6 @@ COLLINEAR_THRESHOLD = 0.999
 CART_MIN_BUCKET = 5
 CART_CP = 1e-4
 
-
-# --------------------------------------------------------------------------------------------
-# BLAS threads: the imputations already run in parallel, and the matrices are small (p <= a few
-# hundred), where a multithreaded OpenBLAS spends far more time synchronising than computing
-# (measured: 0.9 s instead of 0.02 s for one 150 x 150 eigh on a busy 2-core machine). Limit the
-# loaded OpenBLAS libraries (NumPy's and SciPy's, which Numba's linalg uses) to one thread while
-# mice runs, and restore them afterwards (what threadpoolctl does, with ctypes only).
-
-_BLAS_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-               ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-               ("openblas_get_num_threads", "openblas_set_num_threads"))
-
-
-_BLAS_CONTROLS: list | None = None
-
-
-def _blas_controls() -> list:
-    """(get, set) thread-count functions of every OpenBLAS library loaded (found once)."""
-    global _BLAS_CONTROLS
-    if _BLAS_CONTROLS is None:
-        controls = []
-        try:
-            import ctypes
-
-            # Load every BLAS the imputation may touch (numpy's and scipy's) before looking, since
-            # the controls are found once per process: one loaded later would keep its threads.
-            import numpy.linalg  # noqa: F401
-            import scipy.linalg  # noqa: F401
-
-            with open("/proc/self/maps") as maps:
-                paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-            for path in sorted(paths):
-                lib = ctypes.CDLL(path)
-                for get_name, set_name in _BLAS_NAMES:
-                    if hasattr(lib, get_name) and hasattr(lib, set_name):
-                        controls.append((getattr(lib, get_name), getattr(lib, set_name)))
-                        break
-        except Exception:  # pragma: no cover - no /proc or no OpenBLAS: leave BLAS as it is
-            controls = []
-        _BLAS_CONTROLS = controls
-    return _BLAS_CONTROLS
-
-
-class _SingleThreadedBlas:
-    """Context manager: OpenBLAS libraries loaded in this process use one thread inside."""
-
-    def __enter__(self):
-        self._saved = []
-        for getter, setter in _blas_controls():
-            try:
-                before = int(getter())
-                setter(1)
-                self._saved.append((setter, before))
-            except Exception:  # pragma: no cover
-                pass
-        return self
-
-    def __exit__(self, *exc):
-        for setter, before in self._saved:
-            try:
-                setter(before)
-            except Exception:  # pragma: no cover
-                pass
-        return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,10 +182,10 @@ def remove_lindep(x_obs: np.ndarray, y_obs: np.ndarray, eps: float = LINDEP_EPS,
 
     Drops all when var(y) < eps; else predictors with var <= eps or cor(x, y) >= maxcor, then, while
     the smallest/largest eigenvalue of the kept predictors' correlation matrix is < eps, the one
-    with the largest weight in the smallest eigenvector (kernel ``_im.lindep_keep``)."""
+    with the largest weight in the smallest eigenvector (kernel ``_lindep.lindep_keep``)."""
     if x_obs.shape[1] == 0:
         return np.zeros(0, dtype=bool)
-    return _im.lindep_keep(np.ascontiguousarray(x_obs, dtype=float), np.ascontiguousarray(y_obs, dtype=float),
+    return _lindep.lindep_keep(np.ascontiguousarray(x_obs, dtype=float), np.ascontiguousarray(y_obs, dtype=float),
                            eps, maxcor)
 
 
@@ -292,7 +230,7 @@ def quantify(y_codes: np.ndarray, x1: np.ndarray, chol: np.ndarray) -> np.ndarra
     dummies[np.flatnonzero(rows), inverse[rows] - 1] = 1.0
     yc = dummies - dummies.mean(axis=0)
     cross = x1.T @ yc  # (p + 1, classes - 1)
-    b = np.column_stack([_im.solve_lower(chol, np.ascontiguousarray(cross[:, c])) for c in range(cross.shape[1])])
+    b = np.column_stack([solve_lower(chol, np.ascontiguousarray(cross[:, c])) for c in range(cross.shape[1])])
     explained = b.T @ b
     total = yc.T @ yc
     evals, evecs = _eigh(explained, total)
@@ -309,7 +247,7 @@ def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     ``step.quantify`` False, on its integer codes 1..L (mice <= 3.15)."""
     xo = _with_intercept(x_obs)
     xm = _with_intercept(x_mis)
-    chol, _ = _im.cholesky_with_ridge(_im.crossprod(xo), _im.RIDGE)
+    chol, _ = cholesky_with_ridge(crossprod(xo), _linear.RIDGE)
     if not is_factor:
         ynum = y_obs
     elif step is None or step.quantify:
@@ -319,11 +257,11 @@ def _impute_pmm(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     p = xo.shape[1]
     z = rng.standard_normal(p)
     chisq = rng.chisquare(max(xo.shape[0] - p, 1))
-    beta_hat, beta_star, _ = _im.bayes_linear_draw_given_cholesky(xo, ynum, chol, z, chisq)
+    beta_hat, beta_star, _ = _linear.bayes_linear_draw_given_cholesky(xo, ynum, chol, z, chisq)
     yhat_obs = xo @ beta_hat
     yhat_mis = xm @ beta_star
     n_mis = xm.shape[0]
-    idx = _im.pmm_match(yhat_obs, yhat_mis, DONORS, rng.random(n_mis), rng.random(n_mis))
+    idx = _linear.pmm_match(yhat_obs, yhat_mis, DONORS, rng.random(n_mis), rng.random(n_mis))
     return y_obs[idx]
 
 
@@ -333,7 +271,7 @@ def _impute_norm(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     p = xo.shape[1]
     z = rng.standard_normal(p)
     chisq = rng.chisquare(max(xo.shape[0] - p, 1))
-    _, beta_star, sigma_star, _ = _im.bayes_linear_draw(xo, y_obs, z, chisq, _im.RIDGE)
+    _, beta_star, sigma_star, _ = _linear.bayes_linear_draw(xo, y_obs, z, chisq, _linear.RIDGE)
     return xm @ beta_star + rng.standard_normal(xm.shape[0]) * sigma_star
 
 
@@ -350,10 +288,10 @@ def _impute_logreg(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     present = np.unique(codes)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
-    x_aug, y_aug, w_aug = _im.augment(x_obs, codes, 2, x_mis)
+    x_aug, y_aug, w_aug = _logistic.augment(x_obs, codes, 2, x_mis)
     xa = _with_intercept(x_aug)
-    beta, chol, _ = _im.logistic_irls(xa, y_aug.astype(float), w_aug, 25, 1e-8)
-    beta_star = beta + _im.solve_upper_t(chol, rng.standard_normal(xa.shape[1]))
+    beta, chol, _ = _logistic.logistic_irls(xa, y_aug.astype(float), w_aug, 25, 1e-8)
+    beta_star = beta + solve_upper_t(chol, rng.standard_normal(xa.shape[1]))
     eta = _with_intercept(x_mis) @ beta_star
     prob = 1.0 / (1.0 + np.exp(-eta))
     return (rng.random(x_mis.shape[0]) <= prob).astype(float)
@@ -374,20 +312,20 @@ def _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     present, local = _present_classes(y_obs)
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
-    x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size, x_mis)
+    x_aug, y_aug, w_aug = _logistic.augment(x_obs, local, present.size, x_mis)
     xa = _with_intercept(x_aug)
     beta0 = np.zeros((xa.shape[1], present.size))
     if warm.get("beta") is not None and warm["beta"].shape == beta0.shape:
         beta0 = warm["beta"]
-    beta = _im.multinom_newton(xa, y_aug.astype(np.int64), w_aug, present.size, beta0, 100, 1e-8)
+    beta = _logistic.multinom_newton(xa, y_aug.astype(np.int64), w_aug, present.size, beta0, 100, 1e-8)
     warm["beta"] = beta
-    probs = _im._multinom_probs(_with_intercept(x_mis), beta)
-    drawn = _im.draw_categories(probs, rng.random(x_mis.shape[0]))
+    probs = _logistic._multinom_probs(_with_intercept(x_mis), beta)
+    drawn = _logistic.draw_categories(probs, rng.random(x_mis.shape[0]))
     return present[drawn].astype(float)
 
 
 def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, step=None):
-    """Proportional-odds logit (``engine.polr``) on the augmented observed cases, classes drawn
+    """Proportional-odds logit (``engine.impute.polr``) on the augmented observed cases, classes drawn
     from the fitted probabilities with one uniform each (mice does not draw the parameters here).
     As mice 3.15, where MASS::polr fails (fewer than 3 observed classes, no convergence) the
     multinomial logit of ``polyreg`` is used instead; each fall-back adds mice's message to
@@ -399,7 +337,7 @@ def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, step=None):
         return np.full(x_mis.shape[0], float(present[0]))
     fit = None
     if present.size >= 3:
-        x_aug, y_aug, w_aug = _im.augment(x_obs, local, present.size, x_mis)
+        x_aug, y_aug, w_aug = _logistic.augment(x_obs, local, present.size, x_mis)
         y_aug = y_aug.astype(np.int64)
         beta0 = zeta0 = None
         previous = warm.get("polr")
@@ -414,7 +352,7 @@ def _impute_polr(y_obs, x_obs, x_mis, rng, is_factor, step=None):
         step.notes.append("polr falls back to multinom")
         return _impute_polyreg(y_obs, x_obs, x_mis, rng, is_factor, _StepState(warm=warm.setdefault("multinom", {})))
     probs = _polr.predict_probabilities(x_mis, fit.beta, fit.zeta)
-    drawn = _im.draw_categories(probs, rng.random(x_mis.shape[0]))
+    drawn = _logistic.draw_categories(probs, rng.random(x_mis.shape[0]))
     return present[drawn].astype(float)
 
 
@@ -423,7 +361,7 @@ def _impute_lda(y_obs, x_obs, x_mis, rng, is_factor, step=None):
     if present.size == 1:
         return np.full(x_mis.shape[0], float(present[0]))
     post = _lda.lda_posterior(x_obs, local, present.size, x_mis)
-    drawn = _im.draw_categories(np.ascontiguousarray(post), rng.random(x_mis.shape[0]))
+    drawn = _logistic.draw_categories(np.ascontiguousarray(post), rng.random(x_mis.shape[0]))
     return present[drawn].astype(float)
 
 
@@ -477,7 +415,7 @@ def _build_design_from(values, design_start, design_stop, infos, width) -> np.nd
 def _exactly_dependent(x: np.ndarray, columns: tuple) -> set:
     """Columns (their labels in ``columns``) of x that are exact linear combinations of earlier
     columns and the intercept: in-order Cholesky of the correlation matrix, residual variance
-    below 1e-8 (the first pass of ``impute_methods.lindep_keep``). Constant columns count too."""
+    below 1e-8 (the first pass of ``engine.impute.lindep.lindep_keep``). Constant columns count too."""
     if x.shape[1] == 0:
         return set()
     xc = x - x.mean(axis=0)
@@ -553,8 +491,8 @@ def _run_imputation(setup: _Setup, seed: np.random.SeedSequence, sweep_done=None
                 buffers[j] = (obs_rows, mis_rows, np.empty((obs_rows.size, cols.size)),
                               np.empty((mis_rows.size, cols.size)), np.ascontiguousarray(values[obs, j]))
             obs_rows, mis_rows, x_obs, x_mis, y_obs = buffers[j]
-            _im.gather(design, obs_rows, cols, x_obs)
-            _im.gather(design, mis_rows, cols, x_mis)
+            gather(design, obs_rows, cols, x_obs)
+            gather(design, mis_rows, cols, x_mis)
             keep = remove_lindep(x_obs, y_obs)
             if not keep.all():
                 dropped = [setup.design_names[c] for c in np.asarray(cols)[~keep]]
@@ -579,7 +517,7 @@ def _imputation_task(setup: _Setup, seed: np.random.SeedSequence, sweep_done=Non
     """``_run_imputation`` with single-threaded BLAS in whichever process runs it: a worker process
     of a remote executor must not use multi-threaded BLAS, whose summation order differs and
     would change the draws (same seed, same imputations, whatever the executor)."""
-    with _SingleThreadedBlas():
+    with SingleThreadedBlas():
         return _run_imputation(setup, seed, sweep_done)
 
 
@@ -819,8 +757,45 @@ def mice(
             raise ImputationError(f"visit_sequence names column(s) not in the data: {unknown}")
         visit_names = list(visit_sequence)
 
+    events = _edit_setup(values, missing, nmis, infos, methods, pred)
+    if events:
+        removed = ", ".join(f"{e[1]} ({e[2]})" for e in events)
+        warnings.warn(f"mice removed these columns as predictors (and left them unimputed if "
+                      f"incomplete): {removed}; see logged_events", DataWarning, stacklevel=2)
+    design_start, design_stop, design_names = _design_layout(infos)
+    visit = [names.index(v) for v in visit_names if methods[names.index(v)] and nmis[names.index(v)] > 0]
+    predictor_design_cols = _predictor_design_columns(values, nmis, infos, methods, pred, design_start,
+                                                      design_stop, design_names, events)
+
+    setup = _Setup(values=values, missing=missing, is_factor=np.array([i.is_factor for i in infos]),
+                   n_levels=np.array([len(i.levels) for i in infos]), design_start=design_start,
+                   design_stop=design_stop, design_names=design_names, column_names=names,
+                   methods=methods, predictor_design_cols=predictor_design_cols, visit=visit,
+                   maxit=int(maxit), quantify=bool(quantify))
+    results = _run_imputations(setup, child_seeds(seed, int(m)), executor, progress)
+    imp, chain_means, chain_vars, codes = _collect_imputations(results, setup, infos, data.index)
+    for i, res in enumerate(results):
+        for it, dep, meth, out in res[3]:
+            events.append((it, dep, meth, out, i + 1))
+    logged = pd.DataFrame(
+        [(e[0], e[4] if len(e) > 4 else 0, e[1], e[2], e[3]) for e in events],
+        columns=["it", "im", "dep", "meth", "out"],
+    )
+    return MiceResult(
+        data=data, m=int(m), maxit=int(maxit), method=dict(zip(names, methods)),
+        predictor_matrix=pd.DataFrame(pred, index=names, columns=names),
+        visit_sequence=[names[j] for j in visit], where=pd.DataFrame(missing, index=data.index, columns=names),
+        imp=imp, chain_means=chain_means, chain_vars=chain_vars, logged_events=logged, seed=seed,
+        _columns={i.name: i for i in infos}, _codes=codes,
+    )
+
+
+def _edit_setup(values, missing, nmis, infos, methods, pred) -> list[tuple]:
+    """mice's ``edit.setup``: constant columns, then collinear ones, then incomplete columns that are
+    not imputed, stop being predictors (and targets). Edits ``methods`` and ``pred`` in place and
+    returns the logged events ``(0, dep, meth, out)``."""
+    names = [info.name for info in infos]
     events: list[tuple] = []
-    # edit.setup: constant columns, then collinear columns
     for j, info in enumerate(infos):
         observed = values[~missing[:, j], j]
         constant = observed.size > 1 and np.var(observed, ddof=1) < 1000 * np.finfo(float).eps
@@ -843,16 +818,17 @@ def mice(
                 methods[j] = ""
             events.append((0, names[j], "collinear", names[j]))
     # a column with missing values that is not imputed cannot be a predictor
-    for j in range(ncol):
+    for j in range(len(infos)):
         if nmis[j] > 0 and not methods[j] and pred[:, j].any():
             pred[:, j] = 0
             events.append((0, names[j], "not imputed", names[j]))
-    if any(e[0] == 0 for e in events):
-        removed = ", ".join(f"{e[1]} ({e[2]})" for e in events)
-        warnings.warn(f"mice removed these columns as predictors (and left them unimputed if "
-                      f"incomplete): {removed}; see logged_events", DataWarning, stacklevel=2)
+    return events
 
-    # design columns: numerics 1, factors L - 1 treatment dummies
+
+def _design_layout(infos) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Where each column's design columns lie: numerics 1, factors L - 1 treatment dummies.
+    Returns (start (ncol,), stop (ncol,), design column names)."""
+    ncol = len(infos)
     design_start = np.zeros(ncol, dtype=np.int64)
     design_stop = np.zeros(ncol, dtype=np.int64)
     design_names: list[str] = []
@@ -863,11 +839,19 @@ def mice(
         else:
             design_names.append(info.name)
         design_stop[j] = len(design_names)
-    visit = [names.index(v) for v in visit_names if methods[names.index(v)] and nmis[names.index(v)] > 0]
-    # Exact linear dependencies among the complete predictors (class dummies against school
-    # dummies, treatment and class size, ...) hold in every sweep and on every subset of rows, so
-    # remove.lindep would find them at every visit; find them once (same in-order rule as the
-    # kernel's first pass) and leave those design columns out. Per distinct set of predictors.
+    return design_start, design_stop, design_names
+
+
+def _predictor_design_columns(values, nmis, infos, methods, pred, design_start, design_stop,
+                              design_names, events) -> list[np.ndarray]:
+    """The design columns each target's model uses, without the exactly dependent complete ones.
+
+    Exact linear dependencies among the complete predictors (class dummies against school dummies,
+    treatment and class size, ...) hold in every sweep and on every subset of rows, so remove.lindep
+    would find them at every visit; find them once (same in-order rule as the kernel's first pass)
+    and leave those design columns out, per distinct set of predictors. Appends a ``dependent``
+    event to ``events`` for each column left out."""
+    ncol = len(infos)
     complete_design = np.zeros(len(design_names), dtype=bool)
     for k in range(ncol):
         if nmis[k] == 0:
@@ -890,63 +874,52 @@ def mice(
             if redundant:
                 cols = np.array([c for c in cols if int(c) not in redundant], dtype=np.int64)
         predictor_design_cols.append(cols)
+    return predictor_design_cols
 
-    setup = _Setup(values=values, missing=missing, is_factor=np.array([i.is_factor for i in infos]),
-                   n_levels=np.array([len(i.levels) for i in infos]), design_start=design_start,
-                   design_stop=design_stop, design_names=design_names, column_names=names,
-                   methods=methods, predictor_design_cols=predictor_design_cols, visit=visit,
-                   maxit=int(maxit), quantify=bool(quantify))
-    seeds = child_seeds(seed, int(m))
-    # Progress per finished sweep, where the sweeps run in this process (threads); a remote executor
-    # reports once at the end.
-    total_sweeps = int(m) * max(int(maxit), 1)
+
+def _run_imputations(setup, seeds, executor, progress) -> list:
+    """The m imputation tasks, one per seed, on ``executor`` (default: local threads), with progress
+    per finished sweep where the sweeps run in this process (a remote executor reports at the end)."""
+    m = len(seeds)
+    total_sweeps = m * max(setup.maxit, 1)
     report, close_progress = progress_reporter(progress, "mice", total_sweeps)
     sweep_done = None
     if report is not None and (executor is None or isinstance(executor, ThreadPoolExecutor)):
         finished = itertools.count(1)
         sweep_done = lambda: report(next(finished), total_sweeps)  # noqa: E731 - count() is thread-safe under the GIL
     try:
-        with _SingleThreadedBlas():
+        with SingleThreadedBlas():
             results = run_tasks(_imputation_task, [(setup, s, sweep_done) for s in seeds], executor,
-                                max_workers=_imputation_threads(int(m)))
+                                max_workers=_imputation_threads(m))
         if report is not None:
             report(total_sweeps, total_sweeps)
     finally:
         close_progress()
+    return results
 
-    codes = {}
-    imp = {}
-    chain_means = {}
-    chain_vars = {}
-    iterations = pd.Index(np.arange(1, maxit + 1), name="iteration")
+
+def _collect_imputations(results, setup, infos, index) -> tuple[dict, dict, dict, dict]:
+    """Per visited column: the imputed values (labels for factors) as a (missing rows x m) frame,
+    the chain means and variances per iteration, and the raw codes."""
+    codes, imp, chain_means, chain_vars = {}, {}, {}, {}
+    m = len(results)
+    iterations = pd.Index(np.arange(1, setup.maxit + 1), name="iteration")
     imputations = pd.Index(np.arange(1, m + 1), name="imputation")
-    for v, j in enumerate(visit):
-        name = names[j]
+    for v, j in enumerate(setup.visit):
+        name = setup.column_names[j]
         stacked = np.column_stack([res[0][v] for res in results])
         codes[name] = stacked
+        rows = index[setup.missing[:, j]]
         if infos[j].is_factor:
             labels = np.array(infos[j].levels, dtype=object)[stacked.astype(np.int64)]
-            imp[name] = pd.DataFrame(labels, index=data.index[missing[:, j]], columns=imputations)
+            imp[name] = pd.DataFrame(labels, index=rows, columns=imputations)
         else:
-            imp[name] = pd.DataFrame(stacked, index=data.index[missing[:, j]], columns=imputations)
+            imp[name] = pd.DataFrame(stacked, index=rows, columns=imputations)
         chain_means[name] = pd.DataFrame(np.column_stack([res[1][v] for res in results]),
                                          index=iterations, columns=imputations)
         chain_vars[name] = pd.DataFrame(np.column_stack([res[2][v] for res in results]),
                                         index=iterations, columns=imputations)
-    for i, res in enumerate(results):
-        for it, dep, meth, out in res[3]:
-            events.append((it, dep, meth, out, i + 1))
-    logged = pd.DataFrame(
-        [(e[0], e[4] if len(e) > 4 else 0, e[1], e[2], e[3]) for e in events],
-        columns=["it", "im", "dep", "meth", "out"],
-    )
-    return MiceResult(
-        data=data, m=int(m), maxit=int(maxit), method=dict(zip(names, methods)),
-        predictor_matrix=pd.DataFrame(pred, index=names, columns=names),
-        visit_sequence=[names[j] for j in visit], where=pd.DataFrame(missing, index=data.index, columns=names),
-        imp=imp, chain_means=chain_means, chain_vars=chain_vars, logged_events=logged, seed=seed,
-        _columns={i.name: i for i in infos}, _codes=codes,
-    )
+    return imp, chain_means, chain_vars, codes
 
 
 from ._callable_module import make_module_callable  # noqa: E402

@@ -24,11 +24,11 @@ specialisation of the sampler. The indirect call costs a few nanoseconds per gra
 function pointer comes from ``numba.experimental.function_type._get_wrapper_address``, Numba's own
 helper for first-class functions; checked with Numba 0.68.) The pieces:
 
-- ``engine.nuts_metric``: diagonal / dense Euclidean metric, momentum, kinetic energy, Welford;
-- ``engine.nuts_integrator``: the leapfrog step;
-- ``engine.nuts_tree``: one multinomial NUTS transition (iterative tree building, Stan's extra
+- ``engine.hmc.metric``: diagonal / dense Euclidean metric, momentum, kinetic energy, Welford;
+- ``engine.hmc.integrator``: the leapfrog step;
+- ``engine.hmc.tree``: one multinomial NUTS transition (iterative tree building, Stan's extra
   U-turn checks across merged subtrees, divergence at H − H0 > 1000);
-- ``engine.nuts_adaptation``: dual averaging, Stan's windowed metric schedule, step-size heuristic.
+- ``engine.hmc.adaptation``: dual averaging, Stan's windowed metric schedule, step-size heuristic.
 
 This module assembles them into a chain kernel (one ``numba.njit`` loop over warm-up and sampling,
 so that no Python runs between transitions) and runs chains in parallel via
@@ -55,14 +55,14 @@ from numba import types
 from numba.experimental.function_type import _get_wrapper_address
 
 from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
-from engine.nuts_adaptation import (
+from engine.hmc.adaptation import (
     adaptation_windows,
     dual_averaging_restart,
     dual_averaging_update,
     initial_step_size,
 )
-from engine.nuts_metric import EuclideanMetric, regularised_metric, welford_update
-from engine.nuts_tree import make_workspace, nuts_transition
+from engine.hmc.metric import EuclideanMetric, regularised_metric, welford_update
+from engine.hmc.tree import make_workspace, nuts_transition
 from engine.parallel import child_seeds, run_tasks
 
 LOGP_SIGNATURE = types.Tuple((types.float64, types.float64[::1]))(

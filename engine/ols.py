@@ -33,7 +33,7 @@ compare the kernel with ``_dqrdc2`` run directly on X (R's own computation) and 
 
 The user-facing ``ols(formula, data)`` builds the design with ``engine.formula.model_frame`` and
 returns an ``OLSResults`` whose ``summary()`` prints exactly what R's ``print(summary(lm(...)))``
-prints (see ``engine.printing``).
+prints (see ``engine.rcompat``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, ModelSpecError
+from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError
+
+__all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",
+           "ols", "pivoted_qr", "tsqr_triangle"]
 
 #: R's ``lm`` tolerance for the rank decision (``lm.fit(tol = 1e-7)``).
 QR_TOLERANCE = 1e-7
@@ -661,11 +664,14 @@ class OLSResults:
     rsquared_adj, fvalue, f_pvalue, nobs, n_dropped, resid, fitted (Series over the kept rows'
     index labels), aliased (list of names), formula, call (R's call text), ssr, ess,
     timings (seconds: model_frame, qr, residuals), model_frame (the ModelFrame).
+    With ``ols(vcov=, cluster=)``: cov_type, robust (engine.robust.RobustCovariance) and
+    df_inference (the t and F degrees of freedom) describe the covariance bse, tvalues, pvalues,
+    vcov, fvalue and conf_int() use. ``predict()`` as R's predict.lm.
     """
 
     def __init__(self, ls: LeastSquares, names: list[str], index: pd.Index, *, formula: str,
                  call: list[str], n_dropped: int, model_frame=None,
-                 timings: dict | None = None):
+                 timings: dict | None = None, robust=None, data_columns=()):
         self._ls = ls
         self.column_names = list(names)
         self.formula = formula
@@ -688,6 +694,48 @@ class OLSResults:
         self.has_intercept = ls.has_intercept
         self.model_frame = model_frame
         self.timings = dict(timings or {})
+        # robust covariance (ols(vcov=, cluster=)): bse, t, p, vcov, F and intervals use it
+        self.robust = robust
+        self.cov_type = "nonrobust" if robust is None else robust.kind
+        self.df_inference = ls.df_resid if robust is None else robust.df
+        self._data_columns = tuple(data_columns)
+        if robust is not None:
+            self._use_robust(robust, self._names)
+
+    def _use_robust(self, robust, idx: pd.Index) -> None:
+        from scipy import special
+
+        from .robust import wald_f
+
+        ls = self._ls
+        kept = ls.pivot[:ls.rank]
+        p = len(self.column_names)
+        V = np.full((p, p), np.nan)
+        V[np.ix_(kept, kept)] = robust.vcov
+        se = np.full(p, np.nan)
+        diag = np.diag(robust.vcov)
+        if (diag < 0).any():  # multiway inclusion-exclusion need not be positive semi-definite
+            bad = [self.column_names[j] for j, d in zip(kept, diag) if d < 0]
+            warnings.warn(f"the {robust.kind} multiway cluster-robust covariance has negative "
+                          f"variances for {', '.join(bad)}: their standard errors are NaN",
+                          DataWarning, stacklevel=4)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se[kept] = np.sqrt(diag)
+            t = ls.coef / se
+        pv = np.full(p, np.nan)
+        pv[kept] = 2.0 * special.stdtr(robust.df, -np.abs(t[kept]))
+        self.bse = pd.Series(se, index=idx, name="Std. Error")
+        self.tvalues = pd.Series(t, index=idx, name="t value")
+        self.pvalues = pd.Series(pv, index=idx, name="Pr(>|t|)")
+        self.vcov = pd.DataFrame(V, index=idx, columns=idx)
+        test = ~ls.aliased
+        if ls.has_intercept:
+            test &= np.asarray([nm != "(Intercept)" for nm in self.column_names])
+        fval, q = wald_f(ls.coef, V, test)
+        if robust.clusters is not None and q > robust.df:
+            fval = float("nan")  # the clustered meat has rank < q: no Wald F (Stata reports none)
+        self.fvalue = fval  # robust Wald F on (q, df_inference) degrees of freedom
+        self.f_pvalue = float(special.fdtrc(q, robust.df, fval)) if q else float("nan")
 
     # pandas views of the fit, built on first access (building them is most of a small fit's time)
     @functools.cached_property
@@ -739,27 +787,35 @@ class OLSResults:
         """Confidence intervals for the coefficients, as R's ``confint(fit, level = level)``."""
         from scipy import stats
 
-        from .printing import format_real
+        from .rcompat.numbers import format_percent
 
         if not 0.0 < level < 1.0:
             raise ModelSpecError(f"level must lie strictly between 0 and 1, got {level!r}")
         a = (1.0 - level) / 2.0
-        q = stats.t.ppf(1.0 - a, self.df_resid) if self.df_resid > 0 else np.nan
+        q = stats.t.ppf(1.0 - a, self.df_inference) if self.df_inference > 0 else np.nan
         lo = self.params - q * self.bse
         hi = self.params + q * self.bse
-        # R: paste(format(100 * c(a, 1 - a), trim = TRUE, scientific = FALSE, digits = 3), "%")
-        cols = [t.strip() + " %" for t in format_real([100 * a, 100 * (1 - a)], 3,
-                                                          scientific=False)]
+        cols = format_percent([a, 1 - a], 3)
         return pd.DataFrame({cols[0]: lo.to_numpy(), cols[1]: hi.to_numpy()},
                             index=self.params.index)
 
+    def predict(self, newdata: pd.DataFrame | None = None, interval: str | None = None,
+                level: float = 0.95, robust: bool = False) -> pd.DataFrame:
+        """R's ``predict(fit, newdata, se.fit = TRUE, interval, level)``: a DataFrame with
+        ``fit``, ``se_fit`` (and ``lwr``, ``upr`` for ``interval="confidence"`` or
+        ``"prediction"``); see :mod:`engine.ols_predict` (``robust``: use ``vcov=``'s covariance,
+        which R's predict.lm ignores)."""
+        from .ols_predict import predict_ols
+
+        return predict_ols(self, newdata, interval=interval, level=level, robust=robust)
+
     def summary(self) -> OLSSummary:
         """R's ``summary(fit)``; ``print(fit.summary())`` prints what R prints."""
-        from .printing import summary_lm_text
+        from .rcompat.print_lm import summary_lm_text
 
         ls = self._ls
         keep = ~ls.aliased
-        table = np.column_stack([ls.coef, ls.std_error, ls.t_value, ls.p_value])
+        table = np.column_stack([ls.coef, self.bse, self.tvalues, self.pvalues])
         coefficients = pd.DataFrame(
             table[keep], index=[n for n, k in zip(self.column_names, keep) if k],
             columns=["Estimate", "Std. Error", "t value", "Pr(>|t|)"])
@@ -770,18 +826,19 @@ class OLSResults:
                           stacklevel=2)
         fstat = None
         if np.isfinite(ls.f_numdf):
-            fstat = (ls.fvalue, ls.f_numdf, float(ls.df_resid))
+            fstat = (self.fvalue, ls.f_numdf, float(self.df_inference))
         text = summary_lm_text(
             call_lines_=self.call_lines, residuals=ls.resid,
             residual_names=_r_row_names(self.resid.index), rank=ls.rank,
             df_resid=ls.df_resid, n_coef=len(self.column_names), coef_names=self.column_names,
             coef_table=table, aliased=ls.aliased, sigma=ls.sigma, n_deleted=self.n_dropped,
             r_squared=ls.r_squared, adj_r_squared=ls.adj_r_squared, fstatistic=fstat,
-            f_pvalue=ls.f_pvalue)
+            f_pvalue=self.f_pvalue,
+            vcov_note=None if self.robust is None else self.robust.description())
         return OLSSummary(self, coefficients, text)
 
     def __repr__(self) -> str:
-        from .printing import print_lm_text
+        from .rcompat.print_lm import print_lm_text
 
         return print_lm_text(self.call_lines, self.params.to_numpy(), self.column_names)[:-1]
 
@@ -791,20 +848,36 @@ class OLSResults:
 
 @functools.lru_cache(maxsize=256)
 def _call_lines(formula: str, data_name: str) -> tuple[str, ...]:
-    return tuple(_call_text(formula, data_name))
+    """``_call_text`` once per (formula, data_name): deparsing it is a good part of a small fit."""
+    return tuple(_call_text(formula, _data_node(data_name)))
 
 
-def _call_text(formula: str, data_name: str) -> list[str]:
-    from .printing import call_lines
+def _call_text(formula: str, data) -> list[str]:
+    """R's printed call ``lm(formula = ..., data = ...)``, deparsed from the formula layer's own
+    parse of the formula."""
+    from .formula import parse_formula
+    from .rcompat.language import call_lines, formula_node
+
+    parsed = parse_formula(formula)
+    return call_lines("lm", [("formula", formula_node(parsed._lhs, parsed._rhs)),
+                             ("data", data)])
+
+
+def _data_node(data_name: str):
+    """``data_name`` as the R expression the printed call shows."""
+    from .rcompat.language import parse
 
     try:
-        return call_lines("lm", [("formula", formula), ("data", data_name)])
-    except ValueError:  # a formula our small R parser does not know: print it as given
-        return [f"lm(formula = {formula}, data = {data_name})"]
+        return parse(data_name, what="data_name")
+    except FormulaError as error:
+        raise EngineInputError(
+            f"data_name must be an R expression such as 'data2', got {data_name!r}: {error}"
+        ) from None
 
 
 def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
-        tol: float = QR_TOLERANCE) -> OLSResults:
+        tol: float = QR_TOLERANCE, vcov: str | None = None,
+        cluster: str | list[str] | None = None) -> OLSResults:
     """Fit a linear model by least squares, as R's ``lm(formula, data)``.
 
     formula: an R formula (``"y ~ a + b"``, factors, ``a:b``, ``a*b``, ``I(x^2)``, ``- 1``).
@@ -813,11 +886,25 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
     (R shows the data argument's expression, e.g. ``data = data2``).
     Aliased (linearly dependent) columns, judged as R's ``lm`` does with tolerance ``tol``
     (LINPACK dqrdc2's limited pivoting), get NaN coefficients and the fit goes on.
+
+    vcov: None (R's ``summary.lm``), ``"HC0"``-``"HC3"`` or ``"CR0"``-``"CR2"``; cluster: a
+    column name or a list of them (two-way and more as sandwich's ``vcovCL``), which may lie
+    outside the formula; ``cluster=`` alone means CR1 (Stata's G/(G-1) (n-1)/(n-k)). Then
+    ``bse``, ``tvalues``, ``pvalues``, ``vcov``, ``fvalue`` (a Wald F), ``conf_int()`` and
+    ``summary()`` use the robust covariance, with t on ``df_inference`` degrees of freedom
+    (n - k for HC, G - 1 for CR). See :mod:`engine.robust`.
     """
     import time
 
     from .formula import model_frame
+    from .robust import check_cluster_columns, check_vcov_arguments
 
+    _data_node(data_name)  # a bad data_name is an error before any work
+    kind, cluster_names = check_vcov_arguments(vcov, cluster)
+    if cluster_names:
+        if not isinstance(data, pd.DataFrame):
+            raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+        check_cluster_columns(data, cluster_names)
     t0 = time.perf_counter()
     mf = model_frame(formula, data, allow_random=False)
     t1 = time.perf_counter()
@@ -830,15 +917,30 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
         raise ModelSpecError(
             f"fewer rows ({n}) than model coefficients ({p}) in {formula!r} after removing "
             f"{mf.n_dropped} rows with missing values")
+    clusters = None
+    if cluster_names:
+        from .robust import cluster_codes
+
+        clusters = cluster_codes(data, cluster_names, mf.rows)
     try:
         ls = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept, tol=tol)
     except DataError:
         raise DataError(_non_finite_message(mf)) from None
     index = data.index[mf.rows] if mf.n_dropped else data.index
     timings = {"model_frame": t1 - t0, "qr": ls.seconds_qr, "residuals": ls.seconds_resid}
+    robust = None
+    if kind is not None:
+        from .robust import robust_covariance
+
+        t2 = time.perf_counter()
+        k = ls.rank
+        robust = robust_covariance(kind, mf.X[:, ls.pivot[:k]], ls.resid, ls.qr.r[:k, :k],
+                                   clusters, row_names=_r_row_names(index))
+        timings["robust_vcov"] = time.perf_counter() - t2
     return OLSResults(ls, mf.column_names, index, formula=mf.formula,
                       call=list(_call_lines(mf.formula, data_name)), n_dropped=mf.n_dropped,
-                      model_frame=mf, timings=timings)
+                      model_frame=mf, timings=timings, robust=robust,
+                      data_columns=[str(c) for c in data.columns])
 
 
 def _non_finite_message(mf) -> str:

@@ -31,6 +31,10 @@ import pandas as pd
 from scipy import stats
 
 from .errors import EngineInputError
+from .rcompat.numbers import format_percent
+from .rcompat.print_pool import mipo_text, pooled_summary_text
+
+__all__ = ["LAMBDA_FLOOR", "PooledResult", "PooledSummary", "barnard_rubin_df", "pool"]
 
 #: mice floors lambda at this value before computing the Barnard-Rubin df.
 LAMBDA_FLOOR = 1e-4
@@ -137,19 +141,13 @@ class PooledResult:
         }
         if conf_int:
             crit = stats.t.ppf((1.0 + conf_level) / 2.0, self.df)
-            lo_name = _percent_label((1.0 - conf_level) / 2.0)
-            hi_name = _percent_label((1.0 + conf_level) / 2.0)
+            lo_name, hi_name = format_percent([(1.0 - conf_level) / 2.0, (1.0 + conf_level) / 2.0])
             table[lo_name] = self.estimate - crit * se
             table[hi_name] = self.estimate + crit * se
         return PooledSummary(table)
 
     def __repr__(self) -> str:
-        return f"Class: mipo    m = {self.m}\n" + format_r_data_frame(self.pooled)
-
-
-def _percent_label(prob: float) -> str:
-    """R's ``paste(format(100 * probs, trim = TRUE, digits = 3), "%")``."""
-    return f"{float(f'{100 * prob:.3g}'):g} %"
+        return mipo_text(self.pooled, self.m)
 
 
 def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:
@@ -192,87 +190,6 @@ def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:
                         riv=riv, lambda_=lam, fmi=fmi, estimates=estimates, std_errors=std_errors)
 
 
-# --------------------------------------------------------------------------------------------
-# R's print.data.frame, for side-by-side comparison with R output
-
-
-def _sig_parts(x: float, digits: int) -> tuple[int, int]:
-    """(kpower, nsig) of |x| rounded to ``digits`` significant digits, as R's scientific()."""
-    if x == 0.0:
-        return 0, 1
-    mantissa, exponent = f"{abs(x):.{digits - 1}e}".split("e")
-    kpower = int(exponent)
-    significant = mantissa.replace(".", "").rstrip("0")
-    return kpower, max(1, len(significant))
-
-
-def format_r_numbers(values, digits: int = 7) -> list[str]:
-    """Format a numeric vector as R's ``format(x, digits = 7)`` (formatReal): one common layout,
-    fixed unless scientific is narrower, each element shown to at least ``digits`` significant."""
-    values = np.asarray(values, dtype=float)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return ["NA" if np.isnan(v) else ("Inf" if v > 0 else "-Inf") for v in values]
-    neg = bool(np.any(finite < 0))
-    left_max = rgt_max = nsig_max = 0
-    exp_max = 0
-    for v in finite:
-        kp, nsig = _sig_parts(float(v), digits)
-        left_max = max(left_max, kp + 1 if kp >= 0 else 1)
-        rgt_max = max(rgt_max, nsig - kp - 1)
-        nsig_max = max(nsig_max, nsig)
-        exp_max = max(exp_max, abs(kp))
-    rgt_max = max(rgt_max, 0)
-    width_fixed = neg + left_max + (rgt_max + 1 if rgt_max > 0 else 0)
-    exp_digits = 3 if exp_max >= 100 else 2
-    width_sci = neg + (nsig_max + 1 if nsig_max > 1 else nsig_max) + 2 + exp_digits
-    out = []
-    for v in values:
-        if np.isnan(v):
-            out.append("NA")
-        elif np.isinf(v):
-            out.append("Inf" if v > 0 else "-Inf")
-        elif width_fixed <= width_sci:
-            out.append(f"{v:.{rgt_max}f}")
-        else:
-            mantissa, exponent = f"{v:.{max(nsig_max - 1, 0)}e}".split("e")
-            exp_value = int(exponent)
-            out.append(f"{mantissa}e{'-' if exp_value < 0 else '+'}{abs(exp_value):0{exp_digits}d}")
-    width = max(len(s) for s in out)
-    return [s.rjust(width) for s in out]
-
-
-def format_r_data_frame(frame: pd.DataFrame, digits: int = 7, line_width: int = 80) -> str:
-    """A DataFrame as R's ``print.data.frame`` shows it (row names 1..n, columns right-aligned,
-    numbers via :func:`format_r_numbers`, wrapped into blocks of at most ``line_width``)."""
-    columns = []
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            cells = format_r_numbers(col.to_numpy(dtype=float), digits)
-        else:
-            cells = ["NA" if pd.isna(v) else str(v) for v in col]
-        width = max([len(str(name))] + [len(c) for c in cells])
-        columns.append((str(name).rjust(width), [c.rjust(width) for c in cells], width))
-    row_names = [str(i + 1) for i in range(len(frame))]
-    rn_width = max([0] + [len(r) for r in row_names])
-    blocks, current, used = [], [], rn_width
-    for col in columns:
-        if current and used + 1 + col[2] > line_width:
-            blocks.append(current)
-            current, used = [], rn_width
-        current.append(col)
-        used += 1 + col[2]
-    if current:
-        blocks.append(current)
-    lines = []
-    for block in blocks:
-        lines.append(" " * rn_width + "".join(" " + header for header, _, _ in block))
-        for i, rn in enumerate(row_names):
-            lines.append(rn.ljust(rn_width) + "".join(" " + cells[i] for _, cells, _ in block))
-    return "\n".join(lines)
-
-
 class PooledSummary(pd.DataFrame):
     """``summary(pool(fit))`` as a DataFrame that prints like R's data frame."""
 
@@ -281,13 +198,13 @@ class PooledSummary(pd.DataFrame):
         return pd.DataFrame
 
     def __repr__(self) -> str:
-        return format_r_data_frame(self)
+        return pooled_summary_text(self)
 
     def __str__(self) -> str:
-        return format_r_data_frame(self)
+        return pooled_summary_text(self)
 
     def to_r_string(self) -> str:
-        return format_r_data_frame(self)
+        return pooled_summary_text(self)
 
 
 from ._callable_module import make_module_callable  # noqa: E402

@@ -135,6 +135,36 @@ def run_ols(data: pd.DataFrame, outcome: Outcome) -> None:
         })
 
 
+PAPER_CONTROLS = ("raven", "mathscore1", "verbalscore1", "belief_survey1", "grit_survey1")
+PAPER_FORMULA = ("mathscore2 ~ grit + male + raven_c + mathscore1_c + verbalscore1_c + belief_survey1_c"
+                 " + grit_survey1_c + csize")
+
+
+def run_paper_spec(data: pd.DataFrame, outcome: Outcome) -> None:
+    """The paper's own specification (the authors' Stata do-file for Sample 2): the controls
+    mean-imputed over all rows (``<x>_c``), OLS with SEs clustered by school (CR1, Stata's
+    small-sample factor, t on G - 1 degrees of freedom)."""
+    from .ols import ols
+
+    frame = data.copy()
+    for name in PAPER_CONTROLS:
+        frame[f"{name}_c"] = frame[name].fillna(frame[name].mean())
+    fit = ols(PAPER_FORMULA, frame, data_name="data2", cluster="schoolid")
+    _emit(outcome, f"OLS, the paper's specification (controls mean-imputed, SEs clustered by school): "
+                   f"{PAPER_FORMULA}", str(fit.summary()))
+    numbers = _ols_numbers(fit)
+    numbers.update(vcov=fit.cov_type, cluster="schoolid", n_clusters=int(fit.robust.clusters.counts[0]),
+                   df_inference=int(fit.df_inference))
+    outcome.numbers["paper_spec"] = numbers
+    ci = fit.conf_int(0.95)
+    outcome.effects.append({
+        "model": "OLS paper's spec (mean-imputed, clustered by school)",
+        "method": "OLS, controls mean-imputed, CR1 SEs by school (df G - 1)", "outcome": "mathscore2",
+        "estimate": float(fit.params[TREATMENT]), "std_error": float(fit.bse[TREATMENT]),
+        "lower": float(ci.loc[TREATMENT].iloc[0]), "upper": float(ci.loc[TREATMENT].iloc[1]),
+    })
+
+
 def run_mice(data: pd.DataFrame, settings: Settings, outcome: Outcome):
     from .mice import mice
     from .ols import ols
@@ -272,6 +302,7 @@ def run(settings: Settings) -> Outcome:
     run_ols(data, outcome)
     imp = run_mice(data, settings, outcome)
     run_bayes(imp, settings, outcome)
+    run_paper_spec(data, outcome)
     _emit(outcome, "The grit effect across models (gritintervention)", effects_table(outcome.effects))
     outcome.timings["total_seconds"] = time.perf_counter() - start
     outcome.numbers["treatment_effects"] = [

@@ -1,4 +1,4 @@
-"""A slow, plain-Python, *recursive* multinomial NUTS transition: the reference for engine.nuts_tree.
+"""A slow, plain-Python, *recursive* multinomial NUTS transition: the reference for engine.hmc.tree.
 
 Written straight from Betancourt (2017, "A Conceptual Introduction to Hamiltonian Monte Carlo",
 appendix A.3-A.4) and Hoffman & Gelman (2014, algorithm 3 with multinomial instead of slice
@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from engine.nuts_integrator import leapfrog_step
-from engine.nuts_metric import kinetic_energy, velocity
+from engine.hmc.integrator import leapfrog_step
+from engine.hmc.metric import kinetic_energy, velocity
 
 
 def _lse(a, b):

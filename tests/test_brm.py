@@ -24,7 +24,7 @@ from engine.errors import (
     PriorError,
 )
 from engine.parallel import child_seeds
-from engine.results import BrmMultipleFit, load_fit
+from engine.multilevel.results import BrmMultipleFit, load_fit
 
 SCHOOL = "mathscore2 ~ 1 + male + raven + csize + belief_survey1 + mathscore1 + grit + (1 | schoolid)"
 VARS = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1", "grit", "schoolid", "classid"]
@@ -106,7 +106,7 @@ def _structure(line: str) -> str:
 
 
 def test_print_layout_matches_brms(school_fit, fixtures_dir):
-    pytest.importorskip("engine.printing_brms")
+    pytest.importorskip("engine.rcompat.print_brms")
     fit, _ = school_fit
     ours = str(fit).splitlines()
     ref = (fixtures_dir / "brms" / "brms_school_print.txt").read_text().splitlines()
@@ -305,7 +305,7 @@ def test_dask_executor_gives_the_same_draws(complete_cases):
 
 
 def test_prints_of_multiple_and_reloaded_fits(tmp_path, complete_cases):
-    pytest.importorskip("engine.printing_brms")
+    pytest.importorskip("engine.rcompat.print_brms")
     frames = _imputed_like(complete_cases, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -331,7 +331,7 @@ def test_nuts_sampler_through_brm(complete_cases):
     """sampler="nuts" (collapsed): same names and layout, Stan's per-draw statistics, same seed ->
     same draws on any executor, and agreement with the brms reference's posterior means in the
     loose sense a short run allows (within 5 posterior SDs / sqrt(ESS) + 1%)."""
-    pytest.importorskip("engine.nuts_multilevel")
+    pytest.importorskip("engine.multilevel.nuts_target")
     kwargs = dict(sampler="nuts", marginalize=True, chains=2, iter=300, warmup=150, seed=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -373,7 +373,7 @@ def test_nested_model_with_the_study_priors(complete_cases):
     assert by_class["b"] == {"normal(0, 10)"} and by_class["Intercept"] == {"normal(0, 10)"}
     assert by_class["sd"] == {"cauchy(0, 10)"} and by_class["sigma"] == {"cauchy(0, 10)"}
     assert (fit.draws["sd_schoolid:classid__Intercept"] > 0).all()
-    if importlib.util.find_spec("engine.printing_brms") is not None:
+    if importlib.util.find_spec("engine.rcompat.print_brms") is not None:
         text = str(fit)
         assert text.index("~schoolid (Number of levels: 16)") < text.index("~schoolid:classid (Number of levels: 41)")
 

@@ -1,4 +1,4 @@
-"""engine.cart's tree growth against a literal, exhaustive reference.
+"""engine.impute.cart's tree growth against a literal, exhaustive reference.
 
 The reference (plain Python, O(n^2 p) per node) tries every feature and every midpoint between
 consecutive distinct values of the node's cases, computes each side's loss directly (sum of squared
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import cart
+from engine.impute import cart
 
 
 def _loss(y, n_classes):

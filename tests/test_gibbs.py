@@ -6,7 +6,8 @@ import pytest
 from scipy import integrate, linalg, stats
 
 from engine.errors import ModelSpecError
-from engine.gibbs import _draw_scale, draw_ranef, sample_chain
+from engine.gibbs import _draw_scale, sample_chain
+from engine.multilevel.location import draw_ranef
 from engine.multilevel import SimpleFrame, SimpleGroup, build_model, nested_frame, parameter_names
 from engine.priors import prior
 

@@ -1,5 +1,5 @@
-"""Tests of engine.impute_methods' remove.lindep kernel and of the LAPACK routines it uses
-(engine.lapack), each against an independent, slow numpy reference."""
+"""Tests of engine.impute.lindep's remove.lindep kernel and of the LAPACK routines it uses
+(engine._lapack), each against an independent, slow numpy reference."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import impute_methods as im
-from engine import lapack
+from engine.impute import lindep
+from engine import _lapack as lapack
 
 EPS = 1e-4
 MAXCOR = 0.99
@@ -109,7 +109,7 @@ def cholesky_pass_drops_nothing(x, keep, eps=EPS, margin=2.0):
 def lindep_keep(x, y, eps, maxcor):
     """The kernel on C-ordered arrays, as engine.mice.remove_lindep calls it (one compiled
     signature)."""
-    return im.lindep_keep(np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float), eps, maxcor)
+    return lindep.lindep_keep(np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float), eps, maxcor)
 
 
 def test_lindep_keep_equals_literal_mice_rule_on_planted_near_dependencies():
@@ -203,8 +203,8 @@ def test_lindep_fallback_round_by_full_eigh_matches_reference():
     values, vectors = np.linalg.eigh(corr)
     assert values[0] / values[-1] < EPS
     positions = np.arange(live.size)
-    assert im._lindep_drop_by_eigh(corr, positions, EPS) == np.argmax(np.abs(vectors[:, 0]))
-    assert im._lindep_drop_by_eigh(corr, positions, values[0] / values[-1] / 2) == -1
+    assert lindep._lindep_drop_by_eigh(corr, positions, EPS) == np.argmax(np.abs(vectors[:, 0]))
+    assert lindep._lindep_drop_by_eigh(corr, positions, values[0] / values[-1] / 2) == -1
 
 
 def test_lindep_correlations_equal_numpy_corrcoef():
@@ -216,7 +216,7 @@ def test_lindep_correlations_equal_numpy_corrcoef():
     idx = np.array([0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
     means = x.mean(axis=0)
     ss = ((x - means) ** 2).sum(axis=0)
-    corr = im._lindep_correlations(x, idx, means, ss, (x != 0).sum(axis=0))
+    corr = lindep._lindep_correlations(x, idx, means, ss, (x != 0).sum(axis=0))
     np.testing.assert_allclose(corr, np.corrcoef(x[:, idx], rowvar=False), rtol=0, atol=1e-13)
     np.testing.assert_array_equal(corr, corr.T)
 
@@ -232,7 +232,7 @@ def test_lindep_ratio_decision_matches_eigenvalues():
         values = np.linalg.eigvalsh(t)
         eps = 10.0 ** rng.uniform(-5, -1)
         ratio = values[0] / values[-1]
-        below, bound = im._lindep_ratio_below(d, e, eps)
+        below, bound = lindep._lindep_ratio_below(d, e, eps)
         assert values[-1] <= bound <= values[-1] * (1 + 1e-3) + 1e-15
         if abs(ratio / eps - 1.0) > 1e-8:
             assert below == (ratio < eps)
@@ -241,7 +241,7 @@ def test_lindep_ratio_decision_matches_eigenvalues():
 
 
 # --------------------------------------------------------------------------------------------
-# engine.lapack
+# engine._lapack
 
 
 def random_symmetric(rng, m, kind):
@@ -301,7 +301,7 @@ def test_lapack_kernels_load_from_cache_in_a_fresh_process():
     process without recompiling (no raw address is baked into it)."""
     script = (
         "import numpy as np\n"
-        "from engine import lapack\n"
+        "from engine import _lapack as lapack\n"
         "a = np.array([[2.0, 1.0], [1.0, 3.0]])\n"
         "d, e, tau, info = lapack.tridiagonalize(a.copy().ravel(), 2)\n"
         "value = lapack.tridiagonal_eigenvalue(d, e, 1)[0]\n"

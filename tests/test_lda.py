@@ -1,4 +1,4 @@
-"""engine.lda: MASS::lda + predict(method = "debiased") posteriors, as mice.impute.lda uses them.
+"""engine.impute.lda: MASS::lda + predict(method = "debiased") posteriors, as mice.impute.lda uses them.
 
 Reference: tests/fixtures/lda (R 4.2.2, MASS 7.3-58.2; see its PROVENANCE.md). R writes 15
 significant digits, and MASS works through an SVD where engine uses a symmetric eigen-decomposition
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import lda
+from engine.impute import lda
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lda"
 CASES = {

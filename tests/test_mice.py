@@ -12,8 +12,9 @@ import pytest
 from scipy import stats
 
 import engine
-from engine import cart as cart_kernels
-from engine import impute_methods as im
+from engine.impute import cart as cart_kernels
+from engine.impute import linear, logistic
+from engine import _linalg
 from engine.errors import DataWarning, ImputationError
 from engine.mice import mice, remove_lindep
 
@@ -45,7 +46,7 @@ def test_pmm_match_equals_slow_reference_and_donor_is_among_5_closest(rounding):
         yhat_obs = np.round(yhat_obs, rounding)
         yhat_mis = np.round(yhat_mis, rounding)
     u1, u2 = rng.random(150), rng.random(150)
-    fast = im.pmm_match(yhat_obs, yhat_mis, 5, u1, u2)
+    fast = linear.pmm_match(yhat_obs, yhat_mis, 5, u1, u2)
     np.testing.assert_array_equal(fast, slow_pmm_match(yhat_obs, yhat_mis, 5, u1, u2))
     for t, donor in zip(yhat_mis, fast):
         dist = np.abs(yhat_obs - t)
@@ -55,7 +56,7 @@ def test_pmm_match_equals_slow_reference_and_donor_is_among_5_closest(rounding):
 def test_pmm_ties_are_broken_at_random_per_case():
     yhat_obs = np.zeros(50)  # every observed case is tied
     rng = np.random.default_rng(3)
-    donors = im.pmm_match(yhat_obs, np.zeros(2000), 5, rng.random(2000), rng.random(2000))
+    donors = linear.pmm_match(yhat_obs, np.zeros(2000), 5, rng.random(2000), rng.random(2000))
     counts = np.bincount(donors, minlength=50)
     assert counts.min() > 0  # all 50 tied cases get chosen, not a fixed 5
     assert abs(counts.mean() - 40) < 1e-9 and counts.max() < 80
@@ -83,7 +84,7 @@ def test_quantify_scores_are_mices_uncentred_second_canonical_variate():
     assert sv[0] == pytest.approx(1.0, abs=1e-12)  # the trivial constant pair
     reference = q_y @ u[:, 1]
     reference = (reference - reference.mean()) / reference.std(ddof=1)
-    chol, _ = im.cholesky_with_ridge(im.crossprod(x1), im.RIDGE)
+    chol, _ = _linalg.cholesky_with_ridge(_linalg.crossprod(x1), linear.RIDGE)
     scores = engine.mice.quantify(codes, x1, chol)
     assert abs(np.corrcoef(scores, reference)[0, 1]) == pytest.approx(1.0, abs=1e-12)
     assert scores.std(ddof=1) == pytest.approx(1.0) and abs(scores.mean()) < 1e-12
@@ -104,8 +105,8 @@ def test_pmm_on_factor_codes_when_quantify_is_off():
     xm = np.column_stack([np.ones(len(x_mis)), x_mis])
     z = rng.standard_normal(xo.shape[1])
     chisq = rng.chisquare(len(y_obs) - xo.shape[1])
-    beta_hat, beta_star, _, _ = im.bayes_linear_draw(xo, y_obs + 1.0, z, chisq, im.RIDGE)
-    donors = im.pmm_match(xo @ beta_hat, xm @ beta_star, 5, rng.random(len(x_mis)), rng.random(len(x_mis)))
+    beta_hat, beta_star, _, _ = linear.bayes_linear_draw(xo, y_obs + 1.0, z, chisq, linear.RIDGE)
+    donors = linear.pmm_match(xo @ beta_hat, xm @ beta_star, 5, rng.random(len(x_mis)), rng.random(len(x_mis)))
     np.testing.assert_array_equal(imputed, y_obs[donors])
     scaled = mice_module._impute_pmm(y_obs, x_obs, x_mis, np.random.default_rng(5), True)
     assert not np.array_equal(scaled, imputed)  # the option changes the draws
@@ -125,7 +126,7 @@ def test_bayes_linear_draw_moments():
     y = x @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=n)
     draws = []
     for _ in range(20000):
-        _, beta_star, sigma, _ = im.bayes_linear_draw(x, y, rng.standard_normal(p), rng.chisquare(n - p), im.RIDGE)
+        _, beta_star, sigma, _ = linear.bayes_linear_draw(x, y, rng.standard_normal(p), rng.chisquare(n - p), linear.RIDGE)
         draws.append(beta_star)
     draws = np.array(draws)
     beta_hat = np.linalg.lstsq(x, y, rcond=None)[0]
@@ -379,11 +380,11 @@ def test_multinomial_and_logistic_fits_match_statsmodels():
     eta = np.column_stack([np.zeros(n), x @ [0.2, 1, -1, 0.5], x @ [-0.3, 0.5, 0.5, -1]])
     prob = np.exp(eta) / np.exp(eta).sum(axis=1, keepdims=True)
     y = (rng.random(n)[:, None] > np.cumsum(prob, axis=1)).sum(axis=1)
-    beta = im.multinom_newton(x, y, np.ones(n), 3, np.zeros((4, 3)), 100, 1e-12)
+    beta = logistic.multinom_newton(x, y, np.ones(n), 3, np.zeros((4, 3)), 100, 1e-12)
     np.testing.assert_allclose(beta[:, 1:], sm.MNLogit(y, x).fit(disp=0, tol=1e-12).params, atol=1e-8)
     yb = (y > 0).astype(float)
     w = rng.uniform(0.5, 2.0, size=n)
-    coef, chol, converged = im.logistic_irls(x, yb, w, 25, 1e-10)
+    coef, chol, converged = logistic.logistic_irls(x, yb, w, 25, 1e-10)
     ref = sm.GLM(yb, x, family=sm.families.Binomial(), var_weights=w).fit(tol=1e-12)
     assert converged
     np.testing.assert_allclose(coef, ref.params, rtol=1e-7, atol=1e-9)

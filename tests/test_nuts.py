@@ -10,8 +10,8 @@ from scipy import stats
 from engine import diagnostics
 from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
 from engine.nuts import sample
-from engine.nuts_metric import EuclideanMetric
-from engine.nuts_tree import make_workspace, nuts_transition
+from engine.hmc.metric import EuclideanMetric
+from engine.hmc.tree import make_workspace, nuts_transition
 from nuts_targets import GAUSSIAN, correlated_covariance, gaussian_args
 
 Z = 4.0  # z-score bound on MCSE-scaled errors (fixed seeds; every parameter and statistic tested)

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from engine.nuts_adaptation import (
+from engine.hmc.adaptation import (
     adaptation_windows,
     dual_averaging_restart,
     dual_averaging_update,
     initial_step_size,
 )
-from engine.nuts_metric import EuclideanMetric, regularised_metric, welford_update
+from engine.hmc.metric import EuclideanMetric, regularised_metric, welford_update
 from nuts_targets import GAUSSIAN, gaussian_args
 
 

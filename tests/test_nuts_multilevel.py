@@ -8,7 +8,9 @@ from scipy import stats
 from engine import diagnostics, gibbs
 from engine.errors import ModelSpecError
 from engine.multilevel import SimpleFrame, SimpleGroup, build_model, nested_frame, parameter_names
-from engine.nuts_multilevel import (
+from engine.multilevel.location import PriorArrays, location_inputs
+from engine.multilevel.nuts_target import (
+    DensityData,
     collapsed_args,
     collapsed_log_density,
     collapsed_logp_and_grad,
@@ -73,10 +75,13 @@ def test_analytic_gradient_matches_finite_differences(two_levels, marginalize, p
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * (1 + np.abs(logp)) ** 0.5)
 
 
-def _flat_prior_arrays(q, n_groups):
+def _flat_density_data(model, inputs, q, n_groups):
+    """DensityData of ``model`` with flat priors on everything."""
     zeros_q, zeros_g = np.zeros(q), np.zeros(n_groups)
-    return (np.zeros(q, np.int64), zeros_q, zeros_q, zeros_q + 1, np.zeros(n_groups, np.int64),
-            zeros_g, zeros_g, zeros_g + 1, np.array([0.0, 0.0, 0.0, 1.0]))
+    return DensityData(model.cell_n, model.cell_sum_y, inputs.cell_w, inputs.wtw, inputs.wty, float(model.yty),
+                       float(model.n_obs), PriorArrays(np.zeros(q, np.int64), zeros_q, zeros_q, zeros_q + 1),
+                       PriorArrays(np.zeros(n_groups, np.int64), zeros_g, zeros_g, zeros_g + 1),
+                       np.array([0.0, 0.0, 0.0, 1.0]))
 
 
 @pytest.mark.parametrize("two_levels", [False, True])
@@ -84,8 +89,7 @@ def test_collapsed_log_density_equals_dense_multivariate_normal(two_levels):
     """Flat priors: collapsed log density = log N(y; Wγ, σ²I + τ_s² Z_s Z_sᵀ [+ τ_c² Z_c Z_cᵀ]) + N/2 log 2π + Jacobians."""
     model, frame, school, klass = _simulated(two_levels, seed=3)
     args = collapsed_args(model)  # for the sufficient statistics
-    from engine.gibbs import gibbs_inputs
-    inputs = gibbs_inputs(model)
+    inputs = location_inputs(model)
     q, G = 3, model.n_groups
     W = np.column_stack([np.ones(model.n_obs), model.X_c])
     Zs = (school[:, None] == np.arange(school.max() + 1)[None, :]).astype(float)
@@ -100,17 +104,15 @@ def test_collapsed_log_density_equals_dense_multivariate_normal(two_levels):
         expected = (stats.multivariate_normal(W @ gamma, V).logpdf(model.y) + 0.5 * model.n_obs * np.log(2 * np.pi)
                     + np.sum(theta[q:]))
         logp, _ = collapsed_logp_and_grad(
-            theta, q, G, model.cell_n, model.cell_sum_y, inputs.cell_w,
-            np.ascontiguousarray(model.cell_levels[:, 0]), int(model.n_levels[0]), inputs.wtw, inputs.wty,
-            float(model.yty), float(model.n_obs), *_flat_prior_arrays(q, G))
+            theta, q, G, np.ascontiguousarray(model.cell_levels[:, 0]), int(model.n_levels[0]),
+            _flat_density_data(model, inputs, q, G))
         assert logp == pytest.approx(expected, rel=1e-10)
     assert args[1][1] == G
 
 
 def test_noncentred_log_density_equals_row_by_row_likelihood():
     model, frame, school, klass = _simulated(True, seed=5)
-    from engine.gibbs import gibbs_inputs
-    inputs = gibbs_inputs(model)
+    inputs = location_inputs(model)
     q, G, L = 3, 2, model.n_levels_total
     W = np.column_stack([np.ones(model.n_obs), model.X_c])
     rng = np.random.default_rng(6)
@@ -121,9 +123,8 @@ def test_noncentred_log_density_equals_row_by_row_likelihood():
     expected = (stats.norm(mean, sigma).logpdf(model.y).sum() + 0.5 * model.n_obs * np.log(2 * np.pi)
                 + stats.norm.logpdf(z).sum() + 0.5 * L * np.log(2 * np.pi) + np.sum(theta[q:q + G + 1]))
     logp, _ = noncentred_logp_and_grad(
-        theta, q, G, model.cell_n, model.cell_sum_y, inputs.cell_w, np.ascontiguousarray(model.cell_levels),
-        np.ascontiguousarray(model.level_group), inputs.wtw, inputs.wty, float(model.yty), float(model.n_obs),
-        *_flat_prior_arrays(q, G))
+        theta, q, G, np.ascontiguousarray(model.cell_levels), np.ascontiguousarray(model.level_group),
+        _flat_density_data(model, inputs, q, G))
     assert logp == pytest.approx(expected, rel=1e-10)
 
 

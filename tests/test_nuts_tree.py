@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from engine.nuts_metric import EuclideanMetric, kinetic_energy, velocity, draw_momentum
-from engine.nuts_integrator import leapfrog_step
-from engine.nuts_tree import make_workspace, nuts_transition, log_sum_exp
+from engine.hmc.metric import EuclideanMetric, kinetic_energy, velocity, draw_momentum
+from engine.hmc.integrator import leapfrog_step
+from engine.hmc.tree import make_workspace, nuts_transition, log_sum_exp
 from nuts_targets import GAUSSIAN as gaussian_logp_and_grad, correlated_covariance, gaussian_args
 from reference_nuts import transition as reference_transition
 

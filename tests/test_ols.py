@@ -15,7 +15,7 @@ import engine
 from engine.datasets import load_grit
 from engine.errors import DataError, EngineInputError, FormulaError, ModelSpecError
 from engine.ols import _dqrdc2, least_squares, pivoted_qr
-from engine.printing import quantile7
+from engine.rcompat.quantile import quantile7
 
 MODELS = {
     "model1": "mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit",

@@ -1,4 +1,4 @@
-"""engine.polr and mice's ``polr`` method: the proportional-odds fit against statsmodels'
+"""engine.impute.polr and mice's ``polr`` method: the proportional-odds fit against statsmodels'
 OrderedModel and R's MASS::polr (fixtures in tests/fixtures/polr, see PROVENANCE.md), its
 derivatives against finite differences, the class draws against the fitted probabilities, and
 engine.mice on ordered factors (default method, ordered result, fall-back to polyreg, validity)."""
@@ -13,9 +13,9 @@ import pytest
 from scipy import stats
 
 import engine
-from engine import impute_methods as im
+from engine.impute import logistic
 from engine import mice as mice_module
-from engine import polr
+from engine.impute import polr
 from engine.errors import DataError
 from engine.mice import mice
 
@@ -103,10 +103,10 @@ def test_fit_matches_r_mass_polr(r_polr, name):
 
 
 def test_engine_augment_reproduces_mice_augment(r_polr):
-    """engine.impute_methods.augment on complete data gives mice 3.15's augment() rows and weights."""
+    """engine.impute.logistic.augment on complete data gives mice 3.15's augment() rows and weights."""
     data = r_polr["data"]
     x = data[["x1", "x2", "x3"]].to_numpy()
-    x_aug, y_aug, w_aug = im.augment(x, data["y"].to_numpy() - 1, 5)
+    x_aug, y_aug, w_aug = logistic.augment(x, data["y"].to_numpy() - 1, 5)
     reference = r_polr["augmented"]
     np.testing.assert_allclose(x_aug, reference[["x1", "x2", "x3"]].to_numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_array_equal(y_aug, reference["y"].to_numpy() - 1)
@@ -120,13 +120,13 @@ def test_engine_augment_takes_predictor_moments_from_all_rows(r_polr):
     data = r_polr["data"]
     x = data[["x1", "x2", "x3"]].to_numpy()
     observed = np.arange(len(data)) < 240
-    x_aug, y_aug, w_aug = im.augment(x[observed], data["y"].to_numpy()[observed] - 1, 5, x[~observed])
+    x_aug, y_aug, w_aug = logistic.augment(x[observed], data["y"].to_numpy()[observed] - 1, 5, x[~observed])
     reference = r_polr["augmented_missing"]
     n_obs = int(observed.sum())
     np.testing.assert_allclose(x_aug[n_obs:], reference[["x1", "x2", "x3"]].to_numpy(), rtol=1e-12, atol=1e-13)
     np.testing.assert_array_equal(y_aug[n_obs:], reference["y"].to_numpy() - 1)
     np.testing.assert_allclose(w_aug[n_obs:], reference["w"].to_numpy(), rtol=1e-14)
-    observed_only, *_ = im.augment(x[observed], data["y"].to_numpy()[observed] - 1, 5)
+    observed_only, *_ = logistic.augment(x[observed], data["y"].to_numpy()[observed] - 1, 5)
     assert np.abs(observed_only[n_obs:] - x_aug[n_obs:]).max() > 1e-3  # the moments do differ here
 
 
@@ -224,7 +224,7 @@ def test_draws_follow_mice_rule_and_fitted_probabilities():
     draws = 100_000
     u = rng.random(draws)
     for r in range(3):
-        classes = im.draw_categories(np.repeat(probs[r:r + 1], draws, axis=0), u)
+        classes = logistic.draw_categories(np.repeat(probs[r:r + 1], draws, axis=0), u)
         np.testing.assert_array_equal(classes, (u[:, None] > np.cumsum(probs[r])[None, :]).sum(axis=1))
         freq = np.bincount(classes, minlength=4) / draws
         se = np.sqrt(probs[r] * (1 - probs[r]) / draws)
@@ -241,7 +241,7 @@ def test_impute_polr_is_fit_on_augmented_data_then_one_uniform_per_case():
     x_mis = rng.normal(size=(40, 3))
     imputed = mice_module._impute_polr(y, x, x_mis, np.random.default_rng(99), True)
     local = np.searchsorted([0, 2, 3], y.astype(int))
-    x_aug, y_aug, w_aug = im.augment(x, local, 3, x_mis)
+    x_aug, y_aug, w_aug = logistic.augment(x, local, 3, x_mis)
     fit = polr.fit_polr(x_aug, y_aug, w_aug)
     u = np.random.default_rng(99).random(40)
     expected = np.array([0, 2, 3])[(u[:, None] > np.cumsum(polr.predict_probabilities(x_mis, fit.beta, fit.zeta), axis=1)).sum(axis=1)]

@@ -13,7 +13,8 @@ import pytest
 import engine
 from engine.datasets import as_r_factor
 from engine.errors import EngineInputError
-from engine.pool import barnard_rubin_df, format_r_numbers, pool
+from engine.pool import barnard_rubin_df, pool
+from engine.rcompat.numbers import format_real as format_r_numbers
 
 MODEL1 = "mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit"
 RTOL = 1e-8

@@ -10,12 +10,13 @@ from engine.priors import (
     NORMAL,
     STUDENT_T,
     default_priors,
-    format_prior_summary,
     prior,
     prior_summary_table,
     r_mad,
     resolve_priors,
 )
+
+from engine.rcompat.print_brms import format_prior_summary
 
 STUDY_COEFS = ["male1", "raven", "csize", "belief_survey1", "mathscore1", "gritintervention"]
 
@@ -45,7 +46,8 @@ def test_parse_families():
         ("normal 0, 1", "b", "cannot read prior"),
         ("exponential(1)", "b", "for 'sd' and 'sigma' only"),
         ("exponential(0)", "sigma", "rate must be positive"),
-        ("normal(0, 1)", "cor", "unknown prior class 'cor'"),
+        ("normal(0, 1)", "cor", r"lkj\(eta\) is the prior of class 'cor'"),  # class cor takes lkj(eta) only (issue 12)
+        ("normal(0, 1)", "rescor", "unknown prior class 'rescor'"),
     ],
 )
 def test_bad_priors_raise(spec, class_, message):

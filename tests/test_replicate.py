@@ -80,7 +80,8 @@ def test_multilevel_fits_carry_rhat_and_ess(replicate_run):
 def test_closing_table_has_one_row_per_model(replicate_run):
     proc, numbers, _ = replicate_run
     effects = numbers["treatment_effects"]
-    assert len(effects) == len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
+    assert len(effects) == (len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
+                            + len(["paper_spec"]))  # the paper's own specification
     for e in effects:
         assert set(e) >= {"model", "method", "estimate", "std_error", "lower", "upper"}
         assert e["lower"] < e["estimate"] < e["upper"]
@@ -91,11 +92,11 @@ def test_closing_table_has_one_row_per_model(replicate_run):
 def test_every_table_printed_and_reported(replicate_run):
     proc, numbers, report_dir = replicate_run
     out = proc.stdout
-    assert out.count("Residual standard error:") == len(OLS_MODELS)
+    assert out.count("Residual standard error:") == len(OLS_MODELS) + 1  # + the paper's specification
     assert out.count("2.5 %") >= 2  # pooled summaries
     assert out.count("Group-Level Effects:") == 2
     page = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 1
+    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 1 + 1  # + the paper's specification
     pytest.importorskip("matplotlib")
     alts = re.findall(r'<img alt="([^"]+)"', page)
     assert len(alts) == 1 + 2 * 2 + 2

@@ -11,7 +11,7 @@ import pytest
 
 from engine import diagnostics
 from engine.errors import ConvergenceWarning, DataError
-from engine.results import BrmFit, BrmMultipleFit, GroupInfo, fit_paths, load_fit
+from engine.multilevel.results import BrmFit, BrmMultipleFit, GroupInfo, fit_paths, load_fit
 
 NAMES = ["b_Intercept", "b_x", "sd_g__Intercept", "sigma"]
 

@@ -1,0 +1,182 @@
+"""Benchmark: engine.lmer vs lme4 1.1-31 (timed inside R) and statsmodels MixedLM, in one run.
+
+Models (REML): Dyestuff ``Yield ~ 1 + (1 | Batch)``, Penicillin ``diameter ~ 1 + (1 | plate) +
+(1 | sample)`` (crossed), Pastes ``strength ~ 1 + (1 | batch/cask)`` (nested), sleepstudy
+``Reaction ~ Days + (Days | Subject)``, the study's model 1 + ``(1 | schoolid/classid)``, Exam
+``normexam ~ standLRT + (1 + standLRT | school)`` and InstEval ``y ~ 1 + service + (1 | s) + (1 | d) +
+(1 | dept:service)``. Then a scaling table in N (simulated random-slope design, 200 groups).
+
+engine: the first call (Numba cache load or compile) is reported apart; steady state is the best of
+``--repeat`` calls. lme4: median of the same number of fits inside one R process (``system.time``).
+MixedLM: one fit (statsmodels' default lbfgs), skipped for InstEval unless ``--sm-insteval`` (hours).
+Each line also gives engine's criterion minus lme4's (negative: engine's optimum is lower).
+
+Run from the repository root: ``python benchmarks/bench_lmer.py [--skip-r] [--skip-statsmodels]``.
+Timings on a shared 2-core machine are noisy: compare the ratios of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common import REPO_ROOT, compile_and_run_times, print_table, ratio, rscript_available, run_rscript
+
+import engine
+
+DATA = REPO_ROOT.parent / "shared" / "data"
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
+FIX = REPO_ROOT / "tests" / "fixtures" / "lmer"
+
+
+def _grit() -> pd.DataFrame:
+    d = engine.load_grit_raw().copy()
+    d["male"] = d["male"].astype("Int64").astype(str).replace("<NA>", None)
+    d["grit"] = d["grit"].map({0: "control", 1: "intervention"})
+    return d
+
+
+def _insteval() -> pd.DataFrame:
+    d = pd.read_csv(DATA / "lme4_InstEval.csv")
+    for c in ("s", "d", "service", "dept"):
+        d[c] = d[c].astype(str)
+    return d
+
+
+# name, data loader, R data expression, formula, statsmodels spec (fixed, groups, re_formula, vc)
+MODELS = [
+    ("Dyestuff", lambda: pd.read_csv(FIX / "lme4_Dyestuff.csv"), f'read.csv("{FIX}/lme4_Dyestuff.csv")',
+     "Yield ~ 1 + (1 | Batch)", ("Yield ~ 1", "Batch", None, None)),
+    ("Penicillin", lambda: pd.read_csv(FIX / "lme4_Penicillin.csv"), f'read.csv("{FIX}/lme4_Penicillin.csv")',
+     "diameter ~ 1 + (1 | plate) + (1 | sample)",
+     ("diameter ~ 1", None, None, {"plate": "0 + C(plate)", "sample": "0 + C(sample)"})),
+    ("Pastes", lambda: pd.read_csv(FIX / "lme4_Pastes.csv"), f'read.csv("{FIX}/lme4_Pastes.csv")',
+     "strength ~ 1 + (1 | batch/cask)", ("strength ~ 1", "batch", None, {"cask": "0 + C(cask)"})),
+    ("sleepstudy", lambda: pd.read_csv(FIX / "lme4_sleepstudy.csv"),
+     f'transform(read.csv("{FIX}/lme4_sleepstudy.csv"), Subject = factor(Subject))',
+     "Reaction ~ Days + (Days | Subject)", ("Reaction ~ Days", "Subject", "~Days", None)),
+    ("grit nested", _grit,
+     f'transform(read.csv("{DATA}/Sample2_Data.csv"), male = factor(male), schoolid = factor(schoolid), '
+     'classid = factor(classid), grit = factor(grit, levels = 0:1, labels = c("control", "intervention")))',
+     "mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit + (1 | schoolid/classid)",
+     ("mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit", "schoolid", None,
+      {"classid": "0 + C(classid)"})),
+    ("Exam slopes", lambda: pd.read_csv(DATA / "mlmRev_Exam.csv"),
+     f'transform(read.csv("{DATA}/mlmRev_Exam.csv"), school = factor(school))',
+     "normexam ~ standLRT + (1 + standLRT | school)", ("normexam ~ standLRT", "school", "~standLRT", None)),
+    ("InstEval", _insteval,
+     f'transform(read.csv("{DATA}/lme4_InstEval.csv"), s = factor(s), d = factor(d), service = factor(service), '
+     'dept = factor(dept))',
+     "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept:service)",
+     ("y ~ 1 + service", None, None, {"s": "0 + C(s)", "d": "0 + C(d)", "ds": "0 + C(dept):C(service)"})),
+]
+
+
+def r_times(models, repeat: dict) -> dict:
+    """lme4's median seconds and REML criterion per model, timed inside one R process."""
+    lines = ["suppressMessages(library(lme4))"]
+    for name, _, rdata, formula, _ in models:
+        reps = repeat[name]
+        lines.append(f"d <- {rdata}")
+        lines.append(f"ts <- sapply(1:{reps}, function(i) system.time(fit <<- lmer({formula}, data = d))[['elapsed']])")
+        lines.append(f'cat("{name}", median(ts), sprintf("%.10f", REMLcrit(fit)), "\\n", sep = "\\t")')
+    out, _ = run_rscript("\n".join(lines), timeout=3600)
+    res = {}
+    for line in out.splitlines():
+        parts = [p for p in line.split("\t") if p.strip()]
+        if len(parts) >= 3:
+            res[parts[0]] = (float(parts[1]), float(parts[2]))
+    return res
+
+
+def sm_time(data: pd.DataFrame, spec) -> float:
+    import statsmodels.formula.api as smf
+
+    fixed, groups, re_formula, vc = spec
+    d = data.copy()
+    if groups is None:
+        d["_one"] = 1
+        groups = "_one"
+        re_formula = "0"
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        smf.mixedlm(fixed, d, groups=groups, re_formula=re_formula, vc_formula=vc).fit(reml=True)
+    return time.perf_counter() - start
+
+
+def scaling(sizes, with_r: bool, seed: int = 20261202):
+    """engine (and lme4) on y ~ x + (x | g), 200 groups, N rows."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    for n in sizes:
+        g = rng.integers(0, 200, n)
+        x = rng.standard_normal(n)
+        b0 = rng.standard_normal(200) * 0.5
+        b1 = rng.standard_normal(200) * 0.3
+        y = 1 + 0.5 * x + b0[g] + b1[g] * x + rng.standard_normal(n)
+        d = pd.DataFrame({"y": y, "x": x, "g": g})
+        ct = compile_and_run_times(engine.lmer, "y ~ x + (x | g)", d, repeat=1)
+        row = {"N": n, "engine_s": round(ct.steady_s, 4), "lme4_s": "", "ratio": ""}
+        if with_r and n <= 200_000:
+            path = Path("/tmp") / f"bench_lmer_scale_{n}.csv"
+            d.to_csv(path, index=False)
+            out, _ = run_rscript(
+                "suppressMessages(library(lme4))\n"
+                f'd <- read.csv("{path}"); d$g <- factor(d$g)\n'
+                'cat(system.time(lmer(y ~ x + (x | g), data = d))[["elapsed"]], "\\n")', timeout=1800)
+            t = float(out.split()[0])
+            row["lme4_s"] = t
+            row["ratio"] = ratio(t, ct.steady_s)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--skip-r", action="store_true")
+    parser.add_argument("--skip-statsmodels", action="store_true")
+    parser.add_argument("--sm-insteval", action="store_true", help="also run MixedLM on InstEval (hours)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scaling", default="10000,100000,1000000", help="N values ('' to skip)")
+    parser.add_argument("--only", default="", help="comma-separated model names")
+    args = parser.parse_args(argv)
+    models = [m for m in MODELS if not args.only or m[0] in args.only.split(",")]
+    repeat = {m[0]: (1 if m[0] == "InstEval" else args.repeat) for m in models}
+    with_r = not args.skip_r and rscript_available(["lme4"])
+    rows = []
+    eng = {}
+    for name, load, _, formula, spec in models:
+        data = load()
+        ct = compile_and_run_times(engine.lmer, formula, data, repeat=repeat[name])
+        eng[name] = (ct, data, spec)
+    r = r_times(models, repeat) if with_r else {}
+    for name, (ct, data, spec) in eng.items():
+        sm = math.nan
+        if not args.skip_statsmodels and (name != "InstEval" or args.sm_insteval):
+            sm = sm_time(data, spec)
+        lme4_s, lme4_crit = r.get(name, (math.nan, math.nan))
+        rows.append({"model": name, "N": ct.result.nobs, "engine_first_s": round(ct.first_s, 3),
+                     "compile_s": round(ct.compile_s, 3), "engine_s": round(ct.steady_s, 4),
+                     "lme4_s": lme4_s, "vs_lme4": ratio(lme4_s, ct.steady_s),
+                     "MixedLM_s": round(sm, 3) if sm == sm else "", "vs_MixedLM": ratio(sm, ct.steady_s),
+                     "crit_minus_lme4": f"{ct.result.criterion - lme4_crit:.2e}" if lme4_crit == lme4_crit else ""})
+    print_table(rows, list(rows[0]))
+    if args.scaling:
+        print("\nScaling in N: y ~ x + (x | g), 200 groups (engine steady state; lme4 up to N = 200,000)")
+        srows = scaling([int(s) for s in args.scaling.split(",")], with_r)
+        print_table(srows, list(srows[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

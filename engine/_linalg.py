@@ -1,0 +1,208 @@
+"""Small dense linear algebra shared by the kernels (p <= a few hundred), and BLAS thread control.
+
+Cholesky with a failure flag, triangular solves, cross-products that skip the zero entries of
+dummy-heavy designs, a CSR view of a design, and a context manager that runs OpenBLAS single-threaded.
+Plain Numba functions over arrays (shapes in each docstring); one home for these helpers, so that
+a sampler, an imputation method and a fit never write their own.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_lower(a):
+    """Lower Cholesky factor of the symmetric matrix ``a`` (p x p); ok=False when a pivot is not
+    clearly positive (relative to the diagonal entry), i.e. the matrix is (nearly) singular."""
+    p = a.shape[0]
+    chol = np.zeros((p, p))
+    for j in range(p):
+        s = a[j, j]
+        for k in range(j):
+            s -= chol[j, k] * chol[j, k]
+        if not (s > 1e-12 * abs(a[j, j])) or not (s > 0.0):
+            return chol, False
+        d = np.sqrt(s)
+        chol[j, j] = d
+        for i in range(j + 1, p):
+            t = a[i, j]
+            for k in range(j):
+                t -= chol[i, k] * chol[j, k]
+            chol[i, j] = t / d
+    return chol, True
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_with_ridge(a, ridge):
+    """Cholesky of ``a``; if it fails, of ``a + ridge * diag(a)`` (mice's fallback). Returns (L, ridged)."""
+    chol, ok = cholesky_lower(a)
+    if ok:
+        return chol, False
+    b = a.copy()
+    for j in range(a.shape[0]):
+        b[j, j] += ridge * a[j, j] + 1e-300
+    chol, ok = cholesky_lower(b)
+    if not ok:  # a zero column: lift its diagonal so that its coefficient is 0
+        for j in range(a.shape[0]):
+            if b[j, j] <= 0.0:
+                b[j, j] = 1.0
+        chol, ok = cholesky_lower(b)
+    return chol, True
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_lower(chol, b):
+    """Solve L x = b (forward substitution)."""
+    p = chol.shape[0]
+    x = np.empty(p)
+    for i in range(p):
+        s = b[i]
+        for k in range(i):
+            s -= chol[i, k] * x[k]
+        x[i] = s / chol[i, i]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def solve_upper_t(chol, b):
+    """Solve L' x = b (back substitution with the transpose of the lower factor)."""
+    p = chol.shape[0]
+    x = np.empty(p)
+    for i in range(p - 1, -1, -1):
+        s = b[i]
+        for k in range(i + 1, p):
+            s -= chol[k, i] * x[k]
+        x[i] = s / chol[i, i]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def gather(source, rows, cols, out):
+    """out[a, b] = source[rows[a], cols[b]] into a preallocated (len(rows), len(cols)) array."""
+    for a in range(rows.shape[0]):
+        r = rows[a]
+        for b in range(cols.shape[0]):
+            out[a, b] = source[r, cols[b]]
+
+
+@numba.njit(cache=True, nogil=True)
+def crossprod(x):
+    """X'X (p x p) by rows, skipping zero entries: imputation designs are mostly factor dummies,
+    so this beats a dense (and, on a busy machine, thread-contended) BLAS call."""
+    n, p = x.shape
+    out = np.zeros((p, p))
+    for i in range(n):
+        for a in range(p):
+            va = x[i, a]
+            if va != 0.0:
+                for b in range(a + 1):
+                    out[a, b] += va * x[i, b]
+    for a in range(p):
+        for b in range(a):
+            out[b, a] = out[a, b]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def crossprod_xy(x, y):
+    """X'y (p,) for x (n, p), y (n,)."""
+    n, p = x.shape
+    out = np.zeros(p)
+    for i in range(n):
+        yi = y[i]
+        for a in range(p):
+            out[a] += x[i, a] * yi
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def row_nonzeros(x):
+    """The nonzero entries of x (n, p) row by row (CSR): (start (n + 1,), col (nnz,), val (nnz,)),
+    row i's entries at start[i]:start[i + 1]. Imputation designs are mostly zero dummies, so the
+    Newton kernels (multinomial, proportional odds) accumulate their Hessians over these only."""
+    n, p = x.shape
+    start = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        count = 0
+        for j in range(p):
+            if x[i, j] != 0.0:
+                count += 1
+        start[i + 1] = start[i] + count
+    col = np.empty(start[n], dtype=np.int64)
+    val = np.empty(start[n])
+    for i in range(n):
+        t = start[i]
+        for j in range(p):
+            if x[i, j] != 0.0:
+                col[t] = j
+                val[t] = x[i, j]
+                t += 1
+    return start, col, val
+
+
+# --------------------------------------------------------------------------------------------
+# BLAS threads: engine's parallel tasks (imputations, chains) already run in parallel, and the matrices are small (p <= a few
+# hundred), where a multithreaded OpenBLAS spends far more time synchronising than computing
+# (measured: 0.9 s instead of 0.02 s for one 150 x 150 eigh on a busy 2-core machine). Limit the
+# loaded OpenBLAS libraries (NumPy's and SciPy's, which Numba's linalg uses) to one thread while
+# mice runs, and restore them afterwards (what threadpoolctl does, with ctypes only).
+
+_BLAS_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+               ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+               ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+               ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+_BLAS_CONTROLS: list | None = None
+
+
+def _blas_controls() -> list:
+    """(get, set) thread-count functions of every OpenBLAS library loaded (found once)."""
+    global _BLAS_CONTROLS
+    if _BLAS_CONTROLS is None:
+        controls = []
+        try:
+            import ctypes
+
+            # Load every BLAS the imputation may touch (numpy's and scipy's) before looking, since
+            # the controls are found once per process: one loaded later would keep its threads.
+            import numpy.linalg  # noqa: F401
+            import scipy.linalg  # noqa: F401
+
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+            for path in sorted(paths):
+                lib = ctypes.CDLL(path)
+                for get_name, set_name in _BLAS_NAMES:
+                    if hasattr(lib, get_name) and hasattr(lib, set_name):
+                        controls.append((getattr(lib, get_name), getattr(lib, set_name)))
+                        break
+        except Exception:  # pragma: no cover - no /proc or no OpenBLAS: leave BLAS as it is
+            controls = []
+        _BLAS_CONTROLS = controls
+    return _BLAS_CONTROLS
+
+
+class SingleThreadedBlas:
+    """Context manager: OpenBLAS libraries loaded in this process use one thread inside."""
+
+    def __enter__(self):
+        self._saved = []
+        for getter, setter in _blas_controls():
+            try:
+                before = int(getter())
+                setter(1)
+                self._saved.append((setter, before))
+            except Exception:  # pragma: no cover
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for setter, before in self._saved:
+            try:
+                setter(before)
+            except Exception:  # pragma: no cover
+                pass
+        return False

@@ -1,0 +1,274 @@
+"""Blocked Gibbs sampler for multilevel models with random slopes, exact under brms's default priors.
+
+Model (engine.multilevel.model): y_i = w_i'gamma + sum_g z_{g,i}' r_g[l_g(i)] + e_i, r_g[l] ~ N(0, Sigma_g),
+Sigma_g block diagonal over the group's terms, term t: Sigma_t = diag(sd_t) R_t diag(sd_t) with
+R_t ~ LKJ(eta_t) (correlated terms) and independent priors on every sd (brms default: half
+student_t(3, 0, max(2.5, mad(y)))).
+
+One iteration, every step an exact draw from (or an update leaving invariant) a full conditional:
+
+1. gamma and every random coefficient jointly from their Gaussian conditional given (Sigma, sigma):
+   engine.multilevel.blocks (q x q blocks eliminated leaves-up from the per-cell cross-products;
+   cost independent of N); crossed blocks one after the other, each jointly with gamma.
+2. Student-t priors on gamma through their normal scale mixture (as engine.gibbs).
+3. (sd_t, R_t) | r for every term: coordinate-wise slice updates on (log sd, tanh^{-1} of the
+   canonical partial correlations) with the log-Jacobian (engine.multilevel.covariance), which
+   leave brms's own prior times the coefficients' Gaussian likelihood invariant.
+4. sigma | rest: half-t by the inverse-gamma scale mixture (Wand et al. 2011), other priors by a slice
+   update of log sigma (engine.gibbs._draw_scale); the residual sum of squares from the cells.
+
+Draws in the canonical order of engine.multilevel.parameter_names (b..., sd..., cor..., sigma),
+random coefficients in the order of ranef_names (per group: every level's first coefficient, then
+every level's second, ..., as brms orders r_g[level,coef]).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from engine.gibbs import _draw_scale, _inverse_gamma
+from engine.multilevel.blocks import BlockData, block_location_step, make_block_work
+from engine.multilevel.covariance import covariance_step
+from engine.multilevel.location import PriorArrays
+from engine.multilevel.priors import FLAT, NORMAL, STUDENT_T
+
+__all__ = ["SlopesData", "slopes_data", "run_slopes_chain"]
+
+
+class TermArrays(NamedTuple):
+    """Random-effect terms (T): group (T,), offset (T,) of the term's coefficients in its group's
+    vector, dim (T,), correlated (T,) bool, eta (T,) LKJ shape, sd_offset (T,) position of its first
+    sd in the sd vector, cor_offset (T,) position of its first correlation in the cor vector."""
+
+    group: np.ndarray
+    offset: np.ndarray
+    dim: np.ndarray
+    correlated: np.ndarray
+    eta: np.ndarray
+    sd_offset: np.ndarray
+    cor_offset: np.ndarray
+
+
+class SlopesData(NamedTuple):
+    """Everything the slopes chain reads: block (BlockData), terms (TermArrays), n_sd, n_cor, yty,
+    n_obs, x_means (p,), has_intercept, n_blocks, gamma_prior (q_fix,), sd_prior (n_sd,) PriorArrays,
+    sigma_prior (4,)."""
+
+    block: BlockData
+    terms: TermArrays
+    n_sd: int
+    n_cor: int
+    yty: float
+    n_obs: float
+    x_means: np.ndarray
+    has_intercept: bool
+    n_blocks: int
+    gamma_prior: PriorArrays
+    sd_prior: PriorArrays
+    sigma_prior: np.ndarray
+
+
+def slopes_data(model) -> SlopesData:
+    """The arrays of a MultilevelModel with slopes arranged for run_slopes_chain."""
+    from engine.multilevel.location import location_inputs
+
+    c = np.ascontiguousarray
+    terms = model.terms
+    dims = np.array([t.size for t in terms], dtype=np.int64)
+    correlated = np.array([t.correlated and t.size > 1 for t in terms], dtype=np.bool_)
+    n_cor_t = np.where(correlated, dims * (dims - 1) // 2, 0)
+    term_arrays = TermArrays(
+        np.array([t.group for t in terms], dtype=np.int64), np.array([t.offset for t in terms], dtype=np.int64),
+        dims, correlated, c(model.cor_eta, dtype=np.float64),
+        np.concatenate([[0], np.cumsum(dims)[:-1]]).astype(np.int64),
+        np.concatenate([[0], np.cumsum(n_cor_t)[:-1]]).astype(np.int64))
+    block = BlockData(c(model.cell_uu), c(model.cell_uy), c(model.cell_levels), int(model.has_intercept) + model.n_coef,
+                      c(model.group_dims, dtype=np.int64), c(model.z_offsets, dtype=np.int64),
+                      c(model.level_offsets), c(model.level_group), c(model.depth), c(model.ancestors),
+                      c(model.block_of_group))
+    inputs = location_inputs(model)
+    return SlopesData(block, term_arrays, int(dims.sum()), int(n_cor_t.sum()), float(model.yty), float(model.n_obs),
+                      c(model.x_means, dtype=np.float64), bool(model.has_intercept), int(model.n_blocks),
+                      inputs.gamma_prior,
+                      PriorArrays(c(model.sd_prior_family, dtype=np.int64), c(model.sd_prior_nu, dtype=np.float64),
+                                  c(model.sd_prior_mu, dtype=np.float64), c(model.sd_prior_scale, dtype=np.float64)),
+                      c(model.sigma_prior, dtype=np.float64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _term_precision(theta, q, correlated, chol, out, offset):
+    """out[offset:offset+q, offset:offset+q] <- Sigma_t^{-1} = D^{-1} L^{-T} L^{-1} D^{-1}."""
+    if not correlated or q == 1:
+        for a in range(q):
+            for b in range(q):
+                out[offset + a, offset + b] = 0.0
+            out[offset + a, offset + a] = np.exp(-2.0 * theta[a])
+        return
+    inv = np.zeros((q, q))  # L^{-1}
+    for c in range(q):
+        for i in range(q):
+            s = 1.0 if i == c else 0.0
+            for k in range(i):
+                s -= chol[i, k] * inv[k, c]
+            inv[i, c] = s / chol[i, i]
+    for a in range(q):
+        for b in range(q):
+            s = 0.0
+            for k in range(q):
+                s += inv[k, a] * inv[k, b]
+            out[offset + a, offset + b] = s * np.exp(-theta[a] - theta[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual_ss(gamma, r, block, yty):
+    """sum_i (y_i - u_i'theta)^2 = sum_k (yy_k - 2 theta_k'Uy_k + theta_k'UU_k theta_k) with theta_k the
+    cell's (gamma, r of its levels); sum_k yy_k = y'y."""
+    cell_uu, cell_uy, cell_levels, qf = block.cell_uu, block.cell_uy, block.cell_levels, block.q_fix
+    n_cells, n_groups = cell_levels.shape
+    n_u = cell_uy.shape[1]
+    theta = np.empty(n_u)
+    rss = yty
+    for k in range(n_cells):
+        for a in range(qf):
+            theta[a] = gamma[a]
+        for g in range(n_groups):
+            v = cell_levels[k, g]
+            col = qf + block.z_offsets[g]
+            for c in range(block.group_dims[g]):
+                theta[col + c] = r[v, c]
+        for a in range(n_u):
+            ta = theta[a]
+            if ta == 0.0:
+                continue
+            rss -= 2.0 * ta * cell_uy[k, a]
+            s = 0.0
+            for b in range(n_u):
+                s += cell_uu[k, a, b] * theta[b]
+            rss += ta * s
+    return max(rss, 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def run_slopes_chain(rng, n_iter, n_warmup, thin, update_scales, save_ranef, data, init_sd, init_sigma):
+    """One chain; returns (draws (n_kept, n_params), ranef (n_kept, R or 0))."""
+    block, terms = data.block, data.terms
+    gp = data.gamma_prior
+    qf = block.q_fix
+    n_groups = block.group_dims.shape[0]
+    n_total = block.level_group.shape[0]
+    qm = 1
+    for g in range(n_groups):
+        qm = max(qm, block.group_dims[g])
+    n_terms = terms.group.shape[0]
+    n_ranef = 0
+    for g in range(n_groups):
+        n_ranef += (block.level_offsets[g + 1] - block.level_offsets[g]) * block.group_dims[g]
+    n_kept = (n_iter - n_warmup + thin - 1) // thin
+    n_params = qf + data.n_sd + data.n_cor + 1
+    draws = np.empty((n_kept, n_params))
+    ranef = np.empty((n_kept, n_ranef if save_ranef else 0))
+
+    gamma = np.zeros(qf)
+    r = np.zeros((n_total, qm))
+    sigma = init_sigma
+    sigma_aux = 1.0
+    mixing = np.ones(qf)
+    gamma_precision = np.zeros(qf)
+    gamma_prior_mean = np.zeros(qf)
+    for a in range(qf):
+        if gp.family[a] != FLAT:
+            gamma_prior_mean[a] = gp.mu[a]
+    # per term: theta = (log sd, CPCs), its Cholesky factor of R
+    max_coord = 1
+    for t in range(n_terms):
+        max_coord = max(max_coord, terms.dim[t] + terms.dim[t] * (terms.dim[t] - 1) // 2)
+    theta = np.zeros((n_terms, max_coord))
+    chol = np.zeros((n_terms, qm, qm))
+    for t in range(n_terms):
+        for j in range(terms.dim[t]):
+            theta[t, j] = np.log(init_sd[terms.sd_offset[t] + j])
+        for j in range(terms.dim[t]):
+            chol[t, j, j] = 1.0
+    sigma_inv = np.zeros((n_groups, qm, qm))
+    for t in range(n_terms):
+        _term_precision(theta[t], terms.dim[t], terms.correlated[t], chol[t], sigma_inv[terms.group[t]],
+                        terms.offset[t])
+    work = make_block_work(block)
+    scatter = np.zeros((qm, qm))
+    cov_work = np.zeros((qm, qm))
+
+    kept = 0
+    for iteration in range(n_iter):
+        for a in range(qf):
+            if gp.family[a] == NORMAL:
+                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a])
+            elif gp.family[a] == STUDENT_T:
+                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a] * mixing[a])
+        sigma2 = sigma * sigma
+        for b in range(max(data.n_blocks, 1)):
+            block_location_step(rng, b, True, gamma, r, sigma_inv, sigma2, gamma_precision, gamma_prior_mean,
+                                block, work)
+        for a in range(qf):
+            if gp.family[a] == STUDENT_T:
+                z = (gamma[a] - gp.mu[a]) / gp.scale[a]
+                mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
+        if update_scales:
+            for t in range(n_terms):
+                g = terms.group[t]
+                q = terms.dim[t]
+                off = terms.offset[t]
+                for a in range(q):
+                    for b in range(q):
+                        scatter[a, b] = 0.0
+                for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
+                    for a in range(q):
+                        for b in range(q):
+                            scatter[a, b] += r[v, off + a] * r[v, off + b]
+                so = terms.sd_offset[t]
+                n_levels = float(block.level_offsets[g + 1] - block.level_offsets[g])
+                covariance_step(rng, theta[t], q, terms.correlated[t], n_levels, scatter,
+                                data.sd_prior.family[so:so + q], data.sd_prior.nu[so:so + q],
+                                data.sd_prior.mu[so:so + q], data.sd_prior.scale[so:so + q], terms.eta[t],
+                                chol[t], cov_work)
+                _term_precision(theta[t], q, terms.correlated[t], chol[t], sigma_inv[g], off)
+            rss = _residual_ss(gamma, r, block, data.yty)
+            sp = data.sigma_prior
+            sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, data.n_obs, rss, int(sp[0]), sp[1], sp[2], sp[3])
+        if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
+            if data.has_intercept:
+                intercept = gamma[0]
+                for a in range(1, qf):
+                    intercept -= data.x_means[a - 1] * gamma[a]
+                draws[kept, 0] = intercept
+                for a in range(1, qf):
+                    draws[kept, a] = gamma[a]
+            else:
+                for a in range(qf):
+                    draws[kept, a] = gamma[a]
+            for t in range(n_terms):
+                q = terms.dim[t]
+                for j in range(q):
+                    draws[kept, qf + terms.sd_offset[t] + j] = np.exp(theta[t, j])
+                if terms.correlated[t]:
+                    pos = qf + data.n_sd + terms.cor_offset[t]
+                    L = chol[t]
+                    for i in range(1, q):  # brms order: (0,1), (0,2), (1,2), ...
+                        for j in range(i):
+                            s = 0.0
+                            for k in range(q):
+                                s += L[i, k] * L[j, k]
+                            draws[kept, pos] = s
+                            pos += 1
+            draws[kept, n_params - 1] = sigma
+            if save_ranef:
+                pos = 0
+                for g in range(n_groups):
+                    for c in range(block.group_dims[g]):
+                        for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
+                            ranef[kept, pos] = r[v, c]
+                            pos += 1
+            kept += 1
+    return draws, ranef

@@ -1,0 +1,314 @@
+"""One NUTS transition: iterative trajectory building with multinomial sampling.
+
+This is the "multinomial" No-U-Turn sampler of Stan (``src/stan/mcmc/hmc/nuts/base_nuts.hpp``),
+described by Betancourt (2017, "A Conceptual Introduction to Hamiltonian Monte Carlo",
+appendix A) after Hoffman & Gelman (2014, "The No-U-Turn Sampler", JMLR 15):
+
+- The trajectory doubles: at depth j a new subtree of 2^j leapfrog steps is built forwards or
+  backwards (direction: one uniform, forwards when u > 1/2, as Stan).
+- Each state z carries the weight w(z) = exp(H0 − H(z)); weights are kept in log space and combined
+  with log-sum-exp. A NaN energy counts as +∞ (weight 0, divergent).
+- Within a subtree the proposal is chosen by *uniform* progressive multinomial sampling: merging a
+  left and a right half, the right half's proposal replaces the left's with probability
+  w_right / (w_left + w_right). Between the old trajectory and a new subtree the sampling is
+  *biased* progressive: the new subtree's proposal is taken with probability
+  min(1, w_new / w_old), which favours states far from the start.
+- No-U-turn: a (sub)trajectory from state a to state b with summed momentum ρ turns when
+  p♯_a·ρ ≤ 0 or p♯_b·ρ ≤ 0 (the generalised criterion, Betancourt 2013, arXiv:1304.1920). Every
+  merge checks the merged tree and, as Stan does since 2.26 (stan-dev/stan#2799, PR #2800), two
+  extra checks across the seam: left half + first state of the right half, and last state of the
+  left half + right half. A subtree that turns or diverges is rejected whole: its states were
+  integrated (they count in the acceptance statistic) but none can be the next draw.
+- Divergence: H − H0 > 1000 (one-sided).
+- The acceptance statistic (for step-size adaptation) averages min(1, exp(H0 − H)) over every
+  state integrated, rejected subtrees included.
+
+The subtree is built *iteratively*: leaf i of a depth-j subtree is the right half of the
+(sub)subtrees whose sizes are 2^1 … 2^t, t = number of trailing one bits of i; after each leaf those
+merges are done innermost first, which is exactly the order in which the recursive builder of
+the papers finishes them, so both consume the same random numbers in the same order (the tests
+compare this builder with ``tests/reference_nuts.py``, a plain recursive transcription). Pending
+left halves are kept per level in the workspace (O(max_treedepth · d) memory).
+
+Random numbers, in order, per transition: d standard normals (momentum), then for each doubling
+one uniform (direction), the uniforms of the merges inside the new subtree as they happen, and one
+uniform for the biased top-level merge (drawn only when w_new ≤ w_old, as Stan).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from engine.hmc.integrator import leapfrog_step_in_place
+from engine.hmc.metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
+
+MAX_ENERGY_ERROR = 1000.0
+
+
+class TreeWorkspace(NamedTuple):
+    """Preallocated arrays for one chain (d = dimension, D = max tree depth)."""
+
+    # integration edges of the trajectory (forward and backward ends)
+    forward_position: np.ndarray  # (d,)
+    forward_momentum: np.ndarray
+    forward_gradient: np.ndarray
+    backward_position: np.ndarray
+    backward_momentum: np.ndarray
+    backward_gradient: np.ndarray
+    scalars: np.ndarray  # (4,): forward logp, backward logp, proposal logp, sample logp
+    # momenta / velocities at the four inner and outer ends (Stan's p_fwd_fwd ... p_sharp_bck_bck)
+    ends: np.ndarray  # (8, d)
+    rho: np.ndarray  # (d,) summed momentum of the whole trajectory
+    rho_forward: np.ndarray
+    rho_backward: np.ndarray
+    # the subtree being built: its running summary ("current")
+    current_rho: np.ndarray
+    current_ends: np.ndarray  # (4, d): p_begin, p♯_begin, p_end, p♯_end
+    proposal_position: np.ndarray  # (d,)
+    proposal_momentum: np.ndarray
+    proposal_gradient: np.ndarray
+    # pending left halves, one per level
+    left_log_weight: np.ndarray  # (D,)
+    left_proposal_logp: np.ndarray  # (D,)
+    left_proposal_position: np.ndarray  # (D, d)
+    left_proposal_momentum: np.ndarray  # (D, d)
+    left_proposal_gradient: np.ndarray  # (D, d)
+    left_rho: np.ndarray  # (D, d)
+    left_ends: np.ndarray  # (D, 4, d)
+    # chosen state of the transition
+    sample_position: np.ndarray
+    sample_momentum: np.ndarray
+    sample_gradient: np.ndarray
+    # scratch vectors for momentum sums (no allocation inside the tree)
+    merged_rho: np.ndarray  # (d,)
+    seam_rho: np.ndarray  # (d,)
+    # optional trace of every leapfrog state, in integration order (capacity 0: no trace)
+    trace_position: np.ndarray  # (capacity, d)
+    trace_log_weight: np.ndarray  # (capacity,)
+
+
+# rows of TreeWorkspace.ends
+P_FWD_FWD, P_SHARP_FWD_FWD, P_FWD_BCK, P_SHARP_FWD_BCK = 0, 1, 2, 3
+P_BCK_FWD, P_SHARP_BCK_FWD, P_BCK_BCK, P_SHARP_BCK_BCK = 4, 5, 6, 7
+# rows of current_ends / left_ends
+BEGIN, SHARP_BEGIN, END, SHARP_END = 0, 1, 2, 3
+
+
+def make_workspace(dimension: int, max_treedepth: int, trace_capacity: int = 0) -> TreeWorkspace:
+    d, depth = dimension, max(int(max_treedepth), 1)
+    z = np.zeros
+    return TreeWorkspace(
+        z(d), z(d), z(d), z(d), z(d), z(d), z(4), z((8, d)), z(d), z(d), z(d),
+        z(d), z((4, d)), z(d), z(d), z(d),
+        z(depth), z(depth), z((depth, d)), z((depth, d)), z((depth, d)), z((depth, d)),
+        z((depth, 4, d)),
+        z(d), z(d), z(d), z(d), z(d), z((trace_capacity, d)), z(trace_capacity),
+    )
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def log_sum_exp(a, b):
+    """log(exp(a) + exp(b)) without overflow; -inf absorbs."""
+    if a == -np.inf:
+        return b
+    if b == -np.inf:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def no_u_turn(p_sharp_minus, p_sharp_plus, rho):
+    """Generalised criterion: the (sub)trajectory keeps going while both ends move along rho."""
+    return dot(p_sharp_plus, rho) > 0.0 and dot(p_sharp_minus, rho) > 0.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric, initial_energy,
+                  edge_position, edge_momentum, edge_gradient, edge_logp, workspace, n_leapfrog_before):
+    """Integrate 2^depth leapfrog steps from the edge state, sampling a proposal on the way.
+
+    The edge arrays are advanced in place. The subtree's summary is left in the workspace
+    (current_rho, current_ends, proposal_position/gradient). Returns
+    (valid, log_weight, proposal_logp, edge_logp, n_leapfrog, sum_metropolis_probability, divergent).
+    """
+    ws = workspace
+    signed_step = direction * step_size
+    n_leapfrog = 0
+    sum_metropolis = 0.0
+    log_weight = -np.inf
+    proposal_logp = -np.inf
+    position, momentum, gradient, logp = edge_position, edge_momentum, edge_gradient, edge_logp
+    dimension = position.shape[0]
+    merged_rho = ws.merged_rho
+    seam_rho = ws.seam_rho
+    n_leaves = 1 << depth
+    for leaf in range(n_leaves):
+        logp = leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, signed_step, metric)
+        n_leapfrog += 1
+        energy = -logp + kinetic_energy(momentum, metric)
+        if math.isnan(energy):
+            energy = np.inf
+        leaf_log_weight = initial_energy - energy
+        index = n_leapfrog_before + n_leapfrog - 1
+        if index < ws.trace_log_weight.shape[0]:
+            ws.trace_position[index, :] = position
+            ws.trace_log_weight[index] = leaf_log_weight
+        sum_metropolis += 1.0 if leaf_log_weight > 0.0 else math.exp(leaf_log_weight)
+        if energy - initial_energy > MAX_ENERGY_ERROR:
+            return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, True
+        # the leaf is the current subtree of size 1
+        velocity_into(momentum, metric, ws.current_ends[SHARP_END])
+        ws.current_rho[:] = momentum
+        ws.current_ends[BEGIN, :] = momentum
+        ws.current_ends[END, :] = momentum
+        ws.current_ends[SHARP_BEGIN, :] = ws.current_ends[SHARP_END]
+        ws.proposal_position[:] = position
+        ws.proposal_momentum[:] = momentum
+        ws.proposal_gradient[:] = gradient
+        proposal_logp = logp
+        log_weight = leaf_log_weight
+        level = 0
+        while (leaf >> level) & 1:
+            # merge the pending left half at this level with the current (right) half
+            left_log_weight = ws.left_log_weight[level]
+            merged_log_weight = log_sum_exp(left_log_weight, log_weight)
+            take_right = True
+            if not (log_weight > merged_log_weight):
+                if not (rng.random() < math.exp(log_weight - merged_log_weight)):
+                    take_right = False
+            if not take_right:
+                ws.proposal_position[:] = ws.left_proposal_position[level]
+                ws.proposal_momentum[:] = ws.left_proposal_momentum[level]
+                ws.proposal_gradient[:] = ws.left_proposal_gradient[level]
+                proposal_logp = ws.left_proposal_logp[level]
+            left_ends = ws.left_ends[level]
+            left_rho = ws.left_rho[level]
+            for i in range(dimension):
+                merged_rho[i] = left_rho[i] + ws.current_rho[i]
+            persist = no_u_turn(left_ends[SHARP_BEGIN], ws.current_ends[SHARP_END], merged_rho)
+            if persist:
+                for i in range(dimension):
+                    seam_rho[i] = left_rho[i] + ws.current_ends[BEGIN, i]
+                persist = no_u_turn(left_ends[SHARP_BEGIN], ws.current_ends[SHARP_BEGIN], seam_rho)
+            if persist:
+                for i in range(dimension):
+                    seam_rho[i] = ws.current_rho[i] + left_ends[END, i]
+                persist = no_u_turn(left_ends[SHARP_END], ws.current_ends[SHARP_END], seam_rho)
+            ws.current_rho[:] = merged_rho
+            ws.current_ends[BEGIN, :] = left_ends[BEGIN]
+            ws.current_ends[SHARP_BEGIN, :] = left_ends[SHARP_BEGIN]
+            log_weight = merged_log_weight
+            if not persist:
+                return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
+            level += 1
+        if level < depth:
+            # the current subtree is the left half at this level: park it
+            ws.left_log_weight[level] = log_weight
+            ws.left_proposal_logp[level] = proposal_logp
+            ws.left_proposal_position[level, :] = ws.proposal_position
+            ws.left_proposal_momentum[level, :] = ws.proposal_momentum
+            ws.left_proposal_gradient[level, :] = ws.proposal_gradient
+            ws.left_rho[level, :] = ws.current_rho
+            ws.left_ends[level, :, :] = ws.current_ends
+    return True, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_size, metric,
+                    max_treedepth, workspace):
+    """One NUTS step from (position, logp, gradient).
+
+    The chosen state is left in workspace.sample_position / sample_gradient. Returns
+    (sample_logp, accept_stat, n_leapfrog, treedepth, divergent, energy).
+    """
+    ws = workspace
+    dimension = position.shape[0]
+    momentum = draw_momentum(rng, metric, dimension)
+    sharp = velocity(momentum, metric)
+    initial_energy = -logp + kinetic_energy(momentum, metric)
+    ws.forward_position[:] = position
+    ws.forward_momentum[:] = momentum
+    ws.forward_gradient[:] = gradient
+    ws.backward_position[:] = position
+    ws.backward_momentum[:] = momentum
+    ws.backward_gradient[:] = gradient
+    forward_logp = logp
+    backward_logp = logp
+    for row in range(0, 8, 2):
+        ws.ends[row, :] = momentum
+        ws.ends[row + 1, :] = sharp
+    ws.rho[:] = momentum
+    ws.sample_position[:] = position
+    ws.sample_momentum[:] = momentum
+    ws.sample_gradient[:] = gradient
+    sample_logp = logp
+    log_sum_weight = 0.0
+    n_leapfrog = 0
+    sum_metropolis = 0.0
+    depth = 0
+    divergent = False
+    while depth < max_treedepth:
+        if rng.random() > 0.5:
+            ws.rho_backward[:] = ws.rho
+            ws.ends[P_BCK_FWD, :] = ws.ends[P_FWD_BCK]
+            ws.ends[P_SHARP_BCK_FWD, :] = ws.ends[P_SHARP_FWD_BCK]
+            valid, subtree_log_weight, proposal_logp, forward_logp, steps, metro, diverged = build_subtree(
+                logp_and_grad, args, rng, depth, 1.0, step_size, metric, initial_energy,
+                ws.forward_position, ws.forward_momentum, ws.forward_gradient, forward_logp,
+                ws, n_leapfrog)
+            ws.rho_forward[:] = ws.current_rho
+            ws.ends[P_FWD_BCK, :] = ws.current_ends[BEGIN]
+            ws.ends[P_SHARP_FWD_BCK, :] = ws.current_ends[SHARP_BEGIN]
+            ws.ends[P_FWD_FWD, :] = ws.current_ends[END]
+            ws.ends[P_SHARP_FWD_FWD, :] = ws.current_ends[SHARP_END]
+        else:
+            ws.rho_forward[:] = ws.rho
+            ws.ends[P_FWD_BCK, :] = ws.ends[P_BCK_FWD]
+            ws.ends[P_SHARP_FWD_BCK, :] = ws.ends[P_SHARP_BCK_FWD]
+            valid, subtree_log_weight, proposal_logp, backward_logp, steps, metro, diverged = build_subtree(
+                logp_and_grad, args, rng, depth, -1.0, step_size, metric, initial_energy,
+                ws.backward_position, ws.backward_momentum, ws.backward_gradient, backward_logp,
+                ws, n_leapfrog)
+            ws.rho_backward[:] = ws.current_rho
+            ws.ends[P_BCK_FWD, :] = ws.current_ends[BEGIN]
+            ws.ends[P_SHARP_BCK_FWD, :] = ws.current_ends[SHARP_BEGIN]
+            ws.ends[P_BCK_BCK, :] = ws.current_ends[END]
+            ws.ends[P_SHARP_BCK_BCK, :] = ws.current_ends[SHARP_END]
+        n_leapfrog += steps
+        sum_metropolis += metro
+        divergent = divergent or diverged
+        if not valid:
+            break
+        depth += 1
+        take_new = True
+        if not (subtree_log_weight > log_sum_weight):
+            if not (rng.random() < math.exp(subtree_log_weight - log_sum_weight)):
+                take_new = False
+        if take_new:
+            ws.sample_position[:] = ws.proposal_position
+            ws.sample_momentum[:] = ws.proposal_momentum
+            ws.sample_gradient[:] = ws.proposal_gradient
+            sample_logp = proposal_logp
+        log_sum_weight = log_sum_exp(log_sum_weight, subtree_log_weight)
+        for i in range(dimension):
+            ws.rho[i] = ws.rho_backward[i] + ws.rho_forward[i]
+        persist = no_u_turn(ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_FWD], ws.rho)
+        if persist:
+            for i in range(dimension):
+                ws.seam_rho[i] = ws.rho_backward[i] + ws.ends[P_FWD_BCK, i]
+            persist = no_u_turn(ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_BCK], ws.seam_rho)
+        if persist:
+            for i in range(dimension):
+                ws.seam_rho[i] = ws.rho_forward[i] + ws.ends[P_BCK_FWD, i]
+            persist = no_u_turn(ws.ends[P_SHARP_BCK_FWD], ws.ends[P_SHARP_FWD_FWD], ws.seam_rho)
+        if not persist:
+            break
+    accept_stat = sum_metropolis / n_leapfrog if n_leapfrog > 0 else 0.0
+    energy = -sample_logp + kinetic_energy(ws.sample_momentum, metric)
+    return sample_logp, accept_stat, n_leapfrog, depth, divergent, energy

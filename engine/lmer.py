@@ -1,0 +1,907 @@
+"""Linear mixed models fitted as lme4's ``lmer`` (REML or ML).
+
+Model: y = X beta + Z b + e, b ~ N(0, sigma^2 Lambda_theta Lambda_theta'), e ~ N(0, sigma^2 I),
+with Lambda_theta block diagonal: one lower-triangular ``q_k x q_k`` factor T_k per random-effect
+term k, repeated over the term's levels; theta holds the lower triangles of the T_k column by column
+(lme4's order), bounded below by 0 on the diagonals.
+
+Algorithm: Bates, Maechler, Bolker & Walker (2015), "Fitting linear mixed-effects models using lme4",
+J. Stat. Softw. 67(1), section 3: penalised least squares with the sparse Cholesky factor
+
+    L_theta L_theta' = Lambda' Z'Z Lambda + I,
+
+then R_ZX = L^{-1} Lambda' Z'X, R_X'R_X = X'X - R_ZX'R_ZX, and the profiled criteria
+
+    ML:   -2 l(theta) = log|L|^2 + n (1 + log(2 pi r^2 / n))
+    REML: log|L|^2 + log|R_X|^2 + (n - p) (1 + log(2 pi r^2 / (n - p)))
+
+with r^2 the penalised residual sum of squares (eq. 30-34, 41-42 there). Everything comes from the
+sufficient statistics Z'Z, Z'[X y], [X y]'[X y], computed once: an evaluation costs nothing in N.
+``y`` is carried as the last column of ``[X y]``, so one Cholesky of the Gram matrix's Schur
+complement gives R_X, c_beta and r (its last diagonal element).
+
+Blocking (as MixedModels.jl): terms are ordered as lme4 orders them (decreasing number of levels,
+``lme4:::mkReTrms``); the first term gives a block-diagonal leading block (one ``q1 x q1`` Cholesky
+per level); all later terms form one **dense** trailing Schur block (size = their total number of
+random effects), updated from the sparse Z1'Z_rest blocks (``engine.lmer_kernels``). Nested models
+(pupils in classes in schools) and crossed ones (InstEval's students x lecturers) go the same way;
+the dense block is the part that fill-in makes dense for crossed designs.
+
+theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by a
+compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
+Hessian when one evaluation is cheap, by scipy's COBYQA (derivative-free quadratic models) when the dense trailing
+block has 200 or more random effects (the choice depends on the design only, so results do not
+depend on timing). Singular
+(boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta below 1e-4).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.optimize
+import scipy.sparse
+
+from engine import formula as _formula
+from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
+from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
+                                 forward_solve, minimize_bounded, profiled_criterion, scaled_cross,
+                                 schur_update)
+
+SINGULAR_TOL = 1e-4
+_COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
+_TRACE = None
+
+
+# ------------------------------------------------------------------------------------------------
+# random-effect terms in lme4's order
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReTerm:
+    """One random-effect term (lme4's ``blist`` entry).
+
+    group: lme4's name of the grouping factor ("Batch", "cask:batch"); codes (n,) int64 level of
+    each kept row; levels: level labels as R's factor() orders them; Z (n, q) float64 the term's
+    raw model-matrix columns; cnms: their names ("(Intercept)", "Days").
+    """
+
+    group: str
+    codes: np.ndarray
+    levels: list
+    Z: np.ndarray
+    cnms: list
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def nlev(self) -> int:
+        return len(self.levels)
+
+
+def _interaction(parts):
+    """R's ``f1:f2`` (then ``factor()``): levels ``a:b`` with f1 varying slowest, unused dropped."""
+    combined = np.zeros(len(parts[0][0]), dtype=np.int64)
+    for codes, levels in parts:
+        combined = combined * len(levels) + codes
+    uniques, inverse = np.unique(combined, return_inverse=True)
+    labels = []
+    for u in uniques:
+        pieces = []
+        for codes, levels in reversed(parts):
+            pieces.append(levels[u % len(levels)])
+            u //= len(levels)
+        labels.append(":".join(reversed(pieces)))
+    return inverse.astype(np.int64), labels
+
+
+def _factor_codes(data: pd.DataFrame, column: str, rows: np.ndarray, formula: str):
+    """factor(column) on the kept rows: codes and R's level labels (numbers in numeric order)."""
+    if column not in data.columns:
+        raise ColumnNotFoundError(f"grouping column {column!r} (in formula {formula!r}) is not in the data")
+    variable = _formula._evaluate_column(data[column], column)
+    return _formula._group_labels(variable, rows, len(data) - len(rows) if len(rows) != len(data) else 0)
+
+
+def _bar_groups(bar) -> list[tuple[str, tuple[str, ...]]]:
+    """lme4's grouping factors of one bar: ``a/b`` -> [("a", (a,)), ("b:a", (b, a))] (expandSlash);
+    ``a:b`` -> [("a:b", (a, b))]. Returns (name, columns in the order the name lists them)."""
+    rhs = bar.text.split("|", 1)[1] if "|" in bar.text else ""
+    nested = "/" in rhs
+    out = []
+    for cols in bar.group_columns:
+        cols = tuple(cols)
+        if nested and len(cols) > 1:
+            cols = tuple(reversed(cols))
+        out.append((":".join(cols), cols))
+    return out
+
+
+def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
+    """Random-effect terms of a model frame (``ModelFrame.random_effects``), before lme4's
+    reordering, with lme4's names and levels of the grouping factors."""
+    n = mf.nobs
+    rows = np.asarray(mf.rows)
+    cache: dict = {}
+
+    def group_codes(cols):
+        key = tuple(cols)
+        if key not in cache:
+            parts = [_factor_codes(data, c, rows, formula) for c in cols]
+            if len(parts) == 1:
+                codes, levels = parts[0]
+                cache[key] = (np.ascontiguousarray(codes, dtype=np.int64), list(levels))
+            else:
+                cache[key] = _interaction(parts)
+        return cache[key]
+
+    bars = {}
+    for bar in mf.random_terms:
+        for name, cols in _bar_groups(bar):
+            bars[(bar.text, tuple(sorted(cols)))] = (name, cols)
+    terms: list[ReTerm] = []
+    for re_ in mf.random_effects:
+        cols = tuple(re_.group_columns)
+        name, cols_ordered = bars.get((re_.bar_text, tuple(sorted(cols))), (":".join(cols), cols))
+        codes, levels = group_codes(cols_ordered)
+        Z = np.ascontiguousarray(np.asarray(re_.Z, dtype=np.float64).reshape(n, -1))
+        # (x || g) arrives expanded (expandDoubleVerts): one term per term of the left side,
+        # correlated within itself (a factor's columns), as lme4
+        terms.append(ReTerm(name, codes, levels, Z, list(re_.coef_names)))
+    return terms
+
+
+def expand_double_verts(formula: str, display: bool = False) -> str:
+    """lme4's ``expandDoubleVerts``: ``(x || g)`` -> ``((1 | g) + (0 + x | g))``, one
+    uncorrelated term per column of the left side (its intercept first, if it has one).
+    ``display=True`` keeps lme4's outer parentheses (as its summary prints the formula); without
+    them the text is what the formula parser reads."""
+    while "||" in formula:
+        k = formula.index("||")
+        depth, start = 0, None
+        for i in range(k - 1, -1, -1):
+            if formula[i] == ")":
+                depth += 1
+            elif formula[i] == "(":
+                if depth == 0:
+                    start = i
+                    break
+                depth -= 1
+        if start is None:
+            raise FormulaError("'||' must be inside parentheses: (x || g)", formula, k)
+        depth, end = 0, None
+        for i in range(k + 2, len(formula)):
+            if formula[i] == "(":
+                depth += 1
+            elif formula[i] == ")":
+                if depth == 0:
+                    end = i
+                    break
+                depth -= 1
+        if end is None:
+            raise FormulaError("unbalanced parentheses", formula, k)
+        lhs = formula[start + 1:k].strip()
+        grp = formula[k + 2:end].strip()
+        parsed = _formula.parse_formula(f"~ {lhs}")
+        parts = (["(1 | " + grp + ")"] if parsed.has_intercept else []) + [
+            f"(0 + {lab} | {grp})" for lab in parsed.term_labels]
+        text = " + ".join(parts)
+        formula = formula[:start] + ("(" + text + ")" if display else text) + formula[end + 1:]
+    return formula
+
+
+def _lme4_order(terms: list[ReTerm]) -> list[ReTerm]:
+    """``mkReTrms(reorder.terms = TRUE)``: if any later term has more levels, rev(order(nl))."""
+    nl = [t.nlev for t in terms]
+    if any(b > a for a, b in zip(nl, nl[1:])):
+        order = sorted(range(len(nl)), key=lambda k: nl[k])  # R's order(): stable ascending
+        return [terms[k] for k in reversed(order)]
+    return terms
+
+
+# ------------------------------------------------------------------------------------------------
+# sufficient statistics and the profiled criterion
+# ------------------------------------------------------------------------------------------------
+
+
+def _theta_layout(qs):
+    """Per term: (start, count) in theta; lower bounds (0 on diagonals, -inf elsewhere)."""
+    layout, lower = [], []
+    start = 0
+    for q in qs:
+        cnt = q * (q + 1) // 2
+        layout.append((start, cnt))
+        for c in range(q):  # column-major lower triangle
+            for r in range(c, q):
+                lower.append(0.0 if r == c else -np.inf)
+        start += cnt
+    return layout, np.array(lower)
+
+
+def _tri(theta_part, q):
+    T = np.zeros((q, q))
+    k = 0
+    for c in range(q):
+        for r in range(c, q):
+            T[r, c] = theta_part[k]
+            k += 1
+    return T
+
+
+@dataclass
+class _Stats:
+    """Sufficient statistics of one model (computed once; no N-sized arrays kept)."""
+
+    n: int
+    p: int
+    q1: int
+    n1: int
+    A1: np.ndarray  # (n1, q1, q1) Z1_j'Z1_j
+    ZXa1: np.ndarray  # (n1, q1, p+1) Z1_j'[X y]
+    Q2: int
+    A22: np.ndarray  # (Q2, Q2) Z2'Z2 (dense)
+    ZXa2: np.ndarray  # (Q2, p+1)
+    cross: CrossBlocks
+    XaXa: np.ndarray  # (p+1, p+1)
+    rest_terms: list  # (term index, column offset, q, nlev) of later terms
+    qmax: int
+    moments: Moments = None
+    layout: Layout = None
+
+
+def _bincount_blocks(codes, left, right, nlev):
+    """(nlev, a, b): sum over rows of left[i, :]' right[i, :] by level."""
+    a, b = left.shape[1], right.shape[1]
+    out = np.empty((nlev, a, b))
+    for r in range(a):
+        for c in range(b):
+            out[:, r, c] = np.bincount(codes, weights=left[:, r] * right[:, c], minlength=nlev)
+    return out
+
+
+def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Stats:
+    n, p = X.shape
+    Xa = np.empty((n, p + 1))
+    Xa[:, :p] = X
+    Xa[:, p] = y
+    t1 = terms[0]
+    q1, n1 = t1.q, t1.nlev
+    A1 = _bincount_blocks(t1.codes, t1.Z, t1.Z, n1)
+    ZXa1 = _bincount_blocks(t1.codes, t1.Z, Xa, n1)
+    rest = []
+    off = 0
+    for k, t in enumerate(terms[1:], start=1):
+        rest.append((k, off, t.q, t.nlev))
+        off += t.q * t.nlev
+    Q2 = off
+    qmax = max([t.q for t in terms[1:]], default=1)
+    if Q2:
+        rows_idx, cols_idx, vals = [], [], []
+        for (k, o, q, nl) in rest:
+            t = terms[k]
+            for c in range(q):
+                rows_idx.append(np.arange(n))
+                cols_idx.append(o + t.codes * q + c)
+                vals.append(t.Z[:, c])
+        Z2 = scipy.sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows_idx), np.concatenate(cols_idx))),
+                                     shape=(n, Q2))
+        A22 = (Z2.T @ Z2).toarray()
+        ZXa2 = np.asarray(Z2.T @ Xa)
+        # Z1'Z_rest blocks: one per (level of term 1, level of term k) pair present
+        pj, pc, pq, pt, pv = [], [], [], [], []
+        for ti, (k, o, q, nl) in enumerate(rest):
+            t = terms[k]
+            key = t1.codes * nl + t.codes
+            uniq, inv = np.unique(key, return_inverse=True)
+            blocks = _bincount_blocks(inv, t1.Z, t.Z, len(uniq))  # (P_k, q1, q)
+            pj.append(uniq // nl)
+            pc.append(o + (uniq % nl) * q)
+            pq.append(np.full(len(uniq), q))
+            pt.append(np.full(len(uniq), ti))
+            pv.append(blocks.reshape(len(uniq), q1 * q))
+        pj = np.concatenate(pj)
+        order = np.argsort(pj, kind="stable")
+        pq_all = np.concatenate(pq)[order]
+        sizes = q1 * pq_all
+        offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        flat_blocks = [b for blk in pv for b in blk]
+        vals_flat = np.concatenate([flat_blocks[i] for i in order]) if len(order) else np.zeros(0)
+        jptr = np.searchsorted(pj[order], np.arange(n1 + 1)).astype(np.int64)
+        cross = CrossBlocks(jptr, np.concatenate(pc)[order].astype(np.int64), pq_all.astype(np.int64),
+                            np.concatenate(pt)[order].astype(np.int64), offs,
+                            np.ascontiguousarray(vals_flat, dtype=np.float64))
+    else:
+        A22 = np.zeros((0, 0))
+        ZXa2 = np.zeros((0, p + 1))
+        cross = CrossBlocks(np.zeros(n1 + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    qs = [t.q for t in terms]
+    theta_start = np.concatenate([[0], np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]]).astype(np.int64)
+    col_term = np.zeros(Q2, dtype=np.int64)
+    col_start = np.zeros(Q2, dtype=np.int64)
+    for (k, o, q, nl) in rest:
+        idx = np.arange(q * nl)
+        col_term[o:o + q * nl] = k
+        col_start[o:o + q * nl] = o + (idx // q) * q
+    XaXa = Xa.T @ Xa
+    nz_i, nz_j = np.nonzero(A22)
+    moments = Moments(np.ascontiguousarray(A1), np.ascontiguousarray(ZXa1), nz_i.astype(np.int64),
+                      nz_j.astype(np.int64), np.ascontiguousarray(A22[nz_i, nz_j]),
+                      np.ascontiguousarray(ZXa2), np.ascontiguousarray(XaXa))
+    layout = Layout(theta_start, np.asarray(qs, dtype=np.int64), col_term, col_start)
+    return _Stats(n, p, q1, n1, A1, ZXa1, Q2, A22, ZXa2, cross, XaXa, rest, qmax, moments, layout)
+
+
+@dataclass
+class _Factor:
+    """The blocked factor at one theta (enough for the criterion and every conditional estimate)."""
+
+    T: list
+    L1: np.ndarray  # (n1, q1, q1)
+    R1: np.ndarray  # (n1, q1, p+1) L1^{-1} T1' Z1'[X y]
+    W: np.ndarray  # flat, CrossBlocks layout: L1^{-1} T1' B T_k
+    L2: np.ndarray  # (Q2, Q2) lower
+    R2: np.ndarray  # (Q2, p+1)
+    R: np.ndarray  # (p+1, p+1) upper: chol of [X y]'[X y] - R_ZXa'R_ZXa
+    ldL2: float
+    ok: bool
+
+
+def _lambda2_apply_left(stats: _Stats, Tk, M):
+    """Lambda2' M for a (Q2, m) array M (Lambda2 = blockdiag of T_k over each term's levels)."""
+    out = np.empty_like(M)
+    for ti, (k, o, q, nl) in enumerate(stats.rest_terms):
+        blk = M[o:o + q * nl].reshape(nl, q, -1)
+        out[o:o + q * nl] = np.einsum("ba,lbm->lam", Tk[ti][:q, :q], blk).reshape(q * nl, -1)
+    return out
+
+
+def _factorize(stats: _Stats, theta: np.ndarray, layout) -> _Factor:
+    T = [_tri(theta[s:s + c], q) for (s, c), q in zip(layout, [stats.q1] + [r[2] for r in stats.rest_terms])]
+    T1 = T[0]
+    q1 = stats.q1
+    if q1 == 1:
+        t = T1[0, 0]
+        L1 = np.sqrt(t * t * stats.A1 + 1.0)
+        R1 = (t * stats.ZXa1) / L1
+    else:
+        M = np.einsum("ba,jbc,cd->jad", T1, stats.A1, T1)
+        M[:, np.arange(q1), np.arange(q1)] += 1.0
+        L1 = np.linalg.cholesky(M)
+        rhs = np.einsum("ba,jbm->jam", T1, stats.ZXa1)
+        R1 = np.linalg.solve(L1, rhs)
+    ldL2 = 2.0 * float(np.sum(np.log(np.diagonal(L1, axis1=1, axis2=2))))
+    m = stats.p + 1
+    gram = stats.XaXa - np.einsum("jam,jak->mk", R1, R1)
+    if stats.Q2:
+        Tk = np.zeros((len(stats.rest_terms), stats.qmax, stats.qmax))
+        for ti, (k, o, q, nl) in enumerate(stats.rest_terms):
+            Tk[ti, :q, :q] = T[k]
+        L1c = np.ascontiguousarray(L1)
+        W = scaled_cross(stats.cross, np.ascontiguousarray(T1), Tk, L1c)
+        S = _lambda2_apply_left(stats, Tk, _lambda2_apply_left(stats, Tk, stats.A22).T.copy())
+        S[np.diag_indices_from(S)] += 1.0
+        R2 = _lambda2_apply_left(stats, Tk, stats.ZXa2)
+        schur_update(stats.cross, W, S, np.ascontiguousarray(R1), R2)
+        try:
+            L2 = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:
+            return _Factor(T, L1, R1, W, np.zeros((0, 0)), R2, np.zeros((m, m)), np.inf, False)
+        ldL2 += 2.0 * float(np.sum(np.log(np.diag(L2))))
+        R2 = forward_solve(L2, np.ascontiguousarray(R2))
+        gram -= R2.T @ R2
+    else:
+        W = np.zeros(0)
+        L2 = np.zeros((0, 0))
+        R2 = np.zeros((0, m))
+    try:
+        R = np.linalg.cholesky(gram).T
+    except np.linalg.LinAlgError:
+        # r^2 can underflow to <= 0 at an exact fit; the X part must still be positive definite
+        return _Factor(T, L1, R1, W, L2, R2, np.zeros((m, m)), ldL2, False)
+    return _Factor(T, L1, R1, W, L2, R2, R, ldL2, True)
+
+
+def _criterion_from(stats: _Stats, f: _Factor, reml: bool) -> float:
+    if not f.ok:
+        return np.inf
+    p, n = stats.p, stats.n
+    pwrss = f.R[p, p] ** 2
+    if reml:
+        nmp = n - p
+        ldRX2 = 2.0 * float(np.sum(np.log(np.abs(np.diag(f.R)[:p]))))
+        return f.ldL2 + ldRX2 + nmp * (1.0 + math.log(2.0 * math.pi * pwrss / nmp))
+    return f.ldL2 + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
+
+
+def _newton_polish(fun, x, fx, lower, max_iter: int = 3):
+    """Newton steps on the free coordinates with a central-difference Hessian.
+
+    L-BFGS-B on finite-difference gradients stops where the gradient test is met only roughly
+    (lme4's bobyqa does too); the profiled criterion is smooth in theta, so a Newton step or two
+    takes theta to the optimum to ~1e-8. Coordinates on their bound with a non-negative
+    one-sided slope stay there (lme4's boundary fits). Steps are accepted only if they lower the
+    criterion.
+    """
+    k = len(x)
+    for _ in range(max_iter):
+        h = 1e-4 * np.maximum(1.0, np.abs(x))
+        free = []
+        for i in range(k):
+            if np.isfinite(lower[i]) and x[i] - h[i] <= lower[i]:
+                e = np.zeros(k)
+                e[i] = h[i]
+                if fun(x + e) >= fx:  # slope away from the bound is upward: stays at the bound
+                    continue
+                if x[i] - h[i] < lower[i]:
+                    continue  # near the bound: no central difference, leave to L-BFGS-B
+            free.append(i)
+        if not free:
+            return x, fx
+        m = len(free)
+        g = np.zeros(m)
+        H = np.zeros((m, m))
+        fp = np.zeros(m)
+        fm = np.zeros(m)
+        for a, i in enumerate(free):
+            e = np.zeros(k)
+            e[i] = h[i]
+            fp[a], fm[a] = fun(x + e), fun(x - e)
+            g[a] = (fp[a] - fm[a]) / (2 * h[i])
+            H[a, a] = (fp[a] - 2 * fx + fm[a]) / (h[i] * h[i])
+        for a in range(m):
+            for b in range(a + 1, m):
+                i, j = free[a], free[b]
+                ei = np.zeros(k)
+                ej = np.zeros(k)
+                ei[i] = h[i]
+                ej[j] = h[j]
+                H[a, b] = H[b, a] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej)
+                                     + fun(x - ei - ej)) / (4 * h[i] * h[j])
+        try:
+            np.linalg.cholesky(H)
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            return x, fx
+        improved = False
+        t = 1.0
+        for _ls in range(6):
+            xn = x.copy()
+            xn[free] -= t * step
+            xn = np.where(np.isfinite(lower), np.maximum(xn, lower), xn)
+            fn = fun(xn)
+            # a short Newton step is taken also when the change is at rounding level: there the
+            # quadratic model (gradient well above its error) is more accurate than f itself
+            small = np.max(np.abs(t * step)) < 1e-4
+            if fn < fx or (small and fn <= fx + 1e-12 * (1.0 + abs(fx))):
+                x, fx, improved = xn, min(fn, fx) if not small else fn, True
+                break
+            t *= 0.5
+        if not improved or np.max(np.abs(t * step)) < 1e-9:
+            return x, fx
+    return x, fx
+
+
+def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
+    """Minimise the profiled criterion over theta from lme4's start under lme4's bounds:
+    compiled projected BFGS (``lmer_kernels.minimize_bounded``), then ``_newton_polish``; COBYQA
+    for designs with a large dense block."""
+    if theta0 is None:
+        theta0 = np.where(np.isfinite(lower), 1.0, 0.0)
+    nfev = [0]
+
+    def fun(th):
+        nfev[0] += 1
+        if _TRACE is not None:
+            _TRACE.append(nfev[0])
+        return profiled_criterion(np.asarray(th, dtype=float), stats.moments, stats.cross, stats.layout,
+                                  stats.n, reml)
+
+    theta0 = np.asarray(theta0, dtype=float)
+    if stats.Q2 >= _COBYQA_MIN_Q2:
+        # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
+        # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
+        # L-BFGS-B; its own overhead (~ms per step) does not matter there.
+        res = scipy.optimize.minimize(
+            fun, theta0, method="COBYQA",
+            bounds=scipy.optimize.Bounds(np.where(np.isfinite(lower), lower, -np.inf), np.full(len(lower), np.inf)),
+            options={"initial_tr_radius": 0.5, "final_tr_radius": 1e-7, "maxfev": 100 * (len(lower) + 1) ** 2})
+        x = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
+        return x, fun(x), nfev[0], bool(res.success)
+    lo = np.where(np.isfinite(lower), lower, -np.inf)
+
+    def run(start):
+        x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross, stats.layout,
+                                    stats.n, reml, 500)
+        nfev[0] += k
+        return x, fx
+
+    x, fx = run(theta0)
+    # theta_i = 0 is a stationary point of the criterion (it depends on T T'), so a step onto
+    # the bound can stall there: probe the interior and restart if it is lower.
+    for _round in range(3):
+        at_zero = [i for i in range(len(x)) if lower[i] == 0 and x[i] < SINGULAR_TOL]
+        best = None
+        for i in at_zero:
+            for v in (1e-2, 1e-1, 0.5, 1.0):
+                xt = x.copy()
+                xt[i] = v
+                ft = fun(xt)
+                if ft < fx - 1e-10 and (best is None or ft < best[1]):
+                    best = (xt, ft)
+        if best is None:
+            break
+        x, fx = run(best[0])
+    x, fx = _newton_polish(fun, x, fun(x), lower)
+    return x, fx, nfev[0], bool(np.isfinite(fx))
+
+
+# ------------------------------------------------------------------------------------------------
+# the results object
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LmerFit:
+    """A fitted linear mixed model (lme4's ``lmerMod``)."""
+
+    formula: str
+    reml: bool
+    fixef: pd.Series
+    vcov: pd.DataFrame
+    theta: np.ndarray
+    sigma: float
+    criterion: float
+    nobs: int
+    terms: list = field(repr=False)
+    fitted: np.ndarray = field(repr=False)
+    resid: np.ndarray = field(repr=False)
+    response_name: str = ""
+    lower: np.ndarray = field(repr=False, default=None)
+    n_evaluations: int = 0
+    converged: bool = True
+    _stats: _Stats = field(repr=False, default=None)
+    _factor: _Factor = field(repr=False, default=None)
+    _layout: list = field(repr=False, default=None)
+    _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
+    _frame_args: tuple = field(repr=False, default=None)
+
+    # -- numbers ---------------------------------------------------------------------------------
+    @property
+    def params(self) -> pd.Series:
+        return self.fixef
+
+    @property
+    def bse(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index)
+
+    @property
+    def tvalues(self) -> pd.Series:
+        return self.fixef / self.bse
+
+    @property
+    def n_theta(self) -> int:
+        return len(self.theta)
+
+    @property
+    def n_params(self) -> int:
+        """lme4's logLik df: fixed effects + theta + sigma."""
+        return len(self.fixef) + self.n_theta + 1
+
+    @property
+    def df_resid(self) -> int:
+        """lme4's ``df.residual``: nobs - (p + length(theta) + 1); mice's dfcom for lmer fits."""
+        return self.nobs - self.n_params
+
+    @property
+    def reml_criterion(self) -> float:
+        if not self.reml:
+            raise AttributeError("an ML fit has no REML criterion (lme4's REMLcrit refits); see deviance")
+        return self.criterion
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood of an ML fit. For REML fits lme4's ``deviance()`` is not defined
+        (it errors); here it is the ML deviance at the REML estimates, as lme4's ``devcomp``."""
+        if not self.reml:
+            return self.criterion
+        st = self._stats
+        f = self._factor
+        pwrss = f.R[st.p, st.p] ** 2
+        return f.ldL2 + st.n * (1.0 + math.log(2.0 * math.pi * pwrss / st.n))
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + math.log(self.nobs) * self.n_params
+
+    @property
+    def is_singular(self) -> bool:
+        """``lme4::isSingular(fit, tol = 1e-4)``: a theta with lower bound 0 below 1e-4."""
+        return bool(np.any(self.theta[self.lower == 0] < SINGULAR_TOL))
+
+    @property
+    def ngrps(self) -> dict:
+        """Levels per grouping factor (lme4's ``ngrps``: unique factors in term order)."""
+        out = {}
+        for t in self.terms:
+            out.setdefault(t.group, t.nlev)
+        return out
+
+    def _group_names(self) -> list[str]:
+        """VarCorr's names: the grouping factor per term, repeats made unique (g, g.1)."""
+        seen: dict = {}
+        out = []
+        for t in self.terms:
+            k = seen.get(t.group, 0)
+            out.append(t.group if k == 0 else f"{t.group}.{k}")
+            seen[t.group] = k + 1
+        return out
+
+    def _term_covs(self):
+        """sigma^2 T_k T_k' per term."""
+        return [self.sigma ** 2 * (T @ T.T) for T in self._factor.T]
+
+    def varcorr(self) -> pd.DataFrame:
+        """R's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor (variances and SDs,
+        then covariances and correlations of each term, then the residual)."""
+        rows = []
+        for name, t, C in zip(self._group_names(), self.terms, self._term_covs()):
+            sd = np.sqrt(np.diag(C))
+            for i, cn in enumerate(t.cnms):
+                rows.append((name, cn, None, C[i, i], sd[i]))
+            for i in range(t.q):
+                for j in range(i + 1, t.q):
+                    cor = C[j, i] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((name, t.cnms[i], t.cnms[j], C[j, i], cor))
+        rows.append(("Residual", None, None, self.sigma ** 2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def _b(self) -> list[np.ndarray]:
+        """Conditional modes b = Lambda u per term, (nlev, q)."""
+        return [u @ T.T for u, T in zip(self._u, self._factor.T)]
+
+    def _cond_var(self) -> list[np.ndarray]:
+        """sigma^2 T diag-block((Lambda'Z'Z Lambda + I)^{-1}) T' per term: (nlev, q, q)."""
+        st, f = self._stats, self._factor
+        Linv1 = np.linalg.inv(f.L1) if st.q1 > 1 else 1.0 / f.L1
+        if st.Q2:
+            L2inv = forward_solve(f.L2, np.eye(st.Q2))
+            Sinv = L2inv.T @ L2inv
+            inner = np.eye(st.q1)[None] + cross_quadratic(st.cross, f.W, Sinv, st.n1, st.q1)
+        else:
+            Sinv = np.zeros((0, 0))
+            inner = np.broadcast_to(np.eye(st.q1), (st.n1, st.q1, st.q1))
+        V1 = np.einsum("jba,jbc,jcd->jad", Linv1, inner, Linv1)
+        out = [V1]
+        for (k, o, q, nl) in st.rest_terms:
+            blk = Sinv[o:o + q * nl, o:o + q * nl].reshape(nl, q, nl, q)
+            out.append(np.stack([blk[l, :, l, :] for l in range(nl)]) if nl else np.zeros((0, q, q)))
+        s2 = self.sigma ** 2
+        return [s2 * np.einsum("ab,lbc,dc->lad", T, V, T) for T, V in zip(f.T, out)]
+
+    def ranef(self, condvar: bool = True) -> dict:
+        """Conditional modes per grouping factor (lme4's ``ranef``): a DataFrame (levels x
+        coefficient names; terms of the same factor side by side) per factor; with ``condvar``
+        its ``attrs["condvar"]`` holds the conditional variances, (nlev, q, q) per term."""
+        bs = self._b()
+        cvs = self._cond_var() if condvar else [None] * len(bs)
+        out: dict = {}
+        for t, b, cv in zip(self.terms, bs, cvs):
+            frame = pd.DataFrame(b, index=pd.Index(t.levels, dtype=object), columns=t.cnms)
+            if t.group in out:
+                prev = out[t.group]
+                merged = pd.concat([prev, frame], axis=1)
+                merged.attrs["condvar"] = prev.attrs.get("condvar", []) + [cv]
+                out[t.group] = merged
+            else:
+                frame.attrs["condvar"] = [cv]
+                out[t.group] = frame
+        return out
+
+    def coef(self) -> dict:
+        """lme4's ``coef``: fixed effects plus conditional modes, per grouping factor."""
+        out = {}
+        for g, frame in self.ranef(condvar=False).items():
+            full = pd.DataFrame(np.tile(self.fixef.to_numpy(), (len(frame), 1)), index=frame.index,
+                                columns=self.fixef.index)
+            for c in frame.columns:
+                if c in full.columns:
+                    full[c] = full[c] + frame[c].to_numpy()
+                else:
+                    full[c] = frame[c].to_numpy()
+            out[g] = full  # fixed-effect columns first, then random-only ones (lme4's union)
+        return out
+
+    def summary(self):
+        from engine.rcompat.print_lme4 import LmerSummary
+
+        return LmerSummary(self)
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+    def refit_ml(self) -> "LmerFit":
+        """lme4's ``refitML``: the same model by maximum likelihood (starting from this theta)."""
+        if not self.reml:
+            return self
+        return _fit_stats(self._frame_args, reml=False, theta0=self.theta)
+
+
+# ------------------------------------------------------------------------------------------------
+# the user-facing function
+# ------------------------------------------------------------------------------------------------
+
+
+def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noqa: N803 (lme4's name)
+    """Fit a linear mixed model as ``lme4::lmer(formula, data, REML)``.
+
+    formula: R syntax with random-effect bars, ``(1 | g)``, ``(1 | a/b)``, ``(1 | a) + (1 | b)``
+    (crossed), ``(x | g)`` and ``(x || g)`` (random slopes, correlated or not). Rows with missing
+    values in any variable are dropped (na.omit). Returns an ``LmerFit``.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ModelSpecError("lmer(): data must be a pandas DataFrame")
+    display_formula = expand_double_verts(formula, display=True)
+    formula = expand_double_verts(formula)
+    mf = _formula.model_frame(formula, data, allow_random=True)
+    if not mf.random_effects:
+        raise ModelSpecError(f"no random effects terms specified in formula {formula!r}")
+    terms = _lme4_order(_terms_from_frame(mf, data, formula))
+    n = mf.nobs
+    for t in terms:
+        if t.nlev >= n:
+            raise ModelSpecError(
+                f"number of levels of each grouping factor must be < number of observations "
+                f"(grouping factor {t.group!r} has {t.nlev} levels for {n} observations)")
+        if t.q > 1 and t.q * t.nlev >= n:
+            raise ModelSpecError(
+                f"number of observations (={n}) <= number of random effects (={t.q * t.nlev}) for term "
+                f"({' + '.join(t.cnms)} | {t.group}); the random-effects parameters and the residual "
+                "variance (or scale parameter) are probably unidentifiable")
+    X = np.ascontiguousarray(mf.X)
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise ModelSpecError("fixed-effect model matrix is rank deficient; drop the aliased terms "
+                             f"among {mf.column_names}")
+    frame_args = (display_formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
+    return _fit_stats(frame_args, reml=bool(REML))
+
+
+def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None) -> LmerFit:
+    """Fit (or, with ``theta_fixed``, evaluate every estimate at that theta, as lme4's
+    ``devFunOnly`` path does: used to check the algebra against lme4 at lme4's own theta)."""
+    formula, response_name, names, X, y, terms = frame_args
+    stats = _sufficient_stats(terms, X, y)
+    layout, lower = _theta_layout([t.q for t in terms])
+    from engine._linalg import SingleThreadedBlas  # one home for the OpenBLAS thread limit
+
+    # Many tiny BLAS calls (L-BFGS-B's, the small factors'): a threaded OpenBLAS spends more time
+    # waking threads than computing on a shared machine.
+    with SingleThreadedBlas():
+        if theta_fixed is None:
+            theta, crit, nfev, ok = _optimize(stats, layout, lower, reml, theta0)
+        else:
+            theta = np.asarray(theta_fixed, dtype=float)
+            crit = float(profiled_criterion(theta, stats.moments, stats.cross, stats.layout, stats.n, reml))
+            nfev, ok = 1, True
+        f = _factorize(stats, theta, layout)
+    p, n = stats.p, stats.n
+    R = f.R
+    RX = R[:p, :p]
+    RXinv = forward_solve(np.ascontiguousarray(RX.T), np.eye(p)).T  # R_X^{-1} (upper)
+    beta = RXinv @ R[:p, p]
+    pwrss = R[p, p] ** 2
+    sigma = math.sqrt(pwrss / (n - p if reml else n))
+    vcov = sigma ** 2 * (RXinv @ RXinv.T)
+    # spherical conditional modes: back substitution through the blocked factor
+    rhs1 = f.R1[:, :, p] - f.R1[:, :, :p] @ beta
+    us = []
+    if stats.Q2:
+        rhs2 = f.R2[:, p] - f.R2[:, :p] @ beta
+        u2 = back_solve_t(f.L2, np.ascontiguousarray(rhs2))
+        rhs1 = rhs1 - cross_times(stats.cross, f.W, u2, stats.n1, stats.q1)
+    else:
+        u2 = np.zeros(0)
+    if stats.q1 == 1:
+        u1 = rhs1 / f.L1[:, :, 0]
+    else:
+        u1 = np.stack([back_solve_t(np.ascontiguousarray(f.L1[j]), np.ascontiguousarray(rhs1[j]))
+                       for j in range(stats.n1)])
+    us.append(u1)
+    for (k, o, q, nl) in stats.rest_terms:
+        us.append(u2[o:o + q * nl].reshape(nl, q))
+    fitted = X @ beta
+    for t, u, T in zip(terms, us, f.T):
+        b = u @ T.T
+        fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
+    fit = LmerFit(formula=formula, reml=reml, fixef=pd.Series(beta, index=names),
+                  vcov=pd.DataFrame(vcov, index=names, columns=names), theta=theta, sigma=sigma,
+                  criterion=crit, nobs=n, terms=terms, fitted=fitted, resid=y - fitted,
+                  response_name=response_name, lower=lower, n_evaluations=nfev, converged=ok,
+                  _stats=stats, _factor=f, _layout=layout, _u=us, _frame_args=frame_args)
+    if not ok:
+        warnings.warn("lmer: the optimiser did not report convergence", ConvergenceWarning, stacklevel=3)
+    return fit
+
+
+# ------------------------------------------------------------------------------------------------
+# likelihood-ratio tests (lme4's anova.merMod)
+# ------------------------------------------------------------------------------------------------
+
+
+class AnovaTable(pd.DataFrame):
+    """lme4's ``anova(m1, m2, ...)`` table; prints as R does (``heading`` lines first)."""
+
+    _metadata = ["heading"]
+
+    @property
+    def _constructor(self):
+        return AnovaTable
+
+    def __str__(self) -> str:
+        from engine.rcompat.print_lme4 import anova_text
+
+        return anova_text(self, self.heading)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) -> AnovaTable:
+    """Likelihood-ratio comparison of nested lmer fits, as ``lme4::anova(m1, m2, ...)``.
+
+    REML fits are refitted by ML first (with lme4's message "refitting model(s) with ML (instead
+    of REML)"); models are sorted by their number of parameters; Chisq = 2 * max(0, diff(logLik)),
+    Df = diff(npar), Pr(>Chisq) from the chi-squared upper tail. Returns the table (columns npar,
+    AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)), one row per model (``names`` or MODEL1...).
+    """
+    import scipy.stats
+
+    if len(fits) < 2:
+        raise ModelSpecError("anova() compares two or more lmer fits")
+    for k, f in enumerate(fits):
+        if not isinstance(f, LmerFit):
+            raise ModelSpecError(f"anova(): argument {k + 1} is not an lmer fit")
+    if len({f.nobs for f in fits}) > 1:
+        raise ModelSpecError("models were not all fitted to the same size of dataset")
+    names = list(names) if names is not None else [f"MODEL{k + 1}" for k in range(len(fits))]
+    mods = list(fits)
+    if refit and any(f.reml for f in mods):
+        import sys
+
+        print("refitting model(s) with ML (instead of REML)", file=sys.stderr)
+        mods = [f.refit_ml() for f in mods]
+    order = sorted(range(len(mods)), key=lambda k: mods[k].n_params)  # R's order(): stable
+    mods = [mods[k] for k in order]
+    names = [names[k] for k in order]
+    ll = np.array([m.loglik for m in mods])
+    npar = np.array([m.n_params for m in mods], dtype=float)
+    chisq = np.concatenate([[np.nan], 2 * np.maximum(0, np.diff(ll))])
+    dfc = np.concatenate([[np.nan], np.diff(npar)])
+    with np.errstate(invalid="ignore"):
+        pv = np.where(dfc == 0, np.nan, scipy.stats.chi2.sf(chisq, dfc))
+    table = AnovaTable({"npar": npar, "AIC": [m.aic for m in mods], "BIC": [m.bic for m in mods],
+                        "logLik": ll, "deviance": -2 * ll, "Chisq": chisq, "Df": dfc, "Pr(>Chisq)": pv},
+                       index=names)
+    table.heading = ["Data: data", "Models:"] + [f"{n}: {m.formula}" for n, m in zip(names, mods)]
+    return table
+
+
+from ._callable_module import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, "lmer")

@@ -1,0 +1,483 @@
+"""Numba kernels of ``engine.lmer``: the blocked Cholesky factor's off-diagonal part.
+
+The random effects are split as in MixedModels.jl (Bates et al., MixedModels.jl documentation,
+"blocked Cholesky"): the first term (most levels) gives a block-diagonal leading block of
+``n1`` blocks of ``q1 x q1``; every later term goes into one dense trailing block of size ``Q2``.
+``Z1'Z2`` is stored as one small ``q1 x qk`` block per (level j of term 1, level l of term k)
+pair that occurs in the data (``CrossBlocks``), grouped by j. Per evaluation of the criterion
+the kernels below cost O(sum over j of (pairs of j * q)^2), independent of the number of rows.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+
+class CrossBlocks(NamedTuple):
+    """Z1'Z_rest in blocks: pairs ``jptr[j]:jptr[j+1]`` belong to level j of term 1.
+
+    col0 (P,) int64: first column of the pair's level in the trailing block;
+    q (P,) int64: its term's number of columns qk; term (P,) int64: index of that term's
+    relative covariance factor in ``Tk``; off (P,) int64: offset of the pair's row-major
+    ``q1 x qk`` block in vals (sum q1*qk,) float64.
+    """
+
+    jptr: np.ndarray
+    col0: np.ndarray
+    q: np.ndarray
+    term: np.ndarray
+    off: np.ndarray
+    vals: np.ndarray
+
+
+@numba.njit(cache=True)
+def scaled_cross(cb, T1, Tk, L1):
+    """W_p = L1_j^{-1} T1' B_p T_k for every pair p (same layout as cb.vals).
+
+    T1 (q1, q1) lower triangular; Tk (K, qmax, qmax) the later terms' factors; L1 (n1, q1, q1)
+    the Cholesky factors of the leading blocks T1' A_j T1 + I.
+    """
+    q1 = T1.shape[0]
+    W = np.empty_like(cb.vals)
+    n1 = cb.jptr.shape[0] - 1
+    tmp = np.empty((q1, 8))
+    for j in range(n1):
+        for p in range(cb.jptr[j], cb.jptr[j + 1]):
+            qk = cb.q[p]
+            o = cb.off[p]
+            t = cb.term[p]
+            if tmp.shape[1] < qk:
+                tmp = np.empty((q1, qk))
+            # tmp = T1' B T_k
+            for a in range(q1):
+                for c in range(qk):
+                    s = 0.0
+                    for d in range(qk):
+                        u = 0.0
+                        for b in range(a, q1):  # T1 lower: T1[b, a] = 0 for b < a
+                            u += T1[b, a] * cb.vals[o + b * qk + d]
+                        s += u * Tk[t, d, c]
+                    tmp[a, c] = s
+            # forward solve with L1_j (lower)
+            for a in range(q1):
+                for c in range(qk):
+                    s = tmp[a, c]
+                    for b in range(a):
+                        s -= L1[j, a, b] * W[o + b * qk + c]
+                    W[o + a * qk + c] = s / L1[j, a, a]
+    return W
+
+
+@numba.njit(cache=True)
+def schur_update(cb, W, S, R1, R2):
+    """S -= sum_j W_j' W_j (lower triangle only) and R2 -= sum_j W_j' R1_j (in place).
+
+    S (Q2, Q2) the trailing block Lambda2' Z2'Z2 Lambda2 + I; R1 (n1, q1, m) the leading
+    block's solved right-hand sides L1_j^{-1} T1' Z1_j'[X y]; R2 (Q2, m) Lambda2' Z2'[X y].
+    """
+    q1 = R1.shape[1]
+    m = R1.shape[2]
+    n1 = cb.jptr.shape[0] - 1
+    scalar = q1 == 1
+    for p in range(cb.q.shape[0]):
+        if cb.q[p] != 1:
+            scalar = False
+    if scalar:  # every block 1 x 1 (random intercepts): W is a vector, a tight loop
+        for j in range(n1):
+            lo = cb.jptr[j]
+            hi = cb.jptr[j + 1]
+            for pa in range(lo, hi):
+                wa = W[cb.off[pa]]
+                ca = cb.col0[pa]
+                for k in range(m):
+                    R2[ca, k] -= wa * R1[j, 0, k]
+                for pb in range(lo, pa + 1):
+                    S[ca, cb.col0[pb]] -= wa * W[cb.off[pb]]
+        return
+    for j in range(n1):
+        lo = cb.jptr[j]
+        hi = cb.jptr[j + 1]
+        for pa in range(lo, hi):
+            qa = cb.q[pa]
+            oa = cb.off[pa]
+            ca = cb.col0[pa]
+            for r in range(qa):
+                for k in range(m):
+                    s = 0.0
+                    for t in range(q1):
+                        s += W[oa + t * qa + r] * R1[j, t, k]
+                    R2[ca + r, k] -= s
+            for pb in range(lo, pa + 1):  # lower triangle (pairs of j are sorted by column)
+                qb = cb.q[pb]
+                ob = cb.off[pb]
+                cbb = cb.col0[pb]
+                for r in range(qa):
+                    for c in range(qb):
+                        s = 0.0
+                        for t in range(q1):
+                            s += W[oa + t * qa + r] * W[ob + t * qb + c]
+                        S[ca + r, cbb + c] -= s
+
+
+@numba.njit(cache=True)
+def cross_times(cb, W, u2, n1, q1):
+    """(n1, q1) array whose row j is sum over pairs p of j of W_p u2[col0_p : col0_p + q_p]."""
+    out = np.zeros((n1, q1))
+    for j in range(n1):
+        for p in range(cb.jptr[j], cb.jptr[j + 1]):
+            qk = cb.q[p]
+            o = cb.off[p]
+            c0 = cb.col0[p]
+            for a in range(q1):
+                s = 0.0
+                for c in range(qk):
+                    s += W[o + a * qk + c] * u2[c0 + c]
+                out[j, a] += s
+    return out
+
+
+@numba.njit(cache=True)
+def cross_quadratic(cb, W, Sinv, n1, q1):
+    """(n1, q1, q1): W_j Sinv W_j' for every level j of term 1 (conditional variances)."""
+    out = np.zeros((n1, q1, q1))
+    for j in range(n1):
+        lo = cb.jptr[j]
+        hi = cb.jptr[j + 1]
+        for pa in range(lo, hi):
+            qa = cb.q[pa]
+            oa = cb.off[pa]
+            ca = cb.col0[pa]
+            for pb in range(lo, hi):
+                qb = cb.q[pb]
+                ob = cb.off[pb]
+                cbb = cb.col0[pb]
+                for r in range(qa):
+                    for c in range(qb):
+                        sv = Sinv[ca + r, cbb + c]
+                        for a in range(q1):
+                            wa = W[oa + a * qa + r] * sv
+                            for b in range(q1):
+                                out[j, a, b] += wa * W[ob + b * qb + c]
+    return out
+
+
+@numba.njit(cache=True)
+def forward_solve(L, B):
+    """L^{-1} B for lower-triangular L (Q, Q) and B (Q, m), by columns of B (no BLAS call:
+    scipy's threaded trsm costs milliseconds of thread wake-up on small blocks)."""
+    n, m = B.shape
+    X = B.copy()
+    for i in range(n):
+        d = L[i, i]
+        for k in range(m):
+            s = X[i, k]
+            for j in range(i):
+                s -= L[i, j] * X[j, k]
+            X[i, k] = s / d
+    return X
+
+
+@numba.njit(cache=True)
+def back_solve_t(L, b):
+    """L'^{-1} b for lower-triangular L (Q, Q) and b (Q,)."""
+    n = b.shape[0]
+    x = b.copy()
+    for i in range(n - 1, -1, -1):
+        s = x[i]
+        for j in range(i + 1, n):
+            s -= L[j, i] * x[j]
+        x[i] = s / L[i, i]
+    return x
+
+
+class Layout(NamedTuple):
+    """Where each term's factor lives: theta_start (K,), term_q (K,) for the K terms (term 0 is
+    the leading block); for the trailing block's Q2 columns, col_term (Q2,) the term index
+    (into the K terms), col_start (Q2,) the first column of the column's level block."""
+
+    theta_start: np.ndarray
+    term_q: np.ndarray
+    col_term: np.ndarray
+    col_start: np.ndarray
+
+
+class Moments(NamedTuple):
+    """Sufficient statistics: A1 (n1, q1, q1) = Z1_j'Z1_j, ZXa1 (n1, q1, m) = Z1_j'[X y],
+    Z2'Z2 as its nonzeros (A22_i, A22_j, A22_v: (nnz,) each; it is sparse: the later terms'
+    own blocks plus their crossings), ZXa2 (Q2, m) = Z2'[X y], XaXa (m, m) = [X y]'[X y]
+    (m = p + 1)."""
+
+    A1: np.ndarray
+    ZXa1: np.ndarray
+    A22_i: np.ndarray
+    A22_j: np.ndarray
+    A22_v: np.ndarray
+    ZXa2: np.ndarray
+    XaXa: np.ndarray
+
+
+@numba.njit(cache=True)
+def _chol_inplace(A):
+    """Lower Cholesky of a small SPD matrix in place; False if not positive definite."""
+    n = A.shape[0]
+    for j in range(n):
+        s = A[j, j]
+        for k in range(j):
+            s -= A[j, k] * A[j, k]
+        if not s > 0.0:
+            return False
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, n):
+            t = A[i, j]
+            for k in range(j):
+                t -= A[i, k] * A[j, k]
+            A[i, j] = t / d
+        for i in range(j):
+            A[i, j] = 0.0
+    return True
+
+
+@numba.njit(cache=True)
+def term_factors(theta, lay):
+    """(K, qmax, qmax) lower-triangular T_k from theta (lme4's column-major lower triangles)."""
+    K = lay.term_q.shape[0]
+    qmax = 1
+    for k in range(K):
+        qmax = max(qmax, lay.term_q[k])
+    T = np.zeros((K, qmax, qmax))
+    for k in range(K):
+        q = lay.term_q[k]
+        i = lay.theta_start[k]
+        for c in range(q):
+            for r in range(c, q):
+                T[k, r, c] = theta[i]
+                i += 1
+    return T
+
+
+@numba.njit(cache=True)
+def profiled_criterion(theta, mo, cb, lay, n, reml):
+    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
+    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails."""
+    T = term_factors(theta, lay)
+    n1, q1, m = mo.ZXa1.shape
+    p = m - 1
+    T1 = np.ascontiguousarray(T[0, :q1, :q1])
+    L1 = np.empty((n1, q1, q1))
+    R1 = np.empty((n1, q1, m))
+    gram = mo.XaXa.copy()
+    ld = 0.0
+    M = np.empty((q1, q1))
+    for j in range(n1):
+        # M = T1' A_j T1 + I
+        for a in range(q1):
+            for b in range(q1):
+                s = 0.0
+                for c in range(a, q1):
+                    for d in range(b, q1):
+                        s += T1[c, a] * mo.A1[j, c, d] * T1[d, b]
+                M[a, b] = s + (1.0 if a == b else 0.0)
+        if not _chol_inplace(M):
+            return np.inf
+        for a in range(q1):
+            ld += 2.0 * np.log(M[a, a])
+            for b in range(q1):
+                L1[j, a, b] = M[a, b]
+        # R1_j = L^{-1} T1' ZXa_j
+        for k in range(m):
+            for a in range(q1):
+                s = 0.0
+                for c in range(a, q1):
+                    s += T1[c, a] * mo.ZXa1[j, c, k]
+                for b in range(a):
+                    s -= M[a, b] * R1[j, b, k]
+                R1[j, a, k] = s / M[a, a]
+        for k in range(m):
+            for l in range(k, m):
+                s = 0.0
+                for a in range(q1):
+                    s += R1[j, a, k] * R1[j, a, l]
+                gram[k, l] -= s
+    Q2 = mo.ZXa2.shape[0]
+    if Q2 > 0:
+        # S = Lambda2' Z2'Z2 Lambda2 + I from the nonzeros of Z2'Z2 (Lambda2 block diagonal:
+        # Lambda2[c0 + a, c0 + r] = T[a, r] for a >= r within a level's block)
+        S = np.zeros((Q2, Q2))
+        for c in range(Q2):
+            S[c, c] = 1.0
+        for e in range(mo.A22_v.shape[0]):
+            i = mo.A22_i[e]
+            jc = mo.A22_j[e]
+            v = mo.A22_v[e]
+            ti = lay.col_term[i]
+            ci = lay.col_start[i]
+            ai = i - ci
+            tj = lay.col_term[jc]
+            cj = lay.col_start[jc]
+            aj = jc - cj
+            for r in range(ai + 1):
+                w = T[ti, ai, r] * v
+                for rr in range(aj + 1):
+                    S[ci + r, cj + rr] += w * T[tj, aj, rr]
+        R2 = np.empty((Q2, m))
+        for c in range(Q2):
+            t = lay.col_term[c]
+            c0 = lay.col_start[c]
+            r = c - c0
+            q = lay.term_q[t]
+            for k in range(m):
+                s = 0.0
+                for a in range(r, q):
+                    s += T[t, a, r] * mo.ZXa2[c0 + a, k]
+                R2[c, k] = s
+        Tk = np.ascontiguousarray(T[1:])
+        W = scaled_cross(cb, T1, Tk, L1)
+        schur_update(cb, W, S, R1, R2)
+        if Q2 <= 48:
+            if not _chol_inplace(S):
+                return np.inf
+            L2 = S
+        else:
+            for i in range(Q2):  # LAPACK reads the lower triangle
+                for jj in range(i + 1, Q2):
+                    S[i, jj] = S[jj, i]
+            if not np.all(np.isfinite(S)):
+                return np.inf
+            # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
+            L2 = np.linalg.cholesky(S)
+        for i in range(Q2):
+            ld += 2.0 * np.log(L2[i, i])
+        R2s = forward_solve(L2, R2)
+        for k in range(m):
+            for l in range(k, m):
+                s = 0.0
+                for i in range(Q2):
+                    s += R2s[i, k] * R2s[i, l]
+                gram[k, l] -= s
+    for k in range(m):
+        for l in range(k):
+            gram[k, l] = gram[l, k]
+    if not _chol_inplace(gram):
+        return np.inf
+    pwrss = gram[p, p] * gram[p, p]
+    if reml:
+        ldrx = 0.0
+        for k in range(p):
+            ldrx += 2.0 * np.log(gram[k, k])
+        nmp = n - p
+        return ld + ldrx + nmp * (1.0 + np.log(2.0 * np.pi * pwrss / nmp))
+    return ld + n * (1.0 + np.log(2.0 * np.pi * pwrss / n))
+
+
+@numba.njit(cache=True)
+def _fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
+    """Central differences (one-sided at a bound); h = 1e-6 * max(1, |x_i|)."""
+    k = x.shape[0]
+    g = np.zeros(k)
+    xt = x.copy()
+    for i in range(k):
+        h = 1e-6 * max(1.0, abs(x[i]))
+        if x[i] - h >= lower[i]:
+            xt[i] = x[i] + h
+            fp = profiled_criterion(xt, mo, cb, lay, n, reml)
+            xt[i] = x[i] - h
+            fm = profiled_criterion(xt, mo, cb, lay, n, reml)
+            g[i] = (fp - fm) / (2.0 * h)
+        else:
+            xt[i] = x[i] + h
+            fp = profiled_criterion(xt, mo, cb, lay, n, reml)
+            g[i] = (fp - fx) / h
+        xt[i] = x[i]
+    return g
+
+
+@numba.njit(cache=True)
+def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
+    """Projected BFGS on the profiled criterion under the lower bounds (finite-difference
+    gradients, Armijo backtracking along the projected path), all in compiled code so that a
+    small model's fit costs a few milliseconds. The first step is at most 1 long (theta is on
+    the scale of relative standard deviations), so that it cannot jump onto a bound far away.
+    Returns (theta, criterion, evaluations)."""
+    k = x0.shape[0]
+    x = x0.copy()
+    for i in range(k):
+        x[i] = max(x[i], lower[i])
+    fx = profiled_criterion(x, mo, cb, lay, n, reml)
+    nfev = 1
+    g = _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
+    nfev += 2 * k
+    H = np.eye(k)
+    first = True
+    for it in range(maxit):
+        free = np.ones(k, dtype=np.bool_)
+        for i in range(k):
+            if x[i] <= lower[i] and g[i] > 0.0:
+                free[i] = False
+        d = np.zeros(k)
+        for i in range(k):
+            if free[i]:
+                s = 0.0
+                for j in range(k):
+                    if free[j]:
+                        s -= H[i, j] * g[j]
+                d[i] = s
+        gd = 0.0
+        for i in range(k):
+            gd += g[i] * d[i]
+        if not gd < 0.0:
+            for i in range(k):
+                d[i] = -g[i] if free[i] else 0.0
+            gd = 0.0
+            for i in range(k):
+                gd += g[i] * d[i]
+        dn = np.sqrt(np.sum(d * d))
+        if dn == 0.0:
+            break
+        if first and dn > 1.0:
+            d = d / dn
+            gd = gd / dn
+        t = 1.0
+        accepted = False
+        xn = x.copy()
+        fn = fx
+        for _ls in range(40):
+            for i in range(k):
+                xn[i] = max(x[i] + t * d[i], lower[i])
+            fn = profiled_criterion(xn, mo, cb, lay, n, reml)
+            nfev += 1
+            dec = 0.0
+            for i in range(k):
+                dec += g[i] * (xn[i] - x[i])
+            if fn <= fx + 1e-4 * dec:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            break
+        gn = _fd_gradient(xn, fn, lower, mo, cb, lay, n, reml)
+        nfev += 2 * k
+        s = xn - x
+        y = gn - g
+        sy = np.sum(s * y)
+        if first and sy > 0.0:
+            H = np.eye(k) * (sy / np.sum(y * y))
+        first = False
+        if sy > 1e-14:
+            Hy = H @ y
+            yHy = np.sum(y * Hy)
+            H = H + ((sy + yHy) / (sy * sy)) * np.outer(s, s) - (np.outer(Hy, s) + np.outer(s, Hy)) / sy
+        df = fx - fn
+        x = xn
+        fx = fn
+        g = gn
+        pg = 0.0
+        for i in range(k):
+            if not (x[i] <= lower[i] and g[i] > 0.0):
+                pg = max(pg, abs(g[i]))
+        if pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9):
+            break
+    return x, fx, nfev

@@ -1,0 +1,965 @@
+"""PSIS-LOO, WAIC and model comparison exactly as R's ``loo`` 2.5.1 computes them.
+
+Sources: Vehtari, Gelman & Gabry (2017), "Practical Bayesian model evaluation using leave-one-out
+cross-validation and WAIC", Statistics and Computing 27, 1413-1432 (sections 2.1-2.3, 4);
+Vehtari, Simpson, Gelman, Yao & Gabry (2024), "Pareto smoothed importance sampling", JMLR 25(72)
+(section 3: tail length, Pareto k diagnostics); Zhang & Stephens (2009), "A new and efficient
+estimation method for the generalized Pareto distribution", Technometrics 51, section 4 (the
+profile-likelihood grid estimator of the shape). The details follow loo 2.5.1's R code
+(``R/psis.R``, ``R/gpdfit.R``, ``R/effective_sample_sizes.R``, ``R/loo.R``, ``R/loo_compare.R``,
+``R/waic.R``), quirks included:
+
+- relative efficiency ``r_eff`` of observation i: ``loo::relative_eff(exp(log_lik))``, the ESS of
+  the likelihood draws by loo's own ``ess_rfun`` (Stan 2.18's ESS: no rank normalisation, no
+  chain splitting; "biased" autocovariances as loo's FFT gives them, i.e. scaled by M/n where M is
+  the next 2-3-5-smooth size >= n; Geyer's initial positive then monotone sequence; the positive
+  even term of the stopping pair added; tau floored at 1/log10(S)), divided by S. The ESS is
+  invariant to rescaling the draws, so ``exp(log_lik - max)`` is used (no overflow).
+- tail length ``ceil(min(0.2 S, 3 sqrt(S / r_eff)))``; fewer than 5 tail draws: no smoothing and
+  k = Inf (warning naming the observations);
+- generalized Pareto fit to the tail exceedances ``exp(lw) - exp(cutoff)`` by Zhang & Stephens'
+  grid (``M = 30 + floor(sqrt(n))`` points, prior 3), then loo's weakly informative adjustment
+  ``k n / (n + 10) + 5 / (n + 10)``; the tail log weights are replaced by the GPD quantiles at
+  ``(j - 1/2) / n`` plus the cutoff, and every log weight is truncated at the largest raw log
+  weight (loo 2.5.1 truncates at the raw maximum; the S^(3/4) truncation belongs to TIS, not PSIS);
+- pointwise ``elpd_loo = logsumexp(ll + lw_normalised)``, ``p_loo = lpd - elpd_loo``,
+  ``looic = -2 elpd_loo``; estimates are column sums with ``SE = sqrt(N var)``; the Monte Carlo SE
+  of each ``elpd_loo`` by loo's normal approximation with 1000 Blom scores, divided by r_eff;
+  PSIS n_eff ``r_eff / sum(w^2)``;
+- Pareto k thresholds of loo 2.5.1: k > 0.7 "too high", 0.5 < k <= 0.7 "slightly high" (a warning
+  each, loo's text), the diagnostic table with loo's cut points (-Inf, 0.5], (0.5, 0.7], (0.7, 1],
+  (1, Inf).
+
+Shapes: a log-likelihood array is ``(chains, draws, observations)``; a 2-D ``(draws,
+observations)`` matrix needs ``chain_id`` (as ``relative_eff``) or an explicit ``r_eff``.
+
+The work is one Numba kernel (parallel over blocks of observations, each block copied into a
+contiguous buffer once): r_eff, a partial selection of the tail (no full sort), the GPD fit,
+smoothing and the pointwise sums. ``tests/reference_loo.py`` is a slow line-by-line NumPy
+transcription of loo's R code that the kernel is tested against, besides R's own output.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+import pandas as pd
+from scipy.special import ndtri
+
+from .errors import DataError, EngineInputError, ImportanceSamplingWarning
+
+__all__ = ["loo", "waic", "loo_compare", "loo_multiple", "relative_eff", "LooResult", "WaicResult", "LooMultipleResult", "K_HELP"]
+
+K_HELP = "See help('pareto-k-diagnostic') for details."
+K_GOOD, K_OK, K_BAD = 0.5, 0.7, 1.0  # loo 2.5.1: (-Inf, 0.5] good, (0.5, 0.7] ok, (0.7, 1] bad, >1 very bad
+MCSE_SAMPLES = 1000  # loo's mcse_elpd(n_samples = 1000)
+MIN_TAIL = 5  # loo's enough_tail_samples(min_len = 5)
+MAX_DIRECT_LAG = 64  # autocovariance lags computed directly; a column needing more goes to the FFT path
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+class LooOutputs(NamedTuple):
+    """Per-observation outputs of the PSIS-LOO kernel, each of shape (observations,)."""
+
+    elpd_loo: np.ndarray
+    mcse_elpd_loo: np.ndarray
+    p_loo: np.ndarray
+    pareto_k: np.ndarray
+    n_eff: np.ndarray
+    r_eff: np.ndarray
+    tail_len: np.ndarray  # int64
+    status: np.ndarray  # int64: 0 ok, 1 r_eff needs > MAX_DIRECT_LAG lags, 2 tail too short, 3 flat tail
+
+
+def _outputs(n: int) -> LooOutputs:
+    return LooOutputs(*(np.empty(n) for _ in range(6)), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fft_good_size(n):
+    """loo's fft_next_good_size: the smallest 2-3-5-smooth integer >= n (2 for n <= 2)."""
+    if n <= 2:
+        return 2
+    while True:
+        m = n
+        while m % 2 == 0:
+            m //= 2
+        while m % 3 == 0:
+            m //= 3
+        while m % 5 == 0:
+            m //= 5
+        if m <= 1:
+            return n
+        n += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean_lag(x, means, lag, scale):
+    """Mean over chains of loo's autocovariance at ``lag`` (x: chains x n, centred per chain by
+    ``means``), including loo's FFT scale M/n."""
+    n_chains, n = x.shape
+    total = 0.0
+    for c in range(n_chains):
+        s = 0.0
+        mu = means[c]
+        for t in range(n - lag):
+            s += (x[c, t] - mu) * (x[c, t + lag] - mu)
+        total += s / n * scale
+    return total / n_chains
+
+
+@numba.njit(cache=True, nogil=True)
+def _ess_rfun(x, rho):
+    """loo 2.5.1's ess_rfun for one quantity (x: chains x n draws). ``rho`` is a work vector of
+    length n. Returns (ess, ok); ok is False when more than MAX_DIRECT_LAG lags would be needed
+    (the caller then uses the FFT path)."""
+    n_chains, n = x.shape
+    scale = _fft_good_size(n) / n
+    means = np.empty(n_chains)
+    for c in range(n_chains):
+        s = 0.0
+        for t in range(n):
+            s += x[c, t]
+        means[c] = s / n
+    acov0 = _mean_lag(x, means, 0, scale)
+    mean_var = acov0 * n / (n - 1) if n > 1 else np.nan
+    var_plus = mean_var * (n - 1) / n
+    if n_chains > 1:
+        grand = 0.0
+        for c in range(n_chains):
+            grand += means[c]
+        grand /= n_chains
+        v = 0.0
+        for c in range(n_chains):
+            v += (means[c] - grand) ** 2
+        var_plus += v / (n_chains - 1)
+    for t in range(n):
+        rho[t] = 0.0
+    rho_even = 1.0
+    rho[0] = rho_even
+    if n < 2:
+        return np.nan, True
+    rho_odd = 1.0 - (mean_var - _mean_lag(x, means, 1, scale)) / var_plus
+    rho[1] = rho_odd
+    t = 0
+    while t < n - 5 and not np.isnan(rho_even + rho_odd) and rho_even + rho_odd > 0:
+        t += 2
+        if t + 1 > MAX_DIRECT_LAG:
+            return np.nan, False
+        rho_even = 1.0 - (mean_var - _mean_lag(x, means, t, scale)) / var_plus
+        rho_odd = 1.0 - (mean_var - _mean_lag(x, means, t + 1, scale)) / var_plus
+        if rho_even + rho_odd >= 0:
+            rho[t] = rho_even
+            rho[t + 1] = rho_odd
+    max_t = t
+    if rho_even > 0:
+        rho[max_t] = rho_even
+    return _ess_from_rho(rho, max_t, n_chains * n), True
+
+
+@numba.njit(cache=True, nogil=True)
+def _ess_from_rho(rho, max_t, total):
+    """The end of ess_rfun: Geyer's monotone sequence, the "improved" tau and its floor."""
+    t = 0
+    while t <= max_t - 4:
+        t += 2
+        if rho[t] + rho[t + 1] > rho[t - 2] + rho[t - 1]:
+            rho[t] = (rho[t - 2] + rho[t - 1]) / 2
+            rho[t + 1] = rho[t]
+    if max_t == 0:
+        s = rho[0]  # R's rho_hat_t[1:0] is rho_hat_t[1]
+    else:
+        s = 0.0
+        for i in range(max_t):
+            s += rho[i]
+    tau = -1.0 + 2.0 * s + rho[max_t]
+    floor = 1.0 / math.log10(total)
+    if tau < floor:  # R's max(tau_hat, 1/log10(ess)); a NaN tau stays NaN, as max() keeps it
+        tau = floor
+    return total / tau
+
+
+@numba.njit(cache=True, nogil=True)
+def _logsumexp(x):
+    m = -np.inf
+    for v in x:
+        if v > m:
+            m = v
+    if not np.isfinite(m):
+        return m
+    s = 0.0
+    for v in x:
+        s += math.exp(v - m)
+    return m + math.log(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gpdfit(x):
+    """loo's gpdfit(x, wip = TRUE, min_grid_pts = 30, sort_x = FALSE) for ascending x:
+    Zhang & Stephens (2009) section 4 with prior 3; returns (k adjusted, sigma)."""
+    n = x.shape[0]
+    m = 30 + int(math.floor(math.sqrt(n)))
+    xstar = x[int(math.floor(n / 4 + 0.5)) - 1]
+    theta = np.empty(m)
+    ltheta = np.empty(m)
+    for j in range(m):
+        theta[j] = 1.0 / x[n - 1] + (1.0 - math.sqrt(m / (j + 1 - 0.5))) / 3.0 / xstar
+        a = -theta[j]
+        k = 0.0
+        # log(1 + a x) rather than log1p: 1.5x faster on the grid; 1 + a x > 0 always (theta <
+        # 1 / max x), and the absolute error (~1e-16 per term) moves k by ~1e-13 at most
+        for i in range(n):
+            k += math.log(1.0 + a * x[i])
+        k /= n
+        ltheta[j] = n * (math.log(a / k) - k - 1.0)
+    lse = _logsumexp(ltheta)
+    theta_hat = 0.0
+    for j in range(m):
+        theta_hat += theta[j] * math.exp(ltheta[j] - lse)
+    k = 0.0
+    for i in range(n):
+        k += math.log1p(-theta_hat * x[i])
+    k /= n
+    sigma = -k / theta_hat
+    k = k * n / (n + 10.0) + 10.0 * 0.5 / (n + 10.0)
+    if np.isnan(k):
+        k = np.inf
+    return k, sigma
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_tail(lw, tail_len, work):
+    """Indices of the ``tail_len`` largest lw in ascending order (ties: as R's stable sort, the
+    later index ranks higher) and the cutoff, the largest value below the tail."""
+    s = lw.shape[0]
+    work[:] = lw
+    cutoff = np.partition(work, s - tail_len - 1)[s - tail_len - 1]
+    idx = np.empty(tail_len, np.int64)
+    count = 0
+    n_equal = 0
+    for i in range(s):
+        if lw[i] > cutoff:
+            idx[count] = i
+            count += 1
+        elif lw[i] == cutoff:
+            n_equal += 1
+    # values equal to the cutoff fill the rest of the tail; the cutoff itself is the first of them
+    need = tail_len - count
+    if need > 0:
+        skip = n_equal - need
+        seen = 0
+        for i in range(s):
+            if lw[i] == cutoff:
+                if seen >= skip:
+                    idx[count] = i
+                    count += 1
+                seen += 1
+    vals = np.empty(tail_len)
+    for j in range(tail_len):
+        vals[j] = lw[idx[j]]
+    order = np.argsort(vals, kind="mergesort")
+    return idx[order], cutoff
+
+
+@numba.njit(cache=True, nogil=True)
+def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_buf, rho):
+    """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major). Returns
+    (elpd_loo, mcse, p_loo, k, n_eff, r_eff, tail_len, status)."""
+    s = ll.shape[0]
+    max_ll = -np.inf
+    min_ll = np.inf
+    for i in range(s):
+        if ll[i] > max_ll:
+            max_ll = ll[i]
+        if ll[i] < min_ll:
+            min_ll = ll[i]
+    status = 0
+    # e = exp(ll - max): the likelihood up to a constant; r_eff, lpd and (on the fast path) every
+    # weight are built from it, so a column costs S exponentials besides the GPD fit
+    e = work2
+    sum_e = 0.0
+    for i in range(s):
+        e[i] = math.exp(ll[i] - max_ll)
+        sum_e += e[i]
+    if np.isnan(r_eff_given):
+        # relative efficiency of exp(ll) (the ESS is scale-free, so exp(ll - max) avoids overflow)
+        for c in range(n_chains):
+            for t in range(n_draws):
+                chains_buf[c, t] = e[c * n_draws + t]
+        ess, ok = _ess_rfun(chains_buf, rho)
+        if not ok:
+            return np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, 0, 1
+        r_eff = ess / s
+    else:
+        r_eff = r_eff_given
+    # log ratios -ll shifted by their max (loo's do_psis_i)
+    for i in range(s):
+        lw[i] = min_ll - ll[i]
+    tail_len = int(math.ceil(min(0.2 * s, 3.0 * math.sqrt(s / r_eff))))
+    k = np.inf
+    smoothed = False
+    tail_idx = np.empty(0, np.int64)
+    if tail_len >= MIN_TAIL:
+        tail_idx, cutoff = _select_tail(lw, tail_len, work)
+        tail = np.empty(tail_len)
+        for j in range(tail_len):
+            tail[j] = lw[tail_idx[j]]
+        if abs(tail[tail_len - 1] - tail[0]) < 2.220446049250313e-16 / 100:
+            status = 3
+        else:
+            exp_cutoff = math.exp(cutoff)
+            x = np.empty(tail_len)
+            for j in range(tail_len):
+                x[j] = math.exp(tail[j]) - exp_cutoff
+            k, sigma = _gpdfit(x)
+            if np.isfinite(k):
+                smoothed = True
+                for j in range(tail_len):
+                    p = (j + 1 - 0.5) / tail_len
+                    if np.isnan(sigma) or sigma <= 0:
+                        q = np.nan
+                    else:
+                        q = sigma * math.expm1(-k * math.log1p(-p)) / k
+                    lw[tail_idx[j]] = math.log(q + exp_cutoff)
+    else:
+        status = 2
+    lpd = max_ll + math.log(sum_e) - math.log(s)
+    spread = max_ll - min_ll
+    if smoothed and spread < FAST_SPREAD:
+        elpd, var_rel, sum_w2 = _fast_sums(ll, e, lw, tail_idx, spread, max_ll, work)
+    else:
+        elpd, var_rel, sum_w2 = _exact_sums(ll, lw, min_ll, work)
+    # Monte Carlo SE (loo's mcse_elpd), relative to E_epd = exp(elpd) so nothing under/overflows
+    sd_rel = math.sqrt(var_rel)
+    count = 0
+    mean = 0.0
+    m2 = 0.0
+    for r in range(zn.shape[0]):
+        z = 1.0 + sd_rel * zn[r]
+        if z > 0:
+            count += 1
+            v = math.log(z)
+            delta = v - mean
+            mean += delta / count
+            m2 += delta * (v - mean)
+    var_elpd = m2 / (count - 1) if count > 1 else np.nan
+    mcse = math.sqrt(var_elpd / r_eff)
+    n_eff = r_eff / sum_w2
+    return elpd, mcse, lpd - elpd, k, n_eff, r_eff, tail_len, status
+
+
+FAST_SPREAD = 600.0  # max(ll) - min(ll) below which exp(min - max) / e cannot underflow
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact_sums(ll, lw, min_ll, work):
+    """elpd_loo, sum w^2 (lik/E - 1)^2 and sum w^2 as loo computes them (one exp per weight):
+    truncate at the largest raw log weight, normalise, log-sum-exp of ll + lw."""
+    s = ll.shape[0]
+    shift = -min_ll
+    for i in range(s):
+        if lw[i] > 0:
+            lw[i] = 0.0
+        lw[i] += shift
+    norm = _logsumexp(lw)
+    for i in range(s):
+        lw[i] -= norm
+        work[i] = ll[i] + lw[i]
+    elpd = _logsumexp(work)
+    var_rel = 0.0
+    sum_w2 = 0.0
+    for i in range(s):
+        w2 = math.exp(2.0 * lw[i])
+        sum_w2 += w2
+        d = math.exp(ll[i] - elpd) - 1.0
+        var_rel += w2 * d * d
+    return elpd, var_rel, sum_w2
+
+
+@numba.njit(cache=True, nogil=True)
+def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, mark):
+    """The same sums without an exp per draw. Off the tail the raw weight is
+    exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw, so only the tail's
+    smoothed weights need exponentials (equal to the exact path up to rounding)."""
+    s = ll.shape[0]
+    t_len = tail_idx.shape[0]
+    for i in range(s):
+        mark[i] = 0.0
+    c0 = math.exp(-spread)
+    w_tail = np.empty(t_len)
+    sum_tail = 0.0
+    for j in range(t_len):
+        i = tail_idx[j]
+        mark[i] = 1.0
+        v = lw[i]
+        if v > 0:  # truncation at the largest raw log weight
+            v = 0.0
+        w_tail[j] = math.exp(v)
+        sum_tail += w_tail[j]
+    sum_inv = 0.0
+    for i in range(s):
+        if mark[i] == 0.0:
+            sum_inv += 1.0 / e[i]
+    total = c0 * sum_inv + sum_tail
+    # elpd = max + log(sum w e): off the tail w e = c0 / total for every draw
+    acc = (s - t_len) * c0 / total
+    for j in range(t_len):
+        acc += w_tail[j] / total * e[tail_idx[j]]
+    elpd = max_ll + math.log(acc)
+    scale = math.exp(max_ll - elpd)  # lik / E_epd = e * scale
+    var_rel = 0.0
+    sum_w2 = 0.0
+    cw = c0 / total
+    for i in range(s):
+        if mark[i] == 0.0:
+            w = cw / e[i]
+            w2 = w * w
+            sum_w2 += w2
+            d = e[i] * scale - 1.0
+            var_rel += w2 * d * d
+    for j in range(t_len):
+        w = w_tail[j] / total
+        w2 = w * w
+        sum_w2 += w2
+        d = e[tail_idx[j]] * scale - 1.0
+        var_rel += w2 * d * d
+    return elpd, var_rel, sum_w2
+
+
+BLOCK = 16  # observations copied together out of the (S, N) array: contiguous reads of 16 doubles
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, out_reff, out_tail, out_status):
+    """PSIS-LOO for every observation. ll: (chains, draws, N) C-contiguous float64; r_eff_in:
+    (N,) with NaN where r_eff is to be computed from the chains; outputs (N,)."""
+    n_chains, n_draws, n_obs = ll.shape
+    s = n_chains * n_draws
+    flat = ll.reshape(s, n_obs)
+    n_blocks = (n_obs + BLOCK - 1) // BLOCK
+    for b in numba.prange(n_blocks):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n_obs)
+        width = hi - lo
+        buf = np.empty((width, s))
+        for i in range(s):
+            for j in range(width):
+                buf[j, i] = flat[i, lo + j]
+        lw = np.empty(s)
+        work = np.empty(s)
+        work2 = np.empty(s)
+        chains_buf = np.empty((n_chains, n_draws))
+        rho = np.empty(n_draws)
+        for j in range(width):
+            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, lw, work, work2, chains_buf, rho)
+            out_elpd[lo + j] = res[0]
+            out_mcse[lo + j] = res[1]
+            out_p[lo + j] = res[2]
+            out_k[lo + j] = res[3]
+            out_neff[lo + j] = res[4]
+            out_reff[lo + j] = res[5]
+            out_tail[lo + j] = res[6]
+            out_status[lo + j] = res[7]
+
+
+def _blom_scores() -> np.ndarray:
+    r = np.arange(1, MCSE_SAMPLES + 1)
+    return ndtri((r - 3 / 8) / (MCSE_SAMPLES - 2 * 3 / 8 + 1))
+
+
+# ----------------------------------------------------------------------------- r_eff (FFT path)
+
+
+def _ess_rfun_fft(x: np.ndarray) -> np.ndarray:
+    """loo's ess_rfun for several quantities at once, autocovariances by FFT exactly as loo's
+    ``autocovariance`` (x: (quantities, chains, n)). Used for columns whose Geyer sequence runs
+    beyond MAX_DIRECT_LAG lags (strongly autocorrelated chains)."""
+    q, n_chains, n = x.shape
+    m = int(_fft_good_size(n))
+    yc = x - x.mean(axis=2, keepdims=True)
+    spec = np.fft.rfft(yc, n=2 * m, axis=2)
+    # R: Re(fft(Conj(F) F, inverse = TRUE))[1:n] / (n^2 * 2); R's inverse FFT is unnormalised
+    acov = np.fft.irfft(np.abs(spec) ** 2, n=2 * m, axis=2)[:, :, :n] * (2 * m) / (n * n * 2)
+    acov_mean = acov.mean(axis=1)  # (q, n)
+    chain_mean = x.mean(axis=2)
+    mean_var = acov_mean[:, 0] * n / (n - 1)
+    var_plus = mean_var * (n - 1) / n
+    if n_chains > 1:
+        var_plus = var_plus + chain_mean.var(axis=1, ddof=1)
+    out = np.empty(q)
+    for j in range(q):
+        rho = np.zeros(n)
+        rho_even = 1.0
+        rho[0] = rho_even
+        rho_odd = 1 - (mean_var[j] - acov_mean[j, 1]) / var_plus[j]
+        rho[1] = rho_odd
+        t = 0
+        while t < n - 5 and not np.isnan(rho_even + rho_odd) and rho_even + rho_odd > 0:
+            t += 2
+            rho_even = 1 - (mean_var[j] - acov_mean[j, t]) / var_plus[j]
+            rho_odd = 1 - (mean_var[j] - acov_mean[j, t + 1]) / var_plus[j]
+            if rho_even + rho_odd >= 0:
+                rho[t] = rho_even
+                rho[t + 1] = rho_odd
+        if rho_even > 0:
+            rho[t] = rho_even
+        out[j] = _ess_from_rho(rho, t, n_chains * n)
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _as_loglik_array(x: Any, chain_id=None, name: str = "log_lik") -> np.ndarray:
+    """A (chains, draws, observations) float64 C array from an array, a matrix with chain_id, or a
+    fit with ``log_lik``; raises before any work."""
+    if hasattr(x, "log_lik") and callable(getattr(x, "log_lik")) and not isinstance(x, np.ndarray):
+        try:
+            arr = x.log_lik(as_array=True)
+        except NotImplementedError as exc:
+            raise EngineInputError(f"loo needs a log-likelihood: {exc}") from None
+        return _as_loglik_array(arr, None, name)
+    if isinstance(x, (pd.DataFrame, pd.Series)):
+        x = x.to_numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EngineInputError(
+            f"{name} must be a numeric array of shape (chains, draws, observations) or a fit with a "
+            f"log-likelihood; got {type(x).__name__}"
+        ) from None
+    if arr.ndim == 2:
+        if chain_id is None:
+            raise EngineInputError(
+                f"{name} is a matrix of shape {arr.shape}: give chain_id (one chain number per row, as "
+                "loo's relative_eff) or pass an array of shape (chains, draws, observations)"
+            )
+        chain_id = np.asarray(chain_id)
+        if chain_id.shape != (arr.shape[0],):
+            raise EngineInputError(f"chain_id has {chain_id.size} values for {arr.shape[0]} rows of {name}")
+        chains, counts = np.unique(chain_id, return_counts=True)
+        if np.any(counts != counts[0]):
+            raise EngineInputError("chain_id: not all chains have the same number of draws")
+        arr = np.stack([arr[chain_id == c] for c in chains])
+    elif chain_id is not None:
+        raise EngineInputError(f"chain_id applies to a 2-D matrix only; {name} has {arr.ndim} dimensions")
+    if arr.ndim != 3:
+        raise EngineInputError(
+            f"{name} must have shape (chains, draws, observations); got {arr.ndim} dimension(s) {arr.shape}"
+        )
+    if min(arr.shape) == 0:
+        raise EngineInputError(f"{name} is empty (shape {arr.shape})")
+    if arr.shape[0] * arr.shape[1] < 2:
+        raise EngineInputError(f"{name} has a single draw; PSIS-LOO needs many posterior draws")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        obs = np.unique(np.nonzero(bad)[2]) + 1
+        what = "NaN" if np.isnan(arr[bad]).any() else "infinite"
+        listed = ", ".join(str(o) for o in obs[:10]) + (f", ... ({obs.size} in all)" if obs.size > 10 else "")
+        raise DataError(f"{name} has {what} values (observations {listed}); loo needs finite log-likelihoods")
+    return np.ascontiguousarray(arr)
+
+
+def _r_eff_vector(r_eff, n_obs: int) -> np.ndarray:
+    if r_eff is None:
+        return np.full(n_obs, np.nan)
+    values = np.asarray(r_eff, dtype=np.float64)
+    if values.ndim == 0:
+        values = np.full(n_obs, float(values))
+    if values.shape != (n_obs,):
+        raise EngineInputError(f"r_eff must have one value per observation ({n_obs}); got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise EngineInputError("r_eff must be positive and finite")
+    return values
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _estimates(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """loo's table_of_estimates: column sums and sqrt(N * var)."""
+    n = len(next(iter(columns.values())))
+    rows = {
+        key: [float(np.sum(v)), float(math.sqrt(n * np.var(v, ddof=1))) if n > 1 else np.nan]
+        for key, v in columns.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["Estimate", "SE"])
+
+
+def _fr(values, digits: int = 1) -> list[str]:
+    """loo's .fr: format(round(x, digits), nsmall = digits)."""
+    from .rcompat.numbers import format_real
+
+    return format_real([round(float(v), digits) if np.isfinite(v) else v for v in values], nsmall=digits)
+
+
+def _estimates_text(table: pd.DataFrame, digits: int = 1) -> str:
+    """print(.fr(as.data.frame(estimates), digits), quote = FALSE) as loo prints it."""
+    from .rcompat.layout import matrix_text
+
+    cols = [_fr(table[col].to_numpy(), digits) for col in table.columns]
+    cells = [[cols[j][i] for j in range(len(cols))] for i in range(table.shape[0])]
+    return matrix_text(cells, list(table.index), list(table.columns)).rstrip("\n")
+
+
+@dataclass(eq=False)
+class LooResult:
+    """PSIS-LOO of one model, as loo's ``psis_loo`` object.
+
+    - ``estimates``: DataFrame indexed ``elpd_loo``, ``p_loo``, ``looic`` with ``Estimate``, ``SE``;
+    - ``pointwise``: DataFrame, one row per observation: ``elpd_loo``, ``mcse_elpd_loo``, ``p_loo``,
+      ``looic``, ``influence_pareto_k``;
+    - ``pareto_k``, ``n_eff``, ``r_eff`` (observations,), ``tail_len`` (observations,) int;
+    - ``dims``: (draws S, observations N); ``model_name``; ``mcse_loo()``; ``pareto_k_table()``.
+    """
+
+    estimates: pd.DataFrame
+    pointwise: pd.DataFrame
+    pareto_k: np.ndarray
+    n_eff: np.ndarray
+    r_eff: np.ndarray
+    tail_len: np.ndarray
+    dims: tuple[int, int]
+    model_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def elpd_loo(self) -> float:
+        return float(self.estimates.loc["elpd_loo", "Estimate"])
+
+    @property
+    def se_elpd_loo(self) -> float:
+        return float(self.estimates.loc["elpd_loo", "SE"])
+
+    @property
+    def p_loo(self) -> float:
+        return float(self.estimates.loc["p_loo", "Estimate"])
+
+    @property
+    def looic(self) -> float:
+        return float(self.estimates.loc["looic", "Estimate"])
+
+    def mcse_loo(self) -> float:
+        """Monte Carlo SE of elpd_loo (loo's ``mcse_loo``): NaN when any k > 0.7."""
+        if np.any(self.pareto_k > K_OK):
+            return float("nan")
+        return float(math.sqrt(np.sum(self.pointwise["mcse_elpd_loo"].to_numpy() ** 2)))
+
+    def pareto_k_table(self) -> pd.DataFrame:
+        """loo's ``pareto_k_table``: Count, Proportion and Min. n_eff per k class."""
+        labels = ["(-Inf, 0.5]", "(0.5, 0.7]", "(0.7, 1]", "(1, Inf)"]
+        cls = np.digitize(self.pareto_k, [K_GOOD, K_OK, K_BAD], right=True)
+        rows = []
+        for c, label in enumerate(labels):
+            sel = cls == c
+            count = int(sel.sum())
+            rows.append((label, count, count / len(self.pareto_k), float(np.min(self.n_eff[sel])) if count else np.nan))
+        return pd.DataFrame(rows, columns=["k", "Count", "Proportion", "Min. n_eff"]).set_index("k")
+
+    def __str__(self) -> str:
+        s, n = self.dims
+        lines = ["", f"Computed from {s} by {n} log-likelihood matrix", "", _estimates_text(self.estimates), "------"]
+        lines.append(f"Monte Carlo SE of elpd_loo is {_fr([self.mcse_loo()])[0]}.")
+        table = self.pareto_k_table()
+        counts = table["Count"].to_numpy()
+        if counts[1:].sum() == 0:
+            lines += ["", "All Pareto k estimates are good (k < 0.5)."]
+        else:
+            lines += ["", "Pareto k diagnostic values:"]
+            lines.append(_pareto_table_text(table))
+            if counts[2:].sum() == 0:
+                lines += ["", "All Pareto k estimates are ok (k < 0.7)."]
+        lines.append(K_HELP)
+        return "\n".join(lines) + "\n"
+
+    __repr__ = __str__
+
+
+def _pareto_table_text(table: pd.DataFrame) -> str:
+    """loo's print.pareto_k_table: a character matrix printed left-justified, quote = FALSE."""
+    from .rcompat.layout import matrix_text
+
+    names = ["(good)", "(ok)", "(bad)", "(very bad)"]
+    count = _fr(table["Count"].to_numpy(dtype=float), 0)
+    pct = [f"{p}%" for p in _fr(100 * table["Proportion"].to_numpy(), 1)]
+    neff = ["<NA>" if not np.isfinite(v) else str(int(round(v))) for v in table["Min. n_eff"]]
+    cells = [["", names[r], count[r], pct[r], neff[r]] for r in range(4)]
+    labels = list(table.index)
+    width = max(len(x) for x in labels)
+    rows = [lab.rjust(width) for lab in labels]
+    return matrix_text(cells, rows, [" ", " ", "Count", "Pct.   ", "Min. n_eff"], right=False).rstrip("\n")
+
+
+@dataclass(eq=False)
+class WaicResult:
+    """WAIC of one model, as loo's ``waic`` object: ``estimates`` indexed ``elpd_waic``,
+    ``p_waic``, ``waic``; ``pointwise`` with the same columns."""
+
+    estimates: pd.DataFrame
+    pointwise: pd.DataFrame
+    dims: tuple[int, int]
+    model_name: str | None = None
+
+    def __str__(self) -> str:
+        s, n = self.dims
+        text = f"\nComputed from {s} by {n} log-likelihood matrix\n\n{_estimates_text(self.estimates)}\n"
+        msg = _pwaic_message(self.pointwise["p_waic"].to_numpy())
+        return text + (msg + "\n" if msg else "")
+
+    __repr__ = __str__
+
+
+def _pwaic_message(p: np.ndarray) -> str | None:
+    bad = p > 0.4
+    if not bad.any():
+        return None
+    count = int(bad.sum())
+    return (
+        f"\n{count} ({_fr([100 * count / bad.size])[0]}%) p_waic estimates greater than 0.4. "
+        "We recommend trying loo instead."
+    )
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def relative_eff(x, chain_id=None) -> np.ndarray:
+    """loo's ``relative_eff`` of a quantity's draws: ESS / S per column. ``x``: (chains, draws,
+    observations) or (draws, observations) with ``chain_id``; values on the natural scale
+    (loo applies it to ``exp(log_lik)``)."""
+    arr = _as_loglik_array(x, chain_id, name="x")
+    q = np.ascontiguousarray(np.moveaxis(arr, 2, 0))
+    return _ess_rfun_fft(q) / (arr.shape[0] * arr.shape[1])
+
+
+def _compute_loo(arr: np.ndarray, r_eff_vec: np.ndarray) -> LooOutputs:
+    n_obs = arr.shape[2]
+    out = _outputs(n_obs)
+    zn = _blom_scores()
+    _loo_kernel(arr, r_eff_vec, zn, *out)
+    redo = np.nonzero(out.status == 1)[0]
+    if redo.size:
+        # strongly autocorrelated columns: r_eff from FFT autocovariances, then PSIS on them alone
+        sub = np.ascontiguousarray(arr[:, :, redo])
+        r_sub = _ess_rfun_fft(np.ascontiguousarray(np.exp(np.moveaxis(sub, 2, 0) - sub.max(axis=(0, 1))[:, None, None])))
+        r_sub = r_sub / (arr.shape[0] * arr.shape[1])
+        part = _outputs(redo.size)
+        _loo_kernel(sub, r_sub, zn, *part)
+        for full, piece in zip(out, part):
+            full[redo] = piece
+    return out
+
+
+def loo(x, r_eff=None, *, chain_id=None, model_name: str | None = None) -> LooResult:
+    """PSIS-LOO as R's ``loo`` 2.5.1 (with brms' default of r_eff from the chains).
+
+    ``x``: a fit with a log-likelihood (``engine.brm`` fits) or a log-likelihood array of shape
+    (chains, draws, observations); a (draws, observations) matrix with ``chain_id``. ``r_eff``:
+    None (the default: loo's ``relative_eff(exp(log_lik), chain_id)``), a number or one value per
+    observation. Warns (``ImportanceSamplingWarning``, loo's text) when some k > 0.7 ("too high")
+    or 0.5 < k <= 0.7 ("slightly high"), and when tails are too short to fit.
+    """
+    if getattr(x, "kind", None) == "brm_multiple":
+        return loo_multiple(x, r_eff=r_eff)
+    arr = _as_loglik_array(x, chain_id)
+    n_chains, n_draws, n_obs = arr.shape
+    r_eff_vec = _r_eff_vector(r_eff, n_obs)
+    out = _compute_loo(arr, r_eff_vec)
+    short = np.nonzero(out.status == 2)[0] + 1
+    if short.size:
+        listed = ", ".join(str(i) for i in short[:10]) + (f", ... [{short.size - 10} more not printed]" if short.size > 10 else "")
+        if n_obs == 1:
+            msg = "Not enough tail samples to fit the generalized Pareto distribution."
+        else:
+            msg = (
+                "Not enough tail samples to fit the generalized Pareto distribution in some or all columns "
+                f"of matrix of log importance ratios. Skipping the following columns: {listed}"
+            )
+        warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
+    flat = np.nonzero(out.status == 3)[0] + 1
+    if flat.size:
+        warnings.warn(
+            "Can't fit generalized Pareto distribution because all tail values are the same "
+            f"(observations {', '.join(str(i) for i in flat[:10])}).",
+            ImportanceSamplingWarning,
+            stacklevel=2,
+        )
+    k = out.pareto_k
+    if np.any(k > K_OK):
+        warnings.warn(f"Some Pareto k diagnostic values are too high. {K_HELP}", ImportanceSamplingWarning, stacklevel=2)
+    elif np.any(k > K_GOOD):
+        warnings.warn(f"Some Pareto k diagnostic values are slightly high. {K_HELP}", ImportanceSamplingWarning, stacklevel=2)
+    looic = -2.0 * out.elpd_loo
+    pointwise = pd.DataFrame(
+        {
+            "elpd_loo": out.elpd_loo,
+            "mcse_elpd_loo": out.mcse_elpd_loo,
+            "p_loo": out.p_loo,
+            "looic": looic,
+            "influence_pareto_k": k,
+        }
+    )
+    estimates = _estimates({"elpd_loo": out.elpd_loo, "p_loo": out.p_loo, "looic": looic})
+    if model_name is None:
+        model_name = getattr(x, "model_name", None) if not isinstance(x, np.ndarray) else None
+    return LooResult(
+        estimates=estimates,
+        pointwise=pointwise,
+        pareto_k=k.copy(),
+        n_eff=out.n_eff.copy(),
+        r_eff=out.r_eff.copy(),
+        tail_len=out.tail_len.copy(),
+        dims=(n_chains * n_draws, n_obs),
+        model_name=model_name,
+    )
+
+
+def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
+    """WAIC as R's ``loo::waic``: pointwise ``lpd - var(ll)``; warns when some p_waic > 0.4."""
+    arr = _as_loglik_array(x, chain_id)
+    s = arr.shape[0] * arr.shape[1]
+    ll = arr.reshape(s, arr.shape[2])
+    mx = ll.max(axis=0)
+    lpd = mx + np.log(np.exp(ll - mx).sum(axis=0)) - math.log(s)
+    p_waic = ll.var(axis=0, ddof=1)
+    elpd = lpd - p_waic
+    pointwise = pd.DataFrame({"elpd_waic": elpd, "p_waic": p_waic, "waic": -2 * elpd})
+    msg = _pwaic_message(p_waic)
+    if msg:
+        warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
+    return WaicResult(
+        estimates=_estimates({c: pointwise[c].to_numpy() for c in pointwise.columns}),
+        pointwise=pointwise,
+        dims=(s, arr.shape[2]),
+        model_name=model_name,
+    )
+
+
+def loo_compare(*models, names: list[str] | None = None) -> pd.DataFrame:
+    """Compare models by elpd as R's ``loo_compare``: rows sorted best first, ``elpd_diff`` (sum of
+    pointwise differences to the best model, 0 for it) and ``se_diff`` (``sqrt(N) sd(diffs)``),
+    then every model's estimates and SEs (``elpd_loo``, ``se_elpd_loo``, ``p_loo``, ``se_p_loo``,
+    ``looic``, ``se_looic``). ``models``: LooResult / WaicResult objects, fits with a
+    log-likelihood or log-likelihood arrays (loo is computed), or one list or dict of them (a
+    dict's keys name the models). Names: ``names``, a result's ``model_name``, else model1, ...
+    """
+    if len(models) == 1 and isinstance(models[0], dict):
+        names = list(models[0]) if names is None else names
+        models = tuple(models[0].values())
+    elif len(models) == 1 and isinstance(models[0], (list, tuple)):
+        models = tuple(models[0])
+    if len(models) < 2:
+        raise EngineInputError("'loo_compare' requires at least two models.")
+    results = [m if isinstance(m, (LooResult, WaicResult)) else loo(m) for m in models]
+    kinds = {type(r) for r in results}
+    if len(kinds) > 1:
+        raise EngineInputError("loo_compare: all models must be compared by the same criterion (all loo or all waic)")
+    n_obs = {r.pointwise.shape[0] for r in results}
+    if len(n_obs) > 1:
+        raise EngineInputError("Not all models have the same number of data points.")
+    if names is None:
+        names = [r.model_name or f"model{i + 1}" for i, r in enumerate(results)]
+    if len(names) != len(results) or len(set(names)) != len(names):
+        raise EngineInputError(f"names must give {len(results)} distinct model names; got {names!r}")
+    crit = "elpd_loo" if isinstance(results[0], LooResult) else "elpd_waic"
+    elpd = np.array([r.estimates.loc[crit, "Estimate"] for r in results])
+    order = np.argsort(-elpd, kind="stable")  # R's order(decreasing = TRUE) keeps ties in input order
+    best = results[order[0]].pointwise[crit].to_numpy()
+    rows = []
+    for j in order:
+        r = results[j]
+        diffs = r.pointwise[crit].to_numpy() - best
+        n = diffs.size
+        row = {"elpd_diff": float(diffs.sum()), "se_diff": float(math.sqrt(n) * np.std(diffs, ddof=1)) if n > 1 else np.nan}
+        for key in r.estimates.index:
+            row[key] = float(r.estimates.loc[key, "Estimate"])
+            row[f"se_{key}"] = float(r.estimates.loc[key, "SE"])
+        rows.append(row)
+    table = pd.DataFrame(rows, index=[names[j] for j in order])
+    est = list(results[0].estimates.index)  # e.g. elpd_loo, p_loo, looic
+    cols = ["elpd_diff", "se_diff"]
+    for key in est:
+        cols += [key, f"se_{key}"]
+    return table[cols]
+
+
+
+@dataclass(eq=False)
+class LooMultipleResult:
+    """PSIS-LOO of a ``brm_multiple`` fit: one LOO per imputed data set and their combination.
+
+    - ``per_imputation``: list of LooResult (data set k's log-likelihood under data set k's chains);
+    - ``table``: one row per imputation (1..m): elpd_loo, se_elpd_loo, p_loo, se_p_loo, looic,
+      se_looic, and the number of Pareto k above 0.7;
+    - ``estimates``: the combination, indexed elpd_loo, p_loo, looic with Estimate and SE:
+      Estimate = mean over imputations; SE by Rubin's rules,
+      ``SE^2 = mean(SE_k^2) + (1 + 1/m) var_k(Estimate_k)`` (within plus between imputations).
+
+    brms has no LOO for brm_multiple fits (brms issue #997). Each data set's LOO is exact PSIS-LOO
+    for that completed data set; pooling them by Rubin's rules treats elpd as the estimand of each
+    completed-data analysis (as for any scalar estimate; Rubin 1987, ch. 3). The between-imputation
+    part reflects that imputed values differ across data sets (and imputed responses enter the
+    likelihood). Compare models fitted to the same imputations data set by data set
+    (``loo_compare(a.per_imputation[k], b.per_imputation[k])``) or on ``estimates``.
+    """
+
+    per_imputation: list
+    table: pd.DataFrame
+    estimates: pd.DataFrame
+
+    @property
+    def m(self) -> int:
+        return len(self.per_imputation)
+
+    def __str__(self) -> str:
+        text = [f"PSIS-LOO of {self.m} imputed data sets (combined by Rubin's rules):", "", _estimates_text(self.estimates), ""]
+        from .rcompat.layout import matrix_text
+
+        tab = self.table
+        cells = [[*_fr(row[:-1], 1), str(int(row[-1]))] for row in tab.to_numpy()]
+        text.append("Per imputed data set:")
+        text.append(matrix_text(cells, [str(i) for i in tab.index], list(tab.columns)).rstrip("\n"))
+        return "\n".join(text) + "\n"
+
+    __repr__ = __str__
+
+
+def loo_multiple(fit, **kwargs) -> LooMultipleResult:
+    """PSIS-LOO per imputed data set of an ``engine.brm_multiple`` fit and their combination
+    (see ``LooMultipleResult``); ``kwargs`` go to ``loo`` (e.g. ``r_eff``)."""
+    from .multilevel.predict import imputation_fit
+
+    results = []
+    for k in range(int(fit.m)):
+        sub = imputation_fit(fit, k)
+        results.append(loo(sub.log_lik(as_array=True), model_name=f"imputation {k + 1}", **kwargs))
+    m = len(results)
+    rows = []
+    for r in results:
+        row = {}
+        for key in r.estimates.index:
+            row[key] = float(r.estimates.loc[key, "Estimate"])
+            row[f"se_{key}"] = float(r.estimates.loc[key, "SE"])
+        row["n_k_above_0.7"] = int(np.sum(r.pareto_k > K_OK))
+        rows.append(row)
+    table = pd.DataFrame(rows, index=pd.RangeIndex(1, m + 1, name="imputation"))
+    pooled = {}
+    for key in results[0].estimates.index:
+        est = table[key].to_numpy()
+        se = table[f"se_{key}"].to_numpy()
+        between = est.var(ddof=1) if m > 1 else 0.0
+        pooled[key] = [float(est.mean()), float(math.sqrt(np.mean(se**2) + (1 + 1 / m) * between))]
+    estimates = pd.DataFrame.from_dict(pooled, orient="index", columns=["Estimate", "SE"])
+    return LooMultipleResult(per_imputation=results, table=table, estimates=estimates)
+
+
+from ._callable_module import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, "loo")

@@ -1,0 +1,161 @@
+"""The covariance step of a random-effect term under brms's own prior: (sd, R) | the random coefficients.
+
+Term t of group g has q coefficients per level, r_l ~ N(0, Sigma), Sigma = D R D, D = diag(sd). brms's
+prior: independent (half-)priors on each sd_j (default half student_t(3, 0, s)) and R ~ LKJ(eta)
+(density proportional to det(R)^(eta - 1)); uncorrelated terms (q = 1, or ``||``) have no R.
+
+Parametrisation (Lewandowski, Kurowicka & Joe 2009, "Generating random correlation matrices based
+on vines and extended onion method", J. Multivariate Anal. 100(9), section 3.2; Stan's
+``cholesky_corr_constrain``): theta = (log sd_1..q, y_ij for i > j), canonical partial correlations
+z_ij = tanh(y_ij) and the Cholesky factor L of R row by row, L[i, j] = z_ij sqrt(1 - sum_{k<j} L[i,k]^2),
+L[i, i] = sqrt(1 - sum_{k<i} L[i,k]^2). z_ij is the partial correlation of i and j given 0..j-1 (a
+C-vine); under LKJ(eta) these are independent, z_ij ~ Beta(b_j, b_j) on (-1, 1), b_j = eta + (q - 2 - j)/2
+(0-based column j): the marginal of a correlation is b_0 = eta - 1 + q/2, as LKJ state. With the tanh
+Jacobian 1 - z^2 the log prior of y_ij is b_j log(1 - z_ij^2); with the log Jacobian the log prior of
+log sd_j is log p(sd_j) + log sd_j.
+
+Given the J levels' coefficients with scatter S = sum_l r_l r_l' (q x q), the log target is
+
+    -J (sum_j log sd_j + sum_j log L_jj) - tr(Sigma^{-1} S) / 2 + log priors (above),
+
+O(q^3) per evaluation whatever J. Every coordinate of theta takes one slice-sampling update (Neal 2003,
+"Slice sampling", Ann. Statist. 31(3): stepping out, shrinkage) in turn. Each update leaves the
+conditional p(theta | r) invariant, so the sweep leaves brms's prior times the Gaussian likelihood of
+the coefficients invariant: the step is exact (no inverse-Wishart surrogate). With r drawn from its
+prior (no data: ``sample_prior="only"``) the chain's stationary law is brms's prior itself, which
+tests/test_slopes.py checks against the LKJ and half-t marginals.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from engine.multilevel.priors import EXPONENTIAL, NORMAL, STUDENT_T
+
+__all__ = ["covariance_step", "cholesky_from_cpc", "log_scale_prior"]
+
+
+@numba.njit(cache=True, nogil=True)
+def log_scale_prior(tau, family, nu, mu, scale):
+    """log prior density of a scale tau > 0, up to a constant (the truncation at 0 is a constant)."""
+    if family == NORMAL:
+        z = (tau - mu) / scale
+        return -0.5 * z * z
+    if family == STUDENT_T:
+        z = (tau - mu) / scale
+        return -0.5 * (nu + 1.0) * np.log1p(z * z / nu)
+    if family == EXPONENTIAL:
+        return -tau / scale
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_from_cpc(y, q, out):
+    """out[:q, :q] <- the Cholesky factor of R from the unconstrained CPCs y (q (q - 1) / 2, row-major
+    over the strict lower triangle: (1,0), (2,0), (2,1), ...)."""
+    for i in range(q):
+        for j in range(q):
+            out[i, j] = 0.0
+    out[0, 0] = 1.0
+    pos = 0
+    for i in range(1, q):
+        total = 0.0
+        for j in range(i):
+            z = np.tanh(y[pos])
+            pos += 1
+            value = z * np.sqrt(max(1.0 - total, 0.0))
+            out[i, j] = value
+            total += value * value
+        out[i, i] = np.sqrt(max(1.0 - total, 1e-300))
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol, work):
+    """log p(theta | r) up to a constant; theta = (log sd (q), CPCs y (q (q - 1) / 2 if correlated))."""
+    value = 0.0
+    for j in range(q):
+        sd = np.exp(theta[j])
+        value += log_scale_prior(sd, fam[j], nu[j], mu[j], scale[j]) + theta[j] - n_levels * theta[j]
+    if correlated and q > 1:
+        cholesky_from_cpc(theta[q:], q, chol)
+        pos = q
+        for i in range(1, q):
+            for j in range(i):
+                z = np.tanh(theta[pos])
+                pos += 1
+                one_minus = max(1.0 - z * z, 1e-300)
+                value += (eta + 0.5 * (q - 2 - j)) * np.log(one_minus)
+        for j in range(q):
+            value -= n_levels * np.log(chol[j, j])
+        # tr(Sigma^{-1} S) = || L^{-1} D^{-1} S D^{-1} L^{-T} ||_trace via two triangular solves
+        for a in range(q):
+            for b in range(q):
+                work[a, b] = scatter[a, b] * np.exp(-theta[a] - theta[b])
+        for c in range(q):  # work <- L^{-1} work
+            for i in range(q):
+                s = work[i, c]
+                for k in range(i):
+                    s -= chol[i, k] * work[k, c]
+                work[i, c] = s / chol[i, i]
+        trace = 0.0
+        for c in range(q):  # (L^{-1} M L^{-T})_cc: row c of L^{-1} (work^T)
+            # solve L x = work[c, :]^T and take x[c]
+            xs = np.empty(q)
+            for i in range(q):
+                s = work[c, i]
+                for k in range(i):
+                    s -= chol[i, k] * xs[k]
+                xs[i] = s / chol[i, i]
+            trace += xs[c]
+        value -= 0.5 * trace
+    else:
+        for j in range(q):
+            value -= 0.5 * scatter[j, j] * np.exp(-2.0 * theta[j])
+    return value
+
+
+@numba.njit(cache=True, nogil=True)
+def covariance_step(rng, theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol, work):
+    """One slice update of every coordinate of theta (in place): exact for p(sd, R | r) (module doc).
+
+    scatter: (q, q) sum of r_l r_l' over the term's n_levels levels; fam, nu, mu, scale: (q,) priors
+    of the sds; eta: the LKJ shape; chol, work: (q, q) work arrays. On return chol holds L.
+    """
+    n_coord = q + (q * (q - 1) // 2 if correlated else 0)
+    for c in range(n_coord):
+        x0 = theta[c]
+        log_level = _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol, work) \
+            - rng.standard_exponential()
+        left = x0 - rng.random()
+        right = left + 1.0
+        steps = 60
+        theta[c] = left
+        while steps > 0 and _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol,
+                                        work) > log_level:
+            left -= 1.0
+            theta[c] = left
+            steps -= 1
+        steps = 60
+        theta[c] = right
+        while steps > 0 and _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol,
+                                        work) > log_level:
+            right += 1.0
+            theta[c] = right
+            steps -= 1
+        accepted = False
+        for _ in range(200):
+            x = left + (right - left) * rng.random()
+            theta[c] = x
+            if _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol,
+                           work) > log_level:
+                accepted = True
+                break
+            if x < x0:
+                left = x
+            else:
+                right = x
+        if not accepted:
+            theta[c] = x0
+    if correlated and q > 1:
+        cholesky_from_cpc(theta[q:], q, chol)

@@ -1,0 +1,635 @@
+"""Posterior predictions of ``engine.brm`` / ``engine.brm_multiple`` fits, as brms 2.18 computes them.
+
+Model pieces (one family object, one random-effect part per grouping factor, so other families and
+random slopes plug in without touching the rest):
+
+- linear predictor, draw s, row i: ``eta[s, i] = X[i] b[s] + sum_g Z_g[i] r_g[s, level_g(i)]``
+  (``posterior_linpred``); X is the fixed design on the original scale (brms' ``b_Intercept``
+  is the uncentred intercept), Z_g the varying-effect design of group g (a column of ones for a
+  random intercept);
+- ``posterior_epred`` = the family's inverse link of eta (its mean); ``posterior_predict`` draws
+  from the family given eta and the distributional parameters; ``log_lik`` its log density at y;
+- summaries (``fitted()``, ``predict()``): brms' ``posterior_summary``: mean, SD and type-7
+  quantiles over draws, columns ``Estimate``, ``Est.Error``, ``Q2.5``, ``Q97.5``;
+- ``re_formula``: None (all group-level effects), NA / ``"~0"`` (none), or a formula naming some
+  of the fitted groups (``"~ (1 | schoolid)"``);
+- new levels (``allow_new_levels=True``; brms' ``get_new_rdraws``): ``"uncertainty"`` (default)
+  gives each draw of a new level the draw of a randomly chosen existing level of that group (a
+  different one per draw); ``"gaussian"`` draws ``N(0, sd_g[s])`` per draw; ``"old_levels"``
+  gives a new level all draws of one randomly chosen existing level;
+- ``bayes_R2``: Gelman, Goodrich, Gabry & Vehtari (2019), "R-squared for Bayesian regression
+  models", Am. Stat. 73(3): per draw ``var(epred) / (var(epred) + var(y - epred))`` (brms'
+  ``.bayes_R2``), summarised as above.
+
+Data on new rows (``newdata``) are put through the fitted formula by stacking them under the
+fitted model's data and evaluating the formula once (``_design_rows``): factor codings, contrasts
+and interactions are then exactly the fitted ones, and the stacked training rows are checked to
+reproduce the fitted design (a data-dependent transformation would fail the check with a clear
+error). NOTE for the lead: this is a stand-in for the formula layer's "design on new data" (being
+written on branches ``olsx`` / ``formula``); ``_design_rows`` is the only place to replace.
+
+Shapes: draws x rows arrays ``(S, n)`` with S = chains x draws (chain-major, as brms).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import ColumnNotFoundError, DataError, EngineInputError
+
+__all__ = [
+    "FitDesign",
+    "Family",
+    "GaussianFamily",
+    "FAMILIES",
+    "posterior_linpred",
+    "posterior_epred",
+    "posterior_predict",
+    "log_lik",
+    "fitted",
+    "predict",
+    "bayes_R2",
+    "posterior_summary",
+]
+
+SAMPLE_NEW_LEVELS = ("uncertainty", "gaussian", "old_levels")
+
+
+# ----------------------------------------------------------------------------- families
+
+
+class Family:
+    """A response distribution: inverse link (eta -> mean), random draws and log density.
+
+    ``dpars`` names the distributional parameters other than the mean that the draws carry
+    (brms names, e.g. ``("sigma",)``); each method gets them as a dict of (S,) or (S, n) arrays.
+    """
+
+    name = "family"
+    dpars: tuple[str, ...] = ()
+
+    def epred(self, eta: np.ndarray, dp: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, eta: np.ndarray, dp: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_lik(self, y: np.ndarray, eta: np.ndarray, dp: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class GaussianFamily(Family):
+    """``y ~ N(eta, sigma)`` with the identity link."""
+
+    name = "gaussian"
+    dpars = ("sigma",)
+
+    def epred(self, eta, dp):
+        return eta
+
+    def predict(self, eta, dp, rng):
+        return eta + _col(dp["sigma"]) * rng.standard_normal(eta.shape)
+
+    def log_lik(self, y, eta, dp):
+        sigma = _col(dp["sigma"])
+        z = (y[None, :] - eta) / sigma
+        return -0.5 * z * z - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+
+FAMILIES: dict[str, Family] = {"gaussian": GaussianFamily()}
+
+
+def _col(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values[:, None] if values.ndim == 1 else values
+
+
+# ----------------------------------------------------------------------------- stored design
+
+
+@dataclass(eq=False)
+class FitDesign:
+    """What a fit keeps of its data to predict: the fixed design and the group codes of the rows
+    used, and those rows' model columns for evaluating the formula on new data.
+
+    ``y`` (n,), ``X`` (n, P) with ``column_names`` (R's, ``(Intercept)`` first when present),
+    ``group_names`` (G,) brms names, ``group_codes`` (n, G) 0-based level of each row,
+    ``group_levels`` (G,) labels, ``data`` the model columns of the rows used (a copy),
+    ``response_columns`` the data columns the response reads (filled in on new data when absent).
+    """
+
+    formula: str
+    y: np.ndarray
+    X: np.ndarray
+    column_names: list[str]
+    group_names: list[str]
+    group_codes: np.ndarray
+    group_levels: list[list[str]]
+    group_columns: list[tuple[str, ...]]
+    data: pd.DataFrame | None = None
+    response_columns: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nobs(self) -> int:
+        return int(self.y.shape[0])
+
+
+def _formula_columns(formula: str, data: pd.DataFrame) -> list[str]:
+    """The data columns a formula reads (every column for a ``.``)."""
+    rhs = formula.split("~", 1)[1] if "~" in formula else formula
+    if re.search(r"(?<![\w.])\.(?![\w.])", rhs):
+        return [str(c) for c in data.columns]
+    found = []
+    for c in data.columns:
+        name = str(c)
+        if re.search(r"(?<![\w.])" + re.escape(name) + r"(?![\w.])", formula) or f"`{name}`" in formula:
+            found.append(name)
+    return found
+
+
+def design_from_frame(formula: str, frame, data: pd.DataFrame) -> FitDesign:
+    """The FitDesign of a fitted model from its ModelFrame and the user's data (not modified)."""
+    cols = _formula_columns(formula, data)
+    lhs = formula.split("~", 1)[0]
+    response_columns = tuple(c for c in cols if re.search(r"(?<![\w.])" + re.escape(c) + r"(?![\w.])", lhs))
+    used = data.iloc[np.asarray(frame.rows)][cols].reset_index(drop=True).copy()
+    groups = list(frame.groups)
+    codes = np.column_stack([np.asarray(g.codes, np.int64) for g in groups]) if groups else np.zeros((len(frame.y), 0), np.int64)
+    return FitDesign(
+        formula=formula,
+        y=np.array(frame.y, dtype=np.float64),
+        X=np.array(frame.X, dtype=np.float64),
+        column_names=list(frame.column_names),
+        group_names=[g.name for g in groups],
+        group_codes=codes,
+        group_levels=[[str(x) for x in g.levels] for g in groups],
+        group_columns=[tuple(g.columns) for g in groups],
+        data=used,
+        response_columns=response_columns,
+    )
+
+
+def _design(fit) -> FitDesign:
+    design = getattr(fit, "design", None)
+    if design is None:
+        raise EngineInputError(
+            "this fit does not carry its data (it was saved by an engine without prediction support); "
+            "refit it to get predictions, log_lik, loo or bayes_R2"
+        )
+    return design
+
+
+# ----------------------------------------------------------------------------- new data
+
+
+def _design_rows(design: FitDesign, newdata: pd.DataFrame, needed_groups: list[int]):
+    """Fixed design (m, P) and, per fitted group, the level labels of the new rows."""
+    from engine.formula import model_frame
+
+    if not isinstance(newdata, pd.DataFrame):
+        raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if len(newdata) == 0:
+        raise DataError("newdata has no rows")
+    train = design.data
+    group_cols = {c for g in design.group_columns for c in g}
+    needed_group_cols = {c for g in needed_groups for c in design.group_columns[g]}
+    train = train.copy()
+    pieces = {}
+    for col in train.columns:
+        if col in newdata.columns:
+            values = newdata[col].reset_index(drop=True)
+        elif col in design.response_columns or (col in group_cols and col not in needed_group_cols):
+            values = pd.Series([train[col].iloc[0]] * len(newdata))  # a placeholder that is never used
+        else:
+            raise ColumnNotFoundError(
+                f"newdata lacks column {col!r}, which the model's formula {design.formula!r} uses"
+            )
+        missing = pd.isna(values).to_numpy()
+        if missing.any() and (col not in group_cols or col in needed_group_cols):
+            raise DataError(
+                f"newdata column {col!r} has missing values (rows {', '.join(str(i) for i in np.flatnonzero(missing)[:5])}); "
+                "predictions need every predictor"
+            )
+        if isinstance(train[col].dtype, pd.CategoricalDtype):
+            # keep the fitted levels and their order; grouping columns may bring new levels
+            cats = list(train[col].cat.categories)
+            unseen = [v for v in pd.unique(values) if v not in set(cats)]
+            if unseen and col not in group_cols:
+                raise DataError(f"newdata column {col!r} has level(s) not seen in fitting: {', '.join(map(repr, unseen[:5]))}")
+            cats = cats + unseen
+            train[col] = train[col].cat.set_categories(cats)
+            values = pd.Categorical(values, categories=cats, ordered=train[col].cat.ordered)
+        pieces[col] = values
+    new = pd.DataFrame(pieces)
+    stacked = pd.concat([train, new], ignore_index=True)
+    n = len(train)
+    frame = model_frame(design.formula, stacked, allow_random=True)
+    if frame.n_dropped:
+        raise DataError("newdata has rows the formula cannot use (missing values)")
+    if list(frame.column_names) != list(design.column_names):
+        new_cols = [c for c in frame.column_names if c not in design.column_names]
+        _unseen_levels(design, train, new)
+        raise DataError(
+            f"newdata gives design columns the fitted model does not have ({', '.join(new_cols[:5])}): "
+            "a factor level not seen in fitting"
+        )
+    Xtrain = frame.X[:n]
+    if not np.allclose(Xtrain, design.X, rtol=1e-10, atol=1e-12):
+        raise EngineInputError(
+            f"the formula {design.formula!r} uses a transformation that depends on the data (e.g. scale() "
+            "or poly()); predictions on newdata are not available for it"
+        )
+    labels = []
+    for g, group in enumerate(frame.groups):
+        codes = np.asarray(group.codes)[n:]
+        labels.append([str(group.levels[c]) for c in codes])
+    return np.ascontiguousarray(frame.X[n:]), labels
+
+
+def _unseen_levels(design: FitDesign, train: pd.DataFrame, new: pd.DataFrame) -> None:
+    group_cols = {c for g in design.group_columns for c in g}
+    for col in new.columns:
+        if col in group_cols or col in design.response_columns:
+            continue
+        tr = train[col]
+        if tr.dtype.kind in "fiub" and not isinstance(tr.dtype, pd.CategoricalDtype):
+            continue
+        seen = set(tr.astype(str))
+        unseen = [v for v in pd.unique(new[col].astype(str)) if v not in seen]
+        if unseen:
+            raise DataError(
+                f"newdata column {col!r} has level(s) not seen in fitting: {', '.join(map(repr, unseen[:5]))}"
+            )
+
+
+# ----------------------------------------------------------------------------- draws
+
+
+def _draws_matrix(fit) -> np.ndarray:
+    values = fit.draws_values
+    return values.reshape(values.shape[0] * values.shape[1], values.shape[2])
+
+
+def _ranef_matrix(fit) -> np.ndarray:
+    values = fit.ranef_values
+    return values.reshape(values.shape[0] * values.shape[1], values.shape[2])
+
+
+_RANEF = re.compile(r"^r_(?P<group>.+)\[(?P<level>.*),(?P<coef>[^,\]]+)\]$")
+
+
+def _group_effects(fit, design: FitDesign) -> list[dict[str, Any]]:
+    """Per fitted group: its coefficient names and the column of each (level, coefficient) in the
+    random-effect draws (brms names ``r_<group>[<level>,<coef>]``)."""
+    cache = fit._cache.setdefault("predict_groups", None)
+    if cache is not None:
+        return cache
+    index = {}
+    for j, name in enumerate(fit.ranef_names):
+        m = _RANEF.match(name)
+        if m:
+            index[(m["group"], m["level"], m["coef"])] = j
+    out = []
+    for g, (gname, levels) in enumerate(zip(design.group_names, design.group_levels)):
+        coefs = []
+        for (grp, _lev, coef) in index:
+            if grp == gname and coef not in coefs:
+                coefs.append(coef)
+        cols = np.full((len(levels), len(coefs)), -1, dtype=np.int64)
+        for li, lev in enumerate(levels):
+            for ci, coef in enumerate(coefs):
+                cols[li, ci] = index.get((gname, lev, coef), -1)
+        if (cols < 0).any():
+            raise EngineInputError(f"the fit's random-effect draws do not cover every level of {gname!r}")
+        if coefs != ["Intercept"]:
+            raise EngineInputError(
+                f"predictions with varying slopes ({', '.join(c for c in coefs if c != 'Intercept')} | {gname}) "
+                "are not implemented yet"
+            )
+        out.append({"name": gname, "coefs": coefs, "cols": cols, "levels": {lev: i for i, lev in enumerate(levels)}})
+    fit._cache["predict_groups"] = out
+    return out
+
+
+def _re_groups(re_formula, design: FitDesign) -> list[int]:
+    """Indices of the fitted groups that ``re_formula`` keeps."""
+    all_groups = list(range(len(design.group_names)))
+    if re_formula is None:
+        return all_groups
+    if re_formula is pd.NA or (isinstance(re_formula, float) and math.isnan(re_formula)):
+        return []
+    if not isinstance(re_formula, str):
+        raise EngineInputError(f"re_formula must be None, NA or a formula string, got {re_formula!r}")
+    text = re_formula.strip()
+    if text.upper() == "NA":
+        return []
+    rhs = text[1:].strip() if text.startswith("~") else text
+    if rhs in ("0", "-1", "1", "") or "|" not in rhs:
+        return []
+    from engine.formula import parse_formula
+
+    parsed = parse_formula("y ~ " + rhs)
+    wanted = [name for bar in parsed.random_terms for name in bar.groups]
+    unknown = [w for w in wanted if w not in design.group_names]
+    if unknown:
+        raise EngineInputError(
+            f"re_formula names group(s) the model does not have: {', '.join(map(repr, unknown))} "
+            f"(fitted groups: {', '.join(design.group_names)})"
+        )
+    return [g for g in all_groups if design.group_names[g] in wanted]
+
+
+def _draw_ids(fit, ndraws, draw_ids, rng) -> np.ndarray:
+    total = fit.draws_values.shape[0] * fit.draws_values.shape[1]
+    if draw_ids is not None:
+        ids = np.asarray(draw_ids, dtype=np.int64).ravel()
+        if ids.size == 0 or ids.min() < 0 or ids.max() >= total:
+            raise EngineInputError(f"draw_ids must be 0-based draw indices below {total}")
+        return ids
+    if ndraws is None:
+        return np.arange(total)
+    if isinstance(ndraws, bool) or not isinstance(ndraws, (int, np.integer)) or not 1 <= ndraws <= total:
+        raise EngineInputError(f"ndraws must be a whole number from 1 to {total}, got {ndraws!r}")
+    return np.sort(rng.choice(total, size=int(ndraws), replace=False))
+
+
+def _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids):
+    """eta (S, n) on the draws ``ids`` and the design used."""
+    design = _design(fit)
+    if sample_new_levels not in SAMPLE_NEW_LEVELS:
+        raise EngineInputError(
+            f"sample_new_levels must be one of {', '.join(map(repr, SAMPLE_NEW_LEVELS))}, got {sample_new_levels!r}"
+        )
+    keep = _re_groups(re_formula, design)
+    draws = _draws_matrix(fit)[ids]
+    names = list(fit.parameter_names)
+    bcols = []
+    for c in design.column_names:
+        name = "b_Intercept" if c == "(Intercept)" else f"b_{c}"
+        if name not in names:
+            raise EngineInputError(f"the fit has no draws of {name!r} for design column {c!r}")
+        bcols.append(names.index(name))
+    if newdata is None:
+        X = design.X
+        labels = None
+    else:
+        X, labels = _design_rows(design, newdata, keep)
+    eta = draws[:, bcols] @ X.T
+    if keep:
+        groups = _group_effects(fit, design)
+        ranef = _ranef_matrix(fit)[ids]
+        for g in keep:
+            info = groups[g]
+            if labels is None:
+                codes = design.group_codes[:, g]
+                eta += ranef[:, info["cols"][codes, 0]]
+                continue
+            lab = labels[g]
+            codes = np.array([info["levels"].get(x, -1) for x in lab], dtype=np.int64)
+            new = sorted({x for x, c in zip(lab, codes) if c < 0})
+            if new and not allow_new_levels:
+                raise DataError(
+                    f"Levels {', '.join(repr(x) for x in new[:10])} of grouping factor {info['name']!r} cannot be "
+                    "found in the fitted model. Consider setting argument 'allow_new_levels' to TRUE."
+                )
+            old = codes >= 0
+            if old.any():
+                eta[:, old] += ranef[:, info["cols"][codes[old], 0]]
+            for level in new:
+                rows = np.array([x == level for x in lab])
+                eta[:, rows] += _new_level_draws(fit, info, ranef, draws, sample_new_levels, rng)[:, None]
+    return eta, design
+
+
+def _new_level_draws(fit, info, ranef, draws, how, rng) -> np.ndarray:
+    """(S,) draws of a new level's intercept (brms' get_new_rdraws)."""
+    n_levels = info["cols"].shape[0]
+    s = ranef.shape[0]
+    if how == "uncertainty":
+        sel = rng.integers(0, n_levels, size=s)
+        return ranef[np.arange(s), info["cols"][sel, 0]]
+    if how == "old_levels":
+        return ranef[:, info["cols"][int(rng.integers(0, n_levels)), 0]]
+    name = f"sd_{info['name']}__Intercept"
+    sd = draws[:, list(fit.parameter_names).index(name)]
+    return sd * rng.standard_normal(s)
+
+
+def _family(fit) -> Family:
+    fam = FAMILIES.get(getattr(fit, "family", "gaussian"))
+    if fam is None:
+        raise EngineInputError(f"predictions for family {fit.family!r} are not implemented")
+    return fam
+
+
+def _dpars(fit, fam: Family, ids) -> dict[str, np.ndarray]:
+    draws = _draws_matrix(fit)[ids]
+    names = list(fit.parameter_names)
+    return {p: draws[:, names.index(p)] for p in fam.dpars}
+
+
+# ----------------------------------------------------------------------------- public functions
+
+
+def posterior_linpred(fit, newdata=None, re_formula=None, allow_new_levels=False,
+                      sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
+    """Draws of the linear predictor, (S, rows)."""
+    rng = np.random.default_rng(seed)
+    ids = _draw_ids(fit, ndraws, draw_ids, rng)
+    return _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)[0]
+
+
+def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
+                    sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
+    """Draws of the expected response E(y | parameters), (S, rows)."""
+    rng = np.random.default_rng(seed)
+    ids = _draw_ids(fit, ndraws, draw_ids, rng)
+    fam = _family(fit)
+    eta, _ = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    return fam.epred(eta, _dpars(fit, fam, ids))
+
+
+def posterior_predict(fit, newdata=None, re_formula=None, allow_new_levels=False,
+                      sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
+    """Draws of the posterior predictive distribution, (S, rows); ``seed`` fixes the draws."""
+    rng = np.random.default_rng(seed)
+    ids = _draw_ids(fit, ndraws, draw_ids, rng)
+    fam = _family(fit)
+    eta, _ = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    return fam.predict(eta, _dpars(fit, fam, ids), rng)
+
+
+def log_lik(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
+            ndraws=None, draw_ids=None, seed=None, y=None) -> np.ndarray:
+    """Pointwise log-likelihood, (S, rows): of the fitted data, or of ``newdata`` (which must then
+    hold the response; or pass ``y``)."""
+    rng = np.random.default_rng(seed)
+    ids = _draw_ids(fit, ndraws, draw_ids, rng)
+    fam = _family(fit)
+    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    if y is None:
+        if newdata is None:
+            y = design.y
+        else:
+            from engine.formula import model_frame
+
+            missing = [c for c in design.response_columns if c not in newdata.columns]
+            if missing:
+                raise ColumnNotFoundError(f"log_lik on newdata needs the response column(s) {', '.join(map(repr, missing))}")
+            y = _newdata_response(design, newdata)
+    y = np.asarray(y, dtype=np.float64)
+    if y.shape != (eta.shape[1],):
+        raise EngineInputError(f"y must have one value per row ({eta.shape[1]}), got shape {y.shape}")
+    return fam.log_lik(y, eta, _dpars(fit, fam, ids))
+
+
+def _newdata_response(design: FitDesign, newdata: pd.DataFrame) -> np.ndarray:
+    """The response evaluated on newdata by the fitted formula's left-hand side."""
+    from engine.formula import model_frame
+
+    lhs = design.formula.split("~", 1)[0]
+    cols = list(design.response_columns)
+    frame = model_frame(f"{lhs} ~ 1", newdata[cols].reset_index(drop=True))
+    if frame.n_dropped:
+        raise DataError("the response has missing values in newdata")
+    return frame.y
+
+
+def posterior_summary(draws: np.ndarray, probs: Sequence[float] = (0.025, 0.975), index=None) -> pd.DataFrame:
+    """brms' posterior_summary of (S, k) draws: Estimate (mean), Est.Error (SD), quantiles Q<100 p>."""
+    draws = np.asarray(draws, dtype=np.float64)
+    probs = [float(p) for p in probs]
+    if any(not 0 <= p <= 1 for p in probs):
+        raise EngineInputError(f"probs must lie in [0, 1], got {probs}")
+    out = {"Estimate": draws.mean(axis=0), "Est.Error": draws.std(axis=0, ddof=1)}
+    q = np.quantile(draws, probs, axis=0) if probs else np.empty((0, draws.shape[1]))
+    for p, row in zip(probs, q):
+        out[f"Q{_pct(p)}"] = row
+    return pd.DataFrame(out, index=index)
+
+
+def _pct(p: float) -> str:
+    v = p * 100
+    return str(int(round(v))) if abs(v - round(v)) < 1e-9 else repr(v).rstrip("0")
+
+
+def fitted(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
+           summary=True, probs=(0.025, 0.975), ndraws=None, draw_ids=None, seed=None):
+    """brms' ``fitted()``: the summary of ``posterior_epred`` per row (or the draws, summary=False)."""
+    draws = posterior_epred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws, draw_ids, seed)
+    return posterior_summary(draws, probs) if summary else draws
+
+
+def predict(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
+            summary=True, probs=(0.025, 0.975), ndraws=None, draw_ids=None, seed=None):
+    """brms' ``predict()``: the summary of ``posterior_predict`` per row (or the draws)."""
+    draws = posterior_predict(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws, draw_ids, seed)
+    return posterior_summary(draws, probs) if summary else draws
+
+
+def bayes_R2(fit, summary=True, probs=(0.025, 0.975), re_formula=None, ndraws=None, draw_ids=None, seed=None):
+    """Bayesian R^2 as brms' ``bayes_R2`` (Gelman, Goodrich, Gabry & Vehtari 2019): per draw
+    var(epred) / (var(epred) + var(y - epred)), variances over the observations (n - 1)."""
+    design = _design(fit)
+    ypred = posterior_epred(fit, None, re_formula, ndraws=ndraws, draw_ids=draw_ids, seed=seed)
+    e = design.y[None, :] - ypred
+    var_ypred = ypred.var(axis=1, ddof=1)
+    var_e = e.var(axis=1, ddof=1)
+    r2 = var_ypred / (var_ypred + var_e)
+    return posterior_summary(r2[:, None], probs, index=["R2"]) if summary else r2
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def design_to_arrays(design: FitDesign, prefix: str = "design") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The design as npz arrays (no objects: strings as unicode arrays) and JSON metadata, for
+    ``BrmFit.save``: arrays ``design__y``, ``design__X``, ``design__group_codes``, ``design__data<j>``."""
+    arrays = {
+        f"{prefix}__y": np.asarray(design.y, np.float64),
+        f"{prefix}__X": np.asarray(design.X, np.float64),
+        f"{prefix}__group_codes": np.asarray(design.group_codes, np.int64),
+    }
+    columns = []
+    data = design.data if design.data is not None else pd.DataFrame()
+    for j, col in enumerate(data.columns):
+        series = data[col]
+        entry: dict[str, Any] = {"name": str(col)}
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            entry["kind"] = "categorical"
+            entry["categories"] = [c.item() if hasattr(c, "item") else c for c in series.cat.categories]
+            entry["ordered"] = bool(series.cat.ordered)
+            arrays[f"{prefix}__data{j}"] = series.cat.codes.to_numpy(np.int64)
+        elif series.dtype.kind in "fiub":
+            entry["kind"] = "numeric"
+            entry["dtype"] = series.dtype.str
+            arrays[f"{prefix}__data{j}"] = series.to_numpy()
+        else:
+            entry["kind"] = "string"
+            arrays[f"{prefix}__data{j}"] = series.astype(str).to_numpy(dtype=str)
+        columns.append(entry)
+    meta = {
+        "formula": design.formula,
+        "column_names": list(design.column_names),
+        "group_names": list(design.group_names),
+        "group_levels": [list(lv) for lv in design.group_levels],
+        "group_columns": [list(c) for c in design.group_columns],
+        "response_columns": list(design.response_columns),
+        "data_columns": columns,
+    }
+    return arrays, meta
+
+
+def design_from_arrays(arrays, meta: dict[str, Any], prefix: str = "design") -> FitDesign:
+    """Inverse of ``design_to_arrays`` (``arrays``: the opened npz)."""
+    cols = {}
+    for j, entry in enumerate(meta.get("data_columns", [])):
+        values = np.array(arrays[f"{prefix}__data{j}"])
+        if entry["kind"] == "categorical":
+            cols[entry["name"]] = pd.Categorical.from_codes(values, categories=entry["categories"], ordered=entry["ordered"])
+        elif entry["kind"] == "numeric":
+            cols[entry["name"]] = values.astype(entry.get("dtype", values.dtype.str))
+        else:
+            cols[entry["name"]] = values.astype(object)
+    return FitDesign(
+        formula=meta["formula"],
+        y=np.array(arrays[f"{prefix}__y"]),
+        X=np.array(arrays[f"{prefix}__X"]),
+        column_names=list(meta["column_names"]),
+        group_names=list(meta["group_names"]),
+        group_codes=np.array(arrays[f"{prefix}__group_codes"]),
+        group_levels=[list(lv) for lv in meta["group_levels"]],
+        group_columns=[tuple(c) for c in meta["group_columns"]],
+        data=pd.DataFrame(cols),
+        response_columns=tuple(meta.get("response_columns", ())),
+    )
+
+
+def imputation_fit(fit, k: int):
+    """A BrmFit view of imputed data set ``k`` (0-based) of a ``brm_multiple`` fit: that data set's
+    chains and its own design (for its log-likelihood)."""
+    from engine.multilevel.results import BrmFit
+
+    designs = getattr(fit, "designs", None)
+    if not designs:
+        raise EngineInputError(
+            "this brm_multiple fit does not carry its imputed data sets; refit it to get per-imputation "
+            "log-likelihoods and LOO"
+        )
+    if not 0 <= k < len(designs):
+        raise EngineInputError(f"imputation index {k} out of range for m = {len(designs)}")
+    sel = fit._chain_imputation() == k
+    return BrmFit(
+        formula=fit.formula, parameter_names=list(fit.parameter_names), draws_values=fit.draws_values[sel],
+        ranef_names=list(fit.ranef_names), ranef_values=fit.ranef_values[sel],
+        stats={name: np.asarray(v)[sel] for name, v in fit.stats.items()}, groups=fit.groups,
+        nobs=designs[k].nobs, data_name=fit.data_name, chains=int(sel.sum()), iter=fit.iter, warmup=fit.warmup,
+        thin=fit.thin, sampler=fit.sampler, family=fit.family, design=designs[k],
+    )

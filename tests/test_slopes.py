@@ -1,0 +1,222 @@
+"""Random slopes: the Gibbs sampler against brms 2.18 (sleepstudy), its Sigma step against the LKJ and
+half-t priors (sample_prior="only"), its location block against the dense Gaussian conditional,
+printing, coef()/varcorr(), and bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import engine
+from engine import diagnostics
+from engine.errors import ColumnNotFoundError, FormulaError, ModelSpecError, PriorError
+from engine.formula import model_frame
+from engine.gibbs_slopes import run_slopes_chain, slopes_data
+from engine.multilevel import build_model, parameter_names, ranef_names
+from engine.rcompat.print_brms import format_prior_summary
+from engine.parallel import child_seeds
+from engine.priors import prior
+
+SLEEP = "Reaction ~ Days + (Days | Subject)"
+
+
+@pytest.fixture(scope="module")
+def sleep_dir(fixtures_dir):
+    return fixtures_dir / "brms_slopes"
+
+
+@pytest.fixture(scope="module")
+def sleep_data(sleep_dir):
+    return pd.read_csv(sleep_dir / "sleepstudy.csv")
+
+
+@pytest.fixture(scope="module")
+def sleep_fit(sleep_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return engine.brm(SLEEP, sleep_data, seed=20261202, data_name="sleepstudy")
+
+
+def _by_chain(fit, name):
+    if name in fit.parameter_names:
+        return fit.draws_values[:, :, fit.parameter_names.index(name)]
+    return fit.ranef_values[:, :, fit.ranef_names.index(name)]
+
+
+def test_names_as_brms(sleep_data):
+    model = build_model(model_frame(SLEEP, sleep_data, allow_random=True))
+    assert parameter_names(model) == ["b_Intercept", "b_Days", "sd_Subject__Intercept", "sd_Subject__Days",
+                                      "cor_Subject__Intercept__Days", "sigma"]
+    names = ranef_names(model)
+    assert names[:2] == ["r_Subject[308,Intercept]", "r_Subject[309,Intercept]"]
+    assert names[18] == "r_Subject[308,Days]" and len(names) == 36
+
+
+def test_gibbs_matches_brms_sleepstudy(sleep_fit, sleep_dir):
+    """Posterior means and SDs of every b_, sd_, cor_, sigma (and the first subjects' r_) within 4
+    combined Monte Carlo SEs + 1% of brms' posterior SD."""
+    reference = json.loads((sleep_dir / "sleep_slope_summary.json").read_text())["parameters"]
+    for name, ref in reference.items():
+        x = _by_chain(sleep_fit, name)
+        mean, sd = float(x.mean()), float(x.std(ddof=1))
+        tolerance_mean = 4 * np.hypot(diagnostics.mcse_mean(x), ref["mcse_mean"]) + 0.01 * ref["sd"]
+        tolerance_sd = 4 * np.hypot(diagnostics.mcse_sd(x), ref["mcse_sd"]) + 0.01 * ref["sd"]
+        assert abs(mean - ref["mean"]) <= tolerance_mean, (name, mean, ref["mean"], tolerance_mean)
+        assert abs(sd - ref["sd"]) <= tolerance_sd, (name, sd, ref["sd"], tolerance_sd)
+
+
+def test_print_and_priors_as_brms(sleep_fit, sleep_dir):
+    expected_priors = (sleep_dir / "sleep_slope_priors.txt").read_text().rstrip("\n")
+    assert format_prior_summary(sleep_fit.prior_summary()) == expected_priors
+    text = str(sleep_fit)
+    reference = (sleep_dir / "sleep_slope_print.txt").read_text()
+    labels = [line.split()[0] for line in text.splitlines() if line.startswith(("sd(", "cor("))]
+    assert labels == ["sd(Intercept)", "sd(Days)", "cor(Intercept,Days)"]
+    # brms' layout line by line (numbers and the Data: line differ)
+    def skeleton(block):
+        return [line.split()[0] if line.strip() else "" for line in block.splitlines()]
+    assert skeleton(text)[:18] == skeleton(reference)[:18]
+
+
+def test_coef_and_varcorr(sleep_fit):
+    coefs = sleep_fit.coef()["Subject"]
+    days = _by_chain(sleep_fit, "b_Days").reshape(-1) + _by_chain(sleep_fit, "r_Subject[309,Days]").reshape(-1)
+    assert coefs.loc["309", ("Days", "Estimate")] == pytest.approx(days.mean())
+    assert coefs.shape == (18, 8)
+    vc = sleep_fit.varcorr()
+    sd = _by_chain(sleep_fit, "sd_Subject__Days").reshape(-1)
+    assert vc["Subject"]["sd"].loc["Days", "Estimate"] == pytest.approx(sd.mean())
+    cor = _by_chain(sleep_fit, "cor_Subject__Intercept__Days").reshape(-1)
+    assert vc["Subject"]["cor"].loc["Intercept", "Days"] == pytest.approx(cor.mean())
+    assert vc["Subject"]["cor"].loc["Days", "Days"] == 1.0
+    assert list(vc) == ["Subject", "residual__"]
+
+
+# ------------------------------------------------------------------------ the Sigma step alone
+
+
+def _prior_only_frame(q, seed=0, n_levels=3, per_level=5):
+    rng = np.random.default_rng(seed)
+    n = n_levels * per_level
+    data = pd.DataFrame({"y": rng.normal(size=n), "x": rng.normal(size=n), "z": rng.normal(size=n),
+                         "g": np.repeat([f"L{j}" for j in range(n_levels)], per_level)})
+    lhs = {2: "1 + x", 3: "1 + x + z"}[q]
+    return data, f"y ~ x + ({lhs} | g)"
+
+
+@pytest.mark.parametrize("q, eta", [(2, 1.0), (3, 2.0)])
+def test_prior_only_recovers_lkj_and_half_t(q, eta):
+    """sample_prior='only': the chain's stationary law is brms' prior; (r + 1) / 2 ~ Beta(b, b),
+    b = eta - 1 + q / 2 (Lewandowski et al. 2009) for every correlation, each sd half-t(3, 0, 2.5)."""
+    data, formula = _prior_only_frame(q)
+    priors = [prior("normal(0, 1)", class_="b"), prior(f"lkj({eta:g})", class_="cor")]
+    model = build_model(model_frame(formula, data, allow_random=True), priors, sample_prior="only")
+    assert model.sd_prior_scale.tolist() == [2.5] * q
+    chains = [engine.gibbs.sample_chain(model, 20000, 500, s, save_ranef=False) for s in child_seeds(11, 2)]
+    draws = np.stack([c.draws for c in chains])  # (2, draws, params)
+    names = parameter_names(model)
+    b = eta - 1 + q / 2
+    beta = stats.beta(b, b)
+    for j, name in enumerate(names):
+        x = draws[:, :, j]
+        if name.startswith("cor_"):
+            checks = [(x, 0.0), (x ** 2, 1.0 / (2 * b + 1))]
+            checks += [((x <= t).astype(float), beta.cdf((t + 1) / 2)) for t in (-0.5, 0.0, 0.5)]
+        elif name.startswith("sd_"):
+            half_t = lambda t: 2 * stats.t(3).cdf(t / 2.5) - 1  # noqa: E731
+            checks = [((x <= t).astype(float), half_t(t)) for t in (1.0, 2.5, 7.5)]
+        else:
+            continue
+        for values, expected in checks:
+            assert abs(values.mean() - expected) <= 4.5 * diagnostics.mcse_mean(values), (name, values.mean(), expected)
+
+
+# --------------------------------------------------------------- location block vs dense Gaussian
+
+
+def test_location_block_with_sigma_fixed_is_the_dense_gaussian():
+    """(1 + x | school/class), Sigma and sigma fixed: the joint draws of (gamma, r) have the mean
+    and covariance of the dense Gaussian conditional (precision U'U / sigma^2 + prior precision)."""
+    rng = np.random.default_rng(3)
+    school = np.repeat(np.arange(3), 12)
+    klass = np.tile(np.repeat(np.arange(2), 6), 3)
+    n = school.size
+    x = rng.normal(size=n)
+    data = pd.DataFrame({"y": 1 + 0.5 * x + rng.normal(size=n), "x": x, "school": school, "class": klass})
+    frame = model_frame("y ~ x + (1 + x | school/class)", data, allow_random=True)
+    model = build_model(frame, [prior("normal(0, 3)", class_="b"), prior("normal(0, 3)", class_="Intercept")])
+    sd = np.array([0.8, 0.4, 0.6, 0.3])
+    sigma = 0.9
+    n_draws = 20000
+    draws, ranef = run_slopes_chain(np.random.default_rng(5), n_draws, 0, 1, False, True, slopes_data(model), sd, sigma)
+    # dense conditional in the kernel's ordering: gamma (centred intercept, beta), then r per group/coef/level
+    W = np.column_stack([np.ones(n), model.X_c])
+    blocks, prior_precision = [W], [np.array([1 / 9, 1 / 9])]
+    offsets = model.level_offsets
+    for g in range(2):
+        codes = model.group_codes[:, g]
+        n_levels = int(model.n_levels[g])
+        Zg = model.Z[:, model.z_offsets[g]:model.z_offsets[g + 1]]
+        for c in range(2):
+            blocks.append((codes[:, None] == np.arange(n_levels)[None, :]) * Zg[:, [c]])
+            prior_precision.append(np.full(n_levels, 1 / sd[2 * g + c] ** 2))
+    U = np.column_stack(blocks)
+    precision = U.T @ U / sigma ** 2 + np.diag(np.concatenate(prior_precision))
+    covariance = np.linalg.inv(precision)
+    mean = covariance @ U.T @ model.y / sigma ** 2
+    gamma = draws[:, :2].copy()
+    gamma[:, 0] = draws[:, 0] + draws[:, 1] * model.x_means[0]  # back to the centred intercept
+    sample = np.column_stack([gamma, ranef])
+    assert sample.shape[1] == 2 + 2 * 3 + 2 * 6 == offsets[-1] * 2 + 2
+    se = np.sqrt(np.diag(covariance) / n_draws)
+    assert np.max(np.abs(sample.mean(axis=0) - mean) / se) < 4.5
+    empirical = np.cov(sample, rowvar=False)
+    scale = np.sqrt(np.outer(np.diag(covariance), np.diag(covariance)))
+    # SE of a covariance estimate from n i.i.d. normal draws <= sqrt(2 / n) * sqrt(s_aa s_bb)
+    assert np.max(np.abs(empirical - covariance) / scale) < 4.5 * np.sqrt(2 / n_draws)
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input(sleep_data):
+    frame = model_frame(SLEEP, sleep_data, allow_random=True)
+    with pytest.raises(PriorError, match="eta must be positive"):
+        prior("lkj(0)", class_="cor")
+    with pytest.raises(PriorError, match="eta must be positive"):
+        prior("lkj(-1)", class_="cor")
+    with pytest.raises(PriorError, match="lkj"):
+        prior("normal(0, 1)", class_="cor")
+    intercepts = model_frame("Reaction ~ Days + (1 | Subject)", sleep_data, allow_random=True)
+    with pytest.raises(PriorError, match="no group-level term of the model has correlated"):
+        build_model(intercepts, [prior("lkj(2)", class_="cor")])
+    uncorrelated = model_frame("Reaction ~ Days + (Days || Subject)", sleep_data, allow_random=True)
+    with pytest.raises(PriorError, match="correlated"):
+        build_model(uncorrelated, [prior("lkj(2)", class_="cor")])
+    with pytest.raises(PriorError, match="no coefficient 'Dayz'"):
+        build_model(frame, [prior("normal(0, 5)", class_="sd", group="Subject", coef="Dayz")])
+    with pytest.raises((ColumnNotFoundError, FormulaError), match="Nights"):
+        engine.brm("Reaction ~ Days + (Nights | Subject)", sleep_data)
+    constant = sleep_data.assign(week=sleep_data["Subject"] % 3)
+    with pytest.raises(ModelSpecError, match="'week' is constant within every level of 'Subject'"):
+        build_model(model_frame("Reaction ~ Days + (week | Subject)", constant, allow_random=True))
+    one_each = sleep_data[sleep_data["Days"] == 0]
+    with pytest.raises(ModelSpecError, match="no level has 2 observations"):
+        build_model(model_frame("Reaction ~ 1 + (Days | Subject)", one_each, allow_random=True))
+    with pytest.raises(PriorError, match="proper priors"):
+        build_model(frame, sample_prior="only")
+
+
+def test_user_priors_resolve_per_coefficient(sleep_data):
+    frame = model_frame(SLEEP, sleep_data, allow_random=True)
+    model = build_model(frame, [prior("normal(0, 5)", class_="sd", group="Subject", coef="Days"),
+                                prior("lkj(2)", class_="cor", group="Subject")])
+    assert model.sd_prior_family.tolist() == [2, 1] and model.sd_prior_scale.tolist() == [59.3, 5.0]
+    assert model.cor_eta.tolist() == [2.0]
+    table = engine.multilevel.priors.prior_summary_table(model)
+    assert table.loc[table["class"] == "L", "prior"].tolist() == ["lkj_corr_cholesky(1)", "lkj_corr_cholesky(2)"]
