@@ -2,6 +2,7 @@
 
     python benchmarks/bench_ols.py                 # n = 1,500 x p = 7 and n = 1,000,000 x p = 50
     python benchmarks/bench_ols.py --sizes 1500x7  # small case only
+    python benchmarks/bench_ols.py --formula-only  # only the model-frame split (issue 18)
 
 For each size, one design with a known truth: an intercept and p - 1 columns Z C, Z standard
 normal and C = Q diag(logspace(0, -5)) Q' (condition number about 1e5), y = X beta exactly. Every
@@ -16,6 +17,12 @@ above 1 means engine is faster) and the coefficient error ||b - beta|| / ||beta|
 - numpy.linalg.lstsq (LAPACK gelsd, SVD based), scipy.linalg.qr(mode="economic") +
   solve_triangular (forms Q), Cholesky of X'X (normal equations: the speed floor, but the error
   grows with the square of the condition number), statsmodels OLS (pinv).
+
+The model-frame split (``run_formula_designs``): for numeric designs of the sizes above, the Exam
+data (mlmRev, factors and interactions), the grit replication's designs and simulated designs with
+factors, interactions, ``I()``, ``log()`` and missing values at n = 1e4 and 1e6: ``model_frame``
+against the previous implementation (tests/reference_model_frame.py) in the same run, the kernel
+(QR, residual pass) and ``engine.ols`` end to end, statsmodels' formula API and R's ``lm(formula)``.
 
 Numba compile time is reported apart: a cold compile (fresh cache folder, in a subprocess) and
 the cache load of the first call in this process. The peers' BLAS/LAPACK (numpy, scipy) and the
@@ -206,13 +213,157 @@ def run_size(n: int, p: int, skip_statsmodels: bool, with_r: bool = True) -> Non
           f"(issue goal: >= 4x at n = 1e6, p = 50)", flush=True)
 
 
+# --------------------------------------------------------------------------------------------
+# The formula layer: model_frame vs the kernel it feeds, on designs with factors and interactions
+# --------------------------------------------------------------------------------------------
+
+EXAM_CSV = "/work/shared/data/mlmRev_Exam.csv"
+EXAM_FORMULA = "normexam ~ standLRT * sex + schgend + vr + intake + type + schavg:intake"
+FACTOR_FORMULA = "y ~ x1 + x2 * f1 + f2:f3 + x3 + I(x4^2) + log(x5)"
+FACTOR_PATSY = "y ~ x1 + x2 * f1 + f2:f3 + x3 + I(x4**2) + np.log(x5)"
+FACTOR_R = """
+set.seed(20240601); n <- {n}
+d <- data.frame(x1 = rnorm(n), x2 = rnorm(n), x3 = rnorm(n), x4 = rnorm(n), x5 = runif(n, 0.5, 2),
+                f1 = factor(sample(c("a", "b", "c", "d", "e"), n, TRUE)),
+                f2 = sample(c("lo", "mid", "hi"), n, TRUE), f3 = sample(c(FALSE, TRUE), n, TRUE))
+d$x1[runif(n) < 0.05] <- NA
+d$y <- d$x1 + d$x2 + rnorm(n)
+"""
+
+
+def factor_frame(n: int, seed: int = 20240601) -> pd.DataFrame:
+    """x1..x5 numeric (5% of x1 missing), f1 categorical (5 levels), f2 string (3), f3 bool."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"x{j}": rng.standard_normal(n) for j in range(1, 5)})
+    frame["x5"] = rng.uniform(0.5, 2.0, n)
+    frame["f1"] = pd.Categorical(rng.choice(list("abcde"), n))
+    frame["f2"] = rng.choice(["lo", "mid", "hi"], n).astype(object)
+    frame["f3"] = rng.random(n) < 0.5
+    frame.loc[rng.random(n) < 0.05, "x1"] = np.nan
+    frame["y"] = frame["x1"].fillna(0) + frame["x2"] + rng.standard_normal(n)
+    return frame
+
+
+def formula_designs(sizes: list[tuple[int, int]]):
+    """(label, formula, patsy formula or None, frame, R code making `d` or None, repeats)."""
+    from engine import datasets, replicate
+
+    out = []
+    for n, p in sizes:
+        X, y, _ = design(n, p)
+        names = [f"x{j}" for j in range(1, p)]
+        frame = pd.DataFrame(X[:, 1:], columns=names).assign(y=y)
+        formula = "y ~ " + " + ".join(names)
+        r_code = (f"set.seed(1); n <- {n}; d <- data.frame(matrix(rnorm(n * {p - 1}), n)); "
+                  f"names(d) <- paste0('x', 1:{p - 1}); d$y <- rnorm(n)\n")
+        big = n * p > 5_000_000
+        out.append((f"numeric n = {n:,}, p = {p}", formula, None if big else formula, frame,
+                    r_code, 2 if big else 50))
+    exam = pd.read_csv(EXAM_CSV)
+    out.append(("Exam (mlmRev), factors + interactions", EXAM_FORMULA, EXAM_FORMULA, exam,
+                f"d <- read.csv('{EXAM_CSV}', stringsAsFactors = TRUE)\n", 30))
+    grit = datasets.load_grit()
+    model4 = dict(replicate.OLS_MODELS)["model4"]
+    out.append(("grit model4 (factors, no intercept)", model4, None, grit, None, 50))
+    out.append(("grit nested (1 | schoolid/classid)", replicate.NESTED_FORMULA, None, grit, None, 50))
+    for n in (10_000, 1_000_000):
+        big = n >= 1_000_000
+        out.append((f"factors + interactions n = {n:,}", FACTOR_FORMULA,
+                    None if big else FACTOR_PATSY, factor_frame(n), FACTOR_R.format(n=n),
+                    2 if big else 20))
+    return out
+
+
+R_LM_TIMER = """
+{make}
+f <- as.formula("{formula}")
+reps <- {reps}
+t <- system.time(for (r in 1:reps) fit <- lm(f, data = d))[["elapsed"]] / reps
+cat("RESULT", t, "\n")
+"""
+
+
+def r_lm_seconds(make: str, formula: str, reps: int) -> float | None:
+    try:
+        stdout, _ = run_rscript(R_LM_TIMER.format(make=make, formula=formula, reps=reps), timeout=900)
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        print(f"R peer skipped: {exc}")
+        return None
+    line = next(line for line in stdout.splitlines() if line.startswith("RESULT"))
+    return float(line.split()[1])
+
+
+def run_formula_designs(sizes, with_r: bool, skip_statsmodels: bool) -> None:
+    """The split of engine.ols(formula, data): model_frame (and the previous implementation,
+    kept in tests/reference_model_frame.py, in the same run), kernel (QR, residual pass);
+    statsmodels' formula API and R's lm(formula, data) on the same data (R: its own draw for the
+    simulated designs, the same file for Exam)."""
+    import statsmodels.formula.api as smf
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    import reference_model_frame as previous
+
+    from engine.formula import model_frame
+
+    allow = {"allow_random": True}
+    for label, formula, patsy_formula, frame, r_make, reps in formula_designs(sizes):
+        print(f"\n== model frame: {label} ==", flush=True)
+        random = "|" in formula
+        mf, t_mf = timed(model_frame, formula, frame, repeat=reps, **(allow if random else {}))
+        _, t_prev = timed(previous.model_frame, formula, frame, repeat=max(1, reps // 2),
+                          **(allow if random else {}))
+        n, p = mf.X.shape
+        rows = [{"step": f"model_frame (n = {n:,}, p = {p})", "seconds": t_mf, "vs previous": ""},
+                {"step": "  previous model_frame (tests/reference_model_frame.py)",
+                 "seconds": t_prev, "vs previous": ratio(t_prev, t_mf)}]
+        if not random:
+            fit, t_kernel = None, float("inf")
+            for _ in range(reps):
+                start = time.perf_counter()
+                candidate = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept)
+                seconds = time.perf_counter() - start
+                if seconds < t_kernel:
+                    fit, t_kernel = candidate, seconds
+            _, t_ols = timed(engine.ols, formula, frame, repeat=reps)
+            rows += [{"step": "kernel (least_squares)", "seconds": t_kernel, "vs previous": ""},
+                     {"step": "  of which QR + solve", "seconds": fit.seconds_qr, "vs previous": ""},
+                     {"step": "  of which residual pass", "seconds": fit.seconds_resid,
+                      "vs previous": ""},
+                     {"step": "engine.ols(formula, data) end to end", "seconds": t_ols,
+                      "vs previous": f"{t_ols / t_kernel:.2f}x the kernel"}]
+            if patsy_formula and not skip_statsmodels:
+                _, t_sm = timed(lambda f=patsy_formula, d=frame: smf.ols(f, d).fit(),
+                                repeat=max(1, reps // 5))
+                rows.append({"step": "statsmodels smf.ols(formula, data).fit()", "seconds": t_sm,
+                             "vs previous": f"engine.ols {ratio(t_sm, t_ols)} faster"})
+            if with_r and r_make and rscript_available():
+                t_r = r_lm_seconds(r_make, formula, reps=max(1, reps))
+                if t_r is not None:
+                    rows.append({"step": "R lm(formula, data) (in R)", "seconds": t_r,
+                                 "vs previous": f"engine.ols {ratio(t_r, t_ols)} faster"})
+        print_table(rows, ["step", "seconds", "vs previous"])
+        del mf
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1500x7,1000000x50",
                         help="comma-separated n x p list (default: 1500x7,1000000x50)")
     parser.add_argument("--skip-statsmodels", action="store_true")
     parser.add_argument("--skip-r", action="store_true", help="do not time R's lm (Rscript)")
+    parser.add_argument("--formula-only", action="store_true",
+                        help="only the model-frame split (numeric, Exam, grit, factor designs)")
+    parser.add_argument("--no-formula", action="store_true", help="skip the model-frame split")
     args = parser.parse_args(argv)
+    sizes = [tuple(int(v) for v in size.lower().split("x")) for size in args.sizes.split(",")]
+    if args.formula_only:
+        print(blas_report())
+        from engine.formula import model_frame  # warm the Numba kernels (cache load)
+
+        model_frame("y ~ x1 + x2 * f1 + f2:f3 + I(x4^2) + log(x5)", factor_frame(100))
+        least_squares(*design(300, 5)[:2])
+        run_formula_designs(sizes, with_r=not args.skip_r, skip_statsmodels=args.skip_statsmodels)
+        return 0
     print(blas_report())
     print(f"numba {__import__('numba').__version__}; engine block {engine.ols.BLOCK_ROWS} rows, "
           f"chunk {engine.ols.CHUNK_ROWS} rows")
@@ -230,6 +381,8 @@ def main(argv=None) -> int:
     for size in args.sizes.split(","):
         n, p = (int(v) for v in size.lower().split("x"))
         run_size(n, p, args.skip_statsmodels, with_r=not args.skip_r)
+    if not args.no_formula:
+        run_formula_designs(sizes, with_r=not args.skip_r, skip_statsmodels=args.skip_statsmodels)
     return 0
 
 

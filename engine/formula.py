@@ -39,8 +39,12 @@ arithmetic evaluator over numpy arrays (``+ - * / ^``, parentheses, numbers); no
 to ``eval``. Names inside ``I()`` are printed as R's ``deparse`` prints them (``I(x * 2)``,
 ``I(csize^2)``, ``I(x/2)``).
 
-The design matrix is built in one preallocated C-contiguous float64 array, block of rows by block
-of rows so that each block stays in cache while all of its columns are written.
+The design matrix is written once into its final C-contiguous float64 array (the layout
+``engine.ols.least_squares`` reads without a copy) by one Numba kernel
+(``engine.formula_kernels.fill_design``), block of rows by block of rows: numeric columns are read
+in place (a view of the DataFrame's float64 block where the layout allows), factors and
+interactions from integer codes and small coding tables. What depends only on the formula (the
+term structure, the columns read, the kernel's column program) is cached per formula text.
 """
 
 from __future__ import annotations
@@ -590,17 +594,26 @@ def _r_label(value) -> str:
     return str(value)
 
 
-@functools.lru_cache(maxsize=1024)
-def _category_labels(categories: tuple, categories_dtype) -> tuple[str, ...]:
-    # keyed by the categories in order (equal unordered CategoricalDtypes may order them apart)
-    return tuple(_r_label(c) for c in categories)
+_CATEGORY_LABELS: dict[int, tuple] = {}  # id(dtype) -> (dtype, labels): a DataFrame keeps its dtypes
+
+
+def _category_labels(dtype: pd.CategoricalDtype) -> list[str]:
+    """R's labels of a categorical's levels, computed once per dtype object (keyed by identity:
+    equal unordered CategoricalDtypes may list their categories in different orders)."""
+    hit = _CATEGORY_LABELS.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return list(hit[1])
+    labels = tuple(_r_label(c) for c in dtype.categories)
+    if len(_CATEGORY_LABELS) > 4096:
+        _CATEGORY_LABELS.clear()
+    _CATEGORY_LABELS[id(dtype)] = (dtype, labels)
+    return list(labels)
 
 
 def _factor_from_codes(codes: np.ndarray, categories, ordered: bool, label: str,
                        dtype: pd.CategoricalDtype | None = None) -> _Variable:
     if dtype is not None:  # the labels of a categorical's levels, computed once per dtype
-        categories = dtype.categories
-        levels = list(_category_labels(tuple(categories.tolist()), categories.dtype))
+        levels = _category_labels(dtype)
     else:
         levels = [_r_label(c) for c in categories]
     codes = np.asarray(codes, dtype=np.int64)
@@ -618,8 +631,15 @@ def _numeric_variable(name: str, values: np.ndarray, sources: tuple[str, ...]) -
 
 
 def _evaluate_column(column, name: str) -> _Variable:
-    """A data column (numpy array or ExtensionArray) as a model variable, on all rows."""
+    """A data column (numpy array, ExtensionArray or Series) as a model variable, on all rows."""
+    if isinstance(column, pd.Series):
+        column = column.array
+        if isinstance(column, pd.arrays.NumpyExtensionArray):
+            column = column.to_numpy()
     dtype = column.dtype
+    if type(column) is np.ndarray and dtype.kind in "fiu":  # the common case, without dtype tests
+        values = column if dtype == np.float64 else column.astype(np.float64)
+        return _numeric_variable(name, values, (name,))
     if isinstance(dtype, pd.CategoricalDtype):
         variable = _factor_from_codes(column.codes, dtype.categories, bool(dtype.ordered), name,
                                       dtype)
@@ -815,6 +835,36 @@ def _term_codes(terms: tuple[Term, ...], is_factor: list[bool], intercept: bool)
     return table
 
 
+@functools.lru_cache(maxsize=256)
+def _formula_plan(text: str, dot_columns: tuple[str, ...] | None):
+    """What a formula needs from the data, worked out once per formula (and, with ``.``, per
+    set of other columns): the term structure, the columns read (with a position for errors),
+    the variables only in the bars' left sides and the grouping columns."""
+    parsed = _parse_cached(text)
+    if dot_columns is not None:
+        parsed = _build_formula(text, parsed._lhs, parsed._rhs, dot_columns)
+    column_refs: list[tuple[str, int]] = []
+    for node in parsed._variable_nodes:
+        _arith_sources(node, column_refs)
+    bar_variables: dict[str, object] = {}  # label -> node of the bars' left-side variables
+    for bar in parsed.random_terms:
+        for block in bar.lhs:
+            for label, node in zip(block.variables, block._variable_nodes):
+                if label not in bar_variables:
+                    bar_variables[label] = node
+                    refs: list[tuple[str, int]] = []
+                    _arith_sources(node, refs)
+                    column_refs.extend((c, bar.pos) for c, _ in refs)
+    group_columns = []
+    for bar in parsed.random_terms:
+        for cols in bar.group_columns:
+            for c in cols:
+                if c not in group_columns:
+                    group_columns.append(c)
+                    column_refs.append((c, bar.pos))
+    return parsed, tuple(column_refs), tuple(bar_variables.items()), tuple(group_columns)
+
+
 def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
     """Evaluate ``formula`` on ``data`` as R's ``lm`` does (model.frame + model.matrix).
 
@@ -836,33 +886,15 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         raise FormulaError(
             f"random-effect term {bar.text} is not allowed here (lm/ols fits fixed effects only; "
             "use engine.brm for multilevel models)", text, bar.pos)
+    dot_columns = None
     if parsed.has_dot:
         lhs_columns: list[tuple[str, int]] = []
         _arith_sources(parsed._lhs, lhs_columns)
         used = {c for c, _ in lhs_columns}
         dot_columns = tuple(str(c) for c in data.columns if str(c) not in used)
-        parsed = _build_formula(text, parsed._lhs, parsed._rhs, dot_columns)
-
     # 1. Every data column the formula reads, evaluated once on all rows.
-    column_refs: list[tuple[str, int]] = []
-    for node in parsed._variable_nodes:
-        _arith_sources(node, column_refs)
-    bar_variables: dict[str, object] = {}  # label -> node of the bars' left-side variables
-    for bar in parsed.random_terms:
-        for block in bar.lhs:
-            for label, node in zip(block.variables, block._variable_nodes):
-                if label not in bar_variables:
-                    bar_variables[label] = node
-                    refs: list[tuple[str, int]] = []
-                    _arith_sources(node, refs)
-                    column_refs.extend((c, bar.pos) for c, _ in refs)
-    group_columns = []
-    for bar in parsed.random_terms:
-        for cols in bar.group_columns:
-            for c in cols:
-                if c not in group_columns:
-                    group_columns.append(c)
-                    column_refs.append((c, bar.pos))
+    parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
+    bar_variables = dict(bar_items)
     columns: dict[str, _Variable] = {}
     for name, pos in column_refs:
         if name not in columns:
@@ -903,7 +935,6 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
             f"columns with missing values: {detail or 'none'}")
     rows = np.flatnonzero(~missing) if n_dropped else np.arange(n_original, dtype=np.int64)
     rows = rows.astype(np.int64, copy=False)
-    n = rows.shape[0]
 
     # 4. Non-finite numbers in kept rows.
     for variable in everything:
@@ -1010,8 +1041,8 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
                    check_levels: bool) -> _Variable:
     """A variable on the kept rows: numeric values stay on all rows (``_fill_design`` selects
     the kept ones); factor codes are subset and unused levels dropped (R's drop.unused.levels)."""
-    if variable.kind == "numeric":
-        return _Variable(variable.label, "numeric", values=variable.values, sources=variable.sources)
+    if variable.kind == "numeric":  # values stay on all rows
+        return variable
     codes = variable.codes if not n_dropped else variable.codes[rows]
     levels = variable.levels
     if not variable.logical:
@@ -1060,14 +1091,10 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
     return X, column_names, assign
 
 
-#: Rows per task when the design is written by several threads (results do not depend on it).
-_FILL_CHUNK_ROWS = 1 << 16
-
-
 def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray):
     """Write every term's columns into X with one kernel call (engine.formula_kernels):
     numeric variables are read on all rows through ``rows``, factors by their codes on the kept
-    rows and their coding matrices; large designs are written by row chunks in threads."""
+    rows and their coding matrices."""
     numeric_index: dict[int, int] = {}
     numeric: list[np.ndarray] = []
     factor_index: dict[int, int] = {}
@@ -1101,15 +1128,8 @@ def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows:
     program = _design_program(intercept, tuple(shape), tuple(picks), sizes)
     codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
     coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
-    n = X.shape[0]
-    if n <= 2 * _FILL_CHUNK_ROWS:
-        fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, n)
-        return
-    from .ols import _pool  # the thread pool of the least-squares kernels
-
-    spans = [(a, min(n, a + _FILL_CHUNK_ROWS)) for a in range(0, n, _FILL_CHUNK_ROWS)]
-    list(_pool().map(
-        lambda s: fill_design(X, numeric_2d, rows, codes_2d, coding, program, s[0], s[1]), spans))
+    # one thread: threads writing a fresh array contend for its page faults (measured slower)
+    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0])
 
 
 @functools.lru_cache(maxsize=512)
@@ -1158,7 +1178,8 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
     if not arrays:
         return np.zeros((0, n)), []
     owner = arrays[0].base
-    if (isinstance(owner, np.ndarray) and owner.dtype == np.float64 and owner.flags.c_contiguous
+    if (isinstance(owner, np.ndarray) and owner.dtype == np.float64
+            and (owner.flags.c_contiguous or owner.flags.f_contiguous)
             and all(a.base is owner and a.dtype == np.float64 and a.flags.c_contiguous
                     and a.shape == (n,) for a in arrays)):
         base = owner.ctypes.data
@@ -1166,7 +1187,8 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
         first = min(offsets)
         if n > 0 and all((o - first) % n == 0 for o in offsets):
             k = (max(offsets) - first) // n + 1
-            view = owner.reshape(-1)[first:first + k * n].reshape(k, n)
+            flat = (owner if owner.flags.c_contiguous else owner.T).reshape(-1)  # memory order
+            view = flat[first:first + k * n].reshape(k, n)
             return view, [(o - first) // n for o in offsets]
     if len(arrays) == 1:
         return np.ascontiguousarray(arrays[0]).reshape(1, n), [0]

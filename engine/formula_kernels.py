@@ -48,9 +48,9 @@ def nan_inf_scan(values):
     has_inf = False
     for i in range(values.shape[0]):
         v = values[i]
-        if v != v:
+        if np.isnan(v):
             has_nan = True
-        elif v - v != 0.0:  # +-Inf (v - v is NaN)
+        elif np.isinf(v):
             has_inf = True
     return has_nan, has_inf
 

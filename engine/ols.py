@@ -38,6 +38,7 @@ prints (see ``engine.rcompat``).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -707,12 +708,7 @@ class OLSResults:
         self.formula = formula
         self.call_lines = list(call)
         self.call = "\n".join(call)
-        idx = pd.Index(names)
-        self.params = pd.Series(ls.coef, index=idx, name="Estimate")
-        self.bse = pd.Series(ls.std_error, index=idx, name="Std. Error")
-        self.tvalues = pd.Series(ls.t_value, index=idx, name="t value")
-        self.pvalues = pd.Series(ls.p_value, index=idx, name="Pr(>|t|)")
-        self.vcov = pd.DataFrame(ls.vcov, index=idx, columns=idx)
+        self._index = index  # the pandas objects below are built on first access
         self.aliased = [nm for nm, a in zip(names, ls.aliased) if a]
         self.rank = ls.rank
         self.sigma = ls.sigma
@@ -727,8 +723,6 @@ class OLSResults:
         self.nobs = int(ls.resid.shape[0])
         self.n_dropped = int(n_dropped)
         self.has_intercept = ls.has_intercept
-        self.resid = pd.Series(ls.resid, index=index, name="resid")
-        self.fitted = pd.Series(ls.fitted, index=index, name="fitted")
         self.model_frame = model_frame
         self.timings = dict(timings or {})
         # robust covariance (ols(vcov=, cluster=)): bse, t, p, vcov, F and intervals use it
@@ -737,7 +731,7 @@ class OLSResults:
         self.df_inference = ls.df_resid if robust is None else robust.df
         self._data_columns = tuple(data_columns)
         if robust is not None:
-            self._use_robust(robust, idx)
+            self._use_robust(robust, self._names)
 
     def _use_robust(self, robust, idx: pd.Index) -> None:
         from scipy import special
@@ -773,6 +767,39 @@ class OLSResults:
             fval = float("nan")  # the clustered meat has rank < q: no Wald F (Stata reports none)
         self.fvalue = fval  # robust Wald F on (q, df_inference) degrees of freedom
         self.f_pvalue = float(special.fdtrc(q, robust.df, fval)) if q else float("nan")
+
+    # pandas views of the fit, built on first access (building them is most of a small fit's time)
+    @functools.cached_property
+    def _names(self) -> pd.Index:
+        return pd.Index(self.column_names)
+
+    @functools.cached_property
+    def params(self) -> pd.Series:
+        return pd.Series(self._ls.coef, index=self._names, name="Estimate")
+
+    @functools.cached_property
+    def bse(self) -> pd.Series:
+        return pd.Series(self._ls.std_error, index=self._names, name="Std. Error")
+
+    @functools.cached_property
+    def tvalues(self) -> pd.Series:
+        return pd.Series(self._ls.t_value, index=self._names, name="t value")
+
+    @functools.cached_property
+    def pvalues(self) -> pd.Series:
+        return pd.Series(self._ls.p_value, index=self._names, name="Pr(>|t|)")
+
+    @functools.cached_property
+    def vcov(self) -> pd.DataFrame:
+        return pd.DataFrame(self._ls.vcov, index=self._names, columns=self._names)
+
+    @functools.cached_property
+    def resid(self) -> pd.Series:
+        return pd.Series(self._ls.resid, index=self._index, name="resid")
+
+    @functools.cached_property
+    def fitted(self) -> pd.Series:
+        return pd.Series(self._ls.fitted, index=self._index, name="fitted")
 
     # R-style aliases
     @property
@@ -850,6 +877,12 @@ class OLSResults:
         return repr(self)
 
 
+@functools.lru_cache(maxsize=256)
+def _call_lines(formula: str, data_name: str) -> tuple[str, ...]:
+    """``_call_text`` once per (formula, data_name): deparsing it is a good part of a small fit."""
+    return tuple(_call_text(formula, _data_node(data_name)))
+
+
 def _call_text(formula: str, data) -> list[str]:
     """R's printed call ``lm(formula = ..., data = ...)``, deparsed from the formula layer's own
     parse of the formula."""
@@ -899,7 +932,7 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
 
     if not isinstance(data_name, str):
         raise ModelSpecError(f"data_name must be a string, got {type(data_name).__name__}")
-    data_node = _data_node(data_name)
+    _data_node(data_name)  # a bad data_name is an error before any work
     kind, cluster_names = check_vcov_arguments(vcov, cluster)
     if cluster_names:
         if not isinstance(data, pd.DataFrame):
@@ -926,7 +959,7 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
         ls = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept, tol=tol)
     except DataError:
         raise DataError(_non_finite_message(mf)) from None
-    index = data.index[mf.rows]
+    index = data.index[mf.rows] if mf.n_dropped else data.index
     timings = {"model_frame": t1 - t0, "qr": ls.seconds_qr, "residuals": ls.seconds_resid}
     robust = None
     if kind is not None:
@@ -939,7 +972,7 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
         robust = robust_covariance(kind, Xk, ls.resid, ls.qr.r[:k, :k], clusters, row_index=index)
         timings["robust_vcov"] = time.perf_counter() - t2
     return OLSResults(ls, mf.column_names, index, formula=mf.formula,
-                      call=_call_text(mf.formula, data_node), n_dropped=mf.n_dropped,
+                      call=list(_call_lines(mf.formula, data_name)), n_dropped=mf.n_dropped,
                       model_frame=mf, timings=timings, robust=robust,
                       data_columns=[str(c) for c in data.columns])
 

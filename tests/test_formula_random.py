@@ -10,6 +10,7 @@ lme4's order: the order as written, then lme4's sort by number of levels (``mkRe
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _lme4_name(effect) -> str:
 
 def _lme4_order(effects) -> list:
     nl = [len(e.levels) for e in effects]
-    if any(b > a for a, b in zip(nl, nl[1:])):
+    if any(b > a for a, b in itertools.pairwise(nl)):
         order = sorted(range(len(nl)), key=lambda k: nl[k])  # R's order(): stable
         return [effects[k] for k in reversed(order)]
     return list(effects)
