@@ -80,7 +80,8 @@ def test_multilevel_fits_carry_rhat_and_ess(replicate_run):
 def test_closing_table_has_one_row_per_model(replicate_run):
     proc, numbers, _ = replicate_run
     effects = numbers["treatment_effects"]
-    assert len(effects) == len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
+    assert len(effects) == (len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
+                            + 2 * len(numbers["lmer"]))  # lmer: complete cases and pooled
     for e in effects:
         assert set(e) >= {"model", "method", "estimate", "std_error", "lower", "upper"}
         assert e["lower"] < e["estimate"] < e["upper"]
@@ -95,7 +96,8 @@ def test_every_table_printed_and_reported(replicate_run):
     assert out.count("2.5 %") >= 2  # pooled summaries
     assert out.count("Group-Level Effects:") == 2
     page = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 1
+    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 4 + 1  # + 4 lmer blocks
+    assert out.count("Linear mixed model fit by REML ['lmerMod']") == 2
     pytest.importorskip("matplotlib")
     alts = re.findall(r'<img alt="([^"]+)"', page)
     assert len(alts) == 1 + 2 * 2 + 2
