@@ -150,7 +150,10 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
     for re_ in mf.random_effects:
         cols = tuple(re_.group_columns)
         name, cols_ordered = bars.get((re_.bar_text, tuple(sorted(cols))), (":".join(cols), cols))
-        codes, levels = group_codes(cols_ordered)
+        if len(cols) == 1:  # one column: the formula layer's factor() is R's (and lme4's)
+            codes, levels = np.ascontiguousarray(re_.codes, dtype=np.int64), list(re_.levels)
+        else:
+            codes, levels = group_codes(cols_ordered)
         Z = np.ascontiguousarray(np.asarray(re_.Z, dtype=np.float64).reshape(n, -1))
         # (x || g) arrives expanded (expandDoubleVerts): one term per term of the left side,
         # correlated within itself (a factor's columns), as lme4
