@@ -7,6 +7,8 @@ The public API (imported lazily so that ``import engine`` stays fast):
   equations and Rubin's rules with Barnard-Rubin degrees of freedom, as R's mice.
 - ``engine.brm(formula, data, ...)``, ``engine.brm_multiple(formula, imp, ...)``,
   ``engine.prior(...)``: Bayesian multilevel models (Gibbs or NUTS), brms-style results.
+- ``engine.lmer(formula, data, REML=True)``, ``engine.anova(fit_a, fit_b)``: linear mixed models as
+  lme4 (nested, crossed, random slopes), printing like ``summary(lmer())``.
 - ``engine.datasets.load_grit()``: the study data (Alan, Boneva & Ertac 2019).
 """
 
