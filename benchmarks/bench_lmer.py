@@ -98,11 +98,14 @@ def r_times(models, repeat: dict) -> dict:
     return res
 
 
-def sm_time(data: pd.DataFrame, spec) -> float:
+def sm_time(data: pd.DataFrame, spec, formula: str) -> float:
+    import re
+
     import statsmodels.formula.api as smf
 
     fixed, groups, re_formula, vc = spec
-    d = data.copy()
+    used = [c for c in data.columns if c in set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formula))]
+    d = data.dropna(subset=used).copy()  # MixedLM needs complete cases (lme4 drops them itself)
     if groups is None:
         d["_one"] = 1
         groups = "_one"
@@ -160,10 +163,11 @@ def main(argv=None) -> int:
         ct = compile_and_run_times(engine.lmer, formula, data, repeat=repeat[name])
         eng[name] = (ct, data, spec)
     r = r_times(models, repeat) if with_r else {}
+    formulas = {m[0]: m[3] for m in models}
     for name, (ct, data, spec) in eng.items():
         sm = math.nan
         if not args.skip_statsmodels and (name != "InstEval" or args.sm_insteval):
-            sm = sm_time(data, spec)
+            sm = sm_time(data, spec, formulas[name])
         lme4_s, lme4_crit = r.get(name, (math.nan, math.nan))
         rows.append({"model": name, "N": ct.result.nobs, "engine_first_s": round(ct.first_s, 3),
                      "compile_s": round(ct.compile_s, 3), "engine_s": round(ct.steady_s, 4),

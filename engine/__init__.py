@@ -8,6 +8,8 @@ The public API (imported lazily so that ``import engine`` stays fast):
 - ``engine.brm(formula, data, ...)``, ``engine.brm_multiple(formula, imp, ...)``,
   ``engine.prior(...)``: Bayesian multilevel models (Gibbs or NUTS), brms-style results.
 - ``engine.loo(fit_or_log_lik)``, ``engine.waic``, ``engine.loo_compare``: PSIS-LOO as R's loo 2.5.1.
+- ``engine.lmer(formula, data, REML=True)``, ``engine.anova(fit_a, fit_b)``: linear mixed models as
+  lme4 (nested, crossed, random slopes), printing like ``summary(lmer())``.
 - ``engine.datasets.load_grit()``: the study data (Alan, Boneva & Ertac 2019).
 """
 

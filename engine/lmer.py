@@ -50,12 +50,11 @@ import scipy.sparse
 from engine import formula as _formula
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
-                                 forward_solve, minimize_bounded, profiled_criterion, scaled_cross,
-                                 schur_update)
+                                 forward_solve, minimize_bounded, newton_polish, profiled_criterion,
+                                 scaled_cross, schur_update)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
-_TRACE = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,7 +150,10 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
     for re_ in mf.random_effects:
         cols = tuple(re_.group_columns)
         name, cols_ordered = bars.get((re_.bar_text, tuple(sorted(cols))), (":".join(cols), cols))
-        codes, levels = group_codes(cols_ordered)
+        if len(cols) == 1:  # one column: the formula layer's factor() is R's (and lme4's)
+            codes, levels = np.ascontiguousarray(re_.codes, dtype=np.int64), list(re_.levels)
+        else:
+            codes, levels = group_codes(cols_ordered)
         Z = np.ascontiguousarray(np.asarray(re_.Z, dtype=np.float64).reshape(n, -1))
         # (x || g) arrives expanded (expandDoubleVerts): one term per term of the left side,
         # correlated within itself (a factor's columns), as lme4
@@ -422,77 +424,9 @@ def _criterion_from(stats: _Stats, f: _Factor, reml: bool) -> float:
     return f.ldL2 + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
 
 
-def _newton_polish(fun, x, fx, lower, max_iter: int = 3):
-    """Newton steps on the free coordinates with a central-difference Hessian.
-
-    L-BFGS-B on finite-difference gradients stops where the gradient test is met only roughly
-    (lme4's bobyqa does too); the profiled criterion is smooth in theta, so a Newton step or two
-    takes theta to the optimum to ~1e-8. Coordinates on their bound with a non-negative
-    one-sided slope stay there (lme4's boundary fits). Steps are accepted only if they lower the
-    criterion.
-    """
-    k = len(x)
-    for _ in range(max_iter):
-        h = 1e-4 * np.maximum(1.0, np.abs(x))
-        free = []
-        for i in range(k):
-            if np.isfinite(lower[i]) and x[i] - h[i] <= lower[i]:
-                e = np.zeros(k)
-                e[i] = h[i]
-                if fun(x + e) >= fx:  # slope away from the bound is upward: stays at the bound
-                    continue
-                if x[i] - h[i] < lower[i]:
-                    continue  # near the bound: no central difference, leave to L-BFGS-B
-            free.append(i)
-        if not free:
-            return x, fx
-        m = len(free)
-        g = np.zeros(m)
-        H = np.zeros((m, m))
-        fp = np.zeros(m)
-        fm = np.zeros(m)
-        for a, i in enumerate(free):
-            e = np.zeros(k)
-            e[i] = h[i]
-            fp[a], fm[a] = fun(x + e), fun(x - e)
-            g[a] = (fp[a] - fm[a]) / (2 * h[i])
-            H[a, a] = (fp[a] - 2 * fx + fm[a]) / (h[i] * h[i])
-        for a in range(m):
-            for b in range(a + 1, m):
-                i, j = free[a], free[b]
-                ei = np.zeros(k)
-                ej = np.zeros(k)
-                ei[i] = h[i]
-                ej[j] = h[j]
-                H[a, b] = H[b, a] = (fun(x + ei + ej) - fun(x + ei - ej) - fun(x - ei + ej)
-                                     + fun(x - ei - ej)) / (4 * h[i] * h[j])
-        try:
-            np.linalg.cholesky(H)
-            step = np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
-            return x, fx
-        improved = False
-        t = 1.0
-        for _ls in range(6):
-            xn = x.copy()
-            xn[free] -= t * step
-            xn = np.where(np.isfinite(lower), np.maximum(xn, lower), xn)
-            fn = fun(xn)
-            # a short Newton step is taken also when the change is at rounding level: there the
-            # quadratic model (gradient well above its error) is more accurate than f itself
-            small = np.max(np.abs(t * step)) < 1e-4
-            if fn < fx or (small and fn <= fx + 1e-12 * (1.0 + abs(fx))):
-                x, fx, improved = xn, min(fn, fx) if not small else fn, True
-                break
-            t *= 0.5
-        if not improved or np.max(np.abs(t * step)) < 1e-9:
-            return x, fx
-    return x, fx
-
-
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta from lme4's start under lme4's bounds:
-    compiled projected BFGS (``lmer_kernels.minimize_bounded``), then ``_newton_polish``; COBYQA
+    compiled projected BFGS (``lmer_kernels.minimize_bounded``), then ``newton_polish``; COBYQA
     for designs with a large dense block."""
     if theta0 is None:
         theta0 = np.where(np.isfinite(lower), 1.0, 0.0)
@@ -500,8 +434,6 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
 
     def fun(th):
         nfev[0] += 1
-        if _TRACE is not None:
-            _TRACE.append(nfev[0])
         return profiled_criterion(np.asarray(th, dtype=float), stats.moments, stats.cross, stats.layout,
                                   stats.n, reml)
 
@@ -540,7 +472,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
-    x, fx = _newton_polish(fun, x, fun(x), lower)
+    x, fx, k = newton_polish(x, fun(x), lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+    nfev[0] += k
     return x, fx, nfev[0], bool(np.isfinite(fx))
 
 

@@ -11,6 +11,8 @@ The analysis (Alan, Boneva & Ertac 2019, Sample 2, as re-analysed in R by E. Ter
    (``brm_multiple``): school intercepts with brms' default priors, and school/class intercepts
    with normal(0, 10) on the intercept and coefficients and half-Cauchy(0, 10) on the SDs and
    sigma; printed as brms prints a fit.
+   Their frequentist counterparts (``engine.lmer``, REML, printed as lme4's ``summary``) on the
+   complete cases and pooled over the five imputations.
 4. A closing table of the ``gritintervention`` effect in every model.
 
 Options: ``--data PATH`` (own copy, CSV or Stata), ``--seed``, ``--sampler gibbs|nuts``,
@@ -279,6 +281,38 @@ def run_bayes(imp, settings: Settings, outcome: Outcome) -> None:
                                                np.asarray(fit.imputation_draws(0)), names))
 
 
+def run_lmer(data: pd.DataFrame, imp, outcome: Outcome) -> None:
+    """The frequentist counterparts of the two multilevel models (lme4's REML fits): on the
+    complete cases, and pooled over the imputations (Rubin's rules, dfcom = lme4's df.residual as
+    mice 3.15 takes it)."""
+    from .lmer import lmer
+    from .pool import pool
+
+    outcome.numbers["lmer"] = {}
+    for name, formula in (("school", SCHOOL_FORMULA), ("school/class", NESTED_FORMULA)):
+        fit = lmer(formula, data)
+        summary = fit.summary()
+        summary.data_name = "complete cases"
+        _emit(outcome, f"lmer {name} (REML, complete cases): {formula}", str(summary))
+        est, se = float(fit.fixef[TREATMENT]), float(fit.bse[TREATMENT])
+        outcome.numbers["lmer"][name] = {"formula": formula, "nobs": fit.nobs, "estimate": est, "std_error": se,
+                                         "reml_criterion": fit.criterion, "is_singular": fit.is_singular}
+        outcome.effects.append({
+            "model": f"lmer {name} (complete cases)", "method": "REML (lme4), Wald 95% interval",
+            "outcome": "mathscore2", "estimate": est, "std_error": se,
+            "lower": est - 1.959963984540054 * se, "upper": est + 1.959963984540054 * se,
+        })
+        pooled = pool(imp.fit(lambda d, f=formula: lmer(f, d)))
+        table = pd.DataFrame(pooled.summary(conf_int=True, conf_level=0.95))
+        _emit(outcome, f"Pooled lmer {name} over 5 imputations: {formula}", str(pooled.summary(conf_int=True)))
+        row = table.set_index("term").loc[TREATMENT]
+        outcome.effects.append({
+            "model": f"Pooled lmer {name}", "method": "REML (lme4), multiple imputation (Rubin, Barnard-Rubin df)",
+            "outcome": "mathscore2", "estimate": float(row["estimate"]), "std_error": float(row["std.error"]),
+            "lower": float(row["2.5 %"]), "upper": float(row["97.5 %"]), "df": float(row["df"]),
+        })
+
+
 def effects_table(effects: list) -> str:
     """The closing table: the grit effect in every model, side by side."""
     header = f"{'model':<52s} {'estimate':>9s} {'SE/SD':>8s} {'2.5 %':>8s} {'97.5 %':>8s}"
@@ -303,6 +337,7 @@ def run(settings: Settings) -> Outcome:
     imp = run_mice(data, settings, outcome)
     run_bayes(imp, settings, outcome)
     run_paper_spec(data, outcome)
+    run_lmer(data, imp, outcome)
     _emit(outcome, "The grit effect across models (gritintervention)", effects_table(outcome.effects))
     outcome.timings["total_seconds"] = time.perf_counter() - start
     outcome.numbers["treatment_effects"] = [

@@ -191,3 +191,19 @@ def test_pool_of_lmer_fits_as_mice():
     np.testing.assert_allclose(pooled.dfcom, ref["dfcom"][0])
     np.testing.assert_allclose(pooled.df, ref["df"], rtol=1e-4)
     np.testing.assert_allclose(np.sqrt(pooled.t), ref["std_error"], rtol=1e-5)
+
+
+def test_coef_is_fixef_plus_ranef_and_fitted(fits):
+    ref, fit = fits["sleep"]
+    re = fit.ranef(condvar=False)["Subject"]
+    co = fit.coef()["Subject"]
+    np.testing.assert_allclose(co.to_numpy(), fit.fixef.to_numpy()[None, :] + re.to_numpy(), rtol=1e-12)
+    d = _data("sleepstudy")
+    subj = d["Subject"].astype(str).to_numpy()
+    rows = co.loc[subj]
+    np.testing.assert_allclose(fit.fitted, rows["(Intercept)"].to_numpy() + rows["Days"].to_numpy() * d["Days"],
+                               rtol=1e-10)
+    np.testing.assert_allclose(fit.resid, d["Reaction"] - fit.fitted, rtol=1e-12)
+    vc = fit.varcorr()
+    assert list(vc.columns) == ["grp", "var1", "var2", "vcov", "sdcor"]
+    assert fit.tvalues.to_numpy() == pytest.approx((fit.fixef / fit.bse).to_numpy())

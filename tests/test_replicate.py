@@ -81,7 +81,8 @@ def test_closing_table_has_one_row_per_model(replicate_run):
     proc, numbers, _ = replicate_run
     effects = numbers["treatment_effects"]
     assert len(effects) == (len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
-                            + len(["paper_spec"]))  # the paper's own specification
+                            + len(["paper_spec"])  # the paper's own specification
+                            + 2 * len(numbers["lmer"]))  # lmer: complete cases and pooled
     for e in effects:
         assert set(e) >= {"model", "method", "estimate", "std_error", "lower", "upper"}
         assert e["lower"] < e["estimate"] < e["upper"]
@@ -96,7 +97,8 @@ def test_every_table_printed_and_reported(replicate_run):
     assert out.count("2.5 %") >= 2  # pooled summaries
     assert out.count("Group-Level Effects:") == 2
     page = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 1 + 1  # + the paper's specification
+    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 4 + 1 + 1  # + 4 lmer blocks, the paper's specification
+    assert out.count("Linear mixed model fit by REML ['lmerMod']") == 2
     pytest.importorskip("matplotlib")
     alts = re.findall(r'<img alt="([^"]+)"', page)
     assert len(alts) == 1 + 2 * 2 + 2
