@@ -45,7 +45,8 @@ def test_parse_families():
         ("normal 0, 1", "b", "cannot read prior"),
         ("exponential(1)", "b", "for 'sd' and 'sigma' only"),
         ("exponential(0)", "sigma", "rate must be positive"),
-        ("normal(0, 1)", "cor", "unknown prior class 'cor'"),
+        ("normal(0, 1)", "cor", r"lkj\(eta\) is the prior of class 'cor'"),  # class cor takes lkj(eta) only (issue 12)
+        ("normal(0, 1)", "rescor", "unknown prior class 'rescor'"),
     ],
 )
 def test_bad_priors_raise(spec, class_, message):
