@@ -347,3 +347,18 @@ def test_collapsed_nuts_matches_brms_sleepstudy(sleep_data, sleep_dir):
         mean, sd = float(x.mean()), float(x.std(ddof=1))
         assert abs(mean - ref["mean"]) <= 4 * np.hypot(diagnostics.mcse_mean(x), ref["mcse_mean"]) + 0.01 * ref["sd"], name
         assert abs(sd - ref["sd"]) <= 4 * np.hypot(diagnostics.mcse_sd(x), ref["mcse_sd"]) + 0.01 * ref["sd"], name
+
+
+def test_brm_multiple_and_file_with_slopes(sleep_data, tmp_path):
+    rng = np.random.default_rng(2)
+    datasets = [sleep_data.assign(Reaction=sleep_data["Reaction"] + rng.normal(0, 1, len(sleep_data))) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = engine.brm_multiple(SLEEP, datasets, chains=2, iter=400, warmup=200, seed=3)
+        assert "cor_Subject__Intercept__Days" in fit.parameter_names and fit.draws_array().shape == (4, 200, 6)
+        path = tmp_path / "sleep"
+        first = engine.brm(SLEEP, sleep_data, chains=2, iter=400, warmup=200, seed=4, file=path)
+        again = engine.brm(SLEEP, sleep_data, chains=2, iter=400, warmup=200, seed=99, file=path)
+    np.testing.assert_array_equal(first.draws_array(), again.draws_array())
+    assert again.ranef_names[18] == "r_Subject[308,Days]"
+    assert "cor(Intercept,Days)" in str(again)
