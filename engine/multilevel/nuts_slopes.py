@@ -19,6 +19,7 @@ row by row). Cost per evaluation O(K Q^2 + R q): independent of N.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -89,9 +90,48 @@ def _cpc_backward(theta, grad, pos, q, eta, chol, dL):
     return logp
 
 
+class SlopesDensityData(NamedTuple):
+    """The packed (data, index) of both slopes densities viewed as arrays (no copies): sizes qf, G, K,
+    n_u, T, L, S (sds), C (CPCs); cell_levels (K, G); dims, z_off, level_offsets; per term t_group,
+    t_off, t_dim, t_cor, eta; priors gamma_family, g_nu, g_mu, g_scale (qf,), sd_family, s_nu, s_mu,
+    s_scale (S,), sigma_prior (4,); statistics yty, n_obs, cell_uu (K, n_u, n_u), cell_uy (K, n_u) and
+    cell_n (K,; collapsed only, else empty)."""
+
+    qf: int
+    G: int
+    K: int
+    n_u: int
+    T: int
+    L: int
+    S: int
+    C: int
+    cell_levels: np.ndarray
+    dims: np.ndarray
+    z_off: np.ndarray
+    level_offsets: np.ndarray
+    t_group: np.ndarray
+    t_off: np.ndarray
+    t_dim: np.ndarray
+    t_cor: np.ndarray
+    gamma_family: np.ndarray
+    sd_family: np.ndarray
+    yty: float
+    n_obs: float
+    cell_uu: np.ndarray
+    cell_uy: np.ndarray
+    g_nu: np.ndarray
+    g_mu: np.ndarray
+    g_scale: np.ndarray
+    s_nu: np.ndarray
+    s_mu: np.ndarray
+    s_scale: np.ndarray
+    eta: np.ndarray
+    sigma_prior: np.ndarray
+    cell_n: np.ndarray
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def slopes_log_density(theta, data, index):
-    """Log posterior and gradient on packed (data, index) (engine.nuts.LOGP_SIGNATURE); see slopes_args."""
+def _unpack(data, index):
     qf, G, K, n_u, T, L = index[0], index[1], index[2], index[3], index[4], index[5]
     o = 6
     cell_levels = index[o:o + K * G].reshape((K, G))
@@ -102,18 +142,18 @@ def slopes_log_density(theta, data, index):
     o += G + 1
     level_offsets = index[o:o + G + 1]
     o += G + 1
-    t_group = index[o:o + T]
-    t_off = index[o + T:o + 2 * T]
-    t_dim = index[o + 2 * T:o + 3 * T]
-    t_cor = index[o + 3 * T:o + 4 * T]
+    t_group, t_off = index[o:o + T], index[o + T:o + 2 * T]
+    t_dim, t_cor = index[o + 2 * T:o + 3 * T], index[o + 3 * T:o + 4 * T]
     o += 4 * T
     gamma_family = index[o:o + qf]
     o += qf
     S = 0
+    C = 0
     for t in range(T):
         S += t_dim[t]
+        if t_cor[t] == 1:
+            C += t_dim[t] * (t_dim[t] - 1) // 2
     sd_family = index[o:o + S]
-    yty, n_obs = data[0], data[1]
     p = 2
     cell_uu = data[p:p + K * n_u * n_u].reshape((K, n_u, n_u))
     p += K * n_u * n_u
@@ -125,121 +165,167 @@ def slopes_log_density(theta, data, index):
     p += 3 * S
     eta = data[p:p + T]
     p += T
-    sigma_prior = data[p:p + 4]
+    return SlopesDensityData(qf, G, K, n_u, T, L, S, C, cell_levels, dims, z_off, level_offsets, t_group, t_off,
+                             t_dim, t_cor, gamma_family, sd_family, data[0], data[1], cell_uu, cell_uy, g_nu, g_mu,
+                             g_scale, s_nu, s_mu, s_scale, eta, data[p:p + 4], data[p + 4:p + 4 + K])
 
-    qm = 1
-    for g in range(G):
-        qm = max(qm, dims[g])
-    # offsets of each term's sds and CPCs in theta, and of each group's z block
-    sd_pos = np.empty(T, dtype=np.int64)
-    cpc_pos = np.empty(T, dtype=np.int64)
-    C = 0
-    s_acc = 0
-    for t in range(T):
-        sd_pos[t] = qf + s_acc
-        s_acc += t_dim[t]
-    for t in range(T):
-        cpc_pos[t] = qf + S + C
-        if t_cor[t] == 1:
-            C += t_dim[t] * (t_dim[t] - 1) // 2
-    log_sigma_pos = qf + S + C
-    z0 = log_sigma_pos + 1
-    zg = np.empty(G, dtype=np.int64)
-    acc = z0
-    for g in range(G):
-        zg[g] = acc
-        acc += (level_offsets[g + 1] - level_offsets[g]) * dims[g]
-    grad = np.zeros(theta.shape[0])
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _add_priors(theta, grad, d, log_sigma_pos):
+    """Log priors of gamma, the sds (on log sd, with the Jacobian) and sigma; gradient added into grad."""
     logp = 0.0
-    # Cholesky factors of every correlated term (forward pass of the CPC recursion)
-    chol = np.zeros((T, qm, qm))
-    for t in range(T):
-        q = t_dim[t]
-        if t_cor[t] == 1:
-            _cpc_forward(theta, cpc_pos[t], q, chol[t])
+    for a in range(d.qf):
+        lp, g = _log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
+        logp += lp
+        grad[a] += g
+    for s in range(d.S):
+        e = theta[d.qf + s]
+        value = math.exp(e)
+        lp, g = _log_prior(value, d.sd_family[s], d.s_nu[s], d.s_mu[s], d.s_scale[s])
+        logp += lp + e
+        grad[d.qf + s] += g * value + 1.0
+    e = theta[log_sigma_pos]
+    value = math.exp(e)
+    sp = d.sigma_prior
+    lp, g = _log_prior(value, int(sp[0]), sp[1], sp[2], sp[3])
+    grad[log_sigma_pos] += g * value + 1.0
+    return logp + lp + e
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _term_factors(theta, d, qm):
+    """(chol (T, qm, qm) of every term's R, each term's first CPC position in theta)."""
+    chol = np.zeros((d.T, qm, qm))
+    cpc_pos = np.empty(d.T, dtype=np.int64)
+    pos = d.qf + d.S
+    for t in range(d.T):
+        q = d.t_dim[t]
+        cpc_pos[t] = pos
+        if d.t_cor[t] == 1:
+            _cpc_forward(theta, pos, q, chol[t])
+            pos += q * (q - 1) // 2
         else:
             for i in range(q):
                 chol[t, i, i] = 1.0
-    # random coefficients r (L, qm) = D L z per term
-    r = np.zeros((L, qm))
-    for t in range(T):
-        g = t_group[t]
-        q = t_dim[t]
-        lo = level_offsets[g]
-        n_lev = level_offsets[g + 1] - lo
-        for v in range(n_lev):
-            for i in range(q):
+    return chol, cpc_pos
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _z_index(d, zg, t, j, v):
+    """Position in theta of z for coefficient j of term t at level v (0-based within its group)."""
+    g = d.t_group[t]
+    n_lev = d.level_offsets[g + 1] - d.level_offsets[g]
+    return zg[g] + (d.t_off[t] + j) * n_lev + v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _coefficients(theta, d, chol, zg, qm):
+    """r (L, qm) = D L z for every term and level."""
+    r = np.zeros((d.L, qm))
+    for t in range(d.T):
+        g = d.t_group[t]
+        lo = d.level_offsets[g]
+        for v in range(d.level_offsets[g + 1] - lo):
+            for i in range(d.t_dim[t]):
                 s = 0.0
                 for j in range(i + 1):
-                    s += chol[t, i, j] * theta[zg[g] + (t_off[t] + j) * n_lev + v]
-                r[lo + v, t_off[t] + i] = math.exp(theta[sd_pos[t] + i]) * s
-    # likelihood from the cells
-    sigma2 = math.exp(2.0 * theta[log_sigma_pos])
-    rss = yty
+                    s += chol[t, i, j] * theta[_z_index(d, zg, t, j, v)]
+                r[lo + v, d.t_off[t] + i] = math.exp(theta[d.qf + _sd_offset(d, t) + i]) * s
+    return r
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sd_offset(d, t):
+    offset = 0
+    for u in range(t):
+        offset += d.t_dim[u]
+    return offset
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cell_likelihood(theta, r, d, sigma2, grad, grad_r):
+    """RSS from the cells; adds d log-likelihood / d gamma into grad and d / d r into grad_r."""
+    qf, n_u = d.qf, d.n_u
+    rss = d.yty
     th = np.empty(n_u)
     gr = np.empty(n_u)
-    grad_r = np.zeros((L, qm))
-    for k in range(K):
+    for k in range(d.K):
         for a in range(qf):
             th[a] = theta[a]
-        for g in range(G):
-            v = cell_levels[k, g]
-            for c in range(dims[g]):
-                th[qf + z_off[g] + c] = r[v, c]
+        for g in range(d.G):
+            v = d.cell_levels[k, g]
+            for c in range(d.dims[g]):
+                th[qf + d.z_off[g] + c] = r[v, c]
         for a in range(n_u):
             s = 0.0
             for b in range(n_u):
-                s += cell_uu[k, a, b] * th[b]
-            rss += th[a] * (s - 2.0 * cell_uy[k, a])
-            gr[a] = 2.0 * (s - cell_uy[k, a])
+                s += d.cell_uu[k, a, b] * th[b]
+            rss += th[a] * (s - 2.0 * d.cell_uy[k, a])
+            gr[a] = 2.0 * (s - d.cell_uy[k, a])
         for a in range(qf):
             grad[a] -= gr[a] * 0.5 / sigma2
-        for g in range(G):
-            v = cell_levels[k, g]
-            for c in range(dims[g]):
-                grad_r[v, c] -= gr[qf + z_off[g] + c] * 0.5 / sigma2
-    logp += -n_obs * theta[log_sigma_pos] - 0.5 * rss / sigma2
-    grad[log_sigma_pos] += -n_obs + rss / sigma2
-    # chain rule r = D L z, and the z prior
-    for t in range(T):
-        g = t_group[t]
-        q = t_dim[t]
-        lo = level_offsets[g]
-        n_lev = level_offsets[g + 1] - lo
+        for g in range(d.G):
+            v = d.cell_levels[k, g]
+            for c in range(d.dims[g]):
+                grad_r[v, c] -= gr[qf + d.z_off[g] + c] * 0.5 / sigma2
+    return rss
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r):
+    """Chain rule through r = D L z (into z, log sd and the CPCs) plus the LKJ log prior; returns it."""
+    logp = 0.0
+    for t in range(d.T):
+        g = d.t_group[t]
+        q = d.t_dim[t]
+        lo = d.level_offsets[g]
+        sd0 = d.qf + _sd_offset(d, t)
         dL = np.zeros((q, q))
-        for v in range(n_lev):
+        for v in range(d.level_offsets[g + 1] - lo):
             for i in range(q):
-                sd_i = math.exp(theta[sd_pos[t] + i])
-                gi = grad_r[lo + v, t_off[t] + i]
-                lz = r[lo + v, t_off[t] + i] / sd_i if sd_i > 0 else 0.0
-                grad[sd_pos[t] + i] += gi * sd_i * lz
+                sd_i = math.exp(theta[sd0 + i])
+                gi = grad_r[lo + v, d.t_off[t] + i]
+                lz = r[lo + v, d.t_off[t] + i] / sd_i if sd_i > 0 else 0.0
+                grad[sd0 + i] += gi * sd_i * lz
                 dg = gi * sd_i
                 for j in range(i + 1):
-                    zj = theta[zg[g] + (t_off[t] + j) * n_lev + v]
-                    dL[i, j] += dg * zj
-                    grad[zg[g] + (t_off[t] + j) * n_lev + v] += chol[t, i, j] * dg
-        if t_cor[t] == 1:
-            logp += _cpc_backward(theta, grad, cpc_pos[t], q, eta[t], chol[t], dL)
-    for i in range(z0, theta.shape[0]):
+                    zi = _z_index(d, zg, t, j, v)
+                    dL[i, j] += dg * theta[zi]
+                    grad[zi] += chol[t, i, j] * dg
+        if d.t_cor[t] == 1:
+            logp += _cpc_backward(theta, grad, cpc_pos[t], q, d.eta[t], chol[t], dL)
+    return logp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def slopes_log_density(theta, data, index):
+    """Log posterior and gradient on packed (data, index) (engine.nuts.LOGP_SIGNATURE); see slopes_args.
+
+    Steps: the terms' Cholesky factors from the CPCs, r = D L z, the likelihood from the cells, the
+    chain rule back through r (LKJ prior included), the N(0, 1) prior of z, the other priors."""
+    d = _unpack(data, index)
+    qm = 1
+    for g in range(d.G):
+        qm = max(qm, d.dims[g])
+    log_sigma_pos = d.qf + d.S + d.C
+    zg = np.empty(d.G, dtype=np.int64)
+    acc = log_sigma_pos + 1
+    for g in range(d.G):
+        zg[g] = acc
+        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+    grad = np.zeros(theta.shape[0])
+    chol, cpc_pos = _term_factors(theta, d, qm)
+    r = _coefficients(theta, d, chol, zg, qm)
+    sigma2 = math.exp(2.0 * theta[log_sigma_pos])
+    grad_r = np.zeros((d.L, qm))
+    rss = _cell_likelihood(theta, r, d, sigma2, grad, grad_r)
+    logp = -d.n_obs * theta[log_sigma_pos] - 0.5 * rss / sigma2
+    grad[log_sigma_pos] += -d.n_obs + rss / sigma2
+    logp += _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r)
+    for i in range(log_sigma_pos + 1, theta.shape[0]):
         logp -= 0.5 * theta[i] * theta[i]
         grad[i] -= theta[i]
-    # priors of gamma, the sds (log scale, with Jacobian) and sigma
-    for a in range(qf):
-        lp, d = _log_prior(theta[a], gamma_family[a], g_nu[a], g_mu[a], g_scale[a])
-        logp += lp
-        grad[a] += d
-    for s in range(S):
-        e = theta[qf + s]
-        value = math.exp(e)
-        lp, d = _log_prior(value, sd_family[s], s_nu[s], s_mu[s], s_scale[s])
-        logp += lp + e
-        grad[qf + s] += d * value + 1.0
-    e = theta[log_sigma_pos]
-    value = math.exp(e)
-    lp, d = _log_prior(value, int(sigma_prior[0]), sigma_prior[1], sigma_prior[2], sigma_prior[3])
-    logp += lp + e
-    grad[log_sigma_pos] += d * value + 1.0
-    return logp, grad
+    return logp + _add_priors(theta, grad, d, log_sigma_pos), grad
 
 
 def _layout(model):
@@ -436,60 +522,18 @@ def _spd_inverse(M, q, chol, inverse):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def collapsed_slopes_log_density(theta, data, index):
-    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index)."""
-    qf, G, K, n_u, T, L = index[0], index[1], index[2], index[3], index[4], index[5]
-    o = 6 + K * G + G + (G + 1) + (G + 1)
-    t_off = index[o + T:o + 2 * T]
-    t_dim = index[o + 2 * T:o + 3 * T]
-    t_cor = index[o + 3 * T:o + 4 * T]
-    o += 4 * T
-    gamma_family = index[o:o + qf]
-    o += qf
-    S = 0
-    for t in range(T):
-        S += t_dim[t]
-    sd_family = index[o:o + S]
-    yty, n_obs = data[0], data[1]
-    p = 2
-    cell_uu = data[p:p + K * n_u * n_u].reshape((K, n_u, n_u))
-    p += K * n_u * n_u
-    cell_uy = data[p:p + K * n_u].reshape((K, n_u))
-    p += K * n_u
-    g_nu, g_mu, g_scale = data[p:p + qf], data[p + qf:p + 2 * qf], data[p + 2 * qf:p + 3 * qf]
-    p += 3 * qf
-    s_nu, s_mu, s_scale = data[p:p + S], data[p + S:p + 2 * S], data[p + 2 * S:p + 3 * S]
-    p += 3 * S
-    eta = data[p:p + T]
-    p += T
-    sigma_prior = data[p:p + 4]
-    cell_n = data[p + 4:p + 4 + K]
-    q = n_u - qf  # the one group's coefficients
-    C = 0
-    for t in range(T):
-        if t_cor[t] == 1:
-            C += t_dim[t] * (t_dim[t] - 1) // 2
-    log_sigma_pos = qf + S + C
-    grad = np.zeros(theta.shape[0])
-    v = math.exp(2.0 * theta[log_sigma_pos])
-    # Sigma (q x q, block diagonal over terms), P = Sigma^{-1}, log|Sigma|
+def _group_covariance(theta, d, q):
+    """(Sigma, Sigma^{-1} (q, q), the terms' Cholesky factors of R, log|Sigma|) of the one group."""
     sigma_m = np.zeros((q, q))
     prec = np.zeros((q, q))
-    chol = np.zeros((T, q, q))
+    chol, _ = _term_factors(theta, d, q)
     log_det_sigma = 0.0
-    cpc = qf + S
-    for t in range(T):
-        qt, off = t_dim[t], t_off[t]
-        if t_cor[t] == 1:
-            _cpc_forward(theta, cpc, qt, chol[t])
-            cpc += qt * (qt - 1) // 2
-        else:
-            for i in range(qt):
-                chol[t, i, i] = 1.0
+    for t in range(d.T):
+        qt, off = d.t_dim[t], d.t_off[t]
         sd = np.empty(qt)
         for i in range(qt):
-            sd[i] = math.exp(theta[qf + off + i])
-            log_det_sigma += 2.0 * theta[qf + off + i] + 2.0 * math.log(chol[t, i, i])
+            sd[i] = math.exp(theta[d.qf + off + i])
+            log_det_sigma += 2.0 * theta[d.qf + off + i] + 2.0 * math.log(chol[t, i, i])
         inv = np.zeros((qt, qt))  # L^{-1}
         for c in range(qt):
             for i in range(qt):
@@ -507,37 +551,47 @@ def collapsed_slopes_log_density(theta, data, index):
                 for k in range(qt):
                     s += inv[k, a] * inv[k, b]
                 prec[off + a, off + b] = s / (sd[a] * sd[b])
-    # fixed part: e'e and its gradient
-    gamma = theta[:qf]
-    ee = yty
-    dF_dgamma = np.zeros(qf)
-    for a in range(qf):
+    return sigma_m, prec, chol, log_det_sigma
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fixed_part(gamma, d, v, dF_dgamma):
+    """e'e = y'y - 2 gamma'W'y + gamma'W'W gamma; sets dF/dgamma = 2 (W'W gamma - W'y) / v."""
+    ee = d.yty
+    for a in range(d.qf):
         wy = 0.0
         wwg = 0.0
-        for k in range(K):
-            wy += cell_uy[k, a]
-            for b in range(qf):
-                wwg += cell_uu[k, a, b] * gamma[b]
+        for k in range(d.K):
+            wy += d.cell_uy[k, a]
+            for b in range(d.qf):
+                wwg += d.cell_uu[k, a, b] * gamma[b]
         ee += gamma[a] * (wwg - 2.0 * wy)
         dF_dgamma[a] = 2.0 * (wwg - wy) / v
-    F = n_obs * math.log(v) + ee / v
-    dF_dv = n_obs / v - ee / (v * v)
-    dF_dP = np.zeros((q, q))
+    return ee
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP):
+    """sum_j (log|Sigma| + log|M_j| - c_j'u_j / v^2) and its dF/dv part; adds into dF_dgamma and dF_dP.
+    Returns (F part, dF/dv part, ok) with ok False when some M_j is not numerically positive definite."""
+    qf = d.qf
     c = np.empty(q)
     M = np.empty((q, q))
     LM = np.empty((q, q))
     u = np.empty(q)
     minv = np.empty((q, q))
-    for k in range(K):
+    F = 0.0
+    dF_dv = 0.0
+    for k in range(d.K):
         for a in range(q):
-            s = cell_uy[k, qf + a]
+            s = d.cell_uy[k, qf + a]
             for b in range(qf):
-                s -= cell_uu[k, qf + a, b] * gamma[b]
+                s -= d.cell_uu[k, qf + a, b] * gamma[b]
             c[a] = s
             for b in range(q):
-                M[a, b] = prec[a, b] + cell_uu[k, qf + a, qf + b] / v
-        if not _spd_inverse(M, q, LM, minv):  # not positive definite in floating point: an extreme theta
-            return -np.inf, np.zeros(theta.shape[0])
+                M[a, b] = prec[a, b] + d.cell_uu[k, qf + a, qf + b] / v
+        if not _spd_inverse(M, q, LM, minv):
+            return 0.0, 0.0, False
         log_det_m = 0.0
         for a in range(q):
             log_det_m += 2.0 * math.log(LM[a, a])
@@ -552,8 +606,8 @@ def collapsed_slopes_log_density(theta, data, index):
         for a in range(q):
             cu += c[a] * u[a]
             for b in range(q):
-                uau += u[a] * cell_uu[k, qf + a, qf + b] * u[b]
-                tr_ma += minv[a, b] * cell_uu[k, qf + b, qf + a]
+                uau += u[a] * d.cell_uu[k, qf + a, qf + b] * u[b]
+                tr_ma += minv[a, b] * d.cell_uu[k, qf + b, qf + a]
         F += log_det_sigma + log_det_m - cu / (v * v)
         dF_dv += -tr_ma / (v * v) - uau / (v * v * v * v) + 2.0 * cu / (v * v * v)
         for a in range(q):
@@ -562,29 +616,30 @@ def collapsed_slopes_log_density(theta, data, index):
         for b in range(qf):
             s = 0.0
             for a in range(q):
-                s += cell_uu[k, qf + a, b] * u[a]
+                s += d.cell_uu[k, qf + a, b] * u[a]
             dF_dgamma[b] += 2.0 * s / (v * v)
-    logp = -0.5 * F
-    for a in range(qf):
-        grad[a] -= 0.5 * dF_dgamma[a]
-    grad[log_sigma_pos] -= 0.5 * dF_dv * 2.0 * v
-    # dF/dSigma = -P dF/dP P, then per term
-    tmp = prec @ dF_dP
-    dF_dS = -(tmp @ prec)
-    cpc = qf + S
-    for t in range(T):
-        qt, off = t_dim[t], t_off[t]
+    return F, dF_dv, True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP):
+    """d log p / d (log sd, CPCs) from dF/dP (log p = -F / 2), plus the LKJ log prior; returns it."""
+    dF_dS = -((prec @ dF_dP) @ prec)
+    logp = 0.0
+    cpc = d.qf + d.S
+    for t in range(d.T):
+        qt, off = d.t_dim[t], d.t_off[t]
         block = dF_dS[off:off + qt, off:off + qt]
         sig = sigma_m[off:off + qt, off:off + qt]
         for i in range(qt):
             s = 0.0
             for k in range(qt):
                 s += sig[i, k] * block[k, i]
-            grad[qf + off + i] -= 0.5 * 2.0 * s
-        if t_cor[t] == 1:
+            grad[d.qf + off + i] -= s  # -0.5 * 2 (Sigma_t dF/dSigma_tt)_ii
+        if d.t_cor[t] == 1:
             sd = np.empty(qt)
             for i in range(qt):
-                sd[i] = math.exp(theta[qf + off + i])
+                sd[i] = math.exp(theta[d.qf + off + i])
             dL = np.zeros((qt, qt))  # d log p / d L = -0.5 * 2 D block D L
             for i in range(qt):
                 for j in range(i + 1):
@@ -592,24 +647,39 @@ def collapsed_slopes_log_density(theta, data, index):
                     for k in range(qt):
                         s += sd[i] * block[i, k] * sd[k] * chol[t, k, j]
                     dL[i, j] = -s
-            logp += _cpc_backward(theta, grad, cpc, qt, eta[t], chol[t], dL)
+            logp += _cpc_backward(theta, grad, cpc, qt, d.eta[t], chol[t], dL)
             cpc += qt * (qt - 1) // 2
-    for a in range(qf):
-        lp, d = _log_prior(theta[a], gamma_family[a], g_nu[a], g_mu[a], g_scale[a])
-        logp += lp
-        grad[a] += d
-    for s_i in range(S):
-        e = theta[qf + s_i]
-        value = math.exp(e)
-        lp, d = _log_prior(value, sd_family[s_i], s_nu[s_i], s_mu[s_i], s_scale[s_i])
-        logp += lp + e
-        grad[qf + s_i] += d * value + 1.0
-    e = theta[log_sigma_pos]
-    value = math.exp(e)
-    lp, d = _log_prior(value, int(sigma_prior[0]), sigma_prior[1], sigma_prior[2], sigma_prior[3])
-    logp += lp + e
-    grad[log_sigma_pos] += d * value + 1.0
-    return logp, grad
+    return logp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def collapsed_slopes_log_density(theta, data, index):
+    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index).
+
+    Steps (formulas above): the group's Sigma and P, the fixed part e'e, the per-level Woodbury and
+    determinant terms, log sigma, the chain rule from dF/dP to (log sd, CPCs) with the LKJ prior, the
+    other priors."""
+    d = _unpack(data, index)
+    q = d.n_u - d.qf  # the one group's coefficients
+    log_sigma_pos = d.qf + d.S + d.C
+    grad = np.zeros(theta.shape[0])
+    v = math.exp(2.0 * theta[log_sigma_pos])
+    sigma_m, prec, chol, log_det_sigma = _group_covariance(theta, d, q)
+    gamma = theta[:d.qf]
+    dF_dgamma = np.zeros(d.qf)
+    ee = _fixed_part(gamma, d, v, dF_dgamma)
+    dF_dP = np.zeros((q, q))
+    F_levels, dF_dv_levels, ok = _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
+    if not ok:  # an extreme theta (step-size search): no exception in nogil threads
+        return -np.inf, np.zeros(theta.shape[0])
+    F = d.n_obs * math.log(v) + ee / v + F_levels
+    dF_dv = d.n_obs / v - ee / (v * v) + dF_dv_levels
+    logp = -0.5 * F
+    for a in range(d.qf):
+        grad[a] -= 0.5 * dF_dgamma[a]
+    grad[log_sigma_pos] -= 0.5 * dF_dv * 2.0 * v
+    logp += _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP)
+    return logp + _add_priors(theta, grad, d, log_sigma_pos), grad
 
 
 def collapsed_slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
