@@ -86,7 +86,7 @@ def engine_entry(module_name: str, **options) -> Callable:
 
 
 def nuts_entry(**options) -> Callable:
-    """engine.nuts_multilevel chains (timing includes the exact random-effect draws of the collapsed
+    """engine.multilevel.nuts_target chains (timing includes the exact random-effect draws of the collapsed
     sampler); the note gives gradient evaluations (leapfrog steps, warm-up included) per effective
     draw of the worst parameter, and post-warm-up divergences."""
 

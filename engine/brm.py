@@ -4,7 +4,7 @@ The user-facing layer only: it validates the arguments, builds the model through
 model layers (``engine.formula.model_frame`` -> ``engine.multilevel.build_model``), runs one task
 per chain (per imputed data set and chain for ``brm_multiple``) through
 ``engine.parallel.run_tasks`` with one child seed each, and wraps the draws in
-``engine.results.BrmFit``. Seeds: ``brm`` gives chain ``c`` the seed
+``engine.multilevel.results.BrmFit``. Seeds: ``brm`` gives chain ``c`` the seed
 ``SeedSequence(seed).spawn(chains)[c]``; ``brm_multiple`` gives data set ``k``
 ``SeedSequence(seed).spawn(m)[k]`` and its chain ``c`` that sequence's ``spawn(chains)[c]``. The
 draws are therefore the same whatever executor or number of workers runs the tasks.
