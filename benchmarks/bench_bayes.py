@@ -17,7 +17,14 @@ The scaling table simulates data with the study's structure (about 29 students p
 classes per school, the same six covariates) for N = 1,500, 15,000 and 150,000 and reports the
 sufficient-statistics pass (build_model, the only O(N) step) apart from sampling.
 
+Random slopes (issue 12, ``--slopes`` / ``--slopes-only``): lme4's sleepstudy ``Reaction ~ Days +
+(Days | Subject)`` and the London schools' Exam data ``normexam ~ standLRT + sex + (1 + standLRT |
+school)`` (4,059 students, 65 schools) with brms' default priors, engine's Gibbs, NUTS and collapsed
+NUTS against brms (default adapt_delta 0.8) in the same run, and a scaling table for 4k, 40k and 400k
+simulated students with the Exam structure (65 schools).
+
     python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only] [--no-scaling] [--nutpie-python PY]
+                                     [--slopes | --slopes-only]
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ def engine_entry(module_name: str, **options) -> Callable:
 
 
 def nuts_entry(**options) -> Callable:
-    """engine.nuts_multilevel chains (timing includes the exact random-effect draws of the collapsed
+    """engine.multilevel.nuts_target chains (timing includes the exact random-effect draws of the collapsed
     sampler); the note gives gradient evaluations (leapfrog steps, warm-up included) per effective
     draw of the worst parameter, and post-warm-up divergences."""
 
@@ -214,8 +221,14 @@ def main() -> None:
     parser.add_argument("--scaling-only", action="store_true")
     parser.add_argument("--nutpie-python", help="a Python interpreter with pymc and nutpie (default: this one, if it has them)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
+    parser.add_argument("--slopes", action="store_true", help="also the random-slopes models (sleepstudy, Exam)")
+    parser.add_argument("--slopes-only", action="store_true", help="only the random-slopes models")
     args = parser.parse_args()
     chains, n_iter, n_warmup = 4, 2000, 1000
+    if args.slopes or args.slopes_only:
+        slopes_benchmark(args, chains, n_iter, n_warmup)
+        if args.slopes_only:
+            return
 
     data = study_data()
     model = build_model(model_frame(FORMULA, data, allow_random=True), PRIORS)
@@ -288,6 +301,136 @@ def scaling_table(fixed_groups: bool, chains: int, n_iter: int, n_warmup: int) -
                         "min bulk ESS": round(ess), "ESS/s": round(ess / run.sampler_seconds, 1)})
     shape = "the study's 16 schools and 41 classes" if fixed_groups else "groups grow with N"
     print(f"\nscaling (engine gibbs, {chains} chain(s) x {n_iter} iterations, {shape}):")
+    print_table(scaling, list(scaling[0]))
+
+
+# ------------------------------------------------------------------------------ random slopes
+
+SLOPES_MODELS = {
+    "sleepstudy": ("Reaction ~ Days + (Days | Subject)", "lme4_sleepstudy.csv"),
+    "Exam": ("normexam ~ standLRT + sex + (1 + standLRT | school)", "mlmRev_Exam.csv"),
+}
+
+BRMS_SLOPES_CODE = r"""
+{preamble}
+d <- read.csv("{path}")
+{factors}
+t0 <- proc.time()[["elapsed"]]
+fit0 <- brm({formula}, data = d, family = gaussian, chains = 0, seed = {seed})
+cat("COMPILE", proc.time()[["elapsed"]] - t0, "\n")
+fit <- update(fit0, recompile = FALSE, chains = {chains}, cores = {cores}, iter = {iter}, warmup = {warmup},
+              seed = {seed}, refresh = 0)
+el <- rstan::get_elapsed_time(fit$fit)
+cat("SAMPLER", sum(el), "\n")
+dr <- posterior::as_draws_df(fit)
+keep <- grep("^(b_|sd_|cor_|sigma$)", names(dr), value = TRUE)
+write.csv(as.data.frame(dr)[, c(keep, ".chain")], "{out}", row.names = FALSE)
+"""
+
+
+def _data_folder() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.environ.get("ENGINE_SHARED_DATA", ""), os.path.join(here, "..", "..", "shared", "data"),
+                      "/work/shared/data"):
+        if candidate and os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError("the shared data folder (set ENGINE_SHARED_DATA)")
+
+
+def brms_slopes_entry(formula: str, data, factors: list[str]) -> Callable:
+    def run(model, chains: int, n_iter: int, n_warmup: int, seed: int) -> Run:
+        import pandas as pd
+
+        from common import brms_preamble
+
+        with tempfile.TemporaryDirectory() as folder:
+            path, out = os.path.join(folder, "data.csv"), os.path.join(folder, "draws.csv")
+            data.to_csv(path, index=False)
+            code = BRMS_SLOPES_CODE.format(
+                preamble=brms_preamble(), path=path, out=out, formula=formula, seed=seed, chains=chains,
+                cores=min(chains, os.cpu_count() or 1), iter=n_iter, warmup=n_warmup,
+                factors="\n".join(f"d${v} <- factor(d${v})" for v in factors))
+            stdout, _ = run_rscript(code, timeout=3600)
+            values = dict(line.split()[:2] for line in stdout.splitlines() if line.startswith(("COMPILE", "SAMPLER")))
+            table = pd.read_csv(out)
+        names = parameter_names(model)
+        draws = np.stack([table[table[".chain"] == c][names].to_numpy() for c in sorted(table[".chain"].unique())])
+        return Run(draws, float(values["SAMPLER"]), float(values["COMPILE"]), "adapt_delta 0.8 (default)")
+
+    return run
+
+
+def simulate_exam_like(n: int, n_schools: int = 65, seed: int = 2):
+    """Data with the Exam structure: n students in 65 schools, standLRT ~ N(0, 1), sex, random intercept
+    and standLRT slope per school (sd 0.3 and 0.12, correlation 0.5), residual sd 0.75."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    school = np.sort(rng.integers(0, n_schools, n))
+    lrt = rng.normal(size=n)
+    sex = rng.choice(["F", "M"], size=n)
+    cov = np.array([[0.09, 0.5 * 0.3 * 0.12], [0.5 * 0.3 * 0.12, 0.0144]])
+    u = rng.multivariate_normal([0, 0], cov, size=n_schools)
+    y = -0.1 + 0.55 * lrt - 0.17 * (sex == "M") + u[school, 0] + u[school, 1] * lrt + 0.75 * rng.normal(size=n)
+    return pd.DataFrame({"normexam": y, "standLRT": lrt, "sex": sex, "school": school})
+
+
+def slopes_benchmark(args, chains: int, n_iter: int, n_warmup: int) -> None:
+    import pandas as pd
+
+    folder = _data_folder()
+    with_r = not args.no_r and rscript_available(["brms"])
+    if with_r:
+        versions = r_package_versions(["brms", "rstan"])
+        print("brms:", ", ".join(f"{k} {v}" for k, v in versions.items()))
+    else:
+        print("brms: skipped or absent -- no brms column")
+    for label, (formula, file_name) in SLOPES_MODELS.items():
+        data = pd.read_csv(os.path.join(folder, file_name))
+        factors = ["Subject"] if label == "sleepstudy" else ["school", "sex"]
+        for v in factors:
+            data[v] = data[v].astype(str)
+        model = build_model(model_frame(formula, data, allow_random=True))
+        names = parameter_names(model)
+        print(f"\n{label}: {formula}; N = {model.n_obs}, {model.n_levels[0]} groups; {chains} chains x {n_iter} "
+              f"iterations ({n_warmup} warm-up), brms' default priors")
+        entries = [("engine gibbs", engine_entry("engine.gibbs")), ("engine nuts", nuts_entry()),
+                   ("engine nuts collapsed", nuts_entry(marginalize=True))]
+        if with_r:
+            entries.append(("brms (NUTS)", brms_slopes_entry(formula, data, factors)))
+        rows = []
+        for name, function in entries:
+            try:
+                run = function(model, chains, n_iter, n_warmup, SEED)
+            except Exception as error:  # a broken peer must not hide the other rows
+                print(f"{name}: failed ({type(error).__name__}: {error})")
+                continue
+            ess, worst, rhat = min_bulk_ess(run.draws, names)
+            rows.append({"sampler": name, "min bulk ESS": round(ess), "(param)": worst, "max R-hat": round(rhat, 3),
+                         "sampler s": round(run.sampler_seconds, 3), "ESS/s": round(ess / run.sampler_seconds, 1),
+                         "compile s": round(run.compile_seconds, 2), "note": run.note})
+        peer = next((r for r in rows if r["sampler"].startswith("brms")), None)
+        for row in rows:
+            row["vs brms"] = f"{row['ESS/s'] / peer['ESS/s']:.0f}x" if peer else "n/a"
+        print_table(rows, ["sampler", "min bulk ESS", "(param)", "max R-hat", "sampler s", "ESS/s", "vs brms",
+                           "compile s", "note"])
+    if args.no_scaling:
+        return
+    scale_chains, scale_iter, scale_warmup = (1, 1000, 500) if args.quick else (chains, n_iter, n_warmup)
+    scaling = []
+    for n in (4_000, 40_000, 400_000):
+        data = simulate_exam_like(n)
+        frame = model_frame(SLOPES_MODELS["Exam"][0], data.assign(school=data["school"].astype(str)), allow_random=True)
+        start = time.perf_counter()
+        sim_model = build_model(frame)
+        build_seconds = time.perf_counter() - start
+        run = engine_entry("engine.gibbs")(sim_model, scale_chains, scale_iter, scale_warmup, SEED)
+        ess, worst, rhat = min_bulk_ess(run.draws, parameter_names(sim_model))
+        scaling.append({"N": n, "schools": int(sim_model.n_levels[0]), "build s (O(N) pass)": round(build_seconds, 3),
+                        "sampler s": round(run.sampler_seconds, 3),
+                        "s per 1000 iter per chain": round(run.sampler_seconds / scale_chains / scale_iter * 1000, 4),
+                        "min bulk ESS": round(ess), "ESS/s": round(ess / run.sampler_seconds, 1)})
+    print(f"\nscaling (engine gibbs, random slopes, Exam structure, {scale_chains} chain(s) x {scale_iter} iterations):")
     print_table(scaling, list(scaling[0]))
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.gibbs import _draw_scale, _inverse_gamma
 from engine.multilevel.blocks import BlockData, block_location_step, make_block_work
-from engine.multilevel.covariance import covariance_step
+from engine.multilevel.covariance import CovarianceTarget, covariance_step
 from engine.multilevel.location import PriorArrays
 from engine.multilevel.priors import FLAT, NORMAL, STUDENT_T
 
@@ -216,59 +216,75 @@ def run_slopes_chain(rng, n_iter, n_warmup, thin, update_scales, save_ranef, dat
                 z = (gamma[a] - gp.mu[a]) / gp.scale[a]
                 mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
         if update_scales:
-            for t in range(n_terms):
-                g = terms.group[t]
-                q = terms.dim[t]
-                off = terms.offset[t]
-                for a in range(q):
-                    for b in range(q):
-                        scatter[a, b] = 0.0
-                for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
-                    for a in range(q):
-                        for b in range(q):
-                            scatter[a, b] += r[v, off + a] * r[v, off + b]
-                so = terms.sd_offset[t]
-                n_levels = float(block.level_offsets[g + 1] - block.level_offsets[g])
-                covariance_step(rng, theta[t], q, terms.correlated[t], n_levels, scatter,
-                                data.sd_prior.family[so:so + q], data.sd_prior.nu[so:so + q],
-                                data.sd_prior.mu[so:so + q], data.sd_prior.scale[so:so + q], terms.eta[t],
-                                chol[t], cov_work)
-                _term_precision(theta[t], q, terms.correlated[t], chol[t], sigma_inv[g], off)
+            _update_covariances(rng, r, theta, chol, sigma_inv, scatter, cov_work, data)
             rss = _residual_ss(gamma, r, block, data.yty)
             sp = data.sigma_prior
             sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, data.n_obs, rss, int(sp[0]), sp[1], sp[2], sp[3])
         if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
-            if data.has_intercept:
-                intercept = gamma[0]
-                for a in range(1, qf):
-                    intercept -= data.x_means[a - 1] * gamma[a]
-                draws[kept, 0] = intercept
-                for a in range(1, qf):
-                    draws[kept, a] = gamma[a]
-            else:
-                for a in range(qf):
-                    draws[kept, a] = gamma[a]
-            for t in range(n_terms):
-                q = terms.dim[t]
-                for j in range(q):
-                    draws[kept, qf + terms.sd_offset[t] + j] = np.exp(theta[t, j])
-                if terms.correlated[t]:
-                    pos = qf + data.n_sd + terms.cor_offset[t]
-                    L = chol[t]
-                    for i in range(1, q):  # brms order: (0,1), (0,2), (1,2), ...
-                        for j in range(i):
-                            s = 0.0
-                            for k in range(q):
-                                s += L[i, k] * L[j, k]
-                            draws[kept, pos] = s
-                            pos += 1
-            draws[kept, n_params - 1] = sigma
-            if save_ranef:
-                pos = 0
-                for g in range(n_groups):
-                    for c in range(block.group_dims[g]):
-                        for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
-                            ranef[kept, pos] = r[v, c]
-                            pos += 1
+            _store_draw(draws[kept], ranef[kept], gamma, theta, chol, sigma, r,
+                        data, save_ranef)
             kept += 1
     return draws, ranef
+
+
+@numba.njit(cache=True, nogil=True)
+def _update_covariances(rng, r, theta, chol, sigma_inv, scatter, cov_work, data):
+    """Step 3 for every term: its scatter of coefficients, the exact (sd, R) update, Sigma_t^{-1}."""
+    terms, block = data.terms, data.block
+    for t in range(terms.group.shape[0]):
+        g = terms.group[t]
+        q = terms.dim[t]
+        off = terms.offset[t]
+        for a in range(q):
+            for b in range(q):
+                scatter[a, b] = 0.0
+        for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
+            for a in range(q):
+                for b in range(q):
+                    scatter[a, b] += r[v, off + a] * r[v, off + b]
+        so = terms.sd_offset[t]
+        n_levels = float(block.level_offsets[g + 1] - block.level_offsets[g])
+        target = CovarianceTarget(q, terms.correlated[t], n_levels, scatter, data.sd_prior.family[so:so + q],
+                                  data.sd_prior.nu[so:so + q], data.sd_prior.mu[so:so + q],
+                                  data.sd_prior.scale[so:so + q], terms.eta[t])
+        covariance_step(rng, theta[t], target, chol[t], cov_work)
+        _term_precision(theta[t], q, terms.correlated[t], chol[t], sigma_inv[g], off)
+
+
+@numba.njit(cache=True, nogil=True)
+def _store_draw(row, ranef_row, gamma, theta, chol, sigma, r, data, save_ranef):
+    """One kept draw in the canonical order (b_Intercept uncentred, b, sd, cor, sigma) and the ranef order."""
+    terms, block = data.terms, data.block
+    qf = gamma.shape[0]
+    if data.has_intercept:
+        intercept = gamma[0]
+        for a in range(1, qf):
+            intercept -= data.x_means[a - 1] * gamma[a]
+        row[0] = intercept
+        for a in range(1, qf):
+            row[a] = gamma[a]
+    else:
+        for a in range(qf):
+            row[a] = gamma[a]
+    for t in range(terms.group.shape[0]):
+        q = terms.dim[t]
+        for j in range(q):
+            row[qf + terms.sd_offset[t] + j] = np.exp(theta[t, j])
+        if terms.correlated[t]:
+            pos = qf + data.n_sd + terms.cor_offset[t]
+            L = chol[t]
+            for i in range(1, q):  # brms order: (0,1), (0,2), (1,2), ...
+                for j in range(i):
+                    s = 0.0
+                    for k in range(q):
+                        s += L[i, k] * L[j, k]
+                    row[pos] = s
+                    pos += 1
+    row[row.shape[0] - 1] = sigma
+    if save_ranef:
+        pos = 0
+        for g in range(block.group_dims.shape[0]):
+            for c in range(block.group_dims[g]):
+                for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
+                    ranef_row[pos] = r[v, c]
+                    pos += 1

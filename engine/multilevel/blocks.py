@@ -106,14 +106,9 @@ def _forward_solve_columns(chol, d, m, ncol):
 
 
 @numba.njit(cache=True, nogil=True)
-def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gamma_precision, gamma_prior_mean,
-                        data, work):
-    """Draw (gamma, r of ``block``) | other blocks, Sigma, sigma (r of ``block`` | gamma if not draw_gamma).
-
-    gamma: (q_fix,); r: (L, qm) random coefficients, row v holds level v's q_g coefficients; sigma_inv:
-    (G, qm, qm) prior precision Sigma_g^{-1} of each group's coefficient vector; gamma_precision and
-    gamma_prior_mean: (q_fix,) diagonal prior of gamma. Updates gamma and r in place.
-    """
+def _accumulate(block, r, data, work):
+    """Sum the cell cross-products into the block's level blocks, couplings and right-hand sides
+    (other blocks' coefficients moved to the right-hand side), and W'W, W'y into c_mat, rhs_gamma."""
     cell_uu, cell_uy, cell_levels, qf = data.cell_uu, data.cell_uy, data.cell_levels, data.q_fix
     dims, z_off, level_offsets = data.group_dims, data.z_offsets, data.level_offsets
     level_group, depth, ancestors, block_of_group = data.level_group, data.depth, data.ancestors, data.block_of_group
@@ -121,8 +116,6 @@ def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gam
     c_mat, rhs_gamma, uy_adj = work.c_mat, work.rhs_gamma, work.uy_adj
     n_cells, n_groups = cell_levels.shape
     n_u = cell_uy.shape[1]
-    inv_s2 = 1.0 / sigma2
-    # zero the block's accumulators
     for g in range(n_groups):
         if block_of_group[g] != block:
             continue
@@ -133,7 +126,6 @@ def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gam
             level_rhs[v] = 0.0
     c_mat[:, :] = 0.0
     rhs_gamma[:] = 0.0
-    # accumulate from the cells; other blocks' coefficients move to the right-hand side
     for k in range(n_cells):
         for a in range(n_u):
             uy_adj[a] = cell_uy[k, a]
@@ -168,14 +160,22 @@ def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gam
                     col_anc = qf + z_off[anc_group]
                     for b in range(dims[anc_group]):
                         a_anc[v, j, a, b] += cell_uu[k, col + a, col_anc + b]
-    # scale by 1 / sigma^2 and add the priors
+
+
+@numba.njit(cache=True, nogil=True)
+def _scale_and_add_priors(block, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work):
+    """Divide the sums by sigma^2 and add the prior precisions (Sigma_g^{-1} per level, diagonal on gamma)."""
+    qf, dims, level_offsets, depth = data.q_fix, data.group_dims, data.level_offsets, data.depth
+    a_diag, a_anc, b_rows, level_rhs = work.a_diag, work.a_anc, work.b_rows, work.level_rhs
+    c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
+    inv_s2 = 1.0 / sigma2
     for a in range(qf):
         rhs_gamma[a] = rhs_gamma[a] * inv_s2 + gamma_precision[a] * gamma_prior_mean[a]
         for b in range(qf):
             c_mat[a, b] *= inv_s2
         c_mat[a, a] += gamma_precision[a]
-    for g in range(n_groups):
-        if block_of_group[g] != block:
+    for g in range(dims.shape[0]):
+        if data.block_of_group[g] != block:
             continue
         dg = dims[g]
         for v in range(level_offsets[g], level_offsets[g + 1]):
@@ -188,84 +188,97 @@ def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gam
                 for j in range(depth[v]):
                     for b in range(a_anc.shape[3]):
                         a_anc[v, j, a, b] *= inv_s2
-    # eliminate leaves-up (deepest group first); whitened couplings overwrite the level's rows
-    for g in range(n_groups - 1, -1, -1):
-        if block_of_group[g] != block:
-            continue
-        dg = dims[g]
-        for v in range(level_offsets[g], level_offsets[g + 1]):
-            chol = a_diag[v]
-            _cholesky_in_place(chol, dg)
-            for j in range(depth[v]):
-                _forward_solve_columns(chol, dg, a_anc[v, j], dims[level_group[ancestors[v, j]]])
-            _forward_solve_columns(chol, dg, b_rows[v], qf)
-            for i in range(dg):  # x = L^{-1} rhs
-                s = level_rhs[v, i]
-                for kk in range(i):
-                    s -= chol[i, kk] * level_rhs[v, kk]
-                level_rhs[v, i] = s / chol[i, i]
-            for j in range(depth[v]):
-                anc = ancestors[v, j]
-                da = dims[level_group[anc]]
-                xj = a_anc[v, j]
-                for a in range(da):
-                    for b in range(da):
-                        s = 0.0
-                        for i in range(dg):
-                            s += xj[i, a] * xj[i, b]
-                        a_diag[anc, a, b] -= s
-                    for jj in range(j):
-                        xjj = a_anc[v, jj]
-                        djj = dims[level_group[ancestors[v, jj]]]
-                        for b in range(djj):
-                            s = 0.0
-                            for i in range(dg):
-                                s += xj[i, a] * xjj[i, b]
-                            a_anc[anc, jj, a, b] -= s
-                    for b in range(qf):
-                        s = 0.0
-                        for i in range(dg):
-                            s += xj[i, a] * b_rows[v, i, b]
-                        b_rows[anc, a, b] -= s
+
+
+@numba.njit(cache=True, nogil=True)
+def _eliminate_level(v, dg, draw_gamma, data, work):
+    """Factor level v's block, whiten its couplings in place and update its ancestors and the gamma block."""
+    qf, dims, level_group, depth, ancestors = data.q_fix, data.group_dims, data.level_group, data.depth, data.ancestors
+    a_diag, a_anc, b_rows, level_rhs = work.a_diag, work.a_anc, work.b_rows, work.level_rhs
+    c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
+    chol = a_diag[v]
+    _cholesky_in_place(chol, dg)
+    for j in range(depth[v]):
+        _forward_solve_columns(chol, dg, a_anc[v, j], dims[level_group[ancestors[v, j]]])
+    _forward_solve_columns(chol, dg, b_rows[v], qf)
+    for i in range(dg):  # x = L^{-1} rhs
+        s = level_rhs[v, i]
+        for kk in range(i):
+            s -= chol[i, kk] * level_rhs[v, kk]
+        level_rhs[v, i] = s / chol[i, i]
+    for j in range(depth[v]):
+        anc = ancestors[v, j]
+        da = dims[level_group[anc]]
+        xj = a_anc[v, j]
+        for a in range(da):
+            for b in range(da):
+                s = 0.0
+                for i in range(dg):
+                    s += xj[i, a] * xj[i, b]
+                a_diag[anc, a, b] -= s
+            for jj in range(j):
+                xjj = a_anc[v, jj]
+                djj = dims[level_group[ancestors[v, jj]]]
+                for b in range(djj):
                     s = 0.0
                     for i in range(dg):
-                        s += xj[i, a] * level_rhs[v, i]
-                    level_rhs[anc, a] -= s
-            if draw_gamma:
-                for a in range(qf):
-                    s = 0.0
-                    for i in range(dg):
-                        s += b_rows[v, i, a] * level_rhs[v, i]
-                    rhs_gamma[a] -= s
-                    for b in range(a + 1):
-                        s = 0.0
-                        for i in range(dg):
-                            s += b_rows[v, i, a] * b_rows[v, i, b]
-                        c_mat[a, b] -= s
-    # gamma ~ N(S^{-1} rhs, S^{-1}), S = L L'
-    if draw_gamma and qf > 0:
+                        s += xj[i, a] * xjj[i, b]
+                    a_anc[anc, jj, a, b] -= s
+            for b in range(qf):
+                s = 0.0
+                for i in range(dg):
+                    s += xj[i, a] * b_rows[v, i, b]
+                b_rows[anc, a, b] -= s
+            s = 0.0
+            for i in range(dg):
+                s += xj[i, a] * level_rhs[v, i]
+            level_rhs[anc, a] -= s
+    if draw_gamma:
         for a in range(qf):
-            for b in range(a):
-                c_mat[b, a] = c_mat[a, b]
-        chol_s = np.linalg.cholesky(c_mat)
-        u = np.empty(qf)
-        for a in range(qf):
-            s = rhs_gamma[a]
-            for b in range(a):
-                s -= chol_s[a, b] * u[b]
-            u[a] = s / chol_s[a, a]
-        for a in range(qf):
-            u[a] += rng.standard_normal()
-        for a in range(qf - 1, -1, -1):
-            s = u[a]
-            for b in range(a + 1, qf):
-                s -= chol_s[b, a] * gamma[b]
-            gamma[a] = s / chol_s[a, a]
-    # roots first: r_v = L_v^{-T} (x - sum_j X_j r_anc_j - X_b gamma + z)
-    qm = a_diag.shape[1]
-    t = np.empty(qm)
-    for g in range(n_groups):
-        if block_of_group[g] != block:
+            s = 0.0
+            for i in range(dg):
+                s += b_rows[v, i, a] * level_rhs[v, i]
+            rhs_gamma[a] -= s
+            for b in range(a + 1):
+                s = 0.0
+                for i in range(dg):
+                    s += b_rows[v, i, a] * b_rows[v, i, b]
+                c_mat[a, b] -= s
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_gamma(rng, gamma, work):
+    """gamma ~ N(S^{-1} rhs, S^{-1}) from the Schur complement S (lower triangle of c_mat), S = L L'."""
+    c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
+    qf = gamma.shape[0]
+    for a in range(qf):
+        for b in range(a):
+            c_mat[b, a] = c_mat[a, b]
+    chol_s = np.linalg.cholesky(c_mat)
+    u = np.empty(qf)
+    for a in range(qf):
+        s = rhs_gamma[a]
+        for b in range(a):
+            s -= chol_s[a, b] * u[b]
+        u[a] = s / chol_s[a, a]
+    for a in range(qf):
+        u[a] += rng.standard_normal()
+    for a in range(qf - 1, -1, -1):
+        s = u[a]
+        for b in range(a + 1, qf):
+            s -= chol_s[b, a] * gamma[b]
+        gamma[a] = s / chol_s[a, a]
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_levels_roots_first(rng, block, gamma, r, data, work):
+    """r_v = L_v^{-T} (x - sum_j X_j r_anc_j - X_b gamma + z), groups of the block in nesting order."""
+    qf, dims, level_offsets = data.q_fix, data.group_dims, data.level_offsets
+    level_group, depth, ancestors = data.level_group, data.depth, data.ancestors
+    a_diag, a_anc, b_rows, level_rhs = work.a_diag, work.a_anc, work.b_rows, work.level_rhs
+    t = np.empty(a_diag.shape[1])
+    for g in range(dims.shape[0]):
+        if data.block_of_group[g] != block:
             continue
         dg = dims[g]
         for v in range(level_offsets[g], level_offsets[g + 1]):
@@ -284,3 +297,25 @@ def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gam
                 for kk in range(i + 1, dg):
                     s -= chol[kk, i] * r[v, kk]
                 r[v, i] = s / chol[i, i]
+
+
+@numba.njit(cache=True, nogil=True)
+def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gamma_precision, gamma_prior_mean,
+                        data, work):
+    """Draw (gamma, r of ``block``) | other blocks, Sigma, sigma (r of ``block`` | gamma if not draw_gamma).
+
+    gamma: (q_fix,); r: (L, qm) random coefficients, row v holds level v's q_g coefficients; sigma_inv:
+    (G, qm, qm) prior precision Sigma_g^{-1} of each group's coefficient vector; gamma_precision and
+    gamma_prior_mean: (q_fix,) diagonal prior of gamma. Updates gamma and r in place. Steps (module
+    doc): accumulate, scale and add the priors, eliminate leaves-up, draw gamma, draw the levels.
+    """
+    _accumulate(block, r, data, work)
+    _scale_and_add_priors(block, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work)
+    for g in range(data.group_dims.shape[0] - 1, -1, -1):  # deepest group first
+        if data.block_of_group[g] != block:
+            continue
+        for v in range(data.level_offsets[g], data.level_offsets[g + 1]):
+            _eliminate_level(v, data.group_dims[g], draw_gamma, data, work)
+    if draw_gamma and data.q_fix > 0:
+        _draw_gamma(rng, gamma, work)
+    _draw_levels_roots_first(rng, block, gamma, r, data, work)

@@ -28,12 +28,29 @@ tests/test_slopes.py checks against the LKJ and half-t marginals.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
 from engine.multilevel.priors import EXPONENTIAL, NORMAL, STUDENT_T
 
-__all__ = ["covariance_step", "cholesky_from_cpc", "log_scale_prior"]
+__all__ = ["CovarianceTarget", "covariance_step", "cholesky_from_cpc", "log_scale_prior"]
+
+
+class CovarianceTarget(NamedTuple):
+    """p(sd, R | r) of one term: q coefficients, correlated (an LKJ(eta) R), n_levels levels with
+    scatter (q, q) = sum_l r_l r_l', and the sds' priors fam, nu, mu, scale (q,)."""
+
+    q: int
+    correlated: bool
+    n_levels: float
+    scatter: np.ndarray
+    fam: np.ndarray
+    nu: np.ndarray
+    mu: np.ndarray
+    scale: np.ndarray
+    eta: float
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,8 +88,10 @@ def cholesky_from_cpc(y, q, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol, work):
+def _log_target(theta, target, chol, work):
     """log p(theta | r) up to a constant; theta = (log sd (q), CPCs y (q (q - 1) / 2 if correlated))."""
+    q, correlated, n_levels, scatter, eta = target.q, target.correlated, target.n_levels, target.scatter, target.eta
+    fam, nu, mu, scale = target.fam, target.nu, target.mu, target.scale
     value = 0.0
     for j in range(q):
         sd = np.exp(theta[j])
@@ -116,30 +135,28 @@ def _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta
 
 
 @numba.njit(cache=True, nogil=True)
-def covariance_step(rng, theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol, work):
+def covariance_step(rng, theta, target, chol, work):
     """One slice update of every coordinate of theta (in place): exact for p(sd, R | r) (module doc).
 
-    scatter: (q, q) sum of r_l r_l' over the term's n_levels levels; fam, nu, mu, scale: (q,) priors
-    of the sds; eta: the LKJ shape; chol, work: (q, q) work arrays. On return chol holds L.
+    target: CovarianceTarget; chol, work: (q, q) work arrays. On return chol holds L.
     """
+    q, correlated = target.q, target.correlated
     n_coord = q + (q * (q - 1) // 2 if correlated else 0)
     for c in range(n_coord):
         x0 = theta[c]
-        log_level = _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol, work) \
+        log_level = _log_target(theta, target, chol, work) \
             - rng.standard_exponential()
         left = x0 - rng.random()
         right = left + 1.0
         steps = 60
         theta[c] = left
-        while steps > 0 and _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol,
-                                        work) > log_level:
+        while steps > 0 and _log_target(theta, target, chol, work) > log_level:
             left -= 1.0
             theta[c] = left
             steps -= 1
         steps = 60
         theta[c] = right
-        while steps > 0 and _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol,
-                                        work) > log_level:
+        while steps > 0 and _log_target(theta, target, chol, work) > log_level:
             right += 1.0
             theta[c] = right
             steps -= 1
@@ -147,8 +164,7 @@ def covariance_step(rng, theta, q, correlated, n_levels, scatter, fam, nu, mu, s
         for _ in range(200):
             x = left + (right - left) * rng.random()
             theta[c] = x
-            if _log_target(theta, q, correlated, n_levels, scatter, fam, nu, mu, scale, eta, chol,
-                           work) > log_level:
+            if _log_target(theta, target, chol, work) > log_level:
                 accepted = True
                 break
             if x < x0:

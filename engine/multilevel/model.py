@@ -1,7 +1,10 @@
 """The Gaussian multilevel model as plain arrays: the one input of every multilevel sampler.
 
-Model (random intercepts only), for observation i in levels l_1(i), ..., l_G(i) of the G grouping
-factors::
+Random slopes (``(1 + x | g)``, ``(x || g)``, several terms on one factor) generalise the model below
+to a coefficient vector per level, r_g[l] ~ N(0, Sigma_g) with design Z (fields ``terms``,
+``group_dims``, ``Z``, per-cell cross-products ``cell_uu``/``cell_uy``; see MultilevelModel and
+engine.multilevel.blocks); ``has_slopes`` marks that general representation. With random intercepts
+only, for observation i in levels l_1(i), ..., l_G(i) of the G grouping factors::
 
     y_i = b0_c + x_c,i' beta + sum_g r_g[l_g(i)] + e_i,   e_i ~ N(0, sigma^2),
     r_g[l] ~ N(0, tau_g^2),   x_c = x - xbar  (centred as brms centres; intercept column excluded)
@@ -38,6 +41,9 @@ import numpy as np
 
 from engine.errors import ModelSpecError, PriorError
 from engine.multilevel.priors import ResolvedPriors, resolve_priors
+
+__all__ = ["MultilevelModel", "RandomTerm", "build_model", "parameter_names", "ranef_names", "SimpleFrame",
+           "SimpleGroup", "nested_frame"]
 
 
 class MultilevelModel(NamedTuple):

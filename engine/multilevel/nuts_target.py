@@ -413,8 +413,11 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
         validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     except EngineInputError as error:  # the model layer's samplers raise ModelSpecError (as engine.gibbs)
         raise ModelSpecError(str(error)) from None
-    if model.has_slopes:
-        raise ModelSpecError("NUTS does not handle random slopes (or sample_prior='only') yet: use sampler='gibbs'")
+    if model.has_slopes:  # brms' non-centred parametrisation, or collapsed (one grouping factor)
+        from engine.multilevel.nuts_slopes import slopes_sample_chain
+
+        return slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedepth, metric, init,
+                                   save_ranef, thin, marginalize=bool(marginalize))
     if marginalize and model.n_groups == 0:
         marginalize = False  # nothing to integrate out: both densities coincide
     args = collapsed_args(model) if marginalize else noncentred_args(model)

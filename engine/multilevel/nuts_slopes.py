@@ -1,0 +1,725 @@
+"""NUTS for multilevel models with random slopes: brms's non-centred parametrisation.
+
+theta = (gamma (q_fix), log sd (S), y (C), log sigma, z (R)): gamma = (b0_c, beta) the centred intercept
+and coefficients, one log sd per group-level coefficient (term order), the unconstrained canonical
+partial correlations y of every correlated term (engine.multilevel.covariance: z_ij = tanh y_ij, L
+row by row), and the standardised coefficients z ~ N(0, 1) (ranef order: per group, per coefficient,
+per level). Level l of term t has coefficients r_l = diag(sd_t) L_t z_l (brms's ``r_1 = (diag(sd_1)
+* L_1 * z_1)'``). From the per-cell cross-products UU_k, Uy_k of u = (w, z_1, ..., z_G),
+
+    RSS = y'y + sum_k (theta_k' UU_k theta_k - 2 theta_k' Uy_k),   theta_k = (gamma, r of cell k's levels),
+    log p = -N log sigma - RSS / (2 sigma^2) - z'z / 2 + log priors + log-Jacobians,
+
+with brms's priors: LKJ(eta) through the CPCs' independent Betas b_j log(1 - z_ij^2) (tanh Jacobian
+included), sd and sigma priors with the Jacobian log sd. The gradient is analytic: d RSS / d theta_k =
+2 (UU_k theta_k - Uy_k), then the chain rule through r = D L z and the CPC recursion (reverse mode,
+row by row). Cost per evaluation O(K Q^2 + R q): independent of N.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from engine.errors import SamplerError
+from engine.multilevel.location import location_inputs
+from engine.multilevel.sampler import ChainResult, thin_stats
+
+__all__ = ["slopes_args", "slopes_log_density", "slopes_unconstrained_dimension", "slopes_sample_chain"]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_prior(x, family, nu, mu, scale):
+    # the same densities as engine.multilevel.nuts_target.log_prior (codes of engine.multilevel.priors)
+    if family == 1:
+        z = (x - mu) / scale
+        return -0.5 * z * z, -z / scale
+    if family == 2:
+        z = (x - mu) / scale
+        return -0.5 * (nu + 1.0) * math.log1p(z * z / nu), -(nu + 1.0) * z / (nu + z * z) / scale
+    if family == 3:
+        return -x / scale, -1.0 / scale
+    return 0.0, 0.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cpc_forward(theta, pos, q, out):
+    """out[:q, :q] <- L from the CPCs theta[pos:pos + q (q - 1) / 2] (row by row, as the module doc)."""
+    for i in range(q):
+        for j in range(q):
+            out[i, j] = 0.0
+    out[0, 0] = 1.0
+    for i in range(1, q):
+        total = 0.0
+        for j in range(i):
+            w = math.sqrt(max(1.0 - total, 1e-300))
+            value = math.tanh(theta[pos]) * w
+            pos += 1
+            out[i, j] = value
+            total += value * value
+        out[i, i] = math.sqrt(max(1.0 - total, 1e-300))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cpc_backward(theta, grad, pos, q, eta, chol, dL):
+    """Reverse pass of the CPC recursion: adds d f / d y to grad[pos:] given dL = d f / d L (lower
+    triangle, diagonal included); returns the LKJ(eta) log prior of the CPCs (tanh Jacobian included)
+    and adds its gradient."""
+    logp = 0.0
+    for i in range(1, q):
+        base = pos + i * (i - 1) // 2
+        total = 0.0
+        for j in range(i):
+            total += chol[i, j] * chol[i, j]
+        g_s = dL[i, i] * (-0.5 / max(chol[i, i], 1e-300))  # d L_ii / d s_i
+        for j in range(i - 1, -1, -1):
+            l_ij = chol[i, j]
+            total -= l_ij * l_ij  # s_j
+            g_l = dL[i, j] + g_s * 2.0 * l_ij
+            w = math.sqrt(max(1.0 - total, 1e-300))
+            tj = math.tanh(theta[base + j])
+            g_t = g_l * w
+            g_s = g_s + g_l * tj * (-0.5 / w)
+            beta = eta + 0.5 * (q - 2 - j)
+            one_minus = max(1.0 - tj * tj, 1e-300)
+            logp += beta * math.log(one_minus)
+            grad[base + j] += g_t * one_minus - 2.0 * beta * tj
+    return logp
+
+
+class SlopesDensityData(NamedTuple):
+    """The packed (data, index) of both slopes densities viewed as arrays (no copies): sizes qf, G, K,
+    n_u, T, L, S (sds), C (CPCs); cell_levels (K, G); dims, z_off, level_offsets; per term t_group,
+    t_off, t_dim, t_cor, eta; priors gamma_family, g_nu, g_mu, g_scale (qf,), sd_family, s_nu, s_mu,
+    s_scale (S,), sigma_prior (4,); statistics yty, n_obs, cell_uu (K, n_u, n_u), cell_uy (K, n_u) and
+    cell_n (K,; collapsed only, else empty)."""
+
+    qf: int
+    G: int
+    K: int
+    n_u: int
+    T: int
+    L: int
+    S: int
+    C: int
+    cell_levels: np.ndarray
+    dims: np.ndarray
+    z_off: np.ndarray
+    level_offsets: np.ndarray
+    t_group: np.ndarray
+    t_off: np.ndarray
+    t_dim: np.ndarray
+    t_cor: np.ndarray
+    gamma_family: np.ndarray
+    sd_family: np.ndarray
+    yty: float
+    n_obs: float
+    cell_uu: np.ndarray
+    cell_uy: np.ndarray
+    g_nu: np.ndarray
+    g_mu: np.ndarray
+    g_scale: np.ndarray
+    s_nu: np.ndarray
+    s_mu: np.ndarray
+    s_scale: np.ndarray
+    eta: np.ndarray
+    sigma_prior: np.ndarray
+    cell_n: np.ndarray
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _unpack(data, index):
+    qf, G, K, n_u, T, L = index[0], index[1], index[2], index[3], index[4], index[5]
+    o = 6
+    cell_levels = index[o:o + K * G].reshape((K, G))
+    o += K * G
+    dims = index[o:o + G]
+    o += G
+    z_off = index[o:o + G + 1]
+    o += G + 1
+    level_offsets = index[o:o + G + 1]
+    o += G + 1
+    t_group, t_off = index[o:o + T], index[o + T:o + 2 * T]
+    t_dim, t_cor = index[o + 2 * T:o + 3 * T], index[o + 3 * T:o + 4 * T]
+    o += 4 * T
+    gamma_family = index[o:o + qf]
+    o += qf
+    S = 0
+    C = 0
+    for t in range(T):
+        S += t_dim[t]
+        if t_cor[t] == 1:
+            C += t_dim[t] * (t_dim[t] - 1) // 2
+    sd_family = index[o:o + S]
+    p = 2
+    cell_uu = data[p:p + K * n_u * n_u].reshape((K, n_u, n_u))
+    p += K * n_u * n_u
+    cell_uy = data[p:p + K * n_u].reshape((K, n_u))
+    p += K * n_u
+    g_nu, g_mu, g_scale = data[p:p + qf], data[p + qf:p + 2 * qf], data[p + 2 * qf:p + 3 * qf]
+    p += 3 * qf
+    s_nu, s_mu, s_scale = data[p:p + S], data[p + S:p + 2 * S], data[p + 2 * S:p + 3 * S]
+    p += 3 * S
+    eta = data[p:p + T]
+    p += T
+    return SlopesDensityData(qf, G, K, n_u, T, L, S, C, cell_levels, dims, z_off, level_offsets, t_group, t_off,
+                             t_dim, t_cor, gamma_family, sd_family, data[0], data[1], cell_uu, cell_uy, g_nu, g_mu,
+                             g_scale, s_nu, s_mu, s_scale, eta, data[p:p + 4], data[p + 4:p + 4 + K])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _add_priors(theta, grad, d, log_sigma_pos):
+    """Log priors of gamma, the sds (on log sd, with the Jacobian) and sigma; gradient added into grad."""
+    logp = 0.0
+    for a in range(d.qf):
+        lp, g = _log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
+        logp += lp
+        grad[a] += g
+    for s in range(d.S):
+        e = theta[d.qf + s]
+        value = math.exp(e)
+        lp, g = _log_prior(value, d.sd_family[s], d.s_nu[s], d.s_mu[s], d.s_scale[s])
+        logp += lp + e
+        grad[d.qf + s] += g * value + 1.0
+    e = theta[log_sigma_pos]
+    value = math.exp(e)
+    sp = d.sigma_prior
+    lp, g = _log_prior(value, int(sp[0]), sp[1], sp[2], sp[3])
+    grad[log_sigma_pos] += g * value + 1.0
+    return logp + lp + e
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _term_factors(theta, d, qm):
+    """(chol (T, qm, qm) of every term's R, each term's first CPC position in theta)."""
+    chol = np.zeros((d.T, qm, qm))
+    cpc_pos = np.empty(d.T, dtype=np.int64)
+    pos = d.qf + d.S
+    for t in range(d.T):
+        q = d.t_dim[t]
+        cpc_pos[t] = pos
+        if d.t_cor[t] == 1:
+            _cpc_forward(theta, pos, q, chol[t])
+            pos += q * (q - 1) // 2
+        else:
+            for i in range(q):
+                chol[t, i, i] = 1.0
+    return chol, cpc_pos
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _z_index(d, zg, t, j, v):
+    """Position in theta of z for coefficient j of term t at level v (0-based within its group)."""
+    g = d.t_group[t]
+    n_lev = d.level_offsets[g + 1] - d.level_offsets[g]
+    return zg[g] + (d.t_off[t] + j) * n_lev + v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _coefficients(theta, d, chol, zg, qm):
+    """r (L, qm) = D L z for every term and level."""
+    r = np.zeros((d.L, qm))
+    for t in range(d.T):
+        g = d.t_group[t]
+        lo = d.level_offsets[g]
+        for v in range(d.level_offsets[g + 1] - lo):
+            for i in range(d.t_dim[t]):
+                s = 0.0
+                for j in range(i + 1):
+                    s += chol[t, i, j] * theta[_z_index(d, zg, t, j, v)]
+                r[lo + v, d.t_off[t] + i] = math.exp(theta[d.qf + _sd_offset(d, t) + i]) * s
+    return r
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sd_offset(d, t):
+    offset = 0
+    for u in range(t):
+        offset += d.t_dim[u]
+    return offset
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cell_likelihood(theta, r, d, sigma2, grad, grad_r):
+    """RSS from the cells; adds d log-likelihood / d gamma into grad and d / d r into grad_r."""
+    qf, n_u = d.qf, d.n_u
+    rss = d.yty
+    th = np.empty(n_u)
+    gr = np.empty(n_u)
+    for k in range(d.K):
+        for a in range(qf):
+            th[a] = theta[a]
+        for g in range(d.G):
+            v = d.cell_levels[k, g]
+            for c in range(d.dims[g]):
+                th[qf + d.z_off[g] + c] = r[v, c]
+        for a in range(n_u):
+            s = 0.0
+            for b in range(n_u):
+                s += d.cell_uu[k, a, b] * th[b]
+            rss += th[a] * (s - 2.0 * d.cell_uy[k, a])
+            gr[a] = 2.0 * (s - d.cell_uy[k, a])
+        for a in range(qf):
+            grad[a] -= gr[a] * 0.5 / sigma2
+        for g in range(d.G):
+            v = d.cell_levels[k, g]
+            for c in range(d.dims[g]):
+                grad_r[v, c] -= gr[qf + d.z_off[g] + c] * 0.5 / sigma2
+    return rss
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r):
+    """Chain rule through r = D L z (into z, log sd and the CPCs) plus the LKJ log prior; returns it."""
+    logp = 0.0
+    for t in range(d.T):
+        g = d.t_group[t]
+        q = d.t_dim[t]
+        lo = d.level_offsets[g]
+        sd0 = d.qf + _sd_offset(d, t)
+        dL = np.zeros((q, q))
+        for v in range(d.level_offsets[g + 1] - lo):
+            for i in range(q):
+                sd_i = math.exp(theta[sd0 + i])
+                gi = grad_r[lo + v, d.t_off[t] + i]
+                lz = r[lo + v, d.t_off[t] + i] / sd_i if sd_i > 0 else 0.0
+                grad[sd0 + i] += gi * sd_i * lz
+                dg = gi * sd_i
+                for j in range(i + 1):
+                    zi = _z_index(d, zg, t, j, v)
+                    dL[i, j] += dg * theta[zi]
+                    grad[zi] += chol[t, i, j] * dg
+        if d.t_cor[t] == 1:
+            logp += _cpc_backward(theta, grad, cpc_pos[t], q, d.eta[t], chol[t], dL)
+    return logp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def slopes_log_density(theta, data, index):
+    """Log posterior and gradient on packed (data, index) (engine.nuts.LOGP_SIGNATURE); see slopes_args.
+
+    Steps: the terms' Cholesky factors from the CPCs, r = D L z, the likelihood from the cells, the
+    chain rule back through r (LKJ prior included), the N(0, 1) prior of z, the other priors."""
+    d = _unpack(data, index)
+    qm = 1
+    for g in range(d.G):
+        qm = max(qm, d.dims[g])
+    log_sigma_pos = d.qf + d.S + d.C
+    zg = np.empty(d.G, dtype=np.int64)
+    acc = log_sigma_pos + 1
+    for g in range(d.G):
+        zg[g] = acc
+        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+    grad = np.zeros(theta.shape[0])
+    chol, cpc_pos = _term_factors(theta, d, qm)
+    r = _coefficients(theta, d, chol, zg, qm)
+    sigma2 = math.exp(2.0 * theta[log_sigma_pos])
+    grad_r = np.zeros((d.L, qm))
+    rss = _cell_likelihood(theta, r, d, sigma2, grad, grad_r)
+    logp = -d.n_obs * theta[log_sigma_pos] - 0.5 * rss / sigma2
+    grad[log_sigma_pos] += -d.n_obs + rss / sigma2
+    logp += _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r)
+    for i in range(log_sigma_pos + 1, theta.shape[0]):
+        logp -= 0.5 * theta[i] * theta[i]
+        grad[i] -= theta[i]
+    return logp + _add_priors(theta, grad, d, log_sigma_pos), grad
+
+
+def _layout(model):
+    terms = model.terms
+    dims = np.array([t.size for t in terms], dtype=np.int64)
+    cor = np.array([1 if (t.correlated and t.size > 1) else 0 for t in terms], dtype=np.int64)
+    S = int(dims.sum())
+    C = int(np.sum(cor * dims * (dims - 1) // 2))
+    R = int(np.sum(np.diff(model.level_offsets) * model.group_dims))
+    return dims, cor, S, C, R
+
+
+def slopes_unconstrained_dimension(model) -> int:
+    _, _, S, C, R = _layout(model)
+    return int(model.has_intercept) + model.n_coef + S + C + 1 + R
+
+
+def slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
+    """(data, index) of slopes_log_density for ``model`` (layout in the function's unpacking)."""
+    dims, cor, S, C, R = _layout(model)
+    inputs = location_inputs(model)
+    qf = int(model.has_intercept) + model.n_coef
+    K, n_u = model.cell_uu.shape[0], model.cell_uu.shape[1]
+    index = np.concatenate([
+        [qf, model.n_groups, K, n_u, len(model.terms), model.n_levels_total],
+        np.asarray(model.cell_levels).reshape(-1), model.group_dims, model.z_offsets, model.level_offsets,
+        [t.group for t in model.terms], [t.offset for t in model.terms], dims, cor,
+        inputs.gamma_prior.family, model.sd_prior_family]).astype(np.int64)
+    eta = np.where(np.isnan(model.cor_eta), 1.0, model.cor_eta)
+    data = np.concatenate([
+        [float(model.yty), float(model.n_obs)], model.cell_uu.reshape(-1), model.cell_uy.reshape(-1),
+        inputs.gamma_prior.nu, inputs.gamma_prior.mu, inputs.gamma_prior.scale,
+        model.sd_prior_nu, model.sd_prior_mu, model.sd_prior_scale, eta, model.sigma_prior]).astype(np.float64)
+    return np.ascontiguousarray(data), np.ascontiguousarray(index)
+
+
+def _initial_values(model, rng) -> np.ndarray:
+    """Stan's uniform(-2, 2) on the unconstrained scale, gamma and the log scales centred on the data's scale."""
+    dims, cor, S, C, R = _layout(model)
+    qf = int(model.has_intercept) + model.n_coef
+    theta = rng.uniform(-2.0, 2.0, size=slopes_unconstrained_dimension(model))
+    spread = float(np.std(model.y)) or 1.0
+    if model.has_intercept:
+        theta[0] = float(np.mean(model.y)) + spread * theta[0]
+    theta[1 if model.has_intercept else 0:qf] *= 0.1
+    column_sd = np.std(model.Z, axis=0)
+    column_sd = np.where(column_sd > 0, column_sd, 1.0)
+    theta[qf:qf + S] = np.log(spread / column_sd) + 0.5 * theta[qf:qf + S]
+    theta[qf + S + C] = math.log(spread) + 0.5 * theta[qf + S + C]
+    return theta
+
+
+def _to_canonical(model, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unconstrained draws -> (canonical draws (b, sd, cor, sigma), ranef in ranef_names order)."""
+    from engine.multilevel.covariance import cholesky_from_cpc
+
+    dims, cor, S, C, R = _layout(model)
+    qf = int(model.has_intercept) + model.n_coef
+    n = kept.shape[0]
+    out = np.empty((n, model.n_params))
+    out[:, :qf] = kept[:, :qf]
+    if model.has_intercept:
+        out[:, 0] = kept[:, 0] - kept[:, 1:qf] @ np.asarray(model.x_means, dtype=float)
+    out[:, qf:qf + S] = np.exp(kept[:, qf:qf + S])
+    out[:, -1] = np.exp(kept[:, qf + S + C])
+    ranef = np.empty((n, R))
+    z0 = qf + S + C + 1
+    sd_pos, cpc_pos, cor_out = qf, qf + S, qf + S
+    zg = np.concatenate([[0], np.cumsum(np.diff(model.level_offsets) * model.group_dims)]).astype(int)
+    for t, term in enumerate(model.terms):
+        q, g = term.size, term.group
+        n_lev = int(model.level_offsets[g + 1] - model.level_offsets[g])
+        Ls = np.empty((n, q, q))
+        for i in range(n):
+            if cor[t]:
+                cholesky_from_cpc(kept[i, cpc_pos:cpc_pos + q * (q - 1) // 2], q, Ls[i])
+            else:
+                Ls[i] = np.eye(q)
+        if cor[t]:
+            Rm = Ls @ np.transpose(Ls, (0, 2, 1))
+            for a in range(1, q):
+                for b in range(a):
+                    out[:, cor_out] = Rm[:, b, a]
+                    cor_out += 1
+            cpc_pos += q * (q - 1) // 2
+        z = np.stack([kept[:, z0 + zg[g] + (term.offset + j) * n_lev:z0 + zg[g] + (term.offset + j + 1) * n_lev]
+                      for j in range(q)], axis=1)  # (n, q, levels)
+        r = np.exp(kept[:, sd_pos:sd_pos + q])[:, :, None] * (Ls @ z)
+        for j in range(q):
+            start = zg[g] + (term.offset + j) * n_lev
+            ranef[:, start:start + n_lev] = r[:, j, :]
+        sd_pos += q
+    return out, ranef
+
+
+def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedepth, metric, init, save_ranef, thin,
+                        marginalize=False):
+    """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``; then the random
+    coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
+    from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain
+    from engine.nuts_adaptation import adaptation_windows
+    from engine.nuts_tree import make_workspace
+
+    args = collapsed_slopes_args(model) if marginalize else slopes_args(model)
+    target = LogDensity(collapsed_slopes_log_density if marginalize else slopes_log_density)
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    nuts_seed, ranef_seed = sequence.spawn(2)
+    rng = np.random.Generator(np.random.PCG64(nuts_seed))
+    _, _, S, C, R = _layout(model)
+    if init is not None:
+        theta0 = np.asarray(init, dtype=np.float64).reshape(-1)
+    else:
+        theta0 = _initial_values(model, rng)
+        if marginalize:
+            theta0 = theta0[:theta0.shape[0] - R]
+    logp0, grad0 = target(theta0, *args)
+    if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
+        raise SamplerError("the log posterior is not finite at the initial values")
+    windows = adaptation_windows(n_warmup)
+    first = np.array([w[0] for w in windows], dtype=np.int64)
+    last = np.array([w[1] for w in windows], dtype=np.int64)
+    workspace = make_workspace(theta0.shape[0], max_treedepth)
+    status, positions, stats, step_size, _ = run_chain(
+        target, args, rng, theta0, int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth),
+        metric == "dense", first, last, 1.0, workspace)
+    if status == STEP_SIZE_SEARCH_FAILED:
+        raise SamplerError("NUTS step-size search failed (the posterior may be improper: check flat priors)")
+    kept = positions[n_warmup:]
+    if marginalize:  # append zero z's so that the canonical map applies, then draw r exactly
+        kept = np.concatenate([kept, np.zeros((kept.shape[0], R))], axis=1)
+    draws, ranef = _to_canonical(model, kept)
+    if not np.all(np.isfinite(draws)):
+        raise SamplerError("NUTS produced non-finite draws")
+    if not save_ranef:
+        ranef = np.empty((draws.shape[0], 0))
+    elif marginalize:
+        ranef = draw_slopes_ranef(model, draws, np.random.Generator(np.random.PCG64(ranef_seed)))
+    out_stats = {name: stats[n_warmup:, i].copy() for i, name in enumerate(STAT_NAMES)}
+    out_stats["treedepth"] = out_stats["treedepth"].astype(np.int64)
+    out_stats["n_leapfrog"] = out_stats["n_leapfrog"].astype(np.int64)
+    out_stats["divergent"] = out_stats["divergent"].astype(bool)
+    out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
+    out_stats["final_stepsize"] = np.array([step_size])
+    keep = slice(None, None, int(thin))
+    return ChainResult(draws[keep], ranef[keep], thin_stats(out_stats, draws.shape[0], keep))
+
+
+# ------------------------------------------------------------------ collapsed (marginalize=True)
+# One grouping factor (cells = its levels): the random coefficients integrated out per level j with
+# the determinant lemma and Woodbury's identity, A_j = Z_j'Z_j, c_j = Z_j'(y - W gamma),
+# M_j = Sigma^{-1} + A_j / sigma^2, u_j = M_j^{-1} c_j:
+#     log|V_j| = n_j log sigma^2 + log|Sigma| + log|M_j|,  e_j'V_j^{-1}e_j = e_j'e_j / sigma^2 - c_j'u_j / sigma^4,
+# F = sum_j (log|V_j| + e_j'V_j^{-1}e_j) = -2 log-likelihood (+ const). Gradients (P = Sigma^{-1}, v = sigma^2):
+#     dF/dgamma = 2 (W'W gamma - W'y) / v + 2 sum_j (Z_j'W)'u_j / v^2,
+#     dF/dP = sum_j (M_j^{-1} + u_j u_j' / v^2 - Sigma),  dF/dSigma = -P (dF/dP) P,
+#     dF/dv = N / v - e'e / v^2 + sum_j (-tr(M_j^{-1} A_j) / v^2 - u_j'A_j u_j / v^4 + 2 c_j'u_j / v^3),
+#     dF/dlog sd_i = 2 (Sigma_t dF/dSigma_tt)_ii,  dF/dL_t = 2 D_t (dF/dSigma_tt) D_t L_t   (Sigma_t = D_t L_t L_t' D_t),
+# then the CPC recursion in reverse. theta = (gamma, log sd, CPCs, log sigma): q_fix + S + C + 1 dimensions.
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _spd_inverse(M, q, chol, inverse):
+    """chol <- lower Cholesky factor of M, inverse <- M^{-1}; False (no exception: the kernel runs in
+    nogil threads) when M is not numerically positive definite or not finite."""
+    for j in range(q):
+        s = M[j, j]
+        for k in range(j):
+            s -= chol[j, k] * chol[j, k]
+        if not (s > 0.0) or not np.isfinite(s):
+            return False
+        chol[j, j] = math.sqrt(s)
+        for i in range(j + 1, q):
+            t = M[i, j]
+            for k in range(j):
+                t -= chol[i, k] * chol[j, k]
+            chol[i, j] = t / chol[j, j]
+        for i in range(j):
+            chol[i, j] = 0.0
+    # inverse = L^{-T} L^{-1}
+    linv = np.zeros((q, q))
+    for c in range(q):
+        for i in range(q):
+            s = 1.0 if i == c else 0.0
+            for k in range(i):
+                s -= chol[i, k] * linv[k, c]
+            linv[i, c] = s / chol[i, i]
+    for a in range(q):
+        for b in range(q):
+            s = 0.0
+            for k in range(q):
+                s += linv[k, a] * linv[k, b]
+            inverse[a, b] = s
+    return True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _group_covariance(theta, d, q):
+    """(Sigma, Sigma^{-1} (q, q), the terms' Cholesky factors of R, log|Sigma|) of the one group."""
+    sigma_m = np.zeros((q, q))
+    prec = np.zeros((q, q))
+    chol, _ = _term_factors(theta, d, q)
+    log_det_sigma = 0.0
+    for t in range(d.T):
+        qt, off = d.t_dim[t], d.t_off[t]
+        sd = np.empty(qt)
+        for i in range(qt):
+            sd[i] = math.exp(theta[d.qf + off + i])
+            log_det_sigma += 2.0 * theta[d.qf + off + i] + 2.0 * math.log(chol[t, i, i])
+        inv = np.zeros((qt, qt))  # L^{-1}
+        for c in range(qt):
+            for i in range(qt):
+                s = 1.0 if i == c else 0.0
+                for k in range(i):
+                    s -= chol[t, i, k] * inv[k, c]
+                inv[i, c] = s / chol[t, i, i]
+        for a in range(qt):
+            for b in range(qt):
+                s = 0.0
+                for k in range(qt):
+                    s += chol[t, a, k] * chol[t, b, k]
+                sigma_m[off + a, off + b] = sd[a] * sd[b] * s
+                s = 0.0
+                for k in range(qt):
+                    s += inv[k, a] * inv[k, b]
+                prec[off + a, off + b] = s / (sd[a] * sd[b])
+    return sigma_m, prec, chol, log_det_sigma
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fixed_part(gamma, d, v, dF_dgamma):
+    """e'e = y'y - 2 gamma'W'y + gamma'W'W gamma; sets dF/dgamma = 2 (W'W gamma - W'y) / v."""
+    ee = d.yty
+    for a in range(d.qf):
+        wy = 0.0
+        wwg = 0.0
+        for k in range(d.K):
+            wy += d.cell_uy[k, a]
+            for b in range(d.qf):
+                wwg += d.cell_uu[k, a, b] * gamma[b]
+        ee += gamma[a] * (wwg - 2.0 * wy)
+        dF_dgamma[a] = 2.0 * (wwg - wy) / v
+    return ee
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP):
+    """sum_j (log|Sigma| + log|M_j| - c_j'u_j / v^2) and its dF/dv part; adds into dF_dgamma and dF_dP.
+    Returns (F part, dF/dv part, ok) with ok False when some M_j is not numerically positive definite."""
+    qf = d.qf
+    c = np.empty(q)
+    M = np.empty((q, q))
+    LM = np.empty((q, q))
+    u = np.empty(q)
+    minv = np.empty((q, q))
+    F = 0.0
+    dF_dv = 0.0
+    for k in range(d.K):
+        for a in range(q):
+            s = d.cell_uy[k, qf + a]
+            for b in range(qf):
+                s -= d.cell_uu[k, qf + a, b] * gamma[b]
+            c[a] = s
+            for b in range(q):
+                M[a, b] = prec[a, b] + d.cell_uu[k, qf + a, qf + b] / v
+        if not _spd_inverse(M, q, LM, minv):
+            return 0.0, 0.0, False
+        log_det_m = 0.0
+        for a in range(q):
+            log_det_m += 2.0 * math.log(LM[a, a])
+        for a in range(q):
+            s = 0.0
+            for b in range(q):
+                s += minv[a, b] * c[b]
+            u[a] = s
+        cu = 0.0
+        uau = 0.0
+        tr_ma = 0.0
+        for a in range(q):
+            cu += c[a] * u[a]
+            for b in range(q):
+                uau += u[a] * d.cell_uu[k, qf + a, qf + b] * u[b]
+                tr_ma += minv[a, b] * d.cell_uu[k, qf + b, qf + a]
+        F += log_det_sigma + log_det_m - cu / (v * v)
+        dF_dv += -tr_ma / (v * v) - uau / (v * v * v * v) + 2.0 * cu / (v * v * v)
+        for a in range(q):
+            for b in range(q):
+                dF_dP[a, b] += minv[a, b] + u[a] * u[b] / (v * v) - sigma_m[a, b]
+        for b in range(qf):
+            s = 0.0
+            for a in range(q):
+                s += d.cell_uu[k, qf + a, b] * u[a]
+            dF_dgamma[b] += 2.0 * s / (v * v)
+    return F, dF_dv, True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP):
+    """d log p / d (log sd, CPCs) from dF/dP (log p = -F / 2), plus the LKJ log prior; returns it."""
+    dF_dS = -((prec @ dF_dP) @ prec)
+    logp = 0.0
+    cpc = d.qf + d.S
+    for t in range(d.T):
+        qt, off = d.t_dim[t], d.t_off[t]
+        block = dF_dS[off:off + qt, off:off + qt]
+        sig = sigma_m[off:off + qt, off:off + qt]
+        for i in range(qt):
+            s = 0.0
+            for k in range(qt):
+                s += sig[i, k] * block[k, i]
+            grad[d.qf + off + i] -= s  # -0.5 * 2 (Sigma_t dF/dSigma_tt)_ii
+        if d.t_cor[t] == 1:
+            sd = np.empty(qt)
+            for i in range(qt):
+                sd[i] = math.exp(theta[d.qf + off + i])
+            dL = np.zeros((qt, qt))  # d log p / d L = -0.5 * 2 D block D L
+            for i in range(qt):
+                for j in range(i + 1):
+                    s = 0.0
+                    for k in range(qt):
+                        s += sd[i] * block[i, k] * sd[k] * chol[t, k, j]
+                    dL[i, j] = -s
+            logp += _cpc_backward(theta, grad, cpc, qt, d.eta[t], chol[t], dL)
+            cpc += qt * (qt - 1) // 2
+    return logp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def collapsed_slopes_log_density(theta, data, index):
+    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index).
+
+    Steps (formulas above): the group's Sigma and P, the fixed part e'e, the per-level Woodbury and
+    determinant terms, log sigma, the chain rule from dF/dP to (log sd, CPCs) with the LKJ prior, the
+    other priors."""
+    d = _unpack(data, index)
+    q = d.n_u - d.qf  # the one group's coefficients
+    log_sigma_pos = d.qf + d.S + d.C
+    grad = np.zeros(theta.shape[0])
+    v = math.exp(2.0 * theta[log_sigma_pos])
+    sigma_m, prec, chol, log_det_sigma = _group_covariance(theta, d, q)
+    gamma = theta[:d.qf]
+    dF_dgamma = np.zeros(d.qf)
+    ee = _fixed_part(gamma, d, v, dF_dgamma)
+    dF_dP = np.zeros((q, q))
+    F_levels, dF_dv_levels, ok = _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
+    if not ok:  # an extreme theta (step-size search): no exception in nogil threads
+        return -np.inf, np.zeros(theta.shape[0])
+    F = d.n_obs * math.log(v) + ee / v + F_levels
+    dF_dv = d.n_obs / v - ee / (v * v) + dF_dv_levels
+    logp = -0.5 * F
+    for a in range(d.qf):
+        grad[a] -= 0.5 * dF_dgamma[a]
+    grad[log_sigma_pos] -= 0.5 * dF_dv * 2.0 * v
+    logp += _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP)
+    return logp + _add_priors(theta, grad, d, log_sigma_pos), grad
+
+
+def collapsed_slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
+    """(data, index) of collapsed_slopes_log_density: slopes_args plus the cell counts."""
+    if model.n_groups != 1:
+        from engine.errors import ModelSpecError
+
+        raise ModelSpecError(f"marginalize=True with random slopes handles one grouping factor, not "
+                             f"{', '.join(model.group_names)}: use marginalize=False or sampler='gibbs'")
+    data, index = slopes_args(model)
+    return np.ascontiguousarray(np.concatenate([data, model.cell_n])), index
+
+
+def draw_slopes_ranef(model, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random coefficients drawn exactly from p(r | gamma, Sigma, sigma, y) for each canonical draw
+    (one grouping factor): r_j ~ N(M_j^{-1} c_j / sigma^2, M_j^{-1}). Returns (n, R) in ranef order."""
+    qf = int(model.has_intercept) + model.n_coef
+    n, J, q = draws.shape[0], int(model.n_levels[0]), int(model.group_dims[0])
+    gamma = draws[:, :qf].copy()
+    if model.has_intercept:
+        gamma[:, 0] = draws[:, 0] + draws[:, 1:qf] @ model.x_means
+    sd = draws[:, qf:qf + q]
+    corr = np.repeat(np.eye(q)[None], n, axis=0)
+    pos = qf + model.n_sd
+    for term in model.terms:
+        if term.correlated and term.size > 1:
+            for i in range(1, term.size):
+                for j in range(i):
+                    a, b = term.offset + j, term.offset + i
+                    corr[:, a, b] = corr[:, b, a] = draws[:, pos]
+                    pos += 1
+    sigma_m = sd[:, :, None] * corr * sd[:, None, :]
+    precision = np.linalg.inv(sigma_m)
+    v = draws[:, -1] ** 2
+    A = model.cell_uu[:, qf:, qf:]  # (J, q, q); cells are the levels
+    c = model.cell_uy[None, :, qf:] - np.einsum("jab,nb->nja", model.cell_uu[:, qf:, :qf], gamma)  # (n, J, q)
+    M = precision[:, None] + A[None] / v[:, None, None, None]
+    LM = np.linalg.cholesky(M)
+    mean = np.linalg.solve(M, c[..., None])[..., 0] / v[:, None, None]
+    noise = rng.standard_normal((n, J, q))
+    # r = mean + L_M^{-T} noise
+    r = mean + np.linalg.solve(np.transpose(LM, (0, 1, 3, 2)), noise[..., None])[..., 0]
+    return np.ascontiguousarray(np.transpose(r, (0, 2, 1)).reshape(n, q * J))
