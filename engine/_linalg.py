@@ -79,6 +79,17 @@ def solve_upper_t(chol, b):
 
 
 @numba.njit(cache=True, nogil=True)
+def draw_from_precision(rng, chol, rhs, out):
+    """out ~ N(S^{-1} rhs, S^{-1}) given the lower Cholesky factor L of the precision S = L L'
+    (never an inverse): u = L^{-1} rhs, then out = L^{-T} (u + z) with z ~ N(0, I) drawn from
+    ``rng`` in index order (p draws). Shapes: chol (p, p), rhs (p,), out (p,) written in place."""
+    u = solve_lower(chol, rhs)
+    for a in range(u.shape[0]):
+        u[a] += rng.standard_normal()
+    out[:] = solve_upper_t(chol, u)
+
+
+@numba.njit(cache=True, nogil=True)
 def gather(source, rows, cols, out):
     """out[a, b] = source[rows[a], cols[b]] into a preallocated (len(rows), len(cols)) array."""
     for a in range(rows.shape[0]):

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine._linalg import solve_lower, solve_upper_t
+
 
 class CrossBlocks(NamedTuple):
     """Z1'Z_rest in blocks: pairs ``jptr[j]:jptr[j+1]`` belong to level j of term 1.
@@ -545,19 +547,7 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
         Lh = H.copy()
         if not _chol_inplace(Lh):
             break
-        # step = H^{-1} g through the Cholesky factor
-        z = np.zeros(m)
-        for a in range(m):
-            s = g[a]
-            for b in range(a):
-                s -= Lh[a, b] * z[b]
-            z[a] = s / Lh[a, a]
-        step = np.zeros(m)
-        for a in range(m - 1, -1, -1):
-            s = z[a]
-            for b in range(a + 1, m):
-                s -= Lh[b, a] * step[b]
-            step[a] = s / Lh[a, a]
+        step = solve_upper_t(Lh, solve_lower(Lh, g))  # H^{-1} g through the Cholesky factor
         t = 1.0
         improved = False
         small = False

@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine._linalg import draw_from_precision
+
 __all__ = ["BlockData", "BlockWork", "make_block_work", "block_location_step"]
 
 
@@ -254,20 +256,7 @@ def _draw_gamma(rng, gamma, work):
     for a in range(qf):
         for b in range(a):
             c_mat[b, a] = c_mat[a, b]
-    chol_s = np.linalg.cholesky(c_mat)
-    u = np.empty(qf)
-    for a in range(qf):
-        s = rhs_gamma[a]
-        for b in range(a):
-            s -= chol_s[a, b] * u[b]
-        u[a] = s / chol_s[a, a]
-    for a in range(qf):
-        u[a] += rng.standard_normal()
-    for a in range(qf - 1, -1, -1):
-        s = u[a]
-        for b in range(a + 1, qf):
-            s -= chol_s[b, a] * gamma[b]
-        gamma[a] = s / chol_s[a, a]
+    draw_from_precision(rng, np.linalg.cholesky(c_mat), rhs_gamma, gamma)
 
 
 @numba.njit(cache=True, nogil=True)

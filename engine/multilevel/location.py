@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine._linalg import draw_from_precision
 from engine.errors import ModelSpecError
 from engine.multilevel.model import MultilevelModel
 
@@ -221,21 +222,7 @@ def _location_block(rng, block, draw_gamma, eliminate_only, gamma, r, tau, sigma
         for a in range(q):
             for b in range(a):
                 c_mat[b, a] = c_mat[a, b]
-        chol = np.linalg.cholesky(c_mat)
-        # mean: solve L u = rhs, L' m = u; draw: m + L'^{-1} z  ->  solve L' x = u + z
-        u = np.empty(q)
-        for a in range(q):
-            s = rhs_gamma[a]
-            for b in range(a):
-                s -= chol[a, b] * u[b]
-            u[a] = s / chol[a, a]
-        for a in range(q):
-            u[a] += rng.standard_normal()
-        for a in range(q - 1, -1, -1):
-            s = u[a]
-            for b in range(a + 1, q):
-                s -= chol[b, a] * gamma[b]
-            gamma[a] = s / chol[a, a]
+        draw_from_precision(rng, np.linalg.cholesky(c_mat), rhs_gamma, gamma)
     # random effects roots first: r_v | ancestors, gamma ~ N((rhs_v - A_v,anc r_anc - B_v gamma) / d_v, 1 / d_v)
     for g in range(n_groups):
         if block_of_group[g] != block:
