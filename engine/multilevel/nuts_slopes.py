@@ -426,8 +426,8 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
     """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``; then the random
     coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
     from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain
-    from engine.nuts_adaptation import adaptation_windows
-    from engine.nuts_tree import make_workspace
+    from engine.hmc.adaptation import adaptation_windows
+    from engine.hmc.tree import make_workspace
 
     args = collapsed_slopes_args(model) if marginalize else slopes_args(model)
     target = LogDensity(collapsed_slopes_log_density if marginalize else slopes_log_density)
