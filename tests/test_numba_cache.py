@@ -92,3 +92,71 @@ def test_kernels_cache_in_user_wide_dir_when_package_is_read_only():
         if tmp.exists():
             _set_tree_mode(tmp, writable=True)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_A = """import numba
+from .b import base
+
+
+@numba.njit(cache=True)
+def twice():
+    return 2 * base()
+"""
+_B = """import numba
+
+
+@numba.njit(cache=True)
+def base():
+    return {value}
+"""
+
+
+def test_dependant_cache_cleared_after_editing_the_kernel_it_calls(tmp_path, monkeypatch):
+    from engine._cache_check import clear_stale, find_stale
+
+    pkg = tmp_path / "kpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text(_A)
+    (pkg / "b.py").write_text(_B.format(value=1))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(cache))
+
+    def run():
+        code = "import kpkg.a as a; print(a.twice(), sum(a.twice.stats.cache_hits.values()))"
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        value, hits = proc.stdout.split()
+        return int(value), int(hits)
+
+    assert run() == (2, 0)
+    assert run() == (2, 1)  # loaded from the cache
+    assert find_stale(pkg, "kpkg") == []
+    (pkg / "b.py").write_text(_B.format(value=5))
+    later = (pkg / "a.py").stat().st_mtime + 10  # an edit after the caches were written
+    os.utime(pkg / "b.py", (later, later))
+    stale = find_stale(pkg, "kpkg")
+    assert [(path.name.split("-")[0], dep) for path, dep in stale] == [("a.twice", "kpkg.b")]
+    removed = clear_stale(pkg, "kpkg")
+    assert removed == [path for path, _ in stale] and not removed[0].exists()
+    assert run() == (10, 0)  # recompiled against the edited kernel
+    assert run() == (10, 1)
+    assert clear_stale(pkg, "kpkg") == []
+
+
+def test_engine_dependency_graph_sees_kernel_imports():
+    from engine._cache_check import module_dependencies
+
+    deps = module_dependencies(REPO_ROOT / "engine", "engine")
+    assert "engine.formula" in deps["engine.ols"]
+    assert {"engine.hmc.tree", "engine.hmc.adaptation"} <= deps["engine.multilevel.nuts_target"]
+    assert "engine.gibbs_slopes" in deps["engine.gibbs"]
+
+
+def test_import_engine_does_not_import_numba():
+    code = "import sys, engine; print('numba' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
