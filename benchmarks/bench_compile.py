@@ -237,17 +237,24 @@ def main() -> None:
 
     print(f"engine from {REPO_ROOT} (fresh copy, empty NUMBA_CACHE_DIR per case); numba {numba.__version__}; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
-    results = {}
+    results, failures = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
         tmp = Path(tmp)
         src = fresh_copy(tmp)
         for case in cases:
             cache = tmp / f"cache-{case}"
             cache.mkdir()
-            cold = run_child(case, src, cache, tmp, "cold", args.timeout)
-            warm = run_child(case, src, cache, tmp, "warm", args.timeout)
+            try:
+                cold = run_child(case, src, cache, tmp, "cold", args.timeout)
+                warm = run_child(case, src, cache, tmp, "warm", args.timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # report it, go on
+                failures[case] = str(exc)
+                print(f"  {case}: FAILED: {str(exc).strip().splitlines()[-1]}", flush=True)
+                continue
             results[case] = {"cold": cold, "warm": warm}
             print(f"  {case}: cold {cold['seconds']:.2f} s, warm {warm['seconds']:.2f} s", flush=True)
+            if args.json_path:  # written as we go: a long run keeps what it measured
+                Path(args.json_path).write_text(json.dumps({"results": results, "failures": failures}))
 
     rows = []
     for case, res in results.items():
@@ -258,6 +265,10 @@ def main() -> None:
             "kernels loaded": warm["loaded"], "load s (sum)": round(warm["load_s"], 2),
             "warm misses": warm["misses"], ">1 signature": cold["multi_sig"],
         })
+    for case, message in failures.items():
+        print(f"\n{case} FAILED:\n{message[-1500:]}")
+    if not rows:
+        return
     print("\nFirst call in a fresh process (seconds; numba import included, data loading not):")
     print_table(rows, list(rows[0]))
 
@@ -296,7 +307,7 @@ def main() -> None:
                  for name, m in sorted(modules.items(), key=lambda item: -item[1]["compile_s"])],
                 ["module", "kernels", "compile s", "load s"])
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps(results, indent=1))
+        Path(args.json_path).write_text(json.dumps({"results": results, "failures": failures}, indent=1))
         print(f"\nwrote {args.json_path}")
 
 
