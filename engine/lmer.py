@@ -106,7 +106,7 @@ def _factor_codes(data: pd.DataFrame, column: str, rows: np.ndarray, formula: st
     """factor(column) on the kept rows: codes and R's level labels (numbers in numeric order)."""
     if column not in data.columns:
         raise ColumnNotFoundError(f"grouping column {column!r} (in formula {formula!r}) is not in the data")
-    variable = _formula._evaluate_column(data[column], column)
+    variable = _formula._evaluate_column(_formula._column(data, column, formula, None), column)
     return _formula._group_labels(variable, rows, len(data) - len(rows) if len(rows) != len(data) else 0)
 
 

@@ -1,0 +1,315 @@
+"""Numba compile and cache-load cost of engine, cold (empty cache) and warm, per kernel and per call.
+
+Issue 16: a newcomer's first ``python -m engine replicate`` is mostly compilation. This script
+measures where it goes, from a fresh copy of the package and an empty Numba cache:
+
+1. copies ``engine/`` (without any ``__pycache__``, ``*.nbi``, ``*.nbc``) into a temporary folder;
+2. for each case (``import engine``, ``engine.ols``, ``engine.mice`` on 6 columns, ``engine.brm``
+   Gibbs, ``engine.brm(sampler="nuts")``, ``engine.lmer``, ``python -m engine replicate --quick``)
+   makes a new, empty ``NUMBA_CACHE_DIR`` and runs the case in a fresh subprocess twice: cold
+   (every kernel compiled) and then warm (every kernel loaded from that cache);
+3. in each subprocess, wraps ``numba.core.dispatcher.Dispatcher.compile`` to time each kernel's
+   compilation (self time: nested compiles of the kernels it calls are subtracted, so they are
+   not counted twice) and its cache load, and reads each dispatcher's ``signatures`` and
+   ``stats.cache_hits`` / ``stats.cache_misses`` at the end.
+
+It prints, per case, the cold and warm first call (wall seconds, numba's import included, the data
+loading not) with the number of kernels compiled / loaded, then the kernels that cost most to
+compile, then a per-module summary; ``--json PATH`` writes everything (every kernel of every case).
+
+    python benchmarks/bench_compile.py [--cases ols,mice,...] [--json out.json] [--top 25]
+
+A kernel with more than one signature is a duplicate specialisation (compiled once per argument
+type set). Compile times are wall times on the machine as loaded when run; mice compiles on
+several threads, which wait for Numba's global compiler lock, so its per-kernel figures include
+some waiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+
+MODEL1 = "mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit"
+MODEL1_COLUMNS = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1", "grit"]
+NESTED = MODEL1 + " + (1 | schoolid/classid)"
+
+CASES = ["import", "ols", "mice", "brm_gibbs", "brm_nuts", "lmer", "replicate_quick"]
+
+
+# --------------------------------------------------------------------------------------------
+# child side: one case in this (fresh) process
+
+
+class _KernelTimer:
+    """Wraps ``Dispatcher.compile`` to time each kernel's compile (self time) and cache load."""
+
+    def __init__(self):
+        self.records = defaultdict(lambda: {"compile_s": 0.0, "compiles": 0, "load_s": 0.0, "loads": 0})
+        self.dispatchers = {}
+        self._local = threading.local()
+
+    def install(self):
+        from numba.core import dispatcher as _dispatcher
+
+        original = _dispatcher.Dispatcher.compile
+        timer = self
+
+        def compile(disp, sig):  # noqa: A001 (numba's name)
+            stack = getattr(timer._local, "stack", None)
+            if stack is None:
+                stack = timer._local.stack = []
+            misses_before = sum(disp._cache_misses.values())
+            hits_before = sum(disp._cache_hits.values())
+            stack.append(0.0)  # time spent in nested compiles
+            start = time.perf_counter()
+            try:
+                return original(disp, sig)
+            finally:
+                elapsed = time.perf_counter() - start
+                nested = stack.pop()
+                if stack:
+                    stack[-1] += elapsed
+                key = _kernel_key(disp)
+                timer.dispatchers[key] = disp
+                record = timer.records[key]
+                if sum(disp._cache_misses.values()) > misses_before or (
+                        not disp._cache_hits and not disp._cache_misses and elapsed > 1e-3):
+                    record["compile_s"] += elapsed - nested
+                    record["compiles"] += 1
+                elif sum(disp._cache_hits.values()) > hits_before:
+                    record["load_s"] += elapsed - nested
+                    record["loads"] += 1
+
+        _dispatcher.Dispatcher.compile = compile
+
+    def report(self):
+        out = []
+        for key, disp in self.dispatchers.items():
+            record = dict(self.records[key])
+            stats = disp.stats
+            record.update(
+                module=key[0], kernel=key[1],
+                signatures=[str(sig) for sig in disp.signatures],
+                cache_hits=int(sum(stats.cache_hits.values())),
+                cache_misses=int(sum(stats.cache_misses.values())),
+                parallel=bool(disp.targetoptions.get("parallel", False)),
+                cached=bool(getattr(disp, "_cache", None) is not None
+                            and type(disp._cache).__name__ != "NullCache"),
+            )
+            out.append(record)
+        return out
+
+
+def _kernel_key(disp):
+    func = disp.py_func
+    return (getattr(func, "__module__", "?"), getattr(func, "__qualname__", repr(func)))
+
+
+def _study_data():
+    import engine
+
+    return engine.datasets.load_grit()
+
+
+def _run_case(case: str):
+    """Run one case; return (seconds of the measured call, kernel records)."""
+    if case == "import":
+        start = time.perf_counter()
+        import engine  # noqa: F401
+
+        seconds = time.perf_counter() - start
+        return seconds, [], {"numba_imported": "numba" in sys.modules}
+    start_import = time.perf_counter()
+    import engine
+
+    import_s = time.perf_counter() - start_import
+    data = None if case == "replicate_quick" else _study_data()
+    start = time.perf_counter()
+    timer = _KernelTimer()
+    timer.install()  # imports numba: counted in the call, as a user pays it there
+    if case == "ols":
+        engine.ols(MODEL1, data)
+    elif case == "mice":
+        columns = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1"]
+        engine.mice(data[columns], m=5, maxit=5, seed=1)
+    elif case in ("brm_gibbs", "brm_nuts"):
+        complete = data[MODEL1_COLUMNS + ["schoolid", "classid"]].dropna()
+        engine.brm(NESTED, complete, sampler="gibbs" if case == "brm_gibbs" else "nuts",
+                   chains=2, iter=400, warmup=200, seed=1)
+    elif case == "lmer":
+        engine.lmer(NESTED, data)
+    elif case == "replicate_quick":
+        import contextlib
+        import io
+        import runpy
+
+        sys.argv = ["engine", "replicate", "--quick", "--quiet"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                runpy.run_module("engine", run_name="__main__", alter_sys=True)
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise
+    else:
+        raise ValueError(f"unknown case {case!r}")
+    seconds = time.perf_counter() - start
+    return seconds, timer.report(), {"import_engine_s": import_s}
+
+
+def child_main(case: str, out_path: str) -> None:
+    seconds, kernels, extra = _run_case(case)
+    with open(out_path, "w") as fh:
+        json.dump({"case": case, "seconds": seconds, "kernels": kernels, **extra}, fh)
+
+
+# --------------------------------------------------------------------------------------------
+# parent side
+
+
+def fresh_copy(dest: Path) -> Path:
+    src = dest / "src"
+    shutil.copytree(REPO_ROOT / "engine", src / "engine",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc", "*.pyc"))
+    return src
+
+
+def run_child(case: str, src: Path, cache: Path, work: Path, label: str, timeout: float) -> dict:
+    out = work / f"{case}-{label}.json"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", case, "--out", str(out)],
+                          env=env, cwd=str(work), capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{case} ({label}) failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(out.read_text())
+    result["process_s"] = wall
+    return result
+
+
+def summarise(result: dict) -> dict:
+    kernels = result["kernels"]
+    return {
+        "compiled": sum(1 for k in kernels if k["compiles"]),
+        "compile_s": sum(k["compile_s"] for k in kernels),
+        "loaded": sum(1 for k in kernels if k["loads"]),
+        "load_s": sum(k["load_s"] for k in kernels),
+        "misses": sum(k["cache_misses"] for k in kernels),
+        "multi_sig": sum(1 for k in kernels if len(k["signatures"]) > 1),
+        "uncached": sum(1 for k in kernels if not k["cached"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--json", dest="json_path", help="write all measurements to this JSON file")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed in the compile-cost table")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds allowed per subprocess")
+    args = parser.parse_args()
+    if args.child:
+        child_main(args.child, args.out)
+        return
+
+    sys.path.insert(0, str(HERE))
+    from common import print_table
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {CASES}")
+    import numba
+
+    print(f"engine from {REPO_ROOT} (fresh copy, empty NUMBA_CACHE_DIR per case); numba {numba.__version__}; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
+    results, failures = {}, {}
+    with tempfile.TemporaryDirectory(prefix="bench_compile_") as tmp:
+        tmp = Path(tmp)
+        src = fresh_copy(tmp)
+        for case in cases:
+            cache = tmp / f"cache-{case}"
+            cache.mkdir()
+            try:
+                cold = run_child(case, src, cache, tmp, "cold", args.timeout)
+                warm = run_child(case, src, cache, tmp, "warm", args.timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:  # report it, go on
+                failures[case] = str(exc)
+                print(f"  {case}: FAILED: {str(exc).strip().splitlines()[-1]}", flush=True)
+                continue
+            results[case] = {"cold": cold, "warm": warm}
+            print(f"  {case}: cold {cold['seconds']:.2f} s, warm {warm['seconds']:.2f} s", flush=True)
+            if args.json_path:  # written as we go: a long run keeps what it measured
+                Path(args.json_path).write_text(json.dumps({"results": results, "failures": failures}))
+
+    rows = []
+    for case, res in results.items():
+        cold, warm = summarise(res["cold"]), summarise(res["warm"])
+        rows.append({
+            "case": case, "cold s": round(res["cold"]["seconds"], 2), "warm s": round(res["warm"]["seconds"], 2),
+            "kernels compiled": cold["compiled"], "compile s (sum)": round(cold["compile_s"], 2),
+            "kernels loaded": warm["loaded"], "load s (sum)": round(warm["load_s"], 2),
+            "warm misses": warm["misses"], ">1 signature": cold["multi_sig"],
+        })
+    for case, message in failures.items():
+        print(f"\n{case} FAILED:\n{message[-1500:]}")
+    if not rows:
+        return
+    print("\nFirst call in a fresh process (seconds; numba import included, data loading not):")
+    print_table(rows, list(rows[0]))
+
+    # per kernel: the largest cold compile over cases (a kernel is compiled once per case)
+    kernels = {}
+    for case, res in results.items():
+        warm_by_key = {(k["module"], k["kernel"]): k for k in res["warm"]["kernels"]}
+        for k in res["cold"]["kernels"]:
+            key = (k["module"], k["kernel"])
+            best = kernels.get(key)
+            if best is None or k["compile_s"] > best["compile_s"]:
+                w = warm_by_key.get(key, {})
+                kernels[key] = dict(k, case=case, warm_load_s=w.get("load_s", float("nan")))
+    ranked = sorted(kernels.values(), key=lambda k: -k["compile_s"])
+    print(f"\nKernels by compile self time (largest over cases; top {args.top} of {len(ranked)}):")
+    print_table([{
+        "kernel": f"{k['module']}.{k['kernel']}", "compile s": round(k["compile_s"], 2),
+        "load s": round(k["warm_load_s"], 3), "signatures": len(k["signatures"]),
+        "parallel": "yes" if k["parallel"] else "", "cached": "yes" if k["cached"] else "NO", "case": k["case"],
+    } for k in ranked[:args.top]], ["kernel", "compile s", "load s", "signatures", "parallel", "cached", "case"])
+    multi = [k for k in ranked if len(k["signatures"]) > 1]
+    if multi:
+        print("\nDuplicate specialisations (one kernel, several signatures):")
+        for k in multi:
+            print(f"  {k['module']}.{k['kernel']} ({k['case']}): " + "; ".join(k["signatures"]))
+
+    modules = defaultdict(lambda: {"kernels": 0, "compile_s": 0.0, "load_s": 0.0})
+    for k in kernels.values():
+        m = modules[k["module"]]
+        m["kernels"] += 1
+        m["compile_s"] += k["compile_s"]
+        m["load_s"] += k["warm_load_s"] if k["warm_load_s"] == k["warm_load_s"] else 0.0
+    print("\nPer module (kernels seen in any case; compile and load summed over their largest case):")
+    print_table([{"module": name, "kernels": m["kernels"], "compile s": round(m["compile_s"], 2),
+                  "load s": round(m["load_s"], 3)}
+                 for name, m in sorted(modules.items(), key=lambda item: -item[1]["compile_s"])],
+                ["module", "kernels", "compile s", "load s"])
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({"results": results, "failures": failures}, indent=1))
+        print(f"\nwrote {args.json_path}")
+
+
+if __name__ == "__main__":
+    main()

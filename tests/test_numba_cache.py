@@ -1,0 +1,165 @@
+"""Numba's on-disk cache for engine's kernels: read-only installs, and stale caches of dependants.
+
+A read-only install (a system site-packages, a container image): Numba 0.68's cache locators are
+tried in order (``numba/core/caching.py``: ``_CacheImpl._locator_classes``): ``NUMBA_CACHE_DIR``
+when set, then ``__pycache__`` beside the module when a file can be created there, then the
+user-wide ``<user cache dir>/numba/<package dir name>_<sha1 of its path>`` (appdirs: on Linux
+``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``). So engine needs no code of its own for it; the
+test below holds Numba to that, with a copy of the package that the process cannot write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_KERNEL_CALL = r"""
+import json, os, sys
+import numpy as np
+import numba
+import numba.core.caching
+if os.environ.get("ENGINE_TEST_DROP_TO_UID"):
+    numba.njit(lambda a: (a @ a.T).sum() + a.max())(np.ones((2, 2)))  # load numba's lazy imports
+    # running as root, who writes through chmod: become an ordinary user (as a user of a
+    # system-wide install is) once the interpreter and numba are loaded and initialised (their files may sit
+    # where that user cannot read, e.g. under /root)
+    uid = int(os.environ["ENGINE_TEST_DROP_TO_UID"])
+    os.setgid(uid)
+    os.setuid(uid)
+import engine
+from engine._linalg import crossprod
+x = np.arange(12.0).reshape(6, 2)
+xtx = crossprod(x)
+assert np.allclose(xtx, x.T @ x), xtx
+print(json.dumps({
+    "engine_file": engine.__file__,
+    "hits": int(sum(crossprod.stats.cache_hits.values())),
+    "misses": int(sum(crossprod.stats.cache_misses.values())),
+    "cache_path": crossprod._cache._cache_path,
+}))
+"""
+
+
+def _set_tree_mode(root: Path, writable: bool) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644 if writable else 0o444)
+        os.chmod(dirpath, 0o755 if writable else 0o555)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_kernels_cache_in_user_wide_dir_when_package_is_read_only():
+    tmp = Path(tempfile.mkdtemp(prefix="engine_ro_"))
+    try:
+        os.chmod(tmp, 0o755)  # the unprivileged user below must reach the package
+        pkg = tmp / "site"
+        shutil.copytree(REPO_ROOT / "engine", pkg / "engine",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc", "*.pyc"))
+        _set_tree_mode(pkg, writable=False)
+        user_cache = tmp / "xdg-cache"
+        user_cache.mkdir()
+        os.chmod(user_cache, 0o777)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+        env.update(PYTHONPATH=str(pkg), XDG_CACHE_HOME=str(user_cache), HOME=str(tmp),
+                   PYTHONDONTWRITEBYTECODE="1")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            env["ENGINE_TEST_DROP_TO_UID"] = "65534"  # 'nobody'
+        runs = []
+        for _ in range(2):
+            proc = subprocess.run([sys.executable, "-c", _KERNEL_CALL], env=env, cwd=str(tmp),
+                                  capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        first, second = runs
+        assert Path(first["engine_file"]).resolve() == (pkg / "engine" / "__init__.py").resolve()
+        for run in runs:
+            assert Path(run["cache_path"]).resolve().is_relative_to((user_cache / "numba").resolve()), run
+        assert first["misses"] == 1 and first["hits"] == 0, first
+        assert second["hits"] > 0 and second["misses"] == 0, second
+        assert any(p.suffix == ".nbi" for p in Path(second["cache_path"]).iterdir())
+        assert not list((pkg / "engine").rglob("*.nb[ic]"))  # nothing written into the package
+    finally:
+        if tmp.exists():
+            _set_tree_mode(tmp, writable=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_A = """import numba
+from .b import base
+
+
+@numba.njit(cache=True)
+def twice():
+    return 2 * base()
+"""
+_B = """import numba
+
+
+@numba.njit(cache=True)
+def base():
+    return {value}
+"""
+
+
+def test_dependant_cache_cleared_after_editing_the_kernel_it_calls(tmp_path, monkeypatch):
+    from engine._cache_check import clear_stale, find_stale
+
+    pkg = tmp_path / "kpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text(_A)
+    (pkg / "b.py").write_text(_B.format(value=1))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(cache))
+
+    def run():
+        code = "import kpkg.a as a; print(a.twice(), sum(a.twice.stats.cache_hits.values()))"
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        value, hits = proc.stdout.split()
+        return int(value), int(hits)
+
+    assert run() == (2, 0)
+    assert run() == (2, 1)  # loaded from the cache
+    assert find_stale(pkg, "kpkg") == []
+    # an edit after the caches were written (their mtimes set back: file systems with coarse
+    # timestamps could otherwise give the edit the same mtime)
+    for path in cache.rglob("*"):
+        earlier = path.stat().st_mtime - 10
+        os.utime(path, (earlier, earlier))
+    (pkg / "b.py").write_text(_B.format(value=5))
+    stale = find_stale(pkg, "kpkg")
+    assert [(path.name.split("-")[0], dep) for path, dep in stale] == [("a.twice", "kpkg.b")]
+    removed = clear_stale(pkg, "kpkg")
+    assert removed == [path for path, _ in stale] and not removed[0].exists()
+    assert run() == (10, 0)  # recompiled against the edited kernel
+    assert run() == (10, 1)
+    assert clear_stale(pkg, "kpkg") == []
+
+
+def test_engine_dependency_graph_sees_kernel_imports():
+    from engine._cache_check import module_dependencies
+
+    deps = module_dependencies(REPO_ROOT / "engine", "engine")
+    assert "engine.formula" in deps["engine.ols"]
+    assert {"engine.hmc.tree", "engine.hmc.adaptation"} <= deps["engine.multilevel.nuts_target"]
+    assert "engine.gibbs_slopes" in deps["engine.gibbs"]
+
+
+def test_import_engine_does_not_import_numba():
+    code = "import sys, engine; print('numba' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
