@@ -402,6 +402,12 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     check_seed(seed, where="nuts.sample")
     with_data = data is not None or index is not None
     data = NO_DATA if data is None else as_array(data, np.float64, "data").reshape(-1)
+    if index is not None:  # never truncate silently: 1.5 is not an index
+        raw = np.asarray(index)
+        integral = raw.dtype.kind in "iu" or (
+            raw.dtype.kind == "f" and bool(np.all(np.isfinite(raw))) and bool(np.all(raw == np.round(raw))))
+        if not integral:
+            raise EngineInputError(f"index must hold integers (an int64 1-D array); got dtype {raw.dtype}")
     index = NO_INDEX if index is None else as_array(index, np.int64, "index").reshape(-1)
     args = (data, index)
     if isinstance(logp_and_grad, LogDensity):

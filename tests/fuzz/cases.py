@@ -523,6 +523,7 @@ def argument_type_cases() -> list[Case]:
     add("nuts", "init_complex", lambda: engine.nuts.sample(_normal(), np.zeros(2) + 1j), E.EngineInputError, "initial_position")
     add("nuts", "data_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), data=["a"]), E.EngineInputError, "data")
     add("nuts", "index_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), index=["a"]), E.EngineInputError, "index")
+    add("nuts", "index_fraction", lambda: engine.nuts.sample(_normal(), np.zeros(2), index=[0.5, 1.0]), E.EngineInputError, "index")
     add("nuts", "adapt_delta_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), adapt_delta="x"), E.EngineInputError)
     add("nuts", "iter_float", lambda: engine.nuts.sample(_normal(), np.zeros(2), iter=100.0), E.EngineInputError, "iter")
     add("diagnostics", "ragged_lists", lambda: diagnostics.rhat([[1.0, 2.0], [1.0]]), E.EngineInputError)
