@@ -202,26 +202,24 @@ def pg1_cdf(x, z, terms: int = 200) -> np.ndarray:
 
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     z = abs(float(z))
-    out = np.empty_like(x)
+    out = np.zeros_like(x)
     h = np.arange(terms) + 0.5
     sign = np.where(np.arange(terms) % 2 == 0, 1.0, -1.0)
     log_cosh = z / 2.0 + np.log1p(np.exp(-z)) - np.log(2.0)
-    for i, xi in enumerate(x):
-        if xi <= 0.0:
-            out[i] = 0.0
-        elif xi <= 0.25:
-            root = np.sqrt(xi)
-            if z == 0.0:
-                log_terms = np.log(4.0) + log_ndtr(-h / root) + log_cosh
-            else:
-                # F_IG(x; mu, lam) = Phi(sqrt(lam/x)(x/mu - 1)) + exp(2 lam / mu) Phi(-sqrt(lam/x)(x/mu + 1)), lam = h^2, mu = h/z
-                first = log_ndtr((z * xi - h) / root)
-                second = 2.0 * h * z + log_ndtr(-(z * xi + h) / root)
-                log_ig = np.logaddexp(first, second)
-                log_terms = np.log(2.0) - h * z + log_ig + log_cosh
-            out[i] = float(np.sum(sign * np.exp(log_terms)))
+    small = (x > 0.0) & (x <= 0.25)
+    large = x > 0.25
+    if np.any(small):
+        root = np.sqrt(x[small])[:, None]
+        if z == 0.0:
+            log_terms = np.log(4.0) + log_ndtr(-h / root) + log_cosh
         else:
-            lam = 2.0 * _PI**2 * h * h + z * z / 2.0
-            log_terms = np.log(4.0 * _PI * h) - lam * xi - np.log(lam) + log_cosh
-            out[i] = 1.0 - float(np.sum(sign * np.exp(log_terms)))
+            # F_IG(x; mu, lam) = Phi(sqrt(lam/x)(x/mu - 1)) + exp(2 lam / mu) Phi(-sqrt(lam/x)(x/mu + 1)), lam = h^2, mu = h/z
+            xs = x[small][:, None]
+            log_ig = np.logaddexp(log_ndtr((z * xs - h) / root), 2.0 * h * z + log_ndtr(-(z * xs + h) / root))
+            log_terms = np.log(2.0) - h * z + log_ig + log_cosh
+        out[small] = np.sum(sign * np.exp(log_terms), axis=1)
+    if np.any(large):
+        lam = 2.0 * _PI**2 * h * h + z * z / 2.0
+        log_terms = np.log(4.0 * _PI * h) - lam * x[large][:, None] - np.log(lam) + log_cosh
+        out[large] = 1.0 - np.sum(sign * np.exp(log_terms), axis=1)
     return np.clip(out, 0.0, 1.0)
