@@ -86,13 +86,16 @@ def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_n
 _RESERVED = {"model", "n_iter", "n_warmup", "seed", "thin"}
 
 
-def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -> dict[str, Any]:
+def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any], family=None) -> dict[str, Any]:
     """The keyword arguments for the sampler's ``sample_chain``, checked against its signature here
     (a misspelt option fails before any chain starts, naming the options there are)."""
+    from .families import check_sampler, sampler_module
+
     options = dict(options)
+    check_sampler(sampler, marginalize, family)
     if sampler == "nuts":
         options["marginalize"] = bool(marginalize)
-    module = importlib.import_module(SAMPLERS[sampler])
+    module = importlib.import_module(sampler_module(sampler, family, SAMPLERS))
     accepted = [name for name in inspect.signature(module.sample_chain).parameters if name not in _RESERVED]
     unknown = [name for name in options if name not in accepted]
     if unknown:
@@ -109,13 +112,17 @@ def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -
 class _Prepared:
     """What one data set contributes: the model arrays, the names and the bookkeeping."""
 
-    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3):
-        from . import multilevel
+    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3, family=None):
+        from . import families, multilevel
         from .formula import model_frame
 
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-        frame = model_frame(formula, data, allow_random=True)
+        glm = family is not None and not family.has_sigma
+        if glm:
+            frame, trials = families.glm_model_frame(formula, data, family)
+        else:
+            frame = model_frame(formula, data, allow_random=True)
         if not frame.groups:
             raise EngineInputError(
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "
@@ -131,13 +138,18 @@ class _Prepared:
                 stacklevel=stacklevel + 1,  # point at the user's call of brm / brm_multiple
             )
         self.frame = frame
-        self.model = multilevel.build_model(frame, prior)
-        self.parameter_names = list(multilevel.parameter_names(self.model))
+        if glm:  # engine.families: the model layer's arrays with the family, trials and brms' defaults
+            self.model = families.build_glm_model(frame, trials, prior, family)
+            self.parameter_names = families.parameter_names(self.model)
+            base = self.model.base
+        else:
+            self.model = base = multilevel.build_model(frame, prior)
+            self.parameter_names = list(multilevel.parameter_names(self.model))
         self.groups = [
             GroupInfo(name, tuple(str(level) for level in levels))
-            for name, levels in zip(self.model.group_names, self.model.group_levels)
+            for name, levels in zip(base.group_names, base.group_levels)
         ]
-        self.ranef_names = list(multilevel.ranef_names(self.model))
+        self.ranef_names = list(multilevel.ranef_names(base))
         self.priors = _prior_table(self.model)
         self.nobs = int(len(frame.y))
         self.n_dropped = int(frame.n_dropped)
@@ -149,6 +161,17 @@ def _prior_table(model) -> pd.DataFrame:
     from . import priors as priors_module
 
     return priors_module.prior_summary_table(model)
+
+
+def _hash_frame(formula: str, data, family):
+    """The model frame whose fingerprint decides whether a stored fit matches (file=)."""
+    from .formula import model_frame
+
+    if family is not None and not family.has_sigma:
+        from .families import glm_model_frame
+
+        return glm_model_frame(formula, data, family)[0]
+    return model_frame(formula, data, allow_random=True)
 
 
 def frame_hash(frame) -> str:
@@ -170,7 +193,9 @@ def frame_hash(frame) -> str:
 
 def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict):
     """One chain (a picklable task for any executor): the sampler's kept draws, thinned."""
-    module = importlib.import_module(SAMPLERS[sampler])
+    from .families import sampler_module
+
+    module = importlib.import_module(sampler_module(sampler, getattr(model, "family", None), SAMPLERS))
     if "thin" in inspect.signature(module.sample_chain).parameters:
         # the sampler thins itself (keeps post-warmup iterations 0, thin, 2 thin, ...), saving memory
         result = module.sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
@@ -284,6 +309,7 @@ def brm(
     marginalize: bool = False,
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    family="gaussian",
     **sampler_options,
 ) -> BrmFit:
     """Fit a Gaussian multilevel model with random intercepts, as ``brms::brm`` does.
@@ -297,15 +323,21 @@ def brm(
     and reload it instead of refitting when it exists (a warning if the data or formula changed);
     ``data_name``: the name printed after ``Data:`` (default ``"data"``); ``progress``: a line on
     stderr as chains finish (default: when stderr is a terminal), False for none, or a callable
-    ``f(chains_done, chains_total)``.
+    ``f(chains_done, chains_total)``; ``family``: ``"gaussian"`` (default), ``"bernoulli"``,
+    ``"binomial"`` (response ``y | trials(n)``) or ``"poisson"`` (engine.families; brms' default links
+    and priors; ``sampler="gibbs"`` is Pólya-Gamma Gibbs for bernoulli and binomial, NUTS is
+    non-centred for every family).
 
     Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
     A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
     """
+    from .families import get_family
+
+    family = get_family(family)
     sampler, chains, iter, warmup, thin = _validate_run(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
-    options = _sampler_options(sampler, marginalize, sampler_options)
+    options = _sampler_options(sampler, marginalize, sampler_options, family)
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
@@ -313,12 +345,12 @@ def brm(
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                prepared_hash = frame_hash(model_frame(formula, data, allow_random=True))
+                prepared_hash = frame_hash(_hash_frame(formula, data, family))
         except Exception:  # the stored fit is returned regardless, as brms does
             prepared_hash = "unavailable"
         return _reload(file, prepared_hash, formula)
 
-    prepared = _Prepared(formula, data, prior)
+    prepared = _Prepared(formula, data, prior, family=family)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
@@ -346,6 +378,8 @@ def brm(
         n_dropped=prepared.n_dropped,
         seed_info=_seed_info(root, chain_seeds),
         data_hash=prepared.data_hash,
+        family=family.name,
+        links=family.links,
     )
     fit.warn_convergence()
     if file is not None:
@@ -393,6 +427,7 @@ def brm_multiple(
     marginalize: bool = False,
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    family="gaussian",
     **sampler_options,
 ) -> BrmMultipleFit:
     """Fit the same model to every imputed data set and combine the draws, as ``brms::brm_multiple``.
@@ -405,10 +440,13 @@ def brm_multiple(
     ``fit.rhat_within`` give the within-imputation R-hats that the convergence warnings use.
     Other arguments as ``brm``.
     """
+    from .families import get_family
+
+    family = get_family(family)
     sampler, chains, iter, warmup, thin = _validate_run(
         sampler, chains, iter, warmup, thin, marginalize, seed, data_name
     )
-    options = _sampler_options(sampler, marginalize, sampler_options)
+    options = _sampler_options(sampler, marginalize, sampler_options, family)
     datasets = _imputed_datasets(imp)
     m = len(datasets)
     if file is not None and fit_exists(file):
@@ -419,7 +457,7 @@ def brm_multiple(
                 warnings.simplefilter("ignore")
                 combined = hashlib.sha256()
                 for frame in datasets:
-                    combined.update(frame_hash(model_frame(formula, frame, allow_random=True)).encode())
+                    combined.update(frame_hash(_hash_frame(formula, frame, family)).encode())
                 prepared_hash = combined.hexdigest()
         except Exception:
             prepared_hash = "unavailable"
@@ -427,7 +465,7 @@ def brm_multiple(
 
     prepared = []
     for k, frame in enumerate(datasets, start=1):
-        prepared.append(_Prepared(formula, frame, prior, label=f"imputed data set {k}"))
+        prepared.append(_Prepared(formula, frame, prior, label=f"imputed data set {k}", family=family))
     first = prepared[0]
     for k, p in enumerate(prepared[1:], start=2):
         if p.parameter_names != first.parameter_names or p.ranef_names != first.ranef_names:
@@ -472,6 +510,8 @@ def brm_multiple(
         n_dropped=int(sum(p.n_dropped for p in prepared)),
         seed_info=_seed_info(root, chain_seeds),
         data_hash=combined.hexdigest(),
+        family=family.name,
+        links=family.links,
         chain_imputation=np.repeat(np.arange(m, dtype=np.int64), chains),
         m=m,
         nobs_per_imputation=nobs,

@@ -459,3 +459,29 @@ def link(family: Family, mu: np.ndarray) -> np.ndarray:
     if family.link == "log":
         return np.log(mu)
     return mu
+
+
+# ------------------------------------------------------------------------------------ samplers
+
+_GLM_SAMPLERS = {"gibbs": "engine.gibbs_pg", "nuts": "engine.nuts_glm"}
+
+
+def check_sampler(sampler: str, marginalize: bool, family: Family | None) -> None:
+    """EngineInputError for a sampler the family does not have (Gibbs for poisson; marginalize for any GLM)."""
+    if family is None or family.has_sigma:
+        return
+    if sampler == "gibbs" and family.code == POISSON:
+        raise EngineInputError(
+            "sampler='gibbs' is not available for the poisson family (the Pólya-Gamma Gibbs sampler needs the "
+            "logit link of bernoulli or binomial); use sampler='nuts'")
+    if marginalize:
+        raise EngineInputError(
+            f"marginalize=True is not available for the {family.name} family: its random effects have no "
+            "closed-form integral (use marginalize=False)")
+
+
+def sampler_module(sampler: str, family: Family | None, gaussian_samplers: dict[str, str]) -> str:
+    """The module whose ``sample_chain`` runs ``sampler`` for ``family`` (Gaussian: engine.brm's table)."""
+    if family is None or family.has_sigma:
+        return gaussian_samplers[sampler]
+    return _GLM_SAMPLERS[sampler]
