@@ -485,3 +485,10 @@ def sampler_module(sampler: str, family: Family | None, gaussian_samplers: dict[
     if family is None or family.has_sigma:
         return gaussian_samplers[sampler]
     return _GLM_SAMPLERS[sampler]
+
+
+def pointwise_log_lik(model: GLMModel, draws: np.ndarray, ranef: np.ndarray) -> np.ndarray:
+    """log p(y_i | draw s) (S, N) for canonical draws (S, n_params) and random effects (S, L): brms'
+    ``log_lik(fit)`` matrix (what loo takes), with every normalising constant."""
+    eta = linear_predictor(model, draws, ranef)
+    return log_likelihood(model.family, model.base.y, model.trials, eta)
