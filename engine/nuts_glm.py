@@ -35,22 +35,6 @@ from engine.nuts_tree import make_workspace
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log1p_exp(x):
-    """log(1 + e^x) without overflow."""
-    if x > 0.0:
-        return x + math.log1p(math.exp(-x))
-    return math.log1p(math.exp(x))
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _logistic(x):
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_family, gamma_nu, gamma_mu,
                       gamma_scale, sd_family, sd_nu, sd_mu, sd_scale):
     """Log posterior (up to a constant) and gradient in theta = (gamma (q), log tau (G), z (L)).
@@ -77,8 +61,14 @@ def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_fam
             logp += y[i] * eta - mean
             d = y[i] - mean
         else:
-            logp += y[i] * eta - trials[i] * _log1p_exp(eta)
-            d = y[i] - trials[i] * _logistic(eta)
+            # log(1 + e^eta) and logistic(eta) from one exponential, e = exp(-|eta|)
+            e = math.exp(-abs(eta))
+            if eta > 0.0:
+                logp += y[i] * eta - trials[i] * (eta + math.log1p(e))
+                d = y[i] - trials[i] / (1.0 + e)
+            else:
+                logp += y[i] * eta - trials[i] * math.log1p(e)
+                d = y[i] - trials[i] * e / (1.0 + e)
         for a in range(q):
             grad[a] += d * W[i, a]
         for g in range(n_groups):

@@ -51,13 +51,14 @@ def _log_normal_cdf(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def _series_term(n, x):
+def _series_term(n, x, base):
     """a_n(x), the n-th coefficient of J*(1, 0)'s density sum_n (-1)^n a_n(x) (Devroye 2009), piecewise at t:
-    x <= t: pi (n + 1/2) (2 / (pi x))^{3/2} exp(-2 (n + 1/2)^2 / x); x > t: pi (n + 1/2) exp(-(n + 1/2)^2 pi^2 x / 2)."""
+    x <= t: pi (n + 1/2) (2 / (pi x))^{3/2} exp(-2 (n + 1/2)^2 / x); x > t: pi (n + 1/2) exp(-(n + 1/2)^2 pi^2 x / 2).
+    ``base`` = (2 / (pi x))^{3/2} when x <= t (computed once per proposal), unused above t."""
     h = n + 0.5
     if x > _T:
         return _PI * h * math.exp(-0.5 * h * h * _PI * _PI * x)
-    return _PI * h * math.exp(1.5 * math.log(2.0 / (_PI * x)) - 2.0 * h * h / x)
+    return _PI * h * base * math.exp(-2.0 * h * h / x)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -104,38 +105,52 @@ def _truncated_inverse_gaussian(rng, c):
 
 
 @numba.njit(cache=True, nogil=True)
-def draw_pg1(rng, z):
-    """One exact draw of PG(1, z) (Devroye's alternating-series rejection; see the module docstring)."""
-    c = 0.5 * abs(z)
-    k = _PI * _PI / 8.0 + 0.5 * c * c
-    p_exponential = _exponential_part_probability(c, k)
+def _draw_jstar(rng, c, k, p_exponential):
+    """One exact draw of J*(1, c) = 4 PG(1, 2c), given K = pi^2/8 + c^2/2 and the proposal's mixing
+    probability (computed once per (b, z) by the callers)."""
     while True:
         if rng.random() < p_exponential:
             x = _T + rng.standard_exponential() / k
         else:
             x = _truncated_inverse_gaussian(rng, c)
-        s = _series_term(0, x)
+        ratio = 2.0 / (_PI * x)
+        base = ratio * math.sqrt(ratio)  # (2 / (pi x))^{3/2} without a pow
+        s = _series_term(0, x, base)
         u = rng.random() * s
         n = 0
         while True:
             n += 1
             if n % 2 == 1:
-                s -= _series_term(n, x)
+                s -= _series_term(n, x, base)
                 if u <= s:
-                    return 0.25 * x
+                    return x
             else:
-                s += _series_term(n, x)
+                s += _series_term(n, x, base)
                 if u > s:
                     break  # reject; propose again
 
 
 @numba.njit(cache=True, nogil=True)
+def draw_pg1(rng, z):
+    """One exact draw of PG(1, z) (Devroye's alternating-series rejection; see the module docstring)."""
+    c = 0.5 * abs(z)
+    k = _PI * _PI / 8.0 + 0.5 * c * c
+    return 0.25 * _draw_jstar(rng, c, k, _exponential_part_probability(c, k))
+
+
+@numba.njit(cache=True, nogil=True)
 def draw_pg(rng, b, z):
-    """One exact draw of PG(b, z) for integer b >= 0: the sum of b independent PG(1, z) draws."""
+    """One exact draw of PG(b, z) for integer b >= 0: the sum of b independent PG(1, z) draws (the
+    proposal's constants, which depend on z only, computed once)."""
+    if b <= 0:
+        return 0.0
+    c = 0.5 * abs(z)
+    k = _PI * _PI / 8.0 + 0.5 * c * c
+    p_exponential = _exponential_part_probability(c, k)
     total = 0.0
     for _ in range(b):
-        total += draw_pg1(rng, z)
-    return total
+        total += _draw_jstar(rng, c, k, p_exponential)
+    return 0.25 * total
 
 
 @numba.njit(cache=True, nogil=True)
