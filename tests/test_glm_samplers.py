@@ -100,3 +100,25 @@ def test_same_seed_same_draws_and_thinning(fixtures_dir):
     assert np.array_equal(a.draws_values, b.draws_values)
     assert a.family == "binomial" and str(a).startswith(" Family: binomial \n  Links: mu = logit \n")
     assert "Family Specific" not in str(a) and "sigma" not in str(a)
+
+
+def test_crossed_bernoulli_gibbs_agrees_with_nuts():
+    """(1 | a) + (1 | b) crossed: the Pólya-Gamma Gibbs sampler (crossed blocks drawn in turn) and NUTS
+    agree within 4 combined MCSEs + 1% of the SD on every b_ and sd_."""
+    rng = np.random.default_rng(77)
+    a, b = np.meshgrid(np.arange(8), np.arange(6), indexing="ij")
+    a, b = np.repeat(a.ravel(), 4), np.repeat(b.ravel(), 4)
+    x = rng.normal(size=a.size)
+    eta = -0.3 + 0.8 * x + 0.9 * rng.normal(size=8)[a] + 0.6 * rng.normal(size=6)[b]
+    data = pd.DataFrame({"y": (rng.random(a.size) < 1 / (1 + np.exp(-eta))).astype(int), "x": x,
+                         "a": [f"a{i}" for i in a], "b": [f"b{i}" for i in b]})
+    fits = [engine.brm("y ~ x + (1 | a) + (1 | b)", data, family="bernoulli", sampler=s, iter=2000, warmup=500,
+                       seed=11, progress=False) for s in ("gibbs", "nuts")]
+    gibbs, nuts = (f.draws_values for f in fits)
+    assert fits[0].parameter_names == ["b_Intercept", "b_x", "sd_a__Intercept", "sd_b__Intercept"]
+    for j, name in enumerate(fits[0].parameter_names):
+        sd = nuts[:, :, j].std(ddof=1)
+        tol_mean = 4 * np.hypot(mcse_mean(gibbs[:, :, j]), mcse_mean(nuts[:, :, j])) + 0.01 * sd
+        tol_sd = 4 * np.hypot(mcse_sd(gibbs[:, :, j]), mcse_sd(nuts[:, :, j])) + 0.01 * sd
+        assert abs(gibbs[:, :, j].mean() - nuts[:, :, j].mean()) < tol_mean, name
+        assert abs(gibbs[:, :, j].std(ddof=1) - sd) < tol_sd, name
