@@ -16,6 +16,9 @@ import engine
 from engine import families as F
 from engine.diagnostics import mcse_mean, mcse_sd
 
+# short test chains may trip brms' ESS / R-hat warnings; the assertions below are what is tested
+pytestmark = pytest.mark.filterwarnings("ignore::engine.errors.ConvergenceWarning")
+
 CBPP = "incidence | trials(size) ~ period + (1 | herd)"
 EPI = "count ~ zAge + zBase * Trt + (1 | patient)"
 
@@ -122,3 +125,33 @@ def test_crossed_bernoulli_gibbs_agrees_with_nuts():
         tol_sd = 4 * np.hypot(mcse_sd(gibbs[:, :, j]), mcse_sd(nuts[:, :, j])) + 0.01 * sd
         assert abs(gibbs[:, :, j].mean() - nuts[:, :, j].mean()) < tol_mean, name
         assert abs(gibbs[:, :, j].std(ddof=1) - sd) < tol_sd, name
+
+
+def test_brm_multiple_with_a_family(fixtures_dir):
+    data = _data(fixtures_dir, "cbpp_binom")
+    second = data.copy()
+    second.loc[0, "incidence"] = 0
+    fit = engine.brm_multiple(CBPP, [data, second], family="binomial", chains=2, iter=400, warmup=200, seed=3,
+                              progress=False)
+    assert fit.draws_values.shape == (4, 200, 5) and fit.m == 2
+    assert fit.family == "binomial" and fit.links == (("mu", "logit"),)
+    assert " Family: binomial \n  Links: mu = logit \n" in str(fit)
+    assert list(fit.prior_summary()["class"]) == ["b", "b", "b", "b", "Intercept", "sd", "sd", "sd"]
+    single = engine.brm(CBPP, data, family="binomial", chains=2, iter=400, warmup=200,
+                        seed=np.random.SeedSequence(3).spawn(2)[0], progress=False)
+    assert np.array_equal(single.draws_values, fit.draws_values[:2])
+
+
+def test_saved_fit_reloads_with_its_family(fixtures_dir, tmp_path):
+    data = _data(fixtures_dir, "epi_pois")
+    path = tmp_path / "epi"
+    fit = engine.brm(EPI, data, family="poisson", sampler="nuts", chains=1, iter=200, warmup=100, seed=2,
+                     file=path, progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same data: no "data differ" warning
+        again = engine.brm(EPI, data, family="poisson", sampler="nuts", chains=1, iter=200, warmup=100, seed=2,
+                           file=path, progress=False)
+    assert again.family == "poisson" and again.links == (("mu", "log"),)
+    assert np.array_equal(again.draws_values, fit.draws_values) and str(again) == str(fit)
