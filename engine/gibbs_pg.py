@@ -269,6 +269,13 @@ def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed: np.random.Se
         raise ModelSpecError(f"thin must be a positive integer, got {thin}")
     if model.base.n_groups == 0:
         raise ModelSpecError("the Pólya-Gamma Gibbs sampler needs at least one grouping factor")
+    base = model.base
+    level_trials = np.zeros(base.n_levels_total)
+    for g in range(base.n_groups):
+        np.add.at(level_trials, base.group_codes[:, g] + base.level_offsets[g], model.trials)
+    if np.any(level_trials == 0):
+        raise ModelSpecError("a group level has no trials (all its rows have trials 0); the Pólya-Gamma Gibbs "
+                             "sampler needs at least one trial per level: drop those rows or use sampler='nuts'")
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.Generator(np.random.PCG64(sequence))
     init_sd = 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.base.n_groups))

@@ -69,6 +69,12 @@ def _exponential_part_probability(c, k):
     root = 1.0 / math.sqrt(_T)
     b = root * (_T * c - 1.0)
     a = -root * (_T * c + 1.0)
+    if c < 30.0:
+        # direct: no overflow below c = 30 (exp(K t + c) < 1e130); Phi through erfc
+        phi_b = 0.5 * math.erfc(-b / math.sqrt(2.0))
+        phi_a = 0.5 * math.erfc(-a / math.sqrt(2.0))
+        q_over_p = 4.0 / _PI * k * math.exp(k * _T) * (math.exp(-c) * phi_b + math.exp(c) * phi_a)
+        return 1.0 / (1.0 + q_over_p)
     log_base = math.log(k) + k * _T
     # q / p = (4 / pi) (exp(log_base - c + log Phi(b)) + exp(log_base + c + log Phi(a)))
     q_over_p = 4.0 / _PI * (math.exp(log_base - c + _log_normal_cdf(b)) + math.exp(log_base + c + _log_normal_cdf(a)))
