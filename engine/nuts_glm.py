@@ -10,9 +10,11 @@ with gamma = (b0_c, beta) under the model's priors (Intercept on b0_c, b on beta
 sd prior (truncated to (0, inf)), sampled as log tau_g with the Jacobian. Unconstrained parameters
 theta = (gamma (q), log tau (G), z (L)): the non-centred parametrisation of brms' Stan program
 (r = sd * z; Papaspiliopoulos, Roberts & Sköld 2007), with the same priors, so the posterior is
-brms'. No likelihood reduces to cell sums here: an evaluation costs O(N (q + G) + L) through one
-pass over the rows (log-likelihood, and its derivative d_i = y_i - n_i logistic(eta_i) or
-y_i - exp(eta_i) accumulated into gamma and the level sums at once).
+brms'. No likelihood reduces to cell sums here, but rows that share their design row and levels
+share eta and are merged first (aggregate_rows; exact up to a constant). An evaluation then costs
+O(M (q + G) + L) for the M <= N distinct rows, through one pass (log-likelihood, and its
+derivative d_i = y_i - n_i logistic(eta_i) or y_i - m_i exp(eta_i) accumulated into gamma and the
+level sums at once).
 
 The density has engine.nuts' fixed signature (theta, data, index), so the cached NUTS kernel
 (Stan's adaptation, multinomial NUTS, engine.nuts.run_chain) serves it without recompiling.
@@ -39,7 +41,8 @@ def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_fam
                       gamma_scale, sd_family, sd_nu, sd_mu, sd_scale):
     """Log posterior (up to a constant) and gradient in theta = (gamma (q), log tau (G), z (L)).
 
-    y, trials: (N,); W: (N, q); codes: (N, G) global level indices; level_group: (L,).
+    y, trials: (N,) (trials: binomial trials, or for poisson how many identical rows a row stands for);
+    W: (N, q); codes: (N, G) global level indices; level_group: (L,).
     """
     n, q = W.shape
     n_groups = codes.shape[1]
@@ -57,7 +60,7 @@ def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_fam
         for g in range(n_groups):
             eta += r[codes[i, g]]
         if family == POISSON:
-            mean = math.exp(eta)
+            mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
             logp += y[i] * eta - mean
             d = y[i] - mean
         else:
@@ -130,16 +133,37 @@ def _target() -> LogDensity:
     return _TARGET[0]
 
 
+def aggregate_rows(model: GLMModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with the same design row and levels share eta, so they merge without changing the
+    likelihood beyond a constant: binomial/bernoulli rows into one binomial row (sum y of sum n
+    trials), poisson rows into one row with sum y and multiplicity m (y eta - m exp(eta)).
+
+    Returns (y (M,), trials or multiplicity (M,), W (M, q), codes (M, G) global levels), M <= N.
+    """
+    base = model.base
+    W = design_matrix(base)
+    codes = base.group_codes + base.level_offsets[:-1][None, :]
+    weight = np.ones(base.n_obs) if model.family.code == POISSON else np.asarray(model.trials, dtype=float)
+    keys = np.column_stack([codes.astype(np.float64), W])
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    y = np.bincount(inverse, weights=base.y, minlength=unique.shape[0])
+    trials = np.bincount(inverse, weights=weight, minlength=unique.shape[0])
+    G = codes.shape[1]
+    return (np.ascontiguousarray(y), np.ascontiguousarray(trials), np.ascontiguousarray(unique[:, G:]),
+            np.ascontiguousarray(unique[:, :G].astype(np.int64)))
+
+
 def glm_args(model: GLMModel) -> tuple[np.ndarray, np.ndarray]:
-    """(data, index) of glm_log_density for ``model``."""
+    """(data, index) of glm_log_density for ``model`` (on the aggregated rows of aggregate_rows)."""
     base = model.base
     inputs = gibbs_inputs(base)
     q = int(base.has_intercept) + base.n_coef
-    codes = base.group_codes + base.level_offsets[:-1][None, :]
-    header = [base.n_obs, q, base.n_groups, base.n_levels_total, model.family.code]
+    y, trials, W, codes = aggregate_rows(model)
+    header = [y.shape[0], q, base.n_groups, base.n_levels_total, model.family.code]
     index = np.concatenate([np.array(header), codes.reshape(-1), np.asarray(base.level_group).reshape(-1),
                             inputs.gamma_family, np.asarray(base.sd_prior_family).reshape(-1)]).astype(np.int64)
-    parts = [base.y, model.trials, design_matrix(base).reshape(-1), inputs.gamma_nu, inputs.gamma_mu,
+    parts = [y, trials, W.reshape(-1), inputs.gamma_nu, inputs.gamma_mu,
              inputs.gamma_scale, base.sd_prior_nu, base.sd_prior_mu, base.sd_prior_scale]
     data = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
     return np.ascontiguousarray(data), np.ascontiguousarray(index)
