@@ -492,3 +492,23 @@ def pointwise_log_lik(model: GLMModel, draws: np.ndarray, ranef: np.ndarray) -> 
     ``log_lik(fit)`` matrix (what loo takes), with every normalising constant."""
     eta = linear_predictor(model, draws, ranef)
     return log_likelihood(model.family, model.base.y, model.trials, eta)
+
+
+def average_effect(model: GLMModel, draws: np.ndarray, ranef: np.ndarray, column: str) -> np.ndarray:
+    """Per draw, the average effect of a 0/1 design column on the mean of the response:
+    mean_i [mu_i(column = 1) - mu_i(column = 0)] (the probability for bernoulli; per trial for
+    binomial; the expected count for poisson), every other term, random effects included, at its
+    observed value. ``draws`` (S, n_params) canonical, ``ranef`` (S, L). Returns (S,)."""
+    base = model.base
+    if column not in base.coef_names:
+        raise ModelSpecError(f"average_effect: the model has no column {column!r} (columns: {', '.join(base.coef_names)})")
+    j = base.coef_names.index(column)
+    raw = base.X_c[:, j] + base.x_means[j]
+    if not np.all((raw == 0.0) | (raw == 1.0)):
+        raise ModelSpecError(f"average_effect: column {column!r} is not a 0/1 indicator")
+    q0 = int(base.has_intercept)
+    beta = np.asarray(draws, dtype=float)[:, q0 + j][:, None]
+    eta = linear_predictor(model, draws, ranef)
+    treated = inverse_link(model.family, eta + beta * (1.0 - raw))
+    control = inverse_link(model.family, eta - beta * raw)
+    return (treated - control).mean(axis=1)

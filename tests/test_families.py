@@ -227,3 +227,22 @@ def test_print_as_brms(name, formula, family, fixtures_dir):
                  thin=1, sampler="nuts", family=fam.name, links=fam.links)
     expected = (fixtures_dir / "families" / f"{name}_print.txt").read_text()
     assert str(fit).rstrip("\n") == expected.rstrip("\n")
+
+
+def test_average_effect_of_a_binary_column():
+    rng = np.random.default_rng(6)
+    n = 60
+    data = pd.DataFrame({"y": rng.integers(0, 2, n), "t": np.repeat(["a", "b"], n // 2), "x": rng.normal(size=n),
+                         "g": np.tile(np.arange(6), n // 6).astype(str)})
+    model = _model("y ~ t + x + (1 | g)", data, "bernoulli")
+    draws = rng.normal(size=(3, model.n_params))
+    ranef = rng.normal(size=(3, 6))
+    effect = F.average_effect(model, draws, ranef, "tb")
+    levels = list(model.base.group_levels[0])
+    g = np.array([levels.index(v) for v in data["g"]])
+    for s in range(3):
+        base = draws[s, 0] + draws[s, 2] * data["x"].to_numpy() + ranef[s, g]
+        expected = np.mean(1 / (1 + np.exp(-(base + draws[s, 1]))) - 1 / (1 + np.exp(-base)))
+        assert effect[s] == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(Exception, match="not a 0/1 indicator"):
+        F.average_effect(model, draws, ranef, "x")
