@@ -12,6 +12,10 @@ draws are therefore the same whatever executor or number of workers runs the tas
 Samplers (``sampler=``): ``"gibbs"`` (``engine.gibbs.sample_chain``, blocked Gibbs) and ``"nuts"``
 (``engine.nuts_multilevel.sample_chain``; ``marginalize=True`` integrates the random intercepts out
 and draws them afterwards). Extra keyword arguments go to the sampler (e.g. ``adapt_delta``).
+
+Families (``family=``; engine.families): ``"gaussian"`` as above; ``"bernoulli"``, ``"binomial"``
+(``y | trials(n) ~ ...``) and ``"poisson"`` build an ``engine.families.GLMModel`` instead, sampled by
+``engine.gibbs_pg`` (Pólya-Gamma Gibbs; logit families only) or ``engine.nuts_glm`` (non-centred NUTS).
 """
 
 from __future__ import annotations
