@@ -28,6 +28,16 @@ def epilepsy(fixtures_dir):
                        dtype={"Trt": str, "patient": str, "visit": str, "obs": str})
 
 
+@pytest.fixture(scope="module")
+def grit():
+    from engine.datasets import load_grit
+
+    return load_grit()
+
+
+BINARY = "choicer1 ~ grit + male + raven + mathscore1 + (1 | schoolid/classid)"
+
+
 def _model(formula, data, family, prior_=None):
     fam = F.get_family(family)
     frame, trials = F.glm_model_frame(formula, data, fam)
@@ -148,6 +158,7 @@ def test_sampler_errors(epilepsy):
 @pytest.mark.parametrize("name,formula,family,data", [
     ("cbpp_binom", CBPP, "binomial", "cbpp"),
     ("epi_pois", EPI, "poisson", "epilepsy"),
+    ("binary", BINARY, "bernoulli", "grit"),
 ])
 def test_default_priors_print_as_brms(name, formula, family, data, request, fixtures_dir):
     model = _model(formula, request.getfixturevalue(data), family)
@@ -212,18 +223,25 @@ def test_linear_predictor_matches_design(cbpp):
 # ------------------------------------------------------------------------------ printing
 
 
-@pytest.mark.parametrize("name,formula,family", [("cbpp_binom", CBPP, "binomial"), ("epi_pois", EPI, "poisson")])
-def test_print_as_brms(name, formula, family, fixtures_dir):
+PRINT_CASES = {  # name: formula, family, groups (name, levels), nobs, R's name of the data
+    "cbpp_binom": (CBPP, "binomial", [("herd", 15)], 56, "p[[2]]"),
+    "epi_pois": (EPI, "poisson", [("patient", 59)], 236, "p[[2]]"),
+    "binary": (BINARY, "bernoulli", [("schoolid", 16), ("schoolid:classid", 41)], 1256, "d"),
+}
+
+
+@pytest.mark.parametrize("name", list(PRINT_CASES))
+def test_print_as_brms(name, fixtures_dir):
     """brms' own draws in a BrmFit print as brms printed them (character for character)."""
     frame = pd.read_csv(fixtures_dir / "families" / f"{name}_draws.csv.gz").sort_values([".chain", ".iteration"])
     names = [c for c in frame.columns if not c.startswith(".")]
     draws = frame[names].to_numpy().reshape(4, -1, len(names))
-    group = "herd" if family == "binomial" else "patient"
+    formula, family, groups, nobs, data_name = PRINT_CASES[name]
     fam = F.get_family(family)
     fit = BrmFit(formula=formula, parameter_names=names, draws_values=draws, ranef_names=[],
                  ranef_values=np.zeros((4, draws.shape[1], 0)), stats={},
-                 groups=[GroupInfo(group, tuple(str(i) for i in range(15 if family == "binomial" else 59)))],
-                 nobs=56 if family == "binomial" else 236, data_name="p[[2]]", chains=4, iter=2000, warmup=1000,
+                 groups=[GroupInfo(g, tuple(str(i) for i in range(k))) for g, k in groups],
+                 nobs=nobs, data_name=data_name, chains=4, iter=2000, warmup=1000,
                  thin=1, sampler="nuts", family=fam.name, links=fam.links)
     expected = (fixtures_dir / "families" / f"{name}_print.txt").read_text()
     assert str(fit).rstrip("\n") == expected.rstrip("\n")

@@ -17,7 +17,8 @@ from engine import families as F
 from engine.diagnostics import mcse_mean, mcse_sd
 
 # short test chains may trip brms' ESS / R-hat warnings; the assertions below are what is tested
-pytestmark = pytest.mark.filterwarnings("ignore::engine.errors.ConvergenceWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::engine.errors.ConvergenceWarning"),
+              pytest.mark.filterwarnings("ignore::engine.errors.DataWarning")]
 
 CBPP = "incidence | trials(size) ~ period + (1 | herd)"
 EPI = "count ~ zAge + zBase * Trt + (1 | patient)"
@@ -29,7 +30,14 @@ def _read(fixtures_dir, name):
     return names, frame[names].to_numpy().reshape(4, -1, len(names))
 
 
+BINARY = "choicer1 ~ grit + male + raven + mathscore1 + (1 | schoolid/classid)"
+
+
 def _data(fixtures_dir, name):
+    if name == "binary":
+        from engine.datasets import load_grit
+
+        return load_grit()
     if name == "cbpp_binom":
         return pd.read_csv(fixtures_dir / "families" / "lme4_cbpp.csv", dtype={"herd": str, "period": str})
     return pd.read_csv(fixtures_dir / "families" / "brms_epilepsy.csv",
@@ -40,6 +48,8 @@ CASES = {
     "cbpp_binom-gibbs": ("cbpp_binom", CBPP, "binomial", "gibbs"),
     "cbpp_binom-nuts": ("cbpp_binom", CBPP, "binomial", "nuts"),
     "epi_pois-nuts": ("epi_pois", EPI, "poisson", "nuts"),
+    "binary-gibbs": ("binary", BINARY, "bernoulli", "gibbs"),
+    "binary-nuts": ("binary", BINARY, "bernoulli", "nuts"),
 }
 
 
