@@ -18,6 +18,10 @@ classes per school, the same six covariates) for N = 1,500, 15,000 and 150,000 a
 sufficient-statistics pass (build_model, the only O(N) step) apart from sampling.
 
     python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only] [--no-scaling] [--nutpie-python PY]
+                                     [--no-glm] [--glm-only]
+
+The binary and count models of issue 13 (the study's bernoulli model, brms' epilepsy) follow the
+main table: benchmarks/bench_glm.py (``--glm-only`` runs just those, ``--no-glm`` skips them).
 """
 
 from __future__ import annotations
@@ -214,8 +218,15 @@ def main() -> None:
     parser.add_argument("--scaling-only", action="store_true")
     parser.add_argument("--nutpie-python", help="a Python interpreter with pymc and nutpie (default: this one, if it has them)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
+    parser.add_argument("--no-glm", action="store_true", help="skip the binary and count models (bench_glm.py)")
+    parser.add_argument("--glm-only", action="store_true", help="only the binary and count models (bench_glm.py)")
     args = parser.parse_args()
     chains, n_iter, n_warmup = 4, 2000, 1000
+    if args.glm_only:
+        from bench_glm import run_glm_benchmarks
+
+        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup)
+        return
 
     data = study_data()
     model = build_model(model_frame(FORMULA, data, allow_random=True), PRIORS)
@@ -264,6 +275,12 @@ def main() -> None:
             print("(no brms run: brms reference points measured on this project's machine: 12-24 ESS/s, "
                   "compile 53-134 s; the goal is Gibbs >= 50x)")
 
+    if not args.no_glm and not args.scaling_only:
+        # the study's binary model (bernoulli) and brms' epilepsy (poisson): benchmarks/bench_glm.py
+        from bench_glm import run_glm_benchmarks
+
+        print()
+        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup)
     if args.no_scaling:
         return
     # scaling in N (Gibbs; the O(N) pass apart)

@@ -67,7 +67,7 @@ def test_pooled_results_carry_barnard_rubin_df(replicate_run):
 
 def test_multilevel_fits_carry_rhat_and_ess(replicate_run):
     _, numbers, _ = replicate_run
-    assert len(numbers["bayes"]) == 2
+    assert len(numbers["bayes"]) == 3  # school, school/class, and the bernoulli model of choicer1
     for entry in numbers["bayes"].values():
         row = entry["summary"][f"b_{TREATMENT}"]
         assert row["Rhat"] is not None and row["Rhat"] > 0.99
@@ -80,8 +80,9 @@ def test_multilevel_fits_carry_rhat_and_ess(replicate_run):
 def test_closing_table_has_one_row_per_model(replicate_run):
     proc, numbers, _ = replicate_run
     effects = numbers["treatment_effects"]
+    # + the paper's own specification; the bernoulli model adds two rows (log-odds, average effect)
     assert len(effects) == (len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
-                            + len(["paper_spec"]))  # the paper's own specification
+                            + len(["paper_spec"]) + 1)
     for e in effects:
         assert set(e) >= {"model", "method", "estimate", "std_error", "lower", "upper"}
         assert e["lower"] < e["estimate"] < e["upper"]
@@ -94,9 +95,10 @@ def test_every_table_printed_and_reported(replicate_run):
     out = proc.stdout
     assert out.count("Residual standard error:") == len(OLS_MODELS) + 1  # + the paper's specification
     assert out.count("2.5 %") >= 2  # pooled summaries
-    assert out.count("Group-Level Effects:") == 2
+    assert out.count("Group-Level Effects:") == 3
+    assert " Family: bernoulli \n  Links: mu = logit \n" in out
     page = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 1 + 1  # + the paper's specification
+    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 3 + 1 + 1  # + the paper's specification
     pytest.importorskip("matplotlib")
     alts = re.findall(r'<img alt="([^"]+)"', page)
     assert len(alts) == 1 + 2 * 2 + 2
