@@ -263,8 +263,8 @@ def brm(
     marginalize: bool = False,
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
-    family="gaussian",
     sample_prior: str = "no",
+    family="gaussian",
     **sampler_options,
 ) -> BrmFit:
     """Fit a Gaussian multilevel model with random intercepts and slopes, as ``brms::brm`` does.
