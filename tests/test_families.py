@@ -265,3 +265,20 @@ def test_average_effect_of_a_binary_column():
         assert effect[s] == pytest.approx(expected, rel=1e-12)
     with pytest.raises(Exception, match="not a 0/1 indicator"):
         F.average_effect(model, draws, ranef, "x")
+
+
+def test_registry_picks_the_family_sampler():
+    """One place dispatches on the family: the sampler registry, one implementation per (name, family)."""
+    from engine.gibbs import GIBBS
+    from engine.multilevel.gibbs_pg import GIBBS_PG
+    from engine.multilevel.nuts_glm import NUTS_GLM
+    from engine.multilevel.nuts_target import NUTS
+    from engine.multilevel.sampler import get_sampler
+
+    assert get_sampler("gibbs") is GIBBS and get_sampler("nuts", "gaussian") is NUTS
+    assert get_sampler("gibbs", "bernoulli") is GIBBS_PG and get_sampler("GIBBS", "binomial") is GIBBS_PG
+    assert all(get_sampler("nuts", f) is NUTS_GLM for f in ("bernoulli", "binomial", "poisson"))
+    with pytest.raises(EngineInputError, match="sampler='gibbs' is not available for the poisson family.*sampler='nuts'"):
+        get_sampler("gibbs", "poisson")
+    with pytest.raises(EngineInputError, match="unknown sampler 'hmc'"):
+        get_sampler("hmc", "bernoulli")
