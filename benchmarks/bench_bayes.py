@@ -24,7 +24,10 @@ NUTS against brms (default adapt_delta 0.8) in the same run, and a scaling table
 simulated students with the Exam structure (65 schools).
 
     python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only] [--no-scaling] [--nutpie-python PY]
-                                     [--slopes | --slopes-only]
+                                     [--slopes | --slopes-only] [--no-glm] [--glm-only]
+
+The binary and count models of issue 13 (the study's bernoulli model, brms' epilepsy) follow the
+main table: benchmarks/bench_glm.py (``--glm-only`` runs just those, ``--no-glm`` skips them).
 """
 
 from __future__ import annotations
@@ -223,8 +226,15 @@ def main() -> None:
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
     parser.add_argument("--slopes", action="store_true", help="also the random-slopes models (sleepstudy, Exam)")
     parser.add_argument("--slopes-only", action="store_true", help="only the random-slopes models")
+    parser.add_argument("--no-glm", action="store_true", help="skip the binary and count models (bench_glm.py)")
+    parser.add_argument("--glm-only", action="store_true", help="only the binary and count models (bench_glm.py)")
     args = parser.parse_args()
     chains, n_iter, n_warmup = 4, 2000, 1000
+    if args.glm_only:
+        from bench_glm import run_glm_benchmarks
+
+        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup)
+        return
     if args.slopes or args.slopes_only:
         slopes_benchmark(args, chains, n_iter, n_warmup)
         if args.slopes_only:
@@ -277,6 +287,12 @@ def main() -> None:
             print("(no brms run: brms reference points measured on this project's machine: 12-24 ESS/s, "
                   "compile 53-134 s; the goal is Gibbs >= 50x)")
 
+    if not args.no_glm and not args.scaling_only:
+        # the study's binary model (bernoulli) and brms' epilepsy (poisson): benchmarks/bench_glm.py
+        from bench_glm import run_glm_benchmarks
+
+        print()
+        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup)
     if args.no_scaling:
         return
     # scaling in N (Gibbs; the O(N) pass apart)

@@ -13,6 +13,12 @@ Samplers (``sampler=``): the registered ``engine.multilevel.sampler.Sampler`` ob
 (``engine.gibbs``, blocked Gibbs) and ``"nuts"`` (``engine.multilevel.nuts_target``;
 ``marginalize=True`` integrates the random intercepts out and draws them afterwards). Extra keyword
 arguments go to the sampler (e.g. ``adapt_delta``), checked against the options it declares.
+
+Families (``family=``; ``engine.multilevel.families``): ``"gaussian"`` as above; ``"bernoulli"``,
+``"binomial"`` (``y | trials(n) ~ ...``) and ``"poisson"`` build an ``engine.multilevel.families.GLMModel``
+instead (``families.model_frame`` and ``families.describe``), and the registry gives the sampler of
+that name for the family (``get_sampler(name, family)``: ``engine.multilevel.gibbs_pg``, Pólya-Gamma
+Gibbs for the logit families, and ``engine.multilevel.nuts_glm``, non-centred NUTS for all three).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import pandas as pd
 from .errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError
 from .progress import progress_reporter
 from .parallel import run_tasks
-from .multilevel.layout import describe, frame_hash
+from .multilevel import families as _families
+from .multilevel.layout import frame_hash
 from .multilevel.results import BrmFit, BrmMultipleFit, fit_exists, fit_paths, load_fit
 from .multilevel.sampler import get_sampler
 from .validate import check_brm_frame, check_fit_file, sampler_failures
@@ -53,8 +60,9 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_name) -> tuple[str, int, int, int, int]:
-    sampler = get_sampler(sampler).name
+def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_name,
+                  family: str = "gaussian") -> tuple[str, int, int, int, int]:
+    sampler = get_sampler(sampler, family).name
     chains = _check_int("chains", chains, 1)
     iter = _check_int("iter", iter, 1)
     warmup = _check_int("warmup", warmup, 0)
@@ -71,7 +79,10 @@ def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_n
             raise EngineInputError(f"seed must be a non-negative integer, a numpy SeedSequence or None, got {seed!r}")
     if data_name is not None and not isinstance(data_name, str):
         raise EngineInputError(f"data_name must be a string, got {type(data_name).__name__}")
-    if marginalize and "marginalize" not in get_sampler(sampler).options:
+    if marginalize and "marginalize" not in get_sampler(sampler, family).options:
+        refusal = getattr(get_sampler(sampler, family), "unavailable_options", {}).get("marginalize")
+        if refusal:
+            raise EngineInputError(refusal.format(family=family))
         raise EngineInputError(
             f"marginalize=True applies to sampler='nuts' only (sampler {sampler!r} has no such option; "
             "the Gibbs sampler already draws the random intercepts jointly with the fixed effects)"
@@ -79,11 +90,11 @@ def _validate_run(sampler, chains, iter, warmup, thin, marginalize, seed, data_n
     return sampler, chains, iter, warmup, thin
 
 
-def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any]) -> dict[str, Any]:
+def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any], family: str = "gaussian") -> dict[str, Any]:
     """The keyword arguments for the sampler's ``run_chain``, checked against the options it declares
     (a misspelt option fails before any chain starts, naming the options there are)."""
     options = dict(options)
-    accepted = list(get_sampler(sampler).options)
+    accepted = list(get_sampler(sampler, family).options)
     if "marginalize" in accepted:
         options["marginalize"] = bool(marginalize)
     unknown = [name for name in options if name not in accepted]
@@ -102,12 +113,11 @@ class _Prepared:
     """What one data set contributes: the model arrays, the names and the bookkeeping."""
 
     def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3,
-                 sample_prior: str = "no"):
-        from .formula import model_frame
-
+                 sample_prior: str = "no", family=None):
+        family = _families.get_family("gaussian" if family is None else family)
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-        frame = model_frame(formula, data, allow_random=True)
+        frame, trials = _families.model_frame(formula, data, family)
         check_brm_frame(frame, label)
         if not frame.groups:
             raise EngineInputError(
@@ -124,7 +134,7 @@ class _Prepared:
                 stacklevel=stacklevel + 1,  # point at the user's call of brm / brm_multiple
             )
         self.frame = frame
-        layout = describe(frame, prior, sample_prior)
+        layout = _families.describe(frame, trials, prior, family, sample_prior)
         self.model = layout.model
         self.parameter_names = layout.parameter_names
         self.groups = layout.groups
@@ -135,17 +145,19 @@ class _Prepared:
         self.data_hash = layout.data_hash
         from .multilevel.predict import design_from_frame
 
-        self.design = design_from_frame(formula, frame, data)  # what predictions / log_lik / loo need
+        # what predictions / log_lik / loo need (Gaussian only so far: a GLM fit carries none)
+        self.design = design_from_frame(formula, frame, data) if family.has_sigma else None
 
 
 # --------------------------------------------------------------------------- chains
 
 
-def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict):
+def _run_chain(sampler: str, model, n_iter: int, n_warmup: int, thin: int, seed, options: dict,
+               family: str = "gaussian"):
     """One chain (a picklable task for any executor): the sampler's kept draws (it thins itself:
     post-warmup iterations 0, thin, 2 thin, ...)."""
     with sampler_failures(sampler):  # a numerical failure inside a kernel: SamplerError, not LinAlgError
-        result = get_sampler(sampler).run_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+        result = get_sampler(sampler, family).run_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
     draws = np.asarray(result.draws, dtype=np.float64)
     ranef = np.asarray(result.ranef, dtype=np.float64)
     # per-draw statistics (one value per kept iteration) go with the draws; anything else
@@ -252,6 +264,7 @@ def brm(
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
     sample_prior: str = "no",
+    family="gaussian",
     **sampler_options,
 ) -> BrmFit:
     """Fit a Gaussian multilevel model with random intercepts and slopes, as ``brms::brm`` does.
@@ -267,34 +280,36 @@ def brm(
     ``data_name``: the name printed after ``Data:`` (default ``"data"``); ``progress``: a line on
     stderr as chains finish (default: when stderr is a terminal), False for none, or a callable
     ``f(chains_done, chains_total)``; ``sample_prior``: ``"no"`` or ``"only"`` (draws from the prior
-    alone, as brms; needs proper priors).
+    alone, as brms; needs proper priors); ``family``: ``"gaussian"`` (default), ``"bernoulli"``,
+    ``"binomial"`` (response ``y | trials(n)``) or ``"poisson"`` (brms' default links and priors;
+    ``sampler="gibbs"`` is Pólya-Gamma Gibbs for bernoulli and binomial, NUTS is non-centred for
+    every family).
 
     Rows with missing values in the variables used are dropped (a ``DataWarning`` says how many).
     A ``ConvergenceWarning`` reports R-hat above 1.01 or bulk/tail ESS below 100 per chain.
     """
+    family = _families.get_family(family)
     sampler, chains, iter, warmup, thin = _validate_run(
-        sampler, chains, iter, warmup, thin, marginalize, seed, data_name
+        sampler, chains, iter, warmup, thin, marginalize, seed, data_name, family.name
     )
-    options = _sampler_options(sampler, marginalize, sampler_options)
+    options = _sampler_options(sampler, marginalize, sampler_options, family.name)
     if sample_prior not in ("no", "only"):
         raise EngineInputError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
     check_fit_file(file)
     if file is not None and fit_exists(file):
         prepared_hash = None
         try:
-            from .formula import model_frame
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                prepared_hash = frame_hash(model_frame(formula, data, allow_random=True))
+                prepared_hash = frame_hash(_families.model_frame(formula, data, family)[0])
         except Exception:  # the stored fit is returned regardless, as brms does
             prepared_hash = "unavailable"
         return _reload(file, prepared_hash, formula)
 
-    prepared = _Prepared(formula, data, prior, sample_prior=sample_prior)
+    prepared = _Prepared(formula, data, prior, sample_prior=sample_prior, family=family)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
-    tasks = [(sampler, prepared.model, iter, warmup, thin, s, options) for s in chain_seeds]
+    tasks = [(sampler, prepared.model, iter, warmup, thin, s, options, family.name) for s in chain_seeds]
     results = _run_chains(tasks, executor, progress, f"brm ({sampler}): chains")
     draws, ranef, stats, chain_stats = _stack(results, prepared.parameter_names, prepared.ranef_names)
 
@@ -319,6 +334,8 @@ def brm(
         n_dropped=prepared.n_dropped,
         seed_info=_seed_info(root, chain_seeds),
         data_hash=prepared.data_hash,
+        family=family.name,
+        links=family.links,
     )
     fit.design = prepared.design
     fit.warn_convergence()
@@ -367,6 +384,7 @@ def brm_multiple(
     marginalize: bool = False,
     data_name: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    family="gaussian",
     **sampler_options,
 ) -> BrmMultipleFit:
     """Fit the same model to every imputed data set and combine the draws, as ``brms::brm_multiple``.
@@ -379,22 +397,21 @@ def brm_multiple(
     ``fit.rhat_within`` give the within-imputation R-hats that the convergence warnings use.
     Other arguments as ``brm``.
     """
+    family = _families.get_family(family)
     sampler, chains, iter, warmup, thin = _validate_run(
-        sampler, chains, iter, warmup, thin, marginalize, seed, data_name
+        sampler, chains, iter, warmup, thin, marginalize, seed, data_name, family.name
     )
-    options = _sampler_options(sampler, marginalize, sampler_options)
+    options = _sampler_options(sampler, marginalize, sampler_options, family.name)
     datasets = _imputed_datasets(imp)
     m = len(datasets)
     check_fit_file(file)
     if file is not None and fit_exists(file):
         try:
-            from .formula import model_frame
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 combined = hashlib.sha256()
                 for frame in datasets:
-                    combined.update(frame_hash(model_frame(formula, frame, allow_random=True)).encode())
+                    combined.update(frame_hash(_families.model_frame(formula, frame, family)[0]).encode())
                 prepared_hash = combined.hexdigest()
         except Exception:
             prepared_hash = "unavailable"
@@ -402,7 +419,7 @@ def brm_multiple(
 
     prepared = []
     for k, frame in enumerate(datasets, start=1):
-        prepared.append(_Prepared(formula, frame, prior, label=f"imputed data set {k}"))
+        prepared.append(_Prepared(formula, frame, prior, label=f"imputed data set {k}", family=family))
     first = prepared[0]
     for k, p in enumerate(prepared[1:], start=2):
         if p.parameter_names != first.parameter_names or p.ranef_names != first.ranef_names:
@@ -415,7 +432,7 @@ def brm_multiple(
     imputation_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(m)
     chain_seeds = [s for imp_seed in imputation_seeds for s in imp_seed.spawn(chains)]
     tasks = [
-        (sampler, prepared[k].model, iter, warmup, thin, chain_seeds[k * chains + c], options)
+        (sampler, prepared[k].model, iter, warmup, thin, chain_seeds[k * chains + c], options, family.name)
         for k in range(m)
         for c in range(chains)
     ]
@@ -447,6 +464,8 @@ def brm_multiple(
         n_dropped=int(sum(p.n_dropped for p in prepared)),
         seed_info=_seed_info(root, chain_seeds),
         data_hash=combined.hexdigest(),
+        family=family.name,
+        links=family.links,
         chain_imputation=np.repeat(np.arange(m, dtype=np.int64), chains),
         m=m,
         nobs_per_imputation=nobs,

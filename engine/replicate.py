@@ -13,7 +13,10 @@ The analysis (Alan, Boneva & Ertac 2019, Sample 2, as re-analysed in R by E. Ter
    sigma; printed as brms prints a fit.
    Their frequentist counterparts (``engine.lmer``, REML, printed as lme4's ``summary``) on the
    complete cases and pooled over the five imputations.
-4. A closing table of the ``gritintervention`` effect in every model.
+4. The grit effect on choosing the difficult task: ``choicer1 ~ grit + male + raven + mathscore1 +
+   (1 | schoolid/classid)``, bernoulli with brms' default priors, over the five imputations.
+5. A closing table of the ``gritintervention`` effect in every model (for ``choicer1`` the log-odds
+   and the average effect on the probability of choosing the difficult task).
 
 Options: ``--data PATH`` (own copy, CSV or Stata), ``--seed``, ``--sampler gibbs|nuts``,
 ``--quick`` (fewer sweeps and draws, for a look), ``--json PATH``, ``--report DIR``, ``--quiet``.
@@ -48,6 +51,7 @@ MICE_DEFAULT_METHOD = ("cart", "lda", "pmm", "polr")
 SCHOOL_FORMULA = f"mathscore2 ~ 1 + {MODEL1_RHS} + (1 | schoolid)"
 NESTED_FORMULA = f"mathscore2 ~ 1 + {MODEL1_RHS} + (1 | schoolid/classid)"
 DEFAULT_SEED = 4387510
+BINARY_FORMULA = "choicer1 ~ grit + male + raven + mathscore1 + (1 | schoolid/classid)"
 
 
 @dataclass
@@ -313,6 +317,50 @@ def run_lmer(data: pd.DataFrame, imp, outcome: Outcome) -> None:
         })
 
 
+def run_binary(imp, settings: Settings, outcome: Outcome) -> None:
+    """The grit effect on choosing the difficult task (``choicer1``): a bernoulli multilevel model with
+    brms' default priors over the five imputations, printed as brms, and two closing-table rows: the
+    log-odds (b_gritintervention) and the average effect on the probability of choosing the difficult
+    task (per draw, the mean over pupils of P(choice | intervention) - P(choice | control), random
+    effects at their drawn values; engine.multilevel.families.average_effect on each imputed data set's draws)."""
+    from .multilevel import families
+    from .brm import _imputed_datasets, brm_multiple
+
+    chains, n_iter, warmup = settings.bayes_iter
+    t0 = time.perf_counter()
+    fit = brm_multiple(BINARY_FORMULA, imp, family="bernoulli", sampler=settings.sampler, chains=chains,
+                       iter=n_iter, warmup=warmup, seed=settings.seed + 10, data_name="imputed data",
+                       progress=False if settings.quiet else None)
+    seconds = time.perf_counter() - t0
+    name = "brms school/class, choicer1 (bernoulli, default priors)"
+    outcome.timings["bayes_binary_seconds"] = seconds
+    _log(settings, f"{name}: {settings.sampler}, 5 imputations x {chains} chains x {n_iter} iterations: {seconds:.1f} s")
+    _emit(outcome, f"Bayesian multilevel model over 5 imputations: {name}", str(fit))
+    outcome.numbers["bayes"][name] = _bayes_numbers(fit)
+    family = families.get_family("bernoulli")
+    effects = []
+    for k, frame in enumerate(_imputed_datasets(imp)):
+        model_frame, trials = families.glm_model_frame(BINARY_FORMULA, frame, family)
+        model = families.build_glm_model(model_frame, trials, None, family)
+        keep = fit.chain_imputation == k
+        draws = fit.draws_values[keep].reshape(-1, fit.draws_values.shape[2])
+        ranef = fit.ranef_values[keep].reshape(-1, fit.ranef_values.shape[2])
+        effects.append(families.average_effect(model, draws, ranef, TREATMENT))
+    effect = np.concatenate(effects)
+    row = fit.summary().loc[f"b_{TREATMENT}"]
+    common = {"method": f"Bayes ({settings.sampler}), 5 imputations combined", "outcome": "choicer1",
+              "rhat": float(row["Rhat"]), "ess_bulk": float(row["Bulk_ESS"])}
+    outcome.effects.append({"model": f"{name}: log-odds", **common,
+                            "estimate": float(row["Estimate"]), "std_error": float(row["Est.Error"]),
+                            "lower": float(row["l-95% CI"]), "upper": float(row["u-95% CI"])})
+    low, high = np.quantile(effect, [0.025, 0.975])
+    outcome.effects.append({"model": "  average effect on P(difficult task)", **common,
+                            "estimate": float(effect.mean()), "std_error": float(effect.std(ddof=1)),
+                            "lower": float(low), "upper": float(high)})
+    outcome.numbers["bayes"][name]["average_effect_probability"] = {
+        "mean": float(effect.mean()), "sd": float(effect.std(ddof=1)), "q2.5": float(low), "q97.5": float(high)}
+
+
 def effects_table(effects: list) -> str:
     """The closing table: the grit effect in every model, side by side."""
     header = f"{'model':<52s} {'estimate':>9s} {'SE/SD':>8s} {'2.5 %':>8s} {'97.5 %':>8s}"
@@ -323,6 +371,9 @@ def effects_table(effects: list) -> str:
     lines.append("")
     lines.append("estimate: OLS coefficient, pooled estimate, or posterior mean of b_gritintervention;")
     lines.append("SE/SD: standard error or posterior SD; interval: 95% confidence or credible interval.")
+    if any(e.get("outcome") == "choicer1" for e in effects):
+        lines.append("choicer1 rows: log-odds of choosing the difficult task, and the average effect of the")
+        lines.append("intervention on its probability (posterior mean, SD and 95% interval).")
     return "\n".join(lines)
 
 
@@ -338,6 +389,7 @@ def run(settings: Settings) -> Outcome:
     run_bayes(imp, settings, outcome)
     run_paper_spec(data, outcome)
     run_lmer(data, imp, outcome)
+    run_binary(imp, settings, outcome)
     _emit(outcome, "The grit effect across models (gritintervention)", effects_table(outcome.effects))
     outcome.timings["total_seconds"] = time.perf_counter() - start
     outcome.numbers["treatment_effects"] = [

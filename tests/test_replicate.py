@@ -67,7 +67,7 @@ def test_pooled_results_carry_barnard_rubin_df(replicate_run):
 
 def test_multilevel_fits_carry_rhat_and_ess(replicate_run):
     _, numbers, _ = replicate_run
-    assert len(numbers["bayes"]) == 2
+    assert len(numbers["bayes"]) == 3  # school, school/class, and the bernoulli model of choicer1
     for entry in numbers["bayes"].values():
         row = entry["summary"][f"b_{TREATMENT}"]
         assert row["Rhat"] is not None and row["Rhat"] > 0.99
@@ -80,9 +80,11 @@ def test_multilevel_fits_carry_rhat_and_ess(replicate_run):
 def test_closing_table_has_one_row_per_model(replicate_run):
     proc, numbers, _ = replicate_run
     effects = numbers["treatment_effects"]
+    # + the paper's own specification; the bernoulli model adds two rows (log-odds, average effect)
     assert len(effects) == (len(numbers["ols"]) + len(numbers["pooled"]) + len(numbers["bayes"])
                             + len(["paper_spec"])  # the paper's own specification
-                            + 2 * len(numbers["lmer"]))  # lmer: complete cases and pooled
+                            + 2 * len(numbers["lmer"])  # lmer: complete cases and pooled
+                            + 1)  # the bernoulli model's average effect on the probability
     for e in effects:
         assert set(e) >= {"model", "method", "estimate", "std_error", "lower", "upper"}
         assert e["lower"] < e["estimate"] < e["upper"]
@@ -95,9 +97,10 @@ def test_every_table_printed_and_reported(replicate_run):
     out = proc.stdout
     assert out.count("Residual standard error:") == len(OLS_MODELS) + 1  # + the paper's specification
     assert out.count("2.5 %") >= 2  # pooled summaries
-    assert out.count("Group-Level Effects:") == 2
+    assert out.count("Group-Level Effects:") == 3
+    assert " Family: bernoulli \n  Links: mu = logit \n" in out
     page = (report_dir / "index.html").read_text(encoding="utf-8")
-    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 2 + 4 + 1 + 1  # + 4 lmer blocks, the paper's specification
+    assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 3 + 4 + 1 + 1  # + 4 lmer blocks, the paper's specification
     assert out.count("Linear mixed model fit by REML ['lmerMod']") == 2
     pytest.importorskip("matplotlib")
     alts = re.findall(r'<img alt="([^"]+)"', page)

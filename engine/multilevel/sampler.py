@@ -11,8 +11,11 @@ A sampler is an object with
   iteration after ``n_warmup`` (iterations n_warmup, n_warmup + thin, ...).
 
 Samplers register themselves with ``register_sampler`` when their module is imported;
-``get_sampler(name)`` imports the built-in ones (``engine.gibbs``, ``engine.multilevel.nuts_target``)
-first. A new sampler (for example one for another response family) is one more registered object.
+``get_sampler(name)`` imports the built-in ones (``engine.gibbs``, ``engine.multilevel.nuts_target``,
+and for the bernoulli/binomial/poisson families ``engine.multilevel.gibbs_pg`` and
+``engine.multilevel.nuts_glm``) first. A sampler may declare ``families``, the response families it
+runs (default ``("gaussian",)``): the registry holds one implementation per (name, family), and
+``get_sampler(name, family)`` is the one place that picks the implementation for a model's family.
 """
 
 from __future__ import annotations
@@ -51,21 +54,23 @@ class Sampler(Protocol):
         ...
 
 
-_REGISTRY: dict[str, Sampler] = {}
+_REGISTRY: dict[str, dict[str, Sampler]] = {}  # name -> family -> implementation
 
 
 def register_sampler(sampler: Sampler) -> Sampler:
-    """Add ``sampler`` to the registry under ``sampler.name`` (a later registration replaces it)."""
+    """Add ``sampler`` to the registry under ``sampler.name`` for each of its ``families`` (default
+    ``("gaussian",)``; a later registration replaces an earlier one for the same name and family)."""
     if not isinstance(sampler, Sampler):
         raise EngineInputError(f"{sampler!r} does not implement engine.multilevel.sampler.Sampler")
-    _REGISTRY[sampler.name] = sampler
+    for family in getattr(sampler, "families", ("gaussian",)):
+        _REGISTRY.setdefault(sampler.name, {})[family] = sampler
     return sampler
 
 
 def _load_builtin() -> None:
     # importing a sampler's module registers it
     from engine import gibbs  # noqa: F401
-    from engine.multilevel import nuts_target  # noqa: F401
+    from engine.multilevel import gibbs_pg, nuts_glm, nuts_target  # noqa: F401
 
 
 def sampler_names() -> tuple[str, ...]:
@@ -74,13 +79,23 @@ def sampler_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def get_sampler(name) -> Sampler:
-    """The registered sampler called ``name`` (case-insensitive); EngineInputError naming the choices."""
+def get_sampler(name, family: str = "gaussian") -> Sampler:
+    """The registered sampler called ``name`` (case-insensitive) for the response ``family`` (a name such
+    as "bernoulli"); EngineInputError naming the choices (the samplers there are for that family)."""
     _load_builtin()
     key = name.lower() if isinstance(name, str) else None
     if key not in _REGISTRY:
         raise EngineInputError(f"unknown sampler {name!r}: choose one of {', '.join(repr(s) for s in _REGISTRY)}")
-    return _REGISTRY[key]
+    implementations = _REGISTRY[key]
+    if family not in implementations:
+        others = [n for n, by_family in _REGISTRY.items() if family in by_family]
+        # a sampler may say why it has no implementation for a family (``unavailable_families``: family -> why)
+        why = next((getattr(s, "unavailable_families", {})[family] for s in implementations.values()
+                    if family in getattr(s, "unavailable_families", {})), "")
+        raise EngineInputError(
+            f"sampler={key!r} is not available for the {family} family{' (' + why + ')' if why else ''}"
+            + (f"; use {' or '.join(f'sampler={n!r}' for n in others)}" if others else ""))
+    return implementations[family]
 
 
 def thin_stats(stats: dict, n_rows: int, keep: slice) -> dict:

@@ -1,0 +1,285 @@
+"""NUTS for the bernoulli, binomial and poisson multilevel models (non-centred, as brms parametrises them).
+
+Model (engine.multilevel.families.GLMModel; arrays of engine.multilevel.MultilevelModel): for row i with
+design row w_i = (1, x_c,i) (centred as brms centres) and levels l_g(i),
+
+    eta_i = w_i' gamma + sum_g tau_g z_{l_g(i)},   z_l ~ N(0, 1),
+    bernoulli / binomial: y_i ~ Binomial(n_i, logit^-1(eta_i));   poisson: y_i ~ Poisson(exp(eta_i)),
+
+with gamma = (b0_c, beta) under the model's priors (Intercept on b0_c, b on beta) and tau_g under its
+sd prior (truncated to (0, inf)), sampled as log tau_g with the Jacobian. Unconstrained parameters
+theta = (gamma (q), log tau (G), z (L)): the non-centred parametrisation of brms' Stan program
+(r = sd * z; Papaspiliopoulos, Roberts & Sköld 2007), with the same priors, so the posterior is
+brms'. No likelihood reduces to cell sums here, but rows that share their design row and levels
+share eta and are merged first (aggregate_rows; exact up to a constant). An evaluation then costs
+O(M (q + G) + L) for the M <= N distinct rows, through one pass (log-likelihood, and its
+derivative d_i = y_i - n_i logistic(eta_i) or y_i - m_i exp(eta_i) accumulated into gamma and the
+level sums at once).
+
+The density has engine.nuts' fixed signature (theta, data, index), so the cached NUTS kernel
+(Stan's adaptation, multinomial NUTS, engine.nuts.run_chain) serves it without recompiling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from engine.errors import EngineInputError, ModelSpecError, SamplerError
+from engine.hmc.adaptation import adaptation_windows
+from engine.hmc.tree import make_workspace
+from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
+from engine.multilevel.location import location_inputs
+from engine.multilevel.nuts_target import log_prior
+from engine.multilevel.sampler import ChainResult, register_sampler, thin_stats
+from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain, validate_options
+
+__all__ = ["NUTS_GLM", "GLMNutsSampler", "sample_chain"]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_family, gamma_nu, gamma_mu,
+                      gamma_scale, sd_family, sd_nu, sd_mu, sd_scale):
+    """Log posterior (up to a constant) and gradient in theta = (gamma (q), log tau (G), z (L)).
+
+    y, trials: (N,) (trials: binomial trials, or for poisson how many identical rows a row stands for);
+    W: (N, q); codes: (N, G) global level indices; level_group: (L,).
+    """
+    n, q = W.shape
+    n_groups = codes.shape[1]
+    n_levels = level_group.shape[0]
+    grad = np.zeros(theta.shape[0])
+    r = np.empty(n_levels)
+    for l in range(n_levels):
+        r[l] = math.exp(theta[q + level_group[l]]) * theta[q + n_groups + l]
+    grad_r = np.zeros(n_levels)
+    logp = 0.0
+    for i in range(n):
+        eta = 0.0
+        for a in range(q):
+            eta += W[i, a] * theta[a]
+        for g in range(n_groups):
+            eta += r[codes[i, g]]
+        if family == POISSON:
+            mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
+            logp += y[i] * eta - mean
+            d = y[i] - mean
+        else:
+            # log(1 + e^eta) and logistic(eta) from one exponential, e = exp(-|eta|)
+            e = math.exp(-abs(eta))
+            if eta > 0.0:
+                logp += y[i] * eta - trials[i] * (eta + math.log1p(e))
+                d = y[i] - trials[i] / (1.0 + e)
+            else:
+                logp += y[i] * eta - trials[i] * math.log1p(e)
+                d = y[i] - trials[i] * e / (1.0 + e)
+        for a in range(q):
+            grad[a] += d * W[i, a]
+        for g in range(n_groups):
+            grad_r[codes[i, g]] += d
+    for l in range(n_levels):
+        g = level_group[l]
+        z = theta[q + n_groups + l]
+        grad[q + n_groups + l] = grad_r[l] * math.exp(theta[q + g]) - z
+        grad[q + g] += grad_r[l] * r[l]
+        logp -= 0.5 * z * z
+    for a in range(q):
+        lp, d = log_prior(theta[a], gamma_family[a], gamma_nu[a], gamma_mu[a], gamma_scale[a])
+        logp += lp
+        grad[a] += d
+    for g in range(n_groups):
+        eta = theta[q + g]
+        tau = math.exp(eta)
+        lp, d = log_prior(tau, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+        logp += lp + eta
+        grad[q + g] += d * tau + 1.0
+    return logp, grad
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def glm_log_density(theta, data, index):
+    """glm_logp_and_grad on packed (data, index) (engine.nuts.LOGP_SIGNATURE).
+
+    index = [N, q, G, L, family, codes (N G), level_group (L), gamma_family (q), sd_family (G)];
+    data = [y (N), trials (N), W (N q), gamma nu, mu, scale (q each), sd nu, mu, scale (G each)].
+    """
+    n, q, n_groups, n_levels, family = index[0], index[1], index[2], index[3], index[4]
+    o = 5
+    codes = index[o:o + n * n_groups].reshape((n, n_groups))
+    o += n * n_groups
+    level_group = index[o:o + n_levels]
+    o += n_levels
+    gamma_family = index[o:o + q]
+    sd_family = index[o + q:o + q + n_groups]
+    y = data[:n]
+    trials = data[n:2 * n]
+    o = 2 * n
+    W = data[o:o + n * q].reshape((n, q))
+    o += n * q
+    gamma_nu, gamma_mu, gamma_scale = data[o:o + q], data[o + q:o + 2 * q], data[o + 2 * q:o + 3 * q]
+    o += 3 * q
+    sd_nu, sd_mu = data[o:o + n_groups], data[o + n_groups:o + 2 * n_groups]
+    sd_scale = data[o + 2 * n_groups:o + 3 * n_groups]
+    return glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_family, gamma_nu, gamma_mu,
+                             gamma_scale, sd_family, sd_nu, sd_mu, sd_scale)
+
+
+_TARGET = []
+
+
+def _target() -> LogDensity:
+    """The (process-wide) first-class function value of the density."""
+    if not _TARGET:
+        _TARGET.append(LogDensity(glm_log_density))
+    return _TARGET[0]
+
+
+def aggregate_rows(model: GLMModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with the same design row and levels share eta, so they merge without changing the
+    likelihood beyond a constant: binomial/bernoulli rows into one binomial row (sum y of sum n
+    trials), poisson rows into one row with sum y and multiplicity m (y eta - m exp(eta)).
+
+    Returns (y (M,), trials or multiplicity (M,), W (M, q), codes (M, G) global levels), M <= N.
+    """
+    base = model.base
+    W = design_matrix(base)
+    codes = base.group_codes + base.level_offsets[:-1][None, :]
+    weight = np.ones(base.n_obs) if model.family.code == POISSON else np.asarray(model.trials, dtype=float)
+    keys = np.column_stack([codes.astype(np.float64), W])
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    y = np.bincount(inverse, weights=base.y, minlength=unique.shape[0])
+    trials = np.bincount(inverse, weights=weight, minlength=unique.shape[0])
+    G = codes.shape[1]
+    return (np.ascontiguousarray(y), np.ascontiguousarray(trials), np.ascontiguousarray(unique[:, G:]),
+            np.ascontiguousarray(unique[:, :G].astype(np.int64)))
+
+
+def glm_args(model: GLMModel) -> tuple[np.ndarray, np.ndarray]:
+    """(data, index) of glm_log_density for ``model`` (on the aggregated rows of aggregate_rows)."""
+    base = model.base
+    gamma_prior = location_inputs(base).gamma_prior
+    q = int(base.has_intercept) + base.n_coef
+    y, trials, W, codes = aggregate_rows(model)
+    header = [y.shape[0], q, base.n_groups, base.n_levels_total, model.family.code]
+    index = np.concatenate([np.array(header), codes.reshape(-1), np.asarray(base.level_group).reshape(-1),
+                            gamma_prior.family, np.asarray(base.sd_prior_family).reshape(-1)]).astype(np.int64)
+    parts = [y, trials, W.reshape(-1), gamma_prior.nu, gamma_prior.mu,
+             gamma_prior.scale, base.sd_prior_nu, base.sd_prior_mu, base.sd_prior_scale]
+    data = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
+    return np.ascontiguousarray(data), np.ascontiguousarray(index)
+
+
+def unconstrained_dimension(model: GLMModel) -> int:
+    base = model.base
+    return int(base.has_intercept) + base.n_coef + base.n_groups + base.n_levels_total
+
+
+def initial_values(model: GLMModel, rng: np.random.Generator) -> np.ndarray:
+    """Stan's uniform(-2, 2) on the unconstrained scale, with the intercept about the location of its
+    default prior (the link of the response's median) and coefficients scaled by 0.1 / sd(x), so that
+    eta starts within a few units whatever the covariates' units."""
+    base = model.base
+    q = int(base.has_intercept) + base.n_coef
+    theta = rng.uniform(-2.0, 2.0, size=unconstrained_dimension(model))
+    first = 0
+    if base.has_intercept:
+        first = 1
+        ip = base.intercept_prior
+        if int(ip[0]) != 0:
+            theta[0] += ip[2]
+    spread = base.X_c.std(axis=0) if base.n_coef else np.zeros(0)
+    theta[first:q] *= 0.1 / np.where(spread > 0, spread, 1.0)
+    return theta
+
+
+def to_canonical(model: GLMModel, theta_draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unconstrained draws (S, dim) -> (canonical draws (S, n_params), random effects (S, L))."""
+    base = model.base
+    q = int(base.has_intercept) + base.n_coef
+    G = base.n_groups
+    out = np.empty((theta_draws.shape[0], q + G))
+    out[:, :q] = theta_draws[:, :q]
+    if base.has_intercept:
+        out[:, 0] = theta_draws[:, 0] - theta_draws[:, 1:q] @ np.asarray(base.x_means, dtype=float)
+    tau = np.exp(theta_draws[:, q:q + G])
+    out[:, q:] = tau
+    ranef = tau[:, np.asarray(base.level_group)] * theta_draws[:, q + G:]
+    return out, ranef
+
+
+def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed=None, marginalize: bool = False,
+                 adapt_delta: float = 0.8, max_treedepth: int = 10, metric: str = "diag", init=None,
+                 save_ranef: bool = True, thin: int = 1) -> ChainResult:
+    """One NUTS chain of a GLMModel (bernoulli, binomial, poisson).
+
+    Returns ChainResult(draws (n_iter - n_warmup, n_params) canonical (b_Intercept, b..., sd...),
+    ranef (n_iter - n_warmup, L), stats {Stan's names: (n_iter - n_warmup,), n_leapfrog_warmup,
+    final_stepsize}). ``marginalize=True`` is refused: the random effects of a non-Gaussian model
+    have no closed-form integral. ``init``: optional unconstrained start theta. ``thin``: keep
+    post-warm-up iterations 0, thin, 2 thin, ... (the per-draw statistics with them).
+    """
+    if not isinstance(model, GLMModel):
+        raise ModelSpecError("nuts_glm.sample_chain needs a GLMModel (engine.multilevel.families.build_glm_model)")
+    if marginalize:
+        raise ModelSpecError(f"marginalize=True is not available for the {model.family.name} family: its random "
+                             "effects cannot be integrated out in closed form (use marginalize=False)")
+    try:
+        validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
+    except EngineInputError as error:
+        raise ModelSpecError(str(error)) from None
+    args = glm_args(model)
+    target = _target()
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng = np.random.Generator(np.random.PCG64(sequence))
+    if init is None:
+        theta0 = initial_values(model, rng)
+    else:
+        theta0 = np.asarray(init, dtype=np.float64).reshape(-1)
+        if theta0.shape != (unconstrained_dimension(model),):
+            raise ModelSpecError(f"init must have length {unconstrained_dimension(model)}")
+    logp0, grad0 = target(theta0, *args)
+    if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
+        raise SamplerError("the log posterior is not finite at the initial values")
+    windows = adaptation_windows(n_warmup)
+    first = np.array([w[0] for w in windows], dtype=np.int64)
+    last = np.array([w[1] for w in windows], dtype=np.int64)
+    workspace = make_workspace(theta0.shape[0], max_treedepth)
+    status, positions, stats, step_size, _ = run_chain(
+        target, args, rng, theta0, int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth),
+        metric == "dense", first, last, 1.0, workspace)
+    if status == STEP_SIZE_SEARCH_FAILED:
+        raise SamplerError("NUTS step-size search failed (the posterior may be improper: check flat priors "
+                           "and whether a predictor separates the outcomes)")
+    draws, ranef = to_canonical(model, positions[n_warmup:])
+    if not np.all(np.isfinite(draws)):
+        raise SamplerError("NUTS produced non-finite draws")
+    if not save_ranef:
+        ranef = np.empty((draws.shape[0], 0))
+    out_stats = {name: stats[n_warmup:, i].copy() for i, name in enumerate(STAT_NAMES)}
+    out_stats["treedepth"] = out_stats["treedepth"].astype(np.int64)
+    out_stats["n_leapfrog"] = out_stats["n_leapfrog"].astype(np.int64)
+    out_stats["divergent"] = out_stats["divergent"].astype(bool)
+    out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
+    out_stats["final_stepsize"] = np.array([step_size])
+    keep = slice(None, None, int(thin))
+    return ChainResult(draws[keep], ranef[keep], thin_stats(out_stats, draws.shape[0], keep))
+
+
+class GLMNutsSampler:
+    """Non-centred NUTS as the engine.multilevel.sampler.Sampler ``"nuts"`` of the bernoulli, binomial and
+    poisson families (no ``marginalize``: their random effects have no closed-form integral)."""
+
+    name = "nuts"
+    families = ("bernoulli", "binomial", "poisson")
+    options = {"adapt_delta": 0.8, "max_treedepth": 10, "metric": "diag", "init": None, "save_ranef": True}
+    unavailable_options = {"marginalize": "marginalize=True is not available for the {family} family: its random "
+                                          "effects have no closed-form integral (use marginalize=False)"}
+
+    def run_chain(self, model, n_iter, n_warmup, seed, thin=1, **options) -> ChainResult:
+        return sample_chain(model, n_iter, n_warmup, seed, thin=thin, **options)
+
+
+NUTS_GLM = register_sampler(GLMNutsSampler())
