@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import CacheError, ConvergenceWarning, DataError, EngineInputError
+from engine.rcompat.print_brms import brms_label  # re-exported: results name rows as brms
 from engine.validate import arrays_checksum, read_fit_cache
 
 __all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "summarise_array", "brms_label", "load_fit", "fit_paths",
@@ -97,16 +98,6 @@ def summarise_array(array: np.ndarray, names: list[str], prob: float = 0.95) -> 
     table.columns = columns
     table.index = pd.Index(list(names), name="parameter")
     return table
-
-
-def brms_label(name: str) -> str:
-    """The row label brms prints for a parameter: ``b_male1`` -> ``male1``, ``sd_g__Intercept`` ->
-    ``sd(Intercept)``, ``sigma`` -> ``sigma``."""
-    if name.startswith("b_"):
-        return name[2:]
-    if name.startswith("sd_") and "__" in name:
-        return f"sd({name.rsplit('__', 1)[1]})"
-    return name
 
 
 @dataclass(eq=False)

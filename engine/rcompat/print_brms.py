@@ -46,6 +46,7 @@ from .layout import data_frame_text, matrix_text
 from .numbers import R_WIDTH, sprintf_fixed
 
 __all__ = [
+    "brms_label",
     "format_brms_fit",
     "format_r_matrix",
     "group_title",
@@ -208,8 +209,9 @@ def format_prior_summary(table: pd.DataFrame, width: int = R_WIDTH) -> str:
 # adapter for engine's results objects
 
 
-def _label(name: str) -> str:
-    """brms' row label: ``b_male1`` -> ``male1``, ``sd_g__Intercept`` -> ``sd(Intercept)``."""
+def brms_label(name: str) -> str:
+    """The row label brms prints for a parameter: ``b_male1`` -> ``male1``, ``sd_g__Intercept`` ->
+    ``sd(Intercept)``, ``cor_g__Intercept__x`` -> ``cor(Intercept,x)``, ``sigma`` -> ``sigma``."""
     if name.startswith("b_"):
         return name[2:]
     if name.startswith("sd_") and "__" in name:
@@ -222,7 +224,7 @@ def _label(name: str) -> str:
 
 def _relabel(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
-    out.index = pd.Index([_label(str(name)) for name in table.index])
+    out.index = pd.Index([brms_label(str(name)) for name in table.index])
     return out
 
 
