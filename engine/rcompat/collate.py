@@ -6,10 +6,12 @@ R in an English UTF-8 locale; this module reproduces that order for ASCII text.
 """
 from __future__ import annotations
 
+import functools
 
 __all__ = ["r_sort_key"]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same group and level labels recur in every refit
 def r_sort_key(text: str):
     """Sort key giving R's ``sort()`` of strings in an English UTF-8 locale (ICU / glibc 2.28+
     collation), for ASCII: punctuation and spaces < digits < letters; letters compare
