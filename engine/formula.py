@@ -1209,15 +1209,26 @@ def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.n
     for part_codes, part_levels in parts:
         combined = combined * len(part_levels) + part_codes
     uniques, inverse = np.unique(combined, return_inverse=True)
+    levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
+                                  uniques.astype(np.int64).tobytes())
+    return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
+                          list(levels), len(levels), cols)
+
+
+@functools.lru_cache(maxsize=256)  # every refit on the same groups pastes the same labels
+def _pasted_levels(part_levels: tuple[tuple[str, ...], ...], uniques: bytes):
+    """brms' ``paste(g1, g2, sep = "_")`` levels of the combined codes ``uniques`` (int64 bytes,
+    mixed-radix over ``part_levels``), sorted as R sorts strings, and each code's rank in that
+    order (a read-only int64 array)."""
     labels = []
-    for u in uniques:
+    for u in np.frombuffer(uniques, dtype=np.int64).tolist():
         pieces = []
-        for part_codes, part_levels in reversed(parts):
-            pieces.append(part_levels[u % len(part_levels)])
-            u //= len(part_levels)
+        for part in reversed(part_levels):
+            pieces.append(part[u % len(part)])
+            u //= len(part)
         labels.append("_".join(reversed(pieces)))
     order = sorted(range(len(labels)), key=lambda k: r_sort_key(labels[k]))
     rank = np.empty(len(labels), dtype=np.int64)
     rank[order] = np.arange(len(labels))
-    return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
-                          [labels[k] for k in order], len(labels), cols)
+    rank.flags.writeable = False
+    return tuple(labels[k] for k in order), rank
