@@ -58,6 +58,7 @@ import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
 from .formula_kernels import DesignProgram, fill_design, nan_inf_scan
+from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
 from .rcompat.language import Call as _Call
@@ -573,17 +574,6 @@ def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None):
     return getter(loc) if getter is not None else data.iloc[:, loc].array
 
 
-def _r_sort_key(text: str):
-    """R's ``sort()`` of strings in an English UTF-8 locale (ICU / glibc 2.28+ collation), for
-    ASCII: punctuation and spaces < digits < letters; letters compare case-insensitively first,
-    then lower case before upper case (``a < A < b < B``; ``1_2 < 10_1``). The C locale would
-    sort by bytes instead; this is the locale R users normally run in."""
-    primary = tuple((0, ord(c)) if not c.isalnum() else (1, c) if c.isdigit() else (2, c.casefold())
-                    for c in text)
-    tertiary = tuple(1 if c.isupper() else 0 for c in text)
-    return primary, tertiary
-
-
 def _r_label(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "TRUE" if value else "FALSE"
@@ -680,7 +670,7 @@ def _evaluate_column(column, name: str) -> _Variable:
             raise DataError(
                 f"column {name!r} mixes value types ({', '.join(sorted(k.__name__ for k in kinds))}); "
                 "convert it to numbers, strings or a categorical")
-        order = sorted(range(len(values)), key=lambda k: _r_sort_key(values[k]))
+        order = sorted(range(len(values)), key=lambda k: r_sort_key(values[k]))
         rank = np.empty(len(values) + 1, dtype=np.int64)
         rank[order] = np.arange(len(values))
         rank[-1] = -1  # codes of -1 (missing) stay -1
@@ -1219,15 +1209,26 @@ def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.n
     for part_codes, part_levels in parts:
         combined = combined * len(part_levels) + part_codes
     uniques, inverse = np.unique(combined, return_inverse=True)
+    levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
+                                  uniques.astype(np.int64).tobytes())
+    return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
+                          list(levels), len(levels), cols)
+
+
+@functools.lru_cache(maxsize=256)  # every refit on the same groups pastes the same labels
+def _pasted_levels(part_levels: tuple[tuple[str, ...], ...], uniques: bytes):
+    """brms' ``paste(g1, g2, sep = "_")`` levels of the combined codes ``uniques`` (int64 bytes,
+    mixed-radix over ``part_levels``), sorted as R sorts strings, and each code's rank in that
+    order (a read-only int64 array)."""
     labels = []
-    for u in uniques:
+    for u in np.frombuffer(uniques, dtype=np.int64).tolist():
         pieces = []
-        for part_codes, part_levels in reversed(parts):
-            pieces.append(part_levels[u % len(part_levels)])
-            u //= len(part_levels)
+        for part in reversed(part_levels):
+            pieces.append(part[u % len(part)])
+            u //= len(part)
         labels.append("_".join(reversed(pieces)))
-    order = sorted(range(len(labels)), key=lambda k: _r_sort_key(labels[k]))
+    order = sorted(range(len(labels)), key=lambda k: r_sort_key(labels[k]))
     rank = np.empty(len(labels), dtype=np.int64)
     rank[order] = np.arange(len(labels))
-    return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
-                          [labels[k] for k in order], len(labels), cols)
+    rank.flags.writeable = False
+    return tuple(labels[k] for k in order), rank

@@ -666,6 +666,17 @@ def _r_row_names(index: pd.Index) -> list[str]:
     return [str(v) for v in index]
 
 
+def _series_view(field: str, name: str, by_row: bool = False) -> functools.cached_property:
+    """A cached ``pd.Series`` of ``self._ls.<field>``, indexed by the coefficient names (or by
+    the data's rows, ``by_row``), built on first access: building pandas objects is most of a
+    small fit's time, so an ``OLSResults`` builds only the ones asked for."""
+    def view(self) -> pd.Series:
+        return pd.Series(getattr(self._ls, field), index=self._index if by_row else self._names,
+                         name=name)
+    view.__name__ = field
+    return functools.cached_property(view)
+
+
 @dataclass
 class OLSSummary:
     """R's ``summary(lm(...))``: the coefficient table and fit statistics; prints as R does.
@@ -773,33 +784,16 @@ class OLSResults:
     def _names(self) -> pd.Index:
         return pd.Index(self.column_names)
 
-    @functools.cached_property
-    def params(self) -> pd.Series:
-        return pd.Series(self._ls.coef, index=self._names, name="Estimate")
-
-    @functools.cached_property
-    def bse(self) -> pd.Series:
-        return pd.Series(self._ls.std_error, index=self._names, name="Std. Error")
-
-    @functools.cached_property
-    def tvalues(self) -> pd.Series:
-        return pd.Series(self._ls.t_value, index=self._names, name="t value")
-
-    @functools.cached_property
-    def pvalues(self) -> pd.Series:
-        return pd.Series(self._ls.p_value, index=self._names, name="Pr(>|t|)")
+    params = _series_view("coef", "Estimate")
+    bse = _series_view("std_error", "Std. Error")
+    tvalues = _series_view("t_value", "t value")
+    pvalues = _series_view("p_value", "Pr(>|t|)")
+    resid = _series_view("resid", "resid", by_row=True)
+    fitted = _series_view("fitted", "fitted", by_row=True)
 
     @functools.cached_property
     def vcov(self) -> pd.DataFrame:
         return pd.DataFrame(self._ls.vcov, index=self._names, columns=self._names)
-
-    @functools.cached_property
-    def resid(self) -> pd.Series:
-        return pd.Series(self._ls.resid, index=self._index, name="resid")
-
-    @functools.cached_property
-    def fitted(self) -> pd.Series:
-        return pd.Series(self._ls.fitted, index=self._index, name="fitted")
 
     # R-style aliases
     @property

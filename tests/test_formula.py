@@ -203,7 +203,7 @@ def test_string_and_bool_factors_r_levels():
 
 
 def test_r_string_collation():
-    from engine.formula import _r_sort_key
+    from engine.rcompat.collate import r_sort_key as _r_sort_key
     assert sorted(["10_24", "1_2", "1_10", "B", "b", "a_b", "ab", "a1", "A"], key=_r_sort_key) == [
         "1_10", "1_2", "10_24", "A", "a_b", "a1", "ab", "b", "B"]
 

@@ -21,6 +21,8 @@ What lives where:
   (``data_frame_text``).
 - :mod:`~engine.rcompat.quantile`: ``quantile(type = 7)`` (``quantile7``, ``quantile7_rows``).
 - :mod:`~engine.rcompat.abbreviate`: R's ``abbreviate()`` (the lme4 correlation labels).
+- :mod:`~engine.rcompat.collate`: R's order of strings in an English UTF-8 locale
+  (``r_sort_key``: ``sort()`` / ``factor()`` levels).
 - Printers, each built only on the modules above: :mod:`~engine.rcompat.print_lm`
   (``print.summary.lm``, ``print.lm``, ``printCoefmat``), :mod:`~engine.rcompat.print_pool`
   (mice's ``print.mipo`` and pooled summaries), :mod:`~engine.rcompat.print_brms` (brms'
