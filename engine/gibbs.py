@@ -377,6 +377,7 @@ def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q, data,
     family, nu, mu, scale = sd_prior.family[g_top], sd_prior.nu[g_top], sd_prior.mu[g_top], sd_prior.scale[g_top]
     a_diag, level_rhs, b_rows = work.a_diag, work.level_rhs, work.b_rows
     lo, hi = data.level_offsets[g_top], data.level_offsets[g_top + 1]
+    # bool()/np.int64() at kernel call sites: a literal argument compiles one specialisation per value (issue 16)
     _location_block(rng, block, bool(False), bool(True), gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
     q = gamma.shape[0]
     precisions = np.empty(hi - lo)
