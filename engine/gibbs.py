@@ -324,7 +324,7 @@ def _interweave_scale(rng, g, gamma, r, tau, sigma2, data, level_total, sd_prior
         u = r[v] / old
         precision += level_n[v] * u * u
         linear += u * level_total[v]
-    new = _slice_log_scale(rng, old, 1, precision / sigma2, linear / sigma2, family, nu, mu, scale)
+    new = _slice_log_scale(rng, old, np.int64(1), precision / sigma2, linear / sigma2, family, nu, mu, scale)
     ratio = new / old
     for v in range(lo, hi):
         r[v] *= ratio
@@ -344,7 +344,7 @@ def _draw_scale(rng, tau, aux, n_effects, sum_squares, family, nu, mu, scale):
     if family == _FLAT:
         tau2 = _inverse_gamma(rng, 0.5 * (n_effects - 1.0), 0.5 * sum_squares)
         return np.sqrt(tau2), aux
-    return _slice_log_scale(rng, tau, 0, n_effects, sum_squares, family, nu, mu, scale), aux
+    return _slice_log_scale(rng, tau, np.int64(0), n_effects, sum_squares, family, nu, mu, scale), aux
 
 
 @numba.njit(cache=True, nogil=True)
@@ -377,7 +377,8 @@ def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q, data,
     family, nu, mu, scale = sd_prior.family[g_top], sd_prior.nu[g_top], sd_prior.mu[g_top], sd_prior.scale[g_top]
     a_diag, level_rhs, b_rows = work.a_diag, work.level_rhs, work.b_rows
     lo, hi = data.level_offsets[g_top], data.level_offsets[g_top + 1]
-    _location_block(rng, block, False, True, gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
+    # bool()/np.int64() at kernel call sites: a literal argument compiles one specialisation per value (issue 16)
+    _location_block(rng, block, bool(False), bool(True), gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
     q = gamma.shape[0]
     precisions = np.empty(hi - lo)
     linears = np.empty(hi - lo)
@@ -409,7 +410,7 @@ def _collapsed_top_step(rng, block, g_top, gamma, r, tau, sigma2, zeros_q, data,
             left = eta
         else:
             right = eta
-    _location_block(rng, block, False, False, gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
+    _location_block(rng, block, bool(False), bool(False), gamma, r, tau, sigma2, zeros_q, zeros_q, data, work)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -480,7 +481,7 @@ def _gibbs_chain(rng, settings, data, init_sd, init_sigma):
                 gamma_precision[a] = 1.0 / (gamma_scale[a] * gamma_scale[a] * mixing[a])
         sigma2 = sigma * sigma
         for block in range(max(n_blocks, 1)):
-            _location_block(rng, block, True, False, gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
+            _location_block(rng, block, bool(True), bool(False), gamma, r, tau, sigma2, gamma_precision, gamma_prior_mean,
                             location, work)
         for a in range(q):
             if gamma_family[a] == _STUDENT_T:

@@ -323,7 +323,7 @@ def _dqrdc2(cols, rhs, tol):
     work2 = np.empty(p)
     pivot = np.arange(p)
     for j in range(p):
-        qraux[j] = _norm2(cols[j], 0, n)
+        qraux[j] = _norm2(cols[j], np.int64(0), n)  # np.int64: a literal 0 would compile a second specialisation
         work1[j] = qraux[j]
         work2[j] = qraux[j] if qraux[j] != 0.0 else 1.0
     lup = min(n, p)

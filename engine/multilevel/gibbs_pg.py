@@ -204,7 +204,7 @@ def _pg_chain(rng, d, n_iter, n_warmup, thin, n_blocks, collapse, save_ranef, ha
             elif d.gamma_family[a] == _STUDENT_T:
                 gamma_precision[a] = 1.0 / (d.gamma_scale[a] * d.gamma_scale[a] * mixing[a])
         for block in range(max(n_blocks, 1)):
-            _location_block(rng, block, True, False, gamma, r, tau, 1.0, gamma_precision, gamma_prior_mean,
+            _location_block(rng, block, bool(True), bool(False), gamma, r, tau, 1.0, gamma_precision, gamma_prior_mean,
                             location, work)
         for a in range(q):
             if d.gamma_family[a] == _STUDENT_T:

@@ -247,7 +247,7 @@ def _draw_ranef_kernel(rng, gamma_draws, tau_draws, sigma_draws, data):
     zeros = np.zeros(q)
     for i in range(n_draws):
         gamma = gamma_draws[i].copy()
-        _location_block(rng, 0, False, False, gamma, r, tau_draws[i], sigma_draws[i] ** 2, zeros, zeros, data, work)
+        _location_block(rng, np.int64(0), bool(False), bool(False), gamma, r, tau_draws[i], sigma_draws[i] ** 2, zeros, zeros, data, work)
         out[i] = r
     return out
 
