@@ -672,21 +672,13 @@ class LooResult:
     model_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def elpd_loo(self) -> float:
-        return float(self.estimates.loc["elpd_loo", "Estimate"])
+    def _estimate(self, row: str, column: str = "Estimate") -> float:
+        return float(self.estimates.loc[row, column])
 
-    @property
-    def se_elpd_loo(self) -> float:
-        return float(self.estimates.loc["elpd_loo", "SE"])
-
-    @property
-    def p_loo(self) -> float:
-        return float(self.estimates.loc["p_loo", "Estimate"])
-
-    @property
-    def looic(self) -> float:
-        return float(self.estimates.loc["looic", "Estimate"])
+    elpd_loo = property(lambda self: self._estimate("elpd_loo"), doc="elpd_loo's estimate")
+    se_elpd_loo = property(lambda self: self._estimate("elpd_loo", "SE"), doc="elpd_loo's SE")
+    p_loo = property(lambda self: self._estimate("p_loo"), doc="p_loo's estimate")
+    looic = property(lambda self: self._estimate("looic"), doc="looic's estimate")
 
     def mcse_loo(self) -> float:
         """Monte Carlo SE of elpd_loo (loo's ``mcse_loo``): NaN when any k > 0.7."""
