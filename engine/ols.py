@@ -906,13 +906,14 @@ def _data_node(data_name: str):
         ) from None
 
 
-def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
+def ols(formula: str, data, *, data_name: str = "data",
         tol: float = QR_TOLERANCE, vcov: str | None = None,
         cluster: str | list[str] | None = None) -> OLSResults:
     """Fit a linear model by least squares, as R's ``lm(formula, data)``.
 
     formula: an R formula (``"y ~ a + b"``, factors, ``a:b``, ``a*b``, ``I(x^2)``, ``- 1``).
-    data: a pandas DataFrame (never modified); rows with a missing value in any used column are
+    data: a pandas DataFrame (never modified), or a Dask DataFrame or a Parquet path (the fit
+    from partitions, :mod:`engine.partitioned`, needs the extra ``engine[dask]``); rows with a missing value in any used column are
     dropped (counted in ``n_dropped``). ``data_name`` is the name shown in the printed call
     (R shows the data argument's expression, e.g. ``data = data2``).
     Aliased (linearly dependent) columns, judged as R's ``lm`` does with tolerance ``tol``
@@ -928,8 +929,14 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
     import time
 
     from .formula import model_frame
+    from .partitioned import is_partitioned
     from .robust import check_cluster_columns, check_vcov_arguments
 
+    if is_partitioned(data):  # a Dask DataFrame or a Parquet path: fit from partitions
+        from .partitioned import ols_partitioned
+
+        return ols_partitioned(formula, data, data_name=data_name, tol=tol, vcov=vcov,
+                               cluster=cluster)
     if not isinstance(data_name, str):
         raise ModelSpecError(f"data_name must be a string, got {type(data_name).__name__}")
     _data_node(data_name)  # a bad data_name is an error before any work
