@@ -612,19 +612,35 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         resid = y - fitted
     t2 = time.perf_counter()
 
+    with np.errstate(over="ignore", invalid="ignore"):  # R: Inf, no warning
+        rss = float(resid @ resid)
+        if has_intercept:
+            centred = fitted - fitted.mean()
+            mss = float(centred @ centred)
+        else:
+            mss = float(fitted @ fitted)
+    return LeastSquares(
+        **lm_statistics(qr, coef_piv, n, p, rss, mss, bool(has_intercept)), fitted=fitted,
+        resid=resid, has_intercept=bool(has_intercept), qr=qr, seconds_qr=t1 - t0,
+        seconds_resid=t2 - t1)
+
+
+def lm_statistics(qr: PivotedQR, coef_piv: np.ndarray, n: int, p: int, rss: float, mss: float,
+                  has_intercept: bool) -> dict:
+    """``summary.lm``'s statistics from the pivoted QR, the coefficients in pivoted order (k,),
+    the residual and model sums of squares: the LeastSquares fields other than fitted, resid,
+    has_intercept, qr and the timings (also used by the fit from partitions)."""
+    from scipy import special
+
+    k = qr.rank
+    kept = qr.pivot[:k]
     aliased = np.ones(p, dtype=bool)
     aliased[kept] = False
     coef = np.full(p, np.nan)
     coef[kept] = coef_piv
     rdf = n - k
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # R: Inf, no warning
-        rss = float(resid @ resid)
         resvar = rss / rdf if rdf > 0 else (np.nan if rss == 0 else np.inf)
-        if has_intercept:
-            centred = fitted - fitted.mean()
-            mss = float(centred @ centred)
-        else:
-            mss = float(fitted @ fitted)
         # covariance sigma^2 (R'R)^-1 = sigma^2 R^-1 R^-T, R^-1 by a triangular solve
         rinv = _back_substitute(qr.r[:k, :k], np.eye(k)) if k else np.zeros((0, 0))
         cov_piv = (rinv @ rinv.T) * resvar
@@ -646,12 +662,11 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         else:
             r2 = adj = 0.0
             numdf = fval = fp = np.nan
-    return LeastSquares(
+    return dict(
         coef=coef, std_error=se, t_value=tval, p_value=pval, vcov=vcov, aliased=aliased,
         rank=k, pivot=qr.pivot, df_resid=rdf, sigma=float(np.sqrt(resvar)), rss=rss, mss=mss,
         r_squared=float(r2), adj_r_squared=float(adj), fvalue=float(fval), f_numdf=float(numdf),
-        f_pvalue=float(fp), fitted=fitted, resid=resid, has_intercept=bool(has_intercept),
-        qr=qr, seconds_qr=t1 - t0, seconds_resid=t2 - t1)
+        f_pvalue=float(fp))
 
 
 # --------------------------------------------------------------------------------------------

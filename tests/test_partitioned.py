@@ -118,3 +118,13 @@ def test_bad_input(client, tmp_path):
     df.iloc[300:].drop(columns="z").to_parquet(tmp_path / "mixed" / "part.1.parquet")
     with pytest.raises(ColumnNotFoundError, match="part.1.parquet"):
         engine.ols(FORMULA, str(tmp_path / "mixed"))
+
+
+def test_worker_memory_below_one_partition(tmp_path):
+    df = _frame(n=20000, seed=4)
+    df.to_parquet(tmp_path / "big.parquet", row_group_size=20000)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  memory_limit="100KiB", dashboard_address=None) as cluster:
+        with distributed.Client(cluster):
+            with pytest.raises(DataError, match="memory limit"):
+                engine.ols(FORMULA, str(tmp_path / "big.parquet"))

@@ -58,6 +58,23 @@ def _parquet_files(path) -> list[str]:
     return files
 
 
+def _check_worker_memory(partition_bytes: int, path: str) -> None:
+    """A worker whose memory limit is below one partition's uncompressed size would be killed
+    mid-pass: an error before any work (only with a distributed client)."""
+    try:
+        from distributed import get_client
+        workers = get_client().scheduler_info().get("workers", {})
+    except (ImportError, ValueError):
+        return
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    low = min((m for m in limits if m), default=0)
+    if low and low < partition_bytes:
+        raise DataError(
+            f"a worker's memory limit ({low / 2**20:.0f} MiB) is below one partition of {path!r} "
+            f"({partition_bytes / 2**20:.0f} MiB uncompressed): write smaller row groups "
+            "or give the workers more memory")
+
+
 def _load(data, needed: list[str]):
     """A Dask DataFrame of ``data``; every needed column checked before any work."""
     _, dd = _dask()
@@ -72,6 +89,9 @@ def _load(data, needed: list[str]):
                 raise ColumnNotFoundError(
                     f"column(s) {', '.join(map(repr, absent))} of the formula missing from "
                     f"Parquet file {f!r}")
+        _check_worker_memory(max(pq.ParquetFile(f).metadata.row_group(0).total_byte_size
+                                 if pq.ParquetFile(f).metadata.num_row_groups else 0
+                                 for f in files), path=os.fspath(data))
         return dd.read_parquet(files, columns=needed)
     absent = [c for c in needed if c not in data.columns]
     if absent:
@@ -240,11 +260,10 @@ def _exact_quantiles(dask, parts, terms, response, coef, n, lo, hi):
 def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float | None = None,
                     vcov=None, cluster=None) -> PartitionedOLSResults:
     """``engine.ols(formula, data)`` where data is a Dask DataFrame or a Parquet path."""
-    from scipy import special
-
     from ..formula import _formula_plan, model_frame, parse_formula
     from ..newdata import fitted_terms
-    from ..ols import QR_TOLERANCE, _back_substitute, _call_lines, _data_node, pivoted_qr
+    from ..ols import (QR_TOLERANCE, _back_substitute, _call_lines, _data_node, lm_statistics,
+                       pivoted_qr)
 
     dask, dd = _dask()
     if vcov is not None or cluster is not None:
@@ -326,40 +345,18 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
         residual_names = [str(i + 1) for i in range(quant.size)]
     t3 = time.perf_counter()
 
-    # summary.lm's statistics from (R, rss, mss), as engine.ols.least_squares computes them
-    aliased = np.ones(p, dtype=bool)
-    aliased[kept] = False
-    coef = np.full(p, np.nan)
-    coef[kept] = coef_piv
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        resvar = rss / rdf if rdf > 0 else (np.nan if rss == 0 else np.inf)
-        rinv = _back_substitute(qr.r[:k, :k], np.eye(k)) if k else np.zeros((0, 0))
-        cov_piv = (rinv @ rinv.T) * resvar
-        V = np.full((p, p), np.nan)
-        V[np.ix_(kept, kept)] = cov_piv
-        se = np.full(p, np.nan)
-        se[kept] = np.sqrt(np.diag(cov_piv))
-        tval = coef / se
-        pval = np.full(p, np.nan)
-        pval[kept] = 2.0 * special.stdtr(rdf, -np.abs(tval[kept])) if rdf > 0 else np.nan
-        df_int = 1 if has_int else 0
-        if k != df_int:
-            r2 = mss / (mss + rss)
-            adj = 1.0 - (1.0 - r2) * ((n - df_int) / rdf) if rdf > 0 else np.nan
-            numdf = float(k - df_int)
-            fval = (mss / numdf) / resvar
-            fp = float(special.fdtrc(numdf, rdf, fval)) if rdf > 0 else np.nan
-        else:
-            r2 = adj = 0.0
-            numdf = fval = fp = np.nan
+    st = lm_statistics(qr, coef_piv, n, p, rss, mss, has_int)  # summary.lm's statistics
+    aliased = st["aliased"]
     idx = pd.Index(names)
     return PartitionedOLSResults(
-        params=pd.Series(coef, index=idx), bse=pd.Series(se, index=idx, name="Std. Error"),
-        tvalues=pd.Series(tval, index=idx, name="t value"),
-        pvalues=pd.Series(pval, index=idx, name="Pr(>|t|)"),
-        vcov=pd.DataFrame(V, index=idx, columns=idx), sigma=float(np.sqrt(resvar)),
-        df_resid=int(rdf), df_model=k - df_int, rank=int(k), rsquared=float(r2),
-        rsquared_adj=float(adj), fvalue=float(fval), f_numdf=float(numdf), f_pvalue=float(fp),
+        params=pd.Series(st["coef"], index=idx),
+        bse=pd.Series(st["std_error"], index=idx, name="Std. Error"),
+        tvalues=pd.Series(st["t_value"], index=idx, name="t value"),
+        pvalues=pd.Series(st["p_value"], index=idx, name="Pr(>|t|)"),
+        vcov=pd.DataFrame(st["vcov"], index=idx, columns=idx), sigma=st["sigma"],
+        df_resid=int(rdf), df_model=k - (1 if has_int else 0), rank=int(k),
+        rsquared=st["r_squared"], rsquared_adj=st["adj_r_squared"], fvalue=st["fvalue"],
+        f_numdf=st["f_numdf"], f_pvalue=st["f_pvalue"],
         nobs=int(n), n_dropped=int(n_dropped), ssr=rss, ess=mss, aliased_mask=aliased,
         aliased=[nm for nm, a in zip(names, aliased) if a], has_intercept=has_int,
         resid_quantiles=quant, residual_names=residual_names, formula=parsed.text,
