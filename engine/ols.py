@@ -612,19 +612,35 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         resid = y - fitted
     t2 = time.perf_counter()
 
+    with np.errstate(over="ignore", invalid="ignore"):  # R: Inf, no warning
+        rss = float(resid @ resid)
+        if has_intercept:
+            centred = fitted - fitted.mean()
+            mss = float(centred @ centred)
+        else:
+            mss = float(fitted @ fitted)
+    return LeastSquares(
+        **lm_statistics(qr, coef_piv, n, p, rss, mss, bool(has_intercept)), fitted=fitted,
+        resid=resid, has_intercept=bool(has_intercept), qr=qr, seconds_qr=t1 - t0,
+        seconds_resid=t2 - t1)
+
+
+def lm_statistics(qr: PivotedQR, coef_piv: np.ndarray, n: int, p: int, rss: float, mss: float,
+                  has_intercept: bool) -> dict:
+    """``summary.lm``'s statistics from the pivoted QR, the coefficients in pivoted order (k,),
+    the residual and model sums of squares: the LeastSquares fields other than fitted, resid,
+    has_intercept, qr and the timings (also used by the fit from partitions)."""
+    from scipy import special
+
+    k = qr.rank
+    kept = qr.pivot[:k]
     aliased = np.ones(p, dtype=bool)
     aliased[kept] = False
     coef = np.full(p, np.nan)
     coef[kept] = coef_piv
     rdf = n - k
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # R: Inf, no warning
-        rss = float(resid @ resid)
         resvar = rss / rdf if rdf > 0 else (np.nan if rss == 0 else np.inf)
-        if has_intercept:
-            centred = fitted - fitted.mean()
-            mss = float(centred @ centred)
-        else:
-            mss = float(fitted @ fitted)
         # covariance sigma^2 (R'R)^-1 = sigma^2 R^-1 R^-T, R^-1 by a triangular solve
         rinv = _back_substitute(qr.r[:k, :k], np.eye(k)) if k else np.zeros((0, 0))
         cov_piv = (rinv @ rinv.T) * resvar
@@ -646,12 +662,11 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         else:
             r2 = adj = 0.0
             numdf = fval = fp = np.nan
-    return LeastSquares(
+    return dict(
         coef=coef, std_error=se, t_value=tval, p_value=pval, vcov=vcov, aliased=aliased,
         rank=k, pivot=qr.pivot, df_resid=rdf, sigma=float(np.sqrt(resvar)), rss=rss, mss=mss,
         r_squared=float(r2), adj_r_squared=float(adj), fvalue=float(fval), f_numdf=float(numdf),
-        f_pvalue=float(fp), fitted=fitted, resid=resid, has_intercept=bool(has_intercept),
-        qr=qr, seconds_qr=t1 - t0, seconds_resid=t2 - t1)
+        f_pvalue=float(fp))
 
 
 # --------------------------------------------------------------------------------------------
@@ -900,13 +915,14 @@ def _data_node(data_name: str):
         ) from None
 
 
-def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
+def ols(formula: str, data, *, data_name: str = "data",
         tol: float = QR_TOLERANCE, vcov: str | None = None,
         cluster: str | list[str] | None = None) -> OLSResults:
     """Fit a linear model by least squares, as R's ``lm(formula, data)``.
 
     formula: an R formula (``"y ~ a + b"``, factors, ``a:b``, ``a*b``, ``I(x^2)``, ``- 1``).
-    data: a pandas DataFrame (never modified); rows with a missing value in any used column are
+    data: a pandas DataFrame (never modified), or a Dask DataFrame or a Parquet path (the fit
+    from partitions, :mod:`engine.partitioned`, needs the extra ``engine[dask]``); rows with a missing value in any used column are
     dropped (counted in ``n_dropped``). ``data_name`` is the name shown in the printed call
     (R shows the data argument's expression, e.g. ``data = data2``).
     Aliased (linearly dependent) columns, judged as R's ``lm`` does with tolerance ``tol``
@@ -922,8 +938,14 @@ def ols(formula: str, data: pd.DataFrame, *, data_name: str = "data",
     import time
 
     from .formula import model_frame
+    from .partitioned import is_partitioned
     from .robust import check_cluster_columns, check_vcov_arguments
 
+    if is_partitioned(data):  # a Dask DataFrame or a Parquet path: fit from partitions
+        from .partitioned import ols_partitioned
+
+        return ols_partitioned(formula, data, data_name=data_name, tol=tol, vcov=vcov,
+                               cluster=cluster)
     if not isinstance(data_name, str):
         raise ModelSpecError(f"data_name must be a string, got {type(data_name).__name__}")
     _data_node(data_name)  # a bad data_name is an error before any work

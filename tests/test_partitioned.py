@@ -1,0 +1,130 @@
+"""engine.ols on a Dask DataFrame / Parquet dataset equals the in-memory fit (engine.partitioned).
+
+Data split into uneven partitions, a factor level absent from some partitions, missing values;
+the cluster is a LocalCluster with 2 single-threaded workers. The in-memory fit is itself
+checked against R and statsmodels in test_ols.py; here the reference is the in-memory fit.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("pyarrow")
+
+import engine  # noqa: E402
+from engine.errors import ColumnNotFoundError, DataError  # noqa: E402
+
+FORMULA = "y ~ x + f + log(abs(z)) + x:z"
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as c:
+            yield c
+
+
+def _frame(n=700, seed=11):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"x": rng.normal(size=n), "z": rng.normal(size=n),
+                       "f": rng.choice(list("abcde"), n)})
+    df["y"] = 1 + 0.5 * df.x - 0.3 * (df.f == "c") + rng.normal(size=n)
+    df.loc[:150, "f"] = "a"          # after sorting, the first partitions hold level "a" only
+    df = df.sort_values("f", kind="stable").reset_index(drop=True)
+    df.loc[[3, n // 3, 2 * n // 3], "x"] = np.nan
+    df.loc[[20, n - 10], "y"] = np.nan
+    df.loc[[n // 2], "f"] = None
+    return df
+
+
+def _uneven(df):
+    n = len(df)
+    return dd.from_pandas(df, npartitions=1).repartition(
+        divisions=[0, 41, 160, 161, 420, n - 1])
+
+
+def _same(a, b):
+    np.testing.assert_allclose(b.params, a.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.bse, a.bse, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(b.vcov), np.asarray(a.vcov), rtol=1e-10, atol=1e-14)
+    for name in ("sigma", "rsquared", "rsquared_adj", "fvalue", "ssr", "ess"):
+        assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-10), name
+    assert (b.nobs, b.n_dropped, b.df_resid, b.rank) == (a.nobs, a.n_dropped, a.df_resid,
+                                                           a.rank)
+    assert str(b.summary()) == str(a.summary())
+
+
+def test_dask_frame_equals_in_memory(client):
+    df = _frame()
+    ddf = _uneven(df)
+    assert ddf.npartitions == 5
+    a = engine.ols(FORMULA, df)
+    b = engine.ols(FORMULA, ddf)
+    _same(a, b)
+    assert b.n_dropped == 6
+    # the quantiles are exact order statistics (R's type 7) of b's own residuals, not
+    # approximations (an approximate quantile of 700 values misses by ~1e-3 of the spread)
+    mf = a.model_frame
+    r = mf.y - mf.X @ b.params.to_numpy()
+    np.testing.assert_array_equal(b.resid_quantiles, np.quantile(r, [0, .25, .5, .75, 1]))
+
+
+def test_parquet_dataset_equals_in_memory(client, tmp_path):
+    df = _frame(seed=5)
+    _uneven(df).to_parquet(tmp_path / "scores", write_index=False)
+    a = engine.ols(FORMULA, df)
+    b = engine.ols(FORMULA, str(tmp_path / "scores"))
+    _same(a, b)
+
+
+def test_categorical_with_known_categories(client):
+    df = _frame(seed=3)
+    df["f"] = pd.Categorical(df["f"], categories=list("edcbaq"))  # q unused: dropped as R
+    a = engine.ols(FORMULA, df)
+    b = engine.ols(FORMULA, _uneven(df))
+    _same(a, b)
+
+
+def test_factor_of_a_numeric_column(client):
+    df = _frame(seed=8)
+    df["school"] = np.repeat(np.arange(14), 50)[::-1].astype(float)  # 10 < 9 as numbers
+    a = engine.ols("y ~ x + factor(school)", df)
+    b = engine.ols("y ~ x + factor(school)", _uneven(df))
+    _same(a, b)
+
+
+def test_few_residual_df_prints_every_residual(client):
+    df = _frame(n=40, seed=2).dropna().iloc[:8].reset_index(drop=True)
+    a = engine.ols("y ~ x + z", df)
+    b = engine.ols("y ~ x + z", dd.from_pandas(df, npartitions=3))
+    _same(a, b)
+
+
+def test_bad_input(client, tmp_path):
+    df = _frame()
+    with pytest.raises(ColumnNotFoundError, match="w"):
+        engine.ols("y ~ x + w", _uneven(df))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no Parquet files"):
+        engine.ols("y ~ x", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="does not exist"):
+        engine.ols("y ~ x", str(tmp_path / "nowhere"))
+    # a column missing from some files of the dataset
+    (tmp_path / "mixed").mkdir()
+    df.iloc[:300].to_parquet(tmp_path / "mixed" / "part.0.parquet")
+    df.iloc[300:].drop(columns="z").to_parquet(tmp_path / "mixed" / "part.1.parquet")
+    with pytest.raises(ColumnNotFoundError, match="part.1.parquet"):
+        engine.ols(FORMULA, str(tmp_path / "mixed"))
+
+
+def test_worker_memory_below_one_partition(tmp_path):
+    df = _frame(n=20000, seed=4)
+    df.to_parquet(tmp_path / "big.parquet", row_group_size=20000)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  memory_limit="100KiB", dashboard_address=None) as cluster:
+        with distributed.Client(cluster):
+            with pytest.raises(DataError, match="memory limit"):
+                engine.ols(FORMULA, str(tmp_path / "big.parquet"))
