@@ -66,6 +66,7 @@ import numba
 import numpy as np
 
 from engine.errors import ModelSpecError, SamplerError
+from engine.multilevel.covariance import log_scale_prior as _log_scale_prior
 from engine.multilevel.location import (
     LocationData,
     PriorArrays,
@@ -75,7 +76,6 @@ from engine.multilevel.location import (
     make_work,
 )
 from engine.multilevel.model import MultilevelModel
-from engine.multilevel.priors import EXPONENTIAL as _EXPONENTIAL
 from engine.multilevel.priors import FLAT as _FLAT
 from engine.multilevel.priors import NORMAL as _NORMAL
 from engine.multilevel.priors import STUDENT_T as _STUDENT_T
@@ -150,20 +150,6 @@ def _distinct_level_sizes(model: MultilevelModel) -> LevelSizes:
 def _inverse_gamma(rng, shape, rate):
     """One draw of IG(shape, rate) (density proportional to x^(-shape-1) exp(-rate/x))."""
     return rate / rng.standard_gamma(shape)
-
-
-@numba.njit(cache=True, nogil=True)
-def _log_scale_prior(tau, family, nu, mu, scale):
-    """log prior density of a scale tau > 0, up to a constant (the truncation at 0 is a constant)."""
-    if family == _NORMAL:
-        z = (tau - mu) / scale
-        return -0.5 * z * z
-    if family == _STUDENT_T:
-        z = (tau - mu) / scale
-        return -0.5 * (nu + 1.0) * np.log1p(z * z / nu)
-    if family == _EXPONENTIAL:
-        return -tau / scale
-    return 0.0
 
 
 @numba.njit(cache=True, nogil=True)

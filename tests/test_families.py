@@ -9,7 +9,7 @@ from scipy import stats
 
 import engine
 from engine.multilevel import families as F
-from engine.errors import ColumnNotFoundError, DataError, EngineInputError, FormulaError, PriorError
+from engine.errors import ColumnNotFoundError, DataError, DataWarning, EngineInputError, FormulaError, PriorError
 from engine.priors import prior, prior_summary_table
 from engine.rcompat.print_brms import format_prior_summary
 from engine.multilevel.results import BrmFit, GroupInfo
@@ -131,8 +131,10 @@ def test_bad_responses(cbpp, epilepsy):
     bad.loc[4, "size"] = 1
     with pytest.raises(DataError, match="binomial response 'incidence' exceeds its trials in 1 row.*row 5"):
         _model(CBPP, bad, "binomial")
-    with pytest.raises(FormulaError, match="needs the number of trials"):
-        _model("incidence ~ period + (1 | herd)", cbpp, "binomial")
+    # brms 2.18 (make_standata, tests/fixtures/families): warns and uses max(y) as every row's trials
+    with pytest.warns(DataWarning, match="maximum response value"):
+        implied = _model("incidence ~ period + (1 | herd)", cbpp, "binomial")
+    assert np.all(implied.trials == cbpp["incidence"].max())
     with pytest.raises(FormulaError, match="applies to the binomial family only"):
         _model("count | trials(Base) ~ zAge + (1 | patient)", epilepsy, "poisson")
     with pytest.raises(ColumnNotFoundError, match="trials column 'n_trials'"):

@@ -142,10 +142,12 @@ def covariance_step(rng, theta, target, chol, work):
     """
     q, correlated = target.q, target.correlated
     n_coord = q + (q * (q - 1) // 2 if correlated else 0)
+    # the log target at the current point: evaluated once, then carried from each accepted point (the
+    # same theta gives the same value, so this only saves an evaluation per coordinate)
+    current = _log_target(theta, target, chol, work)
     for c in range(n_coord):
         x0 = theta[c]
-        log_level = _log_target(theta, target, chol, work) \
-            - rng.standard_exponential()
+        log_level = current - rng.standard_exponential()
         left = x0 - rng.random()
         right = left + 1.0
         steps = 60
@@ -164,8 +166,10 @@ def covariance_step(rng, theta, target, chol, work):
         for _ in range(200):
             x = left + (right - left) * rng.random()
             theta[c] = x
-            if _log_target(theta, target, chol, work) > log_level:
+            value = _log_target(theta, target, chol, work)
+            if value > log_level:
                 accepted = True
+                current = value
                 break
             if x < x0:
                 left = x

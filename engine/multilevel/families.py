@@ -235,10 +235,7 @@ def glm_model_frame(formula: str, data: pd.DataFrame, family: Family, allow_rand
     spec = split_response(formula)
     if spec.trials is not None and family.code != BINOMIAL:
         raise FormulaError(f"'| trials(...)' applies to the binomial family only (family is {family.name!r})", formula, 0)
-    if family.code == BINOMIAL and spec.trials is None:
-        raise FormulaError(
-            "a binomial model needs the number of trials on the left side, as brms: "
-            f"'{spec.response} | trials(n) ~ ...' (n a column or a whole number)", formula, 0)
+    max_trials = family.code == BINOMIAL and spec.trials is None  # brms 2.18: warn, trials = max(y)
     n_rows = len(data)
     column = _column(data, spec.response, "response", formula)
     if column is not None:
@@ -291,6 +288,18 @@ def glm_model_frame(formula: str, data: pd.DataFrame, family: Family, allow_rand
         else:
             check_counts(np.asarray(frame.y, dtype=float), response_name, family.name)
     kept_trials = np.ascontiguousarray(trials[np.asarray(frame.rows, dtype=np.int64)], dtype=np.float64)
+    if max_trials:
+        # brms 2.18 (checked with make_standata): "Using the maximum response value as the number of
+        # trials." and a deprecation warning; every row gets max(y) over the rows kept
+        import warnings
+
+        from engine.errors import DataWarning
+
+        top = float(np.max(np.asarray(frame.y, dtype=float))) if len(frame.rows) else 1.0
+        warnings.warn(f"binomial without '| trials(n)': using the maximum response value ({_format_number(top)}) "
+                      f"as the number of trials, as brms 2.18 does (deprecated there); give "
+                      f"'{spec.response} | trials(n) ~ ...'", DataWarning, stacklevel=3)
+        kept_trials = np.full(kept_trials.shape, top)
     if family.code == BINOMIAL:
         y_kept = np.asarray(frame.y, dtype=float)
         too_many = np.nonzero(y_kept > kept_trials)[0]
