@@ -540,11 +540,17 @@ class LmerFit:
             raise AttributeError("an ML fit has no REML criterion (lme4's REMLcrit refits); see deviance")
         return self.criterion
 
-    @property
-    def deviance(self) -> float:
-        """-2 log-likelihood of an ML fit. For REML fits lme4's ``deviance()`` is not defined
-        (it errors); here it is the ML deviance at the REML estimates, as lme4's ``devcomp``."""
+    def deviance(self, REML=None) -> float:
+        """lme4 1.1-31's ``deviance.merMod(object, REML = NULL)``: on an ML fit (any ``REML``)
+        -2 log-likelihood; on a REML fit with ``REML=None`` the REML criterion and lme4's
+        deprecation warning; on a REML fit with any other ``REML`` the ML deviance at the REML
+        estimates (lme4's ``devCrit(fit, REML = FALSE)``: ldL2 + n (1 + log(2 pi pwrss / n)))."""
         if not self.reml:
+            return self.criterion
+        if REML is None:
+            warnings.warn("deviance() is deprecated for REML fits; use REMLcrit for the REML "
+                          "criterion or deviance(.,REML=FALSE) for deviance calculated at the "
+                          "REML fit", FutureWarning, stacklevel=2)
             return self.criterion
         st = self._stats
         f = self._factor
