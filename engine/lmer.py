@@ -87,18 +87,13 @@ class ReTerm:
 
 
 def _interaction(parts):
-    """R's ``f1:f2`` (then ``factor()``): levels ``a:b`` with f1 varying slowest, unused dropped."""
-    combined = np.zeros(len(parts[0][0]), dtype=np.int64)
-    for codes, levels in parts:
-        combined = combined * len(levels) + codes
+    """R's ``f1:f2`` (then ``factor()``): levels ``a:b`` with f1 varying slowest, unused dropped.
+    ``parts``: [(codes (n,), levels)] per factor; the combined code is their mixed-radix number."""
+    dims = tuple(len(levels) for _, levels in parts)
+    combined = np.ravel_multi_index(tuple(codes for codes, _ in parts), dims)
     uniques, inverse = np.unique(combined, return_inverse=True)
-    labels = []
-    for u in uniques:
-        pieces = []
-        for codes, levels in reversed(parts):
-            pieces.append(levels[u % len(levels)])
-            u //= len(levels)
-        labels.append(":".join(reversed(pieces)))
+    digits = np.unravel_index(uniques, dims)
+    labels = [":".join(levels[d[j]] for (_, levels), d in zip(parts, digits)) for j in range(len(uniques))]
     return inverse.astype(np.int64), labels
 
 
@@ -161,6 +156,22 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
     return terms
 
 
+def _matching_paren(text: str, i: int, step: int):
+    """Index of the unmatched ``(`` (step -1, scanning left from i) or ``)`` (step +1, scanning
+    right) that encloses position i; None when there is none."""
+    opening, closing = ("(", ")") if step > 0 else (")", "(")
+    depth = 0
+    while 0 <= i < len(text):
+        if text[i] == opening:
+            depth += 1
+        elif text[i] == closing:
+            if depth == 0:
+                return i
+            depth -= 1
+        i += step
+    return None
+
+
 def expand_double_verts(formula: str, display: bool = False) -> str:
     """lme4's ``expandDoubleVerts``: ``(x || g)`` -> ``((1 | g) + (0 + x | g))``, one
     uncorrelated term per column of the left side (its intercept first, if it has one).
@@ -168,26 +179,10 @@ def expand_double_verts(formula: str, display: bool = False) -> str:
     them the text is what the formula parser reads."""
     while "||" in formula:
         k = formula.index("||")
-        depth, start = 0, None
-        for i in range(k - 1, -1, -1):
-            if formula[i] == ")":
-                depth += 1
-            elif formula[i] == "(":
-                if depth == 0:
-                    start = i
-                    break
-                depth -= 1
+        start = _matching_paren(formula, k - 1, -1)
         if start is None:
             raise FormulaError("'||' must be inside parentheses: (x || g)", formula, k)
-        depth, end = 0, None
-        for i in range(k + 2, len(formula)):
-            if formula[i] == "(":
-                depth += 1
-            elif formula[i] == ")":
-                if depth == 0:
-                    end = i
-                    break
-                depth -= 1
+        end = _matching_paren(formula, k + 2, 1)
         if end is None:
             raise FormulaError("unbalanced parentheses", formula, k)
         lhs = formula[start + 1:k].strip()
@@ -540,11 +535,17 @@ class LmerFit:
             raise AttributeError("an ML fit has no REML criterion (lme4's REMLcrit refits); see deviance")
         return self.criterion
 
-    @property
-    def deviance(self) -> float:
-        """-2 log-likelihood of an ML fit. For REML fits lme4's ``deviance()`` is not defined
-        (it errors); here it is the ML deviance at the REML estimates, as lme4's ``devcomp``."""
+    def deviance(self, REML=None) -> float:
+        """lme4 1.1-31's ``deviance.merMod(object, REML = NULL)``: on an ML fit (any ``REML``)
+        -2 log-likelihood; on a REML fit with ``REML=None`` the REML criterion and lme4's
+        deprecation warning; on a REML fit with any other ``REML`` the ML deviance at the REML
+        estimates (lme4's ``devCrit(fit, REML = FALSE)``: ldL2 + n (1 + log(2 pi pwrss / n)))."""
         if not self.reml:
+            return self.criterion
+        if REML is None:
+            warnings.warn("deviance() is deprecated for REML fits; use REMLcrit for the REML "
+                          "criterion or deviance(.,REML=FALSE) for deviance calculated at the "
+                          "REML fit", FutureWarning, stacklevel=2)
             return self.criterion
         st = self._stats
         f = self._factor

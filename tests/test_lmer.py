@@ -207,3 +207,20 @@ def test_coef_is_fixef_plus_ranef_and_fitted(fits):
     vc = fit.varcorr()
     assert list(vc.columns) == ["grp", "var1", "var2", "vcov", "sdcor"]
     assert fit.tvalues.to_numpy() == pytest.approx((fit.fixef / fit.bse).to_numpy())
+
+
+def test_deviance_on_reml_fit_as_lme4():
+    """lme4 1.1-31's deviance() on a REML fit: the REML criterion with its deprecation warning;
+    deviance(REML=False): the ML deviance at the REML estimates (deviance_reml_ref.R)."""
+    ref = _ref("deviance_reml")
+    fit = lmer("Reaction ~ Days + (Days | Subject)", _data("sleepstudy"), REML=True)
+    at = _fit_stats(fit._frame_args, reml=True, theta_fixed=ref["theta"])
+    with pytest.warns(FutureWarning, match=r"deviance\(\) is deprecated for REML fits"):
+        d0 = at.deviance()
+    assert d0 == pytest.approx(ref["deviance_default"], rel=1e-10)
+    assert at.deviance(REML=False) == pytest.approx(ref["deviance_ml"], rel=1e-10)
+    # from engine's own optimum: the ML deviance is not stationary in theta at the REML optimum, so
+    # the two optima's theta difference (within the 1e-4 SD tolerance) shows at first order
+    assert fit.deviance(REML=False) == pytest.approx(ref["deviance_ml"], rel=1e-7)
+    ml = lmer("Reaction ~ Days + (Days | Subject)", _data("sleepstudy"), REML=False)
+    assert ml.deviance() == ml.deviance(REML=True) == ml.criterion

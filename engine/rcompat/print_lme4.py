@@ -60,7 +60,7 @@ def _formula_lines(formula: str, data_name: str) -> str:
 def _aictab(fit) -> str:
     if fit.reml:
         return _cat_fill(["REML criterion at convergence:", _number(round_half(fit.criterion, 1))])
-    vals = [fit.aic, fit.bic, fit.loglik, fit.deviance, float(fit.df_resid)]
+    vals = [fit.aic, fit.bic, fit.loglik, fit.deviance(), float(fit.df_resid)]
     t4 = [round_half(v, 1) for v in vals]
     texts = format_real(t4)
     texts[-1] = _number(t4[-1])
