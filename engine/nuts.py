@@ -112,8 +112,13 @@ def log_density(function, with_data: bool) -> LogDensity:
         def adapted(position, data, index):
             logp, gradient = function(position)
             return float(logp), np.ascontiguousarray(gradient)
+    return _user_log_density(adapted, with_data)
+
+
+def _user_log_density(kernel, with_data: bool) -> LogDensity:
+    """LogDensity(kernel), or an EngineInputError naming the signature a user's function must have."""
     try:
-        return LogDensity(adapted)
+        return LogDensity(kernel)
     except Exception as error:  # TypingError, or a lowering error (float("a")): the user's code
         form = "(position, data, index)" if with_data else "(position)"
         raise EngineInputError(
@@ -171,14 +176,7 @@ def guarded_density(function, with_data: bool) -> LogDensity:
                     return np.nan, np.zeros(d)
         return logp, gradient
 
-    try:
-        return LogDensity(guarded)
-    except Exception as error:  # TypingError, or a lowering error (float("a")): the user's code
-        form = "(position, data, index)" if with_data else "(position)"
-        raise EngineInputError(
-            f"logp_and_grad{form} must return (float, float64 gradient array) for float64 input: "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        ) from None
+    return _user_log_density(guarded, with_data)
 
 
 STAT_NAMES = ("stepsize", "treedepth", "n_leapfrog", "divergent", "energy", "accept_stat", "lp")

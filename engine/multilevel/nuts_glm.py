@@ -27,14 +27,12 @@ import math
 import numba
 import numpy as np
 
-from engine.errors import EngineInputError, ModelSpecError, SamplerError
-from engine.hmc.adaptation import adaptation_windows
-from engine.hmc.tree import make_workspace
+from engine.errors import EngineInputError, ModelSpecError
 from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
-from engine.multilevel.nuts_target import log_prior
-from engine.multilevel.sampler import ChainResult, register_sampler, thin_stats
-from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain, validate_options
+from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws, log_prior
+from engine.multilevel.sampler import ChainResult, register_sampler
+from engine.nuts import LogDensity, validate_options
 
 __all__ = ["NUTS_GLM", "GLMNutsSampler", "sample_chain"]
 
@@ -240,32 +238,14 @@ def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed=None, margina
         theta0 = np.asarray(init, dtype=np.float64).reshape(-1)
         if theta0.shape != (unconstrained_dimension(model),):
             raise ModelSpecError(f"init must have length {unconstrained_dimension(model)}")
-    logp0, grad0 = target(theta0, *args)
-    if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
-        raise SamplerError("the log posterior is not finite at the initial values")
-    windows = adaptation_windows(n_warmup)
-    first = np.array([w[0] for w in windows], dtype=np.int64)
-    last = np.array([w[1] for w in windows], dtype=np.int64)
-    workspace = make_workspace(theta0.shape[0], max_treedepth)
-    status, positions, stats, step_size, _ = run_chain(
-        target, args, rng, theta0, int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth),
-        metric == "dense", first, last, 1.0, workspace)
-    if status == STEP_SIZE_SEARCH_FAILED:
-        raise SamplerError("NUTS step-size search failed (the posterior may be improper: check flat priors "
-                           "and whether a predictor separates the outcomes)")
-    draws, ranef = to_canonical(model, positions[n_warmup:])
-    if not np.all(np.isfinite(draws)):
-        raise SamplerError("NUTS produced non-finite draws")
+    kept, out_stats = drive_chain(target, args, rng, theta0, n_iter, n_warmup, adapt_delta, max_treedepth, metric,
+                                  search_failed="NUTS step-size search failed (the posterior may be improper: "
+                                                "check flat priors and whether a predictor separates the outcomes)")
+    draws, ranef = to_canonical(model, kept)
+    finite_draws(draws)
     if not save_ranef:
         ranef = np.empty((draws.shape[0], 0))
-    out_stats = {name: stats[n_warmup:, i].copy() for i, name in enumerate(STAT_NAMES)}
-    out_stats["treedepth"] = out_stats["treedepth"].astype(np.int64)
-    out_stats["n_leapfrog"] = out_stats["n_leapfrog"].astype(np.int64)
-    out_stats["divergent"] = out_stats["divergent"].astype(bool)
-    out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
-    out_stats["final_stepsize"] = np.array([step_size])
-    keep = slice(None, None, int(thin))
-    return ChainResult(draws[keep], ranef[keep], thin_stats(out_stats, draws.shape[0], keep))
+    return chain_result(draws, ranef, out_stats, thin)
 
 
 class GLMNutsSampler:

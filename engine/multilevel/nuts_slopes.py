@@ -24,9 +24,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from engine.errors import SamplerError
 from engine.multilevel.location import location_inputs
-from engine.multilevel.sampler import ChainResult, thin_stats
 
 __all__ = ["slopes_args", "slopes_log_density", "slopes_unconstrained_dimension", "slopes_sample_chain"]
 
@@ -425,9 +423,8 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
                         marginalize=False):
     """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``; then the random
     coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
-    from engine.nuts import STAT_NAMES, STEP_SIZE_SEARCH_FAILED, LogDensity, run_chain
-    from engine.hmc.adaptation import adaptation_windows
-    from engine.hmc.tree import make_workspace
+    from engine.nuts import LogDensity
+    from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws
 
     args = collapsed_slopes_args(model) if marginalize else slopes_args(model)
     target = LogDensity(collapsed_slopes_log_density if marginalize else slopes_log_density)
@@ -441,36 +438,16 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
         theta0 = _initial_values(model, rng)
         if marginalize:
             theta0 = theta0[:theta0.shape[0] - R]
-    logp0, grad0 = target(theta0, *args)
-    if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
-        raise SamplerError("the log posterior is not finite at the initial values")
-    windows = adaptation_windows(n_warmup)
-    first = np.array([w[0] for w in windows], dtype=np.int64)
-    last = np.array([w[1] for w in windows], dtype=np.int64)
-    workspace = make_workspace(theta0.shape[0], max_treedepth)
-    status, positions, stats, step_size, _ = run_chain(
-        target, args, rng, theta0, int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth),
-        metric == "dense", first, last, 1.0, workspace)
-    if status == STEP_SIZE_SEARCH_FAILED:
-        raise SamplerError("NUTS step-size search failed (the posterior may be improper: check flat priors)")
-    kept = positions[n_warmup:]
+    kept, out_stats = drive_chain(target, args, rng, theta0, n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     if marginalize:  # append zero z's so that the canonical map applies, then draw r exactly
         kept = np.concatenate([kept, np.zeros((kept.shape[0], R))], axis=1)
     draws, ranef = _to_canonical(model, kept)
-    if not np.all(np.isfinite(draws)):
-        raise SamplerError("NUTS produced non-finite draws")
+    finite_draws(draws)
     if not save_ranef:
         ranef = np.empty((draws.shape[0], 0))
     elif marginalize:
         ranef = draw_slopes_ranef(model, draws, np.random.Generator(np.random.PCG64(ranef_seed)))
-    out_stats = {name: stats[n_warmup:, i].copy() for i, name in enumerate(STAT_NAMES)}
-    out_stats["treedepth"] = out_stats["treedepth"].astype(np.int64)
-    out_stats["n_leapfrog"] = out_stats["n_leapfrog"].astype(np.int64)
-    out_stats["divergent"] = out_stats["divergent"].astype(bool)
-    out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
-    out_stats["final_stepsize"] = np.array([step_size])
-    keep = slice(None, None, int(thin))
-    return ChainResult(draws[keep], ranef[keep], thin_stats(out_stats, draws.shape[0], keep))
+    return chain_result(draws, ranef, out_stats, thin)
 
 
 # ------------------------------------------------------------------ collapsed (marginalize=True)

@@ -396,6 +396,54 @@ def to_canonical(model: MultilevelModel, theta_draws: np.ndarray) -> np.ndarray:
     return out
 
 
+SEARCH_FAILED_MESSAGE = "NUTS step-size search failed (the posterior may be improper: check flat priors)"
+
+
+def drive_chain(target: LogDensity, args: tuple, rng: np.random.Generator, theta0: np.ndarray, n_iter: int,
+                n_warmup: int, adapt_delta: float, max_treedepth: int, metric: str,
+                search_failed: str = SEARCH_FAILED_MESSAGE) -> tuple:
+    """The one NUTS chain driver of the model layer (non-centred, collapsed, slopes and GLM targets).
+
+    ``target(theta, *args)`` is a LogDensity (engine.nuts) over packed arrays; ``theta0`` (d,) the
+    unconstrained start, drawn by the caller from ``rng`` before this call (the stream's order fixes
+    the draws). Checks the start is finite, runs engine.nuts.run_chain with Stan's windowed
+    adaptation (engine.hmc.adaptation), and returns (post-warm-up positions (n_iter - n_warmup, d),
+    stats {STAT_NAMES: (n_iter - n_warmup,), n_leapfrog_warmup (1,), final_stepsize (1,)}).
+    """
+    logp0, grad0 = target(theta0, *args)
+    if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
+        raise SamplerError("the log posterior is not finite at the initial values")
+    windows = adaptation_windows(n_warmup)
+    first = np.array([w[0] for w in windows], dtype=np.int64)
+    last = np.array([w[1] for w in windows], dtype=np.int64)
+    workspace = make_workspace(theta0.shape[0], max_treedepth)
+    status, positions, stats, step_size, _ = run_chain(
+        target, args, rng, theta0, int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth),
+        metric == "dense", first, last, 1.0, workspace)
+    if status == STEP_SIZE_SEARCH_FAILED:
+        raise SamplerError(search_failed)
+    out_stats = {name: stats[n_warmup:, i].copy() for i, name in enumerate(STAT_NAMES)}
+    out_stats["treedepth"] = out_stats["treedepth"].astype(np.int64)
+    out_stats["n_leapfrog"] = out_stats["n_leapfrog"].astype(np.int64)
+    out_stats["divergent"] = out_stats["divergent"].astype(bool)
+    out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
+    out_stats["final_stepsize"] = np.array([step_size])
+    return positions[n_warmup:], out_stats
+
+
+def finite_draws(draws: np.ndarray) -> np.ndarray:
+    """``draws`` (canonical, (n, p)) unchanged, or a SamplerError when any is not finite."""
+    if not np.all(np.isfinite(draws)):
+        raise SamplerError("NUTS produced non-finite draws")
+    return draws
+
+
+def chain_result(draws: np.ndarray, ranef: np.ndarray, stats: dict, thin: int) -> ChainResult:
+    """ChainResult of canonical draws (n, p), ranef (n, L) and per-draw stats, keeping rows 0, thin, ..."""
+    keep = slice(None, None, int(thin))
+    return ChainResult(draws[keep], ranef[keep], thin_stats(stats, draws.shape[0], keep))
+
+
 def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, marginalize: bool = False,
                  adapt_delta: float = 0.8, max_treedepth: int = 10, metric: str = "diag", init=None,
                  save_ranef: bool = True, thin: int = 1) -> ChainResult:
@@ -431,22 +479,8 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
         theta0 = np.asarray(init, dtype=np.float64).reshape(-1)
         if theta0.shape != (unconstrained_dimension(model, marginalize),):
             raise ModelSpecError(f"init must have length {unconstrained_dimension(model, marginalize)}")
-    logp0, grad0 = target(theta0, *args)
-    if not (np.isfinite(logp0) and np.all(np.isfinite(grad0))):
-        raise SamplerError("the log posterior is not finite at the initial values")
-    windows = adaptation_windows(n_warmup)
-    first = np.array([w[0] for w in windows], dtype=np.int64)
-    last = np.array([w[1] for w in windows], dtype=np.int64)
-    workspace = make_workspace(theta0.shape[0], max_treedepth)
-    status, positions, stats, step_size, final_metric = run_chain(
-        target, args, rng, theta0, int(n_iter), int(n_warmup), float(adapt_delta), int(max_treedepth),
-        metric == "dense", first, last, 1.0, workspace)
-    if status == STEP_SIZE_SEARCH_FAILED:
-        raise SamplerError("NUTS step-size search failed (the posterior may be improper: check flat priors)")
-    kept = positions[n_warmup:]
-    draws = to_canonical(model, kept)
-    if not np.all(np.isfinite(draws)):
-        raise SamplerError("NUTS produced non-finite draws")
+    kept, out_stats = drive_chain(target, args, rng, theta0, n_iter, n_warmup, adapt_delta, max_treedepth, metric)
+    draws = finite_draws(to_canonical(model, kept))
     if not save_ranef:
         ranef = np.empty((draws.shape[0], 0))
     elif marginalize:
@@ -455,14 +489,7 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
         q = int(model.has_intercept) + model.n_coef
         tau = np.exp(kept[:, q:q + model.n_groups])
         ranef = tau[:, np.asarray(model.level_group)] * kept[:, q + model.n_groups + 1:]
-    out_stats = {name: stats[n_warmup:, i].copy() for i, name in enumerate(STAT_NAMES)}
-    out_stats["treedepth"] = out_stats["treedepth"].astype(np.int64)
-    out_stats["n_leapfrog"] = out_stats["n_leapfrog"].astype(np.int64)
-    out_stats["divergent"] = out_stats["divergent"].astype(bool)
-    out_stats["n_leapfrog_warmup"] = np.array([int(stats[:n_warmup, 2].sum())])
-    out_stats["final_stepsize"] = np.array([step_size])
-    keep = slice(None, None, int(thin))
-    return ChainResult(draws[keep], ranef[keep], thin_stats(out_stats, draws.shape[0], keep))
+    return chain_result(draws, ranef, out_stats, thin)
 
 
 class NutsSampler:
