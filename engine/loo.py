@@ -578,7 +578,7 @@ def _as_loglik_array(x: Any, chain_id=None, name: str = "log_lik") -> np.ndarray
 def _r_eff_vector(r_eff, n_obs: int) -> np.ndarray:
     if r_eff is None:
         return np.full(n_obs, np.nan)
-    values = as_array(r_eff, np.float64, "r_eff")
+    values = as_array(r_eff, np.float64, "r_eff").reshape(np.shape(r_eff))  # a number stays 0-d
     if values.ndim == 0:
         values = np.full(n_obs, float(values))
     if values.shape != (n_obs,):

@@ -510,7 +510,7 @@ def _newdata_response(design: FitDesign, newdata: pd.DataFrame) -> np.ndarray:
 def posterior_summary(draws: np.ndarray, probs: Sequence[float] = (0.025, 0.975), index=None) -> pd.DataFrame:
     """brms' posterior_summary of (S, k) draws: Estimate (mean), Est.Error (SD), quantiles Q<100 p>."""
     draws = np.asarray(draws, dtype=np.float64)
-    probs = list(as_array(probs, np.float64, "probs").ravel())
+    probs = as_array(probs, np.float64, "probs").ravel().tolist()  # Python floats: the Q2.5 names
     if any(not 0 <= p <= 1 for p in probs):
         raise EngineInputError(f"probs must lie in [0, 1], got {probs}")
     out = {"Estimate": draws.mean(axis=0), "Est.Error": draws.std(axis=0, ddof=1)}
