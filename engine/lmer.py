@@ -48,6 +48,7 @@ import scipy.optimize
 import scipy.sparse
 
 from engine import formula as _formula
+from engine.validate import check_lmer_call, check_lmer_response
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
                                  forward_solve, minimize_bounded, newton_polish, profiled_criterion,
@@ -689,6 +690,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     (crossed), ``(x | g)`` and ``(x || g)`` (random slopes, correlated or not). Rows with missing
     values in any variable are dropped (na.omit). Returns an ``LmerFit``.
     """
+    REML = check_lmer_call(formula, REML)  # noqa: N806
     if not isinstance(data, pd.DataFrame):
         raise ModelSpecError("lmer(): data must be a pandas DataFrame")
     display_formula = expand_double_verts(formula, display=True)
@@ -699,6 +701,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     terms = _lme4_order(_terms_from_frame(mf, data, formula))
     n = mf.nobs
     for t in terms:
+        if t.nlev < 2:
+            raise ModelSpecError(f"grouping factors must have > 1 sampled level (grouping factor {t.group!r} "
+                                 f"has {t.nlev} level in the {n} rows used)")
         if t.nlev >= n:
             raise ModelSpecError(
                 f"number of levels of each grouping factor must be < number of observations "
@@ -712,6 +717,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise ModelSpecError("fixed-effect model matrix is rank deficient; drop the aliased terms "
                              f"among {mf.column_names}")
+    check_lmer_response(np.asarray(mf.y, dtype=float), mf.response_name)
     frame_args = (display_formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
     return _fit_stats(frame_args, reml=bool(REML))
 
@@ -814,6 +820,8 @@ def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) ->
     if len({f.nobs for f in fits}) > 1:
         raise ModelSpecError("models were not all fitted to the same size of dataset")
     names = list(names) if names is not None else [f"MODEL{k + 1}" for k in range(len(fits))]
+    if len(names) != len(fits):
+        raise ModelSpecError(f"anova(): names has {len(names)} entries for {len(fits)} models")
     mods = list(fits)
     if refit and any(f.reml for f in mods):
         import sys

@@ -52,6 +52,7 @@ import pandas as pd
 from scipy.special import ndtri
 
 from .errors import DataError, EngineInputError, ImportanceSamplingWarning
+from .validate import as_array
 
 __all__ = ["loo", "waic", "loo_compare", "loo_multiple", "relative_eff", "LooResult", "WaicResult", "LooMultipleResult", "K_HELP"]
 
@@ -584,6 +585,8 @@ def _as_loglik_array(x: Any, chain_id=None, name: str = "log_lik") -> np.ndarray
                 "loo's relative_eff) or pass an array of shape (chains, draws, observations)"
             )
         chain_id = np.asarray(chain_id)
+        if chain_id.dtype.kind not in "iub" and not (chain_id.dtype.kind == "f" and np.all(chain_id == np.round(chain_id))):
+            raise EngineInputError(f"chain_id must hold whole chain numbers, got dtype {chain_id.dtype}")
         if chain_id.shape != (arr.shape[0],):
             raise EngineInputError(f"chain_id has {chain_id.size} values for {arr.shape[0]} rows of {name}")
         chains, counts = np.unique(chain_id, return_counts=True)
@@ -612,7 +615,7 @@ def _as_loglik_array(x: Any, chain_id=None, name: str = "log_lik") -> np.ndarray
 def _r_eff_vector(r_eff, n_obs: int) -> np.ndarray:
     if r_eff is None:
         return np.full(n_obs, np.nan)
-    values = np.asarray(r_eff, dtype=np.float64)
+    values = as_array(r_eff, np.float64, "r_eff").reshape(np.shape(r_eff))  # a number stays 0-d
     if values.ndim == 0:
         values = np.full(n_obs, float(values))
     if values.shape != (n_obs,):

@@ -53,6 +53,8 @@ def predict_ols(fit, newdata: pd.DataFrame | None = None, interval: str | None =
         raise ModelSpecError(f"level must lie strictly between 0 and 1, got {level!r}")
     if not isinstance(robust, bool):
         raise ModelSpecError(f"robust must be True or False, got {robust!r}")
+    if robust and fit.robust is None:
+        raise ModelSpecError("robust=True needs a fit with a robust covariance: ols(..., vcov='HC3') or cluster=")
     ls = fit._ls
     mf = fit.model_frame
     if mf is None:

@@ -428,3 +428,48 @@ def as_array(value, dtype, name: str) -> np.ndarray:
         return np.ascontiguousarray(value, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as error:
         raise EngineInputError(f"{name} must be an array of {np.dtype(dtype).name} numbers: {error}") from None
+
+
+# --------------------------------------------------------------------------- flags and entry points
+
+
+def check_flag(value: Any, name: str, error=EngineInputError) -> bool:
+    """A logical argument as R reads one: True/False (numpy's too) or the numbers 0 and 1; anything
+    else is R's "argument is not interpretable as logical", naming the argument."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise error(f"{name} must be True or False, got {value!r}")
+
+
+def check_lmer_call(formula: Any, REML: Any) -> bool:  # noqa: N803 (lme4's name)
+    """``lmer(formula, data, REML)``'s arguments before any parsing; returns REML as a bool."""
+    from .errors import ModelSpecError
+
+    if not isinstance(formula, str):
+        raise ModelSpecError(f"lmer(): formula must be a formula string such as 'y ~ x + (1 | g)', got {formula!r}")
+    return check_flag(REML, "lmer(): REML", ModelSpecError)
+
+
+def check_lmer_response(y: np.ndarray, name: str) -> None:
+    """A constant response: lme4 fits it (sigma = 0 and a warning that the scaled gradient cannot
+    be evaluated); engine's profiled deviance divides by the residual sum of squares, so it refuses."""
+    from .errors import ModelSpecError
+
+    if y.size and np.all(y == y[0]):
+        raise ModelSpecError(f"lmer(): the response {name!r} is constant ({y[0]!r} in every row); there is no "
+                             "variance to split between groups and residuals")
+
+
+def check_prediction_args(seed: Any, allow_new_levels: Any, re_formula: Any) -> None:
+    """The arguments that brms-style prediction functions share, before any draws are touched."""
+    check_seed(seed)
+    check_flag(allow_new_levels, "allow_new_levels")
+    if isinstance(re_formula, str):
+        rhs = re_formula.strip()
+        rhs = rhs[1:].strip() if rhs.startswith("~") else rhs
+        if rhs.upper() not in ("NA", "0", "-1", "1", ""):
+            from .formula import parse_formula
+
+            parse_formula("y ~ " + rhs)  # a FormulaError pointing into re_formula's text

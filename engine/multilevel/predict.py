@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ColumnNotFoundError, DataError, EngineInputError
+from engine.validate import as_array, check_flag, check_prediction_args
 
 __all__ = [
     "FitDesign",
@@ -441,6 +442,7 @@ def _dpars(fit, fam: Family, ids) -> dict[str, np.ndarray]:
 def posterior_linpred(fit, newdata=None, re_formula=None, allow_new_levels=False,
                       sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the linear predictor, (S, rows)."""
+    check_prediction_args(seed, allow_new_levels, re_formula)
     rng = np.random.default_rng(seed)
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     return _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)[0]
@@ -449,6 +451,7 @@ def posterior_linpred(fit, newdata=None, re_formula=None, allow_new_levels=False
 def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
                     sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the expected response E(y | parameters), (S, rows)."""
+    check_prediction_args(seed, allow_new_levels, re_formula)
     rng = np.random.default_rng(seed)
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     fam = _family(fit)
@@ -459,6 +462,7 @@ def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
 def posterior_predict(fit, newdata=None, re_formula=None, allow_new_levels=False,
                       sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the posterior predictive distribution, (S, rows); ``seed`` fixes the draws."""
+    check_prediction_args(seed, allow_new_levels, re_formula)
     rng = np.random.default_rng(seed)
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     fam = _family(fit)
@@ -470,6 +474,7 @@ def log_lik(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_n
             ndraws=None, draw_ids=None, seed=None, y=None) -> np.ndarray:
     """Pointwise log-likelihood, (S, rows): of the fitted data, or of ``newdata`` (which must then
     hold the response; or pass ``y``)."""
+    check_prediction_args(seed, allow_new_levels, re_formula)
     rng = np.random.default_rng(seed)
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     fam = _family(fit)
@@ -505,7 +510,7 @@ def _newdata_response(design: FitDesign, newdata: pd.DataFrame) -> np.ndarray:
 def posterior_summary(draws: np.ndarray, probs: Sequence[float] = (0.025, 0.975), index=None) -> pd.DataFrame:
     """brms' posterior_summary of (S, k) draws: Estimate (mean), Est.Error (SD), quantiles Q<100 p>."""
     draws = np.asarray(draws, dtype=np.float64)
-    probs = [float(p) for p in probs]
+    probs = as_array(probs, np.float64, "probs").ravel().tolist()  # Python floats: the Q2.5 names
     if any(not 0 <= p <= 1 for p in probs):
         raise EngineInputError(f"probs must lie in [0, 1], got {probs}")
     out = {"Estimate": draws.mean(axis=0), "Est.Error": draws.std(axis=0, ddof=1)}
@@ -524,14 +529,14 @@ def fitted(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_ne
            summary=True, probs=(0.025, 0.975), ndraws=None, draw_ids=None, seed=None):
     """brms' ``fitted()``: the summary of ``posterior_epred`` per row (or the draws, summary=False)."""
     draws = posterior_epred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws, draw_ids, seed)
-    return posterior_summary(draws, probs) if summary else draws
+    return posterior_summary(draws, probs) if check_flag(summary, "summary") else draws
 
 
 def predict(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
             summary=True, probs=(0.025, 0.975), ndraws=None, draw_ids=None, seed=None):
     """brms' ``predict()``: the summary of ``posterior_predict`` per row (or the draws)."""
     draws = posterior_predict(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws, draw_ids, seed)
-    return posterior_summary(draws, probs) if summary else draws
+    return posterior_summary(draws, probs) if check_flag(summary, "summary") else draws
 
 
 def bayes_R2(fit, summary=True, probs=(0.025, 0.975), re_formula=None, ndraws=None, draw_ids=None, seed=None):

@@ -547,6 +547,155 @@ def argument_type_cases() -> list[Case]:
     return c
 
 
+@lru_cache(maxsize=None)
+def _brm_fit():
+    return brm()
+
+
+@lru_cache(maxsize=None)
+def _ols_factor_fit():
+    return engine.ols("y ~ x + g", frame(g=list("ab") * 10))
+
+
+def _loglik() -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(2, 50, 30)) - 1
+
+
+def _ml_with(column_values: dict, rows=(3,)):
+    d = ml_frame()
+    for column, value in column_values.items():
+        d.loc[list(rows), column] = value
+    return d
+
+
+def lmer_cases() -> list[Case]:
+    """engine.lmer: R-checked (lme4 1.1 in R 4.2.2: one-level groupings and REML='yes' are errors
+    there too; REML=1 is TRUE)."""
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "lmer", f, expect, match, check))  # noqa: E731
+    d = ml_frame()
+    lm = lambda f, data=None, **k: (lambda: engine.lmer(f, d if data is None else data, **k))  # noqa: E731
+    add("no_bar", lm("y ~ x"), E.ModelSpecError, "no random effects")
+    add("garbage", lm("y ~ ~ (1|"), E.FormulaError)
+    add("missing_column", lm("y ~ z + (1|g)"), E.ColumnNotFoundError, "'z'")
+    add("missing_group", lm("y ~ x + (1|h)"), E.ColumnNotFoundError, "'h'")
+    add("constant_response", lm("y ~ x + (1|g)", d.assign(y=1.0)), E.ModelSpecError, "'y' is constant")
+    add("one_level_group", lm("y ~ x + (1|g)", d.assign(g=1)), E.ModelSpecError, "> 1 sampled level")
+    add("inf", lm("y ~ x + (1|g)", _ml_with({"x": np.inf})), E.DataError, "'x'")
+    add("text_response", lm("y ~ x + (1|g)", d.assign(y="a")), E.ModelSpecError, "'y'")
+    add("reml_text", lm("y ~ x + (1|g)", REML="yes"), E.ModelSpecError, "REML")
+    add("reml_none", lm("y ~ x + (1|g)", REML=None), E.ModelSpecError, "REML")
+    add("too_many_levels", lm("y ~ x + (1|g)", d.assign(g=np.arange(30))), E.ModelSpecError, "levels")
+    add("slope_unidentifiable", lm("y ~ x + (x|g)", d.assign(g=np.repeat(np.arange(15), 2))), E.ModelSpecError)
+    add("data_none", lambda: engine.lmer("y ~ x + (1|g)", None), E.ModelSpecError, "data")
+    add("formula_number", lambda: engine.lmer(5, d), E.ModelSpecError, "formula")
+    add("all_missing", lm("y ~ x + (1|g)", d.assign(x=np.nan)), E.DataError, "'x'")
+    add("no_response", lm("~ x + (1|g)"), E.FormulaError, "response")
+    def same_as_complete(fit, caught):  # na.omit: the fit equals the fit to the complete rows
+        ref = engine.lmer("y ~ x + (1|g)", d.drop(index=3))
+        np.testing.assert_allclose(fit.params.to_numpy(), ref.params.to_numpy(), rtol=1e-10)
+    add("nan_row_dropped", lm("y ~ x + (1|g)", _ml_with({"x": np.nan})), check=same_as_complete)
+    def reml_true(fit, caught):
+        assert fit.reml
+    add("reml_one_is_true", lm("y ~ x + (1|g)", REML=1), check=reml_true)
+    from engine.lmer import anova
+    m1 = lambda: engine.lmer("y ~ x + (1|g)", d)  # noqa: E731
+    add("anova_not_a_fit", lambda: anova(m1(), 5), E.ModelSpecError, "argument 2")
+    add("anova_one_model", lambda: anova(m1()), E.ModelSpecError)
+    add("anova_different_n", lambda: anova(m1(), engine.lmer("y ~ x + (1|g)", d.iloc[:25])), E.ModelSpecError, "size")
+    add("anova_names_length", lambda: anova(m1(), engine.lmer("y ~ 1 + (1|g)", d), names=["a"]), E.ModelSpecError, "names")
+    return c
+
+
+def loo_cases() -> list[Case]:
+    import engine.loo as L
+
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "loo", f, expect, match, check))  # noqa: E731
+    ll = _loglik()
+    add("vector", lambda: L.loo(np.zeros(10)), E.EngineInputError, "shape")
+    add("four_dims", lambda: L.loo(np.zeros((2, 2, 2, 2))), E.EngineInputError, "shape")
+    add("nan", lambda: L.loo(np.where(ll > 2, np.nan, ll)), E.DataError, "NaN")
+    add("inf", lambda: L.loo(np.where(ll > 2, np.inf, ll)), E.DataError, "infinite")
+    add("minus_inf", lambda: L.loo(np.where(ll > 2, -np.inf, ll)), E.DataError, "infinite")
+    add("text", lambda: L.loo([["a"]]), E.EngineInputError, "log_lik")
+    add("none", lambda: L.loo(None), E.EngineInputError, "log_lik")
+    add("chain_id_length", lambda: L.loo(ll.reshape(100, 30), chain_id=np.ones(50)), E.EngineInputError, "chain_id")
+    add("chain_id_text", lambda: L.loo(ll.reshape(100, 30), chain_id=["a"] * 100), E.EngineInputError, "chain_id")
+    add("chain_id_fraction", lambda: L.loo(ll.reshape(100, 30), chain_id=np.repeat([0.5, 1.5], 50)), E.EngineInputError, "chain_id")
+    add("r_eff_length", lambda: L.loo(ll, r_eff=np.ones(5)), E.EngineInputError, "r_eff")
+    add("r_eff_negative", lambda: L.loo(ll, r_eff=-1), E.EngineInputError, "r_eff")
+    add("r_eff_nan", lambda: L.loo(ll, r_eff=np.nan), E.EngineInputError, "r_eff")
+    add("r_eff_text", lambda: L.loo(ll, r_eff="a"), E.EngineInputError, "r_eff")
+    add("empty", lambda: L.loo(np.zeros((2, 0, 3))), E.EngineInputError, "empty")
+    add("one_draw", lambda: L.loo(np.zeros((1, 1, 3))), E.EngineInputError, "single draw")
+    add("waic_vector", lambda: L.waic(np.zeros(10)), E.EngineInputError, "shape")
+    add("waic_nan", lambda: L.waic(np.where(ll > 2, np.nan, ll)), E.DataError)
+    add("waic_inf", lambda: L.waic(np.where(ll > 2, np.inf, ll)), E.DataError)
+    add("relative_eff_vector", lambda: L.relative_eff(np.zeros(10)), E.EngineInputError, "shape")
+    add("relative_eff_nan", lambda: L.relative_eff(np.where(ll > 0, np.nan, np.exp(ll))), E.DataError)
+    add("relative_eff_chain_id", lambda: L.relative_eff(ll.reshape(100, 30), chain_id=[1, 2]), E.EngineInputError, "chain_id")
+    add("compare_different_n", lambda: L.loo_compare(L.loo(ll), L.loo(ll[:, :, :20])), E.EngineInputError, "same number")
+    add("compare_one", lambda: L.loo_compare(L.loo(ll)), E.EngineInputError, "two models")
+    add("compare_none", lambda: L.loo_compare(), E.EngineInputError, "two models")
+    add("compare_junk", lambda: L.loo_compare(5, "a"), E.EngineInputError)
+    add("compare_names_length", lambda: L.loo_compare(L.loo(ll), L.loo(ll + 0.1), names=["a"]), E.EngineInputError, "names")
+    add("compare_loo_waic", lambda: L.loo_compare(L.loo(ll), L.waic(ll + 0.1)), E.EngineInputError, "same criterion")
+    return c
+
+
+def robust_predict_cases() -> list[Case]:
+    """ols(vcov=, cluster=), predict on OLS fits (R's predict.lm) and on brm fits (brms' predict)."""
+    c = []
+    add = lambda area, name, f, expect=None, match=None, check=None: c.append(Case(name, area, f, expect, match, check))  # noqa: E731
+    f = frame(c=np.repeat(np.arange(5), 4))
+    add("ols", "vcov_unknown", lambda: engine.ols("y ~ x", f, vcov="HC9"), E.ModelSpecError, "HC9")
+    add("ols", "vcov_number", lambda: engine.ols("y ~ x", f, vcov=3), E.ModelSpecError, "vcov")
+    add("ols", "cluster_missing", lambda: engine.ols("y ~ x", f, vcov="CR1", cluster="zz"), E.ColumnNotFoundError, "'zz'")
+    add("ols", "cluster_nan", lambda: engine.ols("y ~ x", f.assign(c=np.where(np.arange(20) == 2, np.nan, f.c)), cluster="c"),
+        E.DataError, "'c'")
+    add("ols", "cluster_one", lambda: engine.ols("y ~ x", f.assign(c=1), cluster="c"), E.ModelSpecError, "'c'")
+    add("ols", "cluster_number", lambda: engine.ols("y ~ x", f, cluster=5), E.ModelSpecError, "cluster")
+    add("ols", "cluster_array", lambda: engine.ols("y ~ x", f, cluster=np.arange(3)), E.ModelSpecError, "cluster")
+    nd = lambda **k: pd.DataFrame({"x": [1.0], "g": ["a"], **k})  # noqa: E731
+    fit = _ols_factor_fit
+    add("ols_predict", "unseen_level", lambda: fit().predict(nd(g=["z"])), E.NewFactorLevelError, "z")
+    add("ols_predict", "missing_column", lambda: fit().predict(pd.DataFrame({"x": [1.0]})), E.ColumnNotFoundError, "'g'")
+    add("ols_predict", "text_for_number", lambda: fit().predict(nd(x=["a"])), E.DataError, "'x'")
+    add("ols_predict", "interval_bogus", lambda: fit().predict(nd(), interval="bogus"), E.ModelSpecError, "interval")
+    add("ols_predict", "level_2", lambda: fit().predict(nd(), interval="confidence", level=2), E.ModelSpecError, "level")
+    add("ols_predict", "level_nan", lambda: fit().predict(nd(), interval="confidence", level=np.nan), E.ModelSpecError, "level")
+    add("ols_predict", "level_text", lambda: fit().predict(nd(), interval="confidence", level="a"), E.ModelSpecError, "level")
+    add("ols_predict", "newdata_list", lambda: fit().predict([1, 2]), E.DataError, "newdata")
+    add("ols_predict", "robust_without_vcov", lambda: fit().predict(nd(), robust=True), E.ModelSpecError, "robust")
+    b = _brm_fit
+    bd = lambda **k: pd.DataFrame({"x": [1.0], "g": [1], **k})  # noqa: E731
+    add("brm_predict", "unseen_level", lambda: b().predict(bd(g=[99])), E.DataError, "allow_new_levels")
+    add("brm_predict", "missing_column", lambda: b().predict(pd.DataFrame({"g": [1]})), E.ColumnNotFoundError, "'x'")
+    add("brm_predict", "text_for_number", lambda: b().predict(bd(x=["a"])), E.DataError, "'x'")
+    add("brm_predict", "nan_predictor", lambda: b().predict(bd(x=[np.nan])), E.DataError, "'x'")
+    add("brm_predict", "re_formula_garbage", lambda: b().predict(bd(), re_formula="((("), E.FormulaError)
+    add("brm_predict", "re_formula_number", lambda: b().predict(bd(), re_formula=5), E.EngineInputError, "re_formula")
+    add("brm_predict", "re_formula_other_group", lambda: b().predict(bd(), re_formula="~(1|h)"), E.EngineInputError, "'h'")
+    add("brm_predict", "allow_new_levels_text", lambda: b().predict(bd(g=[99]), allow_new_levels="yes"), E.EngineInputError,
+        "allow_new_levels")
+    add("brm_predict", "sample_new_levels_bad", lambda: b().predict(bd(g=[99]), allow_new_levels=True, sample_new_levels="xx"),
+        E.EngineInputError, "sample_new_levels")
+    add("brm_predict", "probs_out_of_range", lambda: b().predict(bd(), probs=(2, 3)), E.EngineInputError, "probs")
+    add("brm_predict", "probs_text", lambda: b().predict(bd(), probs="a"), E.EngineInputError, "probs")
+    add("brm_predict", "ndraws_too_many", lambda: b().predict(bd(), ndraws=10 ** 6), E.EngineInputError, "ndraws")
+    add("brm_predict", "ndraws_negative", lambda: b().predict(bd(), ndraws=-1), E.EngineInputError, "ndraws")
+    add("brm_predict", "draw_ids_out_of_range", lambda: b().predict(bd(), draw_ids=[10 ** 6]), E.EngineInputError, "draw_ids")
+    add("brm_predict", "newdata_list", lambda: b().predict([1, 2]), E.DataError, "newdata")
+    add("brm_predict", "summary_text", lambda: b().predict(bd(), summary="no"), E.EngineInputError, "summary")
+    add("brm_predict", "seed_negative", lambda: b().predict(bd(), seed=-1), E.EngineInputError, "seed")
+    def new_level_draws(result, caught):  # brms: a new level draws its effect; finite, one row
+        assert result.shape[0] == 1 and np.all(np.isfinite(result.to_numpy(dtype=float)))
+    add("brm_predict", "new_level_allowed", lambda: b().predict(bd(g=[99]), allow_new_levels=True, seed=1), check=new_level_draws)
+    return c
+
+
 def all_cases() -> list[Case]:
     return (ols_cases() + mice_cases() + pool_cases() + diagnostics_cases() + datasets_cases()
-            + brm_cases() + cache_cases() + argument_type_cases())
+            + brm_cases() + cache_cases() + argument_type_cases()
+            + lmer_cases() + loo_cases() + robust_predict_cases())
