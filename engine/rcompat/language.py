@@ -26,6 +26,7 @@ formula layer reads them with :func:`read_formula`), the ``Call:`` line of ``pri
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -115,6 +116,12 @@ def r_number(value: float) -> str:
         return "NaN"
     if value in (float("inf"), float("-inf")):
         return "Inf" if value > 0 else "-Inf"
+    return _finite_r_number(float(value))
+
+
+@functools.lru_cache(maxsize=65536)  # factor(numeric) labels: every refit on the same groups asks again
+def _finite_r_number(value: float) -> str:
+    # -0.0 shares 0.0's cache entry; both print "0" in R, so the shared entry is right.
     return format_number(value, 15)
 
 
