@@ -91,13 +91,16 @@ WORKLOADS: dict[str, tuple[str, str, int]] = {
     ),
 }
 
+# ``clock`` is time.perf_counter (wall) or time.process_time (CPU seconds of all the process's threads:
+# on a loaded machine it leaves out the time spent waiting for a core, which wall time cannot).
 _CHILD = """
 import json, time
 {setup}
-t0 = time.perf_counter(); {stmt}; first = time.perf_counter() - t0
+clock = time.{clock}
+t0 = clock(); {stmt}; first = clock() - t0
 times = []
 for _ in range({repeat}):
-    t0 = time.perf_counter(); {stmt}; times.append(time.perf_counter() - t0)
+    t0 = clock(); {stmt}; times.append(clock() - t0)
 print('BENCH-RESULT ' + json.dumps({{'first': first, 'times': times}}))
 """
 
@@ -113,9 +116,10 @@ def worktree_for(ref: str, root: Path) -> Path:
     return path
 
 
-def run_child(tree: Path, name: str, nice: int) -> dict:
+def run_child(tree: Path, name: str, nice: int, clock: str = "wall") -> dict:
     setup, stmt, repeat = WORKLOADS[name]
-    code = _CHILD.format(setup=setup, stmt=stmt, repeat=repeat)
+    clock_function = {"wall": "perf_counter", "cpu": "process_time"}[clock]
+    code = _CHILD.format(setup=setup, stmt=stmt, repeat=repeat, clock=clock_function)
     env = dict(os.environ, PYTHONPATH=str(tree))
     command = [sys.executable, "-c", code]
     if nice:
@@ -138,6 +142,9 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0,
                         help="run the children at this nice value (negative needs root: it keeps "
                              "other work on the machine from landing on one commit's timings)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or CPU time of the child's threads (steadier on a shared "
+                             "machine; for multi-threaded work it is the total over threads)")
     args = parser.parse_args()
 
     root = Path(args.worktrees)
@@ -149,13 +156,13 @@ def main() -> None:
         order = ("old", "new") if round_number % 2 == 0 else ("new", "old")
         for name in names:
             for side in order:
-                out = run_child(trees[side], name, args.nice)
+                out = run_child(trees[side], name, args.nice, args.clock)
                 results[(name, side)].extend(out["times"])
                 firsts[(name, side)].append(out["first"])
         print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     print(f"old = {args.old} ({trees['old'].name}), new = {args.new} ({trees['new'].name}), "
-          f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f} at the end")
+          f"{args.rounds} rounds, {args.clock} clock, load average {os.getloadavg()[0]:.1f} at the end")
     rows = []
     for name in names:
         old, new = results[(name, "old")], results[(name, "new")]
