@@ -652,10 +652,14 @@ def _evaluate_column(column, name: str) -> _Variable:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         return _numeric_variable(name, values, (name,))
     if pd.api.types.is_string_dtype(dtype) or dtype == object:
-        # hashing of the object array (no sort; NaN/None/pd.NA -> -1); factorizing the object
-        # array directly is faster than through the string ExtensionArray
-        objects = column if isinstance(column, np.ndarray) else column.to_numpy(dtype=object)
-        codes, uniques = pd.factorize(objects, use_na_sentinel=True)
+        # hashing (no sort; NaN/None/pd.NA -> -1). A pyarrow-backed string array (pandas' default
+        # string dtype where pyarrow is installed) factorizes in Arrow (dictionary_encode), 2-4x
+        # faster than through Python objects; a Python-backed one is faster as an object array.
+        if isinstance(column, pd.arrays.ArrowStringArray):
+            codes, uniques = column.factorize(use_na_sentinel=True)
+        else:
+            objects = column if isinstance(column, np.ndarray) else column.to_numpy(dtype=object)
+            codes, uniques = pd.factorize(objects, use_na_sentinel=True)
         codes = np.asarray(codes, dtype=np.int64)
         missing = codes < 0
         missing_or_none = missing if missing.any() else None
