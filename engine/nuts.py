@@ -54,6 +54,7 @@ import numpy as np
 from numba import types
 from numba.experimental.function_type import _get_wrapper_address
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
 from engine.hmc.adaptation import (
     adaptation_windows,

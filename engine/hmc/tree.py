@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.hmc.integrator import leapfrog_step_in_place
 from engine.hmc.metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
 
