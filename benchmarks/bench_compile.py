@@ -19,6 +19,11 @@ compile, then a per-module summary; ``--json PATH`` writes everything (every ker
 
     python benchmarks/bench_compile.py [--cases ols,mice,...] [--json out.json] [--top 25]
 
+``ENGINE_WARMUP`` passes through to the cases (``replicate_quick`` starts its compile-ahead worker
+only when the load average leaves a core free, or when ``ENGINE_WARMUP=1``; see engine/_warmup.py).
+CPU seconds (user + system, the subprocess and the processes it waited for, so a worker's too) are
+steadier than wall seconds on a shared machine; "call self CPU s" is the case's own process only.
+
 A kernel with more than one signature is a duplicate specialisation (compiled once per argument
 type set). Compile times are wall times on the machine as loaded when run; mice compiles on
 several threads, which wait for Numba's global compiler lock, so its per-kernel figures include
@@ -140,6 +145,7 @@ def _run_case(case: str):
     data = None if case == "replicate_quick" else _study_data()
     start = time.perf_counter()
     cpu_start = _cpu_seconds()
+    self_start = time.process_time()
     timer = _KernelTimer()
     timer.install()  # imports numba: counted in the call, as a user pays it there
     if case == "ols":
@@ -168,7 +174,10 @@ def _run_case(case: str):
     else:
         raise ValueError(f"unknown case {case!r}")
     seconds = time.perf_counter() - start
-    return seconds, timer.report(), {"import_engine_s": import_s, "cpu_s": _cpu_seconds() - cpu_start}
+    # self: this process only (a compile-ahead worker's CPU is in cpu_s, not here): on a machine with
+    # a spare core the wall time of the call is about self_cpu_s
+    return seconds, timer.report(), {"import_engine_s": import_s, "cpu_s": _cpu_seconds() - cpu_start,
+                                     "self_cpu_s": time.process_time() - self_start}
 
 
 def _cpu_seconds() -> float:
@@ -281,6 +290,7 @@ def main() -> None:
         rows.append({
             "case": case, "cold s": round(res["cold"]["seconds"], 2), "warm s": round(res["warm"]["seconds"], 2),
             "cold CPU s": round(res["cold"]["process_cpu_s"], 1), "warm CPU s": round(res["warm"]["process_cpu_s"], 1),
+            "cold call self CPU s": round(res["cold"].get("self_cpu_s", float("nan")), 1),
             "kernels compiled": cold["compiled"], "compile s (sum)": round(cold["compile_s"], 2),
             "kernels loaded": warm["loaded"], "load s (sum)": round(warm["load_s"], 2),
             "warm misses": warm["misses"], ">1 signature": cold["multi_sig"],
