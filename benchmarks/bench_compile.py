@@ -19,6 +19,11 @@ compile, then a per-module summary; ``--json PATH`` writes everything (every ker
 
     python benchmarks/bench_compile.py [--cases ols,mice,...] [--json out.json] [--top 25]
 
+``ENGINE_WARMUP`` passes through to the cases (``replicate_quick`` starts its compile-ahead worker
+only when the load average leaves a core free, or when ``ENGINE_WARMUP=1``; see engine/_warmup.py).
+CPU seconds (user + system, the subprocess and the processes it waited for, so a worker's too) are
+steadier than wall seconds on a shared machine; "call self CPU s" is the case's own process only.
+
 A kernel with more than one signature is a duplicate specialisation (compiled once per argument
 type set). Compile times are wall times on the machine as loaded when run; mice compiles on
 several threads, which wait for Numba's global compiler lock, so its per-kernel figures include
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -131,13 +137,15 @@ def _run_case(case: str):
         import engine  # noqa: F401
 
         seconds = time.perf_counter() - start
-        return seconds, [], {"numba_imported": "numba" in sys.modules}
+        return seconds, [], {"numba_imported": "numba" in sys.modules, "cpu_s": time.process_time()}
     start_import = time.perf_counter()
     import engine
 
     import_s = time.perf_counter() - start_import
     data = None if case == "replicate_quick" else _study_data()
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
+    self_start = time.process_time()
     timer = _KernelTimer()
     timer.install()  # imports numba: counted in the call, as a user pays it there
     if case == "ols":
@@ -166,7 +174,17 @@ def _run_case(case: str):
     else:
         raise ValueError(f"unknown case {case!r}")
     seconds = time.perf_counter() - start
-    return seconds, timer.report(), {"import_engine_s": import_s}
+    # self: this process only (a compile-ahead worker's CPU is in cpu_s, not here): on a machine with
+    # a spare core the wall time of the call is about self_cpu_s
+    return seconds, timer.report(), {"import_engine_s": import_s, "cpu_s": _cpu_seconds() - cpu_start,
+                                     "self_cpu_s": time.process_time() - self_start}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of the children it has waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def child_main(case: str, out_path: str) -> None:
@@ -186,17 +204,25 @@ def fresh_copy(dest: Path) -> Path:
     return src
 
 
-def run_child(case: str, src: Path, cache: Path, work: Path, label: str, timeout: float) -> dict:
+def run_child(case: str, src: Path, cache: Path, work: Path, label: str, timeout: float,
+              extra_env: dict | None = None) -> dict:
     out = work / f"{case}-{label}.json"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(src), PYTHONDONTWRITEBYTECODE="1")
+    if extra_env:
+        env.update(extra_env)
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", case, "--out", str(out)],
                           env=env, cwd=str(work), capture_output=True, text=True, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{case} ({label}) failed:\n{proc.stderr[-4000:]}")
     result = json.loads(out.read_text())
     result["process_s"] = wall
+    # CPU seconds of the whole subprocess and of the processes it waited for (a warm-up worker):
+    # steadier than wall time on a shared, loaded machine
+    result["process_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
 
@@ -252,7 +278,9 @@ def main() -> None:
                 print(f"  {case}: FAILED: {str(exc).strip().splitlines()[-1]}", flush=True)
                 continue
             results[case] = {"cold": cold, "warm": warm}
-            print(f"  {case}: cold {cold['seconds']:.2f} s, warm {warm['seconds']:.2f} s", flush=True)
+            print(f"  {case}: cold {cold['seconds']:.2f} s ({cold['process_cpu_s']:.1f} CPU s), "
+                  f"warm {warm['seconds']:.2f} s ({warm['process_cpu_s']:.1f} CPU s); "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
             if args.json_path:  # written as we go: a long run keeps what it measured
                 Path(args.json_path).write_text(json.dumps({"results": results, "failures": failures}))
 
@@ -261,6 +289,8 @@ def main() -> None:
         cold, warm = summarise(res["cold"]), summarise(res["warm"])
         rows.append({
             "case": case, "cold s": round(res["cold"]["seconds"], 2), "warm s": round(res["warm"]["seconds"], 2),
+            "cold CPU s": round(res["cold"]["process_cpu_s"], 1), "warm CPU s": round(res["warm"]["process_cpu_s"], 1),
+            "cold call self CPU s": round(res["cold"].get("self_cpu_s", float("nan")), 1),
             "kernels compiled": cold["compiled"], "compile s (sum)": round(cold["compile_s"], 2),
             "kernels loaded": warm["loaded"], "load s (sum)": round(warm["load_s"], 2),
             "warm misses": warm["misses"], ">1 signature": cold["multi_sig"],
@@ -269,7 +299,8 @@ def main() -> None:
         print(f"\n{case} FAILED:\n{message[-1500:]}")
     if not rows:
         return
-    print("\nFirst call in a fresh process (seconds; numba import included, data loading not):")
+    print("\nFirst call in a fresh process (wall seconds of the call, numba import included, data loading not;\n"
+          "CPU s: user + system seconds of the whole subprocess and the processes it waited for):")
     print_table(rows, list(rows[0]))
 
     # per kernel: the largest cold compile over cases (a kernel is compiled once per case)

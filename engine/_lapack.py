@@ -38,6 +38,8 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+
 _F64P = types.CPointer(types.float64)
 _I32P = types.CPointer(types.int32)
 _CHARP = types.CPointer(types.uint8)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+
 
 @numba.njit(cache=True, nogil=True)
 def cholesky_lower(a):

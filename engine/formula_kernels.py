@@ -26,6 +26,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+
 #: Rows per block of X written together (each block's columns stay in cache while written).
 FILL_BLOCK_ROWS = 512
 

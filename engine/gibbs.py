@@ -65,6 +65,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ModelSpecError, SamplerError
 from engine.multilevel.covariance import log_scale_prior as _log_scale_prior
 from engine.multilevel.location import (

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.gibbs import _draw_scale, _inverse_gamma
 from engine.multilevel.blocks import BlockData, block_location_step, make_block_work
 from engine.multilevel.covariance import CovarianceTarget, covariance_step

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from .errors import DataError, EngineInputError, ImportanceSamplingWarning
 from .validate import as_array
 

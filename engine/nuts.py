@@ -54,6 +54,7 @@ import numpy as np
 from numba import types
 from numba.experimental.function_type import _get_wrapper_address
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
 from engine.hmc.adaptation import (
     adaptation_windows,
@@ -211,7 +212,7 @@ def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adap
     if step_size < 0.0:
         return STEP_SIZE_SEARCH_FAILED, positions, stats, step_size, metric
     dual_state = np.zeros(3)
-    welford_count = 0
+    welford_count = np.int64(0)  # np.int64, not a literal 0: welford_update would also compile for Literal[int](0)
     welford_mean = np.zeros(dimension)
     welford_m2 = np.zeros((dimension, dimension)) if is_dense else np.zeros((1, dimension))
     window = 0
@@ -241,7 +242,7 @@ def run_chain(logp_and_grad, args, rng, initial_position, n_iter, n_warmup, adap
                 welford_count = welford_update(welford_count, welford_mean, welford_m2, position, is_dense)
                 if iteration == window_last[window]:
                     metric = regularised_metric(welford_count, welford_m2, is_dense, dimension)
-                    welford_count = 0
+                    welford_count = np.int64(0)
                     welford_mean[:] = 0.0
                     welford_m2[:] = 0.0
                     window += 1

@@ -50,6 +50,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError
 
 __all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",

@@ -32,6 +32,7 @@ import math
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import EngineInputError
 
 _T = 0.64  # truncation point of Devroye's proposal (Polson et al. 2013, appendix)
@@ -121,7 +122,7 @@ def _draw_jstar(rng, c, k, p_exponential):
             x = _truncated_inverse_gaussian(rng, c)
         ratio = 2.0 / (_PI * x)
         base = ratio * math.sqrt(ratio)  # (2 / (pi x))^{3/2} without a pow
-        s = _series_term(0, x, base)
+        s = _series_term(np.int64(0), x, base)  # np.int64: a literal 0 would compile a second specialisation
         u = rng.random() * s
         n = 0
         while True:

@@ -163,3 +163,30 @@ def test_import_engine_does_not_import_numba():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_slice_shape_error_is_constant_and_still_raised():
+    import numba
+    import numpy as np
+
+    from engine import _numba_setup
+
+    assert _numba_setup.CONSTANT_SLICE_SHAPE_ERROR  # the Numba pinned here has the overload it replaces
+
+    @numba.njit
+    def assign(a, b):
+        a[0, :] = b
+        return a.sum()
+
+    assert assign(np.zeros((2, 3)), np.ones(3)) == 3.0
+    with pytest.raises(ValueError, match="cannot assign slice from input of different size"):
+        assign(np.zeros((2, 3)), np.ones(2))
+
+
+def test_every_kernel_module_imports_the_numba_setup():
+    # a module that forgot it would compile its kernels with Numba's defaults when it is the first
+    # one a process compiles (slower by the string machinery engine._numba_setup avoids)
+    missing = [str(path.relative_to(REPO_ROOT)) for path in sorted((REPO_ROOT / "engine").rglob("*.py"))
+               if "numba.njit" in path.read_text() and path.name != "_numba_setup.py"
+               and "from engine import _numba_setup" not in path.read_text()]
+    assert missing == []

@@ -32,6 +32,7 @@ import math
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.hmc.integrator import leapfrog_step
 from engine.hmc.metric import draw_momentum, kinetic_energy
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numba
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

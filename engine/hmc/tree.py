@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.hmc.integrator import leapfrog_step_in_place
 from engine.hmc.metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
 
@@ -249,9 +250,9 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
     ws.sample_gradient[:] = gradient
     sample_logp = logp
     log_sum_weight = 0.0
-    n_leapfrog = 0
+    n_leapfrog = np.int64(0)  # np.int64, not a literal 0: build_subtree would also compile for Literal[int](0)
     sum_metropolis = 0.0
-    depth = 0
+    depth = np.int64(0)
     divergent = False
     while depth < max_treedepth:
         if rng.random() > 0.5:

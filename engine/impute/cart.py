@@ -29,6 +29,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+
 
 class FeatureLayout(NamedTuple):
     """How the features of x (n, p) are scanned. ``is_binary`` (p,): all values 0 or 1; ``slot`` (p,):

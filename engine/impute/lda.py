@@ -20,6 +20,8 @@ Shapes: x_obs (N, p) float64, classes (N,) int64 codes 0..n_classes-1, x_new (n,
 from __future__ import annotations
 
 import numba
+
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 import numpy as np
 
 #: MASS::lda's ``tol``: singular values of the scaled within-class data at or below it are dropped.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from .._lapack import (apply_q, cholesky_info, tridiagonal_count_below, tridiagonal_eigenvalue,
                       tridiagonal_eigenvector, tridiagonalize)
 

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.multilevel.priors import EXPONENTIAL, NORMAL, STUDENT_T
 
 __all__ = ["CovarianceTarget", "covariance_step", "cholesky_from_cpc", "log_scale_prior"]

@@ -38,6 +38,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ModelSpecError, SamplerError
 from engine.gibbs import LevelSizes, _collapsed_scale_step, _collapsed_top_step, _draw_scale, _inverse_gamma
 from engine.multilevel.families import BERNOULLI, BINOMIAL, GLMModel, design_matrix

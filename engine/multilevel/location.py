@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine._linalg import draw_from_precision
 from engine.errors import ModelSpecError
 from engine.multilevel.model import MultilevelModel

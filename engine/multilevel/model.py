@@ -39,6 +39,7 @@ from typing import NamedTuple, Sequence
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ModelSpecError, PriorError
 from engine.multilevel.priors import ResolvedPriors, resolve_priors
 

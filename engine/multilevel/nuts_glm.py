@@ -27,6 +27,7 @@ import math
 import numba
 import numpy as np
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import EngineInputError, ModelSpecError
 from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs

@@ -43,6 +43,7 @@ import numpy as np
 
 from typing import NamedTuple
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import EngineInputError, ModelSpecError, SamplerError
 from engine.multilevel.location import PriorArrays, draw_ranef, location_inputs
 from engine.multilevel.model import MultilevelModel
