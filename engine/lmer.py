@@ -658,6 +658,8 @@ class LmerFit:
     _layout: list = field(repr=False, default=None)
     _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
     _frame_args: tuple = field(repr=False, default=None)
+    _fixed_terms: object = field(repr=False, default=None)  # engine.newdata.FittedTerms of the fixed part
+    _bars: list = field(repr=False, default=None)  # the formula's random-effect bars, "(Days | Subject)"
 
     # -- numbers ---------------------------------------------------------------------------------
     @property
@@ -819,6 +821,87 @@ class LmerFit:
             out[g] = full  # fixed-effect columns first, then random-only ones (lme4's union)
         return out
 
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=None,
+                allow_new_levels: bool = False) -> np.ndarray:
+        """lme4's ``predict.merMod(fit, newdata, re.form, allow.new.levels)``: X beta plus the
+        conditional modes Z b of the selected terms, (len(newdata),) float64.
+
+        re_form: None (every term, lme4's ``NULL``); ``"~0"``, ``"NA"`` or ``np.nan`` (none:
+        population level, lme4's ``NA``/``~0``); or a formula of bars, ``"~ (1 | plate)"``,
+        whose terms (matched by grouping factor and left side) are kept. A level of a grouping
+        factor the fit never saw is an error (:class:`~engine.errors.NewFactorLevelError`)
+        unless ``allow_new_levels``, where its b is 0 (lme4's population-level value). A row
+        with a missing variable gets NaN (lme4's ``na.action = na.pass``). Without newdata:
+        the fitted values of the selected terms.
+        """
+        from engine.errors import NewFactorLevelError
+        from engine.newdata import new_design
+
+        keep = self._selected_terms(re_form)
+        if newdata is None:
+            X = self._frame_args[3]
+            out = X @ self.fixef.to_numpy()
+            for t, b in zip(self.terms, self._b()):
+                if (t.group, tuple(t.cnms)) in keep:
+                    out = out + np.einsum("iq,iq->i", t.Z, b[t.codes])
+            return out
+        if self._fixed_terms is None:
+            raise ModelSpecError("predict(newdata=): this fit does not keep its model terms (refit with engine.lmer)")
+        out = new_design(self._fixed_terms, newdata) @ self.fixef.to_numpy()
+        if not keep:
+            return out
+        bars = self._bars
+        nd = newdata.copy()  # the user's data is never modified
+        resp = "engine_predict_response_"
+        nd[resp] = 0.0
+        mf = _formula.model_frame(f"{resp} ~ 1 + " + " + ".join(bars), nd, allow_random=True)
+        new_terms = _terms_from_frame(mf, nd, f"{resp} ~ 1 + " + " + ".join(bars))
+        rows = np.asarray(mf.rows)
+        re_part = np.zeros(len(rows))
+        for t, b in zip(self.terms, self._b()):
+            key = (t.group, tuple(t.cnms))
+            if key not in keep:
+                continue
+            nt = next(x for x in new_terms if (x.group, tuple(x.cnms)) == key)
+            index = {lab: k for k, lab in enumerate(t.levels)}
+            codes = np.array([index.get(lab, -1) for lab in nt.levels], dtype=np.int64)[nt.codes]
+            if np.any(codes < 0) and not allow_new_levels:
+                new = sorted({nt.levels[c] for c, k in zip(nt.codes, codes) if k < 0})
+                raise NewFactorLevelError(
+                    f"new levels detected in newdata: grouping factor {t.group!r} has level(s) "
+                    f"{', '.join(map(repr, new))} the fit never saw (allow_new_levels=True predicts "
+                    "them at the population level)")
+            bk = np.where(codes[:, None] >= 0, b[np.maximum(codes, 0)], 0.0)
+            re_part += np.einsum("iq,iq->i", nt.Z, bk)
+        full = np.full(len(newdata), np.nan)
+        full[rows] = re_part
+        return out + full
+
+    def _selected_terms(self, re_form) -> set:
+        """(group, coefficient names) of the terms ``re_form`` keeps (see ``predict``)."""
+        every = {(t.group, tuple(t.cnms)) for t in self.terms}
+        if re_form is None:
+            return every
+        if isinstance(re_form, float) and math.isnan(re_form):
+            return set()
+        text = str(re_form).strip()
+        if text.replace(" ", "") in ("NA", "~0", "~-1", "0"):
+            return set()
+        rhs = text[1:] if text.startswith("~") else text
+        mf_terms = _formula.parse_formula(expand_double_verts(f"engine_y_ ~ 1 + {rhs}"))
+        bars = mf_terms.random_terms
+        if not bars:
+            raise ModelSpecError(f"re_form {re_form!r}: give None, '~0' or a formula of random-effect bars")
+        wanted = set()
+        for bar in bars:  # lme4 keeps the terms of the named grouping factors
+            for name, _cols in _bar_groups(bar):
+                wanted.add(name)
+        keep = {k for k in every if k[0] in wanted}
+        if not keep:
+            raise ModelSpecError(f"re_form {re_form!r} names no random-effect term of the fit "
+                                 f"({', '.join(sorted({g for g, _ in every}))})")
+        return keep
+
     def summary(self):
         from engine.rcompat.print_lme4 import LmerSummary
 
@@ -831,7 +914,9 @@ class LmerFit:
         """lme4's ``refitML``: the same model by maximum likelihood (starting from this theta)."""
         if not self.reml:
             return self
-        return _fit_stats(self._frame_args, reml=False, theta0=self.theta)
+        fit = _fit_stats(self._frame_args, reml=False, theta0=self.theta)
+        fit._fixed_terms, fit._bars = self._fixed_terms, self._bars
+        return fit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -875,7 +960,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
                              f"among {mf.column_names}")
     check_lmer_response(np.asarray(mf.y, dtype=float), mf.response_name)
     frame_args = (display_formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
-    return _fit_stats(frame_args, reml=bool(REML))
+    fit = _fit_stats(frame_args, reml=bool(REML))
+    from engine.newdata import fitted_terms
+
+    fit._fixed_terms = fitted_terms(mf, list(data.columns))
+    fit._bars = [bar.text for bar in mf.random_terms]
+    return fit
 
 
 def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None) -> LmerFit:
