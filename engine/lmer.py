@@ -29,10 +29,13 @@ the dense block is the part that fill-in makes dense for crossed designs.
 
 theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by a
 compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
-Hessian when one evaluation is cheap, by scipy's COBYQA (derivative-free quadratic models) when the dense trailing
-block has 200 or more random effects (the choice depends on the design only, so results do not
-depend on timing). Singular
-(boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta below 1e-4).
+Hessian when one evaluation is cheap. When the dense trailing block has 200 or more random effects
+(evaluations cost a dense Cholesky each) and every term is scalar (random intercepts, InstEval), by
+L-BFGS-B on the exact gradient of the profiled criterion (``_criterion_and_gradient``) from a
+one-way ANOVA moment start (``_moment_start``); with larger terms there, by scipy's COBYQA
+(derivative-free quadratic models). The choice depends on the design only, so results do not
+depend on timing. Singular (boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta
+below 1e-4).
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
-                                 forward_solve, minimize_bounded, newton_polish, profiled_criterion,
-                                 scaled_cross, schur_update)
+                                 weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
+                                 profiled_criterion, scaled_cross, schur_update)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -420,11 +423,143 @@ def _criterion_from(stats: _Stats, f: _Factor, reml: bool) -> float:
     return f.ldL2 + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
 
 
+def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
+    """The profiled criterion and its exact gradient in theta, for models whose terms are all
+    scalar (random intercepts: Lambda = diag(theta_k over term k's levels)).
+
+    With A = [[Lambda'Z'Z Lambda + I, Lambda'Z'X], [X'Z Lambda, X'X]] and C = [Z Lambda, X]
+    (A = C'C + diag(I, 0)), dC/dtheta_k = C D_k / theta_k for D_k the indicator of term k's
+    columns, so d log|A| / dtheta_k = (2 / theta_k) (n_k - tr_k((A^{-1})_uu)) (n_k levels;
+    tr_k sums the diagonal over term k's columns). log|A| is log|L|^2 + log|R_X|^2 (REML's
+    determinants); ML's log|L|^2 alone is the same with M^{-1} for (A^{-1})_uu. The penalised
+    residual sum of squares is a minimum over (u, beta), so (envelope theorem, and
+    Lambda'Z'r = u at the minimum) d pwrss / dtheta_k = -2 ||u_k||^2 / theta_k. Hence
+
+        grad_k = (2 / theta_k) (n_k - tr_k - nu ||u_k||^2 / pwrss),  nu = n (ML) or n - p (REML),
+
+    and 0 at theta_k = 0 (the criterion depends on theta_k^2 there). The diagonal of
+    (A^{-1})_uu comes from the blocked factor: the trailing block's is diag(S^{-1}) (S^{-1} from
+    LAPACK's dpotri); the leading block's is (1 + w_j'S^{-1}w_j) / L1_j^2, w_j row j of W, whose
+    sum is sum_j 1 / L1_j^2 + <S^{-1}, sum_j w_j w_j' / L1_j^2> (``weighted_cross_gram``);
+    REML adds the row norms of L^{-T} R_ZX R_X^{-1}. Cost: about two dense Cholesky factors of
+    the trailing block (dpotrf + dpotri), against 2K + 1 criterion evaluations for central
+    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails.
+    """
+    from scipy.linalg import lapack, solve_triangular
+
+    K = len(theta)
+    ok, ld, gram, L1, R1, W, S, R2, _T = leading_and_schur(theta, stats.moments, stats.cross, stats.layout)
+    if not ok:
+        return np.inf, np.zeros(K)
+    n, p = stats.n, stats.p
+    n1 = stats.n1
+    l1 = L1[:, 0, 0]
+    if stats.Q2:
+        # S holds its lower triangle in C order: S.T is the same memory as a Fortran upper triangle
+        U, info = lapack.dpotrf(S.T, lower=0, clean=1, overwrite_a=1)  # U'U = S, U = L2'
+        if info != 0:
+            return np.inf, np.zeros(K)
+        ld += 2.0 * float(np.sum(np.log(np.diag(U))))
+        Sinv, info = lapack.dpotri(U, lower=0)  # upper triangle of S^{-1} (Fortran order)
+        if info != 0:
+            return np.inf, np.zeros(K)
+        Sinv = Sinv.T  # C order, lower triangle valid
+
+        def solve_lt(b):  # L2^{-T} b
+            return solve_triangular(U, b, lower=False, check_finite=False)
+
+        R2s = solve_triangular(U, R2, trans="T", lower=False, check_finite=False)  # L2^{-1} R2
+        gram = gram - R2s.T @ R2s
+    try:
+        Lg = np.linalg.cholesky(np.triu(gram) + np.triu(gram, 1).T)
+    except np.linalg.LinAlgError:
+        return np.inf, np.zeros(K)
+    pwrss = Lg[p, p] ** 2
+    nu = n - p if reml else n
+    crit = ld + nu * (1.0 + math.log(2.0 * math.pi * pwrss / nu))
+    if reml:
+        crit += 2.0 * float(np.sum(np.log(np.diag(Lg)[:p])))
+    # conditional modes u = L^{-T}(R_Zy - R_ZX beta), Lx' beta = c
+    Lx = Lg[:p, :p]
+    beta = solve_triangular(Lx, Lg[p, :p], trans="T", lower=True, check_finite=False)
+    rhs1 = R1[:, 0, p] - R1[:, 0, :p] @ beta
+    d1 = 1.0 / (l1 * l1)  # diag of M^{-1}, leading block (first part)
+    if stats.Q2:
+        u2 = solve_lt(R2s[:, p] - R2s[:, :p] @ beta)
+        u1 = (rhs1 - cross_times(stats.cross, W, u2, n1, 1)[:, 0]) / l1
+        G = weighted_cross_gram(stats.cross, W, d1, stats.Q2)  # lower triangle
+        d2 = np.diag(Sinv).copy()
+        # <S^{-1}, G> over the full symmetric matrices from their lower triangles (G's upper
+        # triangle is 0)
+        extra1 = 2.0 * float(np.sum(G * Sinv)) - float(np.diag(G) @ d2)
+    else:
+        u2 = np.zeros(0)
+        u1 = rhs1 / l1
+        d2 = np.zeros(0)
+        extra1 = 0.0
+    if reml:  # (A^{-1})_uu = M^{-1} + V V', V = L^{-T} R_ZX Lx^{-T}
+        Y1 = solve_triangular(Lx, R1[:, 0, :p].T, lower=True, check_finite=False).T
+        if stats.Q2:
+            Y2 = solve_triangular(Lx, R2s[:, :p].T, lower=True, check_finite=False).T
+            V2 = solve_lt(Y2)
+            for k in range(p):
+                Y1[:, k] -= cross_times(stats.cross, W, np.ascontiguousarray(V2[:, k]), n1, 1)[:, 0]
+            d2 = d2 + np.einsum("ij,ij->i", V2, V2)
+        V1 = Y1 / l1[:, None]
+        d1 = d1 + np.einsum("ij,ij->i", V1, V1)
+    grad = np.zeros(K)
+    d1[0] += extra1  # only sums over a term's columns are used
+    parts = [(0, u1, d1)] + [(k, u2[o:o + nl], d2[o:o + nl]) for (k, o, q, nl) in stats.rest_terms]
+    for k, uk, dk in parts:
+        if theta[k] > 0.0:
+            grad[k] = 2.0 / theta[k] * (len(uk) - float(np.sum(dk)) - nu * float(uk @ uk) / pwrss)
+    return crit, grad
+
+
+def _moment_start(stats: _Stats) -> np.ndarray:
+    """A start for theta when every term is scalar: one-way ANOVA moment estimates per term
+    from the OLS residuals (Searle, Casella & McCulloch 1992, "Variance Components", sec. 3.6:
+    sigma_k^2 = (MSB - MSW) / n0, n0 = (sum a - sum a^2 / sum a) / (J - 1), with a_j = z_j'z_j
+    the term's weight in level j; counts for intercepts), each term taken alone, then
+    theta_k = sigma_k / sigma with sigma^2 the residual variance left after all terms. Crossed
+    factors bias each such estimate, but the start is only a start: it lands within a few
+    percent of InstEval's optimum where lme4's start (all 1) is 3x too large."""
+    p = stats.p
+    XaXa = stats.XaXa
+    beta = np.linalg.solve(XaXa[:p, :p], XaXa[:p, p])
+    rss = float(XaXa[p, p] - XaXa[:p, p] @ beta)
+    n = stats.n
+    parts = [(stats.A1[:, 0, 0], stats.ZXa1[:, 0, p] - stats.ZXa1[:, 0, :p] @ beta)]
+    diag2 = np.zeros(stats.Q2)
+    mo = stats.moments
+    on_diag = mo.A22_i == mo.A22_j
+    diag2[mo.A22_i[on_diag]] = mo.A22_v[on_diag]
+    s2 = stats.ZXa2[:, p] - stats.ZXa2[:, :p] @ beta if stats.Q2 else np.zeros(0)
+    for (k, o, q, nl) in stats.rest_terms:
+        parts.append((diag2[o:o + nl], s2[o:o + nl]))
+    comps = []
+    for a, s in parts:
+        keep = a > 0
+        a, s = a[keep], s[keep]
+        J = len(a)
+        ssb = float(np.sum(s * s / a))
+        msb = ssb / max(J - 1, 1)
+        msw = max(rss - ssb, 0.0) / max(n - J - p, 1)
+        n0 = (a.sum() - np.sum(a * a) / a.sum()) / max(J - 1, 1)
+        comps.append(max(msb - msw, 0.0) / n0 if n0 > 0 else 0.0)
+    sigma2 = max(rss / max(n - p, 1) - sum(comps), 0.05 * rss / max(n - p, 1))
+    # a component estimated at 0 starts at a small interior value (theta = 0 is stationary)
+    return np.array([max(math.sqrt(c / sigma2), 0.05) for c in comps])
+
+
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
-    """Minimise the profiled criterion over theta from lme4's start under lme4's bounds:
-    compiled projected BFGS (``lmer_kernels.minimize_bounded``), then ``newton_polish``; COBYQA
-    for designs with a large dense block."""
-    if theta0 is None:
+    """Minimise the profiled criterion over theta under lme4's bounds: compiled projected BFGS
+    (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish``; for a large
+    dense trailing block, L-BFGS-B on the exact gradient from the moment start (scalar terms)
+    or COBYQA from lme4's start (others). ``theta0`` (a refit's start) replaces either start.
+    Returns (theta, criterion, evaluations, converged)."""
+    start_default = theta0 is None
+    if start_default:
         theta0 = np.where(np.isfinite(lower), 1.0, 0.0)
     nfev = [0]
 
@@ -434,7 +569,9 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
                                   stats.n, reml)
 
     theta0 = np.asarray(theta0, dtype=float)
-    if stats.Q2 >= _COBYQA_MIN_Q2:
+    lo = np.where(np.isfinite(lower), lower, -np.inf)
+    scalar = bool(np.all(stats.layout.term_q == 1))
+    if stats.Q2 >= _COBYQA_MIN_Q2 and not scalar:
         # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
         # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
         # L-BFGS-B; its own overhead (~ms per step) does not matter there.
@@ -444,13 +581,30 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             options={"initial_tr_radius": 0.5, "final_tr_radius": 1e-7, "maxfev": 100 * (len(lower) + 1) ** 2})
         x = np.where(np.isfinite(lower), np.maximum(res.x, lower), res.x)
         return x, fun(x), nfev[0], bool(res.success)
-    lo = np.where(np.isfinite(lower), lower, -np.inf)
+    if stats.Q2 >= _COBYQA_MIN_Q2:
+        # Large crossed random intercepts (InstEval): each evaluation is a dense Cholesky of the
+        # trailing block, so evaluations are what counts: L-BFGS-B on the exact gradient
+        # (``_criterion_and_gradient``, about 2 evaluations' cost) from the moment start. It
+        # stops on a relative decrease below 1e-13 (~1e-8 in InstEval's 2.4e5): past that the
+        # line search only sees rounding.
+        if start_default:
+            theta0 = _moment_start(stats)
 
-    def run(start):
-        x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross, stats.layout,
-                                    stats.n, reml, 500)
-        nfev[0] += k
-        return x, fx
+        def fun_grad(th):
+            nfev[0] += 1
+            return _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml)
+
+        def run(start):
+            res = scipy.optimize.minimize(fun_grad, np.maximum(start, lower), jac=True, method="L-BFGS-B",
+                                          bounds=[(b if np.isfinite(b) else None, None) for b in lower],
+                                          options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 500})
+            return np.maximum(res.x, lower), float(res.fun)
+    else:
+        def run(start):
+            x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross,
+                                        stats.layout, stats.n, reml, 500)
+            nfev[0] += k
+            return x, fx
 
     x, fx = run(theta0)
     # theta_i = 0 is a stationary point of the criterion (it depends on T T'), so a step onto
@@ -468,6 +622,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
+    if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took L-BFGS-B to the optimum
+        return x, fx, nfev[0], bool(np.isfinite(fx))
     x, fx, k = newton_polish(x, fun(x), lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
     nfev[0] += k
     return x, fx, nfev[0], bool(np.isfinite(fx))
@@ -502,6 +658,8 @@ class LmerFit:
     _layout: list = field(repr=False, default=None)
     _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
     _frame_args: tuple = field(repr=False, default=None)
+    _fixed_terms: object = field(repr=False, default=None)  # engine.newdata.FittedTerms of the fixed part
+    _bars: list = field(repr=False, default=None)  # the formula's random-effect bars, "(Days | Subject)"
 
     # -- numbers ---------------------------------------------------------------------------------
     @property
@@ -663,6 +821,87 @@ class LmerFit:
             out[g] = full  # fixed-effect columns first, then random-only ones (lme4's union)
         return out
 
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=None,
+                allow_new_levels: bool = False) -> np.ndarray:
+        """lme4's ``predict.merMod(fit, newdata, re.form, allow.new.levels)``: X beta plus the
+        conditional modes Z b of the selected terms, (len(newdata),) float64.
+
+        re_form: None (every term, lme4's ``NULL``); ``"~0"``, ``"NA"`` or ``np.nan`` (none:
+        population level, lme4's ``NA``/``~0``); or a formula of bars, ``"~ (1 | plate)"``,
+        whose terms (matched by grouping factor and left side) are kept. A level of a grouping
+        factor the fit never saw is an error (:class:`~engine.errors.NewFactorLevelError`)
+        unless ``allow_new_levels``, where its b is 0 (lme4's population-level value). A row
+        with a missing variable gets NaN (lme4's ``na.action = na.pass``). Without newdata:
+        the fitted values of the selected terms.
+        """
+        from engine.errors import NewFactorLevelError
+        from engine.newdata import new_design
+
+        keep = self._selected_terms(re_form)
+        if newdata is None:
+            X = self._frame_args[3]
+            out = X @ self.fixef.to_numpy()
+            for t, b in zip(self.terms, self._b()):
+                if (t.group, tuple(t.cnms)) in keep:
+                    out = out + np.einsum("iq,iq->i", t.Z, b[t.codes])
+            return out
+        if self._fixed_terms is None:
+            raise ModelSpecError("predict(newdata=): this fit does not keep its model terms (refit with engine.lmer)")
+        out = new_design(self._fixed_terms, newdata) @ self.fixef.to_numpy()
+        if not keep:
+            return out
+        bars = self._bars
+        nd = newdata.copy()  # the user's data is never modified
+        resp = "engine_predict_response_"
+        nd[resp] = 0.0
+        mf = _formula.model_frame(f"{resp} ~ 1 + " + " + ".join(bars), nd, allow_random=True)
+        new_terms = _terms_from_frame(mf, nd, f"{resp} ~ 1 + " + " + ".join(bars))
+        rows = np.asarray(mf.rows)
+        re_part = np.zeros(len(rows))
+        for t, b in zip(self.terms, self._b()):
+            key = (t.group, tuple(t.cnms))
+            if key not in keep:
+                continue
+            nt = next(x for x in new_terms if (x.group, tuple(x.cnms)) == key)
+            index = {lab: k for k, lab in enumerate(t.levels)}
+            codes = np.array([index.get(lab, -1) for lab in nt.levels], dtype=np.int64)[nt.codes]
+            if np.any(codes < 0) and not allow_new_levels:
+                new = sorted({nt.levels[c] for c, k in zip(nt.codes, codes) if k < 0})
+                raise NewFactorLevelError(
+                    f"new levels detected in newdata: grouping factor {t.group!r} has level(s) "
+                    f"{', '.join(map(repr, new))} the fit never saw (allow_new_levels=True predicts "
+                    "them at the population level)")
+            bk = np.where(codes[:, None] >= 0, b[np.maximum(codes, 0)], 0.0)
+            re_part += np.einsum("iq,iq->i", nt.Z, bk)
+        full = np.full(len(newdata), np.nan)
+        full[rows] = re_part
+        return out + full
+
+    def _selected_terms(self, re_form) -> set:
+        """(group, coefficient names) of the terms ``re_form`` keeps (see ``predict``)."""
+        every = {(t.group, tuple(t.cnms)) for t in self.terms}
+        if re_form is None:
+            return every
+        if isinstance(re_form, float) and math.isnan(re_form):
+            return set()
+        text = str(re_form).strip()
+        if text.replace(" ", "") in ("NA", "~0", "~-1", "0"):
+            return set()
+        rhs = text[1:] if text.startswith("~") else text
+        mf_terms = _formula.parse_formula(expand_double_verts(f"engine_y_ ~ 1 + {rhs}"))
+        bars = mf_terms.random_terms
+        if not bars:
+            raise ModelSpecError(f"re_form {re_form!r}: give None, '~0' or a formula of random-effect bars")
+        wanted = set()
+        for bar in bars:  # lme4 keeps the terms of the named grouping factors
+            for name, _cols in _bar_groups(bar):
+                wanted.add(name)
+        keep = {k for k in every if k[0] in wanted}
+        if not keep:
+            raise ModelSpecError(f"re_form {re_form!r} names no random-effect term of the fit "
+                                 f"({', '.join(sorted({g for g, _ in every}))})")
+        return keep
+
     def summary(self):
         from engine.rcompat.print_lme4 import LmerSummary
 
@@ -675,7 +914,9 @@ class LmerFit:
         """lme4's ``refitML``: the same model by maximum likelihood (starting from this theta)."""
         if not self.reml:
             return self
-        return _fit_stats(self._frame_args, reml=False, theta0=self.theta)
+        fit = _fit_stats(self._frame_args, reml=False, theta0=self.theta)
+        fit._fixed_terms, fit._bars = self._fixed_terms, self._bars
+        return fit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -719,7 +960,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
                              f"among {mf.column_names}")
     check_lmer_response(np.asarray(mf.y, dtype=float), mf.response_name)
     frame_args = (display_formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
-    return _fit_stats(frame_args, reml=bool(REML))
+    fit = _fit_stats(frame_args, reml=bool(REML))
+    from engine.newdata import fitted_terms
+
+    fit._fixed_terms = fitted_terms(mf, list(data.columns))
+    fit._bars = [bar.text for bar in mf.random_terms]
+    return fit
 
 
 def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None) -> LmerFit:

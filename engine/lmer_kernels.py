@@ -263,18 +263,26 @@ def term_factors(theta, lay):
 
 
 @numba.njit(cache=True)
-def profiled_criterion(theta, mo, cb, lay, n, reml):
-    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
-    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails."""
+def leading_and_schur(theta, mo, cb, lay):
+    """The blocked factor at theta up to the trailing block's Cholesky (shared by the criterion
+    and its gradient): the leading blocks L1 (n1, q1, q1) = chol(T1' A_j T1 + I) and
+    R1 (n1, q1, m) = L1_j^{-1} T1' Z1_j'[X y]; W (flat, CrossBlocks layout) = L1^{-1} T1' B T_k;
+    the trailing Schur block S (Q2, Q2, lower triangle) = Lambda2' Z2'Z2 Lambda2 + I - W'W and
+    R2 (Q2, m) = Lambda2' Z2'[X y] - W'R1; gram (m, m, upper triangle) = [X y]'[X y] - R1'R1;
+    ld = log|L1|^2. Returns (ok, ld, gram, L1, R1, W, S, R2, T); ok False where a leading block
+    is not positive definite."""
     T = term_factors(theta, lay)
     n1, q1, m = mo.ZXa1.shape
-    p = m - 1
     T1 = np.ascontiguousarray(T[0, :q1, :q1])
     L1 = np.empty((n1, q1, q1))
     R1 = np.empty((n1, q1, m))
     gram = mo.XaXa.copy()
     ld = 0.0
     M = np.empty((q1, q1))
+    Q2 = mo.ZXa2.shape[0]
+    W = np.zeros(0)
+    S = np.zeros((Q2, Q2))
+    R2 = np.empty((Q2, m))
     for j in range(n1):
         # M = T1' A_j T1 + I
         for a in range(q1):
@@ -285,7 +293,7 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
                         s += T1[c, a] * mo.A1[j, c, d] * T1[d, b]
                 M[a, b] = s + (1.0 if a == b else 0.0)
         if not _chol_inplace(M):
-            return np.inf
+            return False, ld, gram, L1, R1, W, S, R2, T
         for a in range(q1):
             ld += 2.0 * np.log(M[a, a])
             for b in range(q1):
@@ -305,11 +313,9 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
                 for a in range(q1):
                     s += R1[j, a, k] * R1[j, a, l]
                 gram[k, l] -= s
-    Q2 = mo.ZXa2.shape[0]
     if Q2 > 0:
         # S = Lambda2' Z2'Z2 Lambda2 + I from the nonzeros of Z2'Z2 (Lambda2 block diagonal:
         # Lambda2[c0 + a, c0 + r] = T[a, r] for a >= r within a level's block)
-        S = np.zeros((Q2, Q2))
         for c in range(Q2):
             S[c, c] = 1.0
         for e in range(mo.A22_v.shape[0]):
@@ -326,7 +332,6 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
                 w = T[ti, ai, r] * v
                 for rr in range(aj + 1):
                     S[ci + r, cj + rr] += w * T[tj, aj, rr]
-        R2 = np.empty((Q2, m))
         for c in range(Q2):
             t = lay.col_term[c]
             c0 = lay.col_start[c]
@@ -340,6 +345,20 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
         Tk = np.ascontiguousarray(T[1:])
         W = scaled_cross(cb, T1, Tk, L1)
         schur_update(cb, W, S, R1, R2)
+    return True, ld, gram, L1, R1, W, S, R2, T
+
+
+@numba.njit(cache=True)
+def profiled_criterion(theta, mo, cb, lay, n, reml):
+    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
+    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails."""
+    ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+    if not ok:
+        return np.inf
+    m = gram.shape[0]
+    p = m - 1
+    Q2 = S.shape[0]
+    if Q2 > 0:
         if Q2 <= 48:
             if not _chol_inplace(S):
                 return np.inf
@@ -569,3 +588,22 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
         if not improved or np.max(np.abs(t * step)) < 1e-9:
             break
     return x, fx, nfev
+
+
+@numba.njit(cache=True)
+def weighted_cross_gram(cb, W, wts, Q2):
+    """(Q2, Q2), lower triangle: sum over levels j of the (scalar) leading term of
+    wts[j] w_j w_j', w_j (Q2,) row j of W at its pairs' columns (every block 1 x 1). With
+    wts = 1 / L1_j^2 its inner product with S^{-1} is the leading block's share of
+    tr((Lambda'Z'Z Lambda + I)^{-1}) beyond sum 1 / L1_j^2."""
+    G = np.zeros((Q2, Q2))
+    n1 = cb.jptr.shape[0] - 1
+    for j in range(n1):
+        lo = cb.jptr[j]
+        hi = cb.jptr[j + 1]
+        for pa in range(lo, hi):
+            wa = W[cb.off[pa]] * wts[j]
+            ca = cb.col0[pa]
+            for pb in range(lo, pa + 1):  # pairs of j are sorted by column: lower triangle
+                G[ca, cb.col0[pb]] += wa * W[cb.off[pb]]
+    return G
