@@ -566,7 +566,10 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
     ``collapse`` (default) and ``interweave``: after each centred update of a group SD, one more
     exact update of it, jointly with the group's effects with those integrated out (collapse), or
     in the non-centred parametrisation (ASIS, interweave). They change no distribution, only mixing.
-    A model with random slopes runs engine.gibbs_slopes (collapse and interweave do not apply).
+    A model with random slopes runs engine.gibbs_slopes: there ``collapse`` is its step 0 (every (sd,
+    correlation) and sigma by Metropolis-Hastings with gamma and the random coefficients integrated
+    out, where the groups form one block); interweave does not apply. The result's stats then hold
+    ``collapsed_acceptance`` (the step's post-warm-up acceptance rate).
     Returns ChainResult(draws (n_kept, n_params), ranef (n_kept, L), stats {}), n_kept =
     ceil((n_iter - n_warmup) / thin).
     """
@@ -583,13 +586,16 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed: np.ra
     rng = np.random.Generator(np.random.PCG64(sequence))
     init_sd, init_sigma = _initial_scales(model, rng, init)
     if model.has_slopes:
-        from engine.gibbs_slopes import run_slopes_chain, slopes_data
+        from engine.gibbs_slopes import run_slopes_chain_counts, slopes_data
 
-        draws, ranef = run_slopes_chain(rng, n_iter, n_warmup, thin, bool(update_scales), bool(save_ranef),
-                                        slopes_data(model), np.ascontiguousarray(init_sd), init_sigma)
+        draws, ranef, counts = run_slopes_chain_counts(rng, n_iter, n_warmup, thin, bool(update_scales),
+                                                       bool(save_ranef), slopes_data(model),
+                                                       np.ascontiguousarray(init_sd), init_sigma, bool(collapse),
+                                                       bool(True))
         if not np.all(np.isfinite(draws)):
             raise SamplerError("the Gibbs sampler produced non-finite draws (check the data's scale and the priors)")
-        return ChainResult(draws, ranef, {})
+        stats = {"collapsed_acceptance": np.float64(counts[1] / counts[0])} if counts[0] else {}
+        return ChainResult(draws, ranef, stats)
     draws, ranef = _gibbs_chain(rng, GibbsSettings(n_iter, n_warmup, thin, bool(update_scales), bool(interweave),
                                                    bool(collapse), bool(save_ranef)),
                                 gibbs_data(model), init_sd, init_sigma)

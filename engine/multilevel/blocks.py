@@ -27,9 +27,8 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine._linalg import draw_from_precision
 
-__all__ = ["BlockData", "BlockWork", "make_block_work", "block_location_step"]
+__all__ = ["BlockData", "BlockWork", "make_block_work", "block_location_step", "block_sums", "block_factor", "block_draw"]
 
 
 class BlockData(NamedTuple):
@@ -166,16 +165,19 @@ def _accumulate(block, r, data, work):
 
 
 @numba.njit(cache=True, nogil=True)
-def _scale_and_add_priors(block, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work):
-    """Divide the sums by sigma^2 and add the prior precisions (Sigma_g^{-1} per level, diagonal on gamma)."""
+def _scale_and_add_priors(block, source, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work):
+    """work <- source's sums divided by sigma^2 plus the prior precisions (Sigma_g^{-1} per level,
+    diagonal on gamma). ``source`` is ``work`` itself (in place, after _accumulate) or a BlockWork
+    holding sums accumulated once (block_sums: a single block's sums do not change)."""
     qf, dims, level_offsets, depth = data.q_fix, data.group_dims, data.level_offsets, data.depth
     a_diag, a_anc, b_rows, level_rhs = work.a_diag, work.a_anc, work.b_rows, work.level_rhs
+    s_diag, s_anc, s_rows, s_rhs = source.a_diag, source.a_anc, source.b_rows, source.level_rhs
     c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
     inv_s2 = 1.0 / sigma2
     for a in range(qf):
-        rhs_gamma[a] = rhs_gamma[a] * inv_s2 + gamma_precision[a] * gamma_prior_mean[a]
+        rhs_gamma[a] = source.rhs_gamma[a] * inv_s2 + gamma_precision[a] * gamma_prior_mean[a]
         for b in range(qf):
-            c_mat[a, b] *= inv_s2
+            c_mat[a, b] = source.c_mat[a, b] * inv_s2
         c_mat[a, a] += gamma_precision[a]
     for g in range(dims.shape[0]):
         if data.block_of_group[g] != block:
@@ -183,81 +185,163 @@ def _scale_and_add_priors(block, sigma_inv, sigma2, gamma_precision, gamma_prior
         dg = dims[g]
         for v in range(level_offsets[g], level_offsets[g + 1]):
             for a in range(dg):
-                level_rhs[v, a] *= inv_s2
+                level_rhs[v, a] = s_rhs[v, a] * inv_s2
                 for b in range(dg):
-                    a_diag[v, a, b] = a_diag[v, a, b] * inv_s2 + sigma_inv[g, a, b]
+                    a_diag[v, a, b] = s_diag[v, a, b] * inv_s2 + sigma_inv[g, a, b]
                 for b in range(qf):
-                    b_rows[v, a, b] *= inv_s2
+                    b_rows[v, a, b] = s_rows[v, a, b] * inv_s2
                 for j in range(depth[v]):
                     for b in range(a_anc.shape[3]):
-                        a_anc[v, j, a, b] *= inv_s2
+                        a_anc[v, j, a, b] = s_anc[v, j, a, b] * inv_s2
 
 
 @numba.njit(cache=True, nogil=True)
-def _eliminate_level(v, dg, draw_gamma, data, work):
-    """Factor level v's block, whiten its couplings in place and update its ancestors and the gamma block."""
+def _eliminate_levels(block, draw_gamma, data, work):
+    """Leaves-up elimination of every level of ``block`` (deepest group first): factor each level's
+    block A_v = L_v L_v' in place, whiten its couplings (X_j = L_v^{-1} A_{v,anc_j}, X_b = L_v^{-1} B_v,
+    x = L_v^{-1} b_v) and update its ancestors and (draw_gamma) the gamma block by their Schur
+    complements. Returns (sum_v log det L_v, sum_v ||x_v||^2, ok): the levels' part of log det P / 2 and
+    of b'P^{-1}b for block_log_marginal; ok is False when a pivot was not positive (clamped to 1e-300).
+
+    One function over all levels with the arrays taken out of the NamedTuples once: a call per level
+    passing array views cost more than its O(q^3) arithmetic on small q.
+    """
     qf, dims, level_group, depth, ancestors = data.q_fix, data.group_dims, data.level_group, data.depth, data.ancestors
+    level_offsets, block_of_group = data.level_offsets, data.block_of_group
     a_diag, a_anc, b_rows, level_rhs = work.a_diag, work.a_anc, work.b_rows, work.level_rhs
     c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
-    chol = a_diag[v]
-    _cholesky_in_place(chol, dg)
-    for j in range(depth[v]):
-        _forward_solve_columns(chol, dg, a_anc[v, j], dims[level_group[ancestors[v, j]]])
-    _forward_solve_columns(chol, dg, b_rows[v], qf)
-    for i in range(dg):  # x = L^{-1} rhs
-        s = level_rhs[v, i]
-        for kk in range(i):
-            s -= chol[i, kk] * level_rhs[v, kk]
-        level_rhs[v, i] = s / chol[i, i]
-    for j in range(depth[v]):
-        anc = ancestors[v, j]
-        da = dims[level_group[anc]]
-        xj = a_anc[v, j]
-        for a in range(da):
-            for b in range(da):
-                s = 0.0
+    log_det = 0.0
+    quad = 0.0
+    ok = True
+    for g in range(dims.shape[0] - 1, -1, -1):
+        if block_of_group[g] != block:
+            continue
+        dg = dims[g]
+        for v in range(level_offsets[g], level_offsets[g + 1]):
+            dv = depth[v]
+            for j in range(dg):  # Cholesky of the leading dg x dg block, in place
+                s = a_diag[v, j, j]
+                for k in range(j):
+                    s -= a_diag[v, j, k] * a_diag[v, j, k]
+                if not s > 0.0:
+                    s = 1e-300  # numerically singular: only reachable with degenerate data
+                    ok = False
+                d = np.sqrt(s)
+                a_diag[v, j, j] = d
+                log_det += np.log(d)
+                for i in range(j + 1, dg):
+                    t = a_diag[v, i, j]
+                    for k in range(j):
+                        t -= a_diag[v, i, k] * a_diag[v, j, k]
+                    a_diag[v, i, j] = t / d
+                for i in range(j):
+                    a_diag[v, i, j] = 0.0
+            for j in range(dv):  # X_j = L^{-1} A_{v,anc_j}
+                for c in range(dims[level_group[ancestors[v, j]]]):
+                    for i in range(dg):
+                        s = a_anc[v, j, i, c]
+                        for k in range(i):
+                            s -= a_diag[v, i, k] * a_anc[v, j, k, c]
+                        a_anc[v, j, i, c] = s / a_diag[v, i, i]
+            for c in range(qf):  # X_b = L^{-1} B_v
                 for i in range(dg):
-                    s += xj[i, a] * xj[i, b]
-                a_diag[anc, a, b] -= s
-            for jj in range(j):
-                xjj = a_anc[v, jj]
-                djj = dims[level_group[ancestors[v, jj]]]
-                for b in range(djj):
+                    s = b_rows[v, i, c]
+                    for k in range(i):
+                        s -= a_diag[v, i, k] * b_rows[v, k, c]
+                    b_rows[v, i, c] = s / a_diag[v, i, i]
+            for i in range(dg):  # x = L^{-1} rhs
+                s = level_rhs[v, i]
+                for k in range(i):
+                    s -= a_diag[v, i, k] * level_rhs[v, k]
+                s /= a_diag[v, i, i]
+                level_rhs[v, i] = s
+                quad += s * s
+            for j in range(dv):
+                anc = ancestors[v, j]
+                da = dims[level_group[anc]]
+                for a in range(da):
+                    for b in range(da):
+                        s = 0.0
+                        for i in range(dg):
+                            s += a_anc[v, j, i, a] * a_anc[v, j, i, b]
+                        a_diag[anc, a, b] -= s
+                    for jj in range(j):
+                        djj = dims[level_group[ancestors[v, jj]]]
+                        for b in range(djj):
+                            s = 0.0
+                            for i in range(dg):
+                                s += a_anc[v, j, i, a] * a_anc[v, jj, i, b]
+                            a_anc[anc, jj, a, b] -= s
+                    for b in range(qf):
+                        s = 0.0
+                        for i in range(dg):
+                            s += a_anc[v, j, i, a] * b_rows[v, i, b]
+                        b_rows[anc, a, b] -= s
                     s = 0.0
                     for i in range(dg):
-                        s += xj[i, a] * xjj[i, b]
-                    a_anc[anc, jj, a, b] -= s
-            for b in range(qf):
-                s = 0.0
-                for i in range(dg):
-                    s += xj[i, a] * b_rows[v, i, b]
-                b_rows[anc, a, b] -= s
-            s = 0.0
-            for i in range(dg):
-                s += xj[i, a] * level_rhs[v, i]
-            level_rhs[anc, a] -= s
-    if draw_gamma:
-        for a in range(qf):
-            s = 0.0
-            for i in range(dg):
-                s += b_rows[v, i, a] * level_rhs[v, i]
-            rhs_gamma[a] -= s
-            for b in range(a + 1):
-                s = 0.0
-                for i in range(dg):
-                    s += b_rows[v, i, a] * b_rows[v, i, b]
-                c_mat[a, b] -= s
+                        s += a_anc[v, j, i, a] * level_rhs[v, i]
+                    level_rhs[anc, a] -= s
+            if draw_gamma:
+                for a in range(qf):
+                    s = 0.0
+                    for i in range(dg):
+                        s += b_rows[v, i, a] * level_rhs[v, i]
+                    rhs_gamma[a] -= s
+                    for b in range(a + 1):
+                        s = 0.0
+                        for i in range(dg):
+                            s += b_rows[v, i, a] * b_rows[v, i, b]
+                        c_mat[a, b] -= s
+    return log_det, quad, ok
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_gamma(work):
+    """Cholesky of the Schur complement S (lower triangle of c_mat) in place and u = L_S^{-1} rhs_gamma
+    in rhs_gamma. Returns (log det L_S, ||u||^2, ok)."""
+    c_mat, rhs = work.c_mat, work.rhs_gamma
+    qf = rhs.shape[0]
+    log_det = 0.0
+    ok = True
+    for j in range(qf):
+        s = c_mat[j, j]
+        for k in range(j):
+            s -= c_mat[j, k] * c_mat[j, k]
+        if not s > 0.0:
+            s = 1e-300
+            ok = False
+        d = np.sqrt(s)
+        c_mat[j, j] = d
+        log_det += np.log(d)
+        for i in range(j + 1, qf):
+            t = c_mat[i, j]
+            for k in range(j):
+                t -= c_mat[i, k] * c_mat[j, k]
+            c_mat[i, j] = t / d
+    quad = 0.0
+    for i in range(qf):
+        s = rhs[i]
+        for k in range(i):
+            s -= c_mat[i, k] * rhs[k]
+        s /= c_mat[i, i]
+        rhs[i] = s
+        quad += s * s
+    return log_det, quad, ok
 
 
 @numba.njit(cache=True, nogil=True)
 def _draw_gamma(rng, gamma, work):
-    """gamma ~ N(S^{-1} rhs, S^{-1}) from the Schur complement S (lower triangle of c_mat), S = L L'."""
-    c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
+    """gamma ~ N(S^{-1} rhs, S^{-1}) = L_S^{-T} (u + z), z ~ N(0, I) drawn in index order, after
+    _factor_gamma (c_mat holds L_S, rhs_gamma holds u)."""
+    c_mat, u = work.c_mat, work.rhs_gamma
     qf = gamma.shape[0]
-    for a in range(qf):
-        for b in range(a):
-            c_mat[b, a] = c_mat[a, b]
-    draw_from_precision(rng, np.linalg.cholesky(c_mat), rhs_gamma, gamma)
+    for i in range(qf):
+        u[i] += rng.standard_normal()
+    for i in range(qf - 1, -1, -1):
+        s = u[i]
+        for k in range(i + 1, qf):
+            s -= c_mat[k, i] * gamma[k]
+        gamma[i] = s / c_mat[i, i]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -300,12 +384,53 @@ def block_location_step(rng, block, draw_gamma, gamma, r, sigma_inv, sigma2, gam
     doc): accumulate, scale and add the priors, eliminate leaves-up, draw gamma, draw the levels.
     """
     _accumulate(block, r, data, work)
-    _scale_and_add_priors(block, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work)
-    for g in range(data.group_dims.shape[0] - 1, -1, -1):  # deepest group first
-        if data.block_of_group[g] != block:
-            continue
-        for v in range(data.level_offsets[g], data.level_offsets[g + 1]):
-            _eliminate_level(v, data.group_dims[g], draw_gamma, data, work)
+    _scale_and_add_priors(block, work, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work)
+    _eliminate_levels(block, draw_gamma, data, work)
     if draw_gamma and data.q_fix > 0:
+        _factor_gamma(work)
         _draw_gamma(rng, gamma, work)
     _draw_levels_roots_first(rng, block, gamma, r, data, work)
+
+
+# ------------------------------------------------------------------ one block: sums once, marginal
+
+
+@numba.njit(cache=True, nogil=True)
+def block_sums(data):
+    """The unscaled sums (a BlockWork) of a model whose groups form one block (n_blocks <= 1): with no
+    other block's coefficients to move to the right-hand side they are fixed, so accumulate them once
+    and let block_factor scale them each iteration."""
+    sums = make_block_work(data)
+    _accumulate(0, np.zeros((data.level_group.shape[0], sums.a_diag.shape[1])), data, sums)
+    return sums
+
+
+@numba.njit(cache=True, nogil=True)
+def block_factor(sigma_inv, log_det_sigma, sigma2, gamma_precision, gamma_prior_mean, yty, n_obs, data, sums, work):
+    """Factor the precision P of theta = (gamma, r) given (Sigma, sigma) into ``work`` (one block) and
+    return (log p(y | Sigma, sigma), ok): the marginal likelihood with gamma and every random coefficient
+    integrated out, up to a constant free of (Sigma, sigma),
+
+        -n log sigma - y'y / (2 sigma^2) - sum_v log det Sigma_g(v) / 2 - log det P / 2 + b'P^{-1}b / 2,
+
+    b = U'y / sigma^2 + (Lambda m, 0) (Lambda, m: gamma's prior precision and mean; flat entries 0).
+    The leaves-up elimination gives log det P / 2 = sum_v log det L_v + log det L_S and b'P^{-1}b =
+    sum_v ||x_v||^2 + ||L_S^{-1} rhs_S||^2 (Schur complements, block by block). log_det_sigma: (G,)
+    log det Sigma_g; sums: block_sums. ok is False when a pivot was not positive (then reject the
+    point). block_draw then draws (gamma, r) from the factored ``work``.
+    """
+    _scale_and_add_priors(0, sums, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work)
+    log_det, quad, ok = _eliminate_levels(0, True, data, work)
+    log_det_s, quad_s, ok_s = _factor_gamma(work)
+    value = -0.5 * n_obs * np.log(sigma2) - 0.5 * yty / sigma2 - log_det - log_det_s + 0.5 * (quad + quad_s)
+    for g in range(data.group_dims.shape[0]):
+        value -= 0.5 * (data.level_offsets[g + 1] - data.level_offsets[g]) * log_det_sigma[g]
+    return value, ok and ok_s
+
+
+@numba.njit(cache=True, nogil=True)
+def block_draw(rng, gamma, r, data, work):
+    """(gamma, r) ~ N(P^{-1} b, P^{-1}) from a ``work`` that block_factor factored (one block)."""
+    if data.q_fix > 0:
+        _draw_gamma(rng, gamma, work)
+    _draw_levels_roots_first(rng, 0, gamma, r, data, work)

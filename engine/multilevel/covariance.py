@@ -36,7 +36,7 @@ import numpy as np
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.multilevel.priors import EXPONENTIAL, NORMAL, STUDENT_T
 
-__all__ = ["CovarianceTarget", "covariance_step", "cholesky_from_cpc", "log_scale_prior"]
+__all__ = ["CovarianceTarget", "covariance_step", "cholesky_from_cpc", "log_scale_prior", "log_term_prior"]
 
 
 class CovarianceTarget(NamedTuple):
@@ -89,45 +89,54 @@ def cholesky_from_cpc(y, q, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _log_target(theta, target, chol, work):
-    """log p(theta | r) up to a constant; theta = (log sd (q), CPCs y (q (q - 1) / 2 if correlated))."""
-    q, correlated, n_levels, scatter, eta = target.q, target.correlated, target.n_levels, target.scatter, target.eta
-    fam, nu, mu, scale = target.fam, target.nu, target.mu, target.scale
+def log_term_prior(theta, q, correlated, fam, nu, mu, scale, eta):
+    """log prior density of theta = (log sd (q), CPCs y (q (q - 1) / 2 if correlated)) of one term, up to
+    a constant: the sds' priors with the log Jacobian, LKJ(eta) through the CPCs with the tanh Jacobian
+    (module doc)."""
     value = 0.0
     for j in range(q):
-        sd = np.exp(theta[j])
-        value += log_scale_prior(sd, fam[j], nu[j], mu[j], scale[j]) + theta[j] - n_levels * theta[j]
+        value += log_scale_prior(np.exp(theta[j]), fam[j], nu[j], mu[j], scale[j]) + theta[j]
     if correlated and q > 1:
-        cholesky_from_cpc(theta[q:], q, chol)
         pos = q
         for i in range(1, q):
             for j in range(i):
                 z = np.tanh(theta[pos])
                 pos += 1
-                one_minus = max(1.0 - z * z, 1e-300)
-                value += (eta + 0.5 * (q - 2 - j)) * np.log(one_minus)
+                value += (eta + 0.5 * (q - 2 - j)) * np.log(max(1.0 - z * z, 1e-300))
+    return value
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_target(theta, target, chol, work):
+    """log p(theta | r) up to a constant; theta = (log sd (q), CPCs y (q (q - 1) / 2 if correlated)).
+    work: (q, q) scratch; with q > 1 and correlated, chol holds L on return."""
+    q, correlated, n_levels, scatter = target.q, target.correlated, target.n_levels, target.scatter
+    value = log_term_prior(theta, q, correlated, target.fam, target.nu, target.mu, target.scale, target.eta)
+    for j in range(q):
+        value -= n_levels * theta[j]
+    if correlated and q > 1:
+        cholesky_from_cpc(theta[q:], q, chol)
         for j in range(q):
             value -= n_levels * np.log(chol[j, j])
-        # tr(Sigma^{-1} S) = || L^{-1} D^{-1} S D^{-1} L^{-T} ||_trace via two triangular solves
+        # tr(Sigma^{-1} S) = ||L^{-1} D^{-1} S^{1/2}||_F^2 = tr(L^{-1} M L^{-T}), M = D^{-1} S D^{-1}:
+        # work <- L^{-1} M (forward solves by column), then row c of L^{-1} work' solved in place
         for a in range(q):
             for b in range(q):
                 work[a, b] = scatter[a, b] * np.exp(-theta[a] - theta[b])
-        for c in range(q):  # work <- L^{-1} work
+        for c in range(q):
             for i in range(q):
                 s = work[i, c]
                 for k in range(i):
                     s -= chol[i, k] * work[k, c]
                 work[i, c] = s / chol[i, i]
         trace = 0.0
-        for c in range(q):  # (L^{-1} M L^{-T})_cc: row c of L^{-1} (work^T)
-            # solve L x = work[c, :]^T and take x[c]
-            xs = np.empty(q)
-            for i in range(q):
+        for c in range(q):  # (L^{-1} work')_cc, the solve of L x = work[c, :]' overwriting row c
+            for i in range(c + 1):
                 s = work[c, i]
                 for k in range(i):
-                    s -= chol[i, k] * xs[k]
-                xs[i] = s / chol[i, i]
-            trace += xs[c]
+                    s -= chol[i, k] * work[c, k]
+                work[c, i] = s / chol[i, i]
+            trace += work[c, c]
         value -= 0.5 * trace
     else:
         for j in range(q):
