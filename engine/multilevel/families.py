@@ -29,7 +29,8 @@ sampler-independent:
   ``student_t(3, 1.4, 2.5)`` on epilepsy's (median count 4, log 4 = 1.39). No sigma for these families;
 - ``log_likelihood(family, y, trials, eta)``: the per-observation log-likelihood (normalising
   constants included, as brms' ``log_lik``), vectorised over draws;
-- ``linear_predictor(model, draws, ranef)``: eta (draws, N) from canonical draws.
+- ``linear_predictor(model, draws, ranef)``: eta (draws, N) from canonical draws (random intercepts
+  and slopes).
 """
 
 from __future__ import annotations
@@ -374,7 +375,8 @@ class GLMModel(NamedTuple):
 
     @property
     def n_params(self) -> int:
-        return int(self.base.has_intercept) + self.base.n_coef + self.base.n_groups
+        """Length of the canonical draw vector (b, sd, cor; no sigma)."""
+        return self.base.n_params - 1
 
 
 def build_glm_model(frame, trials: np.ndarray, prior, family: Family) -> GLMModel:
@@ -398,12 +400,11 @@ def build_glm_model(frame, trials: np.ndarray, prior, family: Family) -> GLMMode
 
 
 def parameter_names(model: GLMModel) -> list[str]:
-    """brms names of the canonical draw vector: b_Intercept, b_<col>..., sd_<g>__Intercept... (no sigma)."""
-    base = model.base
-    names = ["b_Intercept"] if base.has_intercept else []
-    names += [f"b_{c}" for c in base.coef_names]
-    names += [f"sd_{g}__Intercept" for g in base.group_names]
-    return names
+    """brms names of the canonical draw vector: b_Intercept, b_<col>..., sd_<g>__<coef>..., cor_<g>__<a>__<b>...
+    (engine.multilevel.model.parameter_names without sigma)."""
+    from engine.multilevel.model import parameter_names as gaussian_names
+
+    return gaussian_names(model.base)[:-1]
 
 
 def design_matrix(base: MultilevelModel) -> np.ndarray:
@@ -422,9 +423,19 @@ def linear_predictor(model: GLMModel, draws: np.ndarray, ranef: np.ndarray) -> n
     if base.has_intercept:  # b0_c = b_Intercept + xbar'beta
         gamma[:, 0] = draws[:, 0] + draws[:, 1:q] @ base.x_means
     eta = gamma @ design_matrix(base).T
+    ranef = np.asarray(ranef, dtype=float)
+    if base.has_slopes:  # ranef order: per group, per coefficient, per level
+        start = 0
+        for g in range(base.n_groups):
+            n_levels = int(base.level_offsets[g + 1] - base.level_offsets[g])
+            for c in range(int(base.group_dims[g])):
+                z = base.Z[:, int(base.z_offsets[g]) + c]
+                eta += ranef[:, start + base.group_codes[:, g]] * z
+                start += n_levels
+        return eta
     global_codes = base.group_codes + base.level_offsets[:-1][None, :]
     for g in range(base.n_groups):
-        eta += np.asarray(ranef, dtype=float)[:, global_codes[:, g]]
+        eta += ranef[:, global_codes[:, g]]
     return eta
 
 
@@ -496,9 +507,6 @@ def describe(frame, trials, prior, family: Family, sample_prior: str = "no"):
     if sample_prior != "no":
         raise EngineInputError(f"sample_prior={sample_prior!r} is available for the gaussian family only "
                                f"(not for {family.name})")
-    if any(list(effect.coef_names) != ["(Intercept)"] for effect in getattr(frame, "random_effects", ()) or ()):
-        raise ModelSpecError(f"random slopes are not available for the {family.name} family yet: its samplers "
-                             "handle group-level intercepts only, such as (1 | schoolid)")
     model = build_glm_model(frame, trials, prior, family)
     base = model.base
     groups = [GroupInfo(name, tuple(str(level) for level in levels))

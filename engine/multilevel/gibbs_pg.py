@@ -27,8 +27,12 @@ variance 1 / omega_i, and omega_i | eta_i ~ PG(n_i, eta_i). One sweep (every ste
    with the whole block integrated out (engine.gibbs._collapsed_scale_step, _collapsed_top_step).
    All are exact conditional draws of the augmented posterior p(gamma, r, tau, omega | y).
 
+Random slopes (``(1 + x | g)``): the same augmentation with engine.multilevel.blocks' location block
+(q_g x q_g level blocks) on omega-weighted cell cross-products and engine.gibbs_slopes' exact (sd, R)
+updates; see ``_pg_slopes_chain``.
+
 Draws come out in the canonical order of engine.multilevel.families.parameter_names (b_Intercept on the
-original scale, b..., sd...). A Poisson model has no such augmentation: use NUTS.
+original scale, b..., sd..., cor...). A Poisson model has no such augmentation: use NUTS.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import numpy as np
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ModelSpecError, SamplerError
 from engine.gibbs import LevelSizes, _collapsed_scale_step, _collapsed_top_step, _draw_scale, _inverse_gamma
+from engine.gibbs_slopes import _store_draw, _term_precision, _update_covariances
+from engine.multilevel.blocks import block_location_step, make_block_work
 from engine.multilevel.families import BERNOULLI, BINOMIAL, GLMModel, design_matrix
 from engine.multilevel.location import LocationData, LocationWork, PriorArrays, _location_block, location_inputs
 from engine.multilevel.sampler import ChainResult, register_sampler
@@ -245,6 +251,145 @@ def _pg_chain(rng, d, n_iter, n_warmup, thin, n_blocks, collapse, save_ranef, ha
     return draws, ranef
 
 
+# ------------------------------------------------------------------------------- random slopes
+# With random slopes the location block is engine.multilevel.blocks' (q_g x q_g level blocks from the
+# per-cell cross-products of u = (w, z_1, ..., z_G)) and the covariances are updated as in
+# engine.gibbs_slopes; the augmentation only changes the cross-products: UU_k = sum_{i in k} omega_i u_i u_i'
+# (redrawn every sweep, O(N Q^2)) and Uy_k = sum_{i in k} kappa_i u_i (fixed), with sigma^2 = 1.
+
+
+class PGSlopesData(NamedTuple):
+    """The slopes kernel's rows (N rows, Q = q_fix + sum q_g columns of u): U (N, Q) = [1, x_c, Z];
+    trials (N,) int64; cell_of_row (N,); slopes: engine.gibbs_slopes.SlopesData whose block.cell_uu
+    (K, Q, Q) is the work array the kernel refills with the omega-weighted cross-products and whose
+    block.cell_uy (K, Q) holds sum kappa u per cell."""
+
+    U: np.ndarray
+    trials: np.ndarray
+    cell_of_row: np.ndarray
+    slopes: object
+
+
+def pg_slopes_data(model: GLMModel) -> PGSlopesData:
+    """Arrange a GLMModel with random slopes for _pg_slopes_chain (a fresh cell_uu work array)."""
+    from engine.gibbs_slopes import slopes_data
+    from engine.multilevel.model import _cell_cross_products
+
+    base = model.base
+    U = np.ascontiguousarray(np.column_stack([design_matrix(base), base.Z]), dtype=np.float64)
+    trials = np.asarray(model.trials)
+    kappa = np.ascontiguousarray(base.y - 0.5 * trials, dtype=np.float64)
+    cell_of_row = np.ascontiguousarray(base.cell_of_row, dtype=np.int64)
+    _, cell_uy = _cell_cross_products(U, kappa, cell_of_row, int(base.n_cells))
+    slopes = slopes_data(base)
+    block = slopes.block._replace(cell_uu=np.zeros_like(slopes.block.cell_uu), cell_uy=np.ascontiguousarray(cell_uy))
+    return PGSlopesData(U, np.ascontiguousarray(np.round(trials).astype(np.int64)), cell_of_row,
+                        slopes._replace(block=block))
+
+
+@numba.njit(cache=True, nogil=True)
+def _omega_cross_products(rng, d, gamma, r):
+    """omega_i ~ PG(n_i, eta_i), eta_i = u_i' (gamma, r of row i's levels), and in the same pass
+    cell_uu[k] = sum_{i in k} omega_i u_i u_i' (lower triangle, then mirrored)."""
+    block = d.slopes.block
+    cell_uu, cell_levels, qf = block.cell_uu, block.cell_levels, block.q_fix
+    dims, z_off = block.group_dims, block.z_offsets
+    n, m = d.U.shape
+    n_groups = cell_levels.shape[1]
+    cell_uu[:, :, :] = 0.0
+    for i in range(n):
+        k = d.cell_of_row[i]
+        eta = 0.0
+        for a in range(qf):
+            eta += d.U[i, a] * gamma[a]
+        for g in range(n_groups):
+            v = cell_levels[k, g]
+            col = qf + z_off[g]
+            for c in range(dims[g]):
+                eta += d.U[i, col + c] * r[v, c]
+        omega = draw_pg(rng, d.trials[i], eta)
+        for a in range(m):
+            weighted = omega * d.U[i, a]
+            for b in range(a + 1):
+                cell_uu[k, a, b] += weighted * d.U[i, b]
+    for k in range(cell_uu.shape[0]):
+        for a in range(m):
+            for b in range(a):
+                cell_uu[k, b, a] = cell_uu[k, a, b]
+
+
+@numba.njit(cache=True, nogil=True)
+def _pg_slopes_chain(rng, d, n_iter, n_warmup, thin, save_ranef, init_sd):
+    """One chain of the slopes model; returns (draws (n_kept, b + sd + cor), ranef (n_kept, R or 0)).
+    Per sweep: omega and the weighted cross-products, the location block(s) with sigma^2 = 1, the
+    Student-t auxiliaries of gamma, every term's (sd, R) (engine.gibbs_slopes._update_covariances)."""
+    data = d.slopes
+    block, terms, gp = data.block, data.terms, data.gamma_prior
+    qf = block.q_fix
+    n_groups = block.group_dims.shape[0]
+    n_total = block.level_group.shape[0]
+    qm = 1
+    for g in range(n_groups):
+        qm = max(qm, block.group_dims[g])
+    n_terms = terms.group.shape[0]
+    n_ranef = 0
+    for g in range(n_groups):
+        n_ranef += (block.level_offsets[g + 1] - block.level_offsets[g]) * block.group_dims[g]
+    n_kept = (n_iter - n_warmup + thin - 1) // thin
+    n_params = qf + data.n_sd + data.n_cor
+    draws = np.empty((n_kept, n_params))
+    ranef = np.empty((n_kept, n_ranef if save_ranef else 0))
+    row = np.empty(n_params + 1)  # _store_draw's layout ends with sigma (here unused)
+
+    gamma = np.zeros(qf)
+    r = np.zeros((n_total, qm))
+    mixing = np.ones(qf)
+    gamma_precision = np.zeros(qf)
+    gamma_prior_mean = np.zeros(qf)
+    for a in range(qf):
+        if gp.family[a] != _FLAT:
+            gamma_prior_mean[a] = gp.mu[a]
+    max_coord = 1
+    for t in range(n_terms):
+        max_coord = max(max_coord, terms.dim[t] + terms.dim[t] * (terms.dim[t] - 1) // 2)
+    theta = np.zeros((n_terms, max_coord))
+    chol = np.zeros((n_terms, qm, qm))
+    for t in range(n_terms):
+        for j in range(terms.dim[t]):
+            theta[t, j] = np.log(init_sd[terms.sd_offset[t] + j])
+            chol[t, j, j] = 1.0
+    sigma_inv = np.zeros((n_groups, qm, qm))
+    for t in range(n_terms):
+        _term_precision(theta[t], terms.dim[t], terms.correlated[t], chol[t], sigma_inv[terms.group[t]],
+                        terms.offset[t])
+    work = make_block_work(block)
+    scatter = np.zeros((qm, qm))
+    cov_work = np.zeros((qm, qm))
+
+    kept = 0
+    for iteration in range(n_iter):
+        _omega_cross_products(rng, d, gamma, r)
+        for a in range(qf):
+            if gp.family[a] == _NORMAL:
+                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a])
+            elif gp.family[a] == _STUDENT_T:
+                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a] * mixing[a])
+        for b in range(max(data.n_blocks, 1)):
+            block_location_step(rng, b, True, gamma, r, sigma_inv, 1.0, gamma_precision, gamma_prior_mean,
+                                block, work)
+        for a in range(qf):
+            if gp.family[a] == _STUDENT_T:
+                z = (gamma[a] - gp.mu[a]) / gp.scale[a]
+                mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
+        _update_covariances(rng, r, theta, chol, sigma_inv, scatter, cov_work, data)
+        if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
+            _store_draw(row, ranef[kept], gamma, theta, chol, 1.0, r, data, save_ranef)
+            for a in range(n_params):
+                draws[kept, a] = row[a]
+            kept += 1
+    return draws, ranef
+
+
 def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed: np.random.SeedSequence | int | None = None,
                  thin: int = 1, save_ranef: bool = True, collapse: bool = True, init: dict | None = None) -> ChainResult:
     """One Pólya-Gamma Gibbs chain of a bernoulli or binomial GLMModel.
@@ -276,14 +421,25 @@ def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed: np.random.Se
                              "sampler needs at least one trial per level: drop those rows or use sampler='nuts'")
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.Generator(np.random.PCG64(sequence))
-    init_sd = 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=model.base.n_groups))
+    n_sd = base.n_sd
+    init_sd = 0.5 * np.exp(rng.uniform(-1.0, 1.0, size=n_sd))
+    if base.has_slopes:  # a slope's sd on the scale of its column
+        column_sd = np.std(base.Z, axis=0)
+        init_sd = init_sd / np.where(column_sd > 0, column_sd, 1.0)
     if init is not None:
         unknown = set(init) - {"sd"}
         if unknown:
             raise ModelSpecError(f"init: unknown entries {sorted(unknown)}; the Pólya-Gamma sampler starts from 'sd'")
         init_sd = np.asarray(init["sd"], dtype=np.float64).reshape(-1)
-        if init_sd.shape != (model.base.n_groups,) or not np.all(init_sd > 0):
-            raise ModelSpecError(f"init['sd'] must hold {model.base.n_groups} positive values")
+        if init_sd.shape != (n_sd,) or not np.all(init_sd > 0):
+            raise ModelSpecError(f"init['sd'] must hold {n_sd} positive values")
+    if base.has_slopes:  # collapse does not apply (as engine.gibbs_slopes)
+        draws, ranef = _pg_slopes_chain(rng, pg_slopes_data(model), n_iter, n_warmup, thin, bool(save_ranef),
+                                        np.ascontiguousarray(init_sd))
+        if not np.all(np.isfinite(draws)):
+            raise SamplerError("the Pólya-Gamma Gibbs sampler produced non-finite draws (check for separation: "
+                               "a predictor that predicts the outcome perfectly makes flat priors improper)")
+        return ChainResult(draws, ranef, {})
     draws, ranef = _pg_chain(rng, pg_data(model), n_iter, n_warmup, thin, int(model.base.n_blocks), bool(collapse),
                              bool(save_ranef), bool(model.base.has_intercept), np.ascontiguousarray(init_sd))
     if not np.all(np.isfinite(draws)):

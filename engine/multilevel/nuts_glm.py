@@ -18,6 +18,9 @@ level sums at once).
 
 The density has engine.nuts' fixed signature (theta, data, index), so the cached NUTS kernel
 (Stan's adaptation, multinomial NUTS, engine.nuts.run_chain) serves it without recompiling.
+
+Random slopes (``(1 + x | g)``): glm_slopes_log_density, the same likelihood pass on
+engine.multilevel.nuts_slopes' term kernels (r = diag(sd) L z, CPCs with the LKJ prior).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before 
 from engine.errors import EngineInputError, ModelSpecError
 from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
+from engine.multilevel.nuts_slopes import _backprop_terms, _coefficients, _log_prior, _term_factors, _unpack
 from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws, log_prior
 from engine.multilevel.sampler import ChainResult, register_sampler
 from engine.nuts import LogDensity, validate_options
@@ -209,6 +213,162 @@ def to_canonical(model: GLMModel, theta_draws: np.ndarray) -> tuple[np.ndarray, 
     return out, ranef
 
 
+# ------------------------------------------------------------------------------- random slopes
+# theta = (gamma (q_fix), log sd (S), CPCs (C), z (R)): brms' non-centred parametrisation of
+# engine.multilevel.nuts_slopes without sigma; level l of term t has r_l = diag(sd_t) L_t z_l. The
+# term structure, r = D L z and its chain rule (LKJ prior included) are nuts_slopes' kernels, run on
+# the same packed layout (slopes_args, read by its _unpack from a slice); only the likelihood differs:
+# it is over the (aggregated) rows, eta_i = w_i' gamma + sum_g z_{g,i}' r_g[l_g(i)], with
+# d log p / d eta_i accumulated into gamma and the levels' coefficients in the same pass.
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def glm_slopes_log_density(theta, data, index):
+    """Log posterior and gradient of a GLM with random slopes on packed (data, index) (engine.nuts'
+    signature). index = [N, Q, family, data start of the slopes layout, its index start, codes (N G),
+    slopes index]; data = [y (N), trials (N), U (N Q) = [w, Z], slopes data] (glm_slopes_args)."""
+    n, m, family, data_start, index_start = index[0], index[1], index[2], index[3], index[4]
+    d = _unpack(data[data_start:], index[index_start:])
+    n_groups = d.G
+    codes = index[5:5 + n * n_groups].reshape((n, n_groups))
+    y = data[:n]
+    trials = data[n:2 * n]
+    U = data[2 * n:2 * n + n * m].reshape((n, m))
+    qf = d.qf
+    qm = 1
+    for g in range(n_groups):
+        qm = max(qm, d.dims[g])
+    first_z = qf + d.S + d.C
+    zg = np.empty(n_groups, dtype=np.int64)
+    acc = first_z
+    for g in range(n_groups):
+        zg[g] = acc
+        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+    grad = np.zeros(theta.shape[0])
+    chol, cpc_pos = _term_factors(theta, d, qm)
+    r = _coefficients(theta, d, chol, zg, qm)
+    grad_r = np.zeros((d.L, qm))
+    logp = 0.0
+    for i in range(n):
+        eta = 0.0
+        for a in range(qf):
+            eta += U[i, a] * theta[a]
+        for g in range(n_groups):
+            v = codes[i, g]
+            col = qf + d.z_off[g]
+            for c in range(d.dims[g]):
+                eta += U[i, col + c] * r[v, c]
+        if family == POISSON:
+            mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
+            logp += y[i] * eta - mean
+            deriv = y[i] - mean
+        else:
+            e = math.exp(-abs(eta))
+            if eta > 0.0:
+                logp += y[i] * eta - trials[i] * (eta + math.log1p(e))
+                deriv = y[i] - trials[i] / (1.0 + e)
+            else:
+                logp += y[i] * eta - trials[i] * math.log1p(e)
+                deriv = y[i] - trials[i] * e / (1.0 + e)
+        for a in range(qf):
+            grad[a] += deriv * U[i, a]
+        for g in range(n_groups):
+            v = codes[i, g]
+            col = qf + d.z_off[g]
+            for c in range(d.dims[g]):
+                grad_r[v, c] += deriv * U[i, col + c]
+    logp += _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r)
+    for i in range(first_z, theta.shape[0]):
+        logp -= 0.5 * theta[i] * theta[i]
+        grad[i] -= theta[i]
+    for a in range(qf):
+        lp, g_a = _log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
+        logp += lp
+        grad[a] += g_a
+    for s_i in range(d.S):
+        e_s = theta[qf + s_i]
+        value = math.exp(e_s)
+        lp, g_s = _log_prior(value, d.sd_family[s_i], d.s_nu[s_i], d.s_mu[s_i], d.s_scale[s_i])
+        logp += lp + e_s
+        grad[qf + s_i] += g_s * value + 1.0
+    return logp, grad
+
+
+def _aggregate_slopes_rows(model: GLMModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """aggregate_rows with the random design: rows sharing (levels, w, z) merge. Returns (y (M,),
+    trials or multiplicity (M,), U (M, Q) = [w, Z], codes (M, G) global levels)."""
+    base = model.base
+    U = np.column_stack([design_matrix(base), base.Z])
+    codes = base.group_codes + base.level_offsets[:-1][None, :]
+    weight = np.ones(base.n_obs) if model.family.code == POISSON else np.asarray(model.trials, dtype=float)
+    unique, inverse = np.unique(np.column_stack([codes.astype(np.float64), U]), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    y = np.bincount(inverse, weights=base.y, minlength=unique.shape[0])
+    trials = np.bincount(inverse, weights=weight, minlength=unique.shape[0])
+    G = codes.shape[1]
+    return (np.ascontiguousarray(y), np.ascontiguousarray(trials), np.ascontiguousarray(unique[:, G:]),
+            np.ascontiguousarray(unique[:, :G].astype(np.int64)))
+
+
+def glm_slopes_args(model: GLMModel) -> tuple[np.ndarray, np.ndarray]:
+    """(data, index) of glm_slopes_log_density (the layout in its docstring)."""
+    from engine.multilevel.nuts_slopes import slopes_args
+
+    y, trials, U, codes = _aggregate_slopes_rows(model)
+    slopes_data, slopes_index = slopes_args(model.base)
+    n, m = U.shape
+    rows = np.concatenate([y, trials, U.reshape(-1)])
+    header = np.array([n, m, model.family.code, rows.shape[0], 5 + codes.size], dtype=np.int64)
+    index = np.concatenate([header, codes.reshape(-1), slopes_index]).astype(np.int64)
+    data = np.concatenate([rows, slopes_data]).astype(np.float64)
+    return np.ascontiguousarray(data), np.ascontiguousarray(index)
+
+
+def _slopes_dimension(model: GLMModel) -> int:
+    from engine.multilevel.nuts_slopes import slopes_unconstrained_dimension
+
+    return slopes_unconstrained_dimension(model.base) - 1  # no log sigma
+
+
+def _slopes_initial_values(model: GLMModel, rng: np.random.Generator) -> np.ndarray:
+    """Stan's uniform(-2, 2), the intercept about its prior's location, coefficients scaled by
+    0.1 / sd(x) and each log sd shifted by -log sd(z) (a slope's sd on the scale of its column)."""
+    base = model.base
+    q = int(base.has_intercept) + base.n_coef
+    theta = rng.uniform(-2.0, 2.0, size=_slopes_dimension(model))
+    first = 0
+    if base.has_intercept:
+        first = 1
+        ip = base.intercept_prior
+        if int(ip[0]) != 0:
+            theta[0] += ip[2]
+    spread = base.X_c.std(axis=0) if base.n_coef else np.zeros(0)
+    theta[first:q] *= 0.1 / np.where(spread > 0, spread, 1.0)
+    column_sd = np.std(base.Z, axis=0)
+    theta[q:q + base.n_sd] -= np.log(np.where(column_sd > 0, column_sd, 1.0))
+    return theta
+
+
+def _slopes_to_canonical(model: GLMModel, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """nuts_slopes' canonical map with a zero log sigma slotted in (and its sigma column dropped)."""
+    from engine.multilevel.nuts_slopes import _to_canonical
+
+    base = model.base
+    at = int(base.has_intercept) + base.n_coef + base.n_sd + base.n_cor
+    widened = np.concatenate([kept[:, :at], np.zeros((kept.shape[0], 1)), kept[:, at:]], axis=1)
+    draws, ranef = _to_canonical(base, widened)
+    return np.ascontiguousarray(draws[:, :-1]), ranef
+
+
+_SLOPES_TARGET = []
+
+
+def _slopes_target() -> LogDensity:
+    if not _SLOPES_TARGET:
+        _SLOPES_TARGET.append(LogDensity(glm_slopes_log_density))
+    return _SLOPES_TARGET[0]
+
+
 def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed=None, marginalize: bool = False,
                  adapt_delta: float = 0.8, max_treedepth: int = 10, metric: str = "diag", init=None,
                  save_ranef: bool = True, thin: int = 1) -> ChainResult:
@@ -229,20 +389,22 @@ def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed=None, margina
         validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     except EngineInputError as error:
         raise ModelSpecError(str(error)) from None
-    args = glm_args(model)
-    target = _target()
+    slopes = bool(model.base.has_slopes)
+    args = glm_slopes_args(model) if slopes else glm_args(model)
+    target = _slopes_target() if slopes else _target()
+    dimension = _slopes_dimension(model) if slopes else unconstrained_dimension(model)
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     rng = np.random.Generator(np.random.PCG64(sequence))
     if init is None:
-        theta0 = initial_values(model, rng)
+        theta0 = _slopes_initial_values(model, rng) if slopes else initial_values(model, rng)
     else:
         theta0 = np.asarray(init, dtype=np.float64).reshape(-1)
-        if theta0.shape != (unconstrained_dimension(model),):
-            raise ModelSpecError(f"init must have length {unconstrained_dimension(model)}")
+        if theta0.shape != (dimension,):
+            raise ModelSpecError(f"init must have length {dimension}")
     kept, out_stats = drive_chain(target, args, rng, theta0, n_iter, n_warmup, adapt_delta, max_treedepth, metric,
                                   search_failed="NUTS step-size search failed (the posterior may be improper: "
                                                 "check flat priors and whether a predictor separates the outcomes)")
-    draws, ranef = to_canonical(model, kept)
+    draws, ranef = _slopes_to_canonical(model, kept) if slopes else to_canonical(model, kept)
     finite_draws(draws)
     if not save_ranef:
         ranef = np.empty((draws.shape[0], 0))
