@@ -179,7 +179,10 @@ def read_fit_cache(npz_path: str, json_path: str, format_name: str, format_versi
             arrays = {key: np.array(stored[key]) for key in stored.files}
     except CacheError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, RuntimeError, MemoryError, OverflowError) as error:
+        # zipfile: a flipped flag byte reads as an unsupported compression method
+        # (NotImplementedError) or an encrypted member (RuntimeError); a flipped size as a huge allocation
         fail(f"its array file does not read ({type(error).__name__}: {error})")
     _check_fit_contents(meta, arrays, fail)
     recorded = meta.get("arrays_sha256")

@@ -474,7 +474,21 @@ def cache_cases() -> list[Case]:
     add("reload_via_brm", lambda: brm(file=_edit_json("rb", lambda m: m.update(iter=m["iter"] - 300))))
     add("valid_cache_loads", lambda: load(saved_fit()), expect=None,
         check=lambda fit, w: np.testing.assert_equal(fit.ndraws, 20))
+    add("npz_compression_method_unknown", lambda: load(_zip_header_edit("zm", 10, 99)), match="does not read")
+    add("npz_encrypted_flag", lambda: load(_zip_header_edit("ze", 8, 1)), match="does not read")
     return c
+
+
+def _zip_header_edit(name: str, offset: int, value: int) -> str:
+    """A saved .npz whose first central-directory entry has a changed 2-byte field: offset 10 is the
+    compression method (99: not supported), offset 8 the flags (bit 0: encrypted). One flipped byte
+    there raised NotImplementedError / RuntimeError from zipfile (test_generated_cache_byte_flips)."""
+    target, npz_path, _ = _copy_fit(name)
+    content = bytearray(Path(npz_path).read_bytes())
+    at = content.index(b"PK\x01\x02") + offset
+    content[at:at + 2] = (int.from_bytes(content[at:at + 2], "little") | value).to_bytes(2, "little")
+    Path(npz_path).write_bytes(bytes(content))
+    return target
 
 
 def _edit_text(name: str, content) -> str:
