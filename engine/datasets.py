@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError
-from .validate import check_numeric_columns, read_data_file
+from .validate import check_numeric_columns, read_data_file, checked_arguments
 
 CITATION = (
     "Alan, S., Boneva, T. & Ertac, S. (2019). Ever Failed, Try Again, Succeed Better: Results from "
@@ -76,6 +76,7 @@ def _read(path: str | os.PathLike | None) -> pd.DataFrame:
     raise DataError(f"unsupported data file type for {path!r}: expected .csv or .dta")
 
 
+@checked_arguments
 def load_grit_raw(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """The study's data as stored: 1,499 students, 52 numeric columns, NaN for missing.
 
@@ -134,6 +135,7 @@ def prepare_grit(raw: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+@checked_arguments
 def load_grit(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """The prepared analysis frame of the grit study (see the module docstring)."""
     return prepare_grit(load_grit_raw(path))

@@ -40,6 +40,7 @@ from scipy import special
 from scipy.stats import rankdata
 
 from engine.errors import EngineInputError
+from engine.validate import checked_arguments
 from engine.rcompat.language import r_number
 from engine.rcompat.quantile import quantile7_rows as _quantile7
 
@@ -392,6 +393,7 @@ def mcse_quantile(x, prob: float) -> float:
 # many parameters at once
 
 
+@checked_arguments
 def summarise_draws(
     draws,
     names: Sequence[str] | None = None,

@@ -17,6 +17,7 @@ __all__ = [
     "EngineWarning",
     "FormulaError",
     "ImputationError",
+    "KeywordArgumentError",
     "MissingFieldError",
     "ModelSpecError",
     "PrintError",
@@ -78,6 +79,11 @@ class ModelSpecError(EngineInputError):
 
 class PriorError(EngineInputError):
     """A prior that is malformed or refers to a parameter class the model does not have."""
+
+
+class KeywordArgumentError(EngineInputError, TypeError):
+    """A call with a keyword argument the function does not take, or a missing or repeated one
+    (also a ``TypeError``, what Python raises for such a call)."""
 
 
 class ImputationError(EngineInputError):

@@ -51,7 +51,7 @@ import scipy.optimize
 import scipy.sparse
 
 from engine import formula as _formula
-from engine.validate import check_lmer_call, check_lmer_response
+from engine.validate import check_lmer_call, check_lmer_response, checked_arguments
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
                                  weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
@@ -924,6 +924,7 @@ class LmerFit:
 # ------------------------------------------------------------------------------------------------
 
 
+@checked_arguments
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noqa: N803 (lme4's name)
     """Fit a linear mixed model as ``lme4::lmer(formula, data, REML)``.
 
@@ -1048,6 +1049,7 @@ class AnovaTable(pd.DataFrame):
         return str(self)
 
 
+@checked_arguments
 def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) -> AnovaTable:
     """Likelihood-ratio comparison of nested lmer fits, as ``lme4::anova(m1, m2, ...)``.
 

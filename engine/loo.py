@@ -53,7 +53,7 @@ from scipy.special import ndtri
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from .errors import DataError, EngineInputError, ImportanceSamplingWarning
-from .validate import as_array
+from .validate import as_array, checked_arguments
 
 __all__ = ["loo", "waic", "loo_compare", "loo_multiple", "relative_eff", "LooResult", "WaicResult", "LooMultipleResult", "K_HELP"]
 
@@ -84,7 +84,7 @@ def _outputs(n: int) -> LooOutputs:
     return LooOutputs(*(np.empty(n) for _ in range(6)), np.zeros(n, np.int64), np.zeros(n, np.int64))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _fft_good_size(n):
     """loo's fft_next_good_size: the smallest 2-3-5-smooth integer >= n (2 for n <= 2)."""
     if n <= 2:
@@ -102,7 +102,7 @@ def _fft_good_size(n):
         n += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _mean_lag(x, means, lag, scale):
     """Mean over chains of loo's autocovariance at ``lag`` (x: chains x n, centred per chain by
     ``means``), including loo's FFT scale M/n."""
@@ -117,7 +117,7 @@ def _mean_lag(x, means, lag, scale):
     return total / n_chains
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _ess_rfun(x, rho):
     """loo 2.5.1's ess_rfun for one quantity (x: chains x n draws). ``rho`` is a work vector of
     length n. Returns (ess, ok); ok is False when more than MAX_DIRECT_LAG lags would be needed
@@ -166,7 +166,7 @@ def _ess_rfun(x, rho):
     return _ess_from_rho(rho, max_t, n_chains * n), True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _ess_from_rho(rho, max_t, total):
     """The end of ess_rfun: Geyer's monotone sequence, the "improved" tau and its floor."""
     t = 0
@@ -188,7 +188,7 @@ def _ess_from_rho(rho, max_t, total):
     return total / tau
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _logsumexp(x):
     m = -np.inf
     for v in x:
@@ -205,7 +205,7 @@ def _logsumexp(x):
 GRID_GROUP = 8  # factors 1 - theta x multiplied together before one logarithm (see _grid_mean_log)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _grid_mean_log(x, a, grouped):
     """mean_i log(1 + a x_i) for ascending x >= 0 with 1 + a x_i > 0.
 
@@ -232,7 +232,7 @@ def _grid_mean_log(x, a, grouped):
     return total / n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _gpdfit(x):
     """loo's gpdfit(x, wip = TRUE, min_grid_pts = 30, sort_x = FALSE) for ascending x:
     Zhang & Stephens (2009) section 4 with prior 3; returns (k adjusted, sigma)."""
@@ -273,7 +273,7 @@ def _gpdfit(x):
     return k, sigma
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _select_tail(lw, tail_len, work):
     """Indices of the ``tail_len`` largest lw in ascending order (ties: as R's stable sort, the
     later index ranks higher) and the cutoff, the largest value below the tail."""
@@ -307,7 +307,7 @@ def _select_tail(lw, tail_len, work):
     return idx[order], cutoff
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_buf, rho):
     """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major). Returns
     (elpd_loo, mcse, p_loo, k, n_eff, r_eff, tail_len, status)."""
@@ -397,7 +397,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_
 FAST_SPREAD = 600.0  # max(ll) - min(ll) below which exp(min - max) / e cannot underflow
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _exact_sums(ll, lw, min_ll, work):
     """elpd_loo, sum w^2 (lik/E - 1)^2 and sum w^2 as loo computes them (one exp per weight):
     truncate at the largest raw log weight, normalise, log-sum-exp of ll + lw."""
@@ -422,7 +422,7 @@ def _exact_sums(ll, lw, min_ll, work):
     return elpd, var_rel, sum_w2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, mark):
     """The same sums without an exp per draw. Off the tail the raw weight is
     exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw, so only the tail's
@@ -632,10 +632,11 @@ def _r_eff_vector(r_eff, n_obs: int) -> np.ndarray:
 def _estimates(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     """loo's table_of_estimates: column sums and sqrt(N * var)."""
     n = len(next(iter(columns.values())))
-    rows = {
-        key: [float(np.sum(v)), float(math.sqrt(n * np.var(v, ddof=1))) if n > 1 else np.nan]
-        for key, v in columns.items()
-    }
+    with np.errstate(over="ignore"):  # pointwise values near 1e200: R's SE is Inf, without a warning
+        rows = {
+            key: [float(np.sum(v)), float(math.sqrt(n * np.var(v, ddof=1))) if n > 1 else np.nan]
+            for key, v in columns.items()
+        }
     return pd.DataFrame.from_dict(rows, orient="index", columns=["Estimate", "SE"])
 
 
@@ -768,6 +769,7 @@ def _pwaic_message(p: np.ndarray) -> str | None:
 # ----------------------------------------------------------------------------- public API
 
 
+@checked_arguments
 def relative_eff(x, chain_id=None) -> np.ndarray:
     """loo's ``relative_eff`` of a quantity's draws: ESS / S per column. ``x``: (chains, draws,
     observations) or (draws, observations) with ``chain_id``; values on the natural scale
@@ -795,6 +797,7 @@ def _compute_loo(arr: np.ndarray, r_eff_vec: np.ndarray) -> LooOutputs:
     return out
 
 
+@checked_arguments
 def loo(x, r_eff=None, *, chain_id=None, model_name: str | None = None) -> LooResult:
     """PSIS-LOO as R's ``loo`` 2.5.1 (with brms' default of r_eff from the chains).
 
@@ -859,6 +862,7 @@ def loo(x, r_eff=None, *, chain_id=None, model_name: str | None = None) -> LooRe
     )
 
 
+@checked_arguments
 def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
     """WAIC as R's ``loo::waic``: pointwise ``lpd - var(ll)``; warns when some p_waic > 0.4."""
     arr = _as_loglik_array(x, chain_id)
@@ -880,6 +884,7 @@ def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
     )
 
 
+@checked_arguments
 def loo_compare(*models, names: list[str] | None = None) -> pd.DataFrame:
     """Compare models by elpd as R's ``loo_compare``: rows sorted best first, ``elpd_diff`` (sum of
     pointwise differences to the best model, 0 for it) and ``se_diff`` (``sqrt(N) sd(diffs)``),

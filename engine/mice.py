@@ -59,7 +59,7 @@ from ._linalg import SingleThreadedBlas, cholesky_with_ridge, crossprod, gather,
 from .errors import DataWarning, ImputationError
 from .parallel import child_seeds, default_workers, run_tasks
 from .progress import progress_reporter
-from .validate import check_mice_values, check_seed
+from .validate import check_mice_values, check_seed, checked_arguments
 
 #: Every method name engine knows (mice's names); "" leaves a column as it is.
 KNOWN_METHODS = ("pmm", "norm", "logreg", "polyreg", "lda", "cart", "mean", "sample", "polr", "")
@@ -692,6 +692,7 @@ def _imputation_threads(m: int) -> int:
     return m if m <= 8 * cores else cores
 
 
+@checked_arguments
 def mice(
     data: pd.DataFrame,
     m: int = 5,

@@ -65,7 +65,7 @@ from engine.hmc.adaptation import (
 from engine.hmc.metric import EuclideanMetric, regularised_metric, welford_update
 from engine.hmc.tree import make_workspace, nuts_transition
 from engine.parallel import child_seeds, run_tasks
-from engine.validate import as_array, check_seed
+from engine.validate import as_array, check_seed, checked_arguments
 
 LOGP_SIGNATURE = types.Tuple((types.float64, types.float64[::1]))(
     types.float64[::1], types.float64[::1], types.int64[::1])
@@ -381,6 +381,7 @@ def convergence_warnings(divergent: np.ndarray, treedepth: np.ndarray, max_treed
                       ConvergenceWarning, stacklevel=3)
 
 
+@checked_arguments
 def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, seed=None,
            adapt_delta=0.8, max_treedepth=10, metric="diag", executor=None, data=None, index=None,
            parameter_names=None, step_size=1.0) -> NUTSResult:

@@ -52,6 +52,7 @@ import pandas as pd
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError
+from .validate import checked_arguments
 
 __all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",
            "ols", "pivoted_qr", "tsqr_triangle"]
@@ -824,6 +825,7 @@ class OLSResults:
     def fittedvalues(self) -> pd.Series:
         return self.fitted
 
+    @checked_arguments
     def conf_int(self, level: float = 0.95) -> pd.DataFrame:
         """Confidence intervals for the coefficients, as R's ``confint(fit, level = level)``."""
         from scipy import stats
@@ -840,6 +842,7 @@ class OLSResults:
         return pd.DataFrame({cols[0]: lo.to_numpy(), cols[1]: hi.to_numpy()},
                             index=self.params.index)
 
+    @checked_arguments
     def predict(self, newdata: pd.DataFrame | None = None, interval: str | None = None,
                 level: float = 0.95, robust: bool = False) -> pd.DataFrame:
         """R's ``predict(fit, newdata, se.fit = TRUE, interval, level)``: a DataFrame with
@@ -916,6 +919,7 @@ def _data_node(data_name: str):
         ) from None
 
 
+@checked_arguments
 def ols(formula: str, data, *, data_name: str = "data",
         tol: float = QR_TOLERANCE, vcov: str | None = None,
         cluster: str | list[str] | None = None) -> OLSResults:

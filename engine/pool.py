@@ -35,7 +35,7 @@ from .rcompat.numbers import format_percent
 from .rcompat.print_pool import mipo_text, pooled_summary_text
 
 __all__ = ["LAMBDA_FLOOR", "PooledResult", "PooledSummary", "barnard_rubin_df", "pool"]
-from .validate import check_pool_inputs
+from .validate import check_pool_inputs, checked_arguments
 
 #: mice floors lambda at this value before computing the Barnard-Rubin df.
 LAMBDA_FLOOR = 1e-4
@@ -152,6 +152,7 @@ class PooledResult:
         return mipo_text(self.pooled, self.m)
 
 
+@checked_arguments
 def pool(fits: Sequence[Any], dfcom: float | None = None) -> PooledResult:
     """Pool m complete-data fits by Rubin's rules (see the module docstring).
 

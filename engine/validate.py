@@ -179,7 +179,10 @@ def read_fit_cache(npz_path: str, json_path: str, format_name: str, format_versi
             arrays = {key: np.array(stored[key]) for key in stored.files}
     except CacheError:
         raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError, RuntimeError, MemoryError, OverflowError) as error:
+        # zipfile: a flipped flag byte reads as an unsupported compression method
+        # (NotImplementedError) or an encrypted member (RuntimeError); a flipped size as a huge allocation
         fail(f"its array file does not read ({type(error).__name__}: {error})")
     _check_fit_contents(meta, arrays, fail)
     recorded = meta.get("arrays_sha256")
@@ -473,3 +476,32 @@ def check_prediction_args(seed: Any, allow_new_levels: Any, re_formula: Any) -> 
             from .formula import parse_formula
 
             parse_formula("y ~ " + rhs)  # a FormulaError pointing into re_formula's text
+
+
+def checked_arguments(function):
+    """Decorator: a call with an unknown, repeated or missing argument raises KeywordArgumentError
+    naming it and the arguments there are (Python's own TypeError names no alternatives, and R
+    users pass R's arguments such as ``loo(cores=2)``). The binding is checked only when the call
+    itself raises TypeError, so a valid call costs one ``try``."""
+    import functools
+    import inspect
+
+    from .errors import KeywordArgumentError
+
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except TypeError as raised:
+            try:  # a call that does not bind fails before the body runs: that TypeError is ours
+                signature.bind(*args, **kwargs)
+            except TypeError as error:
+                accepted = [name for name, p in signature.parameters.items()
+                            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name != "self"]
+                raise KeywordArgumentError(
+                    f"{function.__name__}(): {error}; its arguments: {', '.join(accepted)}") from None
+            raise raised
+
+    return wrapper

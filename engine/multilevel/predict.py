@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ColumnNotFoundError, DataError, EngineInputError
-from engine.validate import as_array, check_flag, check_prediction_args
+from engine.validate import as_array, check_flag, check_prediction_args, checked_arguments
 
 __all__ = [
     "FitDesign",
@@ -439,6 +439,7 @@ def _dpars(fit, fam: Family, ids) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- public functions
 
 
+@checked_arguments
 def posterior_linpred(fit, newdata=None, re_formula=None, allow_new_levels=False,
                       sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the linear predictor, (S, rows)."""
@@ -448,6 +449,7 @@ def posterior_linpred(fit, newdata=None, re_formula=None, allow_new_levels=False
     return _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)[0]
 
 
+@checked_arguments
 def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
                     sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the expected response E(y | parameters), (S, rows)."""
@@ -459,6 +461,7 @@ def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
     return fam.epred(eta, _dpars(fit, fam, ids))
 
 
+@checked_arguments
 def posterior_predict(fit, newdata=None, re_formula=None, allow_new_levels=False,
                       sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the posterior predictive distribution, (S, rows); ``seed`` fixes the draws."""
@@ -470,6 +473,7 @@ def posterior_predict(fit, newdata=None, re_formula=None, allow_new_levels=False
     return fam.predict(eta, _dpars(fit, fam, ids), rng)
 
 
+@checked_arguments
 def log_lik(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
             ndraws=None, draw_ids=None, seed=None, y=None) -> np.ndarray:
     """Pointwise log-likelihood, (S, rows): of the fitted data, or of ``newdata`` (which must then
@@ -525,6 +529,7 @@ def _pct(p: float) -> str:
     return str(int(round(v))) if abs(v - round(v)) < 1e-9 else repr(v).rstrip("0")
 
 
+@checked_arguments
 def fitted(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
            summary=True, probs=(0.025, 0.975), ndraws=None, draw_ids=None, seed=None):
     """brms' ``fitted()``: the summary of ``posterior_epred`` per row (or the draws, summary=False)."""
@@ -532,6 +537,7 @@ def fitted(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_ne
     return posterior_summary(draws, probs) if check_flag(summary, "summary") else draws
 
 
+@checked_arguments
 def predict(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_new_levels="uncertainty",
             summary=True, probs=(0.025, 0.975), ndraws=None, draw_ids=None, seed=None):
     """brms' ``predict()``: the summary of ``posterior_predict`` per row (or the draws)."""
@@ -539,6 +545,7 @@ def predict(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_n
     return posterior_summary(draws, probs) if check_flag(summary, "summary") else draws
 
 
+@checked_arguments
 def bayes_R2(fit, summary=True, probs=(0.025, 0.975), re_formula=None, ndraws=None, draw_ids=None, seed=None):
     """Bayesian R^2 as brms' ``bayes_R2`` (Gelman, Goodrich, Gabry & Vehtari 2019): per draw
     var(epred) / (var(epred) + var(y - epred)), variances over the observations (n - 1)."""

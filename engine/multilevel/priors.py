@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import PriorError
+from engine.validate import checked_arguments
 from engine.rcompat.language import r_number
 from engine.rcompat.numbers import round_half
 
@@ -157,6 +158,7 @@ def parse_prior_spec(spec: str) -> tuple[int, float, float, float, str]:
     return family, float(nu), float(mu), float(scale), canonical
 
 
+@checked_arguments
 def prior(spec: str, class_: str = "b", group: str | None = None, coef: str | None = None) -> Prior:
     """A brms-style prior statement: ``prior("cauchy(0, 10)", class_="sd", group="schoolid")``.
 

@@ -41,7 +41,7 @@ import pandas as pd
 
 from engine.errors import CacheError, ConvergenceWarning, DataError, EngineInputError
 from engine.rcompat.print_brms import brms_label  # re-exported: results name rows as brms
-from engine.validate import arrays_checksum, read_fit_cache
+from engine.validate import arrays_checksum, read_fit_cache, checked_arguments
 
 __all__ = ["BrmFit", "BrmMultipleFit", "GroupInfo", "summarise_array", "brms_label", "load_fit", "fit_paths",
            "fit_exists", "SUMMARY_COLUMNS"]
@@ -697,6 +697,7 @@ def fit_exists(path: str | os.PathLike) -> bool:
     return os.path.exists(npz_path) and os.path.exists(json_path)
 
 
+@checked_arguments
 def load_fit(path: str | os.PathLike) -> BrmFit:
     """Read a fit written by ``BrmFit.save`` (no pickle: ``numpy.load(allow_pickle=False)``)."""
     if not isinstance(path, (str, os.PathLike)):

@@ -76,7 +76,7 @@ def _r_lm() -> dict:
 
 
 def _num(v):
-    return float(v) if not isinstance(v, str) else float({"Inf": "inf", "-Inf": "-inf", "NaN": "nan", "NA": "nan"}[v])
+    return float({"Inf": "inf", "-Inf": "-inf", "NaN": "nan", "NA": "nan"}.get(v, v) if isinstance(v, str) else v)
 
 
 def r_lm_check(key: str, exact_noise: bool = False):
@@ -474,7 +474,21 @@ def cache_cases() -> list[Case]:
     add("reload_via_brm", lambda: brm(file=_edit_json("rb", lambda m: m.update(iter=m["iter"] - 300))))
     add("valid_cache_loads", lambda: load(saved_fit()), expect=None,
         check=lambda fit, w: np.testing.assert_equal(fit.ndraws, 20))
+    add("npz_compression_method_unknown", lambda: load(_zip_header_edit("zm", 10, 99)), match="does not read")
+    add("npz_encrypted_flag", lambda: load(_zip_header_edit("ze", 8, 1)), match="does not read")
     return c
+
+
+def _zip_header_edit(name: str, offset: int, value: int) -> str:
+    """A saved .npz whose first central-directory entry has a changed 2-byte field: offset 10 is the
+    compression method (99: not supported), offset 8 the flags (bit 0: encrypted). One flipped byte
+    there raised NotImplementedError / RuntimeError from zipfile (test_generated_cache_byte_flips)."""
+    target, npz_path, _ = _copy_fit(name)
+    content = bytearray(Path(npz_path).read_bytes())
+    at = content.index(b"PK\x01\x02") + offset
+    content[at:at + 2] = (int.from_bytes(content[at:at + 2], "little") | value).to_bytes(2, "little")
+    Path(npz_path).write_bytes(bytes(content))
+    return target
 
 
 def _edit_text(name: str, content) -> str:
@@ -544,6 +558,26 @@ def argument_type_cases() -> list[Case]:
     add("brm", "one_level_group", lambda: brm(data=ml_frame().assign(g=1)), E.ModelSpecError, "level")
     add("brm", "brm_multiple_text", lambda: engine.brm_multiple("y ~ x + (1 | g)", "abc", **BRM), E.ImputationError)
     add("brm", "prior_number", lambda: engine.prior(5), E.PriorError)
+    # keyword arguments a function does not take (R's names, typos): a TypeError that is an engine
+    # error naming the argument and the ones there are
+    K = E.KeywordArgumentError
+    add("ols", "keyword_weights", lambda: engine.ols("y ~ x", frame(), weights=np.ones(20)), K, "'weights'.*formula")
+    add("ols_predict", "keyword_se_fit", lambda: _ols_factor_fit().predict(se_fit=True), K, "'se_fit'.*interval")
+    add("ols", "conf_int_keyword", lambda: _ols_factor_fit().conf_int(parm="x"), K, "'parm'")
+    add("lmer", "keyword_control", lambda: engine.lmer("y ~ x + (1|g)", ml_frame(), control={}), K, "'control'.*REML")
+    add("lmer", "anova_keyword", lambda: engine.anova(engine.lmer("y ~ x + (1|g)", ml_frame()), test="Chisq"), K, "'test'")
+    add("mice", "keyword_printFlag", lambda: engine.mice(mice_frame(), printFlag=False), K, "'printFlag'")
+    add("pool", "keyword_rule", lambda: engine.pool([], rule="reiter1999"), K, "'rule'")
+    add("brm", "prior_keyword", lambda: engine.prior("normal(0, 1)", klass="b"), K, "'klass'.*class_")
+    add("brm_predict", "keyword_resp", lambda: _brm_fit().predict(resp="y"), K, "'resp'.*re_formula")
+    add("brm_predict", "fitted_keyword", lambda: _brm_fit().fitted(scale="response"), K, "'scale'")
+    add("brm_predict", "epred_keyword", lambda: _brm_fit().posterior_epred(nsamples=10), K, "'nsamples'.*ndraws")
+    add("brm_predict", "bayes_R2_keyword", lambda: _brm_fit().bayes_R2(resp="y"), K, "'resp'")
+    add("nuts", "keyword_thin", lambda: engine.nuts.sample(_normal(), np.zeros(2), thin=2), K, "'thin'.*chains")
+    add("nuts", "missing_initial_position", lambda: engine.nuts.sample(_normal()), K, "initial_position")
+    add("diagnostics", "summarise_keyword", lambda: diagnostics.summarise_draws(np.zeros((2, 10, 1)), digits=2), K, "'digits'")
+    add("datasets", "keyword_sep", lambda: engine.datasets.load_grit(sep=";"), K, "'sep'.*path")
+    add("cache", "keyword", lambda: load_fit(str(TMP / "none"), mmap=True), K, "'mmap'")
     return c
 
 
@@ -641,7 +675,53 @@ def loo_cases() -> list[Case]:
     add("compare_junk", lambda: L.loo_compare(5, "a"), E.EngineInputError)
     add("compare_names_length", lambda: L.loo_compare(L.loo(ll), L.loo(ll + 0.1), names=["a"]), E.EngineInputError, "names")
     add("compare_loo_waic", lambda: L.loo_compare(L.loo(ll), L.waic(ll + 0.1)), E.EngineInputError, "same criterion")
+    add("cores_as_r", lambda: L.loo(ll, cores=2), E.KeywordArgumentError, "'cores'.*r_eff")
+    add("waic_unknown_keyword", lambda: L.waic(ll, r_eff=1), E.KeywordArgumentError, "'r_eff'")
+    for key in ("zeros", "x1e200", "x1e-200", "int", "onecol"):
+        # degenerate arrays: loo's answer, k = Inf where the tail cannot be fitted (these used to
+        # raise SystemError from a division by zero inside the kernel)
+        add(f"degenerate_{key}", lambda key=key: L.loo(_loo_edge_array(key), r_eff=1.0), check=r_loo_check(key))
+        add(f"degenerate_{key}_default_r_eff", lambda key=key: L.loo(_loo_edge_array(key)),
+            check=lambda r, w: np.testing.assert_equal(np.isnan(r.pareto_k).any(), False))
     return c
+
+
+def _loo_edge_array(key: str) -> np.ndarray:
+    """loo_edge_cases.R's arrays as (chains, draws, observations)."""
+    s = np.arange(1, 51)[:, None, None]
+    ch = np.arange(1, 3)[None, :, None]
+    i = np.arange(1, 31)[None, None, :]
+    base = np.ascontiguousarray(np.moveaxis(-1 + np.sin(1.3 * (s + 50 * (ch - 1)) * i) + 0.1 * np.cos(i), 1, 0))
+    if key == "onecol":
+        base[:, :, 2] = -2.0
+        return base
+    return {"zeros": base * 0.0, "x1e200": base * 1e200, "x1e-200": base * 1e-200, "int": np.round(base * 10)}[key]
+
+
+def r_loo_check(key: str):
+    """engine.loo equals R's loo 2.5.1 (loo_edge_cases.json): estimates, SEs, Pareto k, pointwise
+    elpd and MCSE (rel 1e-9; the same infinities and NAs) and R's warnings."""
+    expected = json.loads((FIXTURES / "loo_edge_cases.json").read_text())[key]
+
+    def same(got, want, what):
+        want = np.array([_num(v) for v in want])
+        got = np.asarray(got, dtype=float)
+        assert np.array_equal(np.isnan(got), np.isnan(want)), (what, got, want)
+        assert np.array_equal(np.isposinf(got), np.isposinf(want)), (what, got, want)
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-12, err_msg=what)
+
+    def check(result, caught):
+        same(result.estimates["Estimate"], expected["estimate"], "estimate")
+        same(result.estimates["SE"], expected["se"], "se")
+        same(result.pareto_k, expected["pareto_k"], "pareto_k")
+        same(result.pointwise["elpd_loo"], expected["elpd_loo"], "elpd_loo")
+        same(result.pointwise["mcse_elpd_loo"], expected["mcse_elpd_loo"], "mcse_elpd_loo")
+        messages = [str(w.message) for w in caught]
+        for message in expected["warnings"]:
+            assert any(message.strip().rstrip(".") in m for m in messages), (message, messages)
+        str(result)  # prints
+    return check
 
 
 def robust_predict_cases() -> list[Case]:
