@@ -125,6 +125,31 @@ def test_ties_and_given_r_eff():
     assert np.all(result.r_eff == 0.8)
 
 
+@pytest.mark.parametrize("case", ["ties", "ascending", "descending", "sampled_high", "normal"])
+def test_select_tail_is_the_stable_sorts_tail(case):
+    """The kernel's tail selection (a sampled threshold, then a sort of the candidates only, or
+    every draw when the threshold misses) against the stable full sort loo does: the same tail
+    indices in the same order and the same cutoff, ties included."""
+    from engine.loo import SAMPLE, _select_tail
+
+    rng = np.random.default_rng(11)
+    s = 4000
+    lw = {
+        "ties": np.round(rng.normal(size=s), 1),
+        "ascending": np.sort(rng.normal(size=s)),
+        "descending": -np.sort(rng.normal(size=s)),
+        "normal": rng.normal(size=s),
+        "sampled_high": rng.normal(size=s),
+    }[case]
+    if case == "sampled_high":  # every sampled draw is large: the threshold misses, all draws are candidates
+        lw[:: s // SAMPLE] += 50.0
+    for tail_len in (5, 120, 269, 800):
+        idx, cutoff = _select_tail(lw, tail_len, np.empty(s), np.empty(s, np.int64))
+        order = np.argsort(lw, kind="stable")
+        np.testing.assert_array_equal(idx, order[s - tail_len:])
+        assert cutoff == lw[order[s - tail_len - 1]]
+
+
 def test_matrix_with_chain_id_and_relative_eff():
     arr, ll, chain, ref = load("cbpp_binom")
     result, _ = run_loo(ll, chain_id=chain)
