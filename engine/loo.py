@@ -41,6 +41,7 @@ transcription of loo's R code that the kernel is tested against, besides R's own
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -372,8 +373,89 @@ def _select_tail(lw, tail_len, vbuf, cand):
     return _tail_of(lw, cand, n_cand, tail_len, vbuf)
 
 
+class McseScores(NamedTuple):
+    """loo's mcse_elpd inputs: ``z`` the MCSE_SAMPLES Blom scores (ascending); ``series`` the
+    coefficients c_p (p = 0..2 SERIES_TERMS) of var_r log(1 + u z_r) = sum_p c_p u^p (ddof 1)."""
+
+    z: np.ndarray
+    series: np.ndarray
+
+
+SERIES_TERMS = 30  # log(1 + x) to x^30 in the MCSE series
+SERIES_MAX = 0.25  # the series is used while u max|z| <= this (truncation below 0.25^31 / 31)
+
+
 @numba.njit(cache=True, nogil=True)
-def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, iwork, chains_buf, rho):
+def _mcse_var(u, zn):
+    """var(log(z[z > 0])) for z = 1 + u * Blom scores (loo's mcse_elpd with E_epd scaled to 1).
+
+    For u max|z| <= SERIES_MAX every z is positive and, with log(1 + x) = sum_n (-1)^(n+1) x^n / n,
+    the variance is a polynomial in u whose coefficients depend only on the scores' moments
+    (precomputed in ``_blom_scores``): 2 SERIES_TERMS multiply-adds instead of MCSE_SAMPLES
+    logarithms. Otherwise the logarithms, with Welford's update."""
+    z = zn.z
+    if u * max(-z[0], z[z.shape[0] - 1]) <= SERIES_MAX:
+        c = zn.series
+        v = 0.0
+        for p in range(c.shape[0] - 1, 1, -1):  # Horner; c_0 = c_1 = 0
+            v = v * u + c[p]
+        return v * u * u
+    count = 0
+    mean = 0.0
+    m2 = 0.0
+    for r in range(z.shape[0]):
+        x = 1.0 + u * z[r]
+        if x > 0:
+            count += 1
+            v = math.log(x)
+            delta = v - mean
+            mean += delta / count
+            m2 += delta * (v - mean)
+    return m2 / (count - 1) if count > 1 else np.nan
+
+
+LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm's e_exp.c): k ln2_hi is exact
+LN2_LO = 1.90821492927058770002e-10
+INV_LN2 = 1.44269504088896338700e00
+
+
+@numba.njit(cache=True, nogil=True)
+def _exp_shifted(x, shift, out, bits):
+    """out = exp(x - shift) for x - shift in [-FAST_SPREAD, 0], within one ulp of libm's exp.
+
+    A column's S exponentials were a fifth of the kernel's time and Numba calls libm one value at
+    a time; this form has no calls or branches, so LLVM vectorises it. The reduction is fdlibm's
+    (exp(v) = 2^k exp(r), k = round(v / ln 2), r = v - k ln 2 with ln 2 in two parts,
+    |r| <= ln(2) / 2), exp(r) its Taylor polynomial to r^13 (truncation below 4e-18 relative),
+    2^k built from its bits (k >= -866 here, so 2^k is a normal number). bits: int64 work, len(x)."""
+    n = x.shape[0]
+    for i in range(n):
+        v = x[i] - shift
+        kf = math.floor(v * INV_LN2 + 0.5)
+        r = (v - kf * LN2_HI) - kf * LN2_LO
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        out[i] = p
+        bits[i] = (np.int64(kf) + 1023) << 52
+    scale = bits.view(np.float64)
+    for i in range(n):
+        out[i] *= scale[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, lw, work, work2, iwork, chains_buf, rho):
     """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major). Returns
     (elpd_loo, mcse, p_loo, k, n_eff, r_eff, tail_len, status)."""
     s = ll.shape[0]
@@ -388,9 +470,13 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, iwork, 
     # e = exp(ll - max): the likelihood up to a constant; r_eff, lpd and (on the fast path) every
     # weight are built from it, so a column costs S exponentials besides the GPD fit
     e = work2
+    if max_ll - min_ll < FAST_SPREAD:
+        _exp_shifted(ll, max_ll, e, iwork)
+    else:
+        for i in range(s):
+            e[i] = math.exp(ll[i] - max_ll)
     sum_e = 0.0
     for i in range(s):
-        e[i] = math.exp(ll[i] - max_ll)
         sum_e += e[i]
     if np.isnan(r_eff_given):
         # relative efficiency of exp(ll) (the ESS is scale-free, so exp(ll - max) avoids overflow)
@@ -442,18 +528,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, iwork, 
         elpd, var_rel, sum_w2 = _exact_sums(ll, lw, min_ll, work)
     # Monte Carlo SE (loo's mcse_elpd), relative to E_epd = exp(elpd) so nothing under/overflows
     sd_rel = math.sqrt(var_rel)
-    count = 0
-    mean = 0.0
-    m2 = 0.0
-    for r in range(zn.shape[0]):
-        z = 1.0 + sd_rel * zn[r]
-        if z > 0:
-            count += 1
-            v = math.log(z)
-            delta = v - mean
-            mean += delta / count
-            m2 += delta * (v - mean)
-    var_elpd = m2 / (count - 1) if count > 1 else np.nan
+    var_elpd = _mcse_var(sd_rel, zn)
     mcse = math.sqrt(var_elpd / r_eff)
     n_eff = r_eff / sum_w2
     return elpd, mcse, lpd - elpd, k, n_eff, r_eff, tail_len, status
@@ -596,9 +671,20 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
             out_status[lo + j] = res[7]
 
 
-def _blom_scores() -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def _blom_scores() -> McseScores:
+    """loo's qnorm(ppoints(1000)) scores and the MCSE series' coefficients (see _mcse_var): with
+    M_p the scores' p-th moment and a_n = (-1)^(n+1) / n, c_p = N / (N - 1) sum_{n+m=p} a_n a_m
+    (M_p - M_n M_m)."""
     r = np.arange(1, MCSE_SAMPLES + 1)
-    return ndtri((r - 3 / 8) / (MCSE_SAMPLES - 2 * 3 / 8 + 1))
+    z = ndtri((r - 3 / 8) / (MCSE_SAMPLES - 2 * 3 / 8 + 1))
+    k = SERIES_TERMS
+    moments = [math.fsum(z**p) / z.size for p in range(2 * k + 1)]
+    series = np.zeros(2 * k + 1)
+    for n in range(1, k + 1):
+        for m in range(1, k + 1):
+            series[n + m] += (-1) ** (n + m) / (n * m) * (moments[n + m] - moments[n] * moments[m])
+    return McseScores(z, series * z.size / (z.size - 1))
 
 
 # ----------------------------------------------------------------------------- r_eff (FFT path)
