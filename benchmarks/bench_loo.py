@@ -5,7 +5,8 @@ Data: a normal model's pointwise log-likelihood ``log N(y_i | mu_s, sigma_s)`` u
 posterior draws of (mu, log sigma), with a few outlying y so that some Pareto k are high. Engine
 gets the (chains, draws, N) array; R gets the same numbers as a (draws, N) matrix read from a
 binary file. R's time is measured inside R (``proc.time()`` around relative_eff + loo only; start-up,
-reading excluded). To fit in this machine's memory (R needs several copies of the matrix) R works
+reading excluded): wall and CPU (user + system) seconds; engine's CPU seconds are the process's
+(``time.process_time``, all threads), steadier than wall time on a shared machine. To fit in this machine's memory (R needs several copies of the matrix) R works
 through the observations in blocks of ``--r-block`` columns and its per-block times are summed; loo's
 work is per observation, so this is the same work (R's own per-call overhead, a few ms a block, is
 included). engine's first call (Numba cache load or compile) is reported apart; engine is timed with
@@ -69,20 +70,22 @@ suppressMessages(library(loo))
 S <- {S}; N <- {N}; B <- {B}
 chain <- rep(seq_len({C}), each = {D})
 con <- file("{path}", "rb")
-secs <- 0; elpd <- numeric(0); k <- numeric(0)
+secs <- 0; cpu <- 0; elpd <- numeric(0); k <- numeric(0)
 for (lo in seq(1, N, by = B)) {{
   nb <- min(B, N - lo + 1)
   ll <- matrix(readBin(con, "double", S * nb), S, nb)
-  t0 <- proc.time()[["elapsed"]]
+  t0 <- proc.time()
   reff <- relative_eff(exp(ll), chain_id = chain)
   lo_ <- suppressWarnings(loo(ll, r_eff = reff))
-  secs <- secs + proc.time()[["elapsed"]] - t0
+  t1 <- proc.time()
+  secs <- secs + t1[["elapsed"]] - t0[["elapsed"]]
+  cpu <- cpu + sum(t1[c("user.self", "sys.self")]) - sum(t0[c("user.self", "sys.self")])
   elpd <- c(elpd, lo_$pointwise[, "elpd_loo"]); k <- c(k, lo_$diagnostics$pareto_k)
   rm(ll, lo_); invisible(gc())
 }}
 close(con)
 writeBin(c(elpd, k), "{out}")
-cat(sprintf("R_SECONDS %.6f\\n", secs))
+cat(sprintf("R_SECONDS %.6f R_CPU %.6f\\n", secs, cpu))
 """
 
 
@@ -103,22 +106,23 @@ def main() -> None:
             warnings.simplefilter("ignore", ImportanceSamplingWarning)
             return engine.loo(arr)
 
+    def timed():
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = run()
+        return out, time.perf_counter() - w0, time.process_time() - c0
+
     t0 = time.perf_counter()
     engine.loo(arr[:, :, :64], r_eff=1.0)  # first call: Numba cache load / compile
     first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = run()
-    steady = time.perf_counter() - t0
+    result, steady, steady_cpu = timed()
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
-    t0 = time.perf_counter()
-    run()
-    single = time.perf_counter() - t0
+    _, single, single_cpu = timed()
     numba.set_num_threads(threads)
     rows = [
-        ["engine.loo (first call on 64 obs: cache load/compile)", first, ""],
-        [f"engine.loo ({threads} threads)", steady, ""],
-        ["engine.loo (1 thread)", single, ""],
+        ["engine.loo (first call on 64 obs: cache load/compile)", first, "", "", ""],
+        [f"engine.loo ({threads} threads)", steady, "", steady_cpu, ""],
+        ["engine.loo (1 thread)", single, "", single_cpu, ""],
     ]
     k = result.pareto_k
     print(f"Pareto k: max {k.max():.3f}; > 0.5: {(k > 0.5).sum()}, > 0.7: {(k > 0.7).sum()}")
@@ -132,18 +136,21 @@ def main() -> None:
                                  D=args.draws, path=path, out=out)
             stdout, _ = run_rscript(code, timeout=24 * 3600)
             r_secs = float(stdout.split("R_SECONDS")[1].split()[0])
+            r_cpu = float(stdout.split("R_CPU")[1].split()[0])
             back = np.fromfile(out)
         r_elpd, r_k = back[: args.obs], back[args.obs :]
         d_elpd = np.max(np.abs(result.pointwise["elpd_loo"].to_numpy() - r_elpd) / np.abs(r_elpd))
         fin = np.isfinite(r_k)
         d_k = np.max(np.abs(k[fin] - r_k[fin]) / np.abs(r_k[fin]))
-        rows.append([f"R loo {versions.get('loo', '?')} (1 core, inside R)", r_secs, ""])
-        rows[1][2] = ratio(r_secs, steady)
-        rows[2][2] = ratio(r_secs, single)
+        rows.append([f"R loo {versions.get('loo', '?')} (1 core, inside R)", r_secs, "", r_cpu, ""])
+        for row, wall, cpu in ((rows[1], steady, steady_cpu), (rows[2], single, single_cpu)):
+            row[2] = ratio(r_secs, wall)
+            row[4] = ratio(r_cpu, cpu)
         print(f"largest relative difference engine vs R: elpd_loo {d_elpd:.2e}, pareto_k {d_k:.2e}")
     else:
         print("R with loo not available (or --no-r): engine only")
-    print_table(rows, ["run", "seconds", "R / engine"])
+    print(f"load average: {os.getloadavg()[0]:.2f}")
+    print_table(rows, ["run", "wall s", "R / engine (wall)", "CPU s", "R / engine (CPU)"])
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ transcription of loo's R code that the kernel is tested against, besides R's own
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -103,25 +104,45 @@ def _fft_good_size(n):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _mean_lag(x, means, lag, scale):
-    """Mean over chains of loo's autocovariance at ``lag`` (x: chains x n, centred per chain by
-    ``means``), including loo's FFT scale M/n."""
+def _mean_lag_pair(x, lag, scale):
+    """Means over chains of loo's autocovariances at ``lag`` and ``lag + 1`` (x: chains x n,
+    already centred per chain), including loo's FFT scale M/n. Both lags come from one pass over
+    each chain, with two partial sums per lag so that the additions do not wait on each other."""
     n_chains, n = x.shape
-    total = 0.0
+    even = 0.0
+    odd = 0.0
     for c in range(n_chains):
-        s = 0.0
-        mu = means[c]
-        for t in range(n - lag):
-            s += (x[c, t] - mu) * (x[c, t + lag] - mu)
-        total += s / n * scale
-    return total / n_chains
+        row = x[c]
+        e0 = 0.0
+        e1 = 0.0
+        o0 = 0.0
+        o1 = 0.0
+        m = n - lag - 1  # terms both lags have
+        t = 0
+        while t + 1 < m:
+            a0 = row[t]
+            a1 = row[t + 1]
+            e0 += a0 * row[t + lag]
+            o0 += a0 * row[t + lag + 1]
+            e1 += a1 * row[t + 1 + lag]
+            o1 += a1 * row[t + lag + 2]
+            t += 2
+        while t < m:
+            e0 += row[t] * row[t + lag]
+            o0 += row[t] * row[t + lag + 1]
+            t += 1
+        if m >= 0:
+            e0 += row[m] * row[m + lag]  # the even lag's last term
+        even += (e0 + e1) / n * scale
+        odd += (o0 + o1) / n * scale
+    return even / n_chains, odd / n_chains
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _ess_rfun(x, rho):
-    """loo 2.5.1's ess_rfun for one quantity (x: chains x n draws). ``rho`` is a work vector of
-    length n. Returns (ess, ok); ok is False when more than MAX_DIRECT_LAG lags would be needed
-    (the caller then uses the FFT path)."""
+    """loo 2.5.1's ess_rfun for one quantity (x: chains x n draws; centred in place). ``rho`` is
+    a work vector of length n. Returns (ess, ok); ok is False when more than MAX_DIRECT_LAG lags
+    would be needed (the caller then uses the FFT path)."""
     n_chains, n = x.shape
     scale = _fft_good_size(n) / n
     means = np.empty(n_chains)
@@ -130,8 +151,12 @@ def _ess_rfun(x, rho):
         for t in range(n):
             s += x[c, t]
         means[c] = s / n
-    acov0 = _mean_lag(x, means, 0, scale)
-    mean_var = acov0 * n / (n - 1) if n > 1 else np.nan
+        for t in range(n):
+            x[c, t] -= means[c]
+    if n < 2:
+        return np.nan, True
+    acov0, acov1 = _mean_lag_pair(x, 0, scale)
+    mean_var = acov0 * n / (n - 1)
     var_plus = mean_var * (n - 1) / n
     if n_chains > 1:
         grand = 0.0
@@ -146,17 +171,16 @@ def _ess_rfun(x, rho):
         rho[t] = 0.0
     rho_even = 1.0
     rho[0] = rho_even
-    if n < 2:
-        return np.nan, True
-    rho_odd = 1.0 - (mean_var - _mean_lag(x, means, 1, scale)) / var_plus
+    rho_odd = 1.0 - (mean_var - acov1) / var_plus
     rho[1] = rho_odd
     t = 0
     while t < n - 5 and not np.isnan(rho_even + rho_odd) and rho_even + rho_odd > 0:
         t += 2
         if t + 1 > MAX_DIRECT_LAG:
             return np.nan, False
-        rho_even = 1.0 - (mean_var - _mean_lag(x, means, t, scale)) / var_plus
-        rho_odd = 1.0 - (mean_var - _mean_lag(x, means, t + 1, scale)) / var_plus
+        acov_e, acov_o = _mean_lag_pair(x, t, scale)
+        rho_even = 1.0 - (mean_var - acov_e) / var_plus
+        rho_odd = 1.0 - (mean_var - acov_o) / var_plus
         if rho_even + rho_odd >= 0:
             rho[t] = rho_even
             rho[t + 1] = rho_odd
@@ -273,42 +297,166 @@ def _gpdfit(x):
     return k, sigma
 
 
+SAMPLE = 256  # draws sampled to place a threshold just below the tail (see _select_tail)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _select_tail(lw, tail_len, work):
-    """Indices of the ``tail_len`` largest lw in ascending order (ties: as R's stable sort, the
-    later index ranks higher) and the cutoff, the largest value below the tail."""
-    s = lw.shape[0]
-    work[:] = lw
-    cutoff = np.partition(work, s - tail_len - 1)[s - tail_len - 1]
+def _tail_of(lw, cand, n_cand, tail_len, vbuf):
+    """The tail among candidate draws ``cand[:n_cand]`` (ascending indices that include the
+    tail_len + 1 largest lw): (indices of the tail_len largest in ascending order, cutoff). Ties
+    as R's stable sort: of equal values the later index ranks higher."""
+    for j in range(n_cand):
+        vbuf[j] = lw[cand[j]]
+    cutoff = np.partition(vbuf[:n_cand], n_cand - tail_len - 1)[n_cand - tail_len - 1]
     idx = np.empty(tail_len, np.int64)
     count = 0
     n_equal = 0
-    for i in range(s):
-        if lw[i] > cutoff:
-            idx[count] = i
+    for j in range(n_cand):
+        v = lw[cand[j]]
+        if v > cutoff:
+            idx[count] = cand[j]
             count += 1
-        elif lw[i] == cutoff:
+        elif v == cutoff:
             n_equal += 1
     # values equal to the cutoff fill the rest of the tail; the cutoff itself is the first of them
     need = tail_len - count
     if need > 0:
         skip = n_equal - need
         seen = 0
-        for i in range(s):
-            if lw[i] == cutoff:
+        for j in range(n_cand):
+            if lw[cand[j]] == cutoff:
                 if seen >= skip:
-                    idx[count] = i
+                    idx[count] = cand[j]
                     count += 1
                 seen += 1
     vals = np.empty(tail_len)
     for j in range(tail_len):
         vals[j] = lw[idx[j]]
+    # idx is in ascending index order, so the stable sort ranks equal values by index
     order = np.argsort(vals, kind="mergesort")
     return idx[order], cutoff
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_buf, rho):
+def _select_tail(lw, tail_len, vbuf, cand):
+    """Indices of the ``tail_len`` largest lw in ascending order (ties: as R's stable sort, the
+    later index ranks higher) and the cutoff, the largest value below the tail.
+
+    loo sorts all S log weights; only the tail's order matters. A systematic sample of SAMPLE
+    draws places a threshold that the tail_len + 1 largest values exceed with high probability
+    (the sample's count above the true cutoff is about Binomial(SAMPLE, (tail_len + 1) / S); the
+    threshold is that many plus 3 sd and 3 ranks down), one branch-free pass collects the draws at
+    or above it (typically under twice the tail), and the selection and the sort run on those
+    alone. When fewer than tail_len + 1 draws reach the threshold every draw is a candidate (the
+    result is the same, only slower). vbuf (float) and cand (int64): work arrays of length S."""
+    s = lw.shape[0]
+    need = tail_len + 1
+    n_cand = -1
+    stride = s // SAMPLE
+    if stride >= 2:
+        smp = np.empty(SAMPLE)
+        for j in range(SAMPLE):
+            smp[j] = lw[j * stride]
+        mean = need / s * SAMPLE
+        r = int(mean + 3.0 * math.sqrt(mean) + 3.0)
+        if r < SAMPLE:
+            thr = np.partition(smp, SAMPLE - r)[SAMPLE - r]
+            c = 0
+            for i in range(s):
+                cand[c] = i
+                c += lw[i] >= thr
+            if c >= need:
+                n_cand = c
+    if n_cand < 0:
+        for i in range(s):
+            cand[i] = i
+        n_cand = s
+    return _tail_of(lw, cand, n_cand, tail_len, vbuf)
+
+
+class McseScores(NamedTuple):
+    """loo's mcse_elpd inputs: ``z`` the MCSE_SAMPLES Blom scores (ascending); ``series`` the
+    coefficients c_p (p = 0..2 SERIES_TERMS) of var_r log(1 + u z_r) = sum_p c_p u^p (ddof 1)."""
+
+    z: np.ndarray
+    series: np.ndarray
+
+
+SERIES_TERMS = 30  # log(1 + x) to x^30 in the MCSE series
+SERIES_MAX = 0.25  # the series is used while u max|z| <= this (truncation below 0.25^31 / 31)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _mcse_var(u, zn):
+    """var(log(z[z > 0])) for z = 1 + u * Blom scores (loo's mcse_elpd with E_epd scaled to 1).
+
+    For u max|z| <= SERIES_MAX every z is positive and, with log(1 + x) = sum_n (-1)^(n+1) x^n / n,
+    the variance is a polynomial in u whose coefficients depend only on the scores' moments
+    (precomputed in ``_blom_scores``): 2 SERIES_TERMS multiply-adds instead of MCSE_SAMPLES
+    logarithms. Otherwise the logarithms, with Welford's update."""
+    z = zn.z
+    if u * max(-z[0], z[z.shape[0] - 1]) <= SERIES_MAX:
+        c = zn.series
+        v = 0.0
+        for p in range(c.shape[0] - 1, 1, -1):  # Horner; c_0 = c_1 = 0
+            v = v * u + c[p]
+        return v * u * u
+    count = 0
+    mean = 0.0
+    m2 = 0.0
+    for r in range(z.shape[0]):
+        x = 1.0 + u * z[r]
+        if x > 0:
+            count += 1
+            v = math.log(x)
+            delta = v - mean
+            mean += delta / count
+            m2 += delta * (v - mean)
+    return m2 / (count - 1) if count > 1 else np.nan
+
+
+LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm's e_exp.c): k ln2_hi is exact
+LN2_LO = 1.90821492927058770002e-10
+INV_LN2 = 1.44269504088896338700e00
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_shifted(x, shift, out, bits):
+    """out = exp(x - shift) for x - shift in [-FAST_SPREAD, 0], within one ulp of libm's exp.
+
+    A column's S exponentials were a fifth of the kernel's time and Numba calls libm one value at
+    a time; this form has no calls or branches, so LLVM vectorises it. The reduction is fdlibm's
+    (exp(v) = 2^k exp(r), k = round(v / ln 2), r = v - k ln 2 with ln 2 in two parts,
+    |r| <= ln(2) / 2), exp(r) its Taylor polynomial to r^13 (truncation below 4e-18 relative),
+    2^k built from its bits (k >= -866 here, so 2^k is a normal number). bits: int64 work, len(x)."""
+    n = x.shape[0]
+    for i in range(n):
+        v = x[i] - shift
+        kf = math.floor(v * INV_LN2 + 0.5)
+        r = (v - kf * LN2_HI) - kf * LN2_LO
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        out[i] = p
+        bits[i] = (np.int64(kf) + 1023) << 52
+    scale = bits.view(np.float64)
+    for i in range(n):
+        out[i] *= scale[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, lw, work, work2, iwork, chains_buf, rho):
     """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major). Returns
     (elpd_loo, mcse, p_loo, k, n_eff, r_eff, tail_len, status)."""
     s = ll.shape[0]
@@ -323,9 +471,13 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_
     # e = exp(ll - max): the likelihood up to a constant; r_eff, lpd and (on the fast path) every
     # weight are built from it, so a column costs S exponentials besides the GPD fit
     e = work2
+    if max_ll - min_ll < FAST_SPREAD:
+        _exp_shifted(ll, max_ll, e, iwork)
+    else:
+        for i in range(s):
+            e[i] = math.exp(ll[i] - max_ll)
     sum_e = 0.0
     for i in range(s):
-        e[i] = math.exp(ll[i] - max_ll)
         sum_e += e[i]
     if np.isnan(r_eff_given):
         # relative efficiency of exp(ll) (the ESS is scale-free, so exp(ll - max) avoids overflow)
@@ -346,7 +498,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_
     smoothed = False
     tail_idx = np.empty(0, np.int64)
     if tail_len >= MIN_TAIL:
-        tail_idx, cutoff = _select_tail(lw, tail_len, work)
+        tail_idx, cutoff = _select_tail(lw, tail_len, work, iwork)
         tail = np.empty(tail_len)
         for j in range(tail_len):
             tail[j] = lw[tail_idx[j]]
@@ -377,18 +529,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn, lw, work, work2, chains_
         elpd, var_rel, sum_w2 = _exact_sums(ll, lw, min_ll, work)
     # Monte Carlo SE (loo's mcse_elpd), relative to E_epd = exp(elpd) so nothing under/overflows
     sd_rel = math.sqrt(var_rel)
-    count = 0
-    mean = 0.0
-    m2 = 0.0
-    for r in range(zn.shape[0]):
-        z = 1.0 + sd_rel * zn[r]
-        if z > 0:
-            count += 1
-            v = math.log(z)
-            delta = v - mean
-            mean += delta / count
-            m2 += delta * (v - mean)
-    var_elpd = m2 / (count - 1) if count > 1 else np.nan
+    var_elpd = _mcse_var(sd_rel, zn)
     mcse = math.sqrt(var_elpd / r_eff)
     n_eff = r_eff / sum_w2
     return elpd, mcse, lpd - elpd, k, n_eff, r_eff, tail_len, status
@@ -423,46 +564,68 @@ def _exact_sums(ll, lw, min_ll, work):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, mark):
+def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, inv):
     """The same sums without an exp per draw. Off the tail the raw weight is
     exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw, so only the tail's
-    smoothed weights need exponentials (equal to the exact path up to rounding)."""
+    smoothed weights need exponentials (equal to the exact path up to rounding). ``inv`` (work,
+    length S) holds 1 / e off the tail and 0 on it, so the two passes over the draws have no
+    branches; each keeps two partial sums."""
     s = ll.shape[0]
     t_len = tail_idx.shape[0]
     for i in range(s):
-        mark[i] = 0.0
+        inv[i] = 1.0 / e[i]
     c0 = math.exp(-spread)
     w_tail = np.empty(t_len)
     sum_tail = 0.0
     for j in range(t_len):
         i = tail_idx[j]
-        mark[i] = 1.0
+        inv[i] = 0.0
         v = lw[i]
         if v > 0:  # truncation at the largest raw log weight
             v = 0.0
         w_tail[j] = math.exp(v)
         sum_tail += w_tail[j]
-    sum_inv = 0.0
-    for i in range(s):
-        if mark[i] == 0.0:
-            sum_inv += 1.0 / e[i]
-    total = c0 * sum_inv + sum_tail
+    inv0 = 0.0
+    inv1 = 0.0
+    i = 0
+    while i + 1 < s:
+        inv0 += inv[i]
+        inv1 += inv[i + 1]
+        i += 2
+    if i < s:
+        inv0 += inv[i]
+    total = c0 * (inv0 + inv1) + sum_tail
     # elpd = max + log(sum w e): off the tail w e = c0 / total for every draw
     acc = (s - t_len) * c0 / total
     for j in range(t_len):
         acc += w_tail[j] / total * e[tail_idx[j]]
     elpd = max_ll + math.log(acc)
     scale = math.exp(max_ll - elpd)  # lik / E_epd = e * scale
-    var_rel = 0.0
-    sum_w2 = 0.0
     cw = c0 / total
-    for i in range(s):
-        if mark[i] == 0.0:
-            w = cw / e[i]
-            w2 = w * w
-            sum_w2 += w2
-            d = e[i] * scale - 1.0
-            var_rel += w2 * d * d
+    # off the tail: w = cw / e, so w^2 (e scale - 1)^2 = cw^2 (scale - inv)^2 and w^2 = cw^2 inv^2
+    v0 = 0.0
+    v1 = 0.0
+    q0 = 0.0
+    q1 = 0.0
+    i = 0
+    while i + 1 < s:
+        a0 = inv[i]
+        a1 = inv[i + 1]
+        d0 = scale * (a0 != 0.0) - a0
+        d1 = scale * (a1 != 0.0) - a1
+        v0 += d0 * d0
+        v1 += d1 * d1
+        q0 += a0 * a0
+        q1 += a1 * a1
+        i += 2
+    if i < s:
+        a0 = inv[i]
+        d0 = scale * (a0 != 0.0) - a0
+        v0 += d0 * d0
+        q0 += a0 * a0
+    cw2 = cw * cw
+    var_rel = cw2 * (v0 + v1)
+    sum_w2 = cw2 * (q0 + q1)
     for j in range(t_len):
         w = w_tail[j] / total
         w2 = w * w
@@ -475,7 +638,7 @@ def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, mark):
 BLOCK = 16  # observations copied together out of the (S, N) array: contiguous reads of 16 doubles
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, out_reff, out_tail, out_status):
     """PSIS-LOO for every observation. ll: (chains, draws, N) C-contiguous float64; r_eff_in:
     (N,) with NaN where r_eff is to be computed from the chains; outputs (N,)."""
@@ -494,10 +657,11 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
         lw = np.empty(s)
         work = np.empty(s)
         work2 = np.empty(s)
+        iwork = np.empty(s, np.int64)
         chains_buf = np.empty((n_chains, n_draws))
         rho = np.empty(n_draws)
         for j in range(width):
-            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, lw, work, work2, chains_buf, rho)
+            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, lw, work, work2, iwork, chains_buf, rho)
             out_elpd[lo + j] = res[0]
             out_mcse[lo + j] = res[1]
             out_p[lo + j] = res[2]
@@ -508,9 +672,20 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
             out_status[lo + j] = res[7]
 
 
-def _blom_scores() -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def _blom_scores() -> McseScores:
+    """loo's qnorm(ppoints(1000)) scores and the MCSE series' coefficients (see _mcse_var): with
+    M_p the scores' p-th moment and a_n = (-1)^(n+1) / n, c_p = N / (N - 1) sum_{n+m=p} a_n a_m
+    (M_p - M_n M_m)."""
     r = np.arange(1, MCSE_SAMPLES + 1)
-    return ndtri((r - 3 / 8) / (MCSE_SAMPLES - 2 * 3 / 8 + 1))
+    z = ndtri((r - 3 / 8) / (MCSE_SAMPLES - 2 * 3 / 8 + 1))
+    k = SERIES_TERMS
+    moments = [math.fsum(z**p) / z.size for p in range(2 * k + 1)]
+    series = np.zeros(2 * k + 1)
+    for n in range(1, k + 1):
+        for m in range(1, k + 1):
+            series[n + m] += (-1) ** (n + m) / (n * m) * (moments[n + m] - moments[n] * moments[m])
+    return McseScores(z, series * z.size / (z.size - 1))
 
 
 # ----------------------------------------------------------------------------- r_eff (FFT path)

@@ -125,6 +125,59 @@ def test_ties_and_given_r_eff():
     assert np.all(result.r_eff == 0.8)
 
 
+@pytest.mark.parametrize("case", ["ties", "ascending", "descending", "sampled_high", "normal"])
+def test_select_tail_is_the_stable_sorts_tail(case):
+    """The kernel's tail selection (a sampled threshold, then a sort of the candidates only, or
+    every draw when the threshold misses) against the stable full sort loo does: the same tail
+    indices in the same order and the same cutoff, ties included."""
+    from engine.loo import SAMPLE, _select_tail
+
+    rng = np.random.default_rng(11)
+    s = 4000
+    lw = {
+        "ties": np.round(rng.normal(size=s), 1),
+        "ascending": np.sort(rng.normal(size=s)),
+        "descending": -np.sort(rng.normal(size=s)),
+        "normal": rng.normal(size=s),
+        "sampled_high": rng.normal(size=s),
+    }[case]
+    if case == "sampled_high":  # every sampled draw is large: the threshold misses, all draws are candidates
+        lw[:: s // SAMPLE] += 50.0
+    for tail_len in (5, 120, 269, 800):
+        idx, cutoff = _select_tail(lw, tail_len, np.empty(s), np.empty(s, np.int64))
+        order = np.argsort(lw, kind="stable")
+        np.testing.assert_array_equal(idx, order[s - tail_len:])
+        assert cutoff == lw[order[s - tail_len - 1]]
+
+
+def test_kernel_exp_within_an_ulp_of_libm():
+    """The kernel's vectorisable exp on its domain [-FAST_SPREAD, 0] (shifted log-likelihoods)."""
+    from engine.loo import FAST_SPREAD, _exp_shifted
+
+    rng = np.random.default_rng(5)
+    v = np.concatenate([-rng.exponential(4.0, 20_000), -rng.uniform(0, FAST_SPREAD, 20_000),
+                        [0.0, -0.0, -5e-324, -1e-17, -0.34657359, -0.3465736, -np.log(2), -FAST_SPREAD]])
+    out = np.empty_like(v)
+    _exp_shifted(v + 3.5, 3.5, out, np.empty(v.size, np.int64))
+    expected = np.exp((v + 3.5) - 3.5)
+    assert np.max(np.abs(out - expected) / expected) <= 2.3e-16
+
+
+def test_mcse_series_matches_the_logarithms():
+    """loo's MCSE variance var(log(1 + u z)) over the Blom scores: the kernel's series (used for
+    u max|z| <= SERIES_MAX) against accurate logarithms (log1p: for u below ~1e-4, log(1 + u z)
+    itself loses digits, in R as here), and the logarithms beyond."""
+    from engine.loo import SERIES_MAX, _blom_scores, _mcse_var
+
+    scores = _blom_scores()
+    z = scores.z
+    u_max = SERIES_MAX / np.max(np.abs(z))
+    for u in [1e-9, 1e-5, 1e-3, 0.01, 0.05, u_max * 0.999, u_max * 1.001, 0.2, 0.5]:
+        x = u * z
+        expected = np.var(np.log1p(x[x > -1]), ddof=1)
+        assert abs(_mcse_var(u, scores) - expected) <= 1e-12 * expected, u
+
+
 def test_matrix_with_chain_id_and_relative_eff():
     arr, ll, chain, ref = load("cbpp_binom")
     result, _ = run_loo(ll, chain_id=chain)
