@@ -148,13 +148,14 @@ def _merge(a: CellSums, b: CellSums) -> CellSums:
 class Plan(NamedTuple):
     """plan_cells' result: the ``plan``, the template's model frame ``frame`` (its groups' codes
     on the first K0 rows are the template cells'), ``parts`` (delayed partitions), ``parsed``,
-    ``dtypes``."""
+    ``dtypes``, ``template`` (the frame the model frame was built on)."""
 
     plan: CellPlan
     frame: object
     parts: list
     parsed: object
     dtypes: object
+    template: object
 
 
 def plan_cells(dask, formula: str, data, *, centre: bool) -> Plan:
@@ -205,7 +206,7 @@ def plan_cells(dask, formula: str, data, *, centre: bool) -> Plan:
     plan = CellPlan(terms, parsed.response, columns.needed, group_cols, index,
                     np.ascontiguousarray(cell_of_template, dtype=np.int64), np.asarray(keep, dtype=np.int64),
                     np.ascontiguousarray(X0, dtype=np.float64), y0)
-    return Plan(plan, frame, parts, parsed, ddf.dtypes)
+    return Plan(plan, frame, parts, parsed, ddf.dtypes, template)
 
 
 def cell_pass(dask, plan: CellPlan, parts) -> CellSums:
