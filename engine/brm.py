@@ -296,17 +296,26 @@ def brm(
     if sample_prior not in ("no", "only"):
         raise EngineInputError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
     check_fit_file(file)
+    from .partitioned import is_partitioned
+
+    partitioned = is_partitioned(data)  # a Dask DataFrame or a Parquet path: engine.partitioned.brm
     if file is not None and fit_exists(file):
-        prepared_hash = None
+        prepared_hash = None  # partitioned data: no fingerprint without a pass, reloaded unchecked
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                prepared_hash = frame_hash(_families.model_frame(formula, data, family)[0])
+            if not partitioned:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    prepared_hash = frame_hash(_families.model_frame(formula, data, family)[0])
         except Exception:  # the stored fit is returned regardless, as brms does
             prepared_hash = "unavailable"
         return _reload(file, prepared_hash, formula)
 
-    prepared = _Prepared(formula, data, prior, sample_prior=sample_prior, family=family)
+    if partitioned:
+        from .partitioned.brm import prepare
+
+        prepared = prepare(formula, data, prior, sampler=sampler, family=family, sample_prior=sample_prior)
+    else:
+        prepared = _Prepared(formula, data, prior, sample_prior=sample_prior, family=family)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     chain_seeds = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(chains)
     tasks = [(sampler, prepared.model, iter, warmup, thin, s, options, family.name) for s in chain_seeds]

@@ -932,6 +932,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     (crossed), ``(x | g)`` and ``(x || g)`` (random slopes, correlated or not). Rows with missing
     values in any variable are dropped (na.omit). Returns an ``LmerFit``.
     """
+    from engine.partitioned import is_partitioned
+
+    if is_partitioned(data):  # a Dask DataFrame or a Parquet path: engine.partitioned.lmer
+        from engine.partitioned.lmer import lmer_partitioned
+
+        return lmer_partitioned(formula, data, REML)
     REML = check_lmer_call(formula, REML)  # noqa: N806
     if not isinstance(data, pd.DataFrame):
         raise ModelSpecError("lmer(): data must be a pandas DataFrame")
@@ -969,11 +975,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     return fit
 
 
-def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None) -> LmerFit:
+def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None) -> LmerFit:
     """Fit (or, with ``theta_fixed``, evaluate every estimate at that theta, as lme4's
-    ``devFunOnly`` path does: used to check the algebra against lme4 at lme4's own theta)."""
+    ``devFunOnly`` path does: used to check the algebra against lme4 at lme4's own theta).
+    ``stats``: the sufficient statistics when given (engine.partitioned.lmer: from the cell sums)."""
     formula, response_name, names, X, y, terms = frame_args
-    stats = _sufficient_stats(terms, X, y)
+    stats = _sufficient_stats(terms, X, y) if stats is None else stats
     layout, lower = _theta_layout([t.q for t in terms])
     from engine._linalg import SingleThreadedBlas  # one home for the OpenBLAS thread limit
 
