@@ -465,6 +465,23 @@ def check_lmer_response(y: np.ndarray, name: str) -> None:
                              "variance to split between groups and residuals")
 
 
+def check_lmer_scales(X: np.ndarray, y: np.ndarray, names: list[str], response: str) -> None:
+    """lmer's profiled deviance works on cross-products (X'X, X'y, y'y, Z'Z): a response or
+    fixed-effect column beyond [BRM_MIN_ABS, BRM_MAX_ABS] in magnitude under- or overflows there.
+    lme4 fails there too (x * 1e200: "objective in x0 returns NA"; x * 1e-200: "Downdated VtV is
+    not positive definite") or reports a variance of Inf or 0 (y * 1e200, y * 1e-200)."""
+    columns = [(response, "response", y)] + [(name, "fixed-effect column", X[:, j]) for j, name in enumerate(names)
+                                             if name != "(Intercept)"]
+    for name, what, values in columns:
+        values = values[np.isfinite(values)]
+        big = float(np.max(np.abs(values))) if values.size else 0.0
+        if big != 0.0 and not BRM_MIN_ABS <= big <= BRM_MAX_ABS:
+            raise DataError(
+                f"lmer(): the {what} {name!r} has largest magnitude {big:.3g}, outside [{BRM_MIN_ABS:g}, "
+                f"{BRM_MAX_ABS:g}] where the cross-products of the profiled deviance neither under- nor "
+                "overflow (lme4 fails or reports a variance of 0 or Inf there); rescale it")
+
+
 def check_prediction_args(seed: Any, allow_new_levels: Any, re_formula: Any) -> None:
     """The arguments that brms-style prediction functions share, before any draws are touched."""
     check_seed(seed)
