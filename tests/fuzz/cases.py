@@ -387,6 +387,21 @@ def brm_cases() -> list[Case]:
     add("constant_response", lambda: brm(data=d.assign(y=np.ones(len(d)))), E.ModelSpecError, "constant")
     add("constant_response_nuts", lambda: brm(data=d.assign(y=np.full(len(d), 2.5)), sampler="nuts"),
         E.ModelSpecError, "constant")
+    # non-Gaussian families: only a response at the edge of its range everywhere is degenerate
+    yb = lambda v: d.assign(yb=v)  # noqa: E731
+    add("bernoulli_all_ones", lambda: brm("yb ~ x + (1 | g)", yb(1), family="bernoulli"), E.ModelSpecError,
+        "bernoulli.*every outcome is 1.*separation")
+    add("bernoulli_all_zeros", lambda: brm("yb ~ x + (1 | g)", yb(0), family="bernoulli"), E.ModelSpecError, "every outcome is 0")
+    add("binomial_all_successes", lambda: brm("yb | trials(5) ~ x + (1 | g)", yb(5), family="binomial"),
+        E.ModelSpecError, "every trial is a success")
+    add("poisson_all_zero", lambda: brm("yb ~ x + (1 | g)", yb(0), family="poisson", sampler="nuts"), E.ModelSpecError,
+        "every count is 0")
+
+    def log3(fit, caught):  # a constant count of 3 is an ordinary model: the intercept near log 3
+        intercept = fit.draws_array()[..., fit.parameter_names.index("b_Intercept")].mean()
+        assert abs(intercept - np.log(3.0)) < 0.3, intercept
+    add("poisson_constant_3_is_fitted", lambda: brm("yb ~ x + (1 | g)", yb(3), family="poisson", sampler="nuts",
+                                                     iter=200, warmup=100), check=log3)
     add("nearly_constant_response_long_run", lambda: brm(data=d.assign(y=1.0 + 1e-13 * d.x), iter=400, warmup=200),
         check=lambda fit, w: np.testing.assert_equal(np.isfinite(fit.draws_array()).all(), True))
 
