@@ -118,7 +118,7 @@ class _Prepared:
         if not isinstance(data, pd.DataFrame):
             raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         frame, trials = _families.model_frame(formula, data, family)
-        check_brm_frame(frame, label)
+        check_brm_frame(frame, label, family.name, trials)
         if not frame.groups:
             raise EngineInputError(
                 f"formula {formula!r} has no group-level term such as (1 | schoolid); brm fits "

@@ -51,8 +51,8 @@ import scipy.optimize
 import scipy.sparse
 
 from engine import formula as _formula
-from engine.validate import check_lmer_call, check_lmer_response, checked_arguments
-from engine.errors import ColumnNotFoundError, ConvergenceWarning, FormulaError, ModelSpecError
+from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
+from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
                                  weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
                                  profiled_criterion, scaled_cross, schur_update)
@@ -847,7 +847,11 @@ class LmerFit:
             return out
         if self._fixed_terms is None:
             raise ModelSpecError("predict(newdata=): this fit does not keep its model terms (refit with engine.lmer)")
-        out = new_design(self._fixed_terms, newdata) @ self.fixef.to_numpy()
+        X_new = new_design(self._fixed_terms, newdata)
+        if X_new.shape[1] != len(self.fixef):  # columns dropped as aliased at the fit (lme4's drop.cols)
+            position = {name: j for j, name in enumerate(self._fixed_terms.column_names)}
+            X_new = X_new[:, [position[name] for name in self.fixef.index]]
+        out = X_new @ self.fixef.to_numpy()
         if not keep:
             return out
         bars = self._bars
@@ -962,17 +966,37 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
                 f"({' + '.join(t.cnms)} | {t.group}); the random-effects parameters and the residual "
                 "variance (or scale parameter) are probably unidentifiable")
     X = np.ascontiguousarray(mf.X)
-    if np.linalg.matrix_rank(X) < X.shape[1]:
-        raise ModelSpecError("fixed-effect model matrix is rank deficient; drop the aliased terms "
-                             f"among {mf.column_names}")
-    check_lmer_response(np.asarray(mf.y, dtype=float), mf.response_name)
-    frame_args = (display_formula, mf.response_name, list(mf.column_names), X, np.asarray(mf.y, dtype=float), terms)
+    names = list(mf.column_names)
+    y = np.asarray(mf.y, dtype=float)
+    check_lmer_scales(X, y, names, mf.response_name)
+    X, names = _drop_aliased_columns(X, names)
+    check_lmer_response(y, mf.response_name)
+    frame_args = (display_formula, mf.response_name, names, X, y, terms)
     fit = _fit_stats(frame_args, reml=bool(REML))
     from engine.newdata import fitted_terms
 
     fit._fixed_terms = fitted_terms(mf, list(data.columns))
     fit._bars = [bar.text for bar in mf.random_terms]
     return fit
+
+
+def _drop_aliased_columns(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """lme4's default ``check.rankX = "message+drop.cols"`` (lme4:::chkRank.drop.cols): R's
+    ``qr(X, tol = 1e-7)`` (engine.ols.pivoted_qr, the same LINPACK dqrdc2 pivoting) keeps its
+    first ``rank`` pivot columns, in their original order; the message is lme4's."""
+    from engine.ols import pivoted_qr
+
+    if X.shape[1] == 0:
+        return X, names
+    qr = pivoted_qr(X)
+    dropped = X.shape[1] - qr.rank
+    if dropped == 0:
+        return X, names
+    warnings.warn("fixed-effect model matrix is rank deficient so dropping "
+                  + (f"{dropped} column / coefficient" if dropped == 1 else f"{dropped} columns / coefficients"),
+                  DataWarning, stacklevel=3)
+    keep = np.sort(qr.pivot[:qr.rank])
+    return np.ascontiguousarray(X[:, keep]), [names[j] for j in keep]
 
 
 def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None) -> LmerFit:

@@ -337,7 +337,7 @@ def check_fit_file(file) -> None:
         check_output_path(path, "file=")
 
 
-def check_brm_frame(frame, label: str = "") -> None:
+def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=None) -> None:
     """Response and population-level columns of a brm model frame: magnitudes the samplers can use,
     and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``)."""
     from .errors import ModelSpecError
@@ -349,7 +349,9 @@ def check_brm_frame(frame, label: str = "") -> None:
             f"a population-level predictor is named 'Intercept'{where}, which clashes with brms' "
             "intercept parameter b_Intercept; rename the column (brms reserves the name too)")
     y = np.asarray(frame.y, dtype=np.float64)
-    if y.size > 1 and np.isfinite(y).all() and np.all(y == y[0]):
+    if family != "gaussian":
+        _check_glm_response(y, frame.response_name, where, family, trials)
+    elif y.size > 1 and np.isfinite(y).all() and np.all(y == y[0]):
         raise ModelSpecError(
             f"the response {frame.response_name!r}{where} is constant ({y[0]:g} in all {y.size} rows): "
             "the likelihood is unbounded as sigma goes to 0, so the posterior cannot be sampled")
@@ -371,6 +373,31 @@ def check_brm_frame(frame, label: str = "") -> None:
                 f"the population-level column {name!r}{where} has largest magnitude {big[j]:.3g}, outside "
                 f"[{BRM_MIN_ABS:g}, {BRM_MAX_ABS:g}] where the samplers' cross-products neither under- "
                 "nor overflow; rescale it (its coefficient scales inversely)")
+
+
+def _check_glm_response(y: np.ndarray, name: str, where: str, family: str, trials) -> None:
+    """A bernoulli / binomial / poisson response at the edge of its range in every row (all 0, all 1,
+    all successes): the likelihood keeps increasing as the intercept goes to -inf or +inf (complete
+    separation), so the model cannot identify it. A constant count inside the range (poisson y = 3
+    everywhere, binomial 2 of 5) is an ordinary, identified model and is fitted."""
+    from .errors import ModelSpecError
+
+    if y.size < 2 or not np.isfinite(y).all():
+        return
+    n = None if trials is None else np.asarray(trials, dtype=np.float64)
+    if np.all(y == 0):
+        side = "every outcome is 0" if family != "poisson" else "every count is 0"
+        direction = "-inf"
+    elif family == "bernoulli" and np.all(y == 1):
+        side, direction = "every outcome is 1", "+inf"
+    elif family == "binomial" and n is not None and n.shape == y.shape and np.all(y == n):
+        side, direction = "every trial is a success", "+inf"
+    else:
+        return
+    raise ModelSpecError(
+        f"the {family} response {name!r}{where} is at the edge of its range in all {y.size} rows ({side}): "
+        f"the likelihood keeps increasing as the linear predictor goes to {direction} (complete separation), "
+        "so the data do not identify the intercept; engine does not sample such a model")
 
 
 # --------------------------------------------------------------------------- the command line
@@ -463,6 +490,23 @@ def check_lmer_response(y: np.ndarray, name: str) -> None:
     if y.size and np.all(y == y[0]):
         raise ModelSpecError(f"lmer(): the response {name!r} is constant ({y[0]!r} in every row); there is no "
                              "variance to split between groups and residuals")
+
+
+def check_lmer_scales(X: np.ndarray, y: np.ndarray, names: list[str], response: str) -> None:
+    """lmer's profiled deviance works on cross-products (X'X, X'y, y'y, Z'Z): a response or
+    fixed-effect column beyond [BRM_MIN_ABS, BRM_MAX_ABS] in magnitude under- or overflows there.
+    lme4 fails there too (x * 1e200: "objective in x0 returns NA"; x * 1e-200: "Downdated VtV is
+    not positive definite") or reports a variance of Inf or 0 (y * 1e200, y * 1e-200)."""
+    columns = [(response, "response", y)] + [(name, "fixed-effect column", X[:, j]) for j, name in enumerate(names)
+                                             if name != "(Intercept)"]
+    for name, what, values in columns:
+        values = values[np.isfinite(values)]
+        big = float(np.max(np.abs(values))) if values.size else 0.0
+        if big != 0.0 and not BRM_MIN_ABS <= big <= BRM_MAX_ABS:
+            raise DataError(
+                f"lmer(): the {what} {name!r} has largest magnitude {big:.3g}, outside [{BRM_MIN_ABS:g}, "
+                f"{BRM_MAX_ABS:g}] where the cross-products of the profiled deviance neither under- nor "
+                "overflow (lme4 fails or reports a variance of 0 or Inf there); rescale it")
 
 
 def check_prediction_args(seed: Any, allow_new_levels: Any, re_formula: Any) -> None:

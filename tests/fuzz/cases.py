@@ -387,6 +387,21 @@ def brm_cases() -> list[Case]:
     add("constant_response", lambda: brm(data=d.assign(y=np.ones(len(d)))), E.ModelSpecError, "constant")
     add("constant_response_nuts", lambda: brm(data=d.assign(y=np.full(len(d), 2.5)), sampler="nuts"),
         E.ModelSpecError, "constant")
+    # non-Gaussian families: only a response at the edge of its range everywhere is degenerate
+    yb = lambda v: d.assign(yb=v)  # noqa: E731
+    add("bernoulli_all_ones", lambda: brm("yb ~ x + (1 | g)", yb(1), family="bernoulli"), E.ModelSpecError,
+        "bernoulli.*every outcome is 1.*separation")
+    add("bernoulli_all_zeros", lambda: brm("yb ~ x + (1 | g)", yb(0), family="bernoulli"), E.ModelSpecError, "every outcome is 0")
+    add("binomial_all_successes", lambda: brm("yb | trials(5) ~ x + (1 | g)", yb(5), family="binomial"),
+        E.ModelSpecError, "every trial is a success")
+    add("poisson_all_zero", lambda: brm("yb ~ x + (1 | g)", yb(0), family="poisson", sampler="nuts"), E.ModelSpecError,
+        "every count is 0")
+
+    def log3(fit, caught):  # a constant count of 3 is an ordinary model: the intercept near log 3
+        intercept = fit.draws_array()[..., fit.parameter_names.index("b_Intercept")].mean()
+        assert abs(intercept - np.log(3.0)) < 0.3, intercept
+    add("poisson_constant_3_is_fitted", lambda: brm("yb ~ x + (1 | g)", yb(3), family="poisson", sampler="nuts",
+                                                     iter=200, warmup=100), check=log3)
     add("nearly_constant_response_long_run", lambda: brm(data=d.assign(y=1.0 + 1e-13 * d.x), iter=400, warmup=200),
         check=lambda fit, w: np.testing.assert_equal(np.isfinite(fit.draws_array()).all(), True))
 
@@ -629,6 +644,40 @@ def lmer_cases() -> list[Case]:
         ref = engine.lmer("y ~ x + (1|g)", d.drop(index=3))
         np.testing.assert_allclose(fit.params.to_numpy(), ref.params.to_numpy(), rtol=1e-10)
     add("nan_row_dropped", lm("y ~ x + (1|g)", _ml_with({"x": np.nan})), check=same_as_complete)
+    def dropped_as_lme4(n_dropped):
+        # lme4 1.1-31 (R 4.2.2) on lmer(y ~ x + x2 + (1|g)) with x2 = 2 x: the message below, x2
+        # dropped, the fit of y ~ x + (1|g); chkRank.drop.cols keeps R's qr() pivot order
+        def check(fit, caught):
+            ref = engine.lmer("y ~ x + (1|g)", d)
+            assert list(fit.params.index) == ["(Intercept)", "x"], list(fit.params.index)
+            np.testing.assert_allclose(fit.params.to_numpy(), ref.params.to_numpy(), rtol=1e-8)
+            np.testing.assert_allclose(fit.sigma, ref.sigma, rtol=1e-8)
+            what = "1 column / coefficient" if n_dropped == 1 else f"{n_dropped} columns / coefficients"
+            message = f"fixed-effect model matrix is rank deficient so dropping {what}"
+            assert any(str(w.message) == message for w in caught), [str(w.message) for w in caught]
+        return check
+    add("rank_deficient_drops_as_lme4", lm("y ~ x + x2 + (1|g)", d.assign(x2=2 * d.x)), check=dropped_as_lme4(1))
+    add("rank_deficient_two_columns", lm("y ~ x + x2 + x3 + (1|g)", d.assign(x2=-d.x, x3=3 * d.x)),
+        check=dropped_as_lme4(2))
+    for column in ("x", "y"):
+        for power in (200, -200, 160, -160):
+            # lme4 fails ("objective in x0 returns NA", "Downdated VtV is not positive definite") or
+            # reports a variance of Inf / 0 there; engine says which column to rescale
+            add(f"{column}_times_1e{power}", lm("y ~ x + (1|g)", d.assign(**{column: d[column] * 10.0 ** power})),
+                E.DataError, f"'{column}'.*rescale")
+
+    def scaled(column, scale):  # lmer is scale-equivariant: the same fit in the new units
+        def check(fit, caught):
+            ref = engine.lmer("y ~ x + (1|g)", d)
+            factor = np.array([1.0, 1.0 / scale]) if column == "x" else scale
+            np.testing.assert_allclose(fit.params.to_numpy(), ref.params.to_numpy() * factor, rtol=1e-6)
+            np.testing.assert_allclose(fit.sigma, ref.sigma * (1.0 if column == "x" else scale), rtol=1e-6)
+        return check
+    for column in ("x", "y"):
+        for power in (100, -100):
+            add(f"{column}_times_1e{power}_as_unscaled", lm("y ~ x + (1|g)", d.assign(**{column: d[column] * 10.0 ** power})),
+                check=scaled(column, 10.0 ** power))
+
     def reml_true(fit, caught):
         assert fit.reml
     add("reml_one_is_true", lm("y ~ x + (1|g)", REML=1), check=reml_true)
