@@ -796,6 +796,12 @@ def robust_predict_cases() -> list[Case]:
     add("ols_predict", "level_nan", lambda: fit().predict(nd(), interval="confidence", level=np.nan), E.ModelSpecError, "level")
     add("ols_predict", "level_text", lambda: fit().predict(nd(), interval="confidence", level="a"), E.ModelSpecError, "level")
     add("ols_predict", "newdata_list", lambda: fit().predict([1, 2]), E.DataError, "newdata")
+    def na_row(result, caught):  # R's predict.lm (na.pass): NA for the row with NA, the others as usual
+        assert np.isnan(result.iloc[0].to_numpy(dtype=float)).all()
+        ref = fit().predict(nd(), interval="confidence")
+        np.testing.assert_allclose(result.iloc[1].to_numpy(dtype=float), ref.iloc[0].to_numpy(dtype=float), rtol=1e-12)
+    add("ols_predict", "nan_in_newdata_gives_na", lambda: fit().predict(
+        pd.DataFrame({"x": [np.nan, 1.0], "g": ["a", "a"]}), interval="confidence"), check=na_row)
     add("ols_predict", "robust_without_vcov", lambda: fit().predict(nd(), robust=True), E.ModelSpecError, "robust")
     b = _brm_fit
     bd = lambda **k: pd.DataFrame({"x": [1.0], "g": [1], **k})  # noqa: E731
