@@ -81,3 +81,60 @@ def test_sbc_poisson_nuts():
         result = nuts_glm.sample_chain(model, 200 + L_DRAWS * thin, 200, chain_seed, save_ranef=False)
         ranks[rep] = (result.draws[::thin] < truth).sum(axis=0)
     _rank_test(ranks, F.parameter_names(model))
+
+
+def _slopes_frame(y, x, g, n_groups):
+    """A ModelFrame-like record for y ~ x + (1 + x | g) (engine.formula's random-effect record)."""
+    from engine.formula import model_frame
+
+    import pandas as pd
+
+    data = pd.DataFrame({"y": y, "x": x, "g": [f"g{i:02d}" for i in g]})
+    return model_frame("y ~ x + (1 + x | g)", data, allow_random=True)
+
+
+def _draw_slopes_truth(rng, n_groups):
+    """gamma_c, beta ~ N(0, 1) (centred intercept), sd ~ half-N(0, 1), rho ~ LKJ(2) (2 rho' - 1, rho' ~ Beta(2, 2))."""
+    b0_c, beta = rng.normal(), rng.normal()
+    sd = np.abs(rng.normal(size=2))
+    rho = 2.0 * rng.beta(2.0, 2.0) - 1.0
+    chol = np.array([[1.0, 0.0], [rho, np.sqrt(1.0 - rho * rho)]])
+    r = (sd[:, None] * (chol @ rng.normal(size=(2, n_groups))))
+    return b0_c, beta, sd, rho, r
+
+
+SLOPES_PRIORS = [prior("normal(0, 1)", "Intercept"), prior("normal(0, 1)", "b"), prior("normal(0, 1)", "sd"),
+                 prior("lkj(2)", "cor")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family_name", ["bernoulli", "poisson"])
+def test_sbc_random_slopes(family_name):
+    """y ~ x + (1 + x | g), correlated: bernoulli by Pólya-Gamma Gibbs (8 groups x 12 rows), poisson by
+    NUTS (8 groups x 6 rows); ranks of b_Intercept, b_x, both sds and the correlation."""
+    n_groups, per = (8, 12) if family_name == "bernoulli" else (8, 6)
+    g = np.repeat(np.arange(n_groups), per)
+    family = F.get_family(family_name)
+    ranks = np.empty((N_REPLICATIONS, 5), dtype=np.int64)
+    for rep, seed in enumerate(np.random.SeedSequence(1304 + (family_name == "poisson")).spawn(N_REPLICATIONS)):
+        data_seed, chain_seed = seed.spawn(2)
+        rng = np.random.default_rng(data_seed)
+        x = rng.normal(size=g.size)
+        b0_c, beta, sd, rho, r = _draw_slopes_truth(rng, n_groups)
+        eta = b0_c + beta * (x - x.mean()) + r[0, g] + r[1, g] * x
+        if family_name == "bernoulli":
+            y = (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(float)
+        else:
+            y = rng.poisson(np.exp(np.minimum(eta, 20.0))).astype(float)
+        frame = _slopes_frame(y, x, g, n_groups)
+        model = F.build_glm_model(frame, np.ones(g.size), SLOPES_PRIORS, family)
+        truth = np.array([b0_c - x.mean() * beta, beta, sd[0], sd[1], rho])
+        if family_name == "bernoulli":
+            thin = 10
+            result = gibbs_pg.sample_chain(model, 200 + L_DRAWS * thin, 200, chain_seed, thin=thin, save_ranef=False)
+        else:
+            thin = 5
+            result = nuts_glm.sample_chain(model, 200 + L_DRAWS * thin, 200, chain_seed, save_ranef=False, thin=thin)
+        assert result.draws.shape == (L_DRAWS, 5)
+        ranks[rep] = (result.draws < truth).sum(axis=0)
+    _rank_test(ranks, F.parameter_names(model))

@@ -44,7 +44,8 @@ import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import ModelSpecError, SamplerError
-from engine.gibbs import LevelSizes, _collapsed_scale_step, _collapsed_top_step, _draw_scale, _inverse_gamma
+from engine.gibbs import LevelSizes, _collapsed_scale_step, _collapsed_top_step, _draw_scale, _inverse_gamma, \
+    _slice_log_scale
 from engine.gibbs_slopes import _store_draw, _term_precision, _update_covariances
 from engine.multilevel.blocks import block_location_step, make_block_work
 from engine.multilevel.families import BERNOULLI, BINOMIAL, GLMModel, design_matrix
@@ -319,10 +320,56 @@ def _omega_cross_products(rng, d, gamma, r):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pg_slopes_chain(rng, d, n_iter, n_warmup, thin, save_ranef, init_sd):
+def _interweave_slopes_sds(rng, gamma, r, theta, chol, sigma_inv, data, theta_k):
+    """ASIS (Yu & Meng 2011) for every sd: redraw sd_j of coefficient c of group g given the non-centred
+    coefficients u = r_{.,c} / sd_j (and R_t, gamma, omega) fixed: r = diag(sd) L z, so scaling sd_j
+    scales column c of r alone, and given omega the likelihood is Gaussian in sd_j with precision
+    B = sum_k u_k^2 UU_k[c, c] and linear term A = sum_k u_k (Uy_k[c] - (UU_k theta_k^0)[c]) (theta_k^0:
+    cell k's (gamma, r) with that coefficient zeroed). One slice update of log sd_j under that and its
+    prior (engine.gibbs._slice_log_scale); exact, and it breaks the sd-r dependence that makes a
+    small slope sd sticky in the centred chain."""
+    block, terms, prior = data.block, data.terms, data.sd_prior
+    cell_uu, cell_uy, cell_levels, qf = block.cell_uu, block.cell_uy, block.cell_levels, block.q_fix
+    n_cells, n_groups = cell_levels.shape
+    n_u = cell_uy.shape[1]
+    for t in range(terms.group.shape[0]):
+        g = terms.group[t]
+        for j in range(terms.dim[t]):
+            c = terms.offset[t] + j
+            col = qf + block.z_offsets[g] + c
+            so = terms.sd_offset[t] + j
+            old = np.exp(theta[t, j])
+            precision = 0.0
+            linear = 0.0
+            for k in range(n_cells):
+                for a in range(qf):
+                    theta_k[a] = gamma[a]
+                for h in range(n_groups):
+                    vh = cell_levels[k, h]
+                    for e in range(block.group_dims[h]):
+                        theta_k[qf + block.z_offsets[h] + e] = r[vh, e]
+                u = theta_k[col] / old
+                theta_k[col] = 0.0
+                s = 0.0
+                for b in range(n_u):
+                    s += cell_uu[k, col, b] * theta_k[b]
+                precision += u * u * cell_uu[k, col, col]
+                linear += u * (cell_uy[k, col] - s)
+            new = _slice_log_scale(rng, old, np.int64(1), precision, linear, prior.family[so], prior.nu[so],
+                                   prior.mu[so], prior.scale[so])
+            ratio = new / old
+            for v in range(block.level_offsets[g], block.level_offsets[g + 1]):
+                r[v, c] *= ratio
+            theta[t, j] = np.log(new)
+        _term_precision(theta[t], terms.dim[t], terms.correlated[t], chol[t], sigma_inv[g], terms.offset[t])
+
+
+@numba.njit(cache=True, nogil=True)
+def _pg_slopes_chain(rng, d, n_iter, n_warmup, thin, save_ranef, init_sd, interweave):
     """One chain of the slopes model; returns (draws (n_kept, b + sd + cor), ranef (n_kept, R or 0)).
     Per sweep: omega and the weighted cross-products, the location block(s) with sigma^2 = 1, the
-    Student-t auxiliaries of gamma, every term's (sd, R) (engine.gibbs_slopes._update_covariances)."""
+    Student-t auxiliaries of gamma, every term's (sd, R) (engine.gibbs_slopes._update_covariances),
+    then (``interweave``) each sd once more in the non-centred parametrisation (_interweave_slopes_sds)."""
     data = d.slopes
     block, terms, gp = data.block, data.terms, data.gamma_prior
     qf = block.q_fix
@@ -365,6 +412,7 @@ def _pg_slopes_chain(rng, d, n_iter, n_warmup, thin, save_ranef, init_sd):
     work = make_block_work(block)
     scatter = np.zeros((qm, qm))
     cov_work = np.zeros((qm, qm))
+    theta_k = np.zeros(block.cell_uy.shape[1])
 
     kept = 0
     for iteration in range(n_iter):
@@ -382,6 +430,8 @@ def _pg_slopes_chain(rng, d, n_iter, n_warmup, thin, save_ranef, init_sd):
                 z = (gamma[a] - gp.mu[a]) / gp.scale[a]
                 mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
         _update_covariances(rng, r, theta, chol, sigma_inv, scatter, cov_work, data)
+        if interweave:
+            _interweave_slopes_sds(rng, gamma, r, theta, chol, sigma_inv, data, theta_k)
         if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
             _store_draw(row, ranef[kept], gamma, theta, chol, 1.0, r, data, save_ranef)
             for a in range(n_params):
@@ -433,9 +483,9 @@ def sample_chain(model: GLMModel, n_iter: int, n_warmup: int, seed: np.random.Se
         init_sd = np.asarray(init["sd"], dtype=np.float64).reshape(-1)
         if init_sd.shape != (n_sd,) or not np.all(init_sd > 0):
             raise ModelSpecError(f"init['sd'] must hold {n_sd} positive values")
-    if base.has_slopes:  # collapse does not apply (as engine.gibbs_slopes)
+    if base.has_slopes:  # collapse=True: the interweaving sd steps of _pg_slopes_chain (exact; mixing only)
         draws, ranef = _pg_slopes_chain(rng, pg_slopes_data(model), n_iter, n_warmup, thin, bool(save_ranef),
-                                        np.ascontiguousarray(init_sd))
+                                        np.ascontiguousarray(init_sd), bool(collapse))
         if not np.all(np.isfinite(draws)):
             raise SamplerError("the Pólya-Gamma Gibbs sampler produced non-finite draws (check for separation: "
                                "a predictor that predicts the outcome perfectly makes flat priors improper)")
