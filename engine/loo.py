@@ -103,38 +103,46 @@ def _fft_good_size(n):
         n += 1
 
 
+# Sums over a column's draws: without reassociation each addition waits for the one before
+# (latency-bound, not vectorised); allowing it (and nothing else of fastmath) lets LLVM use vector
+# partial sums. The result differs from the left-to-right sum by rounding only.
+SUMS = {"reassoc"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")
+def _sum(x):
+    total = 0.0
+    for v in x:
+        total += v
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")
+def _dot_lags(row, lag, m):
+    """sum_{t < m} row[t] row[t + lag] and sum_{t < m} row[t] row[t + lag + 1]."""
+    even = 0.0
+    odd = 0.0
+    for t in range(m):
+        a = row[t]
+        even += a * row[t + lag]
+        odd += a * row[t + lag + 1]
+    return even, odd
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _mean_lag_pair(x, lag, scale):
     """Means over chains of loo's autocovariances at ``lag`` and ``lag + 1`` (x: chains x n,
-    already centred per chain), including loo's FFT scale M/n. Both lags come from one pass over
-    each chain, with two partial sums per lag so that the additions do not wait on each other."""
+    already centred per chain), including loo's FFT scale M/n; both lags from one pass."""
     n_chains, n = x.shape
     even = 0.0
     odd = 0.0
     for c in range(n_chains):
         row = x[c]
-        e0 = 0.0
-        e1 = 0.0
-        o0 = 0.0
-        o1 = 0.0
-        m = n - lag - 1  # terms both lags have
-        t = 0
-        while t + 1 < m:
-            a0 = row[t]
-            a1 = row[t + 1]
-            e0 += a0 * row[t + lag]
-            o0 += a0 * row[t + lag + 1]
-            e1 += a1 * row[t + 1 + lag]
-            o1 += a1 * row[t + lag + 2]
-            t += 2
-        while t < m:
-            e0 += row[t] * row[t + lag]
-            o0 += row[t] * row[t + lag + 1]
-            t += 1
-        if m >= 0:
-            e0 += row[m] * row[m + lag]  # the even lag's last term
-        even += (e0 + e1) / n * scale
-        odd += (o0 + o1) / n * scale
+        m = n - lag - 1  # terms both lags have; the even lag has one more
+        e0, o0 = _dot_lags(row, lag, m)
+        e0 += row[m] * row[m + lag]
+        even += e0 / n * scale
+        odd += o0 / n * scale
     return even / n_chains, odd / n_chains
 
 
@@ -147,10 +155,7 @@ def _ess_rfun(x, rho):
     scale = _fft_good_size(n) / n
     means = np.empty(n_chains)
     for c in range(n_chains):
-        s = 0.0
-        for t in range(n):
-            s += x[c, t]
-        means[c] = s / n
+        means[c] = _sum(x[c]) / n
         for t in range(n):
             x[c, t] -= means[c]
     if n < 2:
@@ -476,9 +481,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, lw, work, wo
     else:
         for i in range(s):
             e[i] = math.exp(ll[i] - max_ll)
-    sum_e = 0.0
-    for i in range(s):
-        sum_e += e[i]
+    sum_e = _sum(e)
     if np.isnan(r_eff_given):
         # relative efficiency of exp(ll) (the ESS is scale-free, so exp(ll - max) avoids overflow)
         for c in range(n_chains):
@@ -563,13 +566,26 @@ def _exact_sums(ll, lw, min_ll, work):
     return elpd, var_rel, sum_w2
 
 
+@numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")
+def _off_tail_sums(inv, scale):
+    """sum (scale [inv != 0] - inv)^2 and sum inv^2 (inv = 1 / e off the tail, 0 on it)."""
+    v = 0.0
+    q = 0.0
+    for i in range(inv.shape[0]):
+        a = inv[i]
+        d = scale * (a != 0.0) - a
+        v += d * d
+        q += a * a
+    return v, q
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, inv):
     """The same sums without an exp per draw. Off the tail the raw weight is
     exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw, so only the tail's
     smoothed weights need exponentials (equal to the exact path up to rounding). ``inv`` (work,
     length S) holds 1 / e off the tail and 0 on it, so the two passes over the draws have no
-    branches; each keeps two partial sums."""
+    branches (and are vectorised sums, see SUMS)."""
     s = ll.shape[0]
     t_len = tail_idx.shape[0]
     for i in range(s):
@@ -585,16 +601,7 @@ def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, inv):
             v = 0.0
         w_tail[j] = math.exp(v)
         sum_tail += w_tail[j]
-    inv0 = 0.0
-    inv1 = 0.0
-    i = 0
-    while i + 1 < s:
-        inv0 += inv[i]
-        inv1 += inv[i + 1]
-        i += 2
-    if i < s:
-        inv0 += inv[i]
-    total = c0 * (inv0 + inv1) + sum_tail
+    total = c0 * _sum(inv) + sum_tail
     # elpd = max + log(sum w e): off the tail w e = c0 / total for every draw
     acc = (s - t_len) * c0 / total
     for j in range(t_len):
@@ -603,29 +610,10 @@ def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, inv):
     scale = math.exp(max_ll - elpd)  # lik / E_epd = e * scale
     cw = c0 / total
     # off the tail: w = cw / e, so w^2 (e scale - 1)^2 = cw^2 (scale - inv)^2 and w^2 = cw^2 inv^2
-    v0 = 0.0
-    v1 = 0.0
-    q0 = 0.0
-    q1 = 0.0
-    i = 0
-    while i + 1 < s:
-        a0 = inv[i]
-        a1 = inv[i + 1]
-        d0 = scale * (a0 != 0.0) - a0
-        d1 = scale * (a1 != 0.0) - a1
-        v0 += d0 * d0
-        v1 += d1 * d1
-        q0 += a0 * a0
-        q1 += a1 * a1
-        i += 2
-    if i < s:
-        a0 = inv[i]
-        d0 = scale * (a0 != 0.0) - a0
-        v0 += d0 * d0
-        q0 += a0 * a0
+    v, q = _off_tail_sums(inv, scale)
     cw2 = cw * cw
-    var_rel = cw2 * (v0 + v1)
-    sum_w2 = cw2 * (q0 + q1)
+    var_rel = cw2 * v
+    sum_w2 = cw2 * q
     for j in range(t_len):
         w = w_tail[j] / total
         w2 = w * w
