@@ -1,16 +1,18 @@
-"""engine.ols from partitions (engine.partitioned) at 10^6, 10^7, 10^8 students, with peers.
+"""Fits from partitions (engine.partitioned) at 10^6, 10^7, 10^8 students, with peers.
 
 Generates once, cached under --cache (default ~/.cache/engine-bench), Parquet datasets with the
 study's three-level structure: about 29 students a class, 2.6 classes a school, a school-level
-treatment, five student covariates (float32 / int32, zstd). Reports per size the pass time
-(levels pre-pass + QR pass + residual passes), rows per second, the peak memory of a worker
-(resident set, sampled) and, at the sizes that fit, in-memory engine.ols and statsmodels OLS in the
-same run with the ratio.
+treatment, five student covariates (float32 / int32, zstd, 10^6 rows a file). Reports per size:
 
-Not yet here: the nested Gibbs fit from partitions (engine.brm on a Dask frame) and lme4; see the
-dask section of benchmarks/README.md.
+- partitioned engine.ols (p = 9): the pass times (pre-pass, QR pass, residual passes), rows/s;
+- partitioned engine.brm, the nested Gibbs fit (1 | schoolid/classid), 4 chains x 2000: the pass
+  time (pre-pass + cell pass + exact median/MAD) and the sampling time apart;
+- partitioned engine.lmer of the same model (passes + optimisation);
+- the peak resident set of any worker (ru_maxrss in the worker processes) after each fit;
+- at the sizes that fit (--in-memory-max): in-memory engine.ols / engine.lmer and statsmodels OLS
+  in the same run, and the largest gap between the partitioned and the in-memory numbers.
 
-    python benchmarks/bench_scale.py --sizes 1e6 1e7 [--cache DIR] [--workers 2]
+    python benchmarks/bench_scale.py --sizes 1e6 1e7 [--cache DIR] [--workers 2] [--skip brm lmer]
 """
 
 from __future__ import annotations
@@ -70,7 +72,31 @@ def peak_worker_rss(client) -> float:
     return max(client.run(rss).values())
 
 
+NESTED = "score ~ treat + x1 + x2 + x3 + x4 + x5 + female + (1 | schoolid/classid)"
+
+
+def _brm_partitioned(path, chains=4, iter=2000, warmup=1000, seed=1):
+    """(pass seconds, sampling seconds, draws) of engine.brm's Gibbs fit from partitions: the
+    model from engine.partitioned.brm.prepare, the chains as engine.brm runs them."""
+    import engine.brm as B
+    from engine.multilevel import families
+    from engine.partitioned.brm import prepare
+
+    t = time.perf_counter()
+    prepared = prepare(NESTED, str(path), None, sampler="gibbs", family=families.get_family("gaussian"))
+    t_pass = time.perf_counter() - t
+    t = time.perf_counter()
+    options = B._sampler_options("gibbs", False, {}, "gaussian")
+    seeds = np.random.SeedSequence(seed).spawn(chains)
+    tasks = [("gibbs", prepared.model, iter, warmup, 1, s, options, "gaussian") for s in seeds]
+    results = B._run_chains(tasks, None, False, "")
+    draws = np.stack([r[0] for r in results])
+    return t_pass, time.perf_counter() - t, draws, prepared
+
+
 def main() -> None:
+    import warnings
+
     import engine
     from distributed import Client, LocalCluster
 
@@ -79,47 +105,74 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/engine-bench"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="2GiB")
-    ap.add_argument("--in-memory-max", type=float, default=1e7)
+    ap.add_argument("--in-memory-max", type=float, default=1e6)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["ols", "brm", "lmer"])
     args = ap.parse_args()
     cache = Path(args.cache)
-    print(f"load average: {os.getloadavg()}")
+    warnings.simplefilter("ignore")
+    print(f"load average: {os.getloadavg()}", flush=True)
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       memory_limit=args.memory_limit, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         # compile the kernels in the workers first (compile time apart)
         small = generate(10_000, cache)
         engine.ols(FORMULA, str(small))
-        client.run(lambda: __import__("engine.ols"))
+        _brm_partitioned(small, chains=1, iter=20, warmup=10)
+        engine.lmer(NESTED, str(small))
         for size in args.sizes:
             n = int(size)
             t = time.perf_counter()
             path = generate(n, cache)
-            gen = time.perf_counter() - t
-            t = time.perf_counter()
-            fit = engine.ols(FORMULA, str(path))
-            wall = time.perf_counter() - t
-            line = (f"n={n:.0e} generate/cached {gen:.1f}s  partitioned ols {wall:.2f}s "
-                    f"({n / wall:,.0f} rows/s; prepass {fit.timings['prepass']:.2f}s, qr pass "
-                    f"{fit.timings['qr_pass']:.2f}s, residual passes "
-                    f"{fit.timings['residual_passes']:.2f}s)  peak worker RSS "
-                    f"{peak_worker_rss(client):.2f} GiB")
-            if n <= args.in_memory_max:
-                import statsmodels.api as sm
+            print(f"n={n:.0e}: generate/cached {time.perf_counter() - t:.1f}s; load {os.getloadavg()}",
+                  flush=True)
+            df = pd.read_parquet(path) if n <= args.in_memory_max else None
+            if "ols" not in args.skip:
+                t = time.perf_counter()
+                fit = engine.ols(FORMULA, str(path))
+                wall = time.perf_counter() - t
+                line = (f"  partitioned ols {wall:.2f}s ({n / wall:,.0f} rows/s; prepass "
+                        f"{fit.timings['prepass']:.2f}s, qr pass {fit.timings['qr_pass']:.2f}s, residual "
+                        f"passes {fit.timings['residual_passes']:.2f}s); peak worker RSS "
+                        f"{peak_worker_rss(client):.2f} GiB")
+                if df is not None:
+                    import statsmodels.api as sm
 
-                df = pd.read_parquet(path)
+                    t = time.perf_counter()
+                    mem = engine.ols(FORMULA, df)
+                    t_mem = time.perf_counter() - t
+                    t = time.perf_counter()
+                    sm.OLS(mem.model_frame.y, mem.model_frame.X).fit()
+                    t_sm = time.perf_counter() - t
+                    gap = float(np.max(np.abs(mem.params.to_numpy() - fit.params.to_numpy())))
+                    line += (f"\n    in-memory engine.ols {t_mem:.2f}s, statsmodels OLS (design given) "
+                             f"{t_sm:.2f}s; max |beta gap| {gap:.1e}")
+                print(line, flush=True)
+            if "brm" not in args.skip:
+                t_pass, t_sample, draws, prepared = _brm_partitioned(path)
+                line = (f"  partitioned brm (Gibbs 4 x 2000, {prepared.model.n_cells} cells, "
+                        f"{prepared.model.n_levels_total} levels): passes {t_pass:.2f}s ({n / t_pass:,.0f} "
+                        f"rows/s), sampling {t_sample:.2f}s; peak worker RSS {peak_worker_rss(client):.2f} GiB")
+                if df is not None:
+                    t = time.perf_counter()
+                    mem = engine.brm(NESTED, df, seed=1)
+                    t_mem = time.perf_counter() - t
+                    gap = float(np.max(np.abs(mem.draws_values - draws)))
+                    line += f"\n    in-memory engine.brm {t_mem:.2f}s; max |draw gap| {gap:.1e}"
+                print(line, flush=True)
+            if "lmer" not in args.skip:
                 t = time.perf_counter()
-                mem = engine.ols(FORMULA, df)
-                t_mem = time.perf_counter() - t
-                X = mem.model_frame.X
-                t = time.perf_counter()
-                sm.OLS(mem.model_frame.y, X).fit()
-                t_sm = time.perf_counter() - t
-                gap = float(np.max(np.abs(mem.params.to_numpy() - fit.params.to_numpy())))
-                line += (f"\n    in-memory engine.ols {t_mem:.2f}s, statsmodels OLS (design "
-                         f"given) {t_sm:.2f}s, statsmodels/partitioned {t_sm / wall:.2f}x; "
-                         f"max |beta gap| {gap:.1e}")
-                del df, mem, X
-            print(line, flush=True)
+                fit = engine.lmer(NESTED, str(path))
+                wall = time.perf_counter() - t
+                line = (f"  partitioned lmer {wall:.2f}s ({n / wall:,.0f} rows/s); peak worker RSS "
+                        f"{peak_worker_rss(client):.2f} GiB")
+                if df is not None:
+                    t = time.perf_counter()
+                    mem = engine.lmer(NESTED, df)
+                    t_mem = time.perf_counter() - t
+                    gap = float(np.max(np.abs(mem.theta / fit.theta - 1)))
+                    line += f"\n    in-memory engine.lmer {t_mem:.2f}s; max relative theta gap {gap:.1e}"
+                print(line, flush=True)
+            del df
 
 
 if __name__ == "__main__":

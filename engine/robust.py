@@ -225,7 +225,12 @@ def _times_matrix(X, A):
 def _sandwich(scores: np.ndarray, rinv: np.ndarray) -> np.ndarray:
     """(X'X)^-1 M (X'X)^-1 with M = U'U (the meat, a sum over clusters of s_g s_g') and
     (X'X)^-1 = R^-1 R^-T: R^-1 (R^-T M R^-1) R^-T, k x k products only. scores U (G, k)."""
-    meat = scores.T @ scores
+    return sandwich_meat(scores.T @ scores, rinv)
+
+
+def sandwich_meat(meat: np.ndarray, rinv: np.ndarray) -> np.ndarray:
+    """R^-1 (R^-T M R^-1) R^-T for a given meat M (k, k): a sum over row partitions when no
+    cluster spans two (engine.partitioned.ols sums HC meats over partitions)."""
     inner = rinv.T @ meat @ rinv
     V = rinv @ inner @ rinv.T
     return (V + V.T) / 2.0

@@ -62,9 +62,15 @@ def _check_worker_memory(partition_bytes: int, path: str) -> None:
             "or give the workers more memory")
 
 
-def load(data, needed: list[str]):
+def load(data, needed: list[str], what: dict | None = None):
     """A Dask DataFrame of the ``needed`` columns of ``data`` (a Dask DataFrame or a Parquet
-    path); every needed column checked (in every file of a dataset) before any work."""
+    path); every needed column checked (in every file of a dataset) before any work. ``what``:
+    how the error names a column that is not the formula's (``{"school": "cluster column"}``)."""
+    what = what or {}
+
+    def label(absent):
+        return ", ".join(f"{what[c]} {c!r}" if c in what else repr(c) for c in absent)
+
     _, dd = dask_modules()
     if isinstance(data, (str, os.PathLike)):
         import pyarrow.parquet as pq
@@ -77,16 +83,14 @@ def load(data, needed: list[str]):
             absent = [c for c in needed if c not in names]
             if absent:
                 raise ColumnNotFoundError(
-                    f"column(s) {', '.join(map(repr, absent))} of the formula missing from "
-                    f"Parquet file {f!r}")
+                    f"column(s) {label(absent)} of the formula missing from Parquet file {f!r}")
             if meta.metadata.num_row_groups:
                 largest = max(largest, meta.metadata.row_group(0).total_byte_size)
         _check_worker_memory(largest, path=os.fspath(data))
         return dd.read_parquet(files, columns=needed)
     absent = [c for c in needed if c not in data.columns]
     if absent:
-        raise ColumnNotFoundError(
-            f"column(s) {', '.join(map(repr, absent))} of the formula not in the data")
+        raise ColumnNotFoundError(f"column(s) {label(absent)} of the formula not in the data")
     return data[needed]
 
 

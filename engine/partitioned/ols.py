@@ -22,6 +22,8 @@ QR", section 3 — the tall-skinny QR as a reduction tree):
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,14 +39,16 @@ PROBS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 # ---------------------------------------------------------------- per-partition functions
 
-def _design(terms, response: str, part: pd.DataFrame):
-    """(X, y, n_dropped) of one partition, rows with a missing value dropped (R's na.omit)."""
+def _design(terms, response: str, part: pd.DataFrame, with_keep: bool = False):
+    """(X, y, n_dropped) of one partition, rows with a missing value dropped (R's na.omit);
+    ``with_keep``: and the (n,) mask of the rows kept."""
     from ..formula import model_frame
     from ..newdata import new_design
 
     n = len(part)
     if n == 0:
-        return np.zeros((0, len(terms.column_names))), np.zeros(0), 0
+        out = np.zeros((0, len(terms.column_names))), np.zeros(0), 0
+        return out + (np.zeros(0, dtype=bool),) if with_keep else out
     X = new_design(terms, part)
     yframe = model_frame(f"{response} ~ 1", part)
     keep = np.zeros(n, dtype=bool)
@@ -52,7 +56,8 @@ def _design(terms, response: str, part: pd.DataFrame):
     y = np.full(n, np.nan)
     y[yframe.rows] = yframe.y
     keep &= ~np.isnan(X).any(axis=1)
-    return np.ascontiguousarray(X[keep]), y[keep], int(n - keep.sum())
+    out = np.ascontiguousarray(X[keep]), y[keep], int(n - keep.sum())
+    return out + (keep,) if with_keep else out
 
 
 def _pass1(terms, response, part):
@@ -81,15 +86,69 @@ def _residuals(terms, response, coef, part):
     return fitted, y - fitted
 
 
-def _pass2(terms, response, coef, centre, part):
-    """RSS, the model sum of squares about ``centre``, and the residuals' bucket counts."""
-    fitted, r = _residuals(terms, response, coef, part)
+class _Robust(NamedTuple):
+    """What pass 2 needs for ``vcov=``: the type, the kept columns (pivot order), R^-1 (k, k),
+    the cluster columns and their subsets (engine.robust's inclusion-exclusion order)."""
+
+    kind: str
+    kept: np.ndarray
+    rinv: np.ndarray
+    cluster: tuple
+    subsets: tuple
+
+
+def _robust_part(spec: _Robust, X, r, keys):
+    """The partition's share of the meat: HC, sum of w_i^2 x_i x_i' (k, k); CR, per subset of the
+    cluster columns the scores sum x_i e_i by cluster value (a DataFrame indexed by the values:
+    a cluster may span partitions, so the scores, not their squares, are summed)."""
+    from ..robust import HC_TYPES, LEVERAGE_ONE, leverages
+
+    Xk = np.ascontiguousarray(X[:, spec.kept])
+    if spec.kind in HC_TYPES:
+        w = r
+        if spec.kind in ("HC2", "HC3"):
+            _, h = leverages(Xk, spec.rinv)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = r / np.sqrt(1.0 - h) if spec.kind == "HC2" else r / (1.0 - h)
+            w = np.where(h > LEVERAGE_ONE, np.nan, w)
+        S = Xk * w[:, None]
+        return S.T @ S
+    scores = pd.DataFrame(Xk * r[:, None])
+    out = []
+    for dims in spec.subsets:
+        by = [keys[spec.cluster[d]].to_numpy() for d in dims]
+        out.append(scores.groupby(by, sort=False).sum())
+    return out
+
+
+def _pass2(terms, response, coef, centre, robust, part):
+    """RSS, the model sum of squares about ``centre``, the residuals' bucket counts and, for
+    ``vcov=``, the partition's share of the meat (_robust_part)."""
+    X, y, _, keep = _design(terms, response, part, with_keep=True)
+    fitted = X @ coef
+    r = y - fitted
     c = fitted - centre
-    return float(r @ r), float(c @ c), bucket_counts(r)
+    meat = None
+    if robust is not None:
+        keys = part[list(robust.cluster)][keep].reset_index(drop=True)
+        for name in robust.cluster:
+            missing = int(keys[name].isna().sum())
+            if missing:
+                raise DataError(f"cluster column {name!r} has missing values in {missing} of the rows "
+                                "the model uses; drop or recode those rows")
+        meat = _robust_part(robust, X, r, keys)
+    return float(r @ r), float(c @ c), bucket_counts(r), meat
+
+
+def _merge_meat(a, b):
+    if a is None or isinstance(a, np.ndarray):
+        return None if a is None else a + b
+    return [pd.concat([x, y]).groupby(level=list(range(x.index.nlevels)), sort=False).sum()
+            for x, y in zip(a, b)]
 
 
 def _merge2(a, b):
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], _merge_meat(a[3], b[3])
 
 
 # ---------------------------------------------------------------- the fit
@@ -112,7 +171,7 @@ class PartitionedOLSResults:
         coefficients = pd.DataFrame(table[keep], index=self.params.index[keep],
                                     columns=["Estimate", "Std. Error", "t value", "Pr(>|t|)"])
         fstat = None if not np.isfinite(self.f_numdf) else (self.fvalue, self.f_numdf,
-                                                            float(self.df_resid))
+                                                            float(self.df_inference))
         # for df_resid > 5 R prints only quantile(resid); type 7 of the five exact quantiles
         # returns them unchanged, so the printer gets them in place of the residuals
         text = summary_lm_text(
@@ -121,8 +180,37 @@ class PartitionedOLSResults:
             n_coef=len(self.params), coef_names=list(self.params.index), coef_table=table,
             aliased=self.aliased_mask, sigma=self.sigma, n_deleted=self.n_dropped,
             r_squared=self.rsquared, adj_r_squared=self.rsquared_adj, fstatistic=fstat,
-            f_pvalue=self.f_pvalue)
+            f_pvalue=self.f_pvalue,
+            vcov_note=None if self.robust is None else self.robust.description())
         return OLSSummary(self, coefficients, text)
+
+
+def _robust_covariance(spec: _Robust, meat, n: int, k: int):
+    """engine.robust.robust_covariance's result from the summed meat (HC) or the scores summed by
+    cluster (CR0, CR1, multiway by inclusion-exclusion, as there)."""
+    from ..robust import HC_TYPES, Clusters, RobustCovariance, _sandwich, sandwich_meat
+
+    if spec.kind in HC_TYPES:
+        V = sandwich_meat(meat, spec.rinv)
+        if spec.kind == "HC1":
+            V = V * (n / (n - k))
+        return RobustCovariance(spec.kind, V, int(n - k), None)
+    counts = []
+    V = np.zeros((k, k))
+    for dims, scores in zip(spec.subsets, meat):
+        g = len(scores)
+        if len(dims) == 1:
+            if g < 2:
+                raise ModelSpecError(
+                    f"cluster column {spec.cluster[dims[0]]!r} has only one cluster in the {n} rows the "
+                    "model uses; clustered standard errors need at least two clusters")
+            counts.append(g)
+        sign = 1.0 if len(dims) % 2 == 1 else -1.0
+        adj = g / (g - 1.0) if spec.kind == "CR1" else 1.0
+        V += sign * adj * _sandwich(np.ascontiguousarray(scores.to_numpy(dtype=np.float64)), spec.rinv)
+    if spec.kind == "CR1":
+        V *= (n - 1.0) / (n - k)
+    return RobustCovariance(spec.kind, V, int(min(counts) - 1), Clusters(spec.cluster, (), tuple(counts)))
 
 
 def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float | None = None,
@@ -133,9 +221,13 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
     from ..ols import (QR_TOLERANCE, _back_substitute, _call_lines, _data_node, lm_statistics,
                        pivoted_qr)
 
+    from ..robust import check_vcov_arguments
+
     dask, _ = dask_modules()
-    if vcov is not None or cluster is not None:
-        raise ModelSpecError("vcov= and cluster= are not yet available for partitioned data")
+    kind, cluster_names = check_vcov_arguments(vcov, cluster)
+    if kind == "CR2":
+        raise ModelSpecError("vcov='CR2' is not yet available for partitioned data (its adjustment "
+                             "needs each cluster's rows together); use 'CR0' or 'CR1'")
     tol = QR_TOLERANCE if tol is None else tol
     _data_node(data_name)
     t0 = time.perf_counter()
@@ -145,13 +237,16 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
     if parsed.has_dot:
         raise ModelSpecError("'.' in the formula is not yet available for partitioned data")
     columns = formula_columns(parsed, None)
-    ddf = load(data, columns.needed)
+    extra = [c for c in cluster_names if c not in columns.needed]
+    ddf = load(data, columns.needed + extra, what={c: "cluster column" for c in extra})
     columns = formula_columns(parsed, ddf.dtypes)
     parts = ddf.to_delayed()
     # pre-pass: the levels in use and one complete row for the template (only that row when no
-    # column is a factor)
-    levels = (prepass(dask, parts, columns.factors, formula=formula) if columns.factors
-              else first_complete(dask, parts, formula))
+    # column is a factor), on the formula's columns (a cluster column's missing values are an
+    # error, not dropped rows, as in memory)
+    model_parts = ddf[columns.needed].to_delayed() if extra else parts
+    levels = (prepass(dask, model_parts, columns.factors, formula=formula) if columns.factors
+              else first_complete(dask, model_parts, formula))
     mf_t = model_frame(parsed.text, template_frame(levels, ddf.dtypes, columns))
     terms = fitted_terms(mf_t, columns.needed)
     names = list(mf_t.column_names)
@@ -177,10 +272,19 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
     # pass 2: residual sums and bucket counts; then the exact quantiles (one more pass)
     has_int = bool(mf_t.has_intercept)
     centre = sum_y / n if has_int else 0.0
-    leaves = [dask.delayed(_pass2)(terms, response, coef0, centre, part) for part in parts]
-    rss, mss, counts = dask.compute(tree(dask, leaves, _merge2))[0]
+    spec = None
+    if kind is not None:
+        from itertools import chain, combinations
+
+        rinv = _back_substitute(qr.r[:k, :k], np.eye(k)) if k else np.zeros((0, 0))
+        dims = range(len(cluster_names))
+        subsets = tuple(chain.from_iterable(combinations(dims, m) for m in range(1, len(cluster_names) + 1)))
+        spec = _Robust(kind, np.ascontiguousarray(kept), rinv, tuple(cluster_names), subsets)
+    leaves = [dask.delayed(_pass2)(terms, response, coef0, centre, spec, part) for part in parts]
+    rss, mss, counts, meat = dask.compute(tree(dask, leaves, _merge2))[0]
     rss, mss = float(rss), float(mss)
     rdf = n - k
+    robust = None if spec is None else _robust_covariance(spec, meat, n, k)
 
     def residuals(part):
         return _residuals(terms, response, coef0, part)[1]
@@ -196,7 +300,7 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
     st = lm_statistics(qr, coef_piv, n, p, rss, mss, has_int)  # summary.lm's statistics
     aliased = st["aliased"]
     idx = pd.Index(names)
-    return PartitionedOLSResults(
+    fit = PartitionedOLSResults(
         params=pd.Series(st["coef"], index=idx),
         bse=pd.Series(st["std_error"], index=idx, name="Std. Error"),
         tvalues=pd.Series(st["t_value"], index=idx, name="t value"),
@@ -209,4 +313,13 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
         aliased=[nm for nm, a in zip(names, aliased) if a], has_intercept=has_int,
         resid_quantiles=quant, residual_names=residual_names, formula=parsed.text,
         call_lines=list(_call_lines(parsed.text, data_name)), n_partitions=len(parts),
-        timings={"prepass": t1 - t0, "qr_pass": t2 - t1, "residual_passes": t3 - t2})
+        timings={"prepass": t1 - t0, "qr_pass": t2 - t1, "residual_passes": t3 - t2},
+        robust=robust, cov_type="nonrobust" if robust is None else robust.kind,
+        df_inference=int(rdf) if robust is None else robust.df,
+        column_names=names, _ls=SimpleNamespace(pivot=qr.pivot, rank=int(k), coef=st["coef"],
+                                                aliased=np.asarray(aliased), has_intercept=has_int))
+    if robust is not None:  # engine.ols's own step: bse, t, p, vcov and the Wald F from it
+        from ..ols import OLSResults
+
+        OLSResults._use_robust(fit, robust, idx)
+    return fit
