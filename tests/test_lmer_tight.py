@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from engine.lmer import lmer
+from test_lmer import _data as _reference_data  # one home for the reference data sets
 
 FIX = Path(__file__).parent / "fixtures" / "lmer"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -21,21 +22,12 @@ TIGHT = json.loads((FIX / "tight.json").read_text())["models"]
 
 
 def _data(name):
-    if name == "grit":
-        from engine.datasets import load_grit_raw
-
-        d = load_grit_raw().copy()
-        d["male"] = d["male"].astype("Int64").astype(str).replace("<NA>", None)
-        d["grit"] = d["grit"].map({0: "control", 1: "intervention"})
-        return d
-    if name == "Exam":
-        return pd.read_csv(SHARED / "mlmRev_Exam.csv")
     if name == "InstEval":
         d = pd.read_csv(SHARED / "lme4_InstEval.csv")
         for c in ("s", "d", "service", "dept"):
             d[c] = d[c].astype(str)
         return d
-    return pd.read_csv(FIX / f"lme4_{name}.csv")
+    return _reference_data(name)
 
 
 def _check_tight(name):
