@@ -28,7 +28,7 @@ def _design(seed: int, n_groups: int, per: int, slope: bool):
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n_groups=st.integers(8, 30), per=st.integers(4, 12),
        slope=st.booleans())
 def test_reml_matches_mixedlm(seed, n_groups, per, slope):
@@ -55,6 +55,7 @@ def test_reml_matches_mixedlm(seed, n_groups, per, slope):
     V = sig2 * np.eye(len(d)) + Z @ (psi / ref.scale * sig2) @ Z.T
     gls = np.linalg.inv(X.T @ np.linalg.solve(V, X))
     np.testing.assert_allclose(at_sm.vcov.to_numpy(), gls, rtol=1e-8, atol=1e-14)
-    np.testing.assert_allclose(fit.sigma ** 2, ref.scale, rtol=1e-2)
+    if at_sm.criterion - fit.criterion < 1e-4:  # MixedLM reached the optimum: the same sigma^2
+        np.testing.assert_allclose(fit.sigma ** 2, ref.scale, rtol=1e-2)
     # when MixedLM reached the optimum its fixed effects at its theta are engine's at that theta
     np.testing.assert_allclose(at_sm.fixef.to_numpy(), ref.fe_params.to_numpy(), rtol=1e-6, atol=1e-8)
