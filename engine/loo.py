@@ -801,22 +801,6 @@ def _estimates(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=["Estimate", "SE"])
 
 
-def _fr(values, digits: int = 1) -> list[str]:
-    """loo's .fr: format(round(x, digits), nsmall = digits)."""
-    from .rcompat.numbers import format_real
-
-    return format_real([round(float(v), digits) if np.isfinite(v) else v for v in values], nsmall=digits)
-
-
-def _estimates_text(table: pd.DataFrame, digits: int = 1) -> str:
-    """print(.fr(as.data.frame(estimates), digits), quote = FALSE) as loo prints it."""
-    from .rcompat.layout import matrix_text
-
-    cols = [_fr(table[col].to_numpy(), digits) for col in table.columns]
-    cells = [[cols[j][i] for j in range(len(cols))] for i in range(table.shape[0])]
-    return matrix_text(cells, list(table.index), list(table.columns)).rstrip("\n")
-
-
 @dataclass(eq=False)
 class LooResult:
     """PSIS-LOO of one model, as loo's ``psis_loo`` object.
@@ -864,37 +848,11 @@ class LooResult:
         return pd.DataFrame(rows, columns=["k", "Count", "Proportion", "Min. n_eff"]).set_index("k")
 
     def __str__(self) -> str:
-        s, n = self.dims
-        lines = ["", f"Computed from {s} by {n} log-likelihood matrix", "", _estimates_text(self.estimates), "------"]
-        lines.append(f"Monte Carlo SE of elpd_loo is {_fr([self.mcse_loo()])[0]}.")
-        table = self.pareto_k_table()
-        counts = table["Count"].to_numpy()
-        if counts[1:].sum() == 0:
-            lines += ["", "All Pareto k estimates are good (k < 0.5)."]
-        else:
-            lines += ["", "Pareto k diagnostic values:"]
-            lines.append(_pareto_table_text(table))
-            if counts[2:].sum() == 0:
-                lines += ["", "All Pareto k estimates are ok (k < 0.7)."]
-        lines.append(K_HELP)
-        return "\n".join(lines) + "\n"
+        from .rcompat.print_loo import loo_text
+
+        return loo_text(self)
 
     __repr__ = __str__
-
-
-def _pareto_table_text(table: pd.DataFrame) -> str:
-    """loo's print.pareto_k_table: a character matrix printed left-justified, quote = FALSE."""
-    from .rcompat.layout import matrix_text
-
-    names = ["(good)", "(ok)", "(bad)", "(very bad)"]
-    count = _fr(table["Count"].to_numpy(dtype=float), 0)
-    pct = [f"{p}%" for p in _fr(100 * table["Proportion"].to_numpy(), 1)]
-    neff = ["<NA>" if not np.isfinite(v) else str(int(round(v))) for v in table["Min. n_eff"]]
-    cells = [["", names[r], count[r], pct[r], neff[r]] for r in range(4)]
-    labels = list(table.index)
-    width = max(len(x) for x in labels)
-    rows = [lab.rjust(width) for lab in labels]
-    return matrix_text(cells, rows, [" ", " ", "Count", "Pct.   ", "Min. n_eff"], right=False).rstrip("\n")
 
 
 @dataclass(eq=False)
@@ -908,23 +866,11 @@ class WaicResult:
     model_name: str | None = None
 
     def __str__(self) -> str:
-        s, n = self.dims
-        text = f"\nComputed from {s} by {n} log-likelihood matrix\n\n{_estimates_text(self.estimates)}\n"
-        msg = _pwaic_message(self.pointwise["p_waic"].to_numpy())
-        return text + (msg + "\n" if msg else "")
+        from .rcompat.print_loo import waic_text
+
+        return waic_text(self)
 
     __repr__ = __str__
-
-
-def _pwaic_message(p: np.ndarray) -> str | None:
-    bad = p > 0.4
-    if not bad.any():
-        return None
-    count = int(bad.sum())
-    return (
-        f"\n{count} ({_fr([100 * count / bad.size])[0]}%) p_waic estimates greater than 0.4. "
-        "We recommend trying loo instead."
-    )
 
 
 # ----------------------------------------------------------------------------- public API
@@ -1031,7 +977,9 @@ def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
     p_waic = ll.var(axis=0, ddof=1)
     elpd = lpd - p_waic
     pointwise = pd.DataFrame({"elpd_waic": elpd, "p_waic": p_waic, "waic": -2 * elpd})
-    msg = _pwaic_message(p_waic)
+    from .rcompat.print_loo import pwaic_message
+
+    msg = pwaic_message(p_waic)
     if msg:
         warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
     return WaicResult(
@@ -1119,14 +1067,9 @@ class LooMultipleResult:
         return len(self.per_imputation)
 
     def __str__(self) -> str:
-        text = [f"PSIS-LOO of {self.m} imputed data sets (combined by Rubin's rules):", "", _estimates_text(self.estimates), ""]
-        from .rcompat.layout import matrix_text
+        from .rcompat.print_loo import loo_multiple_text
 
-        tab = self.table
-        cells = [[*_fr(row[:-1], 1), str(int(row[-1]))] for row in tab.to_numpy()]
-        text.append("Per imputed data set:")
-        text.append(matrix_text(cells, [str(i) for i in tab.index], list(tab.columns)).rstrip("\n"))
-        return "\n".join(text) + "\n"
+        return loo_multiple_text(self)
 
     __repr__ = __str__
 
