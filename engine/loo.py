@@ -34,8 +34,9 @@ Shapes: a log-likelihood array is ``(chains, draws, observations)``; a 2-D ``(dr
 observations)`` matrix needs ``chain_id`` (as ``relative_eff``) or an explicit ``r_eff``.
 
 The work is one Numba kernel (parallel over blocks of observations, each block copied into a
-contiguous buffer once): r_eff, a partial selection of the tail (no full sort), the GPD fit,
-smoothing and the pointwise sums. ``tests/reference_loo.py`` is a slow line-by-line NumPy
+contiguous buffer once): r_eff, the tail (a threshold from a sample of the draws, then a sort
+of the draws above it only; loo sorts all S), the GPD fit, smoothing and the pointwise sums, with
+a vectorisable exp on the usual path and the MCSE's 1000 logarithms replaced by a series. ``tests/reference_loo.py`` is a slow line-by-line NumPy
 transcription of loo's R code that the kernel is tested against, besides R's own output.
 """
 
@@ -803,22 +804,6 @@ def _estimates(columns: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=["Estimate", "SE"])
 
 
-def _fr(values, digits: int = 1) -> list[str]:
-    """loo's .fr: format(round(x, digits), nsmall = digits)."""
-    from .rcompat.numbers import format_real
-
-    return format_real([round(float(v), digits) if np.isfinite(v) else v for v in values], nsmall=digits)
-
-
-def _estimates_text(table: pd.DataFrame, digits: int = 1) -> str:
-    """print(.fr(as.data.frame(estimates), digits), quote = FALSE) as loo prints it."""
-    from .rcompat.layout import matrix_text
-
-    cols = [_fr(table[col].to_numpy(), digits) for col in table.columns]
-    cells = [[cols[j][i] for j in range(len(cols))] for i in range(table.shape[0])]
-    return matrix_text(cells, list(table.index), list(table.columns)).rstrip("\n")
-
-
 @dataclass(eq=False)
 class LooResult:
     """PSIS-LOO of one model, as loo's ``psis_loo`` object.
@@ -866,37 +851,11 @@ class LooResult:
         return pd.DataFrame(rows, columns=["k", "Count", "Proportion", "Min. n_eff"]).set_index("k")
 
     def __str__(self) -> str:
-        s, n = self.dims
-        lines = ["", f"Computed from {s} by {n} log-likelihood matrix", "", _estimates_text(self.estimates), "------"]
-        lines.append(f"Monte Carlo SE of elpd_loo is {_fr([self.mcse_loo()])[0]}.")
-        table = self.pareto_k_table()
-        counts = table["Count"].to_numpy()
-        if counts[1:].sum() == 0:
-            lines += ["", "All Pareto k estimates are good (k < 0.5)."]
-        else:
-            lines += ["", "Pareto k diagnostic values:"]
-            lines.append(_pareto_table_text(table))
-            if counts[2:].sum() == 0:
-                lines += ["", "All Pareto k estimates are ok (k < 0.7)."]
-        lines.append(K_HELP)
-        return "\n".join(lines) + "\n"
+        from .rcompat.print_loo import loo_text
+
+        return loo_text(self)
 
     __repr__ = __str__
-
-
-def _pareto_table_text(table: pd.DataFrame) -> str:
-    """loo's print.pareto_k_table: a character matrix printed left-justified, quote = FALSE."""
-    from .rcompat.layout import matrix_text
-
-    names = ["(good)", "(ok)", "(bad)", "(very bad)"]
-    count = _fr(table["Count"].to_numpy(dtype=float), 0)
-    pct = [f"{p}%" for p in _fr(100 * table["Proportion"].to_numpy(), 1)]
-    neff = ["<NA>" if not np.isfinite(v) else str(int(round(v))) for v in table["Min. n_eff"]]
-    cells = [["", names[r], count[r], pct[r], neff[r]] for r in range(4)]
-    labels = list(table.index)
-    width = max(len(x) for x in labels)
-    rows = [lab.rjust(width) for lab in labels]
-    return matrix_text(cells, rows, [" ", " ", "Count", "Pct.   ", "Min. n_eff"], right=False).rstrip("\n")
 
 
 @dataclass(eq=False)
@@ -910,23 +869,11 @@ class WaicResult:
     model_name: str | None = None
 
     def __str__(self) -> str:
-        s, n = self.dims
-        text = f"\nComputed from {s} by {n} log-likelihood matrix\n\n{_estimates_text(self.estimates)}\n"
-        msg = _pwaic_message(self.pointwise["p_waic"].to_numpy())
-        return text + (msg + "\n" if msg else "")
+        from .rcompat.print_loo import waic_text
+
+        return waic_text(self)
 
     __repr__ = __str__
-
-
-def _pwaic_message(p: np.ndarray) -> str | None:
-    bad = p > 0.4
-    if not bad.any():
-        return None
-    count = int(bad.sum())
-    return (
-        f"\n{count} ({_fr([100 * count / bad.size])[0]}%) p_waic estimates greater than 0.4. "
-        "We recommend trying loo instead."
-    )
 
 
 # ----------------------------------------------------------------------------- public API
@@ -1036,7 +983,9 @@ def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
     p_waic = ll.var(axis=0, ddof=1)
     elpd = lpd - p_waic
     pointwise = pd.DataFrame({"elpd_waic": elpd, "p_waic": p_waic, "waic": -2 * elpd})
-    msg = _pwaic_message(p_waic)
+    from .rcompat.print_loo import pwaic_message
+
+    msg = pwaic_message(p_waic)
     if msg:
         warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
     return WaicResult(
@@ -1125,14 +1074,9 @@ class LooMultipleResult:
         return len(self.per_imputation)
 
     def __str__(self) -> str:
-        text = [f"PSIS-LOO of {self.m} imputed data sets (combined by Rubin's rules):", "", _estimates_text(self.estimates), ""]
-        from .rcompat.layout import matrix_text
+        from .rcompat.print_loo import loo_multiple_text
 
-        tab = self.table
-        cells = [[*_fr(row[:-1], 1), str(int(row[-1]))] for row in tab.to_numpy()]
-        text.append("Per imputed data set:")
-        text.append(matrix_text(cells, [str(i) for i in tab.index], list(tab.columns)).rstrip("\n"))
-        return "\n".join(text) + "\n"
+        return loo_multiple_text(self)
 
     __repr__ = __str__
 

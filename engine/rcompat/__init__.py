@@ -26,7 +26,9 @@ What lives where:
 - Printers, each built only on the modules above: :mod:`~engine.rcompat.print_lm`
   (``print.summary.lm``, ``print.lm``, ``printCoefmat``), :mod:`~engine.rcompat.print_pool`
   (mice's ``print.mipo`` and pooled summaries), :mod:`~engine.rcompat.print_brms` (brms'
-  ``print.brmssummary``, its matrices and formula line, ``print.brmsprior``).
+  ``print.brmssummary``, its matrices and formula line, ``print.brmsprior``),
+  :mod:`~engine.rcompat.print_loo` (loo's ``print.psis_loo``, ``print.waic``,
+  ``print.pareto_k_table``).
 
 Every function names the R function and source file it reproduces; tests compare with output
 of R 4.2.2 stored in ``tests/fixtures`` beside the R scripts that made it.
