@@ -573,6 +573,18 @@ def argument_type_cases() -> list[Case]:
     add("brm", "one_level_group", lambda: brm(data=ml_frame().assign(g=1)), E.ModelSpecError, "level")
     add("brm", "brm_multiple_text", lambda: engine.brm_multiple("y ~ x + (1 | g)", "abc", **BRM), E.ImputationError)
     add("brm", "prior_number", lambda: engine.prior(5), E.PriorError)
+
+    def shut():
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1)
+        pool.shutdown()
+        return pool
+    add("mice", "executor_number", lambda: engine.mice(mice_frame(), m=2, maxit=1, seed=1, executor=5), E.EngineInputError, "executor")
+    add("mice", "executor_shut_down", lambda: engine.mice(mice_frame(), m=2, maxit=1, seed=1, executor=shut()),
+        E.EngineInputError, "executor.*shutdown")
+    add("nuts", "executor_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), chains=2, iter=20, warmup=10, executor="threads"),
+        E.EngineInputError, "executor")
     # keyword arguments a function does not take (R's names, typos): a TypeError that is an engine
     # error naming the argument and the ones there are
     K = E.KeywordArgumentError
