@@ -564,6 +564,8 @@ def argument_type_cases() -> list[Case]:
     add("cache", "path_missing", lambda: load_fit(str(TMP / "none")), E.DataError, "no saved fit")
     add("datasets", "path_number", lambda: engine.datasets.load_grit(123), E.DataError)
     add("ols", "data_name_number", lambda: engine.ols("y ~ x", frame(), data_name=5), E.ModelSpecError, "data_name")
+    add("ols", "integers_beyond_int64", lambda: engine.ols("y ~ x", frame(x=[2 ** 70] * 10 + [1] * 10)), E.DataError,
+        "'x' holds numbers as Python objects.*astype")
     add("ols", "complex_column", lambda: engine.ols("y ~ x", frame(x=np.zeros(20) + 1j)), E.DataError, "'x'")
     add("ols", "datetime_column", lambda: engine.ols("y ~ t", frame(t=pd.date_range("2020", periods=20))), E.DataError, "'t'")
     add("mice", "complex_column", lambda: engine.mice(mice_frame().assign(c=1 + 1j), m=1, maxit=1), E.ImputationError, "'c'")
