@@ -670,6 +670,10 @@ def _evaluate_column(column, name: str) -> _Variable:
             return _Variable(name, "factor", codes=np.where(missing, -1, truth[codes]),
                              levels=["FALSE", "TRUE"], logical=True, missing=missing_or_none,
                              sources=(name,))
+        if kinds and all(issubclass(k, (int, float, np.number)) for k in kinds):
+            raise DataError(
+                f"column {name!r} holds numbers as Python objects (dtype object, e.g. integers beyond "
+                "int64's range); convert it with .astype(float)")
         if not all(issubclass(k, str) for k in kinds):
             raise DataError(
                 f"column {name!r} mixes value types ({', '.join(sorted(k.__name__ for k in kinds))}); "

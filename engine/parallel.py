@@ -53,5 +53,15 @@ def run_tasks(
         with ThreadPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
             futures = [pool.submit(function, *task) for task in tasks]
             return [f.result() for f in futures]
-    futures = [executor.submit(function, *task) for task in tasks]
+    if not callable(getattr(executor, "submit", None)):
+        from engine.errors import EngineInputError
+
+        raise EngineInputError(f"executor must be a concurrent.futures.Executor (an object with a submit() "
+                               f"method, such as ThreadPoolExecutor or a dask client's get_executor()), got {executor!r}")
+    try:
+        futures = [executor.submit(function, *task) for task in tasks]
+    except RuntimeError as error:  # "cannot schedule new futures after shutdown"
+        from engine.errors import EngineInputError
+
+        raise EngineInputError(f"executor cannot run the tasks: {error}") from None
     return [f.result() for f in futures]

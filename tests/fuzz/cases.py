@@ -564,6 +564,8 @@ def argument_type_cases() -> list[Case]:
     add("cache", "path_missing", lambda: load_fit(str(TMP / "none")), E.DataError, "no saved fit")
     add("datasets", "path_number", lambda: engine.datasets.load_grit(123), E.DataError)
     add("ols", "data_name_number", lambda: engine.ols("y ~ x", frame(), data_name=5), E.ModelSpecError, "data_name")
+    add("ols", "integers_beyond_int64", lambda: engine.ols("y ~ x", frame(x=[2 ** 70] * 10 + [1] * 10)), E.DataError,
+        "'x' holds numbers as Python objects.*astype")
     add("ols", "complex_column", lambda: engine.ols("y ~ x", frame(x=np.zeros(20) + 1j)), E.DataError, "'x'")
     add("ols", "datetime_column", lambda: engine.ols("y ~ t", frame(t=pd.date_range("2020", periods=20))), E.DataError, "'t'")
     add("mice", "complex_column", lambda: engine.mice(mice_frame().assign(c=1 + 1j), m=1, maxit=1), E.ImputationError, "'c'")
@@ -573,6 +575,18 @@ def argument_type_cases() -> list[Case]:
     add("brm", "one_level_group", lambda: brm(data=ml_frame().assign(g=1)), E.ModelSpecError, "level")
     add("brm", "brm_multiple_text", lambda: engine.brm_multiple("y ~ x + (1 | g)", "abc", **BRM), E.ImputationError)
     add("brm", "prior_number", lambda: engine.prior(5), E.PriorError)
+
+    def shut():
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1)
+        pool.shutdown()
+        return pool
+    add("mice", "executor_number", lambda: engine.mice(mice_frame(), m=2, maxit=1, seed=1, executor=5), E.EngineInputError, "executor")
+    add("mice", "executor_shut_down", lambda: engine.mice(mice_frame(), m=2, maxit=1, seed=1, executor=shut()),
+        E.EngineInputError, "executor.*shutdown")
+    add("nuts", "executor_text", lambda: engine.nuts.sample(_normal(), np.zeros(2), chains=2, iter=20, warmup=10, executor="threads"),
+        E.EngineInputError, "executor")
     # keyword arguments a function does not take (R's names, typos): a TypeError that is an engine
     # error naming the argument and the ones there are
     K = E.KeywordArgumentError
