@@ -13,6 +13,7 @@ treatment, five student covariates (float32 / int32, zstd, 10^6 rows a file). Re
   in the same run, and the largest gap between the partitioned and the in-memory numbers.
 
     python benchmarks/bench_scale.py --sizes 1e6 1e7 [--cache DIR] [--workers 2] [--skip brm lmer]
+                                     [--iter 2000]
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="2GiB")
     ap.add_argument("--in-memory-max", type=float, default=1e6)
     ap.add_argument("--skip", nargs="*", default=[], choices=["ols", "brm", "lmer"])
+    ap.add_argument("--iter", type=int, default=2000, help="brm iterations per chain (half warm-up)")
     args = ap.parse_args()
     cache = Path(args.cache)
     warnings.simplefilter("ignore")
@@ -148,13 +150,13 @@ def main() -> None:
                              f"{t_sm:.2f}s; max |beta gap| {gap:.1e}")
                 print(line, flush=True)
             if "brm" not in args.skip:
-                t_pass, t_sample, draws, prepared = _brm_partitioned(path)
-                line = (f"  partitioned brm (Gibbs 4 x 2000, {prepared.model.n_cells} cells, "
+                t_pass, t_sample, draws, prepared = _brm_partitioned(path, iter=args.iter, warmup=args.iter // 2)
+                line = (f"  partitioned brm (Gibbs 4 x {args.iter}, {prepared.model.n_cells} cells, "
                         f"{prepared.model.n_levels_total} levels): passes {t_pass:.2f}s ({n / t_pass:,.0f} "
                         f"rows/s), sampling {t_sample:.2f}s; peak worker RSS {peak_worker_rss(client):.2f} GiB")
                 if df is not None:
                     t = time.perf_counter()
-                    mem = engine.brm(NESTED, df, seed=1)
+                    mem = engine.brm(NESTED, df, seed=1, iter=args.iter, warmup=args.iter // 2)
                     t_mem = time.perf_counter() - t
                     gap = float(np.max(np.abs(mem.draws_values - draws)))
                     line += f"\n    in-memory engine.brm {t_mem:.2f}s; max |draw gap| {gap:.1e}"

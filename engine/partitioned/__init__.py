@@ -1,4 +1,7 @@
-"""Fits from partitions: ``engine.ols`` on a Dask DataFrame or a Parquet dataset.
+"""Fits from partitions: ``engine.ols``, ``engine.lmer`` and Gaussian ``engine.brm`` (random
+intercepts, Gibbs) on a Dask DataFrame or a Parquet dataset (ols.py, lmer.py, brm.py; the
+multilevel fits share the cell pass of cells.py, everything the loading, pre-pass, template,
+reduction tree and exact quantiles of common.py).
 
 Every statistic of the fast paths is a sum over rows (docs/DESIGN.md, "partitions"): the model
 frame is built per partition with the levels of one pre-pass, the tall-skinny QR's triangle of
