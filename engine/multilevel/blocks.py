@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from engine._linalg import draw_from_precision
+from engine._linalg import cholesky_into, draw_from_precision
 
 __all__ = ["BlockData", "BlockWork", "make_block_work", "block_location_step"]
 
@@ -75,25 +75,6 @@ def make_block_work(data):
     return BlockWork(np.zeros((n_total, qm, qm)), np.zeros((n_total, data.ancestors.shape[1], qm, qm)),
                      np.zeros((n_total, qm, qf)), np.zeros((n_total, qm)), np.zeros((qf, qf)), np.zeros(qf),
                      np.zeros(data.cell_uy.shape[1]))
-
-
-@numba.njit(cache=True, nogil=True)
-def _cholesky_in_place(a, d):
-    """Lower Cholesky factor of the leading d x d block of ``a`` (overwrites the lower triangle)."""
-    for j in range(d):
-        s = a[j, j]
-        for k in range(j):
-            s -= a[j, k] * a[j, k]
-        if s <= 0.0:
-            s = 1e-300  # numerically singular: only reachable with degenerate data
-        a[j, j] = np.sqrt(s)
-        for i in range(j + 1, d):
-            t = a[i, j]
-            for k in range(j):
-                t -= a[i, k] * a[j, k]
-            a[i, j] = t / a[j, j]
-        for i in range(j):
-            a[i, j] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -199,7 +180,7 @@ def _eliminate_level(v, dg, draw_gamma, data, work):
     a_diag, a_anc, b_rows, level_rhs = work.a_diag, work.a_anc, work.b_rows, work.level_rhs
     c_mat, rhs_gamma = work.c_mat, work.rhs_gamma
     chol = a_diag[v]
-    _cholesky_in_place(chol, dg)
+    cholesky_into(chol, chol, dg, 0.0, False, 1e-300)  # a singular pivot (degenerate data) floored, not failed
     for j in range(depth[v]):
         _forward_solve_columns(chol, dg, a_anc[v, j], dims[level_group[ancestors[v, j]]])
     _forward_solve_columns(chol, dg, b_rows[v], qf)
