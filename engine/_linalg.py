@@ -15,25 +15,47 @@ from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before 
 
 
 @numba.njit(cache=True, nogil=True)
+def cholesky_into(a, out, d, rel_tol, require_finite, floor):
+    """Lower Cholesky factor of the leading d x d block of the symmetric ``a`` into ``out`` (both at
+    least d x d; ``out`` may be ``a`` itself: the factor then overwrites its lower triangle, the
+    upper triangle of out[:d, :d] is set to 0). Returns ok.
+
+    The pivot rule is the caller's: a pivot s fails when not s > 0, when rel_tol > 0 and not
+    s > rel_tol * |a_jj| (nearly singular relative to the diagonal), or when require_finite and s
+    is not finite; with floor > 0 a pivot s <= 0 is replaced by ``floor`` instead (the factor of a
+    numerically singular block stays finite). Left-looking (Cholesky-Banachiewicz by columns), the
+    arithmetic order of every caller's former copy, so their results are bit-identical."""
+    for j in range(d):
+        ajj = a[j, j]
+        s = ajj
+        for k in range(j):
+            s -= out[j, k] * out[j, k]
+        if floor > 0.0:
+            if s <= 0.0:
+                s = floor
+        elif not (s > 0.0) or (rel_tol > 0.0 and not (s > rel_tol * abs(ajj))) or (
+                require_finite and not np.isfinite(s)):
+            return False
+        djj = np.sqrt(s)
+        out[j, j] = djj
+        for i in range(j + 1, d):
+            t = a[i, j]
+            for k in range(j):
+                t -= out[i, k] * out[j, k]
+            out[i, j] = t / djj
+        for i in range(j):
+            out[i, j] = 0.0
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def cholesky_lower(a):
     """Lower Cholesky factor of the symmetric matrix ``a`` (p x p); ok=False when a pivot is not
     clearly positive (relative to the diagonal entry), i.e. the matrix is (nearly) singular."""
     p = a.shape[0]
     chol = np.zeros((p, p))
-    for j in range(p):
-        s = a[j, j]
-        for k in range(j):
-            s -= chol[j, k] * chol[j, k]
-        if not (s > 1e-12 * abs(a[j, j])) or not (s > 0.0):
-            return chol, False
-        d = np.sqrt(s)
-        chol[j, j] = d
-        for i in range(j + 1, p):
-            t = a[i, j]
-            for k in range(j):
-                t -= chol[i, k] * chol[j, k]
-            chol[i, j] = t / d
-    return chol, True
+    ok = cholesky_into(a, chol, p, 1e-12, False, 0.0)
+    return chol, ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -78,6 +100,26 @@ def solve_upper_t(chol, b):
             s -= chol[k, i] * x[k]
         x[i] = s / chol[i, i]
     return x
+
+
+@numba.njit(cache=True, nogil=True)
+def inverse_from_cholesky(chol, q, inverse):
+    """inverse[:q, :q] <- (L L')^{-1} = L^{-T} L^{-1} from the lower factor L = chol[:q, :q]: the
+    columns of L^{-1} by forward substitution, then their cross-products (q small: a covariance
+    block). Shapes: chol, inverse at least (q, q)."""
+    linv = np.zeros((q, q))
+    for c in range(q):
+        for i in range(q):
+            s = 1.0 if i == c else 0.0
+            for k in range(i):
+                s -= chol[i, k] * linv[k, c]
+            linv[i, c] = s / chol[i, i]
+    for a in range(q):
+        for b in range(q):
+            s = 0.0
+            for k in range(q):
+                s += linv[k, a] * linv[k, b]
+            inverse[a, b] = s
 
 
 @numba.njit(cache=True, nogil=True)

@@ -75,6 +75,7 @@ from engine.multilevel.location import (
     location_data,
     location_inputs,
     make_work,
+    store_location_draw,
 )
 from engine.multilevel.model import MultilevelModel
 from engine.multilevel.priors import FLAT as _FLAT
@@ -497,16 +498,7 @@ def _gibbs_chain(rng, settings, data, init_sd, init_sigma):
             sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, data.n_obs, rss, int(sigma_prior[0]),
                                            sigma_prior[1], sigma_prior[2], sigma_prior[3])
         if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
-            if data.has_intercept:
-                intercept = gamma[0]
-                for a in range(1, q):
-                    intercept -= x_means[a - 1] * gamma[a]
-                draws[kept, 0] = intercept
-                for a in range(1, q):
-                    draws[kept, a] = gamma[a]
-            else:
-                for a in range(q):
-                    draws[kept, a] = gamma[a]
+            store_location_draw(draws[kept], gamma, x_means, data.has_intercept)
             for g in range(n_groups):
                 draws[kept, q + g] = tau[g]
             draws[kept, q + n_groups] = sigma

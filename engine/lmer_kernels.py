@@ -16,7 +16,8 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine._linalg import solve_lower, solve_upper_t
+from engine._linalg import cholesky_into, solve_lower, solve_upper_t
+from engine._linalg import solve_upper_t as back_solve_t  # noqa: F401  (engine.lmer's name: L'^{-1} b)
 
 
 class CrossBlocks(NamedTuple):
@@ -183,19 +184,6 @@ def forward_solve(L, B):
     return X
 
 
-@numba.njit(cache=True)
-def back_solve_t(L, b):
-    """L'^{-1} b for lower-triangular L (Q, Q) and b (Q,)."""
-    n = b.shape[0]
-    x = b.copy()
-    for i in range(n - 1, -1, -1):
-        s = x[i]
-        for j in range(i + 1, n):
-            s -= L[j, i] * x[j]
-        x[i] = s / L[i, i]
-    return x
-
-
 class Layout(NamedTuple):
     """Where each term's factor lives: theta_start (K,), term_q (K,) for the K terms (term 0 is
     the leading block); for the trailing block's Q2 columns, col_term (Q2,) the term index
@@ -224,24 +212,9 @@ class Moments(NamedTuple):
 
 @numba.njit(cache=True)
 def _chol_inplace(A):
-    """Lower Cholesky of a small SPD matrix in place; False if not positive definite."""
-    n = A.shape[0]
-    for j in range(n):
-        s = A[j, j]
-        for k in range(j):
-            s -= A[j, k] * A[j, k]
-        if not s > 0.0:
-            return False
-        d = np.sqrt(s)
-        A[j, j] = d
-        for i in range(j + 1, n):
-            t = A[i, j]
-            for k in range(j):
-                t -= A[i, k] * A[j, k]
-            A[i, j] = t / d
-        for i in range(j):
-            A[i, j] = 0.0
-    return True
+    """Lower Cholesky of a small SPD matrix in place (upper triangle zeroed); False if a pivot is
+    not positive."""
+    return cholesky_into(A, A, A.shape[0], 0.0, False, 0.0)
 
 
 @numba.njit(cache=True)

@@ -120,6 +120,37 @@ def _norm2(x, start, stop):
 
 
 @numba.njit(cache=True, nogil=True)
+def _reflect_column(tri, block, j, n_rows):
+    """Make reflector j of [tri; block] (column j below the diagonal -> 0); return tau (0: the
+    column is already zero below the diagonal, nothing to reflect)."""
+    vj = block[j]
+    sx = _dot(vj, vj, n_rows)
+    if sx == 0.0:
+        return 0.0
+    alpha = tri[j, j]
+    norm = math.sqrt(alpha * alpha + sx)
+    beta = -norm if alpha >= 0.0 else norm
+    scale = 1.0 / (alpha - beta)
+    for i in range(n_rows):
+        vj[i] *= scale
+    tri[j, j] = beta
+    return (beta - alpha) / beta
+
+
+@numba.njit(cache=True, nogil=True)
+def _reflect_trailing(tri, block, j, tau, stop, n_rows):
+    """Apply reflector j (tau, v = (e_j, block[j, :n_rows])) to the columns j + 1 .. stop - 1 of
+    [tri; block], in place."""
+    vj = block[j]
+    for c in range(j + 1, stop):
+        bc = block[c]
+        w = tri[j, c] + _dot(vj, bc, n_rows)
+        tw = tau * w
+        tri[j, c] -= tw
+        _axpy(-tw, vj, bc, n_rows)
+
+
+@numba.njit(cache=True, nogil=True)
 def _stack_householder(tri, block, n_rows):
     """Householder-factor the matrix [tri; block] in place (LAPACK dtpqrt2's structured step).
 
@@ -130,24 +161,9 @@ def _stack_householder(tri, block, n_rows):
     """
     m = tri.shape[0]
     for j in range(m):
-        vj = block[j]
-        sx = _dot(vj, vj, n_rows)
-        if sx == 0.0:
-            continue
-        alpha = tri[j, j]
-        norm = math.sqrt(alpha * alpha + sx)
-        beta = -norm if alpha >= 0.0 else norm
-        scale = 1.0 / (alpha - beta)
-        for i in range(n_rows):
-            vj[i] *= scale
-        tau = (beta - alpha) / beta
-        tri[j, j] = beta
-        for c in range(j + 1, m):
-            bc = block[c]
-            w = tri[j, c] + _dot(vj, bc, n_rows)
-            tw = tau * w
-            tri[j, c] -= tw
-            _axpy(-tw, vj, bc, n_rows)
+        tau = _reflect_column(tri, block, j, n_rows)
+        if tau != 0.0:
+            _reflect_trailing(tri, block, j, tau, m, n_rows)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -172,23 +188,6 @@ def _axpy4(w0, w1, w2, w3, u0, u1, u2, u3, b, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _reflect_column(tri, block, j, n_rows):
-    """Make reflector j of [tri; block] (column j below the diagonal -> 0); return tau."""
-    vj = block[j]
-    sx = _dot(vj, vj, n_rows)
-    if sx == 0.0:
-        return 0.0
-    alpha = tri[j, j]
-    norm = math.sqrt(alpha * alpha + sx)
-    beta = -norm if alpha >= 0.0 else norm
-    scale = 1.0 / (alpha - beta)
-    for i in range(n_rows):
-        vj[i] *= scale
-    tri[j, j] = beta
-    return (beta - alpha) / beta
-
-
-@numba.njit(cache=True, nogil=True)
 def _stack_householder_panel4(tri, block, n_rows):
     """Same result as ``_stack_householder`` (up to rounding), four reflectors per data pass.
 
@@ -208,15 +207,8 @@ def _stack_householder_panel4(tri, block, n_rows):
             j = j0 + a
             tau = _reflect_column(tri, block, j, n_rows)
             taus[a] = tau
-            if tau == 0.0:
-                continue
-            vj = block[j]
-            for c in range(j + 1, j0 + 4):
-                bc = block[c]
-                w = tri[j, c] + _dot(vj, bc, n_rows)
-                tw = tau * w
-                tri[j, c] -= tw
-                _axpy(-tw, vj, bc, n_rows)
+            if tau != 0.0:
+                _reflect_trailing(tri, block, j, tau, j0 + 4, n_rows)
         if j0 + 4 < m:
             u0 = block[j0]
             u1 = block[j0 + 1]
@@ -252,15 +244,8 @@ def _stack_householder_panel4(tri, block, n_rows):
     # the last m mod 4 columns one reflector at a time
     for j in range(j0, m):
         tau = _reflect_column(tri, block, j, n_rows)
-        if tau == 0.0:
-            continue
-        vj = block[j]
-        for c in range(j + 1, m):
-            bc = block[c]
-            w = tri[j, c] + _dot(vj, bc, n_rows)
-            tw = tau * w
-            tri[j, c] -= tw
-            _axpy(-tw, vj, bc, n_rows)
+        if tau != 0.0:
+            _reflect_trailing(tri, block, j, tau, m, n_rows)
 
 
 @numba.njit(cache=True, nogil=True)

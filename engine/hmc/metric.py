@@ -50,20 +50,23 @@ def unit_metric(dimension: int, is_dense: bool) -> EuclideanMetric:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def velocity_into(momentum, metric, out):
-    """out ← M⁻¹ p without allocating (the one place the product is computed, so every caller
-    gets bit-identical results)."""
-    d = momentum.shape[0]
+def velocity_entry(momentum, metric, i):
+    """(M⁻¹ p)_i: the one place the product is computed (velocity_into and the leapfrog's position
+    update both call it), so every caller gets bit-identical results."""
     if metric.is_dense:
         inverse = metric.inverse_dense
-        for i in range(d):
-            total = 0.0
-            for j in range(d):
-                total += inverse[i, j] * momentum[j]
-            out[i] = total
-    else:
-        for i in range(d):
-            out[i] = metric.inverse_diagonal[i] * momentum[i]
+        total = 0.0
+        for j in range(momentum.shape[0]):
+            total += inverse[i, j] * momentum[j]
+        return total
+    return metric.inverse_diagonal[i] * momentum[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def velocity_into(momentum, metric, out):
+    """out ← M⁻¹ p without allocating."""
+    for i in range(momentum.shape[0]):
+        out[i] = velocity_entry(momentum, metric, i)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

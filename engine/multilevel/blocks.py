@@ -78,36 +78,6 @@ def make_block_work(data):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cholesky_in_place(a, d):
-    """Lower Cholesky factor of the leading d x d block of ``a`` (overwrites the lower triangle)."""
-    for j in range(d):
-        s = a[j, j]
-        for k in range(j):
-            s -= a[j, k] * a[j, k]
-        if s <= 0.0:
-            s = 1e-300  # numerically singular: only reachable with degenerate data
-        a[j, j] = np.sqrt(s)
-        for i in range(j + 1, d):
-            t = a[i, j]
-            for k in range(j):
-                t -= a[i, k] * a[j, k]
-            a[i, j] = t / a[j, j]
-        for i in range(j):
-            a[i, j] = 0.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _forward_solve_columns(chol, d, m, ncol):
-    """m[:d, :ncol] <- L^{-1} m[:d, :ncol] for the lower factor in chol[:d, :d]."""
-    for c in range(ncol):
-        for i in range(d):
-            s = m[i, c]
-            for k in range(i):
-                s -= chol[i, k] * m[k, c]
-            m[i, c] = s / chol[i, i]
-
-
-@numba.njit(cache=True, nogil=True)
 def _accumulate(block, r, data, work):
     """Sum the cell cross-products into the block's level blocks, couplings and right-hand sides
     (other blocks' coefficients moved to the right-hand side), and W'W, W'y into c_mat, rhs_gamma."""

@@ -29,7 +29,7 @@ from engine.errors import ModelSpecError
 from engine.multilevel.model import MultilevelModel
 
 __all__ = ["PriorArrays", "LocationInputs", "LocationData", "LocationWork", "location_inputs", "location_data",
-           "make_work", "draw_ranef"]
+           "make_work", "draw_ranef", "store_location_draw"]
 
 
 class PriorArrays(NamedTuple):
@@ -236,6 +236,25 @@ def _location_block(rng, block, draw_gamma, eliminate_only, gamma, r, tau, sigma
                 s -= b_rows[v, a] * gamma[a]
             d = a_diag[v]
             r[v] = s / d + rng.standard_normal() / np.sqrt(d)
+
+
+@numba.njit(cache=True, nogil=True)
+def store_location_draw(row, gamma, x_means, has_intercept):
+    """row[:q] <- gamma = (b0_c, beta) in the canonical order with the intercept un-centred,
+    b_Intercept = b0_c - x_means' beta (the samplers work with centred columns X_c = X - x_means,
+    as brms does); without an intercept row[:q] = beta. Shapes: gamma (q,), x_means (q - 1,) or
+    (q,) without an intercept, row (>= q,) written in place (one row of the draws array)."""
+    q = gamma.shape[0]
+    if has_intercept:
+        intercept = gamma[0]
+        for a in range(1, q):
+            intercept -= x_means[a - 1] * gamma[a]
+        row[0] = intercept
+        for a in range(1, q):
+            row[a] = gamma[a]
+    else:
+        for a in range(q):
+            row[a] = gamma[a]
 
 
 @numba.njit(cache=True, nogil=True)

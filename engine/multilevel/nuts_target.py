@@ -54,7 +54,7 @@ from engine.hmc.adaptation import adaptation_windows
 from engine.hmc.tree import make_workspace
 
 __all__ = ["NUTS", "NutsSampler", "sample_chain", "noncentred_logp_and_grad", "collapsed_logp_and_grad",
-           "noncentred_args", "collapsed_args", "DensityData"]
+           "noncentred_args", "collapsed_args", "DensityData", "unpack_priors"]
 
 
 class DensityData(NamedTuple):
@@ -264,6 +264,20 @@ def collapsed_logp_and_grad(theta, q, n_groups, cell_top, n_top, dens):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def unpack_priors(data, o, gamma_family, sd_family):
+    """The priors of gamma (q = len(gamma_family)) and of the G = len(sd_family) group SDs viewed in
+    the packed ``data`` from offset o: [gamma nu, mu, scale (q each), sd nu, mu, scale (G each)], the
+    layout every packed NUTS target uses. Returns (gamma_prior, sd_prior: PriorArrays, offset after)."""
+    q = gamma_family.shape[0]
+    n_groups = sd_family.shape[0]
+    gamma_prior = PriorArrays(gamma_family, data[o:o + q], data[o + q:o + 2 * q], data[o + 2 * q:o + 3 * q])
+    o += 3 * q
+    sd_prior = PriorArrays(sd_family, data[o:o + n_groups], data[o + n_groups:o + 2 * n_groups],
+                           data[o + 2 * n_groups:o + 3 * n_groups])
+    return gamma_prior, sd_prior, o + 3 * n_groups
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _unpack_data(data, q, n_groups, n_cells, gamma_family, sd_family):
     """The DensityData viewed in the packed ``data`` (no copies)."""
     o = 2
@@ -277,18 +291,9 @@ def _unpack_data(data, q, n_groups, n_cells, gamma_family, sd_family):
     o += q * q
     wty = data[o:o + q]
     o += q
-    gamma_nu = data[o:o + q]
-    gamma_mu = data[o + q:o + 2 * q]
-    gamma_scale = data[o + 2 * q:o + 3 * q]
-    o += 3 * q
-    sd_nu = data[o:o + n_groups]
-    sd_mu = data[o + n_groups:o + 2 * n_groups]
-    sd_scale = data[o + 2 * n_groups:o + 3 * n_groups]
-    o += 3 * n_groups
+    gamma_prior, sd_prior, o = unpack_priors(data, o, gamma_family, sd_family)
     sigma_prior = data[o:o + 4]
-    return DensityData(cell_n, cell_sum_y, cell_w, wtw, wty, data[0], data[1],
-                       PriorArrays(gamma_family, gamma_nu, gamma_mu, gamma_scale),
-                       PriorArrays(sd_family, sd_nu, sd_mu, sd_scale), sigma_prior)
+    return DensityData(cell_n, cell_sum_y, cell_w, wtw, wty, data[0], data[1], gamma_prior, sd_prior, sigma_prior)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
