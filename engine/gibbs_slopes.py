@@ -468,11 +468,11 @@ def run_slopes_chain_counts(rng, n_iter, n_warmup, thin, update_scales, save_ran
 
 
 @numba.njit(cache=True, nogil=True)
-def run_slopes_chain(rng, n_iter, n_warmup, thin, update_scales, save_ranef, data, init_sd, init_sigma,
-                     collapse=False, conditional=True):
-    """One chain (run_slopes_chain_counts without the counts); returns (draws, ranef)."""
+def run_slopes_chain(rng, n_iter, n_warmup, thin, update_scales, save_ranef, data, init_sd, init_sigma):
+    """One chain without the collapsed step (run_slopes_chain_counts' steps 1-4); returns (draws, ranef)."""
+    # bool(): a literal argument would compile a second specialisation of the chain (issue 16)
     draws, ranef, _ = run_slopes_chain_counts(rng, n_iter, n_warmup, thin, update_scales, save_ranef, data,
-                                              init_sd, init_sigma, collapse, conditional)
+                                              init_sd, init_sigma, bool(False), bool(True))
     return draws, ranef
 
 
