@@ -1,7 +1,8 @@
 """Shared test configuration.
 
 Tests marked ``slow`` (simulation-based calibration, coverage studies) run by default, in CI too;
-set ENGINE_SKIP_SLOW=1 to skip them during quick local iterations.
+set ENGINE_SKIP_SLOW=1 to skip them during quick local iterations. Tests marked ``long`` (statistical
+checks of several minutes on two cores, each with a faster sibling in CI) run only with ENGINE_LONG=1.
 """
 
 import os
@@ -13,12 +14,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("ENGINE_SKIP_SLOW") != "1":
-        return
-    skip = pytest.mark.skip(reason="ENGINE_SKIP_SLOW=1")
+    skip_slow = os.environ.get("ENGINE_SKIP_SLOW") == "1"
+    run_long = os.environ.get("ENGINE_LONG") == "1"
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "long" in item.keywords and not run_long:
+            item.add_marker(pytest.mark.skip(reason="a long check: set ENGINE_LONG=1"))
+        elif "slow" in item.keywords and skip_slow:
+            item.add_marker(pytest.mark.skip(reason="ENGINE_SKIP_SLOW=1"))
 
 
 @pytest.fixture(scope="session")
