@@ -17,9 +17,10 @@ def pytest_collection_modifyitems(config, items):
     skip_slow = os.environ.get("ENGINE_SKIP_SLOW") == "1"
     run_long = os.environ.get("ENGINE_LONG") == "1"
     for item in items:
-        if "long" in item.keywords and not run_long:
+        # markers, not keywords: a parameter id such as "long" is a keyword too
+        if item.get_closest_marker("long") is not None and not run_long:
             item.add_marker(pytest.mark.skip(reason="a long check: set ENGINE_LONG=1"))
-        elif "slow" in item.keywords and skip_slow:
+        elif item.get_closest_marker("slow") is not None and skip_slow:
             item.add_marker(pytest.mark.skip(reason="ENGINE_SKIP_SLOW=1"))
 
 

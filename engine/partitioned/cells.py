@@ -27,6 +27,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from ..errors import DataError, ModelSpecError
 from .common import bucket_counts, formula_columns, load, prepass, template_frame, tree
 
