@@ -835,6 +835,23 @@ def robust_predict_cases() -> list[Case]:
     add("brm_predict", "ndraws_too_many", lambda: b().predict(bd(), ndraws=10 ** 6), E.EngineInputError, "ndraws")
     add("brm_predict", "ndraws_negative", lambda: b().predict(bd(), ndraws=-1), E.EngineInputError, "ndraws")
     add("brm_predict", "draw_ids_out_of_range", lambda: b().predict(bd(), draw_ids=[10 ** 6]), E.EngineInputError, "draw_ids")
+    # posterior's check_draw_ids (brms' draw_ids): duplicates dropped and sorted; engine's ids are
+    # 0-based, and a non-whole number, a bool or text is an error (R's as.integer truncates 1.5)
+    add("brm_predict", "draw_ids_negative", lambda: b().predict(bd(), draw_ids=[-1]), E.EngineInputError, "draw_ids.*-1")
+    add("brm_predict", "draw_ids_fraction", lambda: b().predict(bd(), draw_ids=[1.5]), E.EngineInputError, "draw_ids.*whole")
+    add("brm_predict", "draw_ids_text", lambda: b().predict(bd(), draw_ids=["a"]), E.EngineInputError, "draw_ids")
+    add("brm_predict", "draw_ids_bool", lambda: b().predict(bd(), draw_ids=[True]), E.EngineInputError, "draw_ids")
+    add("brm_predict", "draw_ids_empty", lambda: b().predict(bd(), draw_ids=[]), E.EngineInputError, "draw_ids")
+    add("brm_predict", "draw_ids_nan", lambda: b().predict(bd(), draw_ids=[np.nan]), E.EngineInputError, "draw_ids")
+    def unique_sorted(result, caught):  # subset_draws(draw = c(3, 1, 3)) keeps draws 1 and 3, in order
+        fit = b()
+        want = engine.multilevel.predict.posterior_epred(fit, bd(), draw_ids=[1, 3])
+        assert result.shape == want.shape == (2, 1), (result.shape, want.shape)
+        np.testing.assert_array_equal(result, want)
+    add("brm_predict", "draw_ids_duplicates_as_posterior",
+        lambda: engine.multilevel.predict.posterior_epred(b(), bd(), draw_ids=[3, 1, 3]), check=unique_sorted)
+    add("brm_predict", "log_lik_as_array_with_draw_ids", lambda: b().log_lik(as_array=True, draw_ids=[1]),
+        E.EngineInputError, "as_array")
     add("brm_predict", "newdata_list", lambda: b().predict([1, 2]), E.DataError, "newdata")
     add("brm_predict", "summary_text", lambda: b().predict(bd(), summary="no"), E.EngineInputError, "summary")
     add("brm_predict", "seed_negative", lambda: b().predict(bd(), seed=-1), E.EngineInputError, "seed")
@@ -844,7 +861,26 @@ def robust_predict_cases() -> list[Case]:
     return c
 
 
+def _raising_progress(done, total):
+    raise ZeroDivisionError("user's progress function")
+
+
+def callback_cases() -> list[Case]:
+    """A user's function that raises inside engine (progress= of mice and brm): a CallbackError
+    naming the argument (it used to surface as the user's raw exception); a progress= that is
+    neither a bool, None nor a function is an error (``"yes"`` was taken as True)."""
+    c = []
+    add = lambda area, name, f, expect=None, match=None: c.append(Case(name, area, f, expect, match))  # noqa: E731
+    add("mice", "progress_raises", lambda: engine.mice(mice_frame(), m=2, maxit=2, seed=1, progress=_raising_progress),
+        E.CallbackError, "progress.*ZeroDivisionError")
+    add("mice", "progress_text", lambda: engine.mice(mice_frame(), m=2, maxit=2, seed=1, progress="yes"),
+        E.EngineInputError, "progress")
+    add("brm", "progress_raises", lambda: brm(progress=_raising_progress), E.CallbackError, "progress.*ZeroDivisionError")
+    add("brm", "progress_number", lambda: brm(progress=3), E.EngineInputError, "progress")
+    return c
+
+
 def all_cases() -> list[Case]:
     return (ols_cases() + mice_cases() + pool_cases() + diagnostics_cases() + datasets_cases()
             + brm_cases() + cache_cases() + argument_type_cases()
-            + lmer_cases() + loo_cases() + robust_predict_cases())
+            + lmer_cases() + loo_cases() + robust_predict_cases() + callback_cases())
