@@ -142,9 +142,25 @@ def ols_cases() -> list[Case]:
     add("formula_close_paren", lambda: engine.ols("y ~ x)", ok), E.FormulaError)
     add("formula_no_tilde", lambda: engine.ols("y x", ok), E.FormulaError)
     add("formula_unknown_function", lambda: engine.ols("y ~ foo(x)", ok), E.FormulaError)
-    add("formula_deep_parens_5000", lambda: engine.ols("y ~ " + "(" * 5000 + "x" + ")" * 5000, ok), E.FormulaError)
-    add("formula_deep_unary_5000", lambda: engine.ols("y ~ I(" + "-" * 5000 + "x)", ok), E.FormulaError)
-    add("formula_plus_chain_3000", lambda: engine.ols("y ~ " + " + ".join(["x"] * 3000), ok), E.FormulaError, "deeply")
+    # deep formulas (R 4.2.2, tests/fixtures/fuzz/deep_formulas.R): brackets nested more than 50
+    # deep are R's parser error "contextstack overflow"; a 5000-term sum and 5000 unary minus signs
+    # are fitted (y ~ x, y ~ 1); engine used to raise RecursionError / FormulaError on them
+    same_as = lambda formula: (lambda fit, w: np.testing.assert_allclose(  # noqa: E731
+        fit.params.to_numpy(), engine.ols(formula, ok).params.to_numpy(), rtol=1e-12))
+    add("formula_deep_parens_5000", lambda: engine.ols("y ~ " + "(" * 5000 + "x" + ")" * 5000, ok), E.RSyntaxError,
+        "more than 50 deep.*contextstack")
+    add("formula_deep_parens_51", lambda: engine.ols("y ~ " + "(" * 51 + "x" + ")" * 51, ok), E.RSyntaxError, "contextstack")
+    add("formula_deep_calls_51", lambda: engine.ols("y ~ " + "I(" * 51 + "x" + ")" * 51, ok), E.RSyntaxError, "contextstack")
+    add("formula_deep_parens_50", lambda: engine.ols("y ~ " + "(" * 50 + "x" + ")" * 50, ok), check=same_as("y ~ x"))
+    # R: "evaluation nested too deeply" (its options(expressions = 5000) limit); engine evaluates it
+    add("formula_deep_unary_5000", lambda: engine.ols("y ~ I(" + "-" * 5000 + "x)", ok), check=same_as("y ~ I(x)"))
+    add("formula_unary_chain_5001", lambda: engine.ols("y ~ " + "-" * 5001 + "x", ok), check=same_as("y ~ 1"))
+    add("formula_plus_chain_5000", lambda: engine.ols("y ~ " + " + ".join(["x"] * 5000), ok), check=same_as("y ~ x"))
+    add("formula_plus_chain_5000_in_I_predict", lambda: engine.ols("y ~ I(" + " + ".join(["x"] * 5000) + ")", ok).predict(
+        ok.iloc[:3]), check=lambda r, w: np.testing.assert_allclose(
+            np.asarray(r, dtype=float), np.asarray(engine.ols("y ~ I(5000 * x)", ok).predict(ok.iloc[:3]), dtype=float), rtol=1e-9))
+    add("formula_plus_chain_50000", lambda: engine.ols("y ~ " + " + ".join(["x"] * 50000), ok), E.FormulaError,
+        "nested too deeply.*Python frames")
     add("formula_plus_chain_500", lambda: engine.ols("y ~ " + " + ".join(["x"] * 500), ok), None, None,
         lambda fit, w: np.testing.assert_allclose(fit.params.to_numpy(), engine.ols("y ~ x", ok).params.to_numpy()))
     add("formula_random_term", lambda: engine.ols("y ~ x + (1 | g)", frame(g=np.arange(20) % 4)), E.EngineInputError)
