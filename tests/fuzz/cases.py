@@ -714,7 +714,22 @@ def lmer_cases() -> list[Case]:
     from engine.lmer import anova
     m1 = lambda: engine.lmer("y ~ x + (1|g)", d)  # noqa: E731
     add("anova_not_a_fit", lambda: anova(m1(), 5), E.ModelSpecError, "argument 2")
-    add("anova_one_model", lambda: anova(m1()), E.ModelSpecError)
+    # anova(m) of one fit: lme4 1.1-31's sequential F table (lmer_anova_one.R/.json; R's numbers
+    # to rel 1e-7, the lmer optimum's agreement with lme4 there is ~5e-9; the printed table exactly)
+    reference = json.loads((FIXTURES / "lmer_anova_one.json").read_text())
+    anova_data = pd.read_csv(FIXTURES / "lmer_anova_one.csv")
+    def anova_as_lme4(form):
+        def check(table, caught):
+            want = reference[form]
+            assert list(table.index) == want["rows"], list(table.index)
+            for column, key in (("npar", "npar"), ("Sum Sq", "sumsq"), ("Mean Sq", "meansq"), ("F value", "F")):
+                np.testing.assert_allclose(table[column].to_numpy(), want[key], rtol=1e-7, err_msg=column)
+            assert str(table).rstrip("\n").split("\n") == want["printed"], str(table)
+        return check
+    for k, form in enumerate(reference):
+        add(f"anova_one_model_as_lme4_{k}", lambda form=form: anova(engine.lmer(form, anova_data)), check=anova_as_lme4(form))
+    add("anova_one_model_names", lambda: anova(m1(), names=["a"]), E.ModelSpecError, "names")
+    add("anova_no_model", lambda: anova(), E.ModelSpecError, "lmer fit")
     add("anova_different_n", lambda: anova(m1(), engine.lmer("y ~ x + (1|g)", d.iloc[:25])), E.ModelSpecError, "size")
     add("anova_names_length", lambda: anova(m1(), engine.lmer("y ~ 1 + (1|g)", d), names=["a"]), E.ModelSpecError, "names")
     return c
