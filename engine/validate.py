@@ -361,6 +361,11 @@ def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=Non
             raise DataError(
                 f"the response {frame.response_name!r}{where} reaches {big:.3g} in magnitude, beyond the "
                 f"{BRM_MAX_ABS:g} the samplers' sums of squares can hold; rescale it")
+        if family == "gaussian" and 0.0 < big < BRM_MIN_ABS:
+            # its squares underflow: the draws were silently wrong (b ~ 1e-37 for y ~ 1e-200)
+            raise DataError(
+                f"the response {frame.response_name!r}{where} is at most {big:.3g} in magnitude, below the "
+                f"{BRM_MIN_ABS:g} where the samplers' sums of squares underflow; rescale it")
     X = np.asarray(frame.X, dtype=np.float64)
     if X.size == 0 or not np.isfinite(X).all():
         return  # non-finite values are reported by the model layer

@@ -393,6 +393,24 @@ def brm_cases() -> list[Case]:
         E.ModelSpecError, "Intercept")
     add("response_1e200", lambda: brm(data=d.assign(y=d.y * 1e200)), E.DataError, "'y'")
     add("predictor_1e-200", lambda: brm(data=d.assign(x=d.x * 1e-200)), E.DataError, "'x'")
+    add("predictor_1e200", lambda: brm(data=d.assign(x=d.x * 1e200)), E.DataError, "'x'.*rescale")
+    # y * 1e-200: its squares underflow; brm returned b ~ 1e-37 (neither 0 nor 1e-200 times the fit)
+    add("response_1e-200", lambda: brm(data=d.assign(y=d.y * 1e-200)), E.DataError, "'y'.*rescale")
+    add("response_1e-160", lambda: brm(data=d.assign(y=d.y * 1e-160)), E.DataError, "'y'.*rescale")
+    # brms' default priors scale with the data (student_t(3, ., max(2.5, mad(y)))): rescaling x, or
+    # y once mad(y) is past brms' floor of 2.5, gives the same posterior in the new units (same seed)
+    def brm_scaled(column, scale, base=1.0):
+        def check(fit, caught):
+            ref = brm(data=d.assign(y=d.y * base)).fixef()["Estimate"].to_numpy()
+            factor = np.array([1.0, 1.0 / scale]) if column == "x" else scale / base
+            np.testing.assert_allclose(fit.fixef()["Estimate"].to_numpy(), ref * factor, rtol=1e-6)
+        return check
+    for column, power, base in (("x", 100, 1.0), ("x", -100, 1.0), ("y", 100, 1e10)):
+        add(f"{column}_times_1e{power}_as_unscaled", lambda column=column, power=power: brm(
+            data=d.assign(**{column: d[column] * 10.0 ** power})), check=brm_scaled(column, 10.0 ** power, base))
+    def finite(fit, caught):  # below brms' prior floor the answer depends on it, as in brms; finite, no error
+        assert np.isfinite(fit.fixef().to_numpy()).all()
+    add("y_times_1e-100_finite", lambda: brm(data=d.assign(y=d.y * 1e-100)), check=finite)
     add("predictor_inf", lambda: brm(data=d.assign(x=np.where(np.arange(len(d)) == 2, np.inf, d.x))), E.DataError)
     add("deep_formula", lambda: brm("y ~ " + "(" * 5000 + "x" + ")" * 5000 + " + (1 | g)"), E.FormulaError)
     add("file_in_unwritable_place", lambda: brm(file="/proc/no-such-dir/fit"), E.OutputPathError, "file=")
