@@ -60,9 +60,10 @@ def check_seed(seed: Any, name: str = "seed", where: str = "") -> None:
 def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     """An output file (or, with ``directory=True``, an output folder) can be written at ``path``.
 
-    Missing folders are created now (the writer would create them later, as ``BrmFit.save`` and
-    the report do) and a probe file is written and removed there; a file path must not be an
-    existing directory, a folder path must not be an existing file.
+    Missing folders are created for the check (the writer creates them later, as ``BrmFit.save``
+    and the report do), a probe file is written and removed there, and the folders the check
+    created are removed again (work that fails later leaves nothing behind); a file path must not
+    be an existing directory, a folder path must not be an existing file.
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputPathError(f"{what} must be a non-empty path, got {path!r}")
@@ -74,7 +75,12 @@ def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise OutputPathError(f"{what} {os.fspath(path)!r} is not writable")
     folder = target if directory else os.path.dirname(target)
-    try:  # the writer would create the folders anyway; a probe file proves they are writable
+    created = []  # the missing folders, deepest first
+    parent = folder
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    try:  # the writer creates the folders anyway; a probe file proves they can be made and written
         os.makedirs(folder, exist_ok=True)
         handle, probe = tempfile.mkstemp(prefix=".engine-write-test-", dir=folder)
         os.close(handle)
@@ -85,6 +91,12 @@ def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     except OSError as error:
         raise OutputPathError(
             f"{what} {os.fspath(path)!r} cannot be written: {error.strerror or error} ({folder!r})") from None
+    finally:
+        for made in created:  # deepest first; only the empty folders this check made
+            try:
+                os.rmdir(made)
+            except OSError:
+                break
 
 
 # --------------------------------------------------------------------------- mice data
