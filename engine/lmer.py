@@ -52,7 +52,7 @@ import scipy.sparse
 
 from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
-from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataWarning, FormulaError, ModelSpecError
+from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
                                  weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
                                  profiled_criterion, scaled_cross, schur_update)
@@ -856,6 +856,15 @@ class LmerFit:
         if not keep:
             return out
         bars = self._bars
+        if not allow_new_levels:
+            # lme4's mkNewReTrms: "NAs are not allowed in prediction data for grouping variables
+            # unless allow.new.levels is TRUE" (engine used to return NaN for such rows)
+            parsed_bars = _formula.parse_formula("engine_y_ ~ 1 + " + " + ".join(bars)).random_terms
+            for column in dict.fromkeys(c for bar in parsed_bars for cols in bar.group_columns for c in cols):
+                if column in newdata.columns and newdata[column].isna().any():
+                    raise DataError(
+                        f"newdata: the grouping column {column!r} has missing values; lme4 does not allow NAs "
+                        "in prediction data for grouping variables unless allow_new_levels=True")
         nd = newdata.copy()  # the user's data is never modified
         resp = "engine_predict_response_"
         nd[resp] = 0.0

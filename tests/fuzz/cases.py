@@ -369,6 +369,14 @@ def datasets_cases() -> list[Case]:
 # ------------------------------------------------------------------ brm
 
 
+def _failed_fit_in_new_folders():
+    top = TMP / "never-made"
+    try:
+        return brm(data=ml_frame().assign(x=np.inf), file=str(top / "deeper" / "fit"))
+    finally:
+        assert not top.exists(), f"{top} left behind by the file= check"
+
+
 def brm_cases() -> list[Case]:
     d = ml_frame()
     c = []
@@ -416,6 +424,12 @@ def brm_cases() -> list[Case]:
     add("file_in_unwritable_place", lambda: brm(file="/proc/no-such-dir/fit"), E.OutputPathError, "file=")
     add("file_is_directory", lambda: brm(file=_mkdir("adir.npz")), E.OutputPathError, "directory")
     add("file_under_a_file", lambda: brm(file=_write("plain.txt", b"x") + "/fit"), E.OutputPathError)
+    # the up-front check of file= must not leave the folders it made when the fit fails later
+    # (it used to create them for its probe and leave them behind)
+    add("file_in_new_folders_failed_fit_leaves_none", lambda: _failed_fit_in_new_folders(), E.DataError, "'x'")
+    def folders_made_once_written(fit, caught):
+        assert os.path.isfile(str(TMP / "new1" / "new2" / "fit.json")), os.listdir(TMP)
+    add("file_in_new_folders_written", lambda: brm(file=str(TMP / "new1" / "new2" / "fit")), check=folders_made_once_written)
     add("nuts_seed_negative", lambda: brm(sampler="nuts", seed=-2), E.EngineInputError, "seed")
 
     add("constant_response", lambda: brm(data=d.assign(y=np.ones(len(d)))), E.ModelSpecError, "constant")
@@ -746,6 +760,17 @@ def lmer_cases() -> list[Case]:
         return check
     for k, form in enumerate(reference):
         add(f"anova_one_model_as_lme4_{k}", lambda form=form: anova(engine.lmer(form, anova_data)), check=anova_as_lme4(form))
+    # lme4 1.1-31 predict(m, newdata) on lmer(y ~ x + (1 | g), lmer_anova_one.csv): NA in x gives an
+    # NA row (na.pass), the other row 0.451209515459964; NA in the grouping column is an error
+    # unless allow.new.levels = TRUE
+    m_anova = lambda: engine.lmer("y ~ x + (1 | g)", anova_data)  # noqa: E731
+    def na_row_as_lme4(result, caught):
+        assert np.isnan(result[0]), result
+        np.testing.assert_allclose(result[1], 0.451209515459964, rtol=1e-7)
+    add("predict_nan_predictor_gives_na", lambda: m_anova().predict(pd.DataFrame({"x": [np.nan, 1.0], "g": [1, 1]})),
+        check=na_row_as_lme4)
+    add("predict_nan_group", lambda: m_anova().predict(pd.DataFrame({"x": [1.0, 1.0], "g": [np.nan, 1]})),
+        E.DataError, "'g'.*allow_new_levels")
     add("anova_one_model_names", lambda: anova(m1(), names=["a"]), E.ModelSpecError, "names")
     add("anova_no_model", lambda: anova(), E.ModelSpecError, "lmer fit")
     add("anova_different_n", lambda: anova(m1(), engine.lmer("y ~ x + (1|g)", d.iloc[:25])), E.ModelSpecError, "size")
