@@ -954,7 +954,35 @@ def callback_cases() -> list[Case]:
     return c
 
 
+def _dask(d: pd.DataFrame):
+    import dask.dataframe as dd
+
+    return dd.from_pandas(d, npartitions=3)
+
+
+def partitioned_cases() -> list[Case]:
+    """engine/partitioned (a Dask DataFrame): the in-memory errors, naming the column (a slope on
+    x * 1e-200 came back NaN, x * 1e200 "the factorisation overflowed", Inf in a brm predictor
+    reached the sampler as "non-finite draws" and Inf in its response was dropped as missing)."""
+    c = []
+    add = lambda name, f, expect=None, match=None, check=None: c.append(Case(name, "partitioned", f, expect, match, check))  # noqa: E731
+    d = ml_frame(6, 10)
+    inf_at = lambda column: d.assign(**{column: np.where(np.arange(len(d)) == 45, np.inf, d[column])})  # noqa: E731
+    for column, power in (("x", -200), ("x", 200), ("y", -200), ("y", 200)):
+        add(f"ols_{column}_times_1e{power}", lambda column=column, power=power: engine.ols(
+            "y ~ x", _dask(d.assign(**{column: d[column] * 10.0 ** power}))), E.DataError, f"'{column}'.*rescale")
+    for column in ("x", "y"):
+        add(f"ols_inf_{column}", lambda column=column: engine.ols("y ~ x", _dask(inf_at(column))), E.DataError, f"'{column}'.*Inf")
+        add(f"brm_inf_{column}", lambda column=column: brm(data=_dask(inf_at(column))), E.DataError, f"'{column}'.*Inf")
+    def as_in_memory(fit, caught):  # scales inside the bounds: the in-memory (R's) answer
+        ref = engine.ols("y ~ x", d.assign(x=d.x * 1e100))
+        np.testing.assert_allclose(fit.params.to_numpy(), ref.params.to_numpy(), rtol=1e-9)
+    add("ols_x_times_1e100_as_in_memory", lambda: engine.ols("y ~ x", _dask(d.assign(x=d.x * 1e100))), check=as_in_memory)
+    add("ols_missing_column", lambda: engine.ols("y ~ z", _dask(d)), E.ColumnNotFoundError, "'z'")
+    return c
+
+
 def all_cases() -> list[Case]:
     return (ols_cases() + mice_cases() + pool_cases() + diagnostics_cases() + datasets_cases()
             + brm_cases() + cache_cases() + argument_type_cases()
-            + lmer_cases() + loo_cases() + robust_predict_cases() + callback_cases())
+            + lmer_cases() + loo_cases() + robust_predict_cases() + callback_cases() + partitioned_cases())
