@@ -349,9 +349,10 @@ def check_fit_file(file) -> None:
         check_output_path(path, "file=")
 
 
-def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=None) -> None:
+def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=None, n_rows: int | None = None) -> None:
     """Response and population-level columns of a brm model frame: magnitudes the samplers can use,
-    and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``)."""
+    and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``).
+    ``n_rows``: the number of rows, for the messages, when ``frame`` holds only their extremes."""
     from .errors import ModelSpecError
 
     where = f" ({label})" if label else ""
@@ -365,7 +366,7 @@ def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=Non
         _check_glm_response(y, frame.response_name, where, family, trials)
     elif y.size > 1 and np.isfinite(y).all() and np.all(y == y[0]):
         raise ModelSpecError(
-            f"the response {frame.response_name!r}{where} is constant ({y[0]:g} in all {y.size} rows): "
+            f"the response {frame.response_name!r}{where} is constant ({y[0]:g} in all {n_rows or y.size} rows): "
             "the likelihood is unbounded as sigma goes to 0, so the posterior cannot be sampled")
     if y.size and np.isfinite(y).all():
         big = float(np.max(np.abs(y)))

@@ -979,6 +979,8 @@ def partitioned_cases() -> list[Case]:
         np.testing.assert_allclose(fit.params.to_numpy(), ref.params.to_numpy(), rtol=1e-9)
     add("ols_x_times_1e100_as_in_memory", lambda: engine.ols("y ~ x", _dask(d.assign(x=d.x * 1e100))), check=as_in_memory)
     add("ols_missing_column", lambda: engine.ols("y ~ z", _dask(d)), E.ColumnNotFoundError, "'z'")
+    # the in-memory message, with the number of rows (it said "in all 2 rows": the extremes' stub)
+    add("brm_constant_response", lambda: brm(data=_dask(d.assign(y=1.0))), E.ModelSpecError, "constant .1 in all 60 rows")
     return c
 
 
