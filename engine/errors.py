@@ -8,6 +8,7 @@ fault. Kernels never see bad input: the thin Python layer validates first.
 from __future__ import annotations
 
 __all__ = [
+    "CallbackError",
     "ColumnNotFoundError",
     "ConvergenceWarning",
     "DataError",
@@ -92,6 +93,12 @@ class ImputationError(EngineInputError):
 
 class SamplerError(EngineError, RuntimeError):
     """A sampler failed at run time (for example a non-finite log density at the start)."""
+
+
+class CallbackError(SamplerError):
+    """A function the user passed in (a log density given to ``engine.nuts.sample``, a
+    ``progress=`` callable of mice / brm) raised while engine was running it; the message names
+    the argument, and the user's exception is the ``__cause__`` where it could be kept."""
 
 
 class EngineWarning(UserWarning):

@@ -68,7 +68,7 @@ from .rcompat.language import Num as _Num
 from .rcompat.language import Paren as _Paren
 from .rcompat.language import Unary as _Unary
 from .rcompat.language import deparse as _deparse
-from .rcompat.language import deep_recursion
+from .rcompat.language import DEEP_RECURSION_LIMIT, deep_recursion, deep_tree_walk
 from .rcompat.language import r_number as _r_number
 from .rcompat.language import read_formula
 from .validate import warn_nans_produced
@@ -441,7 +441,7 @@ def parse_formula(formula: str) -> Formula:
         with deep_recursion():  # the parser and the term algebra recurse once per operator
             return _parse_cached(formula)
     except RecursionError:
-        raise FormulaError(f"the formula is nested too deeply to parse ({len(formula)} characters)") from None
+        raise _too_deep(formula) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -863,6 +863,13 @@ def _formula_plan(text: str, dot_columns: tuple[str, ...] | None):
     return parsed, tuple(column_refs), tuple(bar_variables.items()), tuple(group_columns)
 
 
+def _too_deep(formula) -> FormulaError:
+    return FormulaError(
+        f"the formula is nested too deeply to read ({len(str(formula))} characters; engine follows "
+        f"chains of some 15,000 terms, {DEEP_RECURSION_LIMIT} Python frames)")
+
+
+@deep_tree_walk  # the evaluation of I() and of the terms walks the trees recursively
 def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) -> ModelFrame:
     """Evaluate ``formula`` on ``data`` as R's ``lm`` does (model.frame + model.matrix).
 

@@ -52,7 +52,7 @@ import scipy.sparse
 
 from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
-from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataWarning, FormulaError, ModelSpecError
+from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
                                  weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
                                  profiled_criterion, scaled_cross, schur_update)
@@ -659,6 +659,7 @@ class LmerFit:
     _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
     _frame_args: tuple = field(repr=False, default=None)
     _fixed_terms: object = field(repr=False, default=None)  # engine.newdata.FittedTerms of the fixed part
+    _assign: tuple = field(repr=False, default=None)  # (term index, term label) per fixed column (R's assign)
     _bars: list = field(repr=False, default=None)  # the formula's random-effect bars, "(Days | Subject)"
 
     # -- numbers ---------------------------------------------------------------------------------
@@ -855,6 +856,15 @@ class LmerFit:
         if not keep:
             return out
         bars = self._bars
+        if not allow_new_levels:
+            # lme4's mkNewReTrms: "NAs are not allowed in prediction data for grouping variables
+            # unless allow.new.levels is TRUE" (engine used to return NaN for such rows)
+            parsed_bars = _formula.parse_formula("engine_y_ ~ 1 + " + " + ".join(bars)).random_terms
+            for column in dict.fromkeys(c for bar in parsed_bars for cols in bar.group_columns for c in cols):
+                if column in newdata.columns and newdata[column].isna().any():
+                    raise DataError(
+                        f"newdata: the grouping column {column!r} has missing values; lme4 does not allow NAs "
+                        "in prediction data for grouping variables unless allow_new_levels=True")
         nd = newdata.copy()  # the user's data is never modified
         resp = "engine_predict_response_"
         nd[resp] = 0.0
@@ -919,7 +929,7 @@ class LmerFit:
         if not self.reml:
             return self
         fit = _fit_stats(self._frame_args, reml=False, theta0=self.theta)
-        fit._fixed_terms, fit._bars = self._fixed_terms, self._bars
+        fit._fixed_terms, fit._bars, fit._assign = self._fixed_terms, self._bars, self._assign
         return fit
 
 
@@ -976,6 +986,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     from engine.newdata import fitted_terms
 
     fit._fixed_terms = fitted_terms(mf, list(data.columns))
+    term_of = dict(zip(mf.column_names, mf.assign.tolist()))
+    fit._assign = tuple((term_of[c], "(Intercept)" if term_of[c] == 0 else mf.term_labels[term_of[c] - 1]) for c in names)
     fit._bars = [bar.text for bar in mf.random_terms]
     return fit
 
@@ -1080,9 +1092,49 @@ class AnovaTable(pd.DataFrame):
         return str(self)
 
 
+class TermsAnovaTable(AnovaTable):
+    """lme4's ``anova(m)`` of one fit: the sequential F table (npar, Sum Sq, Mean Sq, F value)."""
+
+    @property
+    def _constructor(self):
+        return TermsAnovaTable
+
+    def __str__(self) -> str:
+        from engine.rcompat.print_lme4 import terms_anova_text
+
+        return terms_anova_text(self, self.heading)
+
+
+def _anova_terms(fit: LmerFit) -> TermsAnovaTable:
+    """lme4 1.1-31's ``anova(m)`` for one model (anovaLmer): with RX the upper Cholesky factor of
+    the fixed-effects block (RX'RX = sigma^2 vcov^-1, the top-left p x p block of the factor at the
+    optimum), each column's Sum Sq is (RX beta)^2, summed per term of R's ``assign``; Mean Sq =
+    Sum Sq / npar, F value = Mean Sq / sigma^2; the intercept's row is dropped. Sequential (type I)
+    in the formula's term order, no denominator df or p value (as lme4)."""
+    p = len(fit.fixef)
+    if fit._assign is None or fit._factor is None:
+        raise ModelSpecError("anova(): this lmer fit does not keep its model matrix terms (refit it)")
+    ss_col = (fit._factor.R[:p, :p] @ fit.fixef.to_numpy()) ** 2
+    order, labels = [], {}
+    for k, label in fit._assign:
+        if k not in labels:
+            order.append(k)
+            labels[k] = label
+    keys = np.array([k for k, _ in fit._assign])
+    rows = [k for k in order if k != 0]
+    npar = np.array([np.sum(keys == k) for k in rows], dtype=float)
+    ss = np.array([ss_col[keys == k].sum() for k in rows])
+    ms = ss / npar if rows else ss
+    table = TermsAnovaTable({"npar": npar, "Sum Sq": ss, "Mean Sq": ms, "F value": ms / fit.sigma ** 2},
+                            index=[labels[k] for k in rows])
+    table.heading = ["Analysis of Variance Table"]
+    return table
+
+
 @checked_arguments
 def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) -> AnovaTable:
-    """Likelihood-ratio comparison of nested lmer fits, as ``lme4::anova(m1, m2, ...)``.
+    """Likelihood-ratio comparison of nested lmer fits, as ``lme4::anova(m1, m2, ...)``; of one
+    fit, lme4's sequential F table of its fixed-effect terms (:func:`_anova_terms`).
 
     REML fits are refitted by ML first (with lme4's message "refitting model(s) with ML (instead
     of REML)"); models are sorted by their number of parameters; Chisq = 2 * max(0, diff(logLik)),
@@ -1091,8 +1143,12 @@ def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) ->
     """
     import scipy.stats
 
+    if len(fits) == 1 and isinstance(fits[0], LmerFit):
+        if names is not None:
+            raise ModelSpecError("anova(): names is for comparing two or more lmer fits")
+        return _anova_terms(fits[0])
     if len(fits) < 2:
-        raise ModelSpecError("anova() compares two or more lmer fits")
+        raise ModelSpecError("anova() needs an lmer fit, or two or more to compare")
     for k, f in enumerate(fits):
         if not isinstance(f, LmerFit):
             raise ModelSpecError(f"anova(): argument {k + 1} is not an lmer fit")

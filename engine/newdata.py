@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, NewFactorLevelError
+from .rcompat.language import deep_tree_walk
 
 __all__ = ["FittedTerms", "fitted_terms", "new_design"]
 
@@ -52,6 +53,7 @@ class FittedTerms:
     predictor_columns: tuple[str, ...]
 
 
+@deep_tree_walk
 def fitted_terms(model_frame, data_columns=None) -> FittedTerms:
     """The terms of a fitted :class:`~engine.formula.ModelFrame` (``data_columns``: the fit's data
     columns, needed only to expand ``.`` as the fit did)."""
@@ -121,6 +123,7 @@ def _coding_matrix(info, full: bool) -> np.ndarray:
     return np.eye(k)[:, 1:]
 
 
+@deep_tree_walk
 def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
     """The fitted model's design matrix on ``newdata``: (len(newdata), p) float64, R's columns.
 

@@ -55,7 +55,7 @@ from numba import types
 from numba.experimental.function_type import _get_wrapper_address
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine.errors import ConvergenceWarning, EngineInputError, SamplerError
+from engine.errors import CallbackError, ConvergenceWarning, EngineInputError, SamplerError
 from engine.hmc.adaptation import (
     adaptation_windows,
     dual_averaging_restart,
@@ -451,7 +451,8 @@ def sample(logp_and_grad, initial_position, chains=4, iter=2000, warmup=1000, se
     outputs = run_tasks(run_one_chain, tasks, executor=executor)
     for c, out in enumerate(outputs):
         if out[0] == DENSITY_FAILED:
-            raise SamplerError(_density_failure(c, out[5], warmup, dimension))
+            cls = CallbackError if int(out[5][0]) == DENSITY_RAISED else SamplerError
+            raise cls(_density_failure(c, out[5], warmup, dimension))
     return assemble_result(outputs, warmup, max_treedepth, metric == "dense", list(parameter_names))
 
 

@@ -11,6 +11,10 @@ import sys
 import time
 from typing import TextIO
 
+import numpy as np
+
+from .errors import CallbackError, EngineInputError
+
 
 class Progress:
     """Report the progress of one named step: ``with Progress("mice", total=25) as p: p.advance()``."""
@@ -68,7 +72,17 @@ def progress_reporter(progress, label: str, total: int):
     on stderr), ``None`` (a line on stderr only when stderr is a terminal) or ``False`` (silence).
     """
     if callable(progress):
-        return progress, lambda: None
+        def call(done: int, total_: int) -> None:
+            try:
+                progress(done, total_)
+            except Exception as error:  # the user's function: say whose exception it is
+                raise CallbackError(
+                    f"the progress= callback {getattr(progress, '__name__', repr(progress))!r} raised "
+                    f"{type(error).__name__}: {error} (called as progress({done}, {total_}))") from error
+        return call, lambda: None
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise EngineInputError(
+            f"progress must be True, False, None or a function f(done, total), got {progress!r}")
     if progress is False:
         return None, lambda: None
     if progress is None and not getattr(sys.stderr, "isatty", lambda: False)():

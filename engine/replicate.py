@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -411,6 +412,8 @@ def run(settings: Settings) -> Outcome:
 
 def write_outputs(outcome: Outcome, settings: Settings) -> None:
     if settings.json_path:
+        # the up-front path check removes the folders it made: create them now, as the report does
+        os.makedirs(os.path.dirname(os.path.abspath(settings.json_path)), exist_ok=True)
         with open(settings.json_path, "w", encoding="utf-8") as handle:
             json.dump(outcome.numbers, handle, indent=1)
         _log(settings, f"numbers written to {settings.json_path}")

@@ -60,9 +60,10 @@ def check_seed(seed: Any, name: str = "seed", where: str = "") -> None:
 def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     """An output file (or, with ``directory=True``, an output folder) can be written at ``path``.
 
-    Missing folders are created now (the writer would create them later, as ``BrmFit.save`` and
-    the report do) and a probe file is written and removed there; a file path must not be an
-    existing directory, a folder path must not be an existing file.
+    Missing folders are created for the check (the writer creates them later, as ``BrmFit.save``
+    and the report do), a probe file is written and removed there, and the folders the check
+    created are removed again (work that fails later leaves nothing behind); a file path must not
+    be an existing directory, a folder path must not be an existing file.
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise OutputPathError(f"{what} must be a non-empty path, got {path!r}")
@@ -74,7 +75,12 @@ def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     if os.path.exists(target) and not os.access(target, os.W_OK):
         raise OutputPathError(f"{what} {os.fspath(path)!r} is not writable")
     folder = target if directory else os.path.dirname(target)
-    try:  # the writer would create the folders anyway; a probe file proves they are writable
+    created = []  # the missing folders, deepest first
+    parent = folder
+    while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+        created.append(parent)
+        parent = os.path.dirname(parent)
+    try:  # the writer creates the folders anyway; a probe file proves they can be made and written
         os.makedirs(folder, exist_ok=True)
         handle, probe = tempfile.mkstemp(prefix=".engine-write-test-", dir=folder)
         os.close(handle)
@@ -85,6 +91,12 @@ def check_output_path(path: Any, what: str, *, directory: bool = False) -> None:
     except OSError as error:
         raise OutputPathError(
             f"{what} {os.fspath(path)!r} cannot be written: {error.strerror or error} ({folder!r})") from None
+    finally:
+        for made in created:  # deepest first; only the empty folders this check made
+            try:
+                os.rmdir(made)
+            except OSError:
+                break
 
 
 # --------------------------------------------------------------------------- mice data
@@ -337,9 +349,10 @@ def check_fit_file(file) -> None:
         check_output_path(path, "file=")
 
 
-def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=None) -> None:
+def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=None, n_rows: int | None = None) -> None:
     """Response and population-level columns of a brm model frame: magnitudes the samplers can use,
-    and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``)."""
+    and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``).
+    ``n_rows``: the number of rows, for the messages, when ``frame`` holds only their extremes."""
     from .errors import ModelSpecError
 
     where = f" ({label})" if label else ""
@@ -353,7 +366,7 @@ def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=Non
         _check_glm_response(y, frame.response_name, where, family, trials)
     elif y.size > 1 and np.isfinite(y).all() and np.all(y == y[0]):
         raise ModelSpecError(
-            f"the response {frame.response_name!r}{where} is constant ({y[0]:g} in all {y.size} rows): "
+            f"the response {frame.response_name!r}{where} is constant ({y[0]:g} in all {n_rows or y.size} rows): "
             "the likelihood is unbounded as sigma goes to 0, so the posterior cannot be sampled")
     if y.size and np.isfinite(y).all():
         big = float(np.max(np.abs(y)))
@@ -361,6 +374,11 @@ def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=Non
             raise DataError(
                 f"the response {frame.response_name!r}{where} reaches {big:.3g} in magnitude, beyond the "
                 f"{BRM_MAX_ABS:g} the samplers' sums of squares can hold; rescale it")
+        if family == "gaussian" and 0.0 < big < BRM_MIN_ABS:
+            # its squares underflow: the draws were silently wrong (b ~ 1e-37 for y ~ 1e-200)
+            raise DataError(
+                f"the response {frame.response_name!r}{where} is at most {big:.3g} in magnitude, below the "
+                f"{BRM_MIN_ABS:g} where the samplers' sums of squares underflow; rescale it")
     X = np.asarray(frame.X, dtype=np.float64)
     if X.size == 0 or not np.isfinite(X).all():
         return  # non-finite values are reported by the model layer

@@ -347,13 +347,34 @@ def _re_groups(re_formula, design: FitDesign) -> list[int]:
     return [g for g in all_groups if design.group_names[g] in wanted]
 
 
+def _checked_draw_ids(draw_ids, total: int) -> np.ndarray:
+    """``draw_ids`` as posterior's ``check_draw_ids`` (brms' ``draw_ids``) reads them, 0-based:
+    duplicates dropped and sorted (R's ``unique`` then ``sort``); a non-whole number, a bool, text
+    or an index outside 0..total-1 is an error here (R truncates 1.5 to 1 with as.integer)."""
+    raw = np.asarray(draw_ids, dtype=object).ravel() if not isinstance(draw_ids, np.ndarray) else draw_ids.ravel()
+    if raw.size == 0:
+        raise EngineInputError(f"draw_ids is empty; give 0-based draw indices below {total}")
+    if raw.dtype.kind in "iu":
+        ids = raw.astype(np.int64)
+    else:
+        values = []
+        for v in raw:
+            ok = isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, (bool, np.bool_))
+            if not ok or not np.isfinite(float(v)) or float(v) != int(v):
+                raise EngineInputError(f"draw_ids must be whole numbers (0-based draw indices below {total}), got {v!r}")
+            values.append(int(v))
+        ids = np.array(values, dtype=np.int64)
+    bad = ids[(ids < 0) | (ids >= total)]
+    if bad.size:
+        raise EngineInputError(
+            f"draw_ids must be 0-based draw indices from 0 to {total - 1} (the fit has {total} draws), got {int(bad[0])}")
+    return np.unique(ids)
+
+
 def _draw_ids(fit, ndraws, draw_ids, rng) -> np.ndarray:
     total = fit.draws_values.shape[0] * fit.draws_values.shape[1]
     if draw_ids is not None:
-        ids = np.asarray(draw_ids, dtype=np.int64).ravel()
-        if ids.size == 0 or ids.min() < 0 or ids.max() >= total:
-            raise EngineInputError(f"draw_ids must be 0-based draw indices below {total}")
-        return ids
+        return _checked_draw_ids(draw_ids, total)
     if ndraws is None:
         return np.arange(total)
     if isinstance(ndraws, bool) or not isinstance(ndraws, (int, np.integer)) or not 1 <= ndraws <= total:

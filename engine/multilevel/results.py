@@ -182,10 +182,10 @@ class BrmFit:
         ``as_array=True`` (the shape ``engine.loo`` takes)."""
         from .predict import log_lik
 
+        if as_array and (kwargs.get("ndraws") is not None or kwargs.get("draw_ids") is not None):
+            raise EngineInputError("as_array=True needs every draw (no ndraws / draw_ids)")
         values = log_lik(self, newdata, **kwargs)
         if as_array:
-            if kwargs.get("ndraws") is not None or kwargs.get("draw_ids") is not None:
-                raise ValueError("as_array=True needs every draw (no ndraws / draw_ids)")
             values = values.reshape(self.draws_values.shape[0], self.draws_values.shape[1], -1)
         return values
 

@@ -150,7 +150,7 @@ def prepare(formula: str, data, prior, *, sampler: str, family, sample_prior: st
     stub = SimpleNamespace(column_names=[frame.column_names[j] for j in plan.columns],
                            response_name=frame.response_name, y=np.array([sums.y_min, sums.y_max]),
                            X=np.vstack([sums.x_min, sums.x_max]))
-    check_brm_frame(stub)
+    check_brm_frame(stub, n_rows=n)  # stub: the columns' extremes only
     if sums.n_dropped:
         warnings.warn(
             f"Rows containing NAs were excluded from the model: {sums.n_dropped} of "

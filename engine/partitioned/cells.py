@@ -109,8 +109,17 @@ def rows_of(plan: CellPlan, part: pd.DataFrame):
     sub = part[keep]
     X = new_design(plan.terms, sub)[:, plan.columns] if len(sub) else np.zeros((0, p))
     y = pd.to_numeric(sub[plan.response], errors="coerce").to_numpy(dtype=np.float64)
-    ok = np.isfinite(y) & ~np.isnan(X).any(axis=1)
+    ok = ~np.isnan(y) & ~np.isnan(X).any(axis=1)
     X, y, sub = X[ok], y[ok], sub[ok]
+    # +-Inf is not missing: an error naming the column, as in memory (it was dropped from y, and
+    # in X it reached the sampler as "non-finite draws")
+    if not np.isfinite(y).all():
+        raise DataError(f"column {plan.response!r} has non-finite values (Inf) in the rows used; remove or recode them")
+    if not np.isfinite(X).all():
+        names = [plan.terms.column_names[j] for j in plan.columns]
+        bad = [names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
+        raise DataError(f"column(s) {', '.join(map(repr, bad))} have non-finite values (Inf) in the rows used; "
+                        "remove or recode them")
     where = plan.index.get_indexer(pd.MultiIndex.from_frame(sub[plan.group_cols]))
     if np.any(where < 0):  # the pre-pass saw every complete row's cell
         raise DataError("a partition changed between the pre-pass and the cell pass")

@@ -65,19 +65,46 @@ def _pass1(terms, response, part):
 
     X, y, dropped = _design(terms, response, part)
     p = X.shape[1]
+    if not (np.isfinite(X).all() and np.isfinite(y).all()):  # +-Inf: named, as in memory
+        bad = [c for j, c in enumerate(terms.column_names) if not np.isfinite(X[:, j]).all()]
+        bad += [response] if not np.isfinite(y).all() else []
+        raise DataError(f"column(s) {', '.join(map(repr, bad))} have non-finite values (Inf) in the rows used; "
+                        "remove or recode them")
     if X.shape[0] == 0:
         tri = np.zeros((p + 1, p + 1))
+        largest = np.zeros(p + 1)
     else:
+        largest = np.concatenate([np.abs(X).max(axis=0), [np.abs(y).max()]])
+        _check_scales(largest, terms.column_names, response, upper_only=True)  # before it overflows
         tri = tsqr_triangle(X, y, parallel=False)
         if tri.shape[0] < p + 1:  # fewer rows than columns: pad with zero rows
             tri = np.vstack([tri, np.zeros((p + 1 - tri.shape[0], p + 1))])
-    return tri, X.shape[0], dropped, float(y.sum())
+    return tri, X.shape[0], dropped, float(y.sum()), largest
 
 
 def _merge(a, b):
     from ..ols import _merge_triangles
 
-    return (_merge_triangles(np.stack([a[0], b[0]])), a[1] + b[1], a[2] + b[2], a[3] + b[3])
+    return (_merge_triangles(np.stack([a[0], b[0]])), a[1] + b[1], a[2] + b[2], a[3] + b[3],
+            np.maximum(a[4], b[4]))
+
+
+#: the partitions' triangles are formed unscaled (the in-memory fit scales its columns first, which
+#: needs every row): beyond these magnitudes their cross-products under- or overflow, so a column
+#: there is refused by name (a slope on x * 1e-200 came back NaN, x * 1e200 "overflowed")
+PARTITIONED_MIN_ABS, PARTITIONED_MAX_ABS = 1e-150, 1e150
+
+
+def _check_scales(largest: np.ndarray, names, response: str, upper_only: bool = False) -> None:
+    """``largest``: (p + 1,) the largest |value| of each design column and of the response (of one
+    partition with ``upper_only``, which can only tell a column too large)."""
+    low = 0.0 if upper_only else PARTITIONED_MIN_ABS
+    for name, big in zip(list(names) + [response], largest):
+        if name != "(Intercept)" and big != 0.0 and not low <= big <= PARTITIONED_MAX_ABS:
+            raise DataError(
+                f"column {name!r} has largest magnitude {big:.3g}, outside [{PARTITIONED_MIN_ABS:g}, "
+                f"{PARTITIONED_MAX_ABS:g}] where the partitioned fit's cross-products neither under- nor "
+                "overflow; rescale it (or fit the data in memory, which scales its columns)")
 
 
 def _residuals(terms, response, coef, part):
@@ -256,9 +283,10 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
 
     # pass 1: triangles, merged in a tree
     leaves = [dask.delayed(_pass1)(terms, response, part) for part in parts]
-    tri, n, n_dropped, sum_y = dask.compute(tree(dask, leaves, _merge))[0]
+    tri, n, n_dropped, sum_y, largest = dask.compute(tree(dask, leaves, _merge))[0]
     if n == 0:
         raise DataError(f"no rows left after removing rows with missing values ({formula})")
+    _check_scales(largest, names, response)
     if n < p:
         raise ModelSpecError(f"fewer rows ({n}) than model coefficients ({p}) in {formula!r}")
     qr = pivoted_qr(tri[:, :p], tri[:, p:], tol=tol, parallel=False)

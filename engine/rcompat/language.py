@@ -77,16 +77,19 @@ _RESERVED = frozenset({
 _SYNTACTIC = re.compile(r"(?:[^\W\d_]|\.(?!\d))[\w.]*|\.", re.UNICODE)
 
 
-#: Python frames allowed while reading or writing R's trees: the parser, the formula layer's term
-#: algebra and the deparser recurse once per operator of a chain (``a + b + ...``), about two frames
-#: a term, so Python's default of 1000 would stop near 450 terms where R has no such limit.
-DEEP_RECURSION_LIMIT = 4000
+#: Python frames allowed while reading, evaluating or writing R's trees: the parser, the formula
+#: layer's term algebra and evaluation, and the deparser recurse once per operator of a chain
+#: (``a + b + ...``), about two frames a term, so Python's default of 1000 would stop near 450
+#: terms where R has no such limit (R 4.2.2 fits ``y ~ x + x + ...`` with 5000 terms). 40000
+#: frames reach some 15,000 terms; checked in worker threads too (Python 3.11's Python-to-Python
+#: calls use no C stack).
+DEEP_RECURSION_LIMIT = 40000
 
 
 @contextlib.contextmanager
 def deep_recursion():
     """Lift Python's recursion limit to :data:`DEEP_RECURSION_LIMIT` for the enclosed tree walk (a
-    formula of some 1,800 terms); deeper trees still raise RecursionError, which the callers turn
+    formula of some 15,000 terms); deeper trees still raise RecursionError, which the callers turn
     into a clear FormulaError. (Python 3.11 runs Python-to-Python calls without C recursion, so
     the higher limit cannot overflow the C stack.)"""
     old = sys.getrecursionlimit()
@@ -98,6 +101,24 @@ def deep_recursion():
         yield
     finally:
         sys.setrecursionlimit(old)
+
+
+def deep_tree_walk(function):
+    """Decorator: ``function`` walks formula trees recursively; run it under
+    :func:`deep_recursion`, and a tree deeper still is a FormulaError naming the limit (never a
+    RecursionError)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            with deep_recursion():
+                return function(*args, **kwargs)
+        except RecursionError:
+            raise FormulaError(
+                f"the formula is nested too deeply for {function.__name__}() (engine follows chains of "
+                f"some 15,000 terms: {DEEP_RECURSION_LIMIT} Python frames)") from None
+
+    return wrapper
 
 
 def r_name(name: str) -> str:
@@ -489,7 +510,29 @@ def parse(text: str, what: str = "expression"):
     Raises RSyntaxError (a FormulaError; ``what`` names the text in messages) with the position
     of the problem.
     """
-    return _Parser(text, what).whole()
+    parser = _Parser(text, what)
+    _check_nesting(parser)
+    return parser.whole()
+
+
+#: R's parser keeps the open brackets on a stack of this size (gram.y's CONTEXTSTACK_SIZE):
+#: ``str2lang(strrep("(", 51))...`` fails with "contextstack overflow" (R 4.2.2), ``[[`` counts twice
+R_CONTEXTSTACK_SIZE = 50
+
+
+def _check_nesting(parser: "_Parser") -> None:
+    """R's "contextstack overflow": brackets nested more than :data:`R_CONTEXTSTACK_SIZE` deep."""
+    depth = 0
+    for token in parser.tokens:
+        if token.kind != "op":
+            continue
+        if token.text in ("(", "[", "[[", "{"):
+            depth += 2 if token.text == "[[" else 1
+            if depth > R_CONTEXTSTACK_SIZE:
+                parser.error(
+                    f"brackets nested more than {R_CONTEXTSTACK_SIZE} deep (R: 'contextstack overflow')", token.pos)
+        elif token.text in (")", "]", "}"):
+            depth = max(depth - 1, 0)
 
 
 # ----------------------------------------------------------------------------------------------

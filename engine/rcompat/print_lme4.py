@@ -218,3 +218,28 @@ def anova_text(table, heading: list[str]) -> str:
     if stars is not None:
         out += "---\nSignif. codes:  " + SIGNIF_LEGEND + "\n"
     return out
+
+
+def terms_anova_text(table, heading: list[str]) -> str:
+    """``print(anova(m))`` of one lmer fit: stats' ``print.anova`` (digits 5) -> ``printCoefmat``
+    with ``zap.ind`` = npar, Sum Sq, Mean Sq (zapsmall, then format per column), ``tst.ind`` = F value
+    (``format(round(F, 4), digits = 5)``), no P value; an entry that formats to 0 but is not 0 is
+    formatted again with 4 digits, as printCoefmat does."""
+    out = "\n".join(heading) + "\n"
+    names = list(table.index)
+    cols = list(table.columns)
+    x = table.to_numpy(dtype=float)
+    digits = 5
+    nr, nc = x.shape
+    columns = []
+    for j in range(nc):
+        if j == nc - 1:
+            texts = format_real([round_half(v, 4) for v in x[:, j]], digits)
+        else:
+            texts = format_real(list(zapsmall(x[:, j], digits)), digits)
+        for i in range(nr):  # printCoefmat's not.both.0 fix (the F column takes part: ok[, tst.ind] is FALSE only after)
+            if j < nc - 1 and x[i, j] != 0 and float(texts[i]) == 0:
+                texts[i] = format_real([x[i, j]], digits - 1)[0]
+        columns.append(texts)
+    cells = [[columns[j][i] for j in range(nc)] for i in range(nr)]
+    return out + matrix_text(cells, names, cols, right=True)

@@ -124,6 +124,44 @@ def classify(case: Case) -> tuple[str, str]:
     return _outcome(case, category, detail)
 
 
+def classify_batch(cases: list[Case], timeout: float = 900.0) -> dict[str, tuple[str, str]]:
+    """Classify subprocess cases in *one* fresh interpreter (each case's code in its own namespace,
+    one after the other), which saves an interpreter start and engine's import per case; recorded.
+    A crash still fails: the case that was running is a ``crash``, and so is every case after it
+    (reported as not run), so a segfault can never pass."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = ["import sys"]
+    for case in cases:
+        script.append(f"print('CASE ' + {case.name!r}, flush=True)")
+        script.append(f"exec(compile({case.code!r}, {case.id!r}, 'exec'), {{'__name__': '__fuzz__'}})")
+    results: dict[str, tuple[str, str]] = {}
+    try:
+        proc = subprocess.run([sys.executable, "-c", "\n".join(script)], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO, env=env)
+        stdout, died = proc.stdout, (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+                                     else f"exit {proc.returncode}" if proc.returncode else None)
+        stderr = proc.stderr
+    except subprocess.TimeoutExpired as error:
+        stdout = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
+        died, stderr = f"hung (no result within {timeout} s)", ""
+    current = None
+    for line in stdout.splitlines():
+        if line.startswith("CASE "):
+            current = line[5:]
+        elif line.startswith("FUZZ ") and current is not None:
+            results[current] = tuple(json.loads(line[5:]))
+    out = {}
+    for case in cases:
+        if case.name in results:
+            category, detail = results[case.name]
+        elif case.name == current:
+            category, detail = "crash", f"{died or 'no result'} in this case; stderr: {stderr[-400:]}"
+        else:
+            category, detail = "crash", f"not run: the batch process died earlier ({died}) in {current!r}"
+        out[case.name] = _outcome(case, category, detail)
+    return out
+
+
 def subprocess_code(body: str, expect: str | None = None, match: str | None = None, check: str | None = None) -> str:
     """Source for a subprocess case: ``body`` defines ``run()`` (and ``check`` if given by name);
     ``expect`` is the name of an engine.errors class."""
