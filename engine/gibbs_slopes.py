@@ -50,7 +50,7 @@ from engine.multilevel.blocks import (BlockData, block_draw, block_factor, block
                                       make_block_work)
 from engine.multilevel.covariance import (CovarianceTarget, cholesky_from_cpc, covariance_step, log_scale_prior,
                                           log_term_prior)
-from engine.multilevel.location import PriorArrays
+from engine.multilevel.location import PriorArrays, store_location_draw
 from engine.multilevel.priors import FLAT, NORMAL, STUDENT_T
 
 __all__ = ["SlopesData", "slopes_data", "run_slopes_chain"]
@@ -505,16 +505,7 @@ def _store_draw(row, ranef_row, gamma, theta, chol, sigma, r, data, save_ranef):
     """One kept draw in the canonical order (b_Intercept uncentred, b, sd, cor, sigma) and the ranef order."""
     terms, block = data.terms, data.block
     qf = gamma.shape[0]
-    if data.has_intercept:
-        intercept = gamma[0]
-        for a in range(1, qf):
-            intercept -= data.x_means[a - 1] * gamma[a]
-        row[0] = intercept
-        for a in range(1, qf):
-            row[a] = gamma[a]
-    else:
-        for a in range(qf):
-            row[a] = gamma[a]
+    store_location_draw(row, gamma, data.x_means, data.has_intercept)
     for t in range(terms.group.shape[0]):
         q = terms.dim[t]
         for j in range(q):

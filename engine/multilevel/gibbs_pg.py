@@ -49,7 +49,8 @@ from engine.gibbs import LevelSizes, _collapsed_scale_step, _collapsed_top_step,
 from engine.gibbs_slopes import _store_draw, _term_precision, _update_covariances
 from engine.multilevel.blocks import block_location_step, make_block_work
 from engine.multilevel.families import BERNOULLI, BINOMIAL, GLMModel, design_matrix
-from engine.multilevel.location import LocationData, LocationWork, PriorArrays, _location_block, location_inputs
+from engine.multilevel.location import (LocationData, LocationWork, PriorArrays, _location_block, location_inputs,
+                                        store_location_draw)
 from engine.multilevel.sampler import ChainResult, register_sampler
 from engine.polyagamma import draw_pg
 
@@ -233,16 +234,7 @@ def _pg_chain(rng, d, n_iter, n_warmup, thin, n_blocks, collapse, save_ranef, ha
                     _collapsed_top_step(rng, d.block_of_group[g], g, gamma, r, tau, 1.0, zeros_q, location, work,
                                         sd_prior)
         if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
-            if has_intercept:
-                intercept = gamma[0]
-                for a in range(1, q):
-                    intercept -= d.x_means[a - 1] * gamma[a]
-                draws[kept, 0] = intercept
-                for a in range(1, q):
-                    draws[kept, a] = gamma[a]
-            else:
-                for a in range(q):
-                    draws[kept, a] = gamma[a]
+            store_location_draw(draws[kept], gamma, d.x_means, has_intercept)
             for g in range(n_groups):
                 draws[kept, q + g] = tau[g]
             if save_ranef:

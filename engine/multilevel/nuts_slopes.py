@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+from engine._linalg import cholesky_into, inverse_from_cholesky
 from engine.multilevel.location import location_inputs
 
 __all__ = ["slopes_args", "slopes_log_density", "slopes_unconstrained_dimension", "slopes_sample_chain"]
@@ -468,34 +469,9 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
 def _spd_inverse(M, q, chol, inverse):
     """chol <- lower Cholesky factor of M, inverse <- M^{-1}; False (no exception: the kernel runs in
     nogil threads) when M is not numerically positive definite or not finite."""
-    for j in range(q):
-        s = M[j, j]
-        for k in range(j):
-            s -= chol[j, k] * chol[j, k]
-        if not (s > 0.0) or not np.isfinite(s):
-            return False
-        chol[j, j] = math.sqrt(s)
-        for i in range(j + 1, q):
-            t = M[i, j]
-            for k in range(j):
-                t -= chol[i, k] * chol[j, k]
-            chol[i, j] = t / chol[j, j]
-        for i in range(j):
-            chol[i, j] = 0.0
-    # inverse = L^{-T} L^{-1}
-    linv = np.zeros((q, q))
-    for c in range(q):
-        for i in range(q):
-            s = 1.0 if i == c else 0.0
-            for k in range(i):
-                s -= chol[i, k] * linv[k, c]
-            linv[i, c] = s / chol[i, i]
-    for a in range(q):
-        for b in range(q):
-            s = 0.0
-            for k in range(q):
-                s += linv[k, a] * linv[k, b]
-            inverse[a, b] = s
+    if not cholesky_into(M, chol, q, 0.0, True, 0.0):
+        return False
+    inverse_from_cholesky(chol, q, inverse)
     return True
 
 
