@@ -45,7 +45,7 @@ import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.gibbs import _draw_scale, _inverse_gamma
-from engine._linalg import cholesky_lower
+from engine._linalg import cholesky_lower, inverse_from_cholesky
 from engine.multilevel.blocks import (BlockData, block_draw, block_factor, block_location_step, block_sums,
                                       make_block_work)
 from engine.multilevel.covariance import (CovarianceTarget, cholesky_from_cpc, covariance_step, log_scale_prior,
@@ -125,19 +125,11 @@ def _term_precision(theta, q, correlated, chol, out, offset):
                 out[offset + a, offset + b] = 0.0
             out[offset + a, offset + a] = np.exp(-2.0 * theta[a])
         return
-    inv = np.zeros((q, q))  # L^{-1}
-    for c in range(q):
-        for i in range(q):
-            s = 1.0 if i == c else 0.0
-            for k in range(i):
-                s -= chol[i, k] * inv[k, c]
-            inv[i, c] = s / chol[i, i]
+    inverse = np.empty((q, q))  # R^{-1} = L^{-T} L^{-1}
+    inverse_from_cholesky(chol, q, inverse)
     for a in range(q):
         for b in range(q):
-            s = 0.0
-            for k in range(q):
-                s += inv[k, a] * inv[k, b]
-            out[offset + a, offset + b] = s * np.exp(-theta[a] - theta[b])
+            out[offset + a, offset + b] = inverse[a, b] * np.exp(-theta[a] - theta[b])
 
 
 @numba.njit(cache=True, nogil=True)
