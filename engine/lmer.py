@@ -831,8 +831,9 @@ class LmerFit:
         population level, lme4's ``NA``/``~0``); or a formula of bars, ``"~ (1 | plate)"``,
         whose terms (matched by grouping factor and left side) are kept. A level of a grouping
         factor the fit never saw is an error (:class:`~engine.errors.NewFactorLevelError`)
-        unless ``allow_new_levels``, where its b is 0 (lme4's population-level value). A row
-        with a missing variable gets NaN (lme4's ``na.action = na.pass``). Without newdata:
+        unless ``allow_new_levels``, where its b is 0 (lme4's population-level value); so is a
+        missing grouping value (lme4: an error, or with ``allow.new.levels`` a new level). A row
+        with another missing variable gets NaN (lme4's ``na.action = na.pass``). Without newdata:
         the fitted values of the selected terms.
         """
         from engine.errors import NewFactorLevelError
@@ -856,16 +857,20 @@ class LmerFit:
         if not keep:
             return out
         bars = self._bars
-        if not allow_new_levels:
+        parsed_bars = _formula.parse_formula("engine_y_ ~ 1 + " + " + ".join(bars)).random_terms
+        group_columns = [c for c in dict.fromkeys(c for bar in parsed_bars for cols in bar.group_columns for c in cols)
+                         if c in newdata.columns and newdata[c].isna().any()]
+        if group_columns and not allow_new_levels:
             # lme4's mkNewReTrms: "NAs are not allowed in prediction data for grouping variables
             # unless allow.new.levels is TRUE" (engine used to return NaN for such rows)
-            parsed_bars = _formula.parse_formula("engine_y_ ~ 1 + " + " + ".join(bars)).random_terms
-            for column in dict.fromkeys(c for bar in parsed_bars for cols in bar.group_columns for c in cols):
-                if column in newdata.columns and newdata[column].isna().any():
-                    raise DataError(
-                        f"newdata: the grouping column {column!r} has missing values; lme4 does not allow NAs "
-                        "in prediction data for grouping variables unless allow_new_levels=True")
+            raise DataError(
+                f"newdata: the grouping column {group_columns[0]!r} has missing values; lme4 does not allow NAs "
+                "in prediction data for grouping variables unless allow_new_levels=True")
         nd = newdata.copy()  # the user's data is never modified
+        if group_columns:  # lme4: a missing grouping value is a new level (b = 0 for the terms it groups)
+            taken = {str(level) for t in self.terms for level in t.levels}
+            for column in group_columns:
+                nd[column] = _missing_as_new_level(nd[column], taken)
         resp = "engine_predict_response_"
         nd[resp] = 0.0
         mf = _formula.model_frame(f"{resp} ~ 1 + " + " + ".join(bars), nd, allow_random=True)
@@ -1009,6 +1014,27 @@ def _drop_aliased_columns(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, 
                   DataWarning, stacklevel=3)
     keep = np.sort(qr.pivot[:qr.rank])
     return np.ascontiguousarray(X[:, keep]), [names[j] for j in keep]
+
+
+def _missing_as_new_level(column: pd.Series, taken: set) -> pd.Series:
+    """A grouping column of new data with its missing values replaced by a level no fitted term has
+    (lme4's predict with ``allow.new.levels = TRUE`` treats NA as a new level: its b is 0). The
+    column keeps its kind, so the other levels keep their labels."""
+    missing = column.isna()
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        label = next(f"<NA:{k}>" for k in range(len(taken) + 1) if f"<NA:{k}>" not in taken)
+        return column.cat.add_categories([label]).fillna(label)
+    if pd.api.types.is_bool_dtype(column.dtype):
+        column = column.map({True: "TRUE", False: "FALSE"})
+    elif pd.api.types.is_numeric_dtype(column.dtype):
+        from engine.rcompat import r_number
+
+        seen = set(column[~missing].astype(float))
+        value = next(-float(k) for k in range(1, len(taken) + len(seen) + 2)
+                     if r_number(-float(k)) not in taken and -float(k) not in seen)
+        return column.astype(float).fillna(value)
+    label = next(f"<NA:{k}>" for k in range(len(taken) + 1) if f"<NA:{k}>" not in taken)
+    return column.astype(object).where(~missing, label)
 
 
 def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None) -> LmerFit:

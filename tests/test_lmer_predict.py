@@ -1,6 +1,6 @@
 """LmerFit.predict against lme4 1.1-31's predict.merMod (fixtures/lmer/predict.json, made by
 predict_ref.R there): all terms, none (re.form = NA), a subset (re.form = ~(1 | plate)), new
-levels at the population level, a missing covariate as NaN."""
+levels at the population level, a missing covariate as NaN, missing grouping values as new levels."""
 
 from __future__ import annotations
 
