@@ -37,7 +37,8 @@ def matrix_text(cells: Sequence[Sequence[str]], row_names: Sequence[str],
     """
     n_rows = len(row_names)
     n_cols = len(col_names)
-    rlabw = max((len(s) for s in row_names), default=0)
+    # no rows: R's printMatrix takes the width of absent row labels, IndexWidth(r + 1) + 3 = 4
+    rlabw = max((len(s) for s in row_names), default=0) if n_rows else 4
     widths = [max([len(col_names[j])] + [len(cells[i][j]) for i in range(n_rows)])
               for j in range(n_cols)]
     lines: list[str] = []
