@@ -16,8 +16,12 @@ is an inverse Gaussian IG(1/c, 1) truncated to (0, t] glued to an exponential wi
 K = pi^2 / 8 + c^2 / 2 on (t, inf), t = 0.64; the acceptance test evaluates the density's
 alternating series a_0 - a_1 + a_2 - ... only as far as needed to decide (partial sums bracket the
 density alternately), so the draw is exact with an expected ~1.001 proposals per draw for every
-z. PG(b, z) for integer b >= 1 is the sum of b independent PG(1, z) draws (exact, by the
-convolution property of the definition above); PG(0, z) is 0. The cost is O(b) per draw: exact
+z. Each accept/reject decision compares a uniform with a probability; cheap exact bounds on that
+probability decide almost every comparison and the probability itself is evaluated only when the
+uniform falls between them (see "the fast path" below), so the draws are those of evaluating every
+probability exactly, bit for bit, at about half the cost. PG(b, z) for integer b >= 1 is the sum
+of b independent PG(1, z) draws (exact, by the convolution property of the definition above);
+PG(0, z) is 0. The cost is O(b) per draw: exact
 methods faster for large b (Windle et al. 2014's "alternate" J*(h) sampler for real h) are not
 implemented here; the normal and saddle-point approximations are deliberately not used.
 
@@ -82,6 +86,64 @@ def _exponential_part_probability(c, k):
     return 1.0 / (1.0 + q_over_p)
 
 
+# ------------------------------------------------------------------ the fast path, draws unchanged
+# Every decision of the sampler is a comparison of a uniform draw with a probability: the mixing
+# probability p(c), the truncated-Lévy acceptance exp(-c^2 x / 2) and the first partial sum of the
+# alternating series. The fast path decides each comparison from cheap bounds on that probability and
+# evaluates it exactly (the expressions above, unchanged) only when the uniform falls between the
+# bounds, so it consumes the same random numbers and returns the same x, bit for bit, as evaluating
+# every probability exactly. The bounds:
+#
+# - p(c) is strictly decreasing in c: with M(c) = exp(-c) F_IG(t; 1/c, 1) = int_0^t (2 pi x^3)^(-1/2)
+#   exp(-1/(2x) - c^2 x / 2) dx, q/p = (8/pi) K exp(K t) M(c) has d log(q/p) / dc = c/K + c t -
+#   c E[x] > 0 (E under the tilted density on (0, t], so E[x] <= t). Hence p(c_{j+1}) <= p(c) <= p(c_j)
+#   on a grid c_j = j / 128 (tabulated from the same formula at import), widened by _GUARD for rounding
+#   (the exact formula's error is ~1e-14 relative at c <= 16); the exact p is needed only when the
+#   uniform falls in that bracket (< 0.19% of proposals), and once per (b, z).
+# - exp(-w), w >= 0, lies between the Taylor partial sums 1 - w + w^2/2 - w^3/6 and 1 - w + w^2/2.
+# - The first partial sum accepts when U a_0 <= a_0 - a_1, i.e. U <= 1 - a_1/a_0 with a_1/a_0 =
+#   3 exp(-4/x) (x <= t) or 3 exp(-pi^2 x) (x > t), at most 3 exp(-4/t) = 0.0058 (at x = t): every
+#   U below 1 - 0.0058 accepts without evaluating a term; otherwise the series runs exactly.
+
+_MIX_STEPS_PER_UNIT = 128.0  # grid spacing 1/128 in c (an exact binary fraction: j = floor(128 c) exactly)
+_MIX_C_MAX = 16.0
+_GUARD = 1e-10  # relative widening of every bound: far above the ~1e-14 rounding of the exact expressions
+_ACCEPT_FIRST = 1.0 - 3.0 * math.exp(-4.0 / _T) - 1e-9  # U below this: the first partial sum accepts
+
+
+def _mixing_table() -> np.ndarray:
+    """p(c_j) at c_j = j / 128, j = 0..2048 (c in [0, 16]), from _exponential_part_probability's formula."""
+    steps = int(_MIX_C_MAX * _MIX_STEPS_PER_UNIT)
+    exact = _exponential_part_probability.py_func
+    return np.array([exact(j / _MIX_STEPS_PER_UNIT, _PI * _PI / 8.0 + 0.5 * (j / _MIX_STEPS_PER_UNIT) ** 2)
+                     for j in range(steps + 1)])
+
+
+_MIX_TABLE = _mixing_table()
+_MIX_LAST = _MIX_TABLE.shape[0] - 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _mixing_bounds(c):
+    """(lo, hi) with lo <= p(c) <= hi for the exactly computed p (module comment above); lo = 0 beyond c = 16."""
+    if c < _MIX_C_MAX:
+        j = int(c * _MIX_STEPS_PER_UNIT)
+        return _MIX_TABLE[j + 1] * (1.0 - _GUARD), _MIX_TABLE[j] * (1.0 + _GUARD)
+    return 0.0, _MIX_TABLE[_MIX_LAST] * (1.0 + _GUARD)  # also NaN c: every comparison falls to the exact p
+
+
+@numba.njit(cache=True, nogil=True)
+def _levy_accepts(uniform, c, x):
+    """uniform <= exp(-c^2 x / 2), decided from the Taylor bounds of exp, exactly only between them."""
+    w = 0.5 * c * c * x
+    upper = 1.0 - w + 0.5 * w * w
+    if uniform <= upper - w * w * w / 6.0 - _GUARD:
+        return True
+    if uniform > upper + _GUARD:
+        return False
+    return uniform <= math.exp(-0.5 * c * c * x)
+
+
 @numba.njit(cache=True, nogil=True)
 def _truncated_inverse_gaussian(rng, c):
     """IG(mu = 1/c, shape 1) truncated to (0, t] (Polson et al. 2013, appendix).
@@ -98,7 +160,7 @@ def _truncated_inverse_gaussian(rng, c):
                 e1 = rng.standard_exponential()
                 e2 = rng.standard_exponential()
             x = _T / ((1.0 + _T * e1) * (1.0 + _T * e1))
-            if rng.random() <= math.exp(-0.5 * c * c * x):
+            if _levy_accepts(rng.random(), c, x):
                 return x
     mu = 1.0 / c
     while True:
@@ -112,29 +174,48 @@ def _truncated_inverse_gaussian(rng, c):
 
 
 @numba.njit(cache=True, nogil=True)
-def _draw_jstar(rng, c, k, p_exponential):
-    """One exact draw of J*(1, c) = 4 PG(1, 2c), given K = pi^2/8 + c^2/2 and the proposal's mixing
-    probability (computed once per (b, z) by the callers)."""
+def _series_accepts(x, uniform):
+    """The alternating-series test of a proposal x with u = uniform * a_0(x): partial sums bracket the
+    density alternately, so the first one on the deciding side of u decides (Devroye 2009)."""
+    ratio = 2.0 / (_PI * x)
+    base = ratio * math.sqrt(ratio)  # (2 / (pi x))^{3/2} without a pow
+    s = _series_term(np.int64(0), x, base)  # np.int64: a literal 0 would compile a second specialisation
+    u = uniform * s
+    n = 0
     while True:
-        if rng.random() < p_exponential:
+        n += 1
+        if n % 2 == 1:
+            s -= _series_term(n, x, base)
+            if u <= s:
+                return True
+        else:
+            s += _series_term(n, x, base)
+            if u > s:
+                return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_jstar(rng, c, k, p_exponential, lo, hi):
+    """One exact draw of J*(1, c) = 4 PG(1, 2c), given K = pi^2/8 + c^2/2 and bounds lo <= p <= hi on
+    the proposal's mixing probability p (_mixing_bounds); p itself is computed only if a uniform falls
+    between them, and passed in/out as ``p_exponential`` (< 0: not computed yet). Returns (x, p)."""
+    while True:
+        v = rng.random()
+        if v < lo:
+            exponential = True
+        elif v >= hi:
+            exponential = False
+        else:
+            if p_exponential < 0.0:
+                p_exponential = _exponential_part_probability(c, k)
+            exponential = v < p_exponential
+        if exponential:
             x = _T + rng.standard_exponential() / k
         else:
             x = _truncated_inverse_gaussian(rng, c)
-        ratio = 2.0 / (_PI * x)
-        base = ratio * math.sqrt(ratio)  # (2 / (pi x))^{3/2} without a pow
-        s = _series_term(np.int64(0), x, base)  # np.int64: a literal 0 would compile a second specialisation
-        u = rng.random() * s
-        n = 0
-        while True:
-            n += 1
-            if n % 2 == 1:
-                s -= _series_term(n, x, base)
-                if u <= s:
-                    return x
-            else:
-                s += _series_term(n, x, base)
-                if u > s:
-                    break  # reject; propose again
+        uniform = rng.random()
+        if uniform < _ACCEPT_FIRST or _series_accepts(x, uniform):
+            return x, p_exponential
 
 
 @numba.njit(cache=True, nogil=True)
@@ -142,7 +223,9 @@ def draw_pg1(rng, z):
     """One exact draw of PG(1, z) (Devroye's alternating-series rejection; see the module docstring)."""
     c = 0.5 * abs(z)
     k = _PI * _PI / 8.0 + 0.5 * c * c
-    return 0.25 * _draw_jstar(rng, c, k, _exponential_part_probability(c, k))
+    lo, hi = _mixing_bounds(c)
+    x, _ = _draw_jstar(rng, c, k, -1.0, lo, hi)
+    return 0.25 * x
 
 
 @numba.njit(cache=True, nogil=True)
@@ -153,10 +236,12 @@ def draw_pg(rng, b, z):
         return 0.0
     c = 0.5 * abs(z)
     k = _PI * _PI / 8.0 + 0.5 * c * c
-    p_exponential = _exponential_part_probability(c, k)
+    lo, hi = _mixing_bounds(c)
+    p_exponential = -1.0
     total = 0.0
     for _ in range(b):
-        total += _draw_jstar(rng, c, k, p_exponential)
+        x, p_exponential = _draw_jstar(rng, c, k, p_exponential, lo, hi)
+        total += x
     return 0.25 * total
 
 

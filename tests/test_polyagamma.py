@@ -5,6 +5,8 @@ errors of the sample variance (estimated from the draws' fourth central moment);
 at level 0.001 against the series CDF (so a correct sampler fails a given case with probability 1e-3).
 """
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -78,3 +80,66 @@ def test_against_reference_package():
         ours = random_polyagamma(b, z, size=10000, rng=np.random.default_rng([b, 7]))
         theirs = reference.random_polyagamma(b, z, size=10000, method="devroye", random_state=np.random.default_rng([b, 8]))
         assert stats.ks_2samp(ours, theirs).pvalue > 1e-3
+
+
+def _reference_pg1(rng, z):
+    """PG(1, z) by the same algorithm with every probability evaluated exactly (no bounds): the draws the
+    fast path must reproduce bit for bit (engine.polyagamma's pieces, run as Python)."""
+    from engine import polyagamma as pg
+
+    c = 0.5 * abs(z)
+    k = np.pi**2 / 8.0 + 0.5 * c * c
+    p = pg._exponential_part_probability.py_func(c, k)
+    while True:
+        if rng.random() < p:
+            x = pg._T + rng.standard_exponential() / k
+        elif c * pg._T < 1.0:
+            while True:
+                e1, e2 = rng.standard_exponential(), rng.standard_exponential()
+                while e1 * e1 > 2.0 * e2 / pg._T:
+                    e1, e2 = rng.standard_exponential(), rng.standard_exponential()
+                x = pg._T / ((1.0 + pg._T * e1) * (1.0 + pg._T * e1))
+                if rng.random() <= math.exp(-0.5 * c * c * x):
+                    break
+        else:
+            mu = 1.0 / c
+            while True:
+                y = rng.standard_normal() ** 2
+                x = mu + 0.5 * mu * mu * y - 0.5 * mu * math.sqrt(4.0 * mu * y + (mu * y) * (mu * y))
+                if rng.random() > mu / (mu + x):
+                    x = mu * mu / x
+                if x <= pg._T:
+                    break
+        if pg._series_accepts.py_func(x, rng.random()):
+            return 0.25 * x
+
+
+def test_fast_path_reproduces_exact_evaluation():
+    # the bounds decide comparisons only where exact evaluation decides them the same way, and the same
+    # random numbers are consumed: identical draws over z in [0, 40] (both sides of c = 1/t and c = 16)
+    z = np.concatenate([[0.0, 1e-6, 3.125, 32.0, -2.0], np.random.default_rng(1).uniform(0.0, 40.0, 3000)])
+    fast = random_polyagamma(1, z, rng=np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    assert np.array_equal(fast, [_reference_pg1(rng, value) for value in z])
+
+
+def test_fast_path_bounds_hold():
+    from engine import polyagamma as pg
+
+    # mixing probability: decreasing in c, and inside the tabulated bracket at random c (and beyond c = 16)
+    c = np.concatenate([np.random.default_rng(2).uniform(0.0, 20.0, 20000), np.arange(0, 16.5, 1 / 128)])
+    exact = np.array([pg._exponential_part_probability(v, np.pi**2 / 8 + 0.5 * v * v) for v in c])
+    bounds = np.array([pg._mixing_bounds(v) for v in c])
+    assert np.all(bounds[:, 0] <= exact) and np.all(exact <= bounds[:, 1])
+    order = np.argsort(c)
+    assert np.all(np.diff(exact[order]) <= 0.0)
+    # the Lévy acceptance agrees with exp(-c^2 x / 2) for uniforms at, just below and above the threshold
+    rng = np.random.default_rng(3)
+    for cv, x in zip(rng.uniform(0.0, 1.0 / pg._T, 2000), rng.uniform(1e-3, pg._T, 2000)):
+        threshold = math.exp(-0.5 * cv * cv * x)  # the kernel's exp (libm), not numpy's
+        for u in (threshold, np.nextafter(threshold, 0.0), np.nextafter(threshold, 1.0), threshold - 1e-11,
+                  threshold + 1e-11, rng.random()):
+            assert pg._levy_accepts(u, cv, x) == (u <= threshold)
+    # the first partial sum accepts every uniform below _ACCEPT_FIRST, at any x
+    for x in np.concatenate([np.linspace(1e-3, 3.0, 3001), [pg._T]]):
+        assert pg._series_accepts(x, pg._ACCEPT_FIRST)
