@@ -4,16 +4,24 @@ Models (brms' default priors, 4 chains x 2000 iterations, 1000 warm-up):
 
 - the study's binary model ``choicer1 ~ grit + male + raven + mathscore1 + (1 | schoolid/classid)``,
   bernoulli, on its complete cases: engine's Pólya-Gamma Gibbs and NUTS, brms (NUTS);
+- the study's binary slope model ``choicer1 ~ grit + male + raven + mathscore1 + (1 + mathscore1 |
+  schoolid)``, bernoulli: engine's Pólya-Gamma Gibbs and NUTS, brms;
 - brms' epilepsy ``count ~ zAge + zBase * Trt + (1 | patient)``, poisson: engine's NUTS, brms.
 
-ESS per second = min bulk ESS over the b_ and sd_ parameters (engine.diagnostics, as R's posterior) /
-sampler seconds (warm-up + sampling, summed over chains). Compile time (Numba first call / cache load;
-Stan's C++ compile for brms) is reported apart. Engine chains run one after another in this process;
-brms runs its chains through rstan (``cores = 2``), whose per-chain elapsed times are summed.
-Goals: Pólya-Gamma Gibbs >= 50x brms, NUTS >= 10x brms. Run by ``bench_bayes.py`` (its GLM section)
-or alone:
+ESS per second = min bulk ESS over every b_, sd_ and cor_ parameter (engine.diagnostics, as R's
+posterior) / sampler seconds (warm-up + sampling, summed over chains; ``--clock cpu``: the process's
+CPU seconds, steadier on a loaded machine). Compile time (Numba first call / cache load; Stan's C++
+compile for brms) is reported apart. Engine chains run one after another in this process.
 
-    python benchmarks/bench_glm.py [--no-r]
+brms: ``--brms run`` fits it here through rstan (``cores = 2``; per-chain elapsed times summed);
+``--brms recorded`` (the default) uses brms' recorded fits instead of rerunning Stan: min bulk ESS
+from the stored draws (tests/fixtures/families/binary_draws.csv.gz, binary_slope_draws.csv.gz,
+epi_pois_draws.csv.gz) and the chain seconds recorded with them (RECORDED_BRMS below: their sources);
+``--brms none`` leaves brms out. Goals: Pólya-Gamma Gibbs >= 50x brms, NUTS >= 10x brms. Run by
+``bench_bayes.py`` (its GLM section) or alone:
+
+    python benchmarks/bench_glm.py [--brms run|recorded|none] [--clock wall|cpu] [--models binary,slope,epilepsy]
+        [--samplers gibbs,nuts] [--chains 4 --iter 2000 --warmup 1000]
 """
 
 from __future__ import annotations
@@ -36,8 +44,20 @@ from engine.diagnostics import summarise_draws
 SEED = 4387510
 BINARY = "choicer1 ~ grit + male + raven + mathscore1 + (1 | schoolid/classid)"
 BINARY_VARIABLES = ["choicer1", "grit", "male", "raven", "mathscore1", "schoolid", "classid"]
+SLOPE = "choicer1 ~ grit + male + raven + mathscore1 + (1 + mathscore1 | schoolid)"
 EPILEPSY = "count ~ zAge + zBase * Trt + (1 | patient)"
-EPILEPSY_PATH = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "families" / "brms_epilepsy.csv"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "families"
+EPILEPSY_PATH = FIXTURES / "brms_epilepsy.csv"
+
+# brms 2.18 / rstan 2.21 fits recorded on this project's 2-core machine (4 chains x 2000, 1000 warm-up):
+# (draws file, summed chain seconds, where the seconds come from). Stan's times are wall clock of
+# single-threaded chains, i.e. about their CPU time.
+RECORDED_BRMS = {
+    "binary": ("binary_draws.csv.gz", 49.4, "benchmarks/README.md bench_glm row (one run, load 12-14; issue 13 "
+                                            "quotes 26 s)"),
+    "slope": ("binary_slope_draws.csv.gz", 32.22, "tests/fixtures/families/binary_slope_time.txt (load ~15)"),
+    "epilepsy": ("epi_pois_draws.csv.gz", 37.2, "benchmarks/README.md bench_glm row (one run, load 12-14)"),
+}
 
 
 def binary_data() -> pd.DataFrame:
@@ -53,18 +73,18 @@ def min_bulk_ess(draws: np.ndarray, names: list[str]) -> tuple[float, str, float
     return float(summary["ess_bulk"].min()), str(summary["ess_bulk"].idxmin()), float(summary["rhat"].max())
 
 
-def engine_run(module_name: str, model, chains: int, n_iter: int, n_warmup: int, seed: int):
+def engine_run(module_name: str, model, chains: int, n_iter: int, n_warmup: int, seed: int, clock=time.perf_counter):
     """(draws (chains, draws, params), sampler seconds, first-call seconds, note)."""
     module = importlib.import_module(module_name)
-    start = time.perf_counter()
+    start = clock()
     module.sample_chain(model, 30, 10, np.random.SeedSequence(0))  # compile / cache load
-    first_call = time.perf_counter() - start
+    first_call = clock() - start
     draws, seconds, note = [], 0.0, ""
     divergent = 0
     for child in np.random.SeedSequence(seed).spawn(chains):
-        start = time.perf_counter()
+        start = clock()
         result = module.sample_chain(model, n_iter, n_warmup, child)
-        seconds += time.perf_counter() - start
+        seconds += clock() - start
         draws.append(result.draws)
         if "divergent" in result.stats:
             divergent += int(np.sum(result.stats["divergent"]))
@@ -85,7 +105,7 @@ fit <- update(fit0, recompile = FALSE, chains = {chains}, cores = {cores}, iter 
 el <- rstan::get_elapsed_time(fit$fit)
 cat("SAMPLER", sum(el), "\n")
 dr <- posterior::as_draws_df(fit)
-keep <- grep("^(b_|sd_)", names(dr), value = TRUE)
+keep <- grep("^(b_|sd_|cor_)", names(dr), value = TRUE)
 write.csv(as.data.frame(dr)[, c(keep, ".chain")], "{out}", row.names = FALSE)
 """
 
@@ -105,21 +125,49 @@ def brms_run(formula: str, data: pd.DataFrame, family: str, factors: list[str], 
     return draws, float(values["SAMPLER"]), float(values["COMPILE"]), "rstan, cores = 2"
 
 
-def run_glm_benchmarks(no_r: bool = False, chains: int = 4, n_iter: int = 2000, n_warmup: int = 1000) -> list[dict]:
-    """Both models, every sampler, one table each; returns the rows."""
-    with_brms = not no_r and rscript_available(["brms"])
-    if with_brms:
+def brms_recorded(key: str, names: list[str]):
+    """brms' recorded fit: (draws (chains, draws, params), chain seconds, compile seconds (nan), note)."""
+    file, seconds, source = RECORDED_BRMS[key]
+    table = pd.read_csv(FIXTURES / file)
+    draws = np.stack([table[table[".chain"] == c][names].to_numpy() for c in sorted(table[".chain"].unique())])
+    return draws, seconds, float("nan"), f"recorded: {source}"
+
+
+GIBBS_MODULES = {"bernoulli": "engine.multilevel.gibbs_pg", "binomial": "engine.multilevel.gibbs_pg"}
+NUTS_MODULE = "engine.multilevel.nuts_glm"
+
+
+def run_glm_benchmarks(no_r: bool = False, chains: int = 4, n_iter: int = 2000, n_warmup: int = 1000,
+                       brms: str | None = None, clock: str = "wall", models: tuple[str, ...] = ("binary", "epilepsy"),
+                       samplers: tuple[str, ...] = ("gibbs", "nuts")) -> list[dict]:
+    """The chosen models, every chosen sampler, one table each; returns the rows.
+
+    ``brms``: "run" (fit it here), "recorded" (RECORDED_BRMS) or "none"; None: "none" with ``no_r``, else
+    "run" (what bench_bayes.py asks for). ``clock``: "wall" (perf_counter) or "cpu" (process_time)."""
+    brms = brms or ("none" if no_r else "run")
+    timer = time.process_time if clock == "cpu" else time.perf_counter
+    if brms == "run" and not rscript_available(["brms"]):
+        print("brms: absent (Rscript with brms not installed) -- no brms column")
+        brms = "none"
+    if brms == "run":
         versions = r_package_versions(["brms", "rstan"])
         print("brms:", ", ".join(f"{k} {v}" for k, v in versions.items()))
     else:
-        print("brms: " + ("skipped (--no-r)" if no_r else "absent (Rscript with brms not installed) -- no brms column"))
-    cases = [
-        ("study binary (bernoulli)", BINARY, binary_data(), "bernoulli",
-         ["choicer1", "grit", "male", "schoolid", "classid"], ["engine.multilevel.gibbs_pg", "engine.multilevel.nuts_glm"]),
-        ("epilepsy (poisson)", EPILEPSY, epilepsy_data(), "poisson", ["Trt", "patient"], ["engine.multilevel.nuts_glm"]),
-    ]
+        print({"none": "brms: skipped", "recorded": "brms: recorded fits (RECORDED_BRMS), not rerun"}[brms])
+    print(f"engine clock: {clock}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    available = {
+        "binary": ("study binary (bernoulli)", BINARY, binary_data, "bernoulli",
+                   ["choicer1", "grit", "male", "schoolid", "classid"]),
+        "slope": ("study binary slope (bernoulli)", SLOPE, binary_data, "bernoulli",
+                  ["choicer1", "grit", "male", "schoolid", "classid"]),
+        "epilepsy": ("epilepsy (poisson)", EPILEPSY, epilepsy_data, "poisson", ["Trt", "patient"]),
+    }
     all_rows = []
-    for title, formula, data, family_name, factors, modules in cases:
+    for key in models:
+        title, formula, load, family_name, factors = available[key]
+        data = load()
+        modules = ([GIBBS_MODULES[family_name]] if "gibbs" in samplers and family_name in GIBBS_MODULES else []) \
+            + ([NUTS_MODULE] if "nuts" in samplers else [])
         family = families.get_family(family_name)
         frame, trials = families.glm_model_frame(formula, data, family)
         model = families.build_glm_model(frame, trials, None, family)
@@ -130,10 +178,12 @@ def run_glm_benchmarks(no_r: bool = False, chains: int = 4, n_iter: int = 2000, 
         runs = []
         for module_name in modules:
             label = "engine PG gibbs" if module_name.endswith("gibbs_pg") else "engine nuts"
-            runs.append((label, lambda m=module_name: engine_run(m, model, chains, n_iter, n_warmup, SEED)))
-        if with_brms:
+            runs.append((label, lambda m=module_name: engine_run(m, model, chains, n_iter, n_warmup, SEED, timer)))
+        if brms == "run":
             runs.append(("brms (NUTS)", lambda: brms_run(formula, data, family_name, factors, names, chains, n_iter,
                                                           n_warmup, SEED)))
+        elif brms == "recorded":
+            runs.append(("brms (NUTS)", lambda k=key: brms_recorded(k, names)))
         rows = []
         for label, function in runs:
             try:
@@ -157,9 +207,18 @@ def run_glm_benchmarks(no_r: bool = False, chains: int = 4, n_iter: int = 2000, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--no-r", action="store_true", help="skip brms even when installed")
+    parser.add_argument("--no-r", action="store_true", help="same as --brms none")
+    parser.add_argument("--brms", choices=["run", "recorded", "none"], default="recorded")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--models", default="binary,slope,epilepsy")
+    parser.add_argument("--samplers", default="gibbs,nuts")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--iter", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=1000)
     args = parser.parse_args()
-    run_glm_benchmarks(args.no_r)
+    run_glm_benchmarks(chains=args.chains, n_iter=args.iter, n_warmup=args.warmup,
+                       brms="none" if args.no_r else args.brms, clock=args.clock,
+                       models=tuple(args.models.split(",")), samplers=tuple(args.samplers.split(",")))
 
 
 if __name__ == "__main__":
