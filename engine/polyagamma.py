@@ -144,7 +144,7 @@ def _levy_accepts(uniform, c, x):
     return uniform <= math.exp(-0.5 * c * c * x)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _truncated_inverse_gaussian(rng, c):
     """IG(mu = 1/c, shape 1) truncated to (0, t] (Polson et al. 2013, appendix).
 
@@ -194,7 +194,7 @@ def _series_accepts(x, uniform):
                 return False
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _draw_jstar(rng, c, k, p_exponential, lo, hi):
     """One exact draw of J*(1, c) = 4 PG(1, 2c), given K = pi^2/8 + c^2/2 and bounds lo <= p <= hi on
     the proposal's mixing probability p (_mixing_bounds); p itself is computed only if a uniform falls
@@ -218,7 +218,7 @@ def _draw_jstar(rng, c, k, p_exponential, lo, hi):
             return x, p_exponential
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def draw_pg1(rng, z):
     """One exact draw of PG(1, z) (Devroye's alternating-series rejection; see the module docstring)."""
     c = 0.5 * abs(z)
@@ -228,7 +228,7 @@ def draw_pg1(rng, z):
     return 0.25 * x
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def draw_pg(rng, b, z):
     """One exact draw of PG(b, z) for integer b >= 0: the sum of b independent PG(1, z) draws (the
     proposal's constants, which depend on z only, computed once)."""
