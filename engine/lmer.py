@@ -54,9 +54,9 @@ import scipy.sparse
 from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
-from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
-                                 weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
-                                 profiled_criterion, scaled_cross, schur_update)
+from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
+                                 forward_solve, leading_and_schur, minimize_bounded, newton_polish, profiled_criterion,
+                                 scaled_cross, schur_update, with_column_index)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -257,6 +257,9 @@ class _Stats:
     qmax: int
     moments: Moments = None
     layout: Layout = None
+    # (theta, _Factor) of the last exact-gradient evaluation: the factor at the optimum, which
+    # _fit_stats would otherwise compute again (a dense Cholesky of the trailing block)
+    last_factor: tuple = None
 
 
 def _bincount_blocks(codes, left, right, nlev):
@@ -320,6 +323,7 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         cross = CrossBlocks(jptr, np.concatenate(pc)[order].astype(np.int64), pq_all.astype(np.int64),
                             np.concatenate(pt)[order].astype(np.int64), offs,
                             np.ascontiguousarray(vals_flat, dtype=np.float64))
+        cross = with_column_index(cross, q1, Q2)
     else:
         A22 = np.zeros((0, 0))
         ZXa2 = np.zeros((0, p + 1))
@@ -424,7 +428,7 @@ def _criterion_from(stats: _Stats, f: _Factor, reml: bool) -> float:
     return f.ldL2 + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
 
 
-def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
+def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: bool = False):
     """The profiled criterion and its exact gradient in theta, for models whose terms are all
     scalar (random intercepts: Lambda = diag(theta_k over term k's levels)).
 
@@ -441,10 +445,11 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
     and 0 at theta_k = 0 (the criterion depends on theta_k^2 there). The diagonal of
     (A^{-1})_uu comes from the blocked factor: the trailing block's is diag(S^{-1}) (S^{-1} from
     LAPACK's dpotri); the leading block's is (1 + w_j'S^{-1}w_j) / L1_j^2, w_j row j of W, whose
-    sum is sum_j 1 / L1_j^2 + <S^{-1}, sum_j w_j w_j' / L1_j^2> (``weighted_cross_gram``);
+    sum is sum_j 1 / L1_j^2 + sum_j w_j'S^{-1}w_j / L1_j^2 (``cross_trace``);
     REML adds the row norms of L^{-T} R_ZX R_X^{-1}. Cost: about two dense Cholesky factors of
     the trailing block (dpotrf + dpotri), against 2K + 1 criterion evaluations for central
-    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails.
+    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
+    ``keep``, the blocked factor at theta goes to ``stats.last_factor`` (for ``_fit_stats``).
     """
     from scipy.linalg import lapack, solve_triangular
 
@@ -488,11 +493,8 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
     if stats.Q2:
         u2 = solve_lt(R2s[:, p] - R2s[:, :p] @ beta)
         u1 = (rhs1 - cross_times(stats.cross, W, u2, n1, 1)[:, 0]) / l1
-        G = weighted_cross_gram(stats.cross, W, d1, stats.Q2)  # lower triangle
         d2 = np.diag(Sinv).copy()
-        # <S^{-1}, G> over the full symmetric matrices from their lower triangles (G's upper
-        # triangle is 0)
-        extra1 = 2.0 * float(np.sum(G * Sinv)) - float(np.diag(G) @ d2)
+        extra1 = float(cross_trace(stats.cross, W, d1, Sinv))  # sum_j w_j'S^{-1}w_j / L1_j^2
     else:
         u2 = np.zeros(0)
         u1 = rhs1 / l1
@@ -514,6 +516,12 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
     for k, uk, dk in parts:
         if theta[k] > 0.0:
             grad[k] = 2.0 / theta[k] * (len(uk) - float(np.sum(dk)) - nu * float(uk @ uk) / pwrss)
+    if keep:  # the blocked factor at theta, as _factorize gives it
+        m = p + 1
+        L2 = np.ascontiguousarray(U.T) if stats.Q2 else np.zeros((0, 0))
+        R2f = R2s if stats.Q2 else np.zeros((0, m))
+        stats.last_factor = (np.array(theta, dtype=float), _Factor(
+            [np.array([[t]]) for t in theta], L1, R1, W, L2, R2f, np.ascontiguousarray(Lg.T), ld, True))
     return crit, grad
 
 
@@ -681,7 +689,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
 
         def fun_grad(th):
             nfev[0] += 1
-            return _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml)
+            return _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml, keep=True)
 
         def run(start):
             x, fx, _conv = _bfgs_bounded(fun_grad, start, lower, h0)
@@ -1142,7 +1150,12 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
             theta = np.asarray(theta_fixed, dtype=float)
             crit = float(profiled_criterion(theta, stats.moments, stats.cross, stats.layout, stats.n, reml))
             nfev, ok = 1, True
-        f = _factorize(stats, theta, layout)
+        cached = stats.last_factor
+        stats.last_factor = None
+        if cached is not None and np.array_equal(cached[0], theta):
+            f = cached[1]  # the optimiser's last evaluation was at theta
+        else:
+            f = _factorize(stats, theta, layout)
     p, n = stats.p, stats.n
     R = f.R
     RX = R[:p, :p]
