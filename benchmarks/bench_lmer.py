@@ -8,8 +8,12 @@ Models (REML): Dyestuff ``Yield ~ 1 + (1 | Batch)``, Penicillin ``diameter ~ 1 +
 
 engine: the first call (Numba cache load or compile) is reported apart; steady state is the best of
 ``--repeat`` calls. lme4: median of the same number of fits inside one R process (``system.time``).
-MixedLM: one fit (statsmodels' default lbfgs), skipped for InstEval unless ``--sm-insteval`` (hours).
-Each line also gives engine's criterion minus lme4's (negative: engine's optimum is lower).
+MixedLM: one fit (model construction included, as lme4's), statsmodels' default optimisers (bfgs,
+then lbfgs and cg if it fails), crossed designs in its variance-components form (one group,
+``vc_formula``; sparse for large data), in a separate process stopped after ``--sm-limit`` seconds
+(CPU seconds with ``--clock cpu``): a stopped fit is reported as "> limit" and its ratio as a lower
+bound. Each line also gives engine's criterion minus lme4's (negative: engine's optimum is lower),
+and the load average is printed before and after.
 
 Run from the repository root: ``python benchmarks/bench_lmer.py [--skip-r] [--skip-statsmodels]``.
 Timings on a shared 2-core machine are noisy: compare the ratios of one run.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -100,7 +105,8 @@ def r_times(models, repeat: dict, clock: str = "wall") -> dict:
     return res
 
 
-def sm_time(data: pd.DataFrame, spec, formula: str) -> float:
+def sm_time(data: pd.DataFrame, spec, formula: str, clock: str = "wall") -> float:
+    """Seconds of one statsmodels MixedLM REML fit (model construction included)."""
     import re
 
     import statsmodels.formula.api as smf
@@ -108,19 +114,82 @@ def sm_time(data: pd.DataFrame, spec, formula: str) -> float:
     fixed, groups, re_formula, vc = spec
     used = [c for c in data.columns if c in set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formula))]
     d = data.dropna(subset=used).copy()  # MixedLM needs complete cases (lme4 drops them itself)
-    if groups is None:
+    if groups is None:  # crossed: one group, every term a variance component
         d["_one"] = 1
         groups = "_one"
         re_formula = "0"
-    start = time.perf_counter()
+    clock_fn = time.process_time if clock == "cpu" else time.perf_counter
+    start = clock_fn()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        smf.mixedlm(fixed, d, groups=groups, re_formula=re_formula, vc_formula=vc).fit(reml=True)
-    return time.perf_counter() - start
+        smf.mixedlm(fixed, d, groups=groups, re_formula=re_formula, vc_formula=vc,
+                    use_sparse=len(d) > 10_000).fit(reml=True)
+    return clock_fn() - start
 
 
-def scaling(sizes, with_r: bool, seed: int = 20261202):
-    """engine (and lme4) on y ~ x + (x | g), 200 groups, N rows."""
+def _sm_child(conn, data, spec, formula, clock, limit):
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    used = used.ru_utime + used.ru_stime  # the interpreter's start and imports, not timed
+    conn.send(("start", used))
+    if limit and clock == "cpu":  # SIGXCPU ends the fit at the limit
+        soft = int(math.ceil(used + limit))
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 10))
+    try:
+        conn.send(("ok", sm_time(data, spec, formula, clock)))
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: the other models still run
+        conn.send(("error", repr(exc)))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
+def sm_time_limited(data: pd.DataFrame, spec, formula: str, clock: str, limit: float):
+    """(seconds, stopped): ``sm_time`` in a fresh process, stopped after ``limit`` seconds of its
+    clock (CPU: by RLIMIT_CPU, with a wall-clock backstop of 5x for a loaded machine); a stopped
+    fit's seconds are what it had used (a lower bound of MixedLM's time)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_sm_child, args=(send, data, spec, formula, clock, limit))
+    proc.start()
+    send.close()
+    status, baseline = "start", 0.0
+    try:
+        if recv.poll(600):
+            status, baseline = recv.recv()
+        t0 = time.perf_counter()
+        wall_limit = (5 * limit if clock == "cpu" else limit) if limit else None
+        status = None
+        if recv.poll(wall_limit):
+            status, value = recv.recv()
+    except EOFError:  # the child died: SIGXCPU at the CPU limit
+        status = None
+    if status is None:
+        used = _cpu_seconds(proc.pid) - baseline if clock == "cpu" else time.perf_counter() - t0
+        proc.kill()
+        proc.join()
+        if clock == "cpu" and not used == used:  # already gone: it had reached the limit
+            used = limit
+        return min(used, limit) if clock == "cpu" else used, True
+    proc.join()
+    if status == "error":
+        print(f"MixedLM failed: {value}", file=sys.stderr)
+        return math.nan, False
+    return value, False
+
+
+def scaling(sizes, with_r: bool, seed: int = 20261202, clock: str = "wall"):
+    """engine (and lme4) on y ~ x + (x | g), 200 groups, N rows; ``clock="cpu"``: engine's process
+    CPU seconds (best of 2 after the first call) and R's user + system seconds."""
     rows = []
     rng = np.random.default_rng(seed)
     for n in sizes:
@@ -131,17 +200,26 @@ def scaling(sizes, with_r: bool, seed: int = 20261202):
         y = 1 + 0.5 * x + b0[g] + b1[g] * x + rng.standard_normal(n)
         d = pd.DataFrame({"y": y, "x": x, "g": g})
         ct = compile_and_run_times(engine.lmer, "y ~ x + (x | g)", d, repeat=1)
-        row = {"N": n, "engine_s": round(ct.steady_s, 4), "lme4_s": "", "ratio": ""}
+        steady = ct.steady_s
+        if clock == "cpu":
+            cpu = []
+            for _ in range(2):
+                t0 = time.process_time()
+                engine.lmer("y ~ x + (x | g)", d)
+                cpu.append(time.process_time() - t0)
+            steady = min(cpu)
+        row = {"N": n, "engine_s": round(steady, 4), "lme4_s": "", "ratio": ""}
         if with_r and n <= 200_000:
             path = Path("/tmp") / f"bench_lmer_scale_{n}.csv"
             d.to_csv(path, index=False)
+            field = ('t[["user.self"]] + t[["sys.self"]]' if clock == "cpu" else 't[["elapsed"]]')
             out, _ = run_rscript(
                 "suppressMessages(library(lme4))\n"
                 f'd <- read.csv("{path}"); d$g <- factor(d$g)\n'
-                'cat(system.time(lmer(y ~ x + (x | g), data = d))[["elapsed"]], "\\n")', timeout=1800)
+                f't <- system.time(lmer(y ~ x + (x | g), data = d)); cat({field}, "\\n")', timeout=1800)
             t = float(out.split()[0])
             row["lme4_s"] = t
-            row["ratio"] = ratio(t, ct.steady_s)
+            row["ratio"] = ratio(t, steady)
         rows.append(row)
     return rows
 
@@ -150,13 +228,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-r", action="store_true")
     parser.add_argument("--skip-statsmodels", action="store_true")
-    parser.add_argument("--sm-insteval", action="store_true", help="also run MixedLM on InstEval (hours)")
+    parser.add_argument("--sm-limit", type=float, default=600.0,
+                        help="stop a MixedLM fit after this many seconds (of --clock); 0: no limit")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scaling", default="10000,100000,1000000", help="N values ('' to skip)")
     parser.add_argument("--only", default="", help="comma-separated model names")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: engine's process CPU time and R's user + system time (loaded machines)")
     args = parser.parse_args(argv)
+    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     models = [m for m in MODELS if not args.only or m[0] in args.only.split(",")]
     repeat = {m[0]: (1 if m[0] == "InstEval" else args.repeat) for m in models}
     with_r = not args.skip_r and rscript_available(["lme4"])
@@ -176,20 +256,24 @@ def main(argv=None) -> int:
     r = r_times(models, repeat, args.clock) if with_r else {}
     formulas = {m[0]: m[3] for m in models}
     for name, (ct, data, spec) in eng.items():
-        sm = math.nan
-        if not args.skip_statsmodels and (name != "InstEval" or args.sm_insteval):
-            sm = sm_time(data, spec, formulas[name])
+        sm, stopped = math.nan, False
+        if not args.skip_statsmodels:
+            sm, stopped = sm_time_limited(data, spec, formulas[name], args.clock, args.sm_limit)
         lme4_s, lme4_crit = r.get(name, (math.nan, math.nan))
+        sm_text = "" if sm != sm else (f"> {sm:.0f}" if stopped else round(sm, 3))
+        vs_sm = ratio(sm, ct.steady_s)
         rows.append({"model": name, "N": ct.result.nobs, "engine_first_s": round(ct.first_s, 3),
                      "compile_s": round(ct.compile_s, 3), "engine_s": round(ct.steady_s, 4),
                      "lme4_s": lme4_s, "vs_lme4": ratio(lme4_s, ct.steady_s),
-                     "MixedLM_s": round(sm, 3) if sm == sm else "", "vs_MixedLM": ratio(sm, ct.steady_s),
+                     "MixedLM_s": sm_text, "vs_MixedLM": f"> {vs_sm}" if stopped and vs_sm else vs_sm,
                      "crit_minus_lme4": f"{ct.result.criterion - lme4_crit:.2e}" if lme4_crit == lme4_crit else ""})
     print_table(rows, list(rows[0]))
     if args.scaling:
-        print("\nScaling in N: y ~ x + (x | g), 200 groups (engine steady state; lme4 up to N = 200,000)")
-        srows = scaling([int(s) for s in args.scaling.split(",")], with_r)
+        print(f"\nScaling in N: y ~ x + (x | g), 200 groups (engine steady state, {args.clock} seconds; "
+              "lme4 up to N = 200,000)")
+        srows = scaling([int(float(v)) for v in args.scaling.split(",")], with_r, clock=args.clock)
         print_table(srows, list(srows[0]))
+    print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return 0
 
 

@@ -31,8 +31,9 @@ theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diago
 compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
 Hessian when one evaluation is cheap. When the dense trailing block has 200 or more random effects
 (evaluations cost a dense Cholesky each) and every term is scalar (random intercepts, InstEval), by
-L-BFGS-B on the exact gradient of the profiled criterion (``_criterion_and_gradient``) from a
-one-way ANOVA moment start (``_moment_start``); with larger terms there, by scipy's COBYQA
+BFGS on the exact gradient of the profiled criterion (``_criterion_and_gradient``) from a
+one-way ANOVA moment start (``_moment_start``), its Hessian started at the moment estimate of its
+diagonal (``_moment_curvature``); with larger terms there, by scipy's COBYQA
 (derivative-free quadratic models). The choice depends on the design only, so results do not
 depend on timing. Singular (boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta
 below 1e-4).
@@ -53,9 +54,9 @@ import scipy.sparse
 from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
-from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times,
-                                 weighted_cross_gram, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
-                                 profiled_criterion, scaled_cross, schur_update)
+from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
+                                 forward_solve, leading_and_schur, minimize_bounded, newton_polish, profiled_criterion,
+                                 scaled_cross, schur_update, with_column_index)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -256,6 +257,9 @@ class _Stats:
     qmax: int
     moments: Moments = None
     layout: Layout = None
+    # (theta, _Factor) of the last exact-gradient evaluation: the factor at the optimum, which
+    # _fit_stats would otherwise compute again (a dense Cholesky of the trailing block)
+    last_factor: tuple = None
 
 
 def _bincount_blocks(codes, left, right, nlev):
@@ -319,6 +323,7 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         cross = CrossBlocks(jptr, np.concatenate(pc)[order].astype(np.int64), pq_all.astype(np.int64),
                             np.concatenate(pt)[order].astype(np.int64), offs,
                             np.ascontiguousarray(vals_flat, dtype=np.float64))
+        cross = with_column_index(cross, q1, Q2)
     else:
         A22 = np.zeros((0, 0))
         ZXa2 = np.zeros((0, p + 1))
@@ -423,7 +428,7 @@ def _criterion_from(stats: _Stats, f: _Factor, reml: bool) -> float:
     return f.ldL2 + n * (1.0 + math.log(2.0 * math.pi * pwrss / n))
 
 
-def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
+def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: bool = False):
     """The profiled criterion and its exact gradient in theta, for models whose terms are all
     scalar (random intercepts: Lambda = diag(theta_k over term k's levels)).
 
@@ -440,10 +445,11 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
     and 0 at theta_k = 0 (the criterion depends on theta_k^2 there). The diagonal of
     (A^{-1})_uu comes from the blocked factor: the trailing block's is diag(S^{-1}) (S^{-1} from
     LAPACK's dpotri); the leading block's is (1 + w_j'S^{-1}w_j) / L1_j^2, w_j row j of W, whose
-    sum is sum_j 1 / L1_j^2 + <S^{-1}, sum_j w_j w_j' / L1_j^2> (``weighted_cross_gram``);
+    sum is sum_j 1 / L1_j^2 + sum_j w_j'S^{-1}w_j / L1_j^2 (``cross_trace``);
     REML adds the row norms of L^{-T} R_ZX R_X^{-1}. Cost: about two dense Cholesky factors of
     the trailing block (dpotrf + dpotri), against 2K + 1 criterion evaluations for central
-    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails.
+    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
+    ``keep``, the blocked factor at theta goes to ``stats.last_factor`` (for ``_fit_stats``).
     """
     from scipy.linalg import lapack, solve_triangular
 
@@ -487,11 +493,8 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
     if stats.Q2:
         u2 = solve_lt(R2s[:, p] - R2s[:, :p] @ beta)
         u1 = (rhs1 - cross_times(stats.cross, W, u2, n1, 1)[:, 0]) / l1
-        G = weighted_cross_gram(stats.cross, W, d1, stats.Q2)  # lower triangle
         d2 = np.diag(Sinv).copy()
-        # <S^{-1}, G> over the full symmetric matrices from their lower triangles (G's upper
-        # triangle is 0)
-        extra1 = 2.0 * float(np.sum(G * Sinv)) - float(np.diag(G) @ d2)
+        extra1 = float(cross_trace(stats.cross, W, d1, Sinv))  # sum_j w_j'S^{-1}w_j / L1_j^2
     else:
         u2 = np.zeros(0)
         u1 = rhs1 / l1
@@ -513,17 +516,21 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool):
     for k, uk, dk in parts:
         if theta[k] > 0.0:
             grad[k] = 2.0 / theta[k] * (len(uk) - float(np.sum(dk)) - nu * float(uk @ uk) / pwrss)
+    if keep:  # the blocked factor at theta, as _factorize gives it
+        m = p + 1
+        L2 = np.ascontiguousarray(U.T) if stats.Q2 else np.zeros((0, 0))
+        R2f = R2s if stats.Q2 else np.zeros((0, m))
+        stats.last_factor = (np.array(theta, dtype=float), _Factor(
+            [np.array([[t]]) for t in theta], L1, R1, W, L2, R2f, np.ascontiguousarray(Lg.T), ld, True))
     return crit, grad
 
 
-def _moment_start(stats: _Stats) -> np.ndarray:
-    """A start for theta when every term is scalar: one-way ANOVA moment estimates per term
-    from the OLS residuals (Searle, Casella & McCulloch 1992, "Variance Components", sec. 3.6:
-    sigma_k^2 = (MSB - MSW) / n0, n0 = (sum a - sum a^2 / sum a) / (J - 1), with a_j = z_j'z_j
-    the term's weight in level j; counts for intercepts), each term taken alone, then
-    theta_k = sigma_k / sigma with sigma^2 the residual variance left after all terms. Crossed
-    factors bias each such estimate, but the start is only a start: it lands within a few
-    percent of InstEval's optimum where lme4's start (all 1) is 3x too large."""
+def _moment_components(stats: _Stats):
+    """One-way ANOVA moment estimates per scalar term from the OLS residuals (Searle, Casella &
+    McCulloch 1992, "Variance Components", sec. 3.6: sigma_k^2 = (MSB - MSW) / n0, n0 = (sum a -
+    sum a^2 / sum a) / (J - 1), with a_j = z_j'z_j the term's weight in level j; counts for
+    intercepts), each term taken alone. Returns (comps (K,), J (K,), n0 (K,), sigma2) with
+    sigma2 the residual variance left after all terms."""
     p = stats.p
     XaXa = stats.XaXa
     beta = np.linalg.solve(XaXa[:p, :p], XaXa[:p, p])
@@ -537,7 +544,7 @@ def _moment_start(stats: _Stats) -> np.ndarray:
     s2 = stats.ZXa2[:, p] - stats.ZXa2[:, :p] @ beta if stats.Q2 else np.zeros(0)
     for (k, o, q, nl) in stats.rest_terms:
         parts.append((diag2[o:o + nl], s2[o:o + nl]))
-    comps = []
+    comps, levels, n0s = [], [], []
     for a, s in parts:
         keep = a > 0
         a, s = a[keep], s[keep]
@@ -547,15 +554,103 @@ def _moment_start(stats: _Stats) -> np.ndarray:
         msw = max(rss - ssb, 0.0) / max(n - J - p, 1)
         n0 = (a.sum() - np.sum(a * a) / a.sum()) / max(J - 1, 1)
         comps.append(max(msb - msw, 0.0) / n0 if n0 > 0 else 0.0)
+        levels.append(J)
+        n0s.append(n0)
     sigma2 = max(rss / max(n - p, 1) - sum(comps), 0.05 * rss / max(n - p, 1))
+    return np.array(comps), np.array(levels, dtype=float), np.array(n0s), sigma2
+
+
+def _moment_start(stats: _Stats) -> np.ndarray:
+    """A start for theta when every term is scalar: theta_k = sigma_k / sigma from the moment
+    estimates of ``_moment_components``. Crossed factors bias each such estimate, but the start
+    is only a start: it lands within a few percent of InstEval's optimum where lme4's start
+    (all 1) is 3x too large."""
+    comps, _J, _n0, sigma2 = _moment_components(stats)
     # a component estimated at 0 starts at a small interior value (theta = 0 is stationary)
-    return np.array([max(math.sqrt(c / sigma2), 0.05) for c in comps])
+    return np.maximum(np.sqrt(comps / sigma2), 0.05)
+
+
+def _moment_curvature(stats: _Stats, theta: np.ndarray) -> np.ndarray:
+    """Diagonal of the profiled criterion's Hessian in theta predicted from the one-way ANOVA
+    sampling variance (Searle et al. 1992, sec. 3.6: var(sigma_b^2) ~ (2 / n0^2) (MSB^2 / (J - 1)
+    + MSW^2 / (N - J)), MSB = sigma^2 (1 + n0 theta^2)): the criterion is -2 log L, so its
+    curvature is 2 / var(theta) = 4 theta^2 n0^2 / ((1 + n0 theta^2)^2 / (J - 1) + 1 / (N - J)).
+    It scales the quasi-Newton start (``_bfgs_bounded``); within a factor ~1.5 of InstEval's
+    (crossing correlates the terms, which BFGS learns). theta is floored at 0.1 (at 0 the
+    criterion is flat to first order in theta)."""
+    _comps, J, n0, _sigma2 = _moment_components(stats)
+    th = np.maximum(np.asarray(theta, dtype=float), 0.1)
+    n0 = np.maximum(n0, 1.0)
+    return 4.0 * th * th * n0 * n0 / ((1.0 + n0 * th * th) ** 2 / np.maximum(J - 1, 1)
+                                      + 1.0 / max(stats.n - J.max(), 1))
+
+
+def _bfgs_bounded(fun_grad, x0, lower, h0, max_eval=80, tol=1e-9):
+    """Minimise a smooth function with an exact gradient under lower bounds: BFGS on the
+    Hessian B (Nocedal & Wright 2006, "Numerical Optimization", eq. 6.19, with Powell's damping,
+    eq. 18.16), started at diag(h0), so that the first step is a (diagonal) Newton step; a
+    coordinate on its bound whose gradient points outward is held there (projected Newton,
+    Bertsekas 1982); Armijo backtracking along the projected path. Stops when the predicted
+    remaining decrease 0.5 g'B^{-1}g over the free coordinates is below ``tol`` (absolute; with
+    exact gradients this is far below the criterion's own tolerance of 1e-6), or the step is
+    below 1e-10. For the large crossed path, where each evaluation is a dense Cholesky of the
+    trailing block and the few parameters make the K x K algebra free.
+    Returns (x, f, converged)."""
+    k = len(x0)
+    x = np.maximum(np.asarray(x0, dtype=float), lower)
+    f, g = fun_grad(x)
+    nev = 1
+    B = np.diag(np.maximum(np.asarray(h0, dtype=float), 1e-8))
+    if not np.isfinite(f):
+        return x, f, False
+    while nev < max_eval:
+        free = ~((x <= lower) & (g > 0.0))
+        if not free.any():
+            return x, f, True
+        Bf = B[np.ix_(free, free)]
+        d = np.zeros(k)
+        d[free] = -np.linalg.solve(Bf, g[free])
+        if 0.5 * float(-g[free] @ d[free]) < tol:
+            return x, f, True
+        t = 1.0
+        accepted = False
+        while nev < max_eval:
+            xn = np.maximum(x + t * d, lower)
+            fn, gn = fun_grad(xn)
+            nev += 1
+            if np.isfinite(fn) and fn <= f + 1e-4 * float(g @ (xn - x)):
+                accepted = True
+                break
+            # quadratic interpolation along the step (safeguarded to [0.1, 0.5] of it)
+            slope = float(g @ (xn - x)) / t
+            if np.isfinite(fn) and slope < 0.0:
+                tq = -slope * t * t / (2.0 * (fn - f - slope * t))
+                t = min(max(tq, 0.1 * t), 0.5 * t)
+            else:
+                t *= 0.25
+        if not accepted:
+            return x, f, False
+        s = xn - x
+        y = gn - g
+        Bs = B @ s
+        sBs = float(s @ Bs)
+        sy = float(s @ y)
+        if sBs > 0.0:
+            if sy < 0.2 * sBs:  # Powell's damping keeps B positive definite
+                phi = 0.8 * sBs / (sBs - sy)
+                y = phi * y + (1.0 - phi) * Bs
+                sy = float(s @ y)
+            B = B - np.outer(Bs, Bs) / sBs + np.outer(y, y) / sy
+        x, f, g = xn, fn, gn
+        if np.max(np.abs(s)) < 1e-10:
+            return x, f, True
+    return x, f, False
 
 
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta under lme4's bounds: compiled projected BFGS
     (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish``; for a large
-    dense trailing block, L-BFGS-B on the exact gradient from the moment start (scalar terms)
+    dense trailing block, BFGS on the exact gradient from the moment start (scalar terms)
     or COBYQA from lme4's start (others). ``theta0`` (a refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
     start_default = theta0 is None
@@ -583,22 +678,22 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         return x, fun(x), nfev[0], bool(res.success)
     if stats.Q2 >= _COBYQA_MIN_Q2:
         # Large crossed random intercepts (InstEval): each evaluation is a dense Cholesky of the
-        # trailing block, so evaluations are what counts: L-BFGS-B on the exact gradient
-        # (``_criterion_and_gradient``, about 2 evaluations' cost) from the moment start. It
-        # stops on a relative decrease below 1e-13 (~1e-8 in InstEval's 2.4e5): past that the
-        # line search only sees rounding.
+        # trailing block, so evaluations are what counts: BFGS on the exact gradient
+        # (``_criterion_and_gradient``, about 2 evaluations' cost) from the moment start, its
+        # Hessian started at the moment estimate of its diagonal (``_moment_curvature``), so that
+        # the first step is a Newton step (L-BFGS-B's first step, of length 1 along -g, took
+        # InstEval past its optimum and back: 12 evaluations where this takes 7).
         if start_default:
             theta0 = _moment_start(stats)
+        h0 = _moment_curvature(stats, theta0)
 
         def fun_grad(th):
             nfev[0] += 1
-            return _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml)
+            return _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml, keep=True)
 
         def run(start):
-            res = scipy.optimize.minimize(fun_grad, np.maximum(start, lower), jac=True, method="L-BFGS-B",
-                                          bounds=[(b if np.isfinite(b) else None, None) for b in lower],
-                                          options={"ftol": 1e-13, "gtol": 1e-6, "maxiter": 500})
-            return np.maximum(res.x, lower), float(res.fun)
+            x, fx, _conv = _bfgs_bounded(fun_grad, start, lower, h0)
+            return np.maximum(x, lower), float(fx)
     else:
         def run(start):
             x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross,
@@ -622,7 +717,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
-    if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took L-BFGS-B to the optimum
+    if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took BFGS to the optimum
         return x, fx, nfev[0], bool(np.isfinite(fx))
     x, fx, k = newton_polish(x, fun(x), lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
     nfev[0] += k
@@ -1046,7 +1141,7 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
     layout, lower = _theta_layout([t.q for t in terms])
     from engine._linalg import SingleThreadedBlas  # one home for the OpenBLAS thread limit
 
-    # Many tiny BLAS calls (L-BFGS-B's, the small factors'): a threaded OpenBLAS spends more time
+    # Many tiny BLAS calls (the optimisers', the small factors'): a threaded OpenBLAS spends more time
     # waking threads than computing on a shared machine.
     with SingleThreadedBlas():
         if theta_fixed is None:
@@ -1055,7 +1150,12 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
             theta = np.asarray(theta_fixed, dtype=float)
             crit = float(profiled_criterion(theta, stats.moments, stats.cross, stats.layout, stats.n, reml))
             nfev, ok = 1, True
-        f = _factorize(stats, theta, layout)
+        cached = stats.last_factor
+        stats.last_factor = None
+        if cached is not None and np.array_equal(cached[0], theta):
+            f = cached[1]  # the optimiser's last evaluation was at theta
+        else:
+            f = _factorize(stats, theta, layout)
     p, n = stats.p, stats.n
     R = f.R
     RX = R[:p, :p]

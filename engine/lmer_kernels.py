@@ -20,13 +20,20 @@ from engine._linalg import cholesky_into, solve_lower, solve_upper_t
 from engine._linalg import solve_upper_t as back_solve_t  # noqa: F401  (engine.lmer's name: L'^{-1} b)
 
 
+_NO_INDEX = np.zeros(0, dtype=np.int64)
+
+
 class CrossBlocks(NamedTuple):
     """Z1'Z_rest in blocks: pairs ``jptr[j]:jptr[j+1]`` belong to level j of term 1.
 
     col0 (P,) int64: first column of the pair's level in the trailing block;
     q (P,) int64: its term's number of columns qk; term (P,) int64: index of that term's
     relative covariance factor in ``Tk``; off (P,) int64: offset of the pair's row-major
-    ``q1 x qk`` block in vals (sum q1*qk,) float64.
+    ``q1 x qk`` block in vals (sum q1*qk,) float64. Pairs of one j are sorted by col0.
+
+    Where every block is 1 x 1 (random intercepts), the same pairs by trailing column
+    (``with_column_index``): cptr (Q2 + 1,) int64, cpair (P,) int64 the pairs of column c at
+    ``cpair[cptr[c]:cptr[c+1]]``, pair_j (P,) int64 each pair's level j; empty otherwise.
     """
 
     jptr: np.ndarray
@@ -35,6 +42,26 @@ class CrossBlocks(NamedTuple):
     term: np.ndarray
     off: np.ndarray
     vals: np.ndarray
+    cptr: np.ndarray = _NO_INDEX
+    cpair: np.ndarray = _NO_INDEX
+    pair_j: np.ndarray = _NO_INDEX
+
+
+def with_column_index(cb: CrossBlocks, q1: int, Q2: int) -> CrossBlocks:
+    """``cb`` with its pairs also indexed by trailing column (``CrossBlocks``' cptr, cpair,
+    pair_j), where every block is 1 x 1; ``cb`` unchanged otherwise. The by-column index lets
+    ``cross_trace`` build each row of W'DW in a dense accumulator (Gustavson's sparse product)
+    and meet the same row of S^{-1}, where the by-level order needs the whole Q2 x Q2 product in
+    memory first. (``schur_update`` gains nothing from it: its cost is the per-pair indirect
+    loads; on InstEval 22 ms by column against 19 ms by level.)"""
+    if q1 != 1 or Q2 == 0 or np.any(cb.q != 1):
+        return cb
+    P = cb.col0.shape[0]
+    pair_j = np.repeat(np.arange(cb.jptr.shape[0] - 1, dtype=np.int64), np.diff(cb.jptr))
+    cpair = np.argsort(cb.col0, kind="stable").astype(np.int64)  # by column, then by j
+    cptr = np.searchsorted(cb.col0[cpair], np.arange(Q2 + 1)).astype(np.int64)
+    assert cpair.shape[0] == P
+    return cb._replace(cptr=cptr, cpair=cpair, pair_j=pair_j)
 
 
 @numba.njit(cache=True)
@@ -564,19 +591,30 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
 
 
 @numba.njit(cache=True)
-def weighted_cross_gram(cb, W, wts, Q2):
-    """(Q2, Q2), lower triangle: sum over levels j of the (scalar) leading term of
-    wts[j] w_j w_j', w_j (Q2,) row j of W at its pairs' columns (every block 1 x 1). With
-    wts = 1 / L1_j^2 its inner product with S^{-1} is the leading block's share of
-    tr((Lambda'Z'Z Lambda + I)^{-1}) beyond sum 1 / L1_j^2."""
-    G = np.zeros((Q2, Q2))
-    n1 = cb.jptr.shape[0] - 1
-    for j in range(n1):
-        lo = cb.jptr[j]
-        hi = cb.jptr[j + 1]
-        for pa in range(lo, hi):
+def cross_trace(cb, W, wts, Sinv):
+    """sum over levels j of the (scalar) leading term of wts[j] w_j' Sinv w_j, w_j (Q2,) row j
+    of W at its pairs' columns (every block 1 x 1; ``cb`` indexed by column, see
+    ``with_column_index``); Sinv (Q2, Q2) symmetric, its lower triangle read by rows. With
+    wts = 1 / L1_j^2 and Sinv = S^{-1} it is the leading block's share of
+    tr((Lambda'Z'Z Lambda + I)^{-1}) beyond sum 1 / L1_j^2. Row a of sum_j wts_j w_j w_j'
+    (columns b <= a) gathers in a dense accumulator, then meets row a of Sinv."""
+    Q2 = Sinv.shape[0]
+    acc = np.zeros(Q2)
+    tot = 0.0
+    for a in range(Q2):
+        for e in range(cb.cptr[a], cb.cptr[a + 1]):
+            pa = cb.cpair[e]
+            j = cb.pair_j[pa]
             wa = W[cb.off[pa]] * wts[j]
-            ca = cb.col0[pa]
-            for pb in range(lo, pa + 1):  # pairs of j are sorted by column: lower triangle
-                G[ca, cb.col0[pb]] += wa * W[cb.off[pb]]
-    return G
+            for pb in range(cb.jptr[j], cb.jptr[j + 1]):
+                c = cb.col0[pb]
+                if c > a:  # pairs of j are sorted by column
+                    break
+                acc[c] += wa * W[cb.off[pb]]
+        s = 0.0
+        for b in range(a):
+            s += acc[b] * Sinv[a, b]
+            acc[b] = 0.0
+        tot += 2.0 * s + acc[a] * Sinv[a, a]
+        acc[a] = 0.0
+    return tot

@@ -1,5 +1,5 @@
 """engine.lmer's exact gradient (random-intercept models) and the large crossed path it drives
-(L-BFGS-B from a moment start, ``_optimize`` for a dense trailing block of 200 or more effects)."""
+(BFGS from a moment start and curvature, ``_optimize`` for a dense trailing block of 200 or more effects)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,31 @@ def test_moment_start_is_near_the_optimum():
     start = lmer_module._moment_start(fit._stats)
     # simulated sd ratios 0.5, 0.7, 1 (order a, b, c): the start within a factor 1.5 of the optimum
     assert np.all(np.abs(np.log(start / fit.theta)) < np.log(1.5))
+
+
+def test_moment_curvature_is_near_the_hessian_diagonal():
+    """The quasi-Newton start's Hessian diagonal against central second differences of the
+    criterion at the optimum: within a factor 2 (crossing correlates the terms)."""
+    d = _crossed(n=3000, la=300, lb=210, lc=7, seed=2)
+    fit = lmer("y ~ x + (1 | a) + (1 | b) + (1 | c)", d)
+    st = fit._stats
+    h0 = lmer_module._moment_curvature(st, lmer_module._moment_start(st))
+    f = lambda t: lmer_module.profiled_criterion(t, st.moments, st.cross, st.layout, st.n, True)  # noqa: E731
+    th = fit.theta
+    hd = np.array([(f(th + 1e-3 * e) - 2 * f(th) + f(th - 1e-3 * e)) / 1e-6 for e in np.eye(3)])
+    assert np.all(np.abs(np.log(h0 / hd)) < np.log(2.0))
+
+
+def test_bfgs_bounded_on_a_bounded_quadratic():
+    """A convex quadratic with its unconstrained minimum outside x[1] >= 0: the bounded minimum
+    (x[1] on its bound, x[0] minimising given it) from a badly scaled start."""
+    A = np.array([[4.0, 1.0], [1.0, 2.0]])
+    c = np.array([-3.0, 1.0])  # unconstrained minimum -A^{-1}c = (1, -1)
+
+    def fg(x):
+        return 0.5 * x @ A @ x + c @ x, A @ x + c
+
+    x, fx, ok = lmer_module._bfgs_bounded(fg, np.array([5.0, 5.0]), np.array([-np.inf, 0.0]), np.array([1.0, 1.0]))
+    assert ok
+    np.testing.assert_allclose(x, [0.75, 0.0], atol=1e-6)  # x[1] = 0: 2 x0^2 - 3 x0 is least at 3/4
+    assert fx == pytest.approx(-9.0 / 8.0, abs=1e-9)
