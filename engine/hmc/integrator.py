@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine.hmc.metric import velocity_entry
+from engine.hmc.metric import dense_velocity_entry
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -30,8 +30,16 @@ def leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, st
     half = 0.5 * step_size
     for i in range(d):
         momentum[i] = momentum[i] + half * gradient[i]
-    for i in range(d):  # the momentum is fixed during this loop: M^-1 p entry by entry, no buffer
-        position[i] = position[i] + step_size * velocity_entry(momentum, metric, i)
+    # the momentum is fixed during this loop: M^-1 p entry by entry, no buffer (the metric's arrays taken
+    # out once: passing the NamedTuple per entry cost more than the arithmetic)
+    if metric.is_dense:
+        inverse = metric.inverse_dense
+        for i in range(d):
+            position[i] = position[i] + step_size * dense_velocity_entry(momentum, inverse, i)
+    else:
+        diagonal = metric.inverse_diagonal
+        for i in range(d):
+            position[i] = position[i] + step_size * (diagonal[i] * momentum[i])
     new_logp, new_gradient = logp_and_grad(position, *args)
     for i in range(d):
         gradient[i] = new_gradient[i]

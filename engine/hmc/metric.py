@@ -50,23 +50,37 @@ def unit_metric(dimension: int, is_dense: bool) -> EuclideanMetric:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def dense_velocity_entry(momentum, inverse, i):
+    """(M⁻¹ p)_i of a dense M⁻¹: the one place the product's summation order is fixed, so that every
+    caller (velocity_into, the leapfrog's position update) gets bit-identical results."""
+    total = 0.0
+    for j in range(momentum.shape[0]):
+        total += inverse[i, j] * momentum[j]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def velocity_entry(momentum, metric, i):
-    """(M⁻¹ p)_i: the one place the product is computed (velocity_into and the leapfrog's position
-    update both call it), so every caller gets bit-identical results."""
+    """(M⁻¹ p)_i (for one entry; loops over all entries should take the metric's arrays out once, as
+    velocity_into does: a NamedTuple argument costs a reference-count update of each of its arrays
+    per call, which in a per-entry loop cost more than the arithmetic)."""
     if metric.is_dense:
-        inverse = metric.inverse_dense
-        total = 0.0
-        for j in range(momentum.shape[0]):
-            total += inverse[i, j] * momentum[j]
-        return total
+        return dense_velocity_entry(momentum, metric.inverse_dense, i)
     return metric.inverse_diagonal[i] * momentum[i]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def velocity_into(momentum, metric, out):
     """out ← M⁻¹ p without allocating."""
-    for i in range(momentum.shape[0]):
-        out[i] = velocity_entry(momentum, metric, i)
+    n = momentum.shape[0]
+    if metric.is_dense:
+        inverse = metric.inverse_dense
+        for i in range(n):
+            out[i] = dense_velocity_entry(momentum, inverse, i)
+    else:
+        diagonal = metric.inverse_diagonal
+        for i in range(n):
+            out[i] = diagonal[i] * momentum[i]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -86,8 +100,9 @@ def kinetic_energy(momentum, metric):
         for i in range(momentum.shape[0]):
             total += momentum[i] * sharp[i]
     else:
+        diagonal = metric.inverse_diagonal
         for i in range(momentum.shape[0]):
-            total += momentum[i] * (metric.inverse_diagonal[i] * momentum[i])
+            total += momentum[i] * (diagonal[i] * momentum[i])
     return 0.5 * total
 
 

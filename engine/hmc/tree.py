@@ -139,6 +139,22 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     (valid, log_weight, proposal_logp, edge_logp, n_leapfrog, sum_metropolis_probability, divergent).
     """
     ws = workspace
+    # the workspace's arrays taken out once: a NamedTuple field read in the leaf loop costs a
+    # reference-count update each time, which cost more than the arithmetic
+    current_ends = ws.current_ends
+    current_rho = ws.current_rho
+    left_ends = ws.left_ends
+    left_log_weight = ws.left_log_weight
+    left_proposal_gradient = ws.left_proposal_gradient
+    left_proposal_logp = ws.left_proposal_logp
+    left_proposal_momentum = ws.left_proposal_momentum
+    left_proposal_position = ws.left_proposal_position
+    left_rho = ws.left_rho
+    proposal_gradient = ws.proposal_gradient
+    proposal_momentum = ws.proposal_momentum
+    proposal_position = ws.proposal_position
+    trace_log_weight = ws.trace_log_weight
+    trace_position = ws.trace_position
     signed_step = direction * step_size
     n_leapfrog = 0
     sum_metropolis = 0.0
@@ -157,66 +173,66 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
             energy = np.inf
         leaf_log_weight = initial_energy - energy
         index = n_leapfrog_before + n_leapfrog - 1
-        if index < ws.trace_log_weight.shape[0]:
-            ws.trace_position[index, :] = position
-            ws.trace_log_weight[index] = leaf_log_weight
+        if index < trace_log_weight.shape[0]:
+            trace_position[index, :] = position
+            trace_log_weight[index] = leaf_log_weight
         sum_metropolis += 1.0 if leaf_log_weight > 0.0 else math.exp(leaf_log_weight)
         if energy - initial_energy > MAX_ENERGY_ERROR:
             return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, True
         # the leaf is the current subtree of size 1
-        velocity_into(momentum, metric, ws.current_ends[SHARP_END])
-        ws.current_rho[:] = momentum
-        ws.current_ends[BEGIN, :] = momentum
-        ws.current_ends[END, :] = momentum
-        ws.current_ends[SHARP_BEGIN, :] = ws.current_ends[SHARP_END]
-        ws.proposal_position[:] = position
-        ws.proposal_momentum[:] = momentum
-        ws.proposal_gradient[:] = gradient
+        velocity_into(momentum, metric, current_ends[SHARP_END])
+        current_rho[:] = momentum
+        current_ends[BEGIN, :] = momentum
+        current_ends[END, :] = momentum
+        current_ends[SHARP_BEGIN, :] = current_ends[SHARP_END]
+        proposal_position[:] = position
+        proposal_momentum[:] = momentum
+        proposal_gradient[:] = gradient
         proposal_logp = logp
         log_weight = leaf_log_weight
         level = 0
         while (leaf >> level) & 1:
             # merge the pending left half at this level with the current (right) half
-            left_log_weight = ws.left_log_weight[level]
-            merged_log_weight = log_sum_exp(left_log_weight, log_weight)
+            level_log_weight = left_log_weight[level]
+            merged_log_weight = log_sum_exp(level_log_weight, log_weight)
             take_right = True
             if not (log_weight > merged_log_weight):
                 if not (rng.random() < math.exp(log_weight - merged_log_weight)):
                     take_right = False
             if not take_right:
-                ws.proposal_position[:] = ws.left_proposal_position[level]
-                ws.proposal_momentum[:] = ws.left_proposal_momentum[level]
-                ws.proposal_gradient[:] = ws.left_proposal_gradient[level]
-                proposal_logp = ws.left_proposal_logp[level]
-            left_ends = ws.left_ends[level]
-            left_rho = ws.left_rho[level]
+                proposal_position[:] = left_proposal_position[level]
+                proposal_momentum[:] = left_proposal_momentum[level]
+                proposal_gradient[:] = left_proposal_gradient[level]
+                proposal_logp = left_proposal_logp[level]
+            level_ends = left_ends[level]
+            level_rho = left_rho[level]
             for i in range(dimension):
-                merged_rho[i] = left_rho[i] + ws.current_rho[i]
-            persist = no_u_turn(left_ends[SHARP_BEGIN], ws.current_ends[SHARP_END], merged_rho)
+                merged_rho[i] = level_rho[i] + current_rho[i]
+            persist = no_u_turn(level_ends[SHARP_BEGIN], current_ends[SHARP_END], merged_rho)
             if persist:
                 for i in range(dimension):
-                    seam_rho[i] = left_rho[i] + ws.current_ends[BEGIN, i]
-                persist = no_u_turn(left_ends[SHARP_BEGIN], ws.current_ends[SHARP_BEGIN], seam_rho)
+                    seam_rho[i] = level_rho[i] + current_ends[BEGIN, i]
+                persist = no_u_turn(level_ends[SHARP_BEGIN], current_ends[SHARP_BEGIN], seam_rho)
             if persist:
                 for i in range(dimension):
-                    seam_rho[i] = ws.current_rho[i] + left_ends[END, i]
-                persist = no_u_turn(left_ends[SHARP_END], ws.current_ends[SHARP_END], seam_rho)
-            ws.current_rho[:] = merged_rho
-            ws.current_ends[BEGIN, :] = left_ends[BEGIN]
-            ws.current_ends[SHARP_BEGIN, :] = left_ends[SHARP_BEGIN]
+                    seam_rho[i] = current_rho[i] + level_ends[END, i]
+                persist = no_u_turn(level_ends[SHARP_END], current_ends[SHARP_END], seam_rho)
+            current_rho[:] = merged_rho
+            current_ends[BEGIN, :] = level_ends[BEGIN]
+            current_ends[SHARP_BEGIN, :] = level_ends[SHARP_BEGIN]
             log_weight = merged_log_weight
             if not persist:
                 return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
             level += 1
         if level < depth:
             # the current subtree is the left half at this level: park it
-            ws.left_log_weight[level] = log_weight
-            ws.left_proposal_logp[level] = proposal_logp
-            ws.left_proposal_position[level, :] = ws.proposal_position
-            ws.left_proposal_momentum[level, :] = ws.proposal_momentum
-            ws.left_proposal_gradient[level, :] = ws.proposal_gradient
-            ws.left_rho[level, :] = ws.current_rho
-            ws.left_ends[level, :, :] = ws.current_ends
+            left_log_weight[level] = log_weight
+            left_proposal_logp[level] = proposal_logp
+            left_proposal_position[level, :] = proposal_position
+            left_proposal_momentum[level, :] = proposal_momentum
+            left_proposal_gradient[level, :] = proposal_gradient
+            left_rho[level, :] = current_rho
+            left_ends[level, :, :] = current_ends
     return True, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
 
 
@@ -229,25 +245,44 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
     (sample_logp, accept_stat, n_leapfrog, treedepth, divergent, energy).
     """
     ws = workspace
+    backward_gradient = ws.backward_gradient
+    backward_momentum = ws.backward_momentum
+    backward_position = ws.backward_position
+    current_ends = ws.current_ends
+    current_rho = ws.current_rho
+    ends = ws.ends
+    forward_gradient = ws.forward_gradient
+    forward_momentum = ws.forward_momentum
+    forward_position = ws.forward_position
+    proposal_gradient = ws.proposal_gradient
+    proposal_momentum = ws.proposal_momentum
+    proposal_position = ws.proposal_position
+    rho = ws.rho
+    rho_backward = ws.rho_backward
+    rho_forward = ws.rho_forward
+    sample_gradient = ws.sample_gradient
+    sample_momentum = ws.sample_momentum
+    sample_position = ws.sample_position
+    seam_rho = ws.seam_rho
     dimension = position.shape[0]
     momentum = draw_momentum(rng, metric, dimension)
     sharp = velocity(momentum, metric)
     initial_energy = -logp + kinetic_energy(momentum, metric)
-    ws.forward_position[:] = position
-    ws.forward_momentum[:] = momentum
-    ws.forward_gradient[:] = gradient
-    ws.backward_position[:] = position
-    ws.backward_momentum[:] = momentum
-    ws.backward_gradient[:] = gradient
+    forward_position[:] = position
+    forward_momentum[:] = momentum
+    forward_gradient[:] = gradient
+    backward_position[:] = position
+    backward_momentum[:] = momentum
+    backward_gradient[:] = gradient
     forward_logp = logp
     backward_logp = logp
     for row in range(0, 8, 2):
-        ws.ends[row, :] = momentum
-        ws.ends[row + 1, :] = sharp
-    ws.rho[:] = momentum
-    ws.sample_position[:] = position
-    ws.sample_momentum[:] = momentum
-    ws.sample_gradient[:] = gradient
+        ends[row, :] = momentum
+        ends[row + 1, :] = sharp
+    rho[:] = momentum
+    sample_position[:] = position
+    sample_momentum[:] = momentum
+    sample_gradient[:] = gradient
     sample_logp = logp
     log_sum_weight = 0.0
     n_leapfrog = np.int64(0)  # np.int64, not a literal 0: build_subtree would also compile for Literal[int](0)
@@ -256,31 +291,31 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
     divergent = False
     while depth < max_treedepth:
         if rng.random() > 0.5:
-            ws.rho_backward[:] = ws.rho
-            ws.ends[P_BCK_FWD, :] = ws.ends[P_FWD_BCK]
-            ws.ends[P_SHARP_BCK_FWD, :] = ws.ends[P_SHARP_FWD_BCK]
+            rho_backward[:] = rho
+            ends[P_BCK_FWD, :] = ends[P_FWD_BCK]
+            ends[P_SHARP_BCK_FWD, :] = ends[P_SHARP_FWD_BCK]
             valid, subtree_log_weight, proposal_logp, forward_logp, steps, metro, diverged = build_subtree(
                 logp_and_grad, args, rng, depth, 1.0, step_size, metric, initial_energy,
-                ws.forward_position, ws.forward_momentum, ws.forward_gradient, forward_logp,
+                forward_position, forward_momentum, forward_gradient, forward_logp,
                 ws, n_leapfrog)
-            ws.rho_forward[:] = ws.current_rho
-            ws.ends[P_FWD_BCK, :] = ws.current_ends[BEGIN]
-            ws.ends[P_SHARP_FWD_BCK, :] = ws.current_ends[SHARP_BEGIN]
-            ws.ends[P_FWD_FWD, :] = ws.current_ends[END]
-            ws.ends[P_SHARP_FWD_FWD, :] = ws.current_ends[SHARP_END]
+            rho_forward[:] = current_rho
+            ends[P_FWD_BCK, :] = current_ends[BEGIN]
+            ends[P_SHARP_FWD_BCK, :] = current_ends[SHARP_BEGIN]
+            ends[P_FWD_FWD, :] = current_ends[END]
+            ends[P_SHARP_FWD_FWD, :] = current_ends[SHARP_END]
         else:
-            ws.rho_forward[:] = ws.rho
-            ws.ends[P_FWD_BCK, :] = ws.ends[P_BCK_FWD]
-            ws.ends[P_SHARP_FWD_BCK, :] = ws.ends[P_SHARP_BCK_FWD]
+            rho_forward[:] = rho
+            ends[P_FWD_BCK, :] = ends[P_BCK_FWD]
+            ends[P_SHARP_FWD_BCK, :] = ends[P_SHARP_BCK_FWD]
             valid, subtree_log_weight, proposal_logp, backward_logp, steps, metro, diverged = build_subtree(
                 logp_and_grad, args, rng, depth, -1.0, step_size, metric, initial_energy,
-                ws.backward_position, ws.backward_momentum, ws.backward_gradient, backward_logp,
+                backward_position, backward_momentum, backward_gradient, backward_logp,
                 ws, n_leapfrog)
-            ws.rho_backward[:] = ws.current_rho
-            ws.ends[P_BCK_FWD, :] = ws.current_ends[BEGIN]
-            ws.ends[P_SHARP_BCK_FWD, :] = ws.current_ends[SHARP_BEGIN]
-            ws.ends[P_BCK_BCK, :] = ws.current_ends[END]
-            ws.ends[P_SHARP_BCK_BCK, :] = ws.current_ends[SHARP_END]
+            rho_backward[:] = current_rho
+            ends[P_BCK_FWD, :] = current_ends[BEGIN]
+            ends[P_SHARP_BCK_FWD, :] = current_ends[SHARP_BEGIN]
+            ends[P_BCK_BCK, :] = current_ends[END]
+            ends[P_SHARP_BCK_BCK, :] = current_ends[SHARP_END]
         n_leapfrog += steps
         sum_metropolis += metro
         divergent = divergent or diverged
@@ -292,24 +327,24 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
             if not (rng.random() < math.exp(subtree_log_weight - log_sum_weight)):
                 take_new = False
         if take_new:
-            ws.sample_position[:] = ws.proposal_position
-            ws.sample_momentum[:] = ws.proposal_momentum
-            ws.sample_gradient[:] = ws.proposal_gradient
+            sample_position[:] = proposal_position
+            sample_momentum[:] = proposal_momentum
+            sample_gradient[:] = proposal_gradient
             sample_logp = proposal_logp
         log_sum_weight = log_sum_exp(log_sum_weight, subtree_log_weight)
         for i in range(dimension):
-            ws.rho[i] = ws.rho_backward[i] + ws.rho_forward[i]
-        persist = no_u_turn(ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_FWD], ws.rho)
+            rho[i] = rho_backward[i] + rho_forward[i]
+        persist = no_u_turn(ends[P_SHARP_BCK_BCK], ends[P_SHARP_FWD_FWD], rho)
         if persist:
             for i in range(dimension):
-                ws.seam_rho[i] = ws.rho_backward[i] + ws.ends[P_FWD_BCK, i]
-            persist = no_u_turn(ws.ends[P_SHARP_BCK_BCK], ws.ends[P_SHARP_FWD_BCK], ws.seam_rho)
+                seam_rho[i] = rho_backward[i] + ends[P_FWD_BCK, i]
+            persist = no_u_turn(ends[P_SHARP_BCK_BCK], ends[P_SHARP_FWD_BCK], seam_rho)
         if persist:
             for i in range(dimension):
-                ws.seam_rho[i] = ws.rho_forward[i] + ws.ends[P_BCK_FWD, i]
-            persist = no_u_turn(ws.ends[P_SHARP_BCK_FWD], ws.ends[P_SHARP_FWD_FWD], ws.seam_rho)
+                seam_rho[i] = rho_forward[i] + ends[P_BCK_FWD, i]
+            persist = no_u_turn(ends[P_SHARP_BCK_FWD], ends[P_SHARP_FWD_FWD], seam_rho)
         if not persist:
             break
     accept_stat = sum_metropolis / n_leapfrog if n_leapfrog > 0 else 0.0
-    energy = -sample_logp + kinetic_energy(ws.sample_momentum, metric)
+    energy = -sample_logp + kinetic_energy(sample_momentum, metric)
     return sample_logp, accept_stat, n_leapfrog, depth, divergent, energy

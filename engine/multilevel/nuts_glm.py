@@ -34,7 +34,8 @@ from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before 
 from engine.errors import EngineInputError, ModelSpecError
 from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
-from engine.multilevel.nuts_slopes import _backprop_terms, _coefficients, _log_prior, _term_factors, _unpack
+from engine.multilevel.nuts_slopes import (add_priors, backprop_terms, coefficients, group_sds, max_group_dim,
+                                          term_factors, unpack, z_starts)
 from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws, log_prior
 from engine.multilevel.sampler import ChainResult, register_sampler
 from engine.nuts import LogDensity, validate_options
@@ -217,7 +218,7 @@ def to_canonical(model: GLMModel, theta_draws: np.ndarray) -> tuple[np.ndarray, 
 # theta = (gamma (q_fix), log sd (S), CPCs (C), z (R)): brms' non-centred parametrisation of
 # engine.multilevel.nuts_slopes without sigma; level l of term t has r_l = diag(sd_t) L_t z_l. The
 # term structure, r = D L z and its chain rule (LKJ prior included) are nuts_slopes' kernels, run on
-# the same packed layout (slopes_args, read by its _unpack from a slice); only the likelihood differs:
+# the same packed layout (slopes_args, read by its unpack from a slice); only the likelihood differs:
 # it is over the (aggregated) rows, eta_i = w_i' gamma + sum_g z_{g,i}' r_g[l_g(i)], with
 # d log p / d eta_i accumulated into gamma and the levels' coefficients in the same pass.
 
@@ -228,25 +229,21 @@ def glm_slopes_log_density(theta, data, index):
     signature). index = [N, Q, family, data start of the slopes layout, its index start, codes (N G),
     slopes index]; data = [y (N), trials (N), U (N Q) = [w, Z], slopes data] (glm_slopes_args)."""
     n, m, family, data_start, index_start = index[0], index[1], index[2], index[3], index[4]
-    d = _unpack(data[data_start:], index[index_start:])
+    d = unpack(data[data_start:], index[index_start:])
     n_groups = d.G
     codes = index[5:5 + n * n_groups].reshape((n, n_groups))
     y = data[:n]
     trials = data[n:2 * n]
     U = data[2 * n:2 * n + n * m].reshape((n, m))
     qf = d.qf
-    qm = 1
-    for g in range(n_groups):
-        qm = max(qm, d.dims[g])
+    dims, z_off = d.dims, d.z_off
+    qm = max_group_dim(d)
     first_z = qf + d.S + d.C
-    zg = np.empty(n_groups, dtype=np.int64)
-    acc = first_z
-    for g in range(n_groups):
-        zg[g] = acc
-        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+    zg = z_starts(d, first_z)
     grad = np.zeros(theta.shape[0])
-    chol, cpc_pos = _term_factors(theta, d, qm)
-    r = _coefficients(theta, d, chol, zg, qm)
+    chol, cpc_pos = term_factors(theta, d, qm)
+    sd = group_sds(theta, d)
+    r = coefficients(theta, d, chol, zg, sd, qm)
     grad_r = np.zeros((d.L, qm))
     logp = 0.0
     for i in range(n):
@@ -255,8 +252,8 @@ def glm_slopes_log_density(theta, data, index):
             eta += U[i, a] * theta[a]
         for g in range(n_groups):
             v = codes[i, g]
-            col = qf + d.z_off[g]
-            for c in range(d.dims[g]):
+            col = qf + z_off[g]
+            for c in range(dims[g]):
                 eta += U[i, col + c] * r[v, c]
         if family == POISSON:
             mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
@@ -274,24 +271,14 @@ def glm_slopes_log_density(theta, data, index):
             grad[a] += deriv * U[i, a]
         for g in range(n_groups):
             v = codes[i, g]
-            col = qf + d.z_off[g]
-            for c in range(d.dims[g]):
+            col = qf + z_off[g]
+            for c in range(dims[g]):
                 grad_r[v, c] += deriv * U[i, col + c]
-    logp += _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r)
+    logp += backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r)
     for i in range(first_z, theta.shape[0]):
         logp -= 0.5 * theta[i] * theta[i]
         grad[i] -= theta[i]
-    for a in range(qf):
-        lp, g_a = _log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
-        logp += lp
-        grad[a] += g_a
-    for s_i in range(d.S):
-        e_s = theta[qf + s_i]
-        value = math.exp(e_s)
-        lp, g_s = _log_prior(value, d.sd_family[s_i], d.s_nu[s_i], d.s_mu[s_i], d.s_scale[s_i])
-        logp += lp + e_s
-        grad[qf + s_i] += g_s * value + 1.0
-    return logp, grad
+    return logp + add_priors(theta, grad, d, -1), grad
 
 
 def _aggregate_slopes_rows(model: GLMModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -351,12 +338,12 @@ def _slopes_initial_values(model: GLMModel, rng: np.random.Generator) -> np.ndar
 
 def _slopes_to_canonical(model: GLMModel, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """nuts_slopes' canonical map with a zero log sigma slotted in (and its sigma column dropped)."""
-    from engine.multilevel.nuts_slopes import _to_canonical
+    from engine.multilevel.nuts_slopes import to_canonical as slopes_to_canonical
 
     base = model.base
     at = int(base.has_intercept) + base.n_coef + base.n_sd + base.n_cor
     widened = np.concatenate([kept[:, :at], np.zeros((kept.shape[0], 1)), kept[:, at:]], axis=1)
-    draws, ranef = _to_canonical(base, widened)
+    draws, ranef = slopes_to_canonical(base, widened)
     return np.ascontiguousarray(draws[:, :-1]), ranef
 
 

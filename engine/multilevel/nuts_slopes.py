@@ -27,22 +27,14 @@ import numpy as np
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine._linalg import cholesky_into, inverse_from_cholesky
 from engine.multilevel.location import location_inputs
+from engine.multilevel.nuts_target import log_prior
 
-__all__ = ["slopes_args", "slopes_log_density", "slopes_unconstrained_dimension", "slopes_sample_chain"]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log_prior(x, family, nu, mu, scale):
-    # the same densities as engine.multilevel.nuts_target.log_prior (codes of engine.multilevel.priors)
-    if family == 1:
-        z = (x - mu) / scale
-        return -0.5 * z * z, -z / scale
-    if family == 2:
-        z = (x - mu) / scale
-        return -0.5 * (nu + 1.0) * math.log1p(z * z / nu), -(nu + 1.0) * z / (nu + z * z) / scale
-    if family == 3:
-        return -x / scale, -1.0 / scale
-    return 0.0, 0.0
+# The small interface engine.multilevel.nuts_glm builds its random-slopes likelihoods on: the packed
+# layout (slopes_args, unpack), the term kernels (term_factors, group_sds, coefficients, backprop_terms),
+# the priors (add_priors), the z layout (z_starts, max_group_dim) and the canonical map (to_canonical).
+__all__ = ["slopes_args", "slopes_log_density", "slopes_unconstrained_dimension", "slopes_sample_chain",
+           "SlopesDensityData", "unpack", "term_factors", "group_sds", "coefficients", "backprop_terms",
+           "add_priors", "z_starts", "max_group_dim", "to_canonical"]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -130,8 +122,9 @@ class SlopesDensityData(NamedTuple):
     cell_n: np.ndarray
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _unpack(data, index):
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def unpack(data, index):
+    """The SlopesDensityData view of slopes_args' packed (data, index) (no copies)."""
     qf, G, K, n_u, T, L = index[0], index[1], index[2], index[3], index[4], index[5]
     o = 6
     cell_levels = index[o:o + K * G].reshape((K, G))
@@ -170,30 +163,33 @@ def _unpack(data, index):
                              g_scale, s_nu, s_mu, s_scale, eta, data[p:p + 4], data[p + 4:p + 4 + K])
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_priors(theta, grad, d, log_sigma_pos):
-    """Log priors of gamma, the sds (on log sd, with the Jacobian) and sigma; gradient added into grad."""
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def add_priors(theta, grad, d, log_sigma_pos):
+    """Log priors of gamma, the sds (on log sd, with the Jacobian) and, when ``log_sigma_pos`` >= 0,
+    sigma (on log sigma, at that position); gradient added into grad."""
     logp = 0.0
     for a in range(d.qf):
-        lp, g = _log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
+        lp, g = log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
         logp += lp
         grad[a] += g
     for s in range(d.S):
         e = theta[d.qf + s]
         value = math.exp(e)
-        lp, g = _log_prior(value, d.sd_family[s], d.s_nu[s], d.s_mu[s], d.s_scale[s])
+        lp, g = log_prior(value, d.sd_family[s], d.s_nu[s], d.s_mu[s], d.s_scale[s])
         logp += lp + e
         grad[d.qf + s] += g * value + 1.0
+    if log_sigma_pos < 0:
+        return logp
     e = theta[log_sigma_pos]
     value = math.exp(e)
     sp = d.sigma_prior
-    lp, g = _log_prior(value, int(sp[0]), sp[1], sp[2], sp[3])
+    lp, g = log_prior(value, int(sp[0]), sp[1], sp[2], sp[3])
     grad[log_sigma_pos] += g * value + 1.0
     return logp + lp + e
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _term_factors(theta, d, qm):
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def term_factors(theta, d, qm):
     """(chol (T, qm, qm) of every term's R, each term's first CPC position in theta)."""
     chol = np.zeros((d.T, qm, qm))
     cpc_pos = np.empty(d.T, dtype=np.int64)
@@ -210,90 +206,122 @@ def _term_factors(theta, d, qm):
     return chol, cpc_pos
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _z_index(d, zg, t, j, v):
-    """Position in theta of z for coefficient j of term t at level v (0-based within its group)."""
-    g = d.t_group[t]
-    n_lev = d.level_offsets[g + 1] - d.level_offsets[g]
-    return zg[g] + (d.t_off[t] + j) * n_lev + v
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def z_starts(d, first_z):
+    """(G,) position in theta of each group's first z (theta's z block starts at ``first_z``)."""
+    zg = np.empty(d.G, dtype=np.int64)
+    acc = first_z
+    for g in range(d.G):
+        zg[g] = acc
+        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+    return zg
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _coefficients(theta, d, chol, zg, qm):
-    """r (L, qm) = D L z for every term and level."""
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def max_group_dim(d):
+    qm = 1
+    for g in range(d.G):
+        qm = max(qm, d.dims[g])
+    return qm
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def group_sds(theta, d):
+    """(S,) the sds exp(log sd) in term order."""
+    sd = np.empty(d.S)
+    for s in range(d.S):
+        sd[s] = math.exp(theta[d.qf + s])
+    return sd
+
+
+# The kernels below read the arrays of ``d`` into locals once and index theta directly: passing the
+# NamedTuple to a helper per element costs a reference-count update of each of its arrays per call,
+# which made the gradient ~5x slower than its arithmetic. z of coefficient j of term t at level v
+# (0-based in its group) sits at zg[g] + (t_off + j) * n_levels_g + v.
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def coefficients(theta, d, chol, zg, sd, qm):
+    """r (L, qm) = D L z for every term and level (sd: group_sds)."""
+    t_group, t_off, t_dim, level_offsets = d.t_group, d.t_off, d.t_dim, d.level_offsets
     r = np.zeros((d.L, qm))
+    sd_start = 0
     for t in range(d.T):
-        g = d.t_group[t]
-        lo = d.level_offsets[g]
-        for v in range(d.level_offsets[g + 1] - lo):
-            for i in range(d.t_dim[t]):
+        g, q, off = t_group[t], t_dim[t], t_off[t]
+        lo = level_offsets[g]
+        n_lev = level_offsets[g + 1] - lo
+        base = zg[g] + off * n_lev
+        for v in range(n_lev):
+            for i in range(q):
                 s = 0.0
                 for j in range(i + 1):
-                    s += chol[t, i, j] * theta[_z_index(d, zg, t, j, v)]
-                r[lo + v, d.t_off[t] + i] = math.exp(theta[d.qf + _sd_offset(d, t) + i]) * s
+                    s += chol[t, i, j] * theta[base + j * n_lev + v]
+                r[lo + v, off + i] = sd[sd_start + i] * s
+        sd_start += q
     return r
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _sd_offset(d, t):
-    offset = 0
-    for u in range(t):
-        offset += d.t_dim[u]
-    return offset
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _cell_likelihood(theta, r, d, sigma2, grad, grad_r):
     """RSS from the cells; adds d log-likelihood / d gamma into grad and d / d r into grad_r."""
-    qf, n_u = d.qf, d.n_u
+    qf, n_u, G = d.qf, d.n_u, d.G
+    cell_uu, cell_uy, cell_levels, dims, z_off = d.cell_uu, d.cell_uy, d.cell_levels, d.dims, d.z_off
     rss = d.yty
     th = np.empty(n_u)
     gr = np.empty(n_u)
+    half_inv = 0.5 / sigma2
+    for a in range(qf):
+        th[a] = theta[a]
     for k in range(d.K):
-        for a in range(qf):
-            th[a] = theta[a]
-        for g in range(d.G):
-            v = d.cell_levels[k, g]
-            for c in range(d.dims[g]):
-                th[qf + d.z_off[g] + c] = r[v, c]
+        for g in range(G):
+            v = cell_levels[k, g]
+            col = qf + z_off[g]
+            for c in range(dims[g]):
+                th[col + c] = r[v, c]
         for a in range(n_u):
             s = 0.0
             for b in range(n_u):
-                s += d.cell_uu[k, a, b] * th[b]
-            rss += th[a] * (s - 2.0 * d.cell_uy[k, a])
-            gr[a] = 2.0 * (s - d.cell_uy[k, a])
+                s += cell_uu[k, a, b] * th[b]
+            rss += th[a] * (s - 2.0 * cell_uy[k, a])
+            gr[a] = 2.0 * (s - cell_uy[k, a])
         for a in range(qf):
-            grad[a] -= gr[a] * 0.5 / sigma2
-        for g in range(d.G):
-            v = d.cell_levels[k, g]
-            for c in range(d.dims[g]):
-                grad_r[v, c] -= gr[qf + d.z_off[g] + c] * 0.5 / sigma2
+            grad[a] -= gr[a] * half_inv
+        for g in range(G):
+            v = cell_levels[k, g]
+            col = qf + z_off[g]
+            for c in range(dims[g]):
+                grad_r[v, c] -= gr[col + c] * half_inv
     return rss
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r):
-    """Chain rule through r = D L z (into z, log sd and the CPCs) plus the LKJ log prior; returns it."""
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r):
+    """Chain rule through r = D L z (into z, log sd and the CPCs) plus the LKJ log prior; returns it.
+    grad_r (L, qm): d f / d r; sd: group_sds."""
+    t_group, t_off, t_dim, t_cor, level_offsets = d.t_group, d.t_off, d.t_dim, d.t_cor, d.level_offsets
     logp = 0.0
+    sd_start = 0
     for t in range(d.T):
-        g = d.t_group[t]
-        q = d.t_dim[t]
-        lo = d.level_offsets[g]
-        sd0 = d.qf + _sd_offset(d, t)
+        g, q, off = t_group[t], t_dim[t], t_off[t]
+        lo = level_offsets[g]
+        n_lev = level_offsets[g + 1] - lo
+        base = zg[g] + off * n_lev
+        sd0 = d.qf + sd_start
         dL = np.zeros((q, q))
-        for v in range(d.level_offsets[g + 1] - lo):
+        for v in range(n_lev):
             for i in range(q):
-                sd_i = math.exp(theta[sd0 + i])
-                gi = grad_r[lo + v, d.t_off[t] + i]
-                lz = r[lo + v, d.t_off[t] + i] / sd_i if sd_i > 0 else 0.0
+                sd_i = sd[sd_start + i]
+                gi = grad_r[lo + v, off + i]
+                lz = r[lo + v, off + i] / sd_i if sd_i > 0 else 0.0
                 grad[sd0 + i] += gi * sd_i * lz
                 dg = gi * sd_i
                 for j in range(i + 1):
-                    zi = _z_index(d, zg, t, j, v)
+                    zi = base + j * n_lev + v
                     dL[i, j] += dg * theta[zi]
                     grad[zi] += chol[t, i, j] * dg
-        if d.t_cor[t] == 1:
+        if t_cor[t] == 1:
             logp += _cpc_backward(theta, grad, cpc_pos[t], q, d.eta[t], chol[t], dL)
+        sd_start += q
     return logp
 
 
@@ -303,29 +331,24 @@ def slopes_log_density(theta, data, index):
 
     Steps: the terms' Cholesky factors from the CPCs, r = D L z, the likelihood from the cells, the
     chain rule back through r (LKJ prior included), the N(0, 1) prior of z, the other priors."""
-    d = _unpack(data, index)
-    qm = 1
-    for g in range(d.G):
-        qm = max(qm, d.dims[g])
+    d = unpack(data, index)
+    qm = max_group_dim(d)
     log_sigma_pos = d.qf + d.S + d.C
-    zg = np.empty(d.G, dtype=np.int64)
-    acc = log_sigma_pos + 1
-    for g in range(d.G):
-        zg[g] = acc
-        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+    zg = z_starts(d, log_sigma_pos + 1)
     grad = np.zeros(theta.shape[0])
-    chol, cpc_pos = _term_factors(theta, d, qm)
-    r = _coefficients(theta, d, chol, zg, qm)
+    chol, cpc_pos = term_factors(theta, d, qm)
+    sd = group_sds(theta, d)
+    r = coefficients(theta, d, chol, zg, sd, qm)
     sigma2 = math.exp(2.0 * theta[log_sigma_pos])
     grad_r = np.zeros((d.L, qm))
     rss = _cell_likelihood(theta, r, d, sigma2, grad, grad_r)
     logp = -d.n_obs * theta[log_sigma_pos] - 0.5 * rss / sigma2
     grad[log_sigma_pos] += -d.n_obs + rss / sigma2
-    logp += _backprop_terms(theta, grad, d, chol, cpc_pos, zg, r, grad_r)
+    logp += backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r)
     for i in range(log_sigma_pos + 1, theta.shape[0]):
         logp -= 0.5 * theta[i] * theta[i]
         grad[i] -= theta[i]
-    return logp + _add_priors(theta, grad, d, log_sigma_pos), grad
+    return logp + add_priors(theta, grad, d, log_sigma_pos), grad
 
 
 def _layout(model):
@@ -378,7 +401,7 @@ def _initial_values(model, rng) -> np.ndarray:
     return theta
 
 
-def _to_canonical(model, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def to_canonical(model, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unconstrained draws -> (canonical draws (b, sd, cor, sigma), ranef in ranef_names order)."""
     from engine.multilevel.covariance import cholesky_from_cpc
 
@@ -443,7 +466,7 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
     kept, out_stats = drive_chain(target, args, rng, theta0, n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     if marginalize:  # append zero z's so that the canonical map applies, then draw r exactly
         kept = np.concatenate([kept, np.zeros((kept.shape[0], R))], axis=1)
-    draws, ranef = _to_canonical(model, kept)
+    draws, ranef = to_canonical(model, kept)
     finite_draws(draws)
     if not save_ranef:
         ranef = np.empty((draws.shape[0], 0))
@@ -480,7 +503,7 @@ def _group_covariance(theta, d, q):
     """(Sigma, Sigma^{-1} (q, q), the terms' Cholesky factors of R, log|Sigma|) of the one group."""
     sigma_m = np.zeros((q, q))
     prec = np.zeros((q, q))
-    chol, _ = _term_factors(theta, d, q)
+    chol, _ = term_factors(theta, d, q)
     log_det_sigma = 0.0
     for t in range(d.T):
         qt, off = d.t_dim[t], d.t_off[t]
@@ -613,7 +636,7 @@ def collapsed_slopes_log_density(theta, data, index):
     Steps (formulas above): the group's Sigma and P, the fixed part e'e, the per-level Woodbury and
     determinant terms, log sigma, the chain rule from dF/dP to (log sd, CPCs) with the LKJ prior, the
     other priors."""
-    d = _unpack(data, index)
+    d = unpack(data, index)
     q = d.n_u - d.qf  # the one group's coefficients
     log_sigma_pos = d.qf + d.S + d.C
     grad = np.zeros(theta.shape[0])
@@ -633,7 +656,7 @@ def collapsed_slopes_log_density(theta, data, index):
         grad[a] -= 0.5 * dF_dgamma[a]
     grad[log_sigma_pos] -= 0.5 * dF_dv * 2.0 * v
     logp += _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP)
-    return logp + _add_priors(theta, grad, d, log_sigma_pos), grad
+    return logp + add_priors(theta, grad, d, log_sigma_pos), grad
 
 
 def collapsed_slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
