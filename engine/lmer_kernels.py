@@ -76,6 +76,21 @@ def scaled_cross(cb, T1, Tk, L1):
 
 
 @numba.njit(cache=True)
+def _add_scalar_cross_gram(cb, W, wts, out):
+    """out += sum over levels j of term 1 of wts[j] w_j w_j' (lower triangle only; every block 1 x 1),
+    w_j (Q2,) the row of W at level j's pairs' columns (zero elsewhere): the one sum behind
+    schur_update's random-intercept branch (wts = -1) and weighted_cross_gram. wts (n1,); out
+    (Q2, Q2) updated in place, each entry in the order j, then pairs (sorted by column)."""
+    for j in range(cb.jptr.shape[0] - 1):
+        lo = cb.jptr[j]
+        for pa in range(lo, cb.jptr[j + 1]):
+            wa = W[cb.off[pa]] * wts[j]
+            ca = cb.col0[pa]
+            for pb in range(lo, pa + 1):  # pairs of j are sorted by column: lower triangle
+                out[ca, cb.col0[pb]] += wa * W[cb.off[pb]]
+
+
+@numba.njit(cache=True)
 def schur_update(cb, W, S, R1, R2):
     """S -= sum_j W_j' W_j (lower triangle only) and R2 -= sum_j W_j' R1_j (in place).
 
@@ -89,17 +104,15 @@ def schur_update(cb, W, S, R1, R2):
     for p in range(cb.q.shape[0]):
         if cb.q[p] != 1:
             scalar = False
-    if scalar:  # every block 1 x 1 (random intercepts): W is a vector, a tight loop
+    if scalar:  # every block 1 x 1 (random intercepts): W is a vector, tight loops
         for j in range(n1):
-            lo = cb.jptr[j]
-            hi = cb.jptr[j + 1]
-            for pa in range(lo, hi):
+            for pa in range(cb.jptr[j], cb.jptr[j + 1]):
                 wa = W[cb.off[pa]]
                 ca = cb.col0[pa]
                 for k in range(m):
                     R2[ca, k] -= wa * R1[j, 0, k]
-                for pb in range(lo, pa + 1):
-                    S[ca, cb.col0[pb]] -= wa * W[cb.off[pb]]
+        # S -= sum_j w_j w_j' as S += sum_j (-1 w_j) w_j': negation is exact, so bit for bit the same
+        _add_scalar_cross_gram(cb, W, np.full(n1, -1.0), S)
         return
     for j in range(n1):
         lo = cb.jptr[j]
@@ -570,13 +583,5 @@ def weighted_cross_gram(cb, W, wts, Q2):
     wts = 1 / L1_j^2 its inner product with S^{-1} is the leading block's share of
     tr((Lambda'Z'Z Lambda + I)^{-1}) beyond sum 1 / L1_j^2."""
     G = np.zeros((Q2, Q2))
-    n1 = cb.jptr.shape[0] - 1
-    for j in range(n1):
-        lo = cb.jptr[j]
-        hi = cb.jptr[j + 1]
-        for pa in range(lo, hi):
-            wa = W[cb.off[pa]] * wts[j]
-            ca = cb.col0[pa]
-            for pb in range(lo, pa + 1):  # pairs of j are sorted by column: lower triangle
-                G[ca, cb.col0[pb]] += wa * W[cb.off[pb]]
+    _add_scalar_cross_gram(cb, W, wts, G)
     return G
