@@ -15,27 +15,22 @@ from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before 
 
 
 @numba.njit(cache=True, nogil=True)
-def cholesky_into(a, out, d, rel_tol, require_finite, floor):
-    """Lower Cholesky factor of the leading d x d block of the symmetric ``a`` into ``out`` (both at
-    least d x d; ``out`` may be ``a`` itself: the factor then overwrites its lower triangle, the
-    upper triangle of out[:d, :d] is set to 0). Returns ok.
-
-    The pivot rule is the caller's: a pivot s fails when not s > 0, when rel_tol > 0 and not
-    s > rel_tol * |a_jj| (nearly singular relative to the diagonal), or when require_finite and s
-    is not finite; with floor > 0 a pivot s <= 0 is replaced by ``floor`` instead (the factor of a
-    numerically singular block stays finite). Left-looking (Cholesky-Banachiewicz by columns), the
-    arithmetic order of every caller's former copy, so their results are bit-identical."""
+def _cholesky(a, out, d, rel_tol, require_finite, floor):
+    """The one Cholesky loop (cholesky_into's arithmetic and pivot rule). Returns the number of
+    floored pivots (floor > 0), or -1 when a pivot failed (floor = 0: ``out`` is then incomplete)."""
+    n_floored = 0
     for j in range(d):
         ajj = a[j, j]
         s = ajj
         for k in range(j):
             s -= out[j, k] * out[j, k]
         if floor > 0.0:
-            if s <= 0.0:
+            if not s > 0.0:
                 s = floor
+                n_floored += 1
         elif not (s > 0.0) or (rel_tol > 0.0 and not (s > rel_tol * abs(ajj))) or (
                 require_finite and not np.isfinite(s)):
-            return False
+            return -1
         djj = np.sqrt(s)
         out[j, j] = djj
         for i in range(j + 1, d):
@@ -45,7 +40,38 @@ def cholesky_into(a, out, d, rel_tol, require_finite, floor):
             out[i, j] = t / djj
         for i in range(j):
             out[i, j] = 0.0
-    return True
+    return n_floored
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_into(a, out, d, rel_tol, require_finite, floor):
+    """Lower Cholesky factor of the leading d x d block of the symmetric ``a`` into ``out`` (both at
+    least d x d; ``out`` may be ``a`` itself: the factor then overwrites its lower triangle, the
+    upper triangle of out[:d, :d] is set to 0). Returns ok.
+
+    The pivot rule is the caller's: a pivot s fails when not s > 0, when rel_tol > 0 and not
+    s > rel_tol * |a_jj| (nearly singular relative to the diagonal), or when require_finite and s
+    is not finite; with floor > 0 a pivot that is not > 0 (nan included) is replaced by ``floor``
+    instead (the factor of a numerically singular block stays finite; ok stays True, see
+    cholesky_log_det_into for the flag). Left-looking (Cholesky-Banachiewicz by columns), the
+    arithmetic order of every caller's former copy, so their results are bit-identical."""
+    return _cholesky(a, out, d, rel_tol, require_finite, floor) >= 0
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_log_det_into(a, out, d, floor, log_det):
+    """cholesky_into(a, out, d, 0, False, floor) that also gives log det L = sum_j log L_jj (half the
+    log determinant of a[:d, :d]) and whether every pivot was positive. Returns (exact, log_det +
+    log L_00 + ... + log L_{d-1,d-1}): the terms are added one by one to the caller's running sum
+    ``log_det``, so a sum over many factors (a leaves-up elimination) keeps one order of addition.
+    exact is False when a pivot was not > 0 (floored, floor > 0; with floor = 0 the factor stopped
+    there and the log det is not returned: log_det unchanged)."""
+    status = _cholesky(a, out, d, 0.0, False, floor)
+    if status < 0:
+        return False, log_det
+    for j in range(d):
+        log_det += np.log(out[j, j])
+    return status == 0, log_det
 
 
 @numba.njit(cache=True, nogil=True)

@@ -349,17 +349,128 @@ def make_collapsed_state(data, n_history):
     """A CollapsedState for ``data`` with room for n_history warm-up draws of phi."""
     block, terms = data.block, data.terms
     d = _n_phi(terms)
-    qm = 1
-    for g in range(block.group_dims.shape[0]):
-        qm = max(qm, block.group_dims[g])
-    max_coord = 1
-    for t in range(terms.group.shape[0]):
-        max_coord = max(max_coord, terms.dim[t] + terms.dim[t] * (terms.dim[t] - 1) // 2)
+    qm = _max_dim(block)
+    max_coord = _max_coord(terms)
     n_groups = block.group_dims.shape[0]
     return CollapsedState(np.zeros(d), np.zeros(d), np.zeros((terms.group.shape[0], max_coord)),
                           np.zeros((terms.group.shape[0], qm, qm)), np.zeros((n_groups, qm, qm)), np.zeros(n_groups),
                           np.zeros(n_groups), block_sums(block), make_block_work(block), np.zeros(d), np.eye(d),
                           np.zeros((max(n_history, 1), d)), np.zeros(2, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _max_dim(block):
+    """qm = max_g q_g (at least 1): the width of r's rows and of the per-group blocks."""
+    qm = 1
+    for g in range(block.group_dims.shape[0]):
+        qm = max(qm, block.group_dims[g])
+    return qm
+
+
+@numba.njit(cache=True, nogil=True)
+def _max_coord(terms):
+    """The longest theta row: q_t log sds + q_t (q_t - 1) / 2 CPCs of the largest term (at least 1)."""
+    max_coord = 1
+    for t in range(terms.group.shape[0]):
+        max_coord = max(max_coord, terms.dim[t] + terms.dim[t] * (terms.dim[t] - 1) // 2)
+    return max_coord
+
+
+@numba.njit(cache=True, nogil=True)
+def _n_ranef(block):
+    """R = sum_g L_g q_g random coefficients (the ranef row length)."""
+    n_ranef = 0
+    for g in range(block.group_dims.shape[0]):
+        n_ranef += (block.level_offsets[g + 1] - block.level_offsets[g]) * block.group_dims[g]
+    return n_ranef
+
+
+class SlopesChain(NamedTuple):
+    """The current point and work arrays of a slopes chain (run_slopes_chain_counts, and the Pólya-Gamma
+    slopes chain of engine.multilevel.gibbs_pg), updated in place (qm = _max_dim, T terms, G groups,
+    L levels): gamma (q_fix,); r (L, qm), row v level v's coefficients; theta (T, max_coord) each
+    term's (log sds, CPCs); chol (T, qm, qm) the Cholesky factor of each R_t; sigma_inv (G, qm, qm)
+    Sigma_g^{-1}; mixing (q_fix,) the Student-t priors' scale-mixture weights; gamma_precision,
+    gamma_prior_mean (q_fix,) gamma's diagonal prior given the mixing; work (BlockWork); scatter,
+    cov_work (qm, qm) for _update_covariances."""
+
+    gamma: np.ndarray
+    r: np.ndarray
+    theta: np.ndarray
+    chol: np.ndarray
+    sigma_inv: np.ndarray
+    mixing: np.ndarray
+    gamma_precision: np.ndarray
+    gamma_prior_mean: np.ndarray
+    work: BlockWork
+    scatter: np.ndarray
+    cov_work: np.ndarray
+
+
+@numba.njit(cache=True, nogil=True)
+def start_slopes_chain(data, init_sd):
+    """A SlopesChain at its start: gamma = 0, r = 0, every term's sds init_sd (S,) and R = I, the
+    mixing weights 1 (gamma's prior means set once; its precisions each sweep)."""
+    block, terms, gp = data.block, data.terms, data.gamma_prior
+    qf = block.q_fix
+    n_groups = block.group_dims.shape[0]
+    n_terms = terms.group.shape[0]
+    qm = _max_dim(block)
+    gamma_prior_mean = np.zeros(qf)
+    for a in range(qf):
+        if gp.family[a] != FLAT:
+            gamma_prior_mean[a] = gp.mu[a]
+    theta = np.zeros((n_terms, _max_coord(terms)))
+    chol = np.zeros((n_terms, qm, qm))
+    for t in range(n_terms):
+        for j in range(terms.dim[t]):
+            theta[t, j] = np.log(init_sd[terms.sd_offset[t] + j])
+            chol[t, j, j] = 1.0
+    sigma_inv = np.zeros((n_groups, qm, qm))
+    for t in range(n_terms):
+        _term_precision(theta[t], terms.dim[t], terms.correlated[t], chol[t], sigma_inv[terms.group[t]],
+                        terms.offset[t])
+    return SlopesChain(np.zeros(qf), np.zeros((block.level_group.shape[0], qm)), theta, chol, sigma_inv, np.ones(qf),
+                       np.zeros(qf), gamma_prior_mean, make_block_work(block), np.zeros((qm, qm)), np.zeros((qm, qm)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _gamma_prior_precision(gp, mixing, gamma_precision):
+    """gamma's diagonal prior precision: 1 / scale^2 (normal), 1 / (scale^2 lambda) (Student-t as a
+    scale mixture of normals, lambda = mixing), 0 (flat)."""
+    for a in range(gamma_precision.shape[0]):
+        if gp.family[a] == NORMAL:
+            gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a])
+        elif gp.family[a] == STUDENT_T:
+            gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a] * mixing[a])
+
+
+@numba.njit(cache=True, nogil=True)
+def _location_blocks(rng, sigma2, chain, data):
+    """Step 1: (gamma, r) block by block from their Gaussian conditional (engine.multilevel.blocks)."""
+    for b in range(max(data.n_blocks, 1)):
+        block_location_step(rng, b, True, chain.gamma, chain.r, chain.sigma_inv, sigma2, chain.gamma_precision,
+                            chain.gamma_prior_mean, data.block, chain.work)
+
+
+@numba.njit(cache=True, nogil=True)
+def _draw_mixing(rng, gp, gamma, mixing):
+    """Step 2: lambda_a | gamma_a ~ InvGamma((nu + 1) / 2, (nu + z^2) / 2), z = (gamma_a - mu) / scale,
+    for every Student-t prior of gamma (in index order)."""
+    for a in range(gamma.shape[0]):
+        if gp.family[a] == STUDENT_T:
+            z = (gamma[a] - gp.mu[a]) / gp.scale[a]
+            mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
+
+
+@numba.njit(cache=True, nogil=True)
+def slopes_location_step(rng, sigma2, chain, data):
+    """Steps 1-2 of one sweep given (Sigma, sigma^2 = sigma2): gamma's prior precisions from the
+    mixing weights, (gamma, r) block by block, then the mixing weights (the slopes Gibbs chain's
+    uncollapsed sweep; the Pólya-Gamma slopes chain with sigma2 = 1)."""
+    _gamma_prior_precision(data.gamma_prior, chain.mixing, chain.gamma_precision)
+    _location_blocks(rng, sigma2, chain, data)
+    _draw_mixing(rng, data.gamma_prior, chain.gamma, chain.mixing)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -370,51 +481,15 @@ def run_slopes_chain_counts(rng, n_iter, n_warmup, thin, update_scales, save_ran
 
     collapse: run step 0 (module doc) where it applies (one block of groups, update_scales, n_warmup >=
     40); conditional: steps 3-4 every iteration (always before step 0 starts)."""
-    block, terms = data.block, data.terms
-    gp = data.gamma_prior
-    qf = block.q_fix
-    n_groups = block.group_dims.shape[0]
-    n_total = block.level_group.shape[0]
-    qm = 1
-    for g in range(n_groups):
-        qm = max(qm, block.group_dims[g])
-    n_terms = terms.group.shape[0]
-    n_ranef = 0
-    for g in range(n_groups):
-        n_ranef += (block.level_offsets[g + 1] - block.level_offsets[g]) * block.group_dims[g]
+    block, terms, gp = data.block, data.terms, data.gamma_prior
     n_kept = (n_iter - n_warmup + thin - 1) // thin
-    n_params = qf + data.n_sd + data.n_cor + 1
-    draws = np.empty((n_kept, n_params))
-    ranef = np.empty((n_kept, n_ranef if save_ranef else 0))
-
-    gamma = np.zeros(qf)
-    r = np.zeros((n_total, qm))
+    draws = np.empty((n_kept, block.q_fix + data.n_sd + data.n_cor + 1))
+    ranef = np.empty((n_kept, _n_ranef(block) if save_ranef else 0))
+    chain = start_slopes_chain(data, init_sd)
+    gamma, r, theta, chol, sigma_inv = chain.gamma, chain.r, chain.theta, chain.chol, chain.sigma_inv
+    work = chain.work
     sigma = init_sigma
     sigma_aux = 1.0
-    mixing = np.ones(qf)
-    gamma_precision = np.zeros(qf)
-    gamma_prior_mean = np.zeros(qf)
-    for a in range(qf):
-        if gp.family[a] != FLAT:
-            gamma_prior_mean[a] = gp.mu[a]
-    # per term: theta = (log sd, CPCs), its Cholesky factor of R
-    max_coord = 1
-    for t in range(n_terms):
-        max_coord = max(max_coord, terms.dim[t] + terms.dim[t] * (terms.dim[t] - 1) // 2)
-    theta = np.zeros((n_terms, max_coord))
-    chol = np.zeros((n_terms, qm, qm))
-    for t in range(n_terms):
-        for j in range(terms.dim[t]):
-            theta[t, j] = np.log(init_sd[terms.sd_offset[t] + j])
-        for j in range(terms.dim[t]):
-            chol[t, j, j] = 1.0
-    sigma_inv = np.zeros((n_groups, qm, qm))
-    for t in range(n_terms):
-        _term_precision(theta[t], terms.dim[t], terms.correlated[t], chol[t], sigma_inv[terms.group[t]],
-                        terms.offset[t])
-    work = make_block_work(block)
-    scatter = np.zeros((qm, qm))
-    cov_work = np.zeros((qm, qm))
     # step 0's warm-up schedule: collect phi over [w/4, w/2), fit the proposal and start; collect over
     # [w/2, w), refit; fixed after warm-up, so the kept chain is a time-homogeneous exact kernel
     use_collapse = collapse and update_scales and data.n_blocks <= 1 and n_warmup >= 40
@@ -424,29 +499,19 @@ def run_slopes_chain_counts(rng, n_iter, n_warmup, thin, update_scales, save_ran
 
     kept = 0
     for iteration in range(n_iter):
-        for a in range(qf):
-            if gp.family[a] == NORMAL:
-                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a])
-            elif gp.family[a] == STUDENT_T:
-                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a] * mixing[a])
+        _gamma_prior_precision(gp, chain.mixing, chain.gamma_precision)
         if use_collapse and (iteration == first_fit or iteration == second_fit):
             lo = 0 if iteration == first_fit else first_fit - n_warmup // 4
             if _fit_proposal(state, lo, iteration - n_warmup // 4):
                 active = True
         if active:
-            sigma = _collapsed_step(rng, gamma, r, theta, chol, sigma_inv, sigma, gamma_precision, gamma_prior_mean,
-                                    data, work, state, iteration >= n_warmup)
+            sigma = _collapsed_step(rng, gamma, r, theta, chol, sigma_inv, sigma, chain.gamma_precision,
+                                    chain.gamma_prior_mean, data, work, state, iteration >= n_warmup)
         else:
-            sigma2 = sigma * sigma
-            for b in range(max(data.n_blocks, 1)):
-                block_location_step(rng, b, True, gamma, r, sigma_inv, sigma2, gamma_precision, gamma_prior_mean,
-                                    block, work)
-        for a in range(qf):
-            if gp.family[a] == STUDENT_T:
-                z = (gamma[a] - gp.mu[a]) / gp.scale[a]
-                mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
+            _location_blocks(rng, sigma * sigma, chain, data)
+        _draw_mixing(rng, gp, gamma, chain.mixing)
         if update_scales and (conditional or not active):
-            _update_covariances(rng, r, theta, chol, sigma_inv, scatter, cov_work, data)
+            _update_covariances(rng, r, theta, chol, sigma_inv, chain.scatter, chain.cov_work, data)
             rss = _residual_ss(gamma, r, block, data.yty)
             sp = data.sigma_prior
             sigma, sigma_aux = _draw_scale(rng, sigma, sigma_aux, data.n_obs, rss, int(sp[0]), sp[1], sp[2], sp[3])

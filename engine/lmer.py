@@ -1061,20 +1061,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     if not mf.random_effects:
         raise ModelSpecError(f"no random effects terms specified in formula {formula!r}")
     terms = _lme4_order(_terms_from_frame(mf, data, formula))
-    n = mf.nobs
-    for t in terms:
-        if t.nlev < 2:
-            raise ModelSpecError(f"grouping factors must have > 1 sampled level (grouping factor {t.group!r} "
-                                 f"has {t.nlev} level in the {n} rows used)")
-        if t.nlev >= n:
-            raise ModelSpecError(
-                f"number of levels of each grouping factor must be < number of observations "
-                f"(grouping factor {t.group!r} has {t.nlev} levels for {n} observations)")
-        if t.q > 1 and t.q * t.nlev >= n:
-            raise ModelSpecError(
-                f"number of observations (={n}) <= number of random effects (={t.q * t.nlev}) for term "
-                f"({' + '.join(t.cnms)} | {t.group}); the random-effects parameters and the residual "
-                "variance (or scale parameter) are probably unidentifiable")
+    _check_grouping_levels(terms, mf.nobs)
     X = np.ascontiguousarray(mf.X)
     names = list(mf.column_names)
     y = np.asarray(mf.y, dtype=float)
@@ -1090,6 +1077,25 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     fit._assign = tuple((term_of[c], "(Intercept)" if term_of[c] == 0 else mf.term_labels[term_of[c] - 1]) for c in names)
     fit._bars = [bar.text for bar in mf.random_terms]
     return fit
+
+
+def _check_grouping_levels(terms: list, n: int) -> None:
+    """lme4's checks of the grouping factors (lFormula's checkNlevels and checkNobsRE, as errors)
+    on the ReTerms of n rows: every factor needs 2 <= levels < n, and a term with q > 1 coefficients
+    fewer than n random effects. Shared by engine.lmer and engine.partitioned.lmer."""
+    for t in terms:
+        if t.nlev < 2:
+            raise ModelSpecError(f"grouping factors must have > 1 sampled level (grouping factor {t.group!r} "
+                                 f"has {t.nlev} level in the {n} rows used)")
+        if t.nlev >= n:
+            raise ModelSpecError(
+                f"number of levels of each grouping factor must be < number of observations "
+                f"(grouping factor {t.group!r} has {t.nlev} levels for {n} observations)")
+        if t.q > 1 and t.q * t.nlev >= n:
+            raise ModelSpecError(
+                f"number of observations (={n}) <= number of random effects (={t.q * t.nlev}) for term "
+                f"({' + '.join(t.cnms)} | {t.group}); the random-effects parameters and the residual "
+                "variance (or scale parameter) are probably unidentifiable")
 
 
 def _drop_aliased_columns(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:

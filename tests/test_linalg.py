@@ -50,6 +50,26 @@ def test_cholesky_into_pivot_rules():
     assert not _linalg.cholesky_into(infinite, np.zeros((1, 1)), 1, 0.0, True, 0.0)
 
 
+def test_cholesky_log_det_into_running_sum_and_floor_flag():
+    a, b = _spd(4, 5), _spd(3, 6)
+    out = np.zeros((4, 4))
+    exact, total = _linalg.cholesky_log_det_into(a, out, 4, 1e-300, 0.0)
+    assert exact
+    np.testing.assert_array_equal(out, _linalg.cholesky_lower(a)[0])  # cholesky_into's arithmetic
+    assert np.isclose(2.0 * total, np.linalg.slogdet(a)[1], rtol=1e-12)
+    exact, total = _linalg.cholesky_log_det_into(b, b.copy(), 3, 1e-300, total)  # added to the running sum
+    assert exact and np.isclose(2.0 * total, np.linalg.slogdet(a)[1] + np.linalg.slogdet(b)[1], rtol=1e-12)
+    indefinite = np.array([[1.0, 2.0], [2.0, 1.0]])
+    exact, total = _linalg.cholesky_log_det_into(indefinite, np.zeros((2, 2)), 2, 1e-300, 0.0)
+    assert not exact and total == np.log(np.sqrt(1e-300))  # second pivot -3 floored, reported
+    nan_pivot = np.array([[np.nan]])
+    out = np.zeros((1, 1))
+    exact, _ = _linalg.cholesky_log_det_into(nan_pivot, out, 1, 1e-300, 0.0)
+    assert not exact and out[0, 0] == np.sqrt(1e-300)  # nan is not > 0: floored too
+    exact, total = _linalg.cholesky_log_det_into(indefinite, np.zeros((2, 2)), 2, 0.0, 1.5)
+    assert not exact and total == 1.5  # no floor: the factor stops, the running sum is unchanged
+
+
 def test_inverse_from_cholesky_and_solves():
     a = _spd(4, 3)
     chol = np.linalg.cholesky(a)

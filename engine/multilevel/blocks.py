@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+from engine._linalg import cholesky_log_det_into, solve_lower, solve_upper_t
 
 __all__ = ["BlockData", "BlockWork", "make_block_work", "block_location_step", "block_sums", "block_factor", "block_draw"]
 
@@ -189,23 +190,10 @@ def _eliminate_levels(block, draw_gamma, data, work):
         dg = dims[g]
         for v in range(level_offsets[g], level_offsets[g + 1]):
             dv = depth[v]
-            for j in range(dg):  # Cholesky of the leading dg x dg block, in place
-                s = a_diag[v, j, j]
-                for k in range(j):
-                    s -= a_diag[v, j, k] * a_diag[v, j, k]
-                if not s > 0.0:
-                    s = 1e-300  # numerically singular: only reachable with degenerate data
-                    ok = False
-                d = np.sqrt(s)
-                a_diag[v, j, j] = d
-                log_det += np.log(d)
-                for i in range(j + 1, dg):
-                    t = a_diag[v, i, j]
-                    for k in range(j):
-                        t -= a_diag[v, i, k] * a_diag[v, j, k]
-                    a_diag[v, i, j] = t / d
-                for i in range(j):
-                    a_diag[v, i, j] = 0.0
+            # A_v = L_v L_v' in place; a pivot that is not positive is only reachable with degenerate
+            # data: floored (1e-300) so that the factor stays finite, and reported
+            exact, log_det = cholesky_log_det_into(a_diag[v], a_diag[v], dg, 1e-300, log_det)
+            ok = ok and exact
             for j in range(dv):  # X_j = L^{-1} A_{v,anc_j}
                 for c in range(dims[level_group[ancestors[v, j]]]):
                     for i in range(dg):
@@ -270,32 +258,12 @@ def _factor_gamma(work):
     """Cholesky of the Schur complement S (lower triangle of c_mat) in place and u = L_S^{-1} rhs_gamma
     in rhs_gamma. Returns (log det L_S, ||u||^2, ok)."""
     c_mat, rhs = work.c_mat, work.rhs_gamma
-    qf = rhs.shape[0]
-    log_det = 0.0
-    ok = True
-    for j in range(qf):
-        s = c_mat[j, j]
-        for k in range(j):
-            s -= c_mat[j, k] * c_mat[j, k]
-        if not s > 0.0:
-            s = 1e-300
-            ok = False
-        d = np.sqrt(s)
-        c_mat[j, j] = d
-        log_det += np.log(d)
-        for i in range(j + 1, qf):
-            t = c_mat[i, j]
-            for k in range(j):
-                t -= c_mat[i, k] * c_mat[j, k]
-            c_mat[i, j] = t / d
+    ok, log_det = cholesky_log_det_into(c_mat, c_mat, rhs.shape[0], 1e-300, 0.0)
+    u = solve_lower(c_mat, rhs)
     quad = 0.0
-    for i in range(qf):
-        s = rhs[i]
-        for k in range(i):
-            s -= c_mat[i, k] * rhs[k]
-        s /= c_mat[i, i]
-        rhs[i] = s
-        quad += s * s
+    for i in range(u.shape[0]):
+        rhs[i] = u[i]
+        quad += u[i] * u[i]
     return log_det, quad, ok
 
 
@@ -303,15 +271,10 @@ def _factor_gamma(work):
 def _draw_gamma(rng, gamma, work):
     """gamma ~ N(S^{-1} rhs, S^{-1}) = L_S^{-T} (u + z), z ~ N(0, I) drawn in index order, after
     _factor_gamma (c_mat holds L_S, rhs_gamma holds u)."""
-    c_mat, u = work.c_mat, work.rhs_gamma
-    qf = gamma.shape[0]
-    for i in range(qf):
+    u = work.rhs_gamma
+    for i in range(gamma.shape[0]):
         u[i] += rng.standard_normal()
-    for i in range(qf - 1, -1, -1):
-        s = u[i]
-        for k in range(i + 1, qf):
-            s -= c_mat[k, i] * gamma[k]
-        gamma[i] = s / c_mat[i, i]
+    gamma[:] = solve_upper_t(work.c_mat, u)
 
 
 @numba.njit(cache=True, nogil=True)

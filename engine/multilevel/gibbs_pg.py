@@ -46,8 +46,8 @@ from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before 
 from engine.errors import ModelSpecError, SamplerError
 from engine.gibbs import LevelSizes, _collapsed_scale_step, _collapsed_top_step, _draw_scale, _inverse_gamma, \
     _slice_log_scale
-from engine.gibbs_slopes import _store_draw, _term_precision, _update_covariances
-from engine.multilevel.blocks import block_location_step, make_block_work
+from engine.gibbs_slopes import (_n_ranef, _store_draw, _term_precision, _update_covariances, slopes_location_step,
+                                 start_slopes_chain)
 from engine.multilevel.families import BERNOULLI, BINOMIAL, GLMModel, design_matrix
 from engine.multilevel.location import (LocationData, LocationWork, PriorArrays, _location_block, location_inputs,
                                         store_location_draw)
@@ -359,73 +359,29 @@ def _interweave_slopes_sds(rng, gamma, r, theta, chol, sigma_inv, data, theta_k)
 @numba.njit(cache=True, nogil=True)
 def _pg_slopes_chain(rng, d, n_iter, n_warmup, thin, save_ranef, init_sd, interweave):
     """One chain of the slopes model; returns (draws (n_kept, b + sd + cor), ranef (n_kept, R or 0)).
-    Per sweep: omega and the weighted cross-products, the location block(s) with sigma^2 = 1, the
-    Student-t auxiliaries of gamma, every term's (sd, R) (engine.gibbs_slopes._update_covariances),
-    then (``interweave``) each sd once more in the non-centred parametrisation (_interweave_slopes_sds)."""
+    Per sweep: omega and the weighted cross-products, then the slopes Gibbs chain's own steps on them
+    (engine.gibbs_slopes): the location block(s) with sigma^2 = 1 and the Student-t auxiliaries of gamma
+    (slopes_location_step), every term's (sd, R) (_update_covariances), then (``interweave``) each sd
+    once more in the non-centred parametrisation (_interweave_slopes_sds)."""
     data = d.slopes
-    block, terms, gp = data.block, data.terms, data.gamma_prior
-    qf = block.q_fix
-    n_groups = block.group_dims.shape[0]
-    n_total = block.level_group.shape[0]
-    qm = 1
-    for g in range(n_groups):
-        qm = max(qm, block.group_dims[g])
-    n_terms = terms.group.shape[0]
-    n_ranef = 0
-    for g in range(n_groups):
-        n_ranef += (block.level_offsets[g + 1] - block.level_offsets[g]) * block.group_dims[g]
     n_kept = (n_iter - n_warmup + thin - 1) // thin
-    n_params = qf + data.n_sd + data.n_cor
+    n_params = data.block.q_fix + data.n_sd + data.n_cor
     draws = np.empty((n_kept, n_params))
-    ranef = np.empty((n_kept, n_ranef if save_ranef else 0))
+    ranef = np.empty((n_kept, _n_ranef(data.block) if save_ranef else 0))
     row = np.empty(n_params + 1)  # _store_draw's layout ends with sigma (here unused)
-
-    gamma = np.zeros(qf)
-    r = np.zeros((n_total, qm))
-    mixing = np.ones(qf)
-    gamma_precision = np.zeros(qf)
-    gamma_prior_mean = np.zeros(qf)
-    for a in range(qf):
-        if gp.family[a] != _FLAT:
-            gamma_prior_mean[a] = gp.mu[a]
-    max_coord = 1
-    for t in range(n_terms):
-        max_coord = max(max_coord, terms.dim[t] + terms.dim[t] * (terms.dim[t] - 1) // 2)
-    theta = np.zeros((n_terms, max_coord))
-    chol = np.zeros((n_terms, qm, qm))
-    for t in range(n_terms):
-        for j in range(terms.dim[t]):
-            theta[t, j] = np.log(init_sd[terms.sd_offset[t] + j])
-            chol[t, j, j] = 1.0
-    sigma_inv = np.zeros((n_groups, qm, qm))
-    for t in range(n_terms):
-        _term_precision(theta[t], terms.dim[t], terms.correlated[t], chol[t], sigma_inv[terms.group[t]],
-                        terms.offset[t])
-    work = make_block_work(block)
-    scatter = np.zeros((qm, qm))
-    cov_work = np.zeros((qm, qm))
-    theta_k = np.zeros(block.cell_uy.shape[1])
+    chain = start_slopes_chain(data, init_sd)
+    theta_k = np.zeros(data.block.cell_uy.shape[1])
 
     kept = 0
     for iteration in range(n_iter):
-        _omega_cross_products(rng, d, gamma, r)
-        for a in range(qf):
-            if gp.family[a] == _NORMAL:
-                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a])
-            elif gp.family[a] == _STUDENT_T:
-                gamma_precision[a] = 1.0 / (gp.scale[a] * gp.scale[a] * mixing[a])
-        for b in range(max(data.n_blocks, 1)):
-            block_location_step(rng, b, True, gamma, r, sigma_inv, 1.0, gamma_precision, gamma_prior_mean,
-                                block, work)
-        for a in range(qf):
-            if gp.family[a] == _STUDENT_T:
-                z = (gamma[a] - gp.mu[a]) / gp.scale[a]
-                mixing[a] = _inverse_gamma(rng, 0.5 * (gp.nu[a] + 1.0), 0.5 * (gp.nu[a] + z * z))
-        _update_covariances(rng, r, theta, chol, sigma_inv, scatter, cov_work, data)
+        _omega_cross_products(rng, d, chain.gamma, chain.r)
+        slopes_location_step(rng, 1.0, chain, data)
+        _update_covariances(rng, chain.r, chain.theta, chain.chol, chain.sigma_inv, chain.scatter, chain.cov_work,
+                            data)
         if interweave:
-            _interweave_slopes_sds(rng, gamma, r, theta, chol, sigma_inv, data, theta_k)
+            _interweave_slopes_sds(rng, chain.gamma, chain.r, chain.theta, chain.chol, chain.sigma_inv, data, theta_k)
         if iteration >= n_warmup and (iteration - n_warmup) % thin == 0:
-            _store_draw(row, ranef[kept], gamma, theta, chol, 1.0, r, data, save_ranef)
+            _store_draw(row, ranef[kept], chain.gamma, chain.theta, chain.chol, 1.0, chain.r, data, save_ranef)
             for a in range(n_params):
                 draws[kept, a] = row[a]
             kept += 1

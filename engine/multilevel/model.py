@@ -248,15 +248,18 @@ def ranef_names(model: MultilevelModel) -> list[str]:
 
 
 @numba.njit(cache=True)
-def _cell_sums(y, X, cell_of_row, n_cells):
-    """One pass over the rows: per-cell n, sum y, sum y^2, sum x, sum xy, sum xx' (O(N p^2))."""
+def _cell_sums(y, X, cell_of_row, n_cells, with_xx):
+    """One pass over the rows: per-cell n, sum y, sum y^2, sum x, sum xy and (with_xx) sum xx'
+    (O(N p^2); without it O(N p) and sum_xx is (K, 0, 0)). Shapes: y (N,), X (N, p), cell_of_row
+    (N,) in 0..n_cells-1. Also the per-partition pass of engine.partitioned.cells."""
     n, p = X.shape
     cell_n = np.zeros(n_cells)
     sum_y = np.zeros(n_cells)
     sum_yy = np.zeros(n_cells)
     sum_x = np.zeros((n_cells, p))
     sum_xy = np.zeros((n_cells, p))
-    sum_xx = np.zeros((n_cells, p, p))
+    p_xx = p if with_xx else 0
+    sum_xx = np.zeros((n_cells, p_xx, p_xx))
     for i in range(n):
         k = cell_of_row[i]
         yi = y[i]
@@ -267,10 +270,11 @@ def _cell_sums(y, X, cell_of_row, n_cells):
             xa = X[i, a]
             sum_x[k, a] += xa
             sum_xy[k, a] += xa * yi
-            for b in range(a + 1):
-                sum_xx[k, a, b] += xa * X[i, b]
+            if with_xx:
+                for b in range(a + 1):
+                    sum_xx[k, a, b] += xa * X[i, b]
     for k in range(n_cells):
-        for a in range(p):
+        for a in range(p_xx):
             for b in range(a):
                 sum_xx[k, b, a] = sum_xx[k, a, b]
     return cell_n, sum_y, sum_yy, sum_x, sum_xy, sum_xx
@@ -417,7 +421,7 @@ def _sufficient_statistics(design: _FixedDesign, structure: _GroupStructure) -> 
     cell_levels = (np.ascontiguousarray(cell_codes + structure.level_offsets[:-1][None, :]) if n_groups
                    else cell_codes)
     cell_n, cell_sum_y, cell_sum_yy, cell_sum_x, cell_sum_xy, cell_sum_xx = _cell_sums(
-        design.y, design.X_c, cell_of_row, n_cells)
+        design.y, design.X_c, cell_of_row, n_cells, True)
     level_n = np.zeros(n_total)
     level_sum_y = np.zeros(n_total)
     level_sum_x = np.zeros((n_total, p))

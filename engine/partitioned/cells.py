@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 import pandas as pd
 
-from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from ..errors import DataError, ModelSpecError
+from ..multilevel.model import _cell_sums
 from .common import bucket_counts, formula_columns, load, prepass, template_frame, tree
 
 __all__ = ["CellPlan", "CellSums", "cell_pass", "plan_cells"]
@@ -75,27 +74,6 @@ class CellSums(NamedTuple):
     x_max: np.ndarray
 
 
-@numba.njit(cache=True)
-def _sums(y, U, cell, n_cells):
-    """Per cell n, sum y, sum y^2, sum u, sum u y (one pass, O(N p))."""
-    n, p = U.shape
-    cn = np.zeros(n_cells)
-    sy = np.zeros(n_cells)
-    syy = np.zeros(n_cells)
-    su = np.zeros((n_cells, p))
-    suy = np.zeros((n_cells, p))
-    for i in range(n):
-        k = cell[i]
-        yi = y[i]
-        cn[k] += 1.0
-        sy[k] += yi
-        syy[k] += yi * yi
-        for a in range(p):
-            su[k, a] += U[i, a]
-            suy[k, a] += U[i, a] * yi
-    return cn, sy, syy, su, suy
-
-
 def rows_of(plan: CellPlan, part: pd.DataFrame):
     """(X (m, p) kept columns, y (m,), cell (m,) sorted cell ids, n_dropped) of one partition's
     complete rows (R's na.omit over the formula's columns)."""
@@ -131,7 +109,7 @@ def _cell_part(plan: CellPlan, part: pd.DataFrame) -> CellSums:
     p = X.shape[1]
     cells, local = np.unique(cell, return_inverse=True)
     U = np.ascontiguousarray(X - plan.shift)
-    cn, sy, syy, su, suy = _sums(y, U, local.astype(np.int64), len(cells))
+    cn, sy, syy, su, suy, _ = _cell_sums(y, U, local.astype(np.int64), len(cells), False)
     d = y - plan.y_shift
     big = np.inf
     return CellSums(cells, cn, sy, syy, su, suy, U.T @ U, float(d.sum()), float(d @ d), len(part),

@@ -45,7 +45,7 @@ def _cell_terms(frame, template, formula, plan, sums):
 
 def lmer_partitioned(formula: str, data, REML: bool = True):  # noqa: N803 (lme4's name)
     """``engine.lmer(formula, data)`` where data is a Dask DataFrame or a Parquet path."""
-    from ..lmer import _fit_stats, _sufficient_stats, expand_double_verts
+    from ..lmer import _check_grouping_levels, _fit_stats, _sufficient_stats, expand_double_verts
     from ..validate import check_lmer_call, check_lmer_response
 
     REML = check_lmer_call(formula, REML)  # noqa: N806
@@ -58,14 +58,7 @@ def lmer_partitioned(formula: str, data, REML: bool = True):  # noqa: N803 (lme4
     n = int(sums.n.sum())
     template = planned.template
     terms = _cell_terms(frame, template, formula, plan, sums)
-    for t in terms:
-        if t.nlev < 2:
-            raise ModelSpecError(f"grouping factors must have > 1 sampled level (grouping factor {t.group!r} "
-                                 f"has {t.nlev} level in the {n} rows used)")
-        if t.nlev >= n:
-            raise ModelSpecError(
-                f"number of levels of each grouping factor must be < number of observations "
-                f"(grouping factor {t.group!r} has {t.nlev} levels for {n} observations)")
+    _check_grouping_levels(terms, n)
     names = list(frame.column_names)
     p = len(names)
     XaXa = np.empty((p + 1, p + 1))
