@@ -121,8 +121,11 @@ SLOPE_CASES = {
 }
 
 
+# the poisson case (143 s) runs with ENGINE_LONG=1; CI keeps both bernoulli cases, the poisson slopes
+# density check above and the poisson random-intercept comparison with brms (test_glm_samplers.py)
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(SLOPE_CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.long) if c == "epi_slope-nuts" else c
+                                  for c in SLOPE_CASES])
 def test_slopes_posterior_matches_brms(case, fixtures_dir):
     """Every b_, sd_ and cor_ against brms 2.18 (4 chains x 1000 draws each side; the Gibbs chains run
     4000 iterations, 1000 warm-up, as their draws are more autocorrelated -- the MCSEs account for it)."""
