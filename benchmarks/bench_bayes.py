@@ -153,7 +153,7 @@ def brms_entry(model, chains: int, n_iter: int, n_warmup: int, seed: int, data=N
     return Run(draws, float(values["SAMPLER"]), float(values["COMPILE"]), "adapt_delta 0.95")
 
 
-def nutpie_entry(python: str) -> Callable:
+def nutpie_entry(python: str, target_accept: float = 0.95) -> Callable:
     """A SAMPLERS function running nutpie (PyMC model, numba backend) under interpreter ``python``
     (benchmarks/nutpie_peer.py), since nutpie and PyMC pin their own numba."""
 
@@ -162,13 +162,21 @@ def nutpie_entry(python: str) -> Callable:
 
         with tempfile.TemporaryDirectory() as folder:
             source, target = os.path.join(folder, "in.npz"), os.path.join(folder, "out.npz")
-            np.savez(source, y=model.y, X_c=model.X_c, x_means=model.x_means,
-                     school=model.group_codes[:, 0], klass=model.group_codes[:, 1])
+            if model.has_slopes:  # one grouping factor with q coefficients, brms' default priors
+                np.savez(source, y=model.y, X_c=model.X_c, x_means=model.x_means, Z=model.Z,
+                         group=model.group_codes[:, 0], intercept_prior=model.intercept_prior[1:],
+                         sd_nu=model.sd_prior_nu[0], sd_scale=model.sd_prior_scale[0], eta=model.cor_eta[0],
+                         sigma_prior=model.sigma_prior[[1, 3]], target_accept=target_accept)
+            else:
+                np.savez(source, y=model.y, X_c=model.X_c, x_means=model.x_means,
+                         school=model.group_codes[:, 0], klass=model.group_codes[:, 1], target_accept=target_accept)
             script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nutpie_peer.py")
-            subprocess.run([python, script, source, target, str(chains), str(n_iter), str(n_warmup), str(seed)],
-                           check=True, capture_output=True, text=True)
+            done = subprocess.run([python, script, source, target, str(chains), str(n_iter), str(n_warmup), str(seed)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"nutpie_peer.py failed: {done.stderr.strip()[-2000:]}")
             out = np.load(target)
-            note = (f"nutpie {out['nutpie_version']}, pymc {out['pymc_version']}, target_accept 0.95, "
+            note = (f"nutpie {out['nutpie_version']}, pymc {out['pymc_version']}, target_accept {target_accept}, "
                     f"{int(out['divergences'])} divergences")
             return Run(out["draws"], float(out["sampler_seconds"]), float(out["compile_seconds"]), note)
 
@@ -183,6 +191,15 @@ SAMPLERS: list[tuple[str, Callable]] = [
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def find_nutpie_python(args) -> str | None:
+    """--nutpie-python, else this interpreter where it has nutpie and pymc, else None."""
+    if args.nutpie_python:
+        return args.nutpie_python
+    if all(importlib.util.find_spec(p) for p in ("nutpie", "pymc")):
+        return sys.executable
+    return None
 
 
 def study_data():
@@ -257,9 +274,7 @@ def main() -> None:
             entries.append(("brms (NUTS)", lambda m, c, i, w, s: brms_entry(m, c, i, w, s, data=data)))
         else:
             print("brms: absent (Rscript with brms not installed) -- no brms column")
-        nutpie_python = args.nutpie_python
-        if nutpie_python is None and all(importlib.util.find_spec(p) for p in ("nutpie", "pymc")):
-            nutpie_python = sys.executable
+        nutpie_python = find_nutpie_python(args)
         if nutpie_python:
             entries.append(("nutpie (PyMC)", nutpie_entry(nutpie_python)))
         else:
@@ -279,10 +294,12 @@ def main() -> None:
                          "sampler s": round(run.sampler_seconds, 3), "ESS/s": round(ess / run.sampler_seconds, 1),
                          "compile s": round(run.compile_seconds, 2), "note": run.note})
         peer = next((r for r in rows if r["sampler"].startswith("brms")), None)
+        nutpie_row = next((r for r in rows if r["sampler"].startswith("nutpie")), None)
         for row in rows:
-            row["vs brms"] = f"{row['ESS/s'] / peer['ESS/s']:.0f}x" if peer else "n/a"
+            row["vs brms"] = f"{row['ESS/s'] / peer['ESS/s']:.1f}x" if peer else "n/a"
+            row["vs nutpie"] = f"{row['ESS/s'] / nutpie_row['ESS/s']:.1f}x" if nutpie_row else "n/a"
         print_table(rows, ["sampler", "min bulk ESS", "(param)", "max R-hat", "sampler s", "ESS/s", "vs brms",
-                           "compile s", "note"])
+                           "vs nutpie", "compile s", "note"])
         if peer is None:
             print("(no brms run: brms reference points measured on this project's machine: 12-24 ESS/s, "
                   "compile 53-134 s; the goal is Gibbs >= 50x)")
@@ -401,6 +418,9 @@ def slopes_benchmark(args, chains: int, n_iter: int, n_warmup: int) -> None:
         print("brms:", ", ".join(f"{k} {v}" for k, v in versions.items()))
     else:
         print("brms: skipped or absent -- no brms column")
+    nutpie_python = find_nutpie_python(args)
+    if not nutpie_python:
+        print("nutpie/pymc: absent (pass --nutpie-python with an interpreter that has them)")
     for label, (formula, file_name) in SLOPES_MODELS.items():
         data = pd.read_csv(os.path.join(folder, file_name))
         factors = ["Subject"] if label == "sleepstudy" else ["school", "sex"]
@@ -414,6 +434,8 @@ def slopes_benchmark(args, chains: int, n_iter: int, n_warmup: int) -> None:
                    ("engine nuts collapsed", nuts_entry(marginalize=True))]
         if with_r:
             entries.append(("brms (NUTS)", brms_slopes_entry(formula, data, factors)))
+        if nutpie_python:  # brms' default adapt_delta 0.8 here, so nutpie's target_accept 0.8
+            entries.append(("nutpie (PyMC)", nutpie_entry(nutpie_python, target_accept=0.8)))
         rows = []
         for name, function in entries:
             try:
@@ -426,10 +448,12 @@ def slopes_benchmark(args, chains: int, n_iter: int, n_warmup: int) -> None:
                          "sampler s": round(run.sampler_seconds, 3), "ESS/s": round(ess / run.sampler_seconds, 1),
                          "compile s": round(run.compile_seconds, 2), "note": run.note})
         peer = next((r for r in rows if r["sampler"].startswith("brms")), None)
+        nutpie_row = next((r for r in rows if r["sampler"].startswith("nutpie")), None)
         for row in rows:
-            row["vs brms"] = f"{row['ESS/s'] / peer['ESS/s']:.0f}x" if peer else "n/a"
+            row["vs brms"] = f"{row['ESS/s'] / peer['ESS/s']:.1f}x" if peer else "n/a"
+            row["vs nutpie"] = f"{row['ESS/s'] / nutpie_row['ESS/s']:.1f}x" if nutpie_row else "n/a"
         print_table(rows, ["sampler", "min bulk ESS", "(param)", "max R-hat", "sampler s", "ESS/s", "vs brms",
-                           "compile s", "note"])
+                           "vs nutpie", "compile s", "note"])
     if args.no_scaling:
         return
     scale_chains, scale_iter, scale_warmup = (1, 1000, 500) if args.quick else (chains, n_iter, n_warmup)
