@@ -134,7 +134,8 @@ def main() -> None:
                 wall = time.perf_counter() - t
                 line = (f"  partitioned ols {wall:.2f}s ({n / wall:,.0f} rows/s; prepass "
                         f"{fit.timings['prepass']:.2f}s, qr pass {fit.timings['qr_pass']:.2f}s, residual "
-                        f"passes {fit.timings['residual_passes']:.2f}s); peak worker RSS "
+                        f"pass(es) {fit.timings['residual_passes']:.2f}s; {fit.n_passes} passes over the rows); "
+                        f"peak worker RSS "
                         f"{peak_worker_rss(client):.2f} GiB")
                 if df is not None:
                     import statsmodels.api as sm

@@ -17,8 +17,10 @@ import pandas as pd
 
 from ..errors import ColumnNotFoundError, DataError, EngineInputError
 
-__all__ = ["FormulaColumns", "Levels", "bucket_counts", "dask_modules", "exact_quantiles", "first_complete",
-           "float_buckets", "formula_columns", "load", "prepass", "template_frame", "tree"]
+__all__ = ["Brackets", "FormulaColumns", "Levels", "bracket_orders", "bracket_part", "bracketed_quantiles",
+           "bucket_counts", "dask_modules", "exact_quantiles", "first_complete", "float_buckets", "formula_columns",
+           "load", "merge_bracket_parts", "merge_samples", "prepass", "sample_index", "sample_weights", "template_frame", "tree",
+           "type7"]
 
 def dask_modules():
     """(dask, dask.dataframe), or EngineInputError naming the optional extra."""
@@ -260,8 +262,14 @@ def exact_quantiles(dask, parts, values: Callable, n: int, probs=(0.0, 0.25, 0.5
         offset[b] = start
         start += counts[b]
     stat = {o: sorted_values[offset[b] + o - (cum[b - 1] if b else 0)] for o, b in zip(orders, buckets)}
+    return type7(index, stat)
+
+
+def type7(index, stat: dict) -> np.ndarray:
+    """R's type-7 quantiles at 1-based positions ``index`` from the order statistics ``stat``
+    (0-based order -> value), as engine.rcompat.quantile's type 7."""
     out = []
-    for i in index:  # as engine.rcompat.quantile's type 7
+    for i in index:
         lo_i, hi_i = int(np.floor(i)), int(np.ceil(i))
         low = stat[lo_i - 1]
         if i > lo_i:
@@ -271,3 +279,115 @@ def exact_quantiles(dask, parts, values: Callable, n: int, probs=(0.0, 0.25, 0.5
         else:
             out.append(low)
     return np.array(out)
+
+
+# ------------------------------------------------- order statistics in the same pass as the sums
+#
+# exact_quantiles needs a pass of its own after the bucket counts. A fit that already makes a
+# pass over the values (OLS's residual pass) can instead bracket each wanted order statistic from
+# a small sample taken in an earlier pass: the values below each bracket are counted and those
+# inside it gathered in that same pass, and the counts then prove (or not) that the order
+# statistic is among the gathered values. The answer is exact either way: a bracket that misses
+# (a sample unlike the data) only sends the fit to exact_quantiles' extra pass.
+
+#: rows a partition contributes to the sample (evenly spaced), and the sample's cap after merging
+SAMPLE_ROWS, SAMPLE_CAP = 2048, 1 << 16
+#: a bracket reaches this many binomial standard deviations of the sample's CDF either side
+BRACKET_SDS = 6.0
+
+
+def sample_index(k: int, size: int = SAMPLE_ROWS) -> np.ndarray:
+    """Evenly spaced row positions, at most ``size`` of k (deterministic: no random stream)."""
+    if k <= size:
+        return np.arange(k)
+    return (np.arange(size) * k) // size
+
+
+def sample_weights(k: int, taken: int) -> np.ndarray:
+    """(taken,) rows of the k a partition's sampled rows stand for: a partition's share of the
+    sample is then its share of the rows, whatever the partitions' sizes."""
+    return np.full(taken, k / taken if taken else 0.0)
+
+
+def merge_samples(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two partitions' sample rows stacked (last column: the weights, sample_weights), thinned to
+    every other row beyond SAMPLE_CAP; a kept row then stands for twice as many rows (a and b are
+    each thinned by half, being contiguous, so no partition's weight shifts)."""
+    s = np.concatenate([a, b])
+    if s.shape[0] <= SAMPLE_CAP:
+        return s
+    s = s[::2].copy()
+    s[:, -1] *= 2.0
+    return s
+
+
+class Brackets(NamedTuple):
+    """Intervals [lo[k], hi[k]] and the 0-based order statistics (among n values) each should hold."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    orders: tuple
+
+
+def bracket_orders(sample: np.ndarray, weights: np.ndarray, n: int, orders) -> Brackets | None:
+    """Brackets for ``orders`` from a weighted ``sample`` of the n values: [lo, hi] reach
+    BRACKET_SDS standard deviations (at the sample's effective size, Kish's sum(w)^2 / sum(w^2))
+    of the weighted sample CDF either side of o / (n - 1); overlapping brackets merged. None when
+    the sample is too small to narrow anything down (then exact_quantiles' pass)."""
+    sample = np.asarray(sample, dtype=np.float64)
+    order = np.argsort(sample, kind="stable")
+    s, w = sample[order], np.asarray(weights, dtype=np.float64)[order]
+    total = w.sum()
+    m_eff = total * total / np.dot(w, w) if total > 0 else 0.0
+    if m_eff < 64 or n < 2:
+        return None
+    cdf = (np.cumsum(w) - 0.5 * w) / total  # mid-point ranks
+    spans = []
+    for o in sorted(orders):
+        p = o / (n - 1)
+        delta = BRACKET_SDS * np.sqrt(p * (1.0 - p) / m_eff) + 2.0 / m_eff
+        a = int(np.searchsorted(cdf, p - delta, side="right")) - 1  # last point at or below p - delta
+        b = int(np.searchsorted(cdf, p + delta, side="left"))       # first point at or above p + delta
+        lo = s[a] if a >= 0 else -np.inf
+        hi = s[b] if b < s.size else np.inf
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(hi, spans[-1][1]), spans[-1][2] + (o,))
+        else:
+            spans.append((lo, hi, (o,)))
+    return Brackets(np.array([x[0] for x in spans]), np.array([x[1] for x in spans]),
+                    tuple(x[2] for x in spans))
+
+
+def bracket_part(v: np.ndarray, brackets: Brackets | None):
+    """A partition's share: per bracket the count of values below it (k,) and the values in it."""
+    if brackets is None:
+        return None
+    below = np.array([np.count_nonzero(v < lo) for lo in brackets.lo], dtype=np.int64)
+    inside = [v[(v >= lo) & (v <= hi)] for lo, hi in zip(brackets.lo, brackets.hi)]
+    return below, inside
+
+
+def merge_bracket_parts(a, b):
+    if a is None:
+        return None
+    return a[0] + b[0], [np.concatenate([x, y]) for x, y in zip(a[1], b[1])]
+
+
+def bracketed_quantiles(brackets: Brackets | None, share, n: int, probs) -> np.ndarray | None:
+    """R's type-7 quantiles at ``probs`` from the merged bracket shares, or None where a wanted
+    order statistic is not provably inside its bracket (then exact_quantiles' pass)."""
+    if brackets is None:
+        return None
+    index, orders = quantile_orders(n, probs)
+    below, inside = share
+    stat = {}
+    for k, group in enumerate(brackets.orders):
+        values = None
+        for o in group:
+            r = o - int(below[k])
+            if not 0 <= r < inside[k].size:
+                return None
+            if values is None:
+                values = np.sort(inside[k])
+            stat[o] = values[r]
+    return type7(index, stat) if set(orders) <= set(stat) else None

@@ -13,10 +13,14 @@ QR", section 3 — the tall-skinny QR as a reduction tree):
    :func:`engine.ols.tsqr_triangle`; the triangles are stacked pairwise and re-factored in a
    binary tree on the cluster; the root's triangle goes through R's pivoted QR
    (:func:`engine.ols.pivoted_qr`), which gives beta from the combined R and Q'y.
-3. pass 2: per partition, residuals y - X beta: RSS, the model sum of squares about the mean and
-   the residuals' counts in 2^18 buckets monotone in the value (common.float_buckets); pass 3:
-   the residuals in the few buckets that hold the order statistics type 7 needs, sorted locally.
-   The quantiles are exact (the bucket of a value is computed by the same formula in both passes).
+3. pass 2: per partition, residuals y - X beta: RSS, the model sum of squares about the mean, the
+   residuals below and inside brackets of the order statistics type 7 needs (the brackets from the
+   residuals of a sample of rows that pass 1 kept: common.bracket_orders), and the residuals' counts
+   in 2^18 buckets monotone in the value (common.float_buckets). The counts prove each order
+   statistic is among the gathered residuals (then two passes in all); only where a bracket missed,
+   pass 3: the residuals in the few buckets that hold the order statistics, sorted locally. The
+   quantiles are exact either way (the bucket of a value is computed by the same formula in both
+   passes).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, ModelSpecError
-from .common import (bucket_counts, dask_modules, exact_quantiles, first_complete, formula_columns,
-                     load, prepass, template_frame, tree)
+from .common import (bracket_orders, bracket_part, bracketed_quantiles, bucket_counts, dask_modules,
+                     exact_quantiles, first_complete, formula_columns, load, merge_bracket_parts, merge_samples,
+                     prepass, quantile_orders, sample_index, sample_weights, template_frame, tree)
 
 __all__ = ["PartitionedOLSResults", "ols_partitioned"]
 
@@ -79,14 +84,16 @@ def _pass1(terms, response, part):
         tri = tsqr_triangle(X, y, parallel=False)
         if tri.shape[0] < p + 1:  # fewer rows than columns: pad with zero rows
             tri = np.vstack([tri, np.zeros((p + 1 - tri.shape[0], p + 1))])
-    return tri, X.shape[0], dropped, float(y.sum()), largest
+    rows = sample_index(X.shape[0])  # [X | y | weight] of a few rows: they bracket the residual quantiles
+    sample = np.column_stack([X[rows], y[rows], sample_weights(X.shape[0], rows.size)])
+    return tri, X.shape[0], dropped, float(y.sum()), largest, sample
 
 
 def _merge(a, b):
     from ..ols import _merge_triangles
 
     return (_merge_triangles(np.stack([a[0], b[0]])), a[1] + b[1], a[2] + b[2], a[3] + b[3],
-            np.maximum(a[4], b[4]))
+            np.maximum(a[4], b[4]), merge_samples(a[5], b[5]))
 
 
 #: the partitions' triangles are formed unscaled (the in-memory fit scales its columns first, which
@@ -148,9 +155,10 @@ def _robust_part(spec: _Robust, X, r, keys):
     return out
 
 
-def _pass2(terms, response, coef, centre, robust, part):
-    """RSS, the model sum of squares about ``centre``, the residuals' bucket counts and, for
-    ``vcov=``, the partition's share of the meat (_robust_part)."""
+def _pass2(terms, response, coef, centre, robust, brackets, part):
+    """RSS, the model sum of squares about ``centre``, the residuals' bucket counts, their share of
+    the quantile ``brackets`` (common.bracket_part) and, for ``vcov=``, the partition's share of the
+    meat (_robust_part)."""
     X, y, _, keep = _design(terms, response, part, with_keep=True)
     fitted = X @ coef
     r = y - fitted
@@ -164,7 +172,7 @@ def _pass2(terms, response, coef, centre, robust, part):
                 raise DataError(f"cluster column {name!r} has missing values in {missing} of the rows "
                                 "the model uses; drop or recode those rows")
         meat = _robust_part(robust, X, r, keys)
-    return float(r @ r), float(c @ c), bucket_counts(r), meat
+    return float(r @ r), float(c @ c), bucket_counts(r), meat, bracket_part(r, brackets)
 
 
 def _merge_meat(a, b):
@@ -175,7 +183,7 @@ def _merge_meat(a, b):
 
 
 def _merge2(a, b):
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2], _merge_meat(a[3], b[3])
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], _merge_meat(a[3], b[3]), merge_bracket_parts(a[4], b[4])
 
 
 # ---------------------------------------------------------------- the fit
@@ -184,7 +192,8 @@ class PartitionedOLSResults:
     """R's ``lm`` fitted from partitions: the numbers of :class:`engine.ols.OLSResults` (params,
     bse, tvalues, pvalues, vcov, sigma, df_resid, df_model, rank, rsquared, rsquared_adj, fvalue,
     f_pvalue, nobs, n_dropped, ssr, ess, resid_quantiles) without the per-row residuals, which
-    stay on the cluster; ``summary()`` prints as R."""
+    stay on the cluster; ``summary()`` prints as R. ``n_passes``: full passes over the rows (2, or
+    3 where a quantile bracket missed); ``timings``: seconds per phase."""
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
@@ -283,7 +292,7 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
 
     # pass 1: triangles, merged in a tree
     leaves = [dask.delayed(_pass1)(terms, response, part) for part in parts]
-    tri, n, n_dropped, sum_y, largest = dask.compute(tree(dask, leaves, _merge))[0]
+    tri, n, n_dropped, sum_y, largest, sample = dask.compute(tree(dask, leaves, _merge))[0]
     if n == 0:
         raise DataError(f"no rows left after removing rows with missing values ({formula})")
     _check_scales(largest, names, response)
@@ -297,8 +306,14 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
     coef0[kept] = coef_piv
     t2 = time.perf_counter()
 
-    # pass 2: residual sums and bucket counts; then the exact quantiles (one more pass)
+    # pass 2: residual sums, bracket shares and bucket counts; the exact quantiles from the brackets,
+    # or, where one missed, from one more pass
     has_int = bool(mf_t.has_intercept)
+    rdf = n - k
+    brackets = None
+    if rdf > 5:
+        brackets = bracket_orders(sample[:, p] - sample[:, :p] @ coef0, sample[:, p + 1], n,
+                                  quantile_orders(n, PROBS)[1])
     centre = sum_y / n if has_int else 0.0
     spec = None
     if kind is not None:
@@ -308,10 +323,10 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
         dims = range(len(cluster_names))
         subsets = tuple(chain.from_iterable(combinations(dims, m) for m in range(1, len(cluster_names) + 1)))
         spec = _Robust(kind, np.ascontiguousarray(kept), rinv, tuple(cluster_names), subsets)
-    leaves = [dask.delayed(_pass2)(terms, response, coef0, centre, spec, part) for part in parts]
-    rss, mss, counts, meat = dask.compute(tree(dask, leaves, _merge2))[0]
+    leaves = [dask.delayed(_pass2)(terms, response, coef0, centre, spec, brackets, part) for part in parts]
+    rss, mss, counts, meat, share = dask.compute(tree(dask, leaves, _merge2))[0]
     rss, mss = float(rss), float(mss)
-    rdf = n - k
+    n_passes = 2
     robust = None if spec is None else _robust_covariance(spec, meat, n, k)
 
     def residuals(part):
@@ -319,7 +334,10 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
 
     residual_names: list[str] = []
     if rdf > 5:
-        quant = exact_quantiles(dask, parts, residuals, n, PROBS, counts=counts)
+        quant = bracketed_quantiles(brackets, share, n, PROBS)
+        if quant is None:
+            quant = exact_quantiles(dask, parts, residuals, n, PROBS, counts=counts)
+            n_passes = 3
     else:  # R prints every residual: few rows, gather them
         quant = np.concatenate(dask.compute(*[dask.delayed(residuals)(part) for part in parts]))
         residual_names = [str(i + 1) for i in range(quant.size)]
@@ -341,7 +359,7 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
         aliased=[nm for nm, a in zip(names, aliased) if a], has_intercept=has_int,
         resid_quantiles=quant, residual_names=residual_names, formula=parsed.text,
         call_lines=list(_call_lines(parsed.text, data_name)), n_partitions=len(parts),
-        timings={"prepass": t1 - t0, "qr_pass": t2 - t1, "residual_passes": t3 - t2},
+        timings={"prepass": t1 - t0, "qr_pass": t2 - t1, "residual_passes": t3 - t2}, n_passes=n_passes,
         robust=robust, cov_type="nonrobust" if robust is None else robust.kind,
         df_inference=int(rdf) if robust is None else robust.df,
         column_names=names, _ls=SimpleNamespace(pivot=qr.pivot, rank=int(k), coef=st["coef"],
