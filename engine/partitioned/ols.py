@@ -60,8 +60,12 @@ def _design(terms, response: str, part: pd.DataFrame, with_keep: bool = False):
     keep[yframe.rows] = True
     y = np.full(n, np.nan)
     y[yframe.rows] = yframe.y
-    keep &= ~np.isnan(X).any(axis=1)
-    out = np.ascontiguousarray(X[keep]), y[keep], int(n - keep.sum())
+    if np.isnan(X.sum()):  # one reduction, no (n, p) temporary, when nothing is missing
+        keep &= ~np.isnan(X).any(axis=1)
+    if keep.all():  # no copy of the design
+        out = np.ascontiguousarray(X), y, 0
+    else:
+        out = np.ascontiguousarray(X[keep]), y[keep], int(n - keep.sum())
     return out + (keep,) if with_keep else out
 
 
