@@ -304,43 +304,134 @@ def _gpdfit(x):
 
 
 SAMPLE = 256  # draws sampled to place a threshold just below the tail (see _select_tail)
+SIGN_BIT = -0x8000000000000000  # int64 with only the sign bit set
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _tail_of(lw, cand, n_cand, tail_len, vbuf):
-    """The tail among candidate draws ``cand[:n_cand]`` (ascending indices that include the
-    tail_len + 1 largest lw): (indices of the tail_len largest in ascending order, cutoff). Ties
-    as R's stable sort: of equal values the later index ranks higher."""
-    for j in range(n_cand):
-        vbuf[j] = lw[cand[j]]
-    cutoff = np.partition(vbuf[:n_cand], n_cand - tail_len - 1)[n_cand - tail_len - 1]
-    idx = np.empty(tail_len, np.int64)
-    count = 0
-    n_equal = 0
-    for j in range(n_cand):
-        v = lw[cand[j]]
-        if v > cutoff:
-            idx[count] = cand[j]
-            count += 1
-        elif v == cutoff:
-            n_equal += 1
-    # values equal to the cutoff fill the rest of the tail; the cutoff itself is the first of them
-    need = tail_len - count
-    if need > 0:
-        skip = n_equal - need
-        seen = 0
-        for j in range(n_cand):
-            if lw[cand[j]] == cutoff:
-                if seen >= skip:
-                    idx[count] = cand[j]
-                    count += 1
-                seen += 1
-    vals = np.empty(tail_len)
-    for j in range(tail_len):
-        vals[j] = lw[idx[j]]
-    # idx is in ascending index order, so the stable sort ranks equal values by index
-    order = np.argsort(vals, kind="mergesort")
-    return idx[order], cutoff
+def _sortable_keys(v, keys):
+    """keys[i]: an int64 whose bytes, read as an unsigned number, order as the finite doubles v[i]
+    (negative: every bit flipped; positive: the sign bit flipped; -0.0 becomes +0.0 first, as
+    comparisons make them equal). ``keys`` may be ``v.view(np.int64)`` (in place)."""
+    bits = v.view(np.int64)
+    for i in range(v.shape[0]):
+        v[i] = v[i] + 0.0
+    for i in range(v.shape[0]):
+        b = bits[i]
+        keys[i] = b ^ ((b >> 63) | SIGN_BIT)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _radix_sort(keys, idx, kbuf, ibuf):
+    """Stable LSD radix sort (bytes, least significant first) of the unsigned int64 ``keys`` with
+    ``idx`` carried along; bytes equal in every key are skipped. Returns (keys, idx) sorted: the
+    inputs or the work arrays kbuf, ibuf (same length), whichever the last pass wrote.
+
+    Sorting the ~2 x tail_len tail candidates was the kernel's largest cost with NumPy's sorts
+    (a selection, then a merge sort: comparisons whose branches the data decide); this has no
+    data-dependent branches, about 8 passes of 2n + 256 simple operations."""
+    n = keys.shape[0]
+    if n < 2:
+        return keys, idx
+    k0 = keys[0]
+    diff = np.int64(0)
+    for i in range(n):
+        diff |= keys[i] ^ k0
+    counts = np.empty(256, np.int64)
+    src_k, src_i, dst_k, dst_i = keys, idx, kbuf, ibuf
+    for d in range(8):
+        shift = 8 * d
+        if (diff >> shift) & 0xFF == 0:
+            continue
+        counts[:] = 0
+        for i in range(n):
+            counts[(src_k[i] >> shift) & 0xFF] += 1
+        total = 0
+        for b in range(256):
+            c = counts[b]
+            counts[b] = total
+            total += c
+        for i in range(n):
+            key = src_k[i]
+            b = (key >> shift) & 0xFF
+            p = counts[b]
+            counts[b] = p + 1
+            dst_k[p] = key
+            dst_i[p] = src_i[i]
+        src_k, src_i, dst_k, dst_i = dst_k, dst_i, src_k, src_i
+    return src_k, src_i
+
+
+BUCKET_WORK = 8  # insertion-sort moves per value the bucket pass may leave before radix is used instead
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sort_pairs(v, idx):
+    """Stable ascending sort of the finite doubles v with idx carried along; returns new arrays
+    (v sorted, idx in the same order). Equal values keep their input order, as R's sort.
+
+    A counting pass into n buckets linear in the value (monotone: rounding of v - lo and of the
+    product never reverses an order, so only values inside one bucket can be out of order), then
+    an insertion sort that moves values within their bucket only. On the tail candidates (a few
+    hundred log weights, spread out) this is a few passes of simple work; NumPy's selection and
+    merge sort were the kernel's largest cost. When the buckets are crowded (an insertion sort
+    would do more than BUCKET_WORK moves per value) a stable radix sort of the bits is used."""
+    n = v.shape[0]
+    out_v = np.empty(n)
+    out_i = np.empty(n, np.int64)
+    if n < 2:
+        out_v[:] = v
+        out_i[:] = idx
+        return out_v, out_i
+    lo = v[0]
+    hi = v[0]
+    for i in range(n):
+        lo = min(lo, v[i])
+        hi = max(hi, v[i])
+    span = hi - lo
+    if span == 0.0:  # all equal: input order is the stable order
+        out_v[:] = v
+        out_i[:] = idx
+        return out_v, out_i
+    bucket = np.empty(n, np.int64)
+    counts = np.zeros(n + 1, np.int64)
+    crowded = not np.isfinite(span)
+    if not crowded:
+        scale = (n - 1) / span
+        for i in range(n):
+            bucket[i] = min(int((v[i] - lo) * scale), n - 1)
+        for i in range(n):
+            counts[bucket[i] + 1] += 1
+        moves = 0
+        for b in range(1, n + 1):
+            c = counts[b]
+            moves += c * (c - 1) // 2
+            counts[b] += counts[b - 1]
+        crowded = moves > BUCKET_WORK * n
+    if crowded:
+        keys = v.copy().view(np.int64)
+        _sortable_keys(keys.view(np.float64), keys)
+        _, order = _radix_sort(keys, np.arange(n), np.empty(n, np.int64), np.empty(n, np.int64))
+        for j in range(n):
+            out_v[j] = v[order[j]]
+            out_i[j] = idx[order[j]]
+        return out_v, out_i
+    for i in range(n):  # stable scatter by bucket
+        p = counts[bucket[i]]
+        counts[bucket[i]] = p + 1
+        out_v[p] = v[i]
+        out_i[p] = idx[i]
+    for i in range(1, n):  # insertion sort: strictly greater values move, so ties keep their order
+        x = out_v[i]
+        if out_v[i - 1] > x:
+            k = out_i[i]
+            j = i - 1
+            while j >= 0 and out_v[j] > x:
+                out_v[j + 1] = out_v[j]
+                out_i[j + 1] = out_i[j]
+                j -= 1
+            out_v[j + 1] = x
+            out_i[j + 1] = k
+    return out_v, out_i
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -352,32 +443,36 @@ def _select_tail(lw, tail_len, vbuf, cand):
     draws places a threshold that the tail_len + 1 largest values exceed with high probability
     (the sample's count above the true cutoff is about Binomial(SAMPLE, (tail_len + 1) / S); the
     threshold is that many plus 3 sd and 3 ranks down), one branch-free pass collects the draws at
-    or above it (typically under twice the tail), and the selection and the sort run on those
-    alone. When fewer than tail_len + 1 draws reach the threshold every draw is a candidate (the
-    result is the same, only slower). vbuf (float) and cand (int64): work arrays of length S."""
+    or above it (typically under twice the tail), in index order, and a stable radix sort of those
+    alone gives the tail's order (equal values keep index order, as R's sort). When fewer than
+    tail_len + 1 draws reach the threshold every draw is a candidate (the result is the same, only
+    slower). vbuf (float) and cand (int64): work arrays of length S."""
     s = lw.shape[0]
     need = tail_len + 1
     n_cand = -1
     stride = s // SAMPLE
     if stride >= 2:
-        smp = np.empty(SAMPLE)
-        for j in range(SAMPLE):
-            smp[j] = lw[j * stride]
         mean = need / s * SAMPLE
         r = int(mean + 3.0 * math.sqrt(mean) + 3.0)
         if r < SAMPLE:
-            thr = np.partition(smp, SAMPLE - r)[SAMPLE - r]
+            smp = np.empty(SAMPLE)
+            for j in range(SAMPLE):
+                smp[j] = lw[j * stride]
+            thr = _sort_pairs(smp, np.arange(SAMPLE))[0][SAMPLE - r]
             c = 0
             for i in range(s):
                 cand[c] = i
+                vbuf[c] = lw[i]
                 c += lw[i] >= thr
             if c >= need:
                 n_cand = c
     if n_cand < 0:
         for i in range(s):
             cand[i] = i
+            vbuf[i] = lw[i]
         n_cand = s
-    return _tail_of(lw, cand, n_cand, tail_len, vbuf)
+    sv, si = _sort_pairs(vbuf[:n_cand], cand[:n_cand])
+    return si[n_cand - tail_len :].copy(), sv[n_cand - tail_len - 1]
 
 
 class McseScores(NamedTuple):

@@ -257,3 +257,25 @@ def test_wide_spread_uses_exact_path():
     assert_rel(result.pareto_k, slow["pareto_k"], 1e-10)
     assert_rel(result.pointwise["elpd_loo"], slow["elpd_loo"], 1e-12)
     assert_rel(result.n_eff, slow["n_eff"], 1e-10)
+
+
+@pytest.mark.parametrize("case", ["spread", "ties", "crowded", "huge_span", "signed_zeros", "two"])
+def test_sort_pairs_is_a_stable_sort(case):
+    """The kernel's sort of tail candidates (buckets then insertion; radix sort of the bits when the
+    buckets are crowded) against NumPy's stable argsort: same values, same index order on ties."""
+    from engine.loo import _sort_pairs
+
+    rng = np.random.default_rng(7)
+    v = {
+        "spread": -rng.exponential(1.0, 500),
+        "ties": np.round(rng.normal(size=500), 1),  # crowded buckets: the radix path
+        "crowded": np.concatenate([[-1e6], rng.normal(size=499) * 1e-3]),  # one bucket holds nearly all
+        "huge_span": np.concatenate([[-1e308, 1e308], rng.normal(size=98)]),  # hi - lo overflows
+        "signed_zeros": np.array([0.0, -0.0, -1.0, 0.0, -0.0, -2.5, -0.0]),
+        "two": np.array([1.0, -1.0]),
+    }[case]
+    idx = np.arange(v.size) * 3 + 1
+    sv, si = _sort_pairs(v.copy(), idx)
+    order = np.argsort(v, kind="stable")
+    np.testing.assert_array_equal(si, idx[order])
+    np.testing.assert_array_equal(sv, v[order])
