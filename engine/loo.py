@@ -327,10 +327,17 @@ def _gpdfit(x):
     theta_hat = 0.0
     for j in range(m):
         theta_hat += theta[j] * math.exp(ltheta[j] - lse)
-    k = 0.0
-    for i in range(n):
-        k += math.log1p(-theta_hat * x[i])
-    k /= n
+    if grouped and np.isfinite(theta_hat):
+        # theta_hat is a weighted mean of the grid, so its factors lie in the grid's bounds too
+        one = np.empty(1)
+        one[0] = theta_hat
+        _grid_mean_logs(x, one, one, True)
+        k = one[0]
+    else:
+        k = 0.0
+        for i in range(n):
+            k += math.log1p(-theta_hat * x[i])
+        k /= n
     sigma = -k / theta_hat
     k = k * n / (n + 10.0) + 10.0 * 0.5 / (n + 10.0)
     if np.isnan(k):
@@ -592,9 +599,10 @@ def _exp_shifted(x, shift, out, bits):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, lw, work, work2, iwork, chains_buf, rho):
-    """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major). Returns
-    (elpd_loo, mcse, p_loo, k, n_eff, r_eff, tail_len, status)."""
+def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, log_half, lw, work, work2, iwork, chains_buf, rho):
+    """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major); log_half[h] =
+    log(h + 1/2) for h up to the longest tail. Returns (elpd_loo, mcse, p_loo, k, n_eff, r_eff,
+    tail_len, status)."""
     s = ll.shape[0]
     max_ll = -np.inf
     min_ll = np.inf
@@ -631,6 +639,8 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, lw, work, wo
     k = np.inf
     smoothed = False
     tail_idx = np.empty(0, np.int64)
+    fast = max_ll - min_ll < FAST_SPREAD
+    w_tail = np.empty(0)
     if tail_len >= MIN_TAIL:
         tail_idx, cutoff = _select_tail(lw, tail_len, work, iwork)
         tail = np.empty(tail_len)
@@ -646,19 +656,26 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, lw, work, wo
             k, sigma = _gpdfit(x)
             if np.isfinite(k):
                 smoothed = True
+                # the tail's smoothed weights: GPD quantiles at p = (j + 1/2) / n plus exp(cutoff);
+                # log1p(-p) = log(n - j - 1/2) - log(n) from the table (absolute error ~1e-16)
+                w_tail = np.empty(tail_len)
+                log_n = math.log(tail_len)
+                bad_sigma = np.isnan(sigma) or sigma <= 0
                 for j in range(tail_len):
-                    p = (j + 1 - 0.5) / tail_len
-                    if np.isnan(sigma) or sigma <= 0:
+                    if bad_sigma:
                         q = np.nan
                     else:
-                        q = sigma * math.expm1(-k * math.log1p(-p)) / k
-                    lw[tail_idx[j]] = math.log(q + exp_cutoff)
+                        q = sigma * math.expm1(-k * (log_half[tail_len - 1 - j] - log_n)) / k
+                    w_tail[j] = q + exp_cutoff
+                if not fast:
+                    for j in range(tail_len):
+                        lw[tail_idx[j]] = math.log(w_tail[j])
     else:
         status = 2
     lpd = max_ll + math.log(sum_e) - math.log(s)
     spread = max_ll - min_ll
-    if smoothed and spread < FAST_SPREAD:
-        elpd, var_rel, sum_w2 = _fast_sums(ll, e, lw, tail_idx, spread, max_ll, work)
+    if smoothed and fast:
+        elpd, var_rel, sum_w2 = _fast_sums(e, w_tail, tail_idx, spread, max_ll, work)
     else:
         elpd, var_rel, sum_w2 = _exact_sums(ll, lw, min_ll, work)
     # Monte Carlo SE (loo's mcse_elpd), relative to E_epd = exp(elpd) so nothing under/overflows
@@ -711,13 +728,14 @@ def _off_tail_sums(inv, scale):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, inv):
+def _fast_sums(e, w_smooth, tail_idx, spread, max_ll, inv):
     """The same sums without an exp per draw. Off the tail the raw weight is
-    exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw, so only the tail's
-    smoothed weights need exponentials (equal to the exact path up to rounding). ``inv`` (work,
-    length S) holds 1 / e off the tail and 0 on it, so the two passes over the draws have no
-    branches (and are vectorised sums, see SUMS)."""
-    s = ll.shape[0]
+    exp(min - ll) = exp(-spread) / e and ll + log w is the same for every draw; on the tail the
+    weights are the smoothed ones, ``w_smooth`` (not their logarithms: exp(log w) is w up to
+    rounding), truncated at 1 (the largest raw weight). Equal to the exact path up to rounding.
+    ``inv`` (work, length S) holds 1 / e off the tail and 0 on it, so the two passes over the
+    draws have no branches (and are vectorised sums, see SUMS)."""
+    s = e.shape[0]
     t_len = tail_idx.shape[0]
     for i in range(s):
         inv[i] = 1.0 / e[i]
@@ -727,10 +745,10 @@ def _fast_sums(ll, e, lw, tail_idx, spread, max_ll, inv):
     for j in range(t_len):
         i = tail_idx[j]
         inv[i] = 0.0
-        v = lw[i]
-        if v > 0:  # truncation at the largest raw log weight
-            v = 0.0
-        w_tail[j] = math.exp(v)
+        v = w_smooth[j]
+        if v > 1.0:  # truncation at the largest raw weight
+            v = 1.0
+        w_tail[j] = v
         sum_tail += w_tail[j]
     total = c0 * _sum(inv) + sum_tail
     # elpd = max + log(sum w e): off the tail w e = c0 / total for every draw
@@ -765,6 +783,10 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
     s = n_chains * n_draws
     flat = ll.reshape(s, n_obs)
     n_blocks = (n_obs + BLOCK - 1) // BLOCK
+    # log(h + 1/2) for every h a tail can need (tails are at most 0.2 S long; loo's r_eff > 0)
+    log_half = np.empty(s + 1)
+    for h in range(s + 1):
+        log_half[h] = math.log(h + 0.5)
     for b in numba.prange(n_blocks):
         lo = b * BLOCK
         hi = min(lo + BLOCK, n_obs)
@@ -780,7 +802,7 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
         chains_buf = np.empty((n_chains, n_draws))
         rho = np.empty(n_draws)
         for j in range(width):
-            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, lw, work, work2, iwork, chains_buf, rho)
+            res = _loo_column(buf[j], n_chains, n_draws, r_eff_in[lo + j], zn, log_half, lw, work, work2, iwork, chains_buf, rho)
             out_elpd[lo + j] = res[0]
             out_mcse[lo + j] = res[1]
             out_p[lo + j] = res[2]
