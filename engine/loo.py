@@ -563,7 +563,7 @@ LN2_LO = 1.90821492927058770002e-10
 INV_LN2 = 1.44269504088896338700e00
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _exp_shifted(x, shift, out, bits):
     """out = exp(x - shift) for x - shift in [-FAST_SPREAD, 0], within one ulp of libm's exp.
 
@@ -571,7 +571,8 @@ def _exp_shifted(x, shift, out, bits):
     a time; this form has no calls or branches, so LLVM vectorises it. The reduction is fdlibm's
     (exp(v) = 2^k exp(r), k = round(v / ln 2), r = v - k ln 2 with ln 2 in two parts,
     |r| <= ln(2) / 2), exp(r) its Taylor polynomial to r^13 (truncation below 4e-18 relative),
-    2^k built from its bits (k >= -866 here, so 2^k is a normal number). bits: int64 work, len(x)."""
+    2^k built from its bits (k >= -866 here, so 2^k is a normal number). bits: int64 work, len(x).
+    Fused multiply-adds are allowed (``contract``): the polynomial is as accurate, twice as fast."""
     n = x.shape[0]
     for i in range(n):
         v = x[i] - shift
@@ -598,19 +599,41 @@ def _exp_shifted(x, shift, out, bits):
         out[i] *= scale[i]
 
 
+LANES = 8  # independent running max/min in _max_min
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _max_min(x):
+    """(max, min) of the finite x (length >= 1). LANES running maxima and minima over strided
+    elements: one chain of comparisons waits for the one before; independent ones vectorise."""
+    n = x.shape[0]
+    hi = np.full(LANES, x[0])
+    lo = np.full(LANES, x[0])
+    i = 0
+    while i + LANES <= n:
+        for j in range(LANES):
+            v = x[i + j]
+            hi[j] = v if v > hi[j] else hi[j]
+            lo[j] = v if v < lo[j] else lo[j]
+        i += LANES
+    mx = hi[0]
+    mn = lo[0]
+    for j in range(1, LANES):
+        mx = hi[j] if hi[j] > mx else mx
+        mn = lo[j] if lo[j] < mn else mn
+    for r in range(i, n):
+        mx = x[r] if x[r] > mx else mx
+        mn = x[r] if x[r] < mn else mn
+    return mx, mn
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, log_half, lw, work, work2, iwork, chains_buf, rho):
     """PSIS-LOO for one observation: ll has length S = chains * draws (chain-major); log_half[h] =
     log(h + 1/2) for h up to the longest tail. Returns (elpd_loo, mcse, p_loo, k, n_eff, r_eff,
     tail_len, status)."""
     s = ll.shape[0]
-    max_ll = -np.inf
-    min_ll = np.inf
-    for i in range(s):
-        if ll[i] > max_ll:
-            max_ll = ll[i]
-        if ll[i] < min_ll:
-            min_ll = ll[i]
+    max_ll, min_ll = _max_min(ll)
     status = 0
     # e = exp(ll - max): the likelihood up to a constant; r_eff, lpd and (on the fast path) every
     # weight are built from it, so a column costs S exponentials besides the GPD fit
@@ -649,10 +672,20 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, log_half, lw
         if abs(tail[tail_len - 1] - tail[0]) < 2.220446049250313e-16 / 100:
             status = 3
         else:
-            exp_cutoff = math.exp(cutoff)
             x = np.empty(tail_len)
-            for j in range(tail_len):
-                x[j] = math.exp(tail[j]) - exp_cutoff
+            if fast:  # tail and cutoff in [-spread, 0]: the vectorised exp, one for both
+                ex = np.empty(tail_len + 1)
+                tail_c = np.empty(tail_len + 1)
+                tail_c[0] = cutoff
+                tail_c[1:] = tail
+                _exp_shifted(tail_c, 0.0, ex, iwork)
+                exp_cutoff = ex[0]
+                for j in range(tail_len):
+                    x[j] = ex[j + 1] - exp_cutoff
+            else:
+                exp_cutoff = math.exp(cutoff)
+                for j in range(tail_len):
+                    x[j] = math.exp(tail[j]) - exp_cutoff
             k, sigma = _gpdfit(x)
             if np.isfinite(k):
                 smoothed = True
