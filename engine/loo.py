@@ -806,6 +806,7 @@ def _fast_sums(e, w_smooth, tail_idx, spread, max_ll, inv):
 
 
 BLOCK = 16  # observations copied together out of the (S, N) array: contiguous reads of 16 doubles
+TILE = 8  # draws per tile of that copy (8 doubles: a cache line of the buffer)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
@@ -825,7 +826,15 @@ def _loo_kernel(ll, r_eff_in, zn, out_elpd, out_mcse, out_p, out_k, out_neff, ou
         hi = min(lo + BLOCK, n_obs)
         width = hi - lo
         buf = np.empty((width, s))
-        for i in range(s):
+        # transpose in tiles of TILE draws: each observation's TILE values go to one cache line
+        # of buf together (stores one at a time to `width` lines per draw were a third slower)
+        i0 = 0
+        while i0 + TILE <= s:
+            for j in range(width):
+                for t in range(TILE):
+                    buf[j, i0 + t] = flat[i0 + t, lo + j]
+            i0 += TILE
+        for i in range(i0, s):
             for j in range(width):
                 buf[j, i] = flat[i, lo + j]
         lw = np.empty(s)
