@@ -34,9 +34,12 @@ Shapes: a log-likelihood array is ``(chains, draws, observations)``; a 2-D ``(dr
 observations)`` matrix needs ``chain_id`` (as ``relative_eff``) or an explicit ``r_eff``.
 
 The work is one Numba kernel (parallel over blocks of observations, each block copied into a
-contiguous buffer once): r_eff, the tail (a threshold from a sample of the draws, then a sort
-of the draws above it only; loo sorts all S), the GPD fit, smoothing and the pointwise sums, with
-a vectorisable exp on the usual path and the MCSE's 1000 logarithms replaced by a series. ``tests/reference_loo.py`` is a slow line-by-line NumPy
+contiguous buffer once): r_eff, the tail (a threshold from a sample of the draws, then a bucket
+sort of the draws above it only; loo sorts all S), the GPD fit (one renormalised running product
+per grid point: a logarithm per candidate, not per candidate and tail draw), smoothing and the
+pointwise sums, with a vectorisable exp on the usual path and the MCSE's 1000 logarithms replaced
+by a series. Loops that should vectorise index arrays by their loop counter only (see
+``_dot_lags``). ``tests/reference_loo.py`` is a slow line-by-line NumPy
 transcription of loo's R code that the kernel is tested against, besides R's own output.
 """
 
