@@ -433,11 +433,7 @@ def _sort_pairs(v, idx):
         out_v[:] = v
         out_i[:] = idx
         return out_v, out_i
-    lo = v[0]
-    hi = v[0]
-    for i in range(n):
-        lo = min(lo, v[i])
-        hi = max(hi, v[i])
+    hi, lo = _max_min(v)
     span = hi - lo
     if span == 0.0:  # all equal: input order is the stable order
         out_v[:] = v
