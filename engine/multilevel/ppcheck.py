@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.errors import EngineInputError
 
-__all__ = ["pp_check", "to_arviz", "PP_KINDS"]
+__all__ = ["pp_check", "to_arviz", "draw_dens_overlay", "PP_KINDS"]
 
 PP_KINDS = ("dens_overlay", "hist", "stat")
 _Y_COLOUR, _YREP_COLOUR = "#011f4b", "#b3cde0"
@@ -62,18 +62,7 @@ def pp_check(fit, kind: str = "dens_overlay", ndraws: int | None = None, stat="m
     yrep = posterior_predict(fit, newdata, ndraws=ndraws, seed=seed)
     fig = Figure(figsize=figsize)
     if kind == "dens_overlay":
-        from scipy.stats import gaussian_kde
-
-        ax = fig.subplots()
-        lo = min(y.min(), yrep.min())
-        hi = max(y.max(), yrep.max())
-        grid = np.linspace(lo, hi, 512)
-        for row in yrep:
-            ax.plot(grid, gaussian_kde(row)(grid), color=_YREP_COLOUR, lw=0.7, label="_yrep")
-        ax.plot(grid, gaussian_kde(y)(grid), color=_Y_COLOUR, lw=1.5, label="y")
-        ax.plot([], [], color=_YREP_COLOUR, label="y_rep")
-        ax.set_yticks([])
-        ax.legend(frameon=False)
+        draw_dens_overlay(fig.subplots(), y, yrep)
     elif kind == "hist":
         panels = [("y", y)] + [("y_rep", row) for row in yrep]
         ncol = int(np.ceil(np.sqrt(len(panels))))
@@ -98,6 +87,35 @@ def pp_check(fit, kind: str = "dens_overlay", ndraws: int | None = None, stat="m
         ax.legend(frameon=False)
     fig.suptitle(f"pp_check ({kind})", fontsize=9)
     return fig
+
+
+def draw_dens_overlay(ax, y: np.ndarray, yrep: np.ndarray) -> None:
+    """bayesplot's ``ppc_dens_overlay`` on a matplotlib axis: a kernel density of each row of
+    ``yrep`` (ndraws, n) in light blue and of ``y`` (n,) in dark blue. For a discrete response with
+    few values (at most 20 distinct whole numbers, e.g. bernoulli's 0/1) a density is misleading;
+    bayesplot's ``ppc_bars`` is drawn instead: bars of the observed counts per value, the median and
+    the 5-95 % range of the replicated counts as points and lines."""
+    y = np.asarray(y, dtype=np.float64)
+    yrep = np.asarray(yrep, dtype=np.float64)
+    values = np.unique(np.concatenate([y, yrep.ravel()]))
+    if values.size <= 20 and np.all(values == np.round(values)):
+        counts = np.array([[np.sum(row == v) for v in values] for row in yrep])
+        ax.bar(values, [np.sum(y == v) for v in values], color=_YREP_COLOUR, edgecolor="#6497b1", label="y")
+        lo, mid, hi = np.quantile(counts, [0.05, 0.5, 0.95], axis=0)
+        ax.vlines(values, lo, hi, color=_Y_COLOUR, lw=1.5)
+        ax.plot(values, mid, "o", color=_Y_COLOUR, label="y_rep (median, 90 %)")
+        ax.set_xticks(values)
+        ax.legend(frameon=False)
+        return
+    from scipy.stats import gaussian_kde
+
+    grid = np.linspace(min(y.min(), yrep.min()), max(y.max(), yrep.max()), 512)
+    for row in yrep:
+        ax.plot(grid, gaussian_kde(row)(grid), color=_YREP_COLOUR, lw=0.7, label="_yrep")
+    ax.plot(grid, gaussian_kde(y)(grid), color=_Y_COLOUR, lw=1.5, label="y")
+    ax.plot([], [], color=_YREP_COLOUR, label="y_rep")
+    ax.set_yticks([])
+    ax.legend(frameon=False)
 
 
 def to_arviz(fit, posterior_predictive: bool = False, seed=None):
