@@ -324,3 +324,17 @@ def test_crossed_intercepts_by_label(cbpp):
                                want - r[:, [fit.ranef_names.index("r_herd[7,Intercept]"),
                                             fit.ranef_names.index("r_herd[3,Intercept]")]], rtol=1e-12)
     np.testing.assert_allclose(fit.posterior_epred(nd), [5, 6] * expit(want), rtol=1e-12)
+
+
+def test_bernoulli_factor_response_on_newdata():
+    """log_lik on newdata reads a factor response on the fitted levels (brms: the second is the
+    success), even when newdata holds one level only; an unseen value is a named error."""
+    data = bernoulli_data(seed=4, groups=10).assign(y=lambda d: np.where(d["y"] == 1, "yes", "no"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = engine.brm("y ~ x + (1 | g)", data, family="bernoulli", chains=2, iter=200, warmup=100, seed=1)
+    np.testing.assert_array_equal(fit.design.y, (data["y"] == "yes").to_numpy(float))
+    rows = np.flatnonzero(data["y"] == "yes")[:3]
+    np.testing.assert_allclose(fit.log_lik(data.iloc[rows]), fit.log_lik()[:, rows], rtol=1e-12)
+    with pytest.raises(DataError, match=r"'y'.*'maybe'"):
+        fit.log_lik(data.iloc[rows].assign(y="maybe"))

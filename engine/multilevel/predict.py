@@ -583,8 +583,24 @@ def _newdata_response(design: FitDesign, newdata: pd.DataFrame) -> np.ndarray:
     if missing:
         raise ColumnNotFoundError(f"the response on newdata needs the column(s) {', '.join(map(repr, missing))}")
     lhs = design.formula.split("~", 1)[0]
-    frame, _ = model_frame(f"{lhs} ~ 1", newdata[list(design.response_columns)].reset_index(drop=True),
-                           get_family(design.family))
+    columns = newdata[list(design.response_columns)].reset_index(drop=True)
+    if design.family == "bernoulli":
+        # a factor response keeps the fitted levels (the second is the success), whatever newdata holds
+        for col in design.response_columns:
+            fitted = design.data[col]
+            if isinstance(fitted.dtype, pd.CategoricalDtype):
+                levels = list(fitted.cat.categories)
+            elif pd.api.types.is_numeric_dtype(fitted.dtype) or pd.api.types.is_bool_dtype(fitted.dtype):
+                continue
+            else:
+                levels = sorted(set(fitted.astype(str)))
+                columns[col] = columns[col].astype(str).where(columns[col].notna())
+            unseen = sorted({str(v) for v in pd.unique(columns[col].dropna())} - {str(v) for v in levels})
+            if unseen:
+                raise DataError(f"response column {col!r} of newdata has value(s) not seen in fitting: "
+                                f"{', '.join(map(repr, unseen[:5]))}")
+            columns[col] = pd.Categorical(columns[col], categories=levels)
+    frame, _ = model_frame(f"{lhs} ~ 1", columns, get_family(design.family))
     if frame.n_dropped:
         raise DataError("the response has missing values in newdata")
     return np.asarray(frame.y, dtype=np.float64)
