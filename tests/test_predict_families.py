@@ -189,6 +189,19 @@ def test_binomial_trials_from_data_and_newdata(cbpp):
         fit.posterior_predict(nd.drop(columns="size"))
     with pytest.raises(DataError, match="'size'.*whole numbers"):
         fit.posterior_epred(nd.assign(size=[1.5, 2, 3, 4]))
+    # a trials column that is a predictor too is read from newdata, not filled in
+    formula = "incidence | trials(size) ~ period + size + (1 | herd)"
+    prep = _Prepared(formula, data, None, family="binomial")
+    both = BrmFit(formula=formula, parameter_names=prep.parameter_names,
+                  draws_values=np.random.default_rng(0).normal(size=(1, 10, len(prep.parameter_names))),
+                  ranef_names=prep.ranef_names, ranef_values=np.zeros((1, 10, len(prep.ranef_names))), stats={},
+                  groups=prep.groups, nobs=prep.nobs, data_name="d", chains=1, iter=20, warmup=10, thin=1,
+                  sampler="nuts", family="binomial", design=prep.design)
+    np.testing.assert_allclose(both.posterior_linpred(nd.drop(columns="incidence")), both.posterior_linpred()[:, :4]
+                               + both.draws_values[0][:, [prep.parameter_names.index("b_size")]]
+                               * (nd["size"].to_numpy() - data["size"].to_numpy()[:4]), rtol=1e-12)
+    with pytest.raises(ColumnNotFoundError, match="'size'"):
+        both.posterior_linpred(nd.drop(columns="size"))
 
 
 @pytest.mark.parametrize("name", ["epi_pois", "cbpp_binom"])

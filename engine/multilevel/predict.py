@@ -266,8 +266,11 @@ def _design_rows(design: FitDesign, newdata: pd.DataFrame | None, needed_groups:
         if cached is not None:
             return cached
         newdata, needed_groups = design.data, list(range(len(design.group_names)))
+    # the response (and trials) columns are not needed on new rows, unless a predictor reads them too
+    rhs_columns = set(_formula_columns("~" + design.formula.split("~", 1)[1], design.data))
+    placeholders = [c for c in design.response_columns if c not in rhs_columns]
     rows = multilevel_rows(design.formula, design.data, design.X, design.column_names, newdata,
-                           design.group_columns, needed_groups, placeholder_columns=design.response_columns)
+                           design.group_columns, needed_groups, placeholder_columns=placeholders)
     if fitted:
         design.extra["fitted_rows"] = rows
     return rows
