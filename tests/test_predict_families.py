@@ -378,3 +378,21 @@ def test_brm_multiple_bernoulli_loo_per_imputation():
         np.testing.assert_allclose(result.per_imputation[k].pointwise["elpd_loo"], direct.pointwise["elpd_loo"], rtol=1e-9)
     # predictions use the first data set, as brms
     np.testing.assert_array_equal(fit.design.y, sets[0]["y"].to_numpy(float))
+
+
+def test_to_arviz_of_a_slope_fit_and_a_poisson_fit(sleep, epi):
+    az = pytest.importorskip("arviz")
+    fit, data, draws = sleep
+    idata = fit.to_arviz()
+    r = idata.posterior["r_Subject"]
+    assert r.shape == (4, 250, 18, 2) and list(r["Subject__coef"].values) == ["Intercept", "Days"]
+    np.testing.assert_array_equal(r.sel(Subject__level="309", Subject__coef="Days").values.ravel(),
+                                  draws["r_Subject[309,Days]"].to_numpy())
+    fit, data, _ = epi
+    idata = fit.to_arviz()
+    np.testing.assert_array_equal(idata.observed_data["count"].values, data["count"].to_numpy(float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = engine.loo(fit, r_eff=1.0)
+        theirs = az.loo(idata, pointwise=True, reff=1.0)
+    np.testing.assert_allclose(theirs.loo_i.values, ours.pointwise["elpd_loo"], rtol=1e-10)

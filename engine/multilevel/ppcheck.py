@@ -6,7 +6,8 @@
   bayesplot's colours (observed ``#011f4b``, replicated ``#b3cde0``). Gabry, Simpson, Vehtari,
   Betancourt & Gelman (2019), "Visualization in Bayesian workflow", JRSS A 182(2).
 - ``to_arviz(fit)``: an ArviZ ``InferenceData`` with groups ``posterior`` (chain, draw; one variable
-  per brms parameter, and ``r_<group>`` with a level dimension for the random effects),
+  per brms parameter, and ``r_<group>`` with a level dimension for the random effects, and a
+  coefficient dimension for varying slopes),
   ``sample_stats`` (ArviZ's names for Stan's sampler statistics: ``diverging``, ``tree_depth``,
   ``n_steps``, ``energy``, ``step_size``, ``acceptance_rate``), ``log_likelihood`` and
   ``observed_data`` (named after the response), optionally ``posterior_predictive``. ArviZ is an
@@ -128,15 +129,27 @@ def to_arviz(fit, posterior_predictive: bool = False, seed=None):
     posterior = {name: draws[:, :, j] for j, name in enumerate(fit.parameter_names)}
     coords, dims = {}, {}
     ranef = fit.ranef_values
-    start = 0
+    from engine.multilevel.predict import _RANEF
+
+    index = {}
+    for j, name in enumerate(fit.ranef_names):
+        m = _RANEF.match(name)
+        if m:
+            index[(m["group"], m["level"], m["coef"])] = j
     for group in fit.groups:
-        n = group.n_levels
         key = f"r_{group.name}"
         dim = f"{group.name}__level"
-        posterior[key] = ranef[:, :, start:start + n]
+        levels = [str(level) for level in group.levels]
+        coefs = list(dict.fromkeys(c for (g, _l, c) in index if g == group.name))
+        cols = np.array([[index[(group.name, lev, c)] for c in coefs] for lev in levels], dtype=np.int64)
         coords[dim] = list(group.levels)
-        dims[key] = [dim]
-        start += n
+        if coefs == ["Intercept"]:  # a random intercept: (chain, draw, level)
+            posterior[key] = ranef[:, :, cols[:, 0]]
+            dims[key] = [dim]
+        else:  # varying slopes: (chain, draw, level, coefficient)
+            posterior[key] = ranef[:, :, cols]
+            coords[f"{group.name}__coef"] = coefs
+            dims[key] = [dim, f"{group.name}__coef"]
     stats = {}
     for name, values in fit.stats.items():
         values = np.asarray(values)
