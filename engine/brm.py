@@ -145,8 +145,8 @@ class _Prepared:
         self.data_hash = layout.data_hash
         from .multilevel.predict import design_from_frame
 
-        # what predictions / log_lik / loo need (Gaussian only so far: a GLM fit carries none)
-        self.design = design_from_frame(formula, frame, data) if family.has_sigma else None
+        # what predictions / log_lik / loo need, for every family (the trials of a binomial's rows too)
+        self.design = design_from_frame(formula, frame, data, family.name, trials)
 
 
 # --------------------------------------------------------------------------- chains

@@ -34,7 +34,7 @@ import pandas as pd
 from .errors import ColumnNotFoundError, DataError, NewFactorLevelError
 from .rcompat.language import deep_tree_walk
 
-__all__ = ["FittedTerms", "fitted_terms", "new_design"]
+__all__ = ["FittedTerms", "fitted_terms", "new_design", "NewRandomTerm", "NewRows", "multilevel_rows"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +205,132 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
         raise RuntimeError(f"new design columns {names} differ from the fit's {list(terms.column_names)}")
     X = np.concatenate(blocks, axis=1) if blocks else np.zeros((m, 0))
     return np.ascontiguousarray(X, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- multilevel models
+
+
+@dataclass(frozen=True)
+class NewRandomTerm:
+    """One expanded random-effect term evaluated on new rows: ``group`` (brms name, e.g.
+    ``"school:class"``), ``coef_names`` (brms names: ``Intercept``, ``Days``), ``Z`` (m, q) the
+    term's varying-effect design on the new rows, ``labels`` (m,) each row's level label."""
+
+    group: str
+    coef_names: tuple[str, ...]
+    Z: np.ndarray
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """A multilevel model's design on new rows: fixed design ``X`` (m, p) and the random terms."""
+
+    X: np.ndarray
+    terms: tuple[NewRandomTerm, ...]
+
+
+def brms_coef_name(r_name: str) -> str:
+    """brms' name of a varying coefficient from R's column name: ``(Intercept)`` -> ``Intercept``."""
+    return "Intercept" if r_name == "(Intercept)" else r_name
+
+
+def multilevel_rows(formula: str, train: pd.DataFrame, train_X: np.ndarray, column_names, newdata: pd.DataFrame,
+                    group_columns, needed_groups, placeholder_columns=()) -> NewRows:
+    """The fitted multilevel model's design on ``newdata``: the fixed design and each random
+    term's Z columns and level labels for the new rows (brms' ``standata(fit, newdata)``).
+
+    ``formula`` is the right-hand side's formula with any response (``"~ x + (x | g)"`` also
+    works, the left side is replaced); ``train`` the model columns of the rows used in fitting and
+    ``train_X`` their fixed design (the check that the stacked evaluation reproduces it);
+    ``group_columns`` the data columns of each fitted grouping factor (tuples, in order) and
+    ``needed_groups`` the indices of those whose levels the caller needs (the others, and
+    ``placeholder_columns`` such as the response, may be absent from ``newdata``).
+
+    The rows are put through the formula by stacking them under the training rows and
+    evaluating the formula once (engine.formula.model_frame): factor codings, contrasts,
+    interactions and the bars' left-side designs are then exactly the fitted ones. Errors:
+    a predictor absent from ``newdata`` (ColumnNotFoundError, named), a predictor with a missing
+    value (DataError, named), a factor level unseen in fitting (NewFactorLevelError, named);
+    grouping columns may bring new levels (the caller decides what they mean). ``newdata`` is
+    never modified.
+    """
+    from .formula import model_frame
+
+    if not isinstance(newdata, pd.DataFrame):
+        raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if len(newdata) == 0:
+        raise DataError("newdata has no rows")
+    all_group_cols = {c for cols in group_columns for c in cols}
+    needed_group_cols = {c for g in needed_groups for c in group_columns[g]}
+    placeholder_columns = set(placeholder_columns)
+    train = train.copy()
+    pieces = {}
+    for col in train.columns:
+        if col in newdata.columns and col not in placeholder_columns:
+            values = newdata[col].reset_index(drop=True)
+        elif col in placeholder_columns or (col in all_group_cols and col not in needed_group_cols):
+            values = pd.Series([train[col].iloc[0]] * len(newdata))  # a placeholder that is never used
+        else:
+            raise ColumnNotFoundError(f"newdata lacks column {col!r}, which the model's formula {formula!r} uses")
+        missing = pd.isna(values).to_numpy()
+        if missing.any() and (col not in all_group_cols or col in needed_group_cols):
+            rows = ", ".join(str(i) for i in np.flatnonzero(missing)[:5])
+            raise DataError(f"newdata column {col!r} has missing values (rows {rows}); predictions need every predictor")
+        if isinstance(train[col].dtype, pd.CategoricalDtype):
+            # keep the fitted levels and their order; grouping columns may bring new levels
+            cats = list(train[col].cat.categories)
+            seen = set(cats)
+            unseen = [v for v in pd.unique(values) if v not in seen]
+            if unseen and col not in all_group_cols:
+                _raise_unseen(col, unseen)
+            cats = cats + unseen
+            train[col] = train[col].cat.set_categories(cats)
+            values = pd.Categorical(values, categories=cats, ordered=train[col].cat.ordered)
+        elif col not in all_group_cols and not pd.api.types.is_numeric_dtype(train[col].dtype):
+            seen = set(train[col].astype(str))
+            unseen = [v for v in pd.unique(pd.Series(values).astype(str)) if v not in seen]
+            if unseen:
+                _raise_unseen(col, unseen)
+        pieces[col] = values
+    stacked = pd.concat([train, pd.DataFrame(pieces)], ignore_index=True)
+    n = len(train)
+    response = "engine_newdata_response__"
+    while response in stacked.columns:
+        response += "_"
+    rhs = _right_side(formula)
+    stacked[response] = 0.0
+    frame = model_frame(f"{response} ~ {rhs}", stacked, allow_random=True)
+    if frame.n_dropped:  # pragma: no cover - missing values were rejected above
+        raise DataError("newdata has rows the formula cannot use (missing values)")
+    if list(frame.column_names) != list(column_names):  # pragma: no cover - unseen levels were rejected above
+        raise DataError(f"newdata gives design columns the fitted model does not have: {frame.column_names}")
+    if not np.allclose(frame.X[:n], train_X, rtol=1e-10, atol=1e-12):
+        raise DataError(
+            f"the formula {formula!r} uses a transformation that depends on the data (e.g. scale() "
+            "or poly()); predictions on newdata are not available for it")
+    terms = []
+    for effect in frame.random_effects:
+        codes = np.asarray(effect.codes)[n:]
+        terms.append(NewRandomTerm(
+            group=effect.group, coef_names=tuple(brms_coef_name(c) for c in effect.coef_names),
+            Z=np.ascontiguousarray(effect.Z[n:]), labels=tuple(str(effect.levels[c]) for c in codes)))
+    return NewRows(np.ascontiguousarray(frame.X[n:]), tuple(terms))
+
+
+def _raise_unseen(col: str, unseen) -> None:
+    raise NewFactorLevelError(
+        f"newdata column {col!r} has level(s) not seen in fitting: {', '.join(map(repr, unseen[:5]))}")
+
+
+def _right_side(formula: str) -> str:
+    """The right-hand side of a (brms) formula, the left side (``y | trials(n)``) dropped."""
+    depth = 0
+    for i, ch in enumerate(formula):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "~" and depth == 0:
+            return formula[i + 1:]
+    return formula

@@ -83,6 +83,7 @@ class Outcome:
     numbers: dict = field(default_factory=dict)
     effects: list = field(default_factory=list)
     bayes_traces: list = field(default_factory=list)
+    posterior_checks: list = field(default_factory=list)  # report only (--report): PPC and LOO per Bayesian fit
     imputation_traces: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
 
@@ -284,6 +285,8 @@ def run_bayes(imp, settings: Settings, outcome: Outcome) -> None:
         # (expected) differences between imputations rather than how the chains mix.
         outcome.bayes_traces.append(BayesTrace(f"{name}: the {chains} chains of imputed data set 1",
                                                np.asarray(fit.imputation_draws(0)), names))
+        if settings.report_dir:
+            outcome.posterior_checks.append(posterior_check(fit, name, settings.seed + index))
 
 
 def run_lmer(data: pd.DataFrame, imp, outcome: Outcome) -> None:
@@ -360,6 +363,30 @@ def run_binary(imp, settings: Settings, outcome: Outcome) -> None:
                             "lower": float(low), "upper": float(high)})
     outcome.numbers["bayes"][name]["average_effect_probability"] = {
         "mean": float(effect.mean()), "sd": float(effect.std(ddof=1)), "q2.5": float(low), "q97.5": float(high)}
+    if settings.report_dir:
+        outcome.posterior_checks.append(posterior_check(fit, name, settings.seed + 10))
+
+
+def posterior_check(fit, name: str, seed: int, ndraws: int = 10):
+    """The report's posterior predictive check and LOO of a brm_multiple fit (computed only for
+    --report; nothing printed or written to the JSON changes): y of imputed data set 1 against
+    ``ndraws`` posterior predictive draws from that data set's chains (brms' pp_check default of
+    10), and engine.loo's per-imputation table with its documented combination (Rubin's rules;
+    engine.loo.LooMultipleResult). Pareto-k warnings are kept out of the output: the table counts
+    the k above 0.7."""
+    import warnings
+
+    from .loo import loo
+    from .multilevel.predict import imputation_fit
+    from .report import PosteriorCheck
+
+    first = imputation_fit(fit, 0)
+    yrep = first.posterior_predict(ndraws=ndraws, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = loo(fit)
+    return PosteriorCheck(f"{name}: y of imputed data set 1 and {ndraws} posterior predictive draws",
+                          np.asarray(first.design.y), yrep, str(result))
 
 
 def effects_table(effects: list) -> str:
@@ -427,7 +454,7 @@ def write_outputs(outcome: Outcome, settings: Settings) -> None:
                    "mice, Bayesian multilevel models as brms; seed " + str(settings.seed)
                    + (", quick mode (fewer iterations)" if settings.quick else "") + "."),
             effects=outcome.effects, tables=outcome.blocks, bayes=outcome.bayes_traces,
-            imputations=outcome.imputation_traces,
+            imputations=outcome.imputation_traces, checks=outcome.posterior_checks,
         )
         path = write_report(content, settings.report_dir)
         _log(settings, f"report written to {path}")

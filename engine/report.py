@@ -53,6 +53,21 @@ class ImputationTrace:
 
 
 @dataclass
+class PosteriorCheck:
+    """A posterior predictive check and the PSIS-LOO table of one Bayesian fit.
+
+    y: the observed response (n,); yrep: posterior predictive draws (ndraws, n) of the same rows;
+    loo_text: the LOO result as printed (engine.loo; for brm_multiple its per-imputation table and
+    the Rubin's-rules combination).
+    """
+
+    title: str
+    y: np.ndarray
+    yrep: np.ndarray
+    loo_text: str
+
+
+@dataclass
 class ReportContent:
     title: str
     intro: str = ""
@@ -60,6 +75,7 @@ class ReportContent:
     tables: list = field(default_factory=list)  # (heading, preformatted text)
     bayes: list = field(default_factory=list)  # BayesTrace
     imputations: list = field(default_factory=list)  # ImputationTrace
+    checks: list = field(default_factory=list)  # PosteriorCheck
 
 
 def _have_matplotlib() -> bool:
@@ -147,6 +163,20 @@ def rank_plot(trace: BayesTrace, max_params: int = 12, bins: int = 20):
             counts, _ = np.histogram(ranks[c], bins=edges)
             ax.step(np.arange(bins), counts, where="mid", lw=0.9)
         ax.axhline(draws / bins, color="grey", lw=0.8, ls="--")
+    fig.tight_layout()
+    return fig
+
+
+def ppc_plot(check: PosteriorCheck):
+    """The observed response against posterior predictive draws (engine.multilevel.ppcheck's
+    density overlay, or bars for a response with few values)."""
+    import matplotlib.pyplot as plt
+
+    from .multilevel.ppcheck import draw_dens_overlay
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    draw_dens_overlay(ax, check.y, check.yrep)
+    ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
 
@@ -249,6 +279,8 @@ def render_html(content: ReportContent, with_figures: bool | None = None) -> str
     sections = [("effects", "Treatment effect across models")]
     if content.bayes:
         sections.append(("bayes", "Bayesian fits: traces and ranks"))
+    if content.checks:
+        sections.append(("checks", "Bayesian fits: posterior predictive checks and LOO"))
     if content.imputations:
         sections.append(("imputation", "Imputation diagnostics"))
     sections.append(("tables", "Every table"))
@@ -266,6 +298,13 @@ def render_html(content: ReportContent, with_figures: bool | None = None) -> str
             if with_figures:
                 parts.append(_figure_to_img(trace_plot(trace), f"Trace plot: {trace.title}"))
                 parts.append(_figure_to_img(rank_plot(trace), f"Rank plot: {trace.title}"))
+    if content.checks:
+        parts.append('<h2 id="checks">Bayesian fits: posterior predictive checks and LOO</h2>')
+        for i, check in enumerate(content.checks):
+            parts.append(f"<h3>{html.escape(check.title)}</h3>")
+            if with_figures:
+                parts.append(_figure_to_img(ppc_plot(check), f"Posterior predictive check: {check.title}"))
+            parts.append(f'<pre class="loo" id="loo-{i + 1}">{html.escape(check.loo_text)}</pre>')
     if content.imputations:
         parts.append('<h2 id="imputation">Imputation diagnostics</h2>')
         for trace in content.imputations:

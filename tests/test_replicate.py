@@ -102,6 +102,9 @@ def test_every_table_printed_and_reported(replicate_run):
     page = (report_dir / "index.html").read_text(encoding="utf-8")
     assert page.count("<pre>") == len(OLS_MODELS) + 1 + 2 + 3 + 4 + 1 + 1  # + 4 lmer blocks, the paper's specification
     assert out.count("Linear mixed model fit by REML ['lmerMod']") == 2
+    # the LOO table of each Bayesian model (brm_multiple: per imputed data set and combined)
+    assert page.count('<pre class="loo"') == 3 and page.count("Per imputed data set") == 3
     pytest.importorskip("matplotlib")
     alts = re.findall(r'<img alt="([^"]+)"', page)
-    assert len(alts) == 1 + 2 * 2 + 2
+    assert len(alts) == 1 + 2 * 2 + 3 + 2  # forest, trace + rank x 2, posterior predictive check x 3, mice x 2
+    assert sum(a.startswith("Posterior predictive check: ") for a in alts) == 3

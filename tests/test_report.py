@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from engine.report import BayesTrace, ImputationTrace, ReportContent, render_html, write_report
+from engine.report import BayesTrace, ImputationTrace, PosteriorCheck, ReportContent, render_html, write_report
 
 
 def _content():
@@ -23,7 +23,11 @@ def _content():
         observed={"x": rng.normal(size=100), "y": rng.normal(size=100)},
         imputed={"x": [rng.normal(size=10) for _ in range(5)], "y": [rng.normal(size=10) for _ in range(5)]},
     )]
-    return ReportContent("Test report", "intro", effects, tables, bayes, imputations)
+    checks = [
+        PosteriorCheck("school model", rng.normal(size=60), rng.normal(size=(10, 60)), "elpd_loo  -80.1  5.2"),
+        PosteriorCheck("binary model", rng.integers(0, 2, 60), rng.integers(0, 2, (10, 60)), "elpd_loo <-1>"),
+    ]
+    return ReportContent("Test report", "intro", effects, tables, bayes, imputations, checks)
 
 
 def test_report_with_figures_has_every_figure_and_table(tmp_path):
@@ -36,12 +40,14 @@ def test_report_with_figures_has_every_figure_and_table(tmp_path):
     assert alts == [
         "Forest plot: the grit effect in every model",
         "Trace plot: school model", "Rank plot: school model",
+        "Posterior predictive check: school model", "Posterior predictive check: binary model",
         "Imputation convergence: mice", "Observed and imputed values: mice",
     ]
     assert all(len(data) > 1000 for _, data in images)
     assert 'id="treatment-effects"' in page
     assert page.count("<pre>") == 2
     assert "x &lt;- 1 &amp; 2" in page  # tables are escaped, not interpreted
+    assert page.count('<pre class="loo"') == 2 and "elpd_loo &lt;-1&gt;" in page
     # self-contained: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert 'id="no-figures"' not in page
@@ -53,3 +59,4 @@ def test_report_without_matplotlib_says_how_to_get_figures():
     assert 'id="no-figures"' in page and "engine[report]" in page
     assert page.count("<pre>") == 2
     assert "0.3390" in page and "0.2930" in page  # the effects table is still there
+    assert page.count('<pre class="loo"') == 2  # and the LOO tables

@@ -6,7 +6,8 @@
   bayesplot's colours (observed ``#011f4b``, replicated ``#b3cde0``). Gabry, Simpson, Vehtari,
   Betancourt & Gelman (2019), "Visualization in Bayesian workflow", JRSS A 182(2).
 - ``to_arviz(fit)``: an ArviZ ``InferenceData`` with groups ``posterior`` (chain, draw; one variable
-  per brms parameter, and ``r_<group>`` with a level dimension for the random effects),
+  per brms parameter, and ``r_<group>`` with a level dimension for the random effects, and a
+  coefficient dimension for varying slopes),
   ``sample_stats`` (ArviZ's names for Stan's sampler statistics: ``diverging``, ``tree_depth``,
   ``n_steps``, ``energy``, ``step_size``, ``acceptance_rate``), ``log_likelihood`` and
   ``observed_data`` (named after the response), optionally ``posterior_predictive``. ArviZ is an
@@ -19,7 +20,7 @@ import numpy as np
 
 from engine.errors import EngineInputError
 
-__all__ = ["pp_check", "to_arviz", "PP_KINDS"]
+__all__ = ["pp_check", "to_arviz", "draw_dens_overlay", "PP_KINDS"]
 
 PP_KINDS = ("dens_overlay", "hist", "stat")
 _Y_COLOUR, _YREP_COLOUR = "#011f4b", "#b3cde0"
@@ -62,18 +63,7 @@ def pp_check(fit, kind: str = "dens_overlay", ndraws: int | None = None, stat="m
     yrep = posterior_predict(fit, newdata, ndraws=ndraws, seed=seed)
     fig = Figure(figsize=figsize)
     if kind == "dens_overlay":
-        from scipy.stats import gaussian_kde
-
-        ax = fig.subplots()
-        lo = min(y.min(), yrep.min())
-        hi = max(y.max(), yrep.max())
-        grid = np.linspace(lo, hi, 512)
-        for row in yrep:
-            ax.plot(grid, gaussian_kde(row)(grid), color=_YREP_COLOUR, lw=0.7, label="_yrep")
-        ax.plot(grid, gaussian_kde(y)(grid), color=_Y_COLOUR, lw=1.5, label="y")
-        ax.plot([], [], color=_YREP_COLOUR, label="y_rep")
-        ax.set_yticks([])
-        ax.legend(frameon=False)
+        draw_dens_overlay(fig.subplots(), y, yrep)
     elif kind == "hist":
         panels = [("y", y)] + [("y_rep", row) for row in yrep]
         ncol = int(np.ceil(np.sqrt(len(panels))))
@@ -100,6 +90,35 @@ def pp_check(fit, kind: str = "dens_overlay", ndraws: int | None = None, stat="m
     return fig
 
 
+def draw_dens_overlay(ax, y: np.ndarray, yrep: np.ndarray) -> None:
+    """bayesplot's ``ppc_dens_overlay`` on a matplotlib axis: a kernel density of each row of
+    ``yrep`` (ndraws, n) in light blue and of ``y`` (n,) in dark blue. For a discrete response with
+    few values (at most 20 distinct whole numbers, e.g. bernoulli's 0/1) a density is misleading;
+    bayesplot's ``ppc_bars`` is drawn instead: bars of the observed counts per value, the median and
+    the 5-95 % range of the replicated counts as points and lines."""
+    y = np.asarray(y, dtype=np.float64)
+    yrep = np.asarray(yrep, dtype=np.float64)
+    values = np.unique(np.concatenate([y, yrep.ravel()]))
+    if values.size <= 20 and np.all(values == np.round(values)):
+        counts = np.array([[np.sum(row == v) for v in values] for row in yrep])
+        ax.bar(values, [np.sum(y == v) for v in values], color=_YREP_COLOUR, edgecolor="#6497b1", label="y")
+        lo, mid, hi = np.quantile(counts, [0.05, 0.5, 0.95], axis=0)
+        ax.vlines(values, lo, hi, color=_Y_COLOUR, lw=1.5)
+        ax.plot(values, mid, "o", color=_Y_COLOUR, label="y_rep (median, 90 %)")
+        ax.set_xticks(values)
+        ax.legend(frameon=False)
+        return
+    from scipy.stats import gaussian_kde
+
+    grid = np.linspace(min(y.min(), yrep.min()), max(y.max(), yrep.max()), 512)
+    for row in yrep:
+        ax.plot(grid, gaussian_kde(row)(grid), color=_YREP_COLOUR, lw=0.7, label="_yrep")
+    ax.plot(grid, gaussian_kde(y)(grid), color=_Y_COLOUR, lw=1.5, label="y")
+    ax.plot([], [], color=_YREP_COLOUR, label="y_rep")
+    ax.set_yticks([])
+    ax.legend(frameon=False)
+
+
 def to_arviz(fit, posterior_predictive: bool = False, seed=None):
     """The fit as an ArviZ InferenceData (see the module docstring)."""
     try:
@@ -110,15 +129,27 @@ def to_arviz(fit, posterior_predictive: bool = False, seed=None):
     posterior = {name: draws[:, :, j] for j, name in enumerate(fit.parameter_names)}
     coords, dims = {}, {}
     ranef = fit.ranef_values
-    start = 0
+    from engine.multilevel.predict import _RANEF
+
+    index = {}
+    for j, name in enumerate(fit.ranef_names):
+        m = _RANEF.match(name)
+        if m:
+            index[(m["group"], m["level"], m["coef"])] = j
     for group in fit.groups:
-        n = group.n_levels
         key = f"r_{group.name}"
         dim = f"{group.name}__level"
-        posterior[key] = ranef[:, :, start:start + n]
+        levels = [str(level) for level in group.levels]
+        coefs = list(dict.fromkeys(c for (g, _l, c) in index if g == group.name))
+        cols = np.array([[index[(group.name, lev, c)] for c in coefs] for lev in levels], dtype=np.int64)
         coords[dim] = list(group.levels)
-        dims[key] = [dim]
-        start += n
+        if coefs == ["Intercept"]:  # a random intercept: (chain, draw, level)
+            posterior[key] = ranef[:, :, cols[:, 0]]
+            dims[key] = [dim]
+        else:  # varying slopes: (chain, draw, level, coefficient)
+            posterior[key] = ranef[:, :, cols]
+            coords[f"{group.name}__coef"] = coefs
+            dims[key] = [dim, f"{group.name}__coef"]
     stats = {}
     for name, values in fit.stats.items():
         values = np.asarray(values)

@@ -15,18 +15,20 @@ random slopes plug in without touching the rest):
   of the fitted groups (``"~ (1 | schoolid)"``);
 - new levels (``allow_new_levels=True``; brms' ``get_new_rdraws``): ``"uncertainty"`` (default)
   gives each draw of a new level the draw of a randomly chosen existing level of that group (a
-  different one per draw); ``"gaussian"`` draws ``N(0, sd_g[s])`` per draw; ``"old_levels"``
-  gives a new level all draws of one randomly chosen existing level;
+  different one per draw; the level's whole coefficient vector); ``"gaussian"`` draws
+  ``N(0, Sigma_g[s])`` per draw; ``"old_levels"`` gives a new level all draws of one randomly
+  chosen existing level;
 - ``bayes_R2``: Gelman, Goodrich, Gabry & Vehtari (2019), "R-squared for Bayesian regression
   models", Am. Stat. 73(3): per draw ``var(epred) / (var(epred) + var(y - epred))`` (brms'
   ``.bayes_R2``), summarised as above.
 
-Data on new rows (``newdata``) are put through the fitted formula by stacking them under the
-fitted model's data and evaluating the formula once (``_design_rows``): factor codings, contrasts
-and interactions are then exactly the fitted ones, and the stacked training rows are checked to
-reproduce the fitted design (a data-dependent transformation would fail the check with a clear
-error). NOTE for the lead: this is a stand-in for the formula layer's "design on new data" (being
-written on branches ``olsx`` / ``formula``); ``_design_rows`` is the only place to replace.
+Data on new rows (``newdata``) go through engine.newdata.multilevel_rows (the one new-data
+evaluator of the multilevel fits; ``_design_rows`` calls it, for the fitted rows too): the fixed design
+and every random term's Z columns and level labels, with the fitted codings. Families (gaussian,
+bernoulli, binomial with ``trials()`` from the data or newdata, poisson) are ``Family`` objects whose
+densities and inverse links are engine.multilevel.families' (brms' posterior_epred: ``n p`` for binomial).
+A varying-slope term adds ``sum_c Z[i, c] r_g[s, level, c]``; a new level draws the group's whole
+coefficient vector (for "gaussian" from ``N(0, Sigma_g[s])`` with the draw's correlations).
 
 Shapes: draws x rows arrays ``(S, n)`` with S = chains x draws (chain-major, as brms).
 """
@@ -48,6 +50,9 @@ __all__ = [
     "FitDesign",
     "Family",
     "GaussianFamily",
+    "BernoulliFamily",
+    "BinomialFamily",
+    "PoissonFamily",
     "FAMILIES",
     "posterior_linpred",
     "posterior_epred",
@@ -70,19 +75,33 @@ class Family:
 
     ``dpars`` names the distributional parameters other than the mean that the draws carry
     (brms names, e.g. ``("sigma",)``); each method gets them as a dict of (S,) or (S, n) arrays.
+    ``trials`` (n,) is the number of trials of each row (binomial; None for the other families).
+    The densities and inverse links are engine.multilevel.families' (one home).
     """
 
     name = "family"
     dpars: tuple[str, ...] = ()
+    needs_trials = False
 
-    def epred(self, eta: np.ndarray, dp: dict[str, np.ndarray]) -> np.ndarray:
+    @property
+    def record(self):
+        from engine.multilevel.families import get_family
+
+        return get_family(self.name)
+
+    def epred(self, eta: np.ndarray, dp: dict[str, np.ndarray], trials=None) -> np.ndarray:
+        from engine.multilevel.families import inverse_link
+
+        return inverse_link(self.record, eta)
+
+    def predict(self, eta: np.ndarray, dp: dict[str, np.ndarray], rng: np.random.Generator, trials=None) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, eta: np.ndarray, dp: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+    def log_lik(self, y: np.ndarray, eta: np.ndarray, dp: dict[str, np.ndarray], trials=None) -> np.ndarray:
+        from engine.multilevel.families import log_likelihood
 
-    def log_lik(self, y: np.ndarray, eta: np.ndarray, dp: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        sigma = dp.get("sigma")
+        return log_likelihood(self.record, y, trials, eta, sigma=sigma)
 
 
 class GaussianFamily(Family):
@@ -91,19 +110,49 @@ class GaussianFamily(Family):
     name = "gaussian"
     dpars = ("sigma",)
 
-    def epred(self, eta, dp):
-        return eta
-
-    def predict(self, eta, dp, rng):
+    def predict(self, eta, dp, rng, trials=None):
         return eta + _col(dp["sigma"]) * rng.standard_normal(eta.shape)
 
-    def log_lik(self, y, eta, dp):
-        sigma = _col(dp["sigma"])
-        z = (y[None, :] - eta) / sigma
-        return -0.5 * z * z - np.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+class BernoulliFamily(Family):
+    """``y ~ Bernoulli(logit^-1(eta))``; posterior_predict draws 0/1 (brms' ``rbinom(size = 1)``)."""
+
+    name = "bernoulli"
+
+    def predict(self, eta, dp, rng, trials=None):
+        return rng.binomial(1, self.epred(eta, dp)).astype(np.float64)
 
 
-FAMILIES: dict[str, Family] = {"gaussian": GaussianFamily()}
+class BinomialFamily(Family):
+    """``y ~ Binomial(n, logit^-1(eta))``; epred is ``n p`` (brms' posterior_epred_binomial)."""
+
+    name = "binomial"
+    needs_trials = True
+
+    def epred(self, eta, dp, trials=None):
+        return super().epred(eta, dp) * _trials(trials)[None, :]
+
+    def predict(self, eta, dp, rng, trials=None):
+        n = np.broadcast_to(_trials(trials).astype(np.int64)[None, :], eta.shape)
+        return rng.binomial(n, super().epred(eta, dp)).astype(np.float64)
+
+
+class PoissonFamily(Family):
+    """``y ~ Poisson(exp(eta))``."""
+
+    name = "poisson"
+
+    def predict(self, eta, dp, rng, trials=None):
+        return rng.poisson(self.epred(eta, dp)).astype(np.float64)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (GaussianFamily(), BernoulliFamily(), BinomialFamily(), PoissonFamily())}
+
+
+def _trials(trials) -> np.ndarray:
+    if trials is None:  # pragma: no cover - the callers pass them for binomial
+        raise EngineInputError("the binomial family needs the number of trials of each row")
+    return np.asarray(trials, dtype=np.float64)
 
 
 def _col(values: np.ndarray) -> np.ndarray:
@@ -122,7 +171,10 @@ class FitDesign:
     ``y`` (n,), ``X`` (n, P) with ``column_names`` (R's, ``(Intercept)`` first when present),
     ``group_names`` (G,) brms names, ``group_codes`` (n, G) 0-based level of each row,
     ``group_levels`` (G,) labels, ``data`` the model columns of the rows used (a copy),
-    ``response_columns`` the data columns the response reads (filled in on new data when absent).
+    ``response_columns`` the data columns the response (and a binomial's ``trials()``) reads (filled
+    in on new data when absent), ``family`` brms' family name, ``trials`` (n,) the trials of each row
+    used (binomial; None otherwise) and ``trials_text`` the ``trials()`` argument (a column name or a
+    whole number; None: brms 2.18's max(y) rule, repeated on new data from the fitted value).
     """
 
     formula: str
@@ -136,6 +188,9 @@ class FitDesign:
     data: pd.DataFrame | None = None
     response_columns: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    family: str = "gaussian"
+    trials: np.ndarray | None = None
+    trials_text: str | None = None
 
     @property
     def nobs(self) -> int:
@@ -155,8 +210,9 @@ def _formula_columns(formula: str, data: pd.DataFrame) -> list[str]:
     return found
 
 
-def design_from_frame(formula: str, frame, data: pd.DataFrame) -> FitDesign:
-    """The FitDesign of a fitted model from its ModelFrame and the user's data (not modified)."""
+def design_from_frame(formula: str, frame, data: pd.DataFrame, family: str = "gaussian", trials=None) -> FitDesign:
+    """The FitDesign of a fitted model from its ModelFrame, the user's data (not modified) and,
+    for the binomial family, the trials per row used (engine.multilevel.families.model_frame)."""
     cols = _formula_columns(formula, data)
     lhs = formula.split("~", 1)[0]
     response_columns = tuple(c for c in cols if re.search(r"(?<![\w.])" + re.escape(c) + r"(?![\w.])", lhs))
@@ -174,7 +230,16 @@ def design_from_frame(formula: str, frame, data: pd.DataFrame) -> FitDesign:
         group_columns=[tuple(g.columns) for g in groups],
         data=used,
         response_columns=response_columns,
+        family=family,
+        trials=None if trials is None or family != "binomial" else np.array(trials, dtype=np.float64),
+        trials_text=_trials_text(formula) if family == "binomial" else None,
     )
+
+
+def _trials_text(formula: str) -> str | None:
+    from engine.multilevel.families import split_response
+
+    return split_response(formula).trials
 
 
 def _design(fit) -> FitDesign:
@@ -190,84 +255,55 @@ def _design(fit) -> FitDesign:
 # ----------------------------------------------------------------------------- new data
 
 
-def _design_rows(design: FitDesign, newdata: pd.DataFrame, needed_groups: list[int]):
-    """Fixed design (m, P) and, per fitted group, the level labels of the new rows."""
-    from engine.formula import model_frame
+def _design_rows(design: FitDesign, newdata: pd.DataFrame | None, needed_groups: list[int]):
+    """engine.newdata.multilevel_rows on ``design``: the fixed design (m, P) and the random terms
+    (Z, level labels) of ``newdata``, or of the fitted rows (newdata None; cached)."""
+    from engine.newdata import multilevel_rows
 
-    if not isinstance(newdata, pd.DataFrame):
-        raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    if len(newdata) == 0:
-        raise DataError("newdata has no rows")
-    train = design.data
-    group_cols = {c for g in design.group_columns for c in g}
-    needed_group_cols = {c for g in needed_groups for c in design.group_columns[g]}
-    train = train.copy()
-    pieces = {}
-    for col in train.columns:
-        if col in newdata.columns:
-            values = newdata[col].reset_index(drop=True)
-        elif col in design.response_columns or (col in group_cols and col not in needed_group_cols):
-            values = pd.Series([train[col].iloc[0]] * len(newdata))  # a placeholder that is never used
-        else:
-            raise ColumnNotFoundError(
-                f"newdata lacks column {col!r}, which the model's formula {design.formula!r} uses"
-            )
-        missing = pd.isna(values).to_numpy()
-        if missing.any() and (col not in group_cols or col in needed_group_cols):
-            raise DataError(
-                f"newdata column {col!r} has missing values (rows {', '.join(str(i) for i in np.flatnonzero(missing)[:5])}); "
-                "predictions need every predictor"
-            )
-        if isinstance(train[col].dtype, pd.CategoricalDtype):
-            # keep the fitted levels and their order; grouping columns may bring new levels
-            cats = list(train[col].cat.categories)
-            unseen = [v for v in pd.unique(values) if v not in set(cats)]
-            if unseen and col not in group_cols:
-                raise DataError(f"newdata column {col!r} has level(s) not seen in fitting: {', '.join(map(repr, unseen[:5]))}")
-            cats = cats + unseen
-            train[col] = train[col].cat.set_categories(cats)
-            values = pd.Categorical(values, categories=cats, ordered=train[col].cat.ordered)
-        pieces[col] = values
-    new = pd.DataFrame(pieces)
-    stacked = pd.concat([train, new], ignore_index=True)
-    n = len(train)
-    frame = model_frame(design.formula, stacked, allow_random=True)
-    if frame.n_dropped:
-        raise DataError("newdata has rows the formula cannot use (missing values)")
-    if list(frame.column_names) != list(design.column_names):
-        new_cols = [c for c in frame.column_names if c not in design.column_names]
-        _unseen_levels(design, train, new)
-        raise DataError(
-            f"newdata gives design columns the fitted model does not have ({', '.join(new_cols[:5])}): "
-            "a factor level not seen in fitting"
-        )
-    Xtrain = frame.X[:n]
-    if not np.allclose(Xtrain, design.X, rtol=1e-10, atol=1e-12):
-        raise EngineInputError(
-            f"the formula {design.formula!r} uses a transformation that depends on the data (e.g. scale() "
-            "or poly()); predictions on newdata are not available for it"
-        )
-    labels = []
-    for g, group in enumerate(frame.groups):
-        codes = np.asarray(group.codes)[n:]
-        labels.append([str(group.levels[c]) for c in codes])
-    return np.ascontiguousarray(frame.X[n:]), labels
+    fitted = newdata is None
+    if fitted:
+        cached = design.extra.get("fitted_rows")
+        if cached is not None:
+            return cached
+        newdata, needed_groups = design.data, list(range(len(design.group_names)))
+    # the response (and trials) columns are not needed on new rows, unless a predictor reads them too
+    rhs_columns = set(_formula_columns("~" + design.formula.split("~", 1)[1], design.data))
+    placeholders = [c for c in design.response_columns if c not in rhs_columns]
+    rows = multilevel_rows(design.formula, design.data, design.X, design.column_names, newdata,
+                           design.group_columns, needed_groups, placeholder_columns=placeholders)
+    if fitted:
+        design.extra["fitted_rows"] = rows
+    return rows
 
 
-def _unseen_levels(design: FitDesign, train: pd.DataFrame, new: pd.DataFrame) -> None:
-    group_cols = {c for g in design.group_columns for c in g}
-    for col in new.columns:
-        if col in group_cols or col in design.response_columns:
-            continue
-        tr = train[col]
-        if tr.dtype.kind in "fiub" and not isinstance(tr.dtype, pd.CategoricalDtype):
-            continue
-        seen = set(tr.astype(str))
-        unseen = [v for v in pd.unique(new[col].astype(str)) if v not in seen]
-        if unseen:
-            raise DataError(
-                f"newdata column {col!r} has level(s) not seen in fitting: {', '.join(map(repr, unseen[:5]))}"
-            )
+def _newdata_trials(design: FitDesign, newdata: pd.DataFrame | None) -> np.ndarray | None:
+    """The trials of each row (binomial): the fitted ones, or from ``newdata``'s trials column (a
+    ColumnNotFoundError naming it when absent), a constant ``trials(10)``, or the fitted max(y)."""
+    if design.family != "binomial":
+        return None
+    if newdata is None:
+        return design.trials
+    text = design.trials_text
+    if text is None:  # brms 2.18 without trials(): the fitted maximum response
+        return np.full(len(newdata), float(design.trials[0]) if design.trials is not None and len(design.trials) else 1.0)
+    try:
+        return np.full(len(newdata), float(text))
+    except ValueError:
+        pass
+    name = text.strip().strip("`")
+    if name not in newdata.columns:
+        raise ColumnNotFoundError(
+            f"newdata lacks the trials column {name!r} of the binomial model {design.formula!r} "
+            "(posterior_epred, posterior_predict and log_lik need the number of trials of each row)")
+    values = newdata[name]
+    if not pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        raise DataError(f"trials column {name!r} must be numeric, got {values.dtype}")
+    values = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise DataError(f"trials column {name!r} of newdata must hold non-negative whole numbers "
+                        f"(row {int(np.flatnonzero(bad)[0])} has {values[bad][0]!r})")
+    return values
 
 
 # ----------------------------------------------------------------------------- draws
@@ -287,9 +323,9 @@ _RANEF = re.compile(r"^r_(?P<group>.+)\[(?P<level>.*),(?P<coef>[^,\]]+)\]$")
 
 
 def _group_effects(fit, design: FitDesign) -> list[dict[str, Any]]:
-    """Per fitted group: its coefficient names and the column of each (level, coefficient) in the
-    random-effect draws (brms names ``r_<group>[<level>,<coef>]``)."""
-    cache = fit._cache.setdefault("predict_groups", None)
+    """Per fitted group: its varying coefficients (brms names, in the order of the draws) and the
+    column of each (level, coefficient) in the random-effect draws (``r_<group>[<level>,<coef>]``)."""
+    cache = fit._cache.get("predict_groups")
     if cache is not None:
         return cache
     index = {}
@@ -298,7 +334,7 @@ def _group_effects(fit, design: FitDesign) -> list[dict[str, Any]]:
         if m:
             index[(m["group"], m["level"], m["coef"])] = j
     out = []
-    for g, (gname, levels) in enumerate(zip(design.group_names, design.group_levels)):
+    for gname, levels in zip(design.group_names, design.group_levels):
         coefs = []
         for (grp, _lev, coef) in index:
             if grp == gname and coef not in coefs:
@@ -307,13 +343,8 @@ def _group_effects(fit, design: FitDesign) -> list[dict[str, Any]]:
         for li, lev in enumerate(levels):
             for ci, coef in enumerate(coefs):
                 cols[li, ci] = index.get((gname, lev, coef), -1)
-        if (cols < 0).any():
+        if not coefs or (cols < 0).any():
             raise EngineInputError(f"the fit's random-effect draws do not cover every level of {gname!r}")
-        if coefs != ["Intercept"]:
-            raise EngineInputError(
-                f"predictions with varying slopes ({', '.join(c for c in coefs if c != 'Intercept')} | {gname}) "
-                "are not implemented yet"
-            )
         out.append({"name": gname, "coefs": coefs, "cols": cols, "levels": {lev: i for i, lev in enumerate(levels)}})
     fit._cache["predict_groups"] = out
     return out
@@ -383,7 +414,11 @@ def _draw_ids(fit, ndraws, draw_ids, rng) -> np.ndarray:
 
 
 def _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids):
-    """eta (S, n) on the draws ``ids`` and the design used."""
+    """eta (S, n) on the draws ``ids`` and the design used.
+
+    eta = X b + sum over random terms t of sum_c Z_t[:, c] r_{g(t)}[level, c]; a new level of a
+    group (allow_new_levels) gets one draw of the group's whole coefficient vector per posterior
+    draw (``_new_level_draws``), shared by every row and term of that level."""
     design = _design(fit)
     if sample_new_levels not in SAMPLE_NEW_LEVELS:
         raise EngineInputError(
@@ -400,48 +435,77 @@ def _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng,
         bcols.append(names.index(name))
     if newdata is None:
         X = design.X
-        labels = None
+        rows = _design_rows(design, None, keep) if keep else None
     else:
-        X, labels = _design_rows(design, newdata, keep)
+        rows = _design_rows(design, newdata, keep)
+        X = rows.X
     eta = draws[:, bcols] @ X.T
-    if keep:
-        groups = _group_effects(fit, design)
-        ranef = _ranef_matrix(fit)[ids]
-        for g in keep:
-            info = groups[g]
-            if labels is None:
-                codes = design.group_codes[:, g]
-                eta += ranef[:, info["cols"][codes, 0]]
+    if not keep:
+        return eta, design
+    groups = _group_effects(fit, design)
+    ranef = _ranef_matrix(fit)[ids]
+    by_name = {design.group_names[g]: g for g in keep}
+    new_draws: dict[tuple[int, str], np.ndarray] = {}  # (group, level) -> (S, q) draws of a new level
+    for term in rows.terms:
+        g = by_name.get(term.group)
+        if g is None:
+            continue
+        info = groups[g]
+        codes = np.array([info["levels"].get(x, -1) for x in term.labels], dtype=np.int64)
+        new = sorted({x for x, c in zip(term.labels, codes) if c < 0})
+        if new and not allow_new_levels:
+            raise DataError(
+                f"Levels {', '.join(repr(x) for x in new[:10])} of grouping factor {info['name']!r} cannot be "
+                "found in the fitted model. Consider setting argument 'allow_new_levels' to TRUE."
+            )
+        old = codes >= 0
+        labels = np.asarray(term.labels, dtype=object)
+        for c, coef in enumerate(term.coef_names):
+            if coef not in info["coefs"]:
+                raise EngineInputError(f"the fit has no draws of the varying coefficient {coef!r} of {info['name']!r}")
+            k = info["coefs"].index(coef)
+            z = term.Z[:, c]
+            if old.all():
+                eta += ranef[:, info["cols"][codes, k]] * z[None, :]
                 continue
-            lab = labels[g]
-            codes = np.array([info["levels"].get(x, -1) for x in lab], dtype=np.int64)
-            new = sorted({x for x, c in zip(lab, codes) if c < 0})
-            if new and not allow_new_levels:
-                raise DataError(
-                    f"Levels {', '.join(repr(x) for x in new[:10])} of grouping factor {info['name']!r} cannot be "
-                    "found in the fitted model. Consider setting argument 'allow_new_levels' to TRUE."
-                )
-            old = codes >= 0
             if old.any():
-                eta[:, old] += ranef[:, info["cols"][codes[old], 0]]
+                eta[:, old] += ranef[:, info["cols"][codes[old], k]] * z[None, old]
             for level in new:
-                rows = np.array([x == level for x in lab])
-                eta[:, rows] += _new_level_draws(fit, info, ranef, draws, sample_new_levels, rng)[:, None]
+                key = (g, level)
+                if key not in new_draws:
+                    new_draws[key] = _new_level_draws(fit, info, ranef, draws, sample_new_levels, rng)
+                sel = labels == level
+                eta[:, sel] += new_draws[key][:, k][:, None] * z[None, sel]
     return eta, design
 
 
 def _new_level_draws(fit, info, ranef, draws, how, rng) -> np.ndarray:
-    """(S,) draws of a new level's intercept (brms' get_new_rdraws)."""
-    n_levels = info["cols"].shape[0]
+    """(S, q) draws of a new level's coefficient vector, as brms 2.18's ``get_new_rdraws``:
+    "uncertainty": per draw s, the vector of a randomly chosen existing level in draw s (one level
+    for all coefficients); "old_levels": every draw of one randomly chosen existing level;
+    "gaussian": N(0, Sigma[s]) with Sigma[s] = D R D from draw s's ``sd_<g>__<coef>`` and
+    ``cor_<g>__<a>__<b>`` (0 where the fit has no correlation, as for ``||`` terms)."""
+    n_levels, q = info["cols"].shape
     s = ranef.shape[0]
     if how == "uncertainty":
         sel = rng.integers(0, n_levels, size=s)
-        return ranef[np.arange(s), info["cols"][sel, 0]]
+        return ranef[np.arange(s)[:, None], info["cols"][sel, :]]
     if how == "old_levels":
-        return ranef[:, info["cols"][int(rng.integers(0, n_levels)), 0]]
-    name = f"sd_{info['name']}__Intercept"
-    sd = draws[:, list(fit.parameter_names).index(name)]
-    return sd * rng.standard_normal(s)
+        return ranef[:, info["cols"][int(rng.integers(0, n_levels)), :]]
+    names = list(fit.parameter_names)
+    g, coefs = info["name"], info["coefs"]
+    sd = np.column_stack([draws[:, names.index(f"sd_{g}__{c}")] for c in coefs])
+    if q == 1:
+        return sd * rng.standard_normal((s, 1))
+    cor = np.broadcast_to(np.eye(q), (s, q, q)).copy()
+    for a in range(q):
+        for b in range(a + 1, q):
+            for name in (f"cor_{g}__{coefs[a]}__{coefs[b]}", f"cor_{g}__{coefs[b]}__{coefs[a]}"):
+                if name in names:
+                    cor[:, a, b] = cor[:, b, a] = draws[:, names.index(name)]
+                    break
+    chol = sd[:, :, None] * np.linalg.cholesky(cor)  # chol(D R D) = D chol(R)
+    return np.einsum("sij,sj->si", chol, rng.standard_normal((s, q)))
 
 
 def _family(fit) -> Family:
@@ -478,8 +542,8 @@ def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
     rng = np.random.default_rng(seed)
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     fam = _family(fit)
-    eta, _ = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
-    return fam.epred(eta, _dpars(fit, fam, ids))
+    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    return fam.epred(eta, _dpars(fit, fam, ids), _newdata_trials(design, newdata))
 
 
 @checked_arguments
@@ -490,8 +554,8 @@ def posterior_predict(fit, newdata=None, re_formula=None, allow_new_levels=False
     rng = np.random.default_rng(seed)
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     fam = _family(fit)
-    eta, _ = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
-    return fam.predict(eta, _dpars(fit, fam, ids), rng)
+    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    return fam.predict(eta, _dpars(fit, fam, ids), rng, _newdata_trials(design, newdata))
 
 
 @checked_arguments
@@ -504,32 +568,45 @@ def log_lik(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_n
     ids = _draw_ids(fit, ndraws, draw_ids, rng)
     fam = _family(fit)
     eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    trials = _newdata_trials(design, newdata)
     if y is None:
-        if newdata is None:
-            y = design.y
-        else:
-            from engine.formula import model_frame
-
-            missing = [c for c in design.response_columns if c not in newdata.columns]
-            if missing:
-                raise ColumnNotFoundError(f"log_lik on newdata needs the response column(s) {', '.join(map(repr, missing))}")
-            y = _newdata_response(design, newdata)
+        y = design.y if newdata is None else _newdata_response(design, newdata)
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (eta.shape[1],):
         raise EngineInputError(f"y must have one value per row ({eta.shape[1]}), got shape {y.shape}")
-    return fam.log_lik(y, eta, _dpars(fit, fam, ids))
+    return fam.log_lik(y, eta, _dpars(fit, fam, ids), trials)
 
 
 def _newdata_response(design: FitDesign, newdata: pd.DataFrame) -> np.ndarray:
-    """The response evaluated on newdata by the fitted formula's left-hand side."""
-    from engine.formula import model_frame
+    """The response evaluated on newdata by the fitted formula's left-hand side (a non-Gaussian
+    family's response read and checked as in fitting: engine.multilevel.families.model_frame)."""
+    from engine.multilevel.families import get_family, model_frame
 
+    missing = [c for c in design.response_columns if c not in newdata.columns]
+    if missing:
+        raise ColumnNotFoundError(f"the response on newdata needs the column(s) {', '.join(map(repr, missing))}")
     lhs = design.formula.split("~", 1)[0]
-    cols = list(design.response_columns)
-    frame = model_frame(f"{lhs} ~ 1", newdata[cols].reset_index(drop=True))
+    columns = newdata[list(design.response_columns)].reset_index(drop=True)
+    if design.family == "bernoulli":
+        # a factor response keeps the fitted levels (the second is the success), whatever newdata holds
+        for col in design.response_columns:
+            fitted = design.data[col]
+            if isinstance(fitted.dtype, pd.CategoricalDtype):
+                levels = list(fitted.cat.categories)
+            elif pd.api.types.is_numeric_dtype(fitted.dtype) or pd.api.types.is_bool_dtype(fitted.dtype):
+                continue
+            else:
+                levels = sorted(set(fitted.astype(str)))
+                columns[col] = columns[col].astype(str).where(columns[col].notna())
+            unseen = sorted({str(v) for v in pd.unique(columns[col].dropna())} - {str(v) for v in levels})
+            if unseen:
+                raise DataError(f"response column {col!r} of newdata has value(s) not seen in fitting: "
+                                f"{', '.join(map(repr, unseen[:5]))}")
+            columns[col] = pd.Categorical(columns[col], categories=levels)
+    frame, _ = model_frame(f"{lhs} ~ 1", columns, get_family(design.family))
     if frame.n_dropped:
         raise DataError("the response has missing values in newdata")
-    return frame.y
+    return np.asarray(frame.y, dtype=np.float64)
 
 
 def posterior_summary(draws: np.ndarray, probs: Sequence[float] = (0.025, 0.975), index=None) -> pd.DataFrame:
@@ -590,6 +667,8 @@ def design_to_arrays(design: FitDesign, prefix: str = "design") -> tuple[dict[st
         f"{prefix}__X": np.asarray(design.X, np.float64),
         f"{prefix}__group_codes": np.asarray(design.group_codes, np.int64),
     }
+    if design.trials is not None:
+        arrays[f"{prefix}__trials"] = np.asarray(design.trials, np.float64)
     columns = []
     data = design.data if design.data is not None else pd.DataFrame()
     for j, col in enumerate(data.columns):
@@ -616,6 +695,8 @@ def design_to_arrays(design: FitDesign, prefix: str = "design") -> tuple[dict[st
         "group_columns": [list(c) for c in design.group_columns],
         "response_columns": list(design.response_columns),
         "data_columns": columns,
+        "family": design.family,
+        "trials_text": design.trials_text,
     }
     return arrays, meta
 
@@ -642,6 +723,9 @@ def design_from_arrays(arrays, meta: dict[str, Any], prefix: str = "design") -> 
         group_columns=[tuple(c) for c in meta["group_columns"]],
         data=pd.DataFrame(cols),
         response_columns=tuple(meta.get("response_columns", ())),
+        family=meta.get("family", "gaussian"),
+        trials=np.array(arrays[f"{prefix}__trials"]) if f"{prefix}__trials" in arrays else None,
+        trials_text=meta.get("trials_text"),
     )
 
 
