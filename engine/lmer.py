@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -525,12 +526,24 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     return crit, grad
 
 
-def _moment_components(stats: _Stats):
+class _MomentEstimates(NamedTuple):
+    """``_moment_components``' one-way ANOVA estimates: comps (K,) sigma_k^2, levels (K,) J per
+    term, n0 (K,) the effective level size, sigma2 the residual variance, n the rows."""
+
+    comps: np.ndarray
+    levels: np.ndarray
+    n0: np.ndarray
+    sigma2: float
+    n: int
+
+
+def _moment_components(stats: _Stats) -> _MomentEstimates:
     """One-way ANOVA moment estimates per scalar term from the OLS residuals (Searle, Casella &
     McCulloch 1992, "Variance Components", sec. 3.6: sigma_k^2 = (MSB - MSW) / n0, n0 = (sum a -
     sum a^2 / sum a) / (J - 1), with a_j = z_j'z_j the term's weight in level j; counts for
-    intercepts), each term taken alone. Returns (comps (K,), J (K,), n0 (K,), sigma2) with
-    sigma2 the residual variance left after all terms."""
+    intercepts), each term taken alone. Returns ``_MomentEstimates`` (comps (K,), J (K,), n0 (K,),
+    sigma2 the residual variance left after all terms, n); computed once per fit, read by
+    ``_moment_start`` and ``_moment_curvature``."""
     p = stats.p
     XaXa = stats.XaXa
     beta = np.linalg.solve(XaXa[:p, :p], XaXa[:p, p])
@@ -557,20 +570,19 @@ def _moment_components(stats: _Stats):
         levels.append(J)
         n0s.append(n0)
     sigma2 = max(rss / max(n - p, 1) - sum(comps), 0.05 * rss / max(n - p, 1))
-    return np.array(comps), np.array(levels, dtype=float), np.array(n0s), sigma2
+    return _MomentEstimates(np.array(comps), np.array(levels, dtype=float), np.array(n0s), sigma2, n)
 
 
-def _moment_start(stats: _Stats) -> np.ndarray:
+def _moment_start(est: _MomentEstimates) -> np.ndarray:
     """A start for theta when every term is scalar: theta_k = sigma_k / sigma from the moment
     estimates of ``_moment_components``. Crossed factors bias each such estimate, but the start
     is only a start: it lands within a few percent of InstEval's optimum where lme4's start
     (all 1) is 3x too large."""
-    comps, _J, _n0, sigma2 = _moment_components(stats)
     # a component estimated at 0 starts at a small interior value (theta = 0 is stationary)
-    return np.maximum(np.sqrt(comps / sigma2), 0.05)
+    return np.maximum(np.sqrt(est.comps / est.sigma2), 0.05)
 
 
-def _moment_curvature(stats: _Stats, theta: np.ndarray) -> np.ndarray:
+def _moment_curvature(est: _MomentEstimates, theta: np.ndarray) -> np.ndarray:
     """Diagonal of the profiled criterion's Hessian in theta predicted from the one-way ANOVA
     sampling variance (Searle et al. 1992, sec. 3.6: var(sigma_b^2) ~ (2 / n0^2) (MSB^2 / (J - 1)
     + MSW^2 / (N - J)), MSB = sigma^2 (1 + n0 theta^2)): the criterion is -2 log L, so its
@@ -578,11 +590,11 @@ def _moment_curvature(stats: _Stats, theta: np.ndarray) -> np.ndarray:
     It scales the quasi-Newton start (``_bfgs_bounded``); within a factor ~1.5 of InstEval's
     (crossing correlates the terms, which BFGS learns). theta is floored at 0.1 (at 0 the
     criterion is flat to first order in theta)."""
-    _comps, J, n0, _sigma2 = _moment_components(stats)
+    J = est.levels
     th = np.maximum(np.asarray(theta, dtype=float), 0.1)
-    n0 = np.maximum(n0, 1.0)
+    n0 = np.maximum(est.n0, 1.0)
     return 4.0 * th * th * n0 * n0 / ((1.0 + n0 * th * th) ** 2 / np.maximum(J - 1, 1)
-                                      + 1.0 / max(stats.n - J.max(), 1))
+                                      + 1.0 / max(est.n - J.max(), 1))
 
 
 def _bfgs_bounded(fun_grad, x0, lower, h0, max_eval=80, tol=1e-9):
@@ -683,9 +695,10 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         # Hessian started at the moment estimate of its diagonal (``_moment_curvature``), so that
         # the first step is a Newton step (L-BFGS-B's first step, of length 1 along -g, took
         # InstEval past its optimum and back: 12 evaluations where this takes 7).
+        est = _moment_components(stats)
         if start_default:
-            theta0 = _moment_start(stats)
-        h0 = _moment_curvature(stats, theta0)
+            theta0 = _moment_start(est)
+        h0 = _moment_curvature(est, theta0)
 
         def fun_grad(th):
             nfev[0] += 1
