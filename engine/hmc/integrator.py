@@ -24,27 +24,35 @@ from engine.hmc.metric import dense_velocity_entry
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, step_size, metric):
-    """One leapfrog step updating position, momentum and gradient in place; returns the new log density."""
+def leapfrog_arrays(logp_and_grad, data, index, position, momentum, gradient, step_size, is_dense, diagonal,
+                    inverse):
+    """leapfrog_step_in_place on the density's (data, index) and the metric's arrays (the tree's leaf
+    loop calls this form: a tuple or NamedTuple argument costs a reference-count update of each of its
+    arrays per call)."""
     d = position.shape[0]
     half = 0.5 * step_size
     for i in range(d):
         momentum[i] = momentum[i] + half * gradient[i]
-    # the momentum is fixed during this loop: M^-1 p entry by entry, no buffer (the metric's arrays taken
-    # out once: passing the NamedTuple per entry cost more than the arithmetic)
-    if metric.is_dense:
-        inverse = metric.inverse_dense
+    # the momentum is fixed during this loop: M^-1 p entry by entry, no buffer
+    if is_dense:
         for i in range(d):
             position[i] = position[i] + step_size * dense_velocity_entry(momentum, inverse, i)
     else:
-        diagonal = metric.inverse_diagonal
         for i in range(d):
             position[i] = position[i] + step_size * (diagonal[i] * momentum[i])
-    new_logp, new_gradient = logp_and_grad(position, *args)
+    new_logp, new_gradient = logp_and_grad(position, data, index)
     for i in range(d):
         gradient[i] = new_gradient[i]
         momentum[i] = momentum[i] + half * new_gradient[i]
     return new_logp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, step_size, metric):
+    """One leapfrog step updating position, momentum and gradient in place; returns the new log density.
+    ``args``: the density's (data, index)."""
+    return leapfrog_arrays(logp_and_grad, args[0], args[1], position, momentum, gradient, step_size,
+                           metric.is_dense, metric.inverse_diagonal, metric.inverse_dense)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -70,17 +70,22 @@ def velocity_entry(momentum, metric, i):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def velocity_into(momentum, metric, out):
-    """out ← M⁻¹ p without allocating."""
+def velocity_into_arrays(momentum, is_dense, diagonal, inverse, out):
+    """out ← M⁻¹ p without allocating, from the metric's arrays (the tree's leaf loop calls this form:
+    a NamedTuple argument costs a reference-count update of each of its arrays per call)."""
     n = momentum.shape[0]
-    if metric.is_dense:
-        inverse = metric.inverse_dense
+    if is_dense:
         for i in range(n):
             out[i] = dense_velocity_entry(momentum, inverse, i)
     else:
-        diagonal = metric.inverse_diagonal
         for i in range(n):
             out[i] = diagonal[i] * momentum[i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def velocity_into(momentum, metric, out):
+    """out ← M⁻¹ p without allocating."""
+    velocity_into_arrays(momentum, metric.is_dense, metric.inverse_diagonal, metric.inverse_dense, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -92,18 +97,24 @@ def velocity(momentum, metric):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def kinetic_energy(momentum, metric):
-    """½ pᵀ M⁻¹ p (no allocation with the diagonal metric)."""
+def kinetic_energy_arrays(momentum, is_dense, diagonal, inverse):
+    """½ pᵀ M⁻¹ p from the metric's arrays (no allocation with the diagonal metric)."""
     total = 0.0
-    if metric.is_dense:
-        sharp = velocity(momentum, metric)
+    if is_dense:
+        sharp = np.empty(momentum.shape[0])
+        velocity_into_arrays(momentum, is_dense, diagonal, inverse, sharp)
         for i in range(momentum.shape[0]):
             total += momentum[i] * sharp[i]
     else:
-        diagonal = metric.inverse_diagonal
         for i in range(momentum.shape[0]):
             total += momentum[i] * (diagonal[i] * momentum[i])
     return 0.5 * total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def kinetic_energy(momentum, metric):
+    """½ pᵀ M⁻¹ p (no allocation with the diagonal metric)."""
+    return kinetic_energy_arrays(momentum, metric.is_dense, metric.inverse_diagonal, metric.inverse_dense)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

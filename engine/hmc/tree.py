@@ -44,8 +44,8 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine.hmc.integrator import leapfrog_step_in_place
-from engine.hmc.metric import dot, draw_momentum, kinetic_energy, velocity, velocity_into
+from engine.hmc.integrator import leapfrog_arrays
+from engine.hmc.metric import dot, draw_momentum, kinetic_energy, kinetic_energy_arrays, velocity, velocity_into_arrays
 
 MAX_ENERGY_ERROR = 1000.0
 
@@ -164,11 +164,16 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     dimension = position.shape[0]
     merged_rho = ws.merged_rho
     seam_rho = ws.seam_rho
+    sharp_end = current_ends[SHARP_END]
+    # the density's and the metric's arrays taken out once, for the same reason
+    data, index_array = args[0], args[1]
+    is_dense, diagonal, inverse = metric.is_dense, metric.inverse_diagonal, metric.inverse_dense
     n_leaves = 1 << depth
     for leaf in range(n_leaves):
-        logp = leapfrog_step_in_place(logp_and_grad, args, position, momentum, gradient, signed_step, metric)
+        logp = leapfrog_arrays(logp_and_grad, data, index_array, position, momentum, gradient, signed_step,
+                               is_dense, diagonal, inverse)
         n_leapfrog += 1
-        energy = -logp + kinetic_energy(momentum, metric)
+        energy = -logp + kinetic_energy_arrays(momentum, is_dense, diagonal, inverse)
         if math.isnan(energy):
             energy = np.inf
         leaf_log_weight = initial_energy - energy
@@ -180,7 +185,7 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
         if energy - initial_energy > MAX_ENERGY_ERROR:
             return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, True
         # the leaf is the current subtree of size 1
-        velocity_into(momentum, metric, current_ends[SHARP_END])
+        velocity_into_arrays(momentum, is_dense, diagonal, inverse, sharp_end)
         current_rho[:] = momentum
         current_ends[BEGIN, :] = momentum
         current_ends[END, :] = momentum

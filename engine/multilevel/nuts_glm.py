@@ -34,8 +34,8 @@ from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before 
 from engine.errors import EngineInputError, ModelSpecError
 from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
-from engine.multilevel.nuts_slopes import (add_priors, backprop_terms, coefficients, group_sds, max_group_dim,
-                                          term_factors, unpack, z_starts)
+from engine.multilevel.nuts_slopes import (add_priors, backprop_terms, coefficients, group_sds, layout,
+                                          max_group_dim, term_factors, z_starts)
 from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws, log_prior
 from engine.multilevel.sampler import ChainResult, register_sampler
 from engine.nuts import LogDensity, validate_options
@@ -218,7 +218,7 @@ def to_canonical(model: GLMModel, theta_draws: np.ndarray) -> tuple[np.ndarray, 
 # theta = (gamma (q_fix), log sd (S), CPCs (C), z (R)): brms' non-centred parametrisation of
 # engine.multilevel.nuts_slopes without sigma; level l of term t has r_l = diag(sd_t) L_t z_l. The
 # term structure, r = D L z and its chain rule (LKJ prior included) are nuts_slopes' kernels, run on
-# the same packed layout (slopes_args, read by its unpack from a slice); only the likelihood differs:
+# the same packed layout (slopes_args, read through its layout from a slice); only the likelihood differs:
 # it is over the (aggregated) rows, eta_i = w_i' gamma + sum_g z_{g,i}' r_g[l_g(i)], with
 # d log p / d eta_i accumulated into gamma and the levels' coefficients in the same pass.
 
@@ -229,22 +229,23 @@ def glm_slopes_log_density(theta, data, index):
     signature). index = [N, Q, family, data start of the slopes layout, its index start, codes (N G),
     slopes index]; data = [y (N), trials (N), U (N Q) = [w, Z], slopes data] (glm_slopes_args)."""
     n, m, family, data_start, index_start = index[0], index[1], index[2], index[3], index[4]
-    d = unpack(data[data_start:], index[index_start:])
-    n_groups = d.G
+    s_data, s_index = data[data_start:], index[index_start:]  # the slopes layout (views)
+    lay = layout(s_index)
+    n_groups = lay.G
     codes = index[5:5 + n * n_groups].reshape((n, n_groups))
     y = data[:n]
     trials = data[n:2 * n]
     U = data[2 * n:2 * n + n * m].reshape((n, m))
-    qf = d.qf
-    dims, z_off = d.dims, d.z_off
-    qm = max_group_dim(d)
-    first_z = qf + d.S + d.C
-    zg = z_starts(d, first_z)
+    qf = lay.qf
+    dims, z_off = lay.dims, lay.z_off
+    qm = max_group_dim(s_index, lay)
+    first_z = qf + lay.S + lay.C
+    zg = z_starts(s_index, lay, first_z)
     grad = np.zeros(theta.shape[0])
-    chol, cpc_pos = term_factors(theta, d, qm)
-    sd = group_sds(theta, d)
-    r = coefficients(theta, d, chol, zg, sd, qm)
-    grad_r = np.zeros((d.L, qm))
+    chol, cpc_pos = term_factors(theta, s_index, lay, qm)
+    sd = group_sds(theta, lay)
+    r = coefficients(theta, s_index, lay, chol, zg, sd, qm)
+    grad_r = np.zeros((lay.L, qm))
     logp = 0.0
     for i in range(n):
         eta = 0.0
@@ -252,8 +253,8 @@ def glm_slopes_log_density(theta, data, index):
             eta += U[i, a] * theta[a]
         for g in range(n_groups):
             v = codes[i, g]
-            col = qf + z_off[g]
-            for c in range(dims[g]):
+            col = qf + s_index[z_off + g]
+            for c in range(s_index[dims + g]):
                 eta += U[i, col + c] * r[v, c]
         if family == POISSON:
             mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
@@ -271,14 +272,14 @@ def glm_slopes_log_density(theta, data, index):
             grad[a] += deriv * U[i, a]
         for g in range(n_groups):
             v = codes[i, g]
-            col = qf + z_off[g]
-            for c in range(dims[g]):
+            col = qf + s_index[z_off + g]
+            for c in range(s_index[dims + g]):
                 grad_r[v, c] += deriv * U[i, col + c]
-    logp += backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r)
+    logp += backprop_terms(theta, grad, s_data, s_index, lay, chol, cpc_pos, zg, sd, r, grad_r)
     for i in range(first_z, theta.shape[0]):
         logp -= 0.5 * theta[i] * theta[i]
         grad[i] -= theta[i]
-    return logp + add_priors(theta, grad, d, -1), grad
+    return logp + add_priors(theta, grad, s_data, s_index, lay, -1), grad
 
 
 def _aggregate_slopes_rows(model: GLMModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -30,10 +30,10 @@ from engine.multilevel.location import location_inputs
 from engine.multilevel.nuts_target import log_prior
 
 # The small interface engine.multilevel.nuts_glm builds its random-slopes likelihoods on: the packed
-# layout (slopes_args, unpack), the term kernels (term_factors, group_sds, coefficients, backprop_terms),
+# layout (slopes_args, layout), the term kernels (term_factors, group_sds, coefficients, backprop_terms),
 # the priors (add_priors), the z layout (z_starts, max_group_dim) and the canonical map (to_canonical).
 __all__ = ["slopes_args", "slopes_log_density", "slopes_unconstrained_dimension", "slopes_sample_chain",
-           "SlopesDensityData", "unpack", "term_factors", "group_sds", "coefficients", "backprop_terms",
+           "SlopesLayout", "layout", "term_factors", "group_sds", "coefficients", "backprop_terms",
            "add_priors", "z_starts", "max_group_dim", "to_canonical"]
 
 
@@ -82,12 +82,15 @@ def _cpc_backward(theta, grad, pos, q, eta, chol, dL):
     return logp
 
 
-class SlopesDensityData(NamedTuple):
-    """The packed (data, index) of both slopes densities viewed as arrays (no copies): sizes qf, G, K,
-    n_u, T, L, S (sds), C (CPCs); cell_levels (K, G); dims, z_off, level_offsets; per term t_group,
-    t_off, t_dim, t_cor, eta; priors gamma_family, g_nu, g_mu, g_scale (qf,), sd_family, s_nu, s_mu,
-    s_scale (S,), sigma_prior (4,); statistics yty, n_obs, cell_uu (K, n_u, n_u), cell_uy (K, n_u) and
-    cell_n (K,; collapsed only, else empty)."""
+class SlopesLayout(NamedTuple):
+    """Sizes and offsets of slopes_args' packed (data, index), integers only: the kernels read the arrays
+    through them (a NamedTuple of array views passed to a kernel costs a reference-count update per
+    array per call, which made the gradient several times slower than its arithmetic; integers cost
+    none). Sizes qf, G, K, n_u, T, L, S (sds), C (CPCs). Offsets into index: cell_levels (K, G), dims
+    (G,), z_off and level_offsets (G + 1,), the terms' t_group, t_off, t_dim, t_cor (T,), gamma_family
+    (qf,), sd_family (S,). Offsets into data (data[0] = y'y, data[1] = N): uu (K, n_u, n_u), uy
+    (K, n_u), g_nu, g_mu, g_scale (qf,), s_nu, s_mu, s_scale (S,), eta (T,), sigma_prior (4,), cell_n
+    (K,; collapsed only)."""
 
     qf: int
     G: int
@@ -97,107 +100,95 @@ class SlopesDensityData(NamedTuple):
     L: int
     S: int
     C: int
-    cell_levels: np.ndarray
-    dims: np.ndarray
-    z_off: np.ndarray
-    level_offsets: np.ndarray
-    t_group: np.ndarray
-    t_off: np.ndarray
-    t_dim: np.ndarray
-    t_cor: np.ndarray
-    gamma_family: np.ndarray
-    sd_family: np.ndarray
-    yty: float
-    n_obs: float
-    cell_uu: np.ndarray
-    cell_uy: np.ndarray
-    g_nu: np.ndarray
-    g_mu: np.ndarray
-    g_scale: np.ndarray
-    s_nu: np.ndarray
-    s_mu: np.ndarray
-    s_scale: np.ndarray
-    eta: np.ndarray
-    sigma_prior: np.ndarray
-    cell_n: np.ndarray
+    cell_levels: int
+    dims: int
+    z_off: int
+    level_offsets: int
+    t_group: int
+    t_off: int
+    t_dim: int
+    t_cor: int
+    gamma_family: int
+    sd_family: int
+    uu: int
+    uy: int
+    g_nu: int
+    g_mu: int
+    g_scale: int
+    s_nu: int
+    s_mu: int
+    s_scale: int
+    eta: int
+    sigma_prior: int
+    cell_n: int
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def unpack(data, index):
-    """The SlopesDensityData view of slopes_args' packed (data, index) (no copies)."""
+def layout(index):
+    """The SlopesLayout of slopes_args' packed (data, index) (its sizes are read from ``index``)."""
     qf, G, K, n_u, T, L = index[0], index[1], index[2], index[3], index[4], index[5]
-    o = 6
-    cell_levels = index[o:o + K * G].reshape((K, G))
-    o += K * G
-    dims = index[o:o + G]
-    o += G
-    z_off = index[o:o + G + 1]
-    o += G + 1
-    level_offsets = index[o:o + G + 1]
-    o += G + 1
-    t_group, t_off = index[o:o + T], index[o + T:o + 2 * T]
-    t_dim, t_cor = index[o + 2 * T:o + 3 * T], index[o + 3 * T:o + 4 * T]
-    o += 4 * T
-    gamma_family = index[o:o + qf]
-    o += qf
+    cell_levels = 6
+    dims = cell_levels + K * G
+    z_off = dims + G
+    level_offsets = z_off + G + 1
+    t_group = level_offsets + G + 1
+    t_off, t_dim, t_cor = t_group + T, t_group + 2 * T, t_group + 3 * T
+    gamma_family = t_group + 4 * T
+    sd_family = gamma_family + qf
     S = 0
     C = 0
     for t in range(T):
-        S += t_dim[t]
-        if t_cor[t] == 1:
-            C += t_dim[t] * (t_dim[t] - 1) // 2
-    sd_family = index[o:o + S]
-    p = 2
-    cell_uu = data[p:p + K * n_u * n_u].reshape((K, n_u, n_u))
-    p += K * n_u * n_u
-    cell_uy = data[p:p + K * n_u].reshape((K, n_u))
-    p += K * n_u
-    g_nu, g_mu, g_scale = data[p:p + qf], data[p + qf:p + 2 * qf], data[p + 2 * qf:p + 3 * qf]
-    p += 3 * qf
-    s_nu, s_mu, s_scale = data[p:p + S], data[p + S:p + 2 * S], data[p + 2 * S:p + 3 * S]
-    p += 3 * S
-    eta = data[p:p + T]
-    p += T
-    return SlopesDensityData(qf, G, K, n_u, T, L, S, C, cell_levels, dims, z_off, level_offsets, t_group, t_off,
-                             t_dim, t_cor, gamma_family, sd_family, data[0], data[1], cell_uu, cell_uy, g_nu, g_mu,
-                             g_scale, s_nu, s_mu, s_scale, eta, data[p:p + 4], data[p + 4:p + 4 + K])
+        q = index[t_dim + t]
+        S += q
+        if index[t_cor + t] == 1:
+            C += q * (q - 1) // 2
+    uu = 2
+    uy = uu + K * n_u * n_u
+    g_nu = uy + K * n_u
+    s_nu = g_nu + 3 * qf
+    eta = s_nu + 3 * S
+    return SlopesLayout(qf, G, K, n_u, T, L, S, C, cell_levels, dims, z_off, level_offsets, t_group, t_off, t_dim,
+                        t_cor, gamma_family, sd_family, uu, uy, g_nu, g_nu + qf, g_nu + 2 * qf, s_nu, s_nu + S,
+                        s_nu + 2 * S, eta, eta + T, eta + T + 4)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def add_priors(theta, grad, d, log_sigma_pos):
+def add_priors(theta, grad, data, index, lay, log_sigma_pos):
     """Log priors of gamma, the sds (on log sd, with the Jacobian) and, when ``log_sigma_pos`` >= 0,
     sigma (on log sigma, at that position); gradient added into grad."""
     logp = 0.0
-    for a in range(d.qf):
-        lp, g = log_prior(theta[a], d.gamma_family[a], d.g_nu[a], d.g_mu[a], d.g_scale[a])
+    for a in range(lay.qf):
+        lp, g = log_prior(theta[a], index[lay.gamma_family + a], data[lay.g_nu + a], data[lay.g_mu + a],
+                          data[lay.g_scale + a])
         logp += lp
         grad[a] += g
-    for s in range(d.S):
-        e = theta[d.qf + s]
+    for s in range(lay.S):
+        e = theta[lay.qf + s]
         value = math.exp(e)
-        lp, g = log_prior(value, d.sd_family[s], d.s_nu[s], d.s_mu[s], d.s_scale[s])
+        lp, g = log_prior(value, index[lay.sd_family + s], data[lay.s_nu + s], data[lay.s_mu + s],
+                          data[lay.s_scale + s])
         logp += lp + e
-        grad[d.qf + s] += g * value + 1.0
+        grad[lay.qf + s] += g * value + 1.0
     if log_sigma_pos < 0:
         return logp
     e = theta[log_sigma_pos]
     value = math.exp(e)
-    sp = d.sigma_prior
-    lp, g = log_prior(value, int(sp[0]), sp[1], sp[2], sp[3])
+    sp = lay.sigma_prior
+    lp, g = log_prior(value, int(data[sp]), data[sp + 1], data[sp + 2], data[sp + 3])
     grad[log_sigma_pos] += g * value + 1.0
     return logp + lp + e
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def term_factors(theta, d, qm):
+def term_factors(theta, index, lay, qm):
     """(chol (T, qm, qm) of every term's R, each term's first CPC position in theta)."""
-    chol = np.zeros((d.T, qm, qm))
-    cpc_pos = np.empty(d.T, dtype=np.int64)
-    pos = d.qf + d.S
-    for t in range(d.T):
-        q = d.t_dim[t]
+    chol = np.zeros((lay.T, qm, qm))
+    cpc_pos = np.empty(lay.T, dtype=np.int64)
+    pos = lay.qf + lay.S
+    for t in range(lay.T):
+        q = index[lay.t_dim + t]
         cpc_pos[t] = pos
-        if d.t_cor[t] == 1:
+        if index[lay.t_cor + t] == 1:
             _cpc_forward(theta, pos, q, chol[t])
             pos += q * (q - 1) // 2
         else:
@@ -207,49 +198,45 @@ def term_factors(theta, d, qm):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def z_starts(d, first_z):
+def z_starts(index, lay, first_z):
     """(G,) position in theta of each group's first z (theta's z block starts at ``first_z``)."""
-    zg = np.empty(d.G, dtype=np.int64)
+    zg = np.empty(lay.G, dtype=np.int64)
     acc = first_z
-    for g in range(d.G):
+    for g in range(lay.G):
         zg[g] = acc
-        acc += (d.level_offsets[g + 1] - d.level_offsets[g]) * d.dims[g]
+        acc += (index[lay.level_offsets + g + 1] - index[lay.level_offsets + g]) * index[lay.dims + g]
     return zg
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def max_group_dim(d):
+def max_group_dim(index, lay):
     qm = 1
-    for g in range(d.G):
-        qm = max(qm, d.dims[g])
+    for g in range(lay.G):
+        qm = max(qm, index[lay.dims + g])
     return qm
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def group_sds(theta, d):
+def group_sds(theta, lay):
     """(S,) the sds exp(log sd) in term order."""
-    sd = np.empty(d.S)
-    for s in range(d.S):
-        sd[s] = math.exp(theta[d.qf + s])
+    sd = np.empty(lay.S)
+    for s in range(lay.S):
+        sd[s] = math.exp(theta[lay.qf + s])
     return sd
 
 
-# The kernels below read the arrays of ``d`` into locals once and index theta directly: passing the
-# NamedTuple to a helper per element costs a reference-count update of each of its arrays per call,
-# which made the gradient ~5x slower than its arithmetic. z of coefficient j of term t at level v
-# (0-based in its group) sits at zg[g] + (t_off + j) * n_levels_g + v.
+# z of coefficient j of term t at level v (0-based in its group) sits at zg[g] + (t_off + j) * n_levels_g + v.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def coefficients(theta, d, chol, zg, sd, qm):
+def coefficients(theta, index, lay, chol, zg, sd, qm):
     """r (L, qm) = D L z for every term and level (sd: group_sds)."""
-    t_group, t_off, t_dim, level_offsets = d.t_group, d.t_off, d.t_dim, d.level_offsets
-    r = np.zeros((d.L, qm))
+    r = np.zeros((lay.L, qm))
     sd_start = 0
-    for t in range(d.T):
-        g, q, off = t_group[t], t_dim[t], t_off[t]
-        lo = level_offsets[g]
-        n_lev = level_offsets[g + 1] - lo
+    for t in range(lay.T):
+        g, q, off = index[lay.t_group + t], index[lay.t_dim + t], index[lay.t_off + t]
+        lo = index[lay.level_offsets + g]
+        n_lev = index[lay.level_offsets + g + 1] - lo
         base = zg[g] + off * n_lev
         for v in range(n_lev):
             for i in range(q):
@@ -262,51 +249,52 @@ def coefficients(theta, d, chol, zg, sd, qm):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _cell_likelihood(theta, r, d, sigma2, grad, grad_r):
+def _cell_likelihood(theta, r, data, index, lay, sigma2, grad, grad_r):
     """RSS from the cells; adds d log-likelihood / d gamma into grad and d / d r into grad_r."""
-    qf, n_u, G = d.qf, d.n_u, d.G
-    cell_uu, cell_uy, cell_levels, dims, z_off = d.cell_uu, d.cell_uy, d.cell_levels, d.dims, d.z_off
-    rss = d.yty
+    qf, n_u, G = lay.qf, lay.n_u, lay.G
+    uu, uy, cell_levels, dims, z_off = lay.uu, lay.uy, lay.cell_levels, lay.dims, lay.z_off
+    rss = data[0]
     th = np.empty(n_u)
     gr = np.empty(n_u)
     half_inv = 0.5 / sigma2
     for a in range(qf):
         th[a] = theta[a]
-    for k in range(d.K):
+    for k in range(lay.K):
         for g in range(G):
-            v = cell_levels[k, g]
-            col = qf + z_off[g]
-            for c in range(dims[g]):
+            v = index[cell_levels + k * G + g]
+            col = qf + index[z_off + g]
+            for c in range(index[dims + g]):
                 th[col + c] = r[v, c]
         for a in range(n_u):
+            row = uu + (k * n_u + a) * n_u
             s = 0.0
             for b in range(n_u):
-                s += cell_uu[k, a, b] * th[b]
-            rss += th[a] * (s - 2.0 * cell_uy[k, a])
-            gr[a] = 2.0 * (s - cell_uy[k, a])
+                s += data[row + b] * th[b]
+            y_a = data[uy + k * n_u + a]
+            rss += th[a] * (s - 2.0 * y_a)
+            gr[a] = 2.0 * (s - y_a)
         for a in range(qf):
             grad[a] -= gr[a] * half_inv
         for g in range(G):
-            v = cell_levels[k, g]
-            col = qf + z_off[g]
-            for c in range(dims[g]):
+            v = index[cell_levels + k * G + g]
+            col = qf + index[z_off + g]
+            for c in range(index[dims + g]):
                 grad_r[v, c] -= gr[col + c] * half_inv
     return rss
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r):
+def backprop_terms(theta, grad, data, index, lay, chol, cpc_pos, zg, sd, r, grad_r):
     """Chain rule through r = D L z (into z, log sd and the CPCs) plus the LKJ log prior; returns it.
     grad_r (L, qm): d f / d r; sd: group_sds."""
-    t_group, t_off, t_dim, t_cor, level_offsets = d.t_group, d.t_off, d.t_dim, d.t_cor, d.level_offsets
     logp = 0.0
     sd_start = 0
-    for t in range(d.T):
-        g, q, off = t_group[t], t_dim[t], t_off[t]
-        lo = level_offsets[g]
-        n_lev = level_offsets[g + 1] - lo
+    for t in range(lay.T):
+        g, q, off = index[lay.t_group + t], index[lay.t_dim + t], index[lay.t_off + t]
+        lo = index[lay.level_offsets + g]
+        n_lev = index[lay.level_offsets + g + 1] - lo
         base = zg[g] + off * n_lev
-        sd0 = d.qf + sd_start
+        sd0 = lay.qf + sd_start
         dL = np.zeros((q, q))
         for v in range(n_lev):
             for i in range(q):
@@ -319,8 +307,8 @@ def backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r):
                     zi = base + j * n_lev + v
                     dL[i, j] += dg * theta[zi]
                     grad[zi] += chol[t, i, j] * dg
-        if t_cor[t] == 1:
-            logp += _cpc_backward(theta, grad, cpc_pos[t], q, d.eta[t], chol[t], dL)
+        if index[lay.t_cor + t] == 1:
+            logp += _cpc_backward(theta, grad, cpc_pos[t], q, data[lay.eta + t], chol[t], dL)
         sd_start += q
     return logp
 
@@ -331,24 +319,24 @@ def slopes_log_density(theta, data, index):
 
     Steps: the terms' Cholesky factors from the CPCs, r = D L z, the likelihood from the cells, the
     chain rule back through r (LKJ prior included), the N(0, 1) prior of z, the other priors."""
-    d = unpack(data, index)
-    qm = max_group_dim(d)
-    log_sigma_pos = d.qf + d.S + d.C
-    zg = z_starts(d, log_sigma_pos + 1)
+    lay = layout(index)
+    qm = max_group_dim(index, lay)
+    log_sigma_pos = lay.qf + lay.S + lay.C
+    zg = z_starts(index, lay, log_sigma_pos + 1)
     grad = np.zeros(theta.shape[0])
-    chol, cpc_pos = term_factors(theta, d, qm)
-    sd = group_sds(theta, d)
-    r = coefficients(theta, d, chol, zg, sd, qm)
+    chol, cpc_pos = term_factors(theta, index, lay, qm)
+    sd = group_sds(theta, lay)
+    r = coefficients(theta, index, lay, chol, zg, sd, qm)
     sigma2 = math.exp(2.0 * theta[log_sigma_pos])
-    grad_r = np.zeros((d.L, qm))
-    rss = _cell_likelihood(theta, r, d, sigma2, grad, grad_r)
-    logp = -d.n_obs * theta[log_sigma_pos] - 0.5 * rss / sigma2
-    grad[log_sigma_pos] += -d.n_obs + rss / sigma2
-    logp += backprop_terms(theta, grad, d, chol, cpc_pos, zg, sd, r, grad_r)
+    grad_r = np.zeros((lay.L, qm))
+    rss = _cell_likelihood(theta, r, data, index, lay, sigma2, grad, grad_r)
+    logp = -data[1] * theta[log_sigma_pos] - 0.5 * rss / sigma2
+    grad[log_sigma_pos] += -data[1] + rss / sigma2
+    logp += backprop_terms(theta, grad, data, index, lay, chol, cpc_pos, zg, sd, r, grad_r)
     for i in range(log_sigma_pos + 1, theta.shape[0]):
         logp -= 0.5 * theta[i] * theta[i]
         grad[i] -= theta[i]
-    return logp + add_priors(theta, grad, d, log_sigma_pos), grad
+    return logp + add_priors(theta, grad, data, index, lay, log_sigma_pos), grad
 
 
 def _layout(model):
@@ -367,7 +355,7 @@ def slopes_unconstrained_dimension(model) -> int:
 
 
 def slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
-    """(data, index) of slopes_log_density for ``model`` (layout in the function's unpacking)."""
+    """(data, index) of slopes_log_density for ``model`` (offsets: SlopesLayout)."""
     dims, cor, S, C, R = _layout(model)
     inputs = location_inputs(model)
     qf = int(model.has_intercept) + model.n_coef
@@ -499,18 +487,18 @@ def _spd_inverse(M, q, chol, inverse):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _group_covariance(theta, d, q):
+def _group_covariance(theta, index, lay, q):
     """(Sigma, Sigma^{-1} (q, q), the terms' Cholesky factors of R, log|Sigma|) of the one group."""
     sigma_m = np.zeros((q, q))
     prec = np.zeros((q, q))
-    chol, _ = term_factors(theta, d, q)
+    chol, _ = term_factors(theta, index, lay, q)
     log_det_sigma = 0.0
-    for t in range(d.T):
-        qt, off = d.t_dim[t], d.t_off[t]
+    for t in range(lay.T):
+        qt, off = index[lay.t_dim + t], index[lay.t_off + t]
         sd = np.empty(qt)
         for i in range(qt):
-            sd[i] = math.exp(theta[d.qf + off + i])
-            log_det_sigma += 2.0 * theta[d.qf + off + i] + 2.0 * math.log(chol[t, i, i])
+            sd[i] = math.exp(theta[lay.qf + off + i])
+            log_det_sigma += 2.0 * theta[lay.qf + off + i] + 2.0 * math.log(chol[t, i, i])
         inv = np.zeros((qt, qt))  # L^{-1}
         for c in range(qt):
             for i in range(qt):
@@ -532,26 +520,26 @@ def _group_covariance(theta, d, q):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _fixed_part(gamma, d, v, dF_dgamma):
+def _fixed_part(gamma, data, lay, v, dF_dgamma):
     """e'e = y'y - 2 gamma'W'y + gamma'W'W gamma; sets dF/dgamma = 2 (W'W gamma - W'y) / v."""
-    ee = d.yty
-    for a in range(d.qf):
+    ee = data[0]
+    for a in range(lay.qf):
         wy = 0.0
         wwg = 0.0
-        for k in range(d.K):
-            wy += d.cell_uy[k, a]
-            for b in range(d.qf):
-                wwg += d.cell_uu[k, a, b] * gamma[b]
+        for k in range(lay.K):
+            wy += data[lay.uy + k * lay.n_u + a]
+            for b in range(lay.qf):
+                wwg += data[lay.uu + (k * lay.n_u + a) * lay.n_u + b] * gamma[b]
         ee += gamma[a] * (wwg - 2.0 * wy)
         dF_dgamma[a] = 2.0 * (wwg - wy) / v
     return ee
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP):
+def _level_terms(gamma, data, lay, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP):
     """sum_j (log|Sigma| + log|M_j| - c_j'u_j / v^2) and its dF/dv part; adds into dF_dgamma and dF_dP.
     Returns (F part, dF/dv part, ok) with ok False when some M_j is not numerically positive definite."""
-    qf = d.qf
+    qf = lay.qf
     c = np.empty(q)
     M = np.empty((q, q))
     LM = np.empty((q, q))
@@ -559,14 +547,14 @@ def _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
     minv = np.empty((q, q))
     F = 0.0
     dF_dv = 0.0
-    for k in range(d.K):
+    for k in range(lay.K):
         for a in range(q):
-            s = d.cell_uy[k, qf + a]
+            s = data[lay.uy + k * lay.n_u + qf + a]
             for b in range(qf):
-                s -= d.cell_uu[k, qf + a, b] * gamma[b]
+                s -= data[lay.uu + (k * lay.n_u + qf + a) * lay.n_u + b] * gamma[b]
             c[a] = s
             for b in range(q):
-                M[a, b] = prec[a, b] + d.cell_uu[k, qf + a, qf + b] / v
+                M[a, b] = prec[a, b] + data[lay.uu + (k * lay.n_u + qf + a) * lay.n_u + qf + b] / v
         if not _spd_inverse(M, q, LM, minv):
             return 0.0, 0.0, False
         log_det_m = 0.0
@@ -583,8 +571,8 @@ def _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
         for a in range(q):
             cu += c[a] * u[a]
             for b in range(q):
-                uau += u[a] * d.cell_uu[k, qf + a, qf + b] * u[b]
-                tr_ma += minv[a, b] * d.cell_uu[k, qf + b, qf + a]
+                uau += u[a] * data[lay.uu + (k * lay.n_u + qf + a) * lay.n_u + qf + b] * u[b]
+                tr_ma += minv[a, b] * data[lay.uu + (k * lay.n_u + qf + b) * lay.n_u + qf + a]
         F += log_det_sigma + log_det_m - cu / (v * v)
         dF_dv += -tr_ma / (v * v) - uau / (v * v * v * v) + 2.0 * cu / (v * v * v)
         for a in range(q):
@@ -593,30 +581,30 @@ def _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
         for b in range(qf):
             s = 0.0
             for a in range(q):
-                s += d.cell_uu[k, qf + a, b] * u[a]
+                s += data[lay.uu + (k * lay.n_u + qf + a) * lay.n_u + b] * u[a]
             dF_dgamma[b] += 2.0 * s / (v * v)
     return F, dF_dv, True
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP):
+def _covariance_backprop(theta, grad, data, index, lay, sigma_m, prec, chol, dF_dP):
     """d log p / d (log sd, CPCs) from dF/dP (log p = -F / 2), plus the LKJ log prior; returns it."""
     dF_dS = -((prec @ dF_dP) @ prec)
     logp = 0.0
-    cpc = d.qf + d.S
-    for t in range(d.T):
-        qt, off = d.t_dim[t], d.t_off[t]
+    cpc = lay.qf + lay.S
+    for t in range(lay.T):
+        qt, off = index[lay.t_dim + t], index[lay.t_off + t]
         block = dF_dS[off:off + qt, off:off + qt]
         sig = sigma_m[off:off + qt, off:off + qt]
         for i in range(qt):
             s = 0.0
             for k in range(qt):
                 s += sig[i, k] * block[k, i]
-            grad[d.qf + off + i] -= s  # -0.5 * 2 (Sigma_t dF/dSigma_tt)_ii
-        if d.t_cor[t] == 1:
+            grad[lay.qf + off + i] -= s  # -0.5 * 2 (Sigma_t dF/dSigma_tt)_ii
+        if index[lay.t_cor + t] == 1:
             sd = np.empty(qt)
             for i in range(qt):
-                sd[i] = math.exp(theta[d.qf + off + i])
+                sd[i] = math.exp(theta[lay.qf + off + i])
             dL = np.zeros((qt, qt))  # d log p / d L = -0.5 * 2 D block D L
             for i in range(qt):
                 for j in range(i + 1):
@@ -624,7 +612,7 @@ def _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP):
                     for k in range(qt):
                         s += sd[i] * block[i, k] * sd[k] * chol[t, k, j]
                     dL[i, j] = -s
-            logp += _cpc_backward(theta, grad, cpc, qt, d.eta[t], chol[t], dL)
+            logp += _cpc_backward(theta, grad, cpc, qt, data[lay.eta + t], chol[t], dL)
             cpc += qt * (qt - 1) // 2
     return logp
 
@@ -636,27 +624,27 @@ def collapsed_slopes_log_density(theta, data, index):
     Steps (formulas above): the group's Sigma and P, the fixed part e'e, the per-level Woodbury and
     determinant terms, log sigma, the chain rule from dF/dP to (log sd, CPCs) with the LKJ prior, the
     other priors."""
-    d = unpack(data, index)
-    q = d.n_u - d.qf  # the one group's coefficients
-    log_sigma_pos = d.qf + d.S + d.C
+    lay = layout(index)
+    q = lay.n_u - lay.qf  # the one group's coefficients
+    log_sigma_pos = lay.qf + lay.S + lay.C
     grad = np.zeros(theta.shape[0])
     v = math.exp(2.0 * theta[log_sigma_pos])
-    sigma_m, prec, chol, log_det_sigma = _group_covariance(theta, d, q)
-    gamma = theta[:d.qf]
-    dF_dgamma = np.zeros(d.qf)
-    ee = _fixed_part(gamma, d, v, dF_dgamma)
+    sigma_m, prec, chol, log_det_sigma = _group_covariance(theta, index, lay, q)
+    gamma = theta[:lay.qf]
+    dF_dgamma = np.zeros(lay.qf)
+    ee = _fixed_part(gamma, data, lay, v, dF_dgamma)
     dF_dP = np.zeros((q, q))
-    F_levels, dF_dv_levels, ok = _level_terms(gamma, d, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
+    F_levels, dF_dv_levels, ok = _level_terms(gamma, data, lay, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
     if not ok:  # an extreme theta (step-size search): no exception in nogil threads
         return -np.inf, np.zeros(theta.shape[0])
-    F = d.n_obs * math.log(v) + ee / v + F_levels
-    dF_dv = d.n_obs / v - ee / (v * v) + dF_dv_levels
+    F = data[1] * math.log(v) + ee / v + F_levels
+    dF_dv = data[1] / v - ee / (v * v) + dF_dv_levels
     logp = -0.5 * F
-    for a in range(d.qf):
+    for a in range(lay.qf):
         grad[a] -= 0.5 * dF_dgamma[a]
     grad[log_sigma_pos] -= 0.5 * dF_dv * 2.0 * v
-    logp += _covariance_backprop(theta, grad, d, sigma_m, prec, chol, dF_dP)
-    return logp + add_priors(theta, grad, d, log_sigma_pos), grad
+    logp += _covariance_backprop(theta, grad, data, index, lay, sigma_m, prec, chol, dF_dP)
+    return logp + add_priors(theta, grad, data, index, lay, log_sigma_pos), grad
 
 
 def collapsed_slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
