@@ -170,10 +170,15 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
         else:
             values[v] = variable.values
 
-    names: list[str] = ["(Intercept)"] if terms.has_intercept else []
-    blocks: list[np.ndarray] = [np.ones((m, 1))] if terms.has_intercept else []
+    # one (m, p) array filled term by term: a partition's design is the largest array of a
+    # partitioned fit's pass, and per-term blocks concatenated at the end doubled its memory traffic
+    X = np.empty((m, len(terms.column_names)))
+    names: list[str] = []
+    if terms.has_intercept:
+        X[:, 0] = 1.0
+        names.append("(Intercept)")
     for j, term in enumerate(parsed.terms):
-        block = np.ones((m, 1))
+        block = None  # None: the empty product (1)
         term_names = [""]
         for v in term.variables:
             label = parsed.variables[v]
@@ -196,15 +201,16 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
                 else:
                     piece_names = [label + lev for lev in info.levels[1:]]
             # first variable varies fastest, as model_frame and R's model.matrix
-            block = (cols[:, :, None] * block[:, None, :]).reshape(m, -1)
+            block = cols if block is None else (cols[:, :, None] * block[:, None, :]).reshape(m, -1)
             term_names = [f"{prefix}:{name}" if prefix else name
                           for name in piece_names for prefix in term_names]
-        blocks.append(block)
+        start = len(names)
         names.extend(term_names)
+        if len(names) <= X.shape[1]:
+            X[:, start:len(names)] = 1.0 if block is None else block
     if tuple(names) != terms.column_names:  # pragma: no cover - a bug, not a user error
         raise RuntimeError(f"new design columns {names} differ from the fit's {list(terms.column_names)}")
-    X = np.concatenate(blocks, axis=1) if blocks else np.zeros((m, 0))
-    return np.ascontiguousarray(X, dtype=np.float64)
+    return X
 
 
 # ----------------------------------------------------------------------------- multilevel models
