@@ -929,7 +929,7 @@ def _as_loglik_array(x: Any, chain_id=None, name: str = "log_lik") -> np.ndarray
         x = x.to_numpy()
     if not isinstance(x, (np.ndarray, list, tuple, np.generic, float, int)):
         raise EngineInputError(
-            f"{name}: a {type(x).__name__} has no log-likelihood; pass an engine.brm / brm_multiple fit or "
+            f"{name}: an object of type {type(x).__name__} has no log-likelihood; pass an engine.brm / brm_multiple fit or "
             "an array of shape (chains, draws, observations)"
         )
     try:
