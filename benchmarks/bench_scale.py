@@ -10,7 +10,11 @@ treatment, five student covariates (float32 / int32, zstd, 10^6 rows a file). Re
 - partitioned engine.lmer of the same model (passes + optimisation);
 - the peak resident set of any worker (ru_maxrss in the worker processes) after each fit;
 - at the sizes that fit (--in-memory-max): in-memory engine.ols / engine.lmer and statsmodels OLS
-  in the same run, and the largest gap between the partitioned and the in-memory numbers.
+  in the same run, and the largest gap between the partitioned and the in-memory numbers;
+- lme4 1.1-31's lmer of the same model (timed inside R, the data handed over as CSV) at the sizes up
+  to --lme4-max where R and lme4 are installed (--no-r skips), with engine's REML criterion minus
+  lme4's. engine.lmer runs up to --lmer-max only: its trailing block holds every school intercept
+  densely (13,000 at 10^6 students: 1.4 GB and a dense Cholesky per evaluation).
 
     python benchmarks/bench_scale.py --sizes 1e6 1e7 [--cache DIR] [--workers 2] [--skip brm lmer]
                                      [--iter 2000]
@@ -95,6 +99,35 @@ def _brm_partitioned(path, chains=4, iter=2000, warmup=1000, seed=1):
     return t_pass, time.perf_counter() - t, draws, prepared
 
 
+def _lme4_line(path, fit) -> str:
+    """lme4's REML fit of NESTED on the dataset at ``path`` (timed inside R around lmer() only) and,
+    given engine's partitioned ``fit``, engine's criterion minus lme4's."""
+    import tempfile
+
+    from common import rscript_available, run_rscript
+
+    if not rscript_available(["lme4"]):
+        return "lme4: not installed (R package lme4), skipped"
+    frame = pd.read_parquet(path, columns=["score", "treat", "x1", "x2", "x3", "x4", "x5", "female",
+                                           "schoolid", "classid"])
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = os.path.join(tmp, "data.csv")
+        # the files' float32 values as exact doubles: float32's short decimal form read by R is a
+        # different number (it moved lme4's criterion by 5e-6 at 10^5 rows)
+        frame.astype({c: "float64" for c in frame.columns if frame[c].dtype == np.float32}).to_csv(
+            csv, index=False, float_format="%.17g")
+        code = (f'suppressMessages(library(lme4)); d <- read.csv("{csv}"); '
+                "d$schoolid <- factor(d$schoolid); d$classid <- factor(d$classid); "
+                f"t <- proc.time()[['elapsed']]; m <- lmer({NESTED}, data = d); "
+                "cat(proc.time()[['elapsed']] - t, sprintf('%.10f', REMLcrit(m)), '\\n')")
+        out, _ = run_rscript(code, timeout=3600)
+    seconds, crit = (float(v) for v in out.split()[-2:])
+    line = f"lme4 lmer (REML, in R's memory) {seconds:.2f}s ({len(frame) / seconds:,.0f} rows/s)"
+    if fit is not None:
+        line += f"; engine's criterion minus lme4's {fit.criterion - crit:+.1e}"
+    return line
+
+
 def main() -> None:
     import warnings
 
@@ -109,6 +142,9 @@ def main() -> None:
     ap.add_argument("--in-memory-max", type=float, default=1e6)
     ap.add_argument("--skip", nargs="*", default=[], choices=["ols", "brm", "lmer"])
     ap.add_argument("--iter", type=int, default=2000, help="brm iterations per chain (half warm-up)")
+    ap.add_argument("--lmer-max", type=float, default=1e5, help="largest n for engine.lmer (dense school block)")
+    ap.add_argument("--lme4-max", type=float, default=1e6, help="largest n for the lme4 peer")
+    ap.add_argument("--no-r", action="store_true", help="skip the lme4 peer")
     args = ap.parse_args()
     cache = Path(args.cache)
     warnings.simplefilter("ignore")
@@ -162,7 +198,12 @@ def main() -> None:
                     gap = float(np.max(np.abs(mem.draws_values - draws)))
                     line += f"\n    in-memory engine.brm {t_mem:.2f}s; max |draw gap| {gap:.1e}"
                 print(line, flush=True)
-            if "lmer" not in args.skip:
+            if "lmer" in args.skip:
+                pass
+            elif n > args.lmer_max:
+                print(f"  partitioned lmer skipped above --lmer-max {args.lmer_max:.0e}: the school intercepts "
+                      "form one dense trailing block", flush=True)
+            else:
                 t = time.perf_counter()
                 fit = engine.lmer(NESTED, str(path))
                 wall = time.perf_counter() - t
@@ -175,6 +216,8 @@ def main() -> None:
                     gap = float(np.max(np.abs(mem.theta / fit.theta - 1)))
                     line += f"\n    in-memory engine.lmer {t_mem:.2f}s; max relative theta gap {gap:.1e}"
                 print(line, flush=True)
+            if "lmer" not in args.skip and not args.no_r and n <= args.lme4_max:
+                print("  " + _lme4_line(path, fit if n <= args.lmer_max else None), flush=True)
             del df
 
 
