@@ -1134,7 +1134,8 @@ def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows:
     codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
     coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
     # one thread: threads writing a fresh array contend for its page faults (measured slower)
-    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0])
+    all_rows = rows.shape[0] == n_all  # nothing dropped: rows is 0..n-1
+    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0], all_rows)
 
 
 @functools.lru_cache(maxsize=512)
