@@ -73,10 +73,14 @@ def nan_inf_scan(values):
 
 
 @numba.njit(cache=True, nogil=True)
-def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, all_rows):
+def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, all_rows,
+                non_finite):
     """Write rows start_row:stop_row of X from the program (see the module docstring).
 
     ``all_rows``: ``rows`` is 0..n-1 (no row dropped), so numeric values are read directly.
+    ``non_finite`` (k,) bool: set True for each numeric variable of which a value read (on a
+    kept row) is NaN or Inf (``v - v != 0``: vectorised, no branch), so that a column whose scan
+    was left to this pass is read once (engine.formula re-does the frame when one is set).
     Column by column within a block of rows: the first factor of a column's product writes it,
     the others multiply into it (``a * b`` as ``1.0 * a * b``: the same bits), so every inner
     loop is one gather or table lookup with its operands in registers.
@@ -102,18 +106,29 @@ def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, a
             for t in range(t0, t1):
                 if kind[t] == 0:  # a numeric variable: gather through rows
                     src = numeric[source[t]]
+                    bad = False
                     if t == t0 and all_rows:
                         for i in range(b0, b1):
-                            X[i, j] = src[i]
+                            v = src[i]
+                            bad |= (v - v) != 0.0
+                            X[i, j] = v
                     elif t == t0:
                         for i in range(b0, b1):
-                            X[i, j] = src[rows[i]]
+                            v = src[rows[i]]
+                            bad |= (v - v) != 0.0
+                            X[i, j] = v
                     elif all_rows:
                         for i in range(b0, b1):
-                            X[i, j] *= src[i]
+                            v = src[i]
+                            bad |= (v - v) != 0.0
+                            X[i, j] *= v
                     else:
                         for i in range(b0, b1):
-                            X[i, j] *= src[rows[i]]
+                            v = src[rows[i]]
+                            bad |= (v - v) != 0.0
+                            X[i, j] *= v
+                    if bad:
+                        non_finite[source[t]] = True
                 else:  # one column of a factor's coding: table lookup by code
                     cod = codes[source[t]]
                     base = offset[t] + column[t]
