@@ -51,12 +51,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .errors import ColumnNotFoundError, DataError, FormulaError, ModelSpecError
+from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
 from .formula_kernels import DesignProgram, fill_design, nan_inf_scan
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
@@ -547,6 +548,7 @@ class _Variable:
     missing: np.ndarray | None = None  # bool mask or None (no missing)
     sources: tuple[str, ...] = ()  # data columns it reads
     has_inf: bool = False  # numeric: holds +-Inf somewhere (on all rows)
+    unscanned: bool = False  # numeric: NaN/Inf not looked for yet (the design fill does it)
 
 
 def _close_matches(name: str, columns) -> str:
@@ -620,8 +622,11 @@ def _numeric_variable(name: str, values: np.ndarray, sources: tuple[str, ...]) -
                      has_inf=bool(has_inf))
 
 
-def _evaluate_column(column, name: str) -> _Variable:
-    """A data column (numpy array, ExtensionArray or Series) as a model variable, on all rows."""
+def _evaluate_column(column, name: str, scan: bool = True) -> _Variable:
+    """A data column (numpy array, ExtensionArray or Series) as a model variable, on all rows.
+
+    ``scan=False``: a float64 numpy column is not scanned for NaN/Inf here (``unscanned``): the
+    caller's design fill reads it and reports them (see ``model_frame``)."""
     if isinstance(column, pd.Series):
         column = column.array
         if isinstance(column, pd.arrays.NumpyExtensionArray):
@@ -629,6 +634,8 @@ def _evaluate_column(column, name: str) -> _Variable:
     dtype = column.dtype
     if type(column) is np.ndarray and dtype.kind in "fiu":  # the common case, without dtype tests
         values = column if dtype == np.float64 else column.astype(np.float64)
+        if not scan and dtype == np.float64:
+            return _Variable(name, "numeric", values=values, sources=(name,), unscanned=True)
         return _numeric_variable(name, values, (name,))
     if isinstance(dtype, pd.CategoricalDtype):
         variable = _factor_from_codes(column.codes, dtype.categories, bool(dtype.ordered), name,
@@ -655,11 +662,10 @@ def _evaluate_column(column, name: str) -> _Variable:
         # hashing (no sort; NaN/None/pd.NA -> -1). A pyarrow-backed string array (pandas' default
         # string dtype where pyarrow is installed) factorizes in Arrow (dictionary_encode), 2-4x
         # faster than through Python objects; a Python-backed one is faster as an object array.
-        if isinstance(column, pd.arrays.ArrowStringArray):
-            codes, uniques = column.factorize(use_na_sentinel=True)
-        else:
-            objects = column if isinstance(column, np.ndarray) else column.to_numpy(dtype=object)
-            codes, uniques = pd.factorize(objects, use_na_sentinel=True)
+        if isinstance(column, pd.arrays.ArrowStringArray) and hasattr(column, "_pa_array"):
+            return _arrow_string_factor(column, name)
+        objects = column if isinstance(column, np.ndarray) else column.to_numpy(dtype=object)
+        codes, uniques = pd.factorize(objects, use_na_sentinel=True)
         codes = np.asarray(codes, dtype=np.int64)
         missing = codes < 0
         missing_or_none = missing if missing.any() else None
@@ -678,14 +684,50 @@ def _evaluate_column(column, name: str) -> _Variable:
             raise DataError(
                 f"column {name!r} mixes value types ({', '.join(sorted(k.__name__ for k in kinds))}); "
                 "convert it to numbers, strings or a categorical")
-        order = sorted(range(len(values)), key=lambda k: r_sort_key(values[k]))
-        rank = np.empty(len(values) + 1, dtype=np.int64)
-        rank[order] = np.arange(len(values))
-        rank[-1] = -1  # codes of -1 (missing) stay -1
-        return _Variable(name, "factor", codes=rank[codes], levels=[str(values[k]) for k in order],
-                         missing=missing_or_none, sources=(name,))
+        return _string_levels(codes, values, name)
     raise DataError(f"column {name!r} has type {dtype} which a formula cannot use; "
                     "convert it to numbers, strings, bool or a categorical")
+
+
+#: id(pyarrow ChunkedArray) -> (weak reference to it, codes, levels, missing): the factor of an
+#: Arrow-backed string column, which no one can modify in place (pandas' ``__setitem__`` gives the
+#: column a new ChunkedArray), so a refit on the same column (or a copy of the frame, which shares
+#: it) skips the hashing and the R sort of the levels. Entries leave when their array is freed.
+_ARROW_FACTORS: dict[int, tuple] = {}
+
+
+def _arrow_string_factor(column, name: str) -> _Variable:
+    """An Arrow-backed string column as a factor (levels sorted as R sorts strings), factorized
+    in Arrow (dictionary_encode, 2-4x faster than through Python objects) once per array."""
+    chunked = column._pa_array
+    key = id(chunked)
+    hit = _ARROW_FACTORS.get(key)
+    if hit is None or hit[0]() is not chunked:
+        codes, uniques = column.factorize(use_na_sentinel=True)
+        variable = _string_levels(np.asarray(codes, dtype=np.int64), list(uniques), name)
+        for array in (variable.codes, variable.missing):
+            if array is not None:
+                array.flags.writeable = False  # shared by every model frame of this column
+        try:
+            ref = weakref.ref(chunked, lambda _, key=key: _ARROW_FACTORS.pop(key, None))
+        except TypeError:  # pragma: no cover - a pyarrow without weak references
+            return variable
+        _ARROW_FACTORS[key] = hit = (ref, variable.codes, tuple(variable.levels), variable.missing)
+    _, codes, levels, missing = hit
+    return _Variable(name, "factor", codes=codes, levels=list(levels), missing=missing,
+                     sources=(name,))
+
+
+def _string_levels(codes: np.ndarray, values: list, name: str) -> _Variable:
+    """A factor of strings from hash codes (-1 missing) and the unique values in order of first
+    appearance: levels sorted as R's ``sort()`` sorts strings."""
+    missing = codes < 0
+    order = sorted(range(len(values)), key=lambda k: r_sort_key(values[k]))
+    rank = np.empty(len(values) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    rank[-1] = -1  # codes of -1 (missing) stay -1
+    return _Variable(name, "factor", codes=rank[codes], levels=[str(values[k]) for k in order],
+                     missing=missing if missing.any() else None, sources=(name,))
 
 
 def _as_factor(variable: _Variable, label: str) -> _Variable:
@@ -863,6 +905,34 @@ def _formula_plan(text: str, dot_columns: tuple[str, ...] | None):
     return parsed, tuple(column_refs), tuple(bar_variables.items()), tuple(group_columns)
 
 
+@functools.lru_cache(maxsize=256)
+def _fill_scanned_columns(text: str, dot_columns: tuple[str, ...] | None) -> frozenset:
+    """The columns whose NaN/Inf scan the design fill can do: used only as a plain variable of a
+    fixed-effect term (so the fill reads every kept row of them), nowhere else (not the response,
+    not inside I(), log() or factor(), not in a bar or a grouping factor)."""
+    parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
+    in_terms = {v for term in parsed.terms for v in term.variables}
+    plain = {node.name for index, node in enumerate(parsed._variable_nodes)
+             if index > 0 and index in in_terms and isinstance(node, _Name)}
+    elsewhere: list[tuple[str, int]] = []
+    for index, node in enumerate(parsed._variable_nodes):
+        if index == 0 or not isinstance(node, _Name):
+            _arith_sources(node, elsewhere)
+    for _, node in bar_items:
+        _arith_sources(node, elsewhere)
+    return frozenset(plain - {c for c, _ in elsewhere} - set(group_columns))
+
+
+def _scan_deferred(variables) -> None:
+    """Scan the ``unscanned`` numeric variables for NaN/Inf now (as ``_numeric_variable``)."""
+    for variable in variables:
+        if variable.unscanned:
+            has_nan, has_inf = nan_inf_scan(variable.values)
+            variable.missing = np.isnan(variable.values) if has_nan else None
+            variable.has_inf = bool(has_inf)
+            variable.unscanned = False
+
+
 def _too_deep(formula) -> FormulaError:
     return FormulaError(
         f"the formula is nested too deeply to read ({len(str(formula))} characters; engine follows "
@@ -900,10 +970,12 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     # 1. Every data column the formula reads, evaluated once on all rows.
     parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
     bar_variables = dict(bar_items)
+    fill_scanned = _fill_scanned_columns(text, dot_columns)
     columns: dict[str, _Variable] = {}
     for name, pos in column_refs:
         if name not in columns:
-            columns[name] = _evaluate_column(_column(data, name, text, pos), name)
+            columns[name] = _evaluate_column(_column(data, name, text, pos), name,
+                                             scan=name not in fill_scanned)
 
     # 2. The model's variables (response first), then those only in the bars.
     variables = [_evaluate_variable(label, node, columns, len(data))
@@ -923,6 +995,25 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
              for label, node in bar_variables.items() if label not in by_label]
     everything = variables + extra
 
+    # 3.-7. The frame, first with the plain numeric columns' NaN/Inf scan left to the design
+    # fill (their one pass over the data); if the fill finds one, or an error (which may depend
+    # on their missing values) is raised, they are scanned and the frame made again.
+    deferred = any(v.unscanned for v in columns.values())
+    if deferred:
+        try:
+            frame = _assemble(text, parsed, data, variables, everything, columns, group_columns)
+        except EngineError:
+            frame = None
+        if frame is not None:
+            return frame
+        _scan_deferred(everything + list(columns.values()))
+    return _assemble(text, parsed, data, variables, everything, columns, group_columns)
+
+
+def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_Variable],
+              everything: list[_Variable], columns: dict, group_columns: tuple) -> ModelFrame | None:
+    """Steps 3-7 of ``model_frame``: listwise deletion, the kept rows, the designs and grouping
+    factors. None when the fill found a NaN or Inf in an ``unscanned`` column (then scan it)."""
     # 3. Listwise deletion over every variable and grouping column.
     n_original = len(data)
     missing = np.zeros(n_original, dtype=bool)
@@ -966,7 +1057,10 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
 
     # 6. Columns of each term (R's factors table and model.matrix).
     terms = parsed.terms
-    X, column_names, assign = _design_matrix(terms, parsed.has_intercept, kept, rows, n_dropped)
+    X, column_names, assign, clean = _design_matrix(terms, parsed.has_intercept, kept, rows,
+                                                    n_dropped)
+    if not clean:
+        return None
     y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
 
     # 7. Random-effect terms (lme4's mkReTrms blocks) and grouping factors.
@@ -981,8 +1075,8 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     for term_index, bar in enumerate(parsed.random_terms):
         for block in bar.lhs:
             block_vars = [kept_by_label[label] for label in block.variables]
-            Z, coef_names, _ = _design_matrix(block.terms, block.has_intercept, block_vars, rows,
-                                              n_dropped)
+            Z, coef_names, _, _ = _design_matrix(block.terms, block.has_intercept, block_vars,
+                                                 rows, n_dropped)
             for name, cols in zip(bar.groups, bar.group_columns):
                 factor = grouping(name, cols)
                 random_effects.append(RandomEffect(
@@ -1068,7 +1162,8 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
 def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Variable],
                    rows: np.ndarray, n_dropped: int):
     """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
-    X (n, p) C-contiguous float64, column names and assign."""
+    X (n, p) C-contiguous float64, column names, assign and whether every ``unscanned``
+    variable's values read were finite."""
     is_factor = [v.kind == "factor" for v in kept]
     table = _term_codes(terms, is_factor, has_intercept)
     column_names: list[str] = []
@@ -1092,25 +1187,29 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
         assign.extend([j] * len(names))
         term_pieces.append(pieces)
     X = np.empty((rows.shape[0], len(column_names)), dtype=np.float64)
-    _fill(X, has_intercept, term_pieces, rows)
-    return X, column_names, assign
+    clean = _fill(X, has_intercept, term_pieces, rows)
+    return X, column_names, assign, clean
 
 
-def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray):
+def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray) -> bool:
     """Write every term's columns into X with one kernel call (engine.formula_kernels):
     numeric variables are read on all rows through ``rows``, factors by their codes on the kept
-    rows and their coding matrices."""
+    rows and their coding matrices. False when an ``unscanned`` variable held a NaN or Inf on a
+    kept row (X is then not the model's)."""
     numeric_index: dict[int, int] = {}
     numeric: list[np.ndarray] = []
     factor_index: dict[int, int] = {}
     codes: list[np.ndarray] = []
     codings: list[np.ndarray] = []
     coding_index: dict[int, int] = {}
+    unscanned: list[_Variable] = []
     shape = []
     for pieces in term_pieces:
         slots = []
         for piece in pieces:
             if piece.coding is None:
+                if piece.variable.unscanned:
+                    unscanned.append(piece.variable)
                 key = id(piece.variable.values)
                 if key not in numeric_index:
                     numeric_index[key] = len(numeric)
@@ -1134,7 +1233,13 @@ def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows:
     codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
     coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
     # one thread: threads writing a fresh array contend for its page faults (measured slower)
-    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0])
+    all_rows = rows.shape[0] == n_all  # nothing dropped: rows is 0..n-1
+    non_finite = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0], all_rows,
+                non_finite)
+    if not non_finite.any():
+        return True
+    return not any(non_finite[picks[numeric_index[id(v.values)]]] for v in unscanned)
 
 
 @functools.lru_cache(maxsize=512)

@@ -44,8 +44,23 @@ class DesignProgram(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True)
+def _any_non_finite(values):
+    """Whether a float64 vector holds a NaN or an Inf: ``v - v`` is NaN exactly for those, and an
+    OR over the comparisons has no early exit, so LLVM vectorises the loop (about twice as fast
+    as testing NaN and Inf apart, which does not vectorise)."""
+    bad = False
+    for i in range(values.shape[0]):
+        v = values[i]
+        bad |= (v - v) != 0.0
+    return bad
+
+
+@numba.njit(cache=True, nogil=True)
 def nan_inf_scan(values):
-    """(any NaN, any +-Inf) of a float64 vector in one pass, without temporaries."""
+    """(any NaN, any +-Inf) of a float64 vector without temporaries: one vectorised pass, and a
+    second, exact one only when the first found a non-finite value."""
+    if not _any_non_finite(values):
+        return False, False
     has_nan = False
     has_inf = False
     for i in range(values.shape[0]):
@@ -58,38 +73,70 @@ def nan_inf_scan(values):
 
 
 @numba.njit(cache=True, nogil=True)
-def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row):
-    """Write rows start_row:stop_row of X from the program (see the module docstring)."""
+def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, all_rows,
+                non_finite):
+    """Write rows start_row:stop_row of X from the program (see the module docstring).
+
+    ``all_rows``: ``rows`` is 0..n-1 (no row dropped), so numeric values are read directly.
+    ``non_finite`` (k,) bool: set True for each numeric variable of which a value read (on a
+    kept row) is NaN or Inf (``v - v != 0``: vectorised, no branch), so that a column whose scan
+    was left to this pass is read once (engine.formula re-does the frame when one is set).
+    Column by column within a block of rows: the first factor of a column's product writes it,
+    the others multiply into it (``a * b`` as ``1.0 * a * b``: the same bits), so every inner
+    loop is one gather or table lookup with its operands in registers.
+    """
     p = X.shape[1]
+    start = program.start  # locals: the loops then keep them in registers
+    kind = program.kind
+    source = program.source
+    offset = program.offset
+    width = program.width
+    column = program.column
     block = FILL_BLOCK_ROWS
     b0 = start_row
     while b0 < stop_row:
         b1 = min(stop_row, b0 + block)
         for j in range(p):
-            t0 = program.start[j]
-            t1 = program.start[j + 1]
+            t0 = start[j]
+            t1 = start[j + 1]
             if t1 == t0:  # intercept
                 for i in range(b0, b1):
                     X[i, j] = 1.0
-            elif t1 == t0 + 1 and program.kind[t0] == 0:  # a numeric column: gather
-                src = numeric[program.source[t0]]
-                for i in range(b0, b1):
-                    X[i, j] = src[rows[i]]
-            elif t1 == t0 + 1:  # one factor's coding column: table lookup
-                cod = codes[program.source[t0]]
-                off = program.offset[t0]
-                w = program.width[t0]
-                c = program.column[t0]
-                for i in range(b0, b1):
-                    X[i, j] = coding[off + cod[i] * w + c]
-            else:  # an interaction: product of its pieces
-                for i in range(b0, b1):
-                    v = 1.0
-                    for t in range(t0, t1):
-                        if program.kind[t] == 0:
-                            v *= numeric[program.source[t], rows[i]]
-                        else:
-                            v *= coding[program.offset[t] + codes[program.source[t], i]
-                                        * program.width[t] + program.column[t]]
-                    X[i, j] = v
+                continue
+            for t in range(t0, t1):
+                if kind[t] == 0:  # a numeric variable: gather through rows
+                    src = numeric[source[t]]
+                    bad = False
+                    if t == t0 and all_rows:
+                        for i in range(b0, b1):
+                            v = src[i]
+                            bad |= (v - v) != 0.0
+                            X[i, j] = v
+                    elif t == t0:
+                        for i in range(b0, b1):
+                            v = src[rows[i]]
+                            bad |= (v - v) != 0.0
+                            X[i, j] = v
+                    elif all_rows:
+                        for i in range(b0, b1):
+                            v = src[i]
+                            bad |= (v - v) != 0.0
+                            X[i, j] *= v
+                    else:
+                        for i in range(b0, b1):
+                            v = src[rows[i]]
+                            bad |= (v - v) != 0.0
+                            X[i, j] *= v
+                    if bad:
+                        non_finite[source[t]] = True
+                else:  # one column of a factor's coding: table lookup by code
+                    cod = codes[source[t]]
+                    base = offset[t] + column[t]
+                    w = width[t]
+                    if t == t0:
+                        for i in range(b0, b1):
+                            X[i, j] = coding[base + cod[i] * w]
+                    else:
+                        for i in range(b0, b1):
+                            X[i, j] *= coding[base + cod[i] * w]
         b0 = b1

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import numpy as np
@@ -748,8 +749,9 @@ class LmerFit:
 
     formula: str
     reml: bool
-    fixef: pd.Series
-    vcov: pd.DataFrame
+    _beta: np.ndarray = field(repr=False)  # (p,) the fixed effects; ``fixef`` labels them
+    _vcov_matrix: np.ndarray = field(repr=False)  # (p, p); ``vcov`` labels it
+    _names: list = field(repr=False)  # the p fixed-effect column names
     theta: np.ndarray
     sigma: float
     criterion: float
@@ -766,9 +768,38 @@ class LmerFit:
     _layout: list = field(repr=False, default=None)
     _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
     _frame_args: tuple = field(repr=False, default=None)
-    _fixed_terms: object = field(repr=False, default=None)  # engine.newdata.FittedTerms of the fixed part
+    # engine.newdata.FittedTerms of the fixed part, or (model frame, data columns) to build it from on
+    # first use (predict with newdata): listing pandas 3's Arrow string columns alone costs ~80 us
+    _fixed_terms_of: object = field(repr=False, default=None)
     _assign: tuple = field(repr=False, default=None)  # (term index, term label) per fixed column (R's assign)
     _bars: list = field(repr=False, default=None)  # the formula's random-effect bars, "(Days | Subject)"
+
+    # The pandas labels are built on first access: a Series and a DataFrame over a string index
+    # cost ~0.25 and ~0.45 ms (pandas 3's Arrow-backed strings), a sizeable share of a small fit.
+    @functools.cached_property
+    def fixef(self) -> pd.Series:
+        """The fixed effects, (p,) Series over the column names."""
+        return pd.Series(self._beta, index=self._names)
+
+    @functools.cached_property
+    def vcov(self) -> pd.DataFrame:
+        """The fixed effects' covariance, (p, p) DataFrame over the column names."""
+        return pd.DataFrame(self._vcov_matrix, index=self._names, columns=self._names)
+
+    def __repr__(self) -> str:  # the dataclass's own repr, with fixef and vcov in their places
+        shown = [("formula", self.formula), ("reml", self.reml), ("fixef", self.fixef), ("vcov", self.vcov)]
+        shown += [(f.name, getattr(self, f.name)) for f in fields(self) if f.repr and f.name not in ("formula", "reml")]
+        return f"{type(self).__qualname__}(" + ", ".join(f"{k}={v!r}" for k, v in shown) + ")"
+
+    @property
+    def _fixed_terms(self):
+        """engine.newdata.FittedTerms of the fixed part (None when the fit does not keep them)."""
+        if isinstance(self._fixed_terms_of, tuple):
+            from engine.newdata import fitted_terms
+
+            mf, columns = self._fixed_terms_of
+            self._fixed_terms_of = fitted_terms(mf, list(columns))
+        return self._fixed_terms_of
 
     # -- numbers ---------------------------------------------------------------------------------
     @property
@@ -1042,7 +1073,7 @@ class LmerFit:
         if not self.reml:
             return self
         fit = _fit_stats(self._frame_args, reml=False, theta0=self.theta)
-        fit._fixed_terms, fit._bars, fit._assign = self._fixed_terms, self._bars, self._assign
+        fit._fixed_terms_of, fit._bars, fit._assign = self._fixed_terms_of, self._bars, self._assign
         return fit
 
 
@@ -1083,9 +1114,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True) -> LmerFit:  # noq
     check_lmer_response(y, mf.response_name)
     frame_args = (display_formula, mf.response_name, names, X, y, terms)
     fit = _fit_stats(frame_args, reml=bool(REML))
-    from engine.newdata import fitted_terms
-
-    fit._fixed_terms = fitted_terms(mf, list(data.columns))
+    fit._fixed_terms_of = (mf, data.columns)  # data.columns: an immutable Index
     term_of = dict(zip(mf.column_names, mf.assign.tolist()))
     fit._assign = tuple((term_of[c], "(Intercept)" if term_of[c] == 0 else mf.term_labels[term_of[c] - 1]) for c in names)
     fit._bars = [bar.text for bar in mf.random_terms]
@@ -1119,6 +1148,8 @@ def _drop_aliased_columns(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, 
 
     if X.shape[1] == 0:
         return X, names
+    if _clearly_full_rank(X):
+        return X, names
     qr = pivoted_qr(X)
     dropped = X.shape[1] - qr.rank
     if dropped == 0:
@@ -1128,6 +1159,28 @@ def _drop_aliased_columns(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, 
                   DataWarning, stacklevel=3)
     keep = np.sort(qr.pivot[:qr.rank])
     return np.ascontiguousarray(X[:, keep]), [names[j] for j in keep]
+
+
+def _clearly_full_rank(X: np.ndarray) -> bool:
+    """True when R's ``qr(X, tol = 1e-7)`` certainly keeps every column, decided without the QR:
+    dqrdc2 moves column j aside when the norm of what is left of it after the earlier columns is
+    below 1e-7 of its own norm; the squared ratio is the pivot of the Cholesky factor of X'X scaled
+    to a unit diagonal, so pivots all above 1e-6 (against dqrdc2's 1e-14, far beyond the rounding
+    of either) mean full rank. Otherwise (near-aliased, a zero or overflowing column, n < p) False:
+    the caller runs the QR."""
+    from engine._linalg import cholesky_into
+
+    n, p = X.shape
+    if n < p:
+        return False
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        G = X.T @ X  # an extreme column over- or underflows here: then the QR decides
+        d = np.diag(G).copy()
+        if not (np.all(np.isfinite(G)) and np.all(d > 0.0) and np.all(np.isfinite(1.0 / d))):
+            return False
+        scale = 1.0 / np.sqrt(d)
+        C = np.ascontiguousarray(G * scale[:, None] * scale[None, :])
+    return bool(cholesky_into(C, np.empty_like(C), p, 1e-6, True, 0.0))
 
 
 def _missing_as_new_level(column: pd.Series, taken: set) -> pd.Series:
@@ -1204,8 +1257,7 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
     for t, u, T in zip(terms, us, f.T):
         b = u @ T.T
         fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
-    fit = LmerFit(formula=formula, reml=reml, fixef=pd.Series(beta, index=names),
-                  vcov=pd.DataFrame(vcov, index=names, columns=names), theta=theta, sigma=sigma,
+    fit = LmerFit(formula=formula, reml=reml, _beta=beta, _vcov_matrix=vcov, _names=list(names), theta=theta, sigma=sigma,
                   criterion=crit, nobs=n, terms=terms, fitted=fitted, resid=y - fitted,
                   response_name=response_name, lower=lower, n_evaluations=nfev, converged=ok,
                   _stats=stats, _factor=f, _layout=layout, _u=us, _frame_args=frame_args)

@@ -478,13 +478,31 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     return PivotedQR(r, qty, int(rank), pivot.astype(np.int64), resid_ss)
 
 
+@numba.njit(cache=True, nogil=True)
+def _column_max_abs(a):
+    """Per column of a (n, p) C-contiguous array: the largest magnitude, NaN where the column
+    holds a NaN (``max(max(a), -min(a))`` as numpy computes it), in one row-major pass that
+    vectorises across the columns (numpy's two reductions read the array twice)."""
+    n, p = a.shape
+    big = np.zeros(p)
+    nan = np.zeros(p, dtype=np.bool_)
+    for i in range(n):
+        for j in range(p):
+            v = abs(a[i, j])
+            nan[j] |= v != v
+            big[j] = v if v > big[j] else big[j]
+    for j in range(p):
+        if nan[j]:
+            big[j] = np.nan
+    return big
+
+
 def _column_scales(a: np.ndarray) -> np.ndarray | None:
     """Per-column powers of 4 bringing each column's largest magnitude near 1 where it lies outside
     [2^-200, 2^200]; None when every column is inside (ordinary data are used as given, bit for bit)."""
     if a.shape[0] == 0 or a.shape[1] == 0:
         return None
-    with np.errstate(invalid="ignore"):
-        big = np.maximum(np.max(a, axis=0), -np.min(a, axis=0))
+    big = _column_max_abs(a)
     extreme = np.isfinite(big) & (big > 0) & ((big < 2.0 ** -200) | (big > 2.0 ** 200))
     if not extreme.any():
         return None
@@ -742,7 +760,7 @@ class OLSResults:
         self.robust = robust
         self.cov_type = "nonrobust" if robust is None else robust.kind
         self.df_inference = ls.df_resid if robust is None else robust.df
-        self._data_columns = tuple(data_columns)
+        self._data_column_index = data_columns  # the data's column Index: as text on first use
         if robust is not None:
             self._use_robust(robust, self._names)
 
@@ -780,6 +798,12 @@ class OLSResults:
             fval = float("nan")  # the clustered meat has rank < q: no Wald F (Stata reports none)
         self.fvalue = fval  # robust Wald F on (q, df_inference) degrees of freedom
         self.f_pvalue = float(special.fdtrc(q, robust.df, fval)) if q else float("nan")
+
+    @functools.cached_property
+    def _data_columns(self) -> tuple[str, ...]:
+        """The fit's data columns as text (prediction expands ``.`` over them); an Arrow-backed
+        Index iterates slowly, so only a prediction pays for it."""
+        return tuple(str(c) for c in self._data_column_index)
 
     # pandas views of the fit, built on first access (building them is most of a small fit's time)
     @functools.cached_property
@@ -892,8 +916,9 @@ def _call_text(formula: str, data) -> list[str]:
                              ("data", data)])
 
 
+@functools.lru_cache(maxsize=256)
 def _data_node(data_name: str):
-    """``data_name`` as the R expression the printed call shows."""
+    """``data_name`` as the R expression the printed call shows (parsed once per name)."""
     from .rcompat.language import parse
 
     try:
@@ -980,7 +1005,7 @@ def ols(formula: str, data, *, data_name: str = "data",
     return OLSResults(ls, mf.column_names, index, formula=mf.formula,
                       call=list(_call_lines(mf.formula, data_name)), n_dropped=mf.n_dropped,
                       model_frame=mf, timings=timings, robust=robust,
-                      data_columns=[str(c) for c in data.columns])
+                      data_columns=data.columns)
 
 
 def _non_finite_message(mf) -> str:

@@ -547,3 +547,26 @@ def test_intercept_and_duplicate_terms(formula, names):
     mf = model_frame(formula, frame)
     assert mf.column_names == names and mf.X.shape == (3, len(names))
     assert mf.has_intercept == ("(Intercept)" in names)
+
+
+def test_arrow_string_factor_reused_until_the_column_changes():
+    """An Arrow-backed string column is factorized once per (immutable) Arrow array: a refit gives
+    the same frame, a changed column (pandas gives it a new array) is factorized afresh, and the
+    shared codes are read-only (no model frame can change another's)."""
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"y": rng.standard_normal(60),
+                          "g": pd.array(rng.choice(["b", "a", "C", None], 60), dtype="string[pyarrow]")})
+    first = model_frame("y ~ g", frame)
+    again = model_frame("y ~ g", frame.copy())
+    np.testing.assert_array_equal(first.X, again.X)
+    assert first.column_names == again.column_names == ["(Intercept)", "gb", "gC"]
+    assert first.n_dropped == int(frame["g"].isna().sum())
+    frame.loc[frame["g"] == "C", "g"] = "d"  # a new Arrow array: new levels
+    changed = model_frame("y ~ g", frame)
+    assert changed.column_names == ["(Intercept)", "gb", "gd"]
+    np.testing.assert_array_equal(changed.X[:, 2], first.X[:, 2])
+    from engine.formula import _evaluate_column
+
+    codes = _evaluate_column(frame["g"].array, "g").codes
+    assert not codes.flags.writeable

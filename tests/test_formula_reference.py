@@ -126,3 +126,27 @@ def test_columns_of_one_block_read_in_place():
         np.testing.assert_array_equal(view[pick], array)
     for formula in ["y ~ e + c + b", "y ~ c:e + a + d:b:e", "y ~ I(a * 2) + e"]:
         assert_same_frame(formula, frame)
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ a + b", "y ~ a:f + b", "y ~ a * f", "y ~ b + a - b", "y ~ a + I(b^0)", "y ~ 0 + f:a",
+    "y ~ a + f2",
+])
+def test_scan_left_to_the_fill_matches_reference(formula):
+    """Plain numeric columns are scanned for NaN/Inf by the design fill (one pass); a NaN on a
+    kept row, one only on rows dropped anyway, an Inf, a column left with no rows, a factor left
+    with one level, a variable in no term: all as the reference (which scans first)."""
+    rng = np.random.default_rng(5)
+    n = 40
+    base = pd.DataFrame({"y": rng.normal(size=n), "a": rng.normal(size=n), "b": rng.normal(size=n),
+                         "f": rng.choice(["u", "v", "w"], n),
+                         "f2": np.where(np.arange(n) < 3, "rare", "common")})
+    frames = [base.copy() for _ in range(6)]
+    frames[1].loc[[4, 9], "a"] = np.nan             # NaN on rows otherwise kept
+    frames[2].loc[[4], "y"] = np.nan                # the response drops row 4 ...
+    frames[2].loc[[4], "a"] = np.nan                # ... where a's NaN lies too
+    frames[3].loc[[11], "b"] = np.inf               # Inf on a kept row
+    frames[4]["a"] = np.nan                         # no rows left
+    frames[5].loc[[0, 1, 2], "b"] = np.nan          # f2 left with one level ("common")
+    for frame in frames:
+        assert_same_frame(formula, frame)

@@ -512,3 +512,22 @@ def test_rank_decisions_match_r_on_nearly_collinear_designs(fixtures_dir):
         tol = 1e-13 * np.linalg.cond(X[:, kept])
         assert np.all(np.abs(fit.coef[kept] - coef[kept]) <= tol * np.abs(coef[kept])), case
         assert np.all(np.abs(fit.std_error[kept] - se[kept]) <= tol * se[kept]), case
+
+
+def test_column_max_abs_matches_numpy_reductions():
+    """The one-pass column magnitudes behind the extreme-column scaling equal numpy's
+    max(max, -min) per column, NaN (any NaN in the column), +-Inf, -0.0 and 1e+-300 included."""
+    from engine.ols import _column_max_abs
+
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        n, p = int(rng.integers(1, 30)), int(rng.integers(1, 6))
+        a = rng.standard_normal((n, p)) * 10.0 ** rng.integers(-300, 300, p)
+        u = rng.random((n, p))
+        a[u < 0.05] = np.nan
+        a[(u > 0.05) & (u < 0.1)] = np.inf
+        a[(u > 0.1) & (u < 0.15)] = -np.inf
+        a[(u > 0.15) & (u < 0.2)] = -0.0
+        with np.errstate(invalid="ignore"):
+            expected = np.maximum(np.max(a, axis=0), -np.min(a, axis=0))
+        np.testing.assert_array_equal(_column_max_abs(a), expected)
