@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from .formula_kernels import DesignProgram, fill_design, nan_inf_scan
+from .formula_kernels import DesignProgram, _any_non_finite, fill_design, nan_inf_scan
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
@@ -905,6 +905,13 @@ def _formula_plan(text: str, dot_columns: tuple[str, ...] | None):
     return parsed, tuple(column_refs), tuple(bar_variables.items()), tuple(group_columns)
 
 
+#: From this many rows on, plain numeric columns are scanned by the design fill (below it the
+#: separate scan costs less than the bookkeeping); a column whose first ``_PROBE_ROWS`` values
+#: hold a NaN or Inf is scanned at once (its missing values would make the fill start again).
+_DEFER_SCAN_ROWS = 65536
+_PROBE_ROWS = 4096
+
+
 @functools.lru_cache(maxsize=256)
 def _fill_scanned_columns(text: str, dot_columns: tuple[str, ...] | None) -> frozenset:
     """The columns whose NaN/Inf scan the design fill can do: used only as a plain variable of a
@@ -970,12 +977,14 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
     # 1. Every data column the formula reads, evaluated once on all rows.
     parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
     bar_variables = dict(bar_items)
-    fill_scanned = _fill_scanned_columns(text, dot_columns)
+    fill_scanned = _fill_scanned_columns(text, dot_columns) if len(data) >= _DEFER_SCAN_ROWS else ()
     columns: dict[str, _Variable] = {}
     for name, pos in column_refs:
         if name not in columns:
             columns[name] = _evaluate_column(_column(data, name, text, pos), name,
                                              scan=name not in fill_scanned)
+            if columns[name].unscanned and _any_non_finite(columns[name].values[:_PROBE_ROWS]):
+                _scan_deferred([columns[name]])  # missing values seen early: scan it now
 
     # 2. The model's variables (response first), then those only in the bars.
     variables = [_evaluate_variable(label, node, columns, len(data))
@@ -1234,12 +1243,13 @@ def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows:
     coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
     # one thread: threads writing a fresh array contend for its page faults (measured slower)
     all_rows = rows.shape[0] == n_all  # nothing dropped: rows is 0..n-1
+    check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+    for variable in unscanned:
+        check[picks[numeric_index[id(variable.values)]]] = True
     non_finite = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
-    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0], all_rows,
+    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0], all_rows, check,
                 non_finite)
-    if not non_finite.any():
-        return True
-    return not any(non_finite[picks[numeric_index[id(v.values)]]] for v in unscanned)
+    return not non_finite.any()
 
 
 @functools.lru_cache(maxsize=512)

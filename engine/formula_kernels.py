@@ -74,13 +74,14 @@ def nan_inf_scan(values):
 
 @numba.njit(cache=True, nogil=True)
 def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, all_rows,
-                non_finite):
+                non_finite_check, non_finite):
     """Write rows start_row:stop_row of X from the program (see the module docstring).
 
     ``all_rows``: ``rows`` is 0..n-1 (no row dropped), so numeric values are read directly.
-    ``non_finite`` (k,) bool: set True for each numeric variable of which a value read (on a
-    kept row) is NaN or Inf (``v - v != 0``: vectorised, no branch), so that a column whose scan
-    was left to this pass is read once (engine.formula re-does the frame when one is set).
+    ``non_finite`` (k,) bool: set True for each numeric variable with ``non_finite_check`` (k,)
+    of which a value read (on a kept row) is NaN or Inf (``v - v != 0``: vectorised, no branch),
+    so that a column whose scan was left to this pass is read once (engine.formula makes the
+    frame again when one is set). The fill then stops after that block of rows: X is discarded.
     Column by column within a block of rows: the first factor of a column's product writes it,
     the others multiply into it (``a * b`` as ``1.0 * a * b``: the same bits), so every inner
     loop is one gather or table lookup with its operands in registers.
@@ -93,8 +94,9 @@ def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, a
     width = program.width
     column = program.column
     block = FILL_BLOCK_ROWS
+    found = False
     b0 = start_row
-    while b0 < stop_row:
+    while b0 < stop_row and not found:
         b1 = min(stop_row, b0 + block)
         for j in range(p):
             t0 = start[j]
@@ -104,7 +106,7 @@ def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, a
                     X[i, j] = 1.0
                 continue
             for t in range(t0, t1):
-                if kind[t] == 0:  # a numeric variable: gather through rows
+                if kind[t] == 0 and non_finite_check[source[t]]:  # gather and look for NaN/Inf
                     src = numeric[source[t]]
                     bad = False
                     if t == t0 and all_rows:
@@ -129,6 +131,21 @@ def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, a
                             X[i, j] *= v
                     if bad:
                         non_finite[source[t]] = True
+                        found = True
+                elif kind[t] == 0:  # a numeric variable: gather through rows
+                    src = numeric[source[t]]
+                    if t == t0 and all_rows:
+                        for i in range(b0, b1):
+                            X[i, j] = src[i]
+                    elif t == t0:
+                        for i in range(b0, b1):
+                            X[i, j] = src[rows[i]]
+                    elif all_rows:
+                        for i in range(b0, b1):
+                            X[i, j] *= src[i]
+                    else:
+                        for i in range(b0, b1):
+                            X[i, j] *= src[rows[i]]
                 else:  # one column of a factor's coding: table lookup by code
                     cod = codes[source[t]]
                     base = offset[t] + column[t]

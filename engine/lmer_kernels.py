@@ -616,3 +616,130 @@ def cross_trace(cb, W, wts, Sinv):
         tot += 2.0 * s + acc[a] * Sinv[a, a]
         acc[a] = 0.0
     return tot
+
+
+@numba.njit(cache=True)
+def leading_criterion_gradient(theta, mo, cb, lay, n, reml):
+    """The profiled criterion and its exact gradient in theta for a model with one random-effect
+    term of any size q (no trailing block, Q2 = 0: sleepstudy's ``(Days | Subject)``, Exam's
+    slopes), where Lambda = blockdiag(T) over the levels j and M_j = T'A_j T + I (A_j = Z_j'Z_j).
+
+    With dT/dtheta_i = E = e_r e_c' (theta_i is T[r, c]) and C = [Z Lambda, X]: the REML
+    determinant is log|A|, A = C'C + diag(I, 0), so d log|A| = tr(A^{-1} dA) =
+    2 sum_j [(A_j T P_j)_rc + (B_j Q_j')_rc], with B_j = Z_j'X, P_j = (A^{-1})_{u_j u_j} =
+    M_j^{-1} + G_j Sxx G_j', Q_j = (A^{-1})_{u_j x} = -G_j Sxx, G_j = M_j^{-1} T'B_j =
+    L1_j^{-T} R1_j[:, :p], Sxx = (R_X'R_X)^{-1} (the partitioned inverse); ML's log|L|^2 = sum_j
+    log|M_j| is the same with P_j = M_j^{-1} and no Q_j term. The penalised residual sum of squares
+    is a minimum over (u, beta), so (envelope theorem) d pwrss = -2 r'Z dLambda u =
+    -2 sum_j (Z_j'r_j)_r (u_j)_c, Z_j'r_j = Z_j'y - B_j beta - A_j T u_j. Then grad_i =
+    d log-determinants + nu d pwrss / pwrss, nu = n - p (REML) or n (ML) (Bates et al. 2015,
+    eqs. 34 and 41, differentiated; the scalar case is ``engine.lmer._criterion_and_gradient``).
+    Cost: about one criterion evaluation (the leading blocks' factors) plus O(n1 q^2 p^2).
+    Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails."""
+    K = theta.shape[0]
+    grad = np.zeros(K)
+    ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+    if not ok:
+        return np.inf, grad
+    m = gram.shape[0]
+    p = m - 1
+    n1, q, _m = R1.shape
+    for k in range(m):
+        for l in range(k):
+            gram[k, l] = gram[l, k]
+    if not _chol_inplace(gram):
+        return np.inf, grad
+    pwrss = gram[p, p] * gram[p, p]
+    nu = n - p if reml else n
+    crit = ld + nu * (1.0 + np.log(2.0 * np.pi * pwrss / nu))
+    if reml:
+        for k in range(p):
+            crit += 2.0 * np.log(gram[k, k])
+    Lx = np.ascontiguousarray(gram[:p, :p])
+    beta = solve_upper_t(Lx, np.ascontiguousarray(gram[p, :p]))
+    # Sxx = Lx^{-T} Lx^{-1}
+    Linv = np.zeros((p, p))
+    e = np.zeros(p)
+    for c in range(p):
+        e[c] = 1.0
+        col = solve_lower(Lx, e)
+        e[c] = 0.0
+        for r in range(p):
+            Linv[r, c] = col[r]
+    Sxx = Linv.T @ Linv
+    T1 = np.ascontiguousarray(T[0, :q, :q])
+    dld = np.zeros((q, q))  # d log-determinants / dT[r, c]
+    dpw = np.zeros((q, q))  # d pwrss / dT[r, c]
+    Lj = np.empty((q, q))
+    rhs = np.empty(q)
+    P = np.empty((q, q))
+    G = np.empty((q, p))
+    GS = np.empty((q, p))
+    Tu = np.empty(q)
+    for j in range(n1):
+        for a in range(q):
+            for b in range(q):
+                Lj[a, b] = L1[j, a, b]
+        # u_j = L1_j^{-T} (R1_j[:, p] - R1_j[:, :p] beta)
+        for a in range(q):
+            s = R1[j, a, p]
+            for k in range(p):
+                s -= R1[j, a, k] * beta[k]
+            rhs[a] = s
+        u = solve_upper_t(Lj, rhs)
+        # P_j = M_j^{-1} (+ G Sxx G' for REML), M_j^{-1} = L^{-T} L^{-1} by columns
+        for c in range(q):
+            for a in range(q):
+                rhs[a] = 1.0 if a == c else 0.0
+            col = solve_upper_t(Lj, solve_lower(Lj, rhs))
+            for a in range(q):
+                P[a, c] = col[a]
+        if reml:
+            for k in range(p):
+                for a in range(q):
+                    rhs[a] = R1[j, a, k]
+                col = solve_upper_t(Lj, rhs)
+                for a in range(q):
+                    G[a, k] = col[a]
+            for a in range(q):
+                for k in range(p):
+                    s = 0.0
+                    for l in range(p):
+                        s += G[a, l] * Sxx[l, k]
+                    GS[a, k] = s
+            for a in range(q):
+                for b in range(q):
+                    s = 0.0
+                    for k in range(p):
+                        s += GS[a, k] * G[b, k]
+                    P[a, b] += s
+        for a in range(q):  # Tu = T u
+            s = 0.0
+            for b in range(a + 1):
+                s += T1[a, b] * u[b]
+            Tu[a] = s
+        for r in range(q):
+            # (A_j T P_j)[r, c], (B_j Q_j')[r, c] = -(B_j GS')[r, c], Z_j'r_j[r]
+            zr = mo.ZXa1[j, r, p]
+            for k in range(p):
+                zr -= mo.ZXa1[j, r, k] * beta[k]
+            for b in range(q):
+                zr -= mo.A1[j, r, b] * Tu[b]
+            for c in range(q):
+                s = 0.0
+                for b in range(q):
+                    atb = 0.0
+                    for d in range(b, q):
+                        atb += mo.A1[j, r, d] * T1[d, b]
+                    s += atb * P[b, c]
+                if reml:
+                    for k in range(p):
+                        s -= mo.ZXa1[j, r, k] * GS[c, k]
+                dld[r, c] += 2.0 * s
+                dpw[r, c] -= 2.0 * zr * u[c]
+    i = 0
+    for c in range(q):  # lme4's order: the lower triangle column by column
+        for r in range(c, q):
+            grad[i] = dld[r, c] + nu * dpw[r, c] / pwrss
+            i += 1
+    return crit, grad

@@ -35,6 +35,7 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import EngineInputError
@@ -97,9 +98,9 @@ def _exponential_part_probability(c, k):
 # - p(c) is strictly decreasing in c: with M(c) = exp(-c) F_IG(t; 1/c, 1) = int_0^t (2 pi x^3)^(-1/2)
 #   exp(-1/(2x) - c^2 x / 2) dx, q/p = (8/pi) K exp(K t) M(c) has d log(q/p) / dc = c/K + c t -
 #   c E[x] > 0 (E under the tilted density on (0, t], so E[x] <= t). Hence p(c_{j+1}) <= p(c) <= p(c_j)
-#   on a grid c_j = j / 128 (tabulated from the same formula at import), widened by _GUARD for rounding
-#   (the exact formula's error is ~1e-14 relative at c <= 16); the exact p is needed only when the
-#   uniform falls in that bracket (< 0.19% of proposals), and once per (b, z).
+#   on a grid c_j = j / 128 (tabulated from the same formula when the kernels compile, not at import),
+#   widened by _GUARD for rounding (the exact formula's error is ~1e-14 relative at c <= 16); the
+#   exact p is needed only when the uniform falls in that bracket (< 0.19% of proposals), and once per (b, z).
 # - exp(-w), w >= 0, lies between the Taylor partial sums 1 - w + w^2/2 - w^3/6 and 1 - w + w^2/2.
 # - The first partial sum accepts when U a_0 <= a_0 - a_1, i.e. U <= 1 - a_1/a_0 with a_1/a_0 =
 #   3 exp(-4/x) (x <= t) or 3 exp(-pi^2 x) (x > t), at most 3 exp(-4/t) = 0.0058 (at x = t): every
@@ -119,17 +120,30 @@ def _mixing_table() -> np.ndarray:
                      for j in range(steps + 1)])
 
 
-_MIX_TABLE = _mixing_table()
-_MIX_LAST = _MIX_TABLE.shape[0] - 1
+def _mix_table():
+    """The mixing table inside a kernel (``_mixing_table``'s array as a compile-time constant)."""
+    raise NotImplementedError("_mix_table is called from Numba kernels only")
+
+
+@overload(_mix_table)
+def _mix_table_constant():
+    # Runs when a kernel that reads the table compiles (never at import, never on a warm cache):
+    # the array is frozen into the compiled code as a constant, as a module-level global would be.
+    table = _mixing_table()
+
+    def impl():
+        return table
+    return impl
 
 
 @numba.njit(cache=True, nogil=True)
 def _mixing_bounds(c):
     """(lo, hi) with lo <= p(c) <= hi for the exactly computed p (module comment above); lo = 0 beyond c = 16."""
+    table = _mix_table()
     if c < _MIX_C_MAX:
         j = int(c * _MIX_STEPS_PER_UNIT)
-        return _MIX_TABLE[j + 1] * (1.0 - _GUARD), _MIX_TABLE[j] * (1.0 + _GUARD)
-    return 0.0, _MIX_TABLE[_MIX_LAST] * (1.0 + _GUARD)  # also NaN c: every comparison falls to the exact p
+        return table[j + 1] * (1.0 - _GUARD), table[j] * (1.0 + _GUARD)
+    return 0.0, table[table.shape[0] - 1] * (1.0 + _GUARD)  # also NaN c: every comparison falls to the exact p
 
 
 @numba.njit(cache=True, nogil=True)

@@ -132,10 +132,17 @@ def test_columns_of_one_block_read_in_place():
     "y ~ a + b", "y ~ a:f + b", "y ~ a * f", "y ~ b + a - b", "y ~ a + I(b^0)", "y ~ 0 + f:a",
     "y ~ a + f2",
 ])
-def test_scan_left_to_the_fill_matches_reference(formula):
+@pytest.mark.parametrize("probe", [0, 8])
+def test_scan_left_to_the_fill_matches_reference(formula, probe, monkeypatch):
     """Plain numeric columns are scanned for NaN/Inf by the design fill (one pass); a NaN on a
     kept row, one only on rows dropped anyway, an Inf, a column left with no rows, a factor left
-    with one level, a variable in no term: all as the reference (which scans first)."""
+    with one level, a variable in no term: all as the reference (which scans first). (From
+    engine.formula._DEFER_SCAN_ROWS rows on; here from 0, the probe of the first rows off or
+    on.)"""
+    import engine.formula
+
+    monkeypatch.setattr(engine.formula, "_DEFER_SCAN_ROWS", 0)
+    monkeypatch.setattr(engine.formula, "_PROBE_ROWS", probe)
     rng = np.random.default_rng(5)
     n = 40
     base = pd.DataFrame({"y": rng.normal(size=n), "a": rng.normal(size=n), "b": rng.normal(size=n),
@@ -143,6 +150,7 @@ def test_scan_left_to_the_fill_matches_reference(formula):
                          "f2": np.where(np.arange(n) < 3, "rare", "common")})
     frames = [base.copy() for _ in range(6)]
     frames[1].loc[[4, 9], "a"] = np.nan             # NaN on rows otherwise kept
+    frames[1].loc[[2], "b"] = np.nan                # (and one the probe sees)
     frames[2].loc[[4], "y"] = np.nan                # the response drops row 4 ...
     frames[2].loc[[4], "a"] = np.nan                # ... where a's NaN lies too
     frames[3].loc[[11], "b"] = np.inf               # Inf on a kept row

@@ -97,3 +97,42 @@ def test_bfgs_bounded_on_a_bounded_quadratic():
     assert ok
     np.testing.assert_allclose(x, [0.75, 0.0], atol=1e-6)  # x[1] = 0: 2 x0^2 - 3 x0 is least at 3/4
     assert fx == pytest.approx(-9.0 / 8.0, abs=1e-9)
+
+
+def _slopes3(n=600, groups=30, seed=4):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, groups, n)
+    x, z = rng.standard_normal(n), rng.standard_normal(n)
+    b = rng.standard_normal((groups, 3)) @ np.array([[0.8, 0.0, 0.0], [0.3, 0.5, 0.0], [-0.2, 0.1, 0.4]]).T
+    y = 1 + x - z + b[g, 0] + b[g, 1] * x + b[g, 2] * z + rng.standard_normal(n)
+    return pd.DataFrame({"y": y, "x": x, "z": z, "g": g})
+
+
+def _leading_cases():
+    from test_lmer import _data
+
+    return [("sleepstudy", lambda: _data("sleepstudy"), "Reaction ~ Days + (Days | Subject)"),
+            ("Exam", lambda: _data("Exam"), "normexam ~ standLRT + sex + (1 + standLRT | school)"),
+            ("3 x 3 term", _slopes3, "y ~ x + z + (x + z | g)"),
+            ("Dyestuff", lambda: _data("Dyestuff"), "Yield ~ 1 + (1 | Batch)")]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["sleepstudy", "Exam", "3 x 3 term", "Dyestuff"])
+@pytest.mark.parametrize("reml", [True, False])
+def test_one_term_gradient_matches_central_differences(case, reml):
+    """leading_criterion_gradient (one term of any size, Q2 = 0) against central differences of the
+    compiled criterion, at interior thetas of both signs of the off-diagonals."""
+    from engine.lmer_kernels import leading_criterion_gradient
+
+    _name, data, formula = _leading_cases()[case]
+    st = _stats(formula, data())
+    assert st.Q2 == 0
+    K = int(np.sum(st.layout.term_q * (st.layout.term_q + 1) // 2))
+    f = lambda t: lmer_module.profiled_criterion(t, st.moments, st.cross, st.layout, st.n, reml)  # noqa: E731
+    for theta in (np.array([0.9, 0.2, 0.3, 0.7, -0.1, 0.5])[:K], np.array([0.1, -0.4, 1.3, 0.2, 0.6, 1.1])[:K]):
+        crit, grad = leading_criterion_gradient(theta, st.moments, st.cross, st.layout, st.n, reml)
+        assert crit == pytest.approx(f(theta), rel=1e-13)
+        h = 1e-5
+        fd = np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(K)])
+        # central differences: truncation h^2 f''' and rounding eps |f| / h (|f| ~ 2e3: ~4e-8)
+        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-5)

@@ -9,6 +9,7 @@ N-sized array ever leaves a worker. dask[distributed] and pyarrow are the option
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, NamedTuple
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ColumnNotFoundError, DataError, EngineInputError
+from ..rcompat.quantile import type7_step
 
 __all__ = ["Brackets", "FormulaColumns", "Levels", "bracket_orders", "bracket_part", "bracketed_quantiles",
            "bucket_counts", "dask_modules", "exact_quantiles", "first_complete", "float_buckets", "formula_columns",
@@ -267,18 +269,8 @@ def exact_quantiles(dask, parts, values: Callable, n: int, probs=(0.0, 0.25, 0.5
 
 def type7(index, stat: dict) -> np.ndarray:
     """R's type-7 quantiles at 1-based positions ``index`` from the order statistics ``stat``
-    (0-based order -> value), as engine.rcompat.quantile's type 7."""
-    out = []
-    for i in index:
-        lo_i, hi_i = int(np.floor(i)), int(np.ceil(i))
-        low = stat[lo_i - 1]
-        if i > lo_i:
-            high = stat[hi_i - 1]
-            h = i - lo_i
-            out.append((1.0 - h) * low + h * high if high != low else low)
-        else:
-            out.append(low)
-    return np.array(out)
+    (0-based order -> value): engine.rcompat.quantile's type-7 step at each position."""
+    return np.array([type7_step(stat[math.floor(i) - 1], stat[math.ceil(i) - 1], i) for i in index])
 
 
 # ------------------------------------------------- order statistics in the same pass as the sums
@@ -378,7 +370,7 @@ def bracketed_quantiles(brackets: Brackets | None, share, n: int, probs) -> np.n
     order statistic is not provably inside its bracket (then exact_quantiles' pass)."""
     if brackets is None:
         return None
-    index, orders = quantile_orders(n, probs)
+    index = quantile_orders(n, probs)[0]
     below, inside = share
     stat = {}
     for k, group in enumerate(brackets.orders):
@@ -390,4 +382,4 @@ def bracketed_quantiles(brackets: Brackets | None, share, n: int, probs) -> np.n
             if values is None:
                 values = np.sort(inside[k])
             stat[o] = values[r]
-    return type7(index, stat) if set(orders) <= set(stat) else None
+    return type7(index, stat)  # bracket_orders put every wanted order in a group

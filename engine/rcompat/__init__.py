@@ -19,7 +19,8 @@ What lives where:
 - :mod:`~engine.rcompat.layout`: the 80-column matrix-block printer (``matrix_text``), named
   vectors (``named_vector_text``, ``named_strings_text``), ``print.data.frame``
   (``data_frame_text``).
-- :mod:`~engine.rcompat.quantile`: ``quantile(type = 7)`` (``quantile7``, ``quantile7_rows``).
+- :mod:`~engine.rcompat.quantile`: ``quantile(type = 7)`` (``quantile7``, ``quantile7_rows``; its
+  interpolation step ``type7_step``).
 - :mod:`~engine.rcompat.abbreviate`: R's ``abbreviate()`` (the lme4 correlation labels).
 - :mod:`~engine.rcompat.collate`: R's order of strings in an English UTF-8 locale
   (``r_sort_key``: ``sort()`` / ``factor()`` levels).
@@ -46,7 +47,7 @@ from .numbers import (DBL_EPSILON, R_DIGITS, R_WIDTH, RealFormat, encode_real, f
                       scientific, signif, sprintf_fixed, zapsmall)
 from .print_lm import (SIGNIF_LEGEND, coefmat_text, naprint_omit, print_lm_text, signif_stars,
                        summary_lm_text)
-from .quantile import quantile7, quantile7_rows
+from .quantile import quantile7, quantile7_rows, type7_step
 
 #: ``parse`` under the name the printers' tests have always used
 parse_r = parse
@@ -56,7 +57,7 @@ __all__ = [
     "call_lines", "coefmat_text", "data_frame_text", "deparse", "deparse_lines", "encode_real",
     "format_c", "format_info", "format_number", "format_percent", "format_pval", "format_real",
     "matrix_text", "named_strings_text", "named_vector_text", "naprint_omit", "parse", "parse_r",
-    "print_lm_text", "quantile7", "quantile7_rows", "r_name", "r_number", "r_string",
+    "print_lm_text", "quantile7", "quantile7_rows", "type7_step", "r_name", "r_number", "r_string",
     "read_formula", "round_half", "scientific", "signif", "signif_stars", "sprintf_fixed",
     "summary_lm_text", "tokenize", "zapsmall",
 ]

@@ -13,7 +13,20 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["quantile7", "quantile7_rows"]
+__all__ = ["quantile7", "quantile7_rows", "type7_step"]
+
+
+def type7_step(low, high, index: float):
+    """R's type-7 step at the 1-based position ``index``: from the order statistics
+    low = x[floor(index)] and high = x[ceiling(index)] (scalars or arrays of one shape), x[lo] when
+    index is an integer (``low`` itself, not a copy) or x[hi] == x[lo], else (1 - h) x[lo] + h x[hi]
+    with h = index - lo. The one home of this step (``quantile7`` here, the partitioned fits'
+    order statistics in ``engine.partitioned.common``)."""
+    lo = math.floor(index)
+    if index > lo:
+        h = index - lo
+        return np.where(high != low, (1.0 - h) * low + h * high, low)
+    return low
 
 
 def _type7_sorted(ordered: np.ndarray, prob: float) -> np.ndarray:
@@ -23,11 +36,8 @@ def _type7_sorted(ordered: np.ndarray, prob: float) -> np.ndarray:
     lo = math.floor(index)
     hi = math.ceil(index)
     low = ordered[:, lo - 1]
-    if index > lo:
-        high = ordered[:, hi - 1]
-        h = index - lo
-        return np.where(high != low, (1.0 - h) * low + h * high, low)
-    return low.copy()
+    step = type7_step(low, ordered[:, hi - 1], index)
+    return low.copy() if step is low else step
 
 
 def quantile7_rows(flat: np.ndarray, prob: float) -> np.ndarray:
