@@ -1336,9 +1336,16 @@ def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.n
     # brms: paste(g1, g2, sep = "_") then factor(): levels sorted as strings.
     parts = [(codes, levels)] + [_group_labels(columns[c], rows, n_dropped) for c in cols[1:]]
     combined = np.zeros(len(codes), dtype=np.int64)
+    size = 1
     for part_codes, part_levels in parts:
         combined = combined * len(part_levels) + part_codes
-    uniques, inverse = np.unique(combined, return_inverse=True)
+        size *= len(part_levels)
+    if size <= max(1 << 16, 4 * len(combined)):  # np.unique by counting (no sort): same result
+        present = np.bincount(combined, minlength=size) > 0
+        uniques = np.flatnonzero(present)
+        inverse = (np.cumsum(present) - 1)[combined]
+    else:
+        uniques, inverse = np.unique(combined, return_inverse=True)
     levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
                                   uniques.astype(np.int64).tobytes())
     return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
