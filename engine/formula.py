@@ -44,7 +44,11 @@ The design matrix is written once into its final C-contiguous float64 array (the
 (``engine.formula_kernels.fill_design``), block of rows by block of rows: numeric columns are read
 in place (a view of the DataFrame's float64 block where the layout allows), factors and
 interactions from integer codes and small coding tables. What depends only on the formula (the
-term structure, the columns read, the kernel's column program) is cached per formula text.
+term structure, the columns read, the kernel's column program) is cached per formula text. From
+``_DEFER_SCAN_ROWS`` rows on, a float64 column used only as a plain variable of fixed-effect
+terms is scanned for NaN/Inf by that fill, its one pass over the data (a NaN/Inf found there, or
+an error, makes the frame again after a scan: same result). An Arrow-backed string column is
+factorized once per (immutable) Arrow array.
 """
 
 from __future__ import annotations
