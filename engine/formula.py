@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from .formula_kernels import DesignProgram, _any_non_finite, fill_design, nan_inf_scan
+from .formula_kernels import DesignProgram, any_non_finite, fill_design, nan_inf_scan
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
@@ -987,7 +987,7 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         if name not in columns:
             columns[name] = _evaluate_column(_column(data, name, text, pos), name,
                                              scan=name not in fill_scanned)
-            if columns[name].unscanned and _any_non_finite(columns[name].values[:_PROBE_ROWS]):
+            if columns[name].unscanned and any_non_finite(columns[name].values[:_PROBE_ROWS]):
                 _scan_deferred([columns[name]])  # missing values seen early: scan it now
 
     # 2. The model's variables (response first), then those only in the bars.
