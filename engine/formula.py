@@ -44,7 +44,11 @@ The design matrix is written once into its final C-contiguous float64 array (the
 (``engine.formula_kernels.fill_design``), block of rows by block of rows: numeric columns are read
 in place (a view of the DataFrame's float64 block where the layout allows), factors and
 interactions from integer codes and small coding tables. What depends only on the formula (the
-term structure, the columns read, the kernel's column program) is cached per formula text.
+term structure, the columns read, the kernel's column program) is cached per formula text. From
+``_DEFER_SCAN_ROWS`` rows on, a float64 column used only as a plain variable of fixed-effect
+terms is scanned for NaN/Inf by that fill, its one pass over the data (a NaN/Inf found there, or
+an error, makes the frame again after a scan: same result). An Arrow-backed string column is
+factorized once per (immutable) Arrow array.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from .formula_kernels import DesignProgram, _any_non_finite, fill_design, nan_inf_scan
+from .formula_kernels import DesignProgram, any_non_finite, fill_design, nan_inf_scan
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
@@ -983,7 +987,7 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         if name not in columns:
             columns[name] = _evaluate_column(_column(data, name, text, pos), name,
                                              scan=name not in fill_scanned)
-            if columns[name].unscanned and _any_non_finite(columns[name].values[:_PROBE_ROWS]):
+            if columns[name].unscanned and any_non_finite(columns[name].values[:_PROBE_ROWS]):
                 _scan_deferred([columns[name]])  # missing values seen early: scan it now
 
     # 2. The model's variables (response first), then those only in the bars.
@@ -1336,9 +1340,16 @@ def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.n
     # brms: paste(g1, g2, sep = "_") then factor(): levels sorted as strings.
     parts = [(codes, levels)] + [_group_labels(columns[c], rows, n_dropped) for c in cols[1:]]
     combined = np.zeros(len(codes), dtype=np.int64)
+    size = 1
     for part_codes, part_levels in parts:
         combined = combined * len(part_levels) + part_codes
-    uniques, inverse = np.unique(combined, return_inverse=True)
+        size *= len(part_levels)
+    if size <= max(1 << 16, 4 * len(combined)):  # np.unique by counting (no sort): same result
+        present = np.bincount(combined, minlength=size) > 0
+        uniques = np.flatnonzero(present)
+        inverse = (np.cumsum(present) - 1)[combined]
+    else:
+        uniques, inverse = np.unique(combined, return_inverse=True)
     levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
                                   uniques.astype(np.int64).tobytes())
     return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),

@@ -44,7 +44,7 @@ class DesignProgram(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True)
-def _any_non_finite(values):
+def any_non_finite(values):
     """Whether a float64 vector holds a NaN or an Inf: ``v - v`` is NaN exactly for those, and an
     OR over the comparisons has no early exit, so LLVM vectorises the loop (about twice as fast
     as testing NaN and Inf apart, which does not vectorise)."""
@@ -59,7 +59,7 @@ def _any_non_finite(values):
 def nan_inf_scan(values):
     """(any NaN, any +-Inf) of a float64 vector without temporaries: one vectorised pass, and a
     second, exact one only when the first found a non-finite value."""
-    if not _any_non_finite(values):
+    if not any_non_finite(values):
         return False, False
     has_nan = False
     has_inf = False

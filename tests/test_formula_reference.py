@@ -99,6 +99,21 @@ def test_model_frame_matches_reference(formula, seed, n, missing, one_block):
     assert_same_frame(formula, _frame(seed, n, missing, one_block))
 
 
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(formula=formulas(), seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40),
+       missing=st.sampled_from([0.0, 0.05, 0.2]), probe=st.sampled_from([0, 3]))
+def test_model_frame_matches_reference_with_the_scan_in_the_fill(formula, seed, n, missing, probe):
+    """The same comparison with the plain numeric columns' NaN/Inf scan left to the design fill
+    (engine.formula does so from _DEFER_SCAN_ROWS rows on; here at every size)."""
+    import engine.formula
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine.formula, "_DEFER_SCAN_ROWS", 0)
+        patch.setattr(engine.formula, "_PROBE_ROWS", probe)
+        assert_same_frame(formula, _frame(seed, n, missing, one_block=seed % 2 == 0))
+
+
 @pytest.mark.parametrize("formula", [
     "y ~ .", "y ~ . - f1", "y ~ (x1 + f1 + c1)^2", "y ~ x1*f1*o1 - 1", "y ~ f1:x1 + o1:b1",
     "y ~ 0 + f2:c1 + l1", "y ~ x1 + (1 | g/h) + (1 | h)",
