@@ -45,7 +45,7 @@ import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.hmc.integrator import leapfrog_arrays
-from engine.hmc.metric import dot, draw_momentum, kinetic_energy, kinetic_energy_arrays, velocity, velocity_into_arrays
+from engine.hmc.metric import draw_momentum, kinetic_energy, kinetic_energy_arrays, velocity, velocity_into_arrays
 
 MAX_ENERGY_ERROR = 1000.0
 
@@ -124,9 +124,19 @@ def log_sum_exp(a, b):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def no_u_turn(p_sharp_minus, p_sharp_plus, rho):
-    """Generalised criterion: the (sub)trajectory keeps going while both ends move along rho."""
-    return dot(p_sharp_plus, rho) > 0.0 and dot(p_sharp_minus, rho) > 0.0
+def no_u_turn(minus_rows, minus_row, plus_rows, plus_row, rho):
+    """Generalised criterion: the (sub)trajectory keeps going while both ends move along rho; the ends'
+    velocities p♯₋ = minus_rows[minus_row], p♯₊ = plus_rows[plus_row] are read in place (a row view
+    per call would cost reference-count updates in the tree's merge loop)."""
+    plus_dot = 0.0
+    for i in range(rho.shape[0]):
+        plus_dot += plus_rows[plus_row, i] * rho[i]
+    if not plus_dot > 0.0:
+        return False
+    minus_dot = 0.0
+    for i in range(rho.shape[0]):
+        minus_dot += minus_rows[minus_row, i] * rho[i]
+    return minus_dot > 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -213,15 +223,15 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
             level_rho = left_rho[level]
             for i in range(dimension):
                 merged_rho[i] = level_rho[i] + current_rho[i]
-            persist = no_u_turn(level_ends[SHARP_BEGIN], current_ends[SHARP_END], merged_rho)
+            persist = no_u_turn(level_ends, SHARP_BEGIN, current_ends, SHARP_END, merged_rho)
             if persist:
                 for i in range(dimension):
                     seam_rho[i] = level_rho[i] + current_ends[BEGIN, i]
-                persist = no_u_turn(level_ends[SHARP_BEGIN], current_ends[SHARP_BEGIN], seam_rho)
+                persist = no_u_turn(level_ends, SHARP_BEGIN, current_ends, SHARP_BEGIN, seam_rho)
             if persist:
                 for i in range(dimension):
                     seam_rho[i] = current_rho[i] + level_ends[END, i]
-                persist = no_u_turn(level_ends[SHARP_END], current_ends[SHARP_END], seam_rho)
+                persist = no_u_turn(level_ends, SHARP_END, current_ends, SHARP_END, seam_rho)
             current_rho[:] = merged_rho
             current_ends[BEGIN, :] = level_ends[BEGIN]
             current_ends[SHARP_BEGIN, :] = level_ends[SHARP_BEGIN]
@@ -339,15 +349,15 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
         log_sum_weight = log_sum_exp(log_sum_weight, subtree_log_weight)
         for i in range(dimension):
             rho[i] = rho_backward[i] + rho_forward[i]
-        persist = no_u_turn(ends[P_SHARP_BCK_BCK], ends[P_SHARP_FWD_FWD], rho)
+        persist = no_u_turn(ends, P_SHARP_BCK_BCK, ends, P_SHARP_FWD_FWD, rho)
         if persist:
             for i in range(dimension):
                 seam_rho[i] = rho_backward[i] + ends[P_FWD_BCK, i]
-            persist = no_u_turn(ends[P_SHARP_BCK_BCK], ends[P_SHARP_FWD_BCK], seam_rho)
+            persist = no_u_turn(ends, P_SHARP_BCK_BCK, ends, P_SHARP_FWD_BCK, seam_rho)
         if persist:
             for i in range(dimension):
                 seam_rho[i] = rho_forward[i] + ends[P_BCK_FWD, i]
-            persist = no_u_turn(ends[P_SHARP_BCK_FWD], ends[P_SHARP_FWD_FWD], seam_rho)
+            persist = no_u_turn(ends, P_SHARP_BCK_FWD, ends, P_SHARP_FWD_FWD, seam_rho)
         if not persist:
             break
     accept_stat = sum_metropolis / n_leapfrog if n_leapfrog > 0 else 0.0
