@@ -5,8 +5,10 @@ Model (issue 4): ``mathscore2 ~ 1 + male + raven + csize + belief_survey1 + math
 Intercept and b, cauchy(0, 10) on the SDs and sigma; 4 chains x 2000 iterations, 1000 warm-up.
 
 ESS per second = min bulk ESS over all parameters (b_*, sd_*, sigma; engine.diagnostics, as R
-posterior) / sampler seconds (warm-up + sampling, summed over chains). Compile time (Numba first
-call / cache load; Stan's C++ compile for brms) is excluded and reported apart.
+posterior) / sampler seconds (warm-up + sampling, summed over chains; ``--clock cpu``: the process's CPU
+seconds for engine's chains and nutpie's, steadier on a loaded machine; brms keeps Stan's per-chain
+times). Compile time (Numba first call / cache load; Stan's C++ compile for brms) is excluded and
+reported apart.
 
 Samplers are entries of ``SAMPLERS``: (label, function(model, chains, n_iter, n_warmup, seed) ->
 Run). Engine entries run chains one after another in this process and time each. brms runs in R
@@ -24,7 +26,7 @@ NUTS against brms (default adapt_delta 0.8) in the same run, and a scaling table
 simulated students with the Exam structure (65 schools).
 
     python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only] [--no-scaling] [--nutpie-python PY]
-                                     [--slopes | --slopes-only] [--no-glm] [--glm-only]
+                                     [--slopes | --slopes-only] [--no-glm] [--glm-only] [--clock wall|cpu]
 
 The binary and count models of issue 13 (the study's bernoulli model, brms' epilepsy) follow the
 main table: benchmarks/bench_glm.py (``--glm-only`` runs just those, ``--no-glm`` skips them).
@@ -55,6 +57,12 @@ VARIABLES = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscor
 PRIORS = [prior("normal(0, 10)", "Intercept"), prior("normal(0, 10)", "b"),
           prior("cauchy(0, 10)", "sd"), prior("cauchy(0, 10)", "sigma")]
 SEED = 4387510
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+SAMPLER_CLOCK = ["wall"]  # the clock of the sampler seconds (--clock)
+
+
+def sampler_clock() -> float:
+    return CLOCK[SAMPLER_CLOCK[0]]()
 
 
 class Run(NamedTuple):
@@ -79,9 +87,9 @@ def engine_entry(module_name: str, **options) -> Callable:
         first_call = time.perf_counter() - start
         draws, seconds = [], 0.0
         for child in np.random.SeedSequence(seed).spawn(chains):
-            start = time.perf_counter()
+            start = sampler_clock()
             result = module.sample_chain(model, n_iter, n_warmup, child, **options)
-            seconds += time.perf_counter() - start
+            seconds += sampler_clock() - start
             draws.append(result.draws)
         return Run(np.stack(draws), seconds, first_call)
 
@@ -101,9 +109,9 @@ def nuts_entry(**options) -> Callable:
         first_call = time.perf_counter() - start
         draws, seconds, gradients, divergent = [], 0.0, 0, 0
         for child in np.random.SeedSequence(seed).spawn(chains):
-            start = time.perf_counter()
+            start = sampler_clock()
             result = nuts_multilevel.sample_chain(model, n_iter, n_warmup, child, **options)
-            seconds += time.perf_counter() - start
+            seconds += sampler_clock() - start
             draws.append(result.draws)
             gradients += int(result.stats["n_leapfrog"].sum() + result.stats["n_leapfrog_warmup"][0])
             divergent += int(result.stats["divergent"].sum())
@@ -171,7 +179,8 @@ def nutpie_entry(python: str, target_accept: float = 0.95) -> Callable:
                 np.savez(source, y=model.y, X_c=model.X_c, x_means=model.x_means,
                          school=model.group_codes[:, 0], klass=model.group_codes[:, 1], target_accept=target_accept)
             script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nutpie_peer.py")
-            done = subprocess.run([python, script, source, target, str(chains), str(n_iter), str(n_warmup), str(seed)],
+            done = subprocess.run([python, script, source, target, str(chains), str(n_iter), str(n_warmup), str(seed),
+                                   SAMPLER_CLOCK[0]],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"nutpie_peer.py failed: {done.stderr.strip()[-2000:]}")
@@ -245,12 +254,16 @@ def main() -> None:
     parser.add_argument("--slopes-only", action="store_true", help="only the random-slopes models")
     parser.add_argument("--no-glm", action="store_true", help="skip the binary and count models (bench_glm.py)")
     parser.add_argument("--glm-only", action="store_true", help="only the binary and count models (bench_glm.py)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="sampler seconds of engine and nutpie: wall clock, or the process's CPU time")
     args = parser.parse_args()
+    SAMPLER_CLOCK[0] = args.clock
+    print(f"sampler seconds: {args.clock} clock (engine, nutpie); load average {os.getloadavg()[0]:.1f}")
     chains, n_iter, n_warmup = 4, 2000, 1000
     if args.glm_only:
         from bench_glm import run_glm_benchmarks
 
-        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup)
+        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup, clock=args.clock)
         return
     if args.slopes or args.slopes_only:
         slopes_benchmark(args, chains, n_iter, n_warmup)
@@ -309,7 +322,7 @@ def main() -> None:
         from bench_glm import run_glm_benchmarks
 
         print()
-        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup)
+        run_glm_benchmarks(args.no_r, chains, n_iter, n_warmup, clock=args.clock)
     if args.no_scaling:
         return
     # scaling in N (Gibbs; the O(N) pass apart)

@@ -128,15 +128,6 @@ def draw_momentum(rng, metric, dimension):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def dot(a, b):
-    """aᵀb as a plain loop (the same summation order everywhere it is used)."""
-    total = 0.0
-    for i in range(a.shape[0]):
-        total += a[i] * b[i]
-    return total
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def welford_update(count, mean, second_moment, x, is_dense):
     """Add draw ``x`` to running moments; returns the new count (mean, second_moment updated in place).
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.hmc.integrator import leapfrog_arrays
-from engine.hmc.metric import dot, draw_momentum, kinetic_energy, kinetic_energy_arrays, velocity, velocity_into_arrays
+from engine.hmc.metric import draw_momentum, kinetic_energy, kinetic_energy_arrays, velocity, velocity_into_arrays
 
 MAX_ENERGY_ERROR = 1000.0
 
@@ -70,19 +70,19 @@ class TreeWorkspace(NamedTuple):
     current_rho: np.ndarray
     current_ends: np.ndarray  # (4, d): p_begin, p♯_begin, p_end, p♯_end
     proposal_position: np.ndarray  # (d,)
-    proposal_momentum: np.ndarray
     proposal_gradient: np.ndarray
     # pending left halves, one per level
     left_log_weight: np.ndarray  # (D,)
     left_proposal_logp: np.ndarray  # (D,)
     left_proposal_position: np.ndarray  # (D, d)
-    left_proposal_momentum: np.ndarray  # (D, d)
+    # kinetic energy of each pending proposal: the transition's energy diagnostic needs only the
+    # chosen state's -logp + K, so its momentum is never copied along
+    left_proposal_kinetic: np.ndarray  # (D,)
     left_proposal_gradient: np.ndarray  # (D, d)
     left_rho: np.ndarray  # (D, d)
     left_ends: np.ndarray  # (D, 4, d)
     # chosen state of the transition
     sample_position: np.ndarray
-    sample_momentum: np.ndarray
     sample_gradient: np.ndarray
     # scratch vectors for momentum sums (no allocation inside the tree)
     merged_rho: np.ndarray  # (d,)
@@ -104,10 +104,10 @@ def make_workspace(dimension: int, max_treedepth: int, trace_capacity: int = 0) 
     z = np.zeros
     return TreeWorkspace(
         z(d), z(d), z(d), z(d), z(d), z(d), z(4), z((8, d)), z(d), z(d), z(d),
-        z(d), z((4, d)), z(d), z(d), z(d),
-        z(depth), z(depth), z((depth, d)), z((depth, d)), z((depth, d)), z((depth, d)),
+        z(d), z((4, d)), z(d), z(d),
+        z(depth), z(depth), z((depth, d)), z(depth), z((depth, d)), z((depth, d)),
         z((depth, 4, d)),
-        z(d), z(d), z(d), z(d), z(d), z((trace_capacity, d)), z(trace_capacity),
+        z(d), z(d), z(d), z(d), z((trace_capacity, d)), z(trace_capacity),
     )
 
 
@@ -124,9 +124,19 @@ def log_sum_exp(a, b):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def no_u_turn(p_sharp_minus, p_sharp_plus, rho):
-    """Generalised criterion: the (sub)trajectory keeps going while both ends move along rho."""
-    return dot(p_sharp_plus, rho) > 0.0 and dot(p_sharp_minus, rho) > 0.0
+def no_u_turn(minus_rows, minus_row, plus_rows, plus_row, rho):
+    """Generalised criterion: the (sub)trajectory keeps going while both ends move along rho; the ends'
+    velocities p♯₋ = minus_rows[minus_row], p♯₊ = plus_rows[plus_row] are read in place (a row view
+    per call would cost reference-count updates in the tree's merge loop)."""
+    plus_dot = 0.0
+    for i in range(rho.shape[0]):
+        plus_dot += plus_rows[plus_row, i] * rho[i]
+    if not plus_dot > 0.0:
+        return False
+    minus_dot = 0.0
+    for i in range(rho.shape[0]):
+        minus_dot += minus_rows[minus_row, i] * rho[i]
+    return minus_dot > 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -135,8 +145,9 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     """Integrate 2^depth leapfrog steps from the edge state, sampling a proposal on the way.
 
     The edge arrays are advanced in place. The subtree's summary is left in the workspace
-    (current_rho, current_ends, proposal_position/gradient). Returns
-    (valid, log_weight, proposal_logp, edge_logp, n_leapfrog, sum_metropolis_probability, divergent).
+    (current_rho, current_ends, proposal_position/gradient). Returns (valid, log_weight, proposal_logp,
+    proposal_kinetic, edge_logp, n_leapfrog, sum_metropolis_probability, divergent), proposal_kinetic
+    the proposal's ½ pᵀ M⁻¹ p.
     """
     ws = workspace
     # the workspace's arrays taken out once: a NamedTuple field read in the leaf loop costs a
@@ -147,11 +158,10 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     left_log_weight = ws.left_log_weight
     left_proposal_gradient = ws.left_proposal_gradient
     left_proposal_logp = ws.left_proposal_logp
-    left_proposal_momentum = ws.left_proposal_momentum
+    left_proposal_kinetic = ws.left_proposal_kinetic
     left_proposal_position = ws.left_proposal_position
     left_rho = ws.left_rho
     proposal_gradient = ws.proposal_gradient
-    proposal_momentum = ws.proposal_momentum
     proposal_position = ws.proposal_position
     trace_log_weight = ws.trace_log_weight
     trace_position = ws.trace_position
@@ -160,6 +170,7 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
     sum_metropolis = 0.0
     log_weight = -np.inf
     proposal_logp = -np.inf
+    proposal_kinetic = np.inf
     position, momentum, gradient, logp = edge_position, edge_momentum, edge_gradient, edge_logp
     dimension = position.shape[0]
     merged_rho = ws.merged_rho
@@ -173,7 +184,8 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
         logp = leapfrog_arrays(logp_and_grad, data, index_array, position, momentum, gradient, signed_step,
                                is_dense, diagonal, inverse)
         n_leapfrog += 1
-        energy = -logp + kinetic_energy_arrays(momentum, is_dense, diagonal, inverse)
+        kinetic = kinetic_energy_arrays(momentum, is_dense, diagonal, inverse)
+        energy = -logp + kinetic
         if math.isnan(energy):
             energy = np.inf
         leaf_log_weight = initial_energy - energy
@@ -183,7 +195,7 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
             trace_log_weight[index] = leaf_log_weight
         sum_metropolis += 1.0 if leaf_log_weight > 0.0 else math.exp(leaf_log_weight)
         if energy - initial_energy > MAX_ENERGY_ERROR:
-            return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, True
+            return False, log_weight, proposal_logp, proposal_kinetic, logp, n_leapfrog, sum_metropolis, True
         # the leaf is the current subtree of size 1
         velocity_into_arrays(momentum, is_dense, diagonal, inverse, sharp_end)
         current_rho[:] = momentum
@@ -191,9 +203,9 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
         current_ends[END, :] = momentum
         current_ends[SHARP_BEGIN, :] = current_ends[SHARP_END]
         proposal_position[:] = position
-        proposal_momentum[:] = momentum
         proposal_gradient[:] = gradient
         proposal_logp = logp
+        proposal_kinetic = kinetic
         log_weight = leaf_log_weight
         level = 0
         while (leaf >> level) & 1:
@@ -206,39 +218,39 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
                     take_right = False
             if not take_right:
                 proposal_position[:] = left_proposal_position[level]
-                proposal_momentum[:] = left_proposal_momentum[level]
                 proposal_gradient[:] = left_proposal_gradient[level]
                 proposal_logp = left_proposal_logp[level]
+                proposal_kinetic = left_proposal_kinetic[level]
             level_ends = left_ends[level]
             level_rho = left_rho[level]
             for i in range(dimension):
                 merged_rho[i] = level_rho[i] + current_rho[i]
-            persist = no_u_turn(level_ends[SHARP_BEGIN], current_ends[SHARP_END], merged_rho)
+            persist = no_u_turn(level_ends, SHARP_BEGIN, current_ends, SHARP_END, merged_rho)
             if persist:
                 for i in range(dimension):
                     seam_rho[i] = level_rho[i] + current_ends[BEGIN, i]
-                persist = no_u_turn(level_ends[SHARP_BEGIN], current_ends[SHARP_BEGIN], seam_rho)
+                persist = no_u_turn(level_ends, SHARP_BEGIN, current_ends, SHARP_BEGIN, seam_rho)
             if persist:
                 for i in range(dimension):
                     seam_rho[i] = current_rho[i] + level_ends[END, i]
-                persist = no_u_turn(level_ends[SHARP_END], current_ends[SHARP_END], seam_rho)
+                persist = no_u_turn(level_ends, SHARP_END, current_ends, SHARP_END, seam_rho)
             current_rho[:] = merged_rho
             current_ends[BEGIN, :] = level_ends[BEGIN]
             current_ends[SHARP_BEGIN, :] = level_ends[SHARP_BEGIN]
             log_weight = merged_log_weight
             if not persist:
-                return False, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
+                return False, log_weight, proposal_logp, proposal_kinetic, logp, n_leapfrog, sum_metropolis, False
             level += 1
         if level < depth:
             # the current subtree is the left half at this level: park it
             left_log_weight[level] = log_weight
             left_proposal_logp[level] = proposal_logp
             left_proposal_position[level, :] = proposal_position
-            left_proposal_momentum[level, :] = proposal_momentum
+            left_proposal_kinetic[level] = proposal_kinetic
             left_proposal_gradient[level, :] = proposal_gradient
             left_rho[level, :] = current_rho
             left_ends[level, :, :] = current_ends
-    return True, log_weight, proposal_logp, logp, n_leapfrog, sum_metropolis, False
+    return True, log_weight, proposal_logp, proposal_kinetic, logp, n_leapfrog, sum_metropolis, False
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -260,19 +272,18 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
     forward_momentum = ws.forward_momentum
     forward_position = ws.forward_position
     proposal_gradient = ws.proposal_gradient
-    proposal_momentum = ws.proposal_momentum
     proposal_position = ws.proposal_position
     rho = ws.rho
     rho_backward = ws.rho_backward
     rho_forward = ws.rho_forward
     sample_gradient = ws.sample_gradient
-    sample_momentum = ws.sample_momentum
     sample_position = ws.sample_position
     seam_rho = ws.seam_rho
     dimension = position.shape[0]
     momentum = draw_momentum(rng, metric, dimension)
     sharp = velocity(momentum, metric)
-    initial_energy = -logp + kinetic_energy(momentum, metric)
+    initial_kinetic = kinetic_energy(momentum, metric)
+    initial_energy = -logp + initial_kinetic
     forward_position[:] = position
     forward_momentum[:] = momentum
     forward_gradient[:] = gradient
@@ -286,9 +297,9 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
         ends[row + 1, :] = sharp
     rho[:] = momentum
     sample_position[:] = position
-    sample_momentum[:] = momentum
     sample_gradient[:] = gradient
     sample_logp = logp
+    sample_kinetic = initial_kinetic
     log_sum_weight = 0.0
     n_leapfrog = np.int64(0)  # np.int64, not a literal 0: build_subtree would also compile for Literal[int](0)
     sum_metropolis = 0.0
@@ -299,7 +310,8 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
             rho_backward[:] = rho
             ends[P_BCK_FWD, :] = ends[P_FWD_BCK]
             ends[P_SHARP_BCK_FWD, :] = ends[P_SHARP_FWD_BCK]
-            valid, subtree_log_weight, proposal_logp, forward_logp, steps, metro, diverged = build_subtree(
+            (valid, subtree_log_weight, proposal_logp, proposal_kinetic, forward_logp, steps, metro,
+             diverged) = build_subtree(
                 logp_and_grad, args, rng, depth, 1.0, step_size, metric, initial_energy,
                 forward_position, forward_momentum, forward_gradient, forward_logp,
                 ws, n_leapfrog)
@@ -312,7 +324,8 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
             rho_forward[:] = rho
             ends[P_FWD_BCK, :] = ends[P_BCK_FWD]
             ends[P_SHARP_FWD_BCK, :] = ends[P_SHARP_BCK_FWD]
-            valid, subtree_log_weight, proposal_logp, backward_logp, steps, metro, diverged = build_subtree(
+            (valid, subtree_log_weight, proposal_logp, proposal_kinetic, backward_logp, steps, metro,
+             diverged) = build_subtree(
                 logp_and_grad, args, rng, depth, -1.0, step_size, metric, initial_energy,
                 backward_position, backward_momentum, backward_gradient, backward_logp,
                 ws, n_leapfrog)
@@ -333,23 +346,23 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
                 take_new = False
         if take_new:
             sample_position[:] = proposal_position
-            sample_momentum[:] = proposal_momentum
             sample_gradient[:] = proposal_gradient
             sample_logp = proposal_logp
+            sample_kinetic = proposal_kinetic
         log_sum_weight = log_sum_exp(log_sum_weight, subtree_log_weight)
         for i in range(dimension):
             rho[i] = rho_backward[i] + rho_forward[i]
-        persist = no_u_turn(ends[P_SHARP_BCK_BCK], ends[P_SHARP_FWD_FWD], rho)
+        persist = no_u_turn(ends, P_SHARP_BCK_BCK, ends, P_SHARP_FWD_FWD, rho)
         if persist:
             for i in range(dimension):
                 seam_rho[i] = rho_backward[i] + ends[P_FWD_BCK, i]
-            persist = no_u_turn(ends[P_SHARP_BCK_BCK], ends[P_SHARP_FWD_BCK], seam_rho)
+            persist = no_u_turn(ends, P_SHARP_BCK_BCK, ends, P_SHARP_FWD_BCK, seam_rho)
         if persist:
             for i in range(dimension):
                 seam_rho[i] = rho_forward[i] + ends[P_BCK_FWD, i]
-            persist = no_u_turn(ends[P_SHARP_BCK_FWD], ends[P_SHARP_FWD_FWD], seam_rho)
+            persist = no_u_turn(ends, P_SHARP_BCK_FWD, ends, P_SHARP_FWD_FWD, seam_rho)
         if not persist:
             break
     accept_stat = sum_metropolis / n_leapfrog if n_leapfrog > 0 else 0.0
-    energy = -sample_logp + kinetic_energy(sample_momentum, metric)
+    energy = -sample_logp + sample_kinetic
     return sample_logp, accept_stat, n_leapfrog, depth, divergent, energy
