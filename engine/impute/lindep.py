@@ -191,7 +191,11 @@ def _lindep_power_lambda_max(corr):
     """Largest eigenvalue of corr (k, k), roughly: Rayleigh quotient of at most 30 power
     iterations from the constant vector, stopped at a relative change below 1e-3 (a lower bound)."""
     k = corr.shape[0]
-    vec = np.ones(k) / np.sqrt(k)
+    # loops rather than array expressions and np.sum (the same sequential sums, fewer Numba
+    # implementations to compile)
+    vec = np.empty(k)
+    for a in range(k):
+        vec[a] = 1.0 / np.sqrt(k)
     lam_max = 1.0
     for _ in range(30):
         # w = corr vec as a sum of rows (corr is symmetric): contiguous, vectorised loops; explicit
@@ -201,11 +205,17 @@ def _lindep_power_lambda_max(corr):
             vb = vec[b]
             for a in range(k):
                 w_vec[a] += corr[b, a] * vb
-        norm = np.sqrt(np.sum(w_vec * w_vec))
+        ss = 0.0
+        for a in range(k):
+            ss += w_vec[a] * w_vec[a]
+        norm = np.sqrt(ss)
         if norm == 0.0:
             break
-        new_lam = np.sum(vec * w_vec)
-        vec = w_vec / norm
+        new_lam = 0.0
+        for a in range(k):
+            new_lam += vec[a] * w_vec[a]
+        for a in range(k):
+            vec[a] = w_vec[a] / norm
         if abs(new_lam - lam_max) < 1e-3 * new_lam:
             lam_max = new_lam
             break
