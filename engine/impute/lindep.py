@@ -16,7 +16,6 @@ from .._lapack import (apply_q, cholesky_info, tridiagonal_count_below, tridiago
 
 
 
-@numba.njit(cache=True, nogil=True)
 def lindep_keep(x, y, eps, maxcor):
     """Predictors of x (n, p) to keep for target y (n,), as mice's ``remove.lindep``. Returns
     keep (p,) bool.
@@ -32,10 +31,36 @@ def lindep_keep(x, y, eps, maxcor):
     in the same arithmetic order as a plain implementation, and the eigenvalue decisions are those
     of exact eigenvalues of a matrix within a few ulps (as numpy's eigh), so only ties at rounding
     level could be decided differently."""
+    keep, idx, corr, live_flag, done = _lindep_start(x, y, eps, maxcor)
+    if done:
+        return keep
+    # the eigenvalue rule; should LAPACK's bisection or inverse iteration fail, a round by a full
+    # eigen-decomposition here, outside Numba (compiling np.linalg.eigh into the kernel for this
+    # fallback cost ~2 CPU s of every cold mice; issue 16)
+    bound = -1.0
+    while True:
+        fallback, bound = _lindep_eigen_drops(corr, live_flag, eps, bound)
+        if not fallback:
+            break
+        live = np.flatnonzero(live_flag)
+        drop = _lindep_drop_by_eigh(corr, live, eps)
+        if drop < 0:
+            break
+        live_flag[live[drop]] = False
+    keep[idx] = live_flag
+    return keep
+
+
+@numba.njit(cache=True, nogil=True)
+def _lindep_start(x, y, eps, maxcor):
+    """``lindep_keep`` up to the eigenvalue rule: the variance and correlation filter, the
+    correlations of the kept predictors and the Cholesky pass. Returns (keep (p,), idx (k,) the
+    kept predictors, corr (k, k), live_flag (k,) those the Cholesky pass kept, done: keep is final)."""
     n, p = x.shape
     keep = np.zeros(p, dtype=np.bool_)
+    none = np.empty(0, dtype=np.int64)
     if n < 2:
-        return keep
+        return keep, none, np.empty((0, 0)), np.empty(0, dtype=np.bool_), True
     ym = 0.0
     for i in range(n):
         ym += y[i]
@@ -44,7 +69,7 @@ def lindep_keep(x, y, eps, maxcor):
     for i in range(n):
         yss += (y[i] - ym) ** 2
     if yss / (n - 1) < eps:
-        return keep
+        return keep, none, np.empty((0, 0)), np.empty(0, dtype=np.bool_), True
     means = np.zeros(p)
     nonzeros = np.zeros(p, dtype=np.int64)
     for i in range(n):
@@ -68,11 +93,18 @@ def lindep_keep(x, y, eps, maxcor):
             keep[j] = r < maxcor
     if p == 1:
         keep[0] = True  # as mice
-        return keep
-    idx = np.flatnonzero(keep)
-    k = idx.shape[0]
+        return keep, none, np.empty((0, 0)), np.empty(0, dtype=np.bool_), True
+    k = 0
+    for j in range(p):
+        k += keep[j]
+    idx = np.empty(k, dtype=np.int64)  # np.flatnonzero(keep)
+    k = 0
+    for j in range(p):
+        if keep[j]:
+            idx[k] = j
+            k += 1
     if k < 2:
-        return keep
+        return keep, idx, np.empty((0, 0)), np.empty(0, dtype=np.bool_), True
     corr = _lindep_correlations(x, idx, means, ss, nonzeros)
     # exact (numerical) dependencies first: Cholesky in column order, skipping any column whose
     # residual variance given the kept earlier ones is below 1e-8. Dropping a member of an exact
@@ -85,10 +117,7 @@ def lindep_keep(x, y, eps, maxcor):
     # the eigenvalue rule below still checks the rest).
     lam_max = _lindep_power_lambda_max(corr)
     live_flag = _lindep_cholesky_pass(corr, max(1e-8, eps * lam_max))
-    _lindep_eigen_drops(corr, live_flag, eps)
-    for a in range(k):
-        keep[idx[a]] = live_flag[a]
-    return keep
+    return keep, idx, corr, live_flag, False
 
 
 @numba.njit(cache=True, nogil=True)
@@ -162,7 +191,11 @@ def _lindep_power_lambda_max(corr):
     """Largest eigenvalue of corr (k, k), roughly: Rayleigh quotient of at most 30 power
     iterations from the constant vector, stopped at a relative change below 1e-3 (a lower bound)."""
     k = corr.shape[0]
-    vec = np.ones(k) / np.sqrt(k)
+    # loops rather than array expressions and np.sum (the same sequential sums, fewer Numba
+    # implementations to compile)
+    vec = np.empty(k)
+    for a in range(k):
+        vec[a] = 1.0 / np.sqrt(k)
     lam_max = 1.0
     for _ in range(30):
         # w = corr vec as a sum of rows (corr is symmetric): contiguous, vectorised loops; explicit
@@ -172,11 +205,17 @@ def _lindep_power_lambda_max(corr):
             vb = vec[b]
             for a in range(k):
                 w_vec[a] += corr[b, a] * vb
-        norm = np.sqrt(np.sum(w_vec * w_vec))
+        ss = 0.0
+        for a in range(k):
+            ss += w_vec[a] * w_vec[a]
+        norm = np.sqrt(ss)
         if norm == 0.0:
             break
-        new_lam = np.sum(vec * w_vec)
-        vec = w_vec / norm
+        new_lam = 0.0
+        for a in range(k):
+            new_lam += vec[a] * w_vec[a]
+        for a in range(k):
+            vec[a] = w_vec[a] / norm
         if abs(new_lam - lam_max) < 1e-3 * new_lam:
             lam_max = new_lam
             break
@@ -214,7 +253,7 @@ def _lindep_cholesky_pass(corr, drop_below):
 
 
 @numba.njit(cache=True, nogil=True)
-def _lindep_eigen_drops(corr, live_flag, eps):
+def _lindep_eigen_drops(corr, live_flag, eps, lam_max_bound):
     """mice's eigenvalue rule on the principal submatrix of corr (k, k) over live_flag (k,), which
     it updates: while lambda_min / lambda_max < eps, the column with the largest |component| of the
     eigenvector of lambda_min is dropped.
@@ -225,11 +264,22 @@ def _lindep_eigen_drops(corr, live_flag, eps):
     eigenvector by inverse iteration on T (the steps of LAPACK's dsyevx). After a drop, lambda_max
     of the smaller matrix is at most the previous one (Cauchy interlacing), so a Cholesky
     factorisation of A - eps * (previous bound) I that succeeds proves the ratio is now >= eps
-    without a reduction; the usual last round costs a third of one."""
-    live = np.flatnonzero(live_flag)
-    m0 = live.shape[0]
+    without a reduction; the usual last round costs a third of one.
+
+    lam_max_bound: an upper bound on lambda_max of the current matrix, once known (-1.0: not yet).
+    Returns (fallback, lam_max_bound): fallback True when a round needs the full
+    eigen-decomposition (LAPACK reported a failure, or non-finite correlations): the caller does
+    that round (``_lindep_drop_by_eigh``) and calls again with the bound returned."""
+    m0 = 0
+    for a in range(live_flag.shape[0]):
+        m0 += live_flag[a]
+    live = np.empty(m0, dtype=np.int64)  # np.flatnonzero(live_flag)
+    m0 = 0
+    for a in range(live_flag.shape[0]):
+        if live_flag[a]:
+            live[m0] = a
+            m0 += 1
     buf = np.empty(m0 * m0)
-    lam_max_bound = -1.0  # an upper bound on lambda_max of the current matrix, once known
     while live.shape[0] > 1:
         m = live.shape[0]
         if lam_max_bound > 0.0:
@@ -244,25 +294,32 @@ def _lindep_eigen_drops(corr, live_flag, eps):
             for b in range(m):
                 buf[a * m + b] = corr[live[a], live[b]]
         d, e, tau, info = tridiagonalize(buf, m)
-        if info != 0 or not np.all(np.isfinite(d)) or not np.all(np.isfinite(e[:m - 1])):
+        finite = info == 0
+        for a in range(m):
+            finite = finite and np.isfinite(d[a]) and (a == m - 1 or np.isfinite(e[a]))
+        if not finite:
             # (non-finite correlations, from overflowing data: eigh raises, as numpy's does)
-            drop = _lindep_drop_by_eigh(corr, live, eps)
-        else:
-            below, lam_max_bound = _lindep_ratio_below(d, e, eps)
-            if not below:
-                break
-            lam_min, iblock, isplit, info_min = tridiagonal_eigenvalue(d, e, 1)
-            z, info_vec = tridiagonal_eigenvector(d, e, lam_min, iblock, isplit)
-            vec, info_q = apply_q(buf, tau, z)
-            if info_min != 0 or info_vec != 0 or info_q != 0:
-                drop = _lindep_drop_by_eigh(corr, live, eps)
-            else:
-                drop = np.argmax(np.abs(vec))
-        if drop < 0:
+            return True, lam_max_bound
+        below, lam_max_bound = _lindep_ratio_below(d, e, eps)
+        if not below:
             break
+        lam_min, iblock, isplit, info_min = tridiagonal_eigenvalue(d, e, 1)
+        z, info_vec = tridiagonal_eigenvector(d, e, lam_min, iblock, isplit)
+        vec, info_q = apply_q(buf, tau, z)
+        if info_min != 0 or info_vec != 0 or info_q != 0:
+            return True, lam_max_bound
+        drop = 0  # np.argmax(np.abs(vec)): the first largest, or the first NaN
+        for a in range(m):
+            if np.isnan(vec[a]):
+                drop = a
+                break
+            if abs(vec[a]) > abs(vec[drop]):
+                drop = a
         live_flag[live[drop]] = False
-        live = np.concatenate((live[:drop], live[drop + 1:]))
-    return live_flag
+        for a in range(drop, m - 1):  # live without its entry drop
+            live[a] = live[a + 1]
+        live = live[:m - 1]
+    return False, lam_max_bound
 
 
 @numba.njit(cache=True, nogil=True)
@@ -309,16 +366,14 @@ def _lindep_ratio_below(d, e, eps):
             lo = mid
 
 
-@numba.njit(cache=True, nogil=True)
 def _lindep_drop_by_eigh(corr, live, eps):
     """One round of the eigenvalue rule by a full eigen-decomposition (fallback should LAPACK's
-    bisection or inverse iteration report a failure): position in live to drop, or -1."""
-    m = live.shape[0]
-    sub = np.empty((m, m))
-    for a in range(m):
-        for b in range(m):
-            sub[a, b] = corr[live[a], live[b]]
+    bisection or inverse iteration report a failure): position in live (m,) to drop, or -1.
+    Raises LinAlgError on non-finite correlations (as numpy's eigh)."""
+    sub = corr[np.ix_(live, live)]
+    if not np.isfinite(sub).all():
+        raise np.linalg.LinAlgError("Array must not contain infs or NaNs")
     evals, evecs = np.linalg.eigh(sub)
     if evals[0] / evals[-1] >= eps:
         return -1
-    return np.argmax(np.abs(evecs[:, 0]))
+    return int(np.argmax(np.abs(evecs[:, 0])))

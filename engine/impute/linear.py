@@ -51,9 +51,15 @@ def bayes_linear_draw_given_cholesky(x_obs, y_obs, chol, z, chisq):
 
 # --------------------------------------------------------------------------------------------
 # Predictive mean matching: sort once, binary search, k nearest with random tie-breaking
+#
+# The sort is NumPy's (outside Numba) and the search a plain loop, rather than
+# np.argsort(kind="mergesort") and np.searchsorted inside the kernel: Numba's implementations of
+# those two (a generic merge sort with its comparison functions, the searchsorted variants) cost
+# ~2 CPU s to compile in every fresh environment, more than the rest of pmm_match (issue 16). A
+# stable sort's permutation is unique and the search returns the same position, so the donors
+# are the same.
 
 
-@numba.njit(cache=True, nogil=True)
 def pmm_match(yhat_obs, yhat_mis, donors, u_pick, u_tie):
     """Donor (index into the observed cases) for every case to impute.
 
@@ -65,14 +71,29 @@ def pmm_match(yhat_obs, yhat_mis, donors, u_pick, u_tie):
     one stable sort of yhat_obs, a binary search and a local expansion per target.
     Shapes: yhat_obs (n_obs,), yhat_mis (n_mis,), u_pick, u_tie (n_mis,) uniforms in [0, 1).
     """
-    n_obs = yhat_obs.shape[0]
+    order = np.argsort(yhat_obs, kind="stable")
+    return _pmm_match_sorted(yhat_obs[order], order, yhat_mis, donors, u_pick, u_tie)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pmm_match_sorted(sorted_vals, order, yhat_mis, donors, u_pick, u_tie):
+    """``pmm_match`` given order = np.argsort(yhat_obs, kind="stable") and sorted_vals =
+    yhat_obs[order] (n_obs,)."""
+    n_obs = sorted_vals.shape[0]
     k = min(donors, n_obs)
-    order = np.argsort(yhat_obs, kind="mergesort")
-    sorted_vals = yhat_obs[order]
     out = np.empty(yhat_mis.shape[0], dtype=np.int64)
     for i in range(yhat_mis.shape[0]):
         t = yhat_mis[i]
-        hi = np.searchsorted(sorted_vals, t)
+        # hi = np.searchsorted(sorted_vals, t): the first position not before t (NaN last)
+        lo = 0
+        hi = n_obs
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            v = sorted_vals[mid]
+            if v < t or (t != t and v == v):
+                lo = mid + 1
+            else:
+                hi = mid
         lo = hi - 1
         d_k = 0.0
         for _ in range(k):  # take the k nearest by merging outward from t
