@@ -416,97 +416,98 @@ def _fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
 
 
 @numba.njit(cache=True)
-def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
-    """Projected BFGS on the profiled criterion under the lower bounds (finite-difference
-    gradients, Armijo backtracking along the projected path), all in compiled code so that a
-    small model's fit costs a few milliseconds. The first step is at most 1 long (theta is on
-    the scale of relative standard deviations), so that it cannot jump onto a bound far away.
-    Returns (theta, criterion, evaluations)."""
-    k = x0.shape[0]
-    x = x0.copy()
-    for i in range(k):
-        x[i] = max(x[i], lower[i])
-    fx = profiled_criterion(x, mo, cb, lay, n, reml)
-    nfev = 1
-    g = _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
-    nfev += 2 * k
-    H = np.eye(k)
+def fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
+    """The profiled criterion's finite-difference gradient at x (criterion ``fx`` there):
+    ``_fd_gradient``'s central differences, for ``minimize_bounded``'s small models."""
+    return _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
+
+
+def minimize_bounded(fun, grad, x0, lower, h0=None, max_eval=80, tol=1e-9, first_step=np.inf):
+    """Minimise a smooth function under lower bounds: lmer's one quasi-Newton optimiser.
+
+    BFGS on the Hessian B (Nocedal & Wright 2006, "Numerical Optimization", eq. 6.19, with
+    Powell's damping, eq. 18.16); a coordinate on its bound whose gradient points outward is held
+    there (projected Newton, Bertsekas 1982); Armijo backtracking along the projected path with a
+    safeguarded quadratic interpolation. ``h0`` given: B starts at diag(h0), so that the first
+    step is a (diagonal) Newton step (the large crossed path, from the moment curvature). ``h0``
+    None: B starts at I and is rescaled to (y'y / s'y) I after the first step (N&W eq. 6.20), and
+    the first step is at most ``first_step`` long (theta is on the scale of relative standard
+    deviations: a long first step could land on a bound far away). Stops when the predicted
+    remaining decrease 0.5 g'B^{-1}g over the free coordinates is below ``tol`` (absolute), when
+    the step is below 1e-10, or when the line search fails (finite-difference gradients meet the
+    decrease test only roughly; ``newton_polish`` follows them).
+
+    ``fun(x)`` -> f (inf where undefined); ``grad(x, f)`` -> the gradient (k,) at an accepted x,
+    f = fun(x): exact (``_criterion_and_gradient``) or ``fd_gradient``. ``max_eval`` bounds the
+    calls of ``fun``. Returns (x, f, converged)."""
+    k = len(x0)
+    x = np.maximum(np.asarray(x0, dtype=float), lower)
+    f = fun(x)
+    nev = 1
+    if not np.isfinite(f):
+        return x, f, False
+    g = grad(x, f)
+    rescale = h0 is None
+    B = np.eye(k) if rescale else np.diag(np.maximum(np.asarray(h0, dtype=float), 1e-8))
     first = True
-    for it in range(maxit):
-        free = np.ones(k, dtype=np.bool_)
-        for i in range(k):
-            if x[i] <= lower[i] and g[i] > 0.0:
-                free[i] = False
+    while nev < max_eval:
+        free = ~((x <= lower) & (g > 0.0))
+        if not free.any():
+            return x, f, True
+        Bf = B[np.ix_(free, free)]
         d = np.zeros(k)
-        for i in range(k):
-            if free[i]:
-                s = 0.0
-                for j in range(k):
-                    if free[j]:
-                        s -= H[i, j] * g[j]
-                d[i] = s
-        gd = 0.0
-        for i in range(k):
-            gd += g[i] * d[i]
-        if not gd < 0.0:
-            for i in range(k):
-                d[i] = -g[i] if free[i] else 0.0
-            gd = 0.0
-            for i in range(k):
-                gd += g[i] * d[i]
-        dn = np.sqrt(np.sum(d * d))
-        if dn == 0.0:
-            break
-        if first and dn > 1.0:
-            d = d / dn
-            gd = gd / dn
+        d[free] = -np.linalg.solve(Bf, g[free])
+        if 0.5 * float(-g[free] @ d[free]) < tol:
+            return x, f, True
+        if first:
+            dn = float(np.sqrt(d @ d))
+            if dn > first_step:
+                d = d * (first_step / dn)
         t = 1.0
         accepted = False
-        xn = x.copy()
-        fn = fx
-        for _ls in range(40):
-            for i in range(k):
-                xn[i] = max(x[i] + t * d[i], lower[i])
-            fn = profiled_criterion(xn, mo, cb, lay, n, reml)
-            nfev += 1
-            dec = 0.0
-            for i in range(k):
-                dec += g[i] * (xn[i] - x[i])
-            if fn <= fx + 1e-4 * dec:
+        while nev < max_eval:
+            xn = np.maximum(x + t * d, lower)
+            fn = fun(xn)
+            nev += 1
+            if np.isfinite(fn) and fn <= f + 1e-4 * float(g @ (xn - x)):
                 accepted = True
                 break
-            t *= 0.5
+            # quadratic interpolation along the step (safeguarded to [0.1, 0.5] of it)
+            slope = float(g @ (xn - x)) / t
+            if np.isfinite(fn) and slope < 0.0:
+                tq = -slope * t * t / (2.0 * (fn - f - slope * t))
+                t = min(max(tq, 0.1 * t), 0.5 * t)
+            else:
+                t *= 0.25
         if not accepted:
-            break
-        gn = _fd_gradient(xn, fn, lower, mo, cb, lay, n, reml)
-        nfev += 2 * k
+            return x, f, False
+        gn = grad(xn, fn)
         s = xn - x
         y = gn - g
-        sy = np.sum(s * y)
-        if first and sy > 0.0:
-            H = np.eye(k) * (sy / np.sum(y * y))
+        if first and rescale:
+            sy = float(s @ y)
+            if sy > 0.0:
+                B = np.eye(k) * (float(y @ y) / sy)
         first = False
-        if sy > 1e-14:
-            Hy = H @ y
-            yHy = np.sum(y * Hy)
-            H = H + ((sy + yHy) / (sy * sy)) * np.outer(s, s) - (np.outer(Hy, s) + np.outer(s, Hy)) / sy
-        df = fx - fn
-        x = xn
-        fx = fn
-        g = gn
-        pg = 0.0
-        for i in range(k):
-            if not (x[i] <= lower[i] and g[i] > 0.0):
-                pg = max(pg, abs(g[i]))
-        if pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9):
-            break
-    return x, fx, nfev
+        Bs = B @ s
+        sBs = float(s @ Bs)
+        sy = float(s @ y)
+        if sBs > 0.0:
+            if sy < 0.2 * sBs:  # Powell's damping keeps B positive definite
+                phi = 0.8 * sBs / (sBs - sy)
+                y = phi * y + (1.0 - phi) * Bs
+                sy = float(s @ y)
+            B = B - np.outer(Bs, Bs) / sBs + np.outer(y, y) / sy
+        x, f, g = xn, fn, gn
+        if np.max(np.abs(s)) < 1e-10:
+            return x, f, True
+    return x, f, False
 
 
 @numba.njit(cache=True)
 def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
     """Newton steps on the free coordinates with a central-difference Hessian (h = 1e-4 *
-    max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its gradient test
+    max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its decrease test
     only roughly, the criterion is smooth in theta, so a Newton step or two takes theta to the
     optimum to ~1e-8. A coordinate on its bound whose slope away from it is upward stays there.
     A step is taken if it lowers the criterion, or if it is short (< 1e-4) and changes it only
