@@ -56,8 +56,8 @@ from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
-                                 fd_gradient, forward_solve, leading_and_schur, minimize_bounded, newton_polish, profiled_criterion,
-                                 scaled_cross, schur_update, with_column_index)
+                                 fd_gradient, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
+                                 profiled_criterion, scaled_cross, schur_update, with_column_index)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -601,7 +601,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta under lme4's bounds: projected BFGS
     (``lmer_kernels.minimize_bounded``) on compiled finite-difference gradients from lme4's start,
     then ``newton_polish``; for a large dense trailing block, the same BFGS on the exact gradient
-    from the moment start (scalar terms) or COBYQA from lme4's start (others). ``theta0`` (a refit's start) replaces either start.
+    from the moment start (scalar terms) or COBYQA from lme4's start (others). ``theta0`` (a
+    refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
     start_default = theta0 is None
     if start_default:
@@ -642,7 +643,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
 
         def fun_exact(th):  # the gradient comes with the criterion: kept for grad_exact
             nfev[0] += 1
-            f, last_gradient[0] = _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml, keep=True)
+            f, last_gradient[0] = _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml,
+                                                          keep=True)
             return f
 
         def grad_exact(th, f):  # minimize_bounded asks for it at the point it has just evaluated
