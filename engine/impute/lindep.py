@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+from .._linalg import mean_and_sum_sq
 from .._lapack import (apply_q, cholesky_info, tridiagonal_count_below, tridiagonal_eigenvalue,
                       tridiagonal_eigenvector, tridiagonalize)
 
@@ -36,13 +37,7 @@ def lindep_keep(x, y, eps, maxcor):
     keep = np.zeros(p, dtype=np.bool_)
     if n < 2:
         return keep
-    ym = 0.0
-    for i in range(n):
-        ym += y[i]
-    ym /= n
-    yss = 0.0
-    for i in range(n):
-        yss += (y[i] - ym) ** 2
+    ym, yss = mean_and_sum_sq(y)
     if yss / (n - 1) < eps:
         return keep
     means = np.zeros(p)
