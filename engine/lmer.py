@@ -651,7 +651,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             return last_gradient[0]
 
         def run(start):
-            x, fx, _conv = minimize_bounded(fun_exact, grad_exact, start, lower, h0)
+            x, fx, _conv = minimize_bounded(fun_exact, grad_exact, start, lower, h0, maxit=80, tol=1e-9)
             return np.maximum(x, lower), float(fx)
     else:
         def grad_fd(th, f):
@@ -659,8 +659,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             return fd_gradient(th, f, lo, stats.moments, stats.cross, stats.layout, stats.n, reml)
 
         def run(start):
-            x, fx, _conv = minimize_bounded(fun, grad_fd, np.asarray(start, dtype=float), lo, max_eval=500,
-                                            first_step=1.0)
+            x, fx, _conv = minimize_bounded(fun, grad_fd, np.asarray(start, dtype=float), lo)
             return x, fx
 
     x, fx = run(theta0)

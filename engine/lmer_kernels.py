@@ -418,90 +418,136 @@ def _fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
 @numba.njit(cache=True)
 def fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
     """The profiled criterion's finite-difference gradient at x (criterion ``fx`` there):
-    ``_fd_gradient``'s central differences, for ``minimize_bounded``'s small models."""
+    ``_fd_gradient``'s central differences, for ``minimize_bounded`` on small models."""
     return _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
 
 
-def minimize_bounded(fun, grad, x0, lower, h0=None, max_eval=80, tol=1e-9, first_step=np.inf):
+@numba.njit(cache=True)
+def _bfgs_direction(H, g, x, lower, cap):
+    """The projected quasi-Newton direction d = -H g over the free coordinates (a coordinate on its
+    bound whose gradient points outward is held), steepest descent where that is not downhill, at
+    most ``cap`` long. Returns (d, g'd, |d| before the cap)."""
+    k = x.shape[0]
+    free = np.ones(k, dtype=np.bool_)
+    for i in range(k):
+        if x[i] <= lower[i] and g[i] > 0.0:
+            free[i] = False
+    d = np.zeros(k)
+    for i in range(k):
+        if free[i]:
+            s = 0.0
+            for j in range(k):
+                if free[j]:
+                    s -= H[i, j] * g[j]
+            d[i] = s
+    gd = 0.0
+    for i in range(k):
+        gd += g[i] * d[i]
+    if not gd < 0.0:
+        for i in range(k):
+            d[i] = -g[i] if free[i] else 0.0
+        gd = 0.0
+        for i in range(k):
+            gd += g[i] * d[i]
+    dn = np.sqrt(np.sum(d * d))
+    if dn > cap:
+        d = d / dn
+        gd = gd / dn
+    return d, gd, dn
+
+
+@numba.njit(cache=True)
+def _projected_trial(x, d, t, lower, g):
+    """The trial point max(x + t d, lower) and g'(trial - x) (Armijo's predicted decrease)."""
+    k = x.shape[0]
+    xn = x.copy()
+    for i in range(k):
+        xn[i] = max(x[i] + t * d[i], lower[i])
+    dec = 0.0
+    for i in range(k):
+        dec += g[i] * (xn[i] - x[i])
+    return xn, dec
+
+
+@numba.njit(cache=True)
+def _bfgs_update(H, x, xn, g, gn, rescale):
+    """BFGS update of the inverse Hessian H (Nocedal & Wright 2006, eq. 6.17) for the step
+    s = xn - x, y = gn - g, skipped where s'y <= 1e-14; with ``rescale`` (the first step from
+    H = I), H is first set to (s'y / y'y) I (eq. 6.20). Returns (H, s)."""
+    k = x.shape[0]
+    s = xn - x
+    y = gn - g
+    sy = np.sum(s * y)
+    if rescale and sy > 0.0:
+        H = np.eye(k) * (sy / np.sum(y * y))
+    if sy > 1e-14:
+        Hy = H @ y
+        yHy = np.sum(y * Hy)
+        H = H + ((sy + yHy) / (sy * sy)) * np.outer(s, s) - (np.outer(Hy, s) + np.outer(s, Hy)) / sy
+    return H, s
+
+
+@numba.njit(cache=True)
+def _bfgs_converged(x, g, lower, s, df, fx):
+    """The projected gradient's largest entry below 1e-6, or a decrease below 1e-12 (1 + |f|)
+    with a step below 1e-9."""
+    k = x.shape[0]
+    pg = 0.0
+    for i in range(k):
+        if not (x[i] <= lower[i] and g[i] > 0.0):
+            pg = max(pg, abs(g[i]))
+    return pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9)
+
+
+def minimize_bounded(fun, grad, x0, lower, h0=None, maxit=500, tol=0.0):
     """Minimise a smooth function under lower bounds: lmer's one quasi-Newton optimiser.
 
-    BFGS on the Hessian B (Nocedal & Wright 2006, "Numerical Optimization", eq. 6.19, with
-    Powell's damping, eq. 18.16); a coordinate on its bound whose gradient points outward is held
-    there (projected Newton, Bertsekas 1982); Armijo backtracking along the projected path with a
-    safeguarded quadratic interpolation. ``h0`` given: B starts at diag(h0), so that the first
-    step is a (diagonal) Newton step (the large crossed path, from the moment curvature). ``h0``
-    None: B starts at I and is rescaled to (y'y / s'y) I after the first step (N&W eq. 6.20), and
-    the first step is at most ``first_step`` long (theta is on the scale of relative standard
-    deviations: a long first step could land on a bound far away). Stops when the predicted
-    remaining decrease 0.5 g'B^{-1}g over the free coordinates is below ``tol`` (absolute), when
-    the step is below 1e-10, or when the line search fails (finite-difference gradients meet the
-    decrease test only roughly; ``newton_polish`` follows them).
+    Projected BFGS on the inverse Hessian H (Nocedal & Wright 2006, "Numerical Optimization",
+    sec. 6.1): a coordinate on its bound whose gradient points outward is held there (projected
+    Newton, Bertsekas 1982), Armijo backtracking (halving, up to 40 times) along the projected
+    path. ``h0`` None (small models, finite-difference gradients): H starts at I, the first step
+    is at most 1 long (theta is on the scale of relative standard deviations: a long first step
+    could land on a bound far away), then H is rescaled by eq. 6.20. ``h0`` given (the large
+    crossed path, exact gradients): H starts at diag(1 / h0), so that the first step is a
+    (diagonal) Newton step. Stops on ``_bfgs_converged``, when the predicted remaining decrease
+    g'Hg / 2 over the free coordinates is below ``tol`` (absolute; for exact gradients, where
+    1e-9 is far below the criterion's own tolerance of 1e-6), on a failed line search, or after
+    ``maxit`` iterations. The algebra is compiled (``_bfgs_direction``, ``_projected_trial``,
+    ``_bfgs_update``); only the calls of the function are made from Python.
 
-    ``fun(x)`` -> f (inf where undefined); ``grad(x, f)`` -> the gradient (k,) at an accepted x,
-    f = fun(x): exact (``_criterion_and_gradient``) or ``fd_gradient``. ``max_eval`` bounds the
-    calls of ``fun``. Returns (x, f, converged)."""
-    k = len(x0)
-    x = np.maximum(np.asarray(x0, dtype=float), lower)
-    f = fun(x)
-    nev = 1
-    if not np.isfinite(f):
-        return x, f, False
-    g = grad(x, f)
+    ``fun(x)`` -> f (inf where undefined); ``grad(x, f)`` -> the gradient (k,) at a point just
+    evaluated, f = fun(x): exact (``engine.lmer._criterion_and_gradient``) or ``fd_gradient``.
+    Returns (x, f, converged)."""
+    x = np.maximum(np.asarray(x0, dtype=np.float64), lower)
+    fx = fun(x)
+    g = grad(x, fx)
+    k = x.shape[0]
     rescale = h0 is None
-    B = np.eye(k) if rescale else np.diag(np.maximum(np.asarray(h0, dtype=float), 1e-8))
+    H = np.eye(k) if rescale else np.diag(1.0 / np.maximum(np.asarray(h0, dtype=np.float64), 1e-8))
     first = True
-    while nev < max_eval:
-        free = ~((x <= lower) & (g > 0.0))
-        if not free.any():
-            return x, f, True
-        Bf = B[np.ix_(free, free)]
-        d = np.zeros(k)
-        d[free] = -np.linalg.solve(Bf, g[free])
-        if 0.5 * float(-g[free] @ d[free]) < tol:
-            return x, f, True
-        if first:
-            dn = float(np.sqrt(d @ d))
-            if dn > first_step:
-                d = d * (first_step / dn)
+    for _it in range(maxit):
+        d, gd, dn = _bfgs_direction(H, g, x, lower, 1.0 if first and rescale else np.inf)
+        if dn == 0.0 or -0.5 * gd < tol:  # tol: the predicted remaining decrease g'H g / 2 is small
+            return x, fx, True
         t = 1.0
         accepted = False
-        while nev < max_eval:
-            xn = np.maximum(x + t * d, lower)
+        for _ls in range(40):
+            xn, dec = _projected_trial(x, d, t, lower, g)
             fn = fun(xn)
-            nev += 1
-            if np.isfinite(fn) and fn <= f + 1e-4 * float(g @ (xn - x)):
+            if fn <= fx + 1e-4 * dec:
                 accepted = True
                 break
-            # quadratic interpolation along the step (safeguarded to [0.1, 0.5] of it)
-            slope = float(g @ (xn - x)) / t
-            if np.isfinite(fn) and slope < 0.0:
-                tq = -slope * t * t / (2.0 * (fn - f - slope * t))
-                t = min(max(tq, 0.1 * t), 0.5 * t)
-            else:
-                t *= 0.25
+            t *= 0.5
         if not accepted:
-            return x, f, False
+            return x, fx, False
         gn = grad(xn, fn)
-        s = xn - x
-        y = gn - g
-        if first and rescale:
-            sy = float(s @ y)
-            if sy > 0.0:
-                B = np.eye(k) * (float(y @ y) / sy)
+        H, s = _bfgs_update(H, x, xn, g, gn, first and rescale)
         first = False
-        Bs = B @ s
-        sBs = float(s @ Bs)
-        sy = float(s @ y)
-        if sBs > 0.0:
-            if sy < 0.2 * sBs:  # Powell's damping keeps B positive definite
-                phi = 0.8 * sBs / (sBs - sy)
-                y = phi * y + (1.0 - phi) * Bs
-                sy = float(s @ y)
-            B = B - np.outer(Bs, Bs) / sBs + np.outer(y, y) / sy
-        x, f, g = xn, fn, gn
-        if np.max(np.abs(s)) < 1e-10:
-            return x, f, True
-    return x, f, False
+        df = fx - fn
+        x, fx, g = xn, fn, gn
+        if _bfgs_converged(x, g, lower, s, df, fx):
+            return x, fx, True
+    return x, fx, False
 
 
 @numba.njit(cache=True)

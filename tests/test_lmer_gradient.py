@@ -98,7 +98,7 @@ def test_minimize_bounded_on_a_bounded_quadratic():
         return A @ x + c
 
     # from diag(h0) (the crossed path's start) and from I with a capped first step (small models')
-    for opts in ({"h0": np.array([1.0, 1.0])}, {"first_step": 1.0}):
+    for opts in ({"h0": np.array([1.0, 1.0])}, {}):
         x, fx, ok = minimize_bounded(f, g, np.array([5.0, 5.0]), np.array([-np.inf, 0.0]), **opts)
         assert ok
         np.testing.assert_allclose(x, [0.75, 0.0], atol=1e-6)  # x[1] = 0: 2 x0^2 - 3 x0 is least at 3/4
