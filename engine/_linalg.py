@@ -1,7 +1,7 @@
 """Small dense linear algebra shared by the kernels (p <= a few hundred), and BLAS thread control.
 
 Cholesky with a failure flag, triangular solves, cross-products that skip the zero entries of
-dummy-heavy designs, a CSR view of a design, and a context manager that runs OpenBLAS single-threaded.
+dummy-heavy designs, a vector's mean and sum of squares, a CSR view of a design, and a context manager that runs OpenBLAS single-threaded.
 Plain Numba functions over arrays (shapes in each docstring); one home for these helpers, so that
 a sampler, an imputation method and a fit never write their own.
 """
@@ -126,6 +126,21 @@ def solve_upper_t(chol, b):
             s -= chol[k, i] * x[k]
         x[i] = s / chol[i, i]
     return x
+
+
+@numba.njit(cache=True, nogil=True)
+def mean_and_sum_sq(v):
+    """(mean, sum of squared deviations from it) of a vector v (n,), n >= 1: two passes in index
+    order, as R's ``var`` (ss / (n - 1)) computes them."""
+    n = v.shape[0]
+    mean = 0.0
+    for i in range(n):
+        mean += v[i]
+    mean /= n
+    ss = 0.0
+    for i in range(n):
+        ss += (v[i] - mean) ** 2
+    return mean, ss
 
 
 @numba.njit(cache=True, nogil=True)

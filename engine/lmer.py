@@ -57,8 +57,8 @@ from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
-                                 forward_solve, leading_and_schur, minimize_bounded, newton_polish, profiled_criterion,
-                                 scaled_cross, schur_update, with_column_index)
+                                 fd_gradient, forward_solve, leading_and_schur, minimize_bounded, newton_polish,
+                                 profiled_criterion, scaled_cross, schur_update, with_column_index)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -588,7 +588,7 @@ def _moment_curvature(est: _MomentEstimates, theta: np.ndarray) -> np.ndarray:
     sampling variance (Searle et al. 1992, sec. 3.6: var(sigma_b^2) ~ (2 / n0^2) (MSB^2 / (J - 1)
     + MSW^2 / (N - J)), MSB = sigma^2 (1 + n0 theta^2)): the criterion is -2 log L, so its
     curvature is 2 / var(theta) = 4 theta^2 n0^2 / ((1 + n0 theta^2)^2 / (J - 1) + 1 / (N - J)).
-    It scales the quasi-Newton start (``_bfgs_bounded``); within a factor ~1.5 of InstEval's
+    It scales the quasi-Newton start (``lmer_kernels.minimize_bounded``'s h0); within a factor ~1.5 of InstEval's
     (crossing correlates the terms, which BFGS learns). theta is floored at 0.1 (at 0 the
     criterion is flat to first order in theta)."""
     J = est.levels
@@ -598,73 +598,12 @@ def _moment_curvature(est: _MomentEstimates, theta: np.ndarray) -> np.ndarray:
                                       + 1.0 / max(est.n - J.max(), 1))
 
 
-def _bfgs_bounded(fun_grad, x0, lower, h0, max_eval=80, tol=1e-9):
-    """Minimise a smooth function with an exact gradient under lower bounds: BFGS on the
-    Hessian B (Nocedal & Wright 2006, "Numerical Optimization", eq. 6.19, with Powell's damping,
-    eq. 18.16), started at diag(h0), so that the first step is a (diagonal) Newton step; a
-    coordinate on its bound whose gradient points outward is held there (projected Newton,
-    Bertsekas 1982); Armijo backtracking along the projected path. Stops when the predicted
-    remaining decrease 0.5 g'B^{-1}g over the free coordinates is below ``tol`` (absolute; with
-    exact gradients this is far below the criterion's own tolerance of 1e-6), or the step is
-    below 1e-10. For the large crossed path, where each evaluation is a dense Cholesky of the
-    trailing block and the few parameters make the K x K algebra free.
-    Returns (x, f, converged)."""
-    k = len(x0)
-    x = np.maximum(np.asarray(x0, dtype=float), lower)
-    f, g = fun_grad(x)
-    nev = 1
-    B = np.diag(np.maximum(np.asarray(h0, dtype=float), 1e-8))
-    if not np.isfinite(f):
-        return x, f, False
-    while nev < max_eval:
-        free = ~((x <= lower) & (g > 0.0))
-        if not free.any():
-            return x, f, True
-        Bf = B[np.ix_(free, free)]
-        d = np.zeros(k)
-        d[free] = -np.linalg.solve(Bf, g[free])
-        if 0.5 * float(-g[free] @ d[free]) < tol:
-            return x, f, True
-        t = 1.0
-        accepted = False
-        while nev < max_eval:
-            xn = np.maximum(x + t * d, lower)
-            fn, gn = fun_grad(xn)
-            nev += 1
-            if np.isfinite(fn) and fn <= f + 1e-4 * float(g @ (xn - x)):
-                accepted = True
-                break
-            # quadratic interpolation along the step (safeguarded to [0.1, 0.5] of it)
-            slope = float(g @ (xn - x)) / t
-            if np.isfinite(fn) and slope < 0.0:
-                tq = -slope * t * t / (2.0 * (fn - f - slope * t))
-                t = min(max(tq, 0.1 * t), 0.5 * t)
-            else:
-                t *= 0.25
-        if not accepted:
-            return x, f, False
-        s = xn - x
-        y = gn - g
-        Bs = B @ s
-        sBs = float(s @ Bs)
-        sy = float(s @ y)
-        if sBs > 0.0:
-            if sy < 0.2 * sBs:  # Powell's damping keeps B positive definite
-                phi = 0.8 * sBs / (sBs - sy)
-                y = phi * y + (1.0 - phi) * Bs
-                sy = float(s @ y)
-            B = B - np.outer(Bs, Bs) / sBs + np.outer(y, y) / sy
-        x, f, g = xn, fn, gn
-        if np.max(np.abs(s)) < 1e-10:
-            return x, f, True
-    return x, f, False
-
-
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
-    """Minimise the profiled criterion over theta under lme4's bounds: compiled projected BFGS
-    (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish``; for a large
-    dense trailing block, BFGS on the exact gradient from the moment start (scalar terms)
-    or COBYQA from lme4's start (others). ``theta0`` (a refit's start) replaces either start.
+    """Minimise the profiled criterion over theta under lme4's bounds: projected BFGS
+    (``lmer_kernels.minimize_bounded``) on compiled finite-difference gradients from lme4's start,
+    then ``newton_polish``; for a large dense trailing block, the same BFGS on the exact gradient
+    from the moment start (scalar terms) or COBYQA from lme4's start (others). ``theta0`` (a
+    refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
     start_default = theta0 is None
     if start_default:
@@ -701,18 +640,27 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             theta0 = _moment_start(est)
         h0 = _moment_curvature(est, theta0)
 
-        def fun_grad(th):
+        last_gradient = [None]
+
+        def fun_exact(th):  # the gradient comes with the criterion: kept for grad_exact
             nfev[0] += 1
-            return _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml, keep=True)
+            f, last_gradient[0] = _criterion_and_gradient(stats, np.asarray(th, dtype=float), reml,
+                                                          keep=True)
+            return f
+
+        def grad_exact(th, f):  # minimize_bounded asks for it at the point it has just evaluated
+            return last_gradient[0]
 
         def run(start):
-            x, fx, _conv = _bfgs_bounded(fun_grad, start, lower, h0)
+            x, fx, _conv = minimize_bounded(fun_exact, grad_exact, start, lower, h0, maxit=80, tol=1e-9)
             return np.maximum(x, lower), float(fx)
     else:
+        def grad_fd(th, f):
+            nfev[0] += 2 * len(th)
+            return fd_gradient(th, f, lo, stats.moments, stats.cross, stats.layout, stats.n, reml)
+
         def run(start):
-            x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross,
-                                        stats.layout, stats.n, reml, 500)
-            nfev[0] += k
+            x, fx, _conv = minimize_bounded(fun, grad_fd, np.asarray(start, dtype=float), lo)
             return x, fx
 
     x, fx = run(theta0)

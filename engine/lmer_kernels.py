@@ -416,97 +416,144 @@ def _fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
 
 
 @numba.njit(cache=True)
-def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
-    """Projected BFGS on the profiled criterion under the lower bounds (finite-difference
-    gradients, Armijo backtracking along the projected path), all in compiled code so that a
-    small model's fit costs a few milliseconds. The first step is at most 1 long (theta is on
-    the scale of relative standard deviations), so that it cannot jump onto a bound far away.
-    Returns (theta, criterion, evaluations)."""
-    k = x0.shape[0]
-    x = x0.copy()
+def fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
+    """The profiled criterion's finite-difference gradient at x (criterion ``fx`` there):
+    ``_fd_gradient``'s central differences, for ``minimize_bounded`` on small models."""
+    return _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
+
+
+@numba.njit(cache=True)
+def _bfgs_direction(H, g, x, lower, cap):
+    """The projected quasi-Newton direction d = -H g over the free coordinates (a coordinate on its
+    bound whose gradient points outward is held), steepest descent where that is not downhill, at
+    most ``cap`` long. Returns (d, g'd, |d| before the cap)."""
+    k = x.shape[0]
+    free = np.ones(k, dtype=np.bool_)
     for i in range(k):
-        x[i] = max(x[i], lower[i])
-    fx = profiled_criterion(x, mo, cb, lay, n, reml)
-    nfev = 1
-    g = _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
-    nfev += 2 * k
-    H = np.eye(k)
-    first = True
-    for it in range(maxit):
-        free = np.ones(k, dtype=np.bool_)
+        if x[i] <= lower[i] and g[i] > 0.0:
+            free[i] = False
+    d = np.zeros(k)
+    for i in range(k):
+        if free[i]:
+            s = 0.0
+            for j in range(k):
+                if free[j]:
+                    s -= H[i, j] * g[j]
+            d[i] = s
+    gd = 0.0
+    for i in range(k):
+        gd += g[i] * d[i]
+    if not gd < 0.0:
         for i in range(k):
-            if x[i] <= lower[i] and g[i] > 0.0:
-                free[i] = False
-        d = np.zeros(k)
-        for i in range(k):
-            if free[i]:
-                s = 0.0
-                for j in range(k):
-                    if free[j]:
-                        s -= H[i, j] * g[j]
-                d[i] = s
+            d[i] = -g[i] if free[i] else 0.0
         gd = 0.0
         for i in range(k):
             gd += g[i] * d[i]
-        if not gd < 0.0:
-            for i in range(k):
-                d[i] = -g[i] if free[i] else 0.0
-            gd = 0.0
-            for i in range(k):
-                gd += g[i] * d[i]
-        dn = np.sqrt(np.sum(d * d))
-        if dn == 0.0:
-            break
-        if first and dn > 1.0:
-            d = d / dn
-            gd = gd / dn
+    dn = np.sqrt(np.sum(d * d))
+    if dn > cap:
+        d = d / dn
+        gd = gd / dn
+    return d, gd, dn
+
+
+@numba.njit(cache=True)
+def _projected_trial(x, d, t, lower, g):
+    """The trial point max(x + t d, lower) and g'(trial - x) (Armijo's predicted decrease)."""
+    k = x.shape[0]
+    xn = x.copy()
+    for i in range(k):
+        xn[i] = max(x[i] + t * d[i], lower[i])
+    dec = 0.0
+    for i in range(k):
+        dec += g[i] * (xn[i] - x[i])
+    return xn, dec
+
+
+@numba.njit(cache=True)
+def _bfgs_update(H, x, xn, g, gn, rescale):
+    """BFGS update of the inverse Hessian H (Nocedal & Wright 2006, eq. 6.17) for the step
+    s = xn - x, y = gn - g, skipped where s'y <= 1e-14; with ``rescale`` (the first step from
+    H = I), H is first set to (s'y / y'y) I (eq. 6.20). Returns (H, s)."""
+    k = x.shape[0]
+    s = xn - x
+    y = gn - g
+    sy = np.sum(s * y)
+    if rescale and sy > 0.0:
+        H = np.eye(k) * (sy / np.sum(y * y))
+    if sy > 1e-14:
+        Hy = H @ y
+        yHy = np.sum(y * Hy)
+        H = H + ((sy + yHy) / (sy * sy)) * np.outer(s, s) - (np.outer(Hy, s) + np.outer(s, Hy)) / sy
+    return H, s
+
+
+@numba.njit(cache=True)
+def _bfgs_converged(x, g, lower, s, df, fx):
+    """The projected gradient's largest entry below 1e-6, or a decrease below 1e-12 (1 + |f|)
+    with a step below 1e-9."""
+    k = x.shape[0]
+    pg = 0.0
+    for i in range(k):
+        if not (x[i] <= lower[i] and g[i] > 0.0):
+            pg = max(pg, abs(g[i]))
+    return pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9)
+
+
+def minimize_bounded(fun, grad, x0, lower, h0=None, maxit=500, tol=0.0):
+    """Minimise a smooth function under lower bounds: lmer's one quasi-Newton optimiser.
+
+    Projected BFGS on the inverse Hessian H (Nocedal & Wright 2006, "Numerical Optimization",
+    sec. 6.1): a coordinate on its bound whose gradient points outward is held there (projected
+    Newton, Bertsekas 1982), Armijo backtracking (halving, up to 40 times) along the projected
+    path. ``h0`` None (small models, finite-difference gradients): H starts at I, the first step
+    is at most 1 long (theta is on the scale of relative standard deviations: a long first step
+    could land on a bound far away), then H is rescaled by eq. 6.20. ``h0`` given (the large
+    crossed path, exact gradients): H starts at diag(1 / h0), so that the first step is a
+    (diagonal) Newton step. Stops on ``_bfgs_converged``, when the predicted remaining decrease
+    g'Hg / 2 over the free coordinates is below ``tol`` (absolute; for exact gradients, where
+    1e-9 is far below the criterion's own tolerance of 1e-6), on a failed line search, or after
+    ``maxit`` iterations. The algebra is compiled (``_bfgs_direction``, ``_projected_trial``,
+    ``_bfgs_update``); only the calls of the function are made from Python.
+
+    ``fun(x)`` -> f (inf where undefined); ``grad(x, f)`` -> the gradient (k,) at a point just
+    evaluated, f = fun(x): exact (``engine.lmer._criterion_and_gradient``) or ``fd_gradient``.
+    Returns (x, f, converged)."""
+    x = np.maximum(np.asarray(x0, dtype=np.float64), lower)
+    fx = fun(x)
+    g = grad(x, fx)
+    k = x.shape[0]
+    rescale = h0 is None
+    H = np.eye(k) if rescale else np.diag(1.0 / np.maximum(np.asarray(h0, dtype=np.float64), 1e-8))
+    first = True
+    for _it in range(maxit):
+        d, gd, dn = _bfgs_direction(H, g, x, lower, 1.0 if first and rescale else np.inf)
+        if dn == 0.0 or -0.5 * gd < tol:  # tol: the predicted remaining decrease g'H g / 2 is small
+            return x, fx, True
         t = 1.0
         accepted = False
-        xn = x.copy()
-        fn = fx
         for _ls in range(40):
-            for i in range(k):
-                xn[i] = max(x[i] + t * d[i], lower[i])
-            fn = profiled_criterion(xn, mo, cb, lay, n, reml)
-            nfev += 1
-            dec = 0.0
-            for i in range(k):
-                dec += g[i] * (xn[i] - x[i])
+            xn, dec = _projected_trial(x, d, t, lower, g)
+            fn = fun(xn)
             if fn <= fx + 1e-4 * dec:
                 accepted = True
                 break
             t *= 0.5
         if not accepted:
-            break
-        gn = _fd_gradient(xn, fn, lower, mo, cb, lay, n, reml)
-        nfev += 2 * k
-        s = xn - x
-        y = gn - g
-        sy = np.sum(s * y)
-        if first and sy > 0.0:
-            H = np.eye(k) * (sy / np.sum(y * y))
+            return x, fx, False
+        gn = grad(xn, fn)
+        H, s = _bfgs_update(H, x, xn, g, gn, first and rescale)
         first = False
-        if sy > 1e-14:
-            Hy = H @ y
-            yHy = np.sum(y * Hy)
-            H = H + ((sy + yHy) / (sy * sy)) * np.outer(s, s) - (np.outer(Hy, s) + np.outer(s, Hy)) / sy
         df = fx - fn
-        x = xn
-        fx = fn
-        g = gn
-        pg = 0.0
-        for i in range(k):
-            if not (x[i] <= lower[i] and g[i] > 0.0):
-                pg = max(pg, abs(g[i]))
-        if pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9):
-            break
-    return x, fx, nfev
+        x, fx, g = xn, fn, gn
+        if _bfgs_converged(x, g, lower, s, df, fx):
+            return x, fx, True
+    return x, fx, False
 
 
 @numba.njit(cache=True)
 def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
     """Newton steps on the free coordinates with a central-difference Hessian (h = 1e-4 *
-    max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its gradient test
+    max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its decrease test
     only roughly, the criterion is smooth in theta, so a Newton step or two takes theta to the
     optimum to ~1e-8. A coordinate on its bound whose slope away from it is upward stays there.
     A step is taken if it lowers the criterion, or if it is short (< 1e-4) and changes it only

@@ -57,6 +57,7 @@ import pandas as pd
 from scipy.special import ndtri
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+from ._linalg import mean_and_sum_sq
 from .errors import DataError, EngineInputError, ImportanceSamplingWarning
 from .validate import as_array, checked_arguments
 
@@ -174,13 +175,7 @@ def _ess_rfun(x, rho):
     mean_var = acov0 * n / (n - 1)
     var_plus = mean_var * (n - 1) / n
     if n_chains > 1:
-        grand = 0.0
-        for c in range(n_chains):
-            grand += means[c]
-        grand /= n_chains
-        v = 0.0
-        for c in range(n_chains):
-            v += (means[c] - grand) ** 2
+        v = mean_and_sum_sq(means)[1]  # between-chain variance of the chain means: v / (m - 1)
         var_plus += v / (n_chains - 1)
     for t in range(n):
         rho[t] = 0.0

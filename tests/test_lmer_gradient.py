@@ -11,6 +11,7 @@ from engine import formula as _formula
 from engine import lmer as lmer_module
 from engine._linalg import SingleThreadedBlas
 from engine.lmer import lmer
+from engine.lmer_kernels import minimize_bounded
 
 def _crossed(n=3000, la=150, lb=300, lc=7, seed=1):
     rng = np.random.default_rng(seed)
@@ -84,19 +85,24 @@ def test_moment_curvature_is_near_the_hessian_diagonal():
     assert np.all(np.abs(np.log(h0 / hd)) < np.log(2.0))
 
 
-def test_bfgs_bounded_on_a_bounded_quadratic():
+def test_minimize_bounded_on_a_bounded_quadratic():
     """A convex quadratic with its unconstrained minimum outside x[1] >= 0: the bounded minimum
     (x[1] on its bound, x[0] minimising given it) from a badly scaled start."""
     A = np.array([[4.0, 1.0], [1.0, 2.0]])
     c = np.array([-3.0, 1.0])  # unconstrained minimum -A^{-1}c = (1, -1)
 
-    def fg(x):
-        return 0.5 * x @ A @ x + c @ x, A @ x + c
+    def f(x):
+        return 0.5 * x @ A @ x + c @ x
 
-    x, fx, ok = lmer_module._bfgs_bounded(fg, np.array([5.0, 5.0]), np.array([-np.inf, 0.0]), np.array([1.0, 1.0]))
-    assert ok
-    np.testing.assert_allclose(x, [0.75, 0.0], atol=1e-6)  # x[1] = 0: 2 x0^2 - 3 x0 is least at 3/4
-    assert fx == pytest.approx(-9.0 / 8.0, abs=1e-9)
+    def g(x, fx):
+        return A @ x + c
+
+    # from diag(h0) (the crossed path's start) and from I with a capped first step (small models')
+    for opts in ({"h0": np.array([1.0, 1.0])}, {}):
+        x, fx, ok = minimize_bounded(f, g, np.array([5.0, 5.0]), np.array([-np.inf, 0.0]), **opts)
+        assert ok
+        np.testing.assert_allclose(x, [0.75, 0.0], atol=1e-6)  # x[1] = 0: 2 x0^2 - 3 x0 is least at 3/4
+        assert fx == pytest.approx(-9.0 / 8.0, abs=1e-9)
 
 
 def _slopes3(n=600, groups=30, seed=4):

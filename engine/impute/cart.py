@@ -219,6 +219,24 @@ def _binary_gain(b, m, n_classes, stats, work, min_bucket):
 
 
 @numba.njit(cache=True, nogil=True)
+def _split_after(xs, f, t, s, m, min_bucket):
+    """Whether the node's sorted range [s, s + m) of feature slot f splits after position t:
+    (state, nl, threshold) with nl = t - s + 1 cases left; state -1 when the right child is below
+    min_bucket (and stays so for every later t: stop), 0 when the left child is below min_bucket
+    or x ties across t (no split here), 1 for a split at the midpoint ``threshold``."""
+    nl = t - s + 1
+    if nl < min_bucket:
+        return 0, nl, 0.0
+    if m - nl < min_bucket:
+        return -1, nl, 0.0
+    xv = xs[f, t]
+    xn = xs[f, t + 1]
+    if xn <= xv:
+        return 0, nl, 0.0
+    return 1, nl, 0.5 * (xv + xn)
+
+
+@numba.njit(cache=True, nogil=True)
 def _scan_sorted_feature(j, f, s, e, n_classes, stats, work, lists, min_bucket, best):
     """Every midpoint split of sorted feature slot f (feature j) in the node's range [s, e), with both
     children >= min_bucket; returns the better of ``best`` and the best of these (strictly)."""
@@ -232,19 +250,15 @@ def _scan_sorted_feature(j, f, s, e, n_classes, stats, work, lists, min_bucket, 
         left_sum = 0.0
         for t in range(s, e - 1):
             left_sum += ys[f, t]
-            nl = t - s + 1
-            if nl < min_bucket:
-                continue
-            if m - nl < min_bucket:
+            state, nl, threshold = _split_after(xs, f, t, s, m, min_bucket)
+            if state < 0:
                 break
-            xv = xs[f, t]
-            xn = xs[f, t + 1]
-            if xn <= xv:
+            if state == 0:
                 continue
             right_sum = stats.total - left_sum
             gain = left_sum * left_sum / nl + right_sum * right_sum / (m - nl) - stats.total * stats.total / m
             if gain > best.gain:
-                best = Split(gain, j, 0.5 * (xv + xn))
+                best = Split(gain, j, threshold)
         return best
     left_counts[:] = 0.0
     left_sq = 0.0
@@ -255,19 +269,15 @@ def _scan_sorted_feature(j, f, s, e, n_classes, stats, work, lists, min_bucket, 
         right_count = counts[c] - left_counts[c]
         right_sq -= 2.0 * right_count - 1.0
         left_counts[c] += 1.0
-        nl = t - s + 1
-        if nl < min_bucket:
-            continue
-        if m - nl < min_bucket:
+        state, nl, threshold = _split_after(xs, f, t, s, m, min_bucket)
+        if state < 0:
             break
-        xv = xs[f, t]
-        xn = xs[f, t + 1]
-        if xn <= xv:
+        if state == 0:
             continue
         nr = m - nl
         gain = stats.loss - (nl - left_sq / nl) - (nr - right_sq / nr)
         if gain > best.gain:
-            best = Split(gain, j, 0.5 * (xv + xn))
+            best = Split(gain, j, threshold)
     return best
 
 

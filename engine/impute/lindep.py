@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+from .._linalg import mean_and_sum_sq
 from .._lapack import (apply_q, cholesky_info, tridiagonal_count_below, tridiagonal_eigenvalue,
                       tridiagonal_eigenvector, tridiagonalize)
 
@@ -61,13 +62,7 @@ def _lindep_start(x, y, eps, maxcor):
     none = np.empty(0, dtype=np.int64)
     if n < 2:
         return keep, none, np.empty((0, 0)), np.empty(0, dtype=np.bool_), True
-    ym = 0.0
-    for i in range(n):
-        ym += y[i]
-    ym /= n
-    yss = 0.0
-    for i in range(n):
-        yss += (y[i] - ym) ** 2
+    ym, yss = mean_and_sum_sq(y)
     if yss / (n - 1) < eps:
         return keep, none, np.empty((0, 0)), np.empty(0, dtype=np.bool_), True
     means = np.zeros(p)

@@ -521,6 +521,20 @@ def _dpars(fit, fam: Family, ids) -> dict[str, np.ndarray]:
     return {p: draws[:, names.index(p)] for p in fam.dpars}
 
 
+def _on_draws(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws, draw_ids, seed,
+              family: bool = True):
+    """The start every prediction shares: the arguments checked, the draws chosen (all, ``draw_ids``,
+    or ``ndraws`` at random under ``seed``), the family (with ``family``; else None) and eta (S, rows)
+    on those draws. Returns (eta, design, ids, fam, rng); rng goes on to the draws of new levels
+    and of the predictive distribution, in that order."""
+    check_prediction_args(seed, allow_new_levels, re_formula)
+    rng = np.random.default_rng(seed)
+    ids = _draw_ids(fit, ndraws, draw_ids, rng)
+    fam = _family(fit) if family else None
+    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    return eta, design, ids, fam, rng
+
+
 # ----------------------------------------------------------------------------- public functions
 
 
@@ -528,21 +542,16 @@ def _dpars(fit, fam: Family, ids) -> dict[str, np.ndarray]:
 def posterior_linpred(fit, newdata=None, re_formula=None, allow_new_levels=False,
                       sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the linear predictor, (S, rows)."""
-    check_prediction_args(seed, allow_new_levels, re_formula)
-    rng = np.random.default_rng(seed)
-    ids = _draw_ids(fit, ndraws, draw_ids, rng)
-    return _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)[0]
+    return _on_draws(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws, draw_ids, seed,
+                     family=False)[0]
 
 
 @checked_arguments
 def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
                     sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the expected response E(y | parameters), (S, rows)."""
-    check_prediction_args(seed, allow_new_levels, re_formula)
-    rng = np.random.default_rng(seed)
-    ids = _draw_ids(fit, ndraws, draw_ids, rng)
-    fam = _family(fit)
-    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    eta, design, ids, fam, rng = _on_draws(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws,
+                                           draw_ids, seed)
     return fam.epred(eta, _dpars(fit, fam, ids), _newdata_trials(design, newdata))
 
 
@@ -550,11 +559,8 @@ def posterior_epred(fit, newdata=None, re_formula=None, allow_new_levels=False,
 def posterior_predict(fit, newdata=None, re_formula=None, allow_new_levels=False,
                       sample_new_levels="uncertainty", ndraws=None, draw_ids=None, seed=None) -> np.ndarray:
     """Draws of the posterior predictive distribution, (S, rows); ``seed`` fixes the draws."""
-    check_prediction_args(seed, allow_new_levels, re_formula)
-    rng = np.random.default_rng(seed)
-    ids = _draw_ids(fit, ndraws, draw_ids, rng)
-    fam = _family(fit)
-    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    eta, design, ids, fam, rng = _on_draws(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws,
+                                           draw_ids, seed)
     return fam.predict(eta, _dpars(fit, fam, ids), rng, _newdata_trials(design, newdata))
 
 
@@ -563,11 +569,8 @@ def log_lik(fit, newdata=None, re_formula=None, allow_new_levels=False, sample_n
             ndraws=None, draw_ids=None, seed=None, y=None) -> np.ndarray:
     """Pointwise log-likelihood, (S, rows): of the fitted data, or of ``newdata`` (which must then
     hold the response; or pass ``y``)."""
-    check_prediction_args(seed, allow_new_levels, re_formula)
-    rng = np.random.default_rng(seed)
-    ids = _draw_ids(fit, ndraws, draw_ids, rng)
-    fam = _family(fit)
-    eta, design = _linpred(fit, newdata, re_formula, allow_new_levels, sample_new_levels, rng, ids)
+    eta, design, ids, fam, rng = _on_draws(fit, newdata, re_formula, allow_new_levels, sample_new_levels, ndraws,
+                                           draw_ids, seed)
     trials = _newdata_trials(design, newdata)
     if y is None:
         y = design.y if newdata is None else _newdata_response(design, newdata)

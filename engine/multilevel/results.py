@@ -646,20 +646,14 @@ def _convergence_messages(
             "https://mc-stan.org/misc/warnings.html#r-hat"
         )
     threshold = ESS_PER_CHAIN * n_chains
-    bulk = table["Bulk_ESS"].to_numpy(dtype=float)
-    if bulk.size and (np.any(np.isnan(bulk)) or np.nanmin(bulk) < threshold):
-        messages.append(
-            f"Bulk Effective Samples Size (ESS){where} is too low, indicating posterior means and "
-            "medians may be unreliable.\nRunning the chains for more iterations may help. See\n"
-            "https://mc-stan.org/misc/warnings.html#bulk-ess"
-        )
-    tail = table["Tail_ESS"].to_numpy(dtype=float)
-    if tail.size and (np.any(np.isnan(tail)) or np.nanmin(tail) < threshold):
-        messages.append(
-            f"Tail Effective Samples Size (ESS){where} is too low, indicating posterior variances and "
-            "tail quantiles may be unreliable.\nRunning the chains for more iterations may help. See\n"
-            "https://mc-stan.org/misc/warnings.html#tail-ess"
-        )
+    for kind, what in (("Bulk", "means and medians"), ("Tail", "variances and tail quantiles")):
+        ess = table[f"{kind}_ESS"].to_numpy(dtype=float)
+        if ess.size and (np.any(np.isnan(ess)) or np.nanmin(ess) < threshold):
+            messages.append(
+                f"{kind} Effective Samples Size (ESS){where} is too low, indicating posterior {what} "
+                "may be unreliable.\nRunning the chains for more iterations may help. See\n"
+                f"https://mc-stan.org/misc/warnings.html#{kind.lower()}-ess"
+            )
     return messages
 
 
