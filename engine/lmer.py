@@ -29,14 +29,15 @@ the dense block is the part that fill-in makes dense for crossed designs.
 
 theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by a
 compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
-Hessian when one evaluation is cheap. When the dense trailing block has 200 or more random effects
-(evaluations cost a dense Cholesky each) and every term is scalar (random intercepts, InstEval), by
-BFGS on the exact gradient of the profiled criterion (``_criterion_and_gradient``) from a
-one-way ANOVA moment start (``_moment_start``), its Hessian started at the moment estimate of its
-diagonal (``_moment_curvature``); with larger terms there, by scipy's COBYQA
-(derivative-free quadratic models). The choice depends on the design only, so results do not
-depend on timing. Singular (boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta
-below 1e-4).
+Hessian when one evaluation is cheap; with one random-effect term (no trailing block), the same
+BFGS on the exact gradient (``lmer_kernels.leading_criterion_gradient``), without the Newton steps.
+When the dense trailing block has 200 or more random effects (evaluations cost a dense Cholesky
+each) and every term is scalar (random intercepts, InstEval), by BFGS on the exact gradient of the
+profiled criterion (``_criterion_and_gradient``) from a one-way ANOVA moment start
+(``_moment_start``), its Hessian started at the moment estimate of its diagonal
+(``_moment_curvature``); with larger terms there, by scipy's COBYQA (derivative-free quadratic
+models). The choice depends on the design only, so results do not depend on timing. Singular
+(boundary) fits are flagged as ``lme4::isSingular`` (a bounded theta below 1e-4).
 """
 
 from __future__ import annotations
@@ -662,7 +663,8 @@ def _bfgs_bounded(fun_grad, x0, lower, h0, max_eval=80, tol=1e-9):
 
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta under lme4's bounds: compiled projected BFGS
-    (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish``; for a large
+    (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish`` (one-term models:
+    on the exact gradient, without the polish); for a large
     dense trailing block, BFGS on the exact gradient from the moment start (scalar terms)
     or COBYQA from lme4's start (others). ``theta0`` (a refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
@@ -709,9 +711,14 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             x, fx, _conv = _bfgs_bounded(fun_grad, start, lower, h0)
             return np.maximum(x, lower), float(fx)
     else:
+        # one term (no trailing block: sleepstudy, Exam's slopes, Dyestuff): BFGS on the exact
+        # gradient (``leading_criterion_gradient``, ~1.5 evaluations' cost against 2K for central
+        # differences); it meets its gradient test (1e-6) at the optimum, so no Newton polish
+        exact = stats.Q2 == 0
+
         def run(start):
             x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross,
-                                        stats.layout, stats.n, reml, 500)
+                                        stats.layout, stats.n, reml, 500, exact)
             nfev[0] += k
             return x, fx
 
@@ -731,7 +738,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
-    if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took BFGS to the optimum
+    if stats.Q2 >= _COBYQA_MIN_Q2 or stats.Q2 == 0:  # the exact gradient took BFGS to the optimum
         return x, fx, nfev[0], bool(np.isfinite(fx))
     x, fx, k = newton_polish(x, fun(x), lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
     nfev[0] += k
@@ -788,7 +795,8 @@ class LmerFit:
 
     def __repr__(self) -> str:  # the dataclass's own repr, with fixef and vcov in their places
         shown = [("formula", self.formula), ("reml", self.reml), ("fixef", self.fixef), ("vcov", self.vcov)]
-        shown += [(f.name, getattr(self, f.name)) for f in fields(self) if f.repr and f.name not in ("formula", "reml")]
+        shown += [(f.name, getattr(self, f.name)) for f in fields(self)
+                  if f.repr and f.name not in ("formula", "reml")]
         return f"{type(self).__qualname__}(" + ", ".join(f"{k}={v!r}" for k, v in shown) + ")"
 
     @property
@@ -1257,7 +1265,8 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
     for t, u, T in zip(terms, us, f.T):
         b = u @ T.T
         fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
-    fit = LmerFit(formula=formula, reml=reml, _beta=beta, _vcov_matrix=vcov, _names=list(names), theta=theta, sigma=sigma,
+    fit = LmerFit(formula=formula, reml=reml, _beta=beta, _vcov_matrix=vcov, _names=list(names), theta=theta,
+                  sigma=sigma,
                   criterion=crit, nobs=n, terms=terms, fitted=fitted, resid=y - fitted,
                   response_name=response_name, lower=lower, n_evaluations=nfev, converged=ok,
                   _stats=stats, _factor=f, _layout=layout, _u=us, _frame_args=frame_args)

@@ -416,11 +416,21 @@ def _fd_gradient(x, fx, lower, mo, cb, lay, n, reml):
 
 
 @numba.njit(cache=True)
-def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
+def _criterion_gradient(x, fx, lower, mo, cb, lay, n, reml, exact):
+    """minimize_bounded's gradient at x (criterion fx there): exact (``leading_criterion_gradient``,
+    one term only) or central differences. Returns (gradient, evaluations it cost: an exact gradient counts as one)."""
+    if exact:
+        return leading_criterion_gradient(x, mo, cb, lay, n, reml)[1], 1
+    return _fd_gradient(x, fx, lower, mo, cb, lay, n, reml), 2 * x.shape[0]
+
+
+@numba.njit(cache=True)
+def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit, exact=False):
     """Projected BFGS on the profiled criterion under the lower bounds (finite-difference
-    gradients, Armijo backtracking along the projected path), all in compiled code so that a
-    small model's fit costs a few milliseconds. The first step is at most 1 long (theta is on
-    the scale of relative standard deviations), so that it cannot jump onto a bound far away.
+    gradients, or with ``exact`` the exact one of a one-term model, ``leading_criterion_gradient``;
+    Armijo backtracking along the projected path), all in compiled code so that a small model's
+    fit costs a few milliseconds. The first step is at most 1 long (theta is on the scale of
+    relative standard deviations), so that it cannot jump onto a bound far away.
     Returns (theta, criterion, evaluations)."""
     k = x0.shape[0]
     x = x0.copy()
@@ -428,8 +438,8 @@ def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
         x[i] = max(x[i], lower[i])
     fx = profiled_criterion(x, mo, cb, lay, n, reml)
     nfev = 1
-    g = _fd_gradient(x, fx, lower, mo, cb, lay, n, reml)
-    nfev += 2 * k
+    g, ng = _criterion_gradient(x, fx, lower, mo, cb, lay, n, reml, exact)
+    nfev += ng
     H = np.eye(k)
     first = True
     for it in range(maxit):
@@ -478,8 +488,8 @@ def minimize_bounded(x0, lower, mo, cb, lay, n, reml, maxit):
             t *= 0.5
         if not accepted:
             break
-        gn = _fd_gradient(xn, fn, lower, mo, cb, lay, n, reml)
-        nfev += 2 * k
+        gn, ng = _criterion_gradient(xn, fn, lower, mo, cb, lay, n, reml, exact)
+        nfev += ng
         s = xn - x
         y = gn - g
         sy = np.sum(s * y)
