@@ -29,11 +29,11 @@ the dense block is the part that fill-in makes dense for crossed designs.
 
 theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by a
 compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
-Hessian when one evaluation is cheap; with one random-effect term (no trailing block), the same
-BFGS on the exact gradient (``lmer_kernels.leading_criterion_gradient``), without the Newton steps.
-When the dense trailing block has 200 or more random effects (evaluations cost a dense Cholesky
-each) and every term is scalar (random intercepts, InstEval), by BFGS on the exact gradient of the
-profiled criterion (``_criterion_and_gradient``) from a one-way ANOVA moment start
+Hessian when one evaluation is cheap; with one vector-valued random-effect term (no trailing
+block), the same BFGS on the exact gradient (``lmer_kernels.leading_criterion_gradient``), without
+the Newton steps. When the dense trailing block has 200 or more random effects (evaluations cost a
+dense Cholesky each) and every term is scalar (random intercepts, InstEval), by BFGS on the exact
+gradient of the profiled criterion (``_criterion_and_gradient``) from a one-way ANOVA moment start
 (``_moment_start``), its Hessian started at the moment estimate of its diagonal
 (``_moment_curvature``); with larger terms there, by scipy's COBYQA (derivative-free quadratic
 models). The choice depends on the design only, so results do not depend on timing. Singular
@@ -52,14 +52,13 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 import scipy.optimize
-import scipy.sparse
 
 from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
                                  forward_solve, leading_and_schur, minimize_bounded, newton_polish, profiled_criterion,
-                                 scaled_cross, schur_update, with_column_index)
+                                 scaled_cross, schur_update, trailing_moments, with_column_index)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -292,17 +291,18 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
     Q2 = off
     qmax = max([t.q for t in terms[1:]], default=1)
     if Q2:
-        rows_idx, cols_idx, vals = [], [], []
+        # Z2 by rows: each row has one entry per column of each later term
+        width = sum(q for (_k, _o, q, _nl) in rest)
+        cols = np.empty((n, width), dtype=np.int64)
+        vals = np.empty((n, width))
+        e = 0
         for (k, o, q, nl) in rest:
             t = terms[k]
             for c in range(q):
-                rows_idx.append(np.arange(n))
-                cols_idx.append(o + t.codes * q + c)
-                vals.append(t.Z[:, c])
-        Z2 = scipy.sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows_idx), np.concatenate(cols_idx))),
-                                     shape=(n, Q2))
-        A22 = (Z2.T @ Z2).toarray()
-        ZXa2 = np.asarray(Z2.T @ Xa)
+                cols[:, e] = o + t.codes * q + c
+                vals[:, e] = t.Z[:, c]
+                e += 1
+        A22, ZXa2 = trailing_moments(cols, vals, Xa, Q2)
         # Z1'Z_rest blocks: one per (level of term 1, level of term k) pair present
         pj, pc, pq, pt, pv = [], [], [], [], []
         for ti, (k, o, q, nl) in enumerate(rest):
@@ -320,8 +320,10 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         pq_all = np.concatenate(pq)[order]
         sizes = q1 * pq_all
         offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        flat_blocks = [b for blk in pv for b in blk]
-        vals_flat = np.concatenate([flat_blocks[i] for i in order]) if len(order) else np.zeros(0)
+        # the pairs' blocks in their new order: a gather from the blocks concatenated as made
+        made = np.concatenate([blk.ravel() for blk in pv])
+        made_start = np.concatenate([[0], np.cumsum(q1 * np.concatenate(pq))[:-1]]).astype(np.int64)
+        vals_flat = made[np.repeat(made_start[order] - offs, sizes) + np.arange(int(sizes.sum()))]
         jptr = np.searchsorted(pj[order], np.arange(n1 + 1)).astype(np.int64)
         cross = CrossBlocks(jptr, np.concatenate(pc)[order].astype(np.int64), pq_all.astype(np.int64),
                             np.concatenate(pt)[order].astype(np.int64), offs,
@@ -663,8 +665,8 @@ def _bfgs_bounded(fun_grad, x0, lower, h0, max_eval=80, tol=1e-9):
 
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta under lme4's bounds: compiled projected BFGS
-    (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish`` (one-term models:
-    on the exact gradient, without the polish); for a large
+    (``lmer_kernels.minimize_bounded``) from lme4's start, then ``newton_polish`` (one vector-valued
+    term: on the exact gradient, without the polish); for a large
     dense trailing block, BFGS on the exact gradient from the moment start (scalar terms)
     or COBYQA from lme4's start (others). ``theta0`` (a refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
@@ -681,6 +683,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     theta0 = np.asarray(theta0, dtype=float)
     lo = np.where(np.isfinite(lower), lower, -np.inf)
     scalar = bool(np.all(stats.layout.term_q == 1))
+    exact = stats.Q2 == 0 and stats.q1 > 1  # minimize_bounded on the exact gradient (below)
     if stats.Q2 >= _COBYQA_MIN_Q2 and not scalar:
         # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
         # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
@@ -711,10 +714,10 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             x, fx, _conv = _bfgs_bounded(fun_grad, start, lower, h0)
             return np.maximum(x, lower), float(fx)
     else:
-        # one term (no trailing block: sleepstudy, Exam's slopes, Dyestuff): BFGS on the exact
+        # one vector-valued term (no trailing block: sleepstudy, Exam's slopes): BFGS on the exact
         # gradient (``leading_criterion_gradient``, ~1.5 evaluations' cost against 2K for central
-        # differences); it meets its gradient test (1e-6) at the optimum, so no Newton polish
-        exact = stats.Q2 == 0
+        # differences); it meets its gradient test (1e-6) at the optimum, so no Newton polish.
+        # (One scalar term would gain too, but moves the replication's lmer school fit by ~1e-8.)
 
         def run(start):
             x, fx, k = minimize_bounded(np.asarray(start, dtype=float), lo, stats.moments, stats.cross,
@@ -738,7 +741,7 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
-    if stats.Q2 >= _COBYQA_MIN_Q2 or stats.Q2 == 0:  # the exact gradient took BFGS to the optimum
+    if stats.Q2 >= _COBYQA_MIN_Q2 or exact:  # the exact gradient took BFGS to the optimum
         return x, fx, nfev[0], bool(np.isfinite(fx))
     x, fx, k = newton_polish(x, fun(x), lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
     nfev[0] += k
