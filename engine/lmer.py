@@ -133,10 +133,15 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
     rows = np.asarray(mf.rows)
     cache: dict = {}
 
+    # a column that is also a grouping factor alone: the formula layer's factor() of it, as
+    # _factor_codes would make it again (the same _group_labels on the same rows)
+    single = {tuple(re_.group_columns)[0]: (re_.codes, list(re_.levels))
+              for re_ in mf.random_effects if len(re_.group_columns) == 1}
+
     def group_codes(cols):
         key = tuple(cols)
         if key not in cache:
-            parts = [_factor_codes(data, c, rows, formula) for c in cols]
+            parts = [single[c] if c in single else _factor_codes(data, c, rows, formula) for c in cols]
             if len(parts) == 1:
                 codes, levels = parts[0]
                 cache[key] = (np.ascontiguousarray(codes, dtype=np.int64), list(levels))
