@@ -152,6 +152,27 @@ def schur_update(cb, W, S, R1, R2):
 
 
 @numba.njit(cache=True)
+def trailing_moments(cols, vals, Xa, Q2):
+    """Z2'Z2 (Q2, Q2) dense and Z2'[X y] (Q2, m) from Z2 by rows: row i holds vals[i, e] in column
+    cols[i, e] (n, w) int64 / float64, one entry per column of each later term (a term's columns
+    of one row are distinct). Every sum runs over the rows in order (as scipy.sparse's products
+    of the same matrix did, so the sums are the same)."""
+    n, w = cols.shape
+    m = Xa.shape[1]
+    A22 = np.zeros((Q2, Q2))
+    ZXa2 = np.zeros((Q2, m))
+    for i in range(n):
+        for a in range(w):
+            ca = cols[i, a]
+            va = vals[i, a]
+            for b in range(w):
+                A22[ca, cols[i, b]] += va * vals[i, b]
+            for k in range(m):
+                ZXa2[ca, k] += va * Xa[i, k]
+    return A22, ZXa2
+
+
+@numba.njit(cache=True)
 def cross_times(cb, W, u2, n1, q1):
     """(n1, q1) array whose row j is sum over pairs p of j of W_p u2[col0_p : col0_p + q_p]."""
     out = np.zeros((n1, q1))

@@ -50,3 +50,24 @@ def test_aliased_column_dropped_as_lme4():
     assert list(fit.fixef.index) == ["(Intercept)", "x"]
     ref = lmer("y ~ x + (1 | g)", d)
     np.testing.assert_array_equal(fit.fixef.to_numpy(), ref.fixef.to_numpy())
+
+
+def test_trailing_moments_equal_scipy_sparse_products():
+    """The trailing block's moments from Z2 by rows: the same sums (bit for bit) as
+    scipy.sparse's Z2'Z2 and Z2'[X y], on two later terms, one with a slope."""
+    import scipy.sparse
+
+    from engine.lmer_kernels import trailing_moments
+
+    rng = np.random.default_rng(11)
+    n = 500
+    a, b = rng.integers(0, 7, n), rng.integers(0, 5, n)
+    x = rng.standard_normal(n)
+    Xa = np.column_stack([np.ones(n), x, rng.standard_normal(n)])
+    # term 1: (1 | a), 7 columns at 0..6; term 2: (1 + x | b), 10 columns at 7..16
+    cols = np.column_stack([a, 7 + 2 * b, 7 + 2 * b + 1]).astype(np.int64)
+    vals = np.column_stack([np.ones(n), np.ones(n), x])
+    Z2 = scipy.sparse.csr_matrix((vals.T.ravel(), (np.tile(np.arange(n), 3), cols.T.ravel())), shape=(n, 17))
+    A22, ZXa2 = trailing_moments(cols, vals, Xa, 17)
+    np.testing.assert_array_equal(A22, (Z2.T @ Z2).toarray())
+    np.testing.assert_array_equal(ZXa2, np.asarray(Z2.T @ Xa))
