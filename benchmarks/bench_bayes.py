@@ -7,7 +7,8 @@ Intercept and b, cauchy(0, 10) on the SDs and sigma; 4 chains x 2000 iterations,
 ESS per second = min bulk ESS over all parameters (b_*, sd_*, sigma; engine.diagnostics, as R
 posterior) / sampler seconds (warm-up + sampling, summed over chains; ``--clock cpu``: the process's CPU
 seconds for engine's chains and nutpie's, steadier on a loaded machine; brms keeps Stan's per-chain
-times). Compile time (Numba first call / cache load; Stan's C++ compile for brms) is excluded and
+times, which rstan 2.21 / Stan 2.21 measure with C's ``clock()``, the CPU time of the chain's own process
+(``stan/services/util/run_adaptive_sampler.hpp``), so ``--clock cpu`` compares CPU with CPU). Compile time (Numba first call / cache load; Stan's C++ compile for brms) is excluded and
 reported apart.
 
 Samplers are entries of ``SAMPLERS``: (label, function(model, chains, n_iter, n_warmup, seed) ->
@@ -26,7 +27,7 @@ NUTS against brms (default adapt_delta 0.8) in the same run, and a scaling table
 simulated students with the Exam structure (65 schools).
 
     python benchmarks/bench_bayes.py [--no-r] [--quick] [--scaling-only] [--no-scaling] [--nutpie-python PY]
-                                     [--slopes | --slopes-only] [--no-glm] [--glm-only] [--clock wall|cpu]
+                                     [--slopes | --slopes-only] [--slopes-models sleepstudy Exam] [--no-glm] [--glm-only] [--clock wall|cpu]
 
 The binary and count models of issue 13 (the study's bernoulli model, brms' epilepsy) follow the
 main table: benchmarks/bench_glm.py (``--glm-only`` runs just those, ``--no-glm`` skips them).
@@ -252,6 +253,8 @@ def main() -> None:
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
     parser.add_argument("--slopes", action="store_true", help="also the random-slopes models (sleepstudy, Exam)")
     parser.add_argument("--slopes-only", action="store_true", help="only the random-slopes models")
+    parser.add_argument("--slopes-models", nargs="+", choices=list(SLOPES_MODELS), default=list(SLOPES_MODELS),
+                        help="which random-slopes models (default: all)")
     parser.add_argument("--no-glm", action="store_true", help="skip the binary and count models (bench_glm.py)")
     parser.add_argument("--glm-only", action="store_true", help="only the binary and count models (bench_glm.py)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -434,7 +437,8 @@ def slopes_benchmark(args, chains: int, n_iter: int, n_warmup: int) -> None:
     nutpie_python = find_nutpie_python(args)
     if not nutpie_python:
         print("nutpie/pymc: absent (pass --nutpie-python with an interpreter that has them)")
-    for label, (formula, file_name) in SLOPES_MODELS.items():
+    for label in args.slopes_models:
+        formula, file_name = SLOPES_MODELS[label]
         data = pd.read_csv(os.path.join(folder, file_name))
         factors = ["Subject"] if label == "sleepstudy" else ["school", "sex"]
         for v in factors:

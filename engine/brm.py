@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError
+from .errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError, warn_user
 from .progress import progress_reporter
 from .parallel import run_tasks
 from .multilevel import families as _families
@@ -112,7 +112,7 @@ def _sampler_options(sampler: str, marginalize: bool, options: dict[str, Any], f
 class _Prepared:
     """What one data set contributes: the model arrays, the names and the bookkeeping."""
 
-    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "", stacklevel: int = 3,
+    def __init__(self, formula: str, data: pd.DataFrame, prior, label: str = "",
                  sample_prior: str = "no", family=None):
         family = _families.get_family("gaussian" if family is None else family)
         if not isinstance(data, pd.DataFrame):
@@ -126,12 +126,11 @@ class _Prepared:
             )
         if frame.n_dropped:
             where = f" of {label}" if label else ""
-            warnings.warn(
+            warn_user(
                 f"Rows containing NAs were excluded from the model: {frame.n_dropped} of "
                 f"{frame.n_dropped + len(frame.y)} rows{where} dropped (missing values in the "
                 f"variables the formula uses).",
                 DataWarning,
-                stacklevel=stacklevel + 1,  # point at the user's call of brm / brm_multiple
             )
         self.frame = frame
         layout = _families.describe(frame, trials, prior, family, sample_prior)
@@ -229,18 +228,16 @@ def _run_chains(tasks: list[tuple], executor: Executor | None, progress, label: 
 def _reload(file, data_hash_now: str | None, formula: str) -> BrmFit:
     fit = load_fit(file)
     if fit.formula != formula:
-        warnings.warn(
+        warn_user(
             f"reloaded the fit stored at {fit_paths(file)[0]!r}, fitted with formula {fit.formula!r}, "
             f"not {formula!r}; delete the file to refit (brms' file= also reloads without refitting)",
             DataWarning,
-            stacklevel=3,
         )
     elif data_hash_now is not None and fit.data_hash and fit.data_hash != data_hash_now:
-        warnings.warn(
+        warn_user(
             f"reloaded the fit stored at {fit_paths(file)[0]!r}, but the data differ from those it was "
             "fitted to (different fingerprint); delete the file to refit",
             DataWarning,
-            stacklevel=3,
         )
     return fit
 

@@ -7,6 +7,10 @@ fault. Kernels never see bad input: the thin Python layer validates first.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 __all__ = [
     "CallbackError",
     "ColumnNotFoundError",
@@ -25,6 +29,7 @@ __all__ = [
     "PriorError",
     "RSyntaxError",
     "SamplerError",
+    "warn_user",
 ]
 
 
@@ -115,6 +120,23 @@ class DataWarning(EngineWarning):
 
 class ImportanceSamplingWarning(EngineWarning):
     """PSIS-LOO / WAIC diagnostics as R's loo warns: Pareto k too high, tails too short, p_waic > 0.4."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message: str, category: type[Warning] = EngineWarning) -> None:
+    """``warnings.warn`` attributed to the user's line: the first frame outside the engine package.
+
+    A fixed ``stacklevel`` is right for one call path only (``engine.brm`` reaches a warning through
+    more frames than ``engine.brm_multiple``, and the callable modules add one), so the warning would
+    name an engine file; R's warnings name the user's call. Frames are walked from the caller out.
+    """
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    # called from engine itself all the way out (``python -m engine``): name engine's caller
+    warnings.warn(message, category, stacklevel=level if frame is not None else 2)
 
 
 class CacheError(DataError):

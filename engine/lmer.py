@@ -43,7 +43,6 @@ models). The choice depends on the design only, so results do not depend on timi
 from __future__ import annotations
 
 import math
-import warnings
 import functools
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
@@ -55,7 +54,8 @@ import scipy.optimize
 
 from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
-from engine.errors import ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError, ModelSpecError
+from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError,
+                           ModelSpecError, warn_user)
 from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
                                  fd_gradient, forward_solve, leading_and_schur, leading_criterion_gradient,
                                  minimize_bounded, newton_polish, profiled_criterion, scaled_cross, schur_update,
@@ -811,9 +811,9 @@ class LmerFit:
         if not self.reml:
             return self.criterion
         if REML is None:
-            warnings.warn("deviance() is deprecated for REML fits; use REMLcrit for the REML "
-                          "criterion or deviance(.,REML=FALSE) for deviance calculated at the "
-                          "REML fit", FutureWarning, stacklevel=2)
+            warn_user("deviance() is deprecated for REML fits; use REMLcrit for the REML "
+                      "criterion or deviance(.,REML=FALSE) for deviance calculated at the "
+                      "REML fit", FutureWarning)
             return self.criterion
         st = self._stats
         f = self._factor
@@ -1123,9 +1123,9 @@ def _drop_aliased_columns(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, 
     dropped = X.shape[1] - qr.rank
     if dropped == 0:
         return X, names
-    warnings.warn("fixed-effect model matrix is rank deficient so dropping "
-                  + (f"{dropped} column / coefficient" if dropped == 1 else f"{dropped} columns / coefficients"),
-                  DataWarning, stacklevel=3)
+    warn_user("fixed-effect model matrix is rank deficient so dropping "
+              + (f"{dropped} column / coefficient" if dropped == 1 else f"{dropped} columns / coefficients"),
+              DataWarning)
     keep = np.sort(qr.pivot[:qr.rank])
     return np.ascontiguousarray(X[:, keep]), [names[j] for j in keep]
 
@@ -1232,7 +1232,7 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
                   response_name=response_name, lower=lower, n_evaluations=nfev, converged=ok,
                   _stats=stats, _factor=f, _layout=layout, _u=us, _frame_args=frame_args)
     if not ok:
-        warnings.warn("lmer: the optimiser did not report convergence", ConvergenceWarning, stacklevel=3)
+        warn_user("lmer: the optimiser did not report convergence", ConvergenceWarning)
     return fit
 
 

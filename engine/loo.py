@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -58,7 +57,7 @@ from scipy.special import ndtri
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from ._linalg import mean_and_sum_sq
-from .errors import DataError, EngineInputError, ImportanceSamplingWarning
+from .errors import DataError, EngineInputError, ImportanceSamplingWarning, warn_user
 from .validate import as_array, checked_arguments
 
 __all__ = ["loo", "waic", "loo_compare", "loo_multiple", "relative_eff", "LooResult", "WaicResult", "LooMultipleResult", "K_HELP"]
@@ -1124,20 +1123,19 @@ def loo(x, r_eff=None, *, chain_id=None, model_name: str | None = None) -> LooRe
                 "Not enough tail samples to fit the generalized Pareto distribution in some or all columns "
                 f"of matrix of log importance ratios. Skipping the following columns: {listed}"
             )
-        warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
+        warn_user(msg, ImportanceSamplingWarning)
     flat = np.nonzero(out.status == 3)[0] + 1
     if flat.size:
-        warnings.warn(
+        warn_user(
             "Can't fit generalized Pareto distribution because all tail values are the same "
             f"(observations {', '.join(str(i) for i in flat[:10])}).",
             ImportanceSamplingWarning,
-            stacklevel=2,
         )
     k = out.pareto_k
     if np.any(k > K_OK):
-        warnings.warn(f"Some Pareto k diagnostic values are too high. {K_HELP}", ImportanceSamplingWarning, stacklevel=2)
+        warn_user(f"Some Pareto k diagnostic values are too high. {K_HELP}", ImportanceSamplingWarning)
     elif np.any(k > K_GOOD):
-        warnings.warn(f"Some Pareto k diagnostic values are slightly high. {K_HELP}", ImportanceSamplingWarning, stacklevel=2)
+        warn_user(f"Some Pareto k diagnostic values are slightly high. {K_HELP}", ImportanceSamplingWarning)
     looic = -2.0 * out.elpd_loo
     pointwise = pd.DataFrame(
         {
@@ -1178,7 +1176,7 @@ def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
 
     msg = pwaic_message(p_waic)
     if msg:
-        warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
+        warn_user(msg, ImportanceSamplingWarning)
     return WaicResult(
         estimates=_estimates({c: pointwise[c].to_numpy() for c in pointwise.columns}),
         pointwise=pointwise,

@@ -41,7 +41,6 @@ predictor means, sds and ranges over all rows, as mice does.
 from __future__ import annotations
 
 import itertools
-import warnings
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -56,7 +55,7 @@ from .impute import linear as _linear
 from .impute import logistic as _logistic
 from .impute import polr as _polr
 from ._linalg import SingleThreadedBlas, cholesky_with_ridge, crossprod, gather, solve_lower, solve_upper_t
-from .errors import DataWarning, ImputationError
+from .errors import DataWarning, ImputationError, warn_user
 from .parallel import child_seeds, default_workers, run_tasks
 from .progress import progress_reporter
 from .validate import check_mice_values, check_seed, checked_arguments
@@ -764,8 +763,8 @@ def mice(
     events = _edit_setup(values, missing, nmis, infos, methods, pred)
     if events:
         removed = ", ".join(f"{e[1]} ({e[2]})" for e in events)
-        warnings.warn(f"mice removed these columns as predictors (and left them unimputed if "
-                      f"incomplete): {removed}; see logged_events", DataWarning, stacklevel=2)
+        warn_user(f"mice removed these columns as predictors (and left them unimputed if "
+                  f"incomplete): {removed}; see logged_events", DataWarning)
     design_start, design_stop, design_names = _design_layout(infos)
     visit = [names.index(v) for v in visit_names if methods[names.index(v)] and nmis[names.index(v)] > 0]
     predictor_design_cols = _predictor_design_columns(values, nmis, infos, methods, pred, design_start,

@@ -45,7 +45,6 @@ disintegrations in Hamiltonian Monte Carlo").
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numba
@@ -55,7 +54,7 @@ from numba import types
 from numba.experimental.function_type import _get_wrapper_address
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine.errors import CallbackError, ConvergenceWarning, EngineInputError, SamplerError
+from engine.errors import CallbackError, ConvergenceWarning, EngineInputError, SamplerError, warn_user
 from engine.hmc.adaptation import (
     adaptation_windows,
     dual_averaging_restart,
@@ -365,20 +364,20 @@ def convergence_warnings(divergent: np.ndarray, treedepth: np.ndarray, max_treed
     """Stan's post-sampling warnings (divergences, max tree depth, low E-BFMI)."""
     n_div = int(np.sum(divergent))
     if n_div:
-        warnings.warn(
+        warn_user(
             f"There were {n_div} divergent transitions after warmup. Increasing adapt_delta above "
             "its current value may help (or reparameterise the model).",
-            ConvergenceWarning, stacklevel=3)
+            ConvergenceWarning)
     n_hit = int(np.sum(treedepth >= max_treedepth))
     if n_hit:
-        warnings.warn(
+        warn_user(
             f"There were {n_hit} transitions after warmup that exceeded the maximum treedepth "
             f"({max_treedepth}). Increase max_treedepth above {max_treedepth}.",
-            ConvergenceWarning, stacklevel=3)
+            ConvergenceWarning)
     low = [i + 1 for i, v in enumerate(e_bfmi_values) if np.isfinite(v) and v < 0.3]
     if low:
-        warnings.warn(f"E-BFMI below 0.3 in chain(s) {low}: the energy distribution is poorly explored.",
-                      ConvergenceWarning, stacklevel=3)
+        warn_user(f"E-BFMI below 0.3 in chain(s) {low}: the energy distribution is poorly explored.",
+                  ConvergenceWarning)
 
 
 @checked_arguments

@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -51,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError
+from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError, warn_user
 from .validate import checked_arguments
 
 __all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",
@@ -778,9 +777,9 @@ class OLSResults:
         diag = np.diag(robust.vcov)
         if (diag < 0).any():  # multiway inclusion-exclusion need not be positive semi-definite
             bad = [self.column_names[j] for j, d in zip(kept, diag) if d < 0]
-            warnings.warn(f"the {robust.kind} multiway cluster-robust covariance has negative "
-                          f"variances for {', '.join(bad)}: their standard errors are NaN",
-                          DataWarning, stacklevel=4)
+            warn_user(f"the {robust.kind} multiway cluster-robust covariance has negative "
+                      f"variances for {', '.join(bad)}: their standard errors are NaN",
+                      DataWarning)
         with np.errstate(divide="ignore", invalid="ignore"):
             se[kept] = np.sqrt(diag)
             t = ls.coef / se
@@ -875,8 +874,7 @@ class OLSResults:
         fitted = ls.fitted
         if np.isfinite(ls.sigma) and ls.sigma ** 2 < (fitted.mean() ** 2 + (
                 fitted.var(ddof=1) if fitted.size > 1 else 0.0)) * 1e-30:
-            warnings.warn("essentially perfect fit: summary may be unreliable", DataWarning,
-                          stacklevel=2)
+            warn_user("essentially perfect fit: summary may be unreliable", DataWarning)
         fstat = None
         if np.isfinite(ls.f_numdf):
             fstat = (self.fvalue, ls.f_numdf, float(self.df_inference))

@@ -20,12 +20,11 @@ and the prediction interval adds s^2.
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataWarning, ModelSpecError
+from .errors import DataWarning, ModelSpecError, warn_user
 
 INTERVALS = (None, "none", "confidence", "prediction")
 
@@ -67,8 +66,7 @@ def predict_ols(fit, newdata: pd.DataFrame | None = None, interval: str | None =
         index = newdata.index
     k = ls.rank
     if k < len(fit.column_names) and newdata is not None:  # R warns only for new data
-        warnings.warn("prediction from a rank-deficient fit may be misleading", DataWarning,
-                      stacklevel=3)
+        warn_user("prediction from a rank-deficient fit may be misleading", DataWarning)
     kept = ls.pivot[:k]
     Xk = X[:, kept]
     coef = ls.coef[kept]
@@ -87,8 +85,7 @@ def predict_ols(fit, newdata: pd.DataFrame | None = None, interval: str | None =
     out = {"fit": predictor, "se_fit": np.sqrt(ip)}
     if interval is not None:
         if interval == "prediction" and newdata is None:
-            warnings.warn("predictions on current data refer to _future_ responses", DataWarning,
-                          stacklevel=3)
+            warn_user("predictions on current data refer to _future_ responses", DataWarning)
         tq = stats.t.ppf((1.0 - float(level)) / 2.0, df) if df > 0 else np.nan
         with np.errstate(invalid="ignore"):
             hwid = tq * (np.sqrt(ip) if interval == "confidence" else np.sqrt(ip + res_var))

@@ -43,7 +43,6 @@ Shapes: X (n, k) kept columns in pivot order, resid (n,), codes (n,) int64 in 0.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import NamedTuple, Sequence
 
 import numba
@@ -51,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .errors import ColumnNotFoundError, DataError, DataWarning, ModelSpecError
+from .errors import ColumnNotFoundError, DataError, DataWarning, ModelSpecError, warn_user
 
 #: Covariance types ``ols(vcov=...)`` accepts.
 HC_TYPES = ("HC0", "HC1", "HC2", "HC3")
@@ -350,10 +349,10 @@ def robust_covariance(kind: str, Xk: np.ndarray, resid: np.ndarray, r: np.ndarra
                 ids = [names[i] for i in near_one[:10]]
                 if near_one.size > 10:
                     ids.append("...")
-                warnings.warn(
+                warn_user(
                     f"{kind} covariances become numerically unstable if hat values are close to 1 "
                     f"as for observations {', '.join(ids)} (R row names); the covariance is NaN, "
-                    "as sandwich's where the hat value is exactly 1", DataWarning, stacklevel=3)
+                    "as sandwich's where the hat value is exactly 1", DataWarning)
                 w = w.copy()
                 w[near_one] = np.nan
         V = _sandwich(cluster_scores(Xk, w, None), rinv)

@@ -25,14 +25,13 @@ import json
 import math
 import os
 import tempfile
-import warnings
 import zipfile
 import zlib
 from typing import Any
 
 import numpy as np
 
-from .errors import CacheError, DataError, DataWarning, EngineInputError, OutputPathError
+from .errors import CacheError, DataError, DataWarning, EngineInputError, OutputPathError, warn_user
 
 #: mice's imputation models square and cross-multiply the data (normal equations, ridge,
 #: Cholesky): a magnitude above this overflows float64 there, so it is refused up front.
@@ -259,7 +258,7 @@ def warn_nans_produced(label: str, value, result) -> None:
     if result.dtype.kind == "f" and np.isnan(result).any():
         value = np.broadcast_to(np.asarray(value, dtype=np.float64), result.shape)
         if (np.isnan(result) & ~np.isnan(value)).any():
-            warnings.warn(f"In {label} : NaNs produced", DataWarning, stacklevel=2)
+            warn_user(f"In {label} : NaNs produced", DataWarning)
 
 
 # --------------------------------------------------------------------------- pool

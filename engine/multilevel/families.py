@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from engine.errors import DataError, EngineInputError, FormulaError, ModelSpecError, PriorError
+from engine.errors import DataError, EngineInputError, FormulaError, ModelSpecError, PriorError, warn_user
 from engine.multilevel.model import MultilevelModel
 from engine.multilevel.priors import STUDENT_T, Prior, ResolvedPriors, _as_prior_list, _format_number, r_mad, r_round
 
@@ -292,14 +292,13 @@ def glm_model_frame(formula: str, data: pd.DataFrame, family: Family, allow_rand
     if max_trials:
         # brms 2.18 (checked with make_standata): "Using the maximum response value as the number of
         # trials." and a deprecation warning; every row gets max(y) over the rows kept
-        import warnings
-
+        
         from engine.errors import DataWarning
 
         top = float(np.max(np.asarray(frame.y, dtype=float))) if len(frame.rows) else 1.0
-        warnings.warn(f"binomial without '| trials(n)': using the maximum response value ({_format_number(top)}) "
-                      f"as the number of trials, as brms 2.18 does (deprecated there); give "
-                      f"'{spec.response} | trials(n) ~ ...'", DataWarning, stacklevel=3)
+        warn_user(f"binomial without '| trials(n)': using the maximum response value ({_format_number(top)}) "
+                  f"as the number of trials, as brms 2.18 does (deprecated there); give "
+                  f"'{spec.response} | trials(n) ~ ...'", DataWarning)
         kept_trials = np.full(kept_trials.shape, top)
     if family.code == BINOMIAL:
         y_kept = np.asarray(frame.y, dtype=float)

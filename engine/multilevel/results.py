@@ -32,14 +32,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from engine.errors import CacheError, ConvergenceWarning, DataError, EngineInputError
+from engine.errors import CacheError, ConvergenceWarning, DataError, EngineInputError, warn_user
 from engine.rcompat.print_brms import brms_label  # re-exported: results name rows as brms
 from engine.validate import arrays_checksum, read_fit_cache, checked_arguments
 
@@ -403,7 +402,7 @@ class BrmFit:
 
     def warn_convergence(self) -> None:
         for message in self.diagnostics_warnings():
-            warnings.warn(message, ConvergenceWarning, stacklevel=3)
+            warn_user(message, ConvergenceWarning)
 
     # -------------------------------------------------------------- printing
     def __str__(self) -> str:

@@ -21,12 +21,11 @@ predictions or log_lik), and only ``sampler="gibbs"`` reads such a model.
 from __future__ import annotations
 
 import hashlib
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
 
-from ..errors import DataWarning, EngineInputError, ModelSpecError
+from ..errors import DataWarning, EngineInputError, ModelSpecError, warn_user
 from .cells import cell_pass, plan_cells, rows_of
 from .common import dask_modules, exact_quantiles
 
@@ -128,8 +127,7 @@ class Prepared(SimpleNamespace):
     """What engine.brm's front end reads of one data set (as engine.brm._Prepared)."""
 
 
-def prepare(formula: str, data, prior, *, sampler: str, family, sample_prior: str = "no",
-            stacklevel: int = 3) -> Prepared:
+def prepare(formula: str, data, prior, *, sampler: str, family, sample_prior: str = "no") -> Prepared:
     """engine.brm's model for a Dask DataFrame or a Parquet path (Gaussian, random intercepts)."""
     from ..multilevel.model import parameter_names, ranef_names
     from ..multilevel.priors import prior_summary_table
@@ -152,10 +150,10 @@ def prepare(formula: str, data, prior, *, sampler: str, family, sample_prior: st
                            X=np.vstack([sums.x_min, sums.x_max]))
     check_brm_frame(stub, n_rows=n)  # stub: the columns' extremes only
     if sums.n_dropped:
-        warnings.warn(
+        warn_user(
             f"Rows containing NAs were excluded from the model: {sums.n_dropped} of "
             f"{sums.n_dropped + n} rows dropped (missing values in the variables the formula uses).",
-            DataWarning, stacklevel=stacklevel + 1)
+            DataWarning)
     model = _model_from_sums(plan, frame, sums, prior, _median_mad(dask, plan, parts, sums))
     groups = [GroupInfo(name, tuple(str(level) for level in levels))
               for name, levels in zip(model.group_names, model.group_levels)]
