@@ -151,9 +151,12 @@ def glm_logp_and_grad(theta, family, y, trials, Wt, codes, level_group, gamma_fa
     n_groups = codes.shape[0]
     n_levels = level_group.shape[0]
     grad = np.zeros(theta.shape[0])
+    tau = np.empty(n_groups)  # one exponential per group, not two per level
+    for g in range(n_groups):
+        tau[g] = math.exp(theta[q + g])
     r = np.empty(n_levels)
     for l in range(n_levels):
-        r[l] = math.exp(theta[q + level_group[l]]) * theta[q + n_groups + l]
+        r[l] = tau[level_group[l]] * theta[q + n_groups + l]
     eta = fixed_predictor(Wt, theta, q)
     for g in range(n_groups):
         levels = codes[g]
@@ -168,7 +171,7 @@ def glm_logp_and_grad(theta, family, y, trials, Wt, codes, level_group, gamma_fa
     for l in range(n_levels):
         g = level_group[l]
         z = theta[q + n_groups + l]
-        grad[q + n_groups + l] = grad_r[l, 0] * math.exp(theta[q + g]) - z
+        grad[q + n_groups + l] = grad_r[l, 0] * tau[g] - z
         grad[q + g] += grad_r[l, 0] * r[l]
         logp -= 0.5 * z * z
     for a in range(q):
@@ -176,11 +179,9 @@ def glm_logp_and_grad(theta, family, y, trials, Wt, codes, level_group, gamma_fa
         logp += lp
         grad[a] += d_prior
     for g in range(n_groups):
-        log_tau = theta[q + g]
-        tau = math.exp(log_tau)
-        lp, d_prior = log_prior(tau, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
-        logp += lp + log_tau
-        grad[q + g] += d_prior * tau + 1.0
+        lp, d_prior = log_prior(tau[g], sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+        logp += lp + theta[q + g]
+        grad[q + g] += d_prior * tau[g] + 1.0
     return logp, grad
 
 
