@@ -96,42 +96,28 @@ def rows_log_lik(family, y, trials, eta, d):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def fixed_gradient(Wt, d, q, grad):
-    """grad[a] <- sum_i d_i W[i, a] for a < q (row order), up to eight coefficients per pass over the
-    rows: independent sums in registers, so a pass costs about one sum's chain of additions. A last
-    block narrower than its pass repeats its final column (the same sum again, not stored)."""
+    """grad[a] <- sum_i d_i W[i, a] for a < q (row order), eight coefficients per pass over the rows:
+    independent sums in registers, so a pass costs about one sum's chain of additions. A last block
+    of fewer than eight repeats its final column (the same sum again, not stored)."""
     n = d.shape[0]
-    a = 0
-    while a < q:
-        width = min(q - a, 8)
-        last = q - 1
-        if width > 4:
-            w0, w1, w2, w3 = Wt[a], Wt[a + 1], Wt[a + 2], Wt[a + 3]
-            w4, w5, w6, w7 = Wt[a + 4], Wt[min(a + 5, last)], Wt[min(a + 6, last)], Wt[min(a + 7, last)]
-            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-            for i in range(n):
-                di = d[i]
-                s0 += di * w0[i]
-                s1 += di * w1[i]
-                s2 += di * w2[i]
-                s3 += di * w3[i]
-                s4 += di * w4[i]
-                s5 += di * w5[i]
-                s6 += di * w6[i]
-                s7 += di * w7[i]
-            sums = (s0, s1, s2, s3, s4, s5, s6, s7)
-        else:
-            w0, w1, w2, w3 = Wt[a], Wt[min(a + 1, last)], Wt[min(a + 2, last)], Wt[min(a + 3, last)]
-            s0 = s1 = s2 = s3 = 0.0
-            for i in range(n):
-                di = d[i]
-                s0 += di * w0[i]
-                s1 += di * w1[i]
-                s2 += di * w2[i]
-                s3 += di * w3[i]
-            sums = (s0, s1, s2, s3, 0.0, 0.0, 0.0, 0.0)
-        for k in range(width):
+    last = q - 1
+    for a in range(0, q, 8):
+        w0, w1, w2, w3 = Wt[a], Wt[min(a + 1, last)], Wt[min(a + 2, last)], Wt[min(a + 3, last)]
+        w4, w5, w6, w7 = Wt[min(a + 4, last)], Wt[min(a + 5, last)], Wt[min(a + 6, last)], Wt[min(a + 7, last)]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        for i in range(n):
+            di = d[i]
+            s0 += di * w0[i]
+            s1 += di * w1[i]
+            s2 += di * w2[i]
+            s3 += di * w3[i]
+            s4 += di * w4[i]
+            s5 += di * w5[i]
+            s6 += di * w6[i]
+            s7 += di * w7[i]
+        sums = (s0, s1, s2, s3, s4, s5, s6, s7)
+        for k in range(min(q - a, 8)):
             grad[a + k] = sums[k]
-        a += width
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
