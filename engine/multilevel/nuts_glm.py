@@ -12,14 +12,14 @@ theta = (gamma (q), log tau (G), z (L)): the non-centred parametrisation of brms
 (r = sd * z; Papaspiliopoulos, Roberts & Sköld 2007), with the same priors, so the posterior is
 brms'. No likelihood reduces to cell sums here, but rows that share their design row and levels
 share eta and are merged first (aggregate_rows; exact up to a constant). An evaluation then costs
-O(M (q + G) + L) for the M <= N distinct rows, through one pass (log-likelihood, and its
-derivative d_i = y_i - n_i logistic(eta_i) or y_i - m_i exp(eta_i) accumulated into gamma and the
-level sums at once).
+O(M (q + G) + L) for the M <= N distinct rows, in four passes over them (the row passes below:
+eta, the log-likelihood with its derivative d_i = y_i - n_i logistic(eta_i) or y_i - m_i exp(eta_i)
+from row_log_lik, W'd, and the level sums of d).
 
 The density has engine.nuts' fixed signature (theta, data, index), so the cached NUTS kernel
 (Stan's adaptation, multinomial NUTS, engine.nuts.run_chain) serves it without recompiling.
 
-Random slopes (``(1 + x | g)``): glm_slopes_log_density, the same likelihood pass on
+Random slopes (``(1 + x | g)``): glm_slopes_log_density, the same row passes on
 engine.multilevel.nuts_slopes' term kernels (r = diag(sd) L z, CPCs with the LKJ prior).
 """
 
@@ -43,62 +43,145 @@ from engine.nuts import LogDensity, validate_options
 __all__ = ["NUTS_GLM", "GLMNutsSampler", "sample_chain"]
 
 
+# ------------------------------------------------------------------------------- the row passes
+# Both likelihoods (random intercepts, random slopes) run the same four passes over the M merged rows,
+# stored column by column (W', codes' as (q, M), (G, M)): the linear predictor (fixed part, then each
+# level's contribution), the per-row log-likelihood and its derivative d_i, the fixed effects' gradient
+# W'd and the levels' sums of d. The passes do exactly the floating-point operations of one fused loop
+# over the rows, in the same order per sum, so the results are the same to the bit; they are faster
+# because each sum then lives in a register (a fused loop accumulated q + G sums through memory, one
+# store-to-load wait per row and sum) and the fixed part vectorises across rows.
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def row_log_lik(family, y, trials, eta):
+    """(log-likelihood up to a constant, its derivative in eta) of one merged row.
+
+    bernoulli / binomial: y log p + (n - y) log(1 - p) = y eta - n log(1 + e^eta), derivative
+    y - n logistic(eta), both from one exponential e = exp(-|eta|); poisson with multiplicity m
+    (``trials``): y eta - m e^eta, derivative y - m e^eta.
+    """
+    if family == POISSON:
+        mean = trials * math.exp(eta)  # trials: how many identical rows this one stands for
+        return y * eta - mean, y - mean
+    e = math.exp(-abs(eta))
+    if eta > 0.0:
+        return y * eta - trials * (eta + math.log1p(e)), y - trials / (1.0 + e)
+    return y * eta - trials * math.log1p(e), y - trials * e / (1.0 + e)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_family, gamma_nu, gamma_mu,
+def fixed_predictor(Wt, theta, q):
+    """eta (M,) = W gamma, gamma = theta[:q], Wt (>= q, M): each row's sum in coefficient order."""
+    n = Wt.shape[1]
+    eta = np.zeros(n)
+    for a in range(q):
+        coefficient = theta[a]
+        column = Wt[a]
+        for i in range(n):
+            eta[i] += column[i] * coefficient
+    return eta
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def rows_log_lik(family, y, trials, eta, d):
+    """Sum over rows of row_log_lik (in row order); d (M,) <- each row's derivative."""
+    total = 0.0
+    for i in range(eta.shape[0]):
+        lp, di = row_log_lik(family, y[i], trials[i], eta[i])
+        d[i] = di
+        total += lp
+    return total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def fixed_gradient(Wt, d, q, grad):
+    """grad[a] <- sum_i d_i W[i, a] for a < q (row order), eight coefficients per pass over the rows:
+    independent sums in registers, so a pass costs about one sum's chain of additions. A last block
+    of fewer than eight repeats its final column (the same sum again, not stored)."""
+    n = d.shape[0]
+    last = q - 1
+    for a in range(0, q, 8):
+        w0, w1, w2, w3 = Wt[a], Wt[min(a + 1, last)], Wt[min(a + 2, last)], Wt[min(a + 3, last)]
+        w4, w5, w6, w7 = Wt[min(a + 4, last)], Wt[min(a + 5, last)], Wt[min(a + 6, last)], Wt[min(a + 7, last)]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        for i in range(n):
+            di = d[i]
+            s0 += di * w0[i]
+            s1 += di * w1[i]
+            s2 += di * w2[i]
+            s3 += di * w3[i]
+            s4 += di * w4[i]
+            s5 += di * w5[i]
+            s6 += di * w6[i]
+            s7 += di * w7[i]
+        sums = (s0, s1, s2, s3, s4, s5, s6, s7)
+        for k in range(min(q - a, 8)):
+            grad[a + k] = sums[k]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def add_by_level(levels, values, out, c):
+    """out[levels[i], c] += values[i] in row order. A run of rows at one level (the rows are sorted
+    by their levels, so the outer factor's and nested factors' levels come in runs) is summed in a
+    register, carried on from out[level, c]: the same additions in the same order as one at a time."""
+    n = levels.shape[0]
+    if n == 0:
+        return
+    level = levels[0]
+    total = out[level, c]
+    for i in range(n):
+        if levels[i] != level:
+            out[level, c] = total
+            level = levels[i]
+            total = out[level, c]
+        total += values[i]
+    out[level, c] = total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def glm_logp_and_grad(theta, family, y, trials, Wt, codes, level_group, gamma_family, gamma_nu, gamma_mu,
                       gamma_scale, sd_family, sd_nu, sd_mu, sd_scale):
     """Log posterior (up to a constant) and gradient in theta = (gamma (q), log tau (G), z (L)).
 
     y, trials: (N,) (trials: binomial trials, or for poisson how many identical rows a row stands for);
-    W: (N, q); codes: (N, G) global level indices; level_group: (L,).
+    Wt: (q, N) the design by columns; codes: (G, N) global level indices; level_group: (L,).
     """
-    n, q = W.shape
-    n_groups = codes.shape[1]
+    q = Wt.shape[0]
+    n_groups = codes.shape[0]
     n_levels = level_group.shape[0]
     grad = np.zeros(theta.shape[0])
+    tau = np.empty(n_groups)  # one exponential per group, not two per level
+    for g in range(n_groups):
+        tau[g] = math.exp(theta[q + g])
     r = np.empty(n_levels)
     for l in range(n_levels):
-        r[l] = math.exp(theta[q + level_group[l]]) * theta[q + n_groups + l]
-    grad_r = np.zeros(n_levels)
-    logp = 0.0
-    for i in range(n):
-        eta = 0.0
-        for a in range(q):
-            eta += W[i, a] * theta[a]
-        for g in range(n_groups):
-            eta += r[codes[i, g]]
-        if family == POISSON:
-            mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
-            logp += y[i] * eta - mean
-            d = y[i] - mean
-        else:
-            # log(1 + e^eta) and logistic(eta) from one exponential, e = exp(-|eta|)
-            e = math.exp(-abs(eta))
-            if eta > 0.0:
-                logp += y[i] * eta - trials[i] * (eta + math.log1p(e))
-                d = y[i] - trials[i] / (1.0 + e)
-            else:
-                logp += y[i] * eta - trials[i] * math.log1p(e)
-                d = y[i] - trials[i] * e / (1.0 + e)
-        for a in range(q):
-            grad[a] += d * W[i, a]
-        for g in range(n_groups):
-            grad_r[codes[i, g]] += d
+        r[l] = tau[level_group[l]] * theta[q + n_groups + l]
+    eta = fixed_predictor(Wt, theta, q)
+    for g in range(n_groups):
+        levels = codes[g]
+        for i in range(eta.shape[0]):
+            eta[i] += r[levels[i]]
+    d = np.empty(eta.shape[0])
+    logp = rows_log_lik(family, y, trials, eta, d)
+    fixed_gradient(Wt, d, q, grad)
+    grad_r = np.zeros((n_levels, 1))
+    for g in range(n_groups):
+        add_by_level(codes[g], d, grad_r, 0)
     for l in range(n_levels):
         g = level_group[l]
         z = theta[q + n_groups + l]
-        grad[q + n_groups + l] = grad_r[l] * math.exp(theta[q + g]) - z
-        grad[q + g] += grad_r[l] * r[l]
+        grad[q + n_groups + l] = grad_r[l, 0] * tau[g] - z
+        grad[q + g] += grad_r[l, 0] * r[l]
         logp -= 0.5 * z * z
     for a in range(q):
-        lp, d = log_prior(theta[a], gamma_family[a], gamma_nu[a], gamma_mu[a], gamma_scale[a])
+        lp, d_prior = log_prior(theta[a], gamma_family[a], gamma_nu[a], gamma_mu[a], gamma_scale[a])
         logp += lp
-        grad[a] += d
+        grad[a] += d_prior
     for g in range(n_groups):
-        eta = theta[q + g]
-        tau = math.exp(eta)
-        lp, d = log_prior(tau, sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
-        logp += lp + eta
-        grad[q + g] += d * tau + 1.0
+        lp, d_prior = log_prior(tau[g], sd_family[g], sd_nu[g], sd_mu[g], sd_scale[g])
+        logp += lp + theta[q + g]
+        grad[q + g] += d_prior * tau[g] + 1.0
     return logp, grad
 
 
@@ -106,12 +189,12 @@ def glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_fam
 def glm_log_density(theta, data, index):
     """glm_logp_and_grad on packed (data, index) (engine.nuts.LOGP_SIGNATURE).
 
-    index = [N, q, G, L, family, codes (N G), level_group (L), gamma_family (q), sd_family (G)];
-    data = [y (N), trials (N), W (N q), gamma nu, mu, scale (q each), sd nu, mu, scale (G each)].
+    index = [N, q, G, L, family, codes (G N), level_group (L), gamma_family (q), sd_family (G)];
+    data = [y (N), trials (N), W' (q N), gamma nu, mu, scale (q each), sd nu, mu, scale (G each)].
     """
     n, q, n_groups, n_levels, family = index[0], index[1], index[2], index[3], index[4]
     o = 5
-    codes = index[o:o + n * n_groups].reshape((n, n_groups))
+    codes = index[o:o + n * n_groups].reshape((n_groups, n))
     o += n * n_groups
     level_group = index[o:o + n_levels]
     o += n_levels
@@ -120,13 +203,13 @@ def glm_log_density(theta, data, index):
     y = data[:n]
     trials = data[n:2 * n]
     o = 2 * n
-    W = data[o:o + n * q].reshape((n, q))
+    Wt = data[o:o + n * q].reshape((q, n))
     o += n * q
     gamma_nu, gamma_mu, gamma_scale = data[o:o + q], data[o + q:o + 2 * q], data[o + 2 * q:o + 3 * q]
     o += 3 * q
     sd_nu, sd_mu = data[o:o + n_groups], data[o + n_groups:o + 2 * n_groups]
     sd_scale = data[o + 2 * n_groups:o + 3 * n_groups]
-    return glm_logp_and_grad(theta, family, y, trials, W, codes, level_group, gamma_family, gamma_nu, gamma_mu,
+    return glm_logp_and_grad(theta, family, y, trials, Wt, codes, level_group, gamma_family, gamma_nu, gamma_mu,
                              gamma_scale, sd_family, sd_nu, sd_mu, sd_scale)
 
 
@@ -168,9 +251,9 @@ def glm_args(model: GLMModel) -> tuple[np.ndarray, np.ndarray]:
     q = int(base.has_intercept) + base.n_coef
     y, trials, W, codes = aggregate_rows(model)
     header = [y.shape[0], q, base.n_groups, base.n_levels_total, model.family.code]
-    index = np.concatenate([np.array(header), codes.reshape(-1), np.asarray(base.level_group).reshape(-1),
+    index = np.concatenate([np.array(header), codes.T.reshape(-1), np.asarray(base.level_group).reshape(-1),
                             gamma_prior.family, np.asarray(base.sd_prior_family).reshape(-1)]).astype(np.int64)
-    parts = [y, trials, W.reshape(-1), gamma_prior.nu, gamma_prior.mu,
+    parts = [y, trials, W.T.reshape(-1), gamma_prior.nu, gamma_prior.mu,
              gamma_prior.scale, base.sd_prior_nu, base.sd_prior_mu, base.sd_prior_scale]
     data = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
     return np.ascontiguousarray(data), np.ascontiguousarray(index)
@@ -220,22 +303,22 @@ def to_canonical(model: GLMModel, theta_draws: np.ndarray) -> tuple[np.ndarray, 
 # term structure, r = D L z and its chain rule (LKJ prior included) are nuts_slopes' kernels, run on
 # the same packed layout (slopes_args, read through its layout from a slice); only the likelihood differs:
 # it is over the (aggregated) rows, eta_i = w_i' gamma + sum_g z_{g,i}' r_g[l_g(i)], with
-# d log p / d eta_i accumulated into gamma and the levels' coefficients in the same pass.
+# d log p / d eta_i (row_log_lik) summed into gamma and the levels' coefficients by the row passes.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def glm_slopes_log_density(theta, data, index):
     """Log posterior and gradient of a GLM with random slopes on packed (data, index) (engine.nuts'
-    signature). index = [N, Q, family, data start of the slopes layout, its index start, codes (N G),
-    slopes index]; data = [y (N), trials (N), U (N Q) = [w, Z], slopes data] (glm_slopes_args)."""
+    signature). index = [N, Q, family, data start of the slopes layout, its index start, codes (G N),
+    slopes index]; data = [y (N), trials (N), U' (Q N), U = [w, Z], slopes data] (glm_slopes_args)."""
     n, m, family, data_start, index_start = index[0], index[1], index[2], index[3], index[4]
     s_data, s_index = data[data_start:], index[index_start:]  # the slopes layout (views)
     lay = layout(s_index)
     n_groups = lay.G
-    codes = index[5:5 + n * n_groups].reshape((n, n_groups))
+    codes = index[5:5 + n * n_groups].reshape((n_groups, n))
     y = data[:n]
     trials = data[n:2 * n]
-    U = data[2 * n:2 * n + n * m].reshape((n, m))
+    Ut = data[2 * n:2 * n + n * m].reshape((m, n))
     qf = lay.qf
     dims, z_off = lay.dims, lay.z_off
     qm = max_group_dim(s_index, lay)
@@ -245,36 +328,26 @@ def glm_slopes_log_density(theta, data, index):
     chol, cpc_pos = term_factors(theta, s_index, lay, qm)
     sd = group_sds(theta, lay)
     r = coefficients(theta, s_index, lay, chol, zg, sd, qm)
+    eta = fixed_predictor(Ut, theta, qf)
+    for g in range(n_groups):
+        levels = codes[g]
+        col = qf + s_index[z_off + g]
+        for c in range(s_index[dims + g]):
+            column = Ut[col + c]
+            for i in range(n):
+                eta[i] += column[i] * r[levels[i], c]
+    d = np.empty(n)
+    logp = rows_log_lik(family, y, trials, eta, d)
+    fixed_gradient(Ut, d, qf, grad)
     grad_r = np.zeros((lay.L, qm))
-    logp = 0.0
-    for i in range(n):
-        eta = 0.0
-        for a in range(qf):
-            eta += U[i, a] * theta[a]
-        for g in range(n_groups):
-            v = codes[i, g]
-            col = qf + s_index[z_off + g]
-            for c in range(s_index[dims + g]):
-                eta += U[i, col + c] * r[v, c]
-        if family == POISSON:
-            mean = trials[i] * math.exp(eta)  # trials: how many identical rows this one stands for
-            logp += y[i] * eta - mean
-            deriv = y[i] - mean
-        else:
-            e = math.exp(-abs(eta))
-            if eta > 0.0:
-                logp += y[i] * eta - trials[i] * (eta + math.log1p(e))
-                deriv = y[i] - trials[i] / (1.0 + e)
-            else:
-                logp += y[i] * eta - trials[i] * math.log1p(e)
-                deriv = y[i] - trials[i] * e / (1.0 + e)
-        for a in range(qf):
-            grad[a] += deriv * U[i, a]
-        for g in range(n_groups):
-            v = codes[i, g]
-            col = qf + s_index[z_off + g]
-            for c in range(s_index[dims + g]):
-                grad_r[v, c] += deriv * U[i, col + c]
+    weighted = np.empty(n)
+    for g in range(n_groups):
+        col = qf + s_index[z_off + g]
+        for c in range(s_index[dims + g]):
+            column = Ut[col + c]
+            for i in range(n):
+                weighted[i] = d[i] * column[i]
+            add_by_level(codes[g], weighted, grad_r, c)
     logp += backprop_terms(theta, grad, s_data, s_index, lay, chol, cpc_pos, zg, sd, r, grad_r)
     for i in range(first_z, theta.shape[0]):
         logp -= 0.5 * theta[i] * theta[i]
@@ -305,9 +378,9 @@ def glm_slopes_args(model: GLMModel) -> tuple[np.ndarray, np.ndarray]:
     y, trials, U, codes = _aggregate_slopes_rows(model)
     slopes_data, slopes_index = slopes_args(model.base)
     n, m = U.shape
-    rows = np.concatenate([y, trials, U.reshape(-1)])
+    rows = np.concatenate([y, trials, U.T.reshape(-1)])
     header = np.array([n, m, model.family.code, rows.shape[0], 5 + codes.size], dtype=np.int64)
-    index = np.concatenate([header, codes.reshape(-1), slopes_index]).astype(np.int64)
+    index = np.concatenate([header, codes.T.reshape(-1), slopes_index]).astype(np.int64)
     data = np.concatenate([rows, slopes_data]).astype(np.float64)
     return np.ascontiguousarray(data), np.ascontiguousarray(index)
 
