@@ -22,10 +22,14 @@ complement gives R_X, c_beta and r (its last diagonal element).
 
 Blocking (as MixedModels.jl): terms are ordered as lme4 orders them (decreasing number of levels,
 ``lme4:::mkReTrms``); the first term gives a block-diagonal leading block (one ``q1 x q1`` Cholesky
-per level); all later terms form one **dense** trailing Schur block (size = their total number of
-random effects), updated from the sparse Z1'Z_rest blocks (``engine.lmer_kernels``). Nested models
-(pupils in classes in schools) and crossed ones (InstEval's students x lecturers) go the same way;
-the dense block is the part that fill-in makes dense for crossed designs.
+per level); all later terms form one trailing Schur block (size = their total number of random
+effects), updated from the sparse Z1'Z_rest blocks (``engine.lmer_kernels``). For crossed designs
+(InstEval's students x lecturers) fill-in makes it dense: it is held and factored as one dense
+matrix. For nested ones (pupils in classes in schools: one later term, every level of the first in
+one level of it, read from the codes, ``_nested_trailing``) it stays block diagonal, one q2 x q2
+block per level of the later term: it is held and factored per level, so an evaluation costs
+O(levels q^3 + p^3) however many levels there are (10^6 students in 13,000 schools: milliseconds,
+where the dense block was 13,000^2).
 
 theta is optimised under lme4's bounds from lme4's start (diagonals 1, off-diagonals 0): by a
 compiled projected BFGS (finite-difference gradients) then Newton steps on a central-difference
@@ -537,6 +541,9 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     the trailing block (dpotrf + dpotri), against 2K + 1 criterion evaluations for central
     differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
     ``keep``, the blocked factor at theta goes to ``stats.last_factor`` (for ``_fit_stats``).
+    A nested trailing block (``stats.nested``) is diagonal here (scalar terms): its factor is the
+    square roots of S's diagonal, diag(S^{-1}) their reciprocals squared, and w_j'S^{-1}w_j has one
+    term (O(levels), no LAPACK call).
     """
     from scipy.linalg import lapack, solve_triangular
 

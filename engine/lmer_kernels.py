@@ -6,6 +6,14 @@ The random effects are split as in MixedModels.jl (Bates et al., MixedModels.jl 
 ``Z1'Z2`` is stored as one small ``q1 x qk`` block per (level j of term 1, level l of term k)
 pair that occurs in the data (``CrossBlocks``), grouped by j. Per evaluation of the criterion
 the kernels below cost O(sum over j of (pairs of j * q)^2), independent of the number of rows.
+
+Nested groupings (one later term, each level j of term 1 in a single level l of it: classes in
+schools) keep the trailing block block diagonal: Z2'Z2 has one q2 x q2 block per level and W_j'W_j
+falls in the block of j's level, so the Schur complement is held as (n2, q2, q2) and factored per
+level (``leading_and_nested_schur``, ``nested_factor``; ``Layout.nested``), O(n2 q2^3) where the
+dense block costs O(Q2^3). The nested kernels repeat the dense ones' arithmetic on the nonzero
+entries, in the same order, so both give the same numbers (bit for bit where the dense block is
+factored by ``_chol_inplace``, up to 48 effects; to rounding against LAPACK's factor beyond).
 """
 
 from __future__ import annotations
