@@ -337,17 +337,17 @@ def term_factors(theta, lay):
 
 
 @numba.njit(cache=True)
-def _leading_blocks(theta, mo, lay):
-    """The leading blocks at theta: T (K, qmax, qmax) the terms' factors, L1 (n1, q1, q1) =
+def _leading_blocks(T, A1, ZXa1, XaXa):
+    """The leading blocks at theta (its factors T (K, qmax, qmax), ``term_factors``): L1 (n1, q1, q1) =
     chol(T1' A_j T1 + I), R1 (n1, q1, m) = L1_j^{-1} T1' Z1_j'[X y], gram (m, m, upper triangle)
     = [X y]'[X y] - R1'R1, ld = log|L1|^2. Returns (ok, ld, gram, L1, R1, T); ok False where a
-    leading block is not positive definite (L1, R1 then incomplete)."""
-    T = term_factors(theta, lay)
-    n1, q1, m = mo.ZXa1.shape
+    leading block is not positive definite (L1, R1 then incomplete). (Arrays, not the
+    NamedTuples: each call level copies those.)"""
+    n1, q1, m = ZXa1.shape
     T1 = np.ascontiguousarray(T[0, :q1, :q1])
     L1 = np.empty((n1, q1, q1))
     R1 = np.empty((n1, q1, m))
-    gram = mo.XaXa.copy()
+    gram = XaXa.copy()
     ld = 0.0
     M = np.empty((q1, q1))
     for j in range(n1):
@@ -357,10 +357,10 @@ def _leading_blocks(theta, mo, lay):
                 s = 0.0
                 for c in range(a, q1):
                     for d in range(b, q1):
-                        s += T1[c, a] * mo.A1[j, c, d] * T1[d, b]
+                        s += T1[c, a] * A1[j, c, d] * T1[d, b]
                 M[a, b] = s + (1.0 if a == b else 0.0)
         if not _chol_inplace(M):
-            return False, ld, gram, L1, R1, T
+            return False, ld, gram, L1, R1
         for a in range(q1):
             ld += 2.0 * np.log(M[a, a])
             for b in range(q1):
@@ -370,7 +370,7 @@ def _leading_blocks(theta, mo, lay):
             for a in range(q1):
                 s = 0.0
                 for c in range(a, q1):
-                    s += T1[c, a] * mo.ZXa1[j, c, k]
+                    s += T1[c, a] * ZXa1[j, c, k]
                 for b in range(a):
                     s -= M[a, b] * R1[j, b, k]
                 R1[j, a, k] = s / M[a, a]
@@ -380,24 +380,24 @@ def _leading_blocks(theta, mo, lay):
                 for a in range(q1):
                     s += R1[j, a, k] * R1[j, a, l]
                 gram[k, l] -= s
-    return True, ld, gram, L1, R1, T
+    return True, ld, gram, L1, R1
 
 
 @numba.njit(cache=True)
-def _trailing_rhs(mo, lay, T):
+def _trailing_rhs(ZXa2, col_term, col_start, term_q, T):
     """R2 (Q2, m) = Lambda2' Z2'[X y] (Lambda2 block diagonal: Lambda2[c0 + a, c0 + r] =
-    T[a, r] for a >= r within a level's block)."""
-    Q2, m = mo.ZXa2.shape
+    T[a, r] for a >= r within a level's block; ``Layout``'s columns)."""
+    Q2, m = ZXa2.shape
     R2 = np.empty((Q2, m))
     for c in range(Q2):
-        t = lay.col_term[c]
-        c0 = lay.col_start[c]
+        t = col_term[c]
+        c0 = col_start[c]
         r = c - c0
-        q = lay.term_q[t]
+        q = term_q[t]
         for k in range(m):
             s = 0.0
             for a in range(r, q):
-                s += T[t, a, r] * mo.ZXa2[c0 + a, k]
+                s += T[t, a, r] * ZXa2[c0 + a, k]
             R2[c, k] = s
     return R2
 
@@ -414,10 +414,11 @@ def leading_and_schur(theta, mo, cb, lay):
     Q2, m = mo.ZXa2.shape
     W = np.zeros(0)
     S = np.zeros((Q2, Q2))
-    ok, ld, gram, L1, R1, T = _leading_blocks(theta, mo, lay)
+    T = term_factors(theta, lay)
+    ok, ld, gram, L1, R1 = _leading_blocks(T, mo.A1, mo.ZXa1, mo.XaXa)
     if not ok:
         return False, ld, gram, L1, R1, W, S, np.empty((Q2, m)), T
-    R2 = _trailing_rhs(mo, lay, T)
+    R2 = _trailing_rhs(mo.ZXa2, lay.col_term, lay.col_start, lay.term_q, T)
     if Q2 > 0:
         # S = Lambda2' Z2'Z2 Lambda2 + I from the nonzeros of Z2'Z2
         for c in range(Q2):
@@ -457,10 +458,11 @@ def leading_and_nested_schur(theta, mo, cb, lay):
     n2 = Q2 // q2
     W = np.zeros(0)
     S = np.zeros((n2, q2, q2))
-    ok, ld, gram, L1, R1, T = _leading_blocks(theta, mo, lay)
+    T = term_factors(theta, lay)
+    ok, ld, gram, L1, R1 = _leading_blocks(T, mo.A1, mo.ZXa1, mo.XaXa)
     if not ok:
         return False, ld, gram, L1, R1, W, S, np.empty((Q2, m)), T
-    R2 = _trailing_rhs(mo, lay, T)
+    R2 = _trailing_rhs(mo.ZXa2, lay.col_term, lay.col_start, lay.term_q, T)
     for lv in range(n2):
         for a in range(q2):
             S[lv, a, a] = 1.0
@@ -537,6 +539,13 @@ def nested_factor(S, R2, ld):
     (ok, ld, L2^{-1} R2 (Q2, m)); ok False where a block is not positive definite."""
     n2, q2, _q = S.shape
     for lv in range(n2):
+        if q2 == 1:  # _chol_inplace's arithmetic for 1 x 1, without a call per level
+            s = S[lv, 0, 0]
+            if not s > 0.0:
+                return False, ld, R2
+            S[lv, 0, 0] = np.sqrt(s)
+            ld += 2.0 * np.log(S[lv, 0, 0])
+            continue
         B = S[lv]
         if not _chol_inplace(B):
             return False, ld, R2
