@@ -61,7 +61,7 @@ def _fit(formula, d, reml, nested=True, theta=None):
             warnings.simplefilter("ignore")
             if theta is None:
                 return lmer(formula, d, REML=reml)
-            st, terms, mf = _stats(formula, d, nested)
+            _st, terms, mf = _stats(formula, d, nested)
             args = (formula, mf.response_name, list(mf.column_names), np.ascontiguousarray(mf.X),
                     np.asarray(mf.y, float), terms)
             return lmer_module._fit_stats(args, reml=reml, theta_fixed=theta)
@@ -79,7 +79,8 @@ def _estimates(fit):
 
 
 NESTED_FORMULAS = ["y ~ x + z + (1 | school/klass)", "y ~ x + (1 + x | school/klass)",
-                   "y ~ x + z + (1 | school) + (0 + x | school)"]
+                   "y ~ x + z + (1 | school) + (0 + x | school)",
+                   "y ~ x + (1 + x | school:klass) + (1 | school)"]  # q1 = 2 over q2 = 1
 
 
 @pytest.mark.parametrize("formula", NESTED_FORMULAS)
@@ -87,7 +88,7 @@ def test_nested_detected_from_the_codes(formula):
     st, _terms, _mf = _stats(formula, _nested(20, 3, 8, seed=1))
     assert st.nested and st.layout.nested and st.A22 is None
     q2 = st.rest_terms[0][2]
-    assert st.A22_blocks.shape == (20, q2, q2)
+    assert st.A22_blocks.shape == (20, q2, q2) and st.rest_terms[0][3] == 20  # the schools
     dense, _terms, _mf = _stats(formula, _nested(20, 3, 8, seed=1), nested=False)
     assert not dense.nested and dense.A22.shape == (20 * q2, 20 * q2)
 
