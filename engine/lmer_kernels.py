@@ -6,6 +6,14 @@ The random effects are split as in MixedModels.jl (Bates et al., MixedModels.jl 
 ``Z1'Z2`` is stored as one small ``q1 x qk`` block per (level j of term 1, level l of term k)
 pair that occurs in the data (``CrossBlocks``), grouped by j. Per evaluation of the criterion
 the kernels below cost O(sum over j of (pairs of j * q)^2), independent of the number of rows.
+
+Nested groupings (one later term, each level j of term 1 in a single level l of it: classes in
+schools) keep the trailing block block diagonal: Z2'Z2 has one q2 x q2 block per level and W_j'W_j
+falls in the block of j's level, so the Schur complement is held as (n2, q2, q2) and factored per
+level (``leading_and_nested_schur``, ``nested_factor``; ``Layout.nested``), O(n2 q2^3) where the
+dense block costs O(Q2^3). The nested kernels repeat the dense ones' arithmetic on the nonzero
+entries, in the same order, so both give the same numbers (bit for bit where the dense block is
+factored by ``_chol_inplace``, up to 48 effects; to rounding against LAPACK's factor beyond).
 """
 
 from __future__ import annotations
@@ -215,6 +223,47 @@ def cross_quadratic(cb, W, Sinv, n1, q1):
 
 
 @numba.njit(cache=True)
+def nested_cross_quadratic(cb, W, Sinv, n1, q1):
+    """``cross_quadratic`` for a nested trailing block: W_j Sinv_l W_j' for every level j of
+    term 1 and its one pair's level l, Sinv (n2, q2, q2) the blocks of S^{-1}."""
+    q2 = Sinv.shape[1]
+    out = np.zeros((n1, q1, q1))
+    for j in range(n1):
+        p = cb.jptr[j]
+        o = cb.off[p]
+        lv = cb.col0[p] // q2
+        for r in range(q2):
+            for c in range(q2):
+                sv = Sinv[lv, r, c]
+                for a in range(q1):
+                    wa = W[o + a * q2 + r] * sv
+                    for b in range(q1):
+                        out[j, a, b] += wa * W[o + b * q2 + c]
+    return out
+
+
+@numba.njit(cache=True)
+def nested_trailing_moments(codes, Z, Xa, n2):
+    """Z2'Z2 as its diagonal blocks A (n2, q2, q2) and Z2'[X y] (n2 q2, m) for one trailing term
+    (codes (n,) int64 its levels, Z (n, q2) its columns): ``trailing_moments``' sums in the same
+    row order, without the dense Q2 x Q2 matrix (zero outside these blocks when nested)."""
+    n, q2 = Z.shape
+    m = Xa.shape[1]
+    A = np.zeros((n2, q2, q2))
+    ZXa2 = np.zeros((n2 * q2, m))
+    for i in range(n):
+        lv = codes[i]
+        c0 = lv * q2
+        for a in range(q2):
+            va = Z[i, a]
+            for b in range(q2):
+                A[lv, a, b] += va * Z[i, b]
+            for k in range(m):
+                ZXa2[c0 + a, k] += va * Xa[i, k]
+    return A, ZXa2
+
+
+@numba.njit(cache=True)
 def forward_solve(L, B):
     """L^{-1} B for lower-triangular L (Q, Q) and B (Q, m), by columns of B (no BLAS call:
     scipy's threaded trsm costs milliseconds of thread wake-up on small blocks)."""
@@ -233,12 +282,18 @@ def forward_solve(L, B):
 class Layout(NamedTuple):
     """Where each term's factor lives: theta_start (K,), term_q (K,) for the K terms (term 0 is
     the leading block); for the trailing block's Q2 columns, col_term (Q2,) the term index
-    (into the K terms), col_start (Q2,) the first column of the column's level block."""
+    (into the K terms), col_start (Q2,) the first column of the column's level block.
+
+    nested: the trailing block is block diagonal, one q2 x q2 block per level of its one term
+    (``engine.lmer._nested_trailing``: every level of term 1 meets one level of term 2, as
+    classes in schools), and is held and factored as (n2, q2, q2) blocks
+    (``leading_and_nested_schur``, ``nested_factor``) instead of one dense Q2 x Q2 matrix."""
 
     theta_start: np.ndarray
     term_q: np.ndarray
     col_term: np.ndarray
     col_start: np.ndarray
+    nested: bool = False
 
 
 class Moments(NamedTuple):
@@ -282,26 +337,19 @@ def term_factors(theta, lay):
 
 
 @numba.njit(cache=True)
-def leading_and_schur(theta, mo, cb, lay):
-    """The blocked factor at theta up to the trailing block's Cholesky (shared by the criterion
-    and its gradient): the leading blocks L1 (n1, q1, q1) = chol(T1' A_j T1 + I) and
-    R1 (n1, q1, m) = L1_j^{-1} T1' Z1_j'[X y]; W (flat, CrossBlocks layout) = L1^{-1} T1' B T_k;
-    the trailing Schur block S (Q2, Q2, lower triangle) = Lambda2' Z2'Z2 Lambda2 + I - W'W and
-    R2 (Q2, m) = Lambda2' Z2'[X y] - W'R1; gram (m, m, upper triangle) = [X y]'[X y] - R1'R1;
-    ld = log|L1|^2. Returns (ok, ld, gram, L1, R1, W, S, R2, T); ok False where a leading block
-    is not positive definite."""
-    T = term_factors(theta, lay)
-    n1, q1, m = mo.ZXa1.shape
+def _leading_blocks(T, A1, ZXa1, XaXa):
+    """The leading blocks at theta (its factors T (K, qmax, qmax), ``term_factors``): L1 (n1, q1, q1) =
+    chol(T1' A_j T1 + I), R1 (n1, q1, m) = L1_j^{-1} T1' Z1_j'[X y], gram (m, m, upper triangle)
+    = [X y]'[X y] - R1'R1, ld = log|L1|^2. Returns (ok, ld, gram, L1, R1, T); ok False where a
+    leading block is not positive definite (L1, R1 then incomplete). (Arrays, not the
+    NamedTuples: each call level copies those.)"""
+    n1, q1, m = ZXa1.shape
     T1 = np.ascontiguousarray(T[0, :q1, :q1])
     L1 = np.empty((n1, q1, q1))
     R1 = np.empty((n1, q1, m))
-    gram = mo.XaXa.copy()
+    gram = XaXa.copy()
     ld = 0.0
     M = np.empty((q1, q1))
-    Q2 = mo.ZXa2.shape[0]
-    W = np.zeros(0)
-    S = np.zeros((Q2, Q2))
-    R2 = np.empty((Q2, m))
     for j in range(n1):
         # M = T1' A_j T1 + I
         for a in range(q1):
@@ -309,10 +357,10 @@ def leading_and_schur(theta, mo, cb, lay):
                 s = 0.0
                 for c in range(a, q1):
                     for d in range(b, q1):
-                        s += T1[c, a] * mo.A1[j, c, d] * T1[d, b]
+                        s += T1[c, a] * A1[j, c, d] * T1[d, b]
                 M[a, b] = s + (1.0 if a == b else 0.0)
         if not _chol_inplace(M):
-            return False, ld, gram, L1, R1, W, S, R2, T
+            return False, ld, gram, L1, R1
         for a in range(q1):
             ld += 2.0 * np.log(M[a, a])
             for b in range(q1):
@@ -322,7 +370,7 @@ def leading_and_schur(theta, mo, cb, lay):
             for a in range(q1):
                 s = 0.0
                 for c in range(a, q1):
-                    s += T1[c, a] * mo.ZXa1[j, c, k]
+                    s += T1[c, a] * ZXa1[j, c, k]
                 for b in range(a):
                     s -= M[a, b] * R1[j, b, k]
                 R1[j, a, k] = s / M[a, a]
@@ -332,9 +380,47 @@ def leading_and_schur(theta, mo, cb, lay):
                 for a in range(q1):
                     s += R1[j, a, k] * R1[j, a, l]
                 gram[k, l] -= s
+    return True, ld, gram, L1, R1
+
+
+@numba.njit(cache=True)
+def _trailing_rhs(ZXa2, col_term, col_start, term_q, T):
+    """R2 (Q2, m) = Lambda2' Z2'[X y] (Lambda2 block diagonal: Lambda2[c0 + a, c0 + r] =
+    T[a, r] for a >= r within a level's block; ``Layout``'s columns)."""
+    Q2, m = ZXa2.shape
+    R2 = np.empty((Q2, m))
+    for c in range(Q2):
+        t = col_term[c]
+        c0 = col_start[c]
+        r = c - c0
+        q = term_q[t]
+        for k in range(m):
+            s = 0.0
+            for a in range(r, q):
+                s += T[t, a, r] * ZXa2[c0 + a, k]
+            R2[c, k] = s
+    return R2
+
+
+@numba.njit(cache=True)
+def leading_and_schur(theta, mo, cb, lay):
+    """The blocked factor at theta up to the trailing block's Cholesky (shared by the criterion
+    and its gradient): the leading blocks L1 (n1, q1, q1) = chol(T1' A_j T1 + I) and
+    R1 (n1, q1, m) = L1_j^{-1} T1' Z1_j'[X y]; W (flat, CrossBlocks layout) = L1^{-1} T1' B T_k;
+    the trailing Schur block S (Q2, Q2, lower triangle) = Lambda2' Z2'Z2 Lambda2 + I - W'W and
+    R2 (Q2, m) = Lambda2' Z2'[X y] - W'R1; gram (m, m, upper triangle) = [X y]'[X y] - R1'R1;
+    ld = log|L1|^2. Returns (ok, ld, gram, L1, R1, W, S, R2, T); ok False where a leading block
+    is not positive definite. (``leading_and_nested_schur``: the same with S in blocks.)"""
+    Q2, m = mo.ZXa2.shape
+    W = np.zeros(0)
+    S = np.zeros((Q2, Q2))
+    T = term_factors(theta, lay)
+    ok, ld, gram, L1, R1 = _leading_blocks(T, mo.A1, mo.ZXa1, mo.XaXa)
+    if not ok:
+        return False, ld, gram, L1, R1, W, S, np.empty((Q2, m)), T
+    R2 = _trailing_rhs(mo.ZXa2, lay.col_term, lay.col_start, lay.term_q, T)
     if Q2 > 0:
-        # S = Lambda2' Z2'Z2 Lambda2 + I from the nonzeros of Z2'Z2 (Lambda2 block diagonal:
-        # Lambda2[c0 + a, c0 + r] = T[a, r] for a >= r within a level's block)
+        # S = Lambda2' Z2'Z2 Lambda2 + I from the nonzeros of Z2'Z2
         for c in range(Q2):
             S[c, c] = 1.0
         for e in range(mo.A22_v.shape[0]):
@@ -351,54 +437,188 @@ def leading_and_schur(theta, mo, cb, lay):
                 w = T[ti, ai, r] * v
                 for rr in range(aj + 1):
                     S[ci + r, cj + rr] += w * T[tj, aj, rr]
-        for c in range(Q2):
-            t = lay.col_term[c]
-            c0 = lay.col_start[c]
-            r = c - c0
-            q = lay.term_q[t]
-            for k in range(m):
-                s = 0.0
-                for a in range(r, q):
-                    s += T[t, a, r] * mo.ZXa2[c0 + a, k]
-                R2[c, k] = s
+        q1 = L1.shape[1]
         Tk = np.ascontiguousarray(T[1:])
-        W = scaled_cross(cb, T1, Tk, L1)
+        W = scaled_cross(cb, np.ascontiguousarray(T[0, :q1, :q1]), Tk, L1)
         schur_update(cb, W, S, R1, R2)
     return True, ld, gram, L1, R1, W, S, R2, T
 
 
 @numba.njit(cache=True)
+def leading_and_nested_schur(theta, mo, cb, lay):
+    """``leading_and_schur`` for a nested trailing block (``Layout.nested``: one trailing term,
+    each level j of term 1 paired with one level l of term 2, as classes in schools): Z2'Z2 and
+    every W_j'W_j fall in the q2 x q2 diagonal block of one level, so the Schur block is
+    S (n2, q2, q2) = per level l, T2' A22_l T2 + I - sum over j in l of W_j'W_j (the full
+    blocks, the lower triangle read). The same operations in the same order as the dense S's
+    entries in that block (the dense S is zero elsewhere), so the numbers are those of the dense
+    block. Returns (ok, ld, gram, L1, R1, W, S, R2, T); W the same flat layout (one pair per j)."""
+    Q2, m = mo.ZXa2.shape
+    q2 = lay.term_q[1]
+    n2 = Q2 // q2
+    W = np.zeros(0)
+    S = np.zeros((n2, q2, q2))
+    T = term_factors(theta, lay)
+    ok, ld, gram, L1, R1 = _leading_blocks(T, mo.A1, mo.ZXa1, mo.XaXa)
+    if not ok:
+        return False, ld, gram, L1, R1, W, S, np.empty((Q2, m)), T
+    R2 = _trailing_rhs(mo.ZXa2, lay.col_term, lay.col_start, lay.term_q, T)
+    for lv in range(n2):
+        for a in range(q2):
+            S[lv, a, a] = 1.0
+    for e in range(mo.A22_v.shape[0]):
+        i = mo.A22_i[e]
+        jc = mo.A22_j[e]
+        v = mo.A22_v[e]
+        ci = lay.col_start[i]
+        ai = i - ci
+        aj = jc - lay.col_start[jc]  # the same level's block: col_start[jc] == ci
+        lv = ci // q2
+        for r in range(ai + 1):
+            w = T[1, ai, r] * v
+            for rr in range(aj + 1):
+                S[lv, r, rr] += w * T[1, aj, rr]
+    q1 = L1.shape[1]
+    Tk = np.ascontiguousarray(T[1:])
+    W = scaled_cross(cb, np.ascontiguousarray(T[0, :q1, :q1]), Tk, L1)
+    nested_schur_update(cb, W, S, R1, R2)
+    return True, ld, gram, L1, R1, W, S, R2, T
+
+
+@numba.njit(cache=True)
+def nested_schur_update(cb, W, S, R1, R2):
+    """``schur_update`` for a nested trailing block S (n2, q2, q2): every level j of term 1 has
+    one pair, so S_l -= W_j'W_j (the full q2 x q2 block) for the level l of j, R2 -= W'R1; the
+    arithmetic of ``schur_update``'s pair (pa, pa)."""
+    q2 = S.shape[1]
+    q1 = R1.shape[1]
+    m = R1.shape[2]
+    n1 = cb.jptr.shape[0] - 1
+    for j in range(n1):
+        p = cb.jptr[j]
+        o = cb.off[p]
+        ca = cb.col0[p]
+        lv = ca // q2
+        for r in range(q2):
+            for k in range(m):
+                s = 0.0
+                for t in range(q1):
+                    s += W[o + t * q2 + r] * R1[j, t, k]
+                R2[ca + r, k] -= s
+        for r in range(q2):
+            for c in range(q2):
+                s = 0.0
+                for t in range(q1):
+                    s += W[o + t * q2 + r] * W[o + t * q2 + c]
+                S[lv, r, c] -= s
+
+
+@numba.njit(cache=True)
+def nested_forward_solve(L2, B):
+    """L2^{-1} B for the nested trailing factor L2 (n2, q2, q2, lower blocks) and B (Q2, m):
+    ``forward_solve``'s arithmetic on the dense factor, whose other entries are zero."""
+    n2, q2, _q = L2.shape
+    m = B.shape[1]
+    X = B.copy()
+    for lv in range(n2):
+        c0 = lv * q2
+        for a in range(q2):
+            d = L2[lv, a, a]
+            for k in range(m):
+                s = X[c0 + a, k]
+                for b in range(a):
+                    s -= L2[lv, a, b] * X[c0 + b, k]
+                X[c0 + a, k] = s / d
+    return X
+
+
+@numba.njit(cache=True)
+def nested_factor(S, R2, ld):
+    """The nested trailing block's factor: S (n2, q2, q2) -> its blocks' lower Cholesky factors
+    L2_l in place; ld += log|L2|^2 (added in column order, as for the dense factor); returns
+    (ok, ld, L2^{-1} R2 (Q2, m)); ok False where a block is not positive definite."""
+    n2, q2, _q = S.shape
+    for lv in range(n2):
+        if q2 == 1:  # _chol_inplace's arithmetic for 1 x 1, without a call per level
+            s = S[lv, 0, 0]
+            if not s > 0.0:
+                return False, ld, R2
+            S[lv, 0, 0] = np.sqrt(s)
+            ld += 2.0 * np.log(S[lv, 0, 0])
+            continue
+        B = S[lv]
+        if not _chol_inplace(B):
+            return False, ld, R2
+        for a in range(q2):
+            ld += 2.0 * np.log(B[a, a])
+    return True, ld, nested_forward_solve(S, R2)
+
+
+@numba.njit(cache=True)
+def nested_back_solve(L2, b):
+    """L2^{-T} b for the nested trailing factor L2 (n2, q2, q2) and b (Q2,): the blocks' back
+    substitutions (``back_solve_t`` on the dense factor, whose other entries are zero)."""
+    n2, q2, _q = L2.shape
+    x = np.empty(n2 * q2)
+    for lv in range(n2):
+        c0 = lv * q2
+        for i in range(q2 - 1, -1, -1):
+            s = b[c0 + i]
+            for k in range(i + 1, q2):
+                s -= L2[lv, k, i] * x[c0 + k]
+            x[c0 + i] = s / L2[lv, i, i]
+    return x
+
+
+@numba.njit(cache=True)
+def _gram_downdate(gram, R2s):
+    """gram -= R2s'R2s (upper triangle; the sums over the trailing rows in order)."""
+    m = gram.shape[0]
+    Q2 = R2s.shape[0]
+    for k in range(m):
+        for l in range(k, m):
+            s = 0.0
+            for i in range(Q2):
+                s += R2s[i, k] * R2s[i, l]
+            gram[k, l] -= s
+
+
+@numba.njit(cache=True)
 def profiled_criterion(theta, mo, cb, lay, n, reml):
     """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
-    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails."""
-    ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
-    if not ok:
-        return np.inf
-    m = gram.shape[0]
+    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails. A nested
+    trailing block (``Layout.nested``) is factored per level (``nested_factor``): O(levels q^3)."""
+    m = mo.XaXa.shape[0]
     p = m - 1
-    Q2 = S.shape[0]
-    if Q2 > 0:
-        if Q2 <= 48:
-            if not _chol_inplace(S):
-                return np.inf
-            L2 = S
-        else:
-            for i in range(Q2):  # LAPACK reads the lower triangle
-                for jj in range(i + 1, Q2):
-                    S[i, jj] = S[jj, i]
-            if not np.all(np.isfinite(S)):
-                return np.inf
-            # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
-            L2 = np.linalg.cholesky(S)
-        for i in range(Q2):
-            ld += 2.0 * np.log(L2[i, i])
-        R2s = forward_solve(L2, R2)
-        for k in range(m):
-            for l in range(k, m):
-                s = 0.0
-                for i in range(Q2):
-                    s += R2s[i, k] * R2s[i, l]
-                gram[k, l] -= s
+    if lay.nested:
+        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf
+        ok, ld, R2s = nested_factor(Sb, R2, ld)
+        if not ok:
+            return np.inf
+        _gram_downdate(gram, R2s)
+    else:
+        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf
+        Q2 = S.shape[0]
+        if Q2 > 0:
+            if Q2 <= 48:
+                if not _chol_inplace(S):
+                    return np.inf
+                L2 = S
+            else:
+                for i in range(Q2):  # LAPACK reads the lower triangle
+                    for jj in range(i + 1, Q2):
+                        S[i, jj] = S[jj, i]
+                if not np.all(np.isfinite(S)):
+                    return np.inf
+                # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
+                L2 = np.linalg.cholesky(S)
+            for i in range(Q2):
+                ld += 2.0 * np.log(L2[i, i])
+            _gram_downdate(gram, forward_solve(L2, R2))
     for k in range(m):
         for l in range(k):
             gram[k, l] = gram[l, k]

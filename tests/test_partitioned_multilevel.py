@@ -126,3 +126,21 @@ def test_lmer_crossed_parquet(client, tmp_path):
     _uneven(df).to_parquet(tmp_path / "scores", write_index=False)
     formula = "y ~ x + (1 | school) + (1 | rater)"
     _same_lmer(engine.lmer(formula, df), engine.lmer(formula, str(tmp_path / "scores")))
+
+
+def test_lmer_large_nested_parquet(client, tmp_path):
+    """250 schools of 2 classes: the nested trailing block (per-school blocks, the exact-gradient
+    path for 200 or more school effects) from the cell sums as in memory."""
+    from engine import lmer as lmer_module
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    school = np.sort(rng.integers(0, 250, n))
+    cls = school * 2 + rng.integers(0, 2, n)
+    df = pd.DataFrame({"school": school, "classid": cls, "x": rng.normal(size=n)})
+    df["y"] = 1 + 0.5 * df.x + rng.normal(0, .5, 250)[school] + rng.normal(0, .3, 500)[cls] + rng.normal(size=n)
+    dd.from_pandas(df, npartitions=3).to_parquet(tmp_path / "scores", write_index=False)
+    formula = "y ~ x + (1 | school/classid)"
+    a, b = engine.lmer(formula, df), engine.lmer(formula, str(tmp_path / "scores"))
+    assert a._stats.nested and b._stats.nested and b._stats.Q2 >= lmer_module._COBYQA_MIN_Q2
+    _same_lmer(a, b)

@@ -59,6 +59,29 @@ def test_numbers_as_deparse_and_as_character_write_them(reference):
         assert language.r_number(_double(text)) == as_character == deparsed
 
 
+# factor() labels of integer grouping ids as R 4.2.2 writes them (levels(factor(x)), checked with
+# Rscript on this machine when the fast path was written)
+_R_INTEGER_LABELS = {0: "0", -1: "-1", 10000: "10000", 99999: "99999", 100000: "1e+05", -100000: "-1e+05",
+                     120000: "120000", 1200000: "1200000", 1000000: "1e+06", 2 * 10 ** 12: "2e+12",
+                     25 * 10 ** 11: "2.5e+12", 10 ** 15 - 1: "999999999999999", 123456789012345: "123456789012345"}
+
+
+def test_integer_numbers_take_the_fast_path_with_the_same_text():
+    """language._integer_r_number (integer-valued doubles below 1e15: grouping ids) against the
+    general formatter, format_number(x, 15), over every id up to 2 10^5, round numbers of every
+    magnitude and random 15-digit ones, and against R's own labels."""
+    from engine.rcompat.numbers import format_number
+
+    rng = np.random.default_rng(5)
+    values = set(range(-2000, 200_001)) | {m * 10 ** k for k in range(15) for m in (1, 2, 12, 25, 999)}
+    values |= {int(v) for v in rng.integers(-10 ** 15 + 1, 10 ** 15, 3000)}
+    values = {v for v in values if abs(v) < 10 ** 15} | {-v for v in values if abs(v) < 10 ** 15}
+    for v in sorted(values):
+        assert language._integer_r_number(float(v)) == format_number(float(v), 15), v
+    for v, text in _R_INTEGER_LABELS.items():
+        assert language.r_number(float(v)) == text
+
+
 _atoms = st.sampled_from(["x", "y1", "`a b`", "1", "2.5", "1e-08", "3L", "TRUE", '"s"', "f(z)"])
 _operators = st.sampled_from(["+", "-", "*", "/", "^", ":", "%in%", "==", "&", "|", "~", "$"])
 

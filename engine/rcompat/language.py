@@ -143,7 +143,29 @@ def r_number(value: float) -> str:
 @functools.lru_cache(maxsize=65536)  # factor(numeric) labels: every refit on the same groups asks again
 def _finite_r_number(value: float) -> str:
     # -0.0 shares 0.0's cache entry; both print "0" in R, so the shared entry is right.
+    if value.is_integer() and abs(value) < 1e15:
+        return _integer_r_number(value)
     return format_number(value, 15)
+
+
+def _integer_r_number(value: float) -> str:
+    """``format_number(value, 15)`` for an integer-valued double below 1e15 in magnitude, without
+    its general digit search (grouping ids: 345,000 class labels at 10^7 students took ~40 s
+    there): the digits are exact, the significant ones those before the trailing zeros, and R's
+    formatReal takes fixed notation unless scientific (d.ddde+XX) is narrower (scipen 0)."""
+    i = int(value)
+    if i == 0:
+        return "0"
+    digits = str(abs(i))
+    sign = "-" if i < 0 else ""
+    significant = digits.rstrip("0")
+    exponent = len(digits) - 1
+    nsig = len(significant)
+    sci_width = (nsig + 1 if nsig > 1 else 1) + (4 if exponent < 100 else 5)
+    if len(digits) <= sci_width:
+        return sign + digits
+    mantissa = significant[0] + ("." + significant[1:] if nsig > 1 else "")
+    return f"{sign}{mantissa}e+{exponent:02d}"
 
 
 _ENCODE = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
