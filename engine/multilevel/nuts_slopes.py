@@ -1,4 +1,6 @@
-"""NUTS for multilevel models with random slopes: brms's non-centred parametrisation.
+"""NUTS for multilevel models with random slopes: brms's non-centred parametrisation (below) and the
+collapsed density with the random coefficients integrated out (``marginalize=True``: one grouping factor
+or two nested ones; the section "collapsed" further down).
 
 theta = (gamma (q_fix), log sd (S), y (C), log sigma, z (R)): gamma = (b0_c, beta) the centred intercept
 and coefficients, one log sd per group-level coefficient (term order), the unconstrained canonical
@@ -434,8 +436,8 @@ def to_canonical(model, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedepth, metric, init, save_ranef, thin,
                         marginalize=False):
-    """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``; then the random
-    coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
+    """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``: one grouping factor or
+    two nested ones; then the random coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
     from engine.nuts import LogDensity
     from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws
 
@@ -464,6 +466,9 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
 
 
 # ------------------------------------------------------------------ collapsed (marginalize=True)
+# One grouping factor or two nested ones (the second below); crossed factors are refused
+# (collapsed_slopes_args): their coefficients couple across levels of both factors, so there is no
+# per-group factorisation of the marginal covariance to eliminate.
 # One grouping factor (cells = its levels): the random coefficients integrated out per level j with
 # the determinant lemma and Woodbury's identity, A_j = Z_j'Z_j, c_j = Z_j'(y - W gamma),
 # M_j = Sigma^{-1} + A_j / sigma^2, u_j = M_j^{-1} c_j:
@@ -787,9 +792,11 @@ def _covariance_backprop(theta, grad, data, index, lay, sigma_m, prec, chol, dF_
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def collapsed_slopes_log_density(theta, data, index):
-    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index).
+    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index):
+    one grouping factor, or two nested ones (G = 2: _nested_level_terms; crossed are refused by
+    collapsed_slopes_args).
 
-    Steps (formulas above): the group's Sigma and P, the fixed part e'e, the per-level Woodbury and
+    Steps (formulas above): the groups' Sigma and P, the fixed part e'e, the per-level Woodbury and
     determinant terms, log sigma, the chain rule from dF/dP to (log sd, CPCs) with the LKJ prior, the
     other priors."""
     lay = layout(index)
