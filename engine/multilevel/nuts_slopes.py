@@ -688,27 +688,39 @@ def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv
     return log_det, True
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _outer_run(index, lay, k0):
+    """(outer level of cell k0, end of its run of cells): cells are sorted by the outer level."""
+    outer = index[lay.cell_levels + k0 * lay.G]
+    k1 = k0 + 1
+    while k1 < lay.K and index[lay.cell_levels + k1 * lay.G] == outer:
+        k1 += 1
+    return outer, k1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _arrow_scratch(K, q1, q2):
+    """_arrow_eliminate's outputs: c_u, x_u (q1,), S, LS, Sinv (q1, q1), c_v, x_v (K, q2), LD, Dinv (K, q2, q2),
+    H (K, q2, q1)."""
+    return (np.empty(q1), np.empty(q1), np.empty((q1, q1)), np.empty((q1, q1)), np.empty((q1, q1)),
+            np.empty((K, q2)), np.empty((K, q2)), np.empty((K, q2, q2)), np.empty((K, q2, q2)), np.empty((K, q2, q1)))
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _nested_level_terms(gamma, data, index, lay, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP):
     """The nested counterpart of _level_terms (same returns): per outer level, log|Sigma_1| + m_j log|Sigma_2|
     + log|P_j| - c_j'x_j / v^2 and its dF/dv part; adds into dF_dgamma and dF_dP (blocks (:q1, :q1), (q1:, q1:))."""
-    qf, K, G = lay.qf, lay.K, lay.G
+    qf, K = lay.qf, lay.K
     q1, q2 = index[lay.dims], index[lay.dims + 1]
     o1, o2 = qf, qf + q1
-    c_u, x_u = np.empty(q1), np.empty(q1)
-    S, LS, Sinv = np.empty((q1, q1)), np.empty((q1, q1)), np.empty((q1, q1))
-    c_v, x_v = np.empty((K, q2)), np.empty((K, q2))
-    LD, Dinv, H = np.empty((K, q2, q2)), np.empty((K, q2, q2)), np.empty((K, q2, q1))
+    c_u, x_u, S, LS, Sinv, c_v, x_v, LD, Dinv, H = _arrow_scratch(K, q1, q2)
     HS = np.empty((q2, q1))  # H_k S^{-1} = -(P^{-1})_{k u}
     v2 = v * v
     F = 0.0
     dF_dv = 0.0
     k0 = 0
     while k0 < K:
-        outer = index[lay.cell_levels + k0 * G]
-        k1 = k0 + 1
-        while k1 < K and index[lay.cell_levels + k1 * G] == outer:
-            k1 += 1
+        _, k1 = _outer_run(index, lay, k0)
         log_det_p, ok = _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv, x_u, c_v, LD,
                                          Dinv, H, x_v)
         if not ok:
@@ -853,17 +865,11 @@ def _draw_nested_ranef(gamma, v, prec, data, index, lay, rng, out):
     q1, q2 = index[lay.dims], index[lay.dims + 1]
     lo1, lo2 = index[lay.level_offsets], index[lay.level_offsets + 1]
     J, M = lo2 - lo1, index[lay.level_offsets + 2] - lo2
-    c_u, x_u = np.empty(q1), np.empty(q1)
-    S, LS, Sinv = np.empty((q1, q1)), np.empty((q1, q1)), np.empty((q1, q1))
-    c_v, x_v = np.empty((K, q2)), np.empty((K, q2))
-    LD, Dinv, H = np.empty((K, q2, q2)), np.empty((K, q2, q2)), np.empty((K, q2, q1))
+    c_u, x_u, S, LS, Sinv, c_v, x_v, LD, Dinv, H = _arrow_scratch(K, q1, q2)
     z1, z2, d_u = np.empty(q1), np.empty(q2), np.empty(q1)
     k0 = 0
     while k0 < K:
-        outer = index[lay.cell_levels + k0 * G]
-        k1 = k0 + 1
-        while k1 < K and index[lay.cell_levels + k1 * G] == outer:
-            k1 += 1
+        outer, k1 = _outer_run(index, lay, k0)
         _, ok = _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv, x_u, c_v, LD, Dinv,
                                  H, x_v)
         if not ok:
