@@ -599,7 +599,7 @@ def _level_terms(gamma, data, lay, q, v, sigma_m, prec, log_det_sigma, dF_dgamma
 # b_j = (u_j, v_k for k in j) have the arrow-shaped precision P_j = blockdiag(Sigma_1^{-1}, Sigma_2^{-1}, ...) +
 # A_j / sigma^2 (A_j = Z_j'Z_j: A_uu = sum_k Z1_k'Z1_k, A_uv_k = Z1_k'Z2_k, A_vv_k = Z2_k'Z2_k, no v_k-v_l block:
 # cells share no rows). The one-factor formulas above hold with M_j = P_j, log|Sigma| = log|Sigma_1| + m_j log|Sigma_2|
-# and u_j = P_j^{-1} c_j; P_j is eliminated leaves-up: D_k = Sigma_2^{-1} + A_vv_k / v, B_k = A_uv_k / v,
+# and u_j = P_j^{-1} c_j (x_j below); P_j is eliminated leaves-up: D_k = Sigma_2^{-1} + A_vv_k / v, B_k = A_uv_k / v,
 # H_k = D_k^{-1} B_k', the Schur complement S_j = Sigma_1^{-1} + A_uu / v - sum_k B_k H_k, so
 #     log|P_j| = log|S_j| + sum_k log|D_k|,   x_u = S_j^{-1} (c_u - sum_k H_k'c_k),   x_k = D_k^{-1} c_k - H_k x_u,
 # and the blocks of P_j^{-1} that the gradient needs: (uu) S_j^{-1}, (k u) -H_k S_j^{-1}, (kk) D_k^{-1} + H_k S_j^{-1} H_k'.
@@ -623,6 +623,7 @@ def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv
     qf = lay.qf
     o1, o2 = qf, qf + q1
     D = np.empty((q2, q2))
+    h = np.zeros(q1)  # c_u - sum_k H_k'c_k
     log_det = 0.0
     for a in range(q1):
         c_u[a] = 0.0
@@ -634,6 +635,7 @@ def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv
             for b in range(qf):
                 s -= _uu(data, lay, k, o1 + a, b) * gamma[b]
             c_u[a] += s
+            h[a] += s
             for b in range(q1):
                 S[a, b] += _uu(data, lay, k, o1 + a, o1 + b) / v
         for a in range(q2):
@@ -660,7 +662,7 @@ def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv
             s = 0.0
             for e in range(q2):
                 s += H[k, e, a] * c_v[k, e]
-            c_u[a] -= s  # c_u - H_k'c_k (restored below for the quadratic form)
+            h[a] -= s
             for b in range(q1):
                 s = 0.0
                 for e in range(q2):
@@ -672,7 +674,7 @@ def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv
         log_det += 2.0 * math.log(LS[a, a])
         s = 0.0
         for b in range(q1):
-            s += Sinv[a, b] * c_u[b]
+            s += Sinv[a, b] * h[b]
         x_u[a] = s
     for k in range(k0, k1):
         for a in range(q2):
@@ -680,11 +682,6 @@ def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv
             for b in range(q1):
                 s += H[k, a, b] * x_u[b]
             x_v[k, a] -= s
-        for a in range(q1):  # back to c_u = sum_k c_{u,k}
-            s = 0.0
-            for e in range(q2):
-                s += H[k, e, a] * c_v[k, e]
-            c_u[a] += s
     return log_det, True
 
 
