@@ -11,7 +11,8 @@ draws are therefore the same whatever executor or number of workers runs the tas
 
 Samplers (``sampler=``): the registered ``engine.multilevel.sampler.Sampler`` objects, ``"gibbs"``
 (``engine.gibbs``, blocked Gibbs) and ``"nuts"`` (``engine.multilevel.nuts_target``;
-``marginalize=True`` integrates the random intercepts out and draws them afterwards). Extra keyword
+``marginalize=True`` integrates the random intercepts or coefficients out, for one grouping factor or
+two nested ones, and draws them afterwards; crossed factors are refused). Extra keyword
 arguments go to the sampler (e.g. ``adapt_delta``), checked against the options it declares.
 
 Families (``family=``; ``engine.multilevel.families``): ``"gaussian"`` as above; ``"bernoulli"``,

@@ -1,4 +1,6 @@
-"""NUTS for multilevel models with random slopes: brms's non-centred parametrisation.
+"""NUTS for multilevel models with random slopes: brms's non-centred parametrisation (below) and the
+collapsed density with the random coefficients integrated out (``marginalize=True``: one grouping factor
+or two nested ones; the section "collapsed" further down).
 
 theta = (gamma (q_fix), log sd (S), y (C), log sigma, z (R)): gamma = (b0_c, beta) the centred intercept
 and coefficients, one log sd per group-level coefficient (term order), the unconstrained canonical
@@ -25,7 +27,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine._linalg import cholesky_into, inverse_from_cholesky
+from engine._linalg import cholesky_into, inverse_from_cholesky, solve_upper_t
 from engine.multilevel.location import location_inputs
 from engine.multilevel.nuts_target import log_prior
 
@@ -434,8 +436,8 @@ def to_canonical(model, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedepth, metric, init, save_ranef, thin,
                         marginalize=False):
-    """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``; then the random
-    coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
+    """One NUTS chain of the slopes model, non-centred or collapsed (``marginalize``: one grouping factor or
+    two nested ones; then the random coefficients are drawn exactly afterwards); called by engine.multilevel.nuts_target.sample_chain."""
     from engine.nuts import LogDensity
     from engine.multilevel.nuts_target import chain_result, drive_chain, finite_draws
 
@@ -464,6 +466,9 @@ def slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedept
 
 
 # ------------------------------------------------------------------ collapsed (marginalize=True)
+# One grouping factor or two nested ones (the second below); crossed factors are refused
+# (collapsed_slopes_args): their coefficients couple across levels of both factors, so there is no
+# per-group factorisation of the marginal covariance to eliminate.
 # One grouping factor (cells = its levels): the random coefficients integrated out per level j with
 # the determinant lemma and Woodbury's identity, A_j = Z_j'Z_j, c_j = Z_j'(y - W gamma),
 # M_j = Sigma^{-1} + A_j / sigma^2, u_j = M_j^{-1} c_j:
@@ -488,17 +493,20 @@ def _spd_inverse(M, q, chol, inverse):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _group_covariance(theta, index, lay, q):
-    """(Sigma, Sigma^{-1} (q, q), the terms' Cholesky factors of R, log|Sigma|) of the one group."""
+    """(Sigma, Sigma^{-1} (q, q), the terms' Cholesky factors of R, log|Sigma_g| per group (G,)): Sigma is
+    block-diagonal over the terms, term t of group g in rows z_off[g] + t_off (= its first sd's position
+    after the gammas: terms are ordered by group), q = sum_g q_g."""
     sigma_m = np.zeros((q, q))
     prec = np.zeros((q, q))
     chol, _ = term_factors(theta, index, lay, q)
-    log_det_sigma = 0.0
+    log_det_sigma = np.zeros(lay.G)
     for t in range(lay.T):
-        qt, off = index[lay.t_dim + t], index[lay.t_off + t]
+        g = index[lay.t_group + t]
+        qt, off = index[lay.t_dim + t], index[lay.z_off + g] + index[lay.t_off + t]
         sd = np.empty(qt)
         for i in range(qt):
             sd[i] = math.exp(theta[lay.qf + off + i])
-            log_det_sigma += 2.0 * theta[lay.qf + off + i] + 2.0 * math.log(chol[t, i, i])
+            log_det_sigma[g] += 2.0 * theta[lay.qf + off + i] + 2.0 * math.log(chol[t, i, i])
         inv = np.zeros((qt, qt))  # L^{-1}
         for c in range(qt):
             for i in range(qt):
@@ -586,6 +594,180 @@ def _level_terms(gamma, data, lay, q, v, sigma_m, prec, log_det_sigma, dF_dgamma
     return F, dF_dv, True
 
 
+# Two nested grouping factors (outer g1 with q1 coefficients u_j, inner g2 within g1 with q2, v_k; cells = the
+# inner levels, contiguous per outer level as model._cells sorts them). Per outer level j the coefficients
+# b_j = (u_j, v_k for k in j) have the arrow-shaped precision P_j = blockdiag(Sigma_1^{-1}, Sigma_2^{-1}, ...) +
+# A_j / sigma^2 (A_j = Z_j'Z_j: A_uu = sum_k Z1_k'Z1_k, A_uv_k = Z1_k'Z2_k, A_vv_k = Z2_k'Z2_k, no v_k-v_l block:
+# cells share no rows). The one-factor formulas above hold with M_j = P_j, log|Sigma| = log|Sigma_1| + m_j log|Sigma_2|
+# and u_j = P_j^{-1} c_j (x_j below); P_j is eliminated leaves-up: D_k = Sigma_2^{-1} + A_vv_k / v, B_k = A_uv_k / v,
+# H_k = D_k^{-1} B_k', the Schur complement S_j = Sigma_1^{-1} + A_uu / v - sum_k B_k H_k, so
+#     log|P_j| = log|S_j| + sum_k log|D_k|,   x_u = S_j^{-1} (c_u - sum_k H_k'c_k),   x_k = D_k^{-1} c_k - H_k x_u,
+# and the blocks of P_j^{-1} that the gradient needs: (uu) S_j^{-1}, (k u) -H_k S_j^{-1}, (kk) D_k^{-1} + H_k S_j^{-1} H_k'.
+# dF/dP_1 sums (P^{-1})_uu + x_u x_u'/v^2 - Sigma_1 over outer levels, dF/dP_2 the (kk) terms over cells (Fisher's
+# identity: the expected complete-data gradient), and tr(P^{-1} A), x'A x, (Z'W)'x take the (uu), (k u), (kk)
+# blocks. Cost per evaluation O(K (q2^3 + q1 q2^2 + q1^2 q2) + J q1^3), independent of N.
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _uu(data, lay, k, a, b):
+    """Entry (a, b) of cell k's cross-product u'u, u = (w, z_1, z_2)."""
+    return data[lay.uu + (k * lay.n_u + a) * lay.n_u + b]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv, x_u, c_v, LD, Dinv, H, x_v):
+    """Eliminates the inner blocks of the outer level whose cells are k0..k1 - 1, then its Schur complement
+    (formulas above): fills c_u, S (its Cholesky factor LS, inverse Sinv), x_u and per cell k c_v[k], LD[k],
+    Dinv[k], H[k], x_v[k]. Returns (log|P_j|, ok); ok False when a block is not numerically positive definite.
+    Shapes: prec (q1 + q2, q1 + q2) = blockdiag(Sigma_1^{-1}, Sigma_2^{-1}); scratch (K, ...) per cell."""
+    qf = lay.qf
+    o1, o2 = qf, qf + q1
+    D = np.empty((q2, q2))
+    h = np.zeros(q1)  # c_u - sum_k H_k'c_k
+    log_det = 0.0
+    for a in range(q1):
+        c_u[a] = 0.0
+        for b in range(q1):
+            S[a, b] = prec[a, b]
+    for k in range(k0, k1):
+        for a in range(q1):
+            s = data[lay.uy + k * lay.n_u + o1 + a]
+            for b in range(qf):
+                s -= _uu(data, lay, k, o1 + a, b) * gamma[b]
+            c_u[a] += s
+            h[a] += s
+            for b in range(q1):
+                S[a, b] += _uu(data, lay, k, o1 + a, o1 + b) / v
+        for a in range(q2):
+            s = data[lay.uy + k * lay.n_u + o2 + a]
+            for b in range(qf):
+                s -= _uu(data, lay, k, o2 + a, b) * gamma[b]
+            c_v[k, a] = s
+            for b in range(q2):
+                D[a, b] = prec[q1 + a, q1 + b] + _uu(data, lay, k, o2 + a, o2 + b) / v
+        if not _spd_inverse(D, q2, LD[k], Dinv[k]):
+            return 0.0, False
+        for a in range(q2):
+            log_det += 2.0 * math.log(LD[k, a, a])
+            s = 0.0
+            for b in range(q2):
+                s += Dinv[k, a, b] * c_v[k, b]
+            x_v[k, a] = s  # D_k^{-1} c_k; x_k once x_u is known
+            for b in range(q1):
+                s = 0.0
+                for e in range(q2):
+                    s += Dinv[k, a, e] * _uu(data, lay, k, o1 + b, o2 + e)
+                H[k, a, b] = s / v
+        for a in range(q1):
+            s = 0.0
+            for e in range(q2):
+                s += H[k, e, a] * c_v[k, e]
+            h[a] -= s
+            for b in range(q1):
+                s = 0.0
+                for e in range(q2):
+                    s += _uu(data, lay, k, o1 + a, o2 + e) * H[k, e, b]
+                S[a, b] -= s / v
+    if not _spd_inverse(S, q1, LS, Sinv):
+        return 0.0, False
+    for a in range(q1):
+        log_det += 2.0 * math.log(LS[a, a])
+        s = 0.0
+        for b in range(q1):
+            s += Sinv[a, b] * h[b]
+        x_u[a] = s
+    for k in range(k0, k1):
+        for a in range(q2):
+            s = 0.0
+            for b in range(q1):
+                s += H[k, a, b] * x_u[b]
+            x_v[k, a] -= s
+    return log_det, True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _outer_run(index, lay, k0):
+    """(outer level of cell k0, end of its run of cells): cells are sorted by the outer level."""
+    outer = index[lay.cell_levels + k0 * lay.G]
+    k1 = k0 + 1
+    while k1 < lay.K and index[lay.cell_levels + k1 * lay.G] == outer:
+        k1 += 1
+    return outer, k1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _arrow_scratch(K, q1, q2):
+    """_arrow_eliminate's outputs: c_u, x_u (q1,), S, LS, Sinv (q1, q1), c_v, x_v (K, q2), LD, Dinv (K, q2, q2),
+    H (K, q2, q1)."""
+    return (np.empty(q1), np.empty(q1), np.empty((q1, q1)), np.empty((q1, q1)), np.empty((q1, q1)),
+            np.empty((K, q2)), np.empty((K, q2)), np.empty((K, q2, q2)), np.empty((K, q2, q2)), np.empty((K, q2, q1)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _nested_level_terms(gamma, data, index, lay, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP):
+    """The nested counterpart of _level_terms (same returns): per outer level, log|Sigma_1| + m_j log|Sigma_2|
+    + log|P_j| - c_j'x_j / v^2 and its dF/dv part; adds into dF_dgamma and dF_dP (blocks (:q1, :q1), (q1:, q1:))."""
+    qf, K = lay.qf, lay.K
+    q1, q2 = index[lay.dims], index[lay.dims + 1]
+    o1, o2 = qf, qf + q1
+    c_u, x_u, S, LS, Sinv, c_v, x_v, LD, Dinv, H = _arrow_scratch(K, q1, q2)
+    HS = np.empty((q2, q1))  # H_k S^{-1} = -(P^{-1})_{k u}
+    v2 = v * v
+    F = 0.0
+    dF_dv = 0.0
+    k0 = 0
+    while k0 < K:
+        _, k1 = _outer_run(index, lay, k0)
+        log_det_p, ok = _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv, x_u, c_v, LD,
+                                         Dinv, H, x_v)
+        if not ok:
+            return 0.0, 0.0, False
+        cx = 0.0
+        tr = 0.0
+        xax = 0.0
+        for a in range(q1):
+            cx += c_u[a] * x_u[a]
+            for b in range(q1):
+                dF_dP[a, b] += Sinv[a, b] + x_u[a] * x_u[b] / v2 - sigma_m[a, b]
+        for k in range(k0, k1):
+            for a in range(q2):
+                cx += c_v[k, a] * x_v[k, a]
+                for b in range(q1):
+                    s = 0.0
+                    for e in range(q1):
+                        s += H[k, a, e] * Sinv[e, b]
+                    HS[a, b] = s
+            for a in range(q1):
+                for b in range(q1):
+                    A_ab = _uu(data, lay, k, o1 + a, o1 + b)
+                    tr += Sinv[a, b] * A_ab
+                    xax += x_u[a] * A_ab * x_u[b]
+                for e in range(q2):
+                    A_ae = _uu(data, lay, k, o1 + a, o2 + e)
+                    tr -= 2.0 * HS[e, a] * A_ae
+                    xax += 2.0 * x_u[a] * A_ae * x_v[k, e]
+            for a in range(q2):
+                for b in range(q2):
+                    s = Dinv[k, a, b]
+                    for e in range(q1):
+                        s += HS[a, e] * H[k, b, e]
+                    A_ab = _uu(data, lay, k, o2 + a, o2 + b)
+                    tr += s * A_ab
+                    xax += x_v[k, a] * A_ab * x_v[k, b]
+                    dF_dP[q1 + a, q1 + b] += s + x_v[k, a] * x_v[k, b] / v2 - sigma_m[q1 + a, q1 + b]
+            for b in range(qf):
+                s = 0.0
+                for a in range(q1):
+                    s += _uu(data, lay, k, o1 + a, b) * x_u[a]
+                for a in range(q2):
+                    s += _uu(data, lay, k, o2 + a, b) * x_v[k, a]
+                dF_dgamma[b] += 2.0 * s / v2
+        F += log_det_sigma[0] + (k1 - k0) * log_det_sigma[1] + log_det_p - cx / v2
+        dF_dv += -tr / v2 - xax / (v2 * v2) + 2.0 * cx / (v2 * v)
+        k0 = k1
+    return F, dF_dv, True
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _covariance_backprop(theta, grad, data, index, lay, sigma_m, prec, chol, dF_dP):
     """d log p / d (log sd, CPCs) from dF/dP (log p = -F / 2), plus the LKJ log prior; returns it."""
@@ -593,7 +775,7 @@ def _covariance_backprop(theta, grad, data, index, lay, sigma_m, prec, chol, dF_
     logp = 0.0
     cpc = lay.qf + lay.S
     for t in range(lay.T):
-        qt, off = index[lay.t_dim + t], index[lay.t_off + t]
+        qt, off = index[lay.t_dim + t], index[lay.z_off + index[lay.t_group + t]] + index[lay.t_off + t]
         block = dF_dS[off:off + qt, off:off + qt]
         sig = sigma_m[off:off + qt, off:off + qt]
         for i in range(qt):
@@ -619,13 +801,15 @@ def _covariance_backprop(theta, grad, data, index, lay, sigma_m, prec, chol, dF_
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def collapsed_slopes_log_density(theta, data, index):
-    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index).
+    """Marginal log posterior and gradient (random coefficients integrated out) on packed (data, index):
+    one grouping factor, or two nested ones (G = 2: _nested_level_terms; crossed are refused by
+    collapsed_slopes_args).
 
-    Steps (formulas above): the group's Sigma and P, the fixed part e'e, the per-level Woodbury and
+    Steps (formulas above): the groups' Sigma and P, the fixed part e'e, the per-level Woodbury and
     determinant terms, log sigma, the chain rule from dF/dP to (log sd, CPCs) with the LKJ prior, the
     other priors."""
     lay = layout(index)
-    q = lay.n_u - lay.qf  # the one group's coefficients
+    q = lay.n_u - lay.qf  # the random coefficients of one level of each group (q_1, or q_1 + q_2 nested)
     log_sigma_pos = lay.qf + lay.S + lay.C
     grad = np.zeros(theta.shape[0])
     v = math.exp(2.0 * theta[log_sigma_pos])
@@ -634,7 +818,12 @@ def collapsed_slopes_log_density(theta, data, index):
     dF_dgamma = np.zeros(lay.qf)
     ee = _fixed_part(gamma, data, lay, v, dF_dgamma)
     dF_dP = np.zeros((q, q))
-    F_levels, dF_dv_levels, ok = _level_terms(gamma, data, lay, q, v, sigma_m, prec, log_det_sigma, dF_dgamma, dF_dP)
+    if lay.G == 2:  # nested: outer levels with their inner ones (arrow-shaped precision)
+        F_levels, dF_dv_levels, ok = _nested_level_terms(gamma, data, index, lay, v, sigma_m, prec, log_det_sigma,
+                                                          dF_dgamma, dF_dP)
+    else:
+        F_levels, dF_dv_levels, ok = _level_terms(gamma, data, lay, q, v, sigma_m, prec, log_det_sigma[0],
+                                                  dF_dgamma, dF_dP)
     if not ok:  # an extreme theta (step-size search): no exception in nogil threads
         return -np.inf, np.zeros(theta.shape[0])
     F = data[1] * math.log(v) + ee / v + F_levels
@@ -648,37 +837,105 @@ def collapsed_slopes_log_density(theta, data, index):
 
 
 def collapsed_slopes_args(model) -> tuple[np.ndarray, np.ndarray]:
-    """(data, index) of collapsed_slopes_log_density: slopes_args plus the cell counts."""
-    if model.n_groups != 1:
+    """(data, index) of collapsed_slopes_log_density: slopes_args plus the cell counts. One grouping factor or
+    two nested ones (``(1 + x | s/c)``: the inner in the outer); crossed factors (or more than two) raise
+    ModelSpecError: their random coefficients do not factor into independent per-level blocks, so the
+    marginal covariance has no per-group factorisation to eliminate."""
+    if model.n_groups > 2 or (model.n_groups == 2 and not model.nested[1]):
         from engine.errors import ModelSpecError
 
-        raise ModelSpecError(f"marginalize=True with random slopes handles one grouping factor, not "
-                             f"{', '.join(model.group_names)}: use marginalize=False or sampler='gibbs'")
+        raise ModelSpecError(f"marginalize=True with random slopes handles one grouping factor or two nested ones "
+                             f"(as (1 + x | s/c)), not {', '.join(model.group_names)}: crossed (or more) factors "
+                             "have no per-group factorisation of the marginal covariance; use marginalize=False "
+                             "or sampler='gibbs'")
     data, index = slopes_args(model)
     return np.ascontiguousarray(np.concatenate([data, model.cell_n])), index
 
 
-def draw_slopes_ranef(model, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random coefficients drawn exactly from p(r | gamma, Sigma, sigma, y) for each canonical draw
-    (one grouping factor): r_j ~ N(M_j^{-1} c_j / sigma^2, M_j^{-1}). Returns (n, R) in ranef order."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _draw_nested_ranef(gamma, v, prec, data, index, lay, rng, out):
+    """One exact draw of the nested random coefficients given (gamma, Sigma_1, Sigma_2, sigma^2 = v): per outer
+    level, _arrow_eliminate's factors, then top-down u_j ~ N(x_u / v, S_j^{-1}) and v_k | u_j ~
+    N(D_k^{-1} (c_k / v - B_k'u_j), D_k^{-1}) = N(x_k / v - H_k (u_j - x_u / v), D_k^{-1}); normals from ``rng``
+    (q1, then q2 per cell, in cell order). out (R,) in ranef order: per group, per coefficient, per level."""
+    K, G = lay.K, lay.G
+    q1, q2 = index[lay.dims], index[lay.dims + 1]
+    lo1, lo2 = index[lay.level_offsets], index[lay.level_offsets + 1]
+    J, M = lo2 - lo1, index[lay.level_offsets + 2] - lo2
+    c_u, x_u, S, LS, Sinv, c_v, x_v, LD, Dinv, H = _arrow_scratch(K, q1, q2)
+    z1, z2, d_u = np.empty(q1), np.empty(q2), np.empty(q1)
+    k0 = 0
+    while k0 < K:
+        outer, k1 = _outer_run(index, lay, k0)
+        _, ok = _arrow_eliminate(gamma, data, lay, k0, k1, q1, q2, v, prec, c_u, S, LS, Sinv, x_u, c_v, LD, Dinv,
+                                 H, x_v)
+        if not ok:
+            return False
+        for a in range(q1):
+            z1[a] = rng.standard_normal()
+        e1 = solve_upper_t(LS, z1)
+        for a in range(q1):
+            d_u[a] = e1[a]  # u_j - x_u / v
+            out[a * J + outer - lo1] = x_u[a] / v + e1[a]
+        for k in range(k0, k1):
+            for a in range(q2):
+                z2[a] = rng.standard_normal()
+            e2 = solve_upper_t(LD[k], z2)
+            inner = index[lay.cell_levels + k * G + 1] - lo2
+            for a in range(q2):
+                s = x_v[k, a] / v + e2[a]
+                for b in range(q1):
+                    s -= H[k, a, b] * d_u[b]
+                out[q1 * J + a * M + inner] = s
+        k0 = k1
+    return True
+
+
+def _canonical_covariances(model, draws: np.ndarray):
+    """(centred gamma (n, q_fix), Sigma (n, S, S) block-diagonal over the terms, sigma^2 (n,)) of canonical draws."""
     qf = int(model.has_intercept) + model.n_coef
-    n, J, q = draws.shape[0], int(model.n_levels[0]), int(model.group_dims[0])
+    n, S = draws.shape[0], model.n_sd
     gamma = draws[:, :qf].copy()
     if model.has_intercept:
         gamma[:, 0] = draws[:, 0] + draws[:, 1:qf] @ model.x_means
-    sd = draws[:, qf:qf + q]
-    corr = np.repeat(np.eye(q)[None], n, axis=0)
+    sd = draws[:, qf:qf + S]
+    corr = np.repeat(np.eye(S)[None], n, axis=0)
     pos = qf + model.n_sd
     for term in model.terms:
         if term.correlated and term.size > 1:
+            first = int(model.z_offsets[term.group]) + term.offset
             for i in range(1, term.size):
                 for j in range(i):
-                    a, b = term.offset + j, term.offset + i
+                    a, b = first + j, first + i
                     corr[:, a, b] = corr[:, b, a] = draws[:, pos]
                     pos += 1
-    sigma_m = sd[:, :, None] * corr * sd[:, None, :]
+    return gamma, sd[:, :, None] * corr * sd[:, None, :], draws[:, -1] ** 2
+
+
+def draw_slopes_ranef(model, draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random coefficients drawn exactly from p(r | gamma, Sigma, sigma, y) for each canonical draw. One grouping
+    factor: r_j ~ N(M_j^{-1} c_j / sigma^2, M_j^{-1}); two nested: _draw_nested_ranef (leaves-up elimination,
+    top-down draws). Returns (n, R) in ranef order."""
+    qf = int(model.has_intercept) + model.n_coef
+    gamma, sigma_m, v = _canonical_covariances(model, draws)
+    n = draws.shape[0]
+    if model.n_groups == 2:
+        data, index = collapsed_slopes_args(model)
+        lay = layout(index)
+        q1 = int(model.group_dims[0])
+        precision = np.zeros_like(sigma_m)
+        precision[:, :q1, :q1] = np.linalg.inv(sigma_m[:, :q1, :q1])
+        precision[:, q1:, q1:] = np.linalg.inv(sigma_m[:, q1:, q1:])
+        R = int(np.sum(np.diff(model.level_offsets) * model.group_dims))
+        out = np.empty((n, R))
+        for i in range(n):
+            if not _draw_nested_ranef(gamma[i], float(v[i]), precision[i], data, index, lay, rng, out[i]):
+                from engine.errors import SamplerError
+
+                raise SamplerError("a random-coefficient precision is not numerically positive definite")
+        return out
+    J, q = int(model.n_levels[0]), int(model.group_dims[0])
     precision = np.linalg.inv(sigma_m)
-    v = draws[:, -1] ** 2
     A = model.cell_uu[:, qf:, qf:]  # (J, q, q); cells are the levels
     c = model.cell_uy[None, :, qf:] - np.einsum("jab,nb->nja", model.cell_uu[:, qf:, :qf], gamma)  # (n, J, q)
     M = precision[:, None] + A[None] / v[:, None, None, None]
