@@ -467,7 +467,7 @@ def sample_chain(model: MultilevelModel, n_iter: int, n_warmup: int, seed=None, 
         validate_options(n_iter, n_warmup, adapt_delta, max_treedepth, metric)
     except EngineInputError as error:  # the model layer's samplers raise ModelSpecError (as engine.gibbs)
         raise ModelSpecError(str(error)) from None
-    if model.has_slopes:  # brms' non-centred parametrisation, or collapsed (one grouping factor)
+    if model.has_slopes:  # brms' non-centred parametrisation, or collapsed (one grouping factor or two nested ones)
         from engine.multilevel.nuts_slopes import slopes_sample_chain
 
         return slopes_sample_chain(model, n_iter, n_warmup, seed, adapt_delta, max_treedepth, metric, init,
