@@ -1077,6 +1077,33 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
     y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
 
     # 7. Random-effect terms (lme4's mkReTrms blocks) and grouping factors.
+    random_effects, groups = _random_part(text, parsed, kept_by_label, columns, rows, n_dropped)
+
+    return ModelFrame(
+        formula=text,
+        response_name=parsed.response,
+        y=y,
+        X=X,
+        column_names=column_names,
+        assign=assign,
+        term_labels=[t.label for t in terms],
+        has_intercept=parsed.has_intercept,
+        rows=rows,
+        n_dropped=n_dropped,
+        groups=groups,
+        fixed_formula=parsed.fixed_text,
+        random_terms=parsed.random_terms,
+        factors=factors,
+        n_original=n_original,
+        random_effects=random_effects,
+    )
+
+
+def _random_part(text: str, parsed: Formula, kept_by_label: dict, columns: dict,
+                 rows: np.ndarray, n_dropped: int):
+    """Step 7 of the model frame: the random-effect terms (lme4's mkReTrms blocks, as a tuple)
+    and the grouping factors (a list) on the kept rows; ``columns`` holds the grouping columns'
+    variables on all rows, ``kept_by_label`` the bars' left-side variables on the kept rows."""
     factor_cache: dict[str, GroupingFactor] = {}
 
     def grouping(name: str, cols: tuple[str, ...]) -> GroupingFactor:
@@ -1110,25 +1137,7 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
             for name, cols in zip(bar.groups, bar.group_columns):
                 if name not in {g.name for g in groups}:
                     groups.append(grouping(name, cols))
-
-    return ModelFrame(
-        formula=text,
-        response_name=parsed.response,
-        y=y,
-        X=X,
-        column_names=column_names,
-        assign=np.asarray(assign, dtype=np.int64),
-        term_labels=[t.label for t in terms],
-        has_intercept=parsed.has_intercept,
-        rows=rows,
-        n_dropped=n_dropped,
-        groups=groups,
-        fixed_formula=parsed.fixed_text,
-        random_terms=parsed.random_terms,
-        factors=factors,
-        n_original=n_original,
-        random_effects=tuple(random_effects),
-    )
+    return tuple(random_effects), groups
 
 
 def _evaluate_variable(label: str, node, columns: dict, n_rows: int) -> _Variable:
@@ -1172,88 +1181,125 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
                      levels=list(levels), ordered=variable.ordered, logical=variable.logical)
 
 
+class _DesignLayout:
+    """What R's model.matrix for some terms makes of variables of given kinds and levels, worked
+    out once per (terms, intercept, each variable's kind, levels and ordering): the column names,
+    ``assign``, which variables the fill reads (numeric ones and factors, in slot order), the
+    factors' coding matrices (concatenated) and the kernel's program per row layout of the
+    numeric array (``picks``). Per call only the data's arrays go to the kernel."""
+
+    __slots__ = ("terms", "intercept", "column_names", "assign", "numeric_vars", "factor_vars",
+                 "shape", "sizes", "coding", "programs")
+
+    def __init__(self, terms: tuple[Term, ...], intercept: bool, kept: list[_Variable]):
+        is_factor = [v.kind == "factor" for v in kept]
+        table = _term_codes(terms, is_factor, intercept)
+        column_names: list[str] = []
+        assign: list[int] = []
+        if intercept:
+            column_names.append("(Intercept)")
+            assign.append(0)
+        numeric_index: dict[int, int] = {}  # variable -> slot (numeric values read by the fill)
+        factor_index: dict[int, int] = {}   # variable -> slot (factor codes)
+        codings: list[np.ndarray] = []
+        coding_index: dict[int, int] = {}
+        shape = []
+        for j, term in enumerate(terms, start=1):
+            names = [""]
+            slots = []
+            for v in term.variables:
+                variable = kept[v]
+                if variable.kind == "numeric":
+                    piece_names = [variable.label]
+                    if v not in numeric_index:
+                        numeric_index[v] = len(numeric_index)
+                    slots.append((numeric_index[v], -1, 0, 0))
+                else:
+                    piece = _factor_piece(variable, table[j - 1][v] == 2)
+                    piece_names = piece.names
+                    if v not in factor_index:
+                        factor_index[v] = len(factor_index)
+                    ckey = id(piece.coding)
+                    if ckey not in coding_index:
+                        coding_index[ckey] = len(codings)
+                        codings.append(piece.coding)
+                    slots.append((factor_index[v], coding_index[ckey], *piece.coding.shape))
+                # first variable varies fastest
+                names = [f"{prefix}:{name}" if prefix else name for name in piece_names
+                         for prefix in names]
+            column_names.extend(names)
+            assign.extend([j] * len(names))
+            shape.append(tuple(slots))
+        self.terms = terms
+        self.intercept = intercept
+        self.column_names = tuple(column_names)
+        self.assign = np.asarray(assign, dtype=np.int64)
+        self.assign.flags.writeable = False
+        self.numeric_vars = tuple(numeric_index)
+        self.factor_vars = tuple(factor_index)
+        self.shape = tuple(shape)
+        self.sizes = tuple(c.size for c in codings)
+        self.coding = (np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0))
+        self.programs: dict[tuple, DesignProgram] = {}
+
+    def program(self, picks: tuple) -> DesignProgram:
+        hit = self.programs.get(picks)
+        if hit is None:
+            hit = self.programs[picks] = _design_program(self.intercept, self.shape, picks,
+                                                         self.sizes)
+        return hit
+
+    def fill(self, numeric: list[np.ndarray], codes: list[np.ndarray], unscanned: list[bool],
+             rows: np.ndarray) -> tuple[np.ndarray, bool]:
+        """X (len(rows), p) from the numeric variables' values on all rows and the factors'
+        codes on the kept rows (in ``numeric_vars`` / ``factor_vars`` order), with one kernel
+        call; and False when a variable flagged ``unscanned`` held a NaN or Inf on a kept row
+        (X is then not the model's)."""
+        n = rows.shape[0]
+        X = np.empty((n, len(self.column_names)), dtype=np.float64)
+        n_all = numeric[0].shape[0] if numeric else 0
+        numeric_2d, picks = _stack_rows(numeric, n_all)
+        program = self.program(tuple(picks))
+        codes_2d = np.stack(codes) if codes else np.zeros((0, n), dtype=np.int64)
+        # one thread: threads writing a fresh array contend for its page faults (measured slower)
+        all_rows = n == n_all  # nothing dropped: rows is 0..n-1
+        check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+        for slot, flag in enumerate(unscanned):
+            if flag:
+                check[picks[slot]] = True
+        non_finite = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+        fill_design(X, numeric_2d, rows, codes_2d, self.coding, program, 0, n, all_rows, check,
+                    non_finite)
+        return X, not non_finite.any()
+
+
+_LAYOUTS: dict[tuple, _DesignLayout] = {}
+
+
+def _design_layout(terms: tuple[Term, ...], intercept: bool,
+                   kept: list[_Variable]) -> _DesignLayout:
+    """The cached :class:`_DesignLayout` of ``terms`` over variables like ``kept`` (same kinds,
+    levels and ordering; keyed by the terms' identity, checked, as the parsed formula is cached)."""
+    key = (id(terms), intercept,
+           tuple(None if v.kind == "numeric" else (tuple(v.levels), v.ordered) for v in kept))
+    layout = _LAYOUTS.get(key)
+    if layout is None or layout.terms is not terms:
+        if len(_LAYOUTS) > 1024:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _DesignLayout(terms, intercept, kept)
+    return layout
+
+
 def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Variable],
                    rows: np.ndarray, n_dropped: int):
     """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
     X (n, p) C-contiguous float64, column names, assign and whether every ``unscanned``
     variable's values read were finite."""
-    is_factor = [v.kind == "factor" for v in kept]
-    table = _term_codes(terms, is_factor, has_intercept)
-    column_names: list[str] = []
-    assign: list[int] = []
-    if has_intercept:
-        column_names.append("(Intercept)")
-        assign.append(0)
-    term_pieces: list[list[_Piece]] = []
-    for j, term in enumerate(terms, start=1):
-        pieces = []
-        for v in term.variables:
-            variable = kept[v]
-            if variable.kind == "numeric":
-                pieces.append(_Piece(variable, None, [variable.label]))
-            else:
-                pieces.append(_factor_piece(variable, table[j - 1][v] == 2))
-        names = [""]
-        for piece in pieces:  # first variable varies fastest
-            names = [f"{prefix}:{name}" if prefix else name for name in piece.names for prefix in names]
-        column_names.extend(names)
-        assign.extend([j] * len(names))
-        term_pieces.append(pieces)
-    X = np.empty((rows.shape[0], len(column_names)), dtype=np.float64)
-    clean = _fill(X, has_intercept, term_pieces, rows)
-    return X, column_names, assign, clean
-
-
-def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray) -> bool:
-    """Write every term's columns into X with one kernel call (engine.formula_kernels):
-    numeric variables are read on all rows through ``rows``, factors by their codes on the kept
-    rows and their coding matrices. False when an ``unscanned`` variable held a NaN or Inf on a
-    kept row (X is then not the model's)."""
-    numeric_index: dict[int, int] = {}
-    numeric: list[np.ndarray] = []
-    factor_index: dict[int, int] = {}
-    codes: list[np.ndarray] = []
-    codings: list[np.ndarray] = []
-    coding_index: dict[int, int] = {}
-    unscanned: list[_Variable] = []
-    shape = []
-    for pieces in term_pieces:
-        slots = []
-        for piece in pieces:
-            if piece.coding is None:
-                if piece.variable.unscanned:
-                    unscanned.append(piece.variable)
-                key = id(piece.variable.values)
-                if key not in numeric_index:
-                    numeric_index[key] = len(numeric)
-                    numeric.append(piece.variable.values)
-                slots.append((numeric_index[key], -1, 0, 0))
-            else:
-                key = id(piece.variable.codes)
-                if key not in factor_index:
-                    factor_index[key] = len(codes)
-                    codes.append(piece.variable.codes)
-                ckey = id(piece.coding)
-                if ckey not in coding_index:
-                    coding_index[ckey] = len(codings)
-                    codings.append(piece.coding)
-                slots.append((factor_index[key], coding_index[ckey], *piece.coding.shape))
-        shape.append(tuple(slots))
-    n_all = numeric[0].shape[0] if numeric else 0
-    numeric_2d, picks = _stack_rows(numeric, n_all)
-    sizes = tuple(c.size for c in codings)
-    program = _design_program(intercept, tuple(shape), tuple(picks), sizes)
-    codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
-    coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
-    # one thread: threads writing a fresh array contend for its page faults (measured slower)
-    all_rows = rows.shape[0] == n_all  # nothing dropped: rows is 0..n-1
-    check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
-    for variable in unscanned:
-        check[picks[numeric_index[id(variable.values)]]] = True
-    non_finite = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
-    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0], all_rows, check,
-                non_finite)
-    return not non_finite.any()
+    layout = _design_layout(terms, has_intercept, kept)
+    numeric = [kept[v] for v in layout.numeric_vars]
+    X, clean = layout.fill([v.values for v in numeric], [kept[v].codes for v in layout.factor_vars],
+                           [v.unscanned for v in numeric], rows)
+    return X, list(layout.column_names), layout.assign.copy(), clean
 
 
 @functools.lru_cache(maxsize=512)
