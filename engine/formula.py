@@ -57,12 +57,14 @@ import difflib
 import functools
 import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from .formula_kernels import DesignProgram, any_non_finite, fill_design, nan_inf_scan
+from .formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
+                              kept_codes, nan_inf_scan)
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
@@ -978,6 +980,12 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         _arith_sources(parsed._lhs, lhs_columns)
         used = {c for c, _ in lhs_columns}
         dot_columns = tuple(str(c) for c in data.columns if str(c) not in used)
+    if dot_columns is None and len(data) < _DEFER_SCAN_ROWS:
+        plan = _plain_plan(text)
+        if plan is not None:
+            frame = _plain_frame(plan, data)
+            if frame is not None:
+                return frame
     # 1. Every data column the formula reads, evaluated once on all rows.
     parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
     bar_variables = dict(bar_items)
@@ -1021,6 +1029,139 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
             return frame
         _scan_deferred(everything + list(columns.values()))
     return _assemble(text, parsed, data, variables, everything, columns, group_columns)
+
+
+class _PlainPlan(NamedTuple):
+    """A formula whose variables are all plain columns, worked out once (see ``_plain_frame``)."""
+
+    text: str
+    parsed: Formula
+    names: tuple[str, ...]          # the data column of each variable (response first)
+    labels: tuple[str, ...]         # each variable's label
+    group_columns: tuple[str, ...]  # the grouping columns (intercept-only bars)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_plan(text: str) -> _PlainPlan | None:
+    """The plan of ``_plain_frame`` for a formula (without ``.``) whose variables are all plain
+    columns and whose bars are all ``(1 | g)``; None for any other formula."""
+    parsed, column_refs, bar_items, group_columns = _formula_plan(text, None)
+    if bar_items or not all(bar.intercept_only for bar in parsed.random_terms):
+        return None
+    if not all(isinstance(node, _Name) for node in parsed._variable_nodes):
+        return None
+    names = tuple(node.name for node in parsed._variable_nodes)
+    if len(set(names)) != len(names):
+        return None
+    return _PlainPlan(text, parsed, names, tuple(parsed.variables), tuple(group_columns))
+
+
+def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
+    """``model_frame`` on a small frame for a formula of plain columns, each a float64 or integer
+    numpy column or a pandas Categorical: the same steps on the columns' arrays, without the
+    per-variable objects of the general path (its bookkeeping was most of a small frame's time).
+    None for anything else or anything unusual (another column type, a missing column, +-Inf, no
+    rows left, a factor with one level), which the general path then handles, errors included."""
+    columns_index = data.columns
+    getter = data._get_column_array
+    n = len(data)
+    arrays = []
+    for name in plan.names:
+        try:
+            loc = columns_index.get_loc(name)
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            return None
+        if type(loc) is not int:
+            return None
+        arrays.append(getter(loc))
+    values: list = []    # per variable: float64 values on all rows (numeric) or int64 codes
+    factor_of: list = []  # per variable: None (numeric) or its categorical dtype
+    missing = None
+    for index, column in enumerate(arrays):
+        if type(column) is np.ndarray:
+            kind = column.dtype.kind
+            if kind == "f":
+                column = column if column.dtype == np.float64 else column.astype(np.float64)
+                has_nan, has_inf = nan_inf_scan(column)
+                if has_inf:
+                    return None
+                if has_nan:
+                    nan = np.isnan(column)
+                    missing = nan if missing is None else missing | nan
+            elif kind in "iu":
+                column = column.astype(np.float64)
+            else:
+                return None
+            values.append(column)
+            factor_of.append(None)
+        elif type(column) is pd.Categorical and index > 0:
+            codes = np.asarray(column.codes, dtype=np.int64)
+            absent = codes < 0
+            if absent.any():
+                missing = absent if missing is None else missing | absent
+            values.append(codes)
+            factor_of.append(column.dtype)
+        else:
+            return None
+    groups = {}
+    for name in plan.group_columns:
+        try:
+            group = _evaluate_column(_column(data, name, plan.text, 0), name)
+        except EngineError:
+            return None
+        if group.missing is not None:
+            missing = group.missing if missing is None else missing | group.missing
+        groups[name] = group
+    n_dropped = 0 if missing is None else int(missing.sum())
+    if n_dropped == n:
+        return None
+    rows = (np.flatnonzero(~missing) if n_dropped else np.arange(n, dtype=np.int64)).astype(
+        np.int64, copy=False)
+    # the factors on the kept rows, unused levels dropped (R's drop.unused.levels)
+    signature = []
+    factors: dict[str, FactorInfo] = {}
+    for index, dtype in enumerate(factor_of):
+        if dtype is None:
+            signature.append(None)
+            continue
+        codes, levels = _kept_levels(values[index], _category_labels(dtype), rows, n_dropped)
+        if len(levels) < 2:
+            return None
+        values[index] = codes
+        ordered = bool(dtype.ordered)
+        signature.append((tuple(levels), ordered))
+        factors[plan.labels[index]] = FactorInfo(list(levels), ordered, False)
+    parsed = plan.parsed
+
+    def variables() -> list[_Variable]:  # only to build a new layout
+        return [_Variable(label, "numeric", values=v) if sig is None else
+                _Variable(label, "factor", codes=v, levels=list(sig[0]), ordered=sig[1])
+                for label, v, sig in zip(plan.labels, values, signature)]
+
+    layout = _design_layout(parsed.terms, parsed.has_intercept, tuple(signature), variables)
+    X, _ = layout.fill([values[v] for v in layout.numeric_vars],
+                       [values[v] for v in layout.factor_vars],
+                       [False] * len(layout.numeric_vars), rows)
+    y = np.array(values[0][rows] if n_dropped else values[0], dtype=np.float64, copy=True)
+    random_effects, group_factors = _random_part(plan.text, parsed, {}, groups, rows, n_dropped)
+    return ModelFrame(
+        formula=plan.text,
+        response_name=parsed.response,
+        y=y,
+        X=X,
+        column_names=list(layout.column_names),
+        assign=layout.assign.copy(),
+        term_labels=[t.label for t in parsed.terms],
+        has_intercept=parsed.has_intercept,
+        rows=rows,
+        n_dropped=n_dropped,
+        groups=group_factors,
+        fixed_formula=parsed.fixed_text,
+        random_terms=parsed.random_terms,
+        factors=factors,
+        n_original=n,
+        random_effects=random_effects,
+    )
 
 
 def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_Variable],
@@ -1105,10 +1246,11 @@ def _random_part(text: str, parsed: Formula, kept_by_label: dict, columns: dict,
     and the grouping factors (a list) on the kept rows; ``columns`` holds the grouping columns'
     variables on all rows, ``kept_by_label`` the bars' left-side variables on the kept rows."""
     factor_cache: dict[str, GroupingFactor] = {}
+    labels: dict[str, tuple] = {}
 
     def grouping(name: str, cols: tuple[str, ...]) -> GroupingFactor:
         if name not in factor_cache:
-            factor_cache[name] = _grouping_factor(name, cols, columns, rows, n_dropped)
+            factor_cache[name] = _grouping_factor(name, cols, columns, rows, n_dropped, labels)
         return factor_cache[name]
 
     random_effects: list[RandomEffect] = []
@@ -1164,14 +1306,11 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
     the kept ones); factor codes are subset and unused levels dropped (R's drop.unused.levels)."""
     if variable.kind == "numeric":  # values stay on all rows
         return variable
-    codes = variable.codes if not n_dropped else variable.codes[rows]
     levels = variable.levels
-    if not variable.logical:
-        present = np.bincount(codes, minlength=len(levels)) > 0
-        if not present.all():
-            remap = np.cumsum(present) - 1
-            codes = remap[codes]
-            levels = [lev for lev, keep in zip(levels, present) if keep]
+    if variable.logical:
+        codes = variable.codes if not n_dropped else variable.codes[rows]
+    else:
+        codes, levels = _kept_levels(variable.codes, levels, rows, n_dropped)
         if len(levels) < 2 and check_levels:
             raise ModelSpecError(
                 f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
@@ -1276,18 +1415,34 @@ class _DesignLayout:
 _LAYOUTS: dict[tuple, _DesignLayout] = {}
 
 
-def _design_layout(terms: tuple[Term, ...], intercept: bool,
-                   kept: list[_Variable]) -> _DesignLayout:
-    """The cached :class:`_DesignLayout` of ``terms`` over variables like ``kept`` (same kinds,
-    levels and ordering; keyed by the terms' identity, checked, as the parsed formula is cached)."""
-    key = (id(terms), intercept,
-           tuple(None if v.kind == "numeric" else (tuple(v.levels), v.ordered) for v in kept))
+def _layout_signature(kept: list[_Variable]) -> tuple:
+    """What a design's layout depends on per variable: numeric (None) or a factor's levels and
+    ordering."""
+    return tuple(None if v.kind == "numeric" else (tuple(v.levels), v.ordered) for v in kept)
+
+
+def _design_layout(terms: tuple[Term, ...], intercept: bool, signature: tuple,
+                   kept) -> _DesignLayout:
+    """The cached :class:`_DesignLayout` of ``terms`` over variables of ``signature``
+    (``_layout_signature``; keyed by the terms' identity, checked, as the parsed formula is
+    cached). ``kept``: the variables, or a function making them (called only to build a layout)."""
+    key = (id(terms), intercept, signature)
     layout = _LAYOUTS.get(key)
     if layout is None or layout.terms is not terms:
         if len(_LAYOUTS) > 1024:
             _LAYOUTS.clear()
-        layout = _LAYOUTS[key] = _DesignLayout(terms, intercept, kept)
+        layout = _LAYOUTS[key] = _DesignLayout(terms, intercept, kept() if callable(kept) else kept)
     return layout
+
+
+def _kept_levels(codes: np.ndarray, levels: list[str], rows: np.ndarray,
+                 n_dropped: int) -> tuple[np.ndarray, list[str]]:
+    """A factor's codes (int64, all rows) on the kept rows and its levels present there (R's
+    drop.unused.levels): new codes (int64, contiguous, a fresh array) and levels."""
+    codes, present = kept_codes(codes, rows, n_dropped > 0, len(levels))
+    if not present.all():
+        levels = [lev for lev, keep in zip(levels, present) if keep]
+    return codes, levels
 
 
 def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Variable],
@@ -1295,7 +1450,7 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
     """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
     X (n, p) C-contiguous float64, column names, assign and whether every ``unscanned``
     variable's values read were finite."""
-    layout = _design_layout(terms, has_intercept, kept)
+    layout = _design_layout(terms, has_intercept, _layout_signature(kept), kept)
     numeric = [kept[v] for v in layout.numeric_vars]
     X, clean = layout.fill([v.values for v in numeric], [kept[v].codes for v in layout.factor_vars],
                            [v.unscanned for v in numeric], rows)
@@ -1368,33 +1523,42 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
 def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
     """Codes (on kept rows) and labels of one grouping column, as R's factor() makes them."""
     if variable.kind == "factor":
-        codes = variable.codes if not n_dropped else variable.codes[rows]
-        present = np.bincount(codes, minlength=len(variable.levels)) > 0
-        remap = np.cumsum(present) - 1
-        return remap[codes], [lev for lev, keep in zip(variable.levels, present) if keep]
+        codes, levels = _kept_levels(variable.codes, variable.levels, rows, n_dropped)
+        return codes, list(levels)
     values = variable.values if not n_dropped else variable.values[rows]
     uniques, codes = np.unique(values, return_inverse=True)  # factor(numeric): numeric order
     return codes.astype(np.int64), [_r_number(float(u)) for u in uniques]
 
 
 def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.ndarray,
-                     n_dropped: int) -> GroupingFactor:
-    codes, levels = _group_labels(columns[cols[0]], rows, n_dropped)
+                     n_dropped: int, labels: dict | None = None) -> GroupingFactor:
+    """One grouping factor on the kept rows; ``labels``: a column -> ``_group_labels`` memo
+    shared by the factors of one frame (``g1`` of ``(1 | g1/g2)`` is read once)."""
+    if labels is None:
+        labels = {}
+
+    def part(column: str):
+        if column not in labels:
+            labels[column] = _group_labels(columns[column], rows, n_dropped)
+        return labels[column]
+
+    codes, levels = part(cols[0])
     if len(cols) == 1:
-        return GroupingFactor(name, np.ascontiguousarray(codes, dtype=np.int64), levels,
+        return GroupingFactor(name, np.ascontiguousarray(codes, dtype=np.int64), list(levels),
                               len(levels), cols)
     # brms: paste(g1, g2, sep = "_") then factor(): levels sorted as strings.
-    parts = [(codes, levels)] + [_group_labels(columns[c], rows, n_dropped) for c in cols[1:]]
-    combined = np.zeros(len(codes), dtype=np.int64)
+    parts = [(codes, levels)] + [part(c) for c in cols[1:]]
     size = 1
-    for part_codes, part_levels in parts:
-        combined = combined * len(part_levels) + part_codes
+    for _, part_levels in parts:
         size *= len(part_levels)
-    if size <= max(1 << 16, 4 * len(combined)):  # np.unique by counting (no sort): same result
-        present = np.bincount(combined, minlength=size) > 0
-        uniques = np.flatnonzero(present)
-        inverse = (np.cumsum(present) - 1)[combined]
+    if size <= max(1 << 16, 4 * len(codes)):  # np.unique by counting (no sort): same result
+        uniques, inverse = combined_codes(np.stack([c for c, _ in parts]),
+                                          np.array([len(lv) for _, lv in parts], dtype=np.int64),
+                                          size)
     else:
+        combined = np.zeros(len(codes), dtype=np.int64)
+        for part_codes, part_levels in parts:
+            combined = combined * len(part_levels) + part_codes
         uniques, inverse = np.unique(combined, return_inverse=True)
     levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
                                   uniques.astype(np.int64).tobytes())
