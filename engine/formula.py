@@ -64,7 +64,7 @@ import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
 from .formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
-                              kept_codes, nan_inf_scan)
+                              kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
@@ -1074,76 +1074,106 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
         if type(loc) is not int:
             return None
         arrays.append(getter(loc))
-    values: list = []    # per variable: float64 values on all rows (numeric) or int64 codes
-    factor_of: list = []  # per variable: None (numeric) or its categorical dtype
-    missing = None
+    numeric: list = []   # the numeric variables' float64 values on all rows
+    scan: list = []      # whether each may hold NaN or Inf (a float column)
+    codes: list = []     # the factors' int64 codes on all rows
+    dtypes: list = []    # the factors' categorical dtypes
+    slot: list = []      # per variable: its index in numeric or codes
     for index, column in enumerate(arrays):
         if type(column) is np.ndarray:
             kind = column.dtype.kind
             if kind == "f":
                 column = column if column.dtype == np.float64 else column.astype(np.float64)
-                has_nan, has_inf = nan_inf_scan(column)
-                if has_inf:
-                    return None
-                if has_nan:
-                    nan = np.isnan(column)
-                    missing = nan if missing is None else missing | nan
             elif kind in "iu":
                 column = column.astype(np.float64)
             else:
                 return None
-            values.append(column)
-            factor_of.append(None)
+            slot.append(len(numeric))
+            numeric.append(column)
+            scan.append(kind == "f")
         elif type(column) is pd.Categorical and index > 0:
-            codes = np.asarray(column.codes, dtype=np.int64)
-            absent = codes < 0
-            if absent.any():
-                missing = absent if missing is None else missing | absent
-            values.append(codes)
-            factor_of.append(column.dtype)
+            slot.append(len(codes))
+            codes.append(column.codes)
+            dtypes.append(column.dtype)
         else:
             return None
     groups = {}
-    for name in plan.group_columns:
+    for name in plan.group_columns:  # categorical grouping columns join the factors' pass
+        column = arrays[plan.names.index(name)] if name in plan.names else None
+        if column is None:
+            try:
+                column = _column(data, name, plan.text, 0)
+            except EngineError:
+                return None
+        if type(column) is pd.Categorical:
+            groups[name] = len(codes)
+            codes.append(column.codes)
+            dtypes.append(column.dtype)
+            continue
         try:
-            group = _evaluate_column(_column(data, name, plan.text, 0), name)
+            group = _evaluate_column(column, name)
         except EngineError:
             return None
-        if group.missing is not None:
-            missing = group.missing if missing is None else missing | group.missing
+        if group.missing is not None:  # a missing value there marks the row through a code
+            codes.append(np.where(group.missing, -1, 0))
+            dtypes.append(None)
         groups[name] = group
-    n_dropped = 0 if missing is None else int(missing.sum())
-    if n_dropped == n:
+    numeric_2d, picks = _stack_rows(numeric, n)
+    check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+    for row, flag in zip(picks, scan):
+        check[row] = flag
+    codes_2d = (np.stack(codes).astype(np.int64, copy=False) if codes
+                else np.zeros((0, n), dtype=np.int64))
+    rows, has_inf = plain_rows(numeric_2d, check, codes_2d)
+    if has_inf or rows.shape[0] == 0:
         return None
-    rows = (np.flatnonzero(~missing) if n_dropped else np.arange(n, dtype=np.int64)).astype(
-        np.int64, copy=False)
+    n_dropped = n - rows.shape[0]
     # the factors on the kept rows, unused levels dropped (R's drop.unused.levels)
+    labels = [_category_labels(d) if d is not None else [] for d in dtypes]
+    n_levels = np.array([len(lv) if d is not None else 1 for lv, d in zip(labels, dtypes)],
+                        dtype=np.int64)
+    kept_2d, present, complete = kept_codes_2d(codes_2d, rows, n_dropped > 0, n_levels)
+    for j, levels in enumerate(labels):
+        if not complete[j]:
+            labels[j] = [lev for lev, keep in zip(levels, present[j]) if keep]
     signature = []
     factors: dict[str, FactorInfo] = {}
-    for index, dtype in enumerate(factor_of):
-        if dtype is None:
+    for index in range(len(plan.names)):
+        if type(arrays[index]) is np.ndarray:
             signature.append(None)
             continue
-        codes, levels = _kept_levels(values[index], _category_labels(dtype), rows, n_dropped)
+        j = slot[index]
+        levels = labels[j]
         if len(levels) < 2:
             return None
-        values[index] = codes
-        ordered = bool(dtype.ordered)
+        ordered = bool(dtypes[j].ordered)
         signature.append((tuple(levels), ordered))
         factors[plan.labels[index]] = FactorInfo(list(levels), ordered, False)
     parsed = plan.parsed
 
     def variables() -> list[_Variable]:  # only to build a new layout
-        return [_Variable(label, "numeric", values=v) if sig is None else
-                _Variable(label, "factor", codes=v, levels=list(sig[0]), ordered=sig[1])
-                for label, v, sig in zip(plan.labels, values, signature)]
+        return [_Variable(label, "numeric", values=numeric[slot[i]]) if sig is None else
+                _Variable(label, "factor", codes=kept_2d[slot[i]], levels=list(sig[0]),
+                          ordered=sig[1])
+                for i, (label, sig) in enumerate(zip(plan.labels, signature))]
 
     layout = _design_layout(parsed.terms, parsed.has_intercept, tuple(signature), variables)
-    X, _ = layout.fill([values[v] for v in layout.numeric_vars],
-                       [values[v] for v in layout.factor_vars],
-                       [False] * len(layout.numeric_vars), rows)
-    y = np.array(values[0][rows] if n_dropped else values[0], dtype=np.float64, copy=True)
-    random_effects, group_factors = _random_part(plan.text, parsed, {}, groups, rows, n_dropped)
+    fill_picks = tuple(picks[slot[v]] for v in layout.numeric_vars)
+    order = [slot[v] for v in layout.factor_vars]
+    fill_codes = kept_2d if order == list(range(kept_2d.shape[0])) else kept_2d[order]
+    X, _ = layout.fill_stacked(numeric_2d, fill_picks, n, fill_codes,
+                               [False] * len(fill_picks), rows)
+    response = numeric_2d[picks[0]]
+    y = np.array(response[rows] if n_dropped else response, dtype=np.float64, copy=True)
+    group_variables = {}
+    for name, group in groups.items():
+        if type(group) is int:  # a categorical: its codes on all rows and its labels
+            group_variables[name] = _Variable(name, "factor", codes=codes_2d[group],
+                                              levels=_category_labels(dtypes[group]))
+        else:
+            group_variables[name] = group
+    random_effects, group_factors = _random_part(plan.text, parsed, {}, group_variables, rows,
+                                                 n_dropped)
     return ModelFrame(
         formula=plan.text,
         response_name=parsed.response,
@@ -1395,11 +1425,19 @@ class _DesignLayout:
         call; and False when a variable flagged ``unscanned`` held a NaN or Inf on a kept row
         (X is then not the model's)."""
         n = rows.shape[0]
-        X = np.empty((n, len(self.column_names)), dtype=np.float64)
         n_all = numeric[0].shape[0] if numeric else 0
         numeric_2d, picks = _stack_rows(numeric, n_all)
-        program = self.program(tuple(picks))
         codes_2d = np.stack(codes) if codes else np.zeros((0, n), dtype=np.int64)
+        return self.fill_stacked(numeric_2d, tuple(picks), n_all, codes_2d, unscanned, rows)
+
+    def fill_stacked(self, numeric_2d: np.ndarray, picks: tuple, n_all: int,
+                     codes_2d: np.ndarray, unscanned: list[bool],
+                     rows: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``fill`` from the numeric variables as rows ``picks`` of ``numeric_2d`` (k, n_all)
+        and the factors' codes as the rows of ``codes_2d`` (f, n), in slot order."""
+        n = rows.shape[0]
+        X = np.empty((n, len(self.column_names)), dtype=np.float64)
+        program = self.program(picks)
         # one thread: threads writing a fresh array contend for its page faults (measured slower)
         all_rows = n == n_all  # nothing dropped: rows is 0..n-1
         check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)

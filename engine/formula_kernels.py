@@ -229,3 +229,57 @@ def combined_codes(parts, radix, size):
     for i in range(n):
         inverse[i] = rank[combined[i]]
     return uniques, inverse
+
+
+@numba.njit(cache=True, nogil=True)
+def plain_rows(numeric, scan, codes):
+    """The kept rows of a frame of plain columns, in one pass over each: a row is dropped where a
+    ``numeric`` (k, N) row flagged in ``scan`` (k,) holds a NaN, or a factor's ``codes`` (f, N)
+    is -1 (missing). Returns (kept rows (n,) int64 ascending, whether a scanned value is +-Inf
+    anywhere)."""
+    k, N = numeric.shape
+    drop = np.zeros(N, dtype=np.bool_)
+    inf = False
+    for j in range(k):
+        if scan[j]:
+            src = numeric[j]
+            for i in range(N):
+                v = src[i]
+                nan = v != v
+                drop[i] |= nan
+                inf |= (v - v != 0.0) and not nan
+    for j in range(codes.shape[0]):
+        src = codes[j]
+        for i in range(N):
+            drop[i] |= src[i] < 0
+    n = 0
+    for i in range(N):
+        n += not drop[i]
+    rows = np.empty(n, dtype=np.int64)
+    r = 0
+    for i in range(N):
+        if not drop[i]:
+            rows[r] = i
+            r += 1
+    return rows, inf
+
+
+@numba.njit(cache=True, nogil=True)
+def kept_codes_2d(codes, rows, subset, n_levels):
+    """``kept_codes`` for each row of ``codes`` (f, N) with ``n_levels`` (f,): (kept codes (f, n),
+    present (f, max levels) bool, every level present (f,) bool)."""
+    f = codes.shape[0]
+    n = rows.shape[0] if subset else codes.shape[1]
+    width = 0
+    for j in range(f):
+        width = max(width, n_levels[j])
+    out = np.empty((f, n), dtype=np.int64)
+    present = np.zeros((f, width), dtype=np.bool_)
+    complete = np.ones(f, dtype=np.bool_)
+    for j in range(f):
+        kept, here = kept_codes(codes[j], rows, subset, n_levels[j])
+        out[j] = kept
+        for c in range(n_levels[j]):
+            present[j, c] = here[c]
+            complete[j] &= here[c]
+    return out, present, complete
