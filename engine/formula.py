@@ -1122,8 +1122,7 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
     check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
     for row, flag in zip(picks, scan):
         check[row] = flag
-    codes_2d = (np.stack(codes).astype(np.int64, copy=False) if codes
-                else np.zeros((0, n), dtype=np.int64))
+    codes_2d = _stack(codes, n, np.int64)
     rows, has_inf = plain_rows(numeric_2d, check, codes_2d)
     if has_inf or rows.shape[0] == 0:
         return None
@@ -1165,15 +1164,13 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
                                [False] * len(fill_picks), rows)
     response = numeric_2d[picks[0]]
     y = np.array(response[rows] if n_dropped else response, dtype=np.float64, copy=True)
-    group_variables = {}
-    for name, group in groups.items():
-        if type(group) is int:  # a categorical: its codes on all rows and its labels
-            group_variables[name] = _Variable(name, "factor", codes=codes_2d[group],
-                                              levels=_category_labels(dtypes[group]))
-        else:
-            group_variables[name] = group
-    random_effects, group_factors = _random_part(plan.text, parsed, {}, group_variables, rows,
-                                                 n_dropped)
+    known = {}  # a categorical grouping column's kept codes and levels, from the factors' pass
+    for name, group in list(groups.items()):
+        if type(group) is int:
+            known[name] = (kept_2d[group], labels[group])
+            del groups[name]
+    random_effects, group_factors = _random_part(plan.text, parsed, {}, groups, rows, n_dropped,
+                                                 known)
     return ModelFrame(
         formula=plan.text,
         response_name=parsed.response,
@@ -1271,12 +1268,13 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
 
 
 def _random_part(text: str, parsed: Formula, kept_by_label: dict, columns: dict,
-                 rows: np.ndarray, n_dropped: int):
+                 rows: np.ndarray, n_dropped: int, labels: dict | None = None):
     """Step 7 of the model frame: the random-effect terms (lme4's mkReTrms blocks, as a tuple)
     and the grouping factors (a list) on the kept rows; ``columns`` holds the grouping columns'
-    variables on all rows, ``kept_by_label`` the bars' left-side variables on the kept rows."""
+    variables on all rows, ``kept_by_label`` the bars' left-side variables on the kept rows;
+    ``labels`` may hold grouping columns' ``_group_labels`` already known."""
     factor_cache: dict[str, GroupingFactor] = {}
-    labels: dict[str, tuple] = {}
+    labels = {} if labels is None else labels  # column -> its codes and levels on the kept rows
 
     def grouping(name: str, cols: tuple[str, ...]) -> GroupingFactor:
         if name not in factor_cache:
@@ -1427,7 +1425,7 @@ class _DesignLayout:
         n = rows.shape[0]
         n_all = numeric[0].shape[0] if numeric else 0
         numeric_2d, picks = _stack_rows(numeric, n_all)
-        codes_2d = np.stack(codes) if codes else np.zeros((0, n), dtype=np.int64)
+        codes_2d = _stack(codes, n, np.int64)
         return self.fill_stacked(numeric_2d, tuple(picks), n_all, codes_2d, unscanned, rows)
 
     def fill_stacked(self, numeric_2d: np.ndarray, picks: tuple, n_all: int,
@@ -1488,6 +1486,10 @@ def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Var
     """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
     X (n, p) C-contiguous float64, column names, assign and whether every ``unscanned``
     variable's values read were finite."""
+    if not terms:  # ~1 (a bar's intercept) or ~0: the kernel would write ones or nothing
+        X = np.ones((rows.shape[0], 1)) if has_intercept else np.empty((rows.shape[0], 0))
+        return X, ["(Intercept)"] if has_intercept else [], np.zeros(int(has_intercept),
+                                                                      dtype=np.int64), True
     layout = _design_layout(terms, has_intercept, _layout_signature(kept), kept)
     numeric = [kept[v] for v in layout.numeric_vars]
     X, clean = layout.fill([v.values for v in numeric], [kept[v].codes for v in layout.factor_vars],
@@ -1555,7 +1557,17 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
             return view, [(o - first) // n for o in offsets]
     if len(arrays) == 1:
         return np.ascontiguousarray(arrays[0]).reshape(1, n), [0]
-    return np.stack(arrays), list(range(len(arrays)))
+    return _stack(arrays, n, np.float64), list(range(len(arrays)))
+
+
+def _stack(arrays: list[np.ndarray], n: int, dtype) -> np.ndarray:
+    """The (n,) vectors as rows of a new (k, n) C-contiguous array of ``dtype`` (values cast as
+    numpy's assignment casts them): ``np.stack`` (then ``astype``) without its generality, which
+    costs more than the copy for a few short vectors."""
+    out = np.empty((len(arrays), n), dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
 
 
 def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
@@ -1590,7 +1602,7 @@ def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.n
     for _, part_levels in parts:
         size *= len(part_levels)
     if size <= max(1 << 16, 4 * len(codes)):  # np.unique by counting (no sort): same result
-        uniques, inverse = combined_codes(np.stack([c for c, _ in parts]),
+        uniques, inverse = combined_codes(_stack([c for c, _ in parts], len(codes), np.int64),
                                           np.array([len(lv) for _, lv in parts], dtype=np.int64),
                                           size)
     else:
