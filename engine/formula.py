@@ -48,7 +48,13 @@ term structure, the columns read, the kernel's column program) is cached per for
 ``_DEFER_SCAN_ROWS`` rows on, a float64 column used only as a plain variable of fixed-effect
 terms is scanned for NaN/Inf by that fill, its one pass over the data (a NaN/Inf found there, or
 an error, makes the frame again after a scan: same result). An Arrow-backed string column is
-factorized once per (immutable) Arrow array.
+factorized once per (immutable) Arrow array. The design's layout (names, assign, codings, the
+kernel's program) is cached per (terms, variables' kinds and levels). Below ``_DEFER_SCAN_ROWS``
+rows, a formula of plain columns (float64, integer or Categorical; bars ``(1 | g)`` only) goes
+from the columns' arrays to that layout in a few kernel calls (``_plain_frame``: the kept rows,
+then every factor's kept codes and levels), without the general path's per-variable objects;
+anything else, or anything unusual there (an Inf, one level left, an error), takes the general
+path.
 """
 
 from __future__ import annotations
