@@ -1177,24 +1177,8 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
             del groups[name]
     random_effects, group_factors = _random_part(plan.text, parsed, {}, groups, rows, n_dropped,
                                                  known)
-    return ModelFrame(
-        formula=plan.text,
-        response_name=parsed.response,
-        y=y,
-        X=X,
-        column_names=list(layout.column_names),
-        assign=layout.assign.copy(),
-        term_labels=[t.label for t in parsed.terms],
-        has_intercept=parsed.has_intercept,
-        rows=rows,
-        n_dropped=n_dropped,
-        groups=group_factors,
-        fixed_formula=parsed.fixed_text,
-        random_terms=parsed.random_terms,
-        factors=factors,
-        n_original=n,
-        random_effects=random_effects,
-    )
+    return _model_frame_of(parsed, y, X, list(layout.column_names), layout.assign.copy(), rows,
+                           n_dropped, group_factors, factors, n, random_effects)
 
 
 def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_Variable],
@@ -1253,14 +1237,21 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
     # 7. Random-effect terms (lme4's mkReTrms blocks) and grouping factors.
     random_effects, groups = _random_part(text, parsed, kept_by_label, columns, rows, n_dropped)
 
+    return _model_frame_of(parsed, y, X, column_names, assign, rows, n_dropped, groups, factors,
+                           n_original, random_effects)
+
+
+def _model_frame_of(parsed: Formula, y, X, column_names, assign, rows, n_dropped, groups, factors,
+                    n_original, random_effects) -> ModelFrame:
+    """The ModelFrame of ``parsed`` from the finished pieces (both paths of ``model_frame``)."""
     return ModelFrame(
-        formula=text,
+        formula=parsed.text,
         response_name=parsed.response,
         y=y,
         X=X,
         column_names=column_names,
         assign=assign,
-        term_labels=[t.label for t in terms],
+        term_labels=[t.label for t in parsed.terms],
         has_intercept=parsed.has_intercept,
         rows=rows,
         n_dropped=n_dropped,

@@ -171,20 +171,12 @@ def kept_codes(codes, rows, subset, n_levels):
     out = np.empty(n, dtype=np.int64)
     present = np.zeros(n_levels, dtype=np.bool_)
     bad = False
-    if subset:
-        for i in range(n):
-            c = codes[rows[i]]
-            out[i] = c
-            bad |= c < 0 or c >= n_levels
-            if not bad:
-                present[c] = True
-    else:
-        for i in range(n):
-            c = codes[i]
-            out[i] = c
-            bad |= c < 0 or c >= n_levels
-            if not bad:
-                present[c] = True
+    for i in range(n):
+        c = codes[rows[i]] if subset else codes[i]
+        out[i] = c
+        bad |= c < 0 or c >= n_levels
+        if not bad:
+            present[c] = True
     if bad:  # a missing code on a kept row: the caller's bug, never a write out of bounds
         raise ValueError("kept_codes: a code outside 0..n_levels-1 on a kept row")
     remap = np.empty(n_levels, dtype=np.int64)

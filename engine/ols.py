@@ -623,17 +623,10 @@ def _column_max_abs(a):
 def _has_extreme_column(a):
     """Whether ``_column_scales`` would scale a column of a (n, k) C-contiguous array (largest
     magnitude finite, non-zero and outside [2^-200, 2^200], no NaN), in one row-major pass."""
-    n, k = a.shape
-    big = np.zeros(k)
-    nan = np.zeros(k, dtype=np.bool_)
-    for i in range(n):
-        for j in range(k):
-            v = abs(a[i, j])
-            nan[j] |= v != v
-            big[j] = v if v > big[j] else big[j]
-    for j in range(k):
-        b = big[j]
-        if not nan[j] and b > 0.0 and b < np.inf and (b < 2.0 ** -200 or b > 2.0 ** 200):
+    big = _column_max_abs(a)
+    for j in range(big.shape[0]):
+        b = big[j]  # NaN (a NaN in the column) fails b > 0
+        if b > 0.0 and b < np.inf and (b < 2.0 ** -200 or b > 2.0 ** 200):
             return True
     return False
 
