@@ -1062,9 +1062,20 @@ def _plain_plan(text: str) -> _PlainPlan | None:
     return _PlainPlan(text, parsed, names, tuple(parsed.variables), tuple(group_columns))
 
 
+def _plain_factor(column, name: str):
+    """(codes on all rows, levels, ordered) of a Categorical or Arrow-backed string column, as
+    ``_evaluate_column`` makes its factor; None for any other column."""
+    if type(column) is pd.Categorical:
+        return column.codes, _category_labels(column.dtype), bool(column.dtype.ordered)
+    if isinstance(column, pd.arrays.ArrowStringArray) and hasattr(column, "_pa_array"):
+        variable = _arrow_string_factor(column, name)
+        return variable.codes, variable.levels, False
+    return None
+
+
 def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
     """``model_frame`` on a small frame for a formula of plain columns, each a float64 or integer
-    numpy column or a pandas Categorical: the same steps on the columns' arrays, without the
+    numpy column, a pandas Categorical or an Arrow-backed string column: the same steps on the columns' arrays, without the
     per-variable objects of the general path (its bookkeeping was most of a small frame's time).
     None for anything else or anything unusual (another column type, a missing column, +-Inf, no
     rows left, a factor with one level), which the general path then handles, errors included."""
@@ -1082,8 +1093,9 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
         arrays.append(getter(loc))
     numeric: list = []   # the numeric variables' float64 values on all rows
     scan: list = []      # whether each may hold NaN or Inf (a float column)
-    codes: list = []     # the factors' int64 codes on all rows
-    dtypes: list = []    # the factors' categorical dtypes
+    codes: list = []     # the factors' codes on all rows (-1: missing)
+    levels_of: list = []  # their levels (None: a grouping column's missing-value marker)
+    ordered_of: list = []
     slot: list = []      # per variable: its index in numeric or codes
     for index, column in enumerate(arrays):
         if type(column) is np.ndarray:
@@ -1097,24 +1109,27 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
             slot.append(len(numeric))
             numeric.append(column)
             scan.append(kind == "f")
-        elif type(column) is pd.Categorical and index > 0:
+        elif index > 0 and (factor := _plain_factor(column, plan.names[index])) is not None:
             slot.append(len(codes))
-            codes.append(column.codes)
-            dtypes.append(column.dtype)
+            codes.append(factor[0])
+            levels_of.append(factor[1])
+            ordered_of.append(factor[2])
         else:
             return None
     groups = {}
-    for name in plan.group_columns:  # categorical grouping columns join the factors' pass
+    for name in plan.group_columns:  # factor grouping columns join the factors' pass
         column = arrays[plan.names.index(name)] if name in plan.names else None
         if column is None:
             try:
                 column = _column(data, name, plan.text, 0)
             except EngineError:
                 return None
-        if type(column) is pd.Categorical:
+        factor = _plain_factor(column, name)
+        if factor is not None:
             groups[name] = len(codes)
-            codes.append(column.codes)
-            dtypes.append(column.dtype)
+            codes.append(factor[0])
+            levels_of.append(factor[1])
+            ordered_of.append(factor[2])
             continue
         try:
             group = _evaluate_column(column, name)
@@ -1122,7 +1137,8 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
             return None
         if group.missing is not None:  # a missing value there marks the row through a code
             codes.append(np.where(group.missing, -1, 0))
-            dtypes.append(None)
+            levels_of.append(None)
+            ordered_of.append(False)
         groups[name] = group
     numeric_2d, picks = _stack_rows(numeric, n)
     check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
@@ -1134,9 +1150,8 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
         return None
     n_dropped = n - rows.shape[0]
     # the factors on the kept rows, unused levels dropped (R's drop.unused.levels)
-    labels = [_category_labels(d) if d is not None else [] for d in dtypes]
-    n_levels = np.array([len(lv) if d is not None else 1 for lv, d in zip(labels, dtypes)],
-                        dtype=np.int64)
+    labels = [levels if levels is not None else [] for levels in levels_of]
+    n_levels = np.array([len(lv) if lv is not None else 1 for lv in levels_of], dtype=np.int64)
     kept_2d, present, complete = kept_codes_2d(codes_2d, rows, n_dropped > 0, n_levels)
     for j, levels in enumerate(labels):
         if not complete[j]:
@@ -1151,7 +1166,7 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
         levels = labels[j]
         if len(levels) < 2:
             return None
-        ordered = bool(dtypes[j].ordered)
+        ordered = ordered_of[j]
         signature.append((tuple(levels), ordered))
         factors[plan.labels[index]] = FactorInfo(list(levels), ordered, False)
     parsed = plan.parsed

@@ -22,7 +22,10 @@ def _frame(seed: int, n: int = 300) -> pd.DataFrame:
     frame["g"] = pd.Categorical(rng.choice(["s1", "s2", "s3", "s4"], n))
     frame["h"] = pd.Categorical(rng.choice(["u", "v"], n))
     frame["gn"] = rng.integers(1, 4, n).astype(float)
-    for col, rate in (("x1", 0.05), ("f", 0.03), ("g", 0.02), ("h", 0.02), ("gn", 0.02)):
+    frame["s"] = pd.Series(rng.choice(["lo", "Hi", "hi", "mid"], n), dtype="string[pyarrow]")
+    frame["sg"] = pd.Series(rng.choice(["p", "q", "r"], n), dtype="string[pyarrow]")
+    for col, rate in (("x1", 0.05), ("f", 0.03), ("g", 0.02), ("h", 0.02), ("gn", 0.02),
+                      ("s", 0.02), ("sg", 0.02)):
         frame.loc[rng.random(n) < rate, col] = np.nan
     return frame
 
@@ -36,6 +39,7 @@ FORMULAS = [
     "y ~ x1 + (1 | g/h) + (1 | gn)",
     "y ~ g + x1 + (1 | g)",
     "y ~ 1 + (1 | h)",
+    "y ~ s * x1 + f + (1 | sg/g) + (1 | s)",
 ]
 
 
@@ -84,7 +88,7 @@ def test_plain_path_leaves_the_unusual_to_the_general_path():
     assert F._plain_plan("y ~ log(x1)") is None and F._plain_plan("y ~ x1 + (x1 | g)") is None
     inf = data.assign(x1=np.where(np.arange(len(data)) == 5, np.inf, data.x1))
     one_level = data.assign(f=pd.Categorical(["a"] * len(data)))
-    strings = data.assign(f=data.f.astype(object))
+    strings = data.assign(f=data.f.astype(object))  # Python strings: the general path
     for frame, formula in ((inf, "y ~ x1"), (one_level, "y ~ f"), (strings, "y ~ f"),
                            (data, "y ~ nosuch"), (data, "f ~ x1"),
                            (data.iloc[:0], "y ~ x1")):
