@@ -48,7 +48,13 @@ term structure, the columns read, the kernel's column program) is cached per for
 ``_DEFER_SCAN_ROWS`` rows on, a float64 column used only as a plain variable of fixed-effect
 terms is scanned for NaN/Inf by that fill, its one pass over the data (a NaN/Inf found there, or
 an error, makes the frame again after a scan: same result). An Arrow-backed string column is
-factorized once per (immutable) Arrow array.
+factorized once per (immutable) Arrow array. The design's layout (names, assign, codings, the
+kernel's program) is cached per (terms, variables' kinds and levels). Below ``_DEFER_SCAN_ROWS``
+rows, a formula of plain columns (float64, integer or Categorical; bars ``(1 | g)`` only) goes
+from the columns' arrays to that layout in a few kernel calls (``_plain_frame``: the kept rows,
+then every factor's kept codes and levels), without the general path's per-variable objects;
+anything else, or anything unusual there (an Inf, one level left, an error), takes the general
+path.
 """
 
 from __future__ import annotations
@@ -57,12 +63,14 @@ import difflib
 import functools
 import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from .formula_kernels import DesignProgram, any_non_finite, fill_design, nan_inf_scan
+from .formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
+                              kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
 from .rcompat.collate import r_sort_key
 from .rcompat.language import Bar as _Bar
 from .rcompat.language import BinOp as _BinOp
@@ -978,6 +986,12 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
         _arith_sources(parsed._lhs, lhs_columns)
         used = {c for c, _ in lhs_columns}
         dot_columns = tuple(str(c) for c in data.columns if str(c) not in used)
+    if dot_columns is None and len(data) < _DEFER_SCAN_ROWS:
+        plan = _plain_plan(text)
+        if plan is not None:
+            frame = _plain_frame(plan, data)
+            if frame is not None:
+                return frame
     # 1. Every data column the formula reads, evaluated once on all rows.
     parsed, column_refs, bar_items, group_columns = _formula_plan(text, dot_columns)
     bar_variables = dict(bar_items)
@@ -1021,6 +1035,165 @@ def model_frame(formula: str, data: pd.DataFrame, allow_random: bool = False) ->
             return frame
         _scan_deferred(everything + list(columns.values()))
     return _assemble(text, parsed, data, variables, everything, columns, group_columns)
+
+
+class _PlainPlan(NamedTuple):
+    """A formula whose variables are all plain columns, worked out once (see ``_plain_frame``)."""
+
+    text: str
+    parsed: Formula
+    names: tuple[str, ...]          # the data column of each variable (response first)
+    labels: tuple[str, ...]         # each variable's label
+    group_columns: tuple[str, ...]  # the grouping columns (intercept-only bars)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_plan(text: str) -> _PlainPlan | None:
+    """The plan of ``_plain_frame`` for a formula (without ``.``) whose variables are all plain
+    columns and whose bars are all ``(1 | g)``; None for any other formula."""
+    parsed, column_refs, bar_items, group_columns = _formula_plan(text, None)
+    if bar_items or not all(bar.intercept_only for bar in parsed.random_terms):
+        return None
+    if not all(isinstance(node, _Name) for node in parsed._variable_nodes):
+        return None
+    names = tuple(node.name for node in parsed._variable_nodes)
+    if len(set(names)) != len(names):
+        return None
+    return _PlainPlan(text, parsed, names, tuple(parsed.variables), tuple(group_columns))
+
+
+def _plain_factor(column, name: str):
+    """(codes on all rows, levels, ordered) of a Categorical or Arrow-backed string column, as
+    ``_evaluate_column`` makes its factor; None for any other column."""
+    if type(column) is pd.Categorical:
+        return column.codes, _category_labels(column.dtype), bool(column.dtype.ordered)
+    if isinstance(column, pd.arrays.ArrowStringArray) and hasattr(column, "_pa_array"):
+        variable = _arrow_string_factor(column, name)
+        return variable.codes, variable.levels, False
+    return None
+
+
+def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
+    """``model_frame`` on a small frame for a formula of plain columns, each a float64 or integer
+    numpy column, a pandas Categorical or an Arrow-backed string column: the same steps on the columns' arrays, without the
+    per-variable objects of the general path (its bookkeeping was most of a small frame's time).
+    None for anything else or anything unusual (another column type, a missing column, +-Inf, no
+    rows left, a factor with one level), which the general path then handles, errors included."""
+    columns_index = data.columns
+    getter = data._get_column_array
+    n = len(data)
+    arrays = []
+    for name in plan.names:
+        try:
+            loc = columns_index.get_loc(name)
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            return None
+        if type(loc) is not int:
+            return None
+        arrays.append(getter(loc))
+    numeric: list = []   # the numeric variables' float64 values on all rows
+    scan: list = []      # whether each may hold NaN or Inf (a float column)
+    codes: list = []     # the factors' codes on all rows (-1: missing)
+    levels_of: list = []  # their levels (None: a grouping column's missing-value marker)
+    ordered_of: list = []
+    slot: list = []      # per variable: its index in numeric or codes
+    for index, column in enumerate(arrays):
+        if type(column) is np.ndarray:
+            kind = column.dtype.kind
+            if kind == "f":
+                column = column if column.dtype == np.float64 else column.astype(np.float64)
+            elif kind in "iu":
+                column = column.astype(np.float64)
+            else:
+                return None
+            slot.append(len(numeric))
+            numeric.append(column)
+            scan.append(kind == "f")
+        elif index > 0 and (factor := _plain_factor(column, plan.names[index])) is not None:
+            slot.append(len(codes))
+            codes.append(factor[0])
+            levels_of.append(factor[1])
+            ordered_of.append(factor[2])
+        else:
+            return None
+    groups = {}
+    for name in plan.group_columns:  # factor grouping columns join the factors' pass
+        column = arrays[plan.names.index(name)] if name in plan.names else None
+        if column is None:
+            try:
+                column = _column(data, name, plan.text, 0)
+            except EngineError:
+                return None
+        factor = _plain_factor(column, name)
+        if factor is not None:
+            groups[name] = len(codes)
+            codes.append(factor[0])
+            levels_of.append(factor[1])
+            ordered_of.append(factor[2])
+            continue
+        try:
+            group = _evaluate_column(column, name)
+        except EngineError:
+            return None
+        if group.missing is not None:  # a missing value there marks the row through a code
+            codes.append(np.where(group.missing, -1, 0))
+            levels_of.append(None)
+            ordered_of.append(False)
+        groups[name] = group
+    numeric_2d, picks = _stack_rows(numeric, n)
+    check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+    for row, flag in zip(picks, scan):
+        check[row] = flag
+    codes_2d = _stack(codes, n, np.int64)
+    rows, has_inf = plain_rows(numeric_2d, check, codes_2d)
+    if has_inf or rows.shape[0] == 0:
+        return None
+    n_dropped = n - rows.shape[0]
+    # the factors on the kept rows, unused levels dropped (R's drop.unused.levels)
+    labels = [levels if levels is not None else [] for levels in levels_of]
+    n_levels = np.array([len(lv) if lv is not None else 1 for lv in levels_of], dtype=np.int64)
+    kept_2d, present, complete = kept_codes_2d(codes_2d, rows, n_dropped > 0, n_levels)
+    for j, levels in enumerate(labels):
+        if not complete[j]:
+            labels[j] = [lev for lev, keep in zip(levels, present[j]) if keep]
+    signature = []
+    factors: dict[str, FactorInfo] = {}
+    for index in range(len(plan.names)):
+        if type(arrays[index]) is np.ndarray:
+            signature.append(None)
+            continue
+        j = slot[index]
+        levels = labels[j]
+        if len(levels) < 2:
+            return None
+        ordered = ordered_of[j]
+        signature.append((tuple(levels), ordered))
+        factors[plan.labels[index]] = FactorInfo(list(levels), ordered, False)
+    parsed = plan.parsed
+
+    def variables() -> list[_Variable]:  # only to build a new layout
+        return [_Variable(label, "numeric", values=numeric[slot[i]]) if sig is None else
+                _Variable(label, "factor", codes=kept_2d[slot[i]], levels=list(sig[0]),
+                          ordered=sig[1])
+                for i, (label, sig) in enumerate(zip(plan.labels, signature))]
+
+    layout = _design_layout(parsed.terms, parsed.has_intercept, tuple(signature), variables)
+    fill_picks = tuple(picks[slot[v]] for v in layout.numeric_vars)
+    order = [slot[v] for v in layout.factor_vars]
+    fill_codes = kept_2d if order == list(range(kept_2d.shape[0])) else kept_2d[order]
+    X, _ = layout.fill_stacked(numeric_2d, fill_picks, n, fill_codes,
+                               [False] * len(fill_picks), rows)
+    response = numeric_2d[picks[0]]
+    y = np.array(response[rows] if n_dropped else response, dtype=np.float64, copy=True)
+    known = {}  # a categorical grouping column's kept codes and levels, from the factors' pass
+    for name, group in list(groups.items()):
+        if type(group) is int:
+            known[name] = (kept_2d[group], labels[group])
+            del groups[name]
+    random_effects, group_factors = _random_part(plan.text, parsed, {}, groups, rows, n_dropped,
+                                                 known)
+    return _model_frame_of(parsed, y, X, list(layout.column_names), layout.assign.copy(), rows,
+                           n_dropped, group_factors, factors, n, random_effects)
 
 
 def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_Variable],
@@ -1077,11 +1250,47 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
     y = np.array(kept[0].values[rows] if n_dropped else kept[0].values, dtype=np.float64, copy=True)
 
     # 7. Random-effect terms (lme4's mkReTrms blocks) and grouping factors.
+    random_effects, groups = _random_part(text, parsed, kept_by_label, columns, rows, n_dropped)
+
+    return _model_frame_of(parsed, y, X, column_names, assign, rows, n_dropped, groups, factors,
+                           n_original, random_effects)
+
+
+def _model_frame_of(parsed: Formula, y, X, column_names, assign, rows, n_dropped, groups, factors,
+                    n_original, random_effects) -> ModelFrame:
+    """The ModelFrame of ``parsed`` from the finished pieces (both paths of ``model_frame``)."""
+    return ModelFrame(
+        formula=parsed.text,
+        response_name=parsed.response,
+        y=y,
+        X=X,
+        column_names=column_names,
+        assign=assign,
+        term_labels=[t.label for t in parsed.terms],
+        has_intercept=parsed.has_intercept,
+        rows=rows,
+        n_dropped=n_dropped,
+        groups=groups,
+        fixed_formula=parsed.fixed_text,
+        random_terms=parsed.random_terms,
+        factors=factors,
+        n_original=n_original,
+        random_effects=random_effects,
+    )
+
+
+def _random_part(text: str, parsed: Formula, kept_by_label: dict, columns: dict,
+                 rows: np.ndarray, n_dropped: int, labels: dict | None = None):
+    """Step 7 of the model frame: the random-effect terms (lme4's mkReTrms blocks, as a tuple)
+    and the grouping factors (a list) on the kept rows; ``columns`` holds the grouping columns'
+    variables on all rows, ``kept_by_label`` the bars' left-side variables on the kept rows;
+    ``labels`` may hold grouping columns' ``_group_labels`` already known."""
     factor_cache: dict[str, GroupingFactor] = {}
+    labels = {} if labels is None else labels  # column -> its codes and levels on the kept rows
 
     def grouping(name: str, cols: tuple[str, ...]) -> GroupingFactor:
         if name not in factor_cache:
-            factor_cache[name] = _grouping_factor(name, cols, columns, rows, n_dropped)
+            factor_cache[name] = _grouping_factor(name, cols, columns, rows, n_dropped, labels)
         return factor_cache[name]
 
     random_effects: list[RandomEffect] = []
@@ -1110,25 +1319,7 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
             for name, cols in zip(bar.groups, bar.group_columns):
                 if name not in {g.name for g in groups}:
                     groups.append(grouping(name, cols))
-
-    return ModelFrame(
-        formula=text,
-        response_name=parsed.response,
-        y=y,
-        X=X,
-        column_names=column_names,
-        assign=np.asarray(assign, dtype=np.int64),
-        term_labels=[t.label for t in terms],
-        has_intercept=parsed.has_intercept,
-        rows=rows,
-        n_dropped=n_dropped,
-        groups=groups,
-        fixed_formula=parsed.fixed_text,
-        random_terms=parsed.random_terms,
-        factors=factors,
-        n_original=n_original,
-        random_effects=tuple(random_effects),
-    )
+    return tuple(random_effects), groups
 
 
 def _evaluate_variable(label: str, node, columns: dict, n_rows: int) -> _Variable:
@@ -1155,14 +1346,11 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
     the kept ones); factor codes are subset and unused levels dropped (R's drop.unused.levels)."""
     if variable.kind == "numeric":  # values stay on all rows
         return variable
-    codes = variable.codes if not n_dropped else variable.codes[rows]
     levels = variable.levels
-    if not variable.logical:
-        present = np.bincount(codes, minlength=len(levels)) > 0
-        if not present.all():
-            remap = np.cumsum(present) - 1
-            codes = remap[codes]
-            levels = [lev for lev, keep in zip(levels, present) if keep]
+    if variable.logical:
+        codes = variable.codes if not n_dropped else variable.codes[rows]
+    else:
+        codes, levels = _kept_levels(variable.codes, levels, rows, n_dropped)
         if len(levels) < 2 and check_levels:
             raise ModelSpecError(
                 f"factor {variable.label!r} has only one level ({levels[0]!r}) in the "
@@ -1172,88 +1360,153 @@ def _kept_variable(variable: _Variable, rows: np.ndarray, n_dropped: int,
                      levels=list(levels), ordered=variable.ordered, logical=variable.logical)
 
 
+class _DesignLayout:
+    """What R's model.matrix for some terms makes of variables of given kinds and levels, worked
+    out once per (terms, intercept, each variable's kind, levels and ordering): the column names,
+    ``assign``, which variables the fill reads (numeric ones and factors, in slot order), the
+    factors' coding matrices (concatenated) and the kernel's program per row layout of the
+    numeric array (``picks``). Per call only the data's arrays go to the kernel."""
+
+    __slots__ = ("terms", "intercept", "column_names", "assign", "numeric_vars", "factor_vars",
+                 "shape", "sizes", "coding", "programs")
+
+    def __init__(self, terms: tuple[Term, ...], intercept: bool, kept: list[_Variable]):
+        is_factor = [v.kind == "factor" for v in kept]
+        table = _term_codes(terms, is_factor, intercept)
+        column_names: list[str] = []
+        assign: list[int] = []
+        if intercept:
+            column_names.append("(Intercept)")
+            assign.append(0)
+        numeric_index: dict[int, int] = {}  # variable -> slot (numeric values read by the fill)
+        factor_index: dict[int, int] = {}   # variable -> slot (factor codes)
+        codings: list[np.ndarray] = []
+        coding_index: dict[int, int] = {}
+        shape = []
+        for j, term in enumerate(terms, start=1):
+            names = [""]
+            slots = []
+            for v in term.variables:
+                variable = kept[v]
+                if variable.kind == "numeric":
+                    piece_names = [variable.label]
+                    if v not in numeric_index:
+                        numeric_index[v] = len(numeric_index)
+                    slots.append((numeric_index[v], -1, 0, 0))
+                else:
+                    piece = _factor_piece(variable, table[j - 1][v] == 2)
+                    piece_names = piece.names
+                    if v not in factor_index:
+                        factor_index[v] = len(factor_index)
+                    ckey = id(piece.coding)
+                    if ckey not in coding_index:
+                        coding_index[ckey] = len(codings)
+                        codings.append(piece.coding)
+                    slots.append((factor_index[v], coding_index[ckey], *piece.coding.shape))
+                # first variable varies fastest
+                names = [f"{prefix}:{name}" if prefix else name for name in piece_names
+                         for prefix in names]
+            column_names.extend(names)
+            assign.extend([j] * len(names))
+            shape.append(tuple(slots))
+        self.terms = terms
+        self.intercept = intercept
+        self.column_names = tuple(column_names)
+        self.assign = np.asarray(assign, dtype=np.int64)
+        self.assign.flags.writeable = False
+        self.numeric_vars = tuple(numeric_index)
+        self.factor_vars = tuple(factor_index)
+        self.shape = tuple(shape)
+        self.sizes = tuple(c.size for c in codings)
+        self.coding = (np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0))
+        self.programs: dict[tuple, DesignProgram] = {}
+
+    def program(self, picks: tuple) -> DesignProgram:
+        hit = self.programs.get(picks)
+        if hit is None:
+            hit = self.programs[picks] = _design_program(self.intercept, self.shape, picks,
+                                                         self.sizes)
+        return hit
+
+    def fill(self, numeric: list[np.ndarray], codes: list[np.ndarray], unscanned: list[bool],
+             rows: np.ndarray) -> tuple[np.ndarray, bool]:
+        """X (len(rows), p) from the numeric variables' values on all rows and the factors'
+        codes on the kept rows (in ``numeric_vars`` / ``factor_vars`` order), with one kernel
+        call; and False when a variable flagged ``unscanned`` held a NaN or Inf on a kept row
+        (X is then not the model's)."""
+        n = rows.shape[0]
+        n_all = numeric[0].shape[0] if numeric else 0
+        numeric_2d, picks = _stack_rows(numeric, n_all)
+        codes_2d = _stack(codes, n, np.int64)
+        return self.fill_stacked(numeric_2d, tuple(picks), n_all, codes_2d, unscanned, rows)
+
+    def fill_stacked(self, numeric_2d: np.ndarray, picks: tuple, n_all: int,
+                     codes_2d: np.ndarray, unscanned: list[bool],
+                     rows: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``fill`` from the numeric variables as rows ``picks`` of ``numeric_2d`` (k, n_all)
+        and the factors' codes as the rows of ``codes_2d`` (f, n), in slot order."""
+        n = rows.shape[0]
+        X = np.empty((n, len(self.column_names)), dtype=np.float64)
+        program = self.program(picks)
+        # one thread: threads writing a fresh array contend for its page faults (measured slower)
+        all_rows = n == n_all  # nothing dropped: rows is 0..n-1
+        check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+        for slot, flag in enumerate(unscanned):
+            if flag:
+                check[picks[slot]] = True
+        non_finite = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
+        fill_design(X, numeric_2d, rows, codes_2d, self.coding, program, 0, n, all_rows, check,
+                    non_finite)
+        return X, not non_finite.any()
+
+
+_LAYOUTS: dict[tuple, _DesignLayout] = {}
+
+
+def _layout_signature(kept: list[_Variable]) -> tuple:
+    """What a design's layout depends on per variable: numeric (None) or a factor's levels and
+    ordering."""
+    return tuple(None if v.kind == "numeric" else (tuple(v.levels), v.ordered) for v in kept)
+
+
+def _design_layout(terms: tuple[Term, ...], intercept: bool, signature: tuple,
+                   kept) -> _DesignLayout:
+    """The cached :class:`_DesignLayout` of ``terms`` over variables of ``signature``
+    (``_layout_signature``; keyed by the terms' identity, checked, as the parsed formula is
+    cached). ``kept``: the variables, or a function making them (called only to build a layout)."""
+    key = (id(terms), intercept, signature)
+    layout = _LAYOUTS.get(key)
+    if layout is None or layout.terms is not terms:
+        if len(_LAYOUTS) > 1024:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _DesignLayout(terms, intercept, kept() if callable(kept) else kept)
+    return layout
+
+
+def _kept_levels(codes: np.ndarray, levels: list[str], rows: np.ndarray,
+                 n_dropped: int) -> tuple[np.ndarray, list[str]]:
+    """A factor's codes (int64, all rows) on the kept rows and its levels present there (R's
+    drop.unused.levels): new codes (int64, contiguous, a fresh array) and levels."""
+    codes, present = kept_codes(codes, rows, n_dropped > 0, len(levels))
+    if not present.all():
+        levels = [lev for lev, keep in zip(levels, present) if keep]
+    return codes, levels
+
+
 def _design_matrix(terms: tuple[Term, ...], has_intercept: bool, kept: list[_Variable],
                    rows: np.ndarray, n_dropped: int):
     """R's model.matrix for ``terms`` over ``kept`` (indexed as the terms' variables):
     X (n, p) C-contiguous float64, column names, assign and whether every ``unscanned``
     variable's values read were finite."""
-    is_factor = [v.kind == "factor" for v in kept]
-    table = _term_codes(terms, is_factor, has_intercept)
-    column_names: list[str] = []
-    assign: list[int] = []
-    if has_intercept:
-        column_names.append("(Intercept)")
-        assign.append(0)
-    term_pieces: list[list[_Piece]] = []
-    for j, term in enumerate(terms, start=1):
-        pieces = []
-        for v in term.variables:
-            variable = kept[v]
-            if variable.kind == "numeric":
-                pieces.append(_Piece(variable, None, [variable.label]))
-            else:
-                pieces.append(_factor_piece(variable, table[j - 1][v] == 2))
-        names = [""]
-        for piece in pieces:  # first variable varies fastest
-            names = [f"{prefix}:{name}" if prefix else name for name in piece.names for prefix in names]
-        column_names.extend(names)
-        assign.extend([j] * len(names))
-        term_pieces.append(pieces)
-    X = np.empty((rows.shape[0], len(column_names)), dtype=np.float64)
-    clean = _fill(X, has_intercept, term_pieces, rows)
-    return X, column_names, assign, clean
-
-
-def _fill(X: np.ndarray, intercept: bool, term_pieces: list[list[_Piece]], rows: np.ndarray) -> bool:
-    """Write every term's columns into X with one kernel call (engine.formula_kernels):
-    numeric variables are read on all rows through ``rows``, factors by their codes on the kept
-    rows and their coding matrices. False when an ``unscanned`` variable held a NaN or Inf on a
-    kept row (X is then not the model's)."""
-    numeric_index: dict[int, int] = {}
-    numeric: list[np.ndarray] = []
-    factor_index: dict[int, int] = {}
-    codes: list[np.ndarray] = []
-    codings: list[np.ndarray] = []
-    coding_index: dict[int, int] = {}
-    unscanned: list[_Variable] = []
-    shape = []
-    for pieces in term_pieces:
-        slots = []
-        for piece in pieces:
-            if piece.coding is None:
-                if piece.variable.unscanned:
-                    unscanned.append(piece.variable)
-                key = id(piece.variable.values)
-                if key not in numeric_index:
-                    numeric_index[key] = len(numeric)
-                    numeric.append(piece.variable.values)
-                slots.append((numeric_index[key], -1, 0, 0))
-            else:
-                key = id(piece.variable.codes)
-                if key not in factor_index:
-                    factor_index[key] = len(codes)
-                    codes.append(piece.variable.codes)
-                ckey = id(piece.coding)
-                if ckey not in coding_index:
-                    coding_index[ckey] = len(codings)
-                    codings.append(piece.coding)
-                slots.append((factor_index[key], coding_index[ckey], *piece.coding.shape))
-        shape.append(tuple(slots))
-    n_all = numeric[0].shape[0] if numeric else 0
-    numeric_2d, picks = _stack_rows(numeric, n_all)
-    sizes = tuple(c.size for c in codings)
-    program = _design_program(intercept, tuple(shape), tuple(picks), sizes)
-    codes_2d = np.stack(codes) if codes else np.zeros((0, X.shape[0]), dtype=np.int64)
-    coding = np.concatenate([c.ravel() for c in codings]) if codings else np.zeros(0)
-    # one thread: threads writing a fresh array contend for its page faults (measured slower)
-    all_rows = rows.shape[0] == n_all  # nothing dropped: rows is 0..n-1
-    check = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
-    for variable in unscanned:
-        check[picks[numeric_index[id(variable.values)]]] = True
-    non_finite = np.zeros(numeric_2d.shape[0], dtype=np.bool_)
-    fill_design(X, numeric_2d, rows, codes_2d, coding, program, 0, X.shape[0], all_rows, check,
-                non_finite)
-    return not non_finite.any()
+    if not terms:  # ~1 (a bar's intercept) or ~0: the kernel would write ones or nothing
+        X = np.ones((rows.shape[0], 1)) if has_intercept else np.empty((rows.shape[0], 0))
+        return X, ["(Intercept)"] if has_intercept else [], np.zeros(int(has_intercept),
+                                                                      dtype=np.int64), True
+    layout = _design_layout(terms, has_intercept, _layout_signature(kept), kept)
+    numeric = [kept[v] for v in layout.numeric_vars]
+    X, clean = layout.fill([v.values for v in numeric], [kept[v].codes for v in layout.factor_vars],
+                           [v.unscanned for v in numeric], rows)
+    return X, list(layout.column_names), layout.assign.copy(), clean
 
 
 @functools.lru_cache(maxsize=512)
@@ -1316,39 +1569,58 @@ def _stack_rows(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]
             return view, [(o - first) // n for o in offsets]
     if len(arrays) == 1:
         return np.ascontiguousarray(arrays[0]).reshape(1, n), [0]
-    return np.stack(arrays), list(range(len(arrays)))
+    return _stack(arrays, n, np.float64), list(range(len(arrays)))
+
+
+def _stack(arrays: list[np.ndarray], n: int, dtype) -> np.ndarray:
+    """The (n,) vectors as rows of a new (k, n) C-contiguous array of ``dtype`` (values cast as
+    numpy's assignment casts them): ``np.stack`` (then ``astype``) without its generality, which
+    costs more than the copy for a few short vectors."""
+    out = np.empty((len(arrays), n), dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
 
 
 def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
     """Codes (on kept rows) and labels of one grouping column, as R's factor() makes them."""
     if variable.kind == "factor":
-        codes = variable.codes if not n_dropped else variable.codes[rows]
-        present = np.bincount(codes, minlength=len(variable.levels)) > 0
-        remap = np.cumsum(present) - 1
-        return remap[codes], [lev for lev, keep in zip(variable.levels, present) if keep]
+        codes, levels = _kept_levels(variable.codes, variable.levels, rows, n_dropped)
+        return codes, list(levels)
     values = variable.values if not n_dropped else variable.values[rows]
     uniques, codes = np.unique(values, return_inverse=True)  # factor(numeric): numeric order
     return codes.astype(np.int64), [_r_number(float(u)) for u in uniques]
 
 
 def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.ndarray,
-                     n_dropped: int) -> GroupingFactor:
-    codes, levels = _group_labels(columns[cols[0]], rows, n_dropped)
+                     n_dropped: int, labels: dict | None = None) -> GroupingFactor:
+    """One grouping factor on the kept rows; ``labels``: a column -> ``_group_labels`` memo
+    shared by the factors of one frame (``g1`` of ``(1 | g1/g2)`` is read once)."""
+    if labels is None:
+        labels = {}
+
+    def part(column: str):
+        if column not in labels:
+            labels[column] = _group_labels(columns[column], rows, n_dropped)
+        return labels[column]
+
+    codes, levels = part(cols[0])
     if len(cols) == 1:
-        return GroupingFactor(name, np.ascontiguousarray(codes, dtype=np.int64), levels,
+        return GroupingFactor(name, np.ascontiguousarray(codes, dtype=np.int64), list(levels),
                               len(levels), cols)
     # brms: paste(g1, g2, sep = "_") then factor(): levels sorted as strings.
-    parts = [(codes, levels)] + [_group_labels(columns[c], rows, n_dropped) for c in cols[1:]]
-    combined = np.zeros(len(codes), dtype=np.int64)
+    parts = [(codes, levels)] + [part(c) for c in cols[1:]]
     size = 1
-    for part_codes, part_levels in parts:
-        combined = combined * len(part_levels) + part_codes
+    for _, part_levels in parts:
         size *= len(part_levels)
-    if size <= max(1 << 16, 4 * len(combined)):  # np.unique by counting (no sort): same result
-        present = np.bincount(combined, minlength=size) > 0
-        uniques = np.flatnonzero(present)
-        inverse = (np.cumsum(present) - 1)[combined]
+    if size <= max(1 << 16, 4 * len(codes)):  # np.unique by counting (no sort): same result
+        uniques, inverse = combined_codes(_stack([c for c, _ in parts], len(codes), np.int64),
+                                          np.array([len(lv) for _, lv in parts], dtype=np.int64),
+                                          size)
     else:
+        combined = np.zeros(len(codes), dtype=np.int64)
+        for part_codes, part_levels in parts:
+            combined = combined * len(part_levels) + part_codes
         uniques, inverse = np.unique(combined, return_inverse=True)
     levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
                                   uniques.astype(np.int64).tobytes())

@@ -157,3 +157,121 @@ def fill_design(X, numeric, rows, codes, coding, program, start_row, stop_row, a
                         for i in range(b0, b1):
                             X[i, j] *= coding[base + cod[i] * w]
         b0 = b1
+
+
+@numba.njit(cache=True, nogil=True)
+def kept_codes(codes, rows, subset, n_levels):
+    """A factor's codes on the kept rows with its unused levels dropped (R's
+    ``drop.unused.levels``), in one pass: (codes (n,) int64 renumbered over the levels present,
+    present (n_levels,) bool). ``codes`` (N,) int64 on all rows, read through ``rows`` (n,) when
+    ``subset`` (rows were dropped), else directly; every code read is in 0..n_levels-1.
+    The renumbering is numpy's ``(np.cumsum(present) - 1)[codes]``: a level's new code is the
+    number of present levels before it."""
+    n = rows.shape[0] if subset else codes.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    present = np.zeros(n_levels, dtype=np.bool_)
+    bad = False
+    for i in range(n):
+        c = codes[rows[i]] if subset else codes[i]
+        out[i] = c
+        bad |= c < 0 or c >= n_levels
+        if not bad:
+            present[c] = True
+    if bad:  # a missing code on a kept row: the caller's bug, never a write out of bounds
+        raise ValueError("kept_codes: a code outside 0..n_levels-1 on a kept row")
+    remap = np.empty(n_levels, dtype=np.int64)
+    k = 0
+    for j in range(n_levels):
+        remap[j] = k
+        if present[j]:
+            k += 1
+    if k < n_levels:
+        for i in range(n):
+            out[i] = remap[out[i]]
+    return out, present
+
+
+@numba.njit(cache=True, nogil=True)
+def combined_codes(parts, radix, size):
+    """The levels present and each row's level of the crossed factor of ``parts`` (k, n) int64
+    (part j's codes in 0..radix[j]-1): combined code = mixed-radix number over the parts, first
+    part most significant, < ``size`` = prod(radix). Returns (uniques: the combined codes present,
+    ascending; inverse (n,): each row's index into uniques), numpy's ``np.unique(combined,
+    return_inverse=True)`` by counting instead of sorting."""
+    k, n = parts.shape
+    combined = np.zeros(n, dtype=np.int64)
+    for j in range(k):
+        r = radix[j]
+        for i in range(n):
+            combined[i] = combined[i] * r + parts[j, i]
+    present = np.zeros(size, dtype=np.bool_)
+    for i in range(n):
+        present[combined[i]] = True
+    rank = np.empty(size, dtype=np.int64)
+    count = 0
+    for u in range(size):
+        rank[u] = count
+        if present[u]:
+            count += 1
+    uniques = np.empty(count, dtype=np.int64)
+    for u in range(size):
+        if present[u]:
+            uniques[rank[u]] = u
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[combined[i]]
+    return uniques, inverse
+
+
+@numba.njit(cache=True, nogil=True)
+def plain_rows(numeric, scan, codes):
+    """The kept rows of a frame of plain columns, in one pass over each: a row is dropped where a
+    ``numeric`` (k, N) row flagged in ``scan`` (k,) holds a NaN, or a factor's ``codes`` (f, N)
+    is -1 (missing). Returns (kept rows (n,) int64 ascending, whether a scanned value is +-Inf
+    anywhere)."""
+    k, N = numeric.shape
+    drop = np.zeros(N, dtype=np.bool_)
+    inf = False
+    for j in range(k):
+        if scan[j]:
+            src = numeric[j]
+            for i in range(N):
+                v = src[i]
+                nan = v != v
+                drop[i] |= nan
+                inf |= (v - v != 0.0) and not nan
+    for j in range(codes.shape[0]):
+        src = codes[j]
+        for i in range(N):
+            drop[i] |= src[i] < 0
+    n = 0
+    for i in range(N):
+        n += not drop[i]
+    rows = np.empty(n, dtype=np.int64)
+    r = 0
+    for i in range(N):
+        if not drop[i]:
+            rows[r] = i
+            r += 1
+    return rows, inf
+
+
+@numba.njit(cache=True, nogil=True)
+def kept_codes_2d(codes, rows, subset, n_levels):
+    """``kept_codes`` for each row of ``codes`` (f, N) with ``n_levels`` (f,): (kept codes (f, n),
+    present (f, max levels) bool, every level present (f,) bool)."""
+    f = codes.shape[0]
+    n = rows.shape[0] if subset else codes.shape[1]
+    width = 0
+    for j in range(f):
+        width = max(width, n_levels[j])
+    out = np.empty((f, n), dtype=np.int64)
+    present = np.zeros((f, width), dtype=np.bool_)
+    complete = np.ones(f, dtype=np.bool_)
+    for j in range(f):
+        kept, here = kept_codes(codes[j], rows, subset, n_levels[j])
+        out[j] = kept
+        for c in range(n_levels[j]):
+            present[j, c] = here[c]
+            complete[j] &= here[c]
+    return out, present, complete

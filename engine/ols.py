@@ -23,8 +23,9 @@ Algorithm (never forming Q, never forming or inverting X'X):
    p x p block: a column whose remaining norm falls below ``tol`` (1e-7) times its original norm is
    moved to the right-hand edge and counted aliased; the other columns keep their order. The rank,
    the pivot and the final triangle are those R's ``lm`` reports, up to rounding.
-3. Coefficients by back substitution on the leading rank x rank triangle; the covariance
-   sigma^2 R^-1 R^-T by triangular solves; residuals in one more pass (y - X b).
+3. Coefficients by back substitution on the leading rank x rank triangle; residuals in one more
+   pass (y - X b); the covariance sigma^2 R^-1 R^-T by triangular solves and the other statistics
+   of ``summary.lm`` on first access (``LeastSquares``), so a fit nobody summarises skips them.
 
 Numerical notes: the rank decision sees the same remaining norms as R's up to rounding, so only a
 column within rounding of the 1e-7 threshold could be judged differently. Values are not rescaled:
@@ -41,6 +42,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -48,9 +50,13 @@ from typing import NamedTuple
 import numba
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError, warn_user
+from .formula import model_frame, parse_formula
+from .partitioned import is_partitioned
+from .robust import check_cluster_columns, check_vcov_arguments
 from .validate import checked_arguments
 
 __all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",
@@ -367,6 +373,126 @@ def _dqrdc2(cols, rhs, tol):
     return rank, pivot, qraux
 
 
+@numba.njit(cache=True, nogil=True)
+def _pairwise_block(a, start, stop):
+    """numpy's pairwise_sum (numpy/_core/src/umath/loops_utils.h.src) on at most 128 values:
+    fewer than 8 one by one from -0.0, else eight accumulators and the rest one by one."""
+    n = stop - start
+    if n < 8:
+        res = -0.0
+        for i in range(start, stop):
+            res += a[i]
+        return res
+    r0 = a[start]
+    r1 = a[start + 1]
+    r2 = a[start + 2]
+    r3 = a[start + 3]
+    r4 = a[start + 4]
+    r5 = a[start + 5]
+    r6 = a[start + 6]
+    r7 = a[start + 7]
+    i = start + 8
+    end = stop - n % 8
+    while i < end:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < stop:
+        res += a[i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a, start, stop):
+    """``np.sum(a[start:stop])`` with numpy's bits (0.0 plus numpy's pairwise_sum: blocks of at
+    most 128 values, longer ranges split in two halves, the first a multiple of 8 long), so that a
+    sum moved into a kernel keeps the bits of the ``np.sum`` it replaces. The halves are walked
+    with an explicit stack: Numba's cache cannot load a recursive function (it crashes)."""
+    if stop - start <= 128:
+        return 0.0 + _pairwise_block(a, start, stop)
+    lo = np.empty(64, dtype=np.int64)
+    hi = np.empty(64, dtype=np.int64)
+    stage = np.empty(64, dtype=np.int64)
+    values = np.empty(64)
+    top = 0
+    lo[0] = start
+    hi[0] = stop
+    stage[0] = 0
+    n_values = 0
+    while top >= 0:
+        n = hi[top] - lo[top]
+        if n <= 128:
+            values[n_values] = _pairwise_block(a, lo[top], hi[top])
+            n_values += 1
+            top -= 1
+            continue
+        half = n // 2
+        half -= half % 8
+        if stage[top] == 0:  # the first half
+            stage[top] = 1
+            lo[top + 1] = lo[top]
+            hi[top + 1] = lo[top] + half
+        elif stage[top] == 1:  # the second half
+            stage[top] = 2
+            lo[top + 1] = lo[top] + half
+            hi[top + 1] = hi[top]
+        else:  # both done: their sum, in numpy's order
+            values[n_values - 2] = values[n_values - 2] + values[n_values - 1]
+            n_values -= 1
+            top -= 1
+            continue
+        top += 1
+        stage[top] = 0
+    return 0.0 + values[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_triangle(tri, p, tol):
+    """R's rank decision on the TSQR triangle ``tri`` ((p+q) x (p+q), [X | Y] = Q0 tri), in one
+    call: ``_dqrdc2`` on the leading p x p block's columns with Q0'Y's first p rows as right-hand
+    sides. Returns (r (p, p) upper triangular, qty (p, q) = Q'Y in the pivoted basis, rank,
+    pivot, resid_ss (q,)): resid_ss[c] is the squared norm of Q'Y's rows beyond the rank plus the
+    triangle's part outside X's span, each summed as numpy's ``np.sum`` sums them."""
+    m = tri.shape[0]
+    q = m - p
+    cols = np.empty((p, p))
+    for j in range(p):
+        for i in range(p):
+            cols[j, i] = tri[i, j]
+    rhs = np.empty((q, p))
+    for c in range(q):
+        for i in range(p):
+            rhs[c, i] = tri[i, p + c]
+    rank, pivot, _ = _dqrdc2(cols, rhs, tol)
+    r = np.zeros((p, p))
+    for j in range(p):
+        for i in range(j + 1):
+            r[i, j] = cols[j, i]
+    qty = np.empty((p, q))
+    for i in range(p):
+        for c in range(q):
+            qty[i, c] = rhs[c, i]
+    resid_ss = np.empty(q)
+    squares = np.empty(max(p - rank, q))
+    for c in range(q):
+        for i in range(rank, p):
+            squares[i - rank] = rhs[c, i] * rhs[c, i]
+        head = _pairwise_sum(squares, 0, p - rank)
+        for i in range(q):
+            v = tri[p + i, p + c]
+            squares[i] = v * v
+        resid_ss[c] = head + _pairwise_sum(squares, 0, q)
+    return r, qty, rank, pivot, resid_ss
+
+
 # --------------------------------------------------------------------------------------------
 # Python layer over the kernels
 # --------------------------------------------------------------------------------------------
@@ -453,21 +579,17 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     # columns of extreme magnitude are scaled by powers of 4 first (exact), so that the cross
     # products inside the factorisation neither underflow nor overflow and the rank decision is
     # scale-invariant, as R's dnrm2-based dqrdc2 (a slope on x * 1e-200 is estimated, not aliased)
-    x_scale, y_scale = _column_scales(X), _column_scales(Y)
+    x_scale = y_scale = None
+    if _any_extreme(X, Y):  # one pass over both; the scales themselves only where needed
+        x_scale, y_scale = _column_scales(X), _column_scales(Y)
     if x_scale is not None:
         X = X / x_scale
     if y_scale is not None:
         Y = Y / y_scale
     tri = tsqr_triangle(X, Y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
-    q = Y.shape[1]
-    cols = np.ascontiguousarray(tri[:p, :p].T)           # columns of the p x p leading block
-    rhs = np.ascontiguousarray(tri[:p, p:].T)            # (q, p): Q0'Y, first p rows
-    rank, pivot, _ = _dqrdc2(cols, rhs, float(tol))
-    r = np.triu(cols.T)
-    qty = rhs.T.copy()
-    # residual part of Y: the rows of Q'Y beyond the rank plus what lies outside Q0's span
-    tail = tri[p:, p:]
-    resid_ss = np.array([np.sum(qty[rank:, c] ** 2) + np.sum(tail[:, c] ** 2) for c in range(q)])
+    # R's rank rule on the triangle; residual part of Y: the rows of Q'Y beyond the rank plus
+    # what lies outside Q0's span
+    r, qty, rank, pivot, resid_ss = _rank_triangle(tri, p, float(tol))
     with np.errstate(over="ignore"):  # X P = Q (R_s D_P), Q'Y = (Q'Y_s) D_Y
         if x_scale is not None:
             r = r * x_scale[pivot][None, :]
@@ -496,6 +618,25 @@ def _column_max_abs(a):
     return big
 
 
+@numba.njit(cache=True, nogil=True)
+def _has_extreme_column(a):
+    """Whether ``_column_scales`` would scale a column of a (n, k) C-contiguous array (largest
+    magnitude finite, non-zero and outside [2^-200, 2^200], no NaN), in one row-major pass."""
+    big = _column_max_abs(a)
+    for j in range(big.shape[0]):
+        b = big[j]  # NaN (a NaN in the column) fails b > 0
+        if b > 0.0 and b < np.inf and (b < 2.0 ** -200 or b > 2.0 ** 200):
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_extreme(X, Y):
+    """Whether X or Y has a column ``_column_scales`` would scale: one kernel call for both
+    (ordinary data then cost one call, not two plus numpy's tests)."""
+    return _has_extreme_column(X) or _has_extreme_column(Y)
+
+
 def _column_scales(a: np.ndarray) -> np.ndarray | None:
     """Per-column powers of 4 bringing each column's largest magnitude near 1 where it lies outside
     [2^-200, 2^200]; None when every column is inside (ordinary data are used as given, bit for bit)."""
@@ -516,37 +657,69 @@ def _column_scales(a: np.ndarray) -> np.ndarray | None:
 # --------------------------------------------------------------------------------------------
 
 
-class LeastSquares(NamedTuple):
+#: The statistics of ``summary.lm`` a LeastSquares computes on first access (``lm_statistics``).
+_LAZY_STATISTICS = ("std_error", "t_value", "p_value", "vcov", "sigma", "rss", "mss", "r_squared",
+                    "adj_r_squared", "fvalue", "f_numdf", "f_pvalue")
+
+
+def _statistic(name: str) -> property:
+    def get(self):
+        return self._statistics[name]
+    get.__name__ = name
+    return property(get, doc=f"``summary.lm``'s {name}, computed with the others on first access")
+
+
+class LeastSquares:
     """Least-squares fit of y on X as R's ``lm.fit`` + ``summary.lm`` compute it (plain arrays).
 
     Coefficient arrays are (p,) in X's column order with NaN for aliased columns; ``vcov`` is
     (p, p) with NaN rows/columns for aliased columns. F-statistic fields are NaN when the model
     has no terms besides the intercept (R then prints no R-squared/F line).
+    The fit holds coef, aliased, rank, pivot, df_resid, fitted, resid, has_intercept, qr and the
+    timings; the statistics (std_error, t_value, p_value, vcov, sigma, rss, mss, r_squared,
+    adj_r_squared, fvalue, f_numdf, f_pvalue) are computed together on the first access to any of
+    them (``lm_statistics``: the same numbers), so a fit whose summary is not asked for skips them.
     """
 
-    coef: np.ndarray
-    std_error: np.ndarray
-    t_value: np.ndarray
-    p_value: np.ndarray
-    vcov: np.ndarray
-    aliased: np.ndarray        # (p,) bool
-    rank: int
-    pivot: np.ndarray          # (p,) 0-based, R's qr()$pivot - 1
-    df_resid: int
-    sigma: float
-    rss: float
-    mss: float
-    r_squared: float
-    adj_r_squared: float
-    fvalue: float
-    f_numdf: float
-    f_pvalue: float
-    fitted: np.ndarray         # (n,)
-    resid: np.ndarray          # (n,)
-    has_intercept: bool
-    qr: PivotedQR
-    seconds_qr: float
-    seconds_resid: float
+    __slots__ = ("coef", "aliased", "rank", "pivot", "df_resid", "fitted", "resid",
+                 "has_intercept", "qr", "seconds_qr", "seconds_resid", "_coef_piv", "_n", "_p",
+                 "_stats")
+
+    def __init__(self, qr: PivotedQR, coef_piv: np.ndarray, n: int, p: int, fitted: np.ndarray,
+                 resid: np.ndarray, has_intercept: bool, seconds_qr: float, seconds_resid: float):
+        self.coef, self.aliased = _coefficients(qr, coef_piv, p)
+        self.rank = qr.rank
+        self.pivot = qr.pivot
+        self.df_resid = n - qr.rank
+        self.fitted = fitted
+        self.resid = resid
+        self.has_intercept = has_intercept
+        self.qr = qr
+        self.seconds_qr = seconds_qr
+        self.seconds_resid = seconds_resid
+        self._coef_piv = coef_piv
+        self._n = n
+        self._p = p
+        self._stats = None
+
+    @property
+    def _statistics(self) -> dict:
+        if self._stats is None:
+            with np.errstate(over="ignore", invalid="ignore"):  # R: Inf, no warning
+                rss = float(self.resid @ self.resid)
+                if self.has_intercept:
+                    centred = self.fitted - self.fitted.mean()
+                    mss = float(centred @ centred)
+                else:
+                    mss = float(self.fitted @ self.fitted)
+            self._stats = lm_statistics(self.qr, self._coef_piv, self._n, self._p, rss, mss,
+                                        self.has_intercept)
+        return self._stats
+
+
+for _name in _LAZY_STATISTICS:
+    setattr(LeastSquares, _name, _statistic(_name))
+del _name
 
 
 @numba.njit(cache=True, nogil=True)
@@ -578,10 +751,6 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
     centred (True) or uncentred (False) R-squared and F; None = "X has a column of ones".
     Raises ModelSpecError when n < p or p == 0, DataError on non-finite values.
     """
-    import time
-
-    from scipy import special
-
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
     if X.ndim != 2:
@@ -615,18 +784,18 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         fitted = X @ coef0
         resid = y - fitted
     t2 = time.perf_counter()
+    return LeastSquares(qr, coef_piv, n, p, fitted, resid, bool(has_intercept), t1 - t0, t2 - t1)
 
-    with np.errstate(over="ignore", invalid="ignore"):  # R: Inf, no warning
-        rss = float(resid @ resid)
-        if has_intercept:
-            centred = fitted - fitted.mean()
-            mss = float(centred @ centred)
-        else:
-            mss = float(fitted @ fitted)
-    return LeastSquares(
-        **lm_statistics(qr, coef_piv, n, p, rss, mss, bool(has_intercept)), fitted=fitted,
-        resid=resid, has_intercept=bool(has_intercept), qr=qr, seconds_qr=t1 - t0,
-        seconds_resid=t2 - t1)
+
+def _coefficients(qr: PivotedQR, coef_piv: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coef (p,) in X's column order, NaN where aliased; aliased (p,) bool) from the pivoted
+    QR and the coefficients in pivoted order."""
+    kept = qr.pivot[:qr.rank]
+    aliased = np.ones(p, dtype=bool)
+    aliased[kept] = False
+    coef = np.full(p, np.nan)
+    coef[kept] = coef_piv
+    return coef, aliased
 
 
 def lm_statistics(qr: PivotedQR, coef_piv: np.ndarray, n: int, p: int, rss: float, mss: float,
@@ -634,14 +803,9 @@ def lm_statistics(qr: PivotedQR, coef_piv: np.ndarray, n: int, p: int, rss: floa
     """``summary.lm``'s statistics from the pivoted QR, the coefficients in pivoted order (k,),
     the residual and model sums of squares: the LeastSquares fields other than fitted, resid,
     has_intercept, qr and the timings (also used by the fit from partitions)."""
-    from scipy import special
-
     k = qr.rank
     kept = qr.pivot[:k]
-    aliased = np.ones(p, dtype=bool)
-    aliased[kept] = False
-    coef = np.full(p, np.nan)
-    coef[kept] = coef_piv
+    coef, aliased = _coefficients(qr, coef_piv, p)
     rdf = n - k
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # R: Inf, no warning
         resvar = rss / rdf if rdf > 0 else (np.nan if rss == 0 else np.inf)
@@ -696,6 +860,15 @@ def _series_view(field: str, name: str, by_row: bool = False) -> functools.cache
     return functools.cached_property(view)
 
 
+def _fit_view(field: str) -> functools.cached_property:
+    """``self._ls.<field>``, read on first access (a LeastSquares computes its statistics then);
+    a value assigned to the attribute (the robust Wald F) replaces it."""
+    def view(self):
+        return getattr(self._ls, field)
+    view.__name__ = field
+    return functools.cached_property(view)
+
+
 @dataclass
 class OLSSummary:
     """R's ``summary(lm(...))``: the coefficient table and fit statistics; prints as R does.
@@ -741,15 +914,8 @@ class OLSResults:
         self._index = index  # the pandas objects below are built on first access
         self.aliased = [nm for nm, a in zip(names, ls.aliased) if a]
         self.rank = ls.rank
-        self.sigma = ls.sigma
         self.df_resid = ls.df_resid
         self.df_model = ls.rank - (1 if ls.has_intercept else 0)
-        self.rsquared = ls.r_squared
-        self.rsquared_adj = ls.adj_r_squared
-        self.fvalue = ls.fvalue
-        self.f_pvalue = ls.f_pvalue
-        self.ssr = ls.rss
-        self.ess = ls.mss
         self.nobs = int(ls.resid.shape[0])
         self.n_dropped = int(n_dropped)
         self.has_intercept = ls.has_intercept
@@ -764,8 +930,6 @@ class OLSResults:
             self._use_robust(robust, self._names)
 
     def _use_robust(self, robust, idx: pd.Index) -> None:
-        from scipy import special
-
         from .robust import wald_f
 
         ls = self._ls
@@ -797,6 +961,16 @@ class OLSResults:
             fval = float("nan")  # the clustered meat has rank < q: no Wald F (Stata reports none)
         self.fvalue = fval  # robust Wald F on (q, df_inference) degrees of freedom
         self.f_pvalue = float(special.fdtrc(q, robust.df, fval)) if q else float("nan")
+
+    # summary.lm's statistics, read from the fit on first access (the fit computes them then);
+    # ols(vcov=, cluster=) replaces fvalue and f_pvalue by the robust Wald test's
+    sigma = _fit_view("sigma")
+    rsquared = _fit_view("r_squared")
+    rsquared_adj = _fit_view("adj_r_squared")
+    fvalue = _fit_view("fvalue")
+    f_pvalue = _fit_view("f_pvalue")
+    ssr = _fit_view("rss")
+    ess = _fit_view("mss")
 
     @functools.cached_property
     def _data_columns(self) -> tuple[str, ...]:
@@ -906,7 +1080,6 @@ def _call_lines(formula: str, data_name: str) -> tuple[str, ...]:
 def _call_text(formula: str, data) -> list[str]:
     """R's printed call ``lm(formula = ..., data = ...)``, deparsed from the formula layer's own
     parse of the formula."""
-    from .formula import parse_formula
     from .rcompat.language import call_lines, formula_node
 
     parsed = parse_formula(formula)
@@ -948,12 +1121,6 @@ def ols(formula: str, data, *, data_name: str = "data",
     ``summary()`` use the robust covariance, with t on ``df_inference`` degrees of freedom
     (n - k for HC, G - 1 for CR). See :mod:`engine.robust`.
     """
-    import time
-
-    from .formula import model_frame
-    from .partitioned import is_partitioned
-    from .robust import check_cluster_columns, check_vcov_arguments
-
     if is_partitioned(data):  # a Dask DataFrame or a Parquet path: fit from partitions
         from .partitioned import ols_partitioned
 

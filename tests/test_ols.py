@@ -531,3 +531,36 @@ def test_column_max_abs_matches_numpy_reductions():
         with np.errstate(invalid="ignore"):
             expected = np.maximum(np.max(a, axis=0), -np.min(a, axis=0))
         np.testing.assert_array_equal(_column_max_abs(a), expected)
+
+
+def test_any_extreme_matches_column_scales():
+    """The one-call extreme-column check says "scale" exactly when ``_column_scales`` would scale a
+    column of X or of Y (NaN, +-Inf, zero columns and magnitudes near 2^+-200 included)."""
+    from engine.ols import _any_extreme, _column_scales
+
+    rng = np.random.default_rng(12)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        arrays = []
+        for k in (int(rng.integers(0, 5)), int(rng.integers(0, 3))):
+            a = rng.standard_normal((n, k)) * 2.0 ** rng.choice([-250, -201, -199, 0, 199, 201, 250], k)
+            u = rng.random((n, k))
+            a[u < 0.05] = np.nan
+            a[(u > 0.05) & (u < 0.1)] = np.inf
+            a[(u > 0.1) & (u < 0.2)] = 0.0
+            arrays.append(np.ascontiguousarray(a))
+        X, Y = arrays
+        expected = _column_scales(X) is not None or _column_scales(Y) is not None
+        assert _any_extreme(X, Y) == expected
+
+
+def test_pairwise_sum_has_numpy_bits():
+    """The kernel's sums of squares (the residual part of Q'Y) add in numpy's pairwise order, so
+    they equal ``np.sum`` bit for bit: short, blocked and split lengths, at an offset too."""
+    from engine.ols import _pairwise_sum
+
+    rng = np.random.default_rng(13)
+    for n in list(range(0, 300)) + [1000, 4097, 65537]:
+        a = rng.standard_normal(n + 7) * 10.0 ** rng.uniform(-8, 8, n + 7)
+        assert _pairwise_sum(a, 0, n) == np.sum(a[:n])
+        assert _pairwise_sum(a, 5, n + 5) == np.sum(a[5:n + 5])
