@@ -60,12 +60,11 @@ from engine import formula as _formula
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError,
                            ModelSpecError, warn_user)
-from engine.lmer_kernels import (CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic, cross_times, cross_trace,
-                                 fd_gradient, forward_solve, leading_and_nested_schur, leading_and_schur,
-                                 leading_criterion_gradient, minimize_bounded, nested_back_solve,
-                                 nested_cross_quadratic, nested_forward_solve, nested_schur_update,
-                                 nested_trailing_moments, newton_polish, profiled_criterion, scaled_cross,
-                                 schur_update, trailing_moments, with_column_index)
+from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic,
+                                 cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
+                                 minimize_bounded, minimize_criterion, nested_back_solve, nested_cross_quadratic,
+                                 nested_forward_solve, nested_schur_update, nested_trailing_moments, newton_polish,
+                                 profiled_criterion, scaled_cross, schur_update, trailing_moments, with_column_index)
 
 SINGULAR_TOL = 1e-4
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
@@ -775,17 +774,15 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         # gradient (``leading_criterion_gradient``, ~1.5 evaluations' cost against 2K for central
         # differences); it meets its gradient test (1e-6) at the optimum, so no Newton polish.
         # (One scalar term would gain too, but moves the replication's lmer school fit by ~1e-8.)
-        def grad_fd(th, f):
-            nfev[0] += 2 * len(th)
-            return fd_gradient(th, f, lo, stats.moments, stats.cross, stats.layout, stats.n, reml)
-
-        def grad_leading(th, f):
-            nfev[0] += 1  # an exact gradient counts as one evaluation
-            return leading_criterion_gradient(th, stats.moments, stats.cross, stats.layout, stats.n, reml)[1]
+        # minimize_bounded's iterations compiled with the criterion (minimize_criterion): the same
+        # steps without a Python call of a kernel per evaluation.
+        problem = CriterionProblem(stats.moments, stats.cross, stats.layout, stats.n, bool(reml), lo, exact,
+                                   np.zeros(1, dtype=np.int64))
 
         def run(start):
-            x, fx, _conv = minimize_bounded(fun, grad_leading if exact else grad_fd,
-                                            np.asarray(start, dtype=float), lo)
+            problem.nfev[0] = 0
+            x, fx, _conv = minimize_criterion(np.asarray(start, dtype=float), problem, 500)
+            nfev[0] += int(problem.nfev[0])
             return x, fx
 
     x, fx = run(theta0)

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload, register_jitable
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine._linalg import cholesky_into, solve_lower, solve_upper_t
@@ -740,6 +742,101 @@ def _bfgs_converged(x, g, lower, s, df, fx):
     return pg < 1e-6 or (df < 1e-12 * (1.0 + abs(fx)) and np.max(np.abs(s)) < 1e-9)
 
 
+class Callables(NamedTuple):
+    """``minimize_bounded``'s problem given as Python callables: ``fun(x)`` -> f (inf where
+    undefined); ``grad(x, f)`` -> the gradient (k,) at a point just evaluated, f = fun(x)."""
+
+    fun: object
+    grad: object
+
+
+class CriterionProblem(NamedTuple):
+    """``minimize_bounded``'s problem as the compiled profiled criterion (``minimize_criterion``):
+    the criterion's inputs, the gradient's kind (``exact``: ``leading_criterion_gradient``, one
+    evaluation; else ``fd_gradient`` over ``lower``, 2k evaluations) and nfev (1,) int64, the
+    evaluations counted as ``engine.lmer._optimize`` counts them."""
+
+    mo: Moments
+    cb: CrossBlocks
+    lay: Layout
+    n: int
+    reml: bool
+    lower: np.ndarray
+    exact: bool
+    nfev: np.ndarray
+
+
+def _objective(problem, x):
+    """f(x) of a ``minimize_bounded`` problem (Python: ``Callables``; compiled: the overload)."""
+    return problem.fun(x)
+
+
+def _gradient(problem, x, fx):
+    """The gradient at x (f = fx there) of a ``minimize_bounded`` problem."""
+    return problem.grad(x, fx)
+
+
+@overload(_objective)
+def _objective_compiled(problem, x):
+    if isinstance(problem, types.NamedTuple) and problem.instance_class is CriterionProblem:
+        def impl(problem, x):
+            problem.nfev[0] += 1
+            return profiled_criterion(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)
+        return impl
+    return None
+
+
+@overload(_gradient)
+def _gradient_compiled(problem, x, fx):
+    if isinstance(problem, types.NamedTuple) and problem.instance_class is CriterionProblem:
+        def impl(problem, x, fx):
+            if problem.exact:
+                problem.nfev[0] += 1  # an exact gradient counts as one evaluation
+                return leading_criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n,
+                                                  problem.reml)[1]
+            problem.nfev[0] += 2 * x.shape[0]
+            return fd_gradient(x, fx, problem.lower, problem.mo, problem.cb, problem.lay, problem.n,
+                               problem.reml)
+        return impl
+    return None
+
+
+@register_jitable
+def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
+    """``minimize_bounded``'s iterations from x (already within the bounds) and the inverse
+    Hessian H; the one body of both drivers (Python callables, or compiled in
+    ``minimize_criterion``)."""
+    fx = _objective(problem, x)
+    g = _gradient(problem, x, fx)
+    first = True
+    for _it in range(maxit):
+        cap = 1.0 if first and rescale else np.inf
+        d, gd, dn = _bfgs_direction(H, g, x, lower, cap)
+        if dn == 0.0 or -0.5 * gd < tol:  # tol: the predicted remaining decrease g'H g / 2 is small
+            return x, fx, True
+        t = 1.0
+        accepted = False
+        xn = x
+        fn = fx
+        for _ls in range(40):
+            xn, dec = _projected_trial(x, d, t, lower, g)
+            fn = _objective(problem, xn)
+            if fn <= fx + 1e-4 * dec:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            return x, fx, False
+        gn = _gradient(problem, xn, fn)
+        H, s = _bfgs_update(H, x, xn, g, gn, first and rescale)
+        first = False
+        df = fx - fn
+        x, fx, g = xn, fn, gn
+        if _bfgs_converged(x, g, lower, s, df, fx):
+            return x, fx, True
+    return x, fx, False
+
+
 def minimize_bounded(fun, grad, x0, lower, h0=None, maxit=500, tol=0.0):
     """Minimise a smooth function under lower bounds: lmer's one quasi-Newton optimiser.
 
@@ -754,41 +851,28 @@ def minimize_bounded(fun, grad, x0, lower, h0=None, maxit=500, tol=0.0):
     g'Hg / 2 over the free coordinates is below ``tol`` (absolute; for exact gradients, where
     1e-9 is far below the criterion's own tolerance of 1e-6), on a failed line search, or after
     ``maxit`` iterations. The algebra is compiled (``_bfgs_direction``, ``_projected_trial``,
-    ``_bfgs_update``); only the calls of the function are made from Python.
+    ``_bfgs_update``); the iterations (``_bfgs_loop``) run in Python here, calling fun and grad,
+    and compiled in ``minimize_criterion`` when the function is the profiled criterion.
 
     ``fun(x)`` -> f (inf where undefined); ``grad(x, f)`` -> the gradient (k,) at a point just
     evaluated, f = fun(x): exact (``engine.lmer._criterion_and_gradient``) or ``fd_gradient``.
     Returns (x, f, converged)."""
     x = np.maximum(np.asarray(x0, dtype=np.float64), lower)
-    fx = fun(x)
-    g = grad(x, fx)
     k = x.shape[0]
     rescale = h0 is None
     H = np.eye(k) if rescale else np.diag(1.0 / np.maximum(np.asarray(h0, dtype=np.float64), 1e-8))
-    first = True
-    for _it in range(maxit):
-        d, gd, dn = _bfgs_direction(H, g, x, lower, 1.0 if first and rescale else np.inf)
-        if dn == 0.0 or -0.5 * gd < tol:  # tol: the predicted remaining decrease g'H g / 2 is small
-            return x, fx, True
-        t = 1.0
-        accepted = False
-        for _ls in range(40):
-            xn, dec = _projected_trial(x, d, t, lower, g)
-            fn = fun(xn)
-            if fn <= fx + 1e-4 * dec:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
-            return x, fx, False
-        gn = grad(xn, fn)
-        H, s = _bfgs_update(H, x, xn, g, gn, first and rescale)
-        first = False
-        df = fx - fn
-        x, fx, g = xn, fn, gn
-        if _bfgs_converged(x, g, lower, s, df, fx):
-            return x, fx, True
-    return x, fx, False
+    return _bfgs_loop(Callables(fun, grad), x, lower, H, rescale, maxit, tol)
+
+
+@numba.njit(cache=True)
+def minimize_criterion(x0, problem, maxit):
+    """``minimize_bounded`` (H from I, first step capped, tol 0) of the profiled criterion
+    (``CriterionProblem``), its iterations compiled: a Python call of a kernel costs ~3.6 us of
+    argument typing (its NamedTuples of arrays), as much as a small model's evaluation.
+    Returns (x, f, converged); the evaluations are added to problem.nfev."""
+    lower = problem.lower
+    x = np.maximum(x0, lower)
+    return _bfgs_loop(problem, x, lower, np.eye(x.shape[0]), True, maxit, 0.0)
 
 
 @numba.njit(cache=True)
