@@ -59,6 +59,30 @@ def cholesky_into(a, out, d, rel_tol, require_finite, floor):
 
 
 @numba.njit(cache=True, nogil=True)
+def unit_scaled_cholesky_ok(G, rel_tol):
+    """Whether the symmetric G (p, p) (a Gram matrix X'X), scaled to a unit diagonal (G_ij /
+    sqrt(G_ii G_jj)), has a Cholesky factor with every pivot above ``rel_tol``: False when G holds
+    a non-finite entry, a diagonal entry is not > 0 or its reciprocal overflows
+    (``engine.lmer._clearly_full_rank``)."""
+    p = G.shape[0]
+    for i in range(p):
+        for j in range(p):
+            if not np.isfinite(G[i, j]):
+                return False
+    scale = np.empty(p)
+    for i in range(p):
+        d = G[i, i]
+        if not (d > 0.0 and np.isfinite(1.0 / d)):
+            return False
+        scale[i] = 1.0 / np.sqrt(d)
+    C = np.empty((p, p))
+    for i in range(p):
+        for j in range(p):
+            C[i, j] = G[i, j] * scale[i] * scale[j]
+    return cholesky_into(C, np.empty_like(C), p, rel_tol, True, 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
 def cholesky_log_det_into(a, out, d, floor, log_det):
     """cholesky_into(a, out, d, 0, False, floor) that also gives log det L = sum_j log L_jj (half the
     log determinant of a[:d, :d]) and whether every pivot was positive. Returns (exact, log_det +

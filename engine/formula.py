@@ -471,6 +471,9 @@ class GroupingFactor:
     levels: list[str]
     n_levels: int
     columns: tuple[str, ...] = ()  # data columns combined ("schoolid", "classid")
+    # per column of ``columns``: (codes (n,) int64, levels) of factor(column) on the kept rows
+    # (R's factor(): numbers in numeric order), the pieces an interaction is combined from
+    parts: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -497,6 +500,7 @@ class RandomEffect:
     correlated: bool                # False when the term came from `||`
     bar_text: str                   # the bar as written, e.g. "(Days | Subject)"
     term_index: int                 # position of the bar in the formula (0-based), before expansion
+    parts: tuple = ()               # GroupingFactor.parts: factor() of each of group_columns
 
     @property
     def n_levels(self) -> int:
@@ -1304,7 +1308,7 @@ def _random_part(text: str, parsed: Formula, kept_by_label: dict, columns: dict,
                 random_effects.append(RandomEffect(
                     group=name, group_columns=tuple(cols), codes=factor.codes,
                     levels=factor.levels, Z=Z, coef_names=coef_names, correlated=bar.correlated,
-                    bar_text=bar.text, term_index=term_index))
+                    bar_text=bar.text, term_index=term_index, parts=factor.parts))
     groups: list[GroupingFactor] = []
     if all(bar.intercept_only for bar in parsed.random_terms):
         seen: set[str] = set()
@@ -1606,41 +1610,51 @@ def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.n
 
     codes, levels = part(cols[0])
     if len(cols) == 1:
-        return GroupingFactor(name, np.ascontiguousarray(codes, dtype=np.int64), list(levels),
-                              len(levels), cols)
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        return GroupingFactor(name, codes, list(levels), len(levels), cols, ((codes, levels),))
     # brms: paste(g1, g2, sep = "_") then factor(): levels sorted as strings.
-    parts = [(codes, levels)] + [part(c) for c in cols[1:]]
-    size = 1
-    for _, part_levels in parts:
-        size *= len(part_levels)
-    if size <= max(1 << 16, 4 * len(codes)):  # np.unique by counting (no sort): same result
-        uniques, inverse = combined_codes(_stack([c for c, _ in parts], len(codes), np.int64),
-                                          np.array([len(lv) for _, lv in parts], dtype=np.int64),
-                                          size)
-    else:
-        combined = np.zeros(len(codes), dtype=np.int64)
-        for part_codes, part_levels in parts:
-            combined = combined * len(part_levels) + part_codes
-        uniques, inverse = np.unique(combined, return_inverse=True)
+    parts = ((codes, levels),) + tuple(part(c) for c in cols[1:])
+    uniques, inverse = crossed_codes(parts)
     levels, rank = _pasted_levels(tuple(tuple(part_levels) for _, part_levels in parts),
                                   uniques.astype(np.int64).tobytes())
     return GroupingFactor(name, np.ascontiguousarray(rank[inverse], dtype=np.int64),
-                          list(levels), len(levels), cols)
+                          list(levels), len(levels), cols, parts)
+
+
+def crossed_codes(parts) -> tuple[np.ndarray, np.ndarray]:
+    """The interaction of the factors ``parts`` [(codes (n,), levels)] as one code per row, the
+    mixed-radix number with the first factor varying slowest: the codes present (ascending) and
+    each row's index among them, as np.unique(..., return_inverse=True) gives them (by counting,
+    ``formula_kernels.combined_codes``, when the number of combinations is small)."""
+    n = len(parts[0][0])
+    size = 1
+    for _, part_levels in parts:
+        size *= len(part_levels)
+    if size <= max(1 << 16, 4 * n):  # np.unique by counting (no sort): same result
+        return combined_codes(_stack([c for c, _ in parts], n, np.int64),
+                              np.array([len(lv) for _, lv in parts], dtype=np.int64), size)
+    combined = np.zeros(n, dtype=np.int64)
+    for part_codes, part_levels in parts:
+        combined = combined * len(part_levels) + part_codes
+    return np.unique(combined, return_inverse=True)
 
 
 @functools.lru_cache(maxsize=256)  # every refit on the same groups pastes the same labels
-def _pasted_levels(part_levels: tuple[tuple[str, ...], ...], uniques: bytes):
+def _pasted_levels(part_levels: tuple[tuple[str, ...], ...], uniques: bytes, sep: str = "_",
+                   r_sorted: bool = True):
     """brms' ``paste(g1, g2, sep = "_")`` levels of the combined codes ``uniques`` (int64 bytes,
     mixed-radix over ``part_levels``), sorted as R sorts strings, and each code's rank in that
-    order (a read-only int64 array)."""
+    order (a read-only int64 array). ``sep=":", r_sorted=False``: R's ``g1:g2`` interaction
+    (lme4's), levels in the codes' order (the first factor varying slowest), rank 0, 1, ..."""
     labels = []
     for u in np.frombuffer(uniques, dtype=np.int64).tolist():
         pieces = []
         for part in reversed(part_levels):
             pieces.append(part[u % len(part)])
             u //= len(part)
-        labels.append("_".join(reversed(pieces)))
-    order = sorted(range(len(labels)), key=lambda k: r_sort_key(labels[k]))
+        labels.append(sep.join(reversed(pieces)))
+    order = (sorted(range(len(labels)), key=lambda k: r_sort_key(labels[k])) if r_sorted
+             else range(len(labels)))
     rank = np.empty(len(labels), dtype=np.int64)
     rank[order] = np.arange(len(labels))
     rank.flags.writeable = False

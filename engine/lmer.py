@@ -102,12 +102,10 @@ class ReTerm:
 def _interaction(parts):
     """R's ``f1:f2`` (then ``factor()``): levels ``a:b`` with f1 varying slowest, unused dropped.
     ``parts``: [(codes (n,), levels)] per factor; the combined code is their mixed-radix number."""
-    dims = tuple(len(levels) for _, levels in parts)
-    combined = np.ravel_multi_index(tuple(codes for codes, _ in parts), dims)
-    uniques, inverse = np.unique(combined, return_inverse=True)
-    digits = np.unravel_index(uniques, dims)
-    labels = [":".join(levels[d[j]] for (_, levels), d in zip(parts, digits)) for j in range(len(uniques))]
-    return inverse.astype(np.int64), labels
+    uniques, inverse = _formula.crossed_codes(parts)
+    labels, _rank = _formula._pasted_levels(tuple(tuple(levels) for _, levels in parts),
+                                            uniques.astype(np.int64).tobytes(), ":", False)
+    return inverse.astype(np.int64), list(labels)
 
 
 def _factor_codes(data: pd.DataFrame, column: str, rows: np.ndarray, formula: str):
@@ -139,10 +137,9 @@ def _terms_from_frame(mf, data: pd.DataFrame, formula: str) -> list[ReTerm]:
     rows = np.asarray(mf.rows)
     cache: dict = {}
 
-    # a column that is also a grouping factor alone: the formula layer's factor() of it, as
+    # every grouping column's factor() as the formula layer made it (RandomEffect.parts), as
     # _factor_codes would make it again (the same _group_labels on the same rows)
-    single = {tuple(re_.group_columns)[0]: (re_.codes, list(re_.levels))
-              for re_ in mf.random_effects if len(re_.group_columns) == 1}
+    single = {c: part for re_ in mf.random_effects for c, part in zip(re_.group_columns, re_.parts)}
 
     def group_codes(cols):
         key = tuple(cols)
@@ -1242,19 +1239,14 @@ def _clearly_full_rank(X: np.ndarray) -> bool:
     to a unit diagonal, so pivots all above 1e-6 (against dqrdc2's 1e-14, far beyond the rounding
     of either) mean full rank. Otherwise (near-aliased, a zero or overflowing column, n < p) False:
     the caller runs the QR."""
-    from engine._linalg import cholesky_into
+    from engine._linalg import unit_scaled_cholesky_ok
 
     n, p = X.shape
     if n < p:
         return False
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
         G = X.T @ X  # an extreme column over- or underflows here: then the QR decides
-        d = np.diag(G).copy()
-        if not (np.all(np.isfinite(G)) and np.all(d > 0.0) and np.all(np.isfinite(1.0 / d))):
-            return False
-        scale = 1.0 / np.sqrt(d)
-        C = np.ascontiguousarray(G * scale[:, None] * scale[None, :])
-    return bool(cholesky_into(C, np.empty_like(C), p, 1e-6, True, 0.0))
+    return bool(unit_scaled_cholesky_ok(np.ascontiguousarray(G), 1e-6))
 
 
 def _missing_as_new_level(column: pd.Series, taken: set) -> pd.Series:

@@ -514,11 +514,15 @@ def check_lmer_scales(X: np.ndarray, y: np.ndarray, names: list[str], response: 
     fixed-effect column beyond [BRM_MIN_ABS, BRM_MAX_ABS] in magnitude under- or overflows there.
     lme4 fails there too (x * 1e200: "objective in x0 returns NA"; x * 1e-200: "Downdated VtV is
     not positive definite") or reports a variance of Inf or 0 (y * 1e200, y * 1e-200)."""
-    columns = [(response, "response", y)] + [(name, "fixed-effect column", X[:, j]) for j, name in enumerate(names)
-                                             if name != "(Intercept)"]
-    for name, what, values in columns:
-        values = values[np.isfinite(values)]
-        big = float(np.max(np.abs(values))) if values.size else 0.0
+    def largest(rows):  # per row of (k, n): the largest finite magnitude (0 where there is none)
+        magnitude = np.ascontiguousarray(np.abs(rows))  # rows contiguous: numpy's max along a
+        finite = np.isfinite(magnitude)                 # strided axis is ~5x slower
+        return magnitude.max(axis=1, initial=0.0, where=True if finite.all() else finite)
+
+    bigs = largest(y.reshape(1, -1)).tolist() + largest(X.T).tolist()
+    columns = [(response, "response", bigs[0])] + [(name, "fixed-effect column", bigs[1 + j])
+                                                   for j, name in enumerate(names) if name != "(Intercept)"]
+    for name, what, big in columns:
         if big != 0.0 and not BRM_MIN_ABS <= big <= BRM_MAX_ABS:
             raise DataError(
                 f"lmer(): the {what} {name!r} has largest magnitude {big:.3g}, outside [{BRM_MIN_ABS:g}, "

@@ -71,3 +71,37 @@ def test_trailing_moments_equal_scipy_sparse_products():
     A22, ZXa2 = trailing_moments(cols, vals, Xa, 17)
     np.testing.assert_array_equal(A22, (Z2.T @ Z2).toarray())
     np.testing.assert_array_equal(ZXa2, np.asarray(Z2.T @ Xa))
+
+
+def test_scale_check_names_the_column_beyond_the_cross_product_range():
+    """check_lmer_scales (one pass over X's columns): the largest finite magnitude of the response
+    and of each non-intercept column against [1e-150, 1e150]; NaN/Inf entries are skipped, a column
+    with no finite value passes; the first offending column (response first) is named."""
+    from engine.errors import DataError
+    from engine.validate import check_lmer_scales
+
+    rng = np.random.default_rng(5)
+    n = 40
+    X = np.column_stack([np.ones(n), rng.standard_normal(n), rng.standard_normal(n)])
+    y = rng.standard_normal(n)
+    names = ["(Intercept)", "a", "b"]
+    check_lmer_scales(X, y, names, "y")
+    X2 = X.copy()
+    X2[:, 2] *= 1e-200
+    X2[3, 2] = np.inf  # skipped: the finite entries decide
+    with pytest.raises(DataError, match="fixed-effect column 'b' has largest magnitude [0-9.]+e-200"):
+        check_lmer_scales(X2, y, names, "y")
+    X2[:, 1] = 1e200
+    with pytest.raises(DataError, match="column 'a' has largest magnitude 1e\\+200"):
+        check_lmer_scales(X2, y, names, "y")
+    with pytest.raises(DataError, match="the response 'y' has largest magnitude"):
+        check_lmer_scales(X2, y * 1e200, names, "y")
+    X3 = X.copy()
+    X3[:, 1] = np.nan  # nothing finite: nothing to check
+    X3[:, 0] = 1e300  # the intercept's column is not checked
+    check_lmer_scales(X3, y, names, "y")
+    check_lmer_scales(X[:, :0], y, [], "y")
+    g = np.repeat(np.arange(8), 5)
+    d = pd.DataFrame({"y": y + rng.standard_normal(8)[g], "x": 1e-200 * X[:, 1], "g": g})
+    with pytest.raises(DataError, match="fixed-effect column 'x'"):
+        lmer("y ~ x + (1 | g)", d)
