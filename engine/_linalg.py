@@ -153,6 +153,18 @@ def solve_upper_t(chol, b):
 
 
 @numba.njit(cache=True, nogil=True)
+def solve_upper_t_blocks(chol, b):
+    """``solve_upper_t`` for each of m blocks: x[j] solves chol[j]' x[j] = b[j], for chol
+    (m, q, q) lower factors and b (m, q); x (m, q). One call for all the blocks (a Python call
+    per block costs more than the solve)."""
+    m, q = b.shape
+    x = np.empty((m, q))
+    for j in range(m):
+        x[j, :] = solve_upper_t(chol[j], b[j])
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
 def mean_and_sum_sq(v):
     """(mean, sum of squared deviations from it) of a vector v (n,), n >= 1: two passes in index
     order, as R's ``var`` (ss / (n - 1)) computes them."""

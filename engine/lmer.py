@@ -57,6 +57,7 @@ import scipy.linalg
 import scipy.optimize
 
 from engine import formula as _formula
+from engine._linalg import solve_upper_t_blocks
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError,
                            ModelSpecError, warn_user)
@@ -728,9 +729,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
 
     theta0 = np.asarray(theta0, dtype=float)
     lo = np.where(np.isfinite(lower), lower, -np.inf)
-    scalar = bool(np.all(stats.layout.term_q == 1))
     exact = stats.Q2 == 0 and stats.q1 > 1  # minimize_bounded on the exact gradient (below)
-    if stats.Q2 >= _COBYQA_MIN_Q2 and not scalar:
+    if stats.Q2 >= _COBYQA_MIN_Q2 and not bool(np.all(stats.layout.term_q == 1)):
         # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
         # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
         # L-BFGS-B; its own overhead (~ms per step) does not matter there.
@@ -1314,8 +1314,7 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
     if stats.q1 == 1:
         u1 = rhs1 / f.L1[:, :, 0]
     else:
-        u1 = np.stack([back_solve_t(np.ascontiguousarray(f.L1[j]), np.ascontiguousarray(rhs1[j]))
-                       for j in range(stats.n1)])
+        u1 = solve_upper_t_blocks(np.ascontiguousarray(f.L1), np.ascontiguousarray(rhs1))
     us.append(u1)
     for (k, o, q, nl) in stats.rest_terms:
         us.append(u2[o:o + q * nl].reshape(nl, q))
