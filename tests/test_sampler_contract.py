@@ -11,6 +11,18 @@ from engine.multilevel import nested_frame, build_model
 from engine.multilevel.sampler import ChainResult, Sampler, get_sampler, register_sampler, sampler_names
 
 
+def test_builtin_order_does_not_depend_on_import_order():
+    """A program (or an earlier test) that imports the NUTS target first still lists gibbs first."""
+    import subprocess
+    import sys
+
+    code = ("import engine.multilevel.nuts_target\n"
+            "from engine.multilevel.sampler import sampler_names\n"
+            "print(','.join(sampler_names()[:2]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "gibbs,nuts"
+
+
 def test_builtin_samplers_are_registered_with_declared_options():
     assert sampler_names()[:2] == ("gibbs", "nuts")
     gibbs, nuts = get_sampler("gibbs"), get_sampler("NUTS")

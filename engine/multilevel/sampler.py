@@ -73,10 +73,16 @@ def _load_builtin() -> None:
     from engine.multilevel import gibbs_pg, nuts_glm, nuts_target  # noqa: F401
 
 
+#: The built-in samplers' names in the order they are listed (whichever module a program imported first).
+_BUILTIN_ORDER = ("gibbs", "nuts")
+
+
 def sampler_names() -> tuple[str, ...]:
-    """The registered samplers' names, built-in ones first."""
+    """The registered samplers' names: the built-in ones first, in ``_BUILTIN_ORDER``, then the others
+    in the order they registered."""
     _load_builtin()
-    return tuple(_REGISTRY)
+    rank = {name: i for i, name in enumerate(_BUILTIN_ORDER)}
+    return tuple(sorted(_REGISTRY, key=lambda name: rank.get(name, len(rank))))  # stable for the others
 
 
 def get_sampler(name, family: str = "gaussian") -> Sampler:
@@ -85,7 +91,7 @@ def get_sampler(name, family: str = "gaussian") -> Sampler:
     _load_builtin()
     key = name.lower() if isinstance(name, str) else None
     if key not in _REGISTRY:
-        raise EngineInputError(f"unknown sampler {name!r}: choose one of {', '.join(repr(s) for s in _REGISTRY)}")
+        raise EngineInputError(f"unknown sampler {name!r}: choose one of {', '.join(repr(s) for s in sampler_names())}")
     implementations = _REGISTRY[key]
     if family not in implementations:
         others = [n for n, by_family in _REGISTRY.items() if family in by_family]
