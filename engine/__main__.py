@@ -6,7 +6,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .replicate import main as replicate_main
+    from engine.replicate import main as replicate_main
 
     return replicate_main(argv)
 

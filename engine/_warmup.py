@@ -53,7 +53,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 def stage_cached(stage: str, sampler: str) -> bool:
     """Whether Numba's cache (any folder it may use for that file) holds the stage's marker kernel."""
-    from ._cache_check import cache_dirs
+    from engine._cache_check import cache_dirs
 
     relative, prefix = _MARKERS[stage, sampler]
     source = _PACKAGE_DIR / relative
@@ -151,8 +151,8 @@ def _start(settings, stages: tuple[str, ...]) -> Ahead:
 
 def _worker(request: dict) -> None:
     """Run each requested stage on a few complete cases; print the stage's name when it is compiled."""
-    from . import replicate
-    from .datasets import load_grit
+    from engine import replicate
+    from engine.datasets import load_grit
 
     class Tiny(replicate.Settings):
         @property

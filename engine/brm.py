@@ -34,14 +34,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError, warn_user
-from .progress import progress_reporter
-from .parallel import run_tasks
-from .multilevel import families as _families
-from .multilevel.layout import frame_hash
-from .multilevel.results import BrmFit, BrmMultipleFit, fit_exists, fit_paths, load_fit
-from .multilevel.sampler import get_sampler
-from .validate import check_brm_frame, check_fit_file, sampler_failures
+from engine.errors import DataError, DataWarning, EngineInputError, ImputationError, SamplerError, warn_user
+from engine.progress import progress_reporter
+from engine.parallel import run_tasks
+from engine.multilevel import families as _families
+from engine.multilevel.layout import frame_hash
+from engine.multilevel.results import BrmFit, BrmMultipleFit, fit_exists, fit_paths, load_fit
+from engine.multilevel.sampler import get_sampler
+from engine.validate import check_brm_frame, check_fit_file, sampler_failures
 
 __all__ = ["brm", "brm_multiple"]
 
@@ -143,7 +143,7 @@ class _Prepared:
         self.nobs = layout.nobs
         self.n_dropped = layout.n_dropped
         self.data_hash = layout.data_hash
-        from .multilevel.predict import design_from_frame
+        from engine.multilevel.predict import design_from_frame
 
         # what predictions / log_lik / loo need, for every family (the trials of a binomial's rows too)
         self.design = design_from_frame(formula, frame, data, family.name, trials)
@@ -294,7 +294,7 @@ def brm(
     if sample_prior not in ("no", "only"):
         raise EngineInputError(f"sample_prior must be 'no' or 'only', got {sample_prior!r}")
     check_fit_file(file)
-    from .partitioned import is_partitioned
+    from engine.partitioned import is_partitioned
 
     partitioned = is_partitioned(data)  # a Dask DataFrame or a Parquet path: engine.partitioned.brm
     if file is not None and fit_exists(file):
@@ -309,7 +309,7 @@ def brm(
         return _reload(file, prepared_hash, formula)
 
     if partitioned:
-        from .partitioned.brm import prepare
+        from engine.partitioned.brm import prepare
 
         prepared = prepare(formula, data, prior, sampler=sampler, family=family, sample_prior=sample_prior)
     else:
@@ -485,6 +485,6 @@ def brm_multiple(
     return fit
 
 
-from ._callable_module import make_module_callable  # noqa: E402
+from engine._callable_module import make_module_callable  # noqa: E402
 
 make_module_callable(__name__, "brm")

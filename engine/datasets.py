@@ -21,8 +21,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from .errors import ColumnNotFoundError, DataError
-from .validate import check_numeric_columns, read_data_file, checked_arguments
+from engine.errors import ColumnNotFoundError, DataError
+from engine.validate import check_numeric_columns, read_data_file, checked_arguments
 
 CITATION = (
     "Alan, S., Boneva, T. & Ertac, S. (2019). Ever Failed, Try Again, Succeed Better: Results from "

@@ -68,23 +68,23 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from .errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from .formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
+from engine.errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
+from engine.formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
                               kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
-from .rcompat.collate import r_sort_key
-from .rcompat.language import Bar as _Bar
-from .rcompat.language import BinOp as _BinOp
-from .rcompat.language import Call as _Call
-from .rcompat.language import Dot as _Dot
-from .rcompat.language import Name as _Name
-from .rcompat.language import Num as _Num
-from .rcompat.language import Paren as _Paren
-from .rcompat.language import Unary as _Unary
-from .rcompat.language import deparse as _deparse
-from .rcompat.language import DEEP_RECURSION_LIMIT, deep_recursion, deep_tree_walk
-from .rcompat.language import r_number as _r_number
-from .rcompat.language import read_formula
-from .validate import warn_nans_produced
+from engine.rcompat.collate import r_sort_key
+from engine.rcompat.language import Bar as _Bar
+from engine.rcompat.language import BinOp as _BinOp
+from engine.rcompat.language import Call as _Call
+from engine.rcompat.language import Dot as _Dot
+from engine.rcompat.language import Name as _Name
+from engine.rcompat.language import Num as _Num
+from engine.rcompat.language import Paren as _Paren
+from engine.rcompat.language import Unary as _Unary
+from engine.rcompat.language import deparse as _deparse
+from engine.rcompat.language import DEEP_RECURSION_LIMIT, deep_recursion, deep_tree_walk
+from engine.rcompat.language import r_number as _r_number
+from engine.rcompat.language import read_formula
+from engine.validate import warn_nans_produced
 
 __all__ = [
     "Formula",

@@ -46,7 +46,7 @@ import numpy as np
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.gibbs import _draw_scale, _inverse_gamma
 from engine._linalg import cholesky_lower, inverse_from_cholesky
-from engine.multilevel.blocks import (BlockData, block_draw, block_factor, block_location_step, block_sums,
+from engine.multilevel.blocks import (BlockData, BlockWork, block_draw, block_factor, block_location_step, block_sums,
                                       make_block_work)
 from engine.multilevel.covariance import (CovarianceTarget, cholesky_from_cpc, covariance_step, log_scale_prior,
                                           log_term_prior)

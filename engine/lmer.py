@@ -1442,6 +1442,6 @@ def anova(*fits: LmerFit, names: list[str] | None = None, refit: bool = True) ->
     return table
 
 
-from ._callable_module import make_module_callable  # noqa: E402
+from engine._callable_module import make_module_callable  # noqa: E402
 
 make_module_callable(__name__, "lmer")

@@ -56,9 +56,9 @@ import pandas as pd
 from scipy.special import ndtri
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from ._linalg import mean_and_sum_sq
-from .errors import DataError, EngineInputError, ImportanceSamplingWarning, warn_user
-from .validate import as_array, checked_arguments
+from engine._linalg import mean_and_sum_sq
+from engine.errors import DataError, EngineInputError, ImportanceSamplingWarning, warn_user
+from engine.validate import as_array, checked_arguments
 
 __all__ = ["loo", "waic", "loo_compare", "loo_multiple", "relative_eff", "LooResult", "WaicResult", "LooMultipleResult", "K_HELP"]
 
@@ -1041,7 +1041,7 @@ class LooResult:
         return pd.DataFrame(rows, columns=["k", "Count", "Proportion", "Min. n_eff"]).set_index("k")
 
     def __str__(self) -> str:
-        from .rcompat.print_loo import loo_text
+        from engine.rcompat.print_loo import loo_text
 
         return loo_text(self)
 
@@ -1059,7 +1059,7 @@ class WaicResult:
     model_name: str | None = None
 
     def __str__(self) -> str:
-        from .rcompat.print_loo import waic_text
+        from engine.rcompat.print_loo import waic_text
 
         return waic_text(self)
 
@@ -1172,7 +1172,7 @@ def waic(x, *, chain_id=None, model_name: str | None = None) -> WaicResult:
     p_waic = ll.var(axis=0, ddof=1)
     elpd = lpd - p_waic
     pointwise = pd.DataFrame({"elpd_waic": elpd, "p_waic": p_waic, "waic": -2 * elpd})
-    from .rcompat.print_loo import pwaic_message
+    from engine.rcompat.print_loo import pwaic_message
 
     msg = pwaic_message(p_waic)
     if msg:
@@ -1263,7 +1263,7 @@ class LooMultipleResult:
         return len(self.per_imputation)
 
     def __str__(self) -> str:
-        from .rcompat.print_loo import loo_multiple_text
+        from engine.rcompat.print_loo import loo_multiple_text
 
         return loo_multiple_text(self)
 
@@ -1273,7 +1273,7 @@ class LooMultipleResult:
 def loo_multiple(fit, **kwargs) -> LooMultipleResult:
     """PSIS-LOO per imputed data set of an ``engine.brm_multiple`` fit and their combination
     (see ``LooMultipleResult``); ``kwargs`` go to ``loo`` (e.g. ``r_eff``)."""
-    from .multilevel.predict import imputation_fit
+    from engine.multilevel.predict import imputation_fit
 
     results = []
     for k in range(int(fit.m)):
@@ -1299,6 +1299,6 @@ def loo_multiple(fit, **kwargs) -> LooMultipleResult:
     return LooMultipleResult(per_imputation=results, table=table, estimates=estimates)
 
 
-from ._callable_module import make_module_callable  # noqa: E402
+from engine._callable_module import make_module_callable  # noqa: E402
 
 make_module_callable(__name__, "loo")

@@ -48,17 +48,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .impute import cart as _cart
-from .impute import lda as _lda
-from .impute import lindep as _lindep
-from .impute import linear as _linear
-from .impute import logistic as _logistic
-from .impute import polr as _polr
-from ._linalg import SingleThreadedBlas, cholesky_with_ridge, crossprod, gather, solve_lower, solve_upper_t
-from .errors import DataWarning, ImputationError, warn_user
-from .parallel import child_seeds, default_workers, run_tasks
-from .progress import progress_reporter
-from .validate import check_mice_values, check_seed, checked_arguments
+from engine.impute import cart as _cart
+from engine.impute import lda as _lda
+from engine.impute import lindep as _lindep
+from engine.impute import linear as _linear
+from engine.impute import logistic as _logistic
+from engine.impute import polr as _polr
+from engine._linalg import SingleThreadedBlas, cholesky_with_ridge, crossprod, gather, solve_lower, solve_upper_t
+from engine.errors import DataWarning, ImputationError, warn_user
+from engine.parallel import child_seeds, default_workers, run_tasks
+from engine.progress import progress_reporter
+from engine.validate import check_mice_values, check_seed, checked_arguments
 
 #: Every method name engine knows (mice's names); "" leaves a column as it is.
 KNOWN_METHODS = ("pmm", "norm", "logreg", "polyreg", "lda", "cart", "mean", "sample", "polr", "")
@@ -529,7 +529,7 @@ class MiceFits(list):
     """The m complete-data fits of ``MiceResult.fit`` (a list); ``.pool()`` applies Rubin's rules."""
 
     def pool(self, dfcom: float | None = None):
-        from .pool import pool
+        from engine.pool import pool
 
         return pool(self, dfcom=dfcom)
 
@@ -925,6 +925,6 @@ def _collect_imputations(results, setup, infos, index) -> tuple[dict, dict, dict
     return imp, chain_means, chain_vars, codes
 
 
-from ._callable_module import make_module_callable  # noqa: E402
+from engine._callable_module import make_module_callable  # noqa: E402
 
 make_module_callable(__name__, "mice")

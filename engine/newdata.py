@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import ColumnNotFoundError, DataError, NewFactorLevelError
-from .rcompat.language import deep_tree_walk
+from engine.errors import ColumnNotFoundError, DataError, NewFactorLevelError
+from engine.rcompat.language import deep_tree_walk
 
 __all__ = ["FittedTerms", "fitted_terms", "new_design", "NewRandomTerm", "NewRows", "multilevel_rows"]
 
@@ -57,7 +57,7 @@ class FittedTerms:
 def fitted_terms(model_frame, data_columns=None) -> FittedTerms:
     """The terms of a fitted :class:`~engine.formula.ModelFrame` (``data_columns``: the fit's data
     columns, needed only to expand ``.`` as the fit did)."""
-    from .formula import _arith_sources, _build_formula, _term_codes, parse_formula
+    from engine.formula import _arith_sources, _build_formula, _term_codes, parse_formula
 
     parsed = parse_formula(model_frame.formula)
     if parsed.has_dot:
@@ -113,7 +113,7 @@ def _factor_codes(label: str, variable, info) -> np.ndarray:
 
 
 def _coding_matrix(info, full: bool) -> np.ndarray:
-    from .formula import _poly_contrasts
+    from engine.formula import _poly_contrasts
 
     k = len(info.levels)
     if full:
@@ -130,7 +130,7 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
     Rows with a missing predictor hold NaN in the columns of the terms that read it.
     ``newdata`` is never modified.
     """
-    from .formula import (_FACTOR_FUNCTIONS, _as_factor, _Call, _evaluate_arith,
+    from engine.formula import (_FACTOR_FUNCTIONS, _as_factor, _Call, _evaluate_arith,
                           _column, _evaluate_column, _Name)
 
     if not isinstance(newdata, pd.DataFrame):
@@ -195,7 +195,7 @@ def new_design(terms: FittedTerms, newdata: pd.DataFrame) -> np.ndarray:
                 if full:
                     piece_names = [label + lev for lev in info.levels]
                 elif info.ordered:
-                    from .formula import _poly_contrasts
+                    from engine.formula import _poly_contrasts
 
                     piece_names = [label + s for s in _poly_contrasts(len(info.levels))[1]]
                 else:
@@ -261,7 +261,7 @@ def multilevel_rows(formula: str, train: pd.DataFrame, train_X: np.ndarray, colu
     grouping columns may bring new levels (the caller decides what they mean). ``newdata`` is
     never modified.
     """
-    from .formula import model_frame
+    from engine.formula import model_frame
 
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")

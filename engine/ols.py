@@ -53,11 +53,11 @@ import pandas as pd
 from scipy import special
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError, warn_user
-from .formula import model_frame, parse_formula
-from .partitioned import is_partitioned
-from .robust import check_cluster_columns, check_vcov_arguments
-from .validate import checked_arguments
+from engine.errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError, warn_user
+from engine.formula import model_frame, parse_formula
+from engine.partitioned import is_partitioned
+from engine.robust import check_cluster_columns, check_vcov_arguments
+from engine.validate import checked_arguments
 
 __all__ = ["LeastSquares", "OLSResults", "OLSSummary", "PivotedQR", "QR_TOLERANCE", "least_squares",
            "ols", "pivoted_qr", "tsqr_triangle"]
@@ -930,7 +930,7 @@ class OLSResults:
             self._use_robust(robust, self._names)
 
     def _use_robust(self, robust, idx: pd.Index) -> None:
-        from .robust import wald_f
+        from engine.robust import wald_f
 
         ls = self._ls
         kept = ls.pivot[:ls.rank]
@@ -1012,7 +1012,7 @@ class OLSResults:
         """Confidence intervals for the coefficients, as R's ``confint(fit, level = level)``."""
         from scipy import stats
 
-        from .rcompat.numbers import format_percent
+        from engine.rcompat.numbers import format_percent
 
         if not 0.0 < level < 1.0:
             raise ModelSpecError(f"level must lie strictly between 0 and 1, got {level!r}")
@@ -1031,13 +1031,13 @@ class OLSResults:
         ``fit``, ``se_fit`` (and ``lwr``, ``upr`` for ``interval="confidence"`` or
         ``"prediction"``); see :mod:`engine.ols_predict` (``robust``: use ``vcov=``'s covariance,
         which R's predict.lm ignores)."""
-        from .ols_predict import predict_ols
+        from engine.ols_predict import predict_ols
 
         return predict_ols(self, newdata, interval=interval, level=level, robust=robust)
 
     def summary(self) -> OLSSummary:
         """R's ``summary(fit)``; ``print(fit.summary())`` prints what R prints."""
-        from .rcompat.print_lm import summary_lm_text
+        from engine.rcompat.print_lm import summary_lm_text
 
         ls = self._ls
         keep = ~ls.aliased
@@ -1063,7 +1063,7 @@ class OLSResults:
         return OLSSummary(self, coefficients, text)
 
     def __repr__(self) -> str:
-        from .rcompat.print_lm import print_lm_text
+        from engine.rcompat.print_lm import print_lm_text
 
         return print_lm_text(self.call_lines, self.params.to_numpy(), self.column_names)[:-1]
 
@@ -1080,7 +1080,7 @@ def _call_lines(formula: str, data_name: str) -> tuple[str, ...]:
 def _call_text(formula: str, data) -> list[str]:
     """R's printed call ``lm(formula = ..., data = ...)``, deparsed from the formula layer's own
     parse of the formula."""
-    from .rcompat.language import call_lines, formula_node
+    from engine.rcompat.language import call_lines, formula_node
 
     parsed = parse_formula(formula)
     return call_lines("lm", [("formula", formula_node(parsed._lhs, parsed._rhs)),
@@ -1090,7 +1090,7 @@ def _call_text(formula: str, data) -> list[str]:
 @functools.lru_cache(maxsize=256)
 def _data_node(data_name: str):
     """``data_name`` as the R expression the printed call shows (parsed once per name)."""
-    from .rcompat.language import parse
+    from engine.rcompat.language import parse
 
     try:
         return parse(data_name, what="data_name")
@@ -1122,7 +1122,7 @@ def ols(formula: str, data, *, data_name: str = "data",
     (n - k for HC, G - 1 for CR). See :mod:`engine.robust`.
     """
     if is_partitioned(data):  # a Dask DataFrame or a Parquet path: fit from partitions
-        from .partitioned import ols_partitioned
+        from engine.partitioned import ols_partitioned
 
         return ols_partitioned(formula, data, data_name=data_name, tol=tol, vcov=vcov,
                                cluster=cluster)
@@ -1148,7 +1148,7 @@ def ols(formula: str, data, *, data_name: str = "data",
             f"{mf.n_dropped} rows with missing values")
     clusters = None
     if cluster_names:
-        from .robust import cluster_codes
+        from engine.robust import cluster_codes
 
         clusters = cluster_codes(data, cluster_names, mf.rows)
     try:
@@ -1159,7 +1159,7 @@ def ols(formula: str, data, *, data_name: str = "data",
     timings = {"model_frame": t1 - t0, "qr": ls.seconds_qr, "residuals": ls.seconds_resid}
     robust = None
     if kind is not None:
-        from .robust import robust_covariance
+        from engine.robust import robust_covariance
 
         t2 = time.perf_counter()
         k = ls.rank
@@ -1186,6 +1186,6 @@ def _non_finite_message(mf) -> str:
     return f"non-finite values (Inf or NaN) in model column(s) {', '.join(cols)}"
 
 
-from ._callable_module import make_module_callable  # noqa: E402
+from engine._callable_module import make_module_callable  # noqa: E402
 
 make_module_callable(__name__, "ols")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import DataWarning, ModelSpecError, warn_user
+from engine.errors import DataWarning, ModelSpecError, warn_user
 
 INTERVALS = (None, "none", "confidence", "prediction")
 
@@ -39,9 +39,9 @@ def predict_ols(fit, newdata: pd.DataFrame | None = None, interval: str | None =
     """
     from scipy import stats
 
-    from .newdata import fitted_terms, new_design
-    from .ols import _back_substitute
-    from .robust import leverages
+    from engine.newdata import fitted_terms, new_design
+    from engine.ols import _back_substitute
+    from engine.robust import leverages
 
     if interval not in INTERVALS:
         raise ModelSpecError(

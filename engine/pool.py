@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .errors import EngineInputError
-from .rcompat.numbers import format_percent
-from .rcompat.print_pool import mipo_text, pooled_summary_text
+from engine.errors import EngineInputError
+from engine.rcompat.numbers import format_percent
+from engine.rcompat.print_pool import mipo_text, pooled_summary_text
 
 __all__ = ["LAMBDA_FLOOR", "PooledResult", "PooledSummary", "barnard_rubin_df", "pool"]
-from .validate import check_pool_inputs, checked_arguments
+from engine.validate import check_pool_inputs, checked_arguments
 
 #: mice floors lambda at this value before computing the Barnard-Rubin df.
 LAMBDA_FLOOR = 1e-4
@@ -213,6 +213,6 @@ class PooledSummary(pd.DataFrame):
         return pooled_summary_text(self)
 
 
-from ._callable_module import make_module_callable  # noqa: E402
+from engine._callable_module import make_module_callable  # noqa: E402
 
 make_module_callable(__name__, "pool")

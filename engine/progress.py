@@ -13,7 +13,7 @@ from typing import TextIO
 
 import numpy as np
 
-from .errors import CallbackError, EngineInputError
+from engine.errors import CallbackError, EngineInputError
 
 
 class Progress:

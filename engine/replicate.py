@@ -127,7 +127,7 @@ def _ols_numbers(fit) -> dict:
 
 
 def run_ols(data: pd.DataFrame, outcome: Outcome) -> None:
-    from .ols import ols
+    from engine.ols import ols
 
     outcome.numbers["ols"] = {}
     for name, formula in OLS_MODELS:
@@ -152,7 +152,7 @@ def run_paper_spec(data: pd.DataFrame, outcome: Outcome) -> None:
     """The paper's own specification (the authors' Stata do-file for Sample 2): the controls
     mean-imputed over all rows (``<x>_c``), OLS with SEs clustered by school (CR1, Stata's
     small-sample factor, t on G - 1 degrees of freedom)."""
-    from .ols import ols
+    from engine.ols import ols
 
     frame = data.copy()
     for name in PAPER_CONTROLS:
@@ -174,10 +174,10 @@ def run_paper_spec(data: pd.DataFrame, outcome: Outcome) -> None:
 
 
 def run_mice(data: pd.DataFrame, settings: Settings, outcome: Outcome):
-    from .mice import mice
-    from .ols import ols
-    from .pool import pool
-    from .report import ImputationTrace
+    from engine.mice import mice
+    from engine.ols import ols
+    from engine.pool import pool
+    from engine.report import ImputationTrace
 
     t0 = time.perf_counter()
     # quantify=False: pmm on the factor columns matches on their integer codes, as the mice of the
@@ -241,9 +241,9 @@ def _bayes_numbers(fit) -> dict:
 
 
 def run_bayes(imp, settings: Settings, outcome: Outcome) -> None:
-    from .brm import brm_multiple
-    from .priors import prior
-    from .report import BayesTrace
+    from engine.brm import brm_multiple
+    from engine.priors import prior
+    from engine.report import BayesTrace
 
     chains, n_iter, warmup = settings.bayes_iter
     nested_priors = [
@@ -293,8 +293,8 @@ def run_lmer(data: pd.DataFrame, imp, outcome: Outcome) -> None:
     """The frequentist counterparts of the two multilevel models (lme4's REML fits): on the
     complete cases, and pooled over the imputations (Rubin's rules, dfcom = lme4's df.residual as
     mice 3.15 takes it)."""
-    from .lmer import lmer
-    from .pool import pool
+    from engine.lmer import lmer
+    from engine.pool import pool
 
     outcome.numbers["lmer"] = {}
     for name, formula in (("school", SCHOOL_FORMULA), ("school/class", NESTED_FORMULA)):
@@ -327,8 +327,8 @@ def run_binary(imp, settings: Settings, outcome: Outcome) -> None:
     log-odds (b_gritintervention) and the average effect on the probability of choosing the difficult
     task (per draw, the mean over pupils of P(choice | intervention) - P(choice | control), random
     effects at their drawn values; engine.multilevel.families.average_effect on each imputed data set's draws)."""
-    from .multilevel import families
-    from .brm import _imputed_datasets, brm_multiple
+    from engine.multilevel import families
+    from engine.brm import _imputed_datasets, brm_multiple
 
     chains, n_iter, warmup = settings.bayes_iter
     t0 = time.perf_counter()
@@ -376,9 +376,9 @@ def posterior_check(fit, name: str, seed: int, ndraws: int = 10):
     the k above 0.7."""
     import warnings
 
-    from .loo import loo
-    from .multilevel.predict import imputation_fit
-    from .report import PosteriorCheck
+    from engine.loo import loo
+    from engine.multilevel.predict import imputation_fit
+    from engine.report import PosteriorCheck
 
     first = imputation_fit(fit, 0)
     yrep = first.posterior_predict(ndraws=ndraws, seed=seed)
@@ -406,8 +406,8 @@ def effects_table(effects: list) -> str:
 
 
 def run(settings: Settings) -> Outcome:
-    from ._warmup import compile_ahead
-    from .datasets import CITATION, load_grit
+    from engine._warmup import compile_ahead
+    from engine.datasets import CITATION, load_grit
 
     outcome = Outcome()
     start = time.perf_counter()
@@ -445,8 +445,8 @@ def write_outputs(outcome: Outcome, settings: Settings) -> None:
             json.dump(outcome.numbers, handle, indent=1)
         _log(settings, f"numbers written to {settings.json_path}")
     if settings.report_dir:
-        from .datasets import CITATION
-        from .report import ReportContent, write_report
+        from engine.datasets import CITATION
+        from engine.report import ReportContent, write_report
 
         content = ReportContent(
             title="Grit intervention: the analysis re-run by engine",
@@ -490,8 +490,8 @@ def _short_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from .errors import EngineError
-    from .validate import check_replicate_options, report_cli_error
+    from engine.errors import EngineError
+    from engine.validate import check_replicate_options, report_cli_error
 
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _short_warning

@@ -172,7 +172,7 @@ def ppc_plot(check: PosteriorCheck):
     density overlay, or bars for a response with few values)."""
     import matplotlib.pyplot as plt
 
-    from .multilevel.ppcheck import draw_dens_overlay
+    from engine.multilevel.ppcheck import draw_dens_overlay
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     draw_dens_overlay(ax, check.y, check.yrep)

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .errors import ColumnNotFoundError, DataError, DataWarning, ModelSpecError, warn_user
+from engine.errors import ColumnNotFoundError, DataError, DataWarning, ModelSpecError, warn_user
 
 #: Covariance types ``ols(vcov=...)`` accepts.
 HC_TYPES = ("HC0", "HC1", "HC2", "HC3")
@@ -136,7 +136,7 @@ def check_vcov_arguments(vcov, cluster) -> tuple[str | None, tuple[str, ...]]:
 
 def check_cluster_columns(data: pd.DataFrame, names: Sequence[str]) -> None:
     """Every cluster column must be in the data (it may be outside the formula)."""
-    from .formula import _close_matches
+    from engine.formula import _close_matches
 
     for name in names:
         if name not in data.columns:
@@ -329,7 +329,7 @@ def robust_covariance(kind: str, Xk: np.ndarray, resid: np.ndarray, r: np.ndarra
     resid: (n,) the fit's residuals. clusters: for CR types. row_index: the rows' index labels
     (R's row names in the hat-value warning).
     """
-    from .ols import _back_substitute
+    from engine.ols import _back_substitute
 
     Xk = np.ascontiguousarray(Xk, dtype=np.float64)
     resid = np.ascontiguousarray(resid, dtype=np.float64)
@@ -343,7 +343,7 @@ def robust_covariance(kind: str, Xk: np.ndarray, resid: np.ndarray, r: np.ndarra
             with np.errstate(divide="ignore", invalid="ignore"):
                 w = resid / np.sqrt(1.0 - h) if kind == "HC2" else resid / (1.0 - h)
             if near_one.size:
-                from .ols import _r_row_names
+                from engine.ols import _r_row_names
 
                 names = _r_row_names(row_index if row_index is not None else pd.RangeIndex(n))
                 ids = [names[i] for i in near_one[:10]]

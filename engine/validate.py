@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CacheError, DataError, DataWarning, EngineInputError, OutputPathError, warn_user
+from engine.errors import CacheError, DataError, DataWarning, EngineInputError, OutputPathError, warn_user
 
 #: mice's imputation models square and cross-multiply the data (normal equations, ridge,
 #: Cholesky): a magnitude above this overflows float64 there, so it is refused up front.
@@ -338,7 +338,7 @@ def check_fit_file(file) -> None:
     will be written must be writable, checked before any chain runs (the fit used to be lost)."""
     if file is None:
         return
-    from .multilevel.results import fit_exists, fit_paths
+    from engine.multilevel.results import fit_exists, fit_paths
 
     if not isinstance(file, (str, os.PathLike)) or not os.fspath(file):
         raise OutputPathError(f"file= must be a non-empty path, got {file!r}")
@@ -352,7 +352,7 @@ def check_brm_frame(frame, label: str = "", family: str = "gaussian", trials=Non
     """Response and population-level columns of a brm model frame: magnitudes the samplers can use,
     and no predictor named ``Intercept`` (it would give a second parameter ``b_Intercept``).
     ``n_rows``: the number of rows, for the messages, when ``frame`` holds only their extremes."""
-    from .errors import ModelSpecError
+    from engine.errors import ModelSpecError
 
     where = f" ({label})" if label else ""
     names = list(frame.column_names)
@@ -397,7 +397,7 @@ def _check_glm_response(y: np.ndarray, name: str, where: str, family: str, trial
     all successes): the likelihood keeps increasing as the intercept goes to -inf or +inf (complete
     separation), so the model cannot identify it. A constant count inside the range (poisson y = 3
     everywhere, binomial 2 of 5) is an ordinary, identified model and is fitted."""
-    from .errors import ModelSpecError
+    from engine.errors import ModelSpecError
 
     if y.size < 2 or not np.isfinite(y).all():
         return
@@ -453,7 +453,7 @@ def report_cli_error(error: BaseException, program: str) -> int:
 def sampler_failures(sampler: str):
     """Numerical failures inside a sampler's kernels (a Cholesky factor of a matrix that lost
     positive definiteness, a division by zero) as a SamplerError naming the sampler."""
-    from .errors import SamplerError
+    from engine.errors import SamplerError
 
     try:
         yield
@@ -492,7 +492,7 @@ def check_flag(value: Any, name: str, error=EngineInputError) -> bool:
 
 def check_lmer_call(formula: Any, REML: Any) -> bool:  # noqa: N803 (lme4's name)
     """``lmer(formula, data, REML)``'s arguments before any parsing; returns REML as a bool."""
-    from .errors import ModelSpecError
+    from engine.errors import ModelSpecError
 
     if not isinstance(formula, str):
         raise ModelSpecError(f"lmer(): formula must be a formula string such as 'y ~ x + (1 | g)', got {formula!r}")
@@ -502,7 +502,7 @@ def check_lmer_call(formula: Any, REML: Any) -> bool:  # noqa: N803 (lme4's name
 def check_lmer_response(y: np.ndarray, name: str) -> None:
     """A constant response: lme4 fits it (sigma = 0 and a warning that the scaled gradient cannot
     be evaluated); engine's profiled deviance divides by the residual sum of squares, so it refuses."""
-    from .errors import ModelSpecError
+    from engine.errors import ModelSpecError
 
     if y.size and np.all(y == y[0]):
         raise ModelSpecError(f"lmer(): the response {name!r} is constant ({y[0]!r} in every row); there is no "
@@ -538,7 +538,7 @@ def check_prediction_args(seed: Any, allow_new_levels: Any, re_formula: Any) -> 
         rhs = re_formula.strip()
         rhs = rhs[1:].strip() if rhs.startswith("~") else rhs
         if rhs.upper() not in ("NA", "0", "-1", "1", ""):
-            from .formula import parse_formula
+            from engine.formula import parse_formula
 
             parse_formula("y ~ " + rhs)  # a FormulaError pointing into re_formula's text
 
@@ -551,7 +551,7 @@ def checked_arguments(function):
     import functools
     import inspect
 
-    from .errors import KeywordArgumentError
+    from engine.errors import KeywordArgumentError
 
     signature = inspect.signature(function)
 

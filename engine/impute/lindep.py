@@ -11,8 +11,8 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .._linalg import mean_and_sum_sq
-from .._lapack import (apply_q, cholesky_info, tridiagonal_count_below, tridiagonal_eigenvalue,
+from engine._linalg import mean_and_sum_sq
+from engine._lapack import (apply_q, cholesky_info, tridiagonal_count_below, tridiagonal_eigenvalue,
                       tridiagonal_eigenvector, tridiagonalize)
 
 

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .._linalg import cholesky_with_ridge, crossprod, crossprod_xy, solve_lower, solve_upper_t
+from engine._linalg import cholesky_with_ridge, crossprod, crossprod_xy, solve_lower, solve_upper_t
 
 #: mice's ridge: added as ``ridge * diag(X'X)`` when X'X cannot be factored (estimice).
 RIDGE = 1e-5

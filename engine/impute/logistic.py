@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from .._linalg import row_nonzeros, solve_lower, solve_upper_t, cholesky_with_ridge
+from engine._linalg import row_nonzeros, solve_lower, solve_upper_t, cholesky_with_ridge
 
 
 

@@ -35,8 +35,8 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from ..errors import DataError
-from .._linalg import cholesky_with_ridge, row_nonzeros, solve_lower, solve_upper_t
+from engine.errors import DataError
+from engine._linalg import cholesky_with_ridge, row_nonzeros, solve_lower, solve_upper_t
 
 
 class PolrFit(NamedTuple):

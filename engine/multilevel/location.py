@@ -147,7 +147,7 @@ def _location_block(rng, block, draw_gamma, eliminate_only, gamma, r, tau, sigma
     elimination (no draws); a_diag, level_rhs and b_rows of the block's top levels then hold each
     top level's Gaussian factor with its whole subtree integrated out (used by _collapsed_top_step).
     """
-    cell_n, cell_sum_y, cell_w, cell_wy, cell_levels = data.cell_n, data.cell_sum_y, data.cell_w, data.cell_wy, data.cell_levels
+    cell_n, cell_sum_y, cell_w, cell_levels = data.cell_n, data.cell_sum_y, data.cell_w, data.cell_levels
     wtw, wty, level_n, level_w, level_offsets = data.wtw, data.wty, data.level_n, data.level_w, data.level_offsets
     depth, ancestors, block_of_group = data.depth, data.ancestors, data.block_of_group
     other, level_rhs, a_diag, a_anc, b_rows = work.other, work.level_rhs, work.a_diag, work.a_anc, work.b_rows

@@ -32,7 +32,7 @@ import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import EngineInputError, ModelSpecError
-from engine.multilevel.families import BERNOULLI, BINOMIAL, POISSON, GLMModel, design_matrix
+from engine.multilevel.families import POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
 from engine.multilevel.nuts_slopes import (add_priors, backprop_terms, coefficients, group_sds, layout,
                                           max_group_dim, term_factors, z_starts)

@@ -148,38 +148,38 @@ class BrmFit:
     # ------------------------------------------------- after the fit (engine.multilevel.predict, engine.loo)
     def posterior_linpred(self, newdata=None, **kwargs) -> np.ndarray:
         """Linear-predictor draws (draws, rows); arguments as ``engine.multilevel.predict.posterior_linpred``."""
-        from .predict import posterior_linpred
+        from engine.multilevel.predict import posterior_linpred
 
         return posterior_linpred(self, newdata, **kwargs)
 
     def posterior_epred(self, newdata=None, **kwargs) -> np.ndarray:
         """Expected-response draws (draws, rows), as brms' ``posterior_epred``."""
-        from .predict import posterior_epred
+        from engine.multilevel.predict import posterior_epred
 
         return posterior_epred(self, newdata, **kwargs)
 
     def posterior_predict(self, newdata=None, **kwargs) -> np.ndarray:
         """Posterior predictive draws (draws, rows), as brms' ``posterior_predict``."""
-        from .predict import posterior_predict
+        from engine.multilevel.predict import posterior_predict
 
         return posterior_predict(self, newdata, **kwargs)
 
     def fitted(self, newdata=None, **kwargs) -> pd.DataFrame:
         """brms' ``fitted()``: Estimate, Est.Error, Q2.5, Q97.5 of the expected response per row."""
-        from .predict import fitted
+        from engine.multilevel.predict import fitted
 
         return fitted(self, newdata, **kwargs)
 
     def predict(self, newdata=None, **kwargs) -> pd.DataFrame:
         """brms' ``predict()``: Estimate, Est.Error, Q2.5, Q97.5 of the posterior predictive per row."""
-        from .predict import predict
+        from engine.multilevel.predict import predict
 
         return predict(self, newdata, **kwargs)
 
     def log_lik(self, newdata=None, as_array: bool = False, **kwargs) -> np.ndarray:
         """Pointwise log-likelihood (draws, observations), or (chains, draws, observations) with
         ``as_array=True`` (the shape ``engine.loo`` takes)."""
-        from .predict import log_lik
+        from engine.multilevel.predict import log_lik
 
         if as_array and (kwargs.get("ndraws") is not None or kwargs.get("draw_ids") is not None):
             raise EngineInputError("as_array=True needs every draw (no ndraws / draw_ids)")
@@ -190,7 +190,7 @@ class BrmFit:
 
     def bayes_R2(self, **kwargs):
         """Bayesian R-squared as brms' ``bayes_R2`` (one row ``R2``: Estimate, Est.Error, Q2.5, Q97.5)."""
-        from .predict import bayes_R2
+        from engine.multilevel.predict import bayes_R2
 
         return bayes_R2(self, **kwargs)
 
@@ -208,13 +208,13 @@ class BrmFit:
 
     def pp_check(self, kind: str = "dens_overlay", ndraws: int | None = None, **kwargs):
         """Posterior predictive check as a matplotlib Figure (``engine.multilevel.ppcheck.pp_check``)."""
-        from .ppcheck import pp_check
+        from engine.multilevel.ppcheck import pp_check
 
         return pp_check(self, kind=kind, ndraws=ndraws, **kwargs)
 
     def to_arviz(self, **kwargs):
         """ArviZ InferenceData of this fit (``engine.multilevel.ppcheck.to_arviz``; needs ArviZ)."""
-        from .ppcheck import to_arviz
+        from engine.multilevel.ppcheck import to_arviz
 
         return to_arviz(self, **kwargs)
 
@@ -479,7 +479,7 @@ class BrmFit:
         """Optional ``design__*`` arrays and ``meta["design"]`` (readers that predate them ignore both)."""
         if self.design is None:
             return {}
-        from .predict import design_to_arrays
+        from engine.multilevel.predict import design_to_arrays
 
         arrays, meta["design"] = design_to_arrays(self.design)
         return arrays
@@ -575,7 +575,7 @@ class BrmMultipleFit(BrmFit):
     def _design_arrays(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
         arrays = super()._design_arrays(meta)
         if self.designs:
-            from .predict import design_to_arrays
+            from engine.multilevel.predict import design_to_arrays
 
             meta["designs"] = []
             for k, design in enumerate(self.designs):
@@ -709,11 +709,11 @@ def load_fit(path: str | os.PathLike) -> BrmFit:
     designs = []
     try:
         if "design" in meta and "design__y" in arrays:
-            from .predict import design_from_arrays
+            from engine.multilevel.predict import design_from_arrays
 
             design = design_from_arrays(arrays, meta["design"])
         if "designs" in meta and "design0__y" in arrays:
-            from .predict import design_from_arrays
+            from engine.multilevel.predict import design_from_arrays
 
             designs = [design_from_arrays(arrays, info, prefix=f"design{k}") for k, info in enumerate(meta["designs"])]
         return _fit_from_cache(meta, draws, ranef, chain_imputation, stats, chain_stats, design, designs)

@@ -25,6 +25,6 @@ def is_partitioned(data) -> bool:
 
 
 def ols_partitioned(formula, data, **kwargs):
-    from .ols import ols_partitioned as fit
+    from engine.partitioned.ols import ols_partitioned as fit
 
     return fit(formula, data, **kwargs)

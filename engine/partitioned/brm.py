@@ -25,18 +25,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..errors import DataWarning, EngineInputError, ModelSpecError, warn_user
-from .cells import cell_pass, plan_cells, rows_of
-from .common import dask_modules, exact_quantiles
+from engine.errors import DataWarning, EngineInputError, ModelSpecError, warn_user
+from engine.partitioned.cells import cell_pass, plan_cells, rows_of
+from engine.partitioned.common import dask_modules, exact_quantiles
 
 __all__ = ["prepare"]
 
 
 def _model_from_sums(plan, frame, sums, prior, median_mad):
     """The MultilevelModel (engine.multilevel.model) of the cell sums; the priors resolved."""
-    from ..multilevel.model import (MultilevelModel, RandomTerm, SimpleGroup, _check_identified, _cells,
+    from engine.multilevel.model import (MultilevelModel, RandomTerm, SimpleGroup, _check_identified, _cells,
                                     _group_structure, _prior_arrays)
-    from ..multilevel.priors import resolve_priors
+    from engine.multilevel.priors import resolve_priors
 
     names = list(frame.column_names)
     has_intercept = bool(frame.has_intercept)
@@ -129,10 +129,10 @@ class Prepared(SimpleNamespace):
 
 def prepare(formula: str, data, prior, *, sampler: str, family, sample_prior: str = "no") -> Prepared:
     """engine.brm's model for a Dask DataFrame or a Parquet path (Gaussian, random intercepts)."""
-    from ..multilevel.model import parameter_names, ranef_names
-    from ..multilevel.priors import prior_summary_table
-    from ..multilevel.results import GroupInfo
-    from ..validate import check_brm_frame
+    from engine.multilevel.model import parameter_names, ranef_names
+    from engine.multilevel.priors import prior_summary_table
+    from engine.multilevel.results import GroupInfo
+    from engine.validate import check_brm_frame
 
     if getattr(family, "name", family) != "gaussian":
         raise ModelSpecError(f"brm on partitioned data fits the gaussian family only, not {family.name!r}")

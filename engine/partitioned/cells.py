@@ -26,9 +26,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ModelSpecError
-from ..multilevel.model import _cell_sums
-from .common import bucket_counts, formula_columns, load, prepass, template_frame, tree
+from engine.errors import DataError, ModelSpecError
+from engine.multilevel.model import _cell_sums
+from engine.partitioned.common import bucket_counts, formula_columns, load, prepass, template_frame, tree
 
 __all__ = ["CellPlan", "CellSums", "cell_pass", "plan_cells"]
 
@@ -77,7 +77,7 @@ class CellSums(NamedTuple):
 def rows_of(plan: CellPlan, part: pd.DataFrame):
     """(X (m, p) kept columns, y (m,), cell (m,) sorted cell ids, n_dropped) of one partition's
     complete rows (R's na.omit over the formula's columns)."""
-    from ..newdata import new_design
+    from engine.newdata import new_design
 
     n = len(part)
     p = len(plan.columns)
@@ -150,8 +150,8 @@ def plan_cells(dask, formula: str, data, *, centre: bool) -> Plan:
     """Pre-pass and template of a multilevel formula on partitioned data (random intercepts only).
     ``centre``: shift the design columns (without the intercept) by the first complete row's, as
     for brm's centred sums; else no shift and every column (lmer)."""
-    from ..formula import model_frame, parse_formula
-    from ..newdata import fitted_terms
+    from engine.formula import model_frame, parse_formula
+    from engine.newdata import fitted_terms
 
     parsed = parse_formula(formula)
     if not parsed.random_terms:
@@ -183,7 +183,7 @@ def plan_cells(dask, formula: str, data, *, centre: bool) -> Plan:
     keep = [j for j, c in enumerate(names) if not (centre and c == "(Intercept)")]
     X0 = np.asarray(frame.X)[0, keep] if centre else np.zeros(len(keep))
     y0 = float(frame.y[0]) if centre else 0.0
-    from ..multilevel.model import SimpleGroup, _cells, _group_structure
+    from engine.multilevel.model import SimpleGroup, _cells, _group_structure
 
     k0 = len(cells)
     groups = [SimpleGroup(g.name, np.asarray(g.codes[:k0], dtype=np.int64), list(g.levels), int(g.n_levels))

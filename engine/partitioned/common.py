@@ -16,8 +16,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import ColumnNotFoundError, DataError, EngineInputError
-from ..rcompat.quantile import type7_step
+from engine.errors import ColumnNotFoundError, DataError, EngineInputError
+from engine.rcompat.quantile import type7_step
 
 __all__ = ["Brackets", "FormulaColumns", "Levels", "bracket_orders", "bracket_part", "bracketed_quantiles",
            "bucket_counts", "dask_modules", "exact_quantiles", "first_complete", "float_buckets", "formula_columns",
@@ -115,7 +115,7 @@ class FormulaColumns(NamedTuple):
 def formula_columns(parsed, dtypes, group_columns=()) -> FormulaColumns:
     """The columns of ``parsed`` (engine.formula.parse_formula) given the data's ``dtypes``;
     ``group_columns`` are left out of ``factors`` (their values travel as cells instead)."""
-    from ..formula import _FACTOR_FUNCTIONS, _Call, _formula_plan
+    from engine.formula import _FACTOR_FUNCTIONS, _Call, _formula_plan
 
     _, refs, _, _ = _formula_plan(parsed.text, None)
     needed = list(dict.fromkeys(c for c, _ in refs))

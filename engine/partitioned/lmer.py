@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelSpecError
-from .cells import cell_pass, plan_cells, rows_of
-from .common import dask_modules, exact_quantiles
+from engine.errors import ModelSpecError
+from engine.partitioned.cells import cell_pass, plan_cells, rows_of
+from engine.partitioned.common import dask_modules, exact_quantiles
 
 __all__ = ["lmer_partitioned"]
 
 
 def _cell_terms(frame, template, formula, plan, sums):
     """engine.lmer's ReTerms (lme4's order and names) with one pseudo-row per sorted cell."""
-    from ..lmer import ReTerm, _lme4_order, _terms_from_frame
+    from engine.lmer import ReTerm, _lme4_order, _terms_from_frame
 
     k0 = len(plan.cell_of_template)
     template_row = np.empty(k0, dtype=np.int64)
@@ -45,8 +45,8 @@ def _cell_terms(frame, template, formula, plan, sums):
 
 def lmer_partitioned(formula: str, data, REML: bool = True):  # noqa: N803 (lme4's name)
     """``engine.lmer(formula, data)`` where data is a Dask DataFrame or a Parquet path."""
-    from ..lmer import _check_grouping_levels, _fit_stats, _sufficient_stats, expand_double_verts
-    from ..validate import check_lmer_call, check_lmer_response
+    from engine.lmer import _check_grouping_levels, _fit_stats, _sufficient_stats, expand_double_verts
+    from engine.validate import check_lmer_call, check_lmer_response
 
     REML = check_lmer_call(formula, REML)  # noqa: N806
     dask, _ = dask_modules()

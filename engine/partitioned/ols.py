@@ -32,8 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, ModelSpecError
-from .common import (bracket_orders, bracket_part, bracketed_quantiles, bucket_counts, dask_modules,
+from engine.errors import DataError, ModelSpecError
+from engine.partitioned.common import (bracket_orders, bracket_part, bracketed_quantiles, bucket_counts, dask_modules,
                      exact_quantiles, first_complete, formula_columns, load, merge_bracket_parts, merge_samples,
                      prepass, quantile_orders, sample_index, sample_weights, template_frame, tree)
 
@@ -47,8 +47,8 @@ PROBS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def _design(terms, response: str, part: pd.DataFrame, with_keep: bool = False):
     """(X, y, n_dropped) of one partition, rows with a missing value dropped (R's na.omit);
     ``with_keep``: and the (n,) mask of the rows kept."""
-    from ..formula import model_frame
-    from ..newdata import new_design
+    from engine.formula import model_frame
+    from engine.newdata import new_design
 
     n = len(part)
     if n == 0:
@@ -70,7 +70,7 @@ def _design(terms, response: str, part: pd.DataFrame, with_keep: bool = False):
 
 
 def _pass1(terms, response, part):
-    from ..ols import tsqr_triangle
+    from engine.ols import tsqr_triangle
 
     X, y, dropped = _design(terms, response, part)
     p = X.shape[1]
@@ -94,7 +94,7 @@ def _pass1(terms, response, part):
 
 
 def _merge(a, b):
-    from ..ols import _merge_triangles
+    from engine.ols import _merge_triangles
 
     return (_merge_triangles(np.stack([a[0], b[0]])), a[1] + b[1], a[2] + b[2], a[3] + b[3],
             np.maximum(a[4], b[4]), merge_samples(a[5], b[5]))
@@ -139,7 +139,7 @@ def _robust_part(spec: _Robust, X, r, keys):
     """The partition's share of the meat: HC, sum of w_i^2 x_i x_i' (k, k); CR, per subset of the
     cluster columns the scores sum x_i e_i by cluster value (a DataFrame indexed by the values:
     a cluster may span partitions, so the scores, not their squares, are summed)."""
-    from ..robust import HC_TYPES, LEVERAGE_ONE, leverages
+    from engine.robust import HC_TYPES, LEVERAGE_ONE, leverages
 
     Xk = np.ascontiguousarray(X[:, spec.kept])
     if spec.kind in HC_TYPES:
@@ -203,8 +203,8 @@ class PartitionedOLSResults:
         self.__dict__.update(fields)
 
     def summary(self):
-        from ..ols import OLSSummary
-        from ..rcompat.print_lm import summary_lm_text
+        from engine.ols import OLSSummary
+        from engine.rcompat.print_lm import summary_lm_text
 
         table = np.column_stack([self.params, self.bse, self.tvalues, self.pvalues])
         keep = ~np.asarray(self.aliased_mask)
@@ -228,7 +228,7 @@ class PartitionedOLSResults:
 def _robust_covariance(spec: _Robust, meat, n: int, k: int):
     """engine.robust.robust_covariance's result from the summed meat (HC) or the scores summed by
     cluster (CR0, CR1, multiway by inclusion-exclusion, as there)."""
-    from ..robust import HC_TYPES, Clusters, RobustCovariance, _sandwich, sandwich_meat
+    from engine.robust import HC_TYPES, Clusters, RobustCovariance, _sandwich, sandwich_meat
 
     if spec.kind in HC_TYPES:
         V = sandwich_meat(meat, spec.rinv)
@@ -256,12 +256,12 @@ def _robust_covariance(spec: _Robust, meat, n: int, k: int):
 def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float | None = None,
                     vcov=None, cluster=None) -> PartitionedOLSResults:
     """``engine.ols(formula, data)`` where data is a Dask DataFrame or a Parquet path."""
-    from ..formula import model_frame, parse_formula
-    from ..newdata import fitted_terms
-    from ..ols import (QR_TOLERANCE, _back_substitute, _call_lines, _data_node, lm_statistics,
+    from engine.formula import model_frame, parse_formula
+    from engine.newdata import fitted_terms
+    from engine.ols import (QR_TOLERANCE, _back_substitute, _call_lines, _data_node, lm_statistics,
                        pivoted_qr)
 
-    from ..robust import check_vcov_arguments
+    from engine.robust import check_vcov_arguments
 
     dask, _ = dask_modules()
     kind, cluster_names = check_vcov_arguments(vcov, cluster)
@@ -369,7 +369,7 @@ def ols_partitioned(formula: str, data, *, data_name: str = "data", tol: float |
         column_names=names, _ls=SimpleNamespace(pivot=qr.pivot, rank=int(k), coef=st["coef"],
                                                 aliased=np.asarray(aliased), has_intercept=has_int))
     if robust is not None:  # engine.ols's own step: bse, t, p, vcov and the Wald F from it
-        from ..ols import OLSResults
+        from engine.ols import OLSResults
 
         OLSResults._use_robust(fit, robust, idx)
     return fit

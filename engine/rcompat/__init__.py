@@ -37,17 +37,17 @@ of R 4.2.2 stored in ``tests/fixtures`` beside the R scripts that made it.
 
 from __future__ import annotations
 
-from .abbreviate import abbreviate
-from .language import (call_lines, deparse, deparse_lines, parse, r_name, r_number, r_string,
+from engine.rcompat.abbreviate import abbreviate
+from engine.rcompat.language import (call_lines, deparse, deparse_lines, parse, r_name, r_number, r_string,
                        read_formula, tokenize)
-from .layout import data_frame_text, matrix_text, named_strings_text, named_vector_text
-from .numbers import (DBL_EPSILON, R_DIGITS, R_WIDTH, RealFormat, encode_real, format_c,
+from engine.rcompat.layout import data_frame_text, matrix_text, named_strings_text, named_vector_text
+from engine.rcompat.numbers import (DBL_EPSILON, R_DIGITS, R_WIDTH, RealFormat, encode_real, format_c,
                       format_info, format_number, format_percent, format_pval, format_real,
                       round_half,
                       scientific, signif, sprintf_fixed, zapsmall)
-from .print_lm import (SIGNIF_LEGEND, coefmat_text, naprint_omit, print_lm_text, signif_stars,
+from engine.rcompat.print_lm import (SIGNIF_LEGEND, coefmat_text, naprint_omit, print_lm_text, signif_stars,
                        summary_lm_text)
-from .quantile import quantile7, quantile7_rows, type7_step
+from engine.rcompat.quantile import quantile7, quantile7_rows, type7_step
 
 #: ``parse`` under the name the printers' tests have always used
 parse_r = parse

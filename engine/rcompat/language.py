@@ -32,8 +32,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Collection, Sequence
 
-from ..errors import FormulaError, PrintError, RSyntaxError
-from .numbers import format_number
+from engine.errors import FormulaError, PrintError, RSyntaxError
+from engine.rcompat.numbers import format_number
 
 __all__ = [
     "Bar",

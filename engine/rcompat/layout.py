@@ -18,7 +18,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .numbers import R_DIGITS, R_WIDTH, encode_real, format_info, format_real
+from engine.rcompat.numbers import R_DIGITS, R_WIDTH, encode_real, format_info, format_real
 
 __all__ = [
     "data_frame_text",

@@ -40,10 +40,10 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import MissingFieldError, PrintError
-from .language import deparse_lines, parse
-from .layout import data_frame_text, matrix_text
-from .numbers import R_WIDTH, sprintf_fixed
+from engine.errors import MissingFieldError, PrintError
+from engine.rcompat.language import deparse_lines, parse
+from engine.rcompat.layout import data_frame_text, matrix_text
+from engine.rcompat.numbers import R_WIDTH, sprintf_fixed
 
 __all__ = [
     "brms_label",

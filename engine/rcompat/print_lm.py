@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .layout import matrix_text, named_strings_text, named_vector_text
-from .numbers import (DBL_EPSILON, R_DIGITS, format_c, format_number, format_pval, format_real,
+from engine.rcompat.layout import matrix_text, named_strings_text, named_vector_text
+from engine.rcompat.numbers import (DBL_EPSILON, R_DIGITS, format_c, format_number, format_pval, format_real,
                       round_half, signif, zapsmall)
-from .quantile import quantile7
+from engine.rcompat.quantile import quantile7
 
 __all__ = [
     "SIGNIF_LEGEND",

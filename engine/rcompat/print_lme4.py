@@ -12,8 +12,6 @@ R's options at their defaults (``digits = 7``, so lme4 prints with ``digits = 4`
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from engine.rcompat.abbreviate import abbreviate

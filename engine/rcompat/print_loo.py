@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .layout import matrix_text
-from .numbers import format_real
+from engine.rcompat.layout import matrix_text
+from engine.rcompat.numbers import format_real
 
 __all__ = ["fr", "estimates_text", "pareto_table_text", "pwaic_message", "loo_text", "waic_text", "loo_multiple_text"]
 
@@ -60,7 +60,7 @@ def pwaic_message(p: np.ndarray) -> str | None:
 
 def loo_text(result) -> str:
     """The text of ``print(loo(...))`` for an :class:`engine.loo.LooResult`."""
-    from ..loo import K_HELP
+    from engine.loo import K_HELP
 
     s, n = result.dims
     lines = ["", f"Computed from {s} by {n} log-likelihood matrix", "", estimates_text(result.estimates), "------"]

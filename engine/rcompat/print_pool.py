@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .layout import data_frame_text
+from engine.rcompat.layout import data_frame_text
 
 __all__ = ["mipo_text", "pooled_summary_text"]
 
