@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -1072,7 +1073,7 @@ class NumericDesign(NamedTuple):
     frame's (k, n) float64 block ``source``; ``response`` the response column's values."""
 
     parsed: Formula
-    source: np.ndarray     # (k, n) C-contiguous view of the DataFrame's float64 block
+    source: np.ndarray     # (k, n) strided view of the DataFrame's float64 block
     cols: np.ndarray       # (p - intercept,) int64: the block row of each design column
     response: np.ndarray   # (n,) float64, the data's own array (never written)
     intercept: bool
@@ -1115,14 +1116,42 @@ def numeric_design(formula: str, data: pd.DataFrame) -> NumericDesign | None:
     n = len(data)
     if len(arrays) < 2:
         return None
-    source, picks = _stack_rows(arrays[1:], n)  # the response may lie in another block
-    if not np.may_share_memory(source, arrays[1]):  # not one block: _stack_rows copied them
+    found = _column_block(arrays[1:], n)  # the response may lie in another block
+    if found is None:
         return None
+    source, picks = found
     names = (["(Intercept)"] if parsed.has_intercept else []) + list(plan.labels[1:])
     assign = np.asarray(([0] if parsed.has_intercept else []) + list(range(1, len(parsed.terms) + 1)),
                         dtype=np.int64)
     return NumericDesign(parsed, source, np.asarray(picks, dtype=np.int64), arrays[0],
                          bool(parsed.has_intercept), tuple(names), assign)
+
+
+def _column_block(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]] | None:
+    """The (n,) float64 columns as rows of one (k, n) strided view of the array they all view
+    (a DataFrame's 2-D block, C-ordered as pandas makes it or the transposed rows of an array
+    the frame was built from), and the row of each; None when they are not such views (the
+    caller then copies nothing)."""
+    owner = arrays[0].base
+    if not isinstance(owner, np.ndarray) or n == 0:
+        return None
+    step = arrays[0].strides[0]
+    if any(a.base is not owner or a.shape != (n,) or a.strides[0] != step for a in arrays):
+        return None
+    addresses = [a.__array_interface__["data"][0] for a in arrays]
+    first = min(addresses)
+    gaps = sorted({x - first for x in addresses} - {0})
+    col = math.gcd(*gaps) if gaps else 8  # the distance between neighbouring columns
+    if col % 8:
+        return None
+    k = (max(addresses) - first) // col + 1
+    start = arrays[addresses.index(first)]
+    view = np.lib.stride_tricks.as_strided(start, shape=(k, n), strides=(col, step), writeable=False)
+    low, high = np.lib.array_utils.byte_bounds(owner)
+    v_low, v_high = np.lib.array_utils.byte_bounds(view)
+    if v_low < low or v_high > high:  # not inside the array the columns view
+        return None
+    return view, [(x - first) // col for x in addresses]
 
 
 def numeric_frame(design: NumericDesign, y: np.ndarray, X: np.ndarray) -> ModelFrame:

@@ -285,12 +285,13 @@ def _tsqr_rows(X, Y, start, stop, block_rows):
 @numba.njit(cache=True, nogil=True)
 def _tsqr_columns_rows(source, cols, intercept, y, X, start, stop, block_rows):
     """``_tsqr_rows`` of [X | y][start:stop] with X = [1 | source[cols].T] gathered from the
-    columns in place (source: (k, n) C-contiguous, a DataFrame's float64 block), writing the
+    columns in place (source: (k, n) strided, a DataFrame's float64 block), writing the
     design rows X[start:stop] (n, p) from the cache-resident block as it goes: the same blocks,
     hence the same triangle bit for bit, without a separate pass writing X first."""
     p = X.shape[1]
     m = p + 1
     off = 1 if intercept else 0
+    by_rows = source.strides[0] < source.strides[1]
     tri = np.zeros((m, m))
     block = np.empty((m, block_rows + 8))  # padded as in _tsqr_rows
     i0 = start
@@ -299,10 +300,15 @@ def _tsqr_columns_rows(source, cols, intercept, y, X, start, stop, block_rows):
         if intercept:
             for r in range(nb):
                 block[0, r] = 1.0
-        for c in range(cols.shape[0]):
-            s = cols[c]
+        if by_rows:  # rows of a row-major array: read each row's columns together
             for r in range(nb):
-                block[off + c, r] = source[s, i0 + r]
+                for c in range(cols.shape[0]):
+                    block[off + c, r] = source[cols[c], i0 + r]
+        else:
+            for c in range(cols.shape[0]):
+                s = cols[c]
+                for r in range(nb):
+                    block[off + c, r] = source[s, i0 + r]
         for r in range(nb):
             block[p, r] = y[i0 + r]
         for r in range(nb):

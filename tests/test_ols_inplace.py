@@ -103,3 +103,14 @@ def test_the_data_is_not_modified():
     before = data.copy()
     engine.ols("y ~ x1 + x2", data)
     pd.testing.assert_frame_equal(data, before, check_exact=True)
+
+
+def test_frame_built_from_an_array_slice():
+    # pd.DataFrame(X[:, 1:]) keeps X's memory: its columns are strided rows of one row-major
+    # array (benchmarks/bench_ols.py builds its frame so)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((90001, 8))
+    names = [f"x{j}" for j in range(1, 8)]
+    data = pd.DataFrame(X[:, 1:], columns=names).assign(y=X[:, 0] + rng.standard_normal(90001))
+    _assert_identical("y ~ " + " + ".join(names), data, True)
+    _assert_identical("y ~ x7 + x2 + x5", data, True)
