@@ -283,11 +283,12 @@ def _tsqr_rows(X, Y, start, stop, block_rows):
 
 
 @numba.njit(cache=True, nogil=True)
-def _tsqr_columns_rows(source, cols, intercept, y, X, start, stop, block_rows):
+def _tsqr_columns_rows(source, cols, intercept, y, X, big, start, stop, block_rows):
     """``_tsqr_rows`` of [X | y][start:stop] with X = [1 | source[cols].T] gathered from the
     columns in place (source: (k, n) strided, a DataFrame's float64 block), writing the
     design rows X[start:stop] (n, p) from the cache-resident block as it goes: the same blocks,
-    hence the same triangle bit for bit, without a separate pass writing X first."""
+    hence the same triangle bit for bit, without a separate pass writing X first. big (p + 1,)
+    gets each column's largest magnitude over these rows (``_any_extreme``'s test, in this pass)."""
     p = X.shape[1]
     m = p + 1
     off = 1 if intercept else 0
@@ -311,6 +312,12 @@ def _tsqr_columns_rows(source, cols, intercept, y, X, start, stop, block_rows):
                     block[off + c, r] = source[s, i0 + r]
         for r in range(nb):
             block[p, r] = y[i0 + r]
+        for c in range(m):
+            b = big[c]
+            for r in range(nb):
+                v = abs(block[c, r])
+                b = v if v > b else b
+            big[c] = b
         for r in range(nb):
             for c in range(p):
                 X[i0 + r, c] = block[c, r]
@@ -597,20 +604,29 @@ def _chunk_spans(n: int, chunk_rows: int) -> list[tuple[int, int]]:
 
 def tsqr_columns(source: np.ndarray, cols: np.ndarray, intercept: bool, y: np.ndarray,
                  X: np.ndarray, *, block_rows: int = BLOCK_ROWS, chunk_rows: int = CHUNK_ROWS,
-                 parallel: bool = True) -> np.ndarray | None:
+                 parallel: bool = True) -> tuple[bool, np.ndarray | None]:
     """``tsqr_triangle(X, y)`` for X = [1 | source[cols].T] (intercept optional), read from the
     columns in place and written into ``X`` (n, p) on the way (``_tsqr_columns_rows``); the
-    same chunks and merge, so the same triangle. None when it is not finite (a NaN or Inf in
-    the columns, or an overflow): the caller then takes the ordinary route."""
+    same chunks and merge, so the same triangle. Returns (finite, triangle): finite False when
+    the triangle is not finite (a NaN or Inf in the columns, or an overflow; the caller then
+    takes the ordinary route); triangle None when a column needs ``pivoted_qr``'s scaling."""
     spans = _chunk_spans(X.shape[0], chunk_rows)
+    big = np.zeros((len(spans), X.shape[1] + 1))
 
-    def run(span):
-        return _tsqr_columns_rows(source, cols, intercept, y, X, span[0], span[1], block_rows)
+    def run(i):
+        return _tsqr_columns_rows(source, cols, intercept, y, X, big[i], spans[i][0], spans[i][1],
+                                  block_rows)
 
-    tris = [run(s) for s in spans] if len(spans) == 1 or not parallel else list(_pool().map(run, spans))
+    chunks = range(len(spans))
+    tris = [run(i) for i in chunks] if len(spans) == 1 or not parallel else list(_pool().map(run, chunks))
     if not all(np.isfinite(tri).all() for tri in tris):
-        return None
-    return tris[0] if len(tris) == 1 else _merge_triangles(np.stack(tris))
+        return False, None
+    # every value finite: _any_extreme(X, y) is "a non-zero largest magnitude outside
+    # [2^-200, 2^200]"; then pivoted_qr scales and factors X itself (the triangle is not used)
+    top = big.max(axis=0)
+    if ((top > 0) & ((top < 2.0 ** -200) | (top > 2.0 ** 200))).any():
+        return True, None
+    return True, tris[0] if len(tris) == 1 else _merge_triangles(np.stack(tris))
 
 
 def _raise_non_finite(X: np.ndarray, Y: np.ndarray, start: int, stop: int) -> None:
@@ -630,7 +646,7 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     """R's ``qr(X, tol = 1e-7)`` (LINPACK dqrdc2 pivoting) with Q'Y, in one pass over X.
 
     X: (n, p) with n >= p; Y: (n,) or (n, q) (default: no right-hand side). ``triangle``: the
-    ``tsqr_triangle(X, Y)`` already made (``tsqr_columns``), used unless a column is scaled.
+    ``tsqr_triangle(X, Y)`` already made by a pass that found no column to scale (``tsqr_columns``).
     """
     X = _as_2d(X)
     n, p = X.shape
@@ -639,13 +655,14 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     # products inside the factorisation neither underflow nor overflow and the rank decision is
     # scale-invariant, as R's dnrm2-based dqrdc2 (a slope on x * 1e-200 is estimated, not aliased)
     x_scale = y_scale = None
-    if _any_extreme(X, Y):  # one pass over both; the scales themselves only where needed
+    # (a given triangle: the caller found no column to scale in its pass)
+    if triangle is None and _any_extreme(X, Y):  # one pass over both; the scales only where needed
         x_scale, y_scale = _column_scales(X), _column_scales(Y)
     if x_scale is not None:
         X = X / x_scale
     if y_scale is not None:
         Y = Y / y_scale
-    if triangle is not None and x_scale is None and y_scale is None:
+    if triangle is not None:
         tri = triangle
     else:
         tri = tsqr_triangle(X, Y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
@@ -1256,10 +1273,12 @@ def _numeric_frame(formula: str, data) -> tuple:
     y = np.array(design.response, dtype=np.float64, copy=True)
     X = np.empty((n, p), dtype=np.float64)
     t0 = time.perf_counter()
-    triangle = tsqr_columns(design.source, design.cols, design.intercept, y, X)
+    finite, triangle = tsqr_columns(design.source, design.cols, design.intercept, y, X)
     seconds = time.perf_counter() - t0
-    if triangle is None:
+    if not finite:
         return None, None, 0.0
+    if triangle is None:  # a column to scale: least_squares factors the written X as usual
+        seconds = 0.0
     return numeric_frame(design, y, X), triangle, seconds
 
 
