@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -1064,6 +1065,100 @@ def _plain_plan(text: str) -> _PlainPlan | None:
     if len(set(names)) != len(names):
         return None
     return _PlainPlan(text, parsed, names, tuple(parsed.variables), tuple(group_columns))
+
+
+class NumericDesign(NamedTuple):
+    """A large model whose design is an optional intercept plus plain float64 columns of the
+    data, each once, read in place (``numeric_design``): the columns are rows ``cols`` of the
+    frame's (k, n) float64 block ``source``; ``response`` the response column's values."""
+
+    parsed: Formula
+    source: np.ndarray     # (k, n) strided view of the DataFrame's float64 block
+    cols: np.ndarray       # (p - intercept,) int64: the block row of each design column
+    response: np.ndarray   # (n,) float64, the data's own array (never written)
+    intercept: bool
+    column_names: tuple[str, ...]
+    assign: np.ndarray
+
+
+def numeric_design(formula: str, data: pd.DataFrame) -> NumericDesign | None:
+    """The in-place description of ``model_frame(formula, data)``'s design for a frame of at
+    least ``_DEFER_SCAN_ROWS`` rows whose formula is ``y ~ [1 +] a + b + ...`` over distinct
+    plain float64 columns held in one pandas block (no factor, no product, no bar, no ``.``);
+    None for anything else. Missing values are not looked for here: the caller's pass over the
+    columns finds them (a non-finite triangle) and then falls back to ``model_frame``."""
+    if not isinstance(data, pd.DataFrame) or len(data) < _DEFER_SCAN_ROWS:
+        return None
+    try:
+        plan = _plain_plan(parse_formula(formula).text)
+    except EngineError:
+        return None
+    if plan is None or plan.group_columns or plan.parsed.random_terms:
+        return None
+    parsed = plan.parsed
+    if any(len(term.variables) != 1 for term in parsed.terms):
+        return None
+    if [term.variables[0] for term in parsed.terms] != list(range(1, len(plan.names))):
+        return None
+    columns_index = data.columns
+    arrays = []
+    for name in plan.names:
+        try:
+            loc = columns_index.get_loc(name)
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            return None
+        if type(loc) is not int:
+            return None
+        column = data._get_column_array(loc)
+        if type(column) is not np.ndarray or column.dtype != np.float64:
+            return None
+        arrays.append(column)
+    n = len(data)
+    if len(arrays) < 2:
+        return None
+    found = _column_block(arrays[1:], n)  # the response may lie in another block
+    if found is None:
+        return None
+    source, picks = found
+    names = (["(Intercept)"] if parsed.has_intercept else []) + list(plan.labels[1:])
+    assign = np.asarray(([0] if parsed.has_intercept else []) + list(range(1, len(parsed.terms) + 1)),
+                        dtype=np.int64)
+    return NumericDesign(parsed, source, np.asarray(picks, dtype=np.int64), arrays[0],
+                         bool(parsed.has_intercept), tuple(names), assign)
+
+
+def _column_block(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[int]] | None:
+    """The (n,) float64 columns as rows of one (k, n) strided view of the array they all view
+    (a DataFrame's 2-D block, C-ordered as pandas makes it or the transposed rows of an array
+    the frame was built from), and the row of each; None when they are not such views (the
+    caller then copies nothing)."""
+    owner = arrays[0].base
+    if not isinstance(owner, np.ndarray) or n == 0:
+        return None
+    step = arrays[0].strides[0]
+    if any(a.base is not owner or a.shape != (n,) or a.strides[0] != step for a in arrays):
+        return None
+    addresses = [a.__array_interface__["data"][0] for a in arrays]
+    first = min(addresses)
+    gaps = sorted({x - first for x in addresses} - {0})
+    col = math.gcd(*gaps) if gaps else 8  # the distance between neighbouring columns
+    if col % 8:
+        return None
+    k = (max(addresses) - first) // col + 1
+    start = arrays[addresses.index(first)]
+    view = np.lib.stride_tricks.as_strided(start, shape=(k, n), strides=(col, step), writeable=False)
+    low, high = np.lib.array_utils.byte_bounds(owner)
+    v_low, v_high = np.lib.array_utils.byte_bounds(view)
+    if v_low < low or v_high > high:  # not inside the array the columns view
+        return None
+    return view, [(x - first) // col for x in addresses]
+
+
+def numeric_frame(design: NumericDesign, y: np.ndarray, X: np.ndarray) -> ModelFrame:
+    """The ModelFrame ``model_frame`` returns for ``design`` (no row dropped), from its y and X."""
+    n = y.shape[0]
+    return _model_frame_of(design.parsed, y, X, list(design.column_names), design.assign.copy(),
+                           np.arange(n, dtype=np.int64), 0, [], {}, n, ())
 
 
 def _plain_factor(column, name: str):

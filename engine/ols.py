@@ -54,7 +54,7 @@ from scipy import special
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.errors import DataError, DataWarning, EngineInputError, FormulaError, ModelSpecError, warn_user
-from engine.formula import model_frame, parse_formula
+from engine.formula import model_frame, numeric_design, numeric_frame, parse_formula
 from engine.partitioned import is_partitioned
 from engine.robust import check_cluster_columns, check_vcov_arguments
 from engine.validate import checked_arguments
@@ -277,6 +277,50 @@ def _tsqr_rows(X, Y, start, stop, block_rows):
                 block[c, r] = X[row, c]
             for c in range(q):
                 block[p + c, r] = Y[row, c]
+        _stack_householder_panel4(tri, block, nb)
+        i0 += nb
+    return tri
+
+
+@numba.njit(cache=True, nogil=True)
+def _tsqr_columns_rows(source, cols, intercept, y, X, big, start, stop, block_rows):
+    """``_tsqr_rows`` of [X | y][start:stop] with X = [1 | source[cols].T] gathered from the
+    columns in place (source: (k, n) strided, a DataFrame's float64 block), writing the
+    design rows X[start:stop] (n, p) from the cache-resident block as it goes: the same blocks,
+    hence the same triangle bit for bit, without a separate pass writing X first. big (p + 1,)
+    gets each column's largest magnitude over these rows (``_any_extreme``'s test, in this pass)."""
+    p = X.shape[1]
+    m = p + 1
+    off = 1 if intercept else 0
+    by_rows = source.strides[0] < source.strides[1]
+    tri = np.zeros((m, m))
+    block = np.empty((m, block_rows + 8))  # padded as in _tsqr_rows
+    i0 = start
+    while i0 < stop:
+        nb = min(block_rows, stop - i0)
+        if intercept:
+            for r in range(nb):
+                block[0, r] = 1.0
+        if by_rows:  # rows of a row-major array: read each row's columns together
+            for r in range(nb):
+                for c in range(cols.shape[0]):
+                    block[off + c, r] = source[cols[c], i0 + r]
+        else:
+            for c in range(cols.shape[0]):
+                s = cols[c]
+                for r in range(nb):
+                    block[off + c, r] = source[s, i0 + r]
+        for r in range(nb):
+            block[p, r] = y[i0 + r]
+        for c in range(m):
+            b = big[c]
+            for r in range(nb):
+                v = abs(block[c, r])
+                b = v if v > b else b
+            big[c] = b
+        for r in range(nb):
+            for c in range(p):
+                X[i0 + r, c] = block[c, r]
         _stack_householder_panel4(tri, block, nb)
         i0 += nb
     return tri
@@ -540,9 +584,7 @@ def tsqr_triangle(X: np.ndarray, Y: np.ndarray, *, block_rows: int = BLOCK_ROWS,
     """
     X = _as_2d(X)
     Y = _as_2d(Y)
-    n = X.shape[0]
-    bounds = list(range(0, n, chunk_rows)) + [n]
-    spans = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)] or [(0, 0)]
+    spans = _chunk_spans(X.shape[0], chunk_rows)
     if len(spans) == 1 or not parallel:
         tris = [_tsqr_rows(X, Y, a, b, block_rows) for a, b in spans]
     else:
@@ -553,6 +595,38 @@ def tsqr_triangle(X: np.ndarray, Y: np.ndarray, *, block_rows: int = BLOCK_ROWS,
     if len(tris) == 1:
         return tris[0]
     return _merge_triangles(np.stack(tris))
+
+
+def _chunk_spans(n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    bounds = list(range(0, n, chunk_rows)) + [n]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)] or [(0, 0)]
+
+
+def tsqr_columns(source: np.ndarray, cols: np.ndarray, intercept: bool, y: np.ndarray,
+                 X: np.ndarray, *, block_rows: int = BLOCK_ROWS, chunk_rows: int = CHUNK_ROWS,
+                 parallel: bool = True) -> tuple[bool, np.ndarray | None]:
+    """``tsqr_triangle(X, y)`` for X = [1 | source[cols].T] (intercept optional), read from the
+    columns in place and written into ``X`` (n, p) on the way (``_tsqr_columns_rows``); the
+    same chunks and merge, so the same triangle. Returns (finite, triangle): finite False when
+    the triangle is not finite (a NaN or Inf in the columns, or an overflow; the caller then
+    takes the ordinary route); triangle None when a column needs ``pivoted_qr``'s scaling."""
+    spans = _chunk_spans(X.shape[0], chunk_rows)
+    big = np.zeros((len(spans), X.shape[1] + 1))
+
+    def run(i):
+        return _tsqr_columns_rows(source, cols, intercept, y, X, big[i], spans[i][0], spans[i][1],
+                                  block_rows)
+
+    chunks = range(len(spans))
+    tris = [run(i) for i in chunks] if len(spans) == 1 or not parallel else list(_pool().map(run, chunks))
+    if not all(np.isfinite(tri).all() for tri in tris):
+        return False, None
+    # every value finite: _any_extreme(X, y) is "a non-zero largest magnitude outside
+    # [2^-200, 2^200]"; then pivoted_qr scales and factors X itself (the triangle is not used)
+    top = big.max(axis=0)
+    if ((top > 0) & ((top < 2.0 ** -200) | (top > 2.0 ** 200))).any():
+        return True, None
+    return True, tris[0] if len(tris) == 1 else _merge_triangles(np.stack(tris))
 
 
 def _raise_non_finite(X: np.ndarray, Y: np.ndarray, start: int, stop: int) -> None:
@@ -568,10 +642,11 @@ def _raise_non_finite(X: np.ndarray, Y: np.ndarray, start: int, stop: int) -> No
 
 def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TOLERANCE,
                block_rows: int = BLOCK_ROWS, chunk_rows: int = CHUNK_ROWS,
-               parallel: bool = True) -> PivotedQR:
+               parallel: bool = True, triangle: np.ndarray | None = None) -> PivotedQR:
     """R's ``qr(X, tol = 1e-7)`` (LINPACK dqrdc2 pivoting) with Q'Y, in one pass over X.
 
-    X: (n, p) with n >= p; Y: (n,) or (n, q) (default: no right-hand side).
+    X: (n, p) with n >= p; Y: (n,) or (n, q) (default: no right-hand side). ``triangle``: the
+    ``tsqr_triangle(X, Y)`` already made by a pass that found no column to scale (``tsqr_columns``).
     """
     X = _as_2d(X)
     n, p = X.shape
@@ -580,13 +655,17 @@ def pivoted_qr(X: np.ndarray, Y: np.ndarray | None = None, *, tol: float = QR_TO
     # products inside the factorisation neither underflow nor overflow and the rank decision is
     # scale-invariant, as R's dnrm2-based dqrdc2 (a slope on x * 1e-200 is estimated, not aliased)
     x_scale = y_scale = None
-    if _any_extreme(X, Y):  # one pass over both; the scales themselves only where needed
+    # (a given triangle: the caller found no column to scale in its pass)
+    if triangle is None and _any_extreme(X, Y):  # one pass over both; the scales only where needed
         x_scale, y_scale = _column_scales(X), _column_scales(Y)
     if x_scale is not None:
         X = X / x_scale
     if y_scale is not None:
         Y = Y / y_scale
-    tri = tsqr_triangle(X, Y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
+    if triangle is not None:
+        tri = triangle
+    else:
+        tri = tsqr_triangle(X, Y, block_rows=block_rows, chunk_rows=chunk_rows, parallel=parallel)
     # R's rank rule on the triangle; residual part of Y: the rows of Q'Y beyond the rank plus
     # what lies outside Q0's span
     r, qty, rank, pivot, resid_ss = _rank_triangle(tri, p, float(tol))
@@ -744,12 +823,14 @@ def _back_substitute(r: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = None,
                   tol: float = QR_TOLERANCE, block_rows: int = BLOCK_ROWS,
-                  chunk_rows: int = CHUNK_ROWS, parallel: bool = True) -> LeastSquares:
+                  chunk_rows: int = CHUNK_ROWS, parallel: bool = True,
+                  triangle: np.ndarray | None = None) -> LeastSquares:
     """Fit y = X b by the one-pass pivoted QR; every statistic of R's ``summary.lm``.
 
     X: (n, p) float64 (C-contiguous avoids a copy), y: (n,). ``has_intercept`` decides R's
     centred (True) or uncentred (False) R-squared and F; None = "X has a column of ones".
-    Raises ModelSpecError when n < p or p == 0, DataError on non-finite values.
+    Raises ModelSpecError when n < p or p == 0, DataError on non-finite values. ``triangle``:
+    [X | y]'s TSQR triangle already made (``tsqr_columns``; see ``pivoted_qr``).
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1)
@@ -770,7 +851,7 @@ def least_squares(X: np.ndarray, y: np.ndarray, *, has_intercept: bool | None = 
         has_intercept = any(bool(np.all(X[:, j] == 1.0)) for j in np.flatnonzero(X[0] == 1.0))
     t0 = time.perf_counter()
     qr = pivoted_qr(X, y, tol=tol, block_rows=block_rows, chunk_rows=chunk_rows,
-                    parallel=parallel)
+                    parallel=parallel, triangle=triangle)
     k = qr.rank
     coef_piv = _back_substitute(qr.r[:k, :k], qr.qty[:k, 0]) if k else np.zeros(0)
     t1 = time.perf_counter()
@@ -1135,7 +1216,9 @@ def ols(formula: str, data, *, data_name: str = "data",
             raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
         check_cluster_columns(data, cluster_names)
     t0 = time.perf_counter()
-    mf = model_frame(formula, data, allow_random=False)
+    mf, triangle, seconds_tsqr = _numeric_frame(formula, data) if kind is None else (None, None, 0.0)
+    if mf is None:
+        mf = model_frame(formula, data, allow_random=False)
     t1 = time.perf_counter()
     n, p = mf.X.shape
     if n == 0:
@@ -1152,11 +1235,13 @@ def ols(formula: str, data, *, data_name: str = "data",
 
         clusters = cluster_codes(data, cluster_names, mf.rows)
     try:
-        ls = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept, tol=tol)
+        ls = least_squares(mf.X, mf.y, has_intercept=mf.has_intercept, tol=tol, triangle=triangle)
     except DataError:
         raise DataError(_non_finite_message(mf)) from None
     index = data.index[mf.rows] if mf.n_dropped else data.index
-    timings = {"model_frame": t1 - t0, "qr": ls.seconds_qr, "residuals": ls.seconds_resid}
+    # where the design was written by the factorisation's pass, that pass counts as QR
+    timings = {"model_frame": t1 - t0 - seconds_tsqr, "qr": ls.seconds_qr + seconds_tsqr,
+               "residuals": ls.seconds_resid}
     robust = None
     if kind is not None:
         from engine.robust import robust_covariance
@@ -1171,6 +1256,30 @@ def ols(formula: str, data, *, data_name: str = "data",
                       call=list(_call_lines(mf.formula, data_name)), n_dropped=mf.n_dropped,
                       model_frame=mf, timings=timings, robust=robust,
                       data_columns=data.columns)
+
+
+def _numeric_frame(formula: str, data) -> tuple:
+    """(ModelFrame, TSQR triangle of [X | y], its seconds) for a large design of plain float64 columns
+    (``engine.formula.numeric_design``): one pass reads the columns in place, factors them and
+    writes X, instead of a pass writing X and another reading it. (None, None) where that does
+    not apply or the pass met a NaN or Inf (``model_frame`` then drops or reports the rows)."""
+    design = numeric_design(formula, data)
+    if design is None:
+        return None, None, 0.0
+    n = design.source.shape[1]
+    p = len(design.column_names)
+    if n < p:
+        return None, None, 0.0  # model_frame's route reports it
+    y = np.array(design.response, dtype=np.float64, copy=True)
+    X = np.empty((n, p), dtype=np.float64)
+    t0 = time.perf_counter()
+    finite, triangle = tsqr_columns(design.source, design.cols, design.intercept, y, X)
+    seconds = time.perf_counter() - t0
+    if not finite:
+        return None, None, 0.0
+    if triangle is None:  # a column to scale: least_squares factors the written X as usual
+        seconds = 0.0
+    return numeric_frame(design, y, X), triangle, seconds
 
 
 def _non_finite_message(mf) -> str:
