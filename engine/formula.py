@@ -578,6 +578,23 @@ def _close_matches(name: str, columns) -> str:
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
+def _plain_columns(data: pd.DataFrame, names) -> list | None:
+    """Each of ``names``' values (numpy arrays or ExtensionArrays, never copied) when every name is one
+    column of ``data``; None otherwise (the fast paths then leave the frame to the general path, whose
+    ``_column`` raises the named error)."""
+    columns_index = data.columns
+    arrays = []
+    for name in names:
+        try:
+            loc = columns_index.get_loc(name)
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):
+            return None
+        if type(loc) is not int:
+            return None
+        arrays.append(data._get_column_array(loc))
+    return arrays
+
+
 def _column(data: pd.DataFrame, name: str, formula: str, pos: int | None):
     """The values of column ``name`` (a numpy array or pandas ExtensionArray, never copied)."""
     try:
@@ -1100,19 +1117,9 @@ def numeric_design(formula: str, data: pd.DataFrame) -> NumericDesign | None:
         return None
     if [term.variables[0] for term in parsed.terms] != list(range(1, len(plan.names))):
         return None
-    columns_index = data.columns
-    arrays = []
-    for name in plan.names:
-        try:
-            loc = columns_index.get_loc(name)
-        except (KeyError, TypeError, pd.errors.InvalidIndexError):
-            return None
-        if type(loc) is not int:
-            return None
-        column = data._get_column_array(loc)
-        if type(column) is not np.ndarray or column.dtype != np.float64:
-            return None
-        arrays.append(column)
+    arrays = _plain_columns(data, plan.names)
+    if arrays is None or any(type(c) is not np.ndarray or c.dtype != np.float64 for c in arrays):
+        return None
     n = len(data)
     if len(arrays) < 2:
         return None
@@ -1178,18 +1185,10 @@ def _plain_frame(plan: _PlainPlan, data: pd.DataFrame) -> ModelFrame | None:
     per-variable objects of the general path (its bookkeeping was most of a small frame's time).
     None for anything else or anything unusual (another column type, a missing column, +-Inf, no
     rows left, a factor with one level), which the general path then handles, errors included."""
-    columns_index = data.columns
-    getter = data._get_column_array
     n = len(data)
-    arrays = []
-    for name in plan.names:
-        try:
-            loc = columns_index.get_loc(name)
-        except (KeyError, TypeError, pd.errors.InvalidIndexError):
-            return None
-        if type(loc) is not int:
-            return None
-        arrays.append(getter(loc))
+    arrays = _plain_columns(data, plan.names)
+    if arrays is None:
+        return None
     numeric: list = []   # the numeric variables' float64 values on all rows
     scan: list = []      # whether each may hold NaN or Inf (a float column)
     codes: list = []     # the factors' codes on all rows (-1: missing)
