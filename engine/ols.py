@@ -307,59 +307,92 @@ def _tsqr_columns_rows(source, cols, intercept, y, big, start, stop, block_rows)
     while i0 < stop:
         nb = min(block_rows, stop - i0)
         if intercept:
+            big[0] = 1.0
             for r in range(nb):
                 block[0, r] = 1.0
         if by_rows:  # rows of a row-major array: read each row's columns together
             for r in range(nb):
                 for c in range(cols.shape[0]):
                     block[off + c, r] = source[cols[c], i0 + r]
-        else:
+            for c in range(off, p):
+                b = big[c]
+                for r in range(nb):
+                    v = abs(block[c, r])
+                    b = v if v > b else b
+                big[c] = b
+        else:  # each column's largest magnitude as it is copied (a separate sweep: +20% here)
             for c in range(cols.shape[0]):
                 s = cols[c]
+                b = big[off + c]
                 for r in range(nb):
-                    block[off + c, r] = source[s, i0 + r]
+                    v = source[s, i0 + r]
+                    block[off + c, r] = v
+                    a = abs(v)
+                    b = a if a > b else b
+                big[off + c] = b
+        b = big[p]
         for r in range(nb):
-            block[p, r] = y[i0 + r]
-        for c in range(m):
-            b = big[c]
-            for r in range(nb):
-                v = abs(block[c, r])
-                b = v if v > b else b
-            big[c] = b
+            v = y[i0 + r]
+            block[p, r] = v
+            a = abs(v)
+            b = a if a > b else b
+        big[p] = b
         _stack_householder_panel4(tri, block, nb)
         i0 += nb
     return tri
 
 
 @numba.njit(cache=True, nogil=True)
-def _columns_fitted_rows(source, cols, intercept, coef, y, fitted, resid, start, stop, block_rows):
+def _columns_fitted_rows(source, cols, intercept, coef, y, fitted, resid, start, stop):
     """fitted = X coef and resid = y - fitted over rows [start, stop), X = [1 | source[cols].T]
     (n, p) read from the columns in place (source (k, n) strided, cols (p - intercept,), coef
     (p,), y, fitted, resid (n,)), X never formed. Each row's sum has one fixed order, the design's
     column order: coef[0] (the intercept), then + coef[j] x_ij for j = 1, ..., p - 1 left to
     right, one multiply and one add each (no reassociation, no fused multiply-add), whatever the
     layout, the row range or the number of threads; BLAS's X @ b (``least_squares``) sums in its
-    own order, so the two agree to rounding (~1e-16 relative), not bit for bit. Rows go
-    ``block_rows`` at a time, column by column, so the running sums stay in L1 and each cache line
-    of the columns is read from memory once."""
+    own order, so the two agree to rounding (~1e-16 relative), not bit for bit. Eight rows at a
+    time, each in its own register, the columns inner: eight independent sums hide the add
+    latency, and the reads walk each column (or, row-major, each row) forwards; a running sum
+    per row in memory instead (rows inner) took twice as long (10^6 x 49, loaded machine: 68-83
+    ms -> 36-40 ms CPU, BLAS X @ b on a formed X 20-30 ms)."""
     off = 1 if intercept else 0
     k = cols.shape[0]
-    acc = np.empty(block_rows)
     b0 = coef[0] if intercept else 0.0
-    i0 = start
-    while i0 < stop:
-        nb = min(block_rows, stop - i0)
-        for r in range(nb):
-            acc[r] = b0
-        for c in range(k):
-            s = cols[c]
-            b = coef[off + c]
+    acc = np.empty(8)
+    i = start
+    while i < stop:
+        nb = min(8, stop - i)
+        if nb == 8:
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = b0
+            for c in range(k):
+                s = cols[c]
+                b = coef[off + c]
+                a0 += b * source[s, i]
+                a1 += b * source[s, i + 1]
+                a2 += b * source[s, i + 2]
+                a3 += b * source[s, i + 3]
+                a4 += b * source[s, i + 4]
+                a5 += b * source[s, i + 5]
+                a6 += b * source[s, i + 6]
+                a7 += b * source[s, i + 7]
+            acc[0] = a0
+            acc[1] = a1
+            acc[2] = a2
+            acc[3] = a3
+            acc[4] = a4
+            acc[5] = a5
+            acc[6] = a6
+            acc[7] = a7
+        else:  # the last rows, one at a time, in the same order
             for r in range(nb):
-                acc[r] += b * source[s, i0 + r]
+                a = b0
+                for c in range(k):
+                    a += coef[off + c] * source[cols[c], i + r]
+                acc[r] = a
         for r in range(nb):
-            fitted[i0 + r] = acc[r]
-            resid[i0 + r] = y[i0 + r] - acc[r]
-        i0 += nb
+            fitted[i + r] = acc[r]
+            resid[i + r] = y[i + r] - acc[r]
+        i += nb
 
 
 @numba.njit(cache=True, nogil=True)
@@ -679,8 +712,7 @@ def columns_fitted(source: np.ndarray, cols: np.ndarray, intercept: bool, coef: 
     coef = np.ascontiguousarray(coef, dtype=np.float64)
 
     def run(span):
-        _columns_fitted_rows(source, cols, intercept, coef, y, fitted, resid, span[0], span[1],
-                             BLOCK_ROWS)
+        _columns_fitted_rows(source, cols, intercept, coef, y, fitted, resid, span[0], span[1])
 
     if len(spans) == 1 or not parallel:
         for span in spans:

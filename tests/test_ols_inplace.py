@@ -136,12 +136,14 @@ def test_the_data_is_not_modified():
 
 
 def test_frame_built_from_an_array_slice():
-    # pd.DataFrame(X[:, 1:]) keeps X's memory: its columns are strided rows of one row-major
-    # array (benchmarks/bench_ols.py builds its frame so)
+    # pd.DataFrame(X[:, 1:], copy=False) keeps X's memory: its columns are strided rows of one
+    # row-major array (the in-place passes' row-major branch; pandas 3 copies without copy=False)
     rng = np.random.default_rng(5)
     X = rng.standard_normal((90001, 8))
     names = [f"x{j}" for j in range(1, 8)]
-    data = pd.DataFrame(X[:, 1:], columns=names).assign(y=X[:, 0] + rng.standard_normal(90001))
+    data = pd.DataFrame(X[:, 1:], columns=names, copy=False).assign(y=X[:, 0] + rng.standard_normal(90001))
+    source = eo.numeric_design("y ~ x1", data).source
+    assert source.strides[0] < source.strides[1] and np.shares_memory(source, X)
     _assert_identical("y ~ " + " + ".join(names), data, True)
     _assert_identical("y ~ x7 + x2 + x5", data, True)
 
