@@ -525,7 +525,8 @@ class ModelFrame:
     ``groups`` the grouping factors: one per bar and level of nesting when every bar is
     ``(1 | g)``, else each distinct grouping factor once.
 
-    See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns;
+    See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns (a frame
+    ``engine.ols`` fitted from the columns in place, ``numeric_frame``, gathers it on first access);
     ``assign[j]`` is the term index of column j (0 = intercept, terms numbered from 1).
     """
 
