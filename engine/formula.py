@@ -71,7 +71,7 @@ import pandas as pd
 
 from engine.errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
 from engine.formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
-                              kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
+                              gather_columns, kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
 from engine.rcompat.collate import r_sort_key
 from engine.rcompat.language import Bar as _Bar
 from engine.rcompat.language import BinOp as _BinOp
@@ -525,7 +525,8 @@ class ModelFrame:
     ``groups`` the grouping factors: one per bar and level of nesting when every bar is
     ``(1 | g)``, else each distinct grouping factor once.
 
-    See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns;
+    See /work/notes/interfaces.md. ``X`` is (n, p) C-contiguous float64 with R's columns (a frame
+    ``engine.ols`` fitted from the columns in place, ``numeric_frame``, gathers it on first access);
     ``assign[j]`` is the term index of column j (0 = intercept, terms numbered from 1).
     """
 
@@ -1161,11 +1162,31 @@ def _column_block(arrays: list[np.ndarray], n: int) -> tuple[np.ndarray, list[in
     return view, [(x - first) // col for x in addresses]
 
 
-def numeric_frame(design: NumericDesign, y: np.ndarray, X: np.ndarray) -> ModelFrame:
-    """The ModelFrame ``model_frame`` returns for ``design`` (no row dropped), from its y and X."""
+def numeric_frame(design: NumericDesign, y: np.ndarray, data: pd.DataFrame) -> ModelFrame:
+    """The ModelFrame ``model_frame`` returns for ``design`` (no row dropped), from its y (n,);
+    its X is not written here but gathered from the columns on first access (``_ColumnsFrame``),
+    so a fit that reads the columns in place (``engine.ols``) never writes the n x p design."""
     n = y.shape[0]
-    return _model_frame_of(design.parsed, y, X, list(design.column_names), design.assign.copy(),
-                           np.arange(n, dtype=np.int64), 0, [], {}, n, ())
+    frame = _model_frame_of(design.parsed, y, None, list(design.column_names), design.assign.copy(),
+                            np.arange(n, dtype=np.int64), 0, [], {}, n, (), kind=_ColumnsFrame)
+    # a shallow copy: pandas (copy-on-write) then copies the block before any later in-place change
+    # to ``data``, so the columns X is gathered from stay the ones the model was fitted to
+    object.__setattr__(frame, "design", design)
+    object.__setattr__(frame, "_data", data.copy(deep=False))
+    return frame
+
+
+class _ColumnsFrame(ModelFrame):
+    """A ModelFrame of a ``NumericDesign`` (``numeric_frame``): ``design`` holds the columns read
+    in place; ``X`` ((n, p) C-contiguous float64, the same values as ``model_frame``'s) is
+    gathered from them on first access and kept."""
+
+    @functools.cached_property
+    def X(self) -> np.ndarray:  # noqa: N802 - ModelFrame's field name
+        design = self.design
+        X = np.empty((self.y.shape[0], len(design.column_names)), dtype=np.float64)
+        gather_columns(design.source, design.cols, design.intercept, X)
+        return X
 
 
 def _plain_factor(column, name: str):
@@ -1355,9 +1376,10 @@ def _assemble(text: str, parsed: Formula, data: pd.DataFrame, variables: list[_V
 
 
 def _model_frame_of(parsed: Formula, y, X, column_names, assign, rows, n_dropped, groups, factors,
-                    n_original, random_effects) -> ModelFrame:
-    """The ModelFrame of ``parsed`` from the finished pieces (both paths of ``model_frame``)."""
-    return ModelFrame(
+                    n_original, random_effects, kind=None) -> ModelFrame:
+    """The ModelFrame of ``parsed`` from the finished pieces (both paths of ``model_frame``);
+    ``kind``: ``_ColumnsFrame`` for ``numeric_frame`` (X None: gathered on first access)."""
+    frame = (kind or ModelFrame)(
         formula=parsed.text,
         response_name=parsed.response,
         y=y,
@@ -1375,6 +1397,9 @@ def _model_frame_of(parsed: Formula, y, X, column_names, assign, rows, n_dropped
         n_original=n_original,
         random_effects=random_effects,
     )
+    if X is None:  # the dataclass set the instance's X: let _ColumnsFrame's cached X take over
+        del frame.__dict__["X"]
+    return frame
 
 
 def _random_part(text: str, parsed: Formula, kept_by_label: dict, columns: dict,

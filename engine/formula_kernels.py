@@ -275,3 +275,20 @@ def kept_codes_2d(codes, rows, subset, n_levels):
             present[j, c] = here[c]
             complete[j] &= here[c]
     return out, present, complete
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_columns(source, cols, intercept, X):
+    """Write the design X (n, p) = [1 | source[cols].T] (the intercept column only where
+    ``intercept``) from the columns in place: source (k, n) float64, any strides (a DataFrame's
+    float64 block, ``engine.formula.numeric_design``), cols (p - intercept,) int64 rows of it.
+    A copy, so the values are bit for bit the columns'; row by row, so X's rows are written in
+    order and each source cache line is read once (its 8 rows' values in neighbouring rows)."""
+    n = X.shape[0]
+    off = 1 if intercept else 0
+    k = cols.shape[0]
+    for i in range(n):
+        if intercept:
+            X[i, 0] = 1.0
+        for c in range(k):
+            X[i, off + c] = source[cols[c], i]
