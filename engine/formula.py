@@ -1173,7 +1173,23 @@ def numeric_frame(design: NumericDesign, y: np.ndarray, data: pd.DataFrame) -> M
     # to ``data``, so the columns X is gathered from stay the ones the model was fitted to
     object.__setattr__(frame, "design", design)
     object.__setattr__(frame, "_data", data.copy(deep=False))
+    if not _pandas_copy_on_write():
+        # without copy-on-write (pandas 2 by default) the shallow copy shares the user's block and a
+        # later ``data.loc[...] = ...`` would reach an X gathered afterwards: gather it now
+        frame.X  # noqa: B018 - the cached property, computed while the columns are the fitted ones
+        object.__setattr__(frame, "_data", None)
     return frame
+
+
+def _pandas_copy_on_write() -> bool:
+    """Whether pandas copies a shared block before writing to it (always from pandas 3; an option
+    in pandas 2)."""
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    try:
+        return pd.get_option("mode.copy_on_write") is True
+    except (KeyError, ValueError):  # pandas 2.0 before the option existed
+        return False
 
 
 class _ColumnsFrame(ModelFrame):

@@ -178,3 +178,17 @@ def test_design_on_demand_is_the_fitted_data():
     data.loc[0, "x1"] = 99.0
     data["x2"] *= 2.0
     assert np.array_equal(fit.model_frame.X, expected)
+
+
+def test_design_gathered_at_fit_without_copy_on_write(monkeypatch):
+    # pandas 2 without copy-on-write shares a shallow copy's block with the user's frame: the
+    # in-place route then gathers X at the fit, so a later change to the frame cannot reach it
+    import engine.formula as formula_module
+
+    monkeypatch.setattr(formula_module, "_pandas_copy_on_write", lambda: False)
+    data, names = _frame(70000, 3, seed=5)
+    fit = engine.ols("y ~ x1 + x2 + x3", data)
+    assert "X" in fit.model_frame.__dict__ and fit.model_frame._data is None
+    expected = np.column_stack([np.ones(70000), data[names].to_numpy()])
+    data.loc[0, "x1"] = 99.0
+    assert np.array_equal(fit.model_frame.X, expected)
