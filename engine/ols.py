@@ -595,14 +595,15 @@ def _rank_triangle(tri, p, tol):
             qty[i, c] = rhs[c, i]
     resid_ss = np.empty(q)
     squares = np.empty(max(p - rank, q))
+    first = np.int64(0)  # not a literal 0: one compiled _pairwise_sum / _pairwise_block, not two
     for c in range(q):
         for i in range(rank, p):
             squares[i - rank] = rhs[c, i] * rhs[c, i]
-        head = _pairwise_sum(squares, 0, p - rank)
+        head = _pairwise_sum(squares, first, p - rank)
         for i in range(q):
             v = tri[p + i, p + c]
             squares[i] = v * v
-        resid_ss[c] = head + _pairwise_sum(squares, 0, q)
+        resid_ss[c] = head + _pairwise_sum(squares, first, q)
     return r, qty, rank, pivot, resid_ss
 
 
