@@ -20,7 +20,7 @@ double range):
   log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f), R fdlibm's Lg1..Lg7 polynomial.
   -1 gives -inf, x < -1 NaN, +inf inf.
 
-The ``_value`` forms are inlined, so a caller's own loop (the GLM row pass) fuses them with its
+The ``_value`` forms are inlined by LLVM (their fast-math flags kept), so a caller's own loop (the GLM row pass) fuses them with its
 arithmetic; ``out`` may be ``x``; ``exp`` and ``log1p`` return new arrays.
 Fused multiply-adds are allowed (``contract``; as engine.loo's ``_exp_shifted``, a range-limited
 form of ``exp_into``): as accurate, and faster.
@@ -78,7 +78,7 @@ def bits_from_float(typingctx, value):
     return sig, codegen
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def exp_value(x):
     """exp(x) for one double (module docstring): branch-free, so a loop of it vectorises."""
     v = EXP_MAX if x > EXP_MAX else x  # noqa: FURB136 - selects that NaN passes (min/max need not)
@@ -105,7 +105,7 @@ def exp_value(x):
     return (p * float_from_bits((half + 1023) << 52)) * float_from_bits((k - half + 1023) << 52)
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def log1p_value(x):
     """log1p(x) for one double (module docstring): branch-free, so a loop of it vectorises."""
     u = 1.0 + x

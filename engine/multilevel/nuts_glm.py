@@ -31,8 +31,9 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
+from engine._vecmath import exp_value, log1p_value
 from engine.errors import EngineInputError, ModelSpecError
-from engine.multilevel.families import POISSON, GLMModel, design_matrix
+from engine.multilevel.families import BERNOULLI, POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
 from engine.multilevel.nuts_slopes import (add_priors, backprop_terms, coefficients, group_sds, layout,
                                           max_group_dim, term_factors, z_starts)
@@ -57,17 +58,19 @@ __all__ = ["NUTS_GLM", "GLMNutsSampler", "sample_chain"]
 def row_log_lik(family, y, trials, eta):
     """(log-likelihood up to a constant, its derivative in eta) of one merged row.
 
-    bernoulli / binomial: y log p + (n - y) log(1 - p) = y eta - n log(1 + e^eta), derivative
-    y - n logistic(eta), both from one exponential e = exp(-|eta|); poisson with multiplicity m
-    (``trials``): y eta - m e^eta, derivative y - m e^eta.
+    bernoulli / binomial: y log p + (n - y) log(1 - p) = y eta - n log(1 + e^eta) = y eta - n (max(eta, 0)
+    + log1p(e)), derivative y - n logistic(eta) = y - n (1 or e) / (1 + e) (eta > 0 or not), both from
+    one exponential e = exp(-|eta|); poisson with multiplicity m (``trials``): y eta - m e^eta,
+    derivative y - m e^eta. engine._vecmath's exp and log1p (within an ulp of libm's) and selects
+    instead of branches, so a loop of rows vectorises.
     """
     if family == POISSON:
-        mean = trials * math.exp(eta)  # trials: how many identical rows this one stands for
+        mean = trials * exp_value(eta)  # trials: how many identical rows this one stands for
         return y * eta - mean, y - mean
-    e = math.exp(-abs(eta))
-    if eta > 0.0:
-        return y * eta - trials * (eta + math.log1p(e)), y - trials / (1.0 + e)
-    return y * eta - trials * math.log1p(e), y - trials * e / (1.0 + e)
+    e = exp_value(-abs(eta))
+    positive = eta > 0.0
+    softplus = (eta if positive else 0.0) + log1p_value(e)
+    return y * eta - trials * softplus, y - trials * (1.0 if positive else e) / (1.0 + e)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -85,12 +88,19 @@ def fixed_predictor(Wt, theta, q):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def rows_log_lik(family, y, trials, eta, d):
-    """Sum over rows of row_log_lik (in row order); d (M,) <- each row's derivative."""
+    """Sum over rows of row_log_lik (in row order); d (M,) <- each row's derivative. The rows' terms
+    and derivatives are one vectorised loop (no sum carried), the sum a second."""
+    n = eta.shape[0]
+    terms = np.empty(n)
+    if family == POISSON:  # a constant family per loop: no branch on it inside
+        for i in range(n):
+            terms[i], d[i] = row_log_lik(POISSON, y[i], trials[i], eta[i])
+    else:  # bernoulli and binomial: the same logistic terms
+        for i in range(n):
+            terms[i], d[i] = row_log_lik(BERNOULLI, y[i], trials[i], eta[i])
     total = 0.0
-    for i in range(eta.shape[0]):
-        lp, di = row_log_lik(family, y[i], trials[i], eta[i])
-        d[i] = di
-        total += lp
+    for i in range(n):
+        total += terms[i]
     return total
 
 
