@@ -106,15 +106,18 @@ def exp_value(x):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def log1p_value(x):
-    """log1p(x) for one double (module docstring): branch-free, so a loop of it vectorises."""
+def log1p_and_reciprocal(x):
+    """(log1p(x), 1 / (1 + x)) for one double (module docstring), branch-free: log1p needs the
+    reciprocal for its correction term, and the logistic log-likelihood's derivative needs it too
+    (x = exp(-|eta|)), so one division serves both."""
     u = 1.0 + x
+    inverse = 1.0 / u
     shifted = bits_from_float(u) - SQRT_HALF_BITS
     k = shifted >> 52  # u = 2^k m, m in [sqrt(2)/2, sqrt(2))
     m = float_from_bits((shifted & MANTISSA_BITS) + SQRT_HALF_BITS)
     # the rounding error of u = 1 + x, relative to u (both differences exact: Sterbenz' lemma)
     c = (1.0 - (u - x)) if k >= 2 else (x - (u - 1.0))
-    c = c / u
+    c = c * inverse  # c is below an ulp of the result: its own rounding does not show
     small = (x > -0.2928932188134524) & (x < 0.41421356237309503)  # 1 + x in (sqrt(2)/2, sqrt(2))
     f = x if small else m - 1.0
     c = 0.0 if small else c
@@ -130,7 +133,13 @@ def log1p_value(x):
     result = np.inf if x == np.inf else result
     result = -np.inf if x == -1.0 else result
     result = np.nan if x < -1.0 else result
-    return x if math.isnan(x) else result
+    return (x if math.isnan(x) else result), inverse
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def log1p_value(x):
+    """log1p(x) for one double (module docstring): branch-free, so a loop of it vectorises."""
+    return log1p_and_reciprocal(x)[0]
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -161,3 +170,27 @@ def log1p(x):
     out = np.empty(x.shape[0])
     log1p_into(x, out)
     return out
+
+
+# Sums whose additions may be reassociated (and nothing else of fastmath): a left-to-right sum waits
+# on each addition (latency-bound, scalar); reassociated, LLVM keeps vector partial sums. The result
+# differs from the left-to-right sum by rounding only (engine.loo's _sum is the same idea).
+SUMS = {"reassoc", "contract"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")
+def sum_reassoc(x):
+    """sum_i x[i] of a 1-d array, reassociated (vector partial sums)."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += x[i]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")
+def dot_reassoc(x, w):
+    """sum_i x[i] w[i] of two 1-d arrays of one length, reassociated (vector partial sums, FMAs)."""
+    total = 0.0
+    for i in range(x.shape[0]):
+        total += x[i] * w[i]
+    return total

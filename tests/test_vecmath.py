@@ -108,3 +108,10 @@ def test_in_place(name):
     y = x.copy()
     getattr(_vecmath, name)(y, y)
     assert np.array_equal(y, want, equal_nan=True)
+
+
+def test_log1p_and_reciprocal():
+    x = np.concatenate([np.linspace(-0.99, 10, 1001), [0.0, 1e-300, np.inf]])
+    out = np.array([_vecmath.log1p_and_reciprocal(v) for v in x])
+    assert np.array_equal(out[:, 0], _vecmath.log1p(x))
+    assert np.array_equal(out[:, 1], 1.0 / (1.0 + x))

@@ -14,7 +14,7 @@ brms'. No likelihood reduces to cell sums here, but rows that share their design
 share eta and are merged first (aggregate_rows; exact up to a constant). An evaluation then costs
 O(M (q + G) + L) for the M <= N distinct rows, in four passes over them (the row passes below:
 eta, the log-likelihood with its derivative d_i = y_i - n_i logistic(eta_i) or y_i - m_i exp(eta_i)
-from row_log_lik, W'd, and the level sums of d).
+from rows_log_lik, W'd, and the level sums of d).
 
 The density has engine.nuts' fixed signature (theta, data, index), so the cached NUTS kernel
 (Stan's adaptation, multinomial NUTS, engine.nuts.run_chain) serves it without recompiling.
@@ -31,9 +31,9 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine._vecmath import exp_value, log1p_value
+from engine._vecmath import dot_reassoc, exp_value, log1p_and_reciprocal, sum_reassoc
 from engine.errors import EngineInputError, ModelSpecError
-from engine.multilevel.families import BERNOULLI, POISSON, GLMModel, design_matrix
+from engine.multilevel.families import POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
 from engine.multilevel.nuts_slopes import (add_priors, backprop_terms, coefficients, group_sds, layout,
                                           max_group_dim, term_factors, z_starts)
@@ -55,22 +55,15 @@ __all__ = ["NUTS_GLM", "GLMNutsSampler", "sample_chain"]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def row_log_lik(family, y, trials, eta):
-    """(log-likelihood up to a constant, its derivative in eta) of one merged row.
-
-    bernoulli / binomial: y log p + (n - y) log(1 - p) = y eta - n log(1 + e^eta) = y eta - n (max(eta, 0)
-    + log1p(e)), derivative y - n logistic(eta) = y - n (1 or e) / (1 + e) (eta > 0 or not), both from
-    one exponential e = exp(-|eta|); poisson with multiplicity m (``trials``): y eta - m e^eta,
-    derivative y - m e^eta. engine._vecmath's exp and log1p (within an ulp of libm's) and selects
-    instead of branches, so a loop of rows vectorises.
-    """
-    if family == POISSON:
-        mean = trials * exp_value(eta)  # trials: how many identical rows this one stands for
-        return y * eta - mean, y - mean
-    e = exp_value(-abs(eta))
+def logistic_terms(y, trials, eta, e):
+    """(log-likelihood up to a constant, its derivative in eta) of one merged bernoulli / binomial row,
+    given e = exp(-|eta|): y log p + (n - y) log(1 - p) = y eta - n log(1 + e^eta)
+    = y eta - n (max(eta, 0) + log1p(e)), derivative y - n logistic(eta) = y - n (1 or e) / (1 + e)
+    (eta > 0 or not). Selects, no branch; 1 / (1 + e) is log1p's own reciprocal (one division)."""
     positive = eta > 0.0
-    softplus = (eta if positive else 0.0) + log1p_value(e)
-    return y * eta - trials * softplus, y - trials * (1.0 if positive else e) / (1.0 + e)
+    log1p_e, inverse = log1p_and_reciprocal(e)
+    softplus = (eta if positive else 0.0) + log1p_e
+    return y * eta - trials * softplus, y - trials * (1.0 if positive else e) * inverse
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -88,16 +81,28 @@ def fixed_predictor(Wt, theta, q):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def rows_log_lik(family, y, trials, eta, d):
-    """Sum over rows of row_log_lik (in row order); d (M,) <- each row's derivative. The rows' terms
-    and derivatives are one vectorised loop (no sum carried), the sum a second."""
+    """Sum over the merged rows of the log-likelihood (up to a constant); d (M,) <- each row's
+    derivative in eta: logistic_terms, or for poisson with multiplicity m (``trials``)
+    y eta - m e^eta, derivative y - m e^eta.
+
+    engine._vecmath's exp and log1p (within an ulp of libm's) with selects for branches, in loops
+    that carry no sum, so LLVM vectorises them: the exponentials (into d), then the terms and
+    derivatives, then their sum (reassociated: vector partial sums).
+    """
     n = eta.shape[0]
     terms = np.empty(n)
-    if family == POISSON:  # a constant family per loop: no branch on it inside
+    if family == POISSON:
         for i in range(n):
-            terms[i], d[i] = row_log_lik(POISSON, y[i], trials[i], eta[i])
-    else:  # bernoulli and binomial: the same logistic terms
+            d[i] = exp_value(eta[i])
         for i in range(n):
-            terms[i], d[i] = row_log_lik(BERNOULLI, y[i], trials[i], eta[i])
+            mean = trials[i] * d[i]  # trials: how many identical rows this one stands for
+            terms[i] = y[i] * eta[i] - mean
+            d[i] = y[i] - mean
+    else:  # bernoulli and binomial
+        for i in range(n):
+            d[i] = exp_value(-abs(eta[i]))
+        for i in range(n):
+            terms[i], d[i] = logistic_terms(y[i], trials[i], eta[i], d[i])
     total = 0.0
     for i in range(n):
         total += terms[i]
@@ -106,28 +111,9 @@ def rows_log_lik(family, y, trials, eta, d):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def fixed_gradient(Wt, d, q, grad):
-    """grad[a] <- sum_i d_i W[i, a] for a < q (row order), eight coefficients per pass over the rows:
-    independent sums in registers, so a pass costs about one sum's chain of additions. A last block
-    of fewer than eight repeats its final column (the same sum again, not stored)."""
-    n = d.shape[0]
-    last = q - 1
-    for a in range(0, q, 8):
-        w0, w1, w2, w3 = Wt[a], Wt[min(a + 1, last)], Wt[min(a + 2, last)], Wt[min(a + 3, last)]
-        w4, w5, w6, w7 = Wt[min(a + 4, last)], Wt[min(a + 5, last)], Wt[min(a + 6, last)], Wt[min(a + 7, last)]
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-        for i in range(n):
-            di = d[i]
-            s0 += di * w0[i]
-            s1 += di * w1[i]
-            s2 += di * w2[i]
-            s3 += di * w3[i]
-            s4 += di * w4[i]
-            s5 += di * w5[i]
-            s6 += di * w6[i]
-            s7 += di * w7[i]
-        sums = (s0, s1, s2, s3, s4, s5, s6, s7)
-        for k in range(min(q - a, 8)):
-            grad[a + k] = sums[k]
+    """grad[a] <- sum_i d_i W[i, a] for a < q: one reassociated (vectorised) dot product per column."""
+    for a in range(q):
+        grad[a] = dot_reassoc(d, Wt[a])
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -313,7 +299,7 @@ def to_canonical(model: GLMModel, theta_draws: np.ndarray) -> tuple[np.ndarray, 
 # term structure, r = D L z and its chain rule (LKJ prior included) are nuts_slopes' kernels, run on
 # the same packed layout (slopes_args, read through its layout from a slice); only the likelihood differs:
 # it is over the (aggregated) rows, eta_i = w_i' gamma + sum_g z_{g,i}' r_g[l_g(i)], with
-# d log p / d eta_i (row_log_lik) summed into gamma and the levels' coefficients by the row passes.
+# d log p / d eta_i (rows_log_lik) summed into gamma and the levels' coefficients by the row passes.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
