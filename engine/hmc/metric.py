@@ -112,6 +112,25 @@ def kinetic_energy_arrays(momentum, is_dense, diagonal, inverse):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def velocity_and_kinetic_arrays(momentum, is_dense, diagonal, inverse, out):
+    """out ← M⁻¹ p and returns ½ pᵀ M⁻¹ p in one pass over p, the same operations in the same order
+    as velocity_into_arrays and kinetic_energy_arrays (bit-identical), without a buffer."""
+    n = momentum.shape[0]
+    total = 0.0
+    if is_dense:
+        for i in range(n):
+            out[i] = dense_velocity_entry(momentum, inverse, i)
+        for i in range(n):
+            total += momentum[i] * out[i]
+    else:
+        for i in range(n):
+            sharp = diagonal[i] * momentum[i]
+            out[i] = sharp
+            total += momentum[i] * sharp
+    return 0.5 * total
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def kinetic_energy(momentum, metric):
     """½ pᵀ M⁻¹ p (no allocation with the diagonal metric)."""
     return kinetic_energy_arrays(momentum, metric.is_dense, metric.inverse_diagonal, metric.inverse_dense)

@@ -45,7 +45,7 @@ import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine.hmc.integrator import leapfrog_arrays
-from engine.hmc.metric import draw_momentum, kinetic_energy, kinetic_energy_arrays, velocity, velocity_into_arrays
+from engine.hmc.metric import draw_momentum, kinetic_energy, velocity, velocity_and_kinetic_arrays
 
 MAX_ENERGY_ERROR = 1000.0
 
@@ -184,26 +184,30 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
         logp = leapfrog_arrays(logp_and_grad, data, index_array, position, momentum, gradient, signed_step,
                                is_dense, diagonal, inverse)
         n_leapfrog += 1
-        kinetic = kinetic_energy_arrays(momentum, is_dense, diagonal, inverse)
+        # the leaf's velocity p♯ (into current_ends[SHARP_END]) and kinetic energy ½ pᵀ p♯ in one pass
+        kinetic = velocity_and_kinetic_arrays(momentum, is_dense, diagonal, inverse, sharp_end)
         energy = -logp + kinetic
         if math.isnan(energy):
             energy = np.inf
         leaf_log_weight = initial_energy - energy
         index = n_leapfrog_before + n_leapfrog - 1
         if index < trace_log_weight.shape[0]:
-            trace_position[index, :] = position
+            for i in range(dimension):
+                trace_position[index, i] = position[i]
             trace_log_weight[index] = leaf_log_weight
         sum_metropolis += 1.0 if leaf_log_weight > 0.0 else math.exp(leaf_log_weight)
         if energy - initial_energy > MAX_ENERGY_ERROR:
             return False, log_weight, proposal_logp, proposal_kinetic, logp, n_leapfrog, sum_metropolis, True
-        # the leaf is the current subtree of size 1
-        velocity_into_arrays(momentum, is_dense, diagonal, inverse, sharp_end)
-        current_rho[:] = momentum
-        current_ends[BEGIN, :] = momentum
-        current_ends[END, :] = momentum
-        current_ends[SHARP_BEGIN, :] = current_ends[SHARP_END]
-        proposal_position[:] = position
-        proposal_gradient[:] = gradient
+        # the leaf is the current subtree of size 1. Copies are explicit loops, several arrays per
+        # pass: a slice assignment checks shapes and overlap and loops once per array
+        for i in range(dimension):
+            p = momentum[i]
+            current_rho[i] = p
+            current_ends[BEGIN, i] = p
+            current_ends[END, i] = p
+            current_ends[SHARP_BEGIN, i] = sharp_end[i]
+            proposal_position[i] = position[i]
+            proposal_gradient[i] = gradient[i]
         proposal_logp = logp
         proposal_kinetic = kinetic
         log_weight = leaf_log_weight
@@ -217,8 +221,9 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
                 if not (rng.random() < math.exp(log_weight - merged_log_weight)):
                     take_right = False
             if not take_right:
-                proposal_position[:] = left_proposal_position[level]
-                proposal_gradient[:] = left_proposal_gradient[level]
+                for i in range(dimension):
+                    proposal_position[i] = left_proposal_position[level, i]
+                    proposal_gradient[i] = left_proposal_gradient[level, i]
                 proposal_logp = left_proposal_logp[level]
                 proposal_kinetic = left_proposal_kinetic[level]
             level_ends = left_ends[level]
@@ -234,9 +239,10 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
                 for i in range(dimension):
                     seam_rho[i] = current_rho[i] + level_ends[END, i]
                 persist = no_u_turn(level_ends, SHARP_END, current_ends, SHARP_END, seam_rho)
-            current_rho[:] = merged_rho
-            current_ends[BEGIN, :] = level_ends[BEGIN]
-            current_ends[SHARP_BEGIN, :] = level_ends[SHARP_BEGIN]
+            for i in range(dimension):
+                current_rho[i] = merged_rho[i]
+                current_ends[BEGIN, i] = level_ends[BEGIN, i]
+                current_ends[SHARP_BEGIN, i] = level_ends[SHARP_BEGIN, i]
             log_weight = merged_log_weight
             if not persist:
                 return False, log_weight, proposal_logp, proposal_kinetic, logp, n_leapfrog, sum_metropolis, False
@@ -245,11 +251,13 @@ def build_subtree(logp_and_grad, args, rng, depth, direction, step_size, metric,
             # the current subtree is the left half at this level: park it
             left_log_weight[level] = log_weight
             left_proposal_logp[level] = proposal_logp
-            left_proposal_position[level, :] = proposal_position
             left_proposal_kinetic[level] = proposal_kinetic
-            left_proposal_gradient[level, :] = proposal_gradient
-            left_rho[level, :] = current_rho
-            left_ends[level, :, :] = current_ends
+            for i in range(dimension):
+                left_proposal_position[level, i] = proposal_position[i]
+                left_proposal_gradient[level, i] = proposal_gradient[i]
+                left_rho[level, i] = current_rho[i]
+                for row in range(4):
+                    left_ends[level, row, i] = current_ends[row, i]
     return True, log_weight, proposal_logp, proposal_kinetic, logp, n_leapfrog, sum_metropolis, False
 
 
@@ -284,20 +292,23 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
     sharp = velocity(momentum, metric)
     initial_kinetic = kinetic_energy(momentum, metric)
     initial_energy = -logp + initial_kinetic
-    forward_position[:] = position
-    forward_momentum[:] = momentum
-    forward_gradient[:] = gradient
-    backward_position[:] = position
-    backward_momentum[:] = momentum
-    backward_gradient[:] = gradient
+    # copies as explicit loops, several arrays per pass (build_subtree's comment)
+    for i in range(dimension):
+        p = momentum[i]
+        forward_position[i] = position[i]
+        forward_momentum[i] = p
+        forward_gradient[i] = gradient[i]
+        backward_position[i] = position[i]
+        backward_momentum[i] = p
+        backward_gradient[i] = gradient[i]
+        for row in range(0, 8, 2):
+            ends[row, i] = p
+            ends[row + 1, i] = sharp[i]
+        rho[i] = p
+        sample_position[i] = position[i]
+        sample_gradient[i] = gradient[i]
     forward_logp = logp
     backward_logp = logp
-    for row in range(0, 8, 2):
-        ends[row, :] = momentum
-        ends[row + 1, :] = sharp
-    rho[:] = momentum
-    sample_position[:] = position
-    sample_gradient[:] = gradient
     sample_logp = logp
     sample_kinetic = initial_kinetic
     log_sum_weight = 0.0
@@ -307,33 +318,37 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
     divergent = False
     while depth < max_treedepth:
         if rng.random() > 0.5:
-            rho_backward[:] = rho
-            ends[P_BCK_FWD, :] = ends[P_FWD_BCK]
-            ends[P_SHARP_BCK_FWD, :] = ends[P_SHARP_FWD_BCK]
+            for i in range(dimension):
+                rho_backward[i] = rho[i]
+                ends[P_BCK_FWD, i] = ends[P_FWD_BCK, i]
+                ends[P_SHARP_BCK_FWD, i] = ends[P_SHARP_FWD_BCK, i]
             (valid, subtree_log_weight, proposal_logp, proposal_kinetic, forward_logp, steps, metro,
              diverged) = build_subtree(
                 logp_and_grad, args, rng, depth, 1.0, step_size, metric, initial_energy,
                 forward_position, forward_momentum, forward_gradient, forward_logp,
                 ws, n_leapfrog)
-            rho_forward[:] = current_rho
-            ends[P_FWD_BCK, :] = current_ends[BEGIN]
-            ends[P_SHARP_FWD_BCK, :] = current_ends[SHARP_BEGIN]
-            ends[P_FWD_FWD, :] = current_ends[END]
-            ends[P_SHARP_FWD_FWD, :] = current_ends[SHARP_END]
+            for i in range(dimension):
+                rho_forward[i] = current_rho[i]
+                ends[P_FWD_BCK, i] = current_ends[BEGIN, i]
+                ends[P_SHARP_FWD_BCK, i] = current_ends[SHARP_BEGIN, i]
+                ends[P_FWD_FWD, i] = current_ends[END, i]
+                ends[P_SHARP_FWD_FWD, i] = current_ends[SHARP_END, i]
         else:
-            rho_forward[:] = rho
-            ends[P_FWD_BCK, :] = ends[P_BCK_FWD]
-            ends[P_SHARP_FWD_BCK, :] = ends[P_SHARP_BCK_FWD]
+            for i in range(dimension):
+                rho_forward[i] = rho[i]
+                ends[P_FWD_BCK, i] = ends[P_BCK_FWD, i]
+                ends[P_SHARP_FWD_BCK, i] = ends[P_SHARP_BCK_FWD, i]
             (valid, subtree_log_weight, proposal_logp, proposal_kinetic, backward_logp, steps, metro,
              diverged) = build_subtree(
                 logp_and_grad, args, rng, depth, -1.0, step_size, metric, initial_energy,
                 backward_position, backward_momentum, backward_gradient, backward_logp,
                 ws, n_leapfrog)
-            rho_backward[:] = current_rho
-            ends[P_BCK_FWD, :] = current_ends[BEGIN]
-            ends[P_SHARP_BCK_FWD, :] = current_ends[SHARP_BEGIN]
-            ends[P_BCK_BCK, :] = current_ends[END]
-            ends[P_SHARP_BCK_BCK, :] = current_ends[SHARP_END]
+            for i in range(dimension):
+                rho_backward[i] = current_rho[i]
+                ends[P_BCK_FWD, i] = current_ends[BEGIN, i]
+                ends[P_SHARP_BCK_FWD, i] = current_ends[SHARP_BEGIN, i]
+                ends[P_BCK_BCK, i] = current_ends[END, i]
+                ends[P_SHARP_BCK_BCK, i] = current_ends[SHARP_END, i]
         n_leapfrog += steps
         sum_metropolis += metro
         divergent = divergent or diverged
@@ -345,8 +360,9 @@ def nuts_transition(logp_and_grad, args, rng, position, logp, gradient, step_siz
             if not (rng.random() < math.exp(subtree_log_weight - log_sum_weight)):
                 take_new = False
         if take_new:
-            sample_position[:] = proposal_position
-            sample_gradient[:] = proposal_gradient
+            for i in range(dimension):
+                sample_position[i] = proposal_position[i]
+                sample_gradient[i] = proposal_gradient[i]
             sample_logp = proposal_logp
             sample_kinetic = proposal_kinetic
         log_sum_weight = log_sum_exp(log_sum_weight, subtree_log_weight)
