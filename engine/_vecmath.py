@@ -172,19 +172,10 @@ def log1p(x):
     return out
 
 
-# Sums whose additions may be reassociated (and nothing else of fastmath): a left-to-right sum waits
-# on each addition (latency-bound, scalar); reassociated, LLVM keeps vector partial sums. The result
-# differs from the left-to-right sum by rounding only (engine.loo's _sum is the same idea).
+# Sums whose additions may be reassociated and contracted (nothing else of fastmath): a left-to-right
+# sum waits on each addition (latency-bound, scalar); reassociated, LLVM keeps vector partial sums.
+# The result differs from the left-to-right sum by rounding only (engine.loo's _sum is the same idea).
 SUMS = {"reassoc", "contract"}
-
-
-@numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")
-def sum_reassoc(x):
-    """sum_i x[i] of a 1-d array, reassociated (vector partial sums)."""
-    total = 0.0
-    for i in range(x.shape[0]):
-        total += x[i]
-    return total
 
 
 @numba.njit(cache=True, nogil=True, fastmath=SUMS, error_model="numpy")

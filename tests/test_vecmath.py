@@ -115,3 +115,11 @@ def test_log1p_and_reciprocal():
     out = np.array([_vecmath.log1p_and_reciprocal(v) for v in x])
     assert np.array_equal(out[:, 0], _vecmath.log1p(x))
     assert np.array_equal(out[:, 1], 1.0 / (1.0 + x))
+
+
+def test_dot_reassoc_is_the_dot_product_to_rounding():
+    rng = np.random.default_rng(3)
+    for n in [0, 1, 7, 33, 1080]:
+        x, w = rng.standard_normal(n), rng.standard_normal(n)
+        exact = math.fsum((x * w).tolist()) if n else 0.0
+        assert abs(_vecmath.dot_reassoc(x, w) - exact) <= 4 * n * np.finfo(float).eps * np.sum(np.abs(x * w))

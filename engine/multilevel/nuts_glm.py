@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
-from engine._vecmath import dot_reassoc, exp_value, log1p_and_reciprocal, sum_reassoc
+from engine._vecmath import dot_reassoc, exp_value, log1p_and_reciprocal
 from engine.errors import EngineInputError, ModelSpecError
 from engine.multilevel.families import POISSON, GLMModel, design_matrix
 from engine.multilevel.location import location_inputs
@@ -48,10 +48,12 @@ __all__ = ["NUTS_GLM", "GLMNutsSampler", "sample_chain"]
 # Both likelihoods (random intercepts, random slopes) run the same four passes over the M merged rows,
 # stored column by column (W', codes' as (q, M), (G, M)): the linear predictor (fixed part, then each
 # level's contribution), the per-row log-likelihood and its derivative d_i, the fixed effects' gradient
-# W'd and the levels' sums of d. The passes do exactly the floating-point operations of one fused loop
-# over the rows, in the same order per sum, so the results are the same to the bit; they are faster
-# because each sum then lives in a register (a fused loop accumulated q + G sums through memory, one
-# store-to-load wait per row and sum) and the fixed part vectorises across rows.
+# W'd and the levels' sums of d. They are faster than one fused loop over the rows because each sum
+# then lives in a register (a fused loop accumulated q + G sums through memory, one store-to-load wait
+# per row and sum) and the fixed part, the exponentials and logarithms (engine._vecmath) and the
+# per-row terms vectorise across rows. The log density sums its terms in row order (as libm's exp and
+# log1p would give it, to an ulp of theirs); W'd is reassociated (vector partial sums), so the
+# gradient differs from a left-to-right sum by rounding only.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -87,7 +89,8 @@ def rows_log_lik(family, y, trials, eta, d):
 
     engine._vecmath's exp and log1p (within an ulp of libm's) with selects for branches, in loops
     that carry no sum, so LLVM vectorises them: the exponentials (into d), then the terms and
-    derivatives, then their sum (reassociated: vector partial sums).
+    derivatives, then the sum of the terms in row order (kept: reassociated it saved ~0.7 of ~8 us
+    per gradient on the binary model but moved the log density by up to 2.5e-15 relative).
     """
     n = eta.shape[0]
     terms = np.empty(n)
