@@ -426,8 +426,9 @@ def _dqrdc2(cols, rhs, tol):
     qraux = np.empty(p)
     work1 = np.empty(p)
     work2 = np.empty(p)
-    pivot = np.arange(p)
+    pivot = np.empty(p, dtype=np.int64)
     for j in range(p):
+        pivot[j] = j  # a loop, not np.arange: arange's implementation is a separate ~1 s compile
         qraux[j] = _norm2(cols[j], np.int64(0), n)  # np.int64: a literal 0 would compile a second specialisation
         work1[j] = qraux[j]
         work2[j] = qraux[j] if qraux[j] != 0.0 else 1.0

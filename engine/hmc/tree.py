@@ -92,11 +92,13 @@ class TreeWorkspace(NamedTuple):
     trace_log_weight: np.ndarray  # (capacity,)
 
 
+# Row indices, as np.int64 rather than Python ints: Numba types a global Python int as a literal, so
+# every distinct constant passed to no_u_turn compiled a specialisation of its own (six in all).
 # rows of TreeWorkspace.ends
-P_FWD_FWD, P_SHARP_FWD_FWD, P_FWD_BCK, P_SHARP_FWD_BCK = 0, 1, 2, 3
-P_BCK_FWD, P_SHARP_BCK_FWD, P_BCK_BCK, P_SHARP_BCK_BCK = 4, 5, 6, 7
+P_FWD_FWD, P_SHARP_FWD_FWD, P_FWD_BCK, P_SHARP_FWD_BCK = (np.int64(k) for k in (0, 1, 2, 3))
+P_BCK_FWD, P_SHARP_BCK_FWD, P_BCK_BCK, P_SHARP_BCK_BCK = (np.int64(k) for k in (4, 5, 6, 7))
 # rows of current_ends / left_ends
-BEGIN, SHARP_BEGIN, END, SHARP_END = 0, 1, 2, 3
+BEGIN, SHARP_BEGIN, END, SHARP_END = (np.int64(k) for k in (0, 1, 2, 3))
 
 
 def make_workspace(dimension: int, max_treedepth: int, trace_capacity: int = 0) -> TreeWorkspace:
