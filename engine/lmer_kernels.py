@@ -865,14 +865,14 @@ def minimize_bounded(fun, grad, x0, lower, h0=None, maxit=500, tol=0.0):
 
 
 @numba.njit(cache=True)
-def minimize_criterion(x0, problem, maxit):
-    """``minimize_bounded`` (H from I, first step capped, tol 0) of the profiled criterion
+def minimize_criterion(x0, problem, maxit, tol=0.0):
+    """``minimize_bounded`` (H from I, first step capped, stop at ``tol``) of the profiled criterion
     (``CriterionProblem``), its iterations compiled: a Python call of a kernel costs ~3.6 us of
     argument typing (its NamedTuples of arrays), as much as a small model's evaluation.
     Returns (x, f, converged); the evaluations are added to problem.nfev."""
     lower = problem.lower
     x = np.maximum(x0, lower)
-    return _bfgs_loop(problem, x, lower, np.eye(x.shape[0]), True, maxit, 0.0)
+    return _bfgs_loop(problem, x, lower, np.eye(x.shape[0]), True, maxit, tol)
 
 
 @numba.njit(cache=True)
