@@ -63,6 +63,7 @@ from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, D
                            ModelSpecError, warn_user)
 from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic,
                                  cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
+                                 level_cross_sums,
                                  minimize_bounded, minimize_criterion, nested_back_solve, nested_cross_quadratic,
                                  nested_forward_solve, nested_schur_update, nested_trailing_moments, newton_polish,
                                  profiled_criterion, scaled_cross, schur_update, trailing_moments, with_column_index)
@@ -284,16 +285,6 @@ class _Stats:
     A22_blocks: np.ndarray = None
 
 
-def _bincount_blocks(codes, left, right, nlev):
-    """(nlev, a, b): sum over rows of left[i, :]' right[i, :] by level."""
-    a, b = left.shape[1], right.shape[1]
-    out = np.empty((nlev, a, b))
-    for r in range(a):
-        for c in range(b):
-            out[:, r, c] = np.bincount(codes, weights=left[:, r] * right[:, c], minlength=nlev)
-    return out
-
-
 def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Stats:
     n, p = X.shape
     Xa = np.empty((n, p + 1))
@@ -301,8 +292,8 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
     Xa[:, p] = y
     t1 = terms[0]
     q1, n1 = t1.q, t1.nlev
-    A1 = _bincount_blocks(t1.codes, t1.Z, t1.Z, n1)
-    ZXa1 = _bincount_blocks(t1.codes, t1.Z, Xa, n1)
+    A1 = level_cross_sums(t1.codes, t1.Z, t1.Z, n1)
+    ZXa1 = level_cross_sums(t1.codes, t1.Z, Xa, n1)
     rest = []
     off = 0
     for k, t in enumerate(terms[1:], start=1):
@@ -319,7 +310,7 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
             t = terms[k]
             key = t1.codes * nl + t.codes
             uniq, inv = np.unique(key, return_inverse=True)
-            blocks = _bincount_blocks(inv, t1.Z, t.Z, len(uniq))  # (P_k, q1, q)
+            blocks = level_cross_sums(inv, t1.Z, t.Z, len(uniq))  # (P_k, q1, q)
             pj.append(uniq // nl)
             pc.append(o + (uniq % nl) * q)
             pq.append(np.full(len(uniq), q))
