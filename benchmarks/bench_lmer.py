@@ -263,7 +263,7 @@ def main(argv=None) -> int:
         sm_text = "" if sm != sm else (f"> {sm:.0f}" if stopped else round(sm, 3))
         vs_sm = ratio(sm, ct.steady_s)
         rows.append({"model": name, "N": ct.result.nobs, "engine_first_s": round(ct.first_s, 3),
-                     "compile_s": round(ct.compile_s, 3), "engine_s": round(ct.steady_s, 4),
+                     "compile_s": round(ct.compile_s, 3), "engine_s": round(ct.steady_s, 6), "engine_us": f"{ct.steady_s * 1e6:.0f}",
                      "lme4_s": lme4_s, "vs_lme4": ratio(lme4_s, ct.steady_s),
                      "MixedLM_s": sm_text, "vs_MixedLM": f"> {vs_sm}" if stopped and vs_sm else vs_sm,
                      "crit_minus_lme4": f"{ct.result.criterion - lme4_crit:.2e}" if lme4_crit == lme4_crit else ""})

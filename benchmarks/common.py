@@ -2,7 +2,7 @@
 
 Run a benchmark from the repository root as ``python benchmarks/bench_x.py``: Python puts this
 folder on ``sys.path``, so a script imports these helpers with ``from common import ...``; importing
-this module also puts the repository root on ``sys.path`` so that ``import engine`` works from a
+this module also puts the repository root first on ``sys.path`` so that ``import engine`` works from a
 clone that was not pip-installed.
 
 What is here:
@@ -33,8 +33,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# First on the path, even when an installed (editable) engine is importable: a worktree or clone
+# benchmarks its own engine, not the one pip points at.
+while str(REPO_ROOT) in sys.path:
+    sys.path.remove(str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT))
 
 __all__ = [
     "REPO_ROOT",

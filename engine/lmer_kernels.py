@@ -162,6 +162,24 @@ def schur_update(cb, W, S, R1, R2):
 
 
 @numba.njit(cache=True)
+def level_cross_sums(codes, left, right, nlev):
+    """(nlev, a, b): the sums over rows i of left[i, r] right[i, c] by level codes[i] (codes (n,)
+    int, left (n, a), right (n, b)): a term's Z_j'Z_j and Z_j'[X y]. One pass over the rows, each
+    sum in row order, as ``np.bincount(codes, weights=left[:, r] * right[:, c])`` adds (the same
+    sums, without a + a b weight arrays and passes for a small model's many tiny blocks)."""
+    n, a = left.shape
+    b = right.shape[1]
+    out = np.zeros((nlev, a, b))
+    for i in range(n):
+        lv = codes[i]
+        for r in range(a):
+            u = left[i, r]
+            for c in range(b):
+                out[lv, r, c] += u * right[i, c]
+    return out
+
+
+@numba.njit(cache=True)
 def trailing_moments(cols, vals, Xa, Q2):
     """Z2'Z2 (Q2, Q2) dense and Z2'[X y] (Q2, m) from Z2 by rows: row i holds vals[i, e] in column
     cols[i, e] (n, w) int64 / float64, one entry per column of each later term (a term's columns
@@ -865,14 +883,14 @@ def minimize_bounded(fun, grad, x0, lower, h0=None, maxit=500, tol=0.0):
 
 
 @numba.njit(cache=True)
-def minimize_criterion(x0, problem, maxit):
-    """``minimize_bounded`` (H from I, first step capped, tol 0) of the profiled criterion
+def minimize_criterion(x0, problem, maxit, tol=0.0):
+    """``minimize_bounded`` (H from I, first step capped, stop at ``tol``) of the profiled criterion
     (``CriterionProblem``), its iterations compiled: a Python call of a kernel costs ~3.6 us of
     argument typing (its NamedTuples of arrays), as much as a small model's evaluation.
     Returns (x, f, converged); the evaluations are added to problem.nfev."""
     lower = problem.lower
     x = np.maximum(x0, lower)
-    return _bfgs_loop(problem, x, lower, np.eye(x.shape[0]), True, maxit, 0.0)
+    return _bfgs_loop(problem, x, lower, np.eye(x.shape[0]), True, maxit, tol)
 
 
 @numba.njit(cache=True)
