@@ -57,6 +57,7 @@ from scipy.special import ndtri
 
 from engine import _numba_setup  # noqa: F401 - engine's Numba settings, before any kernel compiles
 from engine._linalg import mean_and_sum_sq
+from engine._vecmath import LN2_HI, LN2_LO, exp_value
 from engine.errors import DataError, EngineInputError, ImportanceSamplingWarning, warn_user
 from engine.validate import as_array, checked_arguments
 
@@ -557,45 +558,15 @@ def _mcse_var(u, zn):
     return m2 / (count - 1) if count > 1 else np.nan
 
 
-LN2_HI = 6.93147180369123816490e-01  # ln 2 in two parts (fdlibm's e_exp.c): k ln2_hi is exact
-LN2_LO = 1.90821492927058770002e-10
-INV_LN2 = 1.44269504088896338700e00
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def _exp_shifted(x, shift, out, bits):
-    """out = exp(x - shift) for x - shift in [-FAST_SPREAD, 0], within one ulp of libm's exp.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _exp_shifted(x, shift, out):
+    """out = exp(x - shift), within one ulp of libm's exp: engine._vecmath's branch-free exp.
 
     A column's S exponentials were a fifth of the kernel's time and Numba calls libm one value at
-    a time; this form has no calls or branches, so LLVM vectorises it. The reduction is fdlibm's
-    (exp(v) = 2^k exp(r), k = round(v / ln 2), r = v - k ln 2 with ln 2 in two parts,
-    |r| <= ln(2) / 2), exp(r) its Taylor polynomial to r^13 (truncation below 4e-18 relative),
-    2^k built from its bits (k >= -866 here, so 2^k is a normal number). bits: int64 work, len(x).
-    Fused multiply-adds are allowed (``contract``): the polynomial is as accurate, twice as fast."""
-    n = x.shape[0]
-    for i in range(n):
-        v = x[i] - shift
-        kf = math.floor(v * INV_LN2 + 0.5)
-        r = (v - kf * LN2_HI) - kf * LN2_LO
-        p = 1.0 / 6227020800.0
-        p = p * r + 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        p = p * r + 1.0
-        out[i] = p
-        bits[i] = (np.int64(kf) + 1023) << 52
-    scale = bits.view(np.float64)
-    for i in range(n):
-        out[i] *= scale[i]
+    a time; _vecmath.exp_value has no calls or branches, so LLVM vectorises this loop. Callers
+    use it for x - shift in [-FAST_SPREAD, 0] (math.exp otherwise)."""
+    for i in range(x.shape[0]):
+        out[i] = exp_value(x[i] - shift)
 
 
 MAGNITUDE_BITS = 0x7FFFFFFFFFFFFFFF  # int64 with every bit but the sign set
@@ -636,7 +607,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, log_half, lw
     # weight are built from it, so a column costs S exponentials besides the GPD fit
     e = work2
     if max_ll - min_ll < FAST_SPREAD:
-        _exp_shifted(ll, max_ll, e, iwork)
+        _exp_shifted(ll, max_ll, e)
     else:
         for i in range(s):
             e[i] = math.exp(ll[i] - max_ll)
@@ -674,7 +645,7 @@ def _loo_column(ll, n_chains, n_draws, r_eff_given, zn: McseScores, log_half, lw
                 tail_c = np.empty(tail_len + 1)
                 tail_c[0] = cutoff
                 tail_c[1:] = tail
-                _exp_shifted(tail_c, 0.0, ex, iwork)
+                _exp_shifted(tail_c, 0.0, ex)
                 exp_cutoff = ex[0]
                 for j in range(tail_len):
                     x[j] = ex[j + 1] - exp_cutoff

@@ -158,7 +158,7 @@ def test_kernel_exp_within_an_ulp_of_libm():
     v = np.concatenate([-rng.exponential(4.0, 20_000), -rng.uniform(0, FAST_SPREAD, 20_000),
                         [0.0, -0.0, -5e-324, -1e-17, -0.34657359, -0.3465736, -np.log(2), -FAST_SPREAD]])
     out = np.empty_like(v)
-    _exp_shifted(v + 3.5, 3.5, out, np.empty(v.size, np.int64))
+    _exp_shifted(v + 3.5, 3.5, out)
     expected = np.exp((v + 3.5) - 3.5)
     assert np.max(np.abs(out - expected) / expected) <= 2.3e-16
 
