@@ -22,8 +22,8 @@ double range):
 
 The ``_value`` forms are inlined by LLVM (their fast-math flags kept), so a caller's own loop (the GLM row pass) fuses them with its
 arithmetic; ``out`` may be ``x``; ``exp`` and ``log1p`` return new arrays.
-Fused multiply-adds are allowed (``contract``; as engine.loo's ``_exp_shifted``, a range-limited
-form of ``exp_into``): as accurate, and faster.
+Fused multiply-adds are allowed (``contract``): as accurate, and faster. engine.loo's
+``_exp_shifted`` (a column's exponentials, shifted by their max) is ``exp_value`` over the column.
 """
 
 from __future__ import annotations
