@@ -4,6 +4,8 @@ The models are not those the samplers were developed on (tests/test_glm_samplers
 another outcome, covariate and grouping (bernoulli), and a binomial count out of 5 with nested groups.
 References: tests/fixtures/families/brms_heldout.R (brms 2.18.0, rstan 2.21.7, default priors, 4 chains x
 1000 draws), stored as per-parameter summaries (mean, sd, mcse_mean, mcse_sd of R's posterior 1.4.0).
+Every sampler and setting offered for these families is run: Pólya-Gamma Gibbs with and without its partially
+collapsed SD steps, NUTS with the diagonal and the dense metric.
 Criterion (the issue's, as in test_glm_samplers.py): for every b_, sd_ and cor_, the posterior mean and SD of each
 sampler lie within 4 combined Monte Carlo SEs (sqrt(mcse_engine^2 + mcse_brms^2)) + 1% of brms' posterior SD.
 """
@@ -41,7 +43,7 @@ def _reference(fixtures_dir, name):
     return pd.read_csv(fixtures_dir / "families" / f"{name}_summary.csv").set_index("variable")
 
 
-# (reference, formula, family, sampler, iter): warm-up 1000, 4 chains, seed 20261206
+# (reference, formula, family, sampler, iter[, sampler options]): warm-up 1000, 4 chains, seed 20261206
 CASES = {
     "heldout_bern-gibbs": ("heldout_bern", BERN, "bernoulli", "gibbs", 2000),
     "heldout_bern-nuts": ("heldout_bern", BERN, "bernoulli", "nuts", 2000),
@@ -51,15 +53,22 @@ CASES = {
     "heldout_slope-nuts": ("heldout_slope", SLOPE, "bernoulli", "nuts", 2000),
     "heldout_binom-gibbs": ("heldout_binom", BINOM, "binomial", "gibbs", 2000),
     "heldout_binom-nuts": ("heldout_binom", BINOM, "binomial", "nuts", 2000),
+    # the samplers' other settings: Gibbs without the partially collapsed SD steps, NUTS with a dense metric
+    "heldout_bern-gibbs-plain": ("heldout_bern", BERN, "bernoulli", "gibbs", 2000, {"collapse": False}),
+    "heldout_slope-gibbs-plain": ("heldout_slope", SLOPE, "bernoulli", "gibbs", 4000, {"collapse": False}),
+    "heldout_binom-gibbs-plain": ("heldout_binom", BINOM, "binomial", "gibbs", 2000, {"collapse": False}),
+    "heldout_bern-nuts-dense": ("heldout_bern", BERN, "bernoulli", "nuts", 2000, {"metric": "dense"}),
+    "heldout_slope-nuts-dense": ("heldout_slope", SLOPE, "bernoulli", "nuts", 2000, {"metric": "dense"}),
+    "heldout_binom-nuts-dense": ("heldout_binom", BINOM, "binomial", "nuts", 2000, {"metric": "dense"}),
 }
 
 
 def _compare(case, fixtures_dir):
     """Rows (parameter, brms mean, sd, engine mean, sd, |diff| / tolerance of each) and the fit's names."""
-    name, formula, family, sampler, n_iter = CASES[case]
+    name, formula, family, sampler, n_iter, *options = CASES[case]
     reference = _reference(fixtures_dir, name)
     fit = engine.brm(formula, _data(name), family=family, sampler=sampler, chains=4, iter=n_iter, warmup=1000,
-                     seed=20261206, progress=False)
+                     seed=20261206, progress=False, **(options[0] if options else {}))
     assert fit.parameter_names == list(reference.index)
     rows = []
     for j, parameter in enumerate(fit.parameter_names):
