@@ -1,7 +1,7 @@
 """Held-out bernoulli / binomial multilevel models on the study data: every sampler against brms 2.18.
 
 The models are not those the samplers were developed on (tests/test_glm_samplers.py, test_glm_slopes.py):
-another outcome, covariate and grouping (bernoulli), and a binomial count out of 5 with nested groups.
+another outcome, covariate and grouping (bernoulli, random intercept; and with a random slope, so a cor_), and a binomial count out of 5 with nested groups.
 References: tests/fixtures/families/brms_heldout.R (brms 2.18.0, rstan 2.21.7, default priors, 4 chains x
 1000 draws), stored as per-parameter summaries (mean, sd, mcse_mean, mcse_sd of R's posterior 1.4.0).
 Every sampler and setting offered for these families is run: Pólya-Gamma Gibbs with and without its partially
