@@ -113,20 +113,12 @@ def kinetic_energy_arrays(momentum, is_dense, diagonal, inverse):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def velocity_and_kinetic_arrays(momentum, is_dense, diagonal, inverse, out):
-    """out ← M⁻¹ p and returns ½ pᵀ M⁻¹ p in one pass over p, the same operations in the same order
-    as velocity_into_arrays and kinetic_energy_arrays (bit-identical), without a buffer."""
-    n = momentum.shape[0]
+    """out ← M⁻¹ p and returns ½ pᵀ M⁻¹ p from it: the operations of velocity_into_arrays and
+    kinetic_energy_arrays in the same order (bit-identical), without computing M⁻¹ p twice."""
+    velocity_into_arrays(momentum, is_dense, diagonal, inverse, out)
     total = 0.0
-    if is_dense:
-        for i in range(n):
-            out[i] = dense_velocity_entry(momentum, inverse, i)
-        for i in range(n):
-            total += momentum[i] * out[i]
-    else:
-        for i in range(n):
-            sharp = diagonal[i] * momentum[i]
-            out[i] = sharp
-            total += momentum[i] * sharp
+    for i in range(momentum.shape[0]):
+        total += momentum[i] * out[i]
     return 0.5 * total
 
 
