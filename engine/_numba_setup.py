@@ -20,23 +20,30 @@ import numba  # noqa: F401 - the kernels' modules need it anyway
 
 
 def _constant_slice_shape_error() -> bool:
-    """Point Numba's CPU overload of ``raise_with_shape_context`` at its generic one; True if done."""
+    """Point Numba's CPU overload of ``raise_with_shape_context`` at its generic one; True if done.
+
+    The overload templates are found in Numba's builtin typing registry, where ``@overload`` put
+    them when ``numba.np.arrayobj`` was imported, rather than through the typing context: resolving
+    the function there would first ``refresh()`` the context, loading every typing registry
+    (~0.25 s), which a process that only loads kernels from the cache never needs (issue 16). A
+    later refresh installs these same template classes, so the change holds for every compile.
+    """
     try:
-        from numba.core.registry import cpu_target
+        from numba.core.typing.templates import builtin_registry
         from numba.np import arrayobj
 
         generic = arrayobj.ol_raise_with_shape_context_generic
         cpu = arrayobj.ol_raise_with_shape_context_cpu
-        context = cpu_target.typing_context
-        context.refresh()
-        function_type = context.resolve_value_type(arrayobj.raise_with_shape_context)
+        target = arrayobj.raise_with_shape_context
+        function_types = [ty for func, ty in builtin_registry.globals if func is target]
     except (ImportError, AttributeError):  # another Numba version: leave it as it is
         return False
     done = False
-    for template in getattr(function_type, "templates", ()):
-        if getattr(template, "_overload_func", None) is cpu:
-            template._overload_func = staticmethod(generic)
-            done = True
+    for function_type in function_types:
+        for template in getattr(function_type, "templates", ()):
+            if getattr(template, "_overload_func", None) is cpu:
+                template._overload_func = staticmethod(generic)
+                done = True
     return done
 
 
