@@ -19,6 +19,14 @@ compile, then a per-module summary; ``--json PATH`` writes everything (every ker
 
     python benchmarks/bench_compile.py [--cases ols,mice,...] [--json out.json] [--top 25]
 
+``--installed`` measures what a newcomer gets instead (issue 16's "fresh environment"): for each of
+``pip install .`` as it is (the wheel's build compiles the kernels into the cache it carries,
+``engine._precompile``) and with ``ENGINE_PRECOMPILE=0`` (no cache shipped), it copies the
+checkout's tracked files into a temporary folder, makes a new virtual environment there, times
+``pip install .`` and then the README's ``python -m engine replicate`` from that checkout; after
+the precompiled install it also times each case's first call in a fresh process of that
+environment, outside the checkout (so the installed package is the one imported).
+
 ``ENGINE_WARMUP`` passes through to the cases (``replicate_quick`` starts its compile-ahead worker
 only when the load average leaves a core free, or when ``ENGINE_WARMUP=1``; see engine/_warmup.py).
 CPU seconds (user + system, the subprocess and the processes it waited for, so a worker's too) are
@@ -226,6 +234,70 @@ def run_child(case: str, src: Path, cache: Path, work: Path, label: str, timeout
     return result
 
 
+def _timed(command: list[str], cwd: Path, env: dict, timeout: float) -> tuple[float, float]:
+    """(wall s, CPU s of the command and its children) of a command that must succeed."""
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(command, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-4000:]}")
+    return (time.perf_counter() - start,
+            (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+
+
+def installed_main(args) -> None:
+    """The README's first command in new environments, with and without the precompiled cache."""
+    sys.path.insert(0, str(HERE))
+    from common import print_table
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=str(REPO_ROOT), capture_output=True, text=True,
+                             check=True).stdout.split()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "PYTHONPATH", "ENGINE_PRECOMPILE"))}
+    print(f"engine from {REPO_ROOT} (tracked files, new virtual environments); {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    rows, cases = [], [c for c in CASES if c not in ("import", "replicate_quick")]
+    with tempfile.TemporaryDirectory(prefix="bench_compile_installed_") as tmp:
+        tmp = Path(tmp)
+        for label, extra in (("precompiled", {}), ("ENGINE_PRECOMPILE=0", {"ENGINE_PRECOMPILE": "0"})):
+            checkout = tmp / label.replace("=", "_") / "engine-checkout"
+            for name in tracked:
+                (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO_ROOT / name, checkout / name)
+            venv = checkout.parent / "venv"
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            python = str(venv / "bin" / "python")
+            env = dict(base_env, **extra)
+            install = _timed([python, "-m", "pip", "install", "--quiet", "."], checkout, env, args.timeout)
+            replicate = _timed([python, "-m", "engine", "replicate", "--quiet"], checkout, env, args.timeout)
+            rows.append({"install": label, "pip install . s": round(install[0], 1),
+                         "pip install CPU s": round(install[1], 1), "replicate s": round(replicate[0], 1),
+                         "replicate CPU s": round(replicate[1], 1),
+                         "README command s": round(install[0] + replicate[0], 1),
+                         "load average": round(os.getloadavg()[0], 1)})
+            print(f"  {label}: pip install . {install[0]:.1f} s ({install[1]:.1f} CPU s), then "
+                  f"python -m engine replicate {replicate[0]:.1f} s ({replicate[1]:.1f} CPU s)", flush=True)
+            if label != "precompiled":
+                continue
+            first = []
+            outside = checkout.parent / "elsewhere"
+            outside.mkdir()
+            for case in cases:
+                out = outside / f"{case}.json"
+                wall, cpu = _timed([python, str(Path(__file__).resolve()), "--child", case, "--out", str(out)],
+                                   outside, dict(env, PYTHONDONTWRITEBYTECODE="1"), args.timeout)
+                result = json.loads(out.read_text())
+                misses = sum(k["cache_misses"] for k in result["kernels"])
+                first.append({"case": case, "first call s": round(result["seconds"], 2),
+                              "process s": round(wall, 2), "process CPU s": round(cpu, 1),
+                              "kernels compiled": sum(1 for k in result["kernels"] if k["compiles"]),
+                              "cache misses": misses})
+            print("\nFirst call of each case in a fresh process of the precompiled environment "
+                  "(outside the checkout; numba import included, data loading not):")
+            print_table(first, list(first[0]))
+    print("\nThe README's first command, `pip install . && python -m engine replicate`, in a new environment:")
+    print_table(rows, list(rows[0]))
+
+
 def summarise(result: dict) -> dict:
     kernels = result["kernels"]
     return {
@@ -247,9 +319,14 @@ def main() -> None:
     parser.add_argument("--json", dest="json_path", help="write all measurements to this JSON file")
     parser.add_argument("--top", type=int, default=25, help="kernels listed in the compile-cost table")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds allowed per subprocess")
+    parser.add_argument("--installed", action="store_true",
+                        help="fresh virtual environments: pip install . with and without the precompiled cache")
     args = parser.parse_args()
     if args.child:
         child_main(args.child, args.out)
+        return
+    if args.installed:
+        installed_main(args)
         return
 
     sys.path.insert(0, str(HERE))

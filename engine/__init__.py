@@ -19,15 +19,6 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Numba caches a kernel against its own file only: drop cache indexes that an edit of another
-# engine module (a kernel they call) made stale. stat calls only unless a source changed; no numba.
-try:
-    from engine._cache_check import clear_stale as _clear_stale
-
-    _clear_stale()
-except OSError:
-    pass
-
 # public name -> module that defines it
 _LAZY = {
     "ols": "engine.ols",

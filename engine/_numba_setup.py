@@ -3,6 +3,9 @@
 Every module that defines a kernel imports this module (``from engine import _numba_setup``), so
 it runs before the first kernel is compiled; ``import engine`` alone still imports no Numba.
 
+Cache stamps: a kernel's cache entry is valid for the sources of its module and of the engine
+modules it calls into (``engine._kernel_cache``), not its own file's alone.
+
 Slice assignment from an array (``a[i, :] = b``) makes Numba link, into every kernel that has one,
 a shape-mismatch error whose message formats both shapes at run time
 (``numba.np.arrayobj.ol_raise_with_shape_context_cpu``: f-strings, ``str.join``, ``str(int)``).
@@ -16,7 +19,11 @@ kernels compiled in this process (Numba has no per-kernel switch); results are u
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba  # noqa: F401 - the kernels' modules need it anyway
+
+from engine._kernel_cache import install_locators
 
 
 def _constant_slice_shape_error() -> bool:
@@ -48,3 +55,5 @@ def _constant_slice_shape_error() -> bool:
 
 
 CONSTANT_SLICE_SHAPE_ERROR = _constant_slice_shape_error()
+# a kernel's cache entry stamped with its module's sources and those of the engine kernels it calls
+CONTENT_STAMPED_CACHE = install_locators(Path(__file__).resolve().parent, "engine")

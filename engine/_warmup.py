@@ -53,7 +53,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 def stage_cached(stage: str, sampler: str) -> bool:
     """Whether Numba's cache (any folder it may use for that file) holds the stage's marker kernel."""
-    from engine._cache_check import cache_dirs
+    from engine._kernel_cache import cache_dirs
 
     relative, prefix = _MARKERS[stage, sampler]
     source = _PACKAGE_DIR / relative
@@ -149,8 +149,9 @@ def _start(settings, stages: tuple[str, ...]) -> Ahead:
 # the worker
 
 
-def _worker(request: dict) -> None:
-    """Run each requested stage on a few complete cases; print the stage's name when it is compiled."""
+def _worker(request: dict, report=None) -> None:
+    """Run each requested stage on a few complete cases; write the stage's name to ``report`` (default:
+    this process's standard output as it was on entry) when it is compiled."""
     from engine import replicate
     from engine.datasets import load_grit
 
@@ -159,7 +160,8 @@ def _worker(request: dict) -> None:
         def bayes_iter(self):
             return (2, 20, 10)  # chains, iter, warmup: the kernels are the same, the work negligible
 
-    report = os.fdopen(os.dup(1), "w")
+    if report is None:
+        report = os.fdopen(os.dup(1), "w")
     settings = Tiny(data=request["data"], seed=request["seed"], sampler=request["sampler"], quiet=True)
     data = load_grit(settings.data)
     formulas = {"bayes": replicate.NESTED_FORMULA, "binary": replicate.BINARY_FORMULA}

@@ -479,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--report", dest="report_dir", help="write an HTML report (index.html) into this folder")
     rep.add_argument("--quiet", action="store_true", help="no progress or timing lines on stderr")
     rep.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    pre = sub.add_parser("precompile", help="compile engine's kernels into Numba's cache now (pip install does it)")
+    pre.add_argument("--workers", type=int, default=None, help="processes at once (default: CPU count, at most 4)")
     return parser
 
 
@@ -494,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     from engine.validate import check_replicate_options, report_cli_error
 
     args = build_parser().parse_args(argv)
+    if args.command == "precompile":
+        from engine._precompile import main as precompile_main
+
+        return precompile_main([] if args.workers is None else ["--workers", str(args.workers)])
     warnings.formatwarning = _short_warning
     settings = Settings(data=args.data, seed=args.seed, sampler=args.sampler, quick=args.quick,
                         json_path=args.json_path, report_dir=args.report_dir, quiet=args.quiet)

@@ -12,7 +12,7 @@ import sys
 import time
 
 from engine import _warmup
-from engine._cache_check import cache_dirs
+from engine._kernel_cache import cache_dirs
 from engine.replicate import Settings
 
 

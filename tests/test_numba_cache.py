@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -111,45 +110,75 @@ def base():
 """
 
 
-def test_dependant_cache_cleared_after_editing_the_kernel_it_calls(tmp_path, monkeypatch):
-    from engine._cache_check import clear_stale, find_stale
+def _run_toy(root: Path, cache: Path | None) -> tuple[int, int]:
+    """Call kpkg.a.twice in a fresh process with kpkg's kernels stamped by engine's locators."""
+    code = ("import sys; from engine._kernel_cache import install_locators; "
+            "assert install_locators(sys.argv[1], 'kpkg'); import kpkg.a as a; "
+            "print(a.twice(), sum(a.twice.stats.cache_hits.values()))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(REPO_ROOT)])
+    if cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache)
+    proc = subprocess.run([sys.executable, "-c", code, str(root / "kpkg")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    value, hits = proc.stdout.split()
+    return int(value), int(hits)
 
-    pkg = tmp_path / "kpkg"
-    pkg.mkdir()
+
+def _toy_package(root: Path, value: int) -> Path:
+    pkg = root / "kpkg"
+    pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text(_A)
-    (pkg / "b.py").write_text(_B.format(value=1))
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(cache))
+    (pkg / "b.py").write_text(_B.format(value=value))
+    return pkg
 
-    def run():
-        code = "import kpkg.a as a; print(a.twice(), sum(a.twice.stats.cache_hits.values()))"
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        value, hits = proc.stdout.split()
-        return int(value), int(hits)
 
-    assert run() == (2, 0)
-    assert run() == (2, 1)  # loaded from the cache
-    assert find_stale(pkg, "kpkg") == []
-    # an edit after the caches were written (their mtimes set back: file systems with coarse
-    # timestamps could otherwise give the edit the same mtime)
-    for path in cache.rglob("*"):
-        earlier = path.stat().st_mtime - 10
-        os.utime(path, (earlier, earlier))
-    (pkg / "b.py").write_text(_B.format(value=5))
-    stale = find_stale(pkg, "kpkg")
-    assert [(path.name.split("-")[0], dep) for path, dep in stale] == [("a.twice", "kpkg.b")]
-    removed = clear_stale(pkg, "kpkg")
-    assert removed == [path for path, _ in stale] and not removed[0].exists()
-    assert run() == (10, 0)  # recompiled against the edited kernel
-    assert run() == (10, 1)
-    assert clear_stale(pkg, "kpkg") == []
+@pytest.mark.parametrize("where", ["NUMBA_CACHE_DIR", "__pycache__"])
+def test_dependant_recompiles_after_editing_the_kernel_it_calls(tmp_path, where):
+    # Numba alone stamps a.twice's entry with a.py only and would go on loading the old b.base
+    pkg = _toy_package(tmp_path, value=1)
+    cache = tmp_path / "cache" if where == "NUMBA_CACHE_DIR" else None
+    assert _run_toy(tmp_path, cache) == (2, 0)
+    assert _run_toy(tmp_path, cache) == (2, 1)  # loaded from the cache
+    (pkg / "b.py").write_text(_B.format(value=5))  # same size, and no file times consulted
+    assert _run_toy(tmp_path, cache) == (10, 0)  # recompiled against the edited kernel
+    assert _run_toy(tmp_path, cache) == (10, 1)
+    entries = list((cache or pkg / "__pycache__").rglob("a.twice-*.nbi"))
+    assert len(entries) == 1
+
+
+def test_cache_built_elsewhere_is_valid_for_a_copy_with_new_file_times(tmp_path):
+    # what an install does with the cache the wheel carries (engine._precompile): the files are
+    # written anew, in any order, with new modification times; the stamp is their content
+    built = tmp_path / "built"
+    _toy_package(built, value=3)
+    assert _run_toy(built, None) == (6, 0)
+    installed = tmp_path / "installed"
+    shutil.copytree(built, installed, copy_function=shutil.copyfile)  # contents only, new mtimes
+    for path in sorted(installed.rglob("*.py")):
+        path.touch()
+    assert _run_toy(installed, None) == (6, 1)
+    (installed / "kpkg" / "b.py").write_text(_B.format(value=4))
+    assert _run_toy(installed, None) == (8, 0)
+
+
+def test_engine_kernels_are_content_stamped():
+    from engine import _numba_setup
+    from engine._kernel_cache import dependency_closure, source_stamp
+    from engine._linalg import crossprod
+
+    assert _numba_setup.CONTENT_STAMPED_CACHE  # the Numba pinned here has the internals relied on
+    locator = crossprod._cache._impl.locator
+    assert type(locator).__name__.startswith("Engine")
+    assert locator.get_source_stamp() == source_stamp(REPO_ROOT / "engine", "engine", REPO_ROOT / "engine" / "_linalg.py")
+    assert {"engine.ols", "engine._linalg", "engine.formula_kernels"} <= set(
+        dependency_closure(REPO_ROOT / "engine", "engine", "engine.ols"))
 
 
 def test_engine_dependency_graph_sees_kernel_imports():
-    from engine._cache_check import module_dependencies
+    from engine._kernel_cache import module_dependencies
 
     deps = module_dependencies(REPO_ROOT / "engine", "engine")
     assert "engine.formula" in deps["engine.ols"]

@@ -1,0 +1,144 @@
+"""Build Numba's on-disk cache for engine's kernels ahead of use: when the package is installed, or by hand.
+
+Why (issue 16): a kernel is compiled the first time a process calls it, so in a new environment
+the first ``python -m engine replicate`` spent most of its minute compiling, and a first
+``engine.ols`` ~10 s. ``pip install .`` runs :func:`build` (``setup.py``'s ``build_py``), so the
+wheel carries the cache (``__pycache__/*.nbi``, ``*.nbc`` beside the modules) and the first calls
+load it instead. Cache entries are stamped with the content of the sources they were built from
+(``engine._kernel_cache``), so they are valid wherever the same files are installed; Numba also
+keys each entry on its own version, the Python version and the CPU, so a cache built for another
+machine or Numba is simply not used (the kernel compiles on first use, as without this module).
+
+What: :data:`JOBS`, each a small workload on the bundled study data that calls what the public
+functions and ``replicate`` call, with the same argument types (so the same compiled
+specialisations) and negligible work (a few iterations): the OLS stages, mice, ``lmer`` and the
+Bayesian stages with either sampler. Each job runs in its own process and the jobs run
+``workers`` at a time: Numba compiles in one thread under a global lock per process, so separate
+processes are what compiles on several cores at once. Results are discarded; a failed job only
+means that its kernels compile on first use. Numba writes each entry to a temporary file and
+renames it, so processes that compile the same kernel never leave half an entry.
+
+By hand: ``python -m engine precompile`` (for instance as the user of a read-only install, whose
+cache is then built in the user-wide folder); ``ENGINE_PRECOMPILE=0`` skips it at install time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["JOBS", "run_job", "build"]
+
+# longest first (cold CPU seconds on the 2-core machine of issue 16), so two workers finish together
+JOBS = ("lmer", "bayes-nuts", "ols-mice", "bayes-gibbs", "binary-nuts", "binary-gibbs")
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _complete(data, formula: str):
+    import re
+
+    columns = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formula) if c in data.columns]
+    return data.dropna(subset=columns)
+
+
+class _TwoCopies:
+    """Stands in for a mice result in ``replicate.run_lmer``: ``fit`` on two copies of one data set."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def fit(self, fun):
+        return [fun(self.data), fun(self.data)]
+
+
+def run_job(name: str) -> None:
+    """Run one of :data:`JOBS` in this process (its output discarded)."""
+    from engine import replicate
+    from engine.datasets import load_grit
+
+    data = load_grit()
+    outcome = replicate.Outcome()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if name == "ols-mice":
+            import engine
+
+            replicate.run_ols(data, outcome)
+            replicate.run_paper_spec(data, outcome)
+
+            class OneSweep(replicate.Settings):
+                @property
+                def mice_maxit(self):
+                    return 1
+
+            replicate.run_mice(data, OneSweep(quiet=True), outcome)
+            columns = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1"]
+            engine.mice(data[columns], m=1, maxit=1, seed=1)  # mice's default methods on the study's columns
+        elif name == "lmer":
+            replicate.run_lmer(data, _TwoCopies(_complete(data, replicate.NESTED_FORMULA)), outcome)
+        elif name.startswith(("bayes-", "binary-")):
+            from engine._warmup import _worker
+
+            stage, sampler = name.split("-")
+            with contextlib.redirect_stderr(io.StringIO()):
+                _worker({"data": None, "sampler": sampler, "seed": 1, "stages": [stage]}, report=io.StringIO())
+        else:
+            raise ValueError(f"unknown precompile job {name!r}; choose from {', '.join(JOBS)}")
+
+
+def build(workers: int | None = None, jobs: tuple[str, ...] = JOBS, package_root: str | os.PathLike | None = None,
+          log=None) -> dict[str, float | None]:
+    """Run ``jobs`` in subprocesses, ``workers`` at a time (default: the CPU count, at most 4), each
+    importing engine from ``package_root`` (default: this copy). Returns job -> wall seconds (None
+    when the job failed)."""
+    workers = max(1, min(workers or os.cpu_count() or 1, 4))
+    root = str(package_root or _PACKAGE_ROOT)
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT",)}
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["ENGINE_WARMUP"] = "0"  # the jobs are the compile-ahead: no worker of their own
+    pending, running, seconds = list(jobs), {}, {}
+    while pending or running:
+        while pending and len(running) < workers:
+            job = pending.pop(0)
+            running[job] = (time.perf_counter(), subprocess.Popen(
+                [sys.executable, "-m", "engine._precompile", "--job", job], env=env, cwd=root,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        for job, (start, process) in list(running.items()):
+            if process.poll() is None:
+                continue
+            error = process.stderr.read()
+            process.stderr.close()
+            del running[job]
+            seconds[job] = time.perf_counter() - start if process.returncode == 0 else None
+            if log is not None:
+                status = f"{seconds[job]:.1f} s" if seconds[job] is not None else "failed: " + error.strip()[-500:]
+                log(f"engine precompile: {job} {status}")
+        time.sleep(0.05)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine precompile",
+                                     description="Compile engine's kernels into Numba's on-disk cache.")
+    parser.add_argument("--workers", type=int, default=None, help="processes at once (default: CPU count, <= 4)")
+    parser.add_argument("--job", choices=JOBS, help=argparse.SUPPRESS)  # one job, in this process
+    args = parser.parse_args(argv)
+    if args.job:
+        run_job(args.job)
+        return 0
+    start = time.perf_counter()
+    seconds = build(args.workers, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"engine precompile: {len(seconds)} jobs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0 if all(s is not None for s in seconds.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
