@@ -40,7 +40,9 @@ class BuildPyWithKernelCache(build_py):
         for stale in list(_cache_files(built)):  # left by an earlier build of other sources
             stale.unlink()
         env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}  # the cache beside the modules
-        env.update(PYTHONPATH=str(build_lib), PYTHONDONTWRITEBYTECODE="1")
+        # build_lib first; pip's isolated build environment is itself on PYTHONPATH
+        env["PYTHONPATH"] = os.pathsep.join([str(build_lib)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         start = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, "-m", "engine", "precompile"], cwd=str(build_lib), env=env,
