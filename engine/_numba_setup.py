@@ -31,9 +31,9 @@ def _constant_slice_shape_error() -> bool:
 
     The overload templates are found in Numba's builtin typing registry, where ``@overload`` put
     them when ``numba.np.arrayobj`` was imported, rather than through the typing context: resolving
-    the function there would first ``refresh()`` the context, loading every typing registry
-    (~0.25 s), which a process that only loads kernels from the cache never needs (issue 16). A
-    later refresh installs these same template classes, so the change holds for every compile.
+    the function there would first ``refresh()`` the context at import (~0.25 s; Numba's first cache
+    load or compile refreshes it anyway, so a warm first call costs the same, issue 16). A later
+    refresh installs these same template classes, so the change holds for every compile.
     """
     try:
         from numba.core.typing.templates import builtin_registry
