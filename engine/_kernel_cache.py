@@ -173,7 +173,10 @@ def install_locators(package_dir: str | os.PathLike, package: str) -> bool:
         return True
 
     def get_source_stamp(self):
-        return source_stamp(root, package, self._py_file)
+        try:
+            return source_stamp(root, package, self._py_file)
+        except (OSError, KeyError, ValueError):  # a file outside the package's .py modules: Numba's own stamp
+            return super(type(self), self).get_source_stamp()
 
     def from_function(cls, py_func, py_file):
         try:
