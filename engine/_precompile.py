@@ -24,29 +24,22 @@ cache is then built in the user-wide folder); ``ENGINE_PRECOMPILE=0`` skips it a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
-__all__ = ["JOBS", "run_job", "build"]
+__all__ = ["JOBS", "build", "run_all", "run_job"]
 
 # longest first (cold CPU seconds on the 2-core machine of issue 16), so two workers finish together
 JOBS = ("lmer", "bayes-nuts", "ols-mice", "bayes-gibbs", "binary-nuts", "binary-gibbs")
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _complete(data, formula: str):
-    import re
-
-    columns = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formula) if c in data.columns]
-    return data.dropna(subset=columns)
 
 
 class _TwoCopies:
@@ -83,7 +76,9 @@ def run_job(name: str) -> None:
             columns = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1"]
             engine.mice(data[columns], m=1, maxit=1, seed=1)  # mice's default methods on the study's columns
         elif name == "lmer":
-            replicate.run_lmer(data, _TwoCopies(_complete(data, replicate.NESTED_FORMULA)), outcome)
+            from engine._warmup import complete_cases
+
+            replicate.run_lmer(data, _TwoCopies(complete_cases(data, replicate.NESTED_FORMULA)), outcome)
         elif name.startswith(("bayes-", "binary-")):
             from engine._warmup import _worker
 
@@ -101,21 +96,23 @@ def build(workers: int | None = None, jobs: tuple[str, ...] = JOBS, package_root
     when the job failed)."""
     workers = max(1, min(workers or os.cpu_count() or 1, 4))
     root = str(package_root or _PACKAGE_ROOT)
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT",)}
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["ENGINE_WARMUP"] = "0"  # the jobs are the compile-ahead: no worker of their own
     pending, running, seconds = list(jobs), {}, {}
     while pending or running:
         while pending and len(running) < workers:
             job = pending.pop(0)
-            running[job] = (time.perf_counter(), subprocess.Popen(
-                [sys.executable, "-m", "engine._precompile", "--job", job], env=env, cwd=root,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-        for job, (start, process) in list(running.items()):
+            errors = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty job cannot block on it
+            running[job] = (time.perf_counter(), errors, subprocess.Popen(
+                [sys.executable, "-m", "engine._precompile", job], env=env, cwd=root,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors))
+        for job, (start, errors, process) in list(running.items()):
             if process.poll() is None:
                 continue
-            error = process.stderr.read()
-            process.stderr.close()
+            errors.seek(0)
+            error = errors.read()
+            errors.close()
             del running[job]
             seconds[job] = time.perf_counter() - start if process.returncode == 0 else None
             if log is not None:
@@ -125,20 +122,13 @@ def build(workers: int | None = None, jobs: tuple[str, ...] = JOBS, package_root
     return seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine precompile",
-                                     description="Compile engine's kernels into Numba's on-disk cache.")
-    parser.add_argument("--workers", type=int, default=None, help="processes at once (default: CPU count, <= 4)")
-    parser.add_argument("--job", choices=JOBS, help=argparse.SUPPRESS)  # one job, in this process
-    args = parser.parse_args(argv)
-    if args.job:
-        run_job(args.job)
-        return 0
+def run_all(workers: int | None = None) -> int:
+    """``python -m engine precompile``: every job, a line on stderr each; exit status 1 if one failed."""
     start = time.perf_counter()
-    seconds = build(args.workers, log=lambda line: print(line, file=sys.stderr, flush=True))
+    seconds = build(workers, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"engine precompile: {len(seconds)} jobs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0 if all(s is not None for s in seconds.values()) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # one job in this process: python -m engine._precompile JOB (what build starts)
+    run_job(sys.argv[1])

@@ -149,6 +149,13 @@ def _start(settings, stages: tuple[str, ...]) -> Ahead:
 # the worker
 
 
+def complete_cases(data, formula: str):
+    """The rows of ``data`` with no missing value in a column ``formula`` names (the columns' dtypes
+    as in the imputed data sets, so the kernels compiled are the ones the real stage calls)."""
+    columns = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formula) if c in data.columns]
+    return data.dropna(subset=columns)
+
+
 def _worker(request: dict, report=None) -> None:
     """Run each requested stage on a few complete cases; write the stage's name to ``report`` (default:
     this process's standard output as it was on entry) when it is compiled."""
@@ -170,8 +177,7 @@ def _worker(request: dict, report=None) -> None:
     outcome.numbers["bayes"] = {}  # run_bayes makes it; run_binary adds to it
     for stage in request["stages"]:
         try:
-            columns = [c for c in re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*", formulas[stage]) if c in data.columns]
-            complete = data.dropna(subset=columns)  # the columns' dtypes as in the imputed data sets
+            complete = complete_cases(data, formulas[stage])
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 runners[stage]([complete, complete], settings, outcome)

@@ -497,9 +497,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.command == "precompile":
-        from engine._precompile import main as precompile_main
+        from engine._precompile import run_all
 
-        return precompile_main([] if args.workers is None else ["--workers", str(args.workers)])
+        return run_all(args.workers)
     warnings.formatwarning = _short_warning
     settings = Settings(data=args.data, seed=args.seed, sampler=args.sampler, quick=args.quick,
                         json_path=args.json_path, report_dir=args.report_dir, quiet=args.quiet)
