@@ -77,6 +77,7 @@ class _KernelTimer:
 
     def install(self):
         from numba.core import dispatcher as _dispatcher
+        from numba.core.compiler_lock import global_compiler_lock
 
         original = _dispatcher.Dispatcher.compile
         timer = self
@@ -85,6 +86,11 @@ class _KernelTimer:
             stack = getattr(timer._local, "stack", None)
             if stack is None:
                 stack = timer._local.stack = []
+            # Numba's compile lock (re-entrant) is taken before the clock starts and the counters are
+            # read: a thread waiting while another compiles would otherwise count the wait, and the
+            # other's miss of the same kernel, as a compile of its own (mice's threads did: a kernel's
+            # "self time" above the case's wall time)
+            global_compiler_lock.acquire()
             misses_before = sum(disp._cache_misses.values())
             hits_before = sum(disp._cache_hits.values())
             stack.append(0.0)  # time spent in nested compiles
@@ -106,6 +112,7 @@ class _KernelTimer:
                 elif sum(disp._cache_hits.values()) > hits_before:
                     record["load_s"] += elapsed - nested
                     record["loads"] += 1
+                global_compiler_lock.release()
 
         _dispatcher.Dispatcher.compile = compile
 
