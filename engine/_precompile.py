@@ -12,7 +12,8 @@ machine or Numba is simply not used (the kernel compiles on first use, as withou
 What: :data:`JOBS`, each a small workload on the bundled study data that calls what the public
 functions and ``replicate`` call, with the same argument types (so the same compiled
 specialisations) and negligible work (a few iterations): the OLS stages, mice, ``lmer`` and the
-Bayesian stages with either sampler. Each job runs in its own process and the jobs run
+Bayesian stages with either sampler, and what a user's own model adds most often: random slopes
+(``brm`` with either sampler, ``lmer``), crossed groupings, predictions and ``loo``. Each job runs in its own process and the jobs run
 ``workers`` at a time: Numba compiles in one thread under a global lock per process, so separate
 processes are what compiles on several cores at once. Results are discarded; a failed job only
 means that its kernels compile on first use. Numba writes each entry to a temporary file and
@@ -37,7 +38,13 @@ from pathlib import Path
 __all__ = ["JOBS", "build", "run_all", "run_job"]
 
 # longest first (cold CPU seconds on the 2-core machine of issue 16), so two workers finish together
-JOBS = ("lmer", "bayes-nuts", "ols-mice", "bayes-gibbs", "binary-nuts", "binary-gibbs")
+JOBS = ("lmer", "bayes-nuts", "slopes", "ols-mice", "bayes-gibbs", "loo-predict", "binary-nuts", "binary-gibbs")
+
+# what a user brings beyond the study's models (issue 16): a random slope (brm with either sampler,
+# lmer), crossed groupings, predictions and LOO; compiled on first use these cost ~50 s (slopes
+# Gibbs) and ~20 s (loo) of a first call
+SLOPES_FORMULA = "mathscore2 ~ raven + (1 + raven | schoolid)"
+CROSSED_FORMULA = "mathscore2 ~ raven + (1 | schoolid) + (1 | male)"
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +86,30 @@ def run_job(name: str) -> None:
             from engine._warmup import complete_cases
 
             replicate.run_lmer(data, _TwoCopies(complete_cases(data, replicate.NESTED_FORMULA)), outcome)
+        elif name == "slopes":
+            import engine
+            from engine._warmup import complete_cases
+
+            slopes = complete_cases(data, SLOPES_FORMULA)
+            for sampler in ("gibbs", "nuts"):  # warmup >= 40: the slopes Gibbs sampler's collapsed step
+                engine.brm(SLOPES_FORMULA, slopes, sampler=sampler, chains=1, iter=50, warmup=40, seed=1)
+            engine.lmer(SLOPES_FORMULA, slopes)
+            engine.lmer(CROSSED_FORMULA, complete_cases(data, CROSSED_FORMULA))
+        elif name == "loo-predict":
+            import numpy as np
+
+            import engine
+            from engine._warmup import complete_cases
+
+            # a random walk along the draws: autocorrelated enough that loo also takes its FFT r_eff path
+            walk = np.cumsum(np.random.default_rng(1).normal(size=(2, 50, 30)), axis=1)
+            engine.loo(-0.5 * walk ** 2)
+            engine.waic(-0.5 * walk ** 2)
+            fit = engine.ols(replicate.OLS_MODELS[0][1], data)
+            fit.predict(data.head(5), interval="confidence")
+            fit.predict(data.head(5), interval="prediction")
+            lmer_fit = engine.lmer(replicate.NESTED_FORMULA, complete_cases(data, replicate.NESTED_FORMULA))
+            lmer_fit.predict(data.head(5))
         elif name.startswith(("bayes-", "binary-")):
             from engine._warmup import _worker
 

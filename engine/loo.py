@@ -171,7 +171,7 @@ def _ess_rfun(x, rho):
             x[c, t] -= means[c]
     if n < 2:
         return np.nan, True
-    acov0, acov1 = _mean_lag_pair(x, 0, scale)
+    acov0, acov1 = _mean_lag_pair(x, np.int64(0), scale)  # np.int64: a literal 0 would compile a second specialisation
     mean_var = acov0 * n / (n - 1)
     var_plus = mean_var * (n - 1) / n
     if n_chains > 1:
@@ -335,7 +335,7 @@ def _gpdfit(x):
         # theta_hat is a weighted mean of the grid, so its factors lie in the grid's bounds too
         one = np.empty(1)
         one[0] = theta_hat
-        _grid_mean_logs(x, one, one, True)
+        _grid_mean_logs(x, one, one, bool(True))  # bool(): a literal would compile a second specialisation
         k = one[0]
     else:
         k = 0.0

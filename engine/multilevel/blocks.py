@@ -334,7 +334,7 @@ def block_sums(data):
     other block's coefficients to move to the right-hand side they are fixed, so accumulate them once
     and let block_factor scale them each iteration."""
     sums = make_block_work(data)
-    _accumulate(0, np.zeros((data.level_group.shape[0], sums.a_diag.shape[1])), data, sums)
+    _accumulate(np.int64(0), np.zeros((data.level_group.shape[0], sums.a_diag.shape[1])), data, sums)
     return sums
 
 
@@ -352,8 +352,8 @@ def block_factor(sigma_inv, log_det_sigma, sigma2, gamma_precision, gamma_prior_
     log det Sigma_g; sums: block_sums. ok is False when a pivot was not positive (then reject the
     point). block_draw then draws (gamma, r) from the factored ``work``.
     """
-    _scale_and_add_priors(0, sums, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work)
-    log_det, quad, ok = _eliminate_levels(0, True, data, work)
+    _scale_and_add_priors(np.int64(0), sums, sigma_inv, sigma2, gamma_precision, gamma_prior_mean, data, work)
+    log_det, quad, ok = _eliminate_levels(np.int64(0), True, data, work)
     log_det_s, quad_s, ok_s = _factor_gamma(work)
     value = -0.5 * n_obs * np.log(sigma2) - 0.5 * yty / sigma2 - log_det - log_det_s + 0.5 * (quad + quad_s)
     for g in range(data.group_dims.shape[0]):
@@ -366,4 +366,4 @@ def block_draw(rng, gamma, r, data, work):
     """(gamma, r) ~ N(P^{-1} b, P^{-1}) from a ``work`` that block_factor factored (one block)."""
     if data.q_fix > 0:
         _draw_gamma(rng, gamma, work)
-    _draw_levels_roots_first(rng, 0, gamma, r, data, work)
+    _draw_levels_roots_first(rng, np.int64(0), gamma, r, data, work)
