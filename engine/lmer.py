@@ -61,12 +61,12 @@ from engine._linalg import solve_upper_t_blocks
 from engine.validate import check_lmer_call, check_lmer_response, check_lmer_scales, checked_arguments
 from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError,
                            ModelSpecError, warn_user)
-from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic,
-                                 cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
+from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_pairs,
+                                 cross_quadratic, cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
                                  level_cross_sums,
                                  minimize_bounded, minimize_criterion, nested_back_solve, nested_cross_quadratic,
                                  nested_forward_solve, nested_schur_update, nested_trailing_moments, newton_polish,
-                                 profiled_criterion, scaled_cross, schur_update, trailing_moments, with_column_index)
+                                 profiled_criterion, rest_moments, scaled_cross, schur_update, with_column_index)
 
 SINGULAR_TOL = 1e-4
 # The finite-difference BFGS stage before ``newton_polish`` stops once its predicted remaining
@@ -305,30 +305,15 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
     A22_blocks = None
     if Q2:
         # Z1'Z_rest blocks: one per (level of term 1, level of term k) pair present
-        pj, pc, pq, pt, pv = [], [], [], [], []
-        for ti, (k, o, q, nl) in enumerate(rest):
-            t = terms[k]
-            key = t1.codes * nl + t.codes
-            uniq, inv = np.unique(key, return_inverse=True)
-            blocks = level_cross_sums(inv, t1.Z, t.Z, len(uniq))  # (P_k, q1, q)
-            pj.append(uniq // nl)
-            pc.append(o + (uniq % nl) * q)
-            pq.append(np.full(len(uniq), q))
-            pt.append(np.full(len(uniq), ti))
-            pv.append(blocks.reshape(len(uniq), q1 * q))
-        pj = np.concatenate(pj)
-        order = np.argsort(pj, kind="stable")
-        pq_all = np.concatenate(pq)[order]
-        sizes = q1 * pq_all
-        offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        # the pairs' blocks in their new order: a gather from the blocks concatenated as made
-        made = np.concatenate([blk.ravel() for blk in pv])
-        made_start = np.concatenate([[0], np.cumsum(q1 * np.concatenate(pq))[:-1]]).astype(np.int64)
-        vals_flat = made[np.repeat(made_start[order] - offs, sizes) + np.arange(int(sizes.sum()))]
-        jptr = np.searchsorted(pj[order], np.arange(n1 + 1)).astype(np.int64)
-        cross = CrossBlocks(jptr, np.concatenate(pc)[order].astype(np.int64), pq_all.astype(np.int64),
-                            np.concatenate(pt)[order].astype(np.int64), offs,
-                            np.ascontiguousarray(vals_flat, dtype=np.float64))
+        later = [terms[k] for (k, _o, _q, _nl) in rest]
+        if len(later) == 1:
+            rcodes, Zr = later[0].codes.reshape(1, n), later[0].Z
+        else:
+            rcodes, Zr = np.stack([t.codes for t in later]), np.concatenate([t.Z for t in later], axis=1)
+        rq = np.array([q for (_k, _o, q, _nl) in rest], dtype=np.int64)
+        roff = np.array([o for (_k, o, _q, _nl) in rest], dtype=np.int64)
+        rnl = np.array([nl for (_k, _o, _q, nl) in rest], dtype=np.int64)
+        cross = CrossBlocks(*cross_pairs(t1.codes, t1.Z, n1, rcodes, Zr, rq, roff, rnl))
         nested = _nested_trailing(rest, cross)
         if nested:
             (k, _o, q, nl), = rest
@@ -339,18 +324,7 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
             nz_v = A22_blocks[lv, a, b]
             A22 = None
         else:
-            # Z2 by rows: each row has one entry per column of each later term
-            width = sum(q for (_k, _o, q, _nl) in rest)
-            cols = np.empty((n, width), dtype=np.int64)
-            vals = np.empty((n, width))
-            e = 0
-            for (k, o, q, nl) in rest:
-                t = terms[k]
-                for c in range(q):
-                    cols[:, e] = o + t.codes * q + c
-                    vals[:, e] = t.Z[:, c]
-                    e += 1
-            A22, ZXa2 = trailing_moments(cols, vals, Xa, Q2)
+            A22, ZXa2 = rest_moments(rcodes, Zr, rq, roff, Xa, Q2)
             cross = with_column_index(cross, q1, Q2)
     else:
         A22 = np.zeros((0, 0))
@@ -358,13 +332,14 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         cross = CrossBlocks(np.zeros(n1 + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
                             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     qs = [t.q for t in terms]
-    theta_start = np.concatenate([[0], np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]]).astype(np.int64)
+    theta_start = np.zeros(len(qs), dtype=np.int64)
+    for k in range(1, len(qs)):
+        theta_start[k] = theta_start[k - 1] + qs[k - 1] * (qs[k - 1] + 1) // 2
     col_term = np.zeros(Q2, dtype=np.int64)
     col_start = np.zeros(Q2, dtype=np.int64)
     for (k, o, q, nl) in rest:
-        idx = np.arange(q * nl)
         col_term[o:o + q * nl] = k
-        col_start[o:o + q * nl] = o + (idx // q) * q
+        col_start[o:o + q * nl] = np.arange(o, o + q * nl, q).repeat(q)
     XaXa = Xa.T @ Xa
     if not nested:
         nz_i, nz_j = np.nonzero(A22)

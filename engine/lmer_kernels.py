@@ -66,9 +66,7 @@ def with_column_index(cb: CrossBlocks, q1: int, Q2: int) -> CrossBlocks:
     loads; on InstEval 22 ms by column against 19 ms by level.)"""
     if q1 != 1 or Q2 == 0 or np.any(cb.q != 1):
         return cb
-    pair_j = np.repeat(np.arange(cb.jptr.shape[0] - 1, dtype=np.int64), np.diff(cb.jptr))
-    cpair = np.argsort(cb.col0, kind="stable").astype(np.int64)  # by column, then by j
-    cptr = np.searchsorted(cb.col0[cpair], np.arange(Q2 + 1)).astype(np.int64)
+    cptr, cpair, pair_j = column_index(cb.jptr, cb.col0, Q2)
     return cb._replace(cptr=cptr, cpair=cpair, pair_j=pair_j)
 
 
@@ -293,6 +291,140 @@ def nested_trailing_moments(codes, Z, Xa, n2):
             for k in range(m):
                 ZXa2[c0 + a, k] += va * Xa[i, k]
     return A, ZXa2
+
+
+@numba.njit(cache=True)
+def cross_pairs(codes1, Z1, n1, rcodes, Zr, rq, roff, rnl):
+    """Z1'Z_rest in ``CrossBlocks``' layout from the rows: one q1 x qk block per (level j of term
+    1, level l of later term t) pair present, grouped by j, within j by term, then by l (so by
+    col0). codes1 (n,) int64 and Z1 (n, q1) term 1; rcodes (R, n) int64 the R later terms' codes,
+    Zr (n, sum qk) their columns side by side, rq / roff / rnl (R,) their q, first trailing column
+    and number of levels. Returns (jptr (n1+1,), col0, q, term, off (P,) int64, vals (sum q1 qk,)).
+    Each block is the sum over its rows, in row order, of Z1[i, r] Zk[i, c], as
+    ``level_cross_sums`` over the pair codes (np.unique of j nl + l) adds it: the same numbers,
+    without the sort of the n keys (rows are bucketed by j, O(n + P log) for the pairs of each j)."""
+    n, q1 = Z1.shape
+    R = rcodes.shape[0]
+    zc = np.zeros(R, np.int64)  # each later term's first column in Zr
+    for t in range(1, R):
+        zc[t] = zc[t - 1] + rq[t - 1]
+    # rows by level j: a counting sort, stable, so each level's rows stay in row order
+    start = np.zeros(n1 + 1, np.int64)
+    for i in range(n):
+        start[codes1[i] + 1] += 1
+    widest = 0
+    for j in range(n1):
+        widest = max(widest, start[j + 1])
+        start[j + 1] += start[j]
+    rows = np.empty(n, np.int64)
+    fill = start[:n1].copy()
+    for i in range(n):
+        j = codes1[i]
+        rows[fill[j]] = i
+        fill[j] += 1
+    maxnl = 0
+    for t in range(R):
+        maxnl = max(maxnl, rnl[t])
+    seen = np.full((R, maxnl), -1, np.int64)  # the last level j that met (t, l)
+    npairs = 0
+    for j in range(n1):
+        for t in range(R):
+            for k in range(start[j], start[j + 1]):
+                lv = rcodes[t, rows[k]]
+                if seen[t, lv] != j:
+                    seen[t, lv] = j
+                    npairs += 1
+    jptr = np.zeros(n1 + 1, np.int64)
+    col0 = np.empty(npairs, np.int64)
+    qq = np.empty(npairs, np.int64)
+    term = np.empty(npairs, np.int64)
+    off = np.empty(npairs, np.int64)
+    seen[:, :] = -1
+    buf = np.empty(widest, np.int64)
+    size = 0
+    p = 0
+    # first the layout (pairs and offsets), then the sums: vals' size is known after the layout
+    for j in range(n1):
+        jptr[j] = p
+        for t in range(R):
+            m = 0
+            for k in range(start[j], start[j + 1]):
+                lv = rcodes[t, rows[k]]
+                if seen[t, lv] != j:
+                    seen[t, lv] = j
+                    buf[m] = lv
+                    m += 1
+            ls = np.sort(buf[:m])
+            for e in range(m):
+                col0[p] = roff[t] + ls[e] * rq[t]
+                qq[p] = rq[t]
+                term[p] = t
+                off[p] = size
+                size += q1 * rq[t]
+                p += 1
+    jptr[n1] = p
+    slot = np.empty((R, maxnl), np.int64)  # the pair of (t, l) for the current j
+    vals = np.zeros(size)
+    for j in range(n1):
+        for p in range(jptr[j], jptr[j + 1]):
+            t = term[p]
+            slot[t, (col0[p] - roff[t]) // rq[t]] = p
+        for k in range(start[j], start[j + 1]):
+            i = rows[k]
+            for t in range(R):
+                p = slot[t, rcodes[t, i]]
+                qk = rq[t]
+                o = off[p]
+                z0 = zc[t]
+                for r in range(q1):
+                    u = Z1[i, r]
+                    for c in range(qk):
+                        vals[o + r * qk + c] += u * Zr[i, z0 + c]
+    return jptr, col0, qq, term, off, vals
+
+
+@numba.njit(cache=True)
+def column_index(jptr, col0, Q2):
+    """``CrossBlocks``' by-column index of the pairs (``with_column_index``): cptr (Q2 + 1,),
+    cpair (P,) the pairs of column c at cpair[cptr[c]:cptr[c+1]] in pair order (a stable counting
+    sort by col0: by column, then by j), pair_j (P,) each pair's level j."""
+    P = col0.shape[0]
+    cptr = np.zeros(Q2 + 1, np.int64)
+    for p in range(P):
+        cptr[col0[p] + 1] += 1
+    for c in range(Q2):
+        cptr[c + 1] += cptr[c]
+    fill = cptr[:Q2].copy()
+    cpair = np.empty(P, np.int64)
+    for p in range(P):
+        c = col0[p]
+        cpair[fill[c]] = p
+        fill[c] += 1
+    pair_j = np.empty(P, np.int64)
+    for j in range(jptr.shape[0] - 1):
+        for p in range(jptr[j], jptr[j + 1]):
+            pair_j[p] = j
+    return cptr, cpair, pair_j
+
+
+@numba.njit(cache=True)
+def rest_moments(rcodes, Zr, rq, roff, Xa, Q2):
+    """Z2'Z2 (Q2, Q2) dense and Z2'[X y] (Q2, m) of the later terms (``cross_pairs``' rcodes, Zr,
+    rq, roff): ``trailing_moments`` on Z2 by rows (row i: column roff_t + l q_t + c, value
+    Zr[i, c] per term t and column c, terms in order), built here rather than as two (n, w)
+    arrays in numpy."""
+    n = Zr.shape[0]
+    R = rcodes.shape[0]
+    w = Zr.shape[1]
+    cols = np.empty((n, w), np.int64)
+    e = 0
+    for t in range(R):
+        qt = rq[t]
+        for c in range(qt):
+            for i in range(n):
+                cols[i, e] = roff[t] + rcodes[t, i] * qt + c
+            e += 1
+    return trailing_moments(cols, np.ascontiguousarray(Zr), Xa, Q2)
 
 
 @numba.njit(cache=True)
