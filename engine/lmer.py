@@ -809,8 +809,6 @@ class LmerFit:
     criterion: float
     nobs: int
     terms: list = field(repr=False)
-    fitted: np.ndarray = field(repr=False)
-    resid: np.ndarray = field(repr=False)
     response_name: str = ""
     lower: np.ndarray = field(repr=False, default=None)
     n_evaluations: int = 0
@@ -818,7 +816,6 @@ class LmerFit:
     _stats: _Stats = field(repr=False, default=None)
     _factor: _Factor = field(repr=False, default=None)
     _layout: list = field(repr=False, default=None)
-    _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
     _frame_args: tuple = field(repr=False, default=None)
     # engine.newdata.FittedTerms of the fixed part, or (model frame, data columns) to build it from on
     # first use (predict with newdata): listing pandas 3's Arrow string columns alone costs ~80 us
@@ -837,6 +834,47 @@ class LmerFit:
     def vcov(self) -> pd.DataFrame:
         """The fixed effects' covariance, (p, p) DataFrame over the column names."""
         return pd.DataFrame(self._vcov_matrix, index=self._names, columns=self._names)
+
+    # The conditional modes and the fitted values are computed on first use too (a small fit's
+    # back substitution and its n-row fitted values, ~30-90 us, which anova, pool and
+    # refit_ml never read); each is the same arithmetic on the same arrays whenever it runs.
+    @functools.cached_property
+    def _u(self) -> list[np.ndarray]:
+        """Spherical conditional modes per term, (nlev, q): back substitution through the blocked
+        factor at the optimum (u = L^{-T}(R_Zy - R_ZX beta))."""
+        stats, f, beta = self._stats, self._factor, self._beta
+        p = stats.p
+        rhs1 = f.R1[:, :, p] - f.R1[:, :, :p] @ beta
+        us = []
+        if stats.Q2:
+            rhs2 = f.R2[:, p] - f.R2[:, :p] @ beta
+            u2 = (nested_back_solve if stats.nested else back_solve_t)(f.L2, np.ascontiguousarray(rhs2))
+            rhs1 = rhs1 - cross_times(stats.cross, f.W, u2, stats.n1, stats.q1)
+        else:
+            u2 = np.zeros(0)
+        if stats.q1 == 1:
+            u1 = rhs1 / f.L1[:, :, 0]
+        else:
+            u1 = solve_upper_t_blocks(np.ascontiguousarray(f.L1), np.ascontiguousarray(rhs1))
+        us.append(u1)
+        for (k, o, q, nl) in stats.rest_terms:
+            us.append(u2[o:o + q * nl].reshape(nl, q))
+        return us
+
+    @functools.cached_property
+    def fitted(self) -> np.ndarray:
+        """Fitted values X beta + Z b, (n,) float64 (engine.partitioned.lmer sets None)."""
+        X = self._frame_args[3]
+        fitted = X @ self._beta
+        for t, u, T in zip(self.terms, self._u, self._factor.T):
+            b = u @ T.T
+            fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
+        return fitted
+
+    @functools.cached_property
+    def resid(self) -> np.ndarray:
+        """Residuals y - fitted, (n,) float64 (engine.partitioned.lmer sets its five quantiles)."""
+        return self._frame_args[4] - self.fitted
 
     def __repr__(self) -> str:  # the dataclass's own repr, with fixef and vcov in their places
         shown = [("formula", self.formula), ("reml", self.reml), ("fixef", self.fixef), ("vcov", self.vcov)]
@@ -1287,31 +1325,10 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
     pwrss = R[p, p] ** 2
     sigma = math.sqrt(pwrss / (n - p if reml else n))
     vcov = sigma ** 2 * (RXinv @ RXinv.T)
-    # spherical conditional modes: back substitution through the blocked factor
-    rhs1 = f.R1[:, :, p] - f.R1[:, :, :p] @ beta
-    us = []
-    if stats.Q2:
-        rhs2 = f.R2[:, p] - f.R2[:, :p] @ beta
-        u2 = (nested_back_solve if stats.nested else back_solve_t)(f.L2, np.ascontiguousarray(rhs2))
-        rhs1 = rhs1 - cross_times(stats.cross, f.W, u2, stats.n1, stats.q1)
-    else:
-        u2 = np.zeros(0)
-    if stats.q1 == 1:
-        u1 = rhs1 / f.L1[:, :, 0]
-    else:
-        u1 = solve_upper_t_blocks(np.ascontiguousarray(f.L1), np.ascontiguousarray(rhs1))
-    us.append(u1)
-    for (k, o, q, nl) in stats.rest_terms:
-        us.append(u2[o:o + q * nl].reshape(nl, q))
-    fitted = X @ beta
-    for t, u, T in zip(terms, us, f.T):
-        b = u @ T.T
-        fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
     fit = LmerFit(formula=formula, reml=reml, _beta=beta, _vcov_matrix=vcov, _names=list(names), theta=theta,
-                  sigma=sigma,
-                  criterion=crit, nobs=n, terms=terms, fitted=fitted, resid=y - fitted,
-                  response_name=response_name, lower=lower, n_evaluations=nfev, converged=ok,
-                  _stats=stats, _factor=f, _layout=layout, _u=us, _frame_args=frame_args)
+                  sigma=sigma, criterion=crit, nobs=n, terms=terms, response_name=response_name, lower=lower,
+                  n_evaluations=nfev, converged=ok, _stats=stats, _factor=f, _layout=layout,
+                  _frame_args=frame_args)
     if not ok:
         warn_user("lmer: the optimiser did not report convergence", ConvergenceWarning)
     return fit
