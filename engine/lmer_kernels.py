@@ -42,7 +42,7 @@ class CrossBlocks(NamedTuple):
     ``q1 x qk`` block in vals (sum q1*qk,) float64. Pairs of one j are sorted by col0.
 
     Where every block is 1 x 1 (random intercepts), the same pairs by trailing column
-    (``with_column_index``): cptr (Q2 + 1,) int64, cpair (P,) int64 the pairs of column c at
+    (``column_index``): cptr (Q2 + 1,) int64, cpair (P,) int64 the pairs of column c at
     ``cpair[cptr[c]:cptr[c+1]]``, pair_j (P,) int64 each pair's level j; empty otherwise.
     """
 
@@ -55,19 +55,6 @@ class CrossBlocks(NamedTuple):
     cptr: np.ndarray = _NO_INDEX
     cpair: np.ndarray = _NO_INDEX
     pair_j: np.ndarray = _NO_INDEX
-
-
-def with_column_index(cb: CrossBlocks, q1: int, Q2: int) -> CrossBlocks:
-    """``cb`` with its pairs also indexed by trailing column (``CrossBlocks``' cptr, cpair,
-    pair_j), where every block is 1 x 1; ``cb`` unchanged otherwise. The by-column index lets
-    ``cross_trace`` build each row of W'DW in a dense accumulator (Gustavson's sparse product)
-    and meet the same row of S^{-1}, where the by-level order needs the whole Q2 x Q2 product in
-    memory first. (``schur_update`` gains nothing from it: its cost is the per-pair indirect
-    loads; on InstEval 22 ms by column against 19 ms by level.)"""
-    if q1 != 1 or Q2 == 0 or np.any(cb.q != 1):
-        return cb
-    cptr, cpair, pair_j = column_index(cb.jptr, cb.col0, Q2)
-    return cb._replace(cptr=cptr, cpair=cpair, pair_j=pair_j)
 
 
 @numba.njit(cache=True)
@@ -385,9 +372,13 @@ def cross_pairs(codes1, Z1, n1, rcodes, Zr, rq, roff, rnl):
 
 @numba.njit(cache=True)
 def column_index(jptr, col0, Q2):
-    """``CrossBlocks``' by-column index of the pairs (``with_column_index``): cptr (Q2 + 1,),
-    cpair (P,) the pairs of column c at cpair[cptr[c]:cptr[c+1]] in pair order (a stable counting
-    sort by col0: by column, then by j), pair_j (P,) each pair's level j."""
+    """``CrossBlocks``' by-column index of the pairs, made where every block is 1 x 1: cptr
+    (Q2 + 1,), cpair (P,) the pairs of column c at cpair[cptr[c]:cptr[c+1]] in pair order (a stable
+    counting sort by col0: by column, then by j), pair_j (P,) each pair's level j. The index lets
+    ``cross_trace`` build each row of W'DW in a dense accumulator (Gustavson's sparse product) and
+    meet the same row of S^{-1}, where the by-level order needs the whole Q2 x Q2 product in memory
+    first. (``schur_update`` gains nothing from it: its cost is the per-pair indirect loads; on
+    InstEval 22 ms by column against 19 ms by level.)"""
     P = col0.shape[0]
     cptr = np.zeros(Q2 + 1, np.int64)
     for p in range(P):
@@ -428,6 +419,105 @@ def rest_moments(rcodes, Zr, rq, roff, Xa, Q2):
 
 
 @numba.njit(cache=True)
+def sufficient_moments(X, y, codes1, Z1, n1, rcodes, Zr, rq, roff, rnl, nested_ok):
+    """``engine.lmer._sufficient_stats``' pass over the rows, in one call: Xa = [X y] (n, m), term
+    1's A1 (n1, q1, q1) and ZXa1 (n1, q1, m) (``level_cross_sums``), the Z1'Z_rest pairs
+    (``cross_pairs``; rcodes (R, n), Zr (n, sum qk), rq / roff / rnl (R,) the R later terms),
+    whether the trailing block is nested (``nested_ok`` and one later term whose every pair j has
+    one level: ``engine.lmer._NESTED_BLOCKS``), then Z2'Z2 and Z2'[X y]: as diagonal blocks
+    (``nested_trailing_moments``; A22 (0, 0)) or dense (``rest_moments``; blocks (0, 0, 0), and the
+    by-column index where every block is 1 x 1, ``column_index``), Z2'Z2's nonzeros in row-major
+    order (as np.nonzero lists them), and each trailing column's term (1 + t) and first column of
+    its level. The kernels it calls make the same sums in the same order as when called alone."""
+    n, p = X.shape
+    m = p + 1
+    Xa = np.empty((n, m))
+    for i in range(n):
+        for k in range(p):
+            Xa[i, k] = X[i, k]
+        Xa[i, p] = y[i]
+    A1 = level_cross_sums(codes1, Z1, Z1, n1)
+    ZXa1 = level_cross_sums(codes1, Z1, Xa, n1)
+    R = rcodes.shape[0]
+    Q2 = 0
+    for t in range(R):
+        Q2 += rq[t] * rnl[t]
+    jptr, col0, qq, term, off, vals = cross_pairs(codes1, Z1, n1, rcodes, Zr, rq, roff, rnl)
+    nested = nested_ok and R == 1
+    if nested:
+        for j in range(n1):
+            if jptr[j + 1] - jptr[j] != 1:
+                nested = False
+                break
+    cptr = np.zeros(0, np.int64)
+    cpair = np.zeros(0, np.int64)
+    pair_j = np.zeros(0, np.int64)
+    if nested:
+        q = rq[0]
+        blocks, ZXa2 = nested_trailing_moments(rcodes[0], Zr, Xa, rnl[0])
+        A22 = np.zeros((0, 0))
+        nnz = 0
+        for lv in range(blocks.shape[0]):
+            for a in range(q):
+                for b in range(q):
+                    if blocks[lv, a, b] != 0.0:
+                        nnz += 1
+        nz_i = np.empty(nnz, np.int64)
+        nz_j = np.empty(nnz, np.int64)
+        nz_v = np.empty(nnz)
+        e = 0
+        for lv in range(blocks.shape[0]):
+            for a in range(q):
+                for b in range(q):
+                    v = blocks[lv, a, b]
+                    if v != 0.0:
+                        nz_i[e] = lv * q + a
+                        nz_j[e] = lv * q + b
+                        nz_v[e] = v
+                        e += 1
+    else:
+        blocks = np.zeros((0, 0, 0))
+        if R:
+            A22, ZXa2 = rest_moments(rcodes, Zr, rq, roff, Xa, Q2)
+        else:
+            A22 = np.zeros((0, 0))
+            ZXa2 = np.zeros((0, m))
+        scalar = Z1.shape[1] == 1 and Q2 > 0
+        for e in range(qq.shape[0]):
+            if qq[e] != 1:
+                scalar = False
+        if scalar:
+            cptr, cpair, pair_j = column_index(jptr, col0, Q2)
+        nnz = 0
+        for r in range(Q2):
+            for c in range(Q2):
+                if A22[r, c] != 0.0:
+                    nnz += 1
+        nz_i = np.empty(nnz, np.int64)
+        nz_j = np.empty(nnz, np.int64)
+        nz_v = np.empty(nnz)
+        e = 0
+        for r in range(Q2):
+            for c in range(Q2):
+                v = A22[r, c]
+                if v != 0.0:
+                    nz_i[e] = r
+                    nz_j[e] = c
+                    nz_v[e] = v
+                    e += 1
+    col_term = np.zeros(Q2, np.int64)
+    col_start = np.zeros(Q2, np.int64)
+    for t in range(R):
+        for lv in range(rnl[t]):
+            c0 = roff[t] + lv * rq[t]
+            for c in range(rq[t]):
+                col_term[c0 + c] = t + 1
+                col_start[c0 + c] = c0
+    return (Xa, A1, ZXa1, (jptr, col0, qq, term, off, vals, cptr, cpair, pair_j), nested, A22, blocks, ZXa2,
+            nz_i, nz_j, nz_v, col_term, col_start)
+
+
+@numba.njit(cache=True)
 def forward_solve(L, B):
     """L^{-1} B for lower-triangular L (Q, Q) and B (Q, m), by columns of B (no BLAS call:
     scipy's threaded trsm costs milliseconds of thread wake-up on small blocks)."""
@@ -449,7 +539,7 @@ class Layout(NamedTuple):
     (into the K terms), col_start (Q2,) the first column of the column's level block.
 
     nested: the trailing block is block diagonal, one q2 x q2 block per level of its one term
-    (``engine.lmer._nested_trailing``: every level of term 1 meets one level of term 2, as
+    (``engine.lmer._NESTED_BLOCKS``: every level of term 1 meets one level of term 2, as
     classes in schools), and is held and factored as (n2, q2, q2) blocks
     (``leading_and_nested_schur``, ``nested_factor``) instead of one dense Q2 x Q2 matrix."""
 
@@ -1145,7 +1235,7 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
 def cross_trace(cb, W, wts, Sinv):
     """sum over levels j of the (scalar) leading term of wts[j] w_j' Sinv w_j, w_j (Q2,) row j
     of W at its pairs' columns (every block 1 x 1; ``cb`` indexed by column, see
-    ``with_column_index``); Sinv (Q2, Q2) symmetric, its lower triangle read by rows. With
+    ``column_index``); Sinv (Q2, Q2) symmetric, its lower triangle read by rows. With
     wts = 1 / L1_j^2 and Sinv = S^{-1} it is the leading block's share of
     tr((Lambda'Z'Z Lambda + I)^{-1}) beyond sum 1 / L1_j^2. Row a of sum_j wts_j w_j w_j'
     (columns b <= a) gathers in a dense accumulator, then meets row a of Sinv."""
