@@ -518,6 +518,24 @@ def sufficient_moments(X, y, codes1, Z1, n1, rcodes, Zr, rq, roff, rnl, nested_o
 
 
 @numba.njit(cache=True)
+def largest_magnitudes(X, y):
+    """The largest finite |value| of y (n,) and of each column of X (n, p), 0 where there is none:
+    (1 + p,) float64, y's first (``engine.validate.check_lmer_scales``; one pass, where numpy's
+    abs, isfinite and masked max made four passes and as many temporaries)."""
+    n, p = X.shape
+    out = np.zeros(1 + p)
+    for i in range(n):
+        v = abs(y[i])
+        if v > out[0] and np.isfinite(v):
+            out[0] = v
+        for j in range(p):
+            v = abs(X[i, j])
+            if v > out[1 + j] and np.isfinite(v):
+                out[1 + j] = v
+    return out
+
+
+@numba.njit(cache=True)
 def forward_solve(L, B):
     """L^{-1} B for lower-triangular L (Q, Q) and B (Q, m), by columns of B (no BLAS call:
     scipy's threaded trsm costs milliseconds of thread wake-up on small blocks)."""
