@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from engine.formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
+from engine.formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design, integer_unique,
                               gather_columns, kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
 from engine.rcompat.collate import r_sort_key
 from engine.rcompat.language import Bar as _Bar
@@ -1739,7 +1739,10 @@ def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
         codes, levels = _kept_levels(variable.codes, variable.levels, rows, n_dropped)
         return codes, list(levels)
     values = variable.values if not n_dropped else variable.values[rows]
-    uniques, codes = np.unique(values, return_inverse=True)  # factor(numeric): numeric order
+    # factor(numeric): levels in numeric order; integer ids by counting (integer_unique), else a sort
+    found, uniques, codes = integer_unique(np.ascontiguousarray(values, dtype=np.float64))
+    if not found:
+        uniques, codes = np.unique(values, return_inverse=True)
     return codes.astype(np.int64), _number_labels(uniques)
 
 
