@@ -386,7 +386,7 @@ def _factorize(stats: _Stats, theta: np.ndarray, layout) -> _Factor:
         if stats.nested:
             return _factorize_nested(stats, T, Tk, L1, R1, W, gram, ldL2)
         S = _lambda2_apply_left(stats, Tk, _lambda2_apply_left(stats, Tk, stats.A22).T.copy())
-        S[np.diag_indices_from(S)] += 1.0
+        S.flat[::S.shape[0] + 1] += 1.0  # + I (np.diag_indices_from's index arrays cost ~4x more)
         R2 = _lambda2_apply_left(stats, Tk, stats.ZXa2)
         schur_update(stats.cross, W, S, np.ascontiguousarray(R1), R2)
         try:
