@@ -15,7 +15,7 @@ treatment, five student covariates (float32 / int32, zstd, 10^6 rows a file). Re
   to --lme4-max where R and lme4 are installed (--no-r skips), with engine's REML criterion minus
   lme4's. engine.lmer runs up to --lmer-max (default 10^7): the classes are nested in the schools,
   so its trailing block (every school intercept: 13,000 at 10^6 students, 133,000 at 10^7) is held
-  and factored per school (engine.lmer._nested_trailing), not as one dense 13,000^2 matrix (1.4 GB
+  and factored per school (engine.lmer._NESTED_BLOCKS), not as one dense 13,000^2 matrix (1.4 GB
   and a dense Cholesky per evaluation, which stopped the 10^6 fit before session 10).
 
     python benchmarks/bench_scale.py --sizes 1e6 1e7 [--cache DIR] [--workers 2] [--skip brm lmer]

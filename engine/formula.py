@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ColumnNotFoundError, DataError, EngineError, FormulaError, ModelSpecError
-from engine.formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design,
+from engine.formula_kernels import (DesignProgram, any_non_finite, combined_codes, fill_design, integer_unique,
                               gather_columns, kept_codes, kept_codes_2d, nan_inf_scan, plain_rows)
 from engine.rcompat.collate import r_sort_key
 from engine.rcompat.language import Bar as _Bar
@@ -774,8 +774,20 @@ def _as_factor(variable: _Variable, label: str) -> _Variable:
     uniques, inverse = np.unique(variable.values[~missing], return_inverse=True)
     codes = np.full(len(variable.values), -1, dtype=np.int64)
     codes[~missing] = inverse
-    return _Variable(label, "factor", codes=codes, levels=[_r_number(float(u)) for u in uniques],
+    return _Variable(label, "factor", codes=codes, levels=_number_labels(uniques),
                      missing=variable.missing, sources=variable.sources)
+
+
+def _number_labels(uniques: np.ndarray) -> list[str]:
+    """R's labels of ``factor(numeric)``'s levels: ``as.character`` of each unique value (``25``,
+    ``0.5``), (k,) numbers -> k strings; remembered by the values (a refit on the same grouping
+    column asks again, and each label costs ~1 us)."""
+    return list(_number_labels_of(np.asarray(uniques, dtype=np.float64).tobytes()))
+
+
+@functools.lru_cache(maxsize=32)
+def _number_labels_of(values: bytes) -> tuple[str, ...]:
+    return tuple(_r_number(v) for v in np.frombuffer(values, dtype=np.float64).tolist())
 
 
 def _arith_sources(node, out: list[tuple[str, int]]):
@@ -1727,8 +1739,11 @@ def _group_labels(variable: _Variable, rows: np.ndarray, n_dropped: int):
         codes, levels = _kept_levels(variable.codes, variable.levels, rows, n_dropped)
         return codes, list(levels)
     values = variable.values if not n_dropped else variable.values[rows]
-    uniques, codes = np.unique(values, return_inverse=True)  # factor(numeric): numeric order
-    return codes.astype(np.int64), [_r_number(float(u)) for u in uniques]
+    # factor(numeric): levels in numeric order; integer ids by counting (integer_unique), else a sort
+    found, uniques, codes = integer_unique(np.ascontiguousarray(values, dtype=np.float64))
+    if not found:
+        uniques, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), _number_labels(uniques)
 
 
 def _grouping_factor(name: str, cols: tuple[str, ...], columns: dict, rows: np.ndarray,

@@ -224,6 +224,49 @@ def combined_codes(parts, radix, size):
 
 
 @numba.njit(cache=True, nogil=True)
+def integer_unique(values):
+    """``np.unique(values, return_inverse=True)`` of float64 values (n,) that are all integers of
+    magnitude below 2^52 spanning at most max(2^16, 4 n) values (numeric grouping ids), by
+    counting instead of sorting. Returns (True, uniques (k,) float64 ascending, inverse (n,)
+    int64); (False, empty, empty) for anything else (a fraction, NaN, Inf, a wide range), which
+    np.unique then handles."""
+    n = values.shape[0]
+    if n == 0:
+        return False, np.zeros(0), np.zeros(0, dtype=np.int64)
+    lo = values[0]
+    hi = values[0]
+    for i in range(n):
+        v = values[i]
+        if not (abs(v) < 4503599627370496.0 and v == np.floor(v)):  # 2^52; False for NaN
+            return False, np.zeros(0), np.zeros(0, dtype=np.int64)
+        lo = min(lo, v)
+        hi = max(hi, v)
+    size = int(hi - lo) + 1
+    if size > max(1 << 16, 4 * n):
+        return False, np.zeros(0), np.zeros(0, dtype=np.int64)
+    slot = np.empty(n, dtype=np.int64)
+    present = np.zeros(size, dtype=np.bool_)
+    for i in range(n):
+        s = int(values[i] - lo)
+        slot[i] = s
+        present[s] = True
+    rank = np.empty(size, dtype=np.int64)
+    count = 0
+    for u in range(size):
+        rank[u] = count
+        if present[u]:
+            count += 1
+    uniques = np.empty(count)
+    for u in range(size):
+        if present[u]:
+            uniques[rank[u]] = lo + u
+    inverse = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        inverse[i] = rank[slot[i]]
+    return True, uniques, inverse
+
+
+@numba.njit(cache=True, nogil=True)
 def plain_rows(numeric, scan, codes):
     """The kept rows of a frame of plain columns, in one pass over each: a row is dropped where a
     ``numeric`` (k, N) row flagged in ``scan`` (k,) holds a NaN, or a factor's ``codes`` (f, N)

@@ -26,7 +26,7 @@ per level); all later terms form one trailing Schur block (size = their total nu
 effects), updated from the sparse Z1'Z_rest blocks (``engine.lmer_kernels``). For crossed designs
 (InstEval's students x lecturers) fill-in makes it dense: it is held and factored as one dense
 matrix. For nested ones (pupils in classes in schools: one later term, every level of the first in
-one level of it, read from the codes, ``_nested_trailing``) it stays block diagonal, one q2 x q2
+one level of it, read from the codes, ``_NESTED_BLOCKS``) it stays block diagonal, one q2 x q2
 block per level of the later term: it is held and factored per level, so an evaluation costs
 O(levels q^3 + p^3) however many levels there are (10^6 students in 13,000 schools: milliseconds,
 where the dense block was 13,000^2).
@@ -63,10 +63,9 @@ from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, D
                            ModelSpecError, warn_user)
 from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic,
                                  cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
-                                 level_cross_sums,
                                  minimize_bounded, minimize_criterion, nested_back_solve, nested_cross_quadratic,
-                                 nested_forward_solve, nested_schur_update, nested_trailing_moments, newton_polish,
-                                 profiled_criterion, scaled_cross, schur_update, trailing_moments, with_column_index)
+                                 nested_forward_solve, nested_schur_update, newton_polish, profiled_criterion,
+                                 scaled_cross, schur_update, sufficient_moments)
 
 SINGULAR_TOL = 1e-4
 # The finite-difference BFGS stage before ``newton_polish`` stops once its predicted remaining
@@ -279,21 +278,19 @@ class _Stats:
     # (theta, _Factor) of the last exact-gradient evaluation: the factor at the optimum, which
     # _fit_stats would otherwise compute again (a dense Cholesky of the trailing block)
     last_factor: tuple = None
-    # nested trailing block (``_nested_trailing``): A22 is None and A22_blocks (n2, q2, q2) holds
+    # nested trailing block (``_NESTED_BLOCKS``): A22 is None and A22_blocks (n2, q2, q2) holds
     # Z2'Z2's diagonal blocks; the factor's L2 is then (n2, q2, q2) too
     nested: bool = False
     A22_blocks: np.ndarray = None
 
 
 def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Stats:
+    """Z'Z, Z'[X y] and [X y]'[X y] of the terms (lme4's order) on X (n, p), y (n,), in the blocks
+    ``_factorize`` and the kernels read: one compiled pass over the rows
+    (``lmer_kernels.sufficient_moments``), then [X y]'[X y] by BLAS."""
     n, p = X.shape
-    Xa = np.empty((n, p + 1))
-    Xa[:, :p] = X
-    Xa[:, p] = y
     t1 = terms[0]
     q1, n1 = t1.q, t1.nlev
-    A1 = level_cross_sums(t1.codes, t1.Z, t1.Z, n1)
-    ZXa1 = level_cross_sums(t1.codes, t1.Z, Xa, n1)
     rest = []
     off = 0
     for k, t in enumerate(terms[1:], start=1):
@@ -301,96 +298,42 @@ def _sufficient_stats(terms: list[ReTerm], X: np.ndarray, y: np.ndarray) -> _Sta
         off += t.q * t.nlev
     Q2 = off
     qmax = max([t.q for t in terms[1:]], default=1)
-    nested = False
-    A22_blocks = None
-    if Q2:
-        # Z1'Z_rest blocks: one per (level of term 1, level of term k) pair present
-        pj, pc, pq, pt, pv = [], [], [], [], []
-        for ti, (k, o, q, nl) in enumerate(rest):
-            t = terms[k]
-            key = t1.codes * nl + t.codes
-            uniq, inv = np.unique(key, return_inverse=True)
-            blocks = level_cross_sums(inv, t1.Z, t.Z, len(uniq))  # (P_k, q1, q)
-            pj.append(uniq // nl)
-            pc.append(o + (uniq % nl) * q)
-            pq.append(np.full(len(uniq), q))
-            pt.append(np.full(len(uniq), ti))
-            pv.append(blocks.reshape(len(uniq), q1 * q))
-        pj = np.concatenate(pj)
-        order = np.argsort(pj, kind="stable")
-        pq_all = np.concatenate(pq)[order]
-        sizes = q1 * pq_all
-        offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        # the pairs' blocks in their new order: a gather from the blocks concatenated as made
-        made = np.concatenate([blk.ravel() for blk in pv])
-        made_start = np.concatenate([[0], np.cumsum(q1 * np.concatenate(pq))[:-1]]).astype(np.int64)
-        vals_flat = made[np.repeat(made_start[order] - offs, sizes) + np.arange(int(sizes.sum()))]
-        jptr = np.searchsorted(pj[order], np.arange(n1 + 1)).astype(np.int64)
-        cross = CrossBlocks(jptr, np.concatenate(pc)[order].astype(np.int64), pq_all.astype(np.int64),
-                            np.concatenate(pt)[order].astype(np.int64), offs,
-                            np.ascontiguousarray(vals_flat, dtype=np.float64))
-        nested = _nested_trailing(rest, cross)
-        if nested:
-            (k, _o, q, nl), = rest
-            A22_blocks, ZXa2 = nested_trailing_moments(terms[k].codes, terms[k].Z, Xa, nl)
-            # the nonzeros of Z2'Z2 in the dense matrix's row-major order (its rows block by block)
-            lv, a, b = np.nonzero(A22_blocks)
-            nz_i, nz_j = lv * q + a, lv * q + b
-            nz_v = A22_blocks[lv, a, b]
-            A22 = None
-        else:
-            # Z2 by rows: each row has one entry per column of each later term
-            width = sum(q for (_k, _o, q, _nl) in rest)
-            cols = np.empty((n, width), dtype=np.int64)
-            vals = np.empty((n, width))
-            e = 0
-            for (k, o, q, nl) in rest:
-                t = terms[k]
-                for c in range(q):
-                    cols[:, e] = o + t.codes * q + c
-                    vals[:, e] = t.Z[:, c]
-                    e += 1
-            A22, ZXa2 = trailing_moments(cols, vals, Xa, Q2)
-            cross = with_column_index(cross, q1, Q2)
+    later = terms[1:]
+    if len(later) == 1:
+        rcodes, Zr = later[0].codes.reshape(1, n), later[0].Z
+    elif later:
+        rcodes, Zr = np.stack([t.codes for t in later]), np.concatenate([t.Z for t in later], axis=1)
     else:
-        A22 = np.zeros((0, 0))
-        ZXa2 = np.zeros((0, p + 1))
-        cross = CrossBlocks(np.zeros(n1 + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        rcodes, Zr = np.zeros((0, n), dtype=np.int64), np.zeros((n, 0))
+    rq = np.array([t.q for t in later], dtype=np.int64)
+    roff = np.array([o for (_k, o, _q, _nl) in rest], dtype=np.int64)
+    rnl = np.array([t.nlev for t in later], dtype=np.int64)
+    (Xa, A1, ZXa1, pairs, nested, A22, A22_blocks, ZXa2, nz_i, nz_j, nz_v, col_term,
+     col_start) = sufficient_moments(X, y, t1.codes, t1.Z, n1, rcodes, Zr, rq, roff, rnl, _NESTED_BLOCKS)
+    cross = CrossBlocks(*pairs)
+    if nested:
+        A22 = None
+    else:
+        A22_blocks = None
     qs = [t.q for t in terms]
-    theta_start = np.concatenate([[0], np.cumsum([q * (q + 1) // 2 for q in qs])[:-1]]).astype(np.int64)
-    col_term = np.zeros(Q2, dtype=np.int64)
-    col_start = np.zeros(Q2, dtype=np.int64)
-    for (k, o, q, nl) in rest:
-        idx = np.arange(q * nl)
-        col_term[o:o + q * nl] = k
-        col_start[o:o + q * nl] = o + (idx // q) * q
+    theta_start = np.zeros(len(qs), dtype=np.int64)
+    for k in range(1, len(qs)):
+        theta_start[k] = theta_start[k - 1] + qs[k - 1] * (qs[k - 1] + 1) // 2
     XaXa = Xa.T @ Xa
-    if not nested:
-        nz_i, nz_j = np.nonzero(A22)
-        nz_v = A22[nz_i, nz_j]
-    moments = Moments(np.ascontiguousarray(A1), np.ascontiguousarray(ZXa1), nz_i.astype(np.int64),
-                      nz_j.astype(np.int64), np.ascontiguousarray(nz_v),
-                      np.ascontiguousarray(ZXa2), np.ascontiguousarray(XaXa))
+    moments = Moments(A1, ZXa1, nz_i, nz_j, nz_v, ZXa2, XaXa)
     layout = Layout(theta_start, np.asarray(qs, dtype=np.int64), col_term, col_start, nested)
     return _Stats(n, p, q1, n1, A1, ZXa1, Q2, A22, ZXa2, cross, XaXa, rest, qmax, moments, layout,
                   nested=nested, A22_blocks=A22_blocks)
 
 
-# engine.lmer holds a nested trailing block in per-level blocks (``_nested_trailing``); False
-# forces the dense block (tests compare the two)
+# The nested trailing block (``sufficient_moments`` decides it from the grouping codes): one later
+# term, and every level j of the leading term in exactly one pair (j, l), i.e. all rows of j in one
+# level l (classes in schools: ``(1 | school/class)``, a class in one school; also ``(1 | g) +
+# (0 + x | g)``). Then Z2'Z2 is block diagonal (one term) and W_j'W_j falls in level l's block, so
+# S = Lambda2'Z2'Z2 Lambda2 + I - sum_j W_j'W_j is block diagonal: it is held as (levels, q2, q2)
+# and factored per level. Crossed designs (Penicillin, InstEval: a level j meets several levels l)
+# keep the dense block. False forces the dense block (tests compare the two).
 _NESTED_BLOCKS = True
-
-
-def _nested_trailing(rest, cross: CrossBlocks) -> bool:
-    """Whether the trailing block (and so its Schur complement) is block diagonal per level of its
-    term, read from the grouping codes: one later term, and every level j of the leading term in
-    exactly one pair (j, l), i.e. all rows of j in one level l (classes in schools: ``(1 | school/
-    class)``, a class in one school; also ``(1 | g) + (0 + x | g)``). Then Z2'Z2 is block
-    diagonal (one term) and W_j'W_j falls in level l's block, so S = Lambda2'Z2'Z2 Lambda2 + I -
-    sum_j W_j'W_j is block diagonal: it is held as (levels, q2, q2) and factored per level.
-    Crossed designs (Penicillin, InstEval: a level j meets several levels l) keep the dense block."""
-    return _NESTED_BLOCKS and len(rest) == 1 and bool(np.all(np.diff(cross.jptr) == 1))
 
 
 @dataclass
@@ -443,7 +386,7 @@ def _factorize(stats: _Stats, theta: np.ndarray, layout) -> _Factor:
         if stats.nested:
             return _factorize_nested(stats, T, Tk, L1, R1, W, gram, ldL2)
         S = _lambda2_apply_left(stats, Tk, _lambda2_apply_left(stats, Tk, stats.A22).T.copy())
-        S[np.diag_indices_from(S)] += 1.0
+        S.flat[::S.shape[0] + 1] += 1.0  # + I (np.diag_indices_from's index arrays cost ~4x more)
         R2 = _lambda2_apply_left(stats, Tk, stats.ZXa2)
         schur_update(stats.cross, W, S, np.ascontiguousarray(R1), R2)
         try:
@@ -466,7 +409,7 @@ def _factorize(stats: _Stats, theta: np.ndarray, layout) -> _Factor:
 
 
 def _factorize_nested(stats: _Stats, T, Tk, L1, R1, W, gram, ldL2) -> _Factor:
-    """``_factorize``'s trailing part for a nested trailing block (``_nested_trailing``): the
+    """``_factorize``'s trailing part for a nested trailing block (``_NESTED_BLOCKS``): the
     dense path's operations on each level's q2 x q2 block (the dense matrices are zero outside
     them), L2 (n2, q2, q2) the blocks' lower Cholesky factors."""
     m = stats.p + 1
@@ -834,8 +777,6 @@ class LmerFit:
     criterion: float
     nobs: int
     terms: list = field(repr=False)
-    fitted: np.ndarray = field(repr=False)
-    resid: np.ndarray = field(repr=False)
     response_name: str = ""
     lower: np.ndarray = field(repr=False, default=None)
     n_evaluations: int = 0
@@ -843,7 +784,6 @@ class LmerFit:
     _stats: _Stats = field(repr=False, default=None)
     _factor: _Factor = field(repr=False, default=None)
     _layout: list = field(repr=False, default=None)
-    _u: list = field(repr=False, default=None)  # spherical modes per term (nlev, q)
     _frame_args: tuple = field(repr=False, default=None)
     # engine.newdata.FittedTerms of the fixed part, or (model frame, data columns) to build it from on
     # first use (predict with newdata): listing pandas 3's Arrow string columns alone costs ~80 us
@@ -862,6 +802,47 @@ class LmerFit:
     def vcov(self) -> pd.DataFrame:
         """The fixed effects' covariance, (p, p) DataFrame over the column names."""
         return pd.DataFrame(self._vcov_matrix, index=self._names, columns=self._names)
+
+    # The conditional modes and the fitted values are computed on first use too (a small fit's
+    # back substitution and its n-row fitted values, ~30-90 us, which anova, pool and
+    # refit_ml never read); each is the same arithmetic on the same arrays whenever it runs.
+    @functools.cached_property
+    def _u(self) -> list[np.ndarray]:
+        """Spherical conditional modes per term, (nlev, q): back substitution through the blocked
+        factor at the optimum (u = L^{-T}(R_Zy - R_ZX beta))."""
+        stats, f, beta = self._stats, self._factor, self._beta
+        p = stats.p
+        rhs1 = f.R1[:, :, p] - f.R1[:, :, :p] @ beta
+        us = []
+        if stats.Q2:
+            rhs2 = f.R2[:, p] - f.R2[:, :p] @ beta
+            u2 = (nested_back_solve if stats.nested else back_solve_t)(f.L2, np.ascontiguousarray(rhs2))
+            rhs1 = rhs1 - cross_times(stats.cross, f.W, u2, stats.n1, stats.q1)
+        else:
+            u2 = np.zeros(0)
+        if stats.q1 == 1:
+            u1 = rhs1 / f.L1[:, :, 0]
+        else:
+            u1 = solve_upper_t_blocks(np.ascontiguousarray(f.L1), np.ascontiguousarray(rhs1))
+        us.append(u1)
+        for (k, o, q, nl) in stats.rest_terms:
+            us.append(u2[o:o + q * nl].reshape(nl, q))
+        return us
+
+    @functools.cached_property
+    def fitted(self) -> np.ndarray:
+        """Fitted values X beta + Z b, (n,) float64 (engine.partitioned.lmer sets None)."""
+        X = self._frame_args[3]
+        fitted = X @ self._beta
+        for t, u, T in zip(self.terms, self._u, self._factor.T):
+            b = u @ T.T
+            fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
+        return fitted
+
+    @functools.cached_property
+    def resid(self) -> np.ndarray:
+        """Residuals y - fitted, (n,) float64 (engine.partitioned.lmer sets its five quantiles)."""
+        return self._frame_args[4] - self.fitted
 
     def __repr__(self) -> str:  # the dataclass's own repr, with fixef and vcov in their places
         shown = [("formula", self.formula), ("reml", self.reml), ("fixef", self.fixef), ("vcov", self.vcov)]
@@ -1312,31 +1293,10 @@ def _fit_stats(frame_args, reml: bool, theta0=None, theta_fixed=None, stats=None
     pwrss = R[p, p] ** 2
     sigma = math.sqrt(pwrss / (n - p if reml else n))
     vcov = sigma ** 2 * (RXinv @ RXinv.T)
-    # spherical conditional modes: back substitution through the blocked factor
-    rhs1 = f.R1[:, :, p] - f.R1[:, :, :p] @ beta
-    us = []
-    if stats.Q2:
-        rhs2 = f.R2[:, p] - f.R2[:, :p] @ beta
-        u2 = (nested_back_solve if stats.nested else back_solve_t)(f.L2, np.ascontiguousarray(rhs2))
-        rhs1 = rhs1 - cross_times(stats.cross, f.W, u2, stats.n1, stats.q1)
-    else:
-        u2 = np.zeros(0)
-    if stats.q1 == 1:
-        u1 = rhs1 / f.L1[:, :, 0]
-    else:
-        u1 = solve_upper_t_blocks(np.ascontiguousarray(f.L1), np.ascontiguousarray(rhs1))
-    us.append(u1)
-    for (k, o, q, nl) in stats.rest_terms:
-        us.append(u2[o:o + q * nl].reshape(nl, q))
-    fitted = X @ beta
-    for t, u, T in zip(terms, us, f.T):
-        b = u @ T.T
-        fitted = fitted + np.einsum("iq,iq->i", t.Z, b[t.codes])
     fit = LmerFit(formula=formula, reml=reml, _beta=beta, _vcov_matrix=vcov, _names=list(names), theta=theta,
-                  sigma=sigma,
-                  criterion=crit, nobs=n, terms=terms, fitted=fitted, resid=y - fitted,
-                  response_name=response_name, lower=lower, n_evaluations=nfev, converged=ok,
-                  _stats=stats, _factor=f, _layout=layout, _u=us, _frame_args=frame_args)
+                  sigma=sigma, criterion=crit, nobs=n, terms=terms, response_name=response_name, lower=lower,
+                  n_evaluations=nfev, converged=ok, _stats=stats, _factor=f, _layout=layout,
+                  _frame_args=frame_args)
     if not ok:
         warn_user("lmer: the optimiser did not report convergence", ConvergenceWarning)
     return fit

@@ -42,7 +42,7 @@ class CrossBlocks(NamedTuple):
     ``q1 x qk`` block in vals (sum q1*qk,) float64. Pairs of one j are sorted by col0.
 
     Where every block is 1 x 1 (random intercepts), the same pairs by trailing column
-    (``with_column_index``): cptr (Q2 + 1,) int64, cpair (P,) int64 the pairs of column c at
+    (``column_index``): cptr (Q2 + 1,) int64, cpair (P,) int64 the pairs of column c at
     ``cpair[cptr[c]:cptr[c+1]]``, pair_j (P,) int64 each pair's level j; empty otherwise.
     """
 
@@ -55,21 +55,6 @@ class CrossBlocks(NamedTuple):
     cptr: np.ndarray = _NO_INDEX
     cpair: np.ndarray = _NO_INDEX
     pair_j: np.ndarray = _NO_INDEX
-
-
-def with_column_index(cb: CrossBlocks, q1: int, Q2: int) -> CrossBlocks:
-    """``cb`` with its pairs also indexed by trailing column (``CrossBlocks``' cptr, cpair,
-    pair_j), where every block is 1 x 1; ``cb`` unchanged otherwise. The by-column index lets
-    ``cross_trace`` build each row of W'DW in a dense accumulator (Gustavson's sparse product)
-    and meet the same row of S^{-1}, where the by-level order needs the whole Q2 x Q2 product in
-    memory first. (``schur_update`` gains nothing from it: its cost is the per-pair indirect
-    loads; on InstEval 22 ms by column against 19 ms by level.)"""
-    if q1 != 1 or Q2 == 0 or np.any(cb.q != 1):
-        return cb
-    pair_j = np.repeat(np.arange(cb.jptr.shape[0] - 1, dtype=np.int64), np.diff(cb.jptr))
-    cpair = np.argsort(cb.col0, kind="stable").astype(np.int64)  # by column, then by j
-    cptr = np.searchsorted(cb.col0[cpair], np.arange(Q2 + 1)).astype(np.int64)
-    return cb._replace(cptr=cptr, cpair=cpair, pair_j=pair_j)
 
 
 @numba.njit(cache=True)
@@ -296,6 +281,261 @@ def nested_trailing_moments(codes, Z, Xa, n2):
 
 
 @numba.njit(cache=True)
+def cross_pairs(codes1, Z1, n1, rcodes, Zr, rq, roff, rnl):
+    """Z1'Z_rest in ``CrossBlocks``' layout from the rows: one q1 x qk block per (level j of term
+    1, level l of later term t) pair present, grouped by j, within j by term, then by l (so by
+    col0). codes1 (n,) int64 and Z1 (n, q1) term 1; rcodes (R, n) int64 the R later terms' codes,
+    Zr (n, sum qk) their columns side by side, rq / roff / rnl (R,) their q, first trailing column
+    and number of levels. Returns (jptr (n1+1,), col0, q, term, off (P,) int64, vals (sum q1 qk,)).
+    Each block is the sum over its rows, in row order, of Z1[i, r] Zk[i, c], as
+    ``level_cross_sums`` over the pair codes (np.unique of j nl + l) adds it: the same numbers,
+    without the sort of the n keys (rows are bucketed by j, O(n + P log) for the pairs of each j)."""
+    n, q1 = Z1.shape
+    R = rcodes.shape[0]
+    zc = np.zeros(R, np.int64)  # each later term's first column in Zr
+    for t in range(1, R):
+        zc[t] = zc[t - 1] + rq[t - 1]
+    # rows by level j: a counting sort, stable, so each level's rows stay in row order
+    start = np.zeros(n1 + 1, np.int64)
+    for i in range(n):
+        start[codes1[i] + 1] += 1
+    widest = 0
+    for j in range(n1):
+        widest = max(widest, start[j + 1])
+        start[j + 1] += start[j]
+    rows = np.empty(n, np.int64)
+    fill = start[:n1].copy()
+    for i in range(n):
+        j = codes1[i]
+        rows[fill[j]] = i
+        fill[j] += 1
+    maxnl = 0
+    for t in range(R):
+        maxnl = max(maxnl, rnl[t])
+    seen = np.full((R, maxnl), -1, np.int64)  # the last level j that met (t, l)
+    npairs = 0
+    for j in range(n1):
+        for t in range(R):
+            for k in range(start[j], start[j + 1]):
+                lv = rcodes[t, rows[k]]
+                if seen[t, lv] != j:
+                    seen[t, lv] = j
+                    npairs += 1
+    jptr = np.zeros(n1 + 1, np.int64)
+    col0 = np.empty(npairs, np.int64)
+    qq = np.empty(npairs, np.int64)
+    term = np.empty(npairs, np.int64)
+    off = np.empty(npairs, np.int64)
+    seen[:, :] = -1
+    buf = np.empty(widest, np.int64)
+    size = 0
+    p = 0
+    # first the layout (pairs and offsets), then the sums: vals' size is known after the layout
+    for j in range(n1):
+        jptr[j] = p
+        for t in range(R):
+            m = 0
+            for k in range(start[j], start[j + 1]):
+                lv = rcodes[t, rows[k]]
+                if seen[t, lv] != j:
+                    seen[t, lv] = j
+                    buf[m] = lv
+                    m += 1
+            ls = np.sort(buf[:m])
+            for e in range(m):
+                col0[p] = roff[t] + ls[e] * rq[t]
+                qq[p] = rq[t]
+                term[p] = t
+                off[p] = size
+                size += q1 * rq[t]
+                p += 1
+    jptr[n1] = p
+    slot = np.empty((R, maxnl), np.int64)  # the pair of (t, l) for the current j
+    vals = np.zeros(size)
+    for j in range(n1):
+        for p in range(jptr[j], jptr[j + 1]):
+            t = term[p]
+            slot[t, (col0[p] - roff[t]) // rq[t]] = p
+        for k in range(start[j], start[j + 1]):
+            i = rows[k]
+            for t in range(R):
+                p = slot[t, rcodes[t, i]]
+                qk = rq[t]
+                o = off[p]
+                z0 = zc[t]
+                for r in range(q1):
+                    u = Z1[i, r]
+                    for c in range(qk):
+                        vals[o + r * qk + c] += u * Zr[i, z0 + c]
+    return jptr, col0, qq, term, off, vals
+
+
+@numba.njit(cache=True)
+def column_index(jptr, col0, Q2):
+    """``CrossBlocks``' by-column index of the pairs, made where every block is 1 x 1: cptr
+    (Q2 + 1,), cpair (P,) the pairs of column c at cpair[cptr[c]:cptr[c+1]] in pair order (a stable
+    counting sort by col0: by column, then by j), pair_j (P,) each pair's level j. The index lets
+    ``cross_trace`` build each row of W'DW in a dense accumulator (Gustavson's sparse product) and
+    meet the same row of S^{-1}, where the by-level order needs the whole Q2 x Q2 product in memory
+    first. (``schur_update`` gains nothing from it: its cost is the per-pair indirect loads; on
+    InstEval 22 ms by column against 19 ms by level.)"""
+    P = col0.shape[0]
+    cptr = np.zeros(Q2 + 1, np.int64)
+    for p in range(P):
+        cptr[col0[p] + 1] += 1
+    for c in range(Q2):
+        cptr[c + 1] += cptr[c]
+    fill = cptr[:Q2].copy()
+    cpair = np.empty(P, np.int64)
+    for p in range(P):
+        c = col0[p]
+        cpair[fill[c]] = p
+        fill[c] += 1
+    pair_j = np.empty(P, np.int64)
+    for j in range(jptr.shape[0] - 1):
+        for p in range(jptr[j], jptr[j + 1]):
+            pair_j[p] = j
+    return cptr, cpair, pair_j
+
+
+@numba.njit(cache=True)
+def rest_moments(rcodes, Zr, rq, roff, Xa, Q2):
+    """Z2'Z2 (Q2, Q2) dense and Z2'[X y] (Q2, m) of the later terms (``cross_pairs``' rcodes, Zr,
+    rq, roff): ``trailing_moments`` on Z2 by rows (row i: column roff_t + l q_t + c, value
+    Zr[i, c] per term t and column c, terms in order), built here rather than as two (n, w)
+    arrays in numpy."""
+    n = Zr.shape[0]
+    R = rcodes.shape[0]
+    w = Zr.shape[1]
+    cols = np.empty((n, w), np.int64)
+    e = 0
+    for t in range(R):
+        qt = rq[t]
+        for c in range(qt):
+            for i in range(n):
+                cols[i, e] = roff[t] + rcodes[t, i] * qt + c
+            e += 1
+    return trailing_moments(cols, np.ascontiguousarray(Zr), Xa, Q2)
+
+
+@numba.njit(cache=True)
+def sufficient_moments(X, y, codes1, Z1, n1, rcodes, Zr, rq, roff, rnl, nested_ok):
+    """``engine.lmer._sufficient_stats``' pass over the rows, in one call: Xa = [X y] (n, m), term
+    1's A1 (n1, q1, q1) and ZXa1 (n1, q1, m) (``level_cross_sums``), the Z1'Z_rest pairs
+    (``cross_pairs``; rcodes (R, n), Zr (n, sum qk), rq / roff / rnl (R,) the R later terms),
+    whether the trailing block is nested (``nested_ok`` and one later term whose every pair j has
+    one level: ``engine.lmer._NESTED_BLOCKS``), then Z2'Z2 and Z2'[X y]: as diagonal blocks
+    (``nested_trailing_moments``; A22 (0, 0)) or dense (``rest_moments``; blocks (0, 0, 0), and the
+    by-column index where every block is 1 x 1, ``column_index``), Z2'Z2's nonzeros in row-major
+    order (as np.nonzero lists them), and each trailing column's term (1 + t) and first column of
+    its level. The kernels it calls make the same sums in the same order as when called alone."""
+    n, p = X.shape
+    m = p + 1
+    Xa = np.empty((n, m))
+    for i in range(n):
+        for k in range(p):
+            Xa[i, k] = X[i, k]
+        Xa[i, p] = y[i]
+    A1 = level_cross_sums(codes1, Z1, Z1, n1)
+    ZXa1 = level_cross_sums(codes1, Z1, Xa, n1)
+    R = rcodes.shape[0]
+    Q2 = 0
+    for t in range(R):
+        Q2 += rq[t] * rnl[t]
+    jptr, col0, qq, term, off, vals = cross_pairs(codes1, Z1, n1, rcodes, Zr, rq, roff, rnl)
+    nested = nested_ok and R == 1
+    if nested:
+        for j in range(n1):
+            if jptr[j + 1] - jptr[j] != 1:
+                nested = False
+                break
+    cptr = np.zeros(0, np.int64)
+    cpair = np.zeros(0, np.int64)
+    pair_j = np.zeros(0, np.int64)
+    if nested:
+        q = rq[0]
+        blocks, ZXa2 = nested_trailing_moments(rcodes[0], Zr, Xa, rnl[0])
+        A22 = np.zeros((0, 0))
+        nnz = 0
+        for lv in range(blocks.shape[0]):
+            for a in range(q):
+                for b in range(q):
+                    if blocks[lv, a, b] != 0.0:
+                        nnz += 1
+        nz_i = np.empty(nnz, np.int64)
+        nz_j = np.empty(nnz, np.int64)
+        nz_v = np.empty(nnz)
+        e = 0
+        for lv in range(blocks.shape[0]):
+            for a in range(q):
+                for b in range(q):
+                    v = blocks[lv, a, b]
+                    if v != 0.0:
+                        nz_i[e] = lv * q + a
+                        nz_j[e] = lv * q + b
+                        nz_v[e] = v
+                        e += 1
+    else:
+        blocks = np.zeros((0, 0, 0))
+        if R:
+            A22, ZXa2 = rest_moments(rcodes, Zr, rq, roff, Xa, Q2)
+        else:
+            A22 = np.zeros((0, 0))
+            ZXa2 = np.zeros((0, m))
+        scalar = Z1.shape[1] == 1 and Q2 > 0
+        for e in range(qq.shape[0]):
+            if qq[e] != 1:
+                scalar = False
+        if scalar:
+            cptr, cpair, pair_j = column_index(jptr, col0, Q2)
+        nnz = 0
+        for r in range(Q2):
+            for c in range(Q2):
+                if A22[r, c] != 0.0:
+                    nnz += 1
+        nz_i = np.empty(nnz, np.int64)
+        nz_j = np.empty(nnz, np.int64)
+        nz_v = np.empty(nnz)
+        e = 0
+        for r in range(Q2):
+            for c in range(Q2):
+                v = A22[r, c]
+                if v != 0.0:
+                    nz_i[e] = r
+                    nz_j[e] = c
+                    nz_v[e] = v
+                    e += 1
+    col_term = np.zeros(Q2, np.int64)
+    col_start = np.zeros(Q2, np.int64)
+    for t in range(R):
+        for lv in range(rnl[t]):
+            c0 = roff[t] + lv * rq[t]
+            for c in range(rq[t]):
+                col_term[c0 + c] = t + 1
+                col_start[c0 + c] = c0
+    return (Xa, A1, ZXa1, (jptr, col0, qq, term, off, vals, cptr, cpair, pair_j), nested, A22, blocks, ZXa2,
+            nz_i, nz_j, nz_v, col_term, col_start)
+
+
+@numba.njit(cache=True)
+def largest_magnitudes(X, y):
+    """The largest finite |value| of y (n,) and of each column of X (n, p), 0 where there is none:
+    (1 + p,) float64, y's first (``engine.validate.check_lmer_scales``; one pass, where numpy's
+    abs, isfinite and masked max made four passes and as many temporaries)."""
+    n, p = X.shape
+    out = np.zeros(1 + p)
+    for i in range(n):
+        v = abs(y[i])
+        if v > out[0] and np.isfinite(v):
+            out[0] = v
+        for j in range(p):
+            v = abs(X[i, j])
+            if v > out[1 + j] and np.isfinite(v):
+                out[1 + j] = v
+    return out
+
+
+@numba.njit(cache=True)
 def forward_solve(L, B):
     """L^{-1} B for lower-triangular L (Q, Q) and B (Q, m), by columns of B (no BLAS call:
     scipy's threaded trsm costs milliseconds of thread wake-up on small blocks)."""
@@ -317,7 +557,7 @@ class Layout(NamedTuple):
     (into the K terms), col_start (Q2,) the first column of the column's level block.
 
     nested: the trailing block is block diagonal, one q2 x q2 block per level of its one term
-    (``engine.lmer._nested_trailing``: every level of term 1 meets one level of term 2, as
+    (``engine.lmer._NESTED_BLOCKS``: every level of term 1 meets one level of term 2, as
     classes in schools), and is held and factored as (n2, q2, q2) blocks
     (``leading_and_nested_schur``, ``nested_factor``) instead of one dense Q2 x Q2 matrix."""
 
@@ -1013,7 +1253,7 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
 def cross_trace(cb, W, wts, Sinv):
     """sum over levels j of the (scalar) leading term of wts[j] w_j' Sinv w_j, w_j (Q2,) row j
     of W at its pairs' columns (every block 1 x 1; ``cb`` indexed by column, see
-    ``with_column_index``); Sinv (Q2, Q2) symmetric, its lower triangle read by rows. With
+    ``column_index``); Sinv (Q2, Q2) symmetric, its lower triangle read by rows. With
     wts = 1 / L1_j^2 and Sinv = S^{-1} it is the leading block's share of
     tr((Lambda'Z'Z Lambda + I)^{-1}) beyond sum 1 / L1_j^2. Row a of sum_j wts_j w_j w_j'
     (columns b <= a) gathers in a dense accumulator, then meets row a of Sinv."""

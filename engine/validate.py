@@ -514,12 +514,9 @@ def check_lmer_scales(X: np.ndarray, y: np.ndarray, names: list[str], response: 
     fixed-effect column beyond [BRM_MIN_ABS, BRM_MAX_ABS] in magnitude under- or overflows there.
     lme4 fails there too (x * 1e200: "objective in x0 returns NA"; x * 1e-200: "Downdated VtV is
     not positive definite") or reports a variance of Inf or 0 (y * 1e200, y * 1e-200)."""
-    def largest(rows):  # per row of (k, n): the largest finite magnitude (0 where there is none)
-        magnitude = np.ascontiguousarray(np.abs(rows))  # rows contiguous: numpy's max along a
-        finite = np.isfinite(magnitude)                 # strided axis is ~5x slower
-        return magnitude.max(axis=1, initial=0.0, where=True if finite.all() else finite)
+    from engine.lmer_kernels import largest_magnitudes
 
-    bigs = largest(y.reshape(1, -1)).tolist() + largest(X.T).tolist()
+    bigs = largest_magnitudes(X, y).tolist()  # |y|'s then each column's, finite entries only
     columns = [(response, "response", bigs[0])] + [(name, "fixed-effect column", bigs[1 + j])
                                                    for j, name in enumerate(names) if name != "(Intercept)"]
     for name, what, big in columns:

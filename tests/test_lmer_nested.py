@@ -1,4 +1,4 @@
-"""engine.lmer's nested trailing block (``engine.lmer._nested_trailing``): held and factored per
+"""engine.lmer's nested trailing block (``engine.lmer._NESTED_BLOCKS``): held and factored per
 level, the same numbers as the dense trailing block.
 
 For nested groupings (every class in one school) the trailing block's Schur complement is block

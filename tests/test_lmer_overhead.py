@@ -105,3 +105,88 @@ def test_scale_check_names_the_column_beyond_the_cross_product_range():
     d = pd.DataFrame({"y": y + rng.standard_normal(8)[g], "x": 1e-200 * X[:, 1], "g": g})
     with pytest.raises(DataError, match="fixed-effect column 'x'"):
         lmer("y ~ x + (1 | g)", d)
+
+
+def _pairs_by_numpy(codes1, Z1, later):
+    """The Z1'Z_rest pair blocks as engine.lmer built them with numpy (np.unique over the pair
+    keys, a stable argsort by level j, a gather): (jptr, col0, q, term, vals), the reference for
+    the compiled pass."""
+    from engine.lmer_kernels import level_cross_sums
+
+    n1 = int(codes1.max()) + 1
+    pj, pc, pq, pt, pv = [], [], [], [], []
+    off = 0
+    for ti, (codes, Z, nl) in enumerate(later):
+        q = Z.shape[1]
+        uniq, inv = np.unique(codes1 * nl + codes, return_inverse=True)
+        blocks = level_cross_sums(inv, Z1, Z, len(uniq))
+        pj.append(uniq // nl)
+        pc.append(off + (uniq % nl) * q)
+        pq.append(np.full(len(uniq), q))
+        pt.append(np.full(len(uniq), ti))
+        pv.extend(list(blocks.reshape(len(uniq), -1)))
+        off += q * nl
+    pj = np.concatenate(pj)
+    order = np.argsort(pj, kind="stable")
+    jptr = np.searchsorted(pj[order], np.arange(n1 + 1))
+    vals = np.concatenate([pv[k] for k in order])
+    return jptr, np.concatenate(pc)[order], np.concatenate(pq)[order], np.concatenate(pt)[order], vals
+
+
+def test_sufficient_moments_pairs_equal_the_numpy_construction():
+    """lmer_kernels.sufficient_moments' Z1'Z_rest blocks (crossed terms of 1 and 2 columns, rows
+    in no particular order) are np.unique's pairs, bit for bit; its nested test and column index
+    agree with their definitions."""
+    from engine.lmer_kernels import sufficient_moments
+
+    rng = np.random.default_rng(7)
+    n, n1 = 300, 23
+    codes1 = rng.integers(0, n1, n)
+    codes1[:n1] = np.arange(n1)
+    Z1 = np.ascontiguousarray(np.column_stack([np.ones(n), rng.standard_normal(n)]))
+    later = []
+    for nl, q in ((7, 1), (5, 2)):
+        codes = rng.integers(0, nl, n)
+        codes[:nl] = np.arange(nl)
+        Z = np.ascontiguousarray(np.column_stack([np.ones(n), rng.standard_normal(n)])[:, :q])
+        later.append((codes, Z, nl))
+    X = np.ascontiguousarray(np.column_stack([np.ones(n), rng.standard_normal(n)]))
+    y = rng.standard_normal(n)
+    rcodes = np.stack([c for c, _, _ in later])
+    Zr = np.concatenate([Z for _, Z, _ in later], axis=1)
+    rq = np.array([1, 2])
+    rnl = np.array([7, 5])
+    roff = np.array([0, 7])
+    out = sufficient_moments(X, y, codes1, Z1, n1, rcodes, Zr, rq, roff, rnl, True)
+    jptr, col0, q, term, off, vals, cptr, cpair, pair_j = out[3]
+    ref = _pairs_by_numpy(codes1, Z1, later)
+    for got, want in zip((jptr, col0, q, term, vals), ref):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(off, np.concatenate([[0], np.cumsum(2 * q)[:-1]]))
+    assert out[4] is False and len(cptr) == 0  # crossed; blocks of 2 x k: no by-column index
+    # one scalar later term: the by-column index is the stable sort of the pairs by column
+    one = sufficient_moments(X, y, codes1, Z1[:, :1].copy(), n1, rcodes[:1].copy(), Zr[:, :1].copy(),
+                             rq[:1], roff[:1], rnl[:1], True)
+    jptr, col0, _q, _t, _o, _v, cptr, cpair, pair_j = one[3]
+    np.testing.assert_array_equal(cpair, np.argsort(col0, kind="stable"))
+    np.testing.assert_array_equal(cptr, np.searchsorted(col0[cpair], np.arange(8)))
+    np.testing.assert_array_equal(pair_j, np.repeat(np.arange(n1), np.diff(jptr)))
+
+
+def test_integer_unique_is_numpys_unique():
+    """formula_kernels.integer_unique (numeric grouping ids by counting) gives np.unique's levels
+    and inverse, and declines what it does not count (fractions, NaN, Inf, a wide range)."""
+    from engine.formula_kernels import integer_unique
+
+    rng = np.random.default_rng(11)
+    for values in (rng.integers(-50, 50, 400).astype(float), np.array([3.0]), np.array([5.0, -2.0, 5.0, 0.0]),
+                   rng.integers(0, 10**6, 30).astype(float) * 7.0):
+        found, uniques, inverse = integer_unique(values)
+        if not found:  # the range is too wide for counting
+            assert np.ptp(values) + 1 > max(1 << 16, 4 * len(values))
+            continue
+        want_u, want_i = np.unique(values, return_inverse=True)
+        np.testing.assert_array_equal(uniques, want_u)
+        np.testing.assert_array_equal(inverse, want_i)
+    for values in (np.array([1.0, 2.5]), np.array([1.0, np.nan]), np.array([np.inf, 1.0]), np.array([0.0, 1e15])):
+        assert integer_unique(values)[0] is False
