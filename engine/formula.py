@@ -781,8 +781,14 @@ def _as_factor(variable: _Variable, label: str) -> _Variable:
 def _number_labels(uniques: np.ndarray) -> list[str]:
     """R's labels of ``factor(numeric)``'s levels: ``as.character`` of each unique value (``25``,
     ``0.5``), (k,) numbers -> k strings; remembered by the values (a refit on the same grouping
-    column asks again, and each label costs ~1 us)."""
+    column asks again, and each label costs ~1 us) up to _REMEMBERED_LABELS levels: beyond, the
+    labels are a small share of a fit and 32 remembered factors could hold a lot of memory."""
+    if len(uniques) > _REMEMBERED_LABELS:
+        return [_r_number(v) for v in np.asarray(uniques, dtype=np.float64).tolist()]
     return list(_number_labels_of(np.asarray(uniques, dtype=np.float64).tobytes()))
+
+
+_REMEMBERED_LABELS = 10_000
 
 
 @functools.lru_cache(maxsize=32)
