@@ -93,6 +93,13 @@ def run_job(name: str) -> None:
             slopes = complete_cases(data, SLOPES_FORMULA)
             for sampler in ("gibbs", "nuts"):  # warmup >= 40: the slopes Gibbs sampler's collapsed step
                 engine.brm(SLOPES_FORMULA, slopes, sampler=sampler, chains=1, iter=50, warmup=40, seed=1)
+            # the other families' slopes: bernoulli by Polya-Gamma Gibbs (the default), poisson by NUTS
+            binary = complete_cases(data, SLOPES_FORMULA.replace("mathscore2", "choicer1"))
+            engine.brm(SLOPES_FORMULA.replace("mathscore2", "choicer1"), binary, family="bernoulli",
+                       chains=1, iter=50, warmup=40, seed=1)
+            counts = slopes.assign(count=(slopes["mathscore2"] > 0).astype(int))
+            engine.brm(SLOPES_FORMULA.replace("mathscore2", "count"), counts, family="poisson", sampler="nuts",
+                       chains=1, iter=50, warmup=40, seed=1)
             engine.lmer(SLOPES_FORMULA, slopes)
             engine.lmer(CROSSED_FORMULA, complete_cases(data, CROSSED_FORMULA))
         elif name == "loo-predict":
