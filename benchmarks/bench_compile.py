@@ -5,7 +5,8 @@ measures where it goes, from a fresh copy of the package and an empty Numba cach
 
 1. copies ``engine/`` (without any ``__pycache__``, ``*.nbi``, ``*.nbc``) into a temporary folder;
 2. for each case (``import engine``, ``engine.ols``, ``engine.mice`` on 6 columns, ``engine.brm``
-   Gibbs, ``engine.brm(sampler="nuts")``, ``engine.lmer``, ``python -m engine replicate --quick``)
+   Gibbs, ``engine.brm(sampler="nuts")``, ``engine.lmer``, a random-slope ``engine.brm`` (Gibbs),
+   ``engine.loo`` of a log-likelihood array, ``python -m engine replicate --quick``)
    makes a new, empty ``NUMBA_CACHE_DIR`` and runs the case in a fresh subprocess twice: cold
    (every kernel compiled) and then warm (every kernel loaded from that cache);
 3. in each subprocess, wraps ``numba.core.dispatcher.Dispatcher.compile`` to time each kernel's
@@ -59,8 +60,9 @@ REPO_ROOT = HERE.parent
 MODEL1 = "mathscore2 ~ male + raven + csize + belief_survey1 + mathscore1 + grit"
 MODEL1_COLUMNS = ["mathscore2", "male", "raven", "csize", "belief_survey1", "mathscore1", "grit"]
 NESTED = MODEL1 + " + (1 | schoolid/classid)"
+SLOPES = "mathscore2 ~ raven + (1 + raven | schoolid)"
 
-CASES = ["import", "ols", "mice", "brm_gibbs", "brm_nuts", "lmer", "replicate_quick"]
+CASES = ["import", "ols", "mice", "brm_gibbs", "brm_nuts", "lmer", "brm_slopes", "loo", "replicate_quick"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,6 +176,13 @@ def _run_case(case: str):
                    chains=2, iter=400, warmup=200, seed=1)
     elif case == "lmer":
         engine.lmer(NESTED, data)
+    elif case == "brm_slopes":  # what a user's own model brings (engine._precompile's slopes job)
+        engine.brm(SLOPES, data[["mathscore2", "raven", "schoolid"]].dropna(), chains=2, iter=400, warmup=200, seed=1)
+    elif case == "loo":  # PSIS-LOO of a (chains, draws, observations) log-likelihood, 4 x 500 x 1,000
+        import numpy as np
+
+        walk = np.random.default_rng(1).normal(size=(4, 500, 1000)).cumsum(axis=1) * 0.05
+        engine.loo(-0.5 * (1.0 + walk ** 2))
     elif case == "replicate_quick":
         import contextlib
         import io
