@@ -875,41 +875,35 @@ def _gram_downdate(gram, R2s):
 
 
 @numba.njit(cache=True)
-def profiled_criterion(theta, mo, cb, lay, n, reml):
-    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
-    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails. A nested
-    trailing block (``Layout.nested``) is factored per level (``nested_factor``): O(levels q^3)."""
-    m = mo.XaXa.shape[0]
-    p = m - 1
-    if lay.nested:
-        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
-        if not ok:
-            return np.inf
-        ok, ld, R2s = nested_factor(Sb, R2, ld)
-        if not ok:
-            return np.inf
-        _gram_downdate(gram, R2s)
+def _dense_trailing_factor(S, ld):
+    """The dense trailing block's lower Cholesky factor L2 (S (Q2, Q2), its lower triangle;
+    ``_chol_inplace`` in place up to 48 effects, LAPACK's blocked dpotrf beyond) and
+    ld + log|L2|^2. Returns (ok, ld, L2); ok False where S is not positive definite."""
+    Q2 = S.shape[0]
+    if Q2 <= 48:
+        if not _chol_inplace(S):
+            return False, ld, S
+        L2 = S
     else:
-        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
-        if not ok:
-            return np.inf
-        Q2 = S.shape[0]
-        if Q2 > 0:
-            if Q2 <= 48:
-                if not _chol_inplace(S):
-                    return np.inf
-                L2 = S
-            else:
-                for i in range(Q2):  # LAPACK reads the lower triangle
-                    for jj in range(i + 1, Q2):
-                        S[i, jj] = S[jj, i]
-                if not np.all(np.isfinite(S)):
-                    return np.inf
-                # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
-                L2 = np.linalg.cholesky(S)
-            for i in range(Q2):
-                ld += 2.0 * np.log(L2[i, i])
-            _gram_downdate(gram, forward_solve(L2, R2))
+        for i in range(Q2):  # LAPACK reads the lower triangle
+            for jj in range(i + 1, Q2):
+                S[i, jj] = S[jj, i]
+        if not np.all(np.isfinite(S)):
+            return False, ld, S
+        # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
+        L2 = np.linalg.cholesky(S)
+    for i in range(Q2):
+        ld += 2.0 * np.log(L2[i, i])
+    return True, ld, L2
+
+
+@numba.njit(cache=True)
+def _criterion_value(ld, gram, n, reml):
+    """The profiled criterion from log|L|^2 (ld) and gram (m, m, upper triangle) = the Schur
+    complement of the random effects in [X y]'[X y]: gram is factored in place (lower Cholesky,
+    its last diagonal entry sqrt(pwrss)). Returns the criterion, inf where the factor fails."""
+    m = gram.shape[0]
+    p = m - 1
     for k in range(m):
         for l in range(k):
             gram[k, l] = gram[l, k]
@@ -923,6 +917,31 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
         nmp = n - p
         return ld + ldrx + nmp * (1.0 + np.log(2.0 * np.pi * pwrss / nmp))
     return ld + n * (1.0 + np.log(2.0 * np.pi * pwrss / n))
+
+
+@numba.njit(cache=True)
+def profiled_criterion(theta, mo, cb, lay, n, reml):
+    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
+    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails. A nested
+    trailing block (``Layout.nested``) is factored per level (``nested_factor``): O(levels q^3)."""
+    if lay.nested:
+        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf
+        ok, ld, R2s = nested_factor(Sb, R2, ld)
+        if not ok:
+            return np.inf
+        _gram_downdate(gram, R2s)
+    else:
+        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf
+        if S.shape[0] > 0:
+            ok, ld, L2 = _dense_trailing_factor(S, ld)
+            if not ok:
+                return np.inf
+            _gram_downdate(gram, forward_solve(L2, R2))
+    return _criterion_value(ld, gram, n, reml)
 
 
 @numba.njit(cache=True)
@@ -1041,7 +1060,7 @@ class Callables(NamedTuple):
 
 class CriterionProblem(NamedTuple):
     """``minimize_bounded``'s problem as the compiled profiled criterion (``minimize_criterion``):
-    the criterion's inputs, the gradient's kind (``exact``: ``leading_criterion_gradient``, one
+    the criterion's inputs, the gradient's kind (``exact``: ``criterion_gradient``, one
     evaluation; else ``fd_gradient`` over ``lower``, 2k evaluations) and nfev (1,) int64, the
     evaluations counted as ``engine.lmer._optimize`` counts them."""
 
@@ -1081,8 +1100,7 @@ def _gradient_compiled(problem, x, fx):
         def impl(problem, x, fx):
             if problem.exact:
                 problem.nfev[0] += 1  # an exact gradient counts as one evaluation
-                return leading_criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n,
-                                                  problem.reml)[1]
+                return criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)[1]
             problem.nfev[0] += 2 * x.shape[0]
             return fd_gradient(x, fx, problem.lower, problem.mo, problem.cb, problem.lay, problem.n,
                                problem.reml)
@@ -1404,3 +1422,174 @@ def leading_criterion_gradient(theta, mo, cb, lay, n, reml):
             grad[i] = dld[r, c] + nu * dpw[r, c] / pwrss
             i += 1
     return crit, grad
+
+
+@numba.njit(cache=True)
+def _trailing_back_solve(nested, Sb, L2, b):
+    """L2^{-T} b for the trailing factor of scalar terms: nested, Sb (n2, 1, 1) its diagonal;
+    dense, L2 (Q2, Q2) lower."""
+    if nested:
+        out = np.empty(b.shape[0])
+        for c in range(b.shape[0]):
+            out[c] = b[c] / Sb[c, 0, 0]
+        return out
+    return solve_upper_t(L2, b)
+
+
+@numba.njit(cache=True)
+def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
+    """The profiled criterion and its exact gradient in theta where every term is scalar (random
+    intercepts, Lambda = diag(theta_k over term k's levels)): a leading block alone (Dyestuff), a
+    dense trailing block (crossed: Penicillin; ``cb`` indexed by column, ``with_column_index``) or
+    a nested one (``Layout.nested``: Pastes, classes in schools), compiled for the small models'
+    BFGS (``CriterionProblem``'s ``exact``).
+
+    The algebra is ``engine.lmer._criterion_and_gradient``'s (Bates et al. 2015, eqs. 34 and 41
+    differentiated; see its docstring), grad_k = (2 / theta_k) (n_k - tr_k((A^{-1})_uu) -
+    nu ||u_k||^2 / pwrss), with S^{-1} from the trailing factor L2 by substitution (there a
+    LAPACK dpotri on a large block): diag(S^{-1}) for the trailing terms, the leading term's
+    sum_j (1 + w_j'S^{-1}w_j) / L1_j^2 (``cross_trace``; one entry per j when nested), REML's
+    row norms of V = L^{-T} R_ZX Lx^{-T} added. The criterion is ``profiled_criterion``'s, the
+    same arithmetic. Cost: one evaluation plus O(Q2^3 / 3) for S^{-1} (dense; O(n2) nested) and
+    O((n1 + pairs + Q2^2) p) for the modes and V. Returns (criterion, gradient (K,)); (inf,
+    zeros) where a factor fails."""
+    K = theta.shape[0]
+    grad = np.zeros(K)
+    m = mo.XaXa.shape[0]
+    p = m - 1
+    Q2 = mo.ZXa2.shape[0]
+    n1 = mo.A1.shape[0]
+    nested = lay.nested
+    sinv = np.zeros(Q2)  # nested: S^{-1}'s diagonal (1 x 1 blocks)
+    Sinv = np.zeros((0, 0))  # dense: S^{-1} (lower triangle)
+    L2 = np.zeros((0, 0))
+    Sb = np.zeros((0, 1, 1))
+    if nested:
+        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf, grad
+        ok, ld, R2s = nested_factor(Sb, R2, ld)
+        if not ok:
+            return np.inf, grad
+        for c in range(Q2):
+            sinv[c] = 1.0 / (Sb[c, 0, 0] * Sb[c, 0, 0])
+    else:
+        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf, grad
+        R2s = R2
+        if Q2 > 0:
+            ok, ld, L2 = _dense_trailing_factor(S, ld)
+            if not ok:
+                return np.inf, grad
+            R2s = forward_solve(L2, R2)
+            L2inv = forward_solve(L2, np.eye(Q2))
+            Sinv = L2inv.T @ L2inv
+    if Q2 > 0:
+        _gram_downdate(gram, R2s)
+    crit = _criterion_value(ld, gram, n, reml)
+    if not np.isfinite(crit):
+        return np.inf, grad
+    pwrss = gram[p, p] * gram[p, p]
+    nu = n - p if reml else n
+    Lx = np.ascontiguousarray(gram[:p, :p])
+    beta = solve_upper_t(Lx, np.ascontiguousarray(gram[p, :p]))
+
+    # conditional modes: u2 = L2^{-T}(R2s_y - R2s_X beta), u1 = (R1_y - R1_X beta - W u2) / L1
+    u2 = np.zeros(Q2)
+    wu = np.zeros((n1, 1))
+    if Q2 > 0:
+        r2 = np.empty(Q2)
+        for c in range(Q2):
+            s = R2s[c, p]
+            for k in range(p):
+                s -= R2s[c, k] * beta[k]
+            r2[c] = s
+        u2 = _trailing_back_solve(nested, Sb, L2, r2)
+        wu = cross_times(cb, W, u2, n1, 1)
+    d1 = np.empty(n1)
+    d2 = np.zeros(Q2)
+    uu1 = 0.0
+    for j in range(n1):
+        lj = L1[j, 0, 0]
+        s = R1[j, 0, p]
+        for k in range(p):
+            s -= R1[j, 0, k] * beta[k]
+        if Q2 > 0:
+            s -= wu[j, 0]
+        uj = s / lj
+        uu1 += uj * uj
+        d1[j] = 1.0 / (lj * lj)
+    # the leading block's sum_j w_j'S^{-1}w_j / L1_j^2
+    extra1 = 0.0
+    if Q2 > 0:
+        if nested:
+            for j in range(n1):
+                pj = cb.jptr[j]
+                w = W[cb.off[pj]]
+                extra1 += d1[j] * w * w * sinv[cb.col0[pj]]
+            for c in range(Q2):
+                d2[c] = sinv[c]
+        else:
+            extra1 = cross_trace(cb, W, d1, Sinv)
+            for c in range(Q2):
+                d2[c] = Sinv[c, c]
+    if reml:  # (A^{-1})_uu = M^{-1} + V V', V = L^{-T} R_ZX Lx^{-T} (rows: Lx^{-1} applied)
+        Y1 = np.empty((n1, p))
+        for j in range(n1):
+            y = solve_lower(Lx, np.ascontiguousarray(R1[j, 0, :p]))
+            for k in range(p):
+                Y1[j, k] = y[k]
+        if Q2 > 0:
+            Y2 = np.empty((Q2, p))
+            for c in range(Q2):
+                y = solve_lower(Lx, np.ascontiguousarray(R2s[c, :p]))
+                for k in range(p):
+                    Y2[c, k] = y[k]
+            for k in range(p):
+                v2 = _trailing_back_solve(nested, Sb, L2, np.ascontiguousarray(Y2[:, k]))
+                wv = cross_times(cb, W, v2, n1, 1)
+                for c in range(Q2):
+                    d2[c] += v2[c] * v2[c]
+                for j in range(n1):
+                    Y1[j, k] -= wv[j, 0]
+        for j in range(n1):
+            lj = L1[j, 0, 0]
+            s = 0.0
+            for k in range(p):
+                v = Y1[j, k] / lj
+                s += v * v
+            d1[j] += s
+    # per term: levels n_k, tr_k and ||u_k||^2 (the leading term is term 0)
+    cnt = np.zeros(K)
+    tr = np.zeros(K)
+    uu = np.zeros(K)
+    cnt[0] = n1
+    tr[0] = extra1
+    for j in range(n1):
+        tr[0] += d1[j]
+    uu[0] = uu1
+    for c in range(Q2):
+        k = lay.col_term[c]
+        cnt[k] += 1.0
+        tr[k] += d2[c]
+        uu[k] += u2[c] * u2[c]
+    for k in range(K):
+        i = lay.theta_start[k]
+        if theta[i] != 0.0:  # 0 there: the criterion depends on theta_k^2
+            grad[i] = 2.0 / theta[i] * (cnt[k] - tr[k] - nu * uu[k] / pwrss)
+    return crit, grad
+
+
+@numba.njit(cache=True)
+def criterion_gradient(theta, mo, cb, lay, n, reml):
+    """The profiled criterion and its exact gradient for the layouts that have one compiled:
+    every term scalar (``scalar_criterion_gradient``), or one term of any size
+    (``leading_criterion_gradient``). Returns (criterion, gradient (K,))."""
+    scalar = True
+    for k in range(lay.term_q.shape[0]):
+        if lay.term_q[k] != 1:
+            scalar = False
+    if scalar:
+        return scalar_criterion_gradient(theta, mo, cb, lay, n, reml)
+    return leading_criterion_gradient(theta, mo, cb, lay, n, reml)
