@@ -653,8 +653,8 @@ def _moment_curvature(est: _MomentEstimates, theta: np.ndarray) -> np.ndarray:
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta under lme4's bounds: projected BFGS
     (``lmer_kernels.minimize_bounded``) on compiled finite-difference gradients from lme4's start,
-    then ``newton_polish`` (one vector-valued term: on the exact gradient,
-    ``leading_criterion_gradient``, without the polish); for a large dense trailing block, the
+    then ``newton_polish`` (every term scalar, or one term of any size: on the exact gradient,
+    ``criterion_gradient``, the polish only where BFGS stopped short); for a large dense trailing block, the
     same BFGS on the exact gradient from the moment start (scalar terms) or COBYQA from lme4's
     start (others). ``theta0`` (a refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
@@ -670,7 +670,9 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
 
     theta0 = np.asarray(theta0, dtype=float)
     lo = np.where(np.isfinite(lower), lower, -np.inf)
-    exact = stats.Q2 == 0 and stats.q1 > 1  # minimize_bounded on the exact gradient (below)
+    # minimize_bounded on the compiled exact gradient (below, ``lmer_kernels.criterion_gradient``):
+    # every term scalar, or one term of any size
+    exact = bool(np.all(stats.layout.term_q == 1)) or stats.Q2 == 0
     if stats.Q2 >= _COBYQA_MIN_Q2 and not bool(np.all(stats.layout.term_q == 1)):
         # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
         # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
@@ -708,18 +710,21 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             x, fx, _conv = minimize_bounded(fun_exact, grad_exact, start, lower, h0, maxit=80, tol=1e-9)
             return np.maximum(x, lower), float(fx)
     else:
-        # one vector-valued term (no trailing block: sleepstudy, Exam's slopes): BFGS on the exact
-        # gradient (``leading_criterion_gradient``, ~1.5 evaluations' cost against 2K for central
-        # differences); it meets its gradient test (1e-6) at the optimum, so no Newton polish.
-        # (One scalar term would gain too, but moves the replication's lmer school fit by ~1e-8.)
+        # every term scalar (Dyestuff, Penicillin, Pastes, classes in schools) or one term of any
+        # size (sleepstudy, Exam's slopes): BFGS on the exact gradient (``criterion_gradient``,
+        # computed with the criterion at each line search's first trial, 1.5-3 times an
+        # evaluation's cost against 2K evaluations for central differences); it meets its gradient
+        # test (1e-6) at the optimum, so the Newton polish below acts only where it did not (on the
+        # exact gradient's differences). Other layouts: central differences, then the polish.
         # minimize_bounded's iterations compiled with the criterion (minimize_criterion): the same
         # steps without a Python call of a kernel per evaluation.
+        k = len(lower)
         problem = CriterionProblem(stats.moments, stats.cross, stats.layout, stats.n, bool(reml), lo, exact,
-                                   np.zeros(1, dtype=np.int64))
+                                   np.zeros(1, dtype=np.int64), np.full(k, np.nan), np.zeros(k))
 
         def run(start):
             problem.nfev[0] = 0
-            tol = 0.0 if exact else _BFGS_TOL  # no polish after the exact-gradient BFGS
+            tol = 0.0 if exact else _BFGS_TOL  # the exact-gradient BFGS runs to its gradient test
             x, fx, _conv = minimize_criterion(np.asarray(start, dtype=float), problem, 500, tol)
             nfev[0] += int(problem.nfev[0])
             return x, fx
@@ -740,20 +745,23 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
-    if stats.Q2 >= _COBYQA_MIN_Q2 or exact:  # the exact gradient took BFGS to the optimum
+    if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took BFGS to the optimum
         return x, fx, nfev[0], bool(np.isfinite(fx))
-    x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+    # exact: Newton on the exact gradient only where BFGS stopped short of its gradient test
+    x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact)
     nfev[0] += k
     # The polish's Newton step can end a coordinate just off its bound, where it then holds it (its
     # difference step would cross the bound) and the criterion is flat (theta_i = 0 is stationary):
     # the bound itself is tried, as a full BFGS's projected steps reach it, and the rest polished.
+    # The exact gradient vanishes linearly there, so its BFGS stops ~1e-8 off the bound, where the
+    # criterion equals its value on the bound to rounding: the bound is taken within 1e-13 |f|.
     near = np.flatnonzero((lower == 0) & (x > 0) & (x < SINGULAR_TOL))
     if near.size:
         xt = x.copy()
         xt[near] = 0.0
         ft = fun(xt)
-        if ft <= fx:
-            x, fx, k = newton_polish(xt, ft, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+        if ft <= fx + (1e-13 * (1.0 + abs(fx)) if exact else 0.0):
+            x, fx, k = newton_polish(xt, ft, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact)
             nfev[0] += k
     return x, fx, nfev[0], bool(np.isfinite(fx))
 

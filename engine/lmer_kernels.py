@@ -1060,9 +1060,14 @@ class Callables(NamedTuple):
 
 class CriterionProblem(NamedTuple):
     """``minimize_bounded``'s problem as the compiled profiled criterion (``minimize_criterion``):
-    the criterion's inputs, the gradient's kind (``exact``: ``criterion_gradient``, one
-    evaluation; else ``fd_gradient`` over ``lower``, 2k evaluations) and nfev (1,) int64, the
-    evaluations counted as ``engine.lmer._optimize`` counts them."""
+    the criterion's inputs, the gradient's kind (``exact``: ``criterion_gradient``; else
+    ``fd_gradient`` over ``lower``, 2k evaluations) and nfev (1,) int64, the evaluations counted
+    as ``engine.lmer._optimize`` counts them. With ``exact`` the evaluation of the criterion
+    computes its gradient too (the blocked factor is shared: the gradient adds a fraction of an
+    evaluation's cost, where a separate call repeats the factor) into ``grad_at`` (k,) and
+    ``grad`` (k,) at the start and a line search's first trial (``_objective``'s likely_step),
+    every evaluation there counted once: BFGS asks for the gradient at the point it has just
+    accepted, mostly the first trial (an evaluation made from scratch for it counts once more)."""
 
     mo: Moments
     cb: CrossBlocks
@@ -1072,10 +1077,14 @@ class CriterionProblem(NamedTuple):
     lower: np.ndarray
     exact: bool
     nfev: np.ndarray
+    grad_at: np.ndarray = np.zeros(0)
+    grad: np.ndarray = np.zeros(0)
 
 
-def _objective(problem, x):
-    """f(x) of a ``minimize_bounded`` problem (Python: ``Callables``; compiled: the overload)."""
+def _objective(problem, x, likely_step):
+    """f(x) of a ``minimize_bounded`` problem (Python: ``Callables``; compiled: the overload).
+    ``likely_step``: x is the start or a line search's first trial, where the gradient is
+    usually asked for next (``CriterionProblem`` computes it with f there, not at backtracks)."""
     return problem.fun(x)
 
 
@@ -1085,10 +1094,15 @@ def _gradient(problem, x, fx):
 
 
 @overload(_objective)
-def _objective_compiled(problem, x):
+def _objective_compiled(problem, x, likely_step):
     if isinstance(problem, types.NamedTuple) and problem.instance_class is CriterionProblem:
-        def impl(problem, x):
+        def impl(problem, x, likely_step):
             problem.nfev[0] += 1
+            if problem.exact and likely_step:
+                f, g = criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)
+                problem.grad_at[:] = x
+                problem.grad[:] = g
+                return f
             return profiled_criterion(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)
         return impl
     return None
@@ -1099,6 +1113,8 @@ def _gradient_compiled(problem, x, fx):
     if isinstance(problem, types.NamedTuple) and problem.instance_class is CriterionProblem:
         def impl(problem, x, fx):
             if problem.exact:
+                if np.all(problem.grad_at == x):  # computed with the criterion at x
+                    return problem.grad.copy()
                 problem.nfev[0] += 1  # an exact gradient counts as one evaluation
                 return criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)[1]
             problem.nfev[0] += 2 * x.shape[0]
@@ -1113,7 +1129,7 @@ def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
     """``minimize_bounded``'s iterations from x (already within the bounds) and the inverse
     Hessian H; the one body of both drivers (Python callables, or compiled in
     ``minimize_criterion``)."""
-    fx = _objective(problem, x)
+    fx = _objective(problem, x, True)
     g = _gradient(problem, x, fx)
     first = True
     for _it in range(maxit):
@@ -1127,7 +1143,7 @@ def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
         fn = fx
         for _ls in range(40):
             xn, dec = _projected_trial(x, d, t, lower, g)
-            fn = _objective(problem, xn)
+            fn = _objective(problem, xn, _ls == 0)
             if fn <= fx + 1e-4 * dec:
                 accepted = True
                 break
@@ -1183,13 +1199,18 @@ def minimize_criterion(x0, problem, maxit, tol=0.0):
 
 
 @numba.njit(cache=True)
-def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
+def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False):
     """Newton steps on the free coordinates with a central-difference Hessian (h = 1e-4 *
     max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its decrease test
     only roughly, the criterion is smooth in theta, so a Newton step or two takes theta to the
     optimum to ~1e-8. A coordinate on its bound whose slope away from it is upward stays there.
     A step is taken if it lowers the criterion, or if it is short (< 1e-4) and changes it only
     at rounding level (there the quadratic model is more accurate than f itself).
+    ``exact`` (a layout with ``criterion_gradient``): the exact gradient, the Hessian from its
+    forward differences (h = 1e-5 max(1, |x|), one evaluation a free coordinate), and no step
+    once the free gradient is below 1e-6 (BFGS's own test): the finish of an exact-gradient BFGS
+    stopped by the criterion's rounding (its line search cannot see a decrease of ~1e-10 where
+    pwrss comes from a cancelling downdate), not by its gradient.
     Returns (theta, criterion, evaluations)."""
     k = x0.shape[0]
     x = x0.copy()
@@ -1198,49 +1219,77 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
     for _it in range(max_iter):
         h = np.empty(k)
         for i in range(k):
-            h[i] = 1e-4 * max(1.0, abs(x[i]))
+            h[i] = (1e-5 if exact else 1e-4) * max(1.0, abs(x[i]))
         free = np.zeros(k, dtype=np.int64)
         m = 0
         xt = x.copy()
-        for i in range(k):
-            if x[i] - h[i] <= lower[i]:
+        if exact:
+            _f, gx = criterion_gradient(x, mo, cb, lay, n, reml)
+            nfev += 1
+            pg = 0.0
+            for i in range(k):
+                if not (x[i] <= lower[i] and gx[i] >= 0.0):  # held: on its bound, slope not inward
+                    free[m] = i
+                    m += 1
+                    pg = max(pg, abs(gx[i]))
+            if m == 0 or pg < 1e-6:
+                break
+            g = np.empty(m)
+            H = np.zeros((m, m))
+            for a in range(m):
+                g[a] = gx[free[a]]
+            for b in range(m):
+                i = free[b]
                 xt[i] = x[i] + h[i]
-                fu = profiled_criterion(xt, mo, cb, lay, n, reml)
+                _f, gt = criterion_gradient(xt, mo, cb, lay, n, reml)
                 nfev += 1
                 xt[i] = x[i]
-                if fu >= fx or x[i] - h[i] < lower[i]:
-                    continue
-            free[m] = i
-            m += 1
-        if m == 0:
-            break
-        g = np.zeros(m)
-        H = np.zeros((m, m))
-        for a in range(m):
-            i = free[a]
-            xt[i] = x[i] + h[i]
-            fp = profiled_criterion(xt, mo, cb, lay, n, reml)
-            xt[i] = x[i] - h[i]
-            fm = profiled_criterion(xt, mo, cb, lay, n, reml)
-            xt[i] = x[i]
-            nfev += 2
-            g[a] = (fp - fm) / (2.0 * h[i])
-            H[a, a] = (fp - 2.0 * fx + fm) / (h[i] * h[i])
-        for a in range(m):
-            for b in range(a + 1, m):
+                for a in range(m):
+                    H[a, b] = (gt[free[a]] - g[a]) / h[i]
+            for a in range(m):
+                for b in range(a + 1, m):
+                    H[a, b] = 0.5 * (H[a, b] + H[b, a])
+                    H[b, a] = H[a, b]
+        else:
+            for i in range(k):
+                if x[i] - h[i] <= lower[i]:
+                    xt[i] = x[i] + h[i]
+                    fu = profiled_criterion(xt, mo, cb, lay, n, reml)
+                    nfev += 1
+                    xt[i] = x[i]
+                    if fu >= fx or x[i] - h[i] < lower[i]:
+                        continue
+                free[m] = i
+                m += 1
+            if m == 0:
+                break
+            g = np.zeros(m)
+            H = np.zeros((m, m))
+            for a in range(m):
                 i = free[a]
-                j = free[b]
-                tot = 0.0
-                for si in (-1.0, 1.0):
-                    for sj in (-1.0, 1.0):
-                        xt[i] = x[i] + si * h[i]
-                        xt[j] = x[j] + sj * h[j]
-                        tot += si * sj * profiled_criterion(xt, mo, cb, lay, n, reml)
+                xt[i] = x[i] + h[i]
+                fp = profiled_criterion(xt, mo, cb, lay, n, reml)
+                xt[i] = x[i] - h[i]
+                fm = profiled_criterion(xt, mo, cb, lay, n, reml)
                 xt[i] = x[i]
-                xt[j] = x[j]
-                nfev += 4
-                H[a, b] = tot / (4.0 * h[i] * h[j])
-                H[b, a] = H[a, b]
+                nfev += 2
+                g[a] = (fp - fm) / (2.0 * h[i])
+                H[a, a] = (fp - 2.0 * fx + fm) / (h[i] * h[i])
+            for a in range(m):
+                for b in range(a + 1, m):
+                    i = free[a]
+                    j = free[b]
+                    tot = 0.0
+                    for si in (-1.0, 1.0):
+                        for sj in (-1.0, 1.0):
+                            xt[i] = x[i] + si * h[i]
+                            xt[j] = x[j] + sj * h[j]
+                            tot += si * sj * profiled_criterion(xt, mo, cb, lay, n, reml)
+                    xt[i] = x[i]
+                    xt[j] = x[j]
+                    nfev += 4
+                    H[a, b] = tot / (4.0 * h[i] * h[j])
+                    H[b, a] = H[a, b]
         Lh = H.copy()
         if not _chol_inplace(Lh):
             break
@@ -1425,6 +1474,20 @@ def leading_criterion_gradient(theta, mo, cb, lay, n, reml):
 
 
 @numba.njit(cache=True)
+def _rows_lower_solve(L, B):
+    """(r, p): row i is L^{-1} B[i] (L (p, p) lower, B (r, p)), i.e. B L^{-T}."""
+    r, p = B.shape
+    Y = np.empty((r, p))
+    for i in range(r):
+        for k in range(p):
+            s = B[i, k]
+            for l in range(k):
+                s -= L[k, l] * Y[i, l]
+            Y[i, k] = s / L[k, k]
+    return Y
+
+
+@numba.njit(cache=True)
 def _trailing_back_solve(nested, Sb, L2, b):
     """L2^{-T} b for the trailing factor of scalar terms: nested, Sb (n2, 1, 1) its diagonal;
     dense, L2 (Q2, Q2) lower."""
@@ -1474,7 +1537,7 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
         for c in range(Q2):
             sinv[c] = 1.0 / (Sb[c, 0, 0] * Sb[c, 0, 0])
     else:
-        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+        ok, ld, gram, L1, R1, W, S, R2, _T = leading_and_schur(theta, mo, cb, lay)
         if not ok:
             return np.inf, grad
         R2s = R2
@@ -1484,7 +1547,13 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
                 return np.inf, grad
             R2s = forward_solve(L2, R2)
             L2inv = forward_solve(L2, np.eye(Q2))
-            Sinv = L2inv.T @ L2inv
+            Sinv = np.empty((Q2, Q2))  # L2^{-T} L2^{-1}, lower triangle (L2^{-1} is lower)
+            for a in range(Q2):
+                for b in range(a + 1):
+                    acc = 0.0
+                    for c in range(a, Q2):
+                        acc += L2inv[c, a] * L2inv[c, b]
+                    Sinv[a, b] = acc
     if Q2 > 0:
         _gram_downdate(gram, R2s)
     crit = _criterion_value(ld, gram, n, reml)
@@ -1535,17 +1604,9 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
             for c in range(Q2):
                 d2[c] = Sinv[c, c]
     if reml:  # (A^{-1})_uu = M^{-1} + V V', V = L^{-T} R_ZX Lx^{-T} (rows: Lx^{-1} applied)
-        Y1 = np.empty((n1, p))
-        for j in range(n1):
-            y = solve_lower(Lx, np.ascontiguousarray(R1[j, 0, :p]))
-            for k in range(p):
-                Y1[j, k] = y[k]
+        Y1 = _rows_lower_solve(Lx, R1[:, 0, :p])
         if Q2 > 0:
-            Y2 = np.empty((Q2, p))
-            for c in range(Q2):
-                y = solve_lower(Lx, np.ascontiguousarray(R2s[c, :p]))
-                for k in range(p):
-                    Y2[c, k] = y[k]
+            Y2 = _rows_lower_solve(Lx, R2s[:, :p])
             for k in range(p):
                 v2 = _trailing_back_solve(nested, Sb, L2, np.ascontiguousarray(Y2[:, k]))
                 wv = cross_times(cb, W, v2, n1, 1)
