@@ -1504,8 +1504,9 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     """The profiled criterion and its exact gradient in theta where every term is scalar (random
     intercepts, Lambda = diag(theta_k over term k's levels)): a leading block alone (Dyestuff), a
     dense trailing block (crossed: Penicillin; ``cb`` indexed by column, ``with_column_index``) or
-    a nested one (``Layout.nested``: Pastes, classes in schools), compiled for the small models'
-    BFGS (``CriterionProblem``'s ``exact``).
+    a nested one (``Layout.nested``: Pastes, classes in schools; the dense block's arithmetic on
+    its diagonal, in the same order, so both give the same numbers), compiled for the small
+    models' BFGS (``CriterionProblem``'s ``exact``).
 
     The algebra is ``engine.lmer._criterion_and_gradient``'s (Bates et al. 2015, eqs. 34 and 41
     differentiated; see its docstring), grad_k = (2 / theta_k) (n_k - tr_k((A^{-1})_uu) -
@@ -1528,14 +1529,15 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     L2 = np.zeros((0, 0))
     Sb = np.zeros((0, 1, 1))
     if nested:
-        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
+        ok, ld, gram, L1, R1, W, Sb, R2, _T = leading_and_nested_schur(theta, mo, cb, lay)
         if not ok:
             return np.inf, grad
         ok, ld, R2s = nested_factor(Sb, R2, ld)
         if not ok:
             return np.inf, grad
-        for c in range(Q2):
-            sinv[c] = 1.0 / (Sb[c, 0, 0] * Sb[c, 0, 0])
+        for c in range(Q2):  # the dense path's (L2^{-1})' L2^{-1} on a diagonal L2
+            r = 1.0 / Sb[c, 0, 0]
+            sinv[c] = r * r
     else:
         ok, ld, gram, L1, R1, W, S, R2, _T = leading_and_schur(theta, mo, cb, lay)
         if not ok:
@@ -1592,12 +1594,13 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     # the leading block's sum_j w_j'S^{-1}w_j / L1_j^2
     extra1 = 0.0
     if Q2 > 0:
-        if nested:
+        if nested:  # cross_trace's sums on a diagonal S^{-1}: by column, then by level j
+            acc = np.zeros(Q2)
             for j in range(n1):
-                pj = cb.jptr[j]
-                w = W[cb.off[pj]]
-                extra1 += d1[j] * w * w * sinv[cb.col0[pj]]
+                o = cb.off[cb.jptr[j]]
+                acc[cb.col0[cb.jptr[j]]] += W[o] * d1[j] * W[o]
             for c in range(Q2):
+                extra1 += acc[c] * sinv[c]
                 d2[c] = sinv[c]
         else:
             extra1 = cross_trace(cb, W, d1, Sinv)
