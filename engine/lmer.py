@@ -62,10 +62,10 @@ from engine.validate import check_lmer_call, check_lmer_response, check_lmer_sca
 from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError,
                            ModelSpecError, warn_user)
 from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic,
-                                 cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
-                                 minimize_bounded, minimize_criterion, nested_back_solve, nested_cross_quadratic,
-                                 nested_forward_solve, nested_schur_update, newton_polish, profiled_criterion,
-                                 scaled_cross, schur_update, sufficient_moments)
+                                 _scalar_gradient, cross_times, forward_solve, leading_and_nested_schur,
+                                 leading_and_schur, minimize_bounded, minimize_criterion, nested_back_solve,
+                                 nested_cross_quadratic, nested_forward_solve, nested_schur_update, newton_polish,
+                                 profiled_criterion, scaled_cross, schur_update, sufficient_moments)
 
 SINGULAR_TOL = 1e-4
 # The finite-difference BFGS stage before ``newton_polish`` stops once its predicted remaining
@@ -484,7 +484,9 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     sum is sum_j 1 / L1_j^2 + sum_j w_j'S^{-1}w_j / L1_j^2 (``cross_trace``);
     REML adds the row norms of L^{-T} R_ZX R_X^{-1}. Cost: about two dense Cholesky factors of
     the trailing block (dpotrf + dpotri), against 2K + 1 criterion evaluations for central
-    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
+    differences. The factor here (LAPACK for a large trailing block), the gradient from it in
+    ``lmer_kernels._scalar_gradient`` (also the small models' ``scalar_criterion_gradient``).
+    Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
     ``keep``, the blocked factor at theta goes to ``stats.last_factor`` (for ``_fit_stats``).
     A nested trailing block (``stats.nested``) is diagonal here (scalar terms): its factor is the
     square roots of S's diagonal, diag(S^{-1}) their reciprocals squared, and w_j'S^{-1}w_j has one
@@ -498,8 +500,6 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     if not ok:
         return np.inf, np.zeros(K)
     n, p = stats.n, stats.p
-    n1 = stats.n1
-    l1 = L1[:, 0, 0]
     if stats.nested:
         # S (n2, 1, 1): the trailing factor is the square roots, S^{-1} the reciprocals
         s2 = S[:, 0, 0]
@@ -507,11 +507,6 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
             return np.inf, np.zeros(K)
         U = np.sqrt(s2)
         ld += 2.0 * float(np.sum(np.log(U)))
-        sinv = 1.0 / (U * U)
-
-        def solve_lt(b):  # L2^{-T} b
-            return b / U if b.ndim == 1 else b / U[:, None]
-
         R2s = R2 / U[:, None]
         gram = gram - R2s.T @ R2s
     elif stats.Q2:
@@ -524,10 +519,6 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
         if info != 0:
             return np.inf, np.zeros(K)
         Sinv = Sinv.T  # C order, lower triangle valid
-
-        def solve_lt(b):  # L2^{-T} b
-            return solve_triangular(U, b, lower=False, check_finite=False)
-
         R2s = solve_triangular(U, R2, trans="T", lower=False, check_finite=False)  # L2^{-1} R2
         gram = gram - R2s.T @ R2s
     try:
@@ -539,47 +530,24 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     crit = ld + nu * (1.0 + math.log(2.0 * math.pi * pwrss / nu))
     if reml:
         crit += 2.0 * float(np.sum(np.log(np.diag(Lg)[:p])))
-    # conditional modes u = L^{-T}(R_Zy - R_ZX beta), Lx' beta = c
-    Lx = Lg[:p, :p]
-    beta = solve_triangular(Lx, Lg[p, :p], trans="T", lower=True, check_finite=False)
-    rhs1 = R1[:, 0, p] - R1[:, 0, :p] @ beta
-    d1 = 1.0 / (l1 * l1)  # diag of M^{-1}, leading block (first part)
-    if stats.Q2:
-        u2 = solve_lt(R2s[:, p] - R2s[:, :p] @ beta)
-        u1 = (rhs1 - cross_times(stats.cross, W, u2, n1, 1)[:, 0]) / l1
-        if stats.nested:  # w_j has one entry, in the column of j's level
-            d2 = sinv.copy()
-            extra1 = float(np.sum(d1 * W * W * sinv[stats.cross.col0]))
-        else:
-            d2 = np.diag(Sinv).copy()
-            extra1 = float(cross_trace(stats.cross, W, d1, Sinv))  # sum_j w_j'S^{-1}w_j / L1_j^2
+    # the gradient from the factor: lmer_kernels' compiled algebra, S^{-1} from LAPACK here
+    Lg = np.ascontiguousarray(Lg)
+    none2, none3 = np.zeros((0, 0)), np.zeros((0, 1, 1))
+    if stats.nested:
+        L2 = np.ascontiguousarray(U[:, None, None])
+        grad = _scalar_gradient(theta, stats.cross, stats.layout, n, reml, L1, R1, W, R2s, Lg, True, L2,
+                                none2, none2)
+    elif stats.Q2:
+        L2 = np.ascontiguousarray(U.T)
+        R2s = np.ascontiguousarray(R2s)
+        grad = _scalar_gradient(theta, stats.cross, stats.layout, n, reml, L1, R1, W, R2s, Lg, False, none3,
+                                L2, np.ascontiguousarray(Sinv))
     else:
-        u2 = np.zeros(0)
-        u1 = rhs1 / l1
-        d2 = np.zeros(0)
-        extra1 = 0.0
-    if reml:  # (A^{-1})_uu = M^{-1} + V V', V = L^{-T} R_ZX Lx^{-T}
-        Y1 = solve_triangular(Lx, R1[:, 0, :p].T, lower=True, check_finite=False).T
-        if stats.Q2:
-            Y2 = solve_triangular(Lx, R2s[:, :p].T, lower=True, check_finite=False).T
-            V2 = solve_lt(Y2)
-            for k in range(p):
-                Y1[:, k] -= cross_times(stats.cross, W, np.ascontiguousarray(V2[:, k]), n1, 1)[:, 0]
-            d2 = d2 + np.einsum("ij,ij->i", V2, V2)
-        V1 = Y1 / l1[:, None]
-        d1 = d1 + np.einsum("ij,ij->i", V1, V1)
-    grad = np.zeros(K)
-    d1[0] += extra1  # only sums over a term's columns are used
-    parts = [(0, u1, d1)] + [(k, u2[o:o + nl], d2[o:o + nl]) for (k, o, q, nl) in stats.rest_terms]
-    for k, uk, dk in parts:
-        if theta[k] > 0.0:
-            grad[k] = 2.0 / theta[k] * (len(uk) - float(np.sum(dk)) - nu * float(uk @ uk) / pwrss)
+        L2 = none2
+        grad = _scalar_gradient(theta, stats.cross, stats.layout, n, reml, L1, R1, W, np.zeros((0, p + 1)), Lg,
+                                False, none3, none2, none2)
     if keep:  # the blocked factor at theta, as _factorize gives it
         m = p + 1
-        if stats.nested:
-            L2 = U[:, None, None].copy()
-        else:
-            L2 = np.ascontiguousarray(U.T) if stats.Q2 else np.zeros((0, 0))
         R2f = R2s if stats.Q2 else np.zeros((0, m))
         stats.last_factor = (np.array(theta, dtype=float), _Factor(
             [np.array([[t]]) for t in theta], L1, R1, W, L2, R2f, np.ascontiguousarray(Lg.T), ld, True))

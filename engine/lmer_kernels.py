@@ -1524,7 +1524,6 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     Q2 = mo.ZXa2.shape[0]
     n1 = mo.A1.shape[0]
     nested = lay.nested
-    sinv = np.zeros(Q2)  # nested: S^{-1}'s diagonal (1 x 1 blocks)
     Sinv = np.zeros((0, 0))  # dense: S^{-1} (lower triangle)
     L2 = np.zeros((0, 0))
     Sb = np.zeros((0, 1, 1))
@@ -1535,9 +1534,6 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
         ok, ld, R2s = nested_factor(Sb, R2, ld)
         if not ok:
             return np.inf, grad
-        for c in range(Q2):  # the dense path's (L2^{-1})' L2^{-1} on a diagonal L2
-            r = 1.0 / Sb[c, 0, 0]
-            sinv[c] = r * r
     else:
         ok, ld, gram, L1, R1, W, S, R2, _T = leading_and_schur(theta, mo, cb, lay)
         if not ok:
@@ -1561,6 +1557,28 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     crit = _criterion_value(ld, gram, n, reml)
     if not np.isfinite(crit):
         return np.inf, grad
+    return crit, _scalar_gradient(theta, cb, lay, n, reml, L1, R1, W, R2s, gram, nested, Sb, L2, Sinv)
+
+
+@numba.njit(cache=True)
+def _scalar_gradient(theta, cb, lay, n, reml, L1, R1, W, R2s, gram, nested, Sb, L2, Sinv):
+    """The exact gradient (every term scalar) from the blocked factor at theta: L1 (n1, 1, 1),
+    R1 (n1, 1, m), W (pairs,), R2s (Q2, m) = L2^{-1} R2, gram (m, m) factored (lower, as
+    ``_criterion_value`` leaves it); the trailing factor nested as Sb (n2, 1, 1) (L2 and Sinv
+    unused), or dense as L2 (Q2, Q2) lower with Sinv (Q2, Q2) = S^{-1}, its lower triangle.
+    ``scalar_criterion_gradient``'s algebra (see there) and ``engine.lmer._criterion_and_gradient``'s
+    (S^{-1} from LAPACK for a large block). Returns the gradient (K,)."""
+    K = theta.shape[0]
+    grad = np.zeros(K)
+    m = gram.shape[0]
+    p = m - 1
+    Q2 = R2s.shape[0]
+    n1 = L1.shape[0]
+    sinv = np.zeros(Q2)
+    if nested:
+        for c in range(Q2):  # the dense path's (L2^{-1})' L2^{-1} on a diagonal L2
+            r = 1.0 / Sb[c, 0, 0]
+            sinv[c] = r * r
     pwrss = gram[p, p] * gram[p, p]
     nu = n - p if reml else n
     Lx = np.ascontiguousarray(gram[:p, :p])
@@ -1642,7 +1660,7 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
         i = lay.theta_start[k]
         if theta[i] != 0.0:  # 0 there: the criterion depends on theta_k^2
             grad[i] = 2.0 / theta[i] * (cnt[k] - tr[k] - nu * uu[k] / pwrss)
-    return crit, grad
+    return grad
 
 
 @numba.njit(cache=True)
