@@ -1503,7 +1503,7 @@ def _trailing_back_solve(nested, Sb, L2, b):
 def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     """The profiled criterion and its exact gradient in theta where every term is scalar (random
     intercepts, Lambda = diag(theta_k over term k's levels)): a leading block alone (Dyestuff), a
-    dense trailing block (crossed: Penicillin; ``cb`` indexed by column, ``with_column_index``) or
+    dense trailing block (crossed: Penicillin; ``cb`` indexed by column, ``column_index``) or
     a nested one (``Layout.nested``: Pastes, classes in schools; the dense block's arithmetic on
     its diagonal, in the same order, so both give the same numbers), compiled for the small
     models' BFGS (``CriterionProblem``'s ``exact``).
