@@ -722,9 +722,17 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         x, fx = run(best[0])
     if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took BFGS to the optimum
         return x, fx, nfev[0], bool(np.isfinite(fx))
-    # exact: Newton on the exact gradient only where BFGS stopped short of its gradient test
-    x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact)
-    nfev[0] += k
+    # exact: Newton on the exact gradient only where BFGS stopped short of its gradient test (the
+    # gradient at x is at hand where BFGS's last accepted point was a first trial)
+    if exact and np.array_equal(problem.grad_at, x):
+        g = problem.grad
+        free = ~((x <= lo) & (g >= 0.0))
+        at_optimum = not free.any() or float(np.max(np.abs(g[free]))) < 1e-6
+    else:
+        at_optimum = False
+    if not at_optimum:
+        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact)
+        nfev[0] += k
     # The polish's Newton step can end a coordinate just off its bound, where it then holds it (its
     # difference step would cross the bound) and the criterion is flat (theta_i = 0 is stationary):
     # the bound itself is tried, as a full BFGS's projected steps reach it, and the rest polished.
