@@ -724,15 +724,12 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         return x, fx, nfev[0], bool(np.isfinite(fx))
     # exact: Newton on the exact gradient only where BFGS stopped short of its gradient test (the
     # gradient at x is at hand where BFGS's last accepted point was a first trial)
-    if exact and np.array_equal(problem.grad_at, x):
-        g = problem.grad
-        free = ~((x <= lo) & (g >= 0.0))
-        at_optimum = not free.any() or float(np.max(np.abs(g[free]))) < 1e-6
+    if exact:
+        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, True,
+                                 problem.grad_at, problem.grad)
     else:
-        at_optimum = False
-    if not at_optimum:
-        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact)
-        nfev[0] += k
+        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+    nfev[0] += k
     # The polish's Newton step can end a coordinate just off its bound, where it then holds it (its
     # difference step would cross the bound) and the criterion is flat (theta_i = 0 is stationary):
     # the bound itself is tried, as a full BFGS's projected steps reach it, and the rest polished.

@@ -1199,7 +1199,7 @@ def minimize_criterion(x0, problem, maxit, tol=0.0):
 
 
 @numba.njit(cache=True)
-def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False):
+def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False, grad_at=None, grad=None):
     """Newton steps on the free coordinates with a central-difference Hessian (h = 1e-4 *
     max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its decrease test
     only roughly, the criterion is smooth in theta, so a Newton step or two takes theta to the
@@ -1210,7 +1210,8 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False):
     forward differences (h = 1e-5 max(1, |x|), one evaluation a free coordinate), and no step
     once the free gradient is below 1e-6 (BFGS's own test): the finish of an exact-gradient BFGS
     stopped by the criterion's rounding (its line search cannot see a decrease of ~1e-10 where
-    pwrss comes from a cancelling downdate), not by its gradient.
+    pwrss comes from a cancelling downdate), not by its gradient. ``grad_at``, ``grad`` (k,): a
+    gradient already known (``CriterionProblem``'s), used where grad_at is x0.
     Returns (theta, criterion, evaluations)."""
     k = x0.shape[0]
     x = x0.copy()
@@ -1224,8 +1225,12 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False):
         m = 0
         xt = x.copy()
         if exact:
-            _f, gx = criterion_gradient(x, mo, cb, lay, n, reml)
-            nfev += 1
+            known = _it == 0 and grad_at is not None and grad is not None and np.all(grad_at == x)
+            if known:
+                gx = grad.copy()
+            else:
+                _f, gx = criterion_gradient(x, mo, cb, lay, n, reml)
+                nfev += 1
             pg = 0.0
             for i in range(k):
                 if not (x[i] <= lower[i] and gx[i] >= 0.0):  # held: on its bound, slope not inward
