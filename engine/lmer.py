@@ -82,6 +82,7 @@ _BFGS_TOL = 3e-5
 # 79 -> 48, Exam 52 -> 29); ``newton_polish`` on the exact gradient finishes where the gradient test
 # was not met.
 _EXACT_BFGS_TOL = 1e-11
+_NO_GRADIENT = np.zeros(0)  # newton_polish's "no gradient known"
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
 
 
@@ -728,7 +729,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, True,
                                  problem.grad_at, problem.grad)
     else:
-        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, False,
+                                 _NO_GRADIENT, _NO_GRADIENT)
     nfev[0] += k
     # The polish's Newton step can end a coordinate just off its bound, where it then holds it (its
     # difference step would cross the bound) and the criterion is flat (theta_i = 0 is stationary):
@@ -741,7 +743,8 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         xt[near] = 0.0
         ft = fun(xt)
         if ft <= fx + (1e-13 * (1.0 + abs(fx)) if exact else 0.0):
-            x, fx, k = newton_polish(xt, ft, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact)
+            x, fx, k = newton_polish(xt, ft, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact,
+                                     _NO_GRADIENT, _NO_GRADIENT)
             nfev[0] += k
     return x, fx, nfev[0], bool(np.isfinite(fx))
 

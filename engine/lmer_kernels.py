@@ -1199,7 +1199,7 @@ def minimize_criterion(x0, problem, maxit, tol=0.0):
 
 
 @numba.njit(cache=True)
-def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False, grad_at=None, grad=None):
+def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact, grad_at, grad):
     """Newton steps on the free coordinates with a central-difference Hessian (h = 1e-4 *
     max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its decrease test
     only roughly, the criterion is smooth in theta, so a Newton step or two takes theta to the
@@ -1211,7 +1211,7 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False, g
     once the free gradient is below 1e-6 (BFGS's own test): the finish of an exact-gradient BFGS
     stopped by the criterion's rounding (its line search cannot see a decrease of ~1e-10 where
     pwrss comes from a cancelling downdate), not by its gradient. ``grad_at``, ``grad`` (k,): a
-    gradient already known (``CriterionProblem``'s), used where grad_at is x0.
+    gradient already known (``CriterionProblem``'s), used where grad_at is x0 (empty: none).
     Returns (theta, criterion, evaluations)."""
     k = x0.shape[0]
     x = x0.copy()
@@ -1225,7 +1225,7 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact=False, g
         m = 0
         xt = x.copy()
         if exact:
-            known = _it == 0 and grad_at is not None and grad is not None and np.all(grad_at == x)
+            known = _it == 0 and grad_at.shape[0] == k and np.all(grad_at == x)
             if known:
                 gx = grad.copy()
             else:
