@@ -1524,10 +1524,7 @@ def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
     zeros) where a factor fails."""
     K = theta.shape[0]
     grad = np.zeros(K)
-    m = mo.XaXa.shape[0]
-    p = m - 1
     Q2 = mo.ZXa2.shape[0]
-    n1 = mo.A1.shape[0]
     nested = lay.nested
     Sinv = np.zeros((0, 0))  # dense: S^{-1} (lower triangle)
     L2 = np.zeros((0, 0))
