@@ -1083,8 +1083,8 @@ class CriterionProblem(NamedTuple):
 
 def _objective(problem, x, likely_step):
     """f(x) of a ``minimize_bounded`` problem (Python: ``Callables``; compiled: the overload).
-    ``likely_step``: x is the start or a line search's first trial, where the gradient is
-    usually asked for next (``CriterionProblem`` computes it with f there, not at backtracks)."""
+    ``likely_step``: x is the start or a line search's first trial after one whose first trial
+    was taken, where the gradient is usually asked for next (``CriterionProblem`` computes it with f there, not at backtracks)."""
     return problem.fun(x)
 
 
@@ -1132,6 +1132,7 @@ def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
     fx = _objective(problem, x, True)
     g = _gradient(problem, x, fx)
     first = True
+    full = False  # the last line search took its first trial (then the next one likely does too)
     for _it in range(maxit):
         cap = 1.0 if first and rescale else np.inf
         d, gd, dn = _bfgs_direction(H, g, x, lower, cap)
@@ -1143,13 +1144,14 @@ def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
         fn = fx
         for _ls in range(40):
             xn, dec = _projected_trial(x, d, t, lower, g)
-            fn = _objective(problem, xn, _ls == 0)
+            fn = _objective(problem, xn, _ls == 0 and full)
             if fn <= fx + 1e-4 * dec:
                 accepted = True
                 break
             t *= 0.5
         if not accepted:
             return x, fx, False
+        full = t == 1.0
         gn = _gradient(problem, xn, fn)
         H, s = _bfgs_update(H, x, xn, g, gn, first and rescale)
         first = False
