@@ -62,10 +62,10 @@ from engine.validate import check_lmer_call, check_lmer_response, check_lmer_sca
 from engine.errors import (ColumnNotFoundError, ConvergenceWarning, DataError, DataWarning, FormulaError,
                            ModelSpecError, warn_user)
 from engine.lmer_kernels import (CriterionProblem, CrossBlocks, Layout, Moments, back_solve_t, cross_quadratic,
-                                 cross_times, cross_trace, forward_solve, leading_and_nested_schur, leading_and_schur,
-                                 minimize_bounded, minimize_criterion, nested_back_solve, nested_cross_quadratic,
-                                 nested_forward_solve, nested_schur_update, newton_polish, profiled_criterion,
-                                 scaled_cross, schur_update, sufficient_moments)
+                                 _scalar_gradient, cross_times, forward_solve, leading_and_nested_schur,
+                                 leading_and_schur, minimize_bounded, minimize_criterion, nested_back_solve,
+                                 nested_cross_quadratic, nested_forward_solve, nested_schur_update, newton_polish,
+                                 profiled_criterion, scaled_cross, schur_update, sufficient_moments)
 
 SINGULAR_TOL = 1e-4
 # The finite-difference BFGS stage before ``newton_polish`` stops once its predicted remaining
@@ -75,6 +75,14 @@ SINGULAR_TOL = 1e-4
 # replication's lmer numbers within ~1.2e-10 of the full BFGS's (theta is only defined to ~1e-9
 # there: the criterion is flat to rounding that close to its optimum).
 _BFGS_TOL = 3e-5
+# The exact-gradient BFGS of the small models stops at its gradient test (1e-6) or once its
+# predicted remaining decrease is below this (criterion units): there the criterion's own rounding
+# (~1e-10 where pwrss comes from a cancelling downdate: Pastes) hides the decrease from the line
+# search, whose halvings then cost 10-30 evaluations for nothing (Pastes ML 46 -> 19, sleepstudy ML
+# 79 -> 48, Exam 52 -> 29); ``newton_polish`` on the exact gradient finishes where the gradient test
+# was not met.
+_EXACT_BFGS_TOL = 1e-11
+_NO_GRADIENT = np.zeros(0)  # newton_polish's "no gradient known"
 _COBYQA_MIN_Q2 = 200  # dense trailing block size from which evaluations are costly enough for COBYQA
 
 
@@ -477,7 +485,9 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     sum is sum_j 1 / L1_j^2 + sum_j w_j'S^{-1}w_j / L1_j^2 (``cross_trace``);
     REML adds the row norms of L^{-T} R_ZX R_X^{-1}. Cost: about two dense Cholesky factors of
     the trailing block (dpotrf + dpotri), against 2K + 1 criterion evaluations for central
-    differences. Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
+    differences. The factor here (LAPACK for a large trailing block), the gradient from it in
+    ``lmer_kernels._scalar_gradient`` (also the small models' ``scalar_criterion_gradient``).
+    Returns (criterion, gradient (K,)); (inf, zeros) where a factor fails. With
     ``keep``, the blocked factor at theta goes to ``stats.last_factor`` (for ``_fit_stats``).
     A nested trailing block (``stats.nested``) is diagonal here (scalar terms): its factor is the
     square roots of S's diagonal, diag(S^{-1}) their reciprocals squared, and w_j'S^{-1}w_j has one
@@ -491,8 +501,6 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     if not ok:
         return np.inf, np.zeros(K)
     n, p = stats.n, stats.p
-    n1 = stats.n1
-    l1 = L1[:, 0, 0]
     if stats.nested:
         # S (n2, 1, 1): the trailing factor is the square roots, S^{-1} the reciprocals
         s2 = S[:, 0, 0]
@@ -500,11 +508,6 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
             return np.inf, np.zeros(K)
         U = np.sqrt(s2)
         ld += 2.0 * float(np.sum(np.log(U)))
-        sinv = 1.0 / (U * U)
-
-        def solve_lt(b):  # L2^{-T} b
-            return b / U if b.ndim == 1 else b / U[:, None]
-
         R2s = R2 / U[:, None]
         gram = gram - R2s.T @ R2s
     elif stats.Q2:
@@ -517,10 +520,6 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
         if info != 0:
             return np.inf, np.zeros(K)
         Sinv = Sinv.T  # C order, lower triangle valid
-
-        def solve_lt(b):  # L2^{-T} b
-            return solve_triangular(U, b, lower=False, check_finite=False)
-
         R2s = solve_triangular(U, R2, trans="T", lower=False, check_finite=False)  # L2^{-1} R2
         gram = gram - R2s.T @ R2s
     try:
@@ -532,47 +531,24 @@ def _criterion_and_gradient(stats: _Stats, theta: np.ndarray, reml: bool, keep: 
     crit = ld + nu * (1.0 + math.log(2.0 * math.pi * pwrss / nu))
     if reml:
         crit += 2.0 * float(np.sum(np.log(np.diag(Lg)[:p])))
-    # conditional modes u = L^{-T}(R_Zy - R_ZX beta), Lx' beta = c
-    Lx = Lg[:p, :p]
-    beta = solve_triangular(Lx, Lg[p, :p], trans="T", lower=True, check_finite=False)
-    rhs1 = R1[:, 0, p] - R1[:, 0, :p] @ beta
-    d1 = 1.0 / (l1 * l1)  # diag of M^{-1}, leading block (first part)
-    if stats.Q2:
-        u2 = solve_lt(R2s[:, p] - R2s[:, :p] @ beta)
-        u1 = (rhs1 - cross_times(stats.cross, W, u2, n1, 1)[:, 0]) / l1
-        if stats.nested:  # w_j has one entry, in the column of j's level
-            d2 = sinv.copy()
-            extra1 = float(np.sum(d1 * W * W * sinv[stats.cross.col0]))
-        else:
-            d2 = np.diag(Sinv).copy()
-            extra1 = float(cross_trace(stats.cross, W, d1, Sinv))  # sum_j w_j'S^{-1}w_j / L1_j^2
+    # the gradient from the factor: lmer_kernels' compiled algebra, S^{-1} from LAPACK here
+    Lg = np.ascontiguousarray(Lg)
+    none2, none3 = np.zeros((0, 0)), np.zeros((0, 1, 1))
+    if stats.nested:
+        L2 = np.ascontiguousarray(U[:, None, None])
+        grad = _scalar_gradient(theta, stats.cross, stats.layout, n, reml, L1, R1, W, R2s, Lg, True, L2,
+                                none2, none2)
+    elif stats.Q2:
+        L2 = np.ascontiguousarray(U.T)
+        R2s = np.ascontiguousarray(R2s)
+        grad = _scalar_gradient(theta, stats.cross, stats.layout, n, reml, L1, R1, W, R2s, Lg, False, none3,
+                                L2, np.ascontiguousarray(Sinv))
     else:
-        u2 = np.zeros(0)
-        u1 = rhs1 / l1
-        d2 = np.zeros(0)
-        extra1 = 0.0
-    if reml:  # (A^{-1})_uu = M^{-1} + V V', V = L^{-T} R_ZX Lx^{-T}
-        Y1 = solve_triangular(Lx, R1[:, 0, :p].T, lower=True, check_finite=False).T
-        if stats.Q2:
-            Y2 = solve_triangular(Lx, R2s[:, :p].T, lower=True, check_finite=False).T
-            V2 = solve_lt(Y2)
-            for k in range(p):
-                Y1[:, k] -= cross_times(stats.cross, W, np.ascontiguousarray(V2[:, k]), n1, 1)[:, 0]
-            d2 = d2 + np.einsum("ij,ij->i", V2, V2)
-        V1 = Y1 / l1[:, None]
-        d1 = d1 + np.einsum("ij,ij->i", V1, V1)
-    grad = np.zeros(K)
-    d1[0] += extra1  # only sums over a term's columns are used
-    parts = [(0, u1, d1)] + [(k, u2[o:o + nl], d2[o:o + nl]) for (k, o, q, nl) in stats.rest_terms]
-    for k, uk, dk in parts:
-        if theta[k] > 0.0:
-            grad[k] = 2.0 / theta[k] * (len(uk) - float(np.sum(dk)) - nu * float(uk @ uk) / pwrss)
+        L2 = none2
+        grad = _scalar_gradient(theta, stats.cross, stats.layout, n, reml, L1, R1, W, np.zeros((0, p + 1)), Lg,
+                                False, none3, none2, none2)
     if keep:  # the blocked factor at theta, as _factorize gives it
         m = p + 1
-        if stats.nested:
-            L2 = U[:, None, None].copy()
-        else:
-            L2 = np.ascontiguousarray(U.T) if stats.Q2 else np.zeros((0, 0))
         R2f = R2s if stats.Q2 else np.zeros((0, m))
         stats.last_factor = (np.array(theta, dtype=float), _Factor(
             [np.array([[t]]) for t in theta], L1, R1, W, L2, R2f, np.ascontiguousarray(Lg.T), ld, True))
@@ -653,8 +629,8 @@ def _moment_curvature(est: _MomentEstimates, theta: np.ndarray) -> np.ndarray:
 def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
     """Minimise the profiled criterion over theta under lme4's bounds: projected BFGS
     (``lmer_kernels.minimize_bounded``) on compiled finite-difference gradients from lme4's start,
-    then ``newton_polish`` (one vector-valued term: on the exact gradient,
-    ``leading_criterion_gradient``, without the polish); for a large dense trailing block, the
+    then ``newton_polish`` (every term scalar, or one term of any size: on the exact gradient,
+    ``criterion_gradient``, the polish only where BFGS stopped short); for a large dense trailing block, the
     same BFGS on the exact gradient from the moment start (scalar terms) or COBYQA from lme4's
     start (others). ``theta0`` (a refit's start) replaces either start.
     Returns (theta, criterion, evaluations, converged)."""
@@ -670,7 +646,9 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
 
     theta0 = np.asarray(theta0, dtype=float)
     lo = np.where(np.isfinite(lower), lower, -np.inf)
-    exact = stats.Q2 == 0 and stats.q1 > 1  # minimize_bounded on the exact gradient (below)
+    # minimize_bounded on the compiled exact gradient (below, ``lmer_kernels.criterion_gradient``):
+    # every term scalar, or one term of any size
+    exact = bool(np.all(stats.layout.term_q == 1)) or stats.Q2 == 0
     if stats.Q2 >= _COBYQA_MIN_Q2 and not bool(np.all(stats.layout.term_q == 1)):
         # Expensive evaluations (large crossed designs): COBYQA's quadratic models (Powell's
         # successor to lme4's bobyqa) need 2-3x fewer evaluations than finite-difference
@@ -708,18 +686,21 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
             x, fx, _conv = minimize_bounded(fun_exact, grad_exact, start, lower, h0, maxit=80, tol=1e-9)
             return np.maximum(x, lower), float(fx)
     else:
-        # one vector-valued term (no trailing block: sleepstudy, Exam's slopes): BFGS on the exact
-        # gradient (``leading_criterion_gradient``, ~1.5 evaluations' cost against 2K for central
-        # differences); it meets its gradient test (1e-6) at the optimum, so no Newton polish.
-        # (One scalar term would gain too, but moves the replication's lmer school fit by ~1e-8.)
+        # every term scalar (Dyestuff, Penicillin, Pastes, classes in schools) or one term of any
+        # size (sleepstudy, Exam's slopes): BFGS on the exact gradient (``criterion_gradient``,
+        # computed with the criterion at each line search's first trial, 1.5-3 times an
+        # evaluation's cost against 2K evaluations for central differences); it meets its gradient
+        # test (1e-6) at the optimum, so the Newton polish below acts only where it did not (on the
+        # exact gradient's differences). Other layouts: central differences, then the polish.
         # minimize_bounded's iterations compiled with the criterion (minimize_criterion): the same
         # steps without a Python call of a kernel per evaluation.
+        k = len(lower)
         problem = CriterionProblem(stats.moments, stats.cross, stats.layout, stats.n, bool(reml), lo, exact,
-                                   np.zeros(1, dtype=np.int64))
+                                   np.zeros(1, dtype=np.int64), np.full(k, np.nan), np.zeros(k))
 
         def run(start):
             problem.nfev[0] = 0
-            tol = 0.0 if exact else _BFGS_TOL  # no polish after the exact-gradient BFGS
+            tol = _EXACT_BFGS_TOL if exact else _BFGS_TOL
             x, fx, _conv = minimize_criterion(np.asarray(start, dtype=float), problem, 500, tol)
             nfev[0] += int(problem.nfev[0])
             return x, fx
@@ -740,20 +721,30 @@ def _optimize(stats: _Stats, layout, lower, reml: bool, theta0=None):
         if best is None:
             break
         x, fx = run(best[0])
-    if stats.Q2 >= _COBYQA_MIN_Q2 or exact:  # the exact gradient took BFGS to the optimum
+    if stats.Q2 >= _COBYQA_MIN_Q2:  # the exact gradient took BFGS to the optimum
         return x, fx, nfev[0], bool(np.isfinite(fx))
-    x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+    # exact: Newton on the exact gradient only where BFGS stopped short of its gradient test (the
+    # gradient at x is at hand where BFGS's last accepted point was a first trial)
+    if exact:
+        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, True,
+                                 problem.grad_at, problem.grad)
+    else:
+        x, fx, k = newton_polish(x, fx, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, False,
+                                 _NO_GRADIENT, _NO_GRADIENT)
     nfev[0] += k
     # The polish's Newton step can end a coordinate just off its bound, where it then holds it (its
     # difference step would cross the bound) and the criterion is flat (theta_i = 0 is stationary):
     # the bound itself is tried, as a full BFGS's projected steps reach it, and the rest polished.
+    # The exact gradient vanishes linearly there, so its BFGS stops ~1e-8 off the bound, where the
+    # criterion equals its value on the bound to rounding: the bound is taken within 1e-13 |f|.
     near = np.flatnonzero((lower == 0) & (x > 0) & (x < SINGULAR_TOL))
     if near.size:
         xt = x.copy()
         xt[near] = 0.0
         ft = fun(xt)
-        if ft <= fx:
-            x, fx, k = newton_polish(xt, ft, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3)
+        if ft <= fx + (1e-13 * (1.0 + abs(fx)) if exact else 0.0):
+            x, fx, k = newton_polish(xt, ft, lo, stats.moments, stats.cross, stats.layout, stats.n, reml, 3, exact,
+                                     _NO_GRADIENT, _NO_GRADIENT)
             nfev[0] += k
     return x, fx, nfev[0], bool(np.isfinite(fx))
 

@@ -875,41 +875,35 @@ def _gram_downdate(gram, R2s):
 
 
 @numba.njit(cache=True)
-def profiled_criterion(theta, mo, cb, lay, n, reml):
-    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
-    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails. A nested
-    trailing block (``Layout.nested``) is factored per level (``nested_factor``): O(levels q^3)."""
-    m = mo.XaXa.shape[0]
-    p = m - 1
-    if lay.nested:
-        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
-        if not ok:
-            return np.inf
-        ok, ld, R2s = nested_factor(Sb, R2, ld)
-        if not ok:
-            return np.inf
-        _gram_downdate(gram, R2s)
+def _dense_trailing_factor(S, ld):
+    """The dense trailing block's lower Cholesky factor L2 (S (Q2, Q2), its lower triangle;
+    ``_chol_inplace`` in place up to 48 effects, LAPACK's blocked dpotrf beyond) and
+    ld + log|L2|^2. Returns (ok, ld, L2); ok False where S is not positive definite."""
+    Q2 = S.shape[0]
+    if Q2 <= 48:
+        if not _chol_inplace(S):
+            return False, ld, S
+        L2 = S
     else:
-        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
-        if not ok:
-            return np.inf
-        Q2 = S.shape[0]
-        if Q2 > 0:
-            if Q2 <= 48:
-                if not _chol_inplace(S):
-                    return np.inf
-                L2 = S
-            else:
-                for i in range(Q2):  # LAPACK reads the lower triangle
-                    for jj in range(i + 1, Q2):
-                        S[i, jj] = S[jj, i]
-                if not np.all(np.isfinite(S)):
-                    return np.inf
-                # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
-                L2 = np.linalg.cholesky(S)
-            for i in range(Q2):
-                ld += 2.0 * np.log(L2[i, i])
-            _gram_downdate(gram, forward_solve(L2, R2))
+        for i in range(Q2):  # LAPACK reads the lower triangle
+            for jj in range(i + 1, Q2):
+                S[i, jj] = S[jj, i]
+        if not np.all(np.isfinite(S)):
+            return False, ld, S
+        # positive definite by construction (I + PSD); LAPACK's blocked dpotrf
+        L2 = np.linalg.cholesky(S)
+    for i in range(Q2):
+        ld += 2.0 * np.log(L2[i, i])
+    return True, ld, L2
+
+
+@numba.njit(cache=True)
+def _criterion_value(ld, gram, n, reml):
+    """The profiled criterion from log|L|^2 (ld) and gram (m, m, upper triangle) = the Schur
+    complement of the random effects in [X y]'[X y]: gram is factored in place (lower Cholesky,
+    its last diagonal entry sqrt(pwrss)). Returns the criterion, inf where the factor fails."""
+    m = gram.shape[0]
+    p = m - 1
     for k in range(m):
         for l in range(k):
             gram[k, l] = gram[l, k]
@@ -923,6 +917,31 @@ def profiled_criterion(theta, mo, cb, lay, n, reml):
         nmp = n - p
         return ld + ldrx + nmp * (1.0 + np.log(2.0 * np.pi * pwrss / nmp))
     return ld + n * (1.0 + np.log(2.0 * np.pi * pwrss / n))
+
+
+@numba.njit(cache=True)
+def profiled_criterion(theta, mo, cb, lay, n, reml):
+    """lme4's profiled deviance (reml=False) or REML criterion at theta (Bates et al. 2015,
+    eqs. 34 and 41), from the sufficient statistics alone; inf where a factor fails. A nested
+    trailing block (``Layout.nested``) is factored per level (``nested_factor``): O(levels q^3)."""
+    if lay.nested:
+        ok, ld, gram, L1, R1, W, Sb, R2, T = leading_and_nested_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf
+        ok, ld, R2s = nested_factor(Sb, R2, ld)
+        if not ok:
+            return np.inf
+        _gram_downdate(gram, R2s)
+    else:
+        ok, ld, gram, L1, R1, W, S, R2, T = leading_and_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf
+        if S.shape[0] > 0:
+            ok, ld, L2 = _dense_trailing_factor(S, ld)
+            if not ok:
+                return np.inf
+            _gram_downdate(gram, forward_solve(L2, R2))
+    return _criterion_value(ld, gram, n, reml)
 
 
 @numba.njit(cache=True)
@@ -1041,9 +1060,14 @@ class Callables(NamedTuple):
 
 class CriterionProblem(NamedTuple):
     """``minimize_bounded``'s problem as the compiled profiled criterion (``minimize_criterion``):
-    the criterion's inputs, the gradient's kind (``exact``: ``leading_criterion_gradient``, one
-    evaluation; else ``fd_gradient`` over ``lower``, 2k evaluations) and nfev (1,) int64, the
-    evaluations counted as ``engine.lmer._optimize`` counts them."""
+    the criterion's inputs, the gradient's kind (``exact``: ``criterion_gradient``; else
+    ``fd_gradient`` over ``lower``, 2k evaluations) and nfev (1,) int64, the evaluations counted
+    as ``engine.lmer._optimize`` counts them. With ``exact`` the evaluation of the criterion
+    computes its gradient too (the blocked factor is shared: the gradient adds a fraction of an
+    evaluation's cost, where a separate call repeats the factor) into ``grad_at`` (k,) and
+    ``grad`` (k,) at the start and a line search's first trial (``_objective``'s likely_step),
+    every evaluation there counted once: BFGS asks for the gradient at the point it has just
+    accepted, mostly the first trial (an evaluation made from scratch for it counts once more)."""
 
     mo: Moments
     cb: CrossBlocks
@@ -1053,10 +1077,14 @@ class CriterionProblem(NamedTuple):
     lower: np.ndarray
     exact: bool
     nfev: np.ndarray
+    grad_at: np.ndarray = np.zeros(0)
+    grad: np.ndarray = np.zeros(0)
 
 
-def _objective(problem, x):
-    """f(x) of a ``minimize_bounded`` problem (Python: ``Callables``; compiled: the overload)."""
+def _objective(problem, x, likely_step):
+    """f(x) of a ``minimize_bounded`` problem (Python: ``Callables``; compiled: the overload).
+    ``likely_step``: x is the start or a line search's first trial after one whose first trial
+    was taken, where the gradient is usually asked for next (``CriterionProblem`` computes it with f there, not at backtracks)."""
     return problem.fun(x)
 
 
@@ -1066,10 +1094,15 @@ def _gradient(problem, x, fx):
 
 
 @overload(_objective)
-def _objective_compiled(problem, x):
+def _objective_compiled(problem, x, likely_step):
     if isinstance(problem, types.NamedTuple) and problem.instance_class is CriterionProblem:
-        def impl(problem, x):
+        def impl(problem, x, likely_step):
             problem.nfev[0] += 1
+            if problem.exact and likely_step:
+                f, g = criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)
+                problem.grad_at[:] = x
+                problem.grad[:] = g
+                return f
             return profiled_criterion(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)
         return impl
     return None
@@ -1080,9 +1113,10 @@ def _gradient_compiled(problem, x, fx):
     if isinstance(problem, types.NamedTuple) and problem.instance_class is CriterionProblem:
         def impl(problem, x, fx):
             if problem.exact:
+                if np.all(problem.grad_at == x):  # computed with the criterion at x
+                    return problem.grad.copy()
                 problem.nfev[0] += 1  # an exact gradient counts as one evaluation
-                return leading_criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n,
-                                                  problem.reml)[1]
+                return criterion_gradient(x, problem.mo, problem.cb, problem.lay, problem.n, problem.reml)[1]
             problem.nfev[0] += 2 * x.shape[0]
             return fd_gradient(x, fx, problem.lower, problem.mo, problem.cb, problem.lay, problem.n,
                                problem.reml)
@@ -1095,9 +1129,10 @@ def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
     """``minimize_bounded``'s iterations from x (already within the bounds) and the inverse
     Hessian H; the one body of both drivers (Python callables, or compiled in
     ``minimize_criterion``)."""
-    fx = _objective(problem, x)
+    fx = _objective(problem, x, True)
     g = _gradient(problem, x, fx)
     first = True
+    full = False  # the last line search took its first trial (then the next one likely does too)
     for _it in range(maxit):
         cap = 1.0 if first and rescale else np.inf
         d, gd, dn = _bfgs_direction(H, g, x, lower, cap)
@@ -1109,13 +1144,14 @@ def _bfgs_loop(problem, x, lower, H, rescale, maxit, tol):
         fn = fx
         for _ls in range(40):
             xn, dec = _projected_trial(x, d, t, lower, g)
-            fn = _objective(problem, xn)
+            fn = _objective(problem, xn, _ls == 0 and full)
             if fn <= fx + 1e-4 * dec:
                 accepted = True
                 break
             t *= 0.5
         if not accepted:
             return x, fx, False
+        full = t == 1.0
         gn = _gradient(problem, xn, fn)
         H, s = _bfgs_update(H, x, xn, g, gn, first and rescale)
         first = False
@@ -1165,13 +1201,19 @@ def minimize_criterion(x0, problem, maxit, tol=0.0):
 
 
 @numba.njit(cache=True)
-def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
+def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter, exact, grad_at, grad):
     """Newton steps on the free coordinates with a central-difference Hessian (h = 1e-4 *
     max(1, |x|)), after ``minimize_bounded``: finite-difference BFGS meets its decrease test
     only roughly, the criterion is smooth in theta, so a Newton step or two takes theta to the
     optimum to ~1e-8. A coordinate on its bound whose slope away from it is upward stays there.
     A step is taken if it lowers the criterion, or if it is short (< 1e-4) and changes it only
     at rounding level (there the quadratic model is more accurate than f itself).
+    ``exact`` (a layout with ``criterion_gradient``): the exact gradient, the Hessian from its
+    forward differences (h = 1e-5 max(1, |x|), one evaluation a free coordinate), and no step
+    once the free gradient is below 1e-6 (BFGS's own test): the finish of an exact-gradient BFGS
+    stopped by the criterion's rounding (its line search cannot see a decrease of ~1e-10 where
+    pwrss comes from a cancelling downdate), not by its gradient. ``grad_at``, ``grad`` (k,): a
+    gradient already known (``CriterionProblem``'s), used where grad_at is x0 (empty: none).
     Returns (theta, criterion, evaluations)."""
     k = x0.shape[0]
     x = x0.copy()
@@ -1180,49 +1222,81 @@ def newton_polish(x0, fx0, lower, mo, cb, lay, n, reml, max_iter):
     for _it in range(max_iter):
         h = np.empty(k)
         for i in range(k):
-            h[i] = 1e-4 * max(1.0, abs(x[i]))
+            h[i] = (1e-5 if exact else 1e-4) * max(1.0, abs(x[i]))
         free = np.zeros(k, dtype=np.int64)
         m = 0
         xt = x.copy()
-        for i in range(k):
-            if x[i] - h[i] <= lower[i]:
+        if exact:
+            known = _it == 0 and grad_at.shape[0] == k and np.all(grad_at == x)
+            if known:
+                gx = grad.copy()
+            else:
+                _f, gx = criterion_gradient(x, mo, cb, lay, n, reml)
+                nfev += 1
+            pg = 0.0
+            for i in range(k):
+                if not (x[i] <= lower[i] and gx[i] >= 0.0):  # held: on its bound, slope not inward
+                    free[m] = i
+                    m += 1
+                    pg = max(pg, abs(gx[i]))
+            if m == 0 or pg < 1e-6:
+                break
+            g = np.empty(m)
+            H = np.zeros((m, m))
+            for a in range(m):
+                g[a] = gx[free[a]]
+            for b in range(m):
+                i = free[b]
                 xt[i] = x[i] + h[i]
-                fu = profiled_criterion(xt, mo, cb, lay, n, reml)
+                _f, gt = criterion_gradient(xt, mo, cb, lay, n, reml)
                 nfev += 1
                 xt[i] = x[i]
-                if fu >= fx or x[i] - h[i] < lower[i]:
-                    continue
-            free[m] = i
-            m += 1
-        if m == 0:
-            break
-        g = np.zeros(m)
-        H = np.zeros((m, m))
-        for a in range(m):
-            i = free[a]
-            xt[i] = x[i] + h[i]
-            fp = profiled_criterion(xt, mo, cb, lay, n, reml)
-            xt[i] = x[i] - h[i]
-            fm = profiled_criterion(xt, mo, cb, lay, n, reml)
-            xt[i] = x[i]
-            nfev += 2
-            g[a] = (fp - fm) / (2.0 * h[i])
-            H[a, a] = (fp - 2.0 * fx + fm) / (h[i] * h[i])
-        for a in range(m):
-            for b in range(a + 1, m):
+                for a in range(m):
+                    H[a, b] = (gt[free[a]] - g[a]) / h[i]
+            for a in range(m):
+                for b in range(a + 1, m):
+                    H[a, b] = 0.5 * (H[a, b] + H[b, a])
+                    H[b, a] = H[a, b]
+        else:
+            for i in range(k):
+                if x[i] - h[i] <= lower[i]:
+                    xt[i] = x[i] + h[i]
+                    fu = profiled_criterion(xt, mo, cb, lay, n, reml)
+                    nfev += 1
+                    xt[i] = x[i]
+                    if fu >= fx or x[i] - h[i] < lower[i]:
+                        continue
+                free[m] = i
+                m += 1
+            if m == 0:
+                break
+            g = np.zeros(m)
+            H = np.zeros((m, m))
+            for a in range(m):
                 i = free[a]
-                j = free[b]
-                tot = 0.0
-                for si in (-1.0, 1.0):
-                    for sj in (-1.0, 1.0):
-                        xt[i] = x[i] + si * h[i]
-                        xt[j] = x[j] + sj * h[j]
-                        tot += si * sj * profiled_criterion(xt, mo, cb, lay, n, reml)
+                xt[i] = x[i] + h[i]
+                fp = profiled_criterion(xt, mo, cb, lay, n, reml)
+                xt[i] = x[i] - h[i]
+                fm = profiled_criterion(xt, mo, cb, lay, n, reml)
                 xt[i] = x[i]
-                xt[j] = x[j]
-                nfev += 4
-                H[a, b] = tot / (4.0 * h[i] * h[j])
-                H[b, a] = H[a, b]
+                nfev += 2
+                g[a] = (fp - fm) / (2.0 * h[i])
+                H[a, a] = (fp - 2.0 * fx + fm) / (h[i] * h[i])
+            for a in range(m):
+                for b in range(a + 1, m):
+                    i = free[a]
+                    j = free[b]
+                    tot = 0.0
+                    for si in (-1.0, 1.0):
+                        for sj in (-1.0, 1.0):
+                            xt[i] = x[i] + si * h[i]
+                            xt[j] = x[j] + sj * h[j]
+                            tot += si * sj * profiled_criterion(xt, mo, cb, lay, n, reml)
+                    xt[i] = x[i]
+                    xt[j] = x[j]
+                    nfev += 4
+                    H[a, b] = tot / (4.0 * h[i] * h[j])
+                    H[b, a] = H[a, b]
         Lh = H.copy()
         if not _chol_inplace(Lh):
             break
@@ -1404,3 +1478,204 @@ def leading_criterion_gradient(theta, mo, cb, lay, n, reml):
             grad[i] = dld[r, c] + nu * dpw[r, c] / pwrss
             i += 1
     return crit, grad
+
+
+@numba.njit(cache=True)
+def _rows_lower_solve(L, B):
+    """(r, p): row i is L^{-1} B[i] (L (p, p) lower, B (r, p)), i.e. B L^{-T}."""
+    r, p = B.shape
+    Y = np.empty((r, p))
+    for i in range(r):
+        for k in range(p):
+            s = B[i, k]
+            for l in range(k):
+                s -= L[k, l] * Y[i, l]
+            Y[i, k] = s / L[k, k]
+    return Y
+
+
+@numba.njit(cache=True)
+def _trailing_back_solve(nested, Sb, L2, b):
+    """L2^{-T} b for the trailing factor of scalar terms: nested, Sb (n2, 1, 1) its diagonal;
+    dense, L2 (Q2, Q2) lower."""
+    if nested:
+        out = np.empty(b.shape[0])
+        for c in range(b.shape[0]):
+            out[c] = b[c] / Sb[c, 0, 0]
+        return out
+    return solve_upper_t(L2, b)
+
+
+@numba.njit(cache=True)
+def scalar_criterion_gradient(theta, mo, cb, lay, n, reml):
+    """The profiled criterion and its exact gradient in theta where every term is scalar (random
+    intercepts, Lambda = diag(theta_k over term k's levels)): a leading block alone (Dyestuff), a
+    dense trailing block (crossed: Penicillin; ``cb`` indexed by column, ``column_index``) or
+    a nested one (``Layout.nested``: Pastes, classes in schools; the dense block's arithmetic on
+    its diagonal, in the same order, so both give the same numbers), compiled for the small
+    models' BFGS (``CriterionProblem``'s ``exact``).
+
+    The algebra is ``engine.lmer._criterion_and_gradient``'s (Bates et al. 2015, eqs. 34 and 41
+    differentiated; see its docstring), grad_k = (2 / theta_k) (n_k - tr_k((A^{-1})_uu) -
+    nu ||u_k||^2 / pwrss), with S^{-1} from the trailing factor L2 by substitution (there a
+    LAPACK dpotri on a large block): diag(S^{-1}) for the trailing terms, the leading term's
+    sum_j (1 + w_j'S^{-1}w_j) / L1_j^2 (``cross_trace``; one entry per j when nested), REML's
+    row norms of V = L^{-T} R_ZX Lx^{-T} added. The criterion is ``profiled_criterion``'s, the
+    same arithmetic. Cost: one evaluation plus O(Q2^3 / 3) for S^{-1} (dense; O(n2) nested) and
+    O((n1 + pairs + Q2^2) p) for the modes and V. Returns (criterion, gradient (K,)); (inf,
+    zeros) where a factor fails."""
+    K = theta.shape[0]
+    grad = np.zeros(K)
+    Q2 = mo.ZXa2.shape[0]
+    nested = lay.nested
+    Sinv = np.zeros((0, 0))  # dense: S^{-1} (lower triangle)
+    L2 = np.zeros((0, 0))
+    Sb = np.zeros((0, 1, 1))
+    if nested:
+        ok, ld, gram, L1, R1, W, Sb, R2, _T = leading_and_nested_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf, grad
+        ok, ld, R2s = nested_factor(Sb, R2, ld)
+        if not ok:
+            return np.inf, grad
+    else:
+        ok, ld, gram, L1, R1, W, S, R2, _T = leading_and_schur(theta, mo, cb, lay)
+        if not ok:
+            return np.inf, grad
+        R2s = R2
+        if Q2 > 0:
+            ok, ld, L2 = _dense_trailing_factor(S, ld)
+            if not ok:
+                return np.inf, grad
+            R2s = forward_solve(L2, R2)
+            L2inv = forward_solve(L2, np.eye(Q2))
+            Sinv = np.empty((Q2, Q2))  # L2^{-T} L2^{-1}, lower triangle (L2^{-1} is lower)
+            for a in range(Q2):
+                for b in range(a + 1):
+                    acc = 0.0
+                    for c in range(a, Q2):
+                        acc += L2inv[c, a] * L2inv[c, b]
+                    Sinv[a, b] = acc
+    if Q2 > 0:
+        _gram_downdate(gram, R2s)
+    crit = _criterion_value(ld, gram, n, reml)
+    if not np.isfinite(crit):
+        return np.inf, grad
+    return crit, _scalar_gradient(theta, cb, lay, n, reml, L1, R1, W, R2s, gram, nested, Sb, L2, Sinv)
+
+
+@numba.njit(cache=True)
+def _scalar_gradient(theta, cb, lay, n, reml, L1, R1, W, R2s, gram, nested, Sb, L2, Sinv):
+    """The exact gradient (every term scalar) from the blocked factor at theta: L1 (n1, 1, 1),
+    R1 (n1, 1, m), W (pairs,), R2s (Q2, m) = L2^{-1} R2, gram (m, m) factored (lower, as
+    ``_criterion_value`` leaves it); the trailing factor nested as Sb (n2, 1, 1) (L2 and Sinv
+    unused), or dense as L2 (Q2, Q2) lower with Sinv (Q2, Q2) = S^{-1}, its lower triangle.
+    ``scalar_criterion_gradient``'s algebra (see there) and ``engine.lmer._criterion_and_gradient``'s
+    (S^{-1} from LAPACK for a large block). Returns the gradient (K,)."""
+    K = theta.shape[0]
+    grad = np.zeros(K)
+    m = gram.shape[0]
+    p = m - 1
+    Q2 = R2s.shape[0]
+    n1 = L1.shape[0]
+    sinv = np.zeros(Q2)
+    if nested:
+        for c in range(Q2):  # the dense path's (L2^{-1})' L2^{-1} on a diagonal L2
+            r = 1.0 / Sb[c, 0, 0]
+            sinv[c] = r * r
+    pwrss = gram[p, p] * gram[p, p]
+    nu = n - p if reml else n
+    Lx = np.ascontiguousarray(gram[:p, :p])
+    beta = solve_upper_t(Lx, np.ascontiguousarray(gram[p, :p]))
+
+    # conditional modes: u2 = L2^{-T}(R2s_y - R2s_X beta), u1 = (R1_y - R1_X beta - W u2) / L1
+    u2 = np.zeros(Q2)
+    wu = np.zeros((n1, 1))
+    if Q2 > 0:
+        r2 = np.empty(Q2)
+        for c in range(Q2):
+            s = R2s[c, p]
+            for k in range(p):
+                s -= R2s[c, k] * beta[k]
+            r2[c] = s
+        u2 = _trailing_back_solve(nested, Sb, L2, r2)
+        wu = cross_times(cb, W, u2, n1, 1)
+    d1 = np.empty(n1)
+    d2 = np.zeros(Q2)
+    uu1 = 0.0
+    for j in range(n1):
+        lj = L1[j, 0, 0]
+        s = R1[j, 0, p]
+        for k in range(p):
+            s -= R1[j, 0, k] * beta[k]
+        if Q2 > 0:
+            s -= wu[j, 0]
+        uj = s / lj
+        uu1 += uj * uj
+        d1[j] = 1.0 / (lj * lj)
+    # the leading block's sum_j w_j'S^{-1}w_j / L1_j^2
+    extra1 = 0.0
+    if Q2 > 0:
+        if nested:  # cross_trace's sums on a diagonal S^{-1}: by column, then by level j
+            acc = np.zeros(Q2)
+            for j in range(n1):
+                o = cb.off[cb.jptr[j]]
+                acc[cb.col0[cb.jptr[j]]] += W[o] * d1[j] * W[o]
+            for c in range(Q2):
+                extra1 += acc[c] * sinv[c]
+                d2[c] = sinv[c]
+        else:
+            extra1 = cross_trace(cb, W, d1, Sinv)
+            for c in range(Q2):
+                d2[c] = Sinv[c, c]
+    if reml:  # (A^{-1})_uu = M^{-1} + V V', V = L^{-T} R_ZX Lx^{-T} (rows: Lx^{-1} applied)
+        Y1 = _rows_lower_solve(Lx, R1[:, 0, :p])
+        if Q2 > 0:
+            Y2 = _rows_lower_solve(Lx, R2s[:, :p])
+            for k in range(p):
+                v2 = _trailing_back_solve(nested, Sb, L2, np.ascontiguousarray(Y2[:, k]))
+                wv = cross_times(cb, W, v2, n1, 1)
+                for c in range(Q2):
+                    d2[c] += v2[c] * v2[c]
+                for j in range(n1):
+                    Y1[j, k] -= wv[j, 0]
+        for j in range(n1):
+            lj = L1[j, 0, 0]
+            s = 0.0
+            for k in range(p):
+                v = Y1[j, k] / lj
+                s += v * v
+            d1[j] += s
+    # per term: levels n_k, tr_k and ||u_k||^2 (the leading term is term 0)
+    cnt = np.zeros(K)
+    tr = np.zeros(K)
+    uu = np.zeros(K)
+    cnt[0] = n1
+    tr[0] = extra1
+    for j in range(n1):
+        tr[0] += d1[j]
+    uu[0] = uu1
+    for c in range(Q2):
+        k = lay.col_term[c]
+        cnt[k] += 1.0
+        tr[k] += d2[c]
+        uu[k] += u2[c] * u2[c]
+    for k in range(K):
+        i = lay.theta_start[k]
+        if theta[i] != 0.0:  # 0 there: the criterion depends on theta_k^2
+            grad[i] = 2.0 / theta[i] * (cnt[k] - tr[k] - nu * uu[k] / pwrss)
+    return grad
+
+
+@numba.njit(cache=True)
+def criterion_gradient(theta, mo, cb, lay, n, reml):
+    """The profiled criterion and its exact gradient for the layouts that have one compiled:
+    every term scalar (``scalar_criterion_gradient``), or one term of any size
+    (``leading_criterion_gradient``). Returns (criterion, gradient (K,))."""
+    scalar = True
+    for k in range(lay.term_q.shape[0]):
+        if lay.term_q[k] != 1:
+            scalar = False
+    if scalar:
+        return scalar_criterion_gradient(theta, mo, cb, lay, n, reml)
+    return leading_criterion_gradient(theta, mo, cb, lay, n, reml)
