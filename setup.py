@@ -45,7 +45,7 @@ class BuildPyWithKernelCache(build_py):
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "engine", "precompile"], cwd=str(build_lib), env=env,
+            proc = subprocess.run([sys.executable, "-m", "engine", "precompile", "--install"], cwd=str(build_lib), env=env,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True)
         except OSError as error:
             self.warn(f"engine: kernels not precompiled ({error}); they compile on first use")

@@ -35,14 +35,17 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = ["JOBS", "build", "run_all", "run_job"]
+__all__ = ["JOBS", "USER_MODEL_JOBS", "build", "install_jobs", "run_all", "run_job"]
 
-# longest first (cold CPU seconds on the 2-core machine of issue 16), so two workers finish together
+# longest first (cold CPU seconds on the 2-core machine of issue 16), so the workers finish together
 JOBS = ("lmer", "bayes-nuts", "slopes", "ols-mice", "bayes-gibbs", "loo-predict", "binary-nuts", "binary-gibbs")
-
-# what a user brings beyond the study's models (issue 16): a random slope (brm with either sampler,
-# lmer), crossed groupings, predictions and LOO; compiled on first use these cost ~50 s (slopes
-# Gibbs) and ~20 s (loo) of a first call
+# what a user brings beyond the study's models: a random slope (brm with either sampler and the
+# three families, lmer), crossed groupings, predictions and LOO; compiled on first use these cost
+# ~50 s (slopes Gibbs) and ~20 s (loo) of a first call. Their ~65 CPU s are built at install time
+# only with 4 workers or more (``install_jobs``): on 2 cores they would lengthen ``pip install .``
+# by ~30 s and make the README's first command (install, then replicate) slower than with no
+# precompile at all (measured: 158 s against 130 s); ``python -m engine precompile`` builds them.
+USER_MODEL_JOBS = ("slopes", "loo-predict")
 SLOPES_FORMULA = "mathscore2 ~ raven + (1 + raven | schoolid)"
 CROSSED_FORMULA = "mathscore2 ~ raven + (1 | schoolid) + (1 | male)"
 
@@ -127,12 +130,24 @@ def run_job(name: str) -> None:
             raise ValueError(f"unknown precompile job {name!r}; choose from {', '.join(JOBS)}")
 
 
+def install_jobs(workers: int | None = None) -> tuple[str, ...]:
+    """The jobs ``pip install .`` runs with ``workers`` processes (default: the CPU count, at most 4):
+    every job from 4 workers, else all but :data:`USER_MODEL_JOBS`."""
+    if _workers(workers) >= 4:
+        return JOBS
+    return tuple(job for job in JOBS if job not in USER_MODEL_JOBS)
+
+
+def _workers(workers: int | None) -> int:
+    return max(1, min(workers or os.cpu_count() or 1, 4))
+
+
 def build(workers: int | None = None, jobs: tuple[str, ...] = JOBS, package_root: str | os.PathLike | None = None,
           log=None) -> dict[str, float | None]:
     """Run ``jobs`` in subprocesses, ``workers`` at a time (default: the CPU count, at most 4), each
     importing engine from ``package_root`` (default: this copy). Returns job -> wall seconds (None
     when the job failed)."""
-    workers = max(1, min(workers or os.cpu_count() or 1, 4))
+    workers = _workers(workers)
     root = str(package_root or _PACKAGE_ROOT)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
@@ -160,10 +175,12 @@ def build(workers: int | None = None, jobs: tuple[str, ...] = JOBS, package_root
     return seconds
 
 
-def run_all(workers: int | None = None) -> int:
-    """``python -m engine precompile``: every job, a line on stderr each; exit status 1 if one failed."""
+def run_all(workers: int | None = None, install: bool = False) -> int:
+    """``python -m engine precompile``: every job (``install``: :func:`install_jobs`, what setup.py
+    asks for), a line on stderr each; exit status 1 if one failed."""
     start = time.perf_counter()
-    seconds = build(workers, log=lambda line: print(line, file=sys.stderr, flush=True))
+    jobs = install_jobs(workers) if install else JOBS
+    seconds = build(workers, jobs, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"engine precompile: {len(seconds)} jobs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0 if all(s is not None for s in seconds.values()) else 1
 

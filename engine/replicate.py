@@ -481,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     pre = sub.add_parser("precompile", help="compile engine's kernels into Numba's cache now (pip install does it)")
     pre.add_argument("--workers", type=int, default=None, help="processes at once (default: CPU count, at most 4)")
+    pre.add_argument("--install", action="store_true",
+                     help="the jobs pip install runs (the user-model jobs only with 4 workers or more)")
     return parser
 
 
@@ -499,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "precompile":
         from engine._precompile import run_all
 
-        return run_all(args.workers)
+        return run_all(args.workers, install=args.install)
     warnings.formatwarning = _short_warning
     settings = Settings(data=args.data, seed=args.seed, sampler=args.sampler, quick=args.quick,
                         json_path=args.json_path, report_dir=args.report_dir, quiet=args.quiet)

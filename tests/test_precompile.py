@@ -41,3 +41,15 @@ def test_unknown_job_names_the_choices():
 
     with pytest.raises(ValueError, match="lmer"):
         run_job("nope")
+
+
+def test_install_jobs_leave_the_user_model_jobs_to_four_workers():
+    """pip install runs the user-model jobs (slopes, loo/predict) only with 4 workers or more; by
+    hand every job runs."""
+    from engine._precompile import JOBS, USER_MODEL_JOBS, install_jobs
+
+    assert set(USER_MODEL_JOBS) <= set(JOBS)
+    assert install_jobs(2) == tuple(job for job in JOBS if job not in USER_MODEL_JOBS)
+    assert install_jobs(1) == install_jobs(2)
+    assert install_jobs(4) == JOBS
+    assert install_jobs(16) == JOBS  # workers are capped at 4
