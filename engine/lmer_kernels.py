@@ -439,7 +439,7 @@ def sufficient_moments(X, y, codes1, Z1, n1, rcodes, Zr, rq, roff, rnl, nested_o
     A1 = level_cross_sums(codes1, Z1, Z1, n1)
     ZXa1 = level_cross_sums(codes1, Z1, Xa, n1)
     R = rcodes.shape[0]
-    Q2 = 0
+    Q2 = np.int64(0)  # not a literal 0: the calls below would first compile for Literal[int](0) too
     for t in range(R):
         Q2 += rq[t] * rnl[t]
     jptr, col0, qq, term, off, vals = cross_pairs(codes1, Z1, n1, rcodes, Zr, rq, roff, rnl)
