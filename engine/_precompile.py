@@ -12,8 +12,9 @@ machine or Numba is simply not used (the kernel compiles on first use, as withou
 What: :data:`JOBS`, each a small workload on the bundled study data that calls what the public
 functions and ``replicate`` call, with the same argument types (so the same compiled
 specialisations) and negligible work (a few iterations): the OLS stages, mice, ``lmer`` and the
-Bayesian stages with either sampler, and what a user's own model adds most often: random slopes
-(``brm`` with either sampler, ``lmer``), crossed groupings, predictions and ``loo``. Each job runs in its own process and the jobs run
+Bayesian stages with either sampler, and (:data:`USER_MODEL_JOBS`: at install time only with 4
+workers or more, :func:`install_jobs`) what a user's own model adds most often: random slopes,
+crossed groupings, predictions and ``loo``. Each job runs in its own process and the jobs run
 ``workers`` at a time: Numba compiles in one thread under a global lock per process, so separate
 processes are what compiles on several cores at once. Results are discarded; a failed job only
 means that its kernels compile on first use. Numba writes each entry to a temporary file and
