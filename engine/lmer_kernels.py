@@ -1482,16 +1482,9 @@ def leading_criterion_gradient(theta, mo, cb, lay, n, reml):
 
 @numba.njit(cache=True)
 def _rows_lower_solve(L, B):
-    """(r, p): row i is L^{-1} B[i] (L (p, p) lower, B (r, p)), i.e. B L^{-T}."""
-    r, p = B.shape
-    Y = np.empty((r, p))
-    for i in range(r):
-        for k in range(p):
-            s = B[i, k]
-            for l in range(k):
-                s -= L[k, l] * Y[i, l]
-            Y[i, k] = s / L[k, k]
-    return Y
+    """(r, p): row i is L^{-1} B[i] (L (p, p) lower, B (r, p)), i.e. B L^{-T}: ``forward_solve`` on
+    B' (the same sums in the same order), returned C-contiguous."""
+    return np.ascontiguousarray(forward_solve(L, np.ascontiguousarray(B.T)).T)
 
 
 @numba.njit(cache=True)
